@@ -1,0 +1,368 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+)
+
+// The local build hosts run on this machine, so the facts the node shows
+// must be this machine's: read them here independently of podman.
+func TestNodeShowsTheHostsFacts(t *testing.T) {
+	s := newStack(t)
+	for i := 1; i <= 2; i++ {
+		name := s.host(t, i)["NAME"]
+		n, ok := s.node(t, name)
+		if !ok {
+			t.Fatalf("node %s missing", name)
+		}
+		if got := n.Labels[corev1.LabelArchStable]; got != runtime.GOARCH {
+			t.Errorf("%s: arch label %q, want %q", name, got, runtime.GOARCH)
+		}
+		if got := n.Labels[corev1.LabelOSStable]; got != "linux" {
+			t.Errorf("%s: os label %q", name, got)
+		}
+		hostname, _ := os.Hostname()
+		if got := n.Labels[corev1.LabelHostname]; got != hostname {
+			t.Errorf("%s: hostname label %q, want %q", name, got, hostname)
+		}
+		if n.Labels["rbn.dev/local-test-host"] != "true" {
+			t.Errorf("%s: operator label missing: %v", name, n.Labels)
+		}
+		if got := n.Status.Capacity.Cpu().Value(); got != int64(runtime.NumCPU()) {
+			t.Errorf("%s: cpu capacity %d, want %d", name, got, runtime.NumCPU())
+		}
+		memTotal := meminfoTotal(t)
+		if got := n.Status.Capacity.Memory().Value(); got != memTotal {
+			t.Errorf("%s: memory capacity %d, want MemTotal %d", name, got, memTotal)
+		}
+		if got := n.Status.Allocatable.StorageEphemeral().Value(); got <= 0 {
+			t.Errorf("%s: no ephemeral-storage allocatable", name)
+		}
+		if got := n.Status.Allocatable.Pods().Value(); got != int64(rbnv1.DefaultMaxPods) {
+			t.Errorf("%s: pods allocatable %d", name, got)
+		}
+		if !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "podman://") {
+			t.Errorf("%s: runtime %q", name, n.Status.NodeInfo.ContainerRuntimeVersion)
+		}
+		var uname = kernelRelease(t)
+		if n.Status.NodeInfo.KernelVersion != uname {
+			t.Errorf("%s: kernel %q, want %q", name, n.Status.NodeInfo.KernelVersion, uname)
+		}
+		found := false
+		for _, taint := range n.Spec.Taints {
+			found = found || (taint.Key == rbnv1.TaintRemoteBuildNode && taint.Effect == corev1.TaintEffectNoSchedule)
+		}
+		if !found {
+			t.Errorf("%s: default taint missing: %v", name, n.Spec.Taints)
+		}
+		if c := readyCondition(n); c.Status != corev1.ConditionTrue {
+			t.Errorf("%s: not Ready: %+v", name, c)
+		}
+		r, _ := s.rbn(t, name)
+		if r.Status.Phase != rbnv1.PhaseReady || r.Status.Host == nil || r.Status.Host.Architecture != runtime.GOARCH {
+			t.Errorf("%s: RemoteBuildNode status %+v", name, r.Status)
+		}
+		// The printer columns show phase, arch and podman version.
+		out := s.kubectl(t, "get", "remotebuildnodes", name, "--no-headers")
+		if !strings.Contains(out, "Ready") || !strings.Contains(out, runtime.GOARCH) || !strings.Contains(out, strings.TrimPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "podman://")) {
+			t.Errorf("%s: printer columns %q", name, out)
+		}
+	}
+}
+
+func TestNodeLeaseIsRenewed(t *testing.T) {
+	s := newStack(t)
+	name := s.host(t, 1)["NAME"]
+	lease, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := lease.Spec.RenewTime.Time
+	eventually(t, "lease "+name+" renewed", 30*time.Second, func() (bool, string) {
+		l, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return l.Spec.RenewTime.After(first), l.Spec.RenewTime.String()
+	})
+}
+
+// A host whose sshd dies goes NotReady with the reason, and comes back.
+func TestSSHDownThenBack(t *testing.T) {
+	s := newStack(t)
+	name := s.host(t, 2)["NAME"]
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, time.Minute)
+
+	s.hosts(t, "stop-sshd", "2")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			s.hosts(t, "start-sshd", "2")
+		}
+	})
+	start := time.Now()
+	c := s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, 40*time.Second)
+	t.Logf("NotReady after %s: %s: %s", time.Since(start).Round(time.Millisecond), c.Reason, c.Message)
+
+	eventually(t, "RemoteBuildNode "+name+" NotReady with lastError", 20*time.Second, func() (bool, string) {
+		r, _ := s.rbn(t, name)
+		if r.Status.Phase != rbnv1.PhaseNotReady || r.Status.LastError == nil {
+			return false, fmt.Sprintf("%+v", r.Status)
+		}
+		return strings.HasPrefix(r.Status.LastError.Reason, "SSH"), r.Status.LastError.Reason
+	})
+	// The other host is unaffected.
+	other := s.host(t, 1)["NAME"]
+	if n, _ := s.node(t, other); readyCondition(n).Status != corev1.ConditionTrue {
+		t.Errorf("node %s not Ready while only %s was cut", other, name)
+	}
+
+	s.hosts(t, "start-sshd", "2")
+	restarted = true
+	// Redial backoff is capped at 30 s by default.
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 60*time.Second)
+	eventually(t, "RemoteBuildNode "+name+" Ready again", 20*time.Second, func() (bool, string) {
+		r, _ := s.rbn(t, name)
+		return r.Status.Phase == rbnv1.PhaseReady, string(r.Status.Phase)
+	})
+}
+
+// A host whose podman service is down is NotReady with PodmanUnavailable.
+func TestPodmanDownThenBack(t *testing.T) {
+	s := newStack(t)
+	name := s.host(t, 1)["NAME"]
+	s.hosts(t, "stop-podman", "1")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			s.hosts(t, "start-podman", "1")
+		}
+	})
+	s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"PodmanUnavailable"}, 40*time.Second)
+	s.hosts(t, "start-podman", "1")
+	restarted = true
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 40*time.Second)
+}
+
+// registerExtra registers host i again under another name with the given
+// known_hosts, and removes it at the end of the test.
+func (s *stack) registerExtra(t *testing.T, name string, i int, knownHosts string, extraSpec string) {
+	t.Helper()
+	h := s.host(t, i)
+	key := readFile(t, h["PRIVATE_KEY"])
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %[1]s-ssh, namespace: rbn-system}
+type: kubernetes.io/ssh-auth
+stringData:
+  ssh-privatekey: |
+%[2]s
+  known_hosts: |
+%[3]s
+---
+apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %[1]s}
+spec:
+  address: %[4]s
+  port: %[5]s
+  podmanSocket: %[6]s
+  sshSecretRef: {name: %[1]s-ssh, namespace: rbn-system}
+%[7]s
+`, name, indent(key, 4), indent(knownHosts, 4), h["ADDRESS"], h["PORT"], h["PODMAN_SOCKET"], extraSpec))
+	t.Cleanup(func() {
+		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.kubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
+	})
+}
+
+func indent(s string, n int) string {
+	pad := strings.Repeat(" ", n)
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = pad + l
+	}
+	return strings.Join(lines, "\n")
+}
+
+// A known_hosts line with another host's key for this address: the host key
+// check fails, nothing is ever connected, and the reason is visible.
+func TestWrongHostKeyNeverConnects(t *testing.T) {
+	s := newStack(t)
+	h1, h2 := s.host(t, 1), s.host(t, 2)
+	// host 2's key, claimed for host 1's address.
+	_, key, ok := strings.Cut(strings.TrimSpace(readFile(t, h2["KNOWN_HOSTS"])), " ")
+	if !ok {
+		t.Fatal("unexpected known_hosts format")
+	}
+	line := fmt.Sprintf("[%s]:%s %s", h1["ADDRESS"], h1["PORT"], key)
+	name := uniqueName("e2e-wrong-key")
+	s.registerExtra(t, name, 1, line, "")
+
+	c := s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"HostKeyMismatch"}, 30*time.Second)
+	t.Logf("node condition: %s: %s", c.Reason, c.Message)
+	eventually(t, "RemoteBuildNode "+name+" NotReady with HostKeyMismatch", 20*time.Second, func() (bool, string) {
+		r, _ := s.rbn(t, name)
+		return r.Status.Phase == rbnv1.PhaseNotReady && r.Status.LastError != nil && r.Status.LastError.Reason == "HostKeyMismatch",
+			fmt.Sprintf("%+v", r.Status)
+	})
+	r, _ := s.rbn(t, name)
+	if r.Status.Host != nil {
+		t.Errorf("host facts were read through an untrusted connection: %+v", r.Status.Host)
+	}
+	n, _ := s.node(t, name)
+	if n.Status.Allocatable.Pods().Value() != 0 {
+		t.Errorf("a never-connected node offers pods: %v", n.Status.Allocatable)
+	}
+	// Host 1's own node is unaffected.
+	s.waitNodeReady(t, h1["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+}
+
+func TestUnreachableAddress(t *testing.T) {
+	s := newStack(t)
+	name := uniqueName("e2e-unreachable")
+	h := s.host(t, 1)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %[1]s-ssh, namespace: rbn-system}
+type: kubernetes.io/ssh-auth
+stringData:
+  ssh-privatekey: |
+%[2]s
+  known_hosts: "[127.0.9.9]:2222 %[3]s"
+---
+apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %[1]s}
+spec:
+  address: 127.0.9.9
+  port: 2222
+  sshSecretRef: {name: %[1]s-ssh, namespace: rbn-system}
+`, name, indent(readFile(t, h["PRIVATE_KEY"]), 4), strings.SplitN(strings.TrimSpace(readFile(t, h["KNOWN_HOSTS"])), " ", 2)[1]))
+	t.Cleanup(func() {
+		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.kubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
+	})
+	s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHUnreachable"}, 30*time.Second)
+}
+
+// A missing Secret and an invalid spec: a clear reason and an event, and
+// the other nodes keep being served.
+func TestBadInputIsReported(t *testing.T) {
+	s := newStack(t)
+	missing := uniqueName("e2e-no-secret")
+	invalid := uniqueName("e2e-invalid")
+	s.apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %s}
+spec:
+  address: 127.0.1.1
+  sshSecretRef: {name: does-not-exist, namespace: rbn-system}
+---
+apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %s}
+spec:
+  address: 127.0.1.1
+  podmanSocket: relative/podman.sock
+  sshSecretRef: {name: x, namespace: rbn-system}
+  labels: {kubernetes.io/arch: arm64}
+  hostPathAllowlist: [/]
+`, missing, invalid))
+	t.Cleanup(func() {
+		_, _ = s.kubectlErr("delete", "remotebuildnode", missing, invalid, "--ignore-not-found", "--wait=true", "--timeout=60s")
+	})
+	eventually(t, missing+" Invalid: secret not found", 20*time.Second, func() (bool, string) {
+		r, _ := s.rbn(t, missing)
+		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "SSHSecretNotFound", fmt.Sprintf("%+v", r.Status)
+	})
+	var msg string
+	eventually(t, invalid+" Invalid: every problem listed", 20*time.Second, func() (bool, string) {
+		r, _ := s.rbn(t, invalid)
+		if r.Status.Phase != rbnv1.PhaseInvalid || r.Status.LastError == nil {
+			return false, fmt.Sprintf("%+v", r.Status)
+		}
+		msg = r.Status.LastError.Message
+		return true, ""
+	})
+	for _, want := range []string{"spec.podmanSocket", "spec.labels[kubernetes.io/arch]", "spec.hostPathAllowlist[0]"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("invalid spec message lacks %s: %s", want, msg)
+		}
+	}
+	eventually(t, "InvalidSpec event on "+invalid, 20*time.Second, func() (bool, string) {
+		for _, e := range s.events(t, "default", "RemoteBuildNode", invalid) {
+			if e.Reason == "InvalidSpec" && e.Type == corev1.EventTypeWarning {
+				return true, ""
+			}
+		}
+		return false, "no event"
+	})
+	if _, ok := s.node(t, invalid); ok {
+		t.Errorf("a node was registered for an invalid RemoteBuildNode")
+	}
+	for i := 1; i <= 2; i++ {
+		s.waitNodeReady(t, s.host(t, i)["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	}
+}
+
+// Deleting a RemoteBuildNode removes its node and lease.
+func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
+	s := newStack(t)
+	name := uniqueName("e2e-delete")
+	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]), "")
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
+	eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
+		_, ok := s.node(t, name)
+		return !ok, "still there"
+	})
+	_, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+	if err == nil {
+		t.Errorf("lease %s left behind", name)
+	}
+}
+
+func meminfoTotal(t *testing.T) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+	return 0
+}
+
+func kernelRelease(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}

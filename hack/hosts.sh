@@ -1,0 +1,512 @@
+#!/usr/bin/env bash
+# Local build hosts for development and tests: each host is an sshd on its own loopback address
+# (127.0.1.<i>) plus its own podman API service with its own storage, network and locks, as a real
+# remote build host would have (root login by key, podman socket reached over SSH).
+#
+# Usage: hack/hosts.sh up [N]          start hosts 1..N (default 2); idempotent
+#        hack/hosts.sh down            stop every host, remove its containers, mounts and state
+#        hack/hosts.sh list            print the host dirs, one per line
+#        hack/hosts.sh stop-sshd I | start-sshd I | stop-podman I | start-podman I
+#        hack/hosts.sh podman I ARGS.. run podman against host I's storage (same config as its service)
+#        hack/hosts.sh ssh I [CMD..]   ssh into host I as root with the strict known_hosts file
+#
+# Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
+# KNOWN_HOSTS, PRIVATE_KEY, STORAGE. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
+# every host. Every host has the image localhost/rbn/busybox:latest (CMD sh).
+#
+# Environment: RBN_HOST_SSH_PORT (default 2222), RBN_HOST_STORAGE_DRIVER (default overlay; vfs
+# where overlay does not work), RBN_HOST_NET_PREFIX (first two octets of the hosts' container
+# subnets, default derived from the port), RBN_HOST_REGISTRIES_CONF (registries.conf for the hosts).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+HOSTS_DIR="${RBN_STATE}/hosts"
+HOSTS_MAX=15
+IMAGE_REF="localhost/rbn/busybox:latest"
+SSH_PORT="${RBN_HOST_SSH_PORT:-2222}"
+STORAGE_DRIVER="${RBN_HOST_STORAGE_DRIVER:-overlay}"
+# Container subnets: host i's default network is <prefix>.<16*i>.0/24 and networks created on it
+# come from <prefix>.<16*i>.0/20, so hosts (and host sets of other checkouts on other ports) do not
+# share bridges or addresses.
+NET_PREFIX="${RBN_HOST_NET_PREFIX:-10.$((128 + SSH_PORT % 128))}"
+PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH}"
+
+hosts::dir() { echo "${HOSTS_DIR}/host$1"; }
+hosts::addr() { echo "127.0.1.$1"; }
+
+hosts::check_index() {
+  [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= HOSTS_MAX)) || rbn::die "host index must be 1..${HOSTS_MAX}, got '$1'"
+}
+
+# hosts::indexes: the indexes of the hosts that have a dir, ascending.
+hosts::indexes() {
+  local d
+  for d in "${HOSTS_DIR}"/host*; do
+    [[ -d "$d" && "${d##*/host}" =~ ^[0-9]+$ ]] && echo "${d##*/host}"
+  done | sort -n
+}
+
+# hosts::podman I ARGS...: podman against host I's storage with the host's own configuration
+# (lock type, network dir, tmp dir, runtime); plain `podman --root X` would use the machine's
+# defaults and corrupt the host's state.
+hosts::podman() {
+  local d; d="$(hosts::dir "$1")"; shift
+  "$d/podman" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Writing a host's files.
+
+hosts::write_podman_config() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  local bridge="rbn${SSH_PORT}h${i}" net_id
+  mkdir -p "$d/networks" "$d/tmp" "$d/storage" "$d/run"
+  net_id="$(printf 'rbn-host-%s-%s' "${SSH_PORT}" "${i}" | sha256sum | cut -c1-64)"
+
+  cat >"$d/containers.conf" <<EOF
+# rbn test build host ${i}. Everything that podman would otherwise share between instances on one
+# machine (tmp dir, locks, events, network configs and IPAM) is per host.
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "netavark"
+network_config_dir = "$d/networks"
+default_network = "podman"
+default_subnet = "${NET_PREFIX}.$((16 * i)).0/24"
+default_subnet_pools = [{"base" = "${NET_PREFIX}.$((16 * i)).0/20", "size" = 24}]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$d/tmp"
+volume_path = "$d/storage/volumes"
+lock_type = "file"
+exit_command_delay = 5
+service_timeout = 0
+EOF
+
+  cat >"$d/storage.conf" <<EOF
+[storage]
+driver = "${STORAGE_DRIVER}"
+graphroot = "$d/storage"
+runroot = "$d/run"
+EOF
+
+  # The default network "podman" would be the bridge podman0 with 10.88.0.0/16 in every instance:
+  # hosts would hand out the same addresses on one shared bridge and tear it down under each other.
+  # A file named after the default network overrides the built-in one.
+  cat >"$d/networks/podman.json" <<EOF
+{
+  "name": "podman",
+  "id": "${net_id}",
+  "driver": "bridge",
+  "network_interface": "${bridge}",
+  "created": "2020-01-01T00:00:00Z",
+  "subnets": [{"subnet": "${NET_PREFIX}.$((16 * i)).0/24", "gateway": "${NET_PREFIX}.$((16 * i)).1"}],
+  "ipv6_enabled": false,
+  "internal": false,
+  "dns_enabled": false,
+  "ipam_options": {"driver": "host-local"}
+}
+EOF
+
+  # The wrapper every podman invocation for this host goes through (service included).
+  local reg=""
+  [[ -n "${RBN_HOST_REGISTRIES_CONF:-}" ]] && reg="CONTAINERS_REGISTRIES_CONF=$(realpath "${RBN_HOST_REGISTRIES_CONF}")"
+  cat >"$d/podman" <<EOF
+#!/bin/sh
+exec env -i PATH="${PATH}" HOME="${HOME}" TMPDIR="$d/tmp" ${reg} \\
+  CONTAINERS_CONF="$d/containers.conf" CONTAINERS_STORAGE_CONF="$d/storage.conf" \\
+  podman --root "$d/storage" --runroot "$d/run" --storage-driver "${STORAGE_DRIVER}" "\$@"
+EOF
+  chmod +x "$d/podman"
+}
+
+hosts::write_ssh_config() {
+  local i="$1" d addr; d="$(hosts::dir "$1")"; addr="$(hosts::addr "$1")"
+  mkdir -p "$d/ssh"
+  [[ -f "$d/ssh/ssh_host_ed25519_key" ]] ||
+    ssh-keygen -q -t ed25519 -N '' -C "rbn-host-${i}" -f "$d/ssh/ssh_host_ed25519_key"
+  cp "${HOSTS_DIR}/id_ed25519.pub" "$d/ssh/authorized_keys"
+  chmod 600 "$d/ssh/authorized_keys"
+
+  cat >"$d/ssh/sshd_config" <<EOF
+# rbn test build host ${i}
+ListenAddress ${addr}:${SSH_PORT}
+HostKey $d/ssh/ssh_host_ed25519_key
+PidFile $d/ssh/sshd.pid
+AuthorizedKeysFile $d/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowStreamLocalForwarding yes
+AllowTcpForwarding yes
+X11Forwarding no
+PermitTTY yes
+ClientAliveInterval 15
+ClientAliveCountMax 4
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxSessions 64
+MaxStartups 100:30:200
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+EOF
+  mkdir -p /run/sshd && chmod 755 /run/sshd # privilege separation dir
+  /usr/sbin/sshd -t -f "$d/ssh/sshd_config" || rbn::die "host ${i}: invalid sshd config"
+
+  local hostkey; hostkey="$(cut -d' ' -f1,2 "$d/ssh/ssh_host_ed25519_key.pub")"
+  if [[ "${SSH_PORT}" == 22 ]]; then
+    echo "${addr} ${hostkey}" >"$d/known_hosts"
+  else
+    echo "[${addr}]:${SSH_PORT} ${hostkey}" >"$d/known_hosts"
+  fi
+}
+
+hosts::write_env() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  cat >"$d/host.env" <<EOF
+NAME=rbn-host-${i}
+ADDRESS=$(hosts::addr "$i")
+PORT=${SSH_PORT}
+USER=root
+PODMAN_SOCKET=$d/podman.sock
+KNOWN_HOSTS=$d/known_hosts
+PRIVATE_KEY=${HOSTS_DIR}/id_ed25519
+STORAGE=$d/storage
+EOF
+}
+
+# hosts::build_image: the busybox rootfs tarball, once per `up`.
+hosts::build_image() {
+  local dir="${HOSTS_DIR}/image" bb
+  bb="$(command -v busybox || true)"
+  [[ -x /bin/busybox ]] && bb=/bin/busybox
+  [[ -n "$bb" ]] || rbn::die "busybox not found (run hack/install-deps.sh)"
+  file_is_static "$bb" || rbn::die "$bb is not statically linked (install busybox-static)"
+  rm -rf "$dir" && mkdir -p "$dir/rootfs/bin" "$dir/rootfs/etc" "$dir/rootfs/tmp" "$dir/rootfs/root"
+  cp "$bb" "$dir/rootfs/bin/busybox"
+  local a
+  for a in $("$bb" --list); do
+    [[ -e "$dir/rootfs/bin/$a" ]] || ln -s busybox "$dir/rootfs/bin/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/rootfs/etc/group"
+  chmod 1777 "$dir/rootfs/tmp"
+  chmod 700 "$dir/rootfs/root"
+  tar -C "$dir/rootfs" --numeric-owner --owner=0 --group=0 -cf "$dir/busybox.tar" .
+  rm -rf "$dir/rootfs"
+}
+
+# A dynamically linked busybox would not run in the image. (no `file` on minimal machines)
+file_is_static() { ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter' ; }
+
+# ---------------------------------------------------------------------------------------------
+# Daemons.
+
+hosts::tcp_accepts() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+hosts::ssh() {
+  local i="$1" d; d="$(hosts::dir "$1")"; shift
+  ssh -F /dev/null -i "${HOSTS_DIR}/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o UserKnownHostsFile="$d/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+    -o StrictHostKeyChecking=yes -o ConnectTimeout=5 -o LogLevel=ERROR \
+    -p "$(hosts::port "$i")" "root@$(hosts::addr "$i")" "$@"
+}
+
+# The port host I was set up with (host.env), so stop/start work whatever the caller's environment.
+hosts::port() {
+  local f; f="$(hosts::dir "$1")/host.env"
+  if [[ -f "$f" ]]; then sed -n 's/^PORT=//p' "$f"; else echo "${SSH_PORT}"; fi
+}
+
+hosts::sshd_start() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  hosts::owned "host${i}-sshd" "$i" && return 0
+  mkdir -p /run/sshd && chmod 755 /run/sshd
+  rbn::start "host${i}-sshd" "$d/sshd.out" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
+}
+
+hosts::sshd_wait() {
+  local i="$1" addr port; addr="$(hosts::addr "$1")"; port="$(hosts::port "$1")"
+  rbn::wait_for "host ${i} sshd on ${addr}:${port}" 20 hosts::tcp_accepts "${addr}" "${port}" ||
+    { tail -5 "$(hosts::dir "$i")/sshd.log" >&2 || true; return 1; }
+  rbn::wait_for "ssh root@${addr}:${port} true" 20 hosts::ssh "$i" true ||
+    { hosts::ssh "$i" true || true; return 1; }
+}
+
+# The sshd listener does not take its connections' processes down with it: a test that cuts a
+# host's SSH needs the established sessions (and their forwarded channels) gone too.
+hosts::descendants() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$c"
+    hosts::descendants "$c"
+  done
+}
+
+# hosts::owned NAME I: true if the pid recorded for NAME is still host I's daemon (its command
+# line names the host dir). A pid file from before a reboot is dropped rather than acted on: the
+# pid may belong to anything now.
+hosts::owned() {
+  local p="${RBN_STATE}/pids/$1.pid"
+  [[ -f "$p" ]] || return 1
+  if tr '\0' ' ' <"/proc/$(cat "$p")/cmdline" 2>/dev/null | grep -qF -- "${HOSTS_DIR}/host$2/"; then
+    return 0
+  fi
+  rm -f "$p"
+  return 1
+}
+
+# hosts::terminate NAME I: SIGTERM host I's daemon NAME and wait until it has exited, then
+# rbn::stop (SIGKILL) if it has not. Here PID 1 reaps orphans only every second or so and
+# rbn::stop counts a zombie as alive; an exited daemon has an empty /proc/PID/cmdline at once.
+hosts::terminate() {
+  local name="$1" i="$2" pid deadline=$((SECONDS + 10))
+  hosts::owned "$name" "$i" || return 0
+  pid="$(cat "${RBN_STATE}/pids/${name}.pid")"
+  kill -TERM -- "-${pid}" 2>/dev/null || kill -TERM "${pid}" 2>/dev/null || true
+  while hosts::owned "$name" "$i" && ((SECONDS < deadline)); do sleep 0.05; done
+  if hosts::owned "$name" "$i"; then rbn::stop "$name"; fi
+  rm -f "${RBN_STATE}/pids/${name}.pid"
+}
+
+hosts::sshd_stop() {
+  local i="$1" pidfile="${RBN_STATE}/pids/host$1-sshd.pid" pid="" kids=""
+  if hosts::owned "host${i}-sshd" "$i"; then
+    pid="$(cat "${pidfile}")"
+    kids="$(hosts::descendants "${pid}")"
+    kill -TERM "${pid}" 2>/dev/null || true # no new connections from here on
+  fi
+  # Sessions whose listener is already gone are found by their sockets.
+  local s
+  for s in $(ss -Htnp state established "( sport = :$(hosts::port "$i") )" src "$(hosts::addr "$i")" 2>/dev/null |
+    grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    kids+=" $s $(hosts::descendants "$s")"
+  done
+  # shellcheck disable=SC2086
+  [[ -z "${kids// /}" ]] || kill -KILL ${kids} 2>/dev/null || true
+  # Bookkeeping and escalation. (It returns only once init has reaped the exited sshd: ~1-2 s here.)
+  hosts::terminate "host${i}-sshd" "$i"
+  rm -f "$(hosts::dir "$i")/ssh/sshd.pid"
+}
+
+hosts::podman_start() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  hosts::owned "host${i}-podman" "$i" && return 0
+  rm -f "$d/podman.sock"
+  rbn::start "host${i}-podman" "$d/podman.log" "$d/podman" --log-level=info system service --time=0 "unix://$d/podman.sock" 9>&-
+}
+
+hosts::ping() { [[ "$(curl -fsS --max-time 2 --unix-socket "$1" http://d/_ping 2>/dev/null)" == OK ]]; }
+
+hosts::podman_wait() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  rbn::wait_for "host ${i} podman API at $d/podman.sock" 30 hosts::ping "$d/podman.sock" ||
+    { tail -5 "$d/podman.log" >&2 || true; return 1; }
+}
+
+hosts::podman_stop() {
+  hosts::terminate "host$1-podman" "$1"
+  rm -f "$(hosts::dir "$1")/podman.sock"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning.
+
+# hosts::unmount_under DIR: unmounts everything mounted at or below DIR, deepest first.
+hosts::unmount_under() {
+  local m
+  findmnt -rn -o TARGET | awk -v p="$1" 'index($0, p "/") == 1 || $0 == p' | sort -r |
+    while read -r m; do
+      m="$(printf '%b' "$m")" # findmnt escapes blanks as \x20
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || rbn::log "could not unmount $m"
+    done
+}
+
+# hosts::clean I: with the host's daemons stopped, removes its pods and containers (their
+# processes, network namespaces, bridge and firewall rules go with them), then anything podman
+# failed to clean, then the host dir.
+hosts::clean() {
+  local i="$1" d pid; d="$(hosts::dir "$1")"
+  [[ -d "$d" ]] || return 0
+  local pods=""
+  if [[ -x "$d/podman" && -d "$d/storage" ]]; then
+    pods="$(timeout 30 "$d/podman" pod ps -q --no-trunc 2>/dev/null || true)"
+    timeout 60 "$d/podman" pod rm -af -t 0 >/dev/null 2>&1 || true
+    timeout 60 "$d/podman" rm -af -t 0 >/dev/null 2>&1 || true
+    timeout 60 "$d/podman" volume rm -af >/dev/null 2>&1 || true
+  fi
+  # Whatever podman could not remove: conmon processes (recognised by this host's paths on their
+  # command line, as pid files may be stale) and the container processes they monitor.
+  local u conmon
+  for u in "$d"/run/*-containers/*/userdata; do
+    [[ -f "$u/conmon.pid" ]] || continue
+    conmon="$(cat "$u/conmon.pid" 2>/dev/null || true)"
+    [[ "$conmon" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null | grep -qF -- "$d/" || continue
+    pid="$(cat "$u/pidfile" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ && "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" == "$conmon" ]]; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    kill -KILL "$conmon" 2>/dev/null || true
+  done
+  # Network namespaces of this host's containers (bind mounts under /run/netns) are named in the
+  # containers' config; podman removes them with the containers, this is the fallback.
+  local ns
+  for ns in $(grep -ho '/run/netns/netns-[0-9a-f-]*' "$d"/storage/overlay-containers/*/userdata/config.json \
+    "$d"/storage/vfs-containers/*/userdata/config.json 2>/dev/null | sort -u); do
+    [[ -e "$ns" ]] && { umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
+  done
+  # With cgroupfs on hybrid cgroups, podman leaves a removed pod's (empty) cgroup in the
+  # name=systemd and unified hierarchies: every pod this host ever had is in its events log.
+  pods+=" $(jq -r 'select(.Type == "pod") | .ID' "$d/tmp/events/events.log" 2>/dev/null | sort -u || true)"
+  local pod cg
+  for pod in ${pods}; do
+    [[ "$pod" =~ ^[0-9a-f]{64}$ ]] || continue
+    for cg in /sys/fs/cgroup/libpod_parent/"${pod}" /sys/fs/cgroup/*/libpod_parent/"${pod}"; do
+      [[ -d "$cg" ]] && { find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
+    done
+  done
+  local bridge; bridge="rbn$(hosts::port "$i")h${i}"
+  ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
+  hosts::unmount_under "$d"
+  rm -rf "$d"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+
+# hosts::lock: serialises up and down. Daemons must not inherit fd 9 (they would hold the lock
+# forever): every start closes it.
+hosts::boot_id() { cat /proc/sys/kernel/random/boot_id; }
+
+hosts::lock() {
+  mkdir -p "${RBN_STATE}"
+  exec 9>"${RBN_STATE}/.hosts.lock"
+  flock -w 120 9 || rbn::die "another hosts.sh up/down is running"
+}
+
+cmd_up() {
+  local n="${1:-2}" i d tool pid start=${SECONDS}
+  hosts::check_index "$n"
+  hosts::lock
+  mkdir -p "${HOSTS_DIR}"
+  local sock_probe="${HOSTS_DIR}/host${HOSTS_MAX}/podman.sock"
+  ((${#sock_probe} < 100)) || rbn::die "RBN_STATE path too long for unix sockets: ${sock_probe}"
+  for tool in podman runc conmon /usr/sbin/sshd ssh ssh-keygen curl findmnt flock; do
+    command -v "$tool" >/dev/null || rbn::die "$tool not found (run hack/install-deps.sh)"
+  done
+
+  [[ -f "${HOSTS_DIR}/id_ed25519" ]] ||
+    ssh-keygen -q -t ed25519 -N '' -C "rbn-hosts-client" -f "${HOSTS_DIR}/id_ed25519"
+
+  local fresh=()
+  for ((i = 1; i <= n; i++)); do
+    d="$(hosts::dir "$i")"
+    if [[ -f "$d/host.env" ]]; then
+      if [[ "$(hosts::port "$i")" != "${SSH_PORT}" ]]; then
+        rbn::die "host ${i} is up on port $(hosts::port "$i"), not ${SSH_PORT}: run down first"
+      fi
+      # Up already, or with daemons stopped (on purpose or not): they are started again below and
+      # podman finds its containers. Only a reboot makes the state stale (podman's tmp dir is on
+      # disk, so podman itself would not notice).
+      [[ "$(cat "$d/boot_id" 2>/dev/null)" == "$(hosts::boot_id)" ]] && continue
+      rbn::log "host ${i}: state from before a reboot, recreating it"
+      hosts::sshd_stop "$i"
+      hosts::podman_stop "$i"
+      hosts::clean "$i"
+    fi
+    fresh+=("$i")
+  done
+
+  if ((${#fresh[@]})); then
+    hosts::build_image
+  fi
+  for i in "${fresh[@]}"; do
+    d="$(hosts::dir "$i")"
+    mkdir -p "$d"
+    hosts::write_podman_config "$i"
+    hosts::write_ssh_config "$i"
+    hosts::write_env "$i"
+    hosts::boot_id >"$d/boot_id"
+  done
+  for ((i = 1; i <= n; i++)); do
+    hosts::podman_start "$i"
+    hosts::sshd_start "$i"
+  done
+  # The image goes straight into each host's storage, concurrently with the services' start.
+  local pids=()
+  for i in "${fresh[@]}"; do
+    "$(hosts::dir "$i")/podman" import --quiet --change 'CMD=["sh"]' \
+      "${HOSTS_DIR}/image/busybox.tar" "${IMAGE_REF}" >/dev/null &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rbn::die "importing ${IMAGE_REF} failed"; done
+  for ((i = 1; i <= n; i++)); do
+    hosts::sshd_wait "$i" || rbn::die "host ${i}: sshd not usable (see $(hosts::dir "$i")/sshd.log)"
+    hosts::podman_wait "$i" || rbn::die "host ${i}: podman service not up (see $(hosts::dir "$i")/podman.log)"
+  done
+  rbn::log "hosts 1..${n} up in $((SECONDS - start))s under ${HOSTS_DIR}"
+  cmd_list
+}
+
+cmd_down() {
+  hosts::lock
+  local i pids=()
+  for i in $(hosts::indexes); do
+    (
+      hosts::sshd_stop "$i" &
+      hosts::podman_stop "$i" &
+      wait
+      hosts::clean "$i"
+    ) &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || true; done
+  # pid files of hosts whose dirs are already gone
+  local p
+  for p in "${RBN_STATE}"/pids/host*-sshd.pid "${RBN_STATE}"/pids/host*-podman.pid; do
+    [[ -f "$p" ]] || continue
+    p="${p##*/}"; p="${p%.pid}"; i="${p%-*}"; i="${i#host}"
+    hosts::terminate "$p" "$i"
+  done
+  rm -rf "${HOSTS_DIR}"
+  rbn::log "hosts down"
+}
+
+cmd_list() {
+  local i
+  for i in $(hosts::indexes); do hosts::dir "$i"; done
+}
+
+hosts::require() {
+  hosts::check_index "${1:-}"
+  [[ -f "$(hosts::dir "$1")/host.env" ]] || rbn::die "host $1 is not set up (hack/hosts.sh up)"
+}
+
+main() {
+  local cmd="${1:-}"; shift || true
+  case "${cmd}" in
+  up) cmd_up "$@" ;;
+  down) cmd_down ;;
+  list) cmd_list ;;
+  stop-sshd) hosts::require "${1:-}"; hosts::sshd_stop "$1" ;;
+  start-sshd) hosts::require "${1:-}"; hosts::sshd_start "$1"; hosts::sshd_wait "$1" ;;
+  stop-podman) hosts::require "${1:-}"; hosts::podman_stop "$1" ;;
+  start-podman) hosts::require "${1:-}"; hosts::podman_start "$1"; hosts::podman_wait "$1" ;;
+  podman) hosts::require "${1:-}"; local i="$1"; shift; hosts::podman "$i" "$@" ;;
+  ssh) hosts::require "${1:-}"; hosts::ssh "$@" ;;
+  *)
+    sed -n '2,/^source/{/^#/s/^# \{0,1\}//p}' "$0" >&2
+    exit 2
+    ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Shared helpers for hack/ scripts. Source it; do not run it.
+# Conventions:
+#   RBN_ROOT   the repository root
+#   RBN_CACHE  tool builds reused across clones (default ~/.cache/rbn)
+#   RBN_STATE  the running dev stack: pki, kubeconfigs, host dirs, pids, logs (default $RBN_ROOT/_output/dev)
+set -euo pipefail
+
+RBN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RBN_CACHE="${RBN_CACHE:-${HOME}/.cache/rbn}"
+RBN_STATE="${RBN_STATE:-${RBN_ROOT}/_output/dev}"
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
+K8S_BIN="${RBN_CACHE}/k8s-${K8S_VERSION}/bin"
+export RBN_ROOT RBN_CACHE RBN_STATE K8S_VERSION ETCD_VERSION K8S_BIN
+
+rbn::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+rbn::die() { rbn::log "ERROR: $*"; exit 1; }
+
+# rbn::wait_for DESCRIPTION TIMEOUT_SECONDS CMD [ARGS...]
+# Runs CMD until it succeeds or the deadline passes; fails naming what was awaited.
+rbn::wait_for() {
+  local what="$1" timeout="$2"; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      rbn::log "timed out after ${timeout}s waiting for: ${what}"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# rbn::start NAME LOGFILE CMD [ARGS...]
+# Starts a daemon in its own session, records its pid in $RBN_STATE/pids/NAME.pid.
+rbn::start() {
+  local name="$1" logfile="$2"; shift 2
+  mkdir -p "${RBN_STATE}/pids" "$(dirname "${logfile}")"
+  setsid "$@" >>"${logfile}" 2>&1 </dev/null &
+  echo $! >"${RBN_STATE}/pids/${name}.pid"
+}
+
+# rbn::stop NAME: SIGTERM the recorded pid (and its process group), then SIGKILL after 10 s.
+# rbn::alive PID: the process exists and is not a zombie (PID 1 here may reap orphans late).
+rbn::alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != "Z" ]]
+}
+
+rbn::stop() {
+  local name="$1" pidfile="${RBN_STATE}/pids/$1.pid" pid
+  [[ -f "${pidfile}" ]] || return 0
+  pid="$(cat "${pidfile}")"
+  if rbn::alive "${pid}"; then
+    kill -TERM -- "-${pid}" 2>/dev/null || kill -TERM "${pid}" 2>/dev/null || true
+    local deadline=$((SECONDS + 10))
+    while rbn::alive "${pid}" && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "${pid}" 2>/dev/null || true
+  fi
+  rm -f "${pidfile}"
+}
+
+rbn::running() { local p="${RBN_STATE}/pids/$1.pid"; [[ -f "$p" ]] && rbn::alive "$(cat "$p")"; }
+
+# rbn::port_in_use PORT: true if any TCP socket on this machine has local port PORT.
+rbn::port_in_use() { [[ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]]; }
+
+# rbn::free_port [EXCLUDED_PORT...]: prints a TCP port that nothing uses now (racy by nature:
+# bind it soon) and that is not among the excluded ones.
+rbn::free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    [[ " $* " == *" ${p} "* ]] && continue
+    rbn::port_in_use "${p}" || { echo "${p}"; return 0; }
+  done
+  rbn::die "no free TCP port found"
+}
+
+# rbn::wait_for_daemon NAME DESCRIPTION TIMEOUT_SECONDS CMD [ARGS...]
+# rbn::wait_for, but gives up at once when the daemon NAME (started by rbn::start) has exited.
+rbn::wait_for_daemon() {
+  local name="$1" what="$2" timeout="$3"; shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! rbn::running "${name}"; then
+      rbn::log "${name} exited while waiting for: ${what}"
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      rbn::log "timed out after ${timeout}s waiting for: ${what}"
+      return 1
+    fi
+    sleep 0.2
+  done
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Registers every local build host as a RemoteBuildNode, with its SSH Secret.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
+for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
+  # shellcheck disable=SC1091
+  (
+    . "${dir}/host.env"
+    rbn::log "registering ${NAME} (${ADDRESS}:${PORT})"
+    kubectl -n rbn-system create secret generic "${NAME}-ssh" --type=kubernetes.io/ssh-auth \
+      --from-file=ssh-privatekey="${PRIVATE_KEY}" --from-file=known_hosts="${KNOWN_HOSTS}" \
+      --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata:
+  name: ${NAME}
+spec:
+  address: ${ADDRESS}
+  port: ${PORT}
+  user: ${USER}
+  podmanSocket: ${PODMAN_SOCKET}
+  sshSecretRef: {name: ${NAME}-ssh, namespace: rbn-system}
+  labels:
+    rbn.dev/local-test-host: "true"
+YAML
+  )
+done

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make test: installs what the tests need, runs unit tests, then brings up a
+# local stack (control plane, build hosts, rbn-kubelet) and runs the
+# end-to-end tests against it with the real kubectl. `hack/test.sh unit` or
+# `hack/test.sh e2e` runs one tier.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "${RBN_ROOT}/hack/goenv.sh"
+tier="${1:-all}"
+cd "${RBN_ROOT}"
+
+"${RBN_ROOT}/hack/install-deps.sh"
+
+if [[ "${tier}" == all || "${tier}" == unit ]]; then
+  rbn::log "unit tests"
+  go vet ./...
+  go test -race -count=1 ./...
+fi
+
+if [[ "${tier}" == all || "${tier}" == e2e ]]; then
+  # A stack of its own, in its own state dir, torn down whatever happens.
+  export RBN_STATE="${RBN_ROOT}/_output/e2e"
+  trap '"${RBN_ROOT}/hack/dev-down.sh" || true' EXIT
+  "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
+  NODES="${E2E_NODES:-2}" "${RBN_ROOT}/hack/dev-up.sh" >/dev/null
+  eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+  rbn::log "end-to-end tests"
+  go test -tags e2e -count=1 -timeout 40m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
+fi

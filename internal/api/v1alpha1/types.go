@@ -1,0 +1,179 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Well-known names under rbn.dev/.
+const (
+	// LabelRemoteBuildNode marks every Node that rbn-kubelet serves.
+	LabelRemoteBuildNode = GroupName + "/remote-build-node"
+	// TaintRemoteBuildNode is the key of the default taint that keeps pods
+	// which did not ask for a remote build node away from it.
+	TaintRemoteBuildNode = GroupName + "/remote-build-node"
+	// Finalizer lets rbn-kubelet remove a node and its pods before the
+	// RemoteBuildNode disappears.
+	Finalizer = GroupName + "/node-cleanup"
+
+	// SecretKeyPrivateKey holds the PEM private key rbn-kubelet authenticates with
+	// (the key of the kubernetes.io/ssh-auth Secret type).
+	SecretKeyPrivateKey = corev1.SSHAuthPrivateKey
+	// SecretKeyKnownHosts holds the host's public key(s) in OpenSSH known_hosts format.
+	SecretKeyKnownHosts = "known_hosts"
+)
+
+// Defaults for optional fields. They are applied in one place, Default().
+const (
+	DefaultPort         int32 = 22
+	DefaultUser               = "root"
+	DefaultPodmanSocket       = "/run/podman/podman.sock"
+	DefaultMaxPods      int32 = 110
+)
+
+// DefaultTaint is the taint a node gets when its RemoteBuildNode sets none.
+var DefaultTaint = corev1.Taint{Key: TaintRemoteBuildNode, Value: "true", Effect: corev1.TaintEffectNoSchedule}
+
+// RemoteBuildNode is a Linux host with podman, reached over SSH, that
+// rbn-kubelet serves as a Kubernetes node of the same name.
+//
+// +genclient
+// +genclient:nonNamespaced
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=rbn;rbns,categories=rbn
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`
+// +kubebuilder:printcolumn:name="Arch",type=string,JSONPath=`.status.host.architecture`
+// +kubebuilder:printcolumn:name="Podman",type=string,JSONPath=`.status.host.podmanVersion`
+// +kubebuilder:printcolumn:name="Last Error",type=string,JSONPath=`.status.lastError.message`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type RemoteBuildNode struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   RemoteBuildNodeSpec   `json:"spec"`
+	Status RemoteBuildNodeStatus `json:"status,omitempty"`
+}
+
+// RemoteBuildNodeSpec says how to reach the host and how its node looks to the scheduler.
+type RemoteBuildNodeSpec struct {
+	// Address is the host's DNS name or IP address.
+	// +kubebuilder:validation:MinLength=1
+	Address string `json:"address"`
+
+	// Port is the host's SSH port.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+
+	// User is the SSH user; podman runs rootful, so this is normally root.
+	// +optional
+	User string `json:"user,omitempty"`
+
+	// SSHSecretRef names the Secret with the private key (key "ssh-privatekey")
+	// and the host's known_hosts line(s) (key "known_hosts"). Host keys are
+	// checked strictly: there is no trust on first use.
+	SSHSecretRef SecretReference `json:"sshSecretRef"`
+
+	// PodmanSocket is the path of podman's API socket on the host.
+	// +optional
+	PodmanSocket string `json:"podmanSocket,omitempty"`
+
+	// Labels are added to the node, beside the ones read from the host.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Taints of the node. When unset the node gets
+	// rbn.dev/remote-build-node=true:NoSchedule; an empty list means no taint.
+	// +optional
+	Taints []corev1.Taint `json:"taints,omitempty"`
+
+	// MaxPods is the node's pod capacity.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxPods int32 `json:"maxPods,omitempty"`
+
+	// Reserved is subtracted from the host's capacity to give allocatable
+	// (cpu, memory, ephemeral-storage).
+	// +optional
+	Reserved corev1.ResourceList `json:"reserved,omitempty"`
+
+	// HostPathAllowlist lists the host directories (and what is below them)
+	// that pods may mount with hostPath volumes. Empty: no hostPath at all.
+	// +optional
+	HostPathAllowlist []string `json:"hostPathAllowlist,omitempty"`
+}
+
+// SecretReference names a Secret in a namespace.
+type SecretReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// +kubebuilder:validation:MinLength=1
+	Namespace string `json:"namespace"`
+}
+
+// Phase summarizes a RemoteBuildNode for people.
+// +kubebuilder:validation:Enum=Pending;Ready;NotReady;Invalid
+type Phase string
+
+const (
+	// PhasePending: rbn-kubelet has not reached the host yet.
+	PhasePending Phase = "Pending"
+	// PhaseReady: the host answers over SSH and its podman service works.
+	PhaseReady Phase = "Ready"
+	// PhaseNotReady: the host was configured but fails now; see lastError.
+	PhaseNotReady Phase = "NotReady"
+	// PhaseInvalid: the spec or its Secret is unusable; see lastError.
+	PhaseInvalid Phase = "Invalid"
+)
+
+// RemoteBuildNodeStatus is what rbn-kubelet last saw of the host.
+type RemoteBuildNodeStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// NodeName is the Kubernetes node serving this host.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+	// Host holds facts read from the host itself.
+	// +optional
+	Host *HostInfo `json:"host,omitempty"`
+	// LastError is the most recent failure, kept after recovery for diagnosis.
+	// +optional
+	LastError *HostError `json:"lastError,omitempty"`
+	// Conditions: Ready, with the reason of the last transition.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// HostInfo holds facts read from the host.
+type HostInfo struct {
+	Architecture  string `json:"architecture,omitempty"`
+	OS            string `json:"os,omitempty"`
+	OSImage       string `json:"osImage,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	PodmanVersion string `json:"podmanVersion,omitempty"`
+	Hostname      string `json:"hostname,omitempty"`
+}
+
+// HostError is a failure with a machine-readable reason.
+type HostError struct {
+	// Reason is a CamelCase cause such as SSHUnreachable or HostKeyMismatch.
+	Reason  string      `json:"reason"`
+	Message string      `json:"message"`
+	Time    metav1.Time `json:"time"`
+}
+
+// RemoteBuildNodeList is a list of RemoteBuildNodes.
+// +kubebuilder:object:root=true
+type RemoteBuildNodeList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RemoteBuildNode `json:"items"`
+}

@@ -1,0 +1,131 @@
+package v1alpha1
+
+import (
+	"path"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// hostLabels are set from the host's own facts and may not be overridden.
+var hostLabels = sets.New(corev1.LabelArchStable, corev1.LabelOSStable, corev1.LabelHostname, LabelRemoteBuildNode)
+
+var reservable = sets.New(corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourceEphemeralStorage)
+
+// Validate checks a defaulted RemoteBuildNode and reports every problem at once.
+func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Subdomain(name) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), name, msg))
+	}
+	p := field.NewPath("spec")
+	errs = append(errs, validateAddress(p.Child("address"), spec.Address)...)
+	if spec.Port < 1 || spec.Port > 65535 {
+		errs = append(errs, field.Invalid(p.Child("port"), spec.Port, "must be between 1 and 65535"))
+	}
+	if spec.User == "" || strings.ContainsAny(spec.User, " \t\n@:") {
+		errs = append(errs, field.Invalid(p.Child("user"), spec.User, "must be a non-empty user name"))
+	}
+	ref := p.Child("sshSecretRef")
+	for _, msg := range validation.IsDNS1123Subdomain(spec.SSHSecretRef.Name) {
+		errs = append(errs, field.Invalid(ref.Child("name"), spec.SSHSecretRef.Name, msg))
+	}
+	for _, msg := range validation.IsDNS1123Label(spec.SSHSecretRef.Namespace) {
+		errs = append(errs, field.Invalid(ref.Child("namespace"), spec.SSHSecretRef.Namespace, msg))
+	}
+	if !path.IsAbs(spec.PodmanSocket) {
+		errs = append(errs, field.Invalid(p.Child("podmanSocket"), spec.PodmanSocket, "must be an absolute path"))
+	}
+	errs = append(errs, metav1validation.ValidateLabels(spec.Labels, p.Child("labels"))...)
+	for k := range spec.Labels {
+		if hostLabels.Has(k) {
+			errs = append(errs, field.Forbidden(p.Child("labels").Key(k), "set by rbn from the host itself"))
+		}
+	}
+	errs = append(errs, validateTaints(p.Child("taints"), spec.Taints)...)
+	if spec.MaxPods < 1 {
+		errs = append(errs, field.Invalid(p.Child("maxPods"), spec.MaxPods, "must be at least 1"))
+	}
+	for name, q := range spec.Reserved {
+		fp := p.Child("reserved").Key(string(name))
+		if !reservable.Has(name) {
+			errs = append(errs, field.NotSupported(fp, name, sets.List(reservable)))
+		}
+		if q.Sign() < 0 {
+			errs = append(errs, field.Invalid(fp, q.String(), "must not be negative"))
+		}
+	}
+	for i, dir := range spec.HostPathAllowlist {
+		fp := p.Child("hostPathAllowlist").Index(i)
+		switch {
+		case !path.IsAbs(dir):
+			errs = append(errs, field.Invalid(fp, dir, "must be an absolute path"))
+		case path.Clean(dir) != dir:
+			errs = append(errs, field.Invalid(fp, dir, "must be a clean path (no trailing slash, '.', '..' or '//')"))
+		case dir == "/":
+			errs = append(errs, field.Forbidden(fp, "allowing / would expose the whole host"))
+		}
+	}
+	return errs
+}
+
+func validateAddress(fp *field.Path, addr string) field.ErrorList {
+	if addr == "" {
+		return field.ErrorList{field.Required(fp, "the host's DNS name or IP address")}
+	}
+	if strings.ContainsAny(addr, " /@[]") {
+		return field.ErrorList{field.Invalid(fp, addr, "must be a DNS name or an IP address, without port or user")}
+	}
+	if validation.IsValidIP(fp, addr) == nil {
+		return nil
+	}
+	if strings.Contains(addr, ":") {
+		return field.ErrorList{field.Invalid(fp, addr, "is neither a valid IP address nor a DNS name; put the port in spec.port")}
+	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Subdomain(strings.ToLower(addr)) {
+		errs = append(errs, field.Invalid(fp, addr, msg))
+	}
+	return errs
+}
+
+func validateTaints(fp *field.Path, taints []corev1.Taint) field.ErrorList {
+	var errs field.ErrorList
+	seen := sets.New[string]()
+	for i, t := range taints {
+		tp := fp.Index(i)
+		for _, msg := range validation.IsQualifiedName(t.Key) {
+			errs = append(errs, field.Invalid(tp.Child("key"), t.Key, msg))
+		}
+		if t.Value != "" {
+			for _, msg := range validation.IsValidLabelValue(t.Value) {
+				errs = append(errs, field.Invalid(tp.Child("value"), t.Value, msg))
+			}
+		}
+		switch t.Effect {
+		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect,
+				[]corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute}))
+		}
+		if k := t.Key + ":" + string(t.Effect); seen.Has(k) {
+			errs = append(errs, field.Duplicate(tp, k))
+		} else {
+			seen.Insert(k)
+		}
+	}
+	return errs
+}
+
+// ReservedOrZero returns the reserve of a resource, zero when unset.
+func (s *RemoteBuildNodeSpec) ReservedOrZero(name corev1.ResourceName) resource.Quantity {
+	if q, ok := s.Reserved[name]; ok {
+		return q
+	}
+	return resource.Quantity{}
+}

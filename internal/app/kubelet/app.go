@@ -1,0 +1,113 @@
+// Package kubelet is the rbn-kubelet program: flags, configuration, clients,
+// and the controller and kubelet API listener that serve every RemoteBuildNode.
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/controller"
+	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
+	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/version"
+)
+
+// Run runs rbn-kubelet with args (without the program name) until ctx ends.
+func Run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rbn-kubelet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the KubeletConfiguration file (apiVersion "+config.APIVersion+")")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; overrides the configuration's kubeconfig")
+	nodeAddress := fs.String("node-address", "", "IP address the apiserver reaches the kubelet API at; overrides the configuration's nodeAddress")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stderr, "rbn-kubelet", version.Version)
+		return err
+	}
+	if *configPath == "" {
+		return errors.New("--config is required")
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if *kubeconfig != "" {
+		cfg.Kubeconfig = *kubeconfig
+	}
+	if *nodeAddress != "" {
+		cfg.NodeAddress = *nodeAddress
+	}
+	if err := config.ValidateAll(cfg); err != nil {
+		return err
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated above
+	log, err := logging.New(stderr, cfg.LogFormat, level)
+	if err != nil {
+		return err
+	}
+	logging.Install(log)
+	ctx = logging.IntoContext(ctx, log)
+
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "rbn-kubelet/" + version.Version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	ctrl, err := controller.New(cfg, restCfg, client)
+	if err != nil {
+		return err
+	}
+	srv, err := kubeletapi.New(kubeletapi.Config{
+		ListenAddress: cfg.ListenAddress,
+		Port:          cfg.KubeletPort,
+		CertFile:      cfg.TLSCertFile,
+		KeyFile:       cfg.TLSKeyFile,
+		ClientCAFile:  cfg.ClientCAFile,
+		Resolver:      ctrl,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("rbn-kubelet starting", "version", version.Version, "kubeletAPI", srv.Addr().String(), "nodeAddress", cfg.NodeAddress)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); defer cancel(); errs[0] = srv.Run(ctx) }()
+	go func() { defer wg.Done(); defer cancel(); errs[1] = ctrl.Run(ctx, 4) }()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no kubeconfig given and not in a cluster: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,396 @@
+// Package controller reconciles RemoteBuildNodes: for each one it runs a node
+// runtime (SSH connection, virtual-kubelet node and pod controllers), restarts
+// it when the spec or its Secret changes, writes what it sees into the
+// RemoteBuildNode's status, and on deletion removes the node and its pods.
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/provider"
+)
+
+// Reasons for a RemoteBuildNode that cannot be served at all.
+const (
+	ReasonInvalidSpec    = "InvalidSpec"
+	ReasonSecretNotFound = "SSHSecretNotFound"
+	ReasonSecretInvalid  = "SSHSecretInvalid"
+)
+
+const secretIndex = "sshSecret"
+
+// Controller serves every RemoteBuildNode of the cluster.
+type Controller struct {
+	cfg         *config.KubeletConfiguration
+	client      kubernetes.Interface
+	rbn         *rbnClient
+	shared      informers.SharedInformerFactory
+	rbnInformer cache.SharedIndexInformer
+	broadcast   record.EventBroadcaster
+	queue       workqueue.TypedRateLimitingInterface[string]
+
+	mu       sync.Mutex
+	runtimes map[string]*nodeRuntime
+}
+
+// New wires a Controller; Run starts it.
+func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface) (*Controller, error) {
+	rc, err := newRBNClient(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	// Events on RemoteBuildNodes need the kind in the recorder's scheme.
+	if err := rbnv1.AddToScheme(scheme.Scheme); err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:       cfg,
+		client:    client,
+		rbn:       rc,
+		shared:    informers.NewSharedInformerFactory(client, 10*time.Minute),
+		broadcast: record.NewBroadcaster(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
+		runtimes: map[string]*nodeRuntime{},
+	}
+	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
+		secretIndex: func(obj any) ([]string, error) {
+			r := obj.(*rbnv1.RemoteBuildNode)
+			return []string{r.Spec.SSHSecretRef.Namespace + "/" + r.Spec.SSHSecretRef.Name}, nil
+		},
+	})
+	enqueue := func(obj any) {
+		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			c.queue.Add(k)
+		}
+	}
+	if _, err := c.rbnInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return nil, err
+	}
+	secretChanged := func(obj any) {
+		k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			return
+		}
+		users, _ := c.rbnInformer.GetIndexer().ByIndex(secretIndex, k)
+		for _, u := range users {
+			enqueue(u)
+		}
+	}
+	if _, err := c.shared.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: secretChanged, UpdateFunc: func(_, o any) { secretChanged(o) }, DeleteFunc: secretChanged,
+	}); err != nil {
+		return nil, err
+	}
+	// Pods need ConfigMaps and Services too; register them before Start.
+	c.shared.Core().V1().ConfigMaps().Informer()
+	c.shared.Core().V1().Services().Informer()
+	return c, nil
+}
+
+// Run serves until ctx ends, then stops every node runtime.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	log := logging.FromContext(ctx)
+	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer c.broadcast.Shutdown()
+	defer c.queue.ShutDown()
+
+	c.shared.Start(ctx.Done())
+	go c.rbnInformer.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.rbnInformer.HasSynced) {
+		return errors.New("remotebuildnodes informer did not sync (is the CRD installed?)")
+	}
+	for typ, ok := range c.shared.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("informer for %v did not sync", typ)
+		}
+	}
+	log.Info("controller started", "workers", workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wait.UntilWithContext(ctx, c.worker, time.Second)
+		}()
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	c.stopAll()
+	return nil
+}
+
+func (c *Controller) stopAll() {
+	c.mu.Lock()
+	rts := c.runtimes
+	c.runtimes = map[string]*nodeRuntime{}
+	c.mu.Unlock()
+	for _, rt := range rts {
+		rt.stop()
+	}
+}
+
+func (c *Controller) worker(ctx context.Context) {
+	for {
+		key, quit := c.queue.Get()
+		if quit {
+			return
+		}
+		err := c.reconcile(logging.With(ctx, "remoteBuildNode", key), key)
+		switch {
+		case err == nil:
+			c.queue.Forget(key)
+		default:
+			logging.FromContext(ctx).Error("reconcile failed, retrying", "remoteBuildNode", key, "err", err)
+			c.queue.AddRateLimited(key)
+		}
+		c.queue.Done(key)
+	}
+}
+
+// Resolve returns the pod handler of the node a pod runs on, for the kubelet API.
+func (c *Controller) Resolve(namespace, name string) (*provider.Pods, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rt := range c.runtimes {
+		if _, err := rt.pods.GetPod(context.Background(), namespace, name); err == nil {
+			return rt.pods, true
+		}
+	}
+	return nil, false
+}
+
+func (c *Controller) recorderFor(node string) record.EventRecorder {
+	return c.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "rbn-kubelet", Host: node})
+}
+
+func (c *Controller) reconcile(ctx context.Context, name string) error {
+	obj, exists, err := c.rbnInformer.GetIndexer().GetByKey(name)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		c.stopRuntime(name)
+		return nil
+	}
+	rbn := obj.(*rbnv1.RemoteBuildNode).DeepCopy()
+	if rbn.DeletionTimestamp != nil {
+		return c.finalize(ctx, rbn)
+	}
+	if !slices.Contains(rbn.Finalizers, rbnv1.Finalizer) {
+		// Requeued by the update event this causes.
+		return c.rbn.setFinalizers(ctx, rbn, append(rbn.Finalizers, rbnv1.Finalizer))
+	}
+
+	spec := rbnv1.Default(&rbn.Spec)
+	if errs := rbnv1.Validate(rbn.Name, spec); len(errs) > 0 {
+		c.stopRuntime(name)
+		return c.setInvalid(ctx, rbn, ReasonInvalidSpec, errs.ToAggregate().Error())
+	}
+	key, knownHosts, reason, msg := c.sshMaterial(spec)
+	if reason != "" {
+		c.stopRuntime(name)
+		return c.setInvalid(ctx, rbn, reason, msg)
+	}
+	hash := configHash(spec, key, knownHosts)
+
+	c.mu.Lock()
+	rt := c.runtimes[name]
+	c.mu.Unlock()
+	if rt != nil && rt.hash != hash {
+		logging.FromContext(ctx).Info("spec or secret changed: restarting node runtime")
+		c.stopRuntime(name)
+		rt = nil
+	}
+	if rt == nil {
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg},
+			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
+		if err != nil {
+			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())
+		}
+		c.mu.Lock()
+		c.runtimes[name] = rt
+		c.mu.Unlock()
+	}
+	return c.writeStatus(ctx, rbn, rt)
+}
+
+func (c *Controller) sshMaterial(spec *rbnv1.RemoteBuildNodeSpec) (key, knownHosts []byte, reason, msg string) {
+	ref := spec.SSHSecretRef
+	s, err := c.shared.Core().V1().Secrets().Lister().Secrets(ref.Namespace).Get(ref.Name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil, ReasonSecretNotFound, fmt.Sprintf("Secret %s/%s not found", ref.Namespace, ref.Name)
+	}
+	if err != nil {
+		return nil, nil, ReasonSecretNotFound, err.Error()
+	}
+	var missing []string
+	for _, k := range []string{rbnv1.SecretKeyPrivateKey, rbnv1.SecretKeyKnownHosts} {
+		if len(s.Data[k]) == 0 {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, nil, ReasonSecretInvalid, fmt.Sprintf("Secret %s/%s lacks key(s) %v", ref.Namespace, ref.Name, missing)
+	}
+	return s.Data[rbnv1.SecretKeyPrivateKey], s.Data[rbnv1.SecretKeyKnownHosts], "", ""
+}
+
+func configHash(spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte) string {
+	b, _ := json.Marshal(spec)
+	h := sha256.New()
+	h.Write(b)
+	h.Write([]byte{0})
+	h.Write(key)
+	h.Write([]byte{0})
+	h.Write(knownHosts)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (c *Controller) stopRuntime(name string) {
+	c.mu.Lock()
+	rt := c.runtimes[name]
+	delete(c.runtimes, name)
+	c.mu.Unlock()
+	if rt != nil {
+		rt.stop()
+	}
+}
+
+func (c *Controller) setInvalid(ctx context.Context, rbn *rbnv1.RemoteBuildNode, reason, msg string) error {
+	prev := rbn.Status.DeepCopy()
+	rbn.Status.Phase = rbnv1.PhaseInvalid
+	rbn.Status.ObservedGeneration = rbn.Generation
+	c.setError(rbn, reason, msg)
+	meta.SetStatusCondition(&rbn.Status.Conditions, metav1.Condition{
+		Type: "Ready", Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: rbn.Generation,
+	})
+	if statusEqual(prev, &rbn.Status) {
+		return nil
+	}
+	c.recorderFor("").Event(rbn, corev1.EventTypeWarning, reason, msg)
+	return c.rbn.updateStatus(ctx, rbn)
+}
+
+// setError records err as lastError unless it is the one already recorded.
+func (c *Controller) setError(rbn *rbnv1.RemoteBuildNode, reason, msg string) {
+	if le := rbn.Status.LastError; le != nil && le.Reason == reason && le.Message == msg {
+		return
+	}
+	rbn.Status.LastError = &rbnv1.HostError{Reason: reason, Message: msg, Time: metav1.Now()}
+}
+
+func (c *Controller) writeStatus(ctx context.Context, rbn *rbnv1.RemoteBuildNode, rt *nodeRuntime) error {
+	prev := rbn.Status.DeepCopy()
+	info, health := rt.host.Snapshot()
+	st := &rbn.Status
+	st.ObservedGeneration = rbn.Generation
+	st.NodeName = rbn.Name
+	if info != nil {
+		st.Host = &rbnv1.HostInfo{
+			Architecture: info.Arch, OS: info.OS, OSImage: info.Distribution,
+			KernelVersion: info.Kernel, PodmanVersion: info.PodmanVersion, Hostname: info.Hostname,
+		}
+	}
+	cond := metav1.Condition{Type: "Ready", ObservedGeneration: rbn.Generation}
+	switch {
+	case health.Ready:
+		st.Phase = rbnv1.PhaseReady
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, "HostReady", "ssh and podman answer"
+	case health.Reason == provider.ReasonConnecting:
+		st.Phase = rbnv1.PhasePending
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, health.Reason, health.Message
+	default:
+		st.Phase = rbnv1.PhaseNotReady
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, health.Reason, health.Message
+		c.setError(rbn, health.Reason, health.Message)
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+	if statusEqual(prev, st) {
+		return nil
+	}
+	if prev.Phase != st.Phase {
+		typ := corev1.EventTypeNormal
+		if st.Phase == rbnv1.PhaseNotReady {
+			typ = corev1.EventTypeWarning
+		}
+		c.recorderFor(rbn.Name).Event(rbn, typ, cond.Reason, fmt.Sprintf("%s: %s", st.Phase, cond.Message))
+	}
+	err := c.rbn.updateStatus(ctx, rbn)
+	if apierrors.IsConflict(err) {
+		c.queue.Add(rbn.Name) // a newer object is on its way through the informer
+		return nil
+	}
+	return err
+}
+
+func statusEqual(a, b *rbnv1.RemoteBuildNodeStatus) bool {
+	// LastTransitionTime differs only when something else does.
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// finalize stops serving the host, deletes the pods bound to its node (they
+// cannot run anywhere once the node is gone; their controllers recreate them
+// elsewhere), the Node and its Lease, then releases the RemoteBuildNode.
+func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) error {
+	log := logging.FromContext(ctx)
+	c.stopRuntime(rbn.Name)
+	if !slices.Contains(rbn.Finalizers, rbnv1.Finalizer) {
+		return nil
+	}
+	pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", rbn.Name).String(),
+	})
+	if err != nil {
+		return fmt.Errorf("list pods of node %s: %w", rbn.Name, err)
+	}
+	for _, p := range pods.Items {
+		err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		log.Info("deleted pod of removed node", "pod", p.Namespace+"/"+p.Name)
+	}
+	if err := c.client.CoreV1().Nodes().Delete(ctx, rbn.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete node %s: %w", rbn.Name, err)
+	}
+	err = c.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, rbn.Name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete lease %s: %w", rbn.Name, err)
+	}
+	log.Info("node removed")
+	return c.rbn.setFinalizers(ctx, rbn, slices.DeleteFunc(slices.Clone(rbn.Finalizers), func(f string) bool { return f == rbnv1.Finalizer }))
+}

@@ -1,0 +1,223 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+	"github.com/remote-build-nodes/rbn/provider"
+)
+
+// nodeRuntime is everything that serves one RemoteBuildNode while its spec
+// stays the same: host connection, node and pod controllers, pod informer.
+type nodeRuntime struct {
+	name   string
+	hash   string
+	host   *provider.Host
+	pods   *provider.Pods
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type runtimeDeps struct {
+	client   kubernetes.Interface
+	shared   informers.SharedInformerFactory
+	recorder func(node string) record.EventRecorder
+	cfg      *config.KubeletConfiguration
+}
+
+func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (*nodeRuntime, error) {
+	log := logging.FromContext(parent).With("node", name)
+	host, err := provider.NewHost(provider.HostConfig{
+		Name: name,
+		SSH: sshconn.Config{
+			Host: spec.Address, Port: int(spec.Port), User: spec.User,
+			PrivateKey: key, KnownHosts: knownHosts,
+			DialTimeout:       d.cfg.SSH.DialTimeout.Duration,
+			KeepaliveInterval: d.cfg.SSH.KeepaliveInterval.Duration,
+			KeepaliveTimeout:  d.cfg.SSH.KeepaliveTimeout.Duration,
+			MaxBackoff:        d.cfg.SSH.MaxBackoff.Duration,
+		},
+		PodmanSocket:        spec.PodmanSocket,
+		HealthCheckInterval: d.cfg.HealthCheckInterval.Duration,
+		InfoRefreshInterval: d.cfg.HostInfoRefreshInterval.Duration,
+		Logger:              log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	np := provider.NewNodeProvider(provider.NodeConfig{
+		Name: name, Spec: spec, Host: host,
+		KubeletAddress: d.cfg.NodeAddress, KubeletPort: d.cfg.KubeletPort,
+	})
+	recorder := d.recorder(name)
+	pods, err := provider.NewPods(provider.PodsConfig{NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	initial := np.Node()
+	nodes := d.client.CoreV1().Nodes()
+	nc, err := vknode.NewNodeController(np, initial, nodes,
+		vknode.WithNodeEnableLeaseV1(d.client.CoordinationV1().Leases(corev1.NamespaceNodeLease), d.cfg.NodeLeaseDurationSeconds),
+		vknode.WithNodeStatusUpdateInterval(d.cfg.NodeStatusReportFrequency.Duration),
+		vknode.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
+			if !apierrors.IsNotFound(err) {
+				return err
+			}
+			// Someone deleted the Node while its RemoteBuildNode exists: register it again.
+			log.Info("node object missing, recreating it")
+			n := np.Node()
+			_, err = nodes.Create(ctx, n, metav1.CreateOptions{})
+			return err
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("node controller: %w", err)
+	}
+	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
+		}))
+	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
+		PodClient:         d.client.CoreV1(),
+		PodInformer:       podFactory.Core().V1().Pods(),
+		EventRecorder:     recorder,
+		Provider:          pods,
+		ConfigMapInformer: d.shared.Core().V1().ConfigMaps(),
+		SecretInformer:    d.shared.Core().V1().Secrets(),
+		ServiceInformer:   d.shared.Core().V1().Services(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod controller: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(logging.IntoContext(parent, log))
+	rt := &nodeRuntime{name: name, hash: hash, host: host, pods: pods, cancel: cancel, done: make(chan struct{})}
+	if err := syncNodeSpec(ctx, d.client, initial); err != nil {
+		cancel()
+		return nil, err
+	}
+	tasks := []func(){
+		func() { host.Run(ctx) },
+		func() { np.Run(ctx) },
+		func() { pods.Run(ctx) },
+		func() {
+			if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("node controller stopped", "err", err)
+			}
+		},
+		func() {
+			podFactory.Start(ctx.Done())
+			if err := pc.Run(ctx, 2); err != nil && ctx.Err() == nil {
+				log.Error("pod controller stopped", "err", err)
+			}
+			podFactory.Shutdown()
+		},
+		func() { // tell the controller when the host changes, so status follows
+			for {
+				ch := host.Changed()
+				select {
+				case <-ctx.Done():
+					return
+				case <-ch:
+					onChange()
+				}
+			}
+		},
+	}
+	finished := make(chan struct{}, len(tasks))
+	for _, t := range tasks {
+		go func() { defer func() { finished <- struct{}{} }(); t() }()
+	}
+	go func() {
+		for range tasks {
+			<-finished
+		}
+		close(rt.done)
+	}()
+	log.Info("serving node", "address", spec.Address, "port", spec.Port)
+	return rt, nil
+}
+
+func (rt *nodeRuntime) stop() {
+	rt.cancel()
+	<-rt.done
+}
+
+// syncNodeSpec brings an existing Node's taints and labels in line with the
+// spec: virtual-kubelet creates a missing Node but only patches status.
+// Taints set by Kubernetes itself (node.kubernetes.io/...) are kept.
+func syncNodeSpec(ctx context.Context, client kubernetes.Interface, want *corev1.Node) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := client.CoreV1().Nodes().Get(ctx, want.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", want.Name, err)
+		}
+		taints := append([]corev1.Taint(nil), want.Spec.Taints...)
+		for _, t := range cur.Spec.Taints {
+			if isSystemTaint(t.Key) {
+				taints = append(taints, t)
+			}
+		}
+		upd := cur.DeepCopy()
+		upd.Spec.Taints = taints
+		if upd.Labels == nil {
+			upd.Labels = map[string]string{}
+		}
+		for k, v := range want.Labels {
+			upd.Labels[k] = v
+		}
+		if equalTaints(cur.Spec.Taints, upd.Spec.Taints) && equalLabels(cur.Labels, upd.Labels) {
+			return nil
+		}
+		_, err = client.CoreV1().Nodes().Update(ctx, upd, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func isSystemTaint(key string) bool {
+	const prefix = "node.kubernetes.io/"
+	return len(key) > len(prefix) && key[:len(prefix)] == prefix
+}
+
+func equalTaints(a, b []corev1.Taint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].MatchTaint(&b[i]) || a[i].Value != b[i].Value {
+			return false
+		}
+	}
+	return true
+}
+
+func equalLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+

@@ -1,0 +1,77 @@
+package podman
+
+import (
+	"context"
+	"strings"
+
+	"github.com/containers/podman/v5/pkg/bindings/system"
+)
+
+// HostInfo is what the host says about itself through podman.
+type HostInfo struct {
+	Hostname      string
+	Arch          string // GOARCH spelling: amd64, arm64, ...
+	OS            string
+	Kernel        string
+	Distribution  string // e.g. "debian 12"
+	PodmanVersion string
+	APIVersion    string
+	CPUs          int
+	MemTotal      int64
+	MemFree       int64
+	GraphRoot     string
+	// StorageTotal and StorageUsed describe the filesystem of the image and
+	// container store (zero when the service does not report them).
+	StorageTotal uint64
+	StorageUsed  uint64
+	CgroupManager string
+	OCIRuntime    string
+}
+
+// Info reads host facts. It is slow (hundreds of ms): cache its result.
+func (c *Client) Info(ctx context.Context) (*HostInfo, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := system.Info(cctx, nil)
+	if err != nil {
+		return nil, wrap("system info", err)
+	}
+	h := &HostInfo{
+		Hostname:      info.Host.Hostname,
+		Arch:          info.Host.Arch,
+		OS:            info.Host.OS,
+		Kernel:        info.Host.Kernel,
+		Distribution:  strings.TrimSpace(info.Host.Distribution.Distribution + " " + info.Host.Distribution.Version),
+		CPUs:          info.Host.CPUs,
+		MemTotal:      info.Host.MemTotal,
+		MemFree:       info.Host.MemFree,
+		CgroupManager: info.Host.CgroupManager,
+	}
+	if info.Host.OCIRuntime != nil {
+		h.OCIRuntime = info.Host.OCIRuntime.Name
+	}
+	if info.Version.Version != "" {
+		h.PodmanVersion = info.Version.Version
+		h.APIVersion = info.Version.APIVersion
+	}
+	if info.Store != nil {
+		h.GraphRoot = info.Store.GraphRoot
+		h.StorageTotal = info.Store.GraphRootAllocated
+		h.StorageUsed = info.Store.GraphRootUsed
+	}
+	return h, nil
+}
+
+// Ping checks that the service answers.
+func (c *Client) Ping(ctx context.Context) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := system.Version(cctx, nil); err != nil {
+		return wrap("version", err)
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package provider
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+	"github.com/remote-build-nodes/rbn/provider/node"
+)
+
+// Reasons for a host that is not ready, beside sshconn's.
+const (
+	ReasonPodmanUnavailable = "PodmanUnavailable"
+	ReasonConnecting        = "Connecting"
+)
+
+// HostConfig configures a Host.
+type HostConfig struct {
+	Name                string
+	SSH                 sshconn.Config
+	PodmanSocket        string
+	HealthCheckInterval time.Duration
+	InfoRefreshInterval time.Duration
+	Clock               clock.WithTicker
+	Logger              *slog.Logger
+}
+
+// Host is one build host: its SSH connection, its podman client and what was
+// last learned about it. Run keeps it current.
+type Host struct {
+	cfg    HostConfig
+	ssh    *sshconn.Client
+	podman *podman.Client
+
+	mu      sync.Mutex
+	info    *podman.HostInfo
+	health  node.Health
+	changed chan struct{}
+}
+
+// NewHost validates cfg and prepares the connections; Run starts them.
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.SSH.Clock = cfg.Clock
+	cfg.SSH.Logger = cfg.Logger
+	cfg.SSH.Interactive = true
+	sc, err := sshconn.New(cfg.SSH)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := podman.New(podman.Config{
+		Name:   cfg.Name,
+		Logger: cfg.Logger,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return sc.Dial(ctx, "unix", cfg.PodmanSocket)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Host{
+		cfg: cfg, ssh: sc, podman: pc, changed: make(chan struct{}),
+		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
+	}, nil
+}
+
+// Podman is the host's podman client.
+func (h *Host) Podman() *podman.Client { return h.podman }
+
+// SSH is the host's SSH connection.
+func (h *Host) SSH() *sshconn.Client { return h.ssh }
+
+// Snapshot returns the last host facts (nil before the first contact) and health.
+func (h *Host) Snapshot() (*podman.HostInfo, node.Health) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.info, h.health
+}
+
+// Changed returns a channel closed at the next change of facts or health.
+func (h *Host) Changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.changed
+}
+
+func (h *Host) update(info *podman.HostInfo, ready bool, reason, msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if info != nil {
+		h.info = info
+	}
+	if ready != h.health.Ready || reason != h.health.Reason || msg != h.health.Message || info != nil {
+		if ready != h.health.Ready {
+			h.health.Since = h.cfg.Clock.Now()
+			h.cfg.Logger.Info("host health changed", "host", h.cfg.Name, "ready", ready, "reason", reason, "message", msg)
+		}
+		h.health.Ready, h.health.Reason, h.health.Message = ready, reason, msg
+		close(h.changed)
+		h.changed = make(chan struct{})
+	}
+}
+
+// Run keeps the connections up and the facts fresh until ctx ends.
+func (h *Host) Run(ctx context.Context) {
+	defer h.podman.Close()
+	sshDone := make(chan struct{})
+	go func() { defer close(sshDone); h.ssh.Run(ctx) }()
+	defer func() { <-sshDone }()
+
+	health := h.cfg.Clock.NewTicker(h.cfg.HealthCheckInterval)
+	defer health.Stop()
+	refresh := h.cfg.Clock.NewTicker(h.cfg.InfoRefreshInterval)
+	defer refresh.Stop()
+
+	connected := false
+	for {
+		sshChanged := h.ssh.Changed()
+		st := h.ssh.State()
+		switch {
+		case !st.Connected && st.Err == nil:
+			// First attempt still under way: stay Connecting.
+		case !st.Connected:
+			connected = false
+			reason, msg := string(sshconn.ReasonOf(st.Err)), "ssh not connected"
+			if st.Err != nil {
+				msg = st.Err.Error()
+			}
+			h.update(nil, false, reason, msg)
+		case !connected:
+			// Fresh connection: ping podman and read facts.
+			connected = h.probe(ctx, true)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sshChanged:
+		case <-health.C():
+			if connected {
+				connected = h.probe(ctx, false)
+			}
+		case <-refresh.C():
+			if connected {
+				connected = h.probe(ctx, true)
+			}
+		}
+	}
+}
+
+// probe checks podman (and reads facts when withInfo) and records the result.
+// A failure leaves connected false so the next SSH change or tick probes again.
+func (h *Host) probe(ctx context.Context, withInfo bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.SSH.DialTimeout+10*time.Second)
+	defer cancel()
+	if !withInfo {
+		if err := h.podman.Ping(ctx); err != nil {
+			h.podmanFailed(err)
+			return false
+		}
+		h.update(nil, true, "", "")
+		return true
+	}
+	if err := h.podman.Connect(ctx); err != nil {
+		h.podmanFailed(err)
+		return false
+	}
+	info, err := h.podman.Info(ctx)
+	if err != nil {
+		h.podmanFailed(err)
+		return false
+	}
+	h.update(info, true, "", "")
+	return true
+}
+
+func (h *Host) podmanFailed(err error) {
+	// A dead SSH link shows first as a failed podman call: say so.
+	if r := sshconn.ReasonOf(err); r != "" {
+		h.update(nil, false, string(r), err.Error())
+		return
+	}
+	h.update(nil, false, ReasonPodmanUnavailable, "podman API at "+h.cfg.PodmanSocket+": "+err.Error())
+}
