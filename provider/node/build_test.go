@@ -163,12 +163,12 @@ func lineDiff(want, got string) string {
 			b.WriteString("  " + w[i] + "\n")
 			i++
 			j++
-		case j < len(g) && (i == len(w) || lcs[i][j+1] >= lcs[i+1][j]):
-			b.WriteString("+ " + g[j] + "\n")
-			j++
-		default:
+		case i < len(w) && (j == len(g) || lcs[i+1][j] >= lcs[i][j+1]):
 			b.WriteString("- " + w[i] + "\n")
 			i++
+		default:
+			b.WriteString("+ " + g[j] + "\n")
+			j++
 		}
 	}
 	return b.String()
