@@ -59,10 +59,7 @@ clientCAFile: ${RBN_CA_CERT}
 logLevel: ${RBN_LOG_LEVEL:-info}
 YAML
 
-rbn::log "starting rbn-kubelet (log: ${KUBELET_DIR}/rbn-kubelet.log)"
-rbn::stop rbn-kubelet
-rbn::start rbn-kubelet "${KUBELET_DIR}/rbn-kubelet.log" "${RBN_ROOT}/bin/rbn-kubelet" --config="${KUBELET_DIR}/config.yaml"
-rbn::wait_for_daemon rbn-kubelet "rbn-kubelet's kubelet API on port ${KUBELET_PORT}" 30 rbn::port_in_use "${KUBELET_PORT}"
+"${RBN_ROOT}/hack/kubelet.sh" restart
 
 "${RBN_ROOT}/hack/register-hosts.sh"
 

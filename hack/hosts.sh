@@ -12,7 +12,8 @@
 #
 # Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
 # KNOWN_HOSTS, PRIVATE_KEY, STORAGE. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
-# every host. Every host has the image localhost/rbn/busybox:latest (CMD sh).
+# every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
+# pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry.
 #
 # Environment: RBN_HOST_SSH_PORT (default 2222), RBN_HOST_STORAGE_DRIVER (default overlay; vfs
 # where overlay does not work), RBN_HOST_NET_PREFIX (first two octets of the hosts' container
@@ -22,6 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HOSTS_DIR="${RBN_STATE}/hosts"
 HOSTS_MAX=15
 IMAGE_REF="localhost/rbn/busybox:latest"
+IMAGE_TAGS=("localhost/rbn/busybox:1.0")
 SSH_PORT="${RBN_HOST_SSH_PORT:-2222}"
 STORAGE_DRIVER="${RBN_HOST_STORAGE_DRIVER:-overlay}"
 # Container subnets: host i's default network is <prefix>.<16*i>.0/24 and networks created on it
@@ -443,8 +445,11 @@ cmd_up() {
   # The image goes straight into each host's storage, concurrently with the services' start.
   local pids=()
   for i in "${fresh[@]}"; do
-    "$(hosts::dir "$i")/podman" import --quiet --change 'CMD=["sh"]' \
-      "${HOSTS_DIR}/image/busybox.tar" "${IMAGE_REF}" >/dev/null &
+    (
+      "$(hosts::dir "$i")/podman" import --quiet --change 'CMD=["sh"]' \
+        "${HOSTS_DIR}/image/busybox.tar" "${IMAGE_REF}" >/dev/null
+      "$(hosts::dir "$i")/podman" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+    ) &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || rbn::die "importing ${IMAGE_REF} failed"; done

@@ -2,19 +2,29 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
+
+// TokenFunc requests a service account token for a pod (TokenRequest API).
+type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, expirationSeconds int64) (string, error)
 
 // PodsConfig configures Pods.
 type PodsConfig struct {
@@ -23,94 +33,307 @@ type PodsConfig struct {
 	Host     *Host
 	Recorder record.EventRecorder
 	Logger   *slog.Logger
+	// Secrets and ConfigMaps come from the process's shared informers.
+	Secrets    corev1listers.SecretLister
+	ConfigMaps corev1listers.ConfigMapLister
+	Token      TokenFunc
+	// Known reports whether a pod UID still exists in Kubernetes, and
+	// whether the answer can be trusted yet (informer synced). Podman pods
+	// of unknown UIDs are orphans and get removed.
+	Known func(uid types.UID) (known, synced bool)
+	// ResyncInterval bounds how long a missed podman event can go unnoticed. Default 10s.
+	ResyncInterval time.Duration
+	Clock          clock.WithTicker
 }
 
-// Pods implements virtual-kubelet's PodLifecycleHandler and PodNotifier for one host.
+// Pods implements virtual-kubelet's PodLifecycleHandler and PodNotifier for
+// one host, with one worker goroutine per pod.
 type Pods struct {
 	cfg PodsConfig
 
-	mu     sync.Mutex
-	pods   map[string]*corev1.Pod // namespace/name -> pod with the status we report
-	notify func(*corev1.Pod)
+	mu      sync.Mutex
+	workers map[string]*podWorker // namespace/name
+	byUID   map[types.UID]*podWorker
+	notify  func(*corev1.Pod)
+	ctx     context.Context // Run's, for workers started by CreatePod; nil before Run
+	pending []*podWorker    // created before Run
 }
 
 // NewPods returns the pod handler of one host.
 func NewPods(cfg PodsConfig) (*Pods, error) {
-	if cfg.Host == nil || cfg.Recorder == nil {
-		return nil, fmt.Errorf("pods: host and recorder are required")
+	if cfg.Host == nil || cfg.Recorder == nil || cfg.Secrets == nil || cfg.ConfigMaps == nil {
+		return nil, errors.New("pods: host, recorder and listers are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pods{cfg: cfg, pods: map[string]*corev1.Pod{}}, nil
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = 10 * time.Second
+	}
+	return &Pods{cfg: cfg, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}}, nil
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
 
-// Run drives pod status until ctx ends.
-func (p *Pods) Run(ctx context.Context) { <-ctx.Done() }
-
-// CreatePod accepts a pod bound to this node.
-func (p *Pods) CreatePod(_ context.Context, pod *corev1.Pod) error {
-	p.fail(pod, "Unsupported", "running pods on remote build nodes is not implemented yet")
-	return nil
+// ready reports the host usable for pod work.
+func (h *Host) ready() bool {
+	_, health := h.Snapshot()
+	return health.Ready
 }
 
-// UpdatePod accepts spec changes Kubernetes allows; none change what runs.
-func (p *Pods) UpdatePod(_ context.Context, pod *corev1.Pod) error {
+// Run dispatches podman events to pod workers, resyncs, and removes orphans, until ctx ends.
+func (p *Pods) Run(ctx context.Context) {
+	p.mu.Lock()
+	p.ctx = ctx
+	pending := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for _, w := range pending {
+		go w.run(ctx)
+	}
+	go p.watchEvents(ctx)
+	gc := p.cfg.Clock.NewTicker(3 * p.cfg.ResyncInterval)
+	defer gc.Stop()
+	hostChanged := p.cfg.Host.Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hostChanged:
+			hostChanged = p.cfg.Host.Changed()
+			if p.cfg.Host.ready() {
+				p.pokeAll()
+			}
+		case <-gc.C():
+			if p.cfg.Host.ready() {
+				p.removeOrphans(ctx)
+			}
+		}
+	}
+}
+
+// watchEvents follows the host's container events for this node and pokes
+// the worker of the pod each belongs to; the stream is reopened after every
+// break (a dropped SSH connection), followed by a full resync.
+func (p *Pods) watchEvents(ctx context.Context) {
+	for ctx.Err() == nil {
+		if !p.cfg.Host.ready() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.cfg.Host.Changed():
+			}
+			continue
+		}
+		events, err := p.cfg.Host.Podman().Events(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
+		if err != nil {
+			p.cfg.Logger.Info("podman events unavailable, retrying", "err", err)
+			t := p.cfg.Clock.NewTimer(2 * time.Second)
+			select {
+			case <-ctx.Done():
+			case <-t.C():
+			}
+			t.Stop()
+			continue
+		}
+		p.pokeAll() // catch up on what happened while not listening
+		for e := range events {
+			uid := types.UID(e.Attributes[pod.LabelPodUID])
+			p.mu.Lock()
+			w := p.byUID[uid]
+			p.mu.Unlock()
+			if w != nil {
+				w.poke()
+			}
+		}
+	}
+}
+
+func (p *Pods) pokeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cur, ok := p.pods[key(pod.Namespace, pod.Name)]; ok {
-		upd := pod.DeepCopy()
-		upd.Status = cur.Status
-		p.pods[key(pod.Namespace, pod.Name)] = upd
+	for _, w := range p.workers {
+		w.poke()
+	}
+}
+
+// removeOrphans removes podman pods, containers and volumes of this node
+// whose Kubernetes pod no longer exists (deleted while rbn-kubelet was down).
+func (p *Pods) removeOrphans(ctx context.Context) {
+	if p.cfg.Known == nil {
+		return
+	}
+	pc := p.cfg.Host.Podman()
+	sel := map[string]string{pod.LabelNode: p.cfg.NodeName}
+	pods, err := pc.ListPods(ctx, sel)
+	if err != nil {
+		return
+	}
+	ctrs, _ := pc.ListContainers(ctx, sel)
+	vols, _ := pc.ListVolumes(ctx, sel)
+	orphan := func(labels map[string]string) bool {
+		uid := types.UID(labels[pod.LabelPodUID])
+		if uid == "" {
+			return false
+		}
+		p.mu.Lock()
+		_, mine := p.byUID[uid]
+		p.mu.Unlock()
+		if mine {
+			return false
+		}
+		known, synced := p.cfg.Known(uid)
+		return synced && !known
+	}
+	for _, x := range pods {
+		if orphan(x.Labels) {
+			p.cfg.Logger.Info("removing orphaned podman pod", "name", x.Name)
+			_ = pc.RemovePod(ctx, x.Name, 0)
+		}
+	}
+	for _, x := range ctrs {
+		if orphan(x.Labels) {
+			_ = pc.RemoveContainer(ctx, x.ID, true)
+		}
+	}
+	for _, x := range vols {
+		if orphan(x.Labels) {
+			_ = pc.RemoveVolume(ctx, x.Name)
+		}
+	}
+}
+
+// CreatePod starts a worker for a pod bound to this node. It returns at
+// once: pulls and starts happen in the worker and show in the pod's status.
+// A worker finds what a previous rbn-kubelet left running for the pod and
+// carries on from there, so a restart neither restarts nor duplicates it.
+func (p *Pods) CreatePod(_ context.Context, pd *corev1.Pod) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := key(pd.Namespace, pd.Name)
+	if w, ok := p.workers[k]; ok {
+		if w.uid() == pd.UID {
+			w.update(pd)
+			return nil
+		}
+	}
+	w := newPodWorker(p, pd)
+	p.workers[k] = w
+	p.byUID[pd.UID] = w
+	if p.ctx == nil {
+		p.pending = append(p.pending, w)
+	} else {
+		go w.run(p.ctx)
 	}
 	return nil
 }
 
-// DeletePod removes the pod and reports it terminated.
-func (p *Pods) DeletePod(_ context.Context, pod *corev1.Pod) error {
+// UpdatePod takes spec changes Kubernetes allows on a running pod.
+func (p *Pods) UpdatePod(_ context.Context, pd *corev1.Pod) error {
 	p.mu.Lock()
-	cur, ok := p.pods[key(pod.Namespace, pod.Name)]
-	delete(p.pods, key(pod.Namespace, pod.Name))
-	notify := p.notify
+	w, ok := p.workers[key(pd.Namespace, pd.Name)]
+	p.mu.Unlock()
+	if !ok || w.uid() != pd.UID {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pd.Namespace, pd.Name)
+	}
+	w.update(pd)
+	return nil
+}
+
+// DeletePod stops the pod within its grace period and removes it from the
+// host, and returns when that is done, having reported the final status:
+// virtual-kubelet then deletes the pod object, so a pod is gone from the API
+// only once nothing of it is left on the host, as with kubelet.
+func (p *Pods) DeletePod(ctx context.Context, pd *corev1.Pod) error {
+	p.mu.Lock()
+	w, ok := p.workers[key(pd.Namespace, pd.Name)]
 	p.mu.Unlock()
 	if !ok {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pd.Namespace, pd.Name)
 	}
+	grace := 30 * time.Second
+	if pd.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*pd.DeletionGracePeriodSeconds) * time.Second
+	} else if pd.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pd.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	w.terminate(grace)
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finished forgets a worker whose pod is gone from the host.
+func (p *Pods) finished(w *podWorker) {
+	pd := w.current()
+	p.mu.Lock()
+	if p.workers[key(pd.Namespace, pd.Name)] == w {
+		delete(p.workers, key(pd.Namespace, pd.Name))
+	}
+	delete(p.byUID, pd.UID)
+	notify := p.notify
+	p.mu.Unlock()
 	if notify != nil {
-		notify(cur)
+		final := pd.DeepCopy()
+		// Nothing runs any more: make sure no container reads as running.
+		for i := range final.Status.ContainerStatuses {
+			markTerminated(&final.Status.ContainerStatuses[i])
+		}
+		for i := range final.Status.InitContainerStatuses {
+			markTerminated(&final.Status.InitContainerStatuses[i])
+		}
+		if final.Status.Phase != corev1.PodSucceeded {
+			final.Status.Phase = corev1.PodFailed
+		}
+		notify(final)
 	}
-	return nil
+}
+
+func markTerminated(s *corev1.ContainerStatus) {
+	if s.State.Terminated != nil {
+		return
+	}
+	s.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "ContainerStatusUnknown", Message: "the pod was deleted"}}
+	s.Ready = false
 }
 
 // GetPod returns the pod as this node knows it.
 func (p *Pods) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	pod, ok := p.pods[key(namespace, name)]
+	w, ok := p.workers[key(namespace, name)]
+	p.mu.Unlock()
 	if !ok {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
 	}
-	return pod.DeepCopy(), nil
+	return w.current(), nil
 }
 
 // GetPodStatus returns the pod's status.
 func (p *Pods) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
-	pod, err := p.GetPod(ctx, namespace, name)
+	pd, err := p.GetPod(ctx, namespace, name)
 	if err != nil {
 		return nil, err
 	}
-	return &pod.Status, nil
+	return &pd.Status, nil
 }
 
 // GetPods returns every pod on this node.
 func (p *Pods) GetPods(_ context.Context) ([]*corev1.Pod, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]*corev1.Pod, 0, len(p.pods))
-	for _, pod := range p.pods {
-		out = append(out, pod.DeepCopy())
+	ws := make([]*podWorker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+	out := make([]*corev1.Pod, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, w.current())
 	}
 	return out, nil
 }
@@ -122,25 +345,170 @@ func (p *Pods) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	p.mu.Unlock()
 }
 
-// fail records a pod that can never run, with a reason, and reports it.
-func (p *Pods) fail(pod *corev1.Pod, reason, msg string) {
-	pod = pod.DeepCopy()
-	now := metav1.Now()
-	pod.Status.Phase = corev1.PodFailed
-	pod.Status.Reason = reason
-	pod.Status.Message = msg
-	pod.Status.StartTime = &now
-	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, msg)
+// setStatus stores a worker's computed status and reports it if it changed.
+func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
+	w.mu.Lock()
+	changed := !equalStatus(&w.pod.Status, &st)
+	w.pod.Status = st
+	pd := w.pod.DeepCopy()
+	w.mu.Unlock()
+	if !changed {
+		return
+	}
 	p.mu.Lock()
-	p.pods[key(pod.Namespace, pod.Name)] = pod
 	notify := p.notify
 	p.mu.Unlock()
 	if notify != nil {
-		notify(pod)
+		notify(pd)
 	}
 }
 
-// ContainerLogs streams a container's log.
-func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container string, opts vkapi.ContainerLogOpts) (io.ReadCloser, error) {
-	return nil, errdefs.InvalidInput("container logs are not implemented yet")
+// failPod reports a pod that can never run here, with the reason.
+func (p *Pods) failPod(w *podWorker, reason, msg string) {
+	pd := w.current()
+	p.event(pd, corev1.EventTypeWarning, reason, msg)
+	now := metav1.NewTime(p.cfg.Clock.Now())
+	st := corev1.PodStatus{Phase: corev1.PodFailed, Reason: reason, Message: msg, StartTime: &now, HostIP: p.hostIP()}
+	for _, cs := range []struct {
+		spec []corev1.Container
+		out  *[]corev1.ContainerStatus
+	}{{pd.Spec.InitContainers, &st.InitContainerStatuses}, {pd.Spec.Containers, &st.ContainerStatuses}} {
+		for _, c := range cs.spec {
+			*cs.out = append(*cs.out, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: msg}}})
+		}
+	}
+	st.Conditions = podConditions(corev1.PodFailed, false, st.InitContainerStatuses, st.ContainerStatuses, nil, now)
+	p.setStatus(w, st)
+}
+
+func (p *Pods) event(pd *corev1.Pod, typ, reason, msg string) {
+	p.cfg.Recorder.Event(pd, typ, reason, msg)
+}
+
+// pullSecrets returns the pod's imagePullSecrets that exist.
+func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
+	var out []*corev1.Secret
+	for _, ref := range pd.Spec.ImagePullSecrets {
+		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(ref.Name); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// translate gathers what the pod's volumes reference and plans the pod.
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod) (*pod.Plan, error) {
+	in := pod.Input{
+		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
+		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
+	}
+	addSecret := func(name string) {
+		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(name); err == nil {
+			in.Secrets[name] = s
+		}
+	}
+	addConfigMap := func(name string) {
+		if c, err := p.cfg.ConfigMaps.ConfigMaps(pd.Namespace).Get(name); err == nil {
+			in.ConfigMaps[name] = c
+		}
+	}
+	for _, v := range pd.Spec.Volumes {
+		switch {
+		case v.Secret != nil:
+			addSecret(v.Secret.SecretName)
+		case v.ConfigMap != nil:
+			addConfigMap(v.ConfigMap.Name)
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				switch {
+				case src.Secret != nil:
+					addSecret(src.Secret.Name)
+				case src.ConfigMap != nil:
+					addConfigMap(src.ConfigMap.Name)
+				case src.ServiceAccountToken != nil && in.ServiceAccountToken == "":
+					if p.cfg.Token == nil {
+						return nil, fmt.Errorf("no token source for projected service account token")
+					}
+					exp := int64(3600)
+					if src.ServiceAccountToken.ExpirationSeconds != nil {
+						exp = *src.ServiceAccountToken.ExpirationSeconds
+					}
+					var aud []string
+					if src.ServiceAccountToken.Audience != "" {
+						aud = []string{src.ServiceAccountToken.Audience}
+					}
+					tok, err := p.cfg.Token(ctx, pd, aud, exp)
+					if err != nil {
+						return nil, fmt.Errorf("service account token: %w", err)
+					}
+					in.ServiceAccountToken = tok
+				}
+			}
+		}
+	}
+	return pod.Translate(in)
+}
+
+// ContainerLogs streams a container's log; logs stay readable after the
+// container ends, until the pod is deleted. tail < 0 means all lines (the
+// kubelet API cannot otherwise tell tailLines=0 from no tailLines).
+func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container string, opts vkapi.ContainerLogOpts, tail int) (io.ReadCloser, error) {
+	p.mu.Lock()
+	w, ok := p.workers[key(namespace, name)]
+	p.mu.Unlock()
+	if !ok {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	pd := w.current()
+	spec := findContainer(pd, container)
+	if spec == nil {
+		return nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, namespace, name)
+	}
+	obs, err := w.observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := obs[container]
+	if o == nil {
+		return nil, errdefs.InvalidInputf("container %q in pod %s/%s is waiting to start", container, namespace, name)
+	}
+	target := o.current
+	if opts.Previous {
+		if o.previous == nil {
+			return nil, errdefs.InvalidInputf("previous terminated container %q in pod %s/%s not found", container, namespace, name)
+		}
+		target = o.previous
+	}
+	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous, Tail: tail, Timestamps: opts.Timestamps, TTY: spec.TTY}
+	switch {
+	case !opts.SinceTime.IsZero():
+		lo.Since = opts.SinceTime
+	case opts.SinceSeconds > 0:
+		lo.Since = p.cfg.Clock.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
+	}
+	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, lo)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LimitBytes > 0 {
+		return limitedReadCloser{Reader: io.LimitReader(rc, int64(opts.LimitBytes)), Closer: rc}, nil
+	}
+	return rc, nil
+}
+
+type limitedReadCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func findContainer(pd *corev1.Pod, name string) *corev1.Container {
+	for _, cs := range [][]corev1.Container{pd.Spec.Containers, pd.Spec.InitContainers} {
+		for i := range cs {
+			if cs[i].Name == name {
+				return &cs[i]
+			}
+		}
+	}
+	return nil
 }

@@ -6,12 +6,15 @@ import (
 	"time"
 
 	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 
@@ -65,7 +68,29 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		KubeletAddress: d.cfg.NodeAddress, KubeletPort: d.cfg.KubeletPort,
 	})
 	recorder := d.recorder(name)
-	pods, err := provider.NewPods(provider.PodsConfig{NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log})
+	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
+		}))
+	podInformer := podFactory.Core().V1().Pods().Informer()
+	if err := podInformer.AddIndexers(cache.Indexers{uidIndex: func(obj any) ([]string, error) {
+		return []string{string(obj.(*corev1.Pod).UID)}, nil
+	}}); err != nil {
+		return nil, err
+	}
+	pods, err := provider.NewPods(provider.PodsConfig{
+		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
+		Secrets:    d.shared.Core().V1().Secrets().Lister(),
+		ConfigMaps: d.shared.Core().V1().ConfigMaps().Lister(),
+		Token:      tokenFunc(d.client),
+		Known: func(uid types.UID) (bool, bool) {
+			if !podInformer.HasSynced() {
+				return false, false
+			}
+			objs, err := podInformer.GetIndexer().ByIndex(uidIndex, string(uid))
+			return err == nil && len(objs) > 0, err == nil
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -88,10 +113,6 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err != nil {
 		return nil, fmt.Errorf("node controller: %w", err)
 	}
-	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
-		}))
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient:         d.client.CoreV1(),
 		PodInformer:       podFactory.Core().V1().Pods(),
@@ -122,7 +143,8 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		},
 		func() {
 			podFactory.Start(ctx.Done())
-			if err := pc.Run(ctx, 2); err != nil && ctx.Err() == nil {
+			// DeletePod holds a worker for up to the pod's grace period.
+			if err := pc.Run(ctx, podSyncWorkers); err != nil && ctx.Err() == nil {
 				log.Error("pod controller stopped", "err", err)
 			}
 			podFactory.Shutdown()
@@ -151,6 +173,32 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}()
 	log.Info("serving node", "address", spec.Address, "port", spec.Port)
 	return rt, nil
+}
+
+const (
+	uidIndex       = "uid"
+	podSyncWorkers = 10
+)
+
+// tokenFunc requests service account tokens bound to the pod, as kubelet does for projected volumes.
+func tokenFunc(client kubernetes.Interface) provider.TokenFunc {
+	return func(ctx context.Context, pd *corev1.Pod, audiences []string, exp int64) (string, error) {
+		sa := pd.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		tr, err := client.CoreV1().ServiceAccounts(pd.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{
+				Audiences:         audiences,
+				ExpirationSeconds: &exp,
+				BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pd.Name, UID: pd.UID},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return "", err
+		}
+		return tr.Status.Token, nil
+	}
 }
 
 func (rt *nodeRuntime) stop() {

@@ -3,6 +3,8 @@ package kubeletapi
 import (
 	"context"
 	"io"
+	"net/http"
+	"strconv"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
@@ -19,12 +21,32 @@ func (s *Server) resolve(namespace, pod string) (*provider.Pods, error) {
 	return p, nil
 }
 
+type tailKey struct{}
+
+// withTail records the raw tailLines query parameter: virtual-kubelet's
+// parsed options cannot tell tailLines=0 from no tailLines.
+func withTail(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tail := -1
+		if v := r.URL.Query().Get("tailLines"); v != "" {
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				tail = n
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tailKey{}, tail)))
+	})
+}
+
 func (s *Server) containerLogs(ctx context.Context, namespace, pod, container string, opts vkapi.ContainerLogOpts) (io.ReadCloser, error) {
 	p, err := s.resolve(namespace, pod)
 	if err != nil {
 		return nil, err
 	}
-	return p.ContainerLogs(ctx, namespace, pod, container, opts)
+	tail, ok := ctx.Value(tailKey{}).(int)
+	if !ok {
+		tail = -1
+	}
+	return p.ContainerLogs(ctx, namespace, pod, container, opts, tail)
 }
 
 // pods answers /pods. One listener serves many nodes and the request does not

@@ -86,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 		StreamIdleTimeout:     cfg.StreamIdleTimeout,
 		StreamCreationTimeout: cfg.StreamCreationTimeout,
 	}, mux, false)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	s.srv = &http.Server{Handler: withTail(mux), ReadHeaderTimeout: 30 * time.Second}
 	return s, nil
 }
 

@@ -1,0 +1,426 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// testImage is on every build host (hack/hosts.sh); not :latest, so that
+// the default pull policy is IfNotPresent as for any pinned build image.
+const testImage = "localhost/rbn/busybox:1.0"
+
+// podSpec and templateSpec are the scheduling boilerplate every pod on a remote build node
+// carries, for a pod spec (podSpec) or a Job's pod template (templateSpec).
+const (
+	podSpec = `
+  nodeSelector: {rbn.dev/remote-build-node: "true"}
+  tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
+	templateSpec = `
+      nodeSelector: {rbn.dev/remote-build-node: "true"}
+      tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
+)
+
+// namespace creates a namespace for one test and deletes it afterwards.
+func (s *stack) namespace(t *testing.T) string {
+	t.Helper()
+	ns := uniqueName("e2e")
+	s.kubectl(t, "create", "namespace", ns)
+	eventually(t, "default service account in "+ns, 30*time.Second, func() (bool, string) {
+		_, err := s.client.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+	t.Cleanup(func() {
+		_, _ = s.kubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s")
+	})
+	return ns
+}
+
+func (s *stack) pod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	p, err := s.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (s *stack) waitPodPhase(t *testing.T, ns, name string, phase corev1.PodPhase, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	var p *corev1.Pod
+	eventually(t, fmt.Sprintf("pod %s/%s %s", ns, name, phase), timeout, func() (bool, string) {
+		var err error
+		p, err = s.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == phase, describeStatus(p)
+	})
+	return p
+}
+
+func describeStatus(p *corev1.Pod) string {
+	b, _ := json.Marshal(p.Status)
+	return string(b)
+}
+
+// hostObjects lists podman containers, pods and volumes carrying the pod's
+// UID label on build host i, through the host's own podman CLI.
+func (s *stack) hostObjects(t *testing.T, i int, uid string) []string {
+	t.Helper()
+	var out []string
+	for _, what := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}}"},
+		{"pod", "ps", "--format", "{{.Name}}"},
+		{"volume", "ls", "--format", "{{.Name}}"},
+	} {
+		args := append([]string{"podman", fmt.Sprint(i)}, what...)
+		args = append(args, "--filter", "label=rbn.dev/pod-uid="+uid)
+		cmd := exec.Command(filepath.Join(s.root, "hack", "hosts.sh"), args...)
+		cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("hosts.sh %v: %v", args, err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" {
+				out = append(out, what[0]+":"+l)
+			}
+		}
+	}
+	return out
+}
+
+// hostIndex returns the build host number a node name belongs to.
+func (s *stack) hostIndex(t *testing.T, node string) int {
+	t.Helper()
+	for i := 1; i <= 2; i++ {
+		if s.host(t, i)["NAME"] == node {
+			return i
+		}
+	}
+	t.Fatalf("node %s is not a local build host", node)
+	return 0
+}
+
+// An image-create-shaped job: init containers sharing an emptyDir, a
+// privileged container with SYS_ADMIN, env from a Secret, a ConfigMap at a
+// nested path, a memory limit. Each container checks what it must see and
+// exits non-zero otherwise, so Complete means every part translated.
+func TestImageCreateShapedJobCompletes(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: build-creds, namespace: %[1]s}
+stringData: {token: s3cr3t-value}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: recipe, namespace: %[1]s}
+data: {config.kiwi: "<image name='demo'/>"}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: image-create, namespace: %[1]s}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never%[2]s
+      initContainers:
+        - name: stage-1
+          image: %[3]s
+          command: [sh, -c, "echo one > /work/stage1"]
+          volumeMounts: [{name: work, mountPath: /work}]
+        - name: stage-2
+          image: %[3]s
+          command: [sh, -c, "test \"$(cat /work/stage1)\" = one && echo two > /work/stage2"]
+          volumeMounts: [{name: work, mountPath: /work}]
+      containers:
+        - name: build
+          image: %[3]s
+          securityContext:
+            privileged: true
+            capabilities: {add: [SYS_ADMIN]}
+          env:
+            - name: TOKEN
+              valueFrom: {secretKeyRef: {name: build-creds, key: token}}
+          resources:
+            limits: {memory: 96Mi}
+          command: [sh, -c]
+          args:
+            - |
+              set -e
+              test "$TOKEN" = s3cr3t-value
+              test "$(cat /work/stage2)" = two
+              grep -q "image name='demo'" /etc/kiwi/recipes/conf/config.kiwi
+              mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && umount /mnt/t
+              limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)
+              test "$limit" = %[4]d
+              echo build ok
+          volumeMounts:
+            - {name: work, mountPath: /work}
+            - {name: recipe, mountPath: /etc/kiwi/recipes/conf, readOnly: true}
+      volumes:
+        - {name: work, emptyDir: {}}
+        - {name: recipe, configMap: {name: recipe}}
+`, ns, templateSpec, testImage, 96*1024*1024))
+	out := s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
+	t.Log(strings.TrimSpace(out))
+	pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one job pod, got %v (%v)", len(pods.Items), err)
+	}
+	p := pods.Items[0]
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		term := cs.State.Terminated
+		if term == nil || term.ExitCode != 0 || term.Reason != "Completed" || term.FinishedAt.IsZero() || !strings.HasPrefix(cs.ContainerID, "podman://") || cs.ImageID == "" {
+			t.Errorf("container %s status %+v", cs.Name, cs)
+		}
+	}
+	if logs := s.kubectl(t, "-n", ns, "logs", p.Name, "-c", "build"); !strings.Contains(logs, "build ok") {
+		t.Errorf("build logs: %q", logs)
+	}
+	for _, typ := range []corev1.PodConditionType{corev1.PodInitialized, corev1.PodScheduled} {
+		found := false
+		for _, c := range p.Status.Conditions {
+			found = found || (c.Type == typ && c.Status == corev1.ConditionTrue)
+		}
+		if !found {
+			t.Errorf("condition %s not True: %+v", typ, p.Status.Conditions)
+		}
+	}
+	reasons := map[string]bool{}
+	for _, e := range s.events(t, ns, "Pod", p.Name) {
+		reasons[e.Reason] = true
+	}
+	for _, want := range []string{"Scheduled", "Pulled", "Created", "Started"} {
+		if !reasons[want] {
+			t.Errorf("no %s event; events: %v", want, reasons)
+		}
+	}
+}
+
+func TestOOMKillIsReported(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: oom, namespace: %s}
+spec:
+  restartPolicy: Never%s
+  containers:
+    - name: hog
+      image: %s
+      command: [sh, -c, "head -c 200m /dev/zero | tail"]
+      resources: {limits: {memory: 32Mi}}
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "oom", corev1.PodFailed, 90*time.Second)
+	term := p.Status.ContainerStatuses[0].State.Terminated
+	if term == nil || term.Reason != "OOMKilled" {
+		t.Fatalf("want OOMKilled, got %s", describeStatus(p))
+	}
+}
+
+func TestMissingImageBacksOff(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: noimage, namespace: %s}
+spec:
+  restartPolicy: Never%s
+  containers:
+    - name: main
+      image: 127.0.0.1:1/rbn/does-not-exist:1.0
+`, ns, podSpec))
+	seen := map[string]bool{}
+	eventually(t, "ErrImagePull then ImagePullBackOff", 90*time.Second, func() (bool, string) {
+		p := s.pod(t, ns, "noimage")
+		if len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil {
+			seen[p.Status.ContainerStatuses[0].State.Waiting.Reason] = true
+		}
+		return seen["ImagePullBackOff"], fmt.Sprint(seen)
+	})
+	if p := s.pod(t, ns, "noimage"); p.Status.Phase != corev1.PodPending {
+		t.Errorf("phase %s, want Pending while pulling fails", p.Status.Phase)
+	}
+	failed := false
+	for _, e := range s.events(t, ns, "Pod", "noimage") {
+		failed = failed || (e.Reason == "Failed" && strings.Contains(e.Message, "does-not-exist"))
+	}
+	if !failed {
+		t.Errorf("no Failed event naming the image")
+	}
+}
+
+func TestUnsupportedAndForbiddenVolumesFailThePod(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: nfs, namespace: %[1]s}
+spec:
+  restartPolicy: Never%[2]s
+  containers: [{name: main, image: %[3]s, command: ["true"], volumeMounts: [{name: data, mountPath: /data}]}]
+  volumes: [{name: data, nfs: {server: 127.0.0.1, path: /exports}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hostpath, namespace: %[1]s}
+spec:
+  restartPolicy: Never%[2]s
+  containers: [{name: main, image: %[3]s, command: ["true"], volumeMounts: [{name: etc, mountPath: /host-etc}]}]
+  volumes: [{name: etc, hostPath: {path: /etc}}]
+`, ns, podSpec, testImage))
+	for name, reason := range map[string]string{"nfs": "UnsupportedVolume", "hostpath": "HostPathNotAllowed"} {
+		p := s.waitPodPhase(t, ns, name, corev1.PodFailed, 60*time.Second)
+		if p.Status.Reason != reason || p.Status.Message == "" {
+			t.Errorf("%s: reason %q message %q, want %s", name, p.Status.Reason, p.Status.Message, reason)
+		}
+		found := false
+		for _, e := range s.events(t, ns, "Pod", name) {
+			found = found || (e.Reason == reason && e.Type == corev1.EventTypeWarning)
+		}
+		if !found {
+			t.Errorf("%s: no %s warning event", name, reason)
+		}
+		if objs := s.hostObjects(t, s.hostIndex(t, p.Spec.NodeName), string(p.UID)); len(objs) > 0 {
+			t.Errorf("%s: left on host: %v", name, objs)
+		}
+	}
+}
+
+// OnFailure restarts a failing container with a restart count; the second
+// run succeeds (a marker in an emptyDir survives the restart).
+func TestRestartPolicyOnFailure(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: flaky, namespace: %s}
+spec:
+  restartPolicy: OnFailure%s
+  containers:
+    - name: main
+      image: %s
+      command: [sh, -c, "if [ -e /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 3"]
+      volumeMounts: [{name: state, mountPath: /state}]
+  volumes: [{name: state, emptyDir: {}}]
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "flaky", corev1.PodSucceeded, 90*time.Second)
+	cs := p.Status.ContainerStatuses[0]
+	if cs.RestartCount != 1 {
+		t.Errorf("restartCount %d, want 1", cs.RestartCount)
+	}
+	if last := cs.LastTerminationState.Terminated; last == nil || last.ExitCode != 3 || last.Reason != "Error" {
+		t.Errorf("lastState %+v, want exit 3 Error", cs.LastTerminationState)
+	}
+	if prev := s.kubectl(t, "-n", ns, "logs", "flaky", "--previous"); strings.TrimSpace(prev) != "first" {
+		t.Errorf("--previous logs %q", prev)
+	}
+}
+
+// Deleting a running pod stops it within its grace period and leaves
+// nothing of it on the host.
+func TestDeletedPodLeavesHostClean(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: %[1]s}
+stringData: {key: value}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper, namespace: %[1]s}
+spec:
+  terminationGracePeriodSeconds: 5%[2]s
+  containers:
+    - name: main
+      image: %[3]s
+      command: [sleep, "3600"]
+      volumeMounts: [{name: scratch, mountPath: /scratch}, {name: creds, mountPath: /creds}]
+  volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: creds}}]
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "sleeper", corev1.PodRunning, 60*time.Second)
+	host := s.hostIndex(t, p.Spec.NodeName)
+	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) == 0 {
+		t.Fatalf("nothing of the running pod found on host %d", host)
+	}
+	start := time.Now()
+	s.kubectl(t, "-n", ns, "delete", "pod", "sleeper", "--wait=true", "--timeout=60s")
+	t.Logf("deleted in %s", time.Since(start).Round(time.Millisecond))
+	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) > 0 {
+		t.Errorf("left on host after delete: %v", objs)
+	}
+}
+
+// Restarting rbn-kubelet mid-job: the job completes once, its container is
+// neither restarted nor duplicated.
+func TestKubeletRestartReadoptsRunningPods(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata: {name: long, namespace: %s}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never%s
+      containers:
+        - name: main
+          image: %s
+          command: [sh, -c, "sleep 12; echo done"]
+`, ns, templateSpec, testImage))
+	var pod *corev1.Pod
+	eventually(t, "job pod running", 60*time.Second, func() (bool, string) {
+		pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=long"})
+		if err != nil || len(pods.Items) != 1 {
+			return false, fmt.Sprint(err)
+		}
+		pod = &pods.Items[0]
+		return pod.Status.Phase == corev1.PodRunning, describeStatus(pod)
+	})
+	firstID := pod.Status.ContainerStatuses[0].ContainerID
+
+	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
+	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
+	}
+	s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/long", "--timeout=120s")
+	p := s.pod(t, ns, pod.Name)
+	cs := p.Status.ContainerStatuses[0]
+	if cs.ContainerID != firstID || cs.RestartCount != 0 {
+		t.Errorf("container %s restarts %d, want the original %s with 0 restarts", cs.ContainerID, cs.RestartCount, firstID)
+	}
+	objs := s.hostObjects(t, s.hostIndex(t, p.Spec.NodeName), string(p.UID))
+	containers := 0
+	for _, o := range objs {
+		if strings.HasPrefix(o, "ps:") && strings.HasSuffix(o, "-main-0") {
+			containers++
+		}
+		if strings.HasPrefix(o, "ps:") && strings.Contains(o, "-main-") && !strings.HasSuffix(o, "-main-0") {
+			t.Errorf("duplicate run on host: %s", o)
+		}
+	}
+	if containers != 1 {
+		t.Errorf("want exactly one run of main on the host, got %v", objs)
+	}
+	if logs := s.kubectl(t, "-n", ns, "logs", "job/long"); strings.TrimSpace(logs) != "done" {
+		t.Errorf("logs %q", logs)
+	}
+}

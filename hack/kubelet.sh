@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# hack/kubelet.sh start|stop|restart: runs bin/rbn-kubelet against the local
+# stack with the configuration dev-up wrote ($RBN_STATE/kubelet/config.yaml).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+KUBELET_DIR="${RBN_STATE}/kubelet"
+
+start() {
+  [[ -f "${KUBELET_DIR}/config.yaml" ]] || rbn::die "no ${KUBELET_DIR}/config.yaml: run hack/dev-up.sh"
+  local port
+  port="$(sed -n 's/^kubeletPort: //p' "${KUBELET_DIR}/config.yaml")"
+  rbn::log "starting rbn-kubelet (log: ${KUBELET_DIR}/rbn-kubelet.log)"
+  rbn::start rbn-kubelet "${KUBELET_DIR}/rbn-kubelet.log" "${RBN_ROOT}/bin/rbn-kubelet" --config="${KUBELET_DIR}/config.yaml"
+  rbn::wait_for_daemon rbn-kubelet "rbn-kubelet's kubelet API on port ${port}" 30 rbn::port_in_use "${port}"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) rbn::stop rbn-kubelet ;;
+  restart) rbn::stop rbn-kubelet; start ;;
+  *) rbn::die "usage: $0 start|stop|restart" ;;
+esac

@@ -1,0 +1,175 @@
+package podman
+
+import (
+	"context"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/containers/podman/v5/libpod/define"
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/specgen"
+)
+
+// ContainerState is what a container's inspection says about its run.
+type ContainerState struct {
+	ID         string
+	Name       string
+	Labels     map[string]string
+	Status     string // created, running, stopped, exited, ...
+	Running    bool
+	ExitCode   int32
+	OOMKilled  bool
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	ImageID    string
+	ImageName  string
+	// IPAddress is the container's address on its first network (for a
+	// pod's infra container: the pod's IP).
+	IPAddress string
+}
+
+// Exited reports whether the container ran and finished.
+func (s *ContainerState) Exited() bool {
+	return !s.Running && (s.Status == "exited" || s.Status == "stopped") && !s.FinishedAt.IsZero()
+}
+
+// CreateContainer creates a container from spec. An existing container of
+// the same name gives ErrConflict: names are deterministic, so a retried
+// create that already happened is recognisable.
+func (c *Client) CreateContainer(ctx context.Context, spec *specgen.SpecGenerator) (string, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return "", err
+	}
+	resp, err := containers.CreateWithSpec(cctx, spec, nil)
+	if err != nil {
+		return "", wrap("create container "+spec.Name, err)
+	}
+	return resp.ID, nil
+}
+
+// StartContainer starts a created container.
+func (c *Client) StartContainer(ctx context.Context, name string) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	return wrap("start container "+name, containers.Start(cctx, name, nil))
+}
+
+// StopContainer sends the stop signal, then SIGKILL after timeout.
+func (c *Client) StopContainer(ctx context.Context, name string, timeout time.Duration) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	secs := uint(timeout / time.Second)
+	return wrap("stop container "+name, containers.Stop(cctx, name, new(containers.StopOptions).WithTimeout(secs).WithIgnore(true)))
+}
+
+// RemoveContainer removes a container (and kills it first when force).
+func (c *Client) RemoveContainer(ctx context.Context, name string, force bool) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = containers.Remove(cctx, name, new(containers.RemoveOptions).WithForce(force).WithIgnore(true))
+	return wrap("remove container "+name, err)
+}
+
+// InspectContainer returns a container's state.
+func (c *Client) InspectContainer(ctx context.Context, name string) (*ContainerState, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d, err := containers.Inspect(cctx, name, nil)
+	if err != nil {
+		return nil, wrap("inspect container "+name, err)
+	}
+	s := &ContainerState{ID: d.ID, Name: d.Name, ImageID: d.Image, ImageName: d.ImageName}
+	if d.Config != nil {
+		s.Labels = d.Config.Labels
+	}
+	if ns := d.NetworkSettings; ns != nil {
+		s.IPAddress = ns.IPAddress
+		for _, n := range sortedNetworks(ns.Networks) {
+			if s.IPAddress == "" && n.IPAddress != "" {
+				s.IPAddress = n.IPAddress
+			}
+		}
+	}
+	if st := d.State; st != nil {
+		s.Status, s.Running, s.ExitCode, s.OOMKilled, s.Error = st.Status, st.Running, st.ExitCode, st.OOMKilled, st.Error
+		s.StartedAt, s.FinishedAt = st.StartedAt, st.FinishedAt
+	}
+	return s, nil
+}
+
+// ContainerSummary is a container as listed.
+type ContainerSummary struct {
+	ID     string
+	Name   string
+	Labels map[string]string
+	State  string
+}
+
+// ListContainers lists all containers (running or not) carrying every given label.
+func (c *Client) ListContainers(ctx context.Context, labels map[string]string) ([]ContainerSummary, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithFilters(labelFilter(labels)))
+	if err != nil {
+		return nil, wrap("list containers", err)
+	}
+	out := make([]ContainerSummary, 0, len(list))
+	for _, l := range list {
+		name := ""
+		if len(l.Names) > 0 {
+			name = l.Names[0]
+		}
+		out = append(out, ContainerSummary{ID: l.ID, Name: name, Labels: l.Labels, State: l.State})
+	}
+	return out, nil
+}
+
+// CopyInto extracts a tar stream into path inside a (possibly not started)
+// container; paths on its named volumes land in the volumes.
+func (c *Client) CopyInto(ctx context.Context, container, path string, tar io.Reader) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	copyFn, err := containers.CopyFromArchive(cctx, container, path, tar)
+	if err != nil {
+		return wrap("copy into "+container+":"+path, err)
+	}
+	return wrap("copy into "+container+":"+path, copyFn())
+}
+
+func labelFilter(labels map[string]string) map[string][]string {
+	f := map[string][]string{}
+	for k, v := range labels {
+		f["label"] = append(f["label"], k+"="+v)
+	}
+	return f
+}
+
+func sortedNetworks(m map[string]*define.InspectAdditionalNetwork) []*define.InspectAdditionalNetwork {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*define.InspectAdditionalNetwork, 0, len(keys))
+	for _, k := range keys {
+		if m[k] != nil {
+			out = append(out, m[k])
+		}
+	}
+	return out
+}

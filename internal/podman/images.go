@@ -1,0 +1,57 @@
+package podman
+
+import (
+	"context"
+	"io"
+
+	"github.com/containers/podman/v5/pkg/bindings/images"
+)
+
+// Credentials authenticate a pull.
+type Credentials struct {
+	Username string
+	Password string
+}
+
+// ImageExists reports whether ref is in the host's store.
+func (c *Client) ImageExists(ctx context.Context, ref string) (bool, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, err := images.Exists(cctx, ref, nil)
+	return ok, wrap("image exists "+ref, err)
+}
+
+// ImageID returns the ID of ref in the host's store.
+func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return "", err
+	}
+	r, err := images.GetImage(cctx, ref, nil)
+	if err != nil {
+		return "", wrap("inspect image "+ref, err)
+	}
+	return r.ID, nil
+}
+
+// PullImage pulls ref onto the host (always contacting the registry) and returns its ID.
+func (c *Client) PullImage(ctx context.Context, ref string, creds *Credentials) (string, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return "", err
+	}
+	opts := new(images.PullOptions).WithPolicy("always").WithQuiet(true).WithProgressWriter(io.Discard)
+	if creds != nil {
+		opts = opts.WithUsername(creds.Username).WithPassword(creds.Password)
+	}
+	ids, err := images.Pull(cctx, ref, opts)
+	if err != nil {
+		return "", wrap("pull "+ref, err)
+	}
+	if len(ids) == 0 {
+		return "", wrap("pull "+ref, errNoImage)
+	}
+	return ids[0], nil
+}

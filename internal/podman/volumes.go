@@ -1,0 +1,66 @@
+package podman
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containers/podman/v5/pkg/bindings/volumes"
+	entitiesTypes "github.com/containers/podman/v5/pkg/domain/entities/types"
+)
+
+var errNoImage = errors.New("registry returned no image")
+
+// Volume is a named volume on the host.
+type Volume struct {
+	Name       string
+	Labels     map[string]string
+	Mountpoint string
+}
+
+// EnsureVolume creates a named volume unless it exists, and returns it.
+func (c *Client) EnsureVolume(ctx context.Context, name string, labels, options map[string]string) (*Volume, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r, err := volumes.Inspect(cctx, name, nil); err == nil {
+		return &Volume{Name: r.Name, Labels: r.Labels, Mountpoint: r.Mountpoint}, nil
+	} else if !errors.Is(wrap("", err), ErrNotFound) {
+		return nil, wrap("inspect volume "+name, err)
+	}
+	r, err := volumes.Create(cctx, entitiesTypes.VolumeCreateOptions{Name: name, Label: labels, Options: options}, nil)
+	if err != nil {
+		return nil, wrap("create volume "+name, err)
+	}
+	return &Volume{Name: r.Name, Labels: r.Labels, Mountpoint: r.Mountpoint}, nil
+}
+
+// ListVolumes lists volumes carrying every given label.
+func (c *Client) ListVolumes(ctx context.Context, labels map[string]string) ([]Volume, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := volumes.List(cctx, new(volumes.ListOptions).WithFilters(labelFilter(labels)))
+	if err != nil {
+		return nil, wrap("list volumes", err)
+	}
+	out := make([]Volume, 0, len(list))
+	for _, v := range list {
+		out = append(out, Volume{Name: v.Name, Labels: v.Labels, Mountpoint: v.Mountpoint})
+	}
+	return out, nil
+}
+
+// RemoveVolume removes a volume; a missing one is not an error.
+func (c *Client) RemoveVolume(ctx context.Context, name string) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	err = volumes.Remove(cctx, name, new(volumes.RemoveOptions).WithForce(true))
+	if err != nil && errors.Is(wrap("", err), ErrNotFound) {
+		return nil
+	}
+	return wrap("remove volume "+name, err)
+}

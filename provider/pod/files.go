@@ -1,0 +1,353 @@
+package pod
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// defaultFileMode is the API's default for defaultMode of secret, configMap,
+// downwardAPI and projected volumes (0644).
+const defaultFileMode int32 = 0o644
+
+// kubeRootCAConfigMap is the ConfigMap every namespace gets with the cluster
+// CA; the default service-account projected volume reads ca.crt from it.
+const kubeRootCAConfigMap = "kube-root-ca.crt"
+
+// fileSet collects the files of one volume by path. A later file replaces an
+// earlier one at the same path, as in the kubelet's payload map.
+type fileSet map[string]File
+
+func (fs fileSet) add(field, p string, data []byte, mode int32) error {
+	if err := validateFilePath(p); err != nil {
+		return unsupported(field, ReasonInvalidSpec, "%v", err)
+	}
+	if mode < 0 || mode > 0o777 {
+		return unsupported(field, ReasonInvalidSpec, "file mode %#o of %q is outside 0-0777", mode, p)
+	}
+	fs[p] = File{Path: p, Data: data, Mode: mode}
+	return nil
+}
+
+// sorted returns the files by path, refusing a file that would have to be a
+// directory for another one ("a" and "a/b"): the loader could not write both.
+func (fs fileSet) sorted(field string) ([]File, error) {
+	out := make([]File, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	for i := range out {
+		for j := i + 1; j < len(out) && strings.HasPrefix(out[j].Path, out[i].Path); j++ {
+			if strings.HasPrefix(out[j].Path, out[i].Path+"/") {
+				return nil, unsupported(field, ReasonInvalidSpec, "file %q would have to be the directory of %q", out[i].Path, out[j].Path)
+			}
+		}
+	}
+	return out, nil
+}
+
+func modeOr(mode *int32) int32 {
+	if mode == nil {
+		return defaultFileMode
+	}
+	return *mode
+}
+
+// files builds the content of a secret, configMap, downwardAPI or projected
+// volume, following the kubelet's volume plugins (MakePayload, CollectData).
+func (t *translator) files(field string, src *corev1.VolumeSource) ([]File, error) {
+	fs := fileSet{}
+	var err error
+	switch {
+	case src.Secret != nil:
+		s := src.Secret
+		err = t.secretFiles(fs, field+".secret", s.SecretName, s.Items, modeOr(s.DefaultMode), s.Optional)
+	case src.ConfigMap != nil:
+		c := src.ConfigMap
+		err = t.configMapFiles(fs, field+".configMap", c.Name, c.Items, modeOr(c.DefaultMode), c.Optional)
+	case src.DownwardAPI != nil:
+		err = t.downwardAPIFiles(fs, field+".downwardAPI", src.DownwardAPI.Items, modeOr(src.DownwardAPI.DefaultMode))
+	case src.Projected != nil:
+		err = t.projectedFiles(fs, field+".projected", src.Projected)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fs.sorted(field)
+}
+
+func (t *translator) secretFiles(fs fileSet, field, name string, items []corev1.KeyToPath, mode int32, optional *bool) error {
+	var data map[string][]byte
+	s, found := t.in.Secrets[name]
+	if found && s != nil {
+		data = s.Data
+	}
+	return t.keyFiles(fs, field, "Secret", name, data, found && s != nil, items, mode, optional)
+}
+
+func (t *translator) configMapFiles(fs fileSet, field, name string, items []corev1.KeyToPath, mode int32, optional *bool) error {
+	cm, found := t.in.ConfigMaps[name]
+	found = found && cm != nil
+	data := map[string][]byte{}
+	switch {
+	case found:
+		for k, v := range cm.Data {
+			data[k] = []byte(v)
+		}
+		for k, v := range cm.BinaryData {
+			data[k] = v
+		}
+	case name == kubeRootCAConfigMap && len(t.in.CACert) > 0:
+		// The caller may hand the cluster CA over instead of the ConfigMap.
+		data["ca.crt"] = t.in.CACert
+		found = true
+	}
+	return t.keyFiles(fs, field, "ConfigMap", name, data, found, items, mode, optional)
+}
+
+// keyFiles writes the keys of a Secret or ConfigMap: all keys under their own
+// names when there are no items, else the listed keys at their paths. A
+// missing object or key is skipped when optional and an error otherwise.
+func (t *translator) keyFiles(fs fileSet, field, kind, name string, data map[string][]byte, found bool, items []corev1.KeyToPath, mode int32, optional *bool) error {
+	isOptional := optional != nil && *optional
+	if !found {
+		if isOptional {
+			return nil
+		}
+		return missingObject(kind, t.pod.Namespace, name, "")
+	}
+	if len(items) == 0 {
+		// In key order, so that a bad key is reported the same way every time.
+		keys := make([]string, 0, len(data))
+		for key := range data {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		for _, key := range keys {
+			if err := fs.add(field, key, data[key], mode); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for j, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if isOptional {
+				continue
+			}
+			return missingObject(kind, t.pod.Namespace, name, it.Key)
+		}
+		m := mode
+		if it.Mode != nil {
+			m = *it.Mode
+		}
+		if err := fs.add(fmt.Sprintf("%s.items[%d].path", field, j), it.Path, v, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *translator) downwardAPIFiles(fs fileSet, field string, items []corev1.DownwardAPIVolumeFile, mode int32) error {
+	for j, it := range items {
+		f := fmt.Sprintf("%s.items[%d]", field, j)
+		var (
+			data string
+			err  error
+		)
+		switch {
+		case it.FieldRef != nil:
+			data, err = t.fieldRef(f+".fieldRef.fieldPath", it.FieldRef.FieldPath)
+		case it.ResourceFieldRef != nil:
+			data, err = t.resourceFieldRef(f+".resourceFieldRef", it.ResourceFieldRef)
+		default:
+			err = unsupported(f, ReasonInvalidSpec, "downwardAPI item %q has neither fieldRef nor resourceFieldRef", it.Path)
+		}
+		if err != nil {
+			return err
+		}
+		m := mode
+		if it.Mode != nil {
+			m = *it.Mode
+		}
+		if err := fs.add(f+".path", it.Path, []byte(data), m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fieldRef resolves a downward API field path the way the kubelet's
+// fieldpath.ExtractFieldPathAsString does. The files are written once, before
+// the containers start: fields only known later (the pod IP) are refused
+// rather than written empty.
+func (t *translator) fieldRef(field, fieldPath string) (string, error) {
+	p := t.pod
+	if base, key, ok := splitSubscript(fieldPath); ok {
+		switch base {
+		case "metadata.labels":
+			return p.Labels[key], nil
+		case "metadata.annotations":
+			return p.Annotations[key], nil
+		}
+		return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not supported", fieldPath)
+	}
+	switch fieldPath {
+	case "metadata.name":
+		return p.Name, nil
+	case "metadata.namespace":
+		return p.Namespace, nil
+	case "metadata.uid":
+		return string(p.UID), nil
+	case "metadata.labels":
+		return formatMap(p.Labels), nil
+	case "metadata.annotations":
+		return formatMap(p.Annotations), nil
+	case "spec.nodeName":
+		if p.Spec.NodeName != "" {
+			return p.Spec.NodeName, nil
+		}
+		return t.in.NodeName, nil
+	case "spec.serviceAccountName":
+		return p.Spec.ServiceAccountName, nil
+	case "status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs":
+		return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not known when volume files are written, before the pod starts", fieldPath)
+	}
+	return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not supported", fieldPath)
+}
+
+// splitSubscript splits "metadata.labels['key']" into its map and key, as the
+// kubelet's fieldpath.SplitMaybeSubscriptedPath.
+func splitSubscript(fieldPath string) (string, string, bool) {
+	if !strings.HasSuffix(fieldPath, "']") {
+		return fieldPath, "", false
+	}
+	parts := strings.SplitN(strings.TrimSuffix(fieldPath, "']"), "['", 2)
+	if len(parts) < 2 || parts[0] == "" {
+		return fieldPath, "", false
+	}
+	return parts[0], parts[1], true
+}
+
+// formatMap is the kubelet's format for labels and annotations in a downward
+// API file: key="value" lines (Go quoting), sorted by key, no final newline.
+func formatMap(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	lines := make([]string, len(keys))
+	for i, k := range keys {
+		lines[i] = fmt.Sprintf("%s=%q", k, m[k])
+	}
+	return strings.Join(lines, "\n")
+}
+
+// resourceFieldRef renders a container's resource in divisor units, rounded
+// up, as the kubelet's ExtractContainerResourceValue. A limit the container
+// does not set means the node's allocatable amount to the kubelet, which this
+// translation does not know: refused rather than guessed.
+func (t *translator) resourceFieldRef(field string, ref *corev1.ResourceFieldSelector) (string, error) {
+	if ref.ContainerName == "" {
+		return "", unsupported(field+".containerName", ReasonInvalidSpec, "resourceFieldRef in a volume must name a container")
+	}
+	c := findContainer(t.pod, ref.ContainerName)
+	if c == nil {
+		return "", unsupported(field+".containerName", ReasonInvalidSpec, "no container %q in the pod", ref.ContainerName)
+	}
+	kind, res, ok := strings.Cut(ref.Resource, ".")
+	if !ok || (kind != "limits" && kind != "requests") {
+		return "", unsupported(field+".resource", ReasonUnsupportedField, "resource %q is not supported", ref.Resource)
+	}
+	name := corev1.ResourceName(res)
+	if name != corev1.ResourceCPU && name != corev1.ResourceMemory && name != corev1.ResourceEphemeralStorage {
+		return "", unsupported(field+".resource", ReasonUnsupportedField, "resource %q is not supported", ref.Resource)
+	}
+	q, set := c.Resources.Limits[name]
+	if kind == "requests" {
+		// A missing request defaults to the limit (API defaulting), then to 0.
+		if req, ok := c.Resources.Requests[name]; ok {
+			q, set = req, true
+		}
+		if !set {
+			q, set = resource.Quantity{}, true
+		}
+	}
+	if !set {
+		return "", unsupported(field+".resource", ReasonUnsupportedField,
+			"container %q sets no %s limit, which means the node's allocatable %s, unknown here; set the limit", c.Name, res, res)
+	}
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	var value, unit int64
+	if name == corev1.ResourceCPU {
+		value, unit = q.MilliValue(), divisor.MilliValue()
+	} else {
+		value, unit = q.Value(), divisor.Value()
+	}
+	if unit <= 0 {
+		return "", unsupported(field+".divisor", ReasonInvalidSpec, "divisor %s is too small", divisor.String())
+	}
+	return strconv.FormatInt(ceilDiv(value, unit), 10), nil
+}
+
+func ceilDiv(a, b int64) int64 {
+	if a <= 0 {
+		return 0
+	}
+	return (a + b - 1) / b
+}
+
+func findContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	return nil
+}
+
+func (t *translator) projectedFiles(fs fileSet, field string, src *corev1.ProjectedVolumeSource) error {
+	mode := modeOr(src.DefaultMode)
+	for k, s := range src.Sources {
+		f := fmt.Sprintf("%s.sources[%d]", field, k)
+		var err error
+		switch {
+		case s.Secret != nil:
+			err = t.secretFiles(fs, f+".secret", s.Secret.Name, s.Secret.Items, mode, s.Secret.Optional)
+		case s.ConfigMap != nil:
+			err = t.configMapFiles(fs, f+".configMap", s.ConfigMap.Name, s.ConfigMap.Items, mode, s.ConfigMap.Optional)
+		case s.DownwardAPI != nil:
+			err = t.downwardAPIFiles(fs, f+".downwardAPI", s.DownwardAPI.Items, mode)
+		case s.ServiceAccountToken != nil:
+			if t.in.ServiceAccountToken == "" {
+				return fmt.Errorf("%s: %w", f+".serviceAccountToken", ErrNoServiceAccountToken)
+			}
+			err = fs.add(f+".serviceAccountToken.path", s.ServiceAccountToken.Path, []byte(t.in.ServiceAccountToken), mode)
+		case s.ClusterTrustBundle != nil:
+			err = unsupported(f+".clusterTrustBundle", ReasonUnsupportedVolume, "clusterTrustBundle projections are not supported")
+		case s.PodCertificate != nil:
+			err = unsupported(f+".podCertificate", ReasonUnsupportedVolume, "podCertificate projections are not supported")
+		default:
+			err = unsupported(f, ReasonUnsupportedVolume, "projection with no supported source")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

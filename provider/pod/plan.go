@@ -1,0 +1,183 @@
+package pod
+
+import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Labels put on every podman object rbn creates, so that a restarted
+// rbn-kubelet can find, re-adopt or remove them.
+const (
+	LabelPodUID       = "rbn.dev/pod-uid"
+	LabelPodNamespace = "rbn.dev/pod-namespace"
+	LabelPodName      = "rbn.dev/pod-name"
+	LabelNode         = "rbn.dev/node"
+	LabelContainer    = "rbn.dev/container" // Kubernetes container name
+	LabelInit         = "rbn.dev/init"      // "true" on init containers
+	LabelAttempt      = "rbn.dev/attempt"   // restart count of this instance, decimal
+	LabelVolume       = "rbn.dev/volume"    // Kubernetes volume name
+	LabelRole         = "rbn.dev/role"      // "loader" on the volume loader container
+)
+
+// Input is everything Translate needs. Environment variables are already
+// resolved by virtual-kubelet (valueFrom and envFrom become plain values)
+// before a pod reaches the provider.
+type Input struct {
+	Pod      *corev1.Pod
+	NodeName string
+	// HostPathAllowlist: hostPath volumes must lie at or below one of these.
+	HostPathAllowlist []string
+	// Secrets and ConfigMaps referenced by the pod's volumes, by name, from
+	// the pod's namespace. A missing entry that the pod does not mark
+	// optional is an error.
+	Secrets    map[string]*corev1.Secret
+	ConfigMaps map[string]*corev1.ConfigMap
+	// ServiceAccountToken is the token for projected serviceAccountToken
+	// sources (requested by the caller through the TokenRequest API).
+	ServiceAccountToken string
+	// CACert is the cluster CA, for projected kube-root-ca.crt-like sources
+	// that name a ConfigMap (filled through ConfigMaps) — kept for callers
+	// that add it; may be empty.
+	CACert []byte
+}
+
+// Plan is the podman side of one pod.
+type Plan struct {
+	// PodName is the podman pod's name: "rbn-" + pod UID.
+	PodName  string
+	Hostname string
+	// Labels go on the podman pod, every volume and every container.
+	Labels map[string]string
+	// HostPorts are published on the host (containers[*].ports[*].hostPort).
+	HostPorts []HostPort
+	Volumes   []Volume
+	// InitContainers run in order, each to completion, before Containers.
+	InitContainers []Container
+	Containers     []Container
+	// IgnoredProbes are the field paths of the liveness, readiness and
+	// startup probes the pod declares (e.g. spec.containers[0].livenessProbe).
+	// rbn does not run probes; they are accepted, because real specs are full
+	// of them, but listed so the runtime can tell the user with a Warning event.
+	IgnoredProbes []string
+}
+
+// HostPort is a port published on the host for the whole pod.
+type HostPort struct {
+	ContainerPort int32
+	HostPort      int32
+	HostIP        string
+	Protocol      string // "tcp" or "udp"
+}
+
+// VolumeKind says how a volume is provided on the host.
+type VolumeKind string
+
+const (
+	// VolumeEmptyDir is a podman named volume, removed with the pod.
+	VolumeEmptyDir VolumeKind = "EmptyDir"
+	// VolumeFiles is a podman named volume filled with Files before any
+	// container starts (secret, configMap, downwardAPI, projected).
+	VolumeFiles VolumeKind = "Files"
+	// VolumeHostPath is a bind mount of an allowed host path.
+	VolumeHostPath VolumeKind = "HostPath"
+)
+
+// Volume is one pod volume on the host.
+type Volume struct {
+	// K8sName is the volume's name in the pod spec.
+	K8sName string
+	Kind    VolumeKind
+	// PodmanName is the named volume for EmptyDir and Files: "rbn-" + pod UID + "-" + K8sName.
+	PodmanName string
+	// Tmpfs: emptyDir with medium Memory. The pod's infra container holds
+	// tmpfs volumes mounted (at /rbn-keep/<K8sName>) so that their content
+	// outlives each container, as an emptyDir outlives its containers.
+	Tmpfs bool
+	// SizeLimitBytes from emptyDir.sizeLimit; 0 when unset. Applied to tmpfs.
+	SizeLimitBytes int64
+	// Files to write into a Files volume, sorted by Path.
+	Files []File
+	// HostPath and HostPathType for VolumeHostPath.
+	HostPath     string
+	HostPathType corev1.HostPathType
+}
+
+// File is one file of a Files volume.
+type File struct {
+	// Path is relative to the volume root, slash-separated, never absolute
+	// and never escaping (no "..").
+	Path string
+	Data []byte
+	// Mode is the file's permission bits (defaultMode or the item's mode; 0644 by default).
+	Mode int32
+}
+
+// Container is one planned container.
+type Container struct {
+	// K8sName is the container's name in the pod spec.
+	K8sName    string
+	Init       bool
+	Image      string
+	PullPolicy corev1.PullPolicy
+	// Entrypoint and Command follow Kubernetes: command replaces the image's
+	// ENTRYPOINT, args its CMD; nil keeps the image's.
+	Entrypoint []string
+	Command    []string
+	Env        map[string]string
+	WorkingDir string
+	Mounts     []Mount
+	// Resources are the limits enforced on the host (requests only matter to the scheduler).
+	MemoryLimitBytes int64 // 0: none
+	CPUQuotaMicros   int64 // per CPUPeriodMicros; 0: none
+	CPUPeriodMicros  uint64
+	CPUShares        uint64 // from requests.cpu, as kubelet does (2 minimum)
+	// Security.
+	Privileged     bool
+	CapAdd         []string // as in the pod spec: "SYS_ADMIN"
+	CapDrop        []string
+	User           string // "uid" or "uid:gid"; empty: image default
+	ReadOnlyRootfs bool
+	// NoNewPrivileges from allowPrivilegeEscalation: false (the usual
+	// hardened spec), so that setuid binaries cannot regain privileges.
+	NoNewPrivileges bool
+	// TTY and Stdin as in the container spec (for attach and exec).
+	TTY       bool
+	Stdin     bool
+	StdinOnce bool
+	// TerminationMessagePath is ignored but kept for status (default /dev/termination-log).
+	TerminationMessagePath string
+}
+
+// Mount is a volume mounted into a container.
+type Mount struct {
+	// Volume is the K8sName of a Plan volume.
+	Volume    string
+	MountPath string
+	SubPath   string // relative to the volume root; "" for the whole volume
+	ReadOnly  bool
+}
+
+// PodName is the podman pod name for a Kubernetes pod UID.
+func PodName(uid types.UID) string { return "rbn-" + string(uid) }
+
+// VolumeName is the podman volume name of a pod volume.
+func VolumeName(uid types.UID, k8sName string) string { return "rbn-" + string(uid) + "-" + k8sName }
+
+// ContainerName is the podman container name of one run of a container:
+// attempt is the restart count, so every restart is a new, findable container.
+func ContainerName(uid types.UID, k8sName string, attempt int) string {
+	return "rbn-" + string(uid) + "-" + k8sName + "-" + strconv.Itoa(attempt)
+}
+
+// UnsupportedError is a pod the translation refuses, naming why.
+type UnsupportedError struct {
+	// Field is the offending field path, e.g. spec.volumes[2].persistentVolumeClaim.
+	Field string
+	// Reason is CamelCase for the pod's status reason, e.g. UnsupportedVolume.
+	Reason string
+	Detail string
+}
+
+func (e *UnsupportedError) Error() string { return e.Field + ": " + e.Detail }

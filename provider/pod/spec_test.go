@@ -1,0 +1,195 @@
+package pod
+
+import (
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// minimalPod is a valid pod for tests that change one thing in it.
+func minimalPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-1"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox:1.36"}}},
+	}
+}
+
+func TestContainerSpecErrors(t *testing.T) {
+	pod := minimalPod()
+	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data", SubPath: "sub"}}
+	plan, err := Translate(Input{Pod: pod, NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := plan.Containers[0]
+
+	tests := []struct {
+		name        string
+		plan        *Plan
+		mountpoints map[string]string
+		wantIs      error
+	}{
+		{name: "subPath without mountpoint", plan: plan, mountpoints: nil, wantIs: ErrNoMountpoint},
+		{name: "subPath with empty mountpoint", plan: plan, mountpoints: map[string]string{"data": ""}, wantIs: ErrNoMountpoint},
+		{name: "plan without uid label", plan: &Plan{Labels: map[string]string{}, Volumes: plan.Volumes}, mountpoints: map[string]string{"data": "/m"}},
+		{name: "plan lacking the volume", plan: &Plan{Labels: plan.Labels}, mountpoints: map[string]string{"data": "/m"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ContainerSpec(c, tt.plan, 0, "POD", tt.mountpoints)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("error %v is not %v", err, tt.wantIs)
+			}
+		})
+	}
+
+	t.Run("attempt names and labels the container", func(t *testing.T) {
+		s, err := ContainerSpec(c, plan, 3, "POD", map[string]string{"data": "/m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Name != "rbn-uid-1-c-3" || s.Labels[LabelAttempt] != "3" {
+			t.Errorf("name %q attempt label %q", s.Name, s.Labels[LabelAttempt])
+		}
+		if _, ok := s.Labels[LabelInit]; ok {
+			t.Error("an app container must not carry the init label")
+		}
+		if plan.Labels[LabelContainer] != "" {
+			t.Error("ContainerSpec must not write into the plan's labels")
+		}
+	})
+}
+
+func TestTranslateErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     func() Input
+		wantIs error
+	}{
+		{name: "no pod", in: func() Input { return Input{} }},
+		{name: "no uid", in: func() Input {
+			p := minimalPod()
+			p.UID = ""
+			return Input{Pod: p}
+		}},
+		{name: "token projected but not provided", wantIs: ErrNoServiceAccountToken, in: func() Input {
+			p := minimalPod()
+			p.Spec.Volumes = []corev1.Volume{{Name: "sa", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}},
+			}}}}
+			return Input{Pod: p}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Translate(tt.in())
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("error %v is not %v", err, tt.wantIs)
+			}
+		})
+	}
+}
+
+// TestTranslateRefusals checks the refusals that have no golden case of
+// their own: each one names its field and reason.
+func TestTranslateRefusals(t *testing.T) {
+	ptrTo := func(b bool) *bool { return &b }
+	tests := []struct {
+		name       string
+		mutate     func(*corev1.Pod)
+		wantField  string
+		wantReason string
+	}{
+		{"hostPID", func(p *corev1.Pod) { p.Spec.HostPID = true }, "spec.hostPID", ReasonUnsupportedField},
+		{"hostIPC", func(p *corev1.Pod) { p.Spec.HostIPC = true }, "spec.hostIPC", ReasonUnsupportedField},
+		{"shareProcessNamespace", func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = ptrTo(true) }, "spec.shareProcessNamespace", ReasonUnsupportedField},
+		{"ephemeralContainers", func(p *corev1.Pod) {
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
+		}, "spec.ephemeralContainers", ReasonUnsupportedField},
+		{"windows", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }, "spec.os.name", ReasonUnsupportedField},
+		{"hostUsers false", func(p *corev1.Pod) { p.Spec.HostUsers = ptrTo(false) }, "spec.hostUsers", ReasonUnsupportedField},
+		{"sysctls", func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "net.core.somaxconn", Value: "1024"}}}
+		}, "spec.securityContext.sysctls", ReasonUnsupportedField},
+		{"runAsGroup without runAsUser", func(p *corev1.Pod) {
+			g := int64(5)
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsGroup: &g}
+		}, "spec.containers[0].securityContext.runAsGroup", ReasonUnsupportedField},
+		{"runAsNonRoot with uid 0", func(p *corev1.Pod) {
+			u := int64(0)
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: &u, RunAsNonRoot: ptrTo(true)}
+		}, "spec.containers[0].securityContext.runAsNonRoot", ReasonCreateContainerConfigError},
+		{"seccomp unconfined", func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}
+		}, "spec.containers[0].securityContext.seccompProfile", ReasonUnsupportedField},
+		{"mount propagation", func(p *corev1.Pod) {
+			mp := corev1.MountPropagationBidirectional
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "d", MountPath: "/d", MountPropagation: &mp}}
+		}, "spec.containers[0].volumeMounts[0].mountPropagation", ReasonUnsupportedField},
+		{"subPath escaping", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "d", MountPath: "/d", SubPath: "../../etc"}}
+		}, "spec.containers[0].volumeMounts[0].subPath", ReasonInvalidSpec},
+		{"empty image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "" }, "spec.containers[0].image", ReasonInvalidImageName},
+		{"invalid image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "Bad:Image:Name" }, "spec.containers[0].image", ReasonInvalidImageName},
+		{"envFrom left", func(p *corev1.Pod) {
+			p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "X"}}
+		}, "spec.containers[0].envFrom", ReasonUnsupportedField},
+		{"csi volume", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "x"}}}}
+		}, "spec.volumes[0].csi", ReasonUnsupportedVolume},
+		{"image volume", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "x"}}}}
+		}, "spec.volumes[0].image", ReasonUnsupportedVolume},
+		{"file and directory at once", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "a", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+				{Path: "a/b", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+			}}}}}
+		}, "spec.volumes[0]", ReasonInvalidSpec},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := minimalPod()
+			tt.mutate(p)
+			_, err := Translate(Input{Pod: p, NodeName: "n"})
+			var ue *UnsupportedError
+			if !errors.As(err, &ue) {
+				t.Fatalf("error %v is not an *UnsupportedError", err)
+			}
+			if ue.Field != tt.wantField || ue.Reason != tt.wantReason {
+				t.Errorf("got field %q reason %q, want %q %q (%v)", ue.Field, ue.Reason, tt.wantField, tt.wantReason, err)
+			}
+		})
+	}
+}
+
+// TestTranslateCACertFallback: a caller may pass the cluster CA instead of
+// the kube-root-ca.crt ConfigMap.
+func TestTranslateCACertFallback(t *testing.T) {
+	p := minimalPod()
+	p.Spec.Volumes = []corev1.Volume{{Name: "sa", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: kubeRootCAConfigMap},
+			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+		}}},
+	}}}}
+	plan, err := Translate(Input{Pod: p, CACert: []byte("PEM")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := plan.Volumes[0].Files
+	if len(files) != 1 || files[0].Path != "ca.crt" || string(files[0].Data) != "PEM" {
+		t.Errorf("files = %+v", files)
+	}
+}

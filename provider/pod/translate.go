@@ -1,0 +1,428 @@
+package pod
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// defaultTerminationMessagePath is the API's default terminationMessagePath.
+const defaultTerminationMessagePath = "/dev/termination-log"
+
+// translator carries the input through the translation of one pod.
+type translator struct {
+	in  Input
+	pod *corev1.Pod
+}
+
+// Translate turns a pod bound to this node into the plan of its podman
+// objects. It is pure: Secrets, ConfigMaps and the service account token come
+// in through in, nothing is looked up.
+//
+// Errors: *UnsupportedError for what rbn cannot honour (permanent: the pod
+// should fail), *MissingObjectError for a Secret or ConfigMap that is not
+// there yet (the kubelet retries those), ErrNoServiceAccountToken (wrapped)
+// when the caller forgot the token. A pod with both permanent and missing-
+// object problems reports a permanent one, so that it is not retried in vain.
+//
+// Deliberately ignored, because they are scheduling or cluster-networking
+// matters already settled before the pod reaches a node: nodeSelector,
+// affinity, tolerations, priority, topology spread, scheduling gates,
+// readiness gates, overhead. dnsPolicy and dnsConfig are ignored too: pods
+// get podman's DNS (the build host's resolvers), not cluster DNS, which a
+// build host outside the cluster network could not reach anyway.
+// restartPolicy, activeDeadlineSeconds, terminationGracePeriodSeconds and
+// imagePullSecrets are the runtime's, read from the pod.
+func Translate(in Input) (*Plan, error) {
+	if in.Pod == nil {
+		return nil, errors.New("translate: no pod")
+	}
+	if in.Pod.UID == "" {
+		return nil, fmt.Errorf("translate pod %s/%s: no UID", in.Pod.Namespace, in.Pod.Name)
+	}
+	t := &translator{in: in, pod: in.Pod}
+	if err := t.checkPod(); err != nil {
+		return nil, err
+	}
+	pod := t.pod
+	plan := &Plan{
+		PodName:  PodName(pod.UID),
+		Hostname: hostname(pod),
+		Labels: map[string]string{
+			LabelPodUID:       string(pod.UID),
+			LabelPodNamespace: pod.Namespace,
+			LabelPodName:      pod.Name,
+			LabelNode:         in.NodeName,
+		},
+	}
+
+	vols, err := t.volumes()
+	if err != nil {
+		return nil, err
+	}
+	byName := make(map[string]*Volume, len(vols))
+	for i := range vols {
+		byName[vols[i].K8sName] = &vols[i]
+	}
+
+	for i := range pod.Spec.InitContainers {
+		c, err := t.container(fmt.Sprintf("spec.initContainers[%d]", i), &pod.Spec.InitContainers[i], true, byName, plan)
+		if err != nil {
+			return nil, err
+		}
+		plan.InitContainers = append(plan.InitContainers, c)
+	}
+	for i := range pod.Spec.Containers {
+		c, err := t.container(fmt.Sprintf("spec.containers[%d]", i), &pod.Spec.Containers[i], false, byName, plan)
+		if err != nil {
+			return nil, err
+		}
+		plan.Containers = append(plan.Containers, c)
+	}
+
+	// Files last: a missing Secret only delays a pod, so every permanent
+	// refusal is found first.
+	if err := t.fillFiles(vols); err != nil {
+		return nil, err
+	}
+	plan.Volumes = vols
+	return plan, nil
+}
+
+// hostname is the pod's hostname as the kubelet sets it: hostnameOverride,
+// else spec.hostname, else the pod name, cut to a DNS label. The subdomain
+// only matters to cluster DNS, which rbn pods do not use.
+func hostname(pod *corev1.Pod) string {
+	if pod.Spec.HostnameOverride != nil && *pod.Spec.HostnameOverride != "" {
+		return truncateHostname(*pod.Spec.HostnameOverride)
+	}
+	if pod.Spec.Hostname != "" {
+		return truncateHostname(pod.Spec.Hostname)
+	}
+	return truncateHostname(pod.Name)
+}
+
+// checkPod refuses the pod-level features rbn does not implement. Each of
+// them changes what the containers can see or do, so running the pod without
+// them would be running a different pod.
+func (t *translator) checkPod() error {
+	s := &t.pod.Spec
+	field := func(name string) *UnsupportedError {
+		return unsupported("spec."+name, ReasonUnsupportedField, "%s is not supported on remote build nodes", name)
+	}
+	switch {
+	case len(s.Containers) == 0:
+		return unsupported("spec.containers", ReasonInvalidSpec, "the pod has no containers")
+	case s.HostNetwork:
+		return field("hostNetwork")
+	case s.HostPID:
+		return field("hostPID")
+	case s.HostIPC:
+		return field("hostIPC")
+	case s.ShareProcessNamespace != nil && *s.ShareProcessNamespace:
+		return field("shareProcessNamespace")
+	case len(s.EphemeralContainers) > 0:
+		return field("ephemeralContainers")
+	case s.OS != nil && s.OS.Name != corev1.Linux:
+		return unsupported("spec.os.name", ReasonUnsupportedField, "os %q is not supported: build hosts run Linux", s.OS.Name)
+	case s.HostUsers != nil && !*s.HostUsers:
+		return unsupported("spec.hostUsers", ReasonUnsupportedField, "user namespaces (hostUsers: false) are not supported on remote build nodes")
+	case s.RuntimeClassName != nil && *s.RuntimeClassName != "":
+		return field("runtimeClassName")
+	case s.SetHostnameAsFQDN != nil && *s.SetHostnameAsFQDN:
+		return field("setHostnameAsFQDN")
+	case len(s.HostAliases) > 0:
+		return field("hostAliases")
+	case len(s.ResourceClaims) > 0:
+		return field("resourceClaims")
+	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
+		return field("resources")
+	}
+	if sc := s.SecurityContext; sc != nil {
+		switch {
+		case sc.FSGroup != nil:
+			// The kubelet chowns volumes to fsGroup and adds it to every
+			// container's groups; without that, non-root containers could not
+			// read their secrets.
+			return field("securityContext.fsGroup")
+		case len(sc.SupplementalGroups) > 0:
+			return field("securityContext.supplementalGroups")
+		case len(sc.Sysctls) > 0:
+			return field("securityContext.sysctls")
+		}
+	}
+	return nil
+}
+
+func (t *translator) container(field string, c *corev1.Container, init bool, vols map[string]*Volume, plan *Plan) (Container, error) {
+	if err := checkContainer(field, c, init); err != nil {
+		return Container{}, err
+	}
+	if c.Image == "" {
+		return Container{}, unsupported(field+".image", ReasonInvalidImageName, "container %q has no image", c.Name)
+	}
+	image, err := normalizeImage(c.Image)
+	if err != nil {
+		return Container{}, unsupported(field+".image", ReasonInvalidImageName, "image %q: %v", c.Image, err)
+	}
+	out := Container{
+		K8sName:                c.Name,
+		Init:                   init,
+		Image:                  image,
+		PullPolicy:             c.ImagePullPolicy,
+		WorkingDir:             c.WorkingDir,
+		TTY:                    c.TTY,
+		Stdin:                  c.Stdin,
+		StdinOnce:              c.StdinOnce,
+		TerminationMessagePath: c.TerminationMessagePath,
+	}
+	if out.PullPolicy == "" {
+		out.PullPolicy = defaultPullPolicy(c.Image)
+	}
+	if out.TerminationMessagePath == "" {
+		out.TerminationMessagePath = defaultTerminationMessagePath
+	}
+
+	if len(c.EnvFrom) > 0 {
+		return Container{}, unsupported(field+".envFrom", ReasonUnsupportedField, "envFrom was not resolved into env by virtual-kubelet")
+	}
+	if len(c.Env) > 0 {
+		out.Env = make(map[string]string, len(c.Env))
+	}
+	for j, e := range c.Env {
+		if e.ValueFrom != nil {
+			// virtual-kubelet resolves valueFrom before the provider sees the
+			// pod; one left means a source it could not resolve.
+			return Container{}, unsupported(fmt.Sprintf("%s.env[%d].valueFrom", field, j), ReasonUnsupportedField,
+				"env %q: valueFrom was not resolved by virtual-kubelet", e.Name)
+		}
+		out.Env[e.Name] = e.Value // the last definition wins, as in the kubelet
+	}
+	out.Entrypoint = expandAll(c.Command, out.Env)
+	out.Command = expandAll(c.Args, out.Env)
+
+	applyResources(&out, c.Resources)
+	if err := t.security(field, c, &out); err != nil {
+		return Container{}, err
+	}
+	if out.Mounts, err = mounts(field, c.VolumeMounts, vols); err != nil {
+		return Container{}, err
+	}
+	if !init {
+		// As the kubelet, only app containers publish host ports.
+		ports, err := hostPorts(field, c.Ports)
+		if err != nil {
+			return Container{}, err
+		}
+		plan.HostPorts = append(plan.HostPorts, ports...)
+	}
+	for _, probe := range []struct {
+		name string
+		set  bool
+	}{
+		{"livenessProbe", c.LivenessProbe != nil},
+		{"readinessProbe", c.ReadinessProbe != nil},
+		{"startupProbe", c.StartupProbe != nil},
+	} {
+		if probe.set {
+			plan.IgnoredProbes = append(plan.IgnoredProbes, field+"."+probe.name)
+		}
+	}
+	return out, nil
+}
+
+// checkContainer refuses the container features rbn does not implement.
+func checkContainer(field string, c *corev1.Container, init bool) error {
+	switch {
+	case init && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
+		return unsupported(field+".restartPolicy", ReasonUnsupportedField, "sidecar init containers (restartPolicy: Always) are not supported")
+	case c.RestartPolicy != nil:
+		return unsupported(field+".restartPolicy", ReasonUnsupportedField, "container restartPolicy %q is not supported", *c.RestartPolicy)
+	case len(c.RestartPolicyRules) > 0:
+		return unsupported(field+".restartPolicyRules", ReasonUnsupportedField, "container restartPolicyRules are not supported")
+	case len(c.VolumeDevices) > 0:
+		return unsupported(field+".volumeDevices", ReasonUnsupportedField, "volumeDevices are not supported")
+	case len(c.Resources.Claims) > 0:
+		return unsupported(field+".resources.claims", ReasonUnsupportedField, "resource claims are not supported")
+	}
+	if lc := c.Lifecycle; lc != nil {
+		switch {
+		case lc.PostStart != nil:
+			return unsupported(field+".lifecycle.postStart", ReasonUnsupportedField, "lifecycle hooks are not supported")
+		case lc.PreStop != nil:
+			return unsupported(field+".lifecycle.preStop", ReasonUnsupportedField, "lifecycle hooks are not supported")
+		case lc.StopSignal != nil:
+			return unsupported(field+".lifecycle.stopSignal", ReasonUnsupportedField, "lifecycle stopSignal is not supported")
+		}
+	}
+	return nil
+}
+
+// security applies the container's security context, with the pod's as the
+// fallback for the fields both have.
+func (t *translator) security(field string, c *corev1.Container, out *Container) error {
+	sc := c.SecurityContext
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
+	}
+	psc := t.pod.Spec.SecurityContext
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
+	}
+	scField := field + ".securityContext"
+	// pickField names, for an error, the field a value was taken from: the
+	// container's when it sets one, else the pod's.
+	pickField := func(containerSet bool, name string) string {
+		if containerSet {
+			return scField + "." + name
+		}
+		return "spec.securityContext." + name
+	}
+
+	out.Privileged = sc.Privileged != nil && *sc.Privileged
+	out.ReadOnlyRootfs = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
+	out.NoNewPrivileges = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
+	if caps := sc.Capabilities; caps != nil {
+		out.CapAdd = upperAll(caps.Add)
+		out.CapDrop = upperAll(caps.Drop)
+	}
+
+	uid, gid := sc.RunAsUser, sc.RunAsGroup
+	if uid == nil {
+		uid = psc.RunAsUser
+	}
+	if gid == nil {
+		gid = psc.RunAsGroup
+	}
+	switch {
+	case uid != nil && gid != nil:
+		out.User = strconv.FormatInt(*uid, 10) + ":" + strconv.FormatInt(*gid, 10)
+	case uid != nil:
+		out.User = strconv.FormatInt(*uid, 10)
+	case gid != nil:
+		// CRI refuses a group without a user too: the group would apply to
+		// whatever user the image names, which nobody chose.
+		return unsupported(pickField(sc.RunAsGroup != nil, "runAsGroup"), ReasonUnsupportedField, "runAsGroup without runAsUser is not supported")
+	}
+
+	nonRoot := sc.RunAsNonRoot
+	if nonRoot == nil {
+		nonRoot = psc.RunAsNonRoot
+	}
+	if nonRoot != nil && *nonRoot {
+		f := pickField(sc.RunAsNonRoot != nil, "runAsNonRoot")
+		switch {
+		case uid == nil:
+			// The kubelet checks the image's USER before starting; the plan
+			// is made before the image is pulled, so it cannot.
+			return unsupported(f, ReasonUnsupportedField, "runAsNonRoot needs an explicit runAsUser on remote build nodes (the image's user is not checked)")
+		case *uid == 0:
+			return unsupported(f, ReasonCreateContainerConfigError, "container's runAsUser breaks non-root policy")
+		}
+	}
+
+	if o := sc.SELinuxOptions; o != nil && *o != (corev1.SELinuxOptions{}) {
+		return unsupported(scField+".seLinuxOptions", ReasonUnsupportedField, "seLinuxOptions are not supported")
+	}
+	if o := psc.SELinuxOptions; o != nil && *o != (corev1.SELinuxOptions{}) {
+		return unsupported("spec.securityContext.seLinuxOptions", ReasonUnsupportedField, "seLinuxOptions are not supported")
+	}
+	if sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
+		return unsupported(scField+".procMount", ReasonUnsupportedField, "procMount %q is not supported", *sc.ProcMount)
+	}
+	// Only the runtime's default profiles are available: podman applies its
+	// default seccomp and AppArmor profiles, which is what RuntimeDefault means.
+	seccomp, seccompField := sc.SeccompProfile, scField+".seccompProfile"
+	if seccomp == nil {
+		seccomp, seccompField = psc.SeccompProfile, "spec.securityContext.seccompProfile"
+	}
+	if seccomp != nil && seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		return unsupported(seccompField, ReasonUnsupportedField, "seccomp profile %q is not supported (only RuntimeDefault)", seccomp.Type)
+	}
+	apparmor, apparmorField := sc.AppArmorProfile, scField+".appArmorProfile"
+	if apparmor == nil {
+		apparmor, apparmorField = psc.AppArmorProfile, "spec.securityContext.appArmorProfile"
+	}
+	if apparmor != nil && apparmor.Type != corev1.AppArmorProfileTypeRuntimeDefault {
+		return unsupported(apparmorField, ReasonUnsupportedField, "AppArmor profile %q is not supported (only RuntimeDefault)", apparmor.Type)
+	}
+	return nil
+}
+
+func upperAll[T ~string](in []T) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = strings.ToUpper(string(s))
+	}
+	return out
+}
+
+// mounts translates volumeMounts. Files volumes (secret, configMap,
+// downwardAPI, projected) are always mounted read-only, as the kubelet does:
+// they are the loader's to write, and a container writing there would be
+// overwriting data the API owns.
+func mounts(field string, vms []corev1.VolumeMount, vols map[string]*Volume) ([]Mount, error) {
+	if len(vms) == 0 {
+		return nil, nil
+	}
+	out := make([]Mount, 0, len(vms))
+	for j, m := range vms {
+		f := fmt.Sprintf("%s.volumeMounts[%d]", field, j)
+		vol, ok := vols[m.Name]
+		switch {
+		case !ok:
+			return nil, unsupported(f+".name", ReasonInvalidSpec, "volumeMount names volume %q, which the pod does not declare", m.Name)
+		case m.SubPathExpr != "":
+			return nil, unsupported(f+".subPathExpr", ReasonUnsupportedField, "subPathExpr is not supported")
+		case m.MountPropagation != nil && *m.MountPropagation != corev1.MountPropagationNone:
+			return nil, unsupported(f+".mountPropagation", ReasonUnsupportedField, "mountPropagation %q is not supported (only None)", *m.MountPropagation)
+		case m.RecursiveReadOnly != nil && *m.RecursiveReadOnly == corev1.RecursiveReadOnlyEnabled:
+			// IfPossible is honoured as a plain read-only mount, which is what
+			// it allows when the runtime cannot do better; Enabled is a promise.
+			return nil, unsupported(f+".recursiveReadOnly", ReasonUnsupportedField, "recursiveReadOnly: Enabled is not supported (podman 4.3 has no recursive read-only mounts)")
+		case len(m.BindMountOptions) > 0:
+			return nil, unsupported(f+".bindMountOptions", ReasonUnsupportedField, "bindMountOptions are not supported")
+		case !strings.HasPrefix(m.MountPath, "/"):
+			return nil, unsupported(f+".mountPath", ReasonInvalidSpec, "mountPath %q must be absolute", m.MountPath)
+		}
+		sub, err := cleanSubPath(m.SubPath)
+		if err != nil {
+			return nil, unsupported(f+".subPath", ReasonInvalidSpec, "%v", err)
+		}
+		out = append(out, Mount{
+			Volume:    m.Name,
+			MountPath: m.MountPath,
+			SubPath:   sub,
+			ReadOnly:  m.ReadOnly || vol.Kind == VolumeFiles,
+		})
+	}
+	return out, nil
+}
+
+// hostPorts collects the ports a container publishes on the host; ports
+// without hostPort only matter inside the pod network and need nothing.
+func hostPorts(field string, ports []corev1.ContainerPort) ([]HostPort, error) {
+	var out []HostPort
+	for k, p := range ports {
+		if p.HostPort == 0 {
+			continue
+		}
+		proto := strings.ToLower(string(p.Protocol))
+		switch proto {
+		case "":
+			proto = "tcp"
+		case "tcp", "udp":
+		default:
+			return nil, unsupported(fmt.Sprintf("%s.ports[%d].protocol", field, k), ReasonUnsupportedField,
+				"hostPort protocol %q is not supported (only TCP and UDP)", p.Protocol)
+		}
+		out = append(out, HostPort{ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIP: p.HostIP, Protocol: proto})
+	}
+	return out, nil
+}

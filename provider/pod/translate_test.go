@@ -1,0 +1,193 @@
+package pod
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/containers/podman/v5/pkg/specgen"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of provider/pod/testdata")
+
+// goldenCase is the input document of one golden case, testdata/<case>.pod.yaml.
+type goldenCase struct {
+	NodeName            string             `json:"nodeName"`
+	HostPathAllowlist   []string           `json:"hostPathAllowlist,omitempty"`
+	ServiceAccountToken string             `json:"serviceAccountToken,omitempty"`
+	Secrets             []corev1.Secret    `json:"secrets,omitempty"`
+	ConfigMaps          []corev1.ConfigMap `json:"configMaps,omitempty"`
+	Pod                 corev1.Pod         `json:"pod"`
+}
+
+// goldenOutput is what a translated case renders to, testdata/<case>.golden.yaml.
+type goldenOutput struct {
+	// Plan with file contents shown as text where they are text.
+	Plan    any                       `json:"plan"`
+	PodSpec *specgen.PodSpecGenerator `json:"podSpec"`
+	// ContainerSpecs in run order (init containers first), attempt 0.
+	ContainerSpecs []namedSpec `json:"containerSpecs"`
+}
+
+type namedSpec struct {
+	Container string                 `json:"container"`
+	Spec      *specgen.SpecGenerator `json:"spec"`
+}
+
+// TestTranslateGolden runs every testdata/<case>.pod.yaml through Translate
+// and, when it succeeds, ContainerSpec and PodSpec, and compares the result
+// with testdata/<case>.golden.yaml, or the error with
+// testdata/<case>.error.golden. Run with -update to rewrite them, then read
+// the diff: the golden files are the specification.
+func TestTranslateGolden(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join("testdata", "*.pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) == 0 {
+		t.Fatal("no testdata/*.pod.yaml")
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".pod.yaml")
+		t.Run(name, func(t *testing.T) {
+			okPath := filepath.Join("testdata", name+".golden.yaml")
+			errPath := filepath.Join("testdata", name+".error.golden")
+			got, isErr := renderCase(t, in)
+			want, stale := okPath, errPath
+			if isErr {
+				want, stale = errPath, okPath
+			}
+			if *update {
+				if err := os.WriteFile(want, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Remove(stale); err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Fatal(err)
+				}
+				return
+			}
+			if _, err := os.Stat(stale); err == nil {
+				t.Errorf("%s exists but the case renders %s", stale, want)
+			}
+			wantBytes, err := os.ReadFile(want)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(got, wantBytes) {
+				t.Errorf("%s differs (run go test -update and read the diff):\n--- got\n%s\n--- want\n%s", want, got, wantBytes)
+			}
+		})
+	}
+}
+
+// renderCase translates one input file; it returns the golden bytes and
+// whether they are an error's.
+func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
+	t.Helper()
+	raw, err := os.ReadFile(inputPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gc goldenCase
+	if err := yaml.UnmarshalStrict(raw, &gc); err != nil {
+		t.Fatalf("decode %s: %v", inputPath, err)
+	}
+	in := Input{
+		Pod:                 &gc.Pod,
+		NodeName:            gc.NodeName,
+		HostPathAllowlist:   gc.HostPathAllowlist,
+		ServiceAccountToken: gc.ServiceAccountToken,
+		Secrets:             map[string]*corev1.Secret{},
+		ConfigMaps:          map[string]*corev1.ConfigMap{},
+	}
+	for i := range gc.Secrets {
+		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]
+	}
+	for i := range gc.ConfigMaps {
+		in.ConfigMaps[gc.ConfigMaps[i].Name] = &gc.ConfigMaps[i]
+	}
+
+	plan, err := Translate(in)
+	if err != nil {
+		return []byte(describeError(err)), true
+	}
+
+	mountpoints := map[string]string{}
+	for _, v := range plan.Volumes {
+		if v.Kind == VolumeEmptyDir || v.Kind == VolumeFiles {
+			mountpoints[v.K8sName] = "/vol/" + v.K8sName
+		}
+	}
+	out := goldenOutput{Plan: readablePlan(t, plan), PodSpec: PodSpec(plan)}
+	for _, c := range append(append([]Container{}, plan.InitContainers...), plan.Containers...) {
+		s, err := ContainerSpec(c, plan, 0, "POD", mountpoints)
+		if err != nil {
+			t.Fatalf("ContainerSpec(%s): %v", c.K8sName, err)
+		}
+		out.ContainerSpecs = append(out.ContainerSpecs, namedSpec{Container: c.K8sName, Spec: s})
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, false
+}
+
+// describeError pins the error's type and reason as well as its text.
+func describeError(err error) string {
+	var (
+		ue *UnsupportedError
+		me *MissingObjectError
+	)
+	switch {
+	case errors.As(err, &ue):
+		return fmt.Sprintf("UnsupportedError\nreason: %s\nfield: %s\n%s\n", ue.Reason, ue.Field, err)
+	case errors.As(err, &me):
+		return fmt.Sprintf("MissingObjectError\nreason: %s\nkind: %s\nname: %s/%s\nkey: %q\n%s\n", me.Reason, me.Kind, me.Namespace, me.Name, me.Key, err)
+	}
+	return fmt.Sprintf("%T\n%s\n", err, err)
+}
+
+// readablePlan is the plan as generic YAML with each file's Data shown as
+// Text when it is text, and Mode in octal, so that goldens read by eye.
+func readablePlan(t *testing.T, p *Plan) any {
+	t.Helper()
+	raw, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	vols, _ := m["Volumes"].([]any)
+	for _, v := range vols {
+		files, _ := v.(map[string]any)["Files"].([]any)
+		for _, f := range files {
+			file := f.(map[string]any)
+			if mode, ok := file["Mode"].(float64); ok {
+				file["Mode"] = fmt.Sprintf("%#o", int(mode))
+			}
+			enc, _ := file["Data"].(string)
+			data, err := base64.StdEncoding.DecodeString(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if utf8.Valid(data) {
+				delete(file, "Data")
+				file["Text"] = string(data)
+			}
+		}
+	}
+	return m
+}

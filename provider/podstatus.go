@@ -1,0 +1,203 @@
+package provider
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+)
+
+// observed is what the worker knows of one Kubernetes container.
+type observed struct {
+	name string
+	// current is the newest run's state (nil: never created).
+	current *podman.ContainerState
+	// previous is the run before it (for lastState), if any.
+	previous *podman.ContainerState
+	// attempt is current's restart count.
+	attempt int
+	// waitingReason/Message, when set, override "not created yet" (image
+	// pull failures, back-off, config errors).
+	waitingReason, waitingMessage string
+	image                         string
+	// memoryLimited: the container runs under a memory limit (see terminated).
+	memoryLimited bool
+}
+
+// containerStatus renders one container's Kubernetes status.
+func containerStatus(o observed) corev1.ContainerStatus {
+	st := corev1.ContainerStatus{Name: o.name, Image: o.image, RestartCount: int32(o.attempt)}
+	if o.previous != nil && o.previous.Exited() {
+		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited)}
+	}
+	c := o.current
+	switch {
+	case o.waitingReason != "":
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: o.waitingReason, Message: o.waitingMessage}
+		if c != nil && c.Exited() {
+			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited)}
+		}
+	case c == nil || (!c.Running && c.StartedAt.IsZero() && c.Error == ""):
+		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+	case c.Running:
+		st.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.StartedAt)}
+		st.Ready = true
+		started := true
+		st.Started = &started
+	default:
+		st.State.Terminated = terminated(c, o.memoryLimited)
+		started := false
+		st.Started = &started
+	}
+	if c != nil {
+		st.ContainerID = "podman://" + c.ID
+		st.ImageID = c.ImageID
+	}
+	return st
+}
+
+// exitSIGKILL is the exit code of a process killed by SIGKILL.
+const exitSIGKILL = 128 + 9
+
+// terminated renders an ended run. OOM kills are what podman reports; on
+// cgroup v1 hosts (runc, cgroupfs) podman never learns of them, so a SIGKILL
+// exit under a memory limit is reported as OOMKilled too, saying so: rbn
+// itself only kills containers when it deletes their pod, after which no
+// status is reported.
+func terminated(c *podman.ContainerState, memoryLimited bool) *corev1.ContainerStateTerminated {
+	t := &corev1.ContainerStateTerminated{
+		ExitCode:    c.ExitCode,
+		StartedAt:   metav1.NewTime(c.StartedAt),
+		FinishedAt:  metav1.NewTime(c.FinishedAt),
+		ContainerID: "podman://" + c.ID,
+	}
+	switch {
+	case c.OOMKilled:
+		t.Reason = "OOMKilled"
+	case memoryLimited && c.ExitCode == exitSIGKILL:
+		t.Reason = "OOMKilled"
+		t.Message = "killed by SIGKILL under its memory limit; the host's runtime did not report the OOM kill itself"
+	case c.StartedAt.IsZero() && c.Error != "":
+		// Created but the runtime could not run it.
+		t.Reason, t.Message = "ContainerCannotRun", c.Error
+		if t.ExitCode == 0 {
+			t.ExitCode = 128
+		}
+	case c.ExitCode == 0:
+		t.Reason = "Completed"
+	default:
+		t.Reason = "Error"
+	}
+	return t
+}
+
+// podPhase follows kubelet's getPhase: init containers first, then the app
+// containers' states and the restart policy.
+func podPhase(spec *corev1.PodSpec, init, app []corev1.ContainerStatus) corev1.PodPhase {
+	for _, s := range init {
+		if t := s.State.Terminated; t != nil && t.ExitCode == 0 {
+			continue
+		}
+		if t := s.State.Terminated; t != nil && spec.RestartPolicy == corev1.RestartPolicyNever {
+			return corev1.PodFailed
+		}
+		return corev1.PodPending
+	}
+	var running, waiting, stopped, succeeded int
+	for _, s := range app {
+		switch {
+		case s.State.Running != nil:
+			running++
+		case s.State.Terminated != nil:
+			stopped++
+			if s.State.Terminated.ExitCode == 0 {
+				succeeded++
+			}
+		case s.State.Waiting != nil:
+			if s.LastTerminationState.Terminated != nil {
+				stopped++
+			} else {
+				waiting++
+			}
+		}
+	}
+	switch {
+	case waiting > 0:
+		return corev1.PodPending
+	case running > 0:
+		return corev1.PodRunning
+	case stopped > 0 && stopped == len(app):
+		if spec.RestartPolicy == corev1.RestartPolicyAlways {
+			return corev1.PodRunning
+		}
+		if stopped == succeeded {
+			return corev1.PodSucceeded
+		}
+		if spec.RestartPolicy == corev1.RestartPolicyNever {
+			return corev1.PodFailed
+		}
+		return corev1.PodRunning
+	}
+	return corev1.PodPending
+}
+
+// shouldRestart says whether an exited container runs again under the policy.
+func shouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
+	switch policy {
+	case corev1.RestartPolicyAlways:
+		return true
+	case corev1.RestartPolicyOnFailure:
+		return exitCode != 0
+	}
+	return false
+}
+
+// restartBackoff is kubelet's crash loop back-off: 10 s doubling to 5 min.
+func restartBackoff(restarts int) time.Duration {
+	d := 10 * time.Second
+	for i := 1; i < restarts && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// podConditions are the standard conditions for a computed status.
+func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.ContainerStatus, prev []corev1.PodCondition, now metav1.Time) []corev1.PodCondition {
+	initialized := true
+	for _, s := range init {
+		if t := s.State.Terminated; t == nil || t.ExitCode != 0 {
+			initialized = false
+		}
+	}
+	ready := len(app) > 0
+	for _, s := range app {
+		ready = ready && s.Ready
+	}
+	if phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+		ready = false
+	}
+	b := func(v bool) corev1.ConditionStatus {
+		if v {
+			return corev1.ConditionTrue
+		}
+		return corev1.ConditionFalse
+	}
+	want := []corev1.PodCondition{
+		{Type: corev1.PodReadyToStartContainers, Status: b(sandboxReady)},
+		{Type: corev1.PodInitialized, Status: b(initialized)},
+		{Type: corev1.ContainersReady, Status: b(ready)},
+		{Type: corev1.PodReady, Status: b(ready)},
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+	}
+	for i := range want {
+		want[i].LastTransitionTime = now
+		for _, p := range prev {
+			if p.Type == want[i].Type && p.Status == want[i].Status {
+				want[i].LastTransitionTime = p.LastTransitionTime
+			}
+		}
+	}
+	return want
+}

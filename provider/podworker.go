@@ -1,0 +1,521 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// podWorker drives one pod on the host, like kubelet's pod worker: every
+// sync compares what runs with what the pod asks for, takes the next step
+// (volumes, podman pod, pull, create, start, restart) and reports status.
+// Syncs are triggered by podman events for the pod, by spec updates, by
+// back-off timers and by the periodic resync.
+type podWorker struct {
+	p   *Pods
+	log *slog.Logger
+
+	kick chan struct{}
+	done chan struct{}
+
+	mu       sync.Mutex
+	pod      *corev1.Pod // latest spec; Status is what we last reported
+	deleting *time.Duration
+
+	// Owned by the worker goroutine.
+	plan        *pod.Plan
+	podID       string
+	mountpoints map[string]string
+	backoff     map[string]time.Time // container -> no restart before
+	waiting     map[string][2]string // container -> waiting reason, message
+	pulled      map[string]bool      // images pulled or found by this worker
+	emitted     map[string]bool      // container IDs whose Started/Created events were sent
+	failed      bool                 // the pod failed permanently (unsupported spec)
+	podIP       string
+}
+
+func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
+	return &podWorker{
+		p:   p,
+		log: p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID),
+		kick: make(chan struct{}, 1), done: make(chan struct{}),
+		pod:     pd.DeepCopy(),
+		backoff: map[string]time.Time{}, waiting: map[string][2]string{},
+		pulled: map[string]bool{}, emitted: map[string]bool{},
+	}
+}
+
+func (w *podWorker) uid() types.UID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pod.UID
+}
+
+func (w *podWorker) current() *corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pod.DeepCopy()
+}
+
+// poke schedules a sync.
+func (w *podWorker) poke() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// update takes a new spec from Kubernetes (status stays ours).
+func (w *podWorker) update(pd *corev1.Pod) {
+	w.mu.Lock()
+	st := w.pod.Status
+	w.pod = pd.DeepCopy()
+	w.pod.Status = st
+	w.mu.Unlock()
+	w.poke()
+}
+
+// terminate asks the worker to stop the pod with a grace period and clean up.
+func (w *podWorker) terminate(grace time.Duration) {
+	w.mu.Lock()
+	if w.deleting == nil || grace < *w.deleting {
+		w.deleting = &grace
+	}
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *podWorker) run(ctx context.Context) {
+	defer close(w.done)
+	resync := w.p.cfg.ResyncInterval
+	for {
+		next := w.sync(ctx)
+		if next < 0 {
+			return
+		}
+		wait := resync
+		if next > 0 && next < wait {
+			wait = next
+		}
+		t := w.p.cfg.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.kick:
+		case <-t.C():
+		}
+		t.Stop()
+	}
+}
+
+// sync takes one step. It returns how soon to sync again (0: at the next
+// resync) or -1 when the worker is finished.
+func (w *podWorker) sync(ctx context.Context) time.Duration {
+	w.mu.Lock()
+	deleting := w.deleting
+	w.mu.Unlock()
+	if deleting != nil {
+		if err := w.teardown(ctx, *deleting); err != nil {
+			w.log.Warn("pod teardown failed, retrying", "err", err)
+			return 5 * time.Second
+		}
+		return -1
+	}
+	if w.failed || !w.p.cfg.Host.ready() {
+		return 0
+	}
+	next, err := w.step(ctx)
+	if err != nil {
+		w.log.Info("pod sync incomplete", "err", err)
+		if next == 0 {
+			next = 5 * time.Second
+		}
+	}
+	return next
+}
+
+// step brings the pod one step closer to its spec, then reports status.
+func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
+	pd := w.current()
+	if w.plan == nil {
+		plan, err := w.p.translate(ctx, pd)
+		var unsupported *pod.UnsupportedError
+		var missing *pod.MissingObjectError
+		switch {
+		case errors.As(err, &unsupported):
+			w.failed = true
+			w.p.failPod(w, unsupported.Reason, err.Error())
+			return 0, nil
+		case errors.As(err, &missing):
+			w.setWaitingAll(pd, "CreateContainerConfigError", err.Error())
+			w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+			w.report(ctx, pd, nil)
+			return 10 * time.Second, nil
+		case err != nil:
+			return 0, err
+		}
+		for _, probe := range plan.IgnoredProbes {
+			w.p.event(pd, corev1.EventTypeWarning, "ProbeIgnored", probe+" is not run on remote build nodes: the container counts as ready once running")
+		}
+		w.plan = plan
+	}
+	if w.podID == "" {
+		if err := w.ensureSandbox(ctx); err != nil {
+			return 0, err
+		}
+	}
+	obs, err := w.observe(ctx)
+	if err != nil {
+		return 0, err
+	}
+	next := w.advance(ctx, pd, obs)
+	// Observe again so the status includes what advance started.
+	if obs2, err := w.observe(ctx); err == nil {
+		obs = obs2
+	}
+	w.report(ctx, pd, obs)
+	return next, nil
+}
+
+// ensureSandbox creates the pod's volumes and podman pod and fills its file volumes.
+func (w *podWorker) ensureSandbox(ctx context.Context) error {
+	pc := w.p.cfg.Host.Podman()
+	mp, err := w.createVolumes(ctx, w.plan)
+	if err != nil {
+		return err
+	}
+	info, err := pc.InspectPod(ctx, w.plan.PodName)
+	if errors.Is(err, podman.ErrNotFound) {
+		spec := pod.PodSpec(w.plan)
+		if _, err := pc.CreatePod(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
+			return err
+		}
+		info, err = pc.InspectPod(ctx, w.plan.PodName)
+	}
+	if err != nil {
+		return err
+	}
+	if err := pc.StartPod(ctx, w.plan.PodName); err != nil {
+		return err
+	}
+	infra, err := pc.InspectContainer(ctx, info.InfraID)
+	if err != nil {
+		return err
+	}
+	if err := w.fillVolumes(ctx, w.plan, infra.ImageID); err != nil {
+		return err
+	}
+	w.podIP = infra.IPAddress
+	w.mountpoints = mp
+	w.podID = info.ID
+	return nil
+}
+
+// observe lists the pod's containers on the host: newest and previous run of each.
+func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
+	pc := w.p.cfg.Host.Podman()
+	list, err := pc.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
+	if err != nil {
+		return nil, err
+	}
+	type run struct {
+		attempt int
+		id      string
+	}
+	runs := map[string][]run{}
+	for _, c := range list {
+		name := c.Labels[pod.LabelContainer]
+		if name == "" {
+			continue // infra or loader
+		}
+		a, _ := strconv.Atoi(c.Labels[pod.LabelAttempt])
+		runs[name] = append(runs[name], run{a, c.ID})
+	}
+	obs := map[string]*observed{}
+	for name, rs := range runs {
+		slices.SortFunc(rs, func(a, b run) int { return b.attempt - a.attempt })
+		o := &observed{name: name, attempt: rs[0].attempt}
+		if o.current, err = pc.InspectContainer(ctx, rs[0].id); err != nil {
+			return nil, err
+		}
+		if len(rs) > 1 {
+			if o.previous, err = pc.InspectContainer(ctx, rs[1].id); err != nil {
+				return nil, err
+			}
+		}
+		obs[name] = o
+	}
+	return obs, nil
+}
+
+// advance starts what should run next: the first unfinished init container,
+// else every app container not running that the restart policy lets run.
+// It returns how soon a back-off ends (0: none pending).
+func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) time.Duration {
+	policy := pd.Spec.RestartPolicy
+	for _, c := range w.plan.InitContainers {
+		o := obs[c.K8sName]
+		if o != nil && o.current.Running {
+			return 0
+		}
+		if o != nil && o.current.Exited() && o.current.ExitCode == 0 {
+			continue
+		}
+		if o != nil && o.current.Exited() || o != nil && o.current.Error != "" {
+			// Failed init container: the pod fails under Never, else retries.
+			if policy == corev1.RestartPolicyNever {
+				return 0
+			}
+			return w.runContainer(ctx, pd, c, o.attempt+1)
+		}
+		if o == nil {
+			return w.runContainer(ctx, pd, c, 0)
+		}
+		return w.runContainer(ctx, pd, c, o.attempt) // created, never started
+	}
+	var next time.Duration
+	for _, c := range w.plan.Containers {
+		o := obs[c.K8sName]
+		var d time.Duration
+		switch {
+		case o == nil:
+			d = w.runContainer(ctx, pd, c, 0)
+		case o.current.Running:
+			continue
+		case o.current.Exited() || o.current.Error != "":
+			if !shouldRestart(policy, o.current.ExitCode) {
+				continue
+			}
+			d = w.runContainer(ctx, pd, c, o.attempt+1)
+		default: // created, not started: start it
+			d = w.runContainer(ctx, pd, c, o.attempt)
+		}
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	return next
+}
+
+// runContainer pulls, creates and starts one run of c, honouring back-offs.
+// It returns the time left on a back-off that kept it from running.
+func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) time.Duration {
+	now := w.p.cfg.Clock.Now()
+	if until, ok := w.backoff[c.K8sName]; ok && now.Before(until) {
+		return until.Sub(now)
+	}
+	pc := w.p.cfg.Host.Podman()
+	if err := w.ensureImage(ctx, pd, c); err != nil {
+		return w.backOff(pd, c.K8sName, attempt, "ImagePullBackOff", err)
+	}
+	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
+	if err != nil {
+		w.waiting[c.K8sName] = [2]string{"CreateContainerConfigError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return 0
+	}
+	if _, err := pc.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
+		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return 10 * time.Second
+	}
+	if !w.emitted["created/"+spec.Name] {
+		w.emitted["created/"+spec.Name] = true
+		w.p.event(pd, corev1.EventTypeNormal, "Created", "Created container "+c.K8sName)
+	}
+	delete(w.waiting, c.K8sName)
+	if err := pc.StartContainer(ctx, spec.Name); err != nil {
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		w.backoff[c.K8sName] = now.Add(restartBackoff(attempt + 1))
+		return 0
+	}
+	if !w.emitted["started/"+spec.Name] {
+		w.emitted["started/"+spec.Name] = true
+		w.p.event(pd, corev1.EventTypeNormal, "Started", "Started container "+c.K8sName)
+	}
+	if attempt > 0 {
+		// The next crash waits longer.
+		w.backoff[c.K8sName] = now.Add(restartBackoff(attempt + 1))
+	}
+	return 0
+}
+
+// backOff records a failure to start c and when to try again.
+func (w *podWorker) backOff(pd *corev1.Pod, name string, attempt int, reason string, err error) time.Duration {
+	d := restartBackoff(attempt + 1)
+	w.backoff[name] = w.p.cfg.Clock.Now().Add(d)
+	w.waiting[name] = [2]string{reason, err.Error()}
+	w.p.event(pd, corev1.EventTypeNormal, "BackOff", fmt.Sprintf("Back-off %s: %v", reason, err))
+	return d
+}
+
+// ensureImage makes c's image present per its pull policy.
+func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Container) error {
+	if w.pulled[c.Image] {
+		return nil
+	}
+	pc := w.p.cfg.Host.Podman()
+	present, err := pc.ImageExists(ctx, c.Image)
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.PullPolicy == corev1.PullNever && !present:
+		err := fmt.Errorf("container image %q is not present with pull policy of Never", c.Image)
+		w.waiting[c.K8sName] = [2]string{"ErrImageNeverPull", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "ErrImageNeverPull", err.Error())
+		return err
+	case present && c.PullPolicy != corev1.PullAlways:
+		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
+	default:
+		w.waiting[c.K8sName] = [2]string{"ContainerCreating", ""}
+		w.p.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
+		start := w.p.cfg.Clock.Now()
+		if _, err := pc.PullImage(ctx, c.Image, pullCredentials(c.Image, w.p.pullSecrets(pd))); err != nil {
+			w.waiting[c.K8sName] = [2]string{"ErrImagePull", err.Error()}
+			w.p.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
+			return err
+		}
+		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, w.p.cfg.Clock.Since(start).Round(time.Millisecond)))
+	}
+	w.pulled[c.Image] = true
+	delete(w.waiting, c.K8sName)
+	return nil
+}
+
+func (w *podWorker) setWaitingAll(pd *corev1.Pod, reason, msg string) {
+	for _, c := range append(slices.Clone(pd.Spec.InitContainers), pd.Spec.Containers...) {
+		w.waiting[c.Name] = [2]string{reason, msg}
+	}
+}
+
+// report computes the pod's status and tells virtual-kubelet when it changed.
+func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) {
+	now := metav1.NewTime(w.p.cfg.Clock.Now())
+	prev := pd.Status
+	st := corev1.PodStatus{HostIP: w.p.hostIP(), StartTime: prev.StartTime, QOSClass: prev.QOSClass}
+	if st.StartTime == nil {
+		st.StartTime = &now
+	}
+	if st.HostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
+	}
+	initDone := true
+	statuses := func(cs []corev1.Container, init bool) []corev1.ContainerStatus {
+		out := make([]corev1.ContainerStatus, 0, len(cs))
+		for _, c := range cs {
+			o := observed{name: c.Name, image: c.Image}
+			if ob := obs[c.Name]; ob != nil {
+				o = *ob
+				o.image = c.Image
+			}
+			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			if wr, ok := w.waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
+				o.waitingReason, o.waitingMessage = wr[0], wr[1]
+			}
+			if !init && !initDone && o.current == nil && o.waitingReason == "" {
+				o.waitingReason = "PodInitializing"
+			}
+			if o.current != nil && o.current.Exited() && o.waitingReason == "" && shouldRestartNow(pd, init, o.current.ExitCode) {
+				if until, ok := w.backoff[c.Name]; ok && w.p.cfg.Clock.Now().Before(until) {
+					o.waitingReason = "CrashLoopBackOff"
+					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(w.p.cfg.Clock.Now()).Round(time.Second), c.Name, pd.Name)
+				}
+			}
+			s := containerStatus(o)
+			if init && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
+				initDone = false
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
+	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
+	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	st.Conditions = podConditions(st.Phase, w.podID != "", st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	if w.podIP != "" {
+		st.PodIP, st.PodIPs = w.podIP, []corev1.PodIP{{IP: w.podIP}}
+	}
+	w.p.setStatus(w, st)
+}
+
+func shouldRestartNow(pd *corev1.Pod, init bool, code int32) bool {
+	if init {
+		return pd.Spec.RestartPolicy != corev1.RestartPolicyNever && code != 0
+	}
+	return shouldRestart(pd.Spec.RestartPolicy, code)
+}
+
+// teardown stops the pod's containers within grace, removes everything of
+// the pod from the host and reports the final status.
+func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
+	pd := w.current()
+	pc := w.p.cfg.Host.Podman()
+	name := pod.PodName(pd.UID)
+	obs, err := w.observe(ctx)
+	if err != nil && !errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
+	var wg sync.WaitGroup
+	for cname, o := range obs {
+		if !o.current.Running {
+			continue
+		}
+		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+cname)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pc.StopContainer(ctx, o.current.ID, grace); err != nil {
+				w.log.Warn("stop container", "container", cname, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if final, err := w.observe(ctx); err == nil {
+		obs = final
+	}
+	if w.plan != nil {
+		w.report(ctx, pd, obs)
+	}
+	if err := pc.RemovePod(ctx, name, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
+	// Containers of a pod that never got its podman pod (or the loader).
+	if list, err := pc.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(pd.UID)}); err == nil {
+		for _, c := range list {
+			_ = pc.RemoveContainer(ctx, c.ID, true)
+		}
+	}
+	if err := w.removeVolumes(ctx); err != nil {
+		return err
+	}
+	w.log.Info("pod removed from host")
+	w.p.finished(w)
+	return nil
+}
+
+func (p *Pods) hostIP() string {
+	if ip := net.ParseIP(p.cfg.Spec.Address); ip != nil {
+		return ip.String()
+	}
+	return ""
+}
+
+// equalStatus ignores heartbeat-like churn: conditions' times only move on change.
+func equalStatus(a, b *corev1.PodStatus) bool { return equality.Semantic.DeepEqual(a, b) }

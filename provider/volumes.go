@@ -1,0 +1,132 @@
+package provider
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/specgen"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// loaderRoot is where the loader container mounts each Files volume.
+const loaderRoot = "/rbn-load"
+
+// createVolumes creates the pod's named volumes (idempotently) and returns
+// each one's host mountpoint by Kubernetes volume name.
+func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[string]string, error) {
+	pc := w.p.cfg.Host.Podman()
+	mountpoints := map[string]string{}
+	for _, v := range plan.Volumes {
+		if v.Kind == pod.VolumeHostPath {
+			continue
+		}
+		labels := copyLabels(plan.Labels)
+		labels[pod.LabelVolume] = v.K8sName
+		opts := map[string]string{}
+		if v.Tmpfs {
+			opts["type"], opts["device"] = "tmpfs", "tmpfs"
+			if v.SizeLimitBytes > 0 {
+				opts["o"] = fmt.Sprintf("size=%d", v.SizeLimitBytes)
+			}
+		}
+		vol, err := pc.EnsureVolume(ctx, v.PodmanName, labels, opts)
+		if err != nil {
+			return nil, err
+		}
+		mountpoints[v.K8sName] = vol.Mountpoint
+	}
+	return mountpoints, nil
+}
+
+// fillVolumes writes the Files volumes' content.
+//
+// Files are written with podman's archive API into a loader container that
+// mounts every Files volume and is never started (image: the pod's infra
+// image, always present): podman writes through to the volumes' directories
+// on the host, so nothing runs a shell there.
+func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
+	pc := w.p.cfg.Host.Podman()
+	var files []pod.Volume
+	for _, v := range plan.Volumes {
+		if v.Kind == pod.VolumeFiles {
+			files = append(files, v)
+		}
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	loader := pod.PodName(w.uid()) + "-loader"
+	spec := specgen.NewSpecGenerator(image, false)
+	spec.Name = loader
+	spec.Labels = copyLabels(plan.Labels)
+	spec.Labels[pod.LabelRole] = "loader"
+	spec.Entrypoint = []string{"/loader-never-runs"}
+	for _, v := range files {
+		spec.Volumes = append(spec.Volumes, &specgen.NamedVolume{Name: v.PodmanName, Dest: path.Join(loaderRoot, v.K8sName), Options: []string{"rw"}})
+	}
+	_ = pc.RemoveContainer(ctx, loader, true) // a leftover from an interrupted attempt
+	if _, err := pc.CreateContainer(ctx, spec); err != nil {
+		return fmt.Errorf("volume loader: %w", err)
+	}
+	defer func() { _ = pc.RemoveContainer(context.WithoutCancel(ctx), loader, true) }()
+	for _, v := range files {
+		data, err := tarFiles(v.Files, w.p.cfg.Clock.Now())
+		if err != nil {
+			return err
+		}
+		if err := pc.CopyInto(ctx, loader, path.Join(loaderRoot, v.K8sName), bytes.NewReader(data)); err != nil {
+			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
+		}
+	}
+	return nil
+}
+
+// tarFiles packs files (relative paths) with their directories.
+func tarFiles(files []pod.File, now time.Time) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dirs := map[string]bool{}
+	for _, f := range files {
+		for d := path.Dir(f.Path); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for _, d := range sortedKeys(dirs) {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: now}); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range files {
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.Path, Mode: int64(f.Mode), Size: int64(len(f.Data)), ModTime: now}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.Data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// removeVolumes removes every volume of the pod.
+func (w *podWorker) removeVolumes(ctx context.Context) error {
+	pc := w.p.cfg.Host.Podman()
+	vols, err := pc.ListVolumes(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if err := pc.RemoveVolume(ctx, v.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
