@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -421,6 +422,89 @@ spec:
 		t.Errorf("want exactly one run of main on the host, got %v", objs)
 	}
 	if logs := s.kubectl(t, "-n", ns, "logs", "job/long"); strings.TrimSpace(logs) != "done" {
+		t.Errorf("logs %q", logs)
+	}
+}
+
+// Every volume kind a build job uses, checked from inside the containers:
+// a Memory emptyDir filled by an init container, subPath mounts, the
+// projected service account volume, downwardAPI, secret items with a mode,
+// and an allowed hostPath; plus env from status.podIP and status.hostIP,
+// which only exist once the pod's sandbox does.
+func TestVolumesAsContainersSeeThem(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	hostDir := filepath.Join(s.state, "hostpath", ns)
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "cache.txt"), []byte("from-host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: keys, namespace: %[1]s}
+stringData: {id_rsa: private, ignored: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes, namespace: %[1]s, labels: {team: imaging}}
+spec:
+  restartPolicy: Never%[2]s
+  initContainers:
+    - name: prepare
+      image: %[3]s
+      command: [sh, -c, "echo staged > /mem/recipe && mkdir -p /work/out"]
+      volumeMounts: [{name: mem, mountPath: /mem}, {name: work, mountPath: /work}]
+  containers:
+    - name: check
+      image: %[3]s
+      env:
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+        - {name: WHERE, value: "$(POD_IP) on $(HOST_IP)"}
+      command: [sh, -c]
+      args:
+        - |
+          set -e
+          test -n "$POD_IP" && ip addr | grep -q "inet $POD_IP/"
+          test "$WHERE" = "$POD_IP on $HOST_IP"
+          case "$HOST_IP" in 127.0.1.*) ;; *) exit 9;; esac
+          test "$(cat /mem/recipe)" = staged
+          echo result > /out/image.txt
+          test "$(cat /whole/a/b/image.txt)" = result
+          test -s /var/run/secrets/kubernetes.io/serviceaccount/token
+          test "$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)" = %[1]s
+          grep -q BEGIN /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+          grep -q 'team="imaging"' /etc/podinfo/labels
+          test "$(cat /etc/podinfo/name)" = volumes
+          test "$(cat /keys/ssh/key)" = private
+          test ! -e /keys/ignored
+          test "$(stat -L -c %%a /keys/ssh/key)" = 400
+          test "$(cat /cache/cache.txt)" = from-host
+          echo volumes ok
+      volumeMounts:
+        - {name: mem, mountPath: /mem}
+        - {name: work, mountPath: /out, subPath: a/b}
+        - {name: work, mountPath: /whole}
+        - {name: podinfo, mountPath: /etc/podinfo}
+        - {name: keys, mountPath: /keys, readOnly: true}
+        - {name: cache, mountPath: /cache}
+  volumes:
+    - {name: mem, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
+    - {name: work, emptyDir: {}}
+    - name: podinfo
+      downwardAPI:
+        items:
+          - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+          - {path: name, fieldRef: {fieldPath: metadata.name}}
+    - name: keys
+      secret: {secretName: keys, items: [{key: id_rsa, path: ssh/key, mode: 0400}]}
+    - {name: cache, hostPath: {path: %[4]s, type: Directory}}
+`, ns, podSpec, testImage, hostDir))
+	p := s.waitPodPhase(t, ns, "volumes", corev1.PodSucceeded, 90*time.Second)
+	if logs := s.kubectl(t, "-n", ns, "logs", p.Name, "-c", "check"); !strings.Contains(logs, "volumes ok") {
 		t.Errorf("logs %q", logs)
 	}
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Registers every local build host as a RemoteBuildNode, with its SSH Secret.
+# Pods may mount hostPath volumes below $RBN_STATE/hostpath only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HOSTPATH_ALLOWED="${RBN_STATE}/hostpath"
+mkdir -p "${HOSTPATH_ALLOWED}"
 eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
@@ -24,6 +27,7 @@ spec:
   sshSecretRef: {name: ${NAME}-ssh, namespace: rbn-system}
   labels:
     rbn.dev/local-test-host: "true"
+  hostPathAllowlist: [${HOSTPATH_ALLOWED}]
 YAML
   )
 done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,8 +41,32 @@ type Host struct {
 
 	mu      sync.Mutex
 	info    *podman.HostInfo
+	images  []string
 	health  node.Health
 	changed chan struct{}
+}
+
+// Images returns the image references last listed on the host.
+func (h *Host) Images() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.images
+}
+
+// RefreshImages re-reads the host's image list (after a pull, say).
+func (h *Host) RefreshImages(ctx context.Context) {
+	refs, err := h.podman.ListImages(ctx)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if slices.Equal(refs, h.images) {
+		return
+	}
+	h.images = refs
+	close(h.changed)
+	h.changed = make(chan struct{})
 }
 
 // NewHost validates cfg and prepares the connections; Run starts them.
@@ -181,6 +206,7 @@ func (h *Host) probe(ctx context.Context, withInfo bool) bool {
 		return false
 	}
 	h.update(info, true, "", "")
+	h.RefreshImages(ctx)
 	return true
 }
 

@@ -2,23 +2,37 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/provider/node"
 )
 
+// PodCounts is what the node's facts need from its pod handler.
+type PodCounts interface {
+	RunningPods() int
+	RecentFailures() int
+	Changed() <-chan struct{}
+}
+
 // NodeConfig configures a NodeProvider.
 type NodeConfig struct {
 	Name           string
 	Spec           *rbnv1.RemoteBuildNodeSpec // defaulted and valid
 	Host           *Host
+	Pods           PodCounts
 	KubeletAddress string
 	KubeletPort    int32
-	Clock          clock.Clock
+	// PodUpdateInterval coalesces node updates caused by pod churn: a burst
+	// of pods must not become a burst of Node patches. Default 5s.
+	PodUpdateInterval time.Duration
+	Clock             clock.WithTicker
 }
 
 // NodeProvider implements virtual-kubelet's node.NodeProvider for one host:
@@ -36,19 +50,42 @@ func NewNodeProvider(cfg NodeConfig) *NodeProvider {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.PodUpdateInterval == 0 {
+		cfg.PodUpdateInterval = 5 * time.Second
+	}
 	return &NodeProvider{cfg: cfg, kick: make(chan struct{}, 1)}
 }
 
-// Node is the Node as the host looks now.
+// Node is the Node as the host looks now, with the host's live facts in
+// the rbn.dev/host-facts annotation for rbn-extender.
 func (p *NodeProvider) Node() *corev1.Node {
 	info, health := p.cfg.Host.Snapshot()
-	return node.Build(p.cfg.Name, p.cfg.Spec, node.Facts{
+	now := p.cfg.Clock.Now()
+	n := node.Build(p.cfg.Name, p.cfg.Spec, node.Facts{
 		Host:           info,
 		Health:         health,
-		Now:            p.cfg.Clock.Now(),
+		Now:            now,
 		KubeletAddress: p.cfg.KubeletAddress,
 		KubeletPort:    p.cfg.KubeletPort,
 	})
+	facts := rbnv1.HostFacts{
+		ObservedAt:         metav1.NewTime(now),
+		Healthy:            health.Ready,
+		TmpFreeBytes:       -1, // podman reports no figure for its temporary area
+		SSHRoundTripMillis: p.cfg.Host.SSH().State().RTT.Milliseconds(),
+		Images:             p.cfg.Host.Images(),
+	}
+	if info != nil && info.StorageTotal > 0 {
+		facts.StorageFreeBytes = int64(info.StorageTotal) - int64(info.StorageUsed)
+	}
+	if p.cfg.Pods != nil {
+		facts.RunningPods = p.cfg.Pods.RunningPods()
+		facts.RecentFailures = p.cfg.Pods.RecentFailures()
+	}
+	if b, err := json.Marshal(facts); err == nil {
+		n.Annotations = map[string]string{rbnv1.AnnotationHostFacts: string(b)}
+	}
+	return n
 }
 
 // Ping reports this process alive. The host's own health is told through
@@ -67,10 +104,15 @@ func (p *NodeProvider) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)
 	}
 }
 
-// Run sends the Node to virtual-kubelet each time the host changes.
+// Run sends the Node to virtual-kubelet each time the host changes, and
+// after pod churn at most once per PodUpdateInterval.
 func (p *NodeProvider) Run(ctx context.Context) {
+	var podsChanged <-chan struct{}
 	for {
-		changed := p.cfg.Host.Changed()
+		hostChanged := p.cfg.Host.Changed()
+		if p.cfg.Pods != nil {
+			podsChanged = p.cfg.Pods.Changed()
+		}
 		p.mu.Lock()
 		cb := p.notify
 		p.mu.Unlock()
@@ -80,8 +122,18 @@ func (p *NodeProvider) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-changed:
+		case <-hostChanged:
 		case <-p.kick:
+		case <-podsChanged:
+			t := p.cfg.Clock.NewTimer(p.cfg.PodUpdateInterval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-hostChanged:
+			case <-t.C():
+			}
+			t.Stop()
 		}
 	}
 }

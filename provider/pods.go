@@ -20,6 +20,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/node"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -57,6 +58,65 @@ type Pods struct {
 	notify  func(*corev1.Pod)
 	ctx     context.Context // Run's, for workers started by CreatePod; nil before Run
 	pending []*podWorker    // created before Run
+
+	failures []time.Time   // host-caused failures (pull, create, start), newest last
+	changed  chan struct{} // closed when running pods or failures change
+}
+
+// failureWindow is how long a host-caused failure counts in RecentFailures.
+const failureWindow = 10 * time.Minute
+
+// Changed returns a channel closed at the next change of RunningPods or RecentFailures.
+func (p *Pods) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+func (p *Pods) signalLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// RunningPods counts the pods this node runs that have not ended.
+func (p *Pods) RunningPods() int {
+	p.mu.Lock()
+	ws := make([]*podWorker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+	n := 0
+	for _, w := range ws {
+		w.mu.Lock()
+		phase := w.pod.Status.Phase
+		w.mu.Unlock()
+		if phase != corev1.PodSucceeded && phase != corev1.PodFailed {
+			n++
+		}
+	}
+	return n
+}
+
+// RecentFailures counts host-caused failures in the last failureWindow.
+func (p *Pods) RecentFailures() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cutoff := p.cfg.Clock.Now().Add(-failureWindow)
+	i := 0
+	for i < len(p.failures) && p.failures[i].Before(cutoff) {
+		i++
+	}
+	p.failures = p.failures[i:]
+	return len(p.failures)
+}
+
+// hostFailure records a failure the host caused (not the pod's own exit).
+func (p *Pods) hostFailure() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures = append(p.failures, p.cfg.Clock.Now())
+	p.signalLocked()
 }
 
 // NewPods returns the pod handler of one host.
@@ -73,7 +133,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = 10 * time.Second
 	}
-	return &Pods{cfg: cfg, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}}, nil
+	return &Pods{cfg: cfg, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{})}, nil
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
@@ -278,6 +338,7 @@ func (p *Pods) finished(w *podWorker) {
 	}
 	delete(p.byUID, pd.UID)
 	notify := p.notify
+	p.signalLocked()
 	p.mu.Unlock()
 	if notify != nil {
 		final := pd.DeepCopy()
@@ -349,6 +410,7 @@ func (p *Pods) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
 	w.mu.Lock()
 	changed := !equalStatus(&w.pod.Status, &st)
+	phaseChanged := w.pod.Status.Phase != st.Phase
 	w.pod.Status = st
 	pd := w.pod.DeepCopy()
 	w.mu.Unlock()
@@ -357,6 +419,9 @@ func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
 	}
 	p.mu.Lock()
 	notify := p.notify
+	if phaseChanged {
+		p.signalLocked()
+	}
 	p.mu.Unlock()
 	if notify != nil {
 		notify(pd)
@@ -397,57 +462,64 @@ func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
 	return out
 }
 
-// translate gathers what the pod's volumes reference and plans the pod.
-func (p *Pods) translate(ctx context.Context, pd *corev1.Pod) (*pod.Plan, error) {
+// translate gathers what the pod references and plans the pod. podIP is
+// empty before the pod's sandbox exists; env that names status.podIP is
+// resolved by a second translation once it does. Service link variables are
+// not injected: build hosts have no route to cluster IPs.
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string) (*pod.Plan, error) {
 	in := pod.Input{
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
+		PodIP: podIP, HostIP: p.hostIP(),
 	}
-	addSecret := func(name string) {
+	if info, _ := p.cfg.Host.Snapshot(); info != nil {
+		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)
+	}
+	secrets, configMaps := pod.ReferencedObjects(pd)
+	for _, name := range secrets {
 		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(name); err == nil {
 			in.Secrets[name] = s
 		}
 	}
-	addConfigMap := func(name string) {
+	for _, name := range configMaps {
 		if c, err := p.cfg.ConfigMaps.ConfigMaps(pd.Namespace).Get(name); err == nil {
 			in.ConfigMaps[name] = c
 		}
 	}
+	if src := serviceAccountTokenSource(pd); src != nil {
+		if p.cfg.Token == nil {
+			return nil, errors.New("no token source for projected service account token")
+		}
+		exp := int64(3600)
+		if src.ExpirationSeconds != nil {
+			exp = *src.ExpirationSeconds
+		}
+		var aud []string
+		if src.Audience != "" {
+			aud = []string{src.Audience}
+		}
+		tok, err := p.cfg.Token(ctx, pd, aud, exp)
+		if err != nil {
+			return nil, fmt.Errorf("service account token: %w", err)
+		}
+		in.ServiceAccountToken = tok
+	}
+	return pod.Translate(in)
+}
+
+// serviceAccountTokenSource returns the pod's first projected service account token source.
+func serviceAccountTokenSource(pd *corev1.Pod) *corev1.ServiceAccountTokenProjection {
 	for _, v := range pd.Spec.Volumes {
-		switch {
-		case v.Secret != nil:
-			addSecret(v.Secret.SecretName)
-		case v.ConfigMap != nil:
-			addConfigMap(v.ConfigMap.Name)
-		case v.Projected != nil:
-			for _, src := range v.Projected.Sources {
-				switch {
-				case src.Secret != nil:
-					addSecret(src.Secret.Name)
-				case src.ConfigMap != nil:
-					addConfigMap(src.ConfigMap.Name)
-				case src.ServiceAccountToken != nil && in.ServiceAccountToken == "":
-					if p.cfg.Token == nil {
-						return nil, fmt.Errorf("no token source for projected service account token")
-					}
-					exp := int64(3600)
-					if src.ServiceAccountToken.ExpirationSeconds != nil {
-						exp = *src.ServiceAccountToken.ExpirationSeconds
-					}
-					var aud []string
-					if src.ServiceAccountToken.Audience != "" {
-						aud = []string{src.ServiceAccountToken.Audience}
-					}
-					tok, err := p.cfg.Token(ctx, pd, aud, exp)
-					if err != nil {
-						return nil, fmt.Errorf("service account token: %w", err)
-					}
-					in.ServiceAccountToken = tok
-				}
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return src.ServiceAccountToken
 			}
 		}
 	}
-	return pod.Translate(in)
+	return nil
 }
 
 // ContainerLogs streams a container's log; logs stay readable after the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,12 +47,13 @@ type podWorker struct {
 	emitted     map[string]bool      // container IDs whose Started/Created events were sent
 	failed      bool                 // the pod failed permanently (unsupported spec)
 	podIP       string
+	lastErr     string // last sync error reported as an event, to report each once
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 	return &podWorker{
-		p:   p,
-		log: p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID),
+		p:    p,
+		log:  p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID),
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:     pd.DeepCopy(),
 		backoff: map[string]time.Time{}, waiting: map[string][2]string{},
@@ -142,9 +144,20 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 	next, err := w.step(ctx)
 	if err != nil {
 		w.log.Info("pod sync incomplete", "err", err)
+		// Tell the pod's owner once per distinct failure, as kubelet does.
+		if msg := err.Error(); msg != w.lastErr && w.p.cfg.Host.ready() {
+			w.lastErr = msg
+			reason := "FailedSync"
+			if w.podID == "" {
+				reason = "FailedCreatePodSandBox"
+			}
+			w.p.event(w.current(), corev1.EventTypeWarning, reason, msg)
+		}
 		if next == 0 {
 			next = 5 * time.Second
 		}
+	} else {
+		w.lastErr = ""
 	}
 	return next
 }
@@ -153,7 +166,7 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	pd := w.current()
 	if w.plan == nil {
-		plan, err := w.p.translate(ctx, pd)
+		plan, err := w.p.translate(ctx, pd, "")
 		var unsupported *pod.UnsupportedError
 		var missing *pod.MissingObjectError
 		switch {
@@ -172,12 +185,22 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		for _, probe := range plan.IgnoredProbes {
 			w.p.event(pd, corev1.EventTypeWarning, "ProbeIgnored", probe+" is not run on remote build nodes: the container counts as ready once running")
 		}
+		if len(plan.InvalidEnvKeys) > 0 {
+			w.p.event(pd, corev1.EventTypeWarning, "InvalidEnvironmentVariableNames",
+				"Keys from envFrom were skipped since they are invalid environment variable names: "+strings.Join(plan.InvalidEnvKeys, ", "))
+		}
 		w.plan = plan
 	}
 	if w.podID == "" {
 		if err := w.ensureSandbox(ctx); err != nil {
 			return 0, err
 		}
+		// Now the pod has an IP: resolve env that refers to it.
+		plan, err := w.p.translate(ctx, pd, w.podIP)
+		if err != nil {
+			return 0, err
+		}
+		w.plan = plan
 	}
 	obs, err := w.observe(ctx)
 	if err != nil {
@@ -330,6 +353,7 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		return 0
 	}
 	if _, err := pc.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
+		w.p.hostFailure()
 		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return 10 * time.Second
@@ -340,6 +364,7 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	}
 	delete(w.waiting, c.K8sName)
 	if err := pc.StartContainer(ctx, spec.Name); err != nil {
+		w.p.hostFailure()
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		w.backoff[c.K8sName] = now.Add(restartBackoff(attempt + 1))
 		return 0
@@ -387,11 +412,13 @@ func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Conta
 		w.p.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		start := w.p.cfg.Clock.Now()
 		if _, err := pc.PullImage(ctx, c.Image, pullCredentials(c.Image, w.p.pullSecrets(pd))); err != nil {
+			w.p.hostFailure()
 			w.waiting[c.K8sName] = [2]string{"ErrImagePull", err.Error()}
 			w.p.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
 			return err
 		}
 		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, w.p.cfg.Clock.Since(start).Round(time.Millisecond)))
+		w.p.cfg.Host.RefreshImages(ctx)
 	}
 	w.pulled[c.Image] = true
 	delete(w.waiting, c.K8sName)

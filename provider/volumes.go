@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/specgen"
@@ -31,7 +33,7 @@ func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[stri
 		if v.Tmpfs {
 			opts["type"], opts["device"] = "tmpfs", "tmpfs"
 			if v.SizeLimitBytes > 0 {
-				opts["o"] = fmt.Sprintf("size=%d", v.SizeLimitBytes)
+				opts["o"] = w.tmpfsSizeOption(v.SizeLimitBytes)
 			}
 		}
 		vol, err := pc.EnsureVolume(ctx, v.PodmanName, labels, opts)
@@ -43,17 +45,40 @@ func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[stri
 	return mountpoints, nil
 }
 
+// tmpfsSizeOption limits a tmpfs volume. Podman 4 sends any "size" volume
+// option through its project-quota check, which refuses tmpfs; tmpfs's own
+// nr_blocks (pages, taken as 4 KiB: a 64 KiB-page host gets a larger limit)
+// reaches the mount untouched. Podman 5 handles size on tmpfs.
+func (w *podWorker) tmpfsSizeOption(bytes int64) string {
+	if info, _ := w.p.cfg.Host.Snapshot(); info != nil && podmanMajor(info.PodmanVersion) >= 5 {
+		return fmt.Sprintf("size=%d", bytes)
+	}
+	return fmt.Sprintf("nr_blocks=%d", (bytes+4095)/4096)
+}
+
+func podmanMajor(version string) int {
+	major, _, _ := strings.Cut(version, ".")
+	n, _ := strconv.Atoi(major)
+	return n
+}
+
 // fillVolumes writes the Files volumes' content.
 //
 // Files are written with podman's archive API into a loader container that
 // mounts every Files volume and is never started (image: the pod's infra
 // image, always present): podman writes through to the volumes' directories
 // on the host, so nothing runs a shell there.
+//
+// The same pass creates the directories that subPath mounts of named
+// volumes bind (a bind mount needs its source to exist), as kubelet does,
+// before any container of the pod has run: nothing could have planted a
+// symlink in the volume yet.
 func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
 	pc := w.p.cfg.Host.Podman()
+	subdirs := subPathDirs(plan)
 	var files []pod.Volume
 	for _, v := range plan.Volumes {
-		if v.Kind == pod.VolumeFiles {
+		if v.Kind == pod.VolumeFiles || (v.Kind == pod.VolumeEmptyDir && len(subdirs[v.K8sName]) > 0) {
 			files = append(files, v)
 		}
 	}
@@ -75,7 +100,7 @@ func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image strin
 	}
 	defer func() { _ = pc.RemoveContainer(context.WithoutCancel(ctx), loader, true) }()
 	for _, v := range files {
-		data, err := tarFiles(v.Files, w.p.cfg.Clock.Now())
+		data, err := tarFiles(v.Files, subdirs[v.K8sName], w.p.cfg.Clock.Now())
 		if err != nil {
 			return err
 		}
@@ -86,13 +111,37 @@ func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image strin
 	return nil
 }
 
-// tarFiles packs files (relative paths) with their directories.
-func tarFiles(files []pod.File, now time.Time) ([]byte, error) {
+// subPathDirs lists, per EmptyDir volume, the subPath directories its mounts need.
+func subPathDirs(plan *pod.Plan) map[string][]string {
+	emptyDirs := map[string]bool{}
+	for _, v := range plan.Volumes {
+		if v.Kind == pod.VolumeEmptyDir {
+			emptyDirs[v.K8sName] = true
+		}
+	}
+	out := map[string][]string{}
+	for _, c := range append(append([]pod.Container(nil), plan.InitContainers...), plan.Containers...) {
+		for _, m := range c.Mounts {
+			if m.SubPath != "" && emptyDirs[m.Volume] {
+				out[m.Volume] = append(out[m.Volume], m.SubPath)
+			}
+		}
+	}
+	return out
+}
+
+// tarFiles packs files (relative paths) with their directories, plus extra directories.
+func tarFiles(files []pod.File, extraDirs []string, now time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dirs := map[string]bool{}
 	for _, f := range files {
 		for d := path.Dir(f.Path); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	for _, e := range extraDirs {
+		for d := path.Clean(e); d != "." && d != "/" && !dirs[d]; d = path.Dir(d) {
 			dirs[d] = true
 		}
 	}

@@ -63,10 +63,6 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err != nil {
 		return nil, err
 	}
-	np := provider.NewNodeProvider(provider.NodeConfig{
-		Name: name, Spec: spec, Host: host,
-		KubeletAddress: d.cfg.NodeAddress, KubeletPort: d.cfg.KubeletPort,
-	})
 	recorder := d.recorder(name)
 	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -94,6 +90,10 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err != nil {
 		return nil, err
 	}
+	np := provider.NewNodeProvider(provider.NodeConfig{
+		Name: name, Spec: spec, Host: host, Pods: pods,
+		KubeletAddress: d.cfg.NodeAddress, KubeletPort: d.cfg.KubeletPort,
+	})
 	initial := np.Node()
 	nodes := d.client.CoreV1().Nodes()
 	nc, err := vknode.NewNodeController(np, initial, nodes,
@@ -121,6 +121,9 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		ConfigMapInformer: d.shared.Core().V1().ConfigMaps(),
 		SecretInformer:    d.shared.Core().V1().Secrets(),
 		ServiceInformer:   d.shared.Core().V1().Services(),
+		// Env is resolved by the provider once the pod's sandbox (and IP)
+		// exists, as kubelet does; virtual-kubelet cannot resolve status.podIP.
+		SkipDownwardAPIResolution: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pod controller: %w", err)

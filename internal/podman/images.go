@@ -3,6 +3,7 @@ package podman
 import (
 	"context"
 	"io"
+	"sort"
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
 )
@@ -54,4 +55,29 @@ func (c *Client) PullImage(ctx context.Context, ref string, creds *Credentials) 
 		return "", wrap("pull "+ref, errNoImage)
 	}
 	return ids[0], nil
+}
+
+// ListImages returns the references (repo:tag and repo@digest) of every
+// image in the host's store, sorted.
+func (c *Client) ListImages(ctx context.Context) ([]string, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := images.List(cctx, nil)
+	if err != nil {
+		return nil, wrap("list images", err)
+	}
+	seen := map[string]bool{}
+	var refs []string
+	for _, im := range list {
+		for _, r := range append(append([]string(nil), im.RepoTags...), im.RepoDigests...) {
+			if r != "" && r != "<none>:<none>" && !seen[r] {
+				seen[r] = true
+				refs = append(refs, r)
+			}
+		}
+	}
+	sort.Strings(refs)
+	return refs, nil
 }

@@ -1,8 +1,10 @@
 // Package pod is where a Kubernetes pod becomes podman objects: Translate
 // turns a pod (with its Secrets and ConfigMaps) into a Plan of a podman pod,
-// its volumes and its containers; ContainerSpec renders one planned
-// container as a podman SpecGenerator and PodSpec the podman pod. All are
-// pure functions, tested with golden files (testdata/*.yaml in, rendered
-// output beside them). Anything the translation cannot honour fails with an
-// *UnsupportedError naming the field, never silently.
+// its volumes and its containers, resolving each container's environment as
+// the kubelet does (ReferencedObjects says which objects to pass in);
+// ContainerSpec renders one planned container as a podman SpecGenerator and
+// PodSpec the podman pod. All are pure functions, tested with golden files
+// (testdata/*.yaml in, rendered output beside them). Anything the
+// translation cannot honour fails with an *UnsupportedError naming the
+// field, never silently.
 package pod

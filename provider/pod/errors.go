@@ -25,7 +25,7 @@ const (
 )
 
 // MissingObjectError is a Secret or ConfigMap (or one of its keys) that a
-// volume needs and does not mark optional. Unlike an UnsupportedError it may
+// volume or an env variable needs and does not mark optional. Unlike an UnsupportedError it may
 // heal: the kubelet keeps retrying until the object appears, and a caller may
 // do the same.
 type MissingObjectError struct {

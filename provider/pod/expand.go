@@ -4,8 +4,7 @@ import "strings"
 
 // expandAll applies Kubernetes' $(VAR) expansion to command or args, as the
 // kubelet does (ExpandContainerCommandAndArgs) with the container's resolved
-// environment. virtual-kubelet resolves env values but leaves command and
-// args alone, and podman would pass "$(POD_NAME)" through literally.
+// environment; podman would pass "$(POD_NAME)" through literally.
 func expandAll(in []string, env map[string]string) []string {
 	if in == nil {
 		return nil
@@ -22,6 +21,16 @@ func expandAll(in []string, env map[string]string) []string {
 // when NAME is defined and kept verbatim otherwise; $$ is an escaped $; any
 // other $ is literal.
 func expand(s string, env map[string]string) string {
+	return expandWith(s, func(name string) (string, bool) {
+		v, ok := env[name]
+		return v, ok
+	})
+}
+
+// expandWith is expand with the variables looked up by lookup, for env
+// values, which see the container's variables and then the service ones
+// (the kubelet's expansion.MappingFuncFor over several maps).
+func expandWith(s string, lookup func(name string) (string, bool)) string {
 	if !strings.Contains(s, "$") {
 		return s
 	}
@@ -44,7 +53,7 @@ func expand(s string, env map[string]string) string {
 				continue
 			}
 			name := s[i+2 : i+2+end]
-			if v, ok := env[name]; ok {
+			if v, ok := lookup(name); ok {
 				b.WriteString(v)
 			} else {
 				b.WriteString("$(" + name + ")")

@@ -3,11 +3,9 @@ package pod
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // defaultFileMode is the API's default for defaultMode of secret, configMap,
@@ -165,7 +163,7 @@ func (t *translator) downwardAPIFiles(fs fileSet, field string, items []corev1.D
 		case it.FieldRef != nil:
 			data, err = t.fieldRef(f+".fieldRef.fieldPath", it.FieldRef.FieldPath)
 		case it.ResourceFieldRef != nil:
-			data, err = t.resourceFieldRef(f+".resourceFieldRef", it.ResourceFieldRef)
+			data, err = t.resourceFieldRef(f+".resourceFieldRef", it.ResourceFieldRef, nil)
 		default:
 			err = unsupported(f, ReasonInvalidSpec, "downwardAPI item %q has neither fieldRef nor resourceFieldRef", it.Path)
 		}
@@ -178,144 +176,6 @@ func (t *translator) downwardAPIFiles(fs fileSet, field string, items []corev1.D
 		}
 		if err := fs.add(f+".path", it.Path, []byte(data), m); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// fieldRef resolves a downward API field path the way the kubelet's
-// fieldpath.ExtractFieldPathAsString does. The files are written once, before
-// the containers start: fields only known later (the pod IP) are refused
-// rather than written empty.
-func (t *translator) fieldRef(field, fieldPath string) (string, error) {
-	p := t.pod
-	if base, key, ok := splitSubscript(fieldPath); ok {
-		switch base {
-		case "metadata.labels":
-			return p.Labels[key], nil
-		case "metadata.annotations":
-			return p.Annotations[key], nil
-		}
-		return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not supported", fieldPath)
-	}
-	switch fieldPath {
-	case "metadata.name":
-		return p.Name, nil
-	case "metadata.namespace":
-		return p.Namespace, nil
-	case "metadata.uid":
-		return string(p.UID), nil
-	case "metadata.labels":
-		return formatMap(p.Labels), nil
-	case "metadata.annotations":
-		return formatMap(p.Annotations), nil
-	case "spec.nodeName":
-		if p.Spec.NodeName != "" {
-			return p.Spec.NodeName, nil
-		}
-		return t.in.NodeName, nil
-	case "spec.serviceAccountName":
-		return p.Spec.ServiceAccountName, nil
-	case "status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs":
-		return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not known when volume files are written, before the pod starts", fieldPath)
-	}
-	return "", unsupported(field, ReasonUnsupportedField, "downward API field %q is not supported", fieldPath)
-}
-
-// splitSubscript splits "metadata.labels['key']" into its map and key, as the
-// kubelet's fieldpath.SplitMaybeSubscriptedPath.
-func splitSubscript(fieldPath string) (string, string, bool) {
-	if !strings.HasSuffix(fieldPath, "']") {
-		return fieldPath, "", false
-	}
-	parts := strings.SplitN(strings.TrimSuffix(fieldPath, "']"), "['", 2)
-	if len(parts) < 2 || parts[0] == "" {
-		return fieldPath, "", false
-	}
-	return parts[0], parts[1], true
-}
-
-// formatMap is the kubelet's format for labels and annotations in a downward
-// API file: key="value" lines (Go quoting), sorted by key, no final newline.
-func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	lines := make([]string, len(keys))
-	for i, k := range keys {
-		lines[i] = fmt.Sprintf("%s=%q", k, m[k])
-	}
-	return strings.Join(lines, "\n")
-}
-
-// resourceFieldRef renders a container's resource in divisor units, rounded
-// up, as the kubelet's ExtractContainerResourceValue. A limit the container
-// does not set means the node's allocatable amount to the kubelet, which this
-// translation does not know: refused rather than guessed.
-func (t *translator) resourceFieldRef(field string, ref *corev1.ResourceFieldSelector) (string, error) {
-	if ref.ContainerName == "" {
-		return "", unsupported(field+".containerName", ReasonInvalidSpec, "resourceFieldRef in a volume must name a container")
-	}
-	c := findContainer(t.pod, ref.ContainerName)
-	if c == nil {
-		return "", unsupported(field+".containerName", ReasonInvalidSpec, "no container %q in the pod", ref.ContainerName)
-	}
-	kind, res, ok := strings.Cut(ref.Resource, ".")
-	if !ok || (kind != "limits" && kind != "requests") {
-		return "", unsupported(field+".resource", ReasonUnsupportedField, "resource %q is not supported", ref.Resource)
-	}
-	name := corev1.ResourceName(res)
-	if name != corev1.ResourceCPU && name != corev1.ResourceMemory && name != corev1.ResourceEphemeralStorage {
-		return "", unsupported(field+".resource", ReasonUnsupportedField, "resource %q is not supported", ref.Resource)
-	}
-	q, set := c.Resources.Limits[name]
-	if kind == "requests" {
-		// A missing request defaults to the limit (API defaulting), then to 0.
-		if req, ok := c.Resources.Requests[name]; ok {
-			q, set = req, true
-		}
-		if !set {
-			q, set = resource.Quantity{}, true
-		}
-	}
-	if !set {
-		return "", unsupported(field+".resource", ReasonUnsupportedField,
-			"container %q sets no %s limit, which means the node's allocatable %s, unknown here; set the limit", c.Name, res, res)
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	var value, unit int64
-	if name == corev1.ResourceCPU {
-		value, unit = q.MilliValue(), divisor.MilliValue()
-	} else {
-		value, unit = q.Value(), divisor.Value()
-	}
-	if unit <= 0 {
-		return "", unsupported(field+".divisor", ReasonInvalidSpec, "divisor %s is too small", divisor.String())
-	}
-	return strconv.FormatInt(ceilDiv(value, unit), 10), nil
-}
-
-func ceilDiv(a, b int64) int64 {
-	if a <= 0 {
-		return 0
-	}
-	return (a + b - 1) / b
-}
-
-func findContainer(pod *corev1.Pod, name string) *corev1.Container {
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == name {
-			return &pod.Spec.Containers[i]
-		}
-	}
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == name {
-			return &pod.Spec.InitContainers[i]
 		}
 	}
 	return nil

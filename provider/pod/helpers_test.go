@@ -373,22 +373,32 @@ func TestResourceFieldRefDivisors(t *testing.T) {
 		Name: "nolimits",
 	}}}}
 	tr := &translator{pod: pod}
+	withAlloc := &translator{pod: pod, in: Input{NodeAllocatable: corev1.ResourceList{
+		corev1.ResourceCPU: q("7500m"), corev1.ResourceMemory: q("16Gi"),
+	}}}
 	tests := []struct {
 		container, res, divisor string
 		want                    string
 		wantErr                 bool
+		tr                      *translator
 	}{
-		{"c", "limits.cpu", "", "2", false}, // ceil(1.5)
-		{"c", "limits.cpu", "1m", "1500", false},
-		{"c", "requests.cpu", "1m", "1500", false}, // defaults to the limit
-		{"c", "limits.memory", "", "1073741824", false},
-		{"c", "limits.memory", "1Mi", "1024", false},
-		{"c", "limits.memory", "1G", "2", false}, // ceil(1.07)
-		{"c", "requests.memory", "1Mi", "96", false},
-		{"nolimits", "requests.cpu", "", "0", false},
-		{"nolimits", "limits.memory", "", "", true}, // node allocatable: unknown
-		{"c", "limits.hugepages-2Mi", "", "", true},
-		{"missing", "limits.cpu", "", "", true},
+		{"c", "limits.cpu", "", "2", false, nil}, // ceil(1.5)
+		{"c", "limits.cpu", "1m", "1500", false, nil},
+		{"c", "requests.cpu", "1m", "1500", false, nil}, // defaults to the limit
+		{"c", "limits.memory", "", "1073741824", false, nil},
+		{"c", "limits.memory", "1Mi", "1024", false, nil},
+		{"c", "limits.memory", "1G", "2", false, nil}, // ceil(1.07)
+		{"c", "requests.memory", "1Mi", "96", false, nil},
+		{"nolimits", "requests.cpu", "", "0", false, nil},
+		{"nolimits", "limits.memory", "", "", true, nil}, // no node allocatable either
+		{"nolimits", "limits.memory", "1Gi", "16", false, withAlloc},
+		{"nolimits", "limits.cpu", "", "8", false, withAlloc}, // ceil(7.5)
+		{"nolimits", "limits.ephemeral-storage", "", "", true, withAlloc},
+		{"nolimits", "requests.memory", "", "0", false, withAlloc}, // requests never default to allocatable
+		{"c", "limits.memory", "1Mi", "1024", false, withAlloc},    // the container's own limit wins
+		{"c", "limits.hugepages-2Mi", "", "", true, nil},
+		{"missing", "limits.cpu", "", "", true, nil},
+		{"", "limits.cpu", "", "", true, nil}, // a volume must name its container
 	}
 	for _, tt := range tests {
 		t.Run(tt.container+"/"+tt.res+"/"+tt.divisor, func(t *testing.T) {
@@ -396,7 +406,11 @@ func TestResourceFieldRefDivisors(t *testing.T) {
 			if tt.divisor != "" {
 				ref.Divisor = q(tt.divisor)
 			}
-			got, err := tr.resourceFieldRef("f", ref)
+			tr := tr
+			if tt.tr != nil {
+				tr = tt.tr
+			}
+			got, err := tr.resourceFieldRef("f", ref, nil)
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Errorf("resourceFieldRef = %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
 			}

@@ -21,17 +21,34 @@ const (
 	LabelRole         = "rbn.dev/role"      // "loader" on the volume loader container
 )
 
-// Input is everything Translate needs. Environment variables are already
-// resolved by virtual-kubelet (valueFrom and envFrom become plain values)
-// before a pod reaches the provider.
+// Input is everything Translate needs. The pod's env is resolved by
+// Translate, not by virtual-kubelet (which the runtime configures with
+// SkipDownwardAPIResolution): valueFrom and envFrom arrive unresolved.
 type Input struct {
 	Pod      *corev1.Pod
 	NodeName string
+	// PodIP and HostIP are the values of the status.podIP(s) and
+	// status.hostIP(s) env fields. The pod IP is only known once the podman
+	// pod exists: a translation made before may leave it empty, and the env
+	// then holds "" as the kubelet's would, so the runtime translates again
+	// with the IP before it creates containers.
+	PodIP  string
+	HostIP string
+	// NodeAllocatable is the node's allocatable resources: a
+	// resourceFieldRef to a limit the container does not set (limits.cpu,
+	// limits.memory, limits.ephemeral-storage) resolves to it, as on a kubelet.
+	NodeAllocatable corev1.ResourceList
+	// ServiceEnv holds the service variables (KUBERNETES_SERVICE_HOST, ...)
+	// the kubelet would add to every container, computed by the caller from
+	// Services as the kubelet's getServiceEnvVarMap; nil adds none. They are
+	// seen by $(VAR) expansion after the container's own variables and added
+	// for names the container does not define.
+	ServiceEnv map[string]string
 	// HostPathAllowlist: hostPath volumes must lie at or below one of these.
 	HostPathAllowlist []string
-	// Secrets and ConfigMaps referenced by the pod's volumes, by name, from
-	// the pod's namespace. A missing entry that the pod does not mark
-	// optional is an error.
+	// Secrets and ConfigMaps referenced by the pod (volumes, env, envFrom;
+	// ReferencedObjects lists their names), by name, from the pod's
+	// namespace. A missing entry that the pod does not mark optional is an error.
 	Secrets    map[string]*corev1.Secret
 	ConfigMaps map[string]*corev1.ConfigMap
 	// ServiceAccountToken is the token for projected serviceAccountToken
@@ -61,6 +78,12 @@ type Plan struct {
 	// rbn does not run probes; they are accepted, because real specs are full
 	// of them, but listed so the runtime can tell the user with a Warning event.
 	IgnoredProbes []string
+	// InvalidEnvKeys are the envFrom keys left out of the environment
+	// because they are not valid variable names, each as
+	// `configMap NAME: key "KEY"` or `secret NAME: key "KEY"` (KEY with the
+	// envFrom prefix), once each, for the runtime's
+	// InvalidEnvironmentVariableNames Warning event.
+	InvalidEnvKeys []string
 }
 
 // HostPort is a port published on the host for the whole pod.
@@ -125,6 +148,8 @@ type Container struct {
 	// ENTRYPOINT, args its CMD; nil keeps the image's.
 	Entrypoint []string
 	Command    []string
+	// Env is the resolved environment: envFrom, env and service variables,
+	// nothing left to look up; nil when empty.
 	Env        map[string]string
 	WorkingDir string
 	Mounts     []Mount

@@ -142,9 +142,32 @@ func TestTranslateRefusals(t *testing.T) {
 		}, "spec.containers[0].volumeMounts[0].subPath", ReasonInvalidSpec},
 		{"empty image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "" }, "spec.containers[0].image", ReasonInvalidImageName},
 		{"invalid image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "Bad:Image:Name" }, "spec.containers[0].image", ReasonInvalidImageName},
-		{"envFrom left", func(p *corev1.Pod) {
+		{"envFrom without source", func(p *corev1.Pod) {
 			p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "X"}}
-		}, "spec.containers[0].envFrom", ReasonUnsupportedField},
+		}, "spec.containers[0].envFrom[0]", ReasonInvalidSpec},
+		{"env fileKeyRef", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox:1.36", Env: []corev1.EnvVar{{Name: "A", ValueFrom: &corev1.EnvVarSource{
+				FileKeyRef: &corev1.FileKeySelector{VolumeName: "v", Path: "env", Key: "A"},
+			}}}}}
+		}, "spec.initContainers[0].env[0].valueFrom.fileKeyRef", ReasonUnsupportedField},
+		{"env valueFrom without source", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", ValueFrom: &corev1.EnvVarSource{}}}
+		}, "spec.containers[0].env[0].valueFrom", ReasonUnsupportedField},
+		{"env fieldRef apiVersion", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v2", FieldPath: "metadata.name"},
+			}}}
+		}, "spec.containers[0].env[0].valueFrom.fieldRef.apiVersion", ReasonUnsupportedField},
+		{"env fieldRef whole labels", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"},
+			}}}
+		}, "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath", ReasonUnsupportedField},
+		{"env resourceFieldRef to another container", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", ValueFrom: &corev1.EnvVarSource{
+				ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: "nope", Resource: "limits.cpu"},
+			}}}
+		}, "spec.containers[0].env[0].valueFrom.resourceFieldRef.containerName", ReasonInvalidSpec},
 		{"csi volume", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "x"}}}}
 		}, "spec.volumes[0].csi", ReasonUnsupportedVolume},

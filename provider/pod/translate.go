@@ -16,17 +16,29 @@ const defaultTerminationMessagePath = "/dev/termination-log"
 type translator struct {
 	in  Input
 	pod *corev1.Pod
+	// missing is the first Secret or ConfigMap that env needs and lacks,
+	// reported only when nothing permanent is wrong (see deferMissing).
+	missing *MissingObjectError
+	// invalidEnvKeys (deduplicated through invalidSeen) become Plan.InvalidEnvKeys.
+	invalidEnvKeys []string
+	invalidSeen    map[string]bool
 }
 
 // Translate turns a pod bound to this node into the plan of its podman
 // objects. It is pure: Secrets, ConfigMaps and the service account token come
 // in through in, nothing is looked up.
 //
+// Container environments are resolved here, as the kubelet resolves them
+// (envFrom, valueFrom, $(VAR) expansion), from in: see Input.PodIP for the
+// one value that changes once the podman pod exists.
+//
 // Errors: *UnsupportedError for what rbn cannot honour (permanent: the pod
 // should fail), *MissingObjectError for a Secret or ConfigMap that is not
 // there yet (the kubelet retries those), ErrNoServiceAccountToken (wrapped)
 // when the caller forgot the token. A pod with both permanent and missing-
-// object problems reports a permanent one, so that it is not retried in vain.
+// object problems reports a permanent one, so that it is not retried in vain;
+// among missing objects, volumes' come before env's, as the kubelet mounts
+// volumes before it builds a container's environment.
 //
 // Deliberately ignored, because they are scheduling or cluster-networking
 // matters already settled before the pod reaches a node: nodeSelector,
@@ -88,7 +100,11 @@ func Translate(in Input) (*Plan, error) {
 	if err := t.fillFiles(vols); err != nil {
 		return nil, err
 	}
+	if t.missing != nil {
+		return nil, t.missing
+	}
 	plan.Volumes = vols
+	plan.InvalidEnvKeys = t.invalidEnvKeys
 	return plan, nil
 }
 
@@ -186,20 +202,8 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 		out.TerminationMessagePath = defaultTerminationMessagePath
 	}
 
-	if len(c.EnvFrom) > 0 {
-		return Container{}, unsupported(field+".envFrom", ReasonUnsupportedField, "envFrom was not resolved into env by virtual-kubelet")
-	}
-	if len(c.Env) > 0 {
-		out.Env = make(map[string]string, len(c.Env))
-	}
-	for j, e := range c.Env {
-		if e.ValueFrom != nil {
-			// virtual-kubelet resolves valueFrom before the provider sees the
-			// pod; one left means a source it could not resolve.
-			return Container{}, unsupported(fmt.Sprintf("%s.env[%d].valueFrom", field, j), ReasonUnsupportedField,
-				"env %q: valueFrom was not resolved by virtual-kubelet", e.Name)
-		}
-		out.Env[e.Name] = e.Value // the last definition wins, as in the kubelet
+	if out.Env, err = t.env(field, c); err != nil {
+		return Container{}, err
 	}
 	out.Entrypoint = expandAll(c.Command, out.Env)
 	out.Command = expandAll(c.Args, out.Env)

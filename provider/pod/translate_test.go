@@ -22,12 +22,16 @@ var update = flag.Bool("update", false, "rewrite the golden files of provider/po
 
 // goldenCase is the input document of one golden case, testdata/<case>.pod.yaml.
 type goldenCase struct {
-	NodeName            string             `json:"nodeName"`
-	HostPathAllowlist   []string           `json:"hostPathAllowlist,omitempty"`
-	ServiceAccountToken string             `json:"serviceAccountToken,omitempty"`
-	Secrets             []corev1.Secret    `json:"secrets,omitempty"`
-	ConfigMaps          []corev1.ConfigMap `json:"configMaps,omitempty"`
-	Pod                 corev1.Pod         `json:"pod"`
+	NodeName            string              `json:"nodeName"`
+	PodIP               string              `json:"podIP,omitempty"`
+	HostIP              string              `json:"hostIP,omitempty"`
+	NodeAllocatable     corev1.ResourceList `json:"nodeAllocatable,omitempty"`
+	ServiceEnv          map[string]string   `json:"serviceEnv,omitempty"`
+	HostPathAllowlist   []string            `json:"hostPathAllowlist,omitempty"`
+	ServiceAccountToken string              `json:"serviceAccountToken,omitempty"`
+	Secrets             []corev1.Secret     `json:"secrets,omitempty"`
+	ConfigMaps          []corev1.ConfigMap  `json:"configMaps,omitempty"`
+	Pod                 corev1.Pod          `json:"pod"`
 }
 
 // goldenOutput is what a translated case renders to, testdata/<case>.golden.yaml.
@@ -105,6 +109,10 @@ func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
 	in := Input{
 		Pod:                 &gc.Pod,
 		NodeName:            gc.NodeName,
+		PodIP:               gc.PodIP,
+		HostIP:              gc.HostIP,
+		NodeAllocatable:     gc.NodeAllocatable,
+		ServiceEnv:          gc.ServiceEnv,
 		HostPathAllowlist:   gc.HostPathAllowlist,
 		ServiceAccountToken: gc.ServiceAccountToken,
 		Secrets:             map[string]*corev1.Secret{},
