@@ -508,3 +508,96 @@ spec:
 		t.Errorf("logs %q", logs)
 	}
 }
+
+// kubelet runs hack/kubelet.sh (start, stop, restart) against the stack.
+func (s *stack) kubeletCmd(t *testing.T, action string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), action)
+	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hack/kubelet.sh %s: %v\n%s", action, err, out)
+	}
+}
+
+// hostContainerState returns the podman state of a pod's container run on host i.
+func (s *stack) hostContainerState(t *testing.T, i int, name string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(s.root, "hack", "hosts.sh"), "podman", fmt.Sprint(i), "inspect", "--format", "{{.State.Status}}", name)
+	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+	out, err := cmd.Output()
+	if err != nil {
+		return "absent"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// A pod that ends while rbn-kubelet is down gets its final status from the
+// exited container when rbn-kubelet is back.
+func TestPodEndingWhileKubeletDownIsReported(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: short, namespace: %s}
+spec:
+  restartPolicy: Never%s
+  containers:
+    - name: main
+      image: %s
+      command: [sh, -c, "sleep 10; exit 4"]
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "short", corev1.PodRunning, 60*time.Second)
+	host := s.hostIndex(t, p.Spec.NodeName)
+	s.kubeletCmd(t, "stop")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			s.kubeletCmd(t, "start")
+		}
+	})
+	name := "rbn-" + string(p.UID) + "-main-0"
+	eventually(t, "container exits on the host while rbn-kubelet is down", 60*time.Second, func() (bool, string) {
+		st := s.hostContainerState(t, host, name)
+		return st == "exited", st
+	})
+	s.kubeletCmd(t, "start")
+	restarted = true
+	p = s.waitPodPhase(t, ns, "short", corev1.PodFailed, 60*time.Second)
+	if term := p.Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 4 {
+		t.Errorf("want exit code 4, got %s", describeStatus(p))
+	}
+}
+
+// What belongs to no pod is removed: a pod force-deleted from the API while
+// rbn-kubelet is down leaves containers behind, which the sweep removes.
+func TestOrphansAreRemoved(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: orphan, namespace: %s}
+spec:%s
+  containers:
+    - {name: main, image: %s, command: [sleep, "3600"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
+  volumes: [{name: scratch, emptyDir: {}}]
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "orphan", corev1.PodRunning, 60*time.Second)
+	host := s.hostIndex(t, p.Spec.NodeName)
+	s.kubeletCmd(t, "stop")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			s.kubeletCmd(t, "start")
+		}
+	})
+	s.kubectl(t, "-n", ns, "delete", "pod", "orphan", "--force", "--grace-period=0")
+	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) == 0 {
+		t.Fatal("the force-deleted pod left nothing on the host: the test proves nothing")
+	}
+	s.kubeletCmd(t, "start")
+	restarted = true
+	eventually(t, "orphaned podman objects removed", 90*time.Second, func() (bool, string) {
+		objs := s.hostObjects(t, host, string(p.UID))
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
+}
