@@ -325,8 +325,13 @@ spec:
 	if cs.RestartCount != 1 {
 		t.Errorf("restartCount %d, want 1", cs.RestartCount)
 	}
-	if last := cs.LastTerminationState.Terminated; last == nil || last.ExitCode != 3 || last.Reason != "Error" {
-		t.Errorf("lastState %+v, want exit 3 Error", cs.LastTerminationState)
+	last := cs.LastTerminationState.Terminated
+	if last == nil || last.ExitCode != 3 || last.Reason != "Error" {
+		t.Fatalf("lastState %+v, want exit 3 Error", cs.LastTerminationState)
+	}
+	// Kubelet's crash back-off: the first restart waits 10 s after the exit.
+	if cur := cs.State.Terminated; cur == nil || cur.StartedAt.Sub(last.FinishedAt.Time) < 9*time.Second {
+		t.Errorf("restarted %v after the first run ended, want >= 10s back-off", cur.StartedAt.Sub(last.FinishedAt.Time))
 	}
 	if prev := s.kubectl(t, "-n", ns, "logs", "flaky", "--previous"); strings.TrimSpace(prev) != "first" {
 		t.Errorf("--previous logs %q", prev)

@@ -38,16 +38,17 @@ type podWorker struct {
 	deleting *time.Duration
 
 	// Owned by the worker goroutine.
-	plan        *pod.Plan
-	podID       string
-	mountpoints map[string]string
-	backoff     map[string]time.Time // container -> no restart before
-	waiting     map[string][2]string // container -> waiting reason, message
-	pulled      map[string]bool      // images pulled or found by this worker
-	emitted     map[string]bool      // container IDs whose Started/Created events were sent
-	failed      bool                 // the pod failed permanently (unsupported spec)
-	podIP       string
-	lastErr     string // last sync error reported as an event, to report each once
+	plan         *pod.Plan
+	podID        string
+	mountpoints  map[string]string
+	backoff      map[string]time.Time // container -> no restart before
+	waiting      map[string][2]string // container -> waiting reason, message
+	pulled       map[string]bool      // images pulled or found by this worker
+	pullFailures map[string]int       // container -> consecutive failed pulls
+	emitted      map[string]bool      // container IDs whose Started/Created events were sent
+	failed       bool                 // the pod failed permanently (unsupported spec)
+	podIP        string
+	lastErr      string // last sync error reported as an event, to report each once
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
@@ -57,7 +58,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:     pd.DeepCopy(),
 		backoff: map[string]time.Time{}, waiting: map[string][2]string{},
-		pulled: map[string]bool{}, emitted: map[string]bool{},
+		pulled: map[string]bool{}, emitted: map[string]bool{}, pullFailures: map[string]int{},
 	}
 }
 
@@ -304,7 +305,7 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 			if policy == corev1.RestartPolicyNever {
 				return 0
 			}
-			return w.runContainer(ctx, pd, c, o.attempt+1)
+			return w.restartContainer(ctx, pd, c, o)
 		}
 		if o == nil {
 			return w.runContainer(ctx, pd, c, 0)
@@ -324,7 +325,7 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 			if !shouldRestart(policy, o.current.ExitCode) {
 				continue
 			}
-			d = w.runContainer(ctx, pd, c, o.attempt+1)
+			d = w.restartContainer(ctx, pd, c, o)
 		default: // created, not started: start it
 			d = w.runContainer(ctx, pd, c, o.attempt)
 		}
@@ -333,6 +334,30 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 		}
 	}
 	return next
+}
+
+// restartContainer runs c again once its crash back-off since the last run
+// ended has passed: 10 s doubling per restart up to 5 min, as kubelet, and
+// back to 10 s after a run that lasted 10 minutes.
+func (w *podWorker) restartContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, o *observed) time.Duration {
+	next := o.attempt + 1
+	wait := restartBackoff(next)
+	if last := o.current; !last.StartedAt.IsZero() && last.FinishedAt.Sub(last.StartedAt) >= 10*time.Minute {
+		wait = restartBackoff(1)
+	}
+	ended := o.current.FinishedAt
+	if ended.IsZero() {
+		ended = w.p.cfg.Clock.Now()
+	}
+	if until := ended.Add(wait); w.p.cfg.Clock.Now().Before(until) {
+		if _, ok := w.backoff[c.K8sName]; !ok {
+			w.p.event(pd, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container "+c.K8sName)
+		}
+		w.backoff[c.K8sName] = until
+		return until.Sub(w.p.cfg.Clock.Now())
+	}
+	delete(w.backoff, c.K8sName)
+	return w.runContainer(ctx, pd, c, next)
 }
 
 // runContainer pulls, creates and starts one run of c, honouring back-offs.
@@ -344,8 +369,10 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	}
 	pc := w.p.cfg.Host.Podman()
 	if err := w.ensureImage(ctx, pd, c); err != nil {
-		return w.backOff(pd, c.K8sName, attempt, "ImagePullBackOff", err)
+		w.pullFailures[c.K8sName]++
+		return w.backOff(pd, c.K8sName, w.pullFailures[c.K8sName], "ImagePullBackOff", err)
 	}
+	delete(w.pullFailures, c.K8sName)
 	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
 	if err != nil {
 		w.waiting[c.K8sName] = [2]string{"CreateContainerConfigError", err.Error()}
@@ -364,25 +391,23 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	}
 	delete(w.waiting, c.K8sName)
 	if err := pc.StartContainer(ctx, spec.Name); err != nil {
+		// The run is over before it began: the restart policy and its
+		// back-off take it from the container's exited state.
 		w.p.hostFailure()
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		w.backoff[c.K8sName] = now.Add(restartBackoff(attempt + 1))
 		return 0
 	}
 	if !w.emitted["started/"+spec.Name] {
 		w.emitted["started/"+spec.Name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Started", "Started container "+c.K8sName)
 	}
-	if attempt > 0 {
-		// The next crash waits longer.
-		w.backoff[c.K8sName] = now.Add(restartBackoff(attempt + 1))
-	}
 	return 0
 }
 
-// backOff records a failure to start c and when to try again.
-func (w *podWorker) backOff(pd *corev1.Pod, name string, attempt int, reason string, err error) time.Duration {
-	d := restartBackoff(attempt + 1)
+// backOff records the failures-th consecutive failure to prepare a container
+// (an image pull) and when to try again.
+func (w *podWorker) backOff(pd *corev1.Pod, name string, failures int, reason string, err error) time.Duration {
+	d := restartBackoff(failures)
 	w.backoff[name] = w.p.cfg.Clock.Now().Add(d)
 	w.waiting[name] = [2]string{reason, err.Error()}
 	w.p.event(pd, corev1.EventTypeNormal, "BackOff", fmt.Sprintf("Back-off %s: %v", reason, err))
