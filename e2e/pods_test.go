@@ -606,3 +606,32 @@ spec:%s
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 }
+
+// Logs of a pod that ended stay readable across an rbn-kubelet restart,
+// until the pod is deleted; deleting it then cleans the host.
+func TestEndedPodLogsSurviveKubeletRestart(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: done, namespace: %s}
+spec:
+  restartPolicy: Never%s
+  containers: [{name: main, image: %s, command: [sh, -c, "echo finished work"]}]
+`, ns, podSpec, testImage))
+	p := s.waitPodPhase(t, ns, "done", corev1.PodSucceeded, 60*time.Second)
+	s.kubeletCmd(t, "restart")
+	eventually(t, "logs of the ended pod after restart", 60*time.Second, func() (bool, string) {
+		out, err := s.kubectlErr("-n", ns, "logs", "done")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.TrimSpace(out) == "finished work", out
+	})
+	host := s.hostIndex(t, p.Spec.NodeName)
+	s.kubectl(t, "-n", ns, "delete", "pod", "done", "--wait=true", "--timeout=60s")
+	eventually(t, "ended pod removed from host", 90*time.Second, func() (bool, string) {
+		objs := s.hostObjects(t, host, string(p.UID))
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
+}

@@ -42,6 +42,10 @@ type PodsConfig struct {
 	// whether the answer can be trusted yet (informer synced). Podman pods
 	// of unknown UIDs are orphans and get removed.
 	Known func(uid types.UID) (known, synced bool)
+	// Ended lists this node's pods that already ended (Succeeded or Failed),
+	// once the informer has synced. virtual-kubelet never hands such pods to
+	// the provider, yet their logs must stay readable until they are deleted.
+	Ended func() []*corev1.Pod
 	// ResyncInterval bounds how long a missed podman event can go unnoticed. Default 10s.
 	ResyncInterval time.Duration
 	Clock          clock.WithTicker
@@ -165,10 +169,12 @@ func (p *Pods) Run(ctx context.Context) {
 		case <-hostChanged:
 			hostChanged = p.cfg.Host.Changed()
 			if p.cfg.Host.ready() {
+				p.adoptEnded(ctx)
 				p.pokeAll()
 			}
 		case <-gc.C():
 			if p.cfg.Host.ready() {
+				p.adoptEnded(ctx)
 				p.removeOrphans(ctx)
 			}
 		}
@@ -220,11 +226,43 @@ func (p *Pods) pokeAll() {
 	}
 }
 
+// adoptEnded registers read-only workers for ended pods this process has no
+// worker for (it restarted after they ended), so their logs stay readable.
+func (p *Pods) adoptEnded(ctx context.Context) {
+	if p.cfg.Ended == nil {
+		return
+	}
+	for _, pd := range p.cfg.Ended() {
+		p.mu.Lock()
+		_, known := p.byUID[pd.UID]
+		if !known {
+			w := newPodWorker(p, pd)
+			w.ended = true
+			p.workers[key(pd.Namespace, pd.Name)] = w
+			p.byUID[pd.UID] = w
+			go w.run(ctx)
+		}
+		p.mu.Unlock()
+	}
+}
+
 // removeOrphans removes podman pods, containers and volumes of this node
-// whose Kubernetes pod no longer exists (deleted while rbn-kubelet was down).
+// whose Kubernetes pod no longer exists (deleted while rbn-kubelet was down,
+// or ended pods that virtual-kubelet deletes without telling the provider).
 func (p *Pods) removeOrphans(ctx context.Context) {
 	if p.cfg.Known == nil {
 		return
+	}
+	p.mu.Lock()
+	var gone []*podWorker
+	for uid, w := range p.byUID {
+		if known, synced := p.cfg.Known(uid); synced && !known {
+			gone = append(gone, w)
+		}
+	}
+	p.mu.Unlock()
+	for _, w := range gone {
+		w.terminate(0)
 	}
 	pc := p.cfg.Host.Podman()
 	sel := map[string]string{pod.LabelNode: p.cfg.NodeName}

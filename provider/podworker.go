@@ -49,6 +49,8 @@ type podWorker struct {
 	failed       bool                 // the pod failed permanently (unsupported spec)
 	podIP        string
 	lastErr      string // last sync error reported as an event, to report each once
+	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
+	ended bool
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
@@ -102,13 +104,25 @@ func (w *podWorker) terminate(grace time.Duration) {
 	w.poke()
 }
 
+// idle is what sync returns for a pod that ended: nothing can change
+// without a kick (deletion, a podman event), so no periodic resync.
+const idle = time.Duration(-2)
+
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
 	resync := w.p.cfg.ResyncInterval
 	for {
 		next := w.sync(ctx)
-		if next < 0 {
+		if next == -1 {
 			return
+		}
+		if next == idle {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.kick:
+			}
+			continue
 		}
 		wait := resync
 		if next > 0 && next < wait {
@@ -127,7 +141,7 @@ func (w *podWorker) run(ctx context.Context) {
 }
 
 // sync takes one step. It returns how soon to sync again (0: at the next
-// resync) or -1 when the worker is finished.
+// resync), idle for a pod that ended, or -1 when the worker is finished.
 func (w *podWorker) sync(ctx context.Context) time.Duration {
 	w.mu.Lock()
 	deleting := w.deleting
@@ -139,7 +153,10 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 		}
 		return -1
 	}
-	if w.failed || !w.p.cfg.Host.ready() {
+	if w.failed || w.ended {
+		return idle
+	}
+	if !w.p.cfg.Host.ready() {
 		return 0
 	}
 	next, err := w.step(ctx)
@@ -157,8 +174,11 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 		if next == 0 {
 			next = 5 * time.Second
 		}
-	} else {
-		w.lastErr = ""
+		return next
+	}
+	w.lastErr = ""
+	if phase := w.current().Status.Phase; phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+		return idle
 	}
 	return next
 }

@@ -86,6 +86,19 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			objs, err := podInformer.GetIndexer().ByIndex(uidIndex, string(uid))
 			return err == nil && len(objs) > 0, err == nil
 		},
+		Ended: func() []*corev1.Pod {
+			if !podInformer.HasSynced() {
+				return nil
+			}
+			var ended []*corev1.Pod
+			for _, obj := range podInformer.GetStore().List() {
+				if pd := obj.(*corev1.Pod); pd.DeletionTimestamp == nil &&
+					(pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed) {
+					ended = append(ended, pd)
+				}
+			}
+			return ended
+		},
 	})
 	if err != nil {
 		return nil, err
