@@ -44,3 +44,6 @@ generate: ## Regenerate deepcopy code and the CRD from the API types
 .PHONY: verify
 verify: ## Check generated files, formatting and vet
 	hack/verify.sh
+
+bench: ## Benchmarks against a floor on a local stack of 4 hosts of its own; writes docs/benchmarks.md
+	hack/bench.sh

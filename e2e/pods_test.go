@@ -105,7 +105,10 @@ func (s *stack) hostObjects(t *testing.T, i int, uid string) []string {
 // hostIndex returns the build host number a node name belongs to.
 func (s *stack) hostIndex(t *testing.T, node string) int {
 	t.Helper()
-	for i := 1; i <= 2; i++ {
+	for i := 1; ; i++ {
+		if _, err := os.Stat(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env")); err != nil {
+			break
+		}
 		if s.host(t, i)["NAME"] == node {
 			return i
 		}

@@ -136,7 +136,7 @@ extenders:
   weight: 1
   nodeCacheCapable: true
   ignorable: ${ignorable}
-  httpTimeout: 5s
+  httpTimeout: 1s
 EOF
     rbn::log "scheduler extender ${RBN_SCHEDULER_EXTENDER_URL} (ignorable: ${ignorable})"
   fi

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# Brings up the whole local stack in the background: control plane, NODES build
-# hosts, rbn-kubelet, and one RemoteBuildNode per host. Last line printed:
-# export KUBECONFIG=<path>. Stop it all with hack/dev-down.sh.
+# Brings up the whole local stack in the background: control plane (its
+# kube-scheduler with rbn-extender), NODES build hosts, rbn-kubelet, and one
+# RemoteBuildNode per host. Last line printed: export KUBECONFIG=<path>.
+# Stop it all with hack/dev-down.sh.
+# RBN_EXTENDER_PORT picks rbn-extender's port (default: a free one, written to
+# $RBN_STATE/extender/url); RBN_SCHEDULER_EXTENDER_IGNORABLE=false makes the
+# scheduler wait for it instead of scheduling without it (see
+# manifests/extender/kube-scheduler-config.yaml).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODES="${NODES:-2}"
 KUBELET_DIR="${RBN_STATE}/kubelet"
+EXTENDER_DIR="${RBN_STATE}/extender"
 
 "${RBN_ROOT}/hack/install-deps.sh"
 "${RBN_ROOT}/hack/build-k8s.sh"
-"${RBN_ROOT}/hack/build.sh" rbn-kubelet
+"${RBN_ROOT}/hack/build.sh" rbn-kubelet rbn-extender
+# The scheduler is configured with rbn-extender's URL now and reaches it once
+# it is started below (until then an ignorable extender is skipped).
+rbn::stop rbn-extender
+EXTENDER_PORT="${RBN_EXTENDER_PORT:-}"
+if [[ -z "${EXTENDER_PORT}" ]] || rbn::port_in_use "${EXTENDER_PORT}"; then
+  EXTENDER_PORT="$(rbn::free_port "${RBN_APISERVER_PORT:-16443}" "${RBN_KUBELET_PORT:-10250}")"
+fi
+export RBN_SCHEDULER_EXTENDER_URL="http://127.0.0.1:${EXTENDER_PORT}"
 "${RBN_ROOT}/hack/cluster.sh" up
 eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 "${RBN_ROOT}/hack/hosts.sh" up "${NODES}"
@@ -36,11 +50,50 @@ YAML
 rbn::wait_for "CRD remotebuildnodes.rbn.dev established" 30 \
   "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" wait --for=condition=Established crd/remotebuildnodes.rbn.dev --timeout=1s
 
-rbn::log "issuing the kubelet API serving certificate"
+rbn::log "starting rbn-extender on ${RBN_SCHEDULER_EXTENDER_URL} (log: ${EXTENDER_DIR}/rbn-extender.log)"
+kubectl apply -f "${RBN_ROOT}/manifests/extender/rbac.yaml" >/dev/null
+kubectl create clusterrolebinding rbn-extender-local-user --clusterrole=rbn-extender --user=rbn-extender \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+mkdir -p "${EXTENDER_DIR}"
+openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "${EXTENDER_DIR}/client.key"
+openssl req -new -key "${EXTENDER_DIR}/client.key" -subj "/CN=rbn-extender" 2>/dev/null |
+  openssl x509 -req -CA "${RBN_CA_CERT}" -CAkey "${RBN_CA_KEY}" -CAcreateserial -days 30 -out "${EXTENDER_DIR}/client.crt" 2>/dev/null
+extender_kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${EXTENDER_DIR}/kubeconfig" "$@" >/dev/null; }
+extender_kubectl config set-cluster rbn --server="${RBN_APISERVER_URL}" --certificate-authority="${RBN_CA_CERT}" --embed-certs=true
+extender_kubectl config set-credentials rbn-extender --client-certificate="${EXTENDER_DIR}/client.crt" --client-key="${EXTENDER_DIR}/client.key" --embed-certs=true
+extender_kubectl config set-context rbn --cluster=rbn --user=rbn-extender
+extender_kubectl config use-context rbn
+cat >"${EXTENDER_DIR}/config.yaml" <<YAML
+apiVersion: rbn.dev/v1alpha1
+kind: ExtenderConfiguration
+kubeconfig: ${EXTENDER_DIR}/kubeconfig
+listenAddress: 127.0.0.1
+port: ${EXTENDER_PORT}
+logLevel: ${RBN_LOG_LEVEL:-info}
+YAML
+echo "${RBN_SCHEDULER_EXTENDER_URL}" >"${EXTENDER_DIR}/url"
+rbn::start rbn-extender "${EXTENDER_DIR}/rbn-extender.log" "${RBN_ROOT}/bin/rbn-extender" --config="${EXTENDER_DIR}/config.yaml"
+rbn::wait_for_daemon rbn-extender "rbn-extender ${RBN_SCHEDULER_EXTENDER_URL}/readyz" 30 \
+  curl -fsS --max-time 2 "${RBN_SCHEDULER_EXTENDER_URL}/readyz" ||
+  { tail -n 20 "${EXTENDER_DIR}/rbn-extender.log" >&2; exit 1; }
+
+# The apiserver proxies node requests (kubectl get --raw /api/v1/nodes/N/proxy/...,
+# used for stats) only to a non-loopback address. Each stack gets its own veth
+# pair (no dummy interfaces in this kernel) with a private address on one end:
+# the traffic stays on this machine, on an interface the stack made, and
+# dev-down removes it.
+NODE_IF="rbnk${RBN_APISERVER_PORT:-16443}"
+NODE_ADDRESS="${RBN_NODE_ADDRESS:-10.254.$((${RBN_APISERVER_PORT:-16443} % 250)).1}"
+ip link show "${NODE_IF}" >/dev/null 2>&1 || ip link add "${NODE_IF}" type veth peer name "${NODE_IF}p"
+ip addr replace "${NODE_ADDRESS}/32" dev "${NODE_IF}"
+ip link set "${NODE_IF}p" up
+ip link set "${NODE_IF}" up
+echo "${NODE_IF}" >"${RBN_STATE}/node-interface"
+rbn::log "issuing the kubelet API serving certificate (node address ${NODE_ADDRESS})"
 mkdir -p "${KUBELET_DIR}"
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "${KUBELET_DIR}/serving.key"
 openssl req -new -key "${KUBELET_DIR}/serving.key" -subj "/CN=rbn-kubelet" -out "${KUBELET_DIR}/serving.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n' >"${KUBELET_DIR}/serving.ext"
+printf 'subjectAltName=IP:%s,IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n' "${NODE_ADDRESS}" >"${KUBELET_DIR}/serving.ext"
 openssl x509 -req -in "${KUBELET_DIR}/serving.csr" -CA "${RBN_CA_CERT}" -CAkey "${RBN_CA_KEY}" -CAcreateserial \
   -days 30 -extfile "${KUBELET_DIR}/serving.ext" -out "${KUBELET_DIR}/serving.crt" 2>/dev/null
 
@@ -50,8 +103,8 @@ cat >"${KUBELET_DIR}/config.yaml" <<YAML
 apiVersion: rbn.dev/v1alpha1
 kind: KubeletConfiguration
 kubeconfig: ${RBN_KUBELET_KUBECONFIG}
-nodeAddress: 127.0.0.1
-listenAddress: 127.0.0.1
+nodeAddress: ${NODE_ADDRESS}
+listenAddress: ${NODE_ADDRESS}
 kubeletPort: ${KUBELET_PORT}
 tlsCertFile: ${KUBELET_DIR}/serving.crt
 tlsKeyFile: ${KUBELET_DIR}/serving.key

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,8 +36,16 @@ type KubeletConfiguration struct {
 	NodeAddress string `json:"nodeAddress"`
 	// ListenAddress is the kubelet API's bind address. Default 0.0.0.0.
 	ListenAddress string `json:"listenAddress,omitempty"`
-	// KubeletPort is the kubelet API port of every node. Default 10250.
+	// KubeletPort is the kubelet API's shared port: pod routes (logs, exec,
+	// attach, port-forward) of every node. Default 10250.
 	KubeletPort int32 `json:"kubeletPort,omitempty"`
+	// KubeletPortRange ("first-last", inclusive) is where each node gets its
+	// own kubelet API port, the one its Node advertises: the apiserver's
+	// node-level requests (/stats/summary, /metrics/resource) do not name
+	// the node, so the port must. One port per node; the range bounds how
+	// many nodes one process serves. Default: the 200 ports after KubeletPort
+	// (see NodePortRange).
+	KubeletPortRange string `json:"kubeletPortRange,omitempty"`
 	// TLSCertFile and TLSKeyFile are the kubelet API's serving certificate;
 	// its SANs must include NodeAddress for the apiserver to verify it.
 	TLSCertFile string `json:"tlsCertFile"`
@@ -81,6 +91,7 @@ func SetDefaults(c *KubeletConfiguration) {
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
 	}
+
 	if c.NodeLeaseDurationSeconds == 0 {
 		c.NodeLeaseDurationSeconds = 40
 	}
@@ -121,6 +132,11 @@ func Validate(c *KubeletConfiguration) field.ErrorList {
 	}
 	if c.KubeletPort < 1 || c.KubeletPort > 65535 {
 		errs = append(errs, field.Invalid(field.NewPath("kubeletPort"), c.KubeletPort, "must be between 1 and 65535"))
+	}
+	if first, last, err := c.NodePortRange(); err != nil {
+		errs = append(errs, field.Invalid(field.NewPath("kubeletPortRange"), c.KubeletPortRange, err.Error()))
+	} else if c.KubeletPort >= first && c.KubeletPort <= last {
+		errs = append(errs, field.Invalid(field.NewPath("kubeletPortRange"), c.KubeletPortRange, "must not contain kubeletPort"))
 	}
 	for _, f := range []struct {
 		path, value string
@@ -192,4 +208,34 @@ func ValidateAll(c *KubeletConfiguration) error {
 		return fmt.Errorf("invalid configuration: %w", errs.ToAggregate())
 	}
 	return nil
+}
+
+// nodePortsByDefault is how many ports after kubeletPort nodes get when
+// kubeletPortRange is not set.
+const nodePortsByDefault = 200
+
+// NodePortRange is the range nodes get their kubelet ports from:
+// kubeletPortRange, or the nodePortsByDefault ports after kubeletPort.
+func (c *KubeletConfiguration) NodePortRange() (first, last int32, err error) {
+	if c.KubeletPortRange == "" {
+		if c.KubeletPort < 1 || c.KubeletPort > 65535-nodePortsByDefault {
+			return 0, 0, fmt.Errorf("cannot default to the %d ports after kubeletPort %d: set kubeletPortRange", nodePortsByDefault, c.KubeletPort)
+		}
+		return c.KubeletPort + 1, c.KubeletPort + nodePortsByDefault, nil
+	}
+	return ParsePortRange(c.KubeletPortRange)
+}
+
+// ParsePortRange reads "first-last" (inclusive, 1 <= first <= last <= 65535).
+func ParsePortRange(s string) (first, last int32, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("must be first-last, like 10251-10450")
+	}
+	f, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	l, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil || f < 1 || l < f {
+		return 0, 0, fmt.Errorf("must be first-last with 1 <= first <= last <= 65535")
+	}
+	return int32(f), int32(l), nil
 }

@@ -58,6 +58,7 @@ type Controller struct {
 
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
+	ports    NodePorts
 }
 
 // New wires a Controller; Run starts it.
@@ -234,7 +235,10 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		rt = nil
 	}
 	if rt == nil {
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg},
+		c.mu.Lock()
+		ports := c.ports
+		c.mu.Unlock()
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg, ports: ports},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())

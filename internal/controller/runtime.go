@@ -41,6 +41,7 @@ type runtimeDeps struct {
 	shared   informers.SharedInformerFactory
 	recorder func(node string) record.EventRecorder
 	cfg      *config.KubeletConfiguration
+	ports    NodePorts // nil: every node on cfg.KubeletPort
 }
 
 func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (*nodeRuntime, error) {
@@ -103,9 +104,19 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err != nil {
 		return nil, err
 	}
+	port, releasePort, err := acquirePort(parent, d, name)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet API port: %w", err)
+	}
+	served := false
+	defer func() {
+		if !served {
+			releasePort()
+		}
+	}()
 	np := provider.NewNodeProvider(provider.NodeConfig{
 		Name: name, Spec: spec, Host: host, Pods: pods,
-		KubeletAddress: d.cfg.NodeAddress, KubeletPort: d.cfg.KubeletPort,
+		KubeletAddress: d.cfg.NodeAddress, KubeletPort: port,
 	})
 	initial := np.Node()
 	nodes := d.client.CoreV1().Nodes()
@@ -150,6 +161,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	tasks := []func(){
 		func() { host.Run(ctx) },
+		func() { <-ctx.Done(); releasePort() },
 		func() { np.Run(ctx) },
 		func() { pods.Run(ctx) },
 		func() {
@@ -187,7 +199,8 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		}
 		close(rt.done)
 	}()
-	log.Info("serving node", "address", spec.Address, "port", spec.Port)
+	served = true
+	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port)
 	return rt, nil
 }
 
@@ -284,4 +297,3 @@ func equalLabels(a, b map[string]string) bool {
 	}
 	return true
 }
-

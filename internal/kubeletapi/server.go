@@ -1,7 +1,12 @@
-// Package kubeletapi is the one HTTPS listener that serves the kubelet API
-// (logs, exec, attach, port-forward, stats) for every node of the process.
-// Pod routes carry namespace and pod name, which resolve to the node that
-// runs the pod.
+// Package kubeletapi is the kubelet API (logs, exec, attach, port-forward,
+// stats, metrics) of every node of the process, over HTTPS, with callers
+// authenticated and authorized as kubelet does it.
+//
+// One http.Server serves a shared port and one port per node (see
+// ports.go for why). Pod routes carry namespace and pod name, which resolve
+// to the node running the pod: any node's pods on the shared port, its own
+// on a node's port. Node routes (/stats/summary, /metrics/resource, /pods)
+// are answered on a node's own port only.
 package kubeletapi
 
 import (
@@ -10,51 +15,83 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
-
-	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
-// Resolver finds the pod handler of the node running a pod.
+// Resolver finds the pod handler of the node running a pod, or of a node by name.
 type Resolver interface {
 	Resolve(namespace, name string) (*provider.Pods, bool)
+	Node(name string) (*provider.Pods, bool)
 }
 
 // Config configures the server.
 type Config struct {
 	ListenAddress string
-	Port          int32
-	CertFile      string
-	KeyFile       string
-	// ClientCAFile, when set, requires every client to present a certificate it signed.
+	// Port is the shared port: pod routes of every node.
+	Port int32
+	// NodePortFirst and NodePortLast bound the ports nodes get (inclusive).
+	NodePortFirst, NodePortLast int32
+	CertFile                    string
+	KeyFile                     string
+	// ClientCAFile, when set, lets clients (the apiserver) authenticate with
+	// a certificate it signed; clients may present a bearer token instead.
 	ClientCAFile string
 	Resolver     Resolver
-	// StreamIdleTimeout matches kubelet's default (4h): long debug sessions stay up.
-	StreamIdleTimeout     time.Duration
+	// Auth authenticates and authorizes callers (see NewWebhookAuth). Required.
+	Auth Auth
+	// StreamIdleTimeout closes exec, attach and port-forward sessions idle
+	// this long: kubelet's default (4h), so long debug sessions stay up.
+	StreamIdleTimeout time.Duration
+	// StreamCreationTimeout bounds how long a client takes to open the
+	// streams of a session. Default 30s, as kubelet.
 	StreamCreationTimeout time.Duration
 }
 
-// Server is the kubelet API listener.
+// Server is the kubelet API.
 type Server struct {
-	cfg Config
-	srv *http.Server
-	ln  net.Listener
+	cfg    Config
+	tls    *tls.Config
+	srv    *http.Server
+	shared net.Listener
+	// sharedPort is the shared listener's port (Port, or the one the
+	// system chose for Port 0).
+	sharedPort int32
+	ports      *nodePorts
+	stats      *statsCache
+
+	mu      sync.Mutex
+	running bool            // Run serves
+	done    bool            // Run ended
+	log     *slog.Logger    // Run's
+	pending []*nodeListener // acquired before Run
 }
 
-// New loads the certificates and binds the port, so that a bad configuration fails at start.
+// New loads the certificates and binds the shared port, so that a bad
+// configuration fails at start.
 func New(cfg Config) (*Server, error) {
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 4 * time.Hour
 	}
 	if cfg.StreamCreationTimeout == 0 {
 		cfg.StreamCreationTimeout = 30 * time.Second
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("kubelet API: no authenticator/authorizer: anonymous access is never allowed")
+	}
+	if cfg.Resolver == nil {
+		return nil, errors.New("kubelet API: no resolver")
+	}
+	if cfg.NodePortFirst <= 0 || cfg.NodePortLast < cfg.NodePortFirst {
+		return nil, fmt.Errorf("kubelet API: invalid node port range %d-%d", cfg.NodePortFirst, cfg.NodePortLast)
 	}
 	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
@@ -71,35 +108,120 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("kubelet API client CA %s: no certificate found", cfg.ClientCAFile)
 		}
 		tlsCfg.ClientCAs = pool
-		tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
+		// Not Require: bearer-token callers (metrics-server, say) present none.
+		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	addr := net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(int(cfg.Port)))
+	s := &Server{cfg: cfg, tls: tlsCfg, stats: newStatsCache()}
+	ln, err := s.listen(cfg.Port)
+	if err != nil {
+		return nil, err
+	}
+	s.shared = ln
+	s.sharedPort = int32(ln.Addr().(*net.TCPAddr).Port)
+	s.ports = newNodePorts(cfg.NodePortFirst, cfg.NodePortLast, s.listen)
+	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 30 * time.Second}
+	return s, nil
+}
+
+func (s *Server) listen(port int32) (net.Listener, error) {
+	addr := net.JoinHostPort(s.cfg.ListenAddress, strconv.Itoa(int(port)))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("kubelet API listen on %s: %w", addr, err)
 	}
-	s := &Server{cfg: cfg, ln: tls.NewListener(ln, tlsCfg)}
-	mux := http.NewServeMux()
-	vkapi.AttachPodRoutes(vkapi.PodHandlerConfig{
-		GetContainerLogs:      s.containerLogs,
-		GetPodsFromKubernetes: s.pods,
-		StreamIdleTimeout:     cfg.StreamIdleTimeout,
-		StreamCreationTimeout: cfg.StreamCreationTimeout,
-	}, mux, false)
-	s.srv = &http.Server{Handler: withTail(mux), ReadHeaderTimeout: 30 * time.Second}
-	return s, nil
+	return tls.NewListener(ln, s.tls), nil
 }
 
-// Addr is the bound address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+// Addr is the shared listener's address.
+func (s *Server) Addr() net.Addr { return s.shared.Addr() }
+
+// nodeOf says which node a request is for, from the port it came in on:
+// shared is true for the shared port; node is "" for a port no node holds
+// (any more: a keep-alive connection can outlive its node's listener, and
+// the port then belongs to whichever node holds it now, as it does for the
+// apiserver, which dials a node's advertised port).
+func (s *Server) nodeOf(ctx context.Context) (node string, shared bool) {
+	addr, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "", false
+	}
+	port := int32(tcp.Port)
+	if port == s.sharedPort {
+		return "", true
+	}
+	node, _ = s.ports.nodeAt(port)
+	return node, false
+}
+
+// Acquire gives a node its own port and serves it: preferred (the port its
+// Node advertised so far) when free, else the lowest free one of the range.
+// Calling it again for a node returns the same port.
+func (s *Server) Acquire(node string, preferred int32) (int32, error) {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done {
+		return 0, errors.New("kubelet API stopped")
+	}
+	l, fresh, err := s.ports.acquire(node, preferred)
+	if err != nil {
+		return 0, err
+	}
+	if fresh {
+		s.mu.Lock()
+		running, log := s.running, s.log
+		if !running {
+			s.pending = append(s.pending, l)
+		}
+		s.mu.Unlock()
+		if running {
+			go s.serve(log, l)
+		}
+	}
+	return l.port, nil
+}
+
+// Release stops serving a node's port.
+func (s *Server) Release(node string) {
+	s.ports.release(node)
+	s.stats.forget(node)
+}
+
+func (s *Server) serve(log *slog.Logger, l net.Listener) {
+	err := s.srv.Serve(l)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		log.Error("kubelet API listener failed", "addr", l.Addr().String(), "err", err)
+	}
+}
 
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	log := logging.FromContext(ctx)
+	// Set before any Serve: requests carry Run's context (its logger).
 	s.srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	// TLS handshake failures (scanners, wrong CA) are debug noise.
+	s.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	s.mu.Lock()
+	s.running, s.log = true, log
+	pending := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	for _, l := range pending {
+		go s.serve(log, l)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	log.Info("kubelet API listening", "addr", s.ln.Addr().String())
+	go func() { errc <- s.srv.Serve(s.shared) }()
+	log.Info("kubelet API listening", "addr", s.shared.Addr().String(),
+		"nodePorts", fmt.Sprintf("%d-%d", s.cfg.NodePortFirst, s.cfg.NodePortLast))
+	defer func() {
+		s.mu.Lock()
+		s.running, s.done = false, true
+		s.mu.Unlock()
+		for _, l := range s.ports.all() {
+			s.Release(l.node)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err

@@ -66,16 +66,16 @@ func With(ctx context.Context, args ...any) context.Context {
 // vkAdapter implements virtual-kubelet's log.Logger over slog.
 type vkAdapter struct{ l *slog.Logger }
 
-func (a vkAdapter) Debug(args ...any)                 { a.l.Debug(fmt.Sprint(args...)) }
-func (a vkAdapter) Debugf(f string, args ...any)      { a.l.Debug(fmt.Sprintf(f, args...)) }
-func (a vkAdapter) Info(args ...any)                  { a.l.Info(fmt.Sprint(args...)) }
-func (a vkAdapter) Infof(f string, args ...any)       { a.l.Info(fmt.Sprintf(f, args...)) }
-func (a vkAdapter) Warn(args ...any)                  { a.l.Warn(fmt.Sprint(args...)) }
-func (a vkAdapter) Warnf(f string, args ...any)       { a.l.Warn(fmt.Sprintf(f, args...)) }
-func (a vkAdapter) Error(args ...any)                 { a.l.Error(fmt.Sprint(args...)) }
-func (a vkAdapter) Errorf(f string, args ...any)      { a.l.Error(fmt.Sprintf(f, args...)) }
-func (a vkAdapter) Fatal(args ...any)                 { a.l.Error(fmt.Sprint(args...)) }
-func (a vkAdapter) Fatalf(f string, args ...any)      { a.l.Error(fmt.Sprintf(f, args...)) }
+func (a vkAdapter) Debug(args ...any)            { a.l.Debug(fmt.Sprint(args...)) }
+func (a vkAdapter) Debugf(f string, args ...any) { a.l.Debug(fmt.Sprintf(f, args...)) }
+func (a vkAdapter) Info(args ...any)             { a.l.Info(fmt.Sprint(args...)) }
+func (a vkAdapter) Infof(f string, args ...any)  { a.l.Info(fmt.Sprintf(f, args...)) }
+func (a vkAdapter) Warn(args ...any)             { a.l.Warn(fmt.Sprint(args...)) }
+func (a vkAdapter) Warnf(f string, args ...any)  { a.l.Warn(fmt.Sprintf(f, args...)) }
+func (a vkAdapter) Error(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
+func (a vkAdapter) Errorf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
+func (a vkAdapter) Fatal(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
+func (a vkAdapter) Fatalf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
 func (a vkAdapter) WithField(k string, v any) vklog.Logger {
 	return vkAdapter{l: a.l.With(k, v)}
 }

@@ -20,8 +20,8 @@ type LogOptions struct {
 	Tail       int // < 0: all
 	Since      time.Time
 	Timestamps bool
-	// TTY: the container has a terminal, so its log stream is raw rather
-	// than multiplexed.
+	// TTY: the container has a terminal. Informational: the libpod logs
+	// endpoint frames every stream (stdout/stderr headers) all the same.
 	TTY bool
 }
 
@@ -55,9 +55,6 @@ func (c *Client) Logs(ctx context.Context, name string, o LogOptions) (io.ReadCl
 		defer resp.Body.Close()
 		return nil, wrap("logs "+name, resp.Process(nil))
 	}
-	if o.TTY {
-		return resp.Body, nil
-	}
 	pr, pw := io.Pipe()
 	go func() {
 		defer resp.Body.Close()
@@ -67,14 +64,23 @@ func (c *Client) Logs(ctx context.Context, name string, o LogOptions) (io.ReadCl
 }
 
 // demux copies the payload of a docker-style multiplexed stream (8-byte
-// headers: stream, 3 zero bytes, big-endian length) to w.
+// headers: stream, 3 zero bytes, big-endian length) to w. Podman sends a
+// frame per log line: frames are gathered while more are at hand and
+// written when the stream pauses, so a large log moves in large writes and
+// a followed one line by line.
 func demux(w io.Writer, r io.Reader) error {
-	br := bufio.NewReaderSize(r, 32*1024)
+	br := bufio.NewReaderSize(r, 64*1024)
+	bw := bufio.NewWriterSize(w, 64*1024)
 	var hdr [8]byte
 	for {
+		if br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			if err == io.EOF {
-				return nil
+				return bw.Flush()
 			}
 			return err
 		}
@@ -84,7 +90,7 @@ func demux(w io.Writer, r io.Reader) error {
 			return fmt.Errorf("logs: bad stream header %v", hdr)
 		}
 		n := int64(binary.BigEndian.Uint32(hdr[4:]))
-		if _, err := io.CopyN(w, br, n); err != nil {
+		if _, err := io.CopyN(bw, br, n); err != nil {
 			return err
 		}
 	}

@@ -22,8 +22,8 @@ type HostInfo struct {
 	GraphRoot     string
 	// StorageTotal and StorageUsed describe the filesystem of the image and
 	// container store (zero when the service does not report them).
-	StorageTotal uint64
-	StorageUsed  uint64
+	StorageTotal  uint64
+	StorageUsed   uint64
 	CgroupManager string
 	OCIRuntime    string
 }

@@ -5,30 +5,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// normalizeImage returns the fully qualified reference Kubernetes means by an
-// image name: "busybox" is docker.io/library/busybox:latest. Podman would
-// instead resolve a short name through the host's registries.conf search
-// list (possibly another registry, or an error without a TTY in enforcing
-// mode), so the plan never hands podman a short name.
-//
-// A reference with both tag and digest keeps only the digest: the digest is
-// what is pulled under Kubernetes too, and containers/image refuses such
-// references in some podman versions.
-func normalizeImage(image string) (string, error) {
-	named, err := reference.ParseNormalizedNamed(image)
-	if err != nil {
-		return "", err
-	}
-	if digested, ok := named.(reference.Digested); ok {
-		canonical, err := reference.WithDigest(reference.TrimNamed(named), digested.Digest())
-		if err != nil {
-			return "", err
-		}
-		return canonical.String(), nil
-	}
-	return reference.TagNameOnly(named).String(), nil
-}
-
 // defaultPullPolicy is Kubernetes' defaulting of imagePullPolicy
 // (SetDefaults_Container): Always when the tag is "latest" or when there is
 // neither tag nor digest, IfNotPresent otherwise. A digest alone counts as no

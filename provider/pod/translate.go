@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/internal/imageref"
 )
 
 // defaultTerminationMessagePath is the API's default terminationMessagePath.
@@ -180,7 +182,7 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 	if c.Image == "" {
 		return Container{}, unsupported(field+".image", ReasonInvalidImageName, "container %q has no image", c.Name)
 	}
-	image, err := normalizeImage(c.Image)
+	image, err := imageref.Normalize(c.Image)
 	if err != nil {
 		return Container{}, unsupported(field+".image", ReasonInvalidImageName, "image %q: %v", c.Image, err)
 	}

@@ -7,6 +7,27 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // allocatable cannot express.
 const AnnotationHostFacts = GroupName + "/host-facts"
 
+// AnnotationHostFactsOverride is an operator's (or a test's) correction of
+// the facts rbn-kubelet publishes in AnnotationHostFacts: a JSON object
+// with HostFacts' field names, applied as a JSON merge patch (RFC 7386) over
+// the published facts. A field it sets replaces the published value and never
+// goes stale; a field set to null makes the value unknown; fields it does not
+// name keep the published value. observedAt cannot be overridden. Unknown
+// fields or wrong types make the whole override unusable, and the host is
+// then filtered out with the parse error as the reason, so that a typo in an
+// operator's statement is loud rather than silently ignored.
+//
+// rbn-kubelet owns rbn.dev/host-facts and rewrites it periodically; this
+// separate annotation is what survives those rewrites.
+const AnnotationHostFactsOverride = AnnotationHostFacts + "-override"
+
+// AnnotationNativeArch on a pod names the architecture (a kubernetes.io/arch
+// value such as arm64) its work runs natively on, for example the target of
+// an image build: hosts of that architecture are preferred, after image
+// presence and load, since emulated builds are an order of magnitude slower.
+// A pod that must not run elsewhere uses a nodeSelector instead.
+const AnnotationNativeArch = GroupName + "/native-arch"
+
 // LabelDraining on a Node (value "true") asks rbn-extender to keep new pods
 // away from it while its running jobs finish.
 const LabelDraining = GroupName + "/draining"

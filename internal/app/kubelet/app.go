@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
@@ -73,17 +74,32 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var clientCA []byte
+	if cfg.ClientCAFile != "" {
+		if clientCA, err = os.ReadFile(cfg.ClientCAFile); err != nil {
+			return fmt.Errorf("kubelet API client CA: %w", err)
+		}
+	}
+	auth, err := kubeletapi.NewWebhookAuth(client, clientCA)
+	if err != nil {
+		return err
+	}
+	firstPort, lastPort, _ := cfg.NodePortRange() // validated above
 	srv, err := kubeletapi.New(kubeletapi.Config{
 		ListenAddress: cfg.ListenAddress,
 		Port:          cfg.KubeletPort,
+		NodePortFirst: firstPort,
+		NodePortLast:  lastPort,
 		CertFile:      cfg.TLSCertFile,
 		KeyFile:       cfg.TLSKeyFile,
 		ClientCAFile:  cfg.ClientCAFile,
 		Resolver:      ctrl,
+		Auth:          auth,
 	})
 	if err != nil {
 		return err
 	}
+	ctrl.SetNodePorts(srv)
 	log.Info("rbn-kubelet starting", "version", version.Version, "kubeletAPI", srv.Addr().String(), "nodeAddress", cfg.NodeAddress)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -1,0 +1,196 @@
+// Package extender is the rbn-extender program: flags, its versioned
+// configuration (ExtenderConfiguration), the informer cache and the HTTP
+// server kube-scheduler calls as a scheduler extender.
+package extender
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/version"
+	"github.com/remote-build-nodes/rbn/scheduler/server"
+	"github.com/remote-build-nodes/rbn/scheduler/state"
+)
+
+// Run runs rbn-extender with args (without the program name) until ctx ends.
+func Run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rbn-extender", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the ExtenderConfiguration file (apiVersion "+APIVersion+"); without it, the defaults")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; overrides the configuration's kubeconfig")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stderr, "rbn-extender", version.Version)
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg, err := Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if *kubeconfig != "" {
+		cfg.Kubeconfig = *kubeconfig
+	}
+	if err := ValidateAll(cfg); err != nil {
+		return err
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated above
+	log, err := logging.New(stderr, cfg.LogFormat, level)
+	if err != nil {
+		return err
+	}
+	logging.Install(log)
+	ctx = logging.IntoContext(ctx, log)
+
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "rbn-extender/" + version.Version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	cache, err := state.New(state.Config{Client: client})
+	if err != nil {
+		return err
+	}
+	handler, err := server.New(server.Config{Source: cache, Policy: cfg.Policy(), Logger: log})
+	if err != nil {
+		return err
+	}
+	srv, ln, err := listen(cfg, handler)
+	if err != nil {
+		return err
+	}
+	log.Info("rbn-extender starting", "version", version.Version, "listen", ln.Addr().String(), "tls", cfg.TLSCertFile != "",
+		"factsMaxAge", cfg.FactsMaxAge.Duration, "defaultImageSize", cfg.DefaultImageSize.String(),
+		"loadTolerance", *cfg.LoadTolerance, "recentFailuresLimit", cfg.RecentFailuresLimit)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var serveErr error
+	wg.Add(3)
+	go func() { defer wg.Done(); cache.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		if cfg.TLSCertFile != "" {
+			serveErr = srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+		} else {
+			serveErr = srv.Serve(ln)
+		}
+		if errors.Is(serveErr, http.ErrServerClosed) {
+			serveErr = nil
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		defer done()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	go logWhenReady(ctx, cache)
+	wg.Wait()
+	if serveErr != nil {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	log.Info("rbn-extender stopped")
+	return nil
+}
+
+// logWhenReady says once when the caches have synced: from then on /readyz
+// is ok and decisions are made (before, calls fail with 503).
+func logWhenReady(ctx context.Context, cache *state.Cache) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !cache.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	logging.FromContext(ctx).Info("node and pod caches synced: serving decisions")
+}
+
+func listen(cfg *ExtenderConfiguration, h http.Handler) (*http.Server, net.Listener, error) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	if cfg.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.ClientCAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("client CA %s: no PEM certificate", cfg.ClientCAFile)
+		}
+		// Verified when given, required by requireClientCert except for the
+		// probes: kubelet's probes present no certificate.
+		srv.TLSConfig = &tls.Config{ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+		srv.Handler = requireClientCert(h)
+	} else if cfg.TLSCertFile != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	addr := net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(int(cfg.Port)))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return srv, ln, nil
+}
+
+// requireClientCert refuses every request but the health probes that came
+// without a verified client certificate.
+func requireClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		probe := r.Method == http.MethodGet && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz")
+		if !probe && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			http.Error(w, "a client certificate signed by the configured clientCAFile is required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no kubeconfig given and not in a cluster: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}

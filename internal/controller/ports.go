@@ -1,0 +1,57 @@
+package controller
+
+import (
+	"context"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/provider"
+)
+
+// NodePorts gives each served node its own kubelet API port (the kubelet
+// API server implements it): node-level requests of the apiserver carry no
+// node name, so the port must tell the node.
+type NodePorts interface {
+	// Acquire returns the node's port, preferred if free, and serves it.
+	Acquire(node string, preferred int32) (int32, error)
+	// Release stops serving the node's port.
+	Release(node string)
+}
+
+// SetNodePorts makes every node runtime started from now on take its
+// kubelet port from p. Without it every node advertises cfg.KubeletPort.
+func (c *Controller) SetNodePorts(p NodePorts) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ports = p
+}
+
+// Node returns the pod handler of a served node, for the kubelet API's
+// node-level routes.
+func (c *Controller) Node(name string) (*provider.Pods, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rt, ok := c.runtimes[name]
+	if !ok {
+		return nil, false
+	}
+	return rt.pods, true
+}
+
+// acquirePort returns the kubelet port a node advertises, and the function
+// that gives it back. The node keeps the port its Node already advertises
+// when it can, so a restart of rbn-kubelet moves no node to another port.
+func acquirePort(ctx context.Context, d runtimeDeps, name string) (int32, func(), error) {
+	if d.ports == nil {
+		return d.cfg.KubeletPort, func() {}, nil
+	}
+	var preferred int32
+	if n, err := d.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
+		preferred = n.Status.DaemonEndpoints.KubeletEndpoint.Port
+	}
+	port, err := d.ports.Acquire(name, preferred)
+	if err != nil {
+		return 0, nil, err
+	}
+	return port, func() { d.ports.Release(name) }, nil
+}

@@ -1,0 +1,196 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+)
+
+// NodeName is the node this handler serves.
+func (p *Pods) NodeName() string { return p.cfg.NodeName }
+
+// runningContainer finds the running instance of a pod's container.
+func (p *Pods) runningContainer(ctx context.Context, namespace, name, container string) (*corev1.Container, *podman.ContainerState, error) {
+	p.mu.Lock()
+	w, ok := p.workers[key(namespace, name)]
+	p.mu.Unlock()
+	if !ok {
+		return nil, nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	spec := findContainer(w.current(), container)
+	if spec == nil {
+		return nil, nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, namespace, name)
+	}
+	obs, err := w.observe(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	o := obs[container]
+	if o == nil || o.current == nil || !o.current.Running {
+		return nil, nil, errdefs.InvalidInputf("container %q in pod %s/%s is not running", container, namespace, name)
+	}
+	return spec, o.current, nil
+}
+
+// Exec runs cmd in a running container of a pod (kubectl exec). A non-zero
+// exit comes back as a utilexec.ExitError, unwrapped: the kubelet API tells
+// the client the exit code from it.
+func (p *Pods) Exec(ctx context.Context, namespace, name, container string, cmd []string, attach vkapi.AttachIO) error {
+	_, st, err := p.runningContainer(ctx, namespace, name, container)
+	if err != nil {
+		return err
+	}
+	o := podman.ExecOptions{Cmd: cmd, Stdin: attach.Stdin(), TTY: attach.TTY(), Resize: termSizes(ctx, attach.Resize())}
+	if out := attach.Stdout(); out != nil {
+		o.Stdout = out
+	}
+	if errw := attach.Stderr(); errw != nil {
+		o.Stderr = errw
+	}
+	code, err := p.cfg.Host.Podman().Exec(ctx, st.ID, o)
+	if err != nil {
+		return fmt.Errorf("exec in container %q of pod %s/%s: %w", container, namespace, name, err)
+	}
+	if code != 0 {
+		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
+	}
+	return nil
+}
+
+// Attach connects to the main process of a running container (kubectl attach).
+func (p *Pods) Attach(ctx context.Context, namespace, name, container string, attach vkapi.AttachIO) error {
+	spec, st, err := p.runningContainer(ctx, namespace, name, container)
+	if err != nil {
+		return err
+	}
+	o := podman.AttachOptions{TTY: spec.TTY, Resize: termSizes(ctx, attach.Resize())}
+	if in := attach.Stdin(); in != nil {
+		if !spec.Stdin {
+			return errdefs.InvalidInputf("container %q in pod %s/%s was not created with stdin: true, so its input cannot be attached", container, namespace, name)
+		}
+		o.Stdin = in
+	}
+	if out := attach.Stdout(); out != nil {
+		o.Stdout = out
+	}
+	if errw := attach.Stderr(); errw != nil {
+		o.Stderr = errw
+	}
+	if err := p.cfg.Host.Podman().Attach(ctx, st.ID, o); err != nil {
+		return fmt.Errorf("attach to container %q of pod %s/%s: %w", container, namespace, name, err)
+	}
+	return nil
+}
+
+// termSizes relays terminal sizes until ctx ends.
+func termSizes(ctx context.Context, in <-chan vkapi.TermSize) <-chan podman.TermSize {
+	if in == nil {
+		return nil
+	}
+	out := make(chan podman.TermSize)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sz, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- podman.TermSize{Width: sz.Width, Height: sz.Height}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// portForwardDrain is how long a forward keeps sending to the pod after
+// the pod's side closed, as containerd does.
+const portForwardDrain = time.Second
+
+// PortForward connects stream to a TCP port of the pod (kubectl
+// port-forward): an SSH direct-tcpip channel from the host to the pod's IP,
+// which is on a bridge network the host routes to.
+func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int32, stream io.ReadWriteCloser) error {
+	p.mu.Lock()
+	w, ok := p.workers[key(namespace, name)]
+	p.mu.Unlock()
+	if !ok {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	}
+	if port < 1 || port > 65535 {
+		return errdefs.InvalidInputf("invalid port %d", port)
+	}
+	pd := w.current()
+	if pd.Status.PodIP == "" {
+		return errdefs.InvalidInputf("pod %s/%s has no IP address yet", namespace, name)
+	}
+	if pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+		return errdefs.InvalidInputf("pod %s/%s has ended (%s): nothing listens", namespace, name, pd.Status.Phase)
+	}
+	addr := net.JoinHostPort(pd.Status.PodIP, strconv.Itoa(int(port)))
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := p.cfg.Host.SSH().Dial(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect to port %d of pod %s/%s (%s) from the host: %w", port, namespace, name, addr, err)
+	}
+	defer conn.Close()
+	return splice(stream, conn, portForwardDrain)
+}
+
+// splice copies both ways between a client stream and a connection to the
+// pod. The client's EOF half-closes the connection and the pod's answer
+// still flows back; the pod's EOF ends the forward once the client's data
+// drained (at most drain later); a broken client stream ends it at once.
+func splice(client io.ReadWriter, pod net.Conn, drain time.Duration) error {
+	up := make(chan error, 1)
+	down := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(pod, client)
+		if err == nil {
+			if cw, ok := pod.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		}
+		up <- err
+	}()
+	go func() {
+		_, err := io.Copy(client, pod)
+		down <- err
+	}()
+	select {
+	case err := <-up:
+		if err != nil {
+			return fmt.Errorf("client stream: %w", err)
+		}
+		if err := <-down; err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	case err := <-down:
+		t := time.NewTimer(drain)
+		defer t.Stop()
+		select {
+		case <-up:
+		case <-t.C:
+		}
+		return err
+	}
+}
