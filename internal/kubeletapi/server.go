@@ -229,7 +229,9 @@ func (s *Server) Run(ctx context.Context) error {
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		err := s.srv.Shutdown(shutdown)
-		if errors.Is(err, http.ErrServerClosed) {
+		// A node listener released (closed) while its Serve had not yet
+		// returned is closed again by Shutdown: not a shutdown failure.
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 			err = nil
 		}
 		return err
