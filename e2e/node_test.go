@@ -304,7 +304,7 @@ spec:
 			t.Errorf("invalid spec message lacks %s: %s", want, msg)
 		}
 	}
-	eventually(t, "InvalidSpec event on "+invalid, 20*time.Second, func() (bool, string) {
+	eventually(t, "InvalidSpec event on "+invalid, 60*time.Second, func() (bool, string) {
 		for _, e := range s.events(t, "default", "RemoteBuildNode", invalid) {
 			if e.Reason == "InvalidSpec" && e.Type == corev1.EventTypeWarning {
 				return true, ""

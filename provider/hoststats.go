@@ -37,8 +37,9 @@ const userHZ = 100
 // samplerScript prints /proc/stat and /proc/meminfo, then a line "@@",
 // every $1 seconds, for as long as its session lives: one shell per host
 // for all readings (starting a command over SSH costs a shell's start-up,
-// hundreds of ms on a busy host).
-const samplerScript = `while :; do cat /proc/stat /proc/meminfo || exit 1; echo @@; sleep "$1"; done`
+// hundreds of ms on a busy host). The second reading comes after 1 s, so
+// that a CPU rate is known soon after the first request.
+const samplerScript = `r() { cat /proc/stat /proc/meminfo || exit 1; echo @@; }; r; sleep 1; while :; do r; sleep "$1"; done`
 
 // hostSampler reads the host's /proc every interval while someone asks
 // for it, as kubelet's cAdvisor housekeeping does: readings are at most an

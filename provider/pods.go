@@ -590,14 +590,7 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 		}
 		target = o.previous
 	}
-	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous, Tail: tail, Timestamps: opts.Timestamps, TTY: spec.TTY}
-	switch {
-	case !opts.SinceTime.IsZero():
-		lo.Since = opts.SinceTime
-	case opts.SinceSeconds > 0:
-		lo.Since = p.cfg.Clock.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
-	}
-	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, lo)
+	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, logOptions(opts, tail, spec.TTY, p.cfg.Clock.Now()))
 	if err != nil {
 		return nil, err
 	}
@@ -605,6 +598,19 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 		return limitedReadCloser{Reader: io.LimitReader(rc, int64(opts.LimitBytes)), Closer: rc}, nil
 	}
 	return rc, nil
+}
+
+// logOptions maps the kubelet API's log options onto podman's; a relative
+// sinceSeconds counts back from now.
+func logOptions(opts vkapi.ContainerLogOpts, tail int, tty bool, now time.Time) podman.LogOptions {
+	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous, Tail: tail, Timestamps: opts.Timestamps, TTY: tty}
+	switch {
+	case !opts.SinceTime.IsZero():
+		lo.Since = opts.SinceTime
+	case opts.SinceSeconds > 0:
+		lo.Since = now.Add(-time.Duration(opts.SinceSeconds) * time.Second)
+	}
+	return lo
 }
 
 type limitedReadCloser struct {

@@ -149,11 +149,15 @@ func (s *StatsCollector) rates(u *usage) map[string]uint64 {
 		cur := cpuReading{t: c.Time, nanos: c.CPUNanos}
 		prev, ok := s.prev[c.ID]
 		if ok && cur.t.Sub(prev.t) < minRateInterval {
-			// Asked again right away: a rate over a few ms is noise;
-			// keep the last reading and its rate.
+			// Asked again soon: keep the older base, and the rate it
+			// gave, or a first rate over a span not too short for one.
 			next[c.ID] = prev
 			if prev.haveRate {
 				out[c.ID] = prev.rate
+			} else if cur.t.Sub(prev.t) >= minRateSpan {
+				if r, rok := rate(prev, cur); rok {
+					out[c.ID] = r
+				}
 			}
 			continue
 		}
@@ -167,8 +171,12 @@ func (s *StatsCollector) rates(u *usage) map[string]uint64 {
 	return out
 }
 
-// minRateInterval is the shortest span a stored CPU reading is replaced after.
-const minRateInterval = time.Second
+// minRateInterval is the shortest span a stored CPU reading is replaced
+// after; minRateSpan the shortest a rate is computed over.
+const (
+	minRateInterval = time.Second
+	minRateSpan     = 200 * time.Millisecond
+)
 
 func rate(prev, cur cpuReading) (uint64, bool) {
 	if prev.t.IsZero() || !cur.t.After(prev.t) || cur.nanos < prev.nanos {

@@ -98,6 +98,18 @@ func TestBuildSummary(t *testing.T) {
 		t.Errorf("pod network %+v", p.Network)
 	}
 
+	// A second call 300 ms after the first already gives a rate.
+	fresh := &StatsCollector{prev: map[string]cpuReading{}}
+	fresh.rates(statsFixture(t0, t0))
+	soon := statsFixture(t0, t0.Add(300*time.Millisecond))
+	soon.containers[2].CPUNanos += 150_000_000
+	if got := fresh.rates(soon)["c1"]; got < 490_000_000 || got > 510_000_000 {
+		t.Errorf("rate 300 ms after a first call: %d nanocores, want ~5e8", got)
+	}
+	if got, ok := fresh.rates(statsFixture(t0, t0.Add(50*time.Millisecond)))["c1"]; ok {
+		t.Errorf("a rate over 50 ms: %d", got)
+	}
+
 	// A call right after gives the rate of the previous one.
 	quick := statsFixture(t0, t0.Add(10*time.Second+100*time.Millisecond))
 	quick.containers[2].CPUNanos += 10_000_000_000 + 50_000_000

@@ -30,6 +30,12 @@ type KubeletConfiguration struct {
 
 	// Kubeconfig is the path of a kubeconfig; empty means in-cluster.
 	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// KubeAPIQPS and KubeAPIBurst bound this process's requests to the
+	// apiserver, for every node it serves together (leases, node and pod
+	// status, events, tokens). Defaults 50 and 100, kubelet's own for one
+	// node: 50 nodes renewing leases take 5/s of it.
+	KubeAPIQPS   float32 `json:"kubeAPIQPS,omitempty"`
+	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty"`
 
 	// NodeAddress is the InternalIP every served node advertises: where the
 	// apiserver reaches this process's kubelet API (in-cluster: the pod IP).
@@ -90,6 +96,12 @@ func SetDefaults(c *KubeletConfiguration) {
 	}
 	if c.KubeletPort == 0 {
 		c.KubeletPort = 10250
+	}
+	if c.KubeAPIQPS == 0 {
+		c.KubeAPIQPS = 50
+	}
+	if c.KubeAPIBurst == 0 {
+		c.KubeAPIBurst = 100
 	}
 
 	if c.NodeLeaseDurationSeconds == 0 {
@@ -156,6 +168,12 @@ func Validate(c *KubeletConfiguration) field.ErrorList {
 		if _, err := os.Stat(f.value); err != nil {
 			errs = append(errs, field.Invalid(field.NewPath(f.path), f.value, err.Error()))
 		}
+	}
+	if c.KubeAPIQPS < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("kubeAPIQPS"), c.KubeAPIQPS, "must not be negative"))
+	}
+	if c.KubeAPIBurst < 1 || float32(c.KubeAPIBurst) < c.KubeAPIQPS {
+		errs = append(errs, field.Invalid(field.NewPath("kubeAPIBurst"), c.KubeAPIBurst, "must be at least 1 and at least kubeAPIQPS"))
 	}
 	if c.NodeLeaseDurationSeconds < 4 {
 		errs = append(errs, field.Invalid(field.NewPath("nodeLeaseDurationSeconds"), c.NodeLeaseDurationSeconds, "must be at least 4"))

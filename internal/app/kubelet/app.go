@@ -66,6 +66,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	restCfg.UserAgent = "rbn-kubelet/" + version.Version
+	restCfg.QPS, restCfg.Burst = cfg.KubeAPIQPS, int(cfg.KubeAPIBurst)
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
