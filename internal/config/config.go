@@ -130,12 +130,7 @@ func SetDefaults(c *KubeletConfiguration) {
 // Validate reports every problem of a defaulted configuration.
 func Validate(c *KubeletConfiguration) field.ErrorList {
 	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
-	}
-	if c.Kind != Kind {
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
-	}
+	errs = append(errs, ValidateTypeMeta(c.TypeMeta, APIVersion, Kind)...)
 	if net.ParseIP(c.NodeAddress) == nil {
 		errs = append(errs, field.Invalid(field.NewPath("nodeAddress"), c.NodeAddress, "must be the IP address the apiserver reaches this process at"))
 	}
@@ -191,12 +186,7 @@ func Validate(c *KubeletConfiguration) field.ErrorList {
 	positive(ssh.Child("keepaliveInterval"), c.SSH.KeepaliveInterval)
 	positive(ssh.Child("keepaliveTimeout"), c.SSH.KeepaliveTimeout)
 	positive(ssh.Child("maxBackoff"), c.SSH.MaxBackoff)
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, field.NotSupported(field.NewPath("logFormat"), c.LogFormat, []string{"text", "json"}))
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, field.NotSupported(field.NewPath("logLevel"), c.LogLevel, []string{"debug", "info", "warn", "error"}))
-	}
+	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
 	return errs
 }
 
@@ -213,8 +203,8 @@ func Load(path string) (*KubeletConfiguration, error) {
 // Parse is Load for bytes.
 func Parse(data []byte) (*KubeletConfiguration, error) {
 	c := &KubeletConfiguration{}
-	if err := yaml.UnmarshalStrict(data, c); err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
+	if err := DecodeStrict(data, c); err != nil {
+		return nil, err
 	}
 	SetDefaults(c)
 	return c, nil
@@ -256,4 +246,26 @@ func ParsePortRange(s string) (first, last int32, err error) {
 		return 0, 0, fmt.Errorf("must be first-last with 1 <= first <= last <= 65535")
 	}
 	return int32(f), int32(l), nil
+}
+
+// ValidateTypeMeta reports an apiVersion or kind other than the ones a
+// configuration file must name.
+func ValidateTypeMeta(tm metav1.TypeMeta, apiVersion, kind string) field.ErrorList {
+	var errs field.ErrorList
+	if tm.APIVersion != apiVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), tm.APIVersion, []string{apiVersion}))
+	}
+	if tm.Kind != kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), tm.Kind, []string{kind}))
+	}
+	return errs
+}
+
+// DecodeStrict decodes a YAML or JSON configuration into out; unknown
+// fields are errors.
+func DecodeStrict(data []byte, out any) error {
+	if err := yaml.UnmarshalStrict(data, out); err != nil {
+		return fmt.Errorf("decode config: %w", err)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/klog/v2"
 )
 
@@ -36,6 +37,33 @@ func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	err := l.UnmarshalText([]byte(strings.ToUpper(s)))
 	return l, err
+}
+
+// Setup returns the process's logger for a validated format and level and
+// installs it (see Install).
+func Setup(w io.Writer, format, level string) (*slog.Logger, error) {
+	lvl, err := ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	l, err := New(w, format, lvl)
+	if err != nil {
+		return nil, err
+	}
+	Install(l)
+	return l, nil
+}
+
+// ValidateOptions reports problems of a configuration's logFormat and logLevel.
+func ValidateOptions(format, level string) field.ErrorList {
+	var errs field.ErrorList
+	if format != "text" && format != "json" {
+		errs = append(errs, field.NotSupported(field.NewPath("logFormat"), format, []string{"text", "json"}))
+	}
+	if _, err := ParseLevel(level); err != nil {
+		errs = append(errs, field.NotSupported(field.NewPath("logLevel"), level, []string{"debug", "info", "warn", "error"}))
+	}
+	return errs
 }
 
 // Install points klog and virtual-kubelet's default logger at l.

@@ -19,9 +19,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/version"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
@@ -55,19 +54,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := ValidateAll(cfg); err != nil {
 		return err
 	}
-	level, _ := logging.ParseLevel(cfg.LogLevel) // validated above
-	log, err := logging.New(stderr, cfg.LogFormat, level)
+	log, err := logging.Setup(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	logging.Install(log)
 	ctx = logging.IntoContext(ctx, log)
 
-	restCfg, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := kubeclient.RESTConfig(cfg.Kubeconfig, "rbn-extender/"+version.Version)
 	if err != nil {
 		return err
 	}
-	restCfg.UserAgent = "rbn-extender/" + version.Version
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -178,19 +174,4 @@ func requireClientCert(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func restConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no kubeconfig given and not in a cluster: %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	return cfg, nil
 }

@@ -9,8 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 
+	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/scheduler"
 )
@@ -99,12 +99,7 @@ func SetDefaults(c *ExtenderConfiguration) {
 // Validate reports every problem of a defaulted configuration.
 func Validate(c *ExtenderConfiguration) field.ErrorList {
 	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
-	}
-	if c.Kind != Kind {
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
-	}
+	errs = append(errs, config.ValidateTypeMeta(c.TypeMeta, APIVersion, Kind)...)
 	if net.ParseIP(c.ListenAddress) == nil {
 		errs = append(errs, field.Invalid(field.NewPath("listenAddress"), c.ListenAddress, "must be an IP address"))
 	}
@@ -142,12 +137,7 @@ func Validate(c *ExtenderConfiguration) field.ErrorList {
 	if c.RecentFailuresLimit < 0 {
 		errs = append(errs, field.Invalid(field.NewPath("recentFailuresLimit"), c.RecentFailuresLimit, "must not be negative (0 disables the check)"))
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		errs = append(errs, field.NotSupported(field.NewPath("logFormat"), c.LogFormat, []string{"text", "json"}))
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, field.NotSupported(field.NewPath("logLevel"), c.LogLevel, []string{"debug", "info", "warn", "error"}))
-	}
+	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
 	return errs
 }
 
@@ -177,8 +167,8 @@ func Load(path string) (*ExtenderConfiguration, error) {
 // Parse is Load for bytes.
 func Parse(data []byte) (*ExtenderConfiguration, error) {
 	c := &ExtenderConfiguration{}
-	if err := yaml.UnmarshalStrict(data, c); err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
+	if err := config.DecodeStrict(data, c); err != nil {
+		return nil, err
 	}
 	SetDefaults(c)
 	return c, nil

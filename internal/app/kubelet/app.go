@@ -12,11 +12,10 @@ import (
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/controller"
+	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/version"
@@ -53,19 +52,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := config.ValidateAll(cfg); err != nil {
 		return err
 	}
-	level, _ := logging.ParseLevel(cfg.LogLevel) // validated above
-	log, err := logging.New(stderr, cfg.LogFormat, level)
+	log, err := logging.Setup(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	logging.Install(log)
 	ctx = logging.IntoContext(ctx, log)
 
-	restCfg, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := kubeclient.RESTConfig(cfg.Kubeconfig, "rbn-kubelet/"+version.Version)
 	if err != nil {
 		return err
 	}
-	restCfg.UserAgent = "rbn-kubelet/" + version.Version
 	restCfg.QPS, restCfg.Burst = cfg.KubeAPIQPS, int(cfg.KubeAPIBurst)
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
@@ -112,19 +108,4 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { defer wg.Done(); defer cancel(); errs[1] = ctrl.Run(ctx, 4) }()
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-func restConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no kubeconfig given and not in a cluster: %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	return cfg, nil
 }
