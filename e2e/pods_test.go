@@ -517,6 +517,50 @@ spec:
 	}
 }
 
+// A subPath mount never follows a symlink out of its volume: an init
+// container swaps the subPath directory for a link to the host's root, and
+// the next container is refused instead of mounting it (kubelet's answer to
+// CVE-2017-1002101).
+func TestSubPathSymlinkOutOfVolumeIsRefused(t *testing.T) {
+	s := newStack(t)
+	ns := s.namespace(t)
+	s.apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: escape, namespace: %[1]s}
+spec:
+  restartPolicy: Never%[2]s
+  initContainers:
+    - name: plant
+      image: %[3]s
+      command: [sh, -c, "rm -rf /work/out && ln -s / /work/out"]
+      volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+    - name: main
+      image: %[3]s
+      command: [cat, /out/etc/shadow]
+      volumeMounts: [{name: work, mountPath: /out, subPath: out}]
+  volumes: [{name: work, emptyDir: {}}]
+`, ns, podSpec, testImage))
+	var msg string
+	eventually(t, "main waiting with CreateContainerConfigError", 90*time.Second, func() (bool, string) {
+		p := s.pod(t, ns, "escape")
+		for _, cs := range p.Status.ContainerStatuses {
+			if w := cs.State.Waiting; cs.Name == "main" && w != nil && w.Reason == "CreateContainerConfigError" {
+				msg = w.Message
+				return true, ""
+			}
+		}
+		return false, describeStatus(p)
+	})
+	if !strings.Contains(msg, "resolves outside its volume") {
+		t.Errorf("message %q does not say why", msg)
+	}
+	p := s.pod(t, ns, "escape")
+	if state := s.hostContainerState(t, s.hostIndex(t, p.Spec.NodeName), "rbn-"+string(p.UID)+"-main-0"); state != "absent" {
+		t.Errorf("the container was created on the host (%s)", state)
+	}
+}
+
 // kubelet runs hack/kubelet.sh (start, stop, restart) against the stack.
 func (s *stack) kubeletCmd(t *testing.T, action string) {
 	t.Helper()

@@ -399,6 +399,15 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return 0
 	}
+	if err := w.resolveSubPaths(ctx, c, spec); err != nil {
+		reason, retry := "CreateContainerConfigError", time.Duration(0)
+		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
+			reason, retry = "CreateContainerError", 10*time.Second // the host did not answer
+		}
+		w.waiting[c.K8sName] = [2]string{reason, err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return retry
+	}
 	if _, err := pc.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}

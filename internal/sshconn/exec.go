@@ -1,11 +1,14 @@
 package sshconn
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // shellQuote renders argv as one POSIX shell command line with every
@@ -23,9 +26,8 @@ func shellQuote(argv []string) string {
 	return b.String()
 }
 
-// Stream runs argv on the host and returns its standard output as it
-// comes. Closing the stream, or ctx ending, ends the command's session.
-func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, error) {
+// session opens a session on the current connection for running argv.
+func (c *Client) session(argv []string) (*ssh.Session, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("sshconn: empty command")
 	}
@@ -38,6 +40,16 @@ func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, err
 	sess, err := conn.NewSession()
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: new session: %w", c.addr, err)
+	}
+	return sess, nil
+}
+
+// Stream runs argv on the host and returns its standard output as it
+// comes. Closing the stream, or ctx ending, ends the command's session.
+func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, error) {
+	sess, err := c.session(argv)
+	if err != nil {
+		return nil, err
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
@@ -58,3 +70,52 @@ type sessionStream struct {
 }
 
 func (s *sessionStream) Close() error { return s.close() }
+
+// ExitError is a command that ran on the host and failed.
+type ExitError struct {
+	Argv   []string
+	Status int
+	Stderr string
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("%s: exit status %d: %s", strings.Join(e.Argv, " "), e.Status, strings.TrimSpace(e.Stderr))
+}
+
+// maxOutput bounds what Output keeps of a command's stdout and stderr.
+const maxOutput = 1 << 20
+
+// Output runs argv on the host and returns its standard output; a non-zero
+// exit is an *ExitError carrying the command's standard error.
+func (c *Client) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	sess, err := c.session(argv)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer stop()
+	var stdout, stderr limitedBuffer
+	sess.Stdout, sess.Stderr = &stdout, &stderr
+	err = sess.Run(shellQuote(argv))
+	var exit *ssh.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return stdout.Bytes(), &ExitError{Argv: argv, Status: exit.ExitStatus(), Stderr: stderr.String()}
+	case err != nil && ctx.Err() != nil:
+		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), ctx.Err())
+	case err != nil:
+		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// limitedBuffer keeps the first maxOutput bytes written to it.
+type limitedBuffer struct{ bytes.Buffer }
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxOutput - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}

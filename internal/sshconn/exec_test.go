@@ -1,6 +1,11 @@
 package sshconn
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
 
 func TestShellQuote(t *testing.T) {
 	for _, tc := range []struct {
@@ -14,5 +19,62 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(tc.argv); got != tc.want {
 			t.Errorf("%q: got %s, want %s", tc.argv, got, tc.want)
 		}
+	}
+}
+
+func TestOutput(t *testing.T) {
+	f := newFixture(t)
+	var got []string
+	f.srv.exec = func(cmd string) (string, string, uint32) {
+		got = append(got, cmd)
+		if strings.Contains(cmd, "missing") {
+			return "partial", "realpath: missing: No such file or directory\n", 1
+		}
+		return "out\x00", "", 0
+	}
+	c, _ := run(t, f.cfg)
+	awaitState(t, c, "connected", connected)
+	ctx := context.Background()
+
+	out, err := c.Output(ctx, "realpath", "-z", "--", "/a b/it's")
+	if err != nil || string(out) != "out\x00" {
+		t.Fatalf("Output = %q, %v", out, err)
+	}
+	// Every argument reaches the host's shell single-quoted: a space or a
+	// quote in a path is never a second word.
+	if want := `'realpath' '-z' '--' '/a b/it'\''s'`; got[0] != want {
+		t.Errorf("command line %q, want %q", got[0], want)
+	}
+
+	out, err = c.Output(ctx, "realpath", "missing")
+	var exit *ExitError
+	if !errors.As(err, &exit) || exit.Status != 1 || !strings.Contains(exit.Error(), "No such file") || string(out) != "partial" {
+		t.Errorf("failing command: out %q, err %v", out, err)
+	}
+	if _, err := c.Output(ctx); err == nil {
+		t.Error("empty command accepted")
+	}
+}
+
+func TestOutputNotConnected(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(f.cfg) // never Run
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Output(context.Background(), "true")
+	assertClassified(t, err, ErrNotConnected, ReasonNotConnected)
+}
+
+func TestLimitedBuffer(t *testing.T) {
+	var b limitedBuffer
+	chunk := strings.Repeat("x", maxOutput/2+1)
+	for range 3 {
+		if n, err := b.Write([]byte(chunk)); n != len(chunk) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if b.Len() != maxOutput {
+		t.Errorf("kept %d bytes, want %d", b.Len(), maxOutput)
 	}
 }

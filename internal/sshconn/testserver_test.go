@@ -45,6 +45,9 @@ type testServer struct {
 	// ignoreKeepalive makes the server swallow keepalive@openssh.com requests
 	// without an answer, as a peer that vanished would.
 	ignoreKeepalive atomic.Bool
+	// exec answers "exec" requests: the command line as the client sent it
+	// in, what the command writes and its exit status out.
+	exec func(cmd string) (stdout, stderr string, status uint32)
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every recorded event
@@ -343,6 +346,19 @@ func (s *testServer) session(nc ssh.NewChannel) {
 		}()
 		for r := range reqs {
 			s.record(func(st *serverStats) { st.Sessions[idx] = append(st.Sessions[idx], r.Type) })
+			if r.Type == "exec" && s.exec != nil {
+				var cmd struct{ Command string }
+				if err := ssh.Unmarshal(r.Payload, &cmd); err != nil {
+					_ = r.Reply(false, nil)
+					continue
+				}
+				_ = r.Reply(true, nil)
+				stdout, stderr, status := s.exec(cmd.Command)
+				_, _ = io.WriteString(ch, stdout)
+				_, _ = io.WriteString(ch.Stderr(), stderr)
+				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
+				return
+			}
 			ok := r.Type == "pty-req" || r.Type == "shell"
 			if r.WantReply {
 				_ = r.Reply(ok, nil)
