@@ -72,6 +72,12 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 		if c := readyCondition(n); c.Status != corev1.ConditionTrue {
 			t.Errorf("%s: not Ready: %+v", name, c)
 		}
+		// Memory pressure is judged on MemAvailable, read from the host.
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeMemoryPressure && (c.Status != corev1.ConditionFalse || !strings.HasSuffix(c.Message, " bytes available")) {
+				t.Errorf("%s: MemoryPressure %s %q, want False from MemAvailable", name, c.Status, c.Message)
+			}
+		}
 		r, _ := s.rbn(t, name)
 		if r.Status.Phase != rbnv1.PhaseReady || r.Status.Host == nil || r.Status.Host.Architecture != runtime.GOARCH {
 			t.Errorf("%s: RemoteBuildNode status %+v", name, r.Status)

@@ -2,9 +2,13 @@ package provider
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,6 +209,11 @@ func (h *Host) probe(ctx context.Context, withInfo bool) bool {
 		h.podmanFailed(err)
 		return false
 	}
+	if avail, err := h.memAvailable(ctx); err != nil {
+		h.cfg.Logger.Debug("MemAvailable unknown: memory pressure from MemFree", "host", h.cfg.Name, "err", err)
+	} else {
+		info.MemAvailable = avail
+	}
 	h.update(info, true, "", "")
 	h.RefreshImages(ctx)
 	return true
@@ -217,4 +226,32 @@ func (h *Host) podmanFailed(err error) {
 		return
 	}
 	h.update(nil, false, ReasonPodmanUnavailable, "podman API at "+h.cfg.PodmanSocket+": "+err.Error())
+}
+
+// memAvailable reads MemAvailable from the host's /proc/meminfo.
+func (h *Host) memAvailable(ctx context.Context) (int64, error) {
+	out, err := h.ssh.Output(ctx, "cat", "/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	return parseMemAvailable(out)
+}
+
+// parseMemAvailable finds MemAvailable in /proc/meminfo's text, in bytes.
+func parseMemAvailable(meminfo []byte) (int64, error) {
+	for line := range strings.Lines(string(meminfo)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "MemAvailable:" {
+			continue
+		}
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/meminfo: MemAvailable: %w", err)
+		}
+		if len(f) > 2 && f[2] == "kB" {
+			n *= 1024
+		}
+		return n, nil
+	}
+	return 0, errors.New("/proc/meminfo: no MemAvailable (kernel older than 3.14)")
 }

@@ -19,6 +19,10 @@ type HostInfo struct {
 	CPUs          int
 	MemTotal      int64
 	MemFree       int64
+	// MemAvailable is the kernel's estimate of memory available without
+	// swapping (free plus reclaimable caches), from the host's
+	// /proc/meminfo: podman reports only MemFree. 0: unknown.
+	MemAvailable int64
 	GraphRoot     string
 	// StorageTotal and StorageUsed describe the filesystem of the image and
 	// container store (zero when the service does not report them).

@@ -134,10 +134,16 @@ func Conditions(f Facts) []corev1.NodeCondition {
 			cond(corev1.NodeDiskPressure, corev1.ConditionUnknown, "NodeStatusUnknown", unknown),
 			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "no PID figures from podman"))
 	}
-	mem := cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", fmt.Sprintf("%d bytes free", h.MemFree))
-	if h.MemFree < memoryPressureBelow.Value() {
+	// kubelet's memory.available counts reclaimable page cache as
+	// available; MemFree alone would call a host with a big cache short.
+	avail, what := h.MemAvailable, "available"
+	if avail <= 0 {
+		avail, what = h.MemFree, "free"
+	}
+	mem := cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", fmt.Sprintf("%d bytes %s", avail, what))
+	if avail < memoryPressureBelow.Value() {
 		mem = cond(corev1.NodeMemoryPressure, corev1.ConditionTrue, "KubeletHasInsufficientMemory",
-			fmt.Sprintf("%d bytes free, below %s", h.MemFree, memoryPressureBelow.String()))
+			fmt.Sprintf("%d bytes %s, below %s", avail, what, memoryPressureBelow.String()))
 	}
 	disk := cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "podman storage has room")
 	if h.StorageTotal > 0 {

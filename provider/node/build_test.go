@@ -35,6 +35,7 @@ var wantCases = []string{
 	"disk-pressure",
 	"empty-taints-list",
 	"no-storage-figures",
+	"page-cache-is-available",
 }
 
 func TestBuild(t *testing.T) {
