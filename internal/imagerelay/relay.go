@@ -11,6 +11,7 @@ import (
 
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/cli/environment"
 	"go.podman.io/image/v5/types"
 )
 
@@ -44,7 +45,8 @@ type Request struct {
 	Podman      HostImages
 	// SystemContext is the base for the upstream connection (TLS, registries
 	// configuration); nil: the containers defaults of this process
-	// (registries.conf, certs.d), as any containers tool.
+	// (registries.conf or $CONTAINERS_REGISTRIES_CONF, certs.d), as for any
+	// containers tool.
 	SystemContext *types.SystemContext
 	Logger        *slog.Logger
 }
@@ -168,6 +170,10 @@ func openUpstream(ctx context.Context, named reference.Named, creds *Credentials
 	sys.DockerAuthConfig = &types.DockerAuthConfig{}
 	if creds != nil {
 		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: creds.Username, Password: creds.Password}
+	}
+	// CONTAINERS_REGISTRIES_CONF, as podman and skopeo honour it.
+	if err := environment.UpdateRegistriesConf(sys); err != nil {
+		return nil, err
 	}
 	if sys.DockerRegistryUserAgent == "" {
 		sys.DockerRegistryUserAgent = "rbn-kubelet"
