@@ -72,8 +72,9 @@ func (s *stack) pullSecret(t *testing.T, ns, name string, reg map[string]string,
 		"--docker-server="+reg["REGISTRY"], "--docker-username="+reg["USER"], "--docker-password="+password)
 }
 
-// runOnNode runs a pod with one container on node and waits until it succeeded.
-func (s *stack) runImageOnNode(t *testing.T, ns, name, node, image, secret, script string) *corev1.Pod {
+// imagePod creates a pod with one container of image on node, pulling with
+// secret; container is the rest of the container's fields (YAML, indented).
+func (s *stack) imagePod(t *testing.T, ns, name, node, image, secret, container string) {
 	t.Helper()
 	s.apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -85,8 +86,14 @@ spec:
   containers:
     - name: main
       image: %s
-      command: [sh, -c, %q]
-`, name, ns, node, secret, image, script))
+%s
+`, name, ns, node, secret, image, container))
+}
+
+// runImageOnNode runs script in a pod of image on node and waits until it succeeded.
+func (s *stack) runImageOnNode(t *testing.T, ns, name, node, image, secret, script string) *corev1.Pod {
+	t.Helper()
+	s.imagePod(t, ns, name, node, image, secret, fmt.Sprintf("      command: [sh, -c, %q]", script))
 	return s.waitPodPhase(t, ns, name, corev1.PodSucceeded, 3*time.Minute)
 }
 
@@ -180,18 +187,7 @@ func TestImagePullThroughKubeletFailures(t *testing.T) {
 		{"noimage", reg["REGISTRY"] + "/rbn/does-not-exist:1.0", "regcred", "manifest unknown"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s.apply(t, fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s}
-spec:
-  nodeName: %s
-  restartPolicy: Never
-  imagePullSecrets: [{name: %s}]
-  containers:
-    - name: main
-      image: %s
-      imagePullPolicy: Always
-`, tt.name, ns, node, tt.secret, tt.image))
+			s.imagePod(t, ns, tt.name, node, tt.image, tt.secret, "      imagePullPolicy: Always")
 			// As for a direct pull (TestMissingImageBacksOff): the failed pull is
 			// reported as ImagePullBackOff with its error, and a Failed event.
 			var msg string
