@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/copy"
@@ -229,5 +230,65 @@ func TestParseImage(t *testing.T) {
 		if img.upstream.String() != tt.upstream || img.localRef != tt.local || img.repo != tt.repo || img.tag != tt.tag {
 			t.Errorf("%s: got upstream %s local %s repo %s tag %s", tt.in, img.upstream, img.localRef, img.repo, img.tag)
 		}
+	}
+}
+
+// cutPodman stands in for a host whose SSH connection drops in the middle of
+// a blob: once the relay streams from upstream, the connection goes and the
+// host's pull fails.
+type cutPodman struct {
+	fakePodman
+	streaming <-chan struct{}
+}
+
+func (p *cutPodman) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+	host, rest, _ := strings.Cut(ref, "/")
+	repo, _, _ := strings.Cut(rest, ":")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(c, "GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: %s\r\n\r\n", repo, digest.FromString("x"), host)
+	<-p.streaming
+	_ = c.Close()
+	return "", fmt.Errorf("connection lost")
+}
+
+func TestPullReturnsWhenTheHostGoesAway(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.image("team/app", "1.0", "layer")
+	streaming, hang := make(chan struct{}), make(chan struct{})
+	defer close(hang)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			w.Header().Set("Content-Length", "1000000")
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			close(streaming)
+			select { // an upstream that stalls mid-blob until the client goes
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	host := &cutPodman{fakePodman: fakePodman{t: t, names: map[string]bool{}}, streaming: streaming}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Pull(context.Background(), Request{
+			Image: strings.TrimPrefix(up.URL, "http://") + "/team/app:1.0", Credentials: &Credentials{Username: "u", Password: "p"},
+			Host: loopback{}, Podman: host, SystemContext: &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue},
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "connection lost") {
+			t.Fatalf("error %v, want the host's", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pull still waits on a stalled upstream blob after the host's pull failed")
 	}
 }

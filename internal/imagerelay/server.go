@@ -33,8 +33,9 @@ type server struct {
 	topDig   digest.Digest
 	log      *slog.Logger
 
-	blobs atomic.Int64
-	bytes atomic.Int64
+	blobs    atomic.Int64
+	bytes    atomic.Int64
+	handlers sync.WaitGroup
 }
 
 type stats struct {
@@ -54,8 +55,10 @@ func newServer(ctx context.Context, src types.ImageSource, repo, localRef string
 
 func (s *server) stats() stats { return stats{blobs: int(s.blobs.Load()), bytes: s.bytes.Load()} }
 
-// serve answers on ln until the returned function is called, which closes
-// the listener and every connection and waits for the handlers to return.
+// serve answers on ln until the returned function is called, which cancels
+// the upstream requests in flight, closes the listener and every connection,
+// and waits for the handlers to return: nothing uses the upstream source
+// afterwards.
 func (s *server) serve(ln net.Listener) func() {
 	ctx, cancel := context.WithCancel(s.ctx)
 	hs := &http.Server{
@@ -74,11 +77,14 @@ func (s *server) serve(ln net.Listener) func() {
 		cancel() // upstream reads of handlers in flight end
 		_ = hs.Close()
 		wg.Wait()
+		s.handlers.Wait()
 	}
 }
 
 // ServeHTTP implements the pull side of the distribution API v2.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is read-only")
