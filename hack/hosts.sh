@@ -15,9 +15,19 @@
 # every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
 # pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry.
 #
+# Isolated hosts (RBN_ISOLATED_HOSTS="4 5", host indexes): sshd and the podman service (so every
+# container too) run in a network namespace of their own, "rbn-<port>-host<i>", joined to this
+# machine by a veth pair with a private /30 in 100.64.0.0/10 (derived from the SSH port and the
+# index: stacks on other ports never collide) and no default route. sshd listens on the
+# namespace's side of the /30 (ADDRESS in host.env); the host reaches nothing but that /30, so not
+# the registry or object store on this machine's 127.0.0.1, as a build host fenced off from the
+# cluster's services would. host.env has NETNS=<name> for them; `down` deletes namespace and veth.
+#
 # Environment: RBN_HOST_SSH_PORT (default 2222), RBN_HOST_STORAGE_DRIVER (default overlay; vfs
 # where overlay does not work), RBN_HOST_NET_PREFIX (first two octets of the hosts' container
-# subnets, default derived from the port), RBN_HOST_REGISTRIES_CONF (registries.conf for the hosts).
+# subnets, default derived from the port), RBN_HOST_REGISTRIES_CONF (registries.conf for the hosts;
+# default $RBN_STATE/registry/registries.conf when hack/registry.sh wrote one),
+# RBN_ISOLATED_HOSTS (see above; read by `up` for the hosts it creates).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HOSTS_DIR="${RBN_STATE}/hosts"
@@ -33,7 +43,54 @@ NET_PREFIX="${RBN_HOST_NET_PREFIX:-10.$((128 + SSH_PORT % 128))}"
 PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH}"
 
 hosts::dir() { echo "${HOSTS_DIR}/host$1"; }
-hosts::addr() { echo "127.0.1.$1"; }
+
+# hosts::netns I: the network namespace of isolated host I (recorded when it was created), or
+# nothing for a host in this machine's namespace.
+hosts::netns() { cat "$(hosts::dir "$1")/netns" 2>/dev/null || true; }
+
+# hosts::isolated_addr I SIDE: address SIDE (1 = this machine's end, 2 = the namespace's) of host
+# I's /30: block (port * 16 + I - 1) of 100.64.0.0/10, which holds 2^20 blocks: 65536 ports x 16.
+hosts::isolated_addr() {
+  local port; port="$(hosts::port "$1")"
+  local off=$(((port * 16 + $1 - 1) * 4 + $2))
+  echo "100.$((64 + (off >> 16))).$(((off >> 8) & 255)).$((off & 255))"
+}
+
+hosts::addr() {
+  if [[ -n "$(hosts::netns "$1")" ]]; then hosts::isolated_addr "$1" 2; else echo "127.0.1.$1"; fi
+}
+
+# hosts::in_netns I CMD...: runs CMD in host I's network namespace (if it has one). Not `ip netns
+# exec`: it also mounts a new /sys in a new mount namespace, hiding the cgroup mounts podman needs.
+hosts::in_netns() {
+  local ns; ns="$(hosts::netns "$1")"; shift
+  if [[ -n "$ns" ]]; then nsenter --net="/run/netns/$ns" -- "$@"; else "$@"; fi
+}
+
+# hosts::veth I: this machine's end of isolated host I's veth pair (the peer has suffix "n").
+hosts::veth() { echo "rbn$(hosts::port "$1")i$1"; }
+
+# hosts::netns_up I: creates isolated host I's namespace and link; idempotent.
+hosts::netns_up() {
+  local i="$1" ns veth; ns="$(hosts::netns "$1")"; veth="$(hosts::veth "$1")"
+  [[ -e "/run/netns/${ns}" ]] || ip netns add "${ns}"
+  ip link show "${veth}" >/dev/null 2>&1 || ip link add "${veth}" type veth peer name "${veth}n" netns "${ns}"
+  ip addr replace "$(hosts::isolated_addr "$i" 1)/30" dev "${veth}"
+  ip link set "${veth}" up
+  ip -n "${ns}" addr replace "$(hosts::isolated_addr "$i" 2)/30" dev "${veth}n"
+  ip -n "${ns}" link set "${veth}n" up
+  ip -n "${ns}" link set lo up
+}
+
+# hosts::netns_down I: deletes isolated host I's link and namespace (after its daemons stopped).
+hosts::netns_down() {
+  local ns veth; ns="$(hosts::netns "$1")"; veth="$(hosts::veth "$1")"
+  [[ -n "$ns" ]] || return 0
+  ip link show "${veth}" >/dev/null 2>&1 && ip link delete "${veth}" 2>/dev/null || true
+  ip netns delete "${ns}" 2>/dev/null || true
+}
+
+hosts::isolation_requested() { [[ " ${RBN_ISOLATED_HOSTS//,/ } " == *" $1 "* ]]; }
 
 hosts::check_index() {
   [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= HOSTS_MAX)) || rbn::die "host index must be 1..${HOSTS_MAX}, got '$1'"
@@ -115,11 +172,12 @@ EOF
 EOF
 
   # The wrapper every podman invocation for this host goes through (service included).
-  local reg=""
-  [[ -n "${RBN_HOST_REGISTRIES_CONF:-}" ]] && reg="CONTAINERS_REGISTRIES_CONF=$(realpath "${RBN_HOST_REGISTRIES_CONF}")"
+  local reg="" conf="${RBN_HOST_REGISTRIES_CONF:-${RBN_STATE}/registry/registries.conf}" netns=""
+  [[ -f "${conf}" ]] && reg="CONTAINERS_REGISTRIES_CONF=$(realpath "${conf}")"
+  [[ -n "$(hosts::netns "$i")" ]] && netns="$(command -v nsenter) --net=/run/netns/$(hosts::netns "$i") --"
   cat >"$d/podman" <<EOF
 #!/bin/sh
-exec env -i PATH="${PATH}" HOME="${HOME}" TMPDIR="$d/tmp" ${reg} \\
+exec ${netns} env -i PATH="${PATH}" HOME="${HOME}" TMPDIR="$d/tmp" ${reg} \\
   CONTAINERS_CONF="$d/containers.conf" CONTAINERS_STORAGE_CONF="$d/storage.conf" \\
   podman --root "$d/storage" --runroot "$d/run" --storage-driver "${STORAGE_DRIVER}" "\$@"
 EOF
@@ -172,42 +230,26 @@ EOF
 }
 
 hosts::write_env() {
-  local i="$1" d; d="$(hosts::dir "$1")"
+  local i="$1" d addr; d="$(hosts::dir "$1")"
+  addr="$(hosts::addr "$i")" # before the redirection truncates host.env, which hosts::port reads
   cat >"$d/host.env" <<EOF
 NAME=rbn-host-${i}
-ADDRESS=$(hosts::addr "$i")
+ADDRESS=${addr}
 PORT=${SSH_PORT}
 USER=root
 PODMAN_SOCKET=$d/podman.sock
 KNOWN_HOSTS=$d/known_hosts
 PRIVATE_KEY=${HOSTS_DIR}/id_ed25519
 STORAGE=$d/storage
+NETNS=$(hosts::netns "$i")
 EOF
 }
 
 # hosts::build_image: the busybox rootfs tarball, once per `up`.
 hosts::build_image() {
-  local dir="${HOSTS_DIR}/image" bb
-  bb="$(command -v busybox || true)"
-  [[ -x /bin/busybox ]] && bb=/bin/busybox
-  [[ -n "$bb" ]] || rbn::die "busybox not found (run hack/install-deps.sh)"
-  file_is_static "$bb" || rbn::die "$bb is not statically linked (install busybox-static)"
-  rm -rf "$dir" && mkdir -p "$dir/rootfs/bin" "$dir/rootfs/etc" "$dir/rootfs/tmp" "$dir/rootfs/root"
-  cp "$bb" "$dir/rootfs/bin/busybox"
-  local a
-  for a in $("$bb" --list); do
-    [[ -e "$dir/rootfs/bin/$a" ]] || ln -s busybox "$dir/rootfs/bin/$a"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/rootfs/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/rootfs/etc/group"
-  chmod 1777 "$dir/rootfs/tmp"
-  chmod 700 "$dir/rootfs/root"
-  tar -C "$dir/rootfs" --numeric-owner --owner=0 --group=0 -cf "$dir/busybox.tar" .
-  rm -rf "$dir/rootfs"
+  mkdir -p "${HOSTS_DIR}/image"
+  rbn::busybox_rootfs_tar "${HOSTS_DIR}/image/busybox.tar"
 }
-
-# A dynamically linked busybox would not run in the image. (no `file` on minimal machines)
-file_is_static() { ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter' ; }
 
 # ---------------------------------------------------------------------------------------------
 # Daemons.
@@ -232,7 +274,9 @@ hosts::sshd_start() {
   local i="$1" d; d="$(hosts::dir "$1")"
   hosts::owned "host${i}-sshd" "$i" && return 0
   mkdir -p /run/sshd && chmod 755 /run/sshd
-  rbn::start "host${i}-sshd" "$d/sshd.out" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
+  local in_netns=() ns; ns="$(hosts::netns "$i")"
+  [[ -z "$ns" ]] || in_netns=(nsenter --net="/run/netns/$ns" --)
+  rbn::start "host${i}-sshd" "$d/sshd.out" "${in_netns[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
 }
 
 hosts::sshd_wait() {
@@ -288,7 +332,7 @@ hosts::sshd_stop() {
   fi
   # Sessions whose listener is already gone are found by their sockets.
   local s
-  for s in $(ss -Htnp state established "( sport = :$(hosts::port "$i") )" src "$(hosts::addr "$i")" 2>/dev/null |
+  for s in $(hosts::in_netns "$i" ss -Htnp state established "( sport = :$(hosts::port "$i") )" src "$(hosts::addr "$i")" 2>/dev/null |
     grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
     kids+=" $s $(hosts::descendants "$s")"
   done
@@ -377,6 +421,7 @@ hosts::clean() {
   done
   local bridge; bridge="rbn$(hosts::port "$i")h${i}"
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
+  hosts::netns_down "$i"
   hosts::unmount_under "$d"
   rm -rf "$d"
 }
@@ -433,12 +478,14 @@ cmd_up() {
   for i in "${fresh[@]}"; do
     d="$(hosts::dir "$i")"
     mkdir -p "$d"
+    if hosts::isolation_requested "$i"; then echo "rbn-${SSH_PORT}-host${i}" >"$d/netns"; fi
     hosts::write_podman_config "$i"
     hosts::write_ssh_config "$i"
     hosts::write_env "$i"
     hosts::boot_id >"$d/boot_id"
   done
   for ((i = 1; i <= n; i++)); do
+    [[ -z "$(hosts::netns "$i")" ]] || hosts::netns_up "$i"
     hosts::podman_start "$i"
     hosts::sshd_start "$i"
   done

@@ -9,7 +9,11 @@ start() {
   local port
   port="$(sed -n 's/^kubeletPort: //p' "${KUBELET_DIR}/config.yaml")"
   rbn::log "starting rbn-kubelet (log: ${KUBELET_DIR}/rbn-kubelet.log)"
-  rbn::start rbn-kubelet "${KUBELET_DIR}/rbn-kubelet.log" "${RBN_ROOT}/bin/rbn-kubelet" --config="${KUBELET_DIR}/config.yaml"
+  # Registries rbn-kubelet relays images from are configured as for any containers tool: the test
+  # registry (hack/registry.sh) is plain HTTP on loopback.
+  local env=()
+  [[ -f "${RBN_STATE}/registry/registries.conf" ]] && env=(env "CONTAINERS_REGISTRIES_CONF=${RBN_STATE}/registry/registries.conf")
+  rbn::start rbn-kubelet "${KUBELET_DIR}/rbn-kubelet.log" "${env[@]}" "${RBN_ROOT}/bin/rbn-kubelet" --config="${KUBELET_DIR}/config.yaml"
   rbn::wait_for_daemon rbn-kubelet "rbn-kubelet's kubelet API on port ${port}" 30 rbn::port_in_use "${port}"
 }
 

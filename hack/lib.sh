@@ -96,3 +96,29 @@ rbn::wait_for_daemon() {
     sleep 0.2
   done
 }
+
+# rbn::busybox_rootfs_tar OUT [FILE CONTENT]: writes a root filesystem tarball with the static
+# busybox, its applets, passwd and group (the test image), plus FILE (a path below the root) holding
+# CONTENT if given. Owned by root, numeric ids.
+rbn::busybox_rootfs_tar() {
+  local out="$1" extra="${2:-}" content="${3:-}" bb dir a
+  bb="$(command -v busybox || true)"
+  [[ -x /bin/busybox ]] && bb=/bin/busybox
+  [[ -n "$bb" ]] || rbn::die "busybox not found (run hack/install-deps.sh)"
+  # A dynamically linked busybox would not run in the image. (no `file` on minimal machines)
+  ! LC_ALL=C readelf -l "$bb" 2>/dev/null | grep -q 'Requesting program interpreter' ||
+    rbn::die "$bb is not statically linked (install busybox-static)"
+  dir="$(mktemp -d "${out}.rootfs.XXXXXX")"
+  mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root"
+  cp "$bb" "$dir/bin/busybox"
+  for a in $("$bb" --list); do
+    [[ -e "$dir/bin/$a" ]] || ln -s busybox "$dir/bin/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
+  chmod 1777 "$dir/tmp"
+  chmod 700 "$dir/root"
+  if [[ -n "$extra" ]]; then mkdir -p "$dir/$(dirname "$extra")" && printf '%s\n' "$content" >"$dir/$extra"; fi
+  tar -C "$dir" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$out" .
+  rm -rf "$dir"
+}

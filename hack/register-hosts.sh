@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Registers every local build host as a RemoteBuildNode, with its SSH Secret.
-# Pods may mount hostPath volumes below $RBN_STATE/hostpath only.
+# Pods may mount hostPath volumes below $RBN_STATE/hostpath only. Isolated hosts (hosts.sh: NETNS set)
+# reach no registry: they pull through rbn-kubelet (spec.imagePull: ThroughKubelet).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HOSTPATH_ALLOWED="${RBN_STATE}/hostpath"
 mkdir -p "${HOSTPATH_ALLOWED}"
@@ -10,7 +11,9 @@ for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
   # shellcheck disable=SC1091
   (
     . "${dir}/host.env"
-    rbn::log "registering ${NAME} (${ADDRESS}:${PORT})"
+    pull=Direct
+    [[ -z "${NETNS:-}" ]] || pull=ThroughKubelet
+    rbn::log "registering ${NAME} (${ADDRESS}:${PORT}, image pulls: ${pull})"
     kubectl -n rbn-system create secret generic "${NAME}-ssh" --type=kubernetes.io/ssh-auth \
       --from-file=ssh-privatekey="${PRIVATE_KEY}" --from-file=known_hosts="${KNOWN_HOSTS}" \
       --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -28,6 +31,7 @@ spec:
   labels:
     rbn.dev/local-test-host: "true"
   hostPathAllowlist: [${HOSTPATH_ALLOWED}]
+  imagePull: ${pull}
 YAML
   )
 done

@@ -22,7 +22,10 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   export RBN_STATE="${RBN_ROOT}/_output/e2e"
   trap '"${RBN_ROOT}/hack/dev-down.sh" || true' EXIT
   "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
-  NODES="${E2E_NODES:-4}" "${RBN_ROOT}/hack/dev-up.sh" >/dev/null
+  # The last host is isolated (no route to this machine's loopback services) and pulls images
+  # through rbn-kubelet from the test registry (hack/registry.sh), which dev-down stops.
+  "${RBN_ROOT}/hack/registry.sh" up >/dev/null
+  NODES="${E2E_NODES:-4}" RBN_ISOLATED_HOSTS="${RBN_ISOLATED_HOSTS:-${E2E_NODES:-4}}" "${RBN_ROOT}/hack/dev-up.sh" >/dev/null
   eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
   export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
   rbn::log "end-to-end tests"

@@ -465,13 +465,14 @@ func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Conta
 		w.waiting[c.K8sName] = [2]string{"ContainerCreating", ""}
 		w.p.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		start := w.p.cfg.Clock.Now()
-		if _, err := pc.PullImage(ctx, c.Image, pullCredentials(c.Image, w.p.pullSecrets(pd))); err != nil {
+		how, err := w.pullImage(ctx, pd, c.Image)
+		if err != nil {
 			w.p.hostFailure()
 			w.waiting[c.K8sName] = [2]string{"ErrImagePull", err.Error()}
 			w.p.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
 			return err
 		}
-		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s", c.Image, w.p.cfg.Clock.Since(start).Round(time.Millisecond)))
+		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s%s", c.Image, w.p.cfg.Clock.Since(start).Round(time.Millisecond), how))
 		w.p.cfg.Host.RefreshImages(ctx)
 	}
 	w.pulled[c.Image] = true

@@ -39,11 +39,24 @@ func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 
 // PullImage pulls ref onto the host (always contacting the registry) and returns its ID.
 func (c *Client) PullImage(ctx context.Context, ref string, creds *Credentials) (string, error) {
+	return c.pull(ctx, ref, new(images.PullOptions), creds)
+}
+
+// PullImageLoopbackPlain pulls ref from a registry on the host's own
+// loopback that speaks plain HTTP (rbn-kubelet's image relay, forwarded over
+// SSH): TLS is off for this pull only, podman retries nothing (the relay has
+// already reached the registry: a failure here is final), and no credentials
+// are sent. Layers already in the host's store are not fetched.
+func (c *Client) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+	return c.pull(ctx, ref, new(images.PullOptions).WithSkipTLSVerify(true).WithRetry(0), nil)
+}
+
+func (c *Client) pull(ctx context.Context, ref string, opts *images.PullOptions, creds *Credentials) (string, error) {
 	cctx, err := c.callContext(ctx)
 	if err != nil {
 		return "", err
 	}
-	opts := new(images.PullOptions).WithPolicy("always").WithQuiet(true).WithProgressWriter(io.Discard)
+	opts = opts.WithPolicy("always").WithQuiet(true).WithProgressWriter(io.Discard)
 	if creds != nil {
 		opts = opts.WithUsername(creds.Username).WithPassword(creds.Password)
 	}
@@ -55,6 +68,24 @@ func (c *Client) PullImage(ctx context.Context, ref string, creds *Credentials) 
 		return "", wrap("pull "+ref, errNoImage)
 	}
 	return ids[0], nil
+}
+
+// TagImage adds the name repo:tag to the image nameOrID.
+func (c *Client) TagImage(ctx context.Context, nameOrID, repo, tag string) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	return wrap("tag "+nameOrID+" as "+repo+":"+tag, images.Tag(cctx, nameOrID, tag, repo, nil))
+}
+
+// UntagImage removes the name repo:tag from the image nameOrID; the image stays.
+func (c *Client) UntagImage(ctx context.Context, nameOrID, repo, tag string) error {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return err
+	}
+	return wrap("untag "+repo+":"+tag+" from "+nameOrID, images.Untag(cctx, nameOrID, tag, repo, nil))
 }
 
 // ListImages returns the references (repo:tag and repo@digest) of every

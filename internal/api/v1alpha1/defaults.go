@@ -13,6 +13,9 @@ func Default(in *RemoteBuildNodeSpec) *RemoteBuildNodeSpec {
 	if out.PodmanSocket == "" {
 		out.PodmanSocket = DefaultPodmanSocket
 	}
+	if out.ImagePull == "" {
+		out.ImagePull = ImagePullDirect
+	}
 	if out.MaxPods == 0 {
 		out.MaxPods = DefaultMaxPods
 	}

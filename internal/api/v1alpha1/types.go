@@ -104,7 +104,29 @@ type RemoteBuildNodeSpec struct {
 	// that pods may mount with hostPath volumes. Empty: no hostPath at all.
 	// +optional
 	HostPathAllowlist []string `json:"hostPathAllowlist,omitempty"`
+
+	// ImagePull says who fetches pods' images from their registries. Direct
+	// (the default): the host's podman pulls them itself, so the host must
+	// reach the registries. ThroughKubelet: for a host that cannot, rbn-kubelet
+	// fetches them with its own network access and the pod's imagePullSecrets,
+	// and the host's podman pulls them from rbn-kubelet over the node's SSH
+	// connection; layers already on the host are not sent again, credentials
+	// never reach the host, and the image keeps the name the pod gave.
+	// +optional
+	ImagePull ImagePullMode `json:"imagePull,omitempty"`
 }
+
+// ImagePullMode says who reaches the registries for a host's images.
+// +kubebuilder:validation:Enum=Direct;ThroughKubelet
+type ImagePullMode string
+
+const (
+	// ImagePullDirect: the host's podman pulls from the registries itself.
+	ImagePullDirect ImagePullMode = "Direct"
+	// ImagePullThroughKubelet: rbn-kubelet fetches from the registries and
+	// relays to the host's podman over the node's SSH connection.
+	ImagePullThroughKubelet ImagePullMode = "ThroughKubelet"
+)
 
 // SecretReference names a Secret in a namespace.
 type SecretReference struct {

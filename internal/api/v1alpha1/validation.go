@@ -60,6 +60,12 @@ func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
 			errs = append(errs, field.Invalid(fp, q.String(), "must not be negative"))
 		}
 	}
+	switch spec.ImagePull {
+	case ImagePullDirect, ImagePullThroughKubelet:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("imagePull"), spec.ImagePull,
+			[]ImagePullMode{ImagePullDirect, ImagePullThroughKubelet}))
+	}
 	for i, dir := range spec.HostPathAllowlist {
 		fp := p.Child("hostPathAllowlist").Index(i)
 		switch {

@@ -29,7 +29,7 @@ func TestDefault(t *testing.T) {
 		{
 			name: "unset fields get defaults",
 			want: func(s *RemoteBuildNodeSpec) {
-				s.Port, s.User, s.PodmanSocket, s.MaxPods = 22, "root", "/run/podman/podman.sock", 110
+				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{{Key: "rbn.dev/remote-build-node", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
 			},
 		},
@@ -37,18 +37,18 @@ func TestDefault(t *testing.T) {
 			name: "set fields are kept",
 			in: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
-				s.Taints = custom
+				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
 			},
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
-				s.Taints = custom
+				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
 			},
 		},
 		{
 			name: "empty taint list means no taint",
 			in:   func(s *RemoteBuildNodeSpec) { s.Taints = []corev1.Taint{} },
 			want: func(s *RemoteBuildNodeSpec) {
-				s.Port, s.User, s.PodmanSocket, s.MaxPods = 22, "root", "/run/podman/podman.sock", 110
+				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{}
 			},
 		},
@@ -120,7 +120,13 @@ func TestValidate(t *testing.T) {
 					corev1.ResourceEphemeralStorage: resource.MustParse("0"),
 				}
 				s.HostPathAllowlist = []string{"/var/cache/ccache", "/srv/build"}
+				s.ImagePull = ImagePullThroughKubelet
 			},
+		},
+		{
+			name:   "unknown image pull mode",
+			mutate: func(s *RemoteBuildNodeSpec) { s.ImagePull = "Relay" },
+			want:   []string{notSupported("spec.imagePull")},
 		},
 
 		// Address.

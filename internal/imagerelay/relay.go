@@ -1,0 +1,201 @@
+package imagerelay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/cli/environment"
+	"go.podman.io/image/v5/types"
+)
+
+// Credentials authenticate to the upstream registry.
+type Credentials struct {
+	Username string
+	Password string
+}
+
+// HostListener opens a listener on the host, forwarded to this process
+// (sshconn.Client).
+type HostListener interface {
+	Listen(network, address string) (net.Listener, error)
+}
+
+// HostImages is the host's podman (podman.Client).
+type HostImages interface {
+	PullImageLoopbackPlain(ctx context.Context, ref string) (string, error)
+	TagImage(ctx context.Context, nameOrID, repo, tag string) error
+	UntagImage(ctx context.Context, nameOrID, repo, tag string) error
+}
+
+// Request is one image to bring to one host.
+type Request struct {
+	// Image is the reference the pod asked for; the host's image gets that name.
+	Image string
+	// Credentials for the image's registry; nil: anonymous. rbn-kubelet's own
+	// registry credentials (auth files) are never used for a pod.
+	Credentials *Credentials
+	Host        HostListener
+	Podman      HostImages
+	// SystemContext is the base for the upstream connection (TLS, registries
+	// configuration); nil: the containers defaults of this process
+	// (registries.conf or $CONTAINERS_REGISTRIES_CONF, certs.d), as for any
+	// containers tool.
+	SystemContext *types.SystemContext
+	Logger        *slog.Logger
+}
+
+// Result says what a relayed pull did.
+type Result struct {
+	// ImageID is the image's ID in the host's store.
+	ImageID string
+	// Blobs and Bytes count what the relay sent the host: the layers the host
+	// already had are not among them.
+	Blobs int
+	Bytes int64
+}
+
+// Pull brings req.Image to the host through this process's own access to its
+// registry; see the package documentation. It returns when the image is in
+// the host's store under req.Image, or with the first error: the upstream's
+// (missing image, refused credentials) before anything reaches the host.
+func Pull(ctx context.Context, req Request) (Result, error) {
+	if req.Logger == nil {
+		req.Logger = slog.New(slog.DiscardHandler)
+	}
+	img, err := parseImage(req.Image)
+	if err != nil {
+		return Result{}, err
+	}
+	src, err := openUpstream(ctx, img.upstream, req.Credentials, req.SystemContext)
+	if err != nil {
+		return Result{}, err
+	}
+	defer src.Close()
+	srv, err := newServer(ctx, src, reference.Path(img.upstream), img.localRef, req.Logger)
+	if err != nil {
+		return Result{}, err
+	}
+
+	ln, err := req.Host.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Result{}, fmt.Errorf("relay %s: %w", req.Image, err)
+	}
+	port, err := loopbackPort(ln.Addr())
+	if err != nil {
+		_ = ln.Close()
+		return Result{}, fmt.Errorf("relay %s: %w", req.Image, err)
+	}
+	stop := srv.serve(ln)
+	defer stop()
+
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) + "/" + reference.Path(img.upstream)
+	id, err := req.Podman.PullImageLoopbackPlain(ctx, local+img.localRef)
+	st := srv.stats()
+	res := Result{ImageID: id, Blobs: st.blobs, Bytes: st.bytes}
+	if err != nil {
+		return res, fmt.Errorf("pull %s through rbn-kubelet: %w", req.Image, err)
+	}
+	// The host's image takes the pod's name and loses the loopback one, whose
+	// port means nothing once this pull is over.
+	if err := req.Podman.TagImage(ctx, id, img.repo, img.tag); err != nil {
+		return res, err
+	}
+	if tag, ok := strings.CutPrefix(img.localRef, ":"); ok {
+		if err := req.Podman.UntagImage(ctx, id, local, tag); err != nil {
+			return res, err
+		}
+	}
+	req.Logger.Debug("image relayed", "image", req.Image, "imageID", id, "blobs", res.Blobs, "bytes", res.Bytes)
+	return res, nil
+}
+
+// image is a pod's image reference taken apart.
+type image struct {
+	// upstream is what the relay fetches: the tag, or the digest when there is one.
+	upstream reference.Named
+	// localRef is the host pull's suffix: ":tag" or "@digest".
+	localRef string
+	// repo and tag name the host's image afterwards. An image by digest only
+	// gets the tag "sha256-<hex>": podman names images by tag, and a name in
+	// the repository is what lets `repo@digest` find the image afterwards.
+	repo, tag string
+}
+
+func parseImage(s string) (image, error) {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return image{}, fmt.Errorf("image %q: %w", s, err)
+	}
+	named = reference.TagNameOnly(named)
+	img := image{repo: named.Name(), upstream: named}
+	tagged, isTagged := named.(reference.Tagged)
+	if isTagged {
+		img.tag = tagged.Tag()
+		img.localRef = ":" + img.tag
+	}
+	if d, ok := named.(reference.Digested); ok {
+		// The docker transport takes a tag or a digest, not both: the digest decides.
+		img.upstream, err = reference.WithDigest(reference.TrimNamed(named), d.Digest())
+		if err != nil {
+			return image{}, fmt.Errorf("image %q: %w", s, err)
+		}
+		img.localRef = "@" + d.Digest().String()
+		if !isTagged {
+			img.tag = d.Digest().Algorithm().String() + "-" + d.Digest().Encoded()
+		}
+	}
+	return img, nil
+}
+
+// openUpstream reaches the image in its registry; the docker transport does
+// the authentication and token exchange and resolves the manifest, so that a
+// missing image or refused credentials fail here, with the registry's words.
+func openUpstream(ctx context.Context, named reference.Named, creds *Credentials, base *types.SystemContext) (types.ImageSource, error) {
+	ref, err := docker.NewReference(named)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", named, err)
+	}
+	sys := &types.SystemContext{}
+	if base != nil {
+		c := *base
+		sys = &c
+	}
+	sys.DockerAuthConfig = &types.DockerAuthConfig{}
+	if creds != nil {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: creds.Username, Password: creds.Password}
+	}
+	// CONTAINERS_REGISTRIES_CONF, as podman and skopeo honour it.
+	if err := environment.UpdateRegistriesConf(sys); err != nil {
+		return nil, err
+	}
+	if sys.DockerRegistryUserAgent == "" {
+		sys.DockerRegistryUserAgent = "rbn-kubelet"
+	}
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return nil, fmt.Errorf("rbn-kubelet fetching %s: %w", named, err)
+	}
+	return src, nil
+}
+
+func loopbackPort(a net.Addr) (int, error) {
+	if t, ok := a.(*net.TCPAddr); ok && t.Port > 0 {
+		return t.Port, nil
+	}
+	_, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return 0, fmt.Errorf("listener address %s: %w", a, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 {
+		return 0, errors.New("the host gave no port for the forward")
+	}
+	return port, nil
+}

@@ -1,0 +1,294 @@
+package imagerelay
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/oci/layout"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/types"
+)
+
+// fakeRegistry is an upstream registry with basic auth holding images made
+// of the given blobs (unit tests only).
+type fakeRegistry struct {
+	user, password string
+	blobs          map[digest.Digest][]byte
+	manifests      map[string][]byte // "repo:tag" and "repo@digest"
+}
+
+func newFakeRegistry() *fakeRegistry {
+	return &fakeRegistry{user: "u", password: "p", blobs: map[digest.Digest][]byte{}, manifests: map[string][]byte{}}
+}
+
+func (f *fakeRegistry) blob(b []byte) map[string]any {
+	d := digest.FromBytes(b)
+	f.blobs[d] = b
+	return map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": len(b)}
+}
+
+func gzipped(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+// image adds repo:tag with the given layer contents and returns its manifest digest.
+func (f *fakeRegistry) image(repo, tag string, layers ...string) digest.Digest {
+	var ls []map[string]any
+	var diffs []digest.Digest
+	for _, l := range layers {
+		ls = append(ls, f.blob(gzipped(l)))
+		diffs = append(diffs, digest.FromString(l))
+	}
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "rootfs": map[string]any{"type": "layers", "diff_ids": diffs}})
+	c := f.blob(cfg)
+	c["mediaType"] = "application/vnd.oci.image.config.v1+json"
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": ls})
+	d := digest.FromBytes(m)
+	f.manifests[repo+":"+tag], f.manifests[repo+"@"+d.String()] = m, m
+	return d
+}
+
+func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if u, p, ok := r.BasicAuth(); !ok || u != f.user || p != f.password {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	path := strings.TrimPrefix(r.URL.Path, "/v2/")
+	if path == "" {
+		return
+	}
+	if repo, ref, ok := strings.Cut(path, "/manifests/"); ok {
+		sep := ":"
+		if strings.HasPrefix(ref, "sha256:") {
+			sep = "@"
+		}
+		if m, ok := f.manifests[repo+sep+ref]; ok {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			_, _ = w.Write(m)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}`))
+		return
+	}
+	if _, ref, ok := strings.Cut(path, "/blobs/"); ok {
+		if b, ok := f.blobs[digest.Digest(ref)]; ok {
+			_, _ = w.Write(b)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNotFound)
+}
+
+// loopback stands in for the host's SSH listener.
+type loopback struct{}
+
+func (loopback) Listen(network, address string) (net.Listener, error) { return net.Listen(network, address) }
+
+// fakePodman pulls with containers/image into an OCI layout, which, like
+// podman's store, reuses the blobs it already has; it records names.
+type fakePodman struct {
+	t     *testing.T
+	dir   string
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (p *fakePodman) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+	src, err := docker.ParseReference("//" + ref)
+	if err != nil {
+		return "", err
+	}
+	dst, err := layout.ParseReference(p.dir + ":" + ref[strings.Index(ref, "/")+1:])
+	if err != nil {
+		return "", err
+	}
+	pc, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+	if err != nil {
+		return "", err
+	}
+	defer pc.Destroy()
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}
+	m, err := copy.Image(ctx, pc, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: sys})
+	if err != nil {
+		return "", err
+	}
+	p.mu.Lock()
+	p.names[ref] = true
+	p.mu.Unlock()
+	return fmt.Sprintf("%x", sha256.Sum256(m)), nil
+}
+
+func (p *fakePodman) TagImage(_ context.Context, _, repo, tag string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.names[repo+":"+tag] = true
+	return nil
+}
+
+func (p *fakePodman) UntagImage(_ context.Context, _, repo, tag string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.names[repo+":"+tag] {
+		p.t.Errorf("untag of unknown name %s:%s", repo, tag)
+	}
+	delete(p.names, repo+":"+tag)
+	return nil
+}
+
+func TestPull(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.image("team/app", "1.0", "layer one")
+	reg.image("team/app", "2.0", "layer one", "layer two")
+	up := httptest.NewServer(reg)
+	defer up.Close()
+	registry := strings.TrimPrefix(up.URL, "http://")
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}
+	host := &fakePodman{t: t, dir: filepath.Join(t.TempDir(), "store"), names: map[string]bool{}}
+	pull := func(image string, creds *Credentials) (Result, error) {
+		return Pull(context.Background(), Request{Image: image, Credentials: creds, Host: loopback{}, Podman: host, SystemContext: sys})
+	}
+	good := &Credentials{Username: "u", Password: "p"}
+
+	res, err := pull(registry+"/team/app:1.0", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blobs != 2 || res.ImageID == "" {
+		t.Errorf("first pull: %+v, want 2 blobs (config, layer)", res)
+	}
+	// The second image shares its first layer: only its config and the new layer travel.
+	res, err = pull(registry+"/team/app:2.0", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(gzipped("layer two"))); res.Blobs != 2 || res.Bytes <= want {
+		t.Errorf("second pull: %+v, want 2 blobs (config, new layer)", res)
+	}
+	for _, name := range []string{registry + "/team/app:1.0", registry + "/team/app:2.0"} {
+		if !host.names[name] {
+			t.Errorf("host image not named %s: %v", name, host.names)
+		}
+	}
+	if len(host.names) != 2 {
+		t.Errorf("loopback names left on the host: %v", host.names)
+	}
+
+	for _, tt := range []struct {
+		name, image string
+		creds       *Credentials
+		want        string
+	}{
+		{"wrong credentials", registry + "/team/app:1.0", &Credentials{Username: "u", Password: "wrong"}, "authentication required"},
+		{"no credentials", registry + "/team/app:1.0", nil, "authentication required"},
+		{"missing tag", registry + "/team/app:3.0", good, "manifest unknown"},
+		{"bad reference", "UPPER/case", good, "image"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := pull(tt.image, tt.creds)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseImage(t *testing.T) {
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for _, tt := range []struct {
+		in, upstream, local, repo, tag string
+	}{
+		{"busybox", "docker.io/library/busybox:latest", ":latest", "docker.io/library/busybox", "latest"},
+		{"reg:5000/a/b:1.0", "reg:5000/a/b:1.0", ":1.0", "reg:5000/a/b", "1.0"},
+		{"reg.io/a@" + d, "reg.io/a@" + d, "@" + d, "reg.io/a", "sha256-" + strings.Repeat("ab", 32)},
+		{"reg.io/a:1.0@" + d, "reg.io/a@" + d, "@" + d, "reg.io/a", "1.0"},
+	} {
+		img, err := parseImage(tt.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.in, err)
+		}
+		if img.upstream.String() != tt.upstream || img.localRef != tt.local || img.repo != tt.repo || img.tag != tt.tag {
+			t.Errorf("%s: got upstream %s local %s repo %s tag %s", tt.in, img.upstream, img.localRef, img.repo, img.tag)
+		}
+	}
+}
+
+// cutPodman stands in for a host whose SSH connection drops in the middle of
+// a blob: once the relay streams from upstream, the connection goes and the
+// host's pull fails.
+type cutPodman struct {
+	fakePodman
+	streaming <-chan struct{}
+}
+
+func (p *cutPodman) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+	host, rest, _ := strings.Cut(ref, "/")
+	repo, _, _ := strings.Cut(rest, ":")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(c, "GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: %s\r\n\r\n", repo, digest.FromString("x"), host)
+	<-p.streaming
+	_ = c.Close()
+	return "", fmt.Errorf("connection lost")
+}
+
+func TestPullReturnsWhenTheHostGoesAway(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.image("team/app", "1.0", "layer")
+	streaming, hang := make(chan struct{}), make(chan struct{})
+	defer close(hang)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			w.Header().Set("Content-Length", "1000000")
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			close(streaming)
+			select { // an upstream that stalls mid-blob until the client goes
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	host := &cutPodman{fakePodman: fakePodman{t: t, names: map[string]bool{}}, streaming: streaming}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Pull(context.Background(), Request{
+			Image: strings.TrimPrefix(up.URL, "http://") + "/team/app:1.0", Credentials: &Credentials{Username: "u", Password: "p"},
+			Host: loopback{}, Podman: host, SystemContext: &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue},
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "connection lost") {
+			t.Fatalf("error %v, want the host's", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pull still waits on a stalled upstream blob after the host's pull failed")
+	}
+}

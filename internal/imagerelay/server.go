@@ -1,0 +1,182 @@
+package imagerelay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/pkg/blobinfocache/none"
+	"go.podman.io/image/v5/types"
+)
+
+// server is the read-only registry of one pull: the manifests and blobs of
+// one repository, streamed from the upstream source.
+type server struct {
+	ctx      context.Context // the pull's: upstream requests end with it
+	src      types.ImageSource
+	repo     string // repository path served, as upstream ("rbn/busybox")
+	localRef string // ":tag" or "@digest" the host asks for
+	top      []byte // the manifest the pull resolved, served for localRef
+	topType  string
+	topDig   digest.Digest
+	log      *slog.Logger
+
+	blobs    atomic.Int64
+	bytes    atomic.Int64
+	handlers sync.WaitGroup
+}
+
+type stats struct {
+	blobs int
+	bytes int64
+}
+
+func newServer(ctx context.Context, src types.ImageSource, repo, localRef string, log *slog.Logger) (*server, error) {
+	// Resolved once, so that a tag moving upstream during the pull cannot mix
+	// two images; manifests are small, blobs are never held.
+	top, mime, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("rbn-kubelet reading the manifest of %s: %w", src.Reference().DockerReference(), err)
+	}
+	return &server{ctx: ctx, src: src, repo: repo, localRef: localRef, top: top, topType: mime, topDig: digest.FromBytes(top), log: log}, nil
+}
+
+func (s *server) stats() stats { return stats{blobs: int(s.blobs.Load()), bytes: s.bytes.Load()} }
+
+// serve answers on ln until the returned function is called, which cancels
+// the upstream requests in flight, closes the listener and every connection,
+// and waits for the handlers to return: nothing uses the upstream source
+// afterwards.
+func (s *server) serve(ln net.Listener) func() {
+	ctx, cancel := context.WithCancel(s.ctx)
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = hs.Serve(ln) // ends when the listener is closed, or with the SSH connection
+	}()
+	return func() {
+		cancel() // upstream reads of handlers in flight end
+		_ = hs.Close()
+		wg.Wait()
+		s.handlers.Wait()
+	}
+}
+
+// ServeHTTP implements the pull side of the distribution API v2.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is read-only")
+		return
+	}
+	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+		return
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/v2/"+s.repo+"/")
+	if !ok {
+		registryError(w, http.StatusNotFound, "NAME_UNKNOWN", "only "+s.repo+" is served here")
+		return
+	}
+	kind, ref, _ := strings.Cut(rest, "/")
+	switch kind {
+	case "manifests":
+		s.manifest(w, r, ref)
+	case "blobs":
+		s.blob(w, r, ref)
+	default:
+		registryError(w, http.StatusNotFound, "UNSUPPORTED", "not served here")
+	}
+}
+
+func (s *server) manifest(w http.ResponseWriter, r *http.Request, ref string) {
+	body, mime := s.top, s.topType
+	if ref != strings.TrimLeft(s.localRef, ":@") && ref != s.topDig.String() {
+		d, err := digest.Parse(ref)
+		if err != nil {
+			registryError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "only "+s.localRef+" and manifests by digest are served here")
+			return
+		}
+		// An instance of a manifest list (the host picks its platform's).
+		body, mime, err = s.src.GetManifest(r.Context(), &d)
+		if err != nil {
+			s.upstreamError(w, "manifest "+ref, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", mime)
+	w.Header().Set("Docker-Content-Digest", digest.FromBytes(body).String())
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+func (s *server) blob(w http.ResponseWriter, r *http.Request, ref string) {
+	d, err := digest.Parse(ref)
+	if err != nil {
+		registryError(w, http.StatusNotFound, "DIGEST_INVALID", err.Error())
+		return
+	}
+	rc, size, err := s.src.GetBlob(r.Context(), types.BlobInfo{Digest: d, Size: -1}, none.NoCache)
+	if err != nil {
+		s.upstreamError(w, "blob "+ref, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Docker-Content-Digest", d.String())
+	if size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	if r.Method == http.MethodHead {
+		return
+	}
+	s.blobs.Add(1)
+	// Streamed: io.Copy holds one buffer, the host's podman checks the digest.
+	n, err := io.Copy(w, rc)
+	s.bytes.Add(n)
+	if err != nil {
+		s.log.Debug("image relay: blob cut short", "blob", d, "sent", n, "err", err)
+	}
+}
+
+// upstreamError answers with the registry's verdict as well as it is known.
+func (s *server) upstreamError(w http.ResponseWriter, what string, err error) {
+	s.log.Debug("image relay: upstream failed", "what", what, "err", err)
+	var unauthorized docker.ErrUnauthorizedForCredentials
+	switch {
+	case errors.As(err, &unauthorized):
+		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+	default:
+		registryError(w, http.StatusBadGateway, "UNKNOWN", "rbn-kubelet: "+err.Error())
+	}
+}
+
+func registryError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+}
