@@ -207,4 +207,3 @@ func (c *Client) attempt(ctx context.Context, fn func() error) (int, error) {
 		}
 	}
 }
-
