@@ -273,18 +273,21 @@ spec:
 	}
 }
 
-// cutProxy forwards HTTP to the S3 server until limit bytes of object data
-// went through, then cuts every further part or object upload mid-way
-// (the connection drops), as a network failure would; anything else (the
-// abort of a multipart upload) still goes through.
-type cutProxy struct {
-	url   string
-	limit int64
-	sent  atomic.Int64
-	cuts  atomic.Int64
+// s3Proxy forwards HTTP to the S3 server. With cutAfter > 0, once that
+// many bytes of object data went through, every further part or object
+// upload is cut mid-way (the connection drops), as a network failure would;
+// anything else (the abort of a multipart upload) still goes through. With
+// hold set, uploads wait until it is closed (or their client goes away).
+type s3Proxy struct {
+	url      string
+	cutAfter int64
+	hold     chan struct{}
+	sent     atomic.Int64
+	cuts     atomic.Int64
+	puts     atomic.Int64
 }
 
-func newCutProxy(t *testing.T, target string, limit int64) *cutProxy {
+func newS3Proxy(t *testing.T, target string, cutAfter int64, hold chan struct{}) *s3Proxy {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
@@ -294,31 +297,35 @@ func newCutProxy(t *testing.T, target string, limit int64) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &cutProxy{url: "http://" + ln.Addr().String(), limit: limit}
+	sp := &s3Proxy{url: "http://" + ln.Addr().String(), cutAfter: cutAfter, hold: hold}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && cp.sent.Load() >= cp.limit {
+		if r.Method != http.MethodPut {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		sp.puts.Add(1)
+		if sp.hold != nil {
+			select {
+			case <-sp.hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if sp.cutAfter > 0 && sp.sent.Load() >= sp.cutAfter {
 			// Read a little of the body, then drop the connection.
 			_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
-			cp.cuts.Add(1)
-			if hj, ok := w.(http.Hijacker); ok {
-				if conn, _, err := hj.Hijack(); err == nil {
-					conn.Close()
-					return
-				}
-			}
+			sp.cuts.Add(1)
 			panic(http.ErrAbortHandler)
 		}
-		if r.Method == http.MethodPut {
-			r.Body = &countingBody{ReadCloser: r.Body, n: &cp.sent}
-		}
+		r.Body = &countingBody{ReadCloser: r.Body, n: &sp.sent}
 		rp.ServeHTTP(w, r)
 	})}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); wg.Wait() })
-	return cp
+	return sp
 }
 
 type countingBody struct {
@@ -340,7 +347,7 @@ func TestS3TransferFailures(t *testing.T) {
 	ns := s.namespace(t)
 	bucket := srv.bucket(t)
 	srv.put(t, bucket, "in/recipe", []byte("recipe"))
-	proxy := newCutProxy(t, srv.endpoint, 20<<20)
+	proxy := newS3Proxy(t, srv.endpoint, 20<<20, nil)
 	s.apply(t, srv.secretManifest(ns, "s3", srv.endpoint, srv.secret)+"---\n"+
 		srv.secretManifest(ns, "s3-wrong", srv.endpoint, srv.secret+"-wrong")+"---\n"+
 		srv.secretManifest(ns, "s3-cut", proxy.url, srv.secret))
@@ -405,4 +412,58 @@ spec:
 		t.Error("the proxy never cut an upload")
 	}
 	srv.assertNothingLeft(t, bucket, "out/image.raw")
+}
+
+// rbn-kubelet restarting while a pod's outputs upload: the pod stays
+// Running (OutputsUploaded=False) meanwhile, the new process uploads them
+// again, and the object in S3 is the whole, right content.
+func TestS3UploadSurvivesKubeletRestart(t *testing.T) {
+	s := newStack(t)
+	srv := newS3Server(t)
+	ns := s.namespace(t)
+	bucket := srv.bucket(t)
+	hold := make(chan struct{})
+	proxy := newS3Proxy(t, srv.endpoint, 0, hold)
+	s.apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.secret)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: build
+  namespace: %[1]s
+  annotations:
+    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
+spec:
+  restartPolicy: Never%[2]s
+  containers:
+    - name: build
+      image: %[3]s
+      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=20 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, ns, podSpec, testImage, bucket))
+	eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
+		return proxy.puts.Load() > 0, describeStatus(s.pod(t, ns, "build"))
+	})
+	p := s.pod(t, ns, "build")
+	uploading := false
+	for _, c := range p.Status.Conditions {
+		uploading = uploading || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionFalse && c.Reason == "Uploading"
+	}
+	if p.Status.Phase != corev1.PodRunning || !uploading {
+		t.Errorf("while uploading: %s", describeStatus(p))
+	}
+	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
+	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
+	}
+	close(hold)
+	s.waitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
+	image := srv.get(t, bucket, "image.raw")
+	sum := sha256.Sum256(image)
+	want := strings.TrimSpace(s.kubectl(t, "-n", ns, "logs", "build"))
+	if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
+		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+	}
 }

@@ -284,7 +284,10 @@ func (w *podWorker) ensureSandbox(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := pc.StartPod(ctx, w.plan.PodName); err != nil {
+	// The infra container alone: starting the podman pod would also start
+	// every container of it that has exited, and a re-adopted pod's
+	// completed containers must not run again.
+	if err := pc.StartContainer(ctx, info.InfraID); err != nil {
 		return err
 	}
 	infra, err := pc.InspectContainer(ctx, info.InfraID)

@@ -159,7 +159,8 @@ func retryable(ctx context.Context, err error) bool {
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
 		code := re.HTTPStatusCode()
-		return code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
+		// 0: no response at all (the connection broke).
+		return code == 0 || code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
 	}
 	return true
 }
