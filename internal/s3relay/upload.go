@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
@@ -43,6 +44,14 @@ func (c *Client) Upload(ctx context.Context, bucket, key string, src Source, pro
 		return res, describe("upload", bucket, key, err)
 	}
 	return res, nil
+}
+
+// unsignedPayload spares hashing every byte with SHA-256 for the request
+// signature: each part's CRC32 travels in a signed header and S3 checks the
+// body against it, the integrity model of the SDK's own default (an
+// unsigned payload with a checksum trailer, which not every server reads).
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 func crcString(sum uint32) string {
@@ -78,7 +87,7 @@ func (c *Client) putSmall(ctx context.Context, bucket, key string, data []byte, 
 	out, err := c.s3.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))), ChecksumCRC32: aws.String(sum),
-	})
+	}, unsignedPayload)
 	if err != nil {
 		return Result{}, err
 	}
@@ -152,7 +161,7 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 			out, err := c.s3.UploadPart(ctx, &s3.UploadPartInput{
 				Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id, PartNumber: aws.Int32(part),
 				Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumCRC32: aws.String(sum),
-			})
+			}, unsignedPayload)
 			if err == nil && aws.ToString(out.ChecksumCRC32) != "" && aws.ToString(out.ChecksumCRC32) != sum {
 				err = fmt.Errorf("%w: part %d stored with CRC32 %s, sent %s", ErrIntegrity, part, aws.ToString(out.ChecksumCRC32), sum)
 			}
