@@ -27,6 +27,8 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   # The S3 server for the transfer tests (and s3relay's integration tests).
   eval "$("${RBN_ROOT}/hack/s3.sh" env)"
   export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+  rbn::log "S3 relay integration tests"
+  go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
   go test -tags e2e -count=1 -timeout 40m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
 fi
