@@ -83,6 +83,12 @@ func (w *podWorker) current() *corev1.Pod {
 	return w.pod.DeepCopy()
 }
 
+func (w *podWorker) isDeleting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.deleting != nil
+}
+
 // poke schedules a sync.
 func (w *podWorker) poke() {
 	select {
@@ -228,6 +234,8 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.failed = true
 			w.p.failPod(w, failed.reason, failed.msg)
 			return 0, nil
+		} else if err != nil && w.isDeleting() {
+			return 0, nil // interrupted by the deletion: the next sync tears the pod down
 		} else if err != nil {
 			return 0, err
 		}
@@ -256,6 +264,8 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.failed = true
 			w.outputFailure = &[2]string{failed.reason, failed.msg}
 			w.p.event(pd, corev1.EventTypeWarning, failed.reason, failed.msg)
+		case err != nil && w.isDeleting():
+			return 0, nil // the next sync tears the pod down
 		case err != nil:
 			return 0, fmt.Errorf("upload outputs: %w", err) // interrupted: again at the next sync
 		default:

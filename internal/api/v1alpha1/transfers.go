@@ -78,7 +78,7 @@ type Transfers struct {
 type TransferInput struct {
 	Bucket string `json:"bucket"`
 	Key    string `json:"key"`
-	// Volume is one of the pod's emptyDir volumes.
+	// Volume is one of the pod's emptyDir volumes (not medium: Memory).
 	Volume string `json:"volume"`
 	// Path, relative to the volume, is the file written (unpack "" or
 	// "file"), or the directory the archive is unpacked into ("" or "." for
@@ -167,15 +167,23 @@ func ValidateTransfers(fp *field.Path, t *Transfers, spec *corev1.PodSpec) field
 	if len(t.Inputs)+len(t.Outputs) == 0 {
 		errs = append(errs, field.Required(fp.Child("inputs"), "at least one input or output"))
 	}
-	emptyDirs := sets.New[string]()
+	emptyDirs, memory := sets.New[string](), sets.New[string]()
 	for _, v := range spec.Volumes {
-		if v.EmptyDir != nil {
+		switch {
+		case v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory:
+			memory.Insert(v.Name)
+		case v.EmptyDir != nil:
 			emptyDirs.Insert(v.Name)
 		}
 	}
 	volume := func(p *field.Path, name string) {
-		if !emptyDirs.Has(name) {
-			errs = append(errs, field.NotFound(p, fmt.Sprintf("%s (must name one of the pod's emptyDir volumes: %v)", name, sets.List(emptyDirs))))
+		switch {
+		case memory.Has(name):
+			// A tmpfs volume is mounted only while a container of the pod runs:
+			// the transfer, before or after them, would not see its content.
+			errs = append(errs, field.Invalid(p, name, "a medium: Memory emptyDir cannot be transferred; use a disk-backed emptyDir"))
+		case !emptyDirs.Has(name):
+			errs = append(errs, field.NotFound(p, fmt.Sprintf("%s (must name one of the pod's disk-backed emptyDir volumes: %v)", name, sets.List(emptyDirs))))
 		}
 	}
 	for i, in := range t.Inputs {

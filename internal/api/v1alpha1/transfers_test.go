@@ -11,6 +11,7 @@ func TestParseTransfers(t *testing.T) {
 	spec := &corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Volumes: []corev1.Volume{
 		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{}}},
+		{Name: "shm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	}}
 	always := spec.DeepCopy()
 	always.RestartPolicy = corev1.RestartPolicyAlways
@@ -31,6 +32,7 @@ func TestParseTransfers(t *testing.T) {
 			want: []string{"apiVersion", "kind", "secretName", "inputs[0].bucket", "inputs[0].key", "inputs[0].volume", "inputs[0].path", "inputs[0].unpack",
 				"inputs[1].path: Required", "outputs: Forbidden", "outputs[0].volume", "outputs[0].path", "outputs[1].format", "outputs[1].key: Duplicate"}},
 		{name: "nothing to do", value: head, want: []string{"at least one input or output"}},
+		{name: "memory emptyDir", value: head + "outputs: [{volume: shm, path: x, bucket: img, key: k}]", want: []string{"medium: Memory emptyDir cannot be transferred"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := spec
