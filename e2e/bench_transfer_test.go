@@ -192,24 +192,7 @@ func TestBenchTransfer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, err := kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=upload"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rbnDur time.Duration
-	var uploadedMsg string
-	durRE := regexp.MustCompile(` in ([0-9.]+(?:ms|s|m[0-9.]+s|h[0-9.]+m[0-9.]+s)) \(`)
-	for _, e := range events.Items {
-		if e.Reason == "Uploaded" {
-			uploadedMsg = e.Message
-			if m := durRE.FindStringSubmatch(e.Message); m != nil {
-				rbnDur, _ = time.ParseDuration(m[1])
-			}
-		}
-	}
-	if rbnDur == 0 {
-		t.Fatalf("no Uploaded event with a duration: %v", events.Items)
-	}
+	rbnDur, uploadedMsg := xferEvent(t, kube, ns, "upload", "Uploaded")
 
 	// 2. The same file, straight from the host's disk (its volume's
 	// directory, on this machine) to S3, by the same uploader.
@@ -222,6 +205,45 @@ func TestBenchTransfer(t *testing.T) {
 	}
 	directDur := time.Since(start)
 
+	// 3. Back down: the object as a pod's input through rbn, then straight
+	// into a file beside the volume's.
+	dl := pd.DeepCopy()
+	dl.Name = "download"
+	dl.Annotations[rbnv1.AnnotationTransfers] = fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": %q, "key": "direct/image.raw", "volume": "work", "path": "in.raw"}]}`, bucket)
+	dl.Spec.Containers[0].Command = []string{"sh", "-c", fmt.Sprintf("test $(stat -c %%s /work/in.raw) = %d", size<<20)}
+	if _, err := kube.CoreV1().Pods(ns).Create(ctx, dl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("pod download Succeeded", 20*time.Minute, func() (bool, error) {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, "download", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			t.Fatalf("pod failed: %s: %s", p.Status.Reason, p.Status.Message)
+		}
+		return p.Status.Phase == corev1.PodSucceeded, fmt.Errorf("phase %s", p.Status.Phase)
+	})
+	rbnDownDur, downloadedMsg := xferEvent(t, kube, ns, "download", "Downloaded")
+	target := filepath.Join(mountpoint, "direct-download.raw")
+	start = time.Now()
+	_, err = s3c.Download(ctx, bucket, "direct/image.raw", func(_ context.Context, body io.Reader, _ int64) error {
+		f, err := os.Create(target)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, body); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	directDownDur := time.Since(start)
+	_ = os.Remove(target)
+
 	mu.Lock()
 	slices.Sort(samples)
 	peak, median := int64(0), int64(0)
@@ -233,7 +255,7 @@ func TestBenchTransfer(t *testing.T) {
 	rbnRate, directRate := bytes/rbnDur.Seconds()/(1<<20), bytes/directDur.Seconds()/(1<<20)
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	w("## S3 output upload (%d MiB)", size)
+	w("## S3 transfers through rbn-kubelet (%d MiB)", size)
 	w("")
 	w("A pod writes %d MiB of random data to an emptyDir and declares it as an output (`rbn.dev/transfers`); "+
 		"rbn-kubelet streams it from podman's archive API over the node's SSH connection into a multipart upload "+
@@ -241,10 +263,13 @@ func TestBenchTransfer(t *testing.T) {
 		"sends the same file from the host's volume directory on this machine with the same uploader, no SSH or podman.", size,
 		s3relay.DefaultPartSize>>20, s3relay.DefaultConcurrency, relay.MemoryBound()>>20)
 	w("")
-	w("| upload | duration | throughput | ratio |")
+	w("| transfer | duration | throughput | ratio |")
 	w("| --- | --- | --- | --- |")
-	w("| through rbn (podman archive -> SSH -> rbn-kubelet -> S3) | %s | %.1f MiB/s | %.0f%% of direct (goal >= 80%%) |", rbnDur.Round(time.Millisecond), rbnRate, 100*rbnRate/directRate)
-	w("| direct from the same machine (%s) | %s | %.1f MiB/s | 100%% |", res.Checksum, directDur.Round(time.Millisecond), directRate)
+	w("| upload through rbn (podman archive -> SSH -> rbn-kubelet -> S3) | %s | %.1f MiB/s | %.0f%% of direct (goal >= 80%%) |", rbnDur.Round(time.Millisecond), rbnRate, 100*rbnRate/directRate)
+	w("| upload direct from the same machine (%s) | %s | %.1f MiB/s | 100%% |", res.Checksum, directDur.Round(time.Millisecond), directRate)
+	w("| download through rbn (S3 -> rbn-kubelet -> SSH -> podman archive, into the volume) | %s | %.1f MiB/s | %.0f%% of direct |",
+		rbnDownDur.Round(time.Millisecond), bytes/rbnDownDur.Seconds()/(1<<20), 100*directDownDur.Seconds()/rbnDownDur.Seconds())
+	w("| download direct to a file on the same disk | %s | %.1f MiB/s | 100%% |", directDownDur.Round(time.Millisecond), bytes/directDownDur.Seconds()/(1<<20))
 	w("")
 	w("rbn-kubelet VmRSS: %.1f MiB before, median %.1f MiB and peak %.1f MiB over %d samples while the pod ran and uploaded, %.1f MiB after; VmHWM (lifetime) %.1f MiB.",
 		float64(rssBefore)/1024, float64(median)/1024, float64(peak)/1024, len(samples), float64(rssAfter)/1024, float64(xferStatus(pid)["VmHWM"])/1024)
@@ -252,7 +277,7 @@ func TestBenchTransfer(t *testing.T) {
 	w("rbn-kubelet used %.1f CPU-seconds from the pod's creation to its success (%.1f s per GiB); the machine has %d cores, load average %s at the end.",
 		rbnCPU, rbnCPU/(bytes/(1<<30)), goruntime.NumCPU(), xferLoad())
 	w("")
-	w("rbn's own event: %s", uploadedMsg)
+	w("rbn's own events: %s; %s", uploadedMsg, downloadedMsg)
 	fmt.Print("\n" + b.String())
 	if out := os.Getenv("RBN_BENCH_TRANSFER_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
@@ -267,6 +292,28 @@ func xferCreateBucket(ctx context.Context, e s3relay.Endpoint, bucket string) er
 		Credentials: credentials.NewStaticCredentialsProvider(e.AccessKeyID, e.SecretAccessKey, "")})
 	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)})
 	return err
+}
+
+// xferEvent returns the duration an rbn transfer event reports, and its message.
+func xferEvent(t *testing.T, kube kubernetes.Interface, ns, pod, reason string) (time.Duration, string) {
+	t.Helper()
+	events, err := kube.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	durRE := regexp.MustCompile(` in ([0-9.]+(?:ms|s|m[0-9.]+s|h[0-9.]+m[0-9.]+s))(?: \(|$)`)
+	for _, e := range events.Items {
+		if e.Reason == reason {
+			if m := durRE.FindStringSubmatch(e.Message); m != nil {
+				d, err := time.ParseDuration(m[1])
+				if err == nil {
+					return d, e.Message
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s event with a duration for pod %s: %v", reason, pod, events.Items)
+	return 0, ""
 }
 
 // xferCPU is the user+system CPU seconds of a process.
