@@ -51,9 +51,12 @@ func collect(got *bytes.Buffer) Sink {
 	}
 }
 
-func TestIntegrationRoundTrip(t *testing.T) {
+// testClient returns a client of a relay with cfg (no backoff) for the S3 server.
+func testClient(t *testing.T, cfg Config) (*Relay, *Client, Endpoint) {
+	t.Helper()
 	e := s3Endpoint(t)
-	r, err := New(Config{PartSize: 5 << 20, Concurrency: 2, MaxBuffers: 3, Backoff: func(int) time.Duration { return 0 }})
+	cfg.Backoff = func(int) time.Duration { return 0 }
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +64,12 @@ func TestIntegrationRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
+	return r, c, e
+}
+
+func TestIntegrationRoundTrip(t *testing.T) {
+	_, c, _ := testClient(t, Config{PartSize: 5 << 20, Concurrency: 2, MaxBuffers: 3})
 	bucket := testBucket(t, c)
 	for _, size := range []int{0, 1000, 5 << 20, 17<<20 + 3} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
@@ -103,19 +111,10 @@ func (f *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestIntegrationFailuresLeaveNothing(t *testing.T) {
-	e := s3Endpoint(t)
-	r, err := New(Config{PartSize: 5 << 20, Attempts: 2, Backoff: func(int) time.Duration { return 0 }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := r.Client(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	r, c, e := testClient(t, Config{PartSize: 5 << 20, Attempts: 2})
 	bucket := testBucket(t, c)
 	attempts := 0
-	_, err = c.Upload(context.Background(), bucket, "cut", func(context.Context) (io.ReadCloser, error) {
+	_, err := c.Upload(context.Background(), bucket, "cut", func(context.Context) (io.ReadCloser, error) {
 		attempts++
 		return io.NopCloser(&failingReader{n: 12 << 20}), nil
 	}, nil)

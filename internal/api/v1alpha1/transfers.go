@@ -186,14 +186,19 @@ func ValidateTransfers(fp *field.Path, t *Transfers, spec *corev1.PodSpec) field
 			errs = append(errs, field.NotFound(p, fmt.Sprintf("%s (must name one of the pod's disk-backed emptyDir volumes: %v)", name, sets.List(emptyDirs))))
 		}
 	}
+	// ends checks what inputs and outputs share: the object, the volume
+	// and path, the format.
+	ends := func(p *field.Path, bucket, key, vol, rel, formatField, format string) {
+		errs = append(errs, validateObject(p, bucket, key)...)
+		volume(p.Child("volume"), vol)
+		errs = append(errs, validateRelPath(p.Child("path"), rel)...)
+		if !sets.New(formats...).Has(format) {
+			errs = append(errs, field.NotSupported(p.Child(formatField), format, formats))
+		}
+	}
 	for i, in := range t.Inputs {
 		p := fp.Child("inputs").Index(i)
-		errs = append(errs, validateObject(p, in.Bucket, in.Key)...)
-		volume(p.Child("volume"), in.Volume)
-		errs = append(errs, validateRelPath(p.Child("path"), in.Path)...)
-		if !sets.New(formats...).Has(in.Unpack) {
-			errs = append(errs, field.NotSupported(p.Child("unpack"), in.Unpack, formats))
-		}
+		ends(p, in.Bucket, in.Key, in.Volume, in.Path, "unpack", in.Unpack)
 		if in.Unpack == FormatFile && in.Path == "." {
 			errs = append(errs, field.Required(p.Child("path"), "the file to write (only an unpacked archive goes to the volume's root)"))
 		}
@@ -204,12 +209,7 @@ func ValidateTransfers(fp *field.Path, t *Transfers, spec *corev1.PodSpec) field
 	keys := sets.New[string]()
 	for i, out := range t.Outputs {
 		p := fp.Child("outputs").Index(i)
-		errs = append(errs, validateObject(p, out.Bucket, out.Key)...)
-		volume(p.Child("volume"), out.Volume)
-		errs = append(errs, validateRelPath(p.Child("path"), out.Path)...)
-		if !sets.New(formats...).Has(out.Format) {
-			errs = append(errs, field.NotSupported(p.Child("format"), out.Format, formats))
-		}
+		ends(p, out.Bucket, out.Key, out.Volume, out.Path, "format", out.Format)
 		if k := out.Bucket + "/" + out.Key; keys.Has(k) {
 			errs = append(errs, field.Duplicate(p.Child("key"), out.Key))
 		} else {
