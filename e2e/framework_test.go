@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -239,4 +240,28 @@ func (s *stack) events(t *testing.T, namespace, kind, name string) []corev1.Even
 // uniqueName returns a DNS-safe name unique to the test.
 func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1_000_000)
+}
+
+// hostPodman runs podman on build host i as its service does (in its network
+// namespace, if isolated), returning the error instead of failing.
+func (s *stack) hostPodman(i int, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(s.root, "hack", "hosts.sh"), append([]string{"podman", strconv.Itoa(i)}, args...)...)
+	cmd.Env = append(os.Environ(), "RBN_STATE="+s.state)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("hosts.sh podman %d %v: %w\n%s", i, args, err, out)
+	}
+	return string(out), nil
+}
+
+// mustHostPodman is hostPodman that fails the test on an error.
+func (s *stack) mustHostPodman(t *testing.T, i int, args ...string) string {
+	t.Helper()
+	out, err := s.hostPodman(i, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -4,10 +4,8 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -49,20 +47,6 @@ func (s *stack) isolatedHost(t *testing.T) int {
 			return i
 		}
 	}
-}
-
-// hostPodman runs podman on build host i as its service does (in its network
-// namespace, if isolated), returning the error instead of failing.
-func (s *stack) hostPodman(i int, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(s.root, "hack", "hosts.sh"), append([]string{"podman", strconv.Itoa(i)}, args...)...)
-	cmd.Env = append(os.Environ(), "RBN_STATE="+s.state)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("hosts.sh podman %d %v: %w\n%s", i, args, err, out)
-	}
-	return string(out), nil
 }
 
 // pullSecret creates a kubernetes.io/dockerconfigjson Secret for the test registry.

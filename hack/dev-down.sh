@@ -3,6 +3,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rbn::stop rbn-kubelet
 rbn::stop rbn-extender
+"${RBN_ROOT}/hack/s3.sh" down
 "${RBN_ROOT}/hack/hosts.sh" down
 "${RBN_ROOT}/hack/registry.sh" down
 "${RBN_ROOT}/hack/cluster.sh" down

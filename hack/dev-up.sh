@@ -7,6 +7,8 @@
 # $RBN_STATE/extender/url); RBN_SCHEDULER_EXTENDER_IGNORABLE=false makes the
 # scheduler wait for it instead of scheduling without it (see
 # manifests/extender/kube-scheduler-config.yaml).
+# RBN_S3=1 also starts a local S3 server (hack/s3.sh; built once, 2-4 minutes) for pods'
+# rbn.dev/transfers; `hack/s3.sh env` prints its endpoint and credentials.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODES="${NODES:-2}"
 KUBELET_DIR="${RBN_STATE}/kubelet"
@@ -26,6 +28,9 @@ export RBN_SCHEDULER_EXTENDER_URL="http://127.0.0.1:${EXTENDER_PORT}"
 "${RBN_ROOT}/hack/cluster.sh" up
 eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 "${RBN_ROOT}/hack/hosts.sh" up "${NODES}"
+if [[ "${RBN_S3:-0}" == 1 ]]; then
+  "${RBN_ROOT}/hack/s3.sh" up
+fi
 
 kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 

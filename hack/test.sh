@@ -19,15 +19,20 @@ fi
 
 if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   # A stack of its own, in its own state dir, torn down whatever happens.
-  export RBN_STATE="${RBN_ROOT}/_output/e2e"
+  export RBN_STATE="${RBN_E2E_STATE_DIR:-${RBN_ROOT}/_output/e2e}"
   trap '"${RBN_ROOT}/hack/dev-down.sh" || true' EXIT
   "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
-  # The last host is isolated (no route to this machine's loopback services) and pulls images
-  # through rbn-kubelet from the test registry (hack/registry.sh), which dev-down stops.
+  # The last host is isolated (no route to this machine's loopback services: the registry and the
+  # S3 server) and pulls images through rbn-kubelet from the test registry (hack/registry.sh).
+  # dev-down stops the registry and the S3 server.
   "${RBN_ROOT}/hack/registry.sh" up >/dev/null
-  NODES="${E2E_NODES:-4}" RBN_ISOLATED_HOSTS="${RBN_ISOLATED_HOSTS:-${E2E_NODES:-4}}" "${RBN_ROOT}/hack/dev-up.sh" >/dev/null
+  RBN_S3=1 NODES="${E2E_NODES:-4}" RBN_ISOLATED_HOSTS="${RBN_ISOLATED_HOSTS:-${E2E_NODES:-4}}" "${RBN_ROOT}/hack/dev-up.sh" >/dev/null
   eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  # The S3 server for the transfer tests (and s3relay's integration tests).
+  eval "$("${RBN_ROOT}/hack/s3.sh" env)"
   export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+  rbn::log "S3 relay integration tests"
+  go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
   go test -tags e2e -count=1 -timeout 40m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
 fi

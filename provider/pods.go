@@ -20,6 +20,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/provider/node"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -38,6 +39,9 @@ type PodsConfig struct {
 	Secrets    corev1listers.SecretLister
 	ConfigMaps corev1listers.ConfigMapLister
 	Token      TokenFunc
+	// Relay carries the pods' S3 transfers (annotation rbn.dev/transfers);
+	// nil: a default one for this node alone.
+	Relay *s3relay.Relay
 	// Known reports whether a pod UID still exists in Kubernetes, and
 	// whether the answer can be trusted yet (informer synced). Podman pods
 	// of unknown UIDs are orphans and get removed.
@@ -133,6 +137,13 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Relay == nil {
+		r, err := s3relay.New(s3relay.Config{})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Relay = r
 	}
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = 10 * time.Second

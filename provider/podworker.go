@@ -36,6 +36,8 @@ type podWorker struct {
 	mu       sync.Mutex
 	pod      *corev1.Pod // latest spec; Status is what we last reported
 	deleting *time.Duration
+	// transferCancel interrupts the S3 transfer in progress, if any.
+	transferCancel context.CancelFunc
 
 	// Owned by the worker goroutine.
 	plan         *pod.Plan
@@ -51,6 +53,11 @@ type podWorker struct {
 	lastErr      string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
+	// Outputs (rbn.dev/transfers): awaited once every container succeeded,
+	// done once uploaded, or failed for good (reason, message).
+	awaitingOutputs bool
+	outputsDone     bool
+	outputFailure   *[2]string
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
@@ -76,6 +83,12 @@ func (w *podWorker) current() *corev1.Pod {
 	return w.pod.DeepCopy()
 }
 
+func (w *podWorker) isDeleting() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.deleting != nil
+}
+
 // poke schedules a sync.
 func (w *podWorker) poke() {
 	select {
@@ -99,6 +112,9 @@ func (w *podWorker) terminate(grace time.Duration) {
 	w.mu.Lock()
 	if w.deleting == nil || grace < *w.deleting {
 		w.deleting = &grace
+	}
+	if w.transferCancel != nil {
+		w.transferCancel()
 	}
 	w.mu.Unlock()
 	w.poke()
@@ -213,7 +229,14 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		w.plan = plan
 	}
 	if w.podID == "" {
-		if err := w.ensureSandbox(ctx); err != nil {
+		var failed *transferFailure
+		if err := w.ensureSandbox(ctx); errors.As(err, &failed) {
+			w.failed = true
+			w.p.failPod(w, failed.reason, failed.msg)
+			return 0, nil
+		} else if err != nil && w.isDeleting() {
+			return 0, nil // interrupted by the deletion: the next sync tears the pod down
+		} else if err != nil {
 			return 0, err
 		}
 		// Now the pod has an IP: resolve env that refers to it.
@@ -233,6 +256,23 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		obs = obs2
 	}
 	w.report(ctx, pd, obs)
+	if w.awaitingOutputs && !w.outputsDone && w.outputFailure == nil {
+		err := w.withTransferContext(ctx, w.uploadOutputs)
+		var failed *transferFailure
+		switch {
+		case errors.As(err, &failed):
+			w.failed = true
+			w.outputFailure = &[2]string{failed.reason, failed.msg}
+			w.p.event(pd, corev1.EventTypeWarning, failed.reason, failed.msg)
+		case err != nil && w.isDeleting():
+			return 0, nil // the next sync tears the pod down
+		case err != nil:
+			return 0, fmt.Errorf("upload outputs: %w", err) // interrupted: again at the next sync
+		default:
+			w.outputsDone = true
+		}
+		w.report(ctx, pd, obs)
+	}
 	return next, nil
 }
 
@@ -254,7 +294,10 @@ func (w *podWorker) ensureSandbox(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := pc.StartPod(ctx, w.plan.PodName); err != nil {
+	// The infra container alone: starting the podman pod would also start
+	// every container of it that has exited, and a re-adopted pod's
+	// completed containers must not run again.
+	if err := pc.StartContainer(ctx, info.InfraID); err != nil {
 		return err
 	}
 	infra, err := pc.InspectContainer(ctx, info.InfraID)
@@ -263,6 +306,13 @@ func (w *podWorker) ensureSandbox(ctx context.Context) error {
 	}
 	if err := w.fillVolumes(ctx, w.plan, infra.ImageID); err != nil {
 		return err
+	}
+	if need, err := w.inputsNeeded(ctx); err != nil {
+		return err
+	} else if need {
+		if err := w.withTransferContext(ctx, func(ctx context.Context) error { return w.stageInputs(ctx, infra.ImageID) }); err != nil {
+			return err
+		}
 	}
 	w.podIP = infra.IPAddress
 	w.mountpoints = mp
@@ -530,7 +580,11 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
 	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	outputs := w.outputsCondition(&st)
 	st.Conditions = podConditions(st.Phase, w.podID != "", st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	if outputs != nil {
+		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
+	}
 	if w.podIP != "" {
 		st.PodIP, st.PodIPs = w.podIP, []corev1.PodIP{{IP: w.podIP}}
 	}

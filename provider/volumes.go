@@ -85,20 +85,11 @@ func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image strin
 	if len(files) == 0 {
 		return nil
 	}
-	loader := pod.PodName(w.uid()) + "-loader"
-	spec := specgen.NewSpecGenerator(image, false)
-	spec.Name = loader
-	spec.Labels = copyLabels(plan.Labels)
-	spec.Labels[pod.LabelRole] = "loader"
-	spec.Entrypoint = []string{"/loader-never-runs"}
-	for _, v := range files {
-		spec.Volumes = append(spec.Volumes, &specgen.NamedVolume{Name: v.PodmanName, Dest: path.Join(loaderRoot, v.K8sName), Options: []string{"rw"}})
+	loader, remove, err := w.volumeContainer(ctx, "loader", image, files)
+	if err != nil {
+		return err
 	}
-	_ = pc.RemoveContainer(ctx, loader, true) // a leftover from an interrupted attempt
-	if _, err := pc.CreateContainer(ctx, spec); err != nil {
-		return fmt.Errorf("volume loader: %w", err)
-	}
-	defer func() { _ = pc.RemoveContainer(context.WithoutCancel(ctx), loader, true) }()
+	defer remove()
 	for _, v := range files {
 		data, err := tarFiles(v.Files, subdirs[v.K8sName], w.p.cfg.Clock.Now())
 		if err != nil {
@@ -109,6 +100,22 @@ func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image strin
 		}
 	}
 	return nil
+}
+
+// newVolumeContainerSpec is a container that is never started, only there
+// for podman's archive API to reach the volumes it mounts.
+func newVolumeContainerSpec(name, image string, labels map[string]string, role string) *specgen.SpecGenerator {
+	spec := specgen.NewSpecGenerator(image, false)
+	spec.Name = name
+	spec.Labels = copyLabels(labels)
+	spec.Labels[pod.LabelRole] = role
+	spec.Entrypoint = []string{"/loader-never-runs"}
+	return spec
+}
+
+// namedVolume mounts v at loaderRoot/<its Kubernetes name>.
+func namedVolume(v pod.Volume) *specgen.NamedVolume {
+	return &specgen.NamedVolume{Name: v.PodmanName, Dest: path.Join(loaderRoot, v.K8sName), Options: []string{"rw"}}
 }
 
 // subPathDirs lists, per EmptyDir volume, the subPath directories its mounts need.

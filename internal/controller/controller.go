@@ -34,6 +34,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
@@ -56,6 +57,10 @@ type Controller struct {
 	broadcast   record.EventBroadcaster
 	queue       workqueue.TypedRateLimitingInterface[string]
 
+	// relay moves every node's S3 transfers, its buffer pool bounding
+	// their memory together.
+	relay *s3relay.Relay
+
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
 	ports    NodePorts
@@ -71,7 +76,12 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if err := rbnv1.AddToScheme(scheme.Scheme); err != nil {
 		return nil, err
 	}
+	relay, err := s3relay.New(s3relay.Config{})
+	if err != nil {
+		return nil, err
+	}
 	c := &Controller{
+		relay:     relay,
 		cfg:       cfg,
 		client:    client,
 		rbn:       rc,
@@ -238,7 +248,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg, ports: ports},
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())

@@ -21,6 +21,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
 )
@@ -42,6 +43,7 @@ type runtimeDeps struct {
 	recorder func(node string) record.EventRecorder
 	cfg      *config.KubeletConfiguration
 	ports    NodePorts // nil: every node on cfg.KubeletPort
+	relay    *s3relay.Relay
 }
 
 func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (*nodeRuntime, error) {
@@ -80,6 +82,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		Secrets:    d.shared.Core().V1().Secrets().Lister(),
 		ConfigMaps: d.shared.Core().V1().ConfigMaps().Lister(),
 		Token:      tokenFunc(d.client),
+		Relay:      d.relay,
 		Known: func(uid types.UID) (bool, bool) {
 			if !podInformer.HasSynced() {
 				return false, false

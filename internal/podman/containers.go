@@ -173,3 +173,21 @@ func sortedNetworks(m map[string]*define.InspectAdditionalNetwork) []*define.Ins
 	}
 	return out
 }
+
+// CopyFrom streams a tar archive of path inside a (possibly not started)
+// container, its entries named after path's base name; paths on the
+// container's named volumes come from the volumes. Closing the reader ends
+// the transfer. A missing path gives ErrNotFound.
+func (c *Client) CopyFrom(ctx context.Context, container, path string) (io.ReadCloser, error) {
+	cctx, err := c.callContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	copyFn, err := containers.CopyToArchive(cctx, container, path, pw)
+	if err != nil {
+		return nil, wrap("copy from "+container+":"+path, err)
+	}
+	go func() { pw.CloseWithError(wrap("copy from "+container+":"+path, copyFn())) }()
+	return pr, nil
+}

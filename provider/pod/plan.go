@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
 // Labels put on every podman object rbn creates, so that a restarted
@@ -70,6 +72,9 @@ type Plan struct {
 	// HostPorts are published on the host (containers[*].ports[*].hostPort).
 	HostPorts []HostPort
 	Volumes   []Volume
+	// Transfers are the pod's S3 transfers (annotation rbn.dev/transfers),
+	// defaulted and valid; nil when it declares none.
+	Transfers *rbnv1.Transfers
 	// InitContainers run in order, each to completion, before Containers.
 	InitContainers []Container
 	Containers     []Container

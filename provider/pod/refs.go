@@ -9,7 +9,8 @@ import (
 // ReferencedObjects names the Secrets and ConfigMaps of the pod's namespace
 // that Translate reads, sorted and without duplicates: those of secret,
 // configMap and projected volumes and of the env (valueFrom) and envFrom of
-// every container and init container. The caller fetches them into
+// every container and init container, and the Secret of the pod's S3
+// transfers (annotation rbn.dev/transfers). The caller fetches them into
 // Input.Secrets and Input.ConfigMaps. imagePullSecrets are left out: they
 // are the runtime's, for pulling, not Translate's.
 func ReferencedObjects(pd *corev1.Pod) (secrets, configMaps []string) {
@@ -53,6 +54,7 @@ func ReferencedObjects(pd *corev1.Pod) (secrets, configMaps []string) {
 			}
 		}
 	}
+	s[transfersSecret(pd)] = true
 	return sortedKeys(s), sortedKeys(cm)
 }
 

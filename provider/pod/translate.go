@@ -77,6 +77,9 @@ func Translate(in Input) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if plan.Transfers, err = t.transfers(); err != nil {
+		return nil, err
+	}
 	byName := make(map[string]*Volume, len(vols))
 	for i := range vols {
 		byName[vols[i].K8sName] = &vols[i]
@@ -101,6 +104,11 @@ func Translate(in Input) (*Plan, error) {
 	// refusal is found first.
 	if err := t.fillFiles(vols); err != nil {
 		return nil, err
+	}
+	if plan.Transfers != nil {
+		if err := t.transfersSecretPresent(plan.Transfers); err != nil {
+			return nil, err
+		}
 	}
 	if t.missing != nil {
 		return nil, t.missing

@@ -1,0 +1,479 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// s3Server is the S3 server hack/s3.sh runs for the stack (hack/test.sh
+// exports its endpoint and credentials), with a client of its own to set up
+// and check objects independently of rbn.
+type s3Server struct {
+	endpoint, region, access, secret string
+	client                           *s3.Client
+}
+
+func newS3Server(t *testing.T) *s3Server {
+	t.Helper()
+	s := &s3Server{endpoint: mustEnv(t, "RBN_S3_ENDPOINT"), region: mustEnv(t, "RBN_S3_REGION"),
+		access: mustEnv(t, "RBN_S3_ACCESS_KEY"), secret: mustEnv(t, "RBN_S3_SECRET_KEY")}
+	s.client = s3.New(s3.Options{
+		Region: s.region, BaseEndpoint: aws.String(s.endpoint), UsePathStyle: true,
+		Credentials:                credentials.NewStaticCredentialsProvider(s.access, s.secret, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+	return s
+}
+
+func (s *s3Server) bucket(t *testing.T) string {
+	t.Helper()
+	name := uniqueName("e2e-bucket")
+	if _, err := s.client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func (s *s3Server) put(t *testing.T, bucket, key string, data []byte) {
+	t.Helper()
+	if _, err := s.client.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *s3Server) get(t *testing.T, bucket, key string) []byte {
+	t.Helper()
+	out, err := s.client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatalf("get s3://%s/%s: %v", bucket, key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// assertNothingLeft checks that no object and no unfinished multipart upload exist for key.
+func (s *s3Server) assertNothingLeft(t *testing.T, bucket, key string) {
+	t.Helper()
+	if _, err := s.client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &bucket, Key: &key}); err == nil {
+		t.Errorf("s3://%s/%s exists after a failed upload", bucket, key)
+	}
+	ups, err := s.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket, Prefix: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups.Uploads) > 0 {
+		t.Errorf("%d multipart upload(s) of s3://%s/%s left unfinished", len(ups.Uploads), bucket, key)
+	}
+}
+
+// secret is the manifest of a Secret holding the server's endpoint and credentials.
+func (s *s3Server) secretManifest(ns, name, endpoint, secretKey string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: %s}
+stringData: {endpoint: %q, region: %s, accessKeyID: %s, secretAccessKey: %s}
+`, name, ns, endpoint, s.region, s.access, secretKey)
+}
+
+func tarGz(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	for name, data := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func untarGz(t *testing.T, data []byte) map[string]string {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	out := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		out[h.Name] = string(b)
+	}
+}
+
+func hasEvent(events []corev1.Event, reason, substr string) bool {
+	for _, e := range events {
+		if e.Reason == reason && strings.Contains(e.Message, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+// An image-create-shaped job whose recipe comes from S3 (a tarball unpacked
+// into the work volume, and a single file) and whose results go back to S3
+// (a 12 MiB image as a file, in parts, and a directory as tar.gz), through
+// rbn-kubelet: the build host has no S3 credentials.
+func TestS3ImageCreateShapedJob(t *testing.T) {
+	s := newStack(t)
+	srv := newS3Server(t)
+	reg := s.registry(t)
+	ns := s.namespace(t)
+	bucket := srv.bucket(t)
+	// The job runs on the isolated host: it cannot reach the S3 server nor
+	// the registry, so its image and its data can only come through
+	// rbn-kubelet.
+	iso := s.isolatedHost(t)
+	node := s.host(t, iso)["NAME"]
+	s.waitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
+	s3Port := strings.TrimPrefix(srv.endpoint[strings.LastIndex(srv.endpoint, ":"):], ":")
+	if out, err := s.hostPodman(iso, "run", "--rm", "--network", "host", testImage, "wget", "-q", "-T", "5", "-O", "/dev/null", "http://127.0.0.1:"+s3Port+"/"); err == nil {
+		t.Fatalf("the isolated host reached the S3 server at 127.0.0.1:%s:\n%s", s3Port, out)
+	} else if !strings.Contains(out, "refused") && !strings.Contains(out, "unreachable") {
+		t.Errorf("the isolated host failed to reach S3, but not for want of a route: %s", out)
+	}
+	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
+	srv.put(t, bucket, "recipes/demo.tar.gz", tarGz(t, map[string]string{"config.kiwi": "<image name='demo'/>", "root/etc/motd": "built by rbn"}))
+	srv.put(t, bucket, "recipes/seed", []byte("42\n"))
+	transfers := fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3",
+  "inputs": [{"bucket": %[1]q, "key": "recipes/demo.tar.gz", "volume": "work", "path": "recipe", "unpack": "tar.gz"},
+             {"bucket": %[1]q, "key": "recipes/seed", "volume": "work", "path": "recipe/seed"}],
+  "outputs": [{"volume": "work", "path": "out/image.raw", "bucket": %[1]q, "key": "results/image.raw"},
+              {"volume": "work", "path": "out/meta", "bucket": %[1]q, "key": "results/meta.tar.gz", "format": "tar.gz"}]}`, bucket)
+	s.apply(t, srv.secretManifest(ns, "s3", srv.endpoint, srv.secret)+fmt.Sprintf(`---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: image-create, namespace: %[1]s}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      annotations:
+        rbn.dev/transfers: '%[4]s'
+    spec:
+      restartPolicy: Never%[2]s
+      imagePullSecrets: [{name: regcred}]
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms: [{matchFields: [{key: metadata.name, operator: In, values: [%[5]s]}]}]
+      initContainers:
+        - name: check-recipe
+          image: %[3]s
+          command: [sh, -c, "grep -q \"image name='demo'\" /work/recipe/config.kiwi && test \"$(cat /work/recipe/root/etc/motd)\" = 'built by rbn' && test \"$(cat /work/recipe/seed)\" = 42"]
+          volumeMounts: [{name: work, mountPath: /work}]
+      containers:
+        - name: build
+          image: %[6]s
+          securityContext: {privileged: true}
+          command: [sh, -c]
+          args:
+            - |
+              set -e
+              mkdir -p /work/out/meta
+              dd if=/dev/urandom of=/work/out/image.raw bs=1M count=12 2>/dev/null
+              sha256sum /work/out/image.raw | cut -d' ' -f1 > /work/out/meta/image.sha256
+              cp /work/recipe/config.kiwi /work/out/meta/
+              env > /work/out/meta/env
+              echo build ok
+          volumeMounts: [{name: work, mountPath: /work}]
+      volumes:
+        - {name: work, emptyDir: {}}
+`, ns, templateSpec, testImage, strings.ReplaceAll(transfers, "\n", " "), node, reg["IMAGE"]))
+	s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
+	pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one job pod, got %v (%v)", len(pods.Items), err)
+	}
+	p := pods.Items[0]
+	if p.Status.Phase != corev1.PodSucceeded || p.Spec.NodeName != node {
+		t.Fatalf("pod on %s, want %s: %s", p.Spec.NodeName, node, describeStatus(&p))
+	}
+	if _, _, ok := s.relayed(t, ns, p.Name); !ok {
+		t.Errorf("the build image did not come through rbn-kubelet: %v", s.events(t, ns, "Pod", p.Name))
+	}
+	uploaded := false
+	for _, c := range p.Status.Conditions {
+		uploaded = uploaded || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionTrue
+	}
+	if !uploaded {
+		t.Errorf("no OutputsUploaded=True condition: %s", describeStatus(&p))
+	}
+
+	image := srv.get(t, bucket, "results/image.raw")
+	meta := untarGz(t, srv.get(t, bucket, "results/meta.tar.gz"))
+	sum := sha256.Sum256(image)
+	if len(image) != 12<<20 || strings.TrimSpace(meta["image.sha256"]) != hex.EncodeToString(sum[:]) {
+		t.Errorf("image: %d bytes, sha256 %x; the build wrote sha256 %q", len(image), sum, meta["image.sha256"])
+	}
+	if meta["config.kiwi"] != "<image name='demo'/>" {
+		t.Errorf("meta.tar.gz holds %v", meta)
+	}
+	// The credentials stay in rbn-kubelet: not in the containers' environment nor anywhere in their config.
+	if strings.Contains(meta["env"], srv.secret) || strings.Contains(meta["env"], srv.access) {
+		t.Error("the build container saw the S3 credentials")
+	}
+	host := s.hostIndex(t, p.Spec.NodeName)
+	names := s.mustHostPodman(t, host, "ps", "-a", "--format", "{{.Names}}", "--filter", "label=rbn.dev/pod-uid="+string(p.UID))
+	if inspect := s.mustHostPodman(t, host, append([]string{"inspect"}, strings.Fields(names)...)...); strings.Contains(inspect, srv.secret) {
+		t.Error("the S3 secret key is in the host's container configuration")
+	}
+
+	events := s.events(t, ns, "Pod", p.Name)
+	for _, want := range [][2]string{
+		{"Downloaded", "s3://" + bucket + "/recipes/demo.tar.gz"}, {"Downloaded", "s3://" + bucket + "/recipes/seed"},
+		{"Uploaded", "s3://" + bucket + "/results/image.raw"}, {"Uploaded", "s3://" + bucket + "/results/meta.tar.gz"},
+	} {
+		if !hasEvent(events, want[0], want[1]) {
+			t.Errorf("no %s event for %s", want[0], want[1])
+		}
+	}
+	for _, e := range events {
+		if strings.HasPrefix(e.Reason, "Down") || strings.HasPrefix(e.Reason, "Up") {
+			t.Logf("event %s: %s", e.Reason, e.Message)
+		}
+	}
+}
+
+// s3Proxy forwards HTTP to the S3 server. With cutAfter > 0, once that
+// many bytes of object data went through, every further part or object
+// upload is cut mid-way (the connection drops), as a network failure would;
+// anything else (the abort of a multipart upload) still goes through. With
+// hold set, uploads wait until it is closed (or their client goes away).
+type s3Proxy struct {
+	url      string
+	cutAfter int64
+	hold     chan struct{}
+	sent     atomic.Int64
+	cuts     atomic.Int64
+	puts     atomic.Int64
+}
+
+func newS3Proxy(t *testing.T, target string, cutAfter int64, hold chan struct{}) *s3Proxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := &s3Proxy{url: "http://" + ln.Addr().String(), cutAfter: cutAfter, hold: hold}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPut {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		sp.puts.Add(1)
+		if sp.hold != nil {
+			select {
+			case <-sp.hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if sp.cutAfter > 0 && sp.sent.Load() >= sp.cutAfter {
+			// Read a little of the body, then drop the connection.
+			_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+			sp.cuts.Add(1)
+			panic(http.ErrAbortHandler)
+		}
+		r.Body = &countingBody{ReadCloser: r.Body, n: &sp.sent}
+		rp.ServeHTTP(w, r)
+	})}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return sp
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Each transfer failure fails the pod with a reason and a message naming the
+// object, and leaves no object (nor unfinished upload) behind.
+func TestS3TransferFailures(t *testing.T) {
+	s := newStack(t)
+	srv := newS3Server(t)
+	ns := s.namespace(t)
+	bucket := srv.bucket(t)
+	srv.put(t, bucket, "in/recipe", []byte("recipe"))
+	proxy := newS3Proxy(t, srv.endpoint, 20<<20, nil)
+	s.apply(t, srv.secretManifest(ns, "s3", srv.endpoint, srv.secret)+"---\n"+
+		srv.secretManifest(ns, "s3-wrong", srv.endpoint, srv.secret+"-wrong")+"---\n"+
+		srv.secretManifest(ns, "s3-cut", proxy.url, srv.secret))
+
+	podWith := func(name, transfers, script string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+  annotations:
+    rbn.dev/transfers: '%s'
+spec:
+  restartPolicy: Never%s
+  containers:
+    - name: build
+      image: %s
+      command: [sh, -c, %q]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, name, ns, transfers, podSpec, testImage, script)
+	}
+	input := func(secret, key string) string {
+		return fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": %q, "inputs": [{"bucket": %q, "key": %q, "volume": "work", "path": "recipe"}]}`, secret, bucket, key)
+	}
+	output := fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3-cut", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %q, "key": "out/image.raw"}]}`, bucket)
+	cases := []struct {
+		name, manifest, reason string
+		message                []string
+	}{
+		{"wrong-credentials", podWith("wrong-credentials", input("s3-wrong", "in/recipe"), "true"), "InputTransferFailed",
+			[]string{"s3://" + bucket + "/in/recipe", "SignatureDoesNotMatch"}},
+		{"missing-object", podWith("missing-object", input("s3", "in/absent"), "true"), "InputTransferFailed",
+			[]string{"s3://" + bucket + "/in/absent", "NoSuchKey"}},
+		{"upload-cut", podWith("upload-cut", output, "dd if=/dev/urandom of=/work/image.raw bs=1M count=48 2>/dev/null"), "OutputTransferFailed",
+			[]string{"s3://" + bucket + "/out/image.raw", "no object was written"}},
+		{"invalid-annotation", podWith("invalid-annotation", `{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": "b", "key": "k", "volume": "nope", "path": "../x"}]}`, "true"),
+			"InvalidTransfers", []string{"inputs[0].volume", "inputs[0].path", "inputs[0].bucket"}},
+	}
+	for _, tc := range cases {
+		s.apply(t, tc.manifest)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := s.waitPodPhase(t, ns, tc.name, corev1.PodFailed, 3*time.Minute)
+			if p.Status.Reason != tc.reason {
+				t.Errorf("reason %q, want %q: %s", p.Status.Reason, tc.reason, describeStatus(p))
+			}
+			for _, m := range tc.message {
+				if !strings.Contains(p.Status.Message, m) {
+					t.Errorf("message lacks %q: %s", m, p.Status.Message)
+				}
+			}
+			if !hasEvent(s.events(t, ns, "Pod", tc.name), tc.reason, tc.message[0]) {
+				t.Errorf("no %s event naming %s", tc.reason, tc.message[0])
+			}
+			t.Logf("%s: %s", p.Status.Reason, p.Status.Message)
+		})
+	}
+	if proxy.cuts.Load() == 0 {
+		t.Error("the proxy never cut an upload")
+	}
+	srv.assertNothingLeft(t, bucket, "out/image.raw")
+}
+
+// rbn-kubelet restarting while a pod's outputs upload: the pod stays
+// Running (OutputsUploaded=False) meanwhile, the new process uploads them
+// again, and the object in S3 is the whole, right content.
+func TestS3UploadSurvivesKubeletRestart(t *testing.T) {
+	s := newStack(t)
+	srv := newS3Server(t)
+	ns := s.namespace(t)
+	bucket := srv.bucket(t)
+	hold := make(chan struct{})
+	proxy := newS3Proxy(t, srv.endpoint, 0, hold)
+	s.apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.secret)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: build
+  namespace: %[1]s
+  annotations:
+    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
+spec:
+  restartPolicy: Never%[2]s
+  containers:
+    - name: build
+      image: %[3]s
+      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=20 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, ns, podSpec, testImage, bucket))
+	eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
+		return proxy.puts.Load() > 0, describeStatus(s.pod(t, ns, "build"))
+	})
+	p := s.pod(t, ns, "build")
+	uploading := false
+	for _, c := range p.Status.Conditions {
+		uploading = uploading || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionFalse && c.Reason == "Uploading"
+	}
+	if p.Status.Phase != corev1.PodRunning || !uploading {
+		t.Errorf("while uploading: %s", describeStatus(p))
+	}
+	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
+	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
+	}
+	close(hold)
+	s.waitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
+	image := srv.get(t, bucket, "image.raw")
+	sum := sha256.Sum256(image)
+	want := strings.TrimSpace(s.kubectl(t, "-n", ns, "logs", "build"))
+	if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
+		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+	}
+}

@@ -1,0 +1,221 @@
+package s3relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// Source opens the content to upload; it is called again, from the start,
+// for each attempt.
+type Source func(ctx context.Context) (io.ReadCloser, error)
+
+// Upload streams the source to s3://bucket/key, replacing any object there
+// only once the whole content has arrived and been verified.
+//
+// Content that fits in one part goes up with one PutObject; anything larger
+// as a multipart upload whose parts carry their CRC32, which S3 checks, and
+// whose completion carries the CRC32 of the whole stream as read from the
+// source (a FULL_OBJECT checksum), which S3 checks against the parts it
+// stored. Any failure, or ctx ending, aborts the multipart upload: no partial
+// object is left.
+func (c *Client) Upload(ctx context.Context, bucket, key string, src Source, progress Progress) (Result, error) {
+	var res Result
+	n, err := c.attempt(ctx, func() error {
+		r, err := c.uploadOnce(ctx, bucket, key, src, progress)
+		res = r
+		return err
+	})
+	res.Attempts = n
+	if err != nil {
+		return res, describe("upload", bucket, key, err)
+	}
+	return res, nil
+}
+
+// unsignedPayload spares hashing every byte with SHA-256 for the request
+// signature: each part's CRC32 travels in a signed header and S3 checks the
+// body against it, the integrity model of the SDK's own default (an
+// unsigned payload with a checksum trailer, which not every server reads).
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+}
+
+func crcString(sum uint32) string {
+	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, sum))
+}
+
+func (c *Client) uploadOnce(ctx context.Context, bucket, key string, src Source, progress Progress) (Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rc, err := src(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer rc.Close()
+	buf, err := c.r.getBuf(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	n, err := io.ReadFull(rc, buf)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		defer c.r.putBuf(buf)
+		return c.putSmall(ctx, bucket, key, buf[:n], progress)
+	}
+	if err != nil {
+		c.r.putBuf(buf)
+		return Result{}, fmt.Errorf("read source: %w", err)
+	}
+	return c.putMultipart(ctx, bucket, key, rc, buf, progress)
+}
+
+func (c *Client) putSmall(ctx context.Context, bucket, key string, data []byte, progress Progress) (Result, error) {
+	sum := crcString(crc32.ChecksumIEEE(data))
+	out, err := c.s3.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))), ChecksumCRC32: aws.String(sum),
+	}, unsignedPayload)
+	if err != nil {
+		return Result{}, err
+	}
+	if got := aws.ToString(out.ChecksumCRC32); got != "" && got != sum {
+		return Result{}, fmt.Errorf("%w: S3 stored CRC32 %s, sent %s", ErrIntegrity, got, sum)
+	}
+	if progress != nil {
+		progress(int64(len(data)))
+	}
+	return Result{Bytes: int64(len(data)), Checksum: "crc32 " + sum}, nil
+}
+
+// putMultipart uploads first (a full part) and the rest of rc.
+func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Reader, first []byte, progress Progress) (res Result, err error) {
+	created, err := c.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(bucket), Key: aws.String(key),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32, ChecksumType: types.ChecksumTypeFullObject,
+	})
+	if err != nil {
+		c.r.putBuf(first)
+		return Result{}, err
+	}
+	id := created.UploadId
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Not ctx: a cancelled transfer must still be cleaned up.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, aerr := c.s3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id}); aerr != nil {
+			err = fmt.Errorf("%w (and aborting upload %s failed: %v)", err, aws.ToString(id), aerr)
+		}
+	}()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		parts    []types.CompletedPart
+		sent     int64
+		inFlight = make(chan struct{}, c.r.cfg.Concurrency)
+	)
+	full := crc32.NewIEEE()
+	var total int64
+	buf, n := first, len(first)
+	for part := int32(1); ; part++ {
+		if part > MaxParts {
+			c.r.putBuf(buf)
+			cancel(fmt.Errorf("content exceeds %d parts of %d bytes", MaxParts, c.r.cfg.PartSize))
+			break
+		}
+		data := buf[:n]
+		full.Write(data)
+		total += int64(n)
+		select {
+		case inFlight <- struct{}{}:
+		case <-ctx.Done():
+			c.r.putBuf(buf)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(part int32, buf, data []byte) {
+			defer wg.Done()
+			defer func() { <-inFlight }()
+			defer c.r.putBuf(buf)
+			sum := crcString(crc32.ChecksumIEEE(data))
+			out, err := c.s3.UploadPart(ctx, &s3.UploadPartInput{
+				Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id, PartNumber: aws.Int32(part),
+				Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumCRC32: aws.String(sum),
+			}, unsignedPayload)
+			if err == nil && aws.ToString(out.ChecksumCRC32) != "" && aws.ToString(out.ChecksumCRC32) != sum {
+				err = fmt.Errorf("%w: part %d stored with CRC32 %s, sent %s", ErrIntegrity, part, aws.ToString(out.ChecksumCRC32), sum)
+			}
+			if err != nil {
+				cancel(fmt.Errorf("part %d: %w", part, err))
+				return
+			}
+			mu.Lock()
+			parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(part), ETag: out.ETag, ChecksumCRC32: aws.String(sum)})
+			sent += int64(len(data))
+			s := sent
+			mu.Unlock()
+			if progress != nil {
+				progress(s)
+			}
+		}(part, buf, data)
+		if n < len(buf) {
+			break // that was the last, short part
+		}
+		if buf, err = c.r.getBuf(ctx); err != nil {
+			break
+		}
+		n, err = io.ReadFull(rc, buf)
+		switch {
+		case errors.Is(err, io.EOF):
+			c.r.putBuf(buf)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			continue
+		case err != nil:
+			c.r.putBuf(buf)
+			cancel(fmt.Errorf("read source: %w", err))
+		default:
+			continue
+		}
+		break
+	}
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil {
+		return Result{}, cause
+	}
+	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
+	sum := crcString(full.Sum32())
+	out, err := c.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		ChecksumCRC32:   aws.String(sum), ChecksumType: types.ChecksumTypeFullObject, MpuObjectSize: aws.Int64(total),
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if got := aws.ToString(out.ChecksumCRC32); got != "" && got != sum {
+		// Completed, yet not what was read: do not leave it behind.
+		_, _ = c.s3.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		return Result{}, Permanent(fmt.Errorf("%w: S3 stored CRC32 %s, read %s", ErrIntegrity, got, sum))
+	}
+	return Result{Bytes: total, Checksum: "crc32 " + sum + " (full object)"}, nil
+}

@@ -1,0 +1,167 @@
+// Package tarstream rewrites tar streams on the fly, for moving files in and
+// out of containers through podman's archive API without a local copy:
+// wrapping one file in an archive, moving an archive's entries under a
+// directory (refusing names that would escape it), and taking a path's
+// content back out of the archive podman returns for it.
+package tarstream
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+)
+
+// ErrUnsafeName is an archive entry whose name or link leaves its directory.
+var ErrUnsafeName = errors.New("unsafe name in archive")
+
+// ErrNotRegular is a path that was expected to be a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// parents writes directory entries for every parent of name, outermost first.
+func parents(tw *tar.Writer, name string, now time.Time) error {
+	var dirs []string
+	for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dirs[i] + "/", Mode: 0o755, ModTime: now}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WrapFile writes to w an archive of one regular file, name (relative,
+// clean), with its parent directories and size bytes read from r.
+func WrapFile(w io.Writer, name string, r io.Reader, size int64, now time.Time) error {
+	tw := tar.NewWriter(w)
+	if err := parents(tw, name, now); err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: size, ModTime: now}); err != nil {
+		return err
+	}
+	if _, err := io.CopyN(tw, r, size); err != nil {
+		return fmt.Errorf("copy %s: %w", name, err)
+	}
+	return tw.Close()
+}
+
+// safeJoin puts an archive entry's name under dir, or refuses it.
+func safeJoin(dir, name string) (string, error) {
+	clean := path.Clean("/" + name)
+	if name == "" || strings.HasPrefix(name, "/") || strings.Split(path.Clean(name), "/")[0] == ".." {
+		return "", fmt.Errorf("%w: %q", ErrUnsafeName, name)
+	}
+	return path.Join(dir, clean[1:]), nil
+}
+
+// Reroot copies the archive r to w with every entry moved under dir
+// (relative, clean; "." for none), preceded by dir's parents and dir
+// itself. Absolute names, names with "..", and hard links that leave the
+// archive are refused; symbolic links are kept as they are (podman resolves
+// them inside the container when it extracts).
+func Reroot(w io.Writer, r io.Reader, dir string, now time.Time) error {
+	tw := tar.NewWriter(w)
+	if dir != "." {
+		if err := parents(tw, dir+"/x", now); err != nil {
+			return err
+		}
+	}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return tw.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		if h.Name, err = safeJoin(dir, h.Name); err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeLink {
+			if h.Linkname, err = safeJoin(dir, h.Linkname); err != nil {
+				return err
+			}
+		}
+		if h.Typeflag == tar.TypeDir {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return fmt.Errorf("copy %s: %w", h.Name, err)
+		}
+	}
+}
+
+// stripRoot removes the first component of name: podman's archive of a
+// path names its entries after the path's base name.
+func stripRoot(name string) string {
+	name = strings.TrimPrefix(name, "./")
+	if _, rest, ok := strings.Cut(strings.TrimSuffix(name, "/"), "/"); ok {
+		return rest
+	}
+	return ""
+}
+
+// SingleFile reads podman's archive of one path and returns the content of
+// that path, which must be a regular file, and its size. The reader is valid
+// until r is closed.
+func SingleFile(r io.Reader) (io.Reader, int64, error) {
+	tr := tar.NewReader(r)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read archive: %w", err)
+	}
+	if h.Typeflag != tar.TypeReg {
+		kind := "a directory"
+		if h.Typeflag != tar.TypeDir {
+			kind = fmt.Sprintf("of tar type %q", h.Typeflag)
+		}
+		return nil, 0, fmt.Errorf("%w: %s is %s", ErrNotRegular, strings.TrimSuffix(h.Name, "/"), kind)
+	}
+	return tr, h.Size, nil
+}
+
+// Contents copies podman's archive of one path to w as an archive of the
+// path's contents: a directory's entries named relative to it (the
+// directory itself left out), a file under its own name.
+func Contents(w io.Writer, r io.Reader) error {
+	tw := tar.NewWriter(w)
+	tr := tar.NewReader(r)
+	for first := true; ; first = false {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return tw.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		if !(first && h.Typeflag != tar.TypeDir) {
+			name := stripRoot(h.Name)
+			if name == "" {
+				continue // the directory itself
+			}
+			if h.Typeflag == tar.TypeDir {
+				name += "/"
+			}
+			h.Name = name
+			if h.Typeflag == tar.TypeLink {
+				h.Linkname = stripRoot(h.Linkname)
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return fmt.Errorf("copy %s: %w", h.Name, err)
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+func TestS3Endpoint(t *testing.T) {
+	secret := func(kv ...string) *corev1.Secret {
+		s := &corev1.Secret{Data: map[string][]byte{}}
+		for i := 0; i < len(kv); i += 2 {
+			s.Data[kv[i]] = []byte(kv[i+1])
+		}
+		return s
+	}
+	creds := []string{rbnv1.S3KeyAccessKeyID, "AK", rbnv1.S3KeySecretAccessKey, "SK"}
+	for _, tc := range []struct {
+		name      string
+		s         *corev1.Secret
+		pathStyle bool
+		region    string
+		err       string
+	}{
+		{name: "aws defaults", s: secret(creds...), region: "us-east-1"},
+		{name: "own endpoint: path style", s: secret(append(creds, rbnv1.S3KeyEndpoint, "http://127.0.0.1:9000", rbnv1.S3KeyRegion, "eu-1")...), pathStyle: true, region: "eu-1"},
+		{name: "path style off", s: secret(append(creds, rbnv1.S3KeyEndpoint, "https://s3.example.org", rbnv1.S3KeyForcePathStyle, "false")...), region: "us-east-1"},
+		{name: "bad boolean", s: secret(append(creds, rbnv1.S3KeyForcePathStyle, "yes please")...), err: "not a boolean"},
+		{name: "bad endpoint", s: secret(append(creds, rbnv1.S3KeyEndpoint, "s3.example.org")...), err: "want http(s)://host"},
+		{name: "no credentials", s: secret(), err: "access key ID and secret access key are required"},
+		{name: "bad CA", s: secret(append(creds, rbnv1.S3KeyCABundle, "not PEM")...), err: "no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := s3Endpoint(tc.s)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || e.PathStyle != tc.pathStyle || e.Region != tc.region || e.AccessKeyID != "AK" {
+				t.Errorf("%+v, %v", e, err)
+			}
+		})
+	}
+}
+
+func TestOutputsConditionHoldsBackSucceeded(t *testing.T) {
+	w := &podWorker{plan: &pod.Plan{Transfers: &rbnv1.Transfers{Outputs: []rbnv1.TransferOutput{{Volume: "work"}}}}}
+	st := &corev1.PodStatus{Phase: corev1.PodSucceeded}
+	if c := w.outputsCondition(st); st.Phase != corev1.PodRunning || c.Status != corev1.ConditionFalse || !w.awaitingOutputs {
+		t.Errorf("pending: phase %s, condition %+v", st.Phase, c)
+	}
+	w.outputFailure = &[2]string{pod.ReasonOutputTransferFailed, "upload s3://b/k: boom"}
+	st = &corev1.PodStatus{Phase: corev1.PodSucceeded}
+	if c := w.outputsCondition(st); st.Phase != corev1.PodFailed || st.Reason != pod.ReasonOutputTransferFailed || c.Reason != pod.ReasonOutputTransferFailed {
+		t.Errorf("failed: %+v, condition %+v", st, c)
+	}
+	w.outputFailure, w.outputsDone = nil, true
+	st = &corev1.PodStatus{Phase: corev1.PodSucceeded}
+	if c := w.outputsCondition(st); st.Phase != corev1.PodSucceeded || c.Status != corev1.ConditionTrue {
+		t.Errorf("done: phase %s, condition %+v", st.Phase, c)
+	}
+	st = &corev1.PodStatus{Phase: corev1.PodFailed}
+	if c := w.outputsCondition(st); c != nil || st.Phase != corev1.PodFailed {
+		t.Errorf("a failed pod uploads nothing: %+v", c)
+	}
+}
