@@ -103,7 +103,9 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // loopback stands in for the host's SSH listener.
 type loopback struct{}
 
-func (loopback) Listen(network, address string) (net.Listener, error) { return net.Listen(network, address) }
+func (loopback) Listen(network, address string) (net.Listener, error) {
+	return net.Listen(network, address)
+}
 
 // fakePodman pulls with containers/image into an OCI layout, which, like
 // podman's store, reuses the blobs it already has; it records names.
