@@ -10,7 +10,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: ## Bring the local stack up on a fresh machine and run a real job on a remote build node
+demo: ## Bring the local stack up (registry, S3, an isolated host) and run a real job through rbn
 	hack/demo.sh
 
 .PHONY: test

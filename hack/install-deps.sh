@@ -7,11 +7,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The build hosts' podman needs runc (crun fails on hybrid cgroups), conmon, netavark and iptables
 # for its bridge network, and catatonit to build the pod pause image; busybox-static is the test
 # image; docker-registry, skopeo and apache2-utils (htpasswd) make the test registry; the rest is
-# used by the hack/ scripts.
+# used by the hack/ scripts (gettext-base: envsubst for the demo job).
 PACKAGES=(
   podman runc conmon netavark aardvark-dns catatonit iptables
   openssh-server openssh-client busybox-static openssl iproute2 util-linux procps
-  jq curl ca-certificates docker-registry skopeo apache2-utils
+  jq curl ca-certificates gettext-base docker-registry skopeo apache2-utils
 )
 
 missing=()

@@ -64,8 +64,9 @@ rbn::stop() {
 
 rbn::running() { local p="${RBN_STATE}/pids/$1.pid"; [[ -f "$p" ]] && rbn::alive "$(cat "$p")"; }
 
-# rbn::port_in_use PORT: true if any TCP socket on this machine has local port PORT.
-rbn::port_in_use() { [[ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]]; }
+# rbn::port_in_use PORT: true if a TCP socket on this machine listens on PORT (a port whose
+# connections linger in TIME-WAIT can be listened on again).
+rbn::port_in_use() { [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]; }
 
 # rbn::free_port [EXCLUDED_PORT...]: prints a TCP port that nothing uses now (racy by nature:
 # bind it soon) and that is not among the excluded ones.
