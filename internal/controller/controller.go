@@ -34,6 +34,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
@@ -55,6 +56,8 @@ type Controller struct {
 	rbnInformer cache.SharedIndexInformer
 	broadcast   record.EventBroadcaster
 	queue       workqueue.TypedRateLimitingInterface[string]
+
+	ssh *sshconn.Pool // the nodes' SSH connections, one per host
 
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
@@ -81,6 +84,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
 		runtimes: map[string]*nodeRuntime{},
+		ssh:      sshconn.NewPool(),
 	}
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
 		secretIndex: func(obj any) ([]string, error) {
@@ -238,7 +242,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg, ports: ports},
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, recorder: c.recorderFor, cfg: c.cfg, ports: ports, ssh: c.ssh},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())
