@@ -504,7 +504,11 @@ func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
 // empty before the pod's sandbox exists; env that names status.podIP is
 // resolved by a second translation once it does. Service link variables are
 // not injected: build hosts have no route to cluster IPs.
-func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string) (*pod.Plan, error) {
+// translate renders the pod's plan for the host. token holds the pod's
+// service account token when it has a projected one: requested when empty,
+// else reused, so that the plan made again once the pod has an IP costs no
+// second TokenRequest (kubelet, too, reuses a token until 80% of its life).
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *string) (*pod.Plan, error) {
 	in := pod.Input{
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
@@ -536,11 +540,14 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string) (*po
 		if src.Audience != "" {
 			aud = []string{src.Audience}
 		}
-		tok, err := p.cfg.Token(ctx, pd, aud, exp)
-		if err != nil {
-			return nil, fmt.Errorf("service account token: %w", err)
+		if *token == "" {
+			tok, err := p.cfg.Token(ctx, pd, aud, exp)
+			if err != nil {
+				return nil, fmt.Errorf("service account token: %w", err)
+			}
+			*token = tok
 		}
-		in.ServiceAccountToken = tok
+		in.ServiceAccountToken = *token
 	}
 	return pod.Translate(in)
 }
