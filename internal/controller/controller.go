@@ -57,7 +57,8 @@ type Controller struct {
 	broadcast   record.EventBroadcaster
 	queue       workqueue.TypedRateLimitingInterface[string]
 
-	ssh *sshconn.Pool // the nodes' SSH connections, one per host
+	ssh    *sshconn.Pool // the nodes' SSH connections, one per host
+	events typedcorev1.EventsGetter
 
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
@@ -65,7 +66,8 @@ type Controller struct {
 }
 
 // New wires a Controller; Run starts it.
-func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface) (*Controller, error) {
+// events records the nodes' and pods' events (a client with a budget of its own).
+func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter) (*Controller, error) {
 	rc, err := newRBNClient(restCfg)
 	if err != nil {
 		return nil, err
@@ -85,6 +87,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
 		runtimes: map[string]*nodeRuntime{},
 		ssh:      sshconn.NewPool(),
+		events:   events,
 	}
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
 		secretIndex: func(obj any) ([]string, error) {
@@ -126,7 +129,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 // Run serves until ctx ends, then stops every node runtime.
 func (c *Controller) Run(ctx context.Context, workers int) error {
 	log := logging.FromContext(ctx)
-	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.events.Events("")})
 	defer c.broadcast.Shutdown()
 	defer c.queue.ShutDown()
 

@@ -71,7 +71,14 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	ctrl, err := controller.New(cfg, restCfg, client)
+	// Events go through a client of their own, with their own budget.
+	eventCfg := rest.CopyConfig(restCfg)
+	eventCfg.QPS, eventCfg.Burst = cfg.EventRecordQPS, int(cfg.EventBurst)
+	events, err := kubernetes.NewForConfig(eventCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client for events: %w", err)
+	}
+	ctrl, err := controller.New(cfg, restCfg, client, events.CoreV1())
 	if err != nil {
 		return err
 	}
