@@ -207,6 +207,9 @@ func (p *Pods) watchEvents(ctx context.Context) {
 		}
 		p.pokeAll() // catch up on what happened while not listening
 		for e := range events {
+			if !changesStatus(e.Action) {
+				continue
+			}
 			uid := types.UID(e.Attributes[pod.LabelPodUID])
 			p.mu.Lock()
 			w := p.byUID[uid]
@@ -216,6 +219,20 @@ func (p *Pods) watchEvents(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// changesStatus tells the podman events that a pod worker must react to:
+// what it did not do itself. The rest (create, init, start, mount, exec,
+// attach, cleanup, ...) come from its own steps, each followed by a look at
+// the containers, or do not change a pod's status; a worker woken for each
+// of them lists and inspects its containers again for nothing, some ten
+// times per pod start, on the same podman that starts the other pods.
+func changesStatus(action string) bool {
+	switch action {
+	case "died", "oom", "remove":
+		return true
+	}
+	return false
 }
 
 func (p *Pods) pokeAll() {

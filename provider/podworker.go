@@ -245,14 +245,12 @@ func (w *podWorker) ensureSandbox(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	info, err := pc.InspectPod(ctx, w.plan.PodName)
-	if errors.Is(err, podman.ErrNotFound) {
-		spec := pod.PodSpec(w.plan)
-		if _, err := pc.CreatePod(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
-			return err
-		}
-		info, err = pc.InspectPod(ctx, w.plan.PodName)
+	// Create first: a pod that exists already (an earlier attempt, a
+	// restarted rbn-kubelet) is a conflict, and a new one costs no lookup.
+	if _, err := pc.CreatePod(ctx, pod.PodSpec(w.plan)); err != nil && !errors.Is(err, podman.ErrConflict) {
+		return err
 	}
+	info, err := pc.InspectPod(ctx, w.plan.PodName)
 	if err != nil {
 		return err
 	}
