@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -59,23 +60,32 @@ func (s *streamsSection) run(ctx context.Context) error {
 	defer tr.stop()
 	defer func() { _, _ = b.deletePods(context.Background(), ns, benchLabel+"=streams", 5*time.Minute) }()
 
+	// The two measures are independent: one failing does not cost the other.
+	return errors.Join(b.measureLogs(ctx, tr, ns, res), b.measureExec(ctx, tr, ns, res))
+}
+
+func (b *bench) measureLogs(ctx context.Context, tr *podTracker, ns string, res *streamsResult) error {
 	// 100-byte lines, as a build log might have; yes | head writes them as
 	// fast as the container's log pipe takes them.
 	line := strings.Repeat("0123456789", 10)[:99]
 	logger, err := b.runStreamsPod(ctx, tr, ns, "biglog", []string{"sh", "-c", fmt.Sprintf("yes %s | head -c %d", line, res.logBytes)}, corev1.PodSucceeded)
 	if err != nil {
-		return err
+		return fmt.Errorf("logs: %w", err)
 	}
 	for i := 0; i < b.cfg.logRuns; i++ {
 		steps := []func() error{
 			func() error {
 				d, err := b.kubectlLogs(ctx, ns, "biglog", res.logBytes)
-				res.rbnLogs = append(res.rbnLogs, d)
+				if err == nil {
+					res.rbnLogs = append(res.rbnLogs, d)
+				}
 				return err
 			},
 			func() error {
 				d, err := floorLogs(ctx, logger.floor, logger.container, res.logBytes)
-				res.floorLogs = append(res.floorLogs, d)
+				if err == nil {
+					res.floorLogs = append(res.floorLogs, d)
+				}
 				return err
 			},
 		}
@@ -84,10 +94,13 @@ func (s *streamsSection) run(ctx context.Context) error {
 		}
 		b.logf("logs run %d: kubectl logs -f %s, podman logs %s", i, ms(res.rbnLogs[i]), ms(res.floorLogs[i]))
 	}
+	return nil
+}
 
+func (b *bench) measureExec(ctx context.Context, tr *podTracker, ns string, res *streamsResult) error {
 	execer, err := b.runStreamsPod(ctx, tr, ns, "execer", []string{"sleep", "3600"}, corev1.PodRunning)
 	if err != nil {
-		return err
+		return fmt.Errorf("exec: %w", err)
 	}
 	execClient, err := b.execClient(ns, "execer")
 	if err != nil {
