@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,7 @@ type burstRound struct {
 	// floor: every container started (inspected running) / "died" delivered.
 	floorAllRunning, floorAllExited time.Duration
 	floorClientCPU                  float64 // this process, for scale
+	floorRetries, floorPodRetries   int32   // failed container/pod starts tried again
 	// floor in pods: each container in a podman pod of its own.
 	floorPodAllRunning, floorPodAllExited time.Duration
 }
@@ -58,11 +60,11 @@ func (s *burstSection) run(ctx context.Context) error {
 		steps := []func() error{
 			func() error { return b.rbnBurst(ctx, r, &round) },
 			func() (err error) {
-				round.floorAllRunning, round.floorAllExited, round.floorClientCPU, err = b.floorBurst(ctx, r, false)
+				round.floorAllRunning, round.floorAllExited, round.floorClientCPU, round.floorRetries, err = b.floorBurst(ctx, r, false)
 				return err
 			},
 			func() (err error) {
-				round.floorPodAllRunning, round.floorPodAllExited, _, err = b.floorBurst(ctx, r, true)
+				round.floorPodAllRunning, round.floorPodAllExited, _, round.floorPodRetries, err = b.floorBurst(ctx, r, true)
 				return err
 			},
 		}
@@ -180,7 +182,7 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 // floorBurst starts the burst's containers directly, bare or each in a
 // podman pod of its own (rbn's shape, minus rbn), and returns when every
 // one was inspected running and when every one's "died" was delivered.
-func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, allExited time.Duration, clientCPU float64, err error) {
+func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, allExited time.Duration, clientCPU float64, retried int32, err error) {
 	run := fmt.Sprintf("burst-%d", r)
 	if inPod {
 		run += "-pod"
@@ -196,7 +198,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 	for _, f := range b.floors {
 		events, err := f.pm.Events(ectx, labels)
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, 0, err
 		}
 		go func() {
 			for ev := range events {
@@ -229,13 +231,14 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 	self := os.Getpid()
 	cpu0, err := procCPU(self)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	t0 := time.Now()
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		started  = map[string]bool{}
+		retries  atomic.Int32
 		firstErr error
 	)
 	for i := 0; i < b.cfg.burstPods; i++ {
@@ -244,7 +247,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := floorStart(ctx, f, name, inPod, labels, []string{"sleep", "2"})
+			err := floorStart(ctx, f, name, inPod, labels, []string{"sleep", "2"}, &retries)
 			now := time.Now()
 			mu.Lock()
 			defer mu.Unlock()
@@ -258,7 +261,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return 0, 0, 0, firstErr
+		return 0, 0, 0, 0, firstErr
 	}
 	timeout := time.NewTimer(5 * time.Minute)
 	defer timeout.Stop()
@@ -271,14 +274,14 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 				allExited = max(allExited, s.at.Sub(t0))
 			}
 		case <-timeout.C:
-			return 0, 0, 0, fmt.Errorf("floor burst: %d of %d containers seen exiting", len(seen), len(started))
+			return 0, 0, 0, 0, fmt.Errorf("floor burst: %d of %d containers seen exiting", len(seen), len(started))
 		}
 	}
 	cpu1, err := procCPU(self)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, 0, err
 	}
-	return allRunning, allExited, (cpu1 - cpu0) / b.clkTck, nil
+	return allRunning, allExited, (cpu1 - cpu0) / b.clkTck, retries.Load(), nil
 }
 
 // burstStages is the per-stage median over the rounds.
@@ -332,7 +335,7 @@ func (s *burstSection) render(p printer) {
 			ms(median(r.perPodStart)) + " / " + ms(quantile(r.perPodStart, 0.9)),
 			fmt.Sprintf("%.1f", r.cpuSeconds), mib(r.rssBeforeKB) + " → " + mib(r.hwmKB),
 			secs(r.floorAllRunning), secs(r.floorAllExited), fmt.Sprintf("%.1f", r.floorClientCPU),
-			secs(r.floorPodAllRunning) + " / " + secs(r.floorPodAllExited),
+			secs(r.floorPodAllRunning) + " / " + secs(r.floorPodAllExited), fmt.Sprintf("%d / %d", r.floorRetries, r.floorPodRetries),
 			secs(r.deleteAll), fmt.Sprintf("%d/%d", r.missedRunning, r.failed), r.throttle.String()})
 	}
 	run, runF := medianOf(bu.rounds, func(x burstRound) time.Duration { return x.allRunning }), medianOf(bu.rounds, func(x burstRound) time.Duration { return x.floorAllRunning })
@@ -341,9 +344,9 @@ func (s *burstSection) render(p printer) {
 		"**" + mib(int64(medianFOf(bu.rounds, func(x burstRound) float64 { return float64(x.hwmKB) }))) + "**",
 		"**" + secs(runF) + "**", "**" + secs(sucF) + "**", "",
 		"**" + secs(medianOf(bu.rounds, func(x burstRound) time.Duration { return x.floorPodAllRunning })) + " / " +
-			secs(medianOf(bu.rounds, func(x burstRound) time.Duration { return x.floorPodAllExited })) + "**", "", "", ""})
+			secs(medianOf(bu.rounds, func(x burstRound) time.Duration { return x.floorPodAllExited })) + "**", "", "", "", ""})
 	table(p, []string{"round", "rbn all Running", "rbn all Succeeded", "rbn per-pod create→Running p50 / p90", "rbn-kubelet CPU-s", "rbn-kubelet RSS before → peak (VmHWM)",
-		"floor all running", "floor all exited", "floor client CPU-s", "floor in pods: all running / exited", "rbn: delete all (grace 0) until off the hosts", "pods never seen Running / failed", "rbn-kubelet client-side throttling (logged waits > 1 s)"}, rows)
+		"floor all running", "floor all exited", "floor client CPU-s", "floor in pods: all running / exited", "floor starts tried again (bare / in pods)", "rbn: delete all (grace 0) until off the hosts", "pods never seen Running / failed", "rbn-kubelet client-side throttling (logged waits > 1 s)"}, rows)
 	p("All Running: rbn %s vs floor %s (**%s**, goal ≤ 2×: %s); all Succeeded: %s vs %s (**%s**: %s).",
 		secs(run), secs(runF), ratio(run, runF), verdict(float64(run) <= 2*float64(runF)),
 		secs(suc), secs(sucF), ratio(suc, sucF), verdict(float64(suc) <= 2*float64(sucF)))

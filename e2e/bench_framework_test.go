@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,8 +491,23 @@ func floorContainer(name, podID string, labels map[string]string, command []stri
 
 // floorStart creates and starts a container (in a podman pod of its own when
 // inPod, as rbn runs every container: infra container, shared ipc/net/uts)
-// and returns once an inspection says it runs.
-func floorStart(ctx context.Context, f *floorConn, name string, inPod bool, labels map[string]string, command []string) error {
+// and returns once an inspection says it runs. A failed start is tried
+// again, twice at most, as rbn's pod workers do: many network setups at
+// once on one host can fail in netavark ("iptables: Chain already exists").
+// retries, when not nil, counts the starts tried again.
+func floorStart(ctx context.Context, f *floorConn, name string, inPod bool, labels map[string]string, command []string, retries *atomic.Int32) error {
+	start := func(op func(context.Context, string) error, what string) error {
+		var err error
+		for attempt := 0; attempt < 3; attempt++ {
+			if err = op(ctx, what); err == nil {
+				return nil
+			}
+			if retries != nil {
+				retries.Add(1)
+			}
+		}
+		return err
+	}
 	podID := ""
 	if inPod {
 		ps := specgen.NewPodSpecGenerator()
@@ -503,7 +519,7 @@ func floorStart(ctx context.Context, f *floorConn, name string, inPod bool, labe
 		if err != nil {
 			return err
 		}
-		if err := f.pm.StartPod(ctx, ps.Name); err != nil {
+		if err := start(f.pm.StartPod, ps.Name); err != nil {
 			return err
 		}
 		podID = id
@@ -511,7 +527,7 @@ func floorStart(ctx context.Context, f *floorConn, name string, inPod bool, labe
 	if _, err := f.pm.CreateContainer(ctx, floorContainer(name, podID, labels, command)); err != nil {
 		return err
 	}
-	if err := f.pm.StartContainer(ctx, name); err != nil {
+	if err := start(f.pm.StartContainer, name); err != nil {
 		return err
 	}
 	st, err := f.pm.InspectContainer(ctx, name)

@@ -248,7 +248,7 @@ func floorLatencyRun(ctx context.Context, f *floorConn, name string, inPod bool,
 	}
 	defer floorRemove(f, name, inPod)
 	t0 := time.Now()
-	if err := floorStart(ctx, f, name, inPod, labels, command); err != nil {
+	if err := floorStart(ctx, f, name, inPod, labels, command, nil); err != nil {
 		return 0, 0, err
 	}
 	start = time.Since(t0)
