@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -115,17 +114,9 @@ func (s *stack) hosts(t *testing.T, args ...string) {
 // host reads a build host's host.env (hack/hosts.sh writes it).
 func (s *stack) host(t *testing.T, i int) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env"))
+	env, err := readEnvFile(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			env[k] = strings.Trim(v, `"'`)
-		}
 	}
 	return env
 }

@@ -372,3 +372,63 @@ func kernelRelease(t *testing.T) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// Two RemoteBuildNodes naming one host (same address, port, user, key and
+// known_hosts) share one SSH connection; deleting one leaves the other's
+// node and the connection as they were.
+func TestNodesOnOneHostShareItsConnection(t *testing.T) {
+	s := newStack(t)
+	h := s.host(t, 2)
+	name := uniqueName("e2e-shared")
+	s.apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %s}
+spec:
+  address: %s
+  port: %s
+  podmanSocket: %s
+  sshSecretRef: {name: %s-ssh, namespace: rbn-system}
+`, name, h["ADDRESS"], h["PORT"], h["PODMAN_SOCKET"], h["NAME"]))
+	t.Cleanup(func() {
+		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+	})
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.waitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	before := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
+	if len(before) != 1 {
+		t.Fatalf("rbn-kubelet holds %d connections to %s:%s for two nodes on it, want 1: %v", len(before), h["ADDRESS"], h["PORT"], before)
+	}
+
+	s.kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
+	eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
+		_, ok := s.node(t, name)
+		return !ok, "still there"
+	})
+	s.waitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	after := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
+	if len(after) != 1 || after[0] != before[0] {
+		t.Errorf("after deleting the other node, connections %v, want the same one %v", after, before)
+	}
+}
+
+// kubeletConnections lists the local ends of rbn-kubelet's established TCP
+// connections to peer (host:port), from ss.
+func (s *stack) kubeletConnections(t *testing.T, peer string) []string {
+	t.Helper()
+	pid := strings.TrimSpace(readFile(t, s.state+"/pids/rbn-kubelet.pid"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := run(ctx, []string{"ss", "-Htnp", "state", "established"}, nil)
+	if err != nil {
+		t.Fatalf("ss: %v: %s", err, out)
+	}
+	var local []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		// Recv-Q Send-Q Local Peer Process
+		if len(f) >= 5 && f[3] == peer && strings.Contains(line, "pid="+pid+",") {
+			local = append(local, f[2])
+		}
+	}
+	return local
+}

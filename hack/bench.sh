@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: brings up a local stack of its own (RBN_BENCH_NODES build hosts, default 4), runs
-# TestBench (e2e/bench_test.go, build tag bench) against it, writes docs/benchmarks.md and tears
+# TestBench (e2e/bench_*_test.go, build tag bench) against it, writes docs/benchmarks.md and tears
 # the stack down whatever happens. Nothing here fails on speed; it fails only on a broken stack.
 #
 # Environment (all optional):
@@ -9,12 +9,14 @@
 #                          stacks; RBN_STATE defaults to _output/bench (not the dev stack's)
 #   RBN_BENCH_NODES        build hosts (default 4)
 #   RBN_BENCH_OUT          where the report goes (default docs/benchmarks.md)
-#   RBN_BENCH_SECTIONS     latency,burst,scale (default all)
+#   RBN_BENCH_NOTES        hand-written notes appended to the report (default docs/benchmarks-notes.md)
+#   RBN_BENCH_SECTIONS     latency,burst,streams,scale (default all)
 #   RBN_BENCH_RUNS         measured pod start/status runs (default 20; RBN_BENCH_WARMUP 2 more first)
 #   RBN_BENCH_BURST_PODS   pods per burst (default 100); RBN_BENCH_BURST_ROUNDS rounds (default 3)
+#   RBN_BENCH_LOG_MIB      the streamed log's size (default 200); RBN_BENCH_LOG_RUNS reads each way (default 3)
+#   RBN_BENCH_EXEC_RUNS    exec round trips each way (default 20)
 #   RBN_BENCH_SCALE_NODES  RemoteBuildNodes in the scale test (default 50)
 #   RBN_BENCH_SCALE_PODS_PER_NODE          default 20
-#   RBN_BENCH_SCALE_BUDGET_SECONDS         no new wave of scale pods after it (default 420)
 #   RBN_BENCH_IDLE_SECONDS each idle measurement window (default 60)
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.
 RBN_STATE="${RBN_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_output/bench}"
@@ -33,12 +35,12 @@ go_tags="bench,$(sed -n 's/.*-tags=\([^ ]*\).*/\1/p' <<<"${GOFLAGS}")"
 # The exact command line, for the report: the make target, the knobs that were set, and what it ran.
 knobs=()
 for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_SSH_PORT|KUBELET_PORT)$' | sort); do
-  [[ "${v}" == RBN_BENCH_OUT || "${v}" == RBN_BENCH_COMMAND ]] && continue
+  [[ "${v}" =~ ^RBN_BENCH_(OUT|COMMAND|NOTES|NODES)$ ]] && continue
   val="${!v}"
   [[ "${v}" == RBN_STATE ]] && val="${val#"${RBN_ROOT}/"}"
   knobs+=("${v}=${val}")
 done
-go_test=(go test -tags "${go_tags}" -count=1 -run '^TestBench$' -v -timeout 60m ./e2e/)
+go_test=(go test -tags "${go_tags}" -count=1 -run '^TestBench$' -v -timeout 100m ./e2e/)
 export RBN_BENCH_COMMAND="${knobs[*]} RBN_BENCH_NODES=${RBN_BENCH_NODES:-4} hack/bench.sh (make bench) → ${go_test[*]}"
 
 rbn::log "vetting and building the benchmark (tags ${go_tags})"
@@ -57,9 +59,9 @@ eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
 
 report="${RBN_STATE}/benchmarks.md"
-rbn::log "running the benchmarks (~15-20 minutes)"
+rbn::log "running the benchmarks (~30-40 minutes)"
 status=0
-RBN_BENCH_OUT="${report}" "${go_test[@]}" 2>&1 | tee -a "${log}" || status=$?
+RBN_BENCH_NOTES="${RBN_BENCH_NOTES:-${RBN_ROOT}/docs/benchmarks-notes.md}" RBN_BENCH_OUT="${report}" "${go_test[@]}" 2>&1 | tee -a "${log}" || status=$?
 if [[ -f "${report}" ]]; then
   cp -f "${report}" "${out}"
   rbn::log "wrote ${out}"

@@ -27,8 +27,13 @@ const (
 
 // HostConfig configures a Host.
 type HostConfig struct {
-	Name                string
-	SSH                 sshconn.Config
+	Name string
+	SSH  sshconn.Config
+	// SSHClient, when set, is a connection to the host that someone else
+	// runs (an sshconn.Pool shares one among the nodes that name the same
+	// host); SSH then gives only its timeouts. Nil: NewHost makes a
+	// connection of its own from SSH and Run runs it.
+	SSHClient           *sshconn.Client
 	PodmanSocket        string
 	HealthCheckInterval time.Duration
 	InfoRefreshInterval time.Duration
@@ -41,6 +46,7 @@ type HostConfig struct {
 type Host struct {
 	cfg    HostConfig
 	ssh    *sshconn.Client
+	ownSSH bool // Run runs ssh
 	podman *podman.Client
 
 	mu      sync.Mutex
@@ -81,12 +87,15 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.SSH.Clock = cfg.Clock
-	cfg.SSH.Logger = cfg.Logger
-	cfg.SSH.Interactive = true
-	sc, err := sshconn.New(cfg.SSH)
-	if err != nil {
-		return nil, err
+	sc := cfg.SSHClient
+	if sc == nil {
+		cfg.SSH.Clock = cfg.Clock
+		cfg.SSH.Logger = cfg.Logger
+		cfg.SSH.Interactive = true
+		var err error
+		if sc, err = sshconn.New(cfg.SSH); err != nil {
+			return nil, err
+		}
 	}
 	pc, err := podman.New(podman.Config{
 		Name:   cfg.Name,
@@ -99,7 +108,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		return nil, err
 	}
 	return &Host{
-		cfg: cfg, ssh: sc, podman: pc, changed: make(chan struct{}),
+		cfg: cfg, ssh: sc, ownSSH: cfg.SSHClient == nil, podman: pc, changed: make(chan struct{}),
 		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
 	}, nil
 }
@@ -144,9 +153,11 @@ func (h *Host) update(info *podman.HostInfo, ready bool, reason, msg string) {
 // Run keeps the connections up and the facts fresh until ctx ends.
 func (h *Host) Run(ctx context.Context) {
 	defer h.podman.Close()
-	sshDone := make(chan struct{})
-	go func() { defer close(sshDone); h.ssh.Run(ctx) }()
-	defer func() { <-sshDone }()
+	if h.ownSSH {
+		sshDone := make(chan struct{})
+		go func() { defer close(sshDone); h.ssh.Run(ctx) }()
+		defer func() { <-sshDone }()
+	}
 
 	health := h.cfg.Clock.NewTicker(h.cfg.HealthCheckInterval)
 	defer health.Stop()

@@ -104,6 +104,23 @@ func (p *NodeProvider) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)
 	}
 }
 
+// deliver hands the Node to virtual-kubelet's callback, which blocks until
+// its node controller takes it: a send on a channel that nobody reads once
+// that controller has stopped. It reports false when ctx ended first; the
+// callback's goroutine then stays blocked, rather than the node's shutdown
+// (which would hold a RemoteBuildNode's deletion for good).
+func (p *NodeProvider) deliver(ctx context.Context, cb func(*corev1.Node)) bool {
+	n := p.Node()
+	done := make(chan struct{})
+	go func() { defer close(done); cb(n) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // Run sends the Node to virtual-kubelet each time the host changes, and
 // after pod churn at most once per PodUpdateInterval.
 func (p *NodeProvider) Run(ctx context.Context) {
@@ -116,8 +133,8 @@ func (p *NodeProvider) Run(ctx context.Context) {
 		p.mu.Lock()
 		cb := p.notify
 		p.mu.Unlock()
-		if cb != nil {
-			cb(p.Node()) // may block until the node controller takes it
+		if cb != nil && !p.deliver(ctx, cb) {
+			return
 		}
 		select {
 		case <-ctx.Done():

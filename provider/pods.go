@@ -218,6 +218,9 @@ func (p *Pods) watchEvents(ctx context.Context) {
 		}
 		p.pokeAll() // catch up on what happened while not listening
 		for e := range events {
+			if !changesStatus(e.Action) {
+				continue
+			}
 			uid := types.UID(e.Attributes[pod.LabelPodUID])
 			p.mu.Lock()
 			w := p.byUID[uid]
@@ -227,6 +230,20 @@ func (p *Pods) watchEvents(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// changesStatus tells the podman events that a pod worker must react to:
+// what it did not do itself. The rest (create, init, start, mount, exec,
+// attach, cleanup, ...) come from its own steps, each followed by a look at
+// the containers, or do not change a pod's status; a worker woken for each
+// of them lists and inspects its containers again for nothing, some ten
+// times per pod start, on the same podman that starts the other pods.
+func changesStatus(action string) bool {
+	switch action {
+	case "died", "oom", "remove":
+		return true
+	}
+	return false
 }
 
 func (p *Pods) pokeAll() {
@@ -515,7 +532,11 @@ func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
 // empty before the pod's sandbox exists; env that names status.podIP is
 // resolved by a second translation once it does. Service link variables are
 // not injected: build hosts have no route to cluster IPs.
-func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string) (*pod.Plan, error) {
+// translate renders the pod's plan for the host. token holds the pod's
+// service account token when it has a projected one: requested when empty,
+// else reused, so that the plan made again once the pod has an IP costs no
+// second TokenRequest (kubelet, too, reuses a token until 80% of its life).
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *string) (*pod.Plan, error) {
 	in := pod.Input{
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
@@ -547,11 +568,14 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string) (*po
 		if src.Audience != "" {
 			aud = []string{src.Audience}
 		}
-		tok, err := p.cfg.Token(ctx, pd, aud, exp)
-		if err != nil {
-			return nil, fmt.Errorf("service account token: %w", err)
+		if *token == "" {
+			tok, err := p.cfg.Token(ctx, pd, aud, exp)
+			if err != nil {
+				return nil, fmt.Errorf("service account token: %w", err)
+			}
+			*token = tok
 		}
-		in.ServiceAccountToken = tok
+		in.ServiceAccountToken = *token
 	}
 	return pod.Translate(in)
 }
@@ -601,7 +625,7 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 		}
 		target = o.previous
 	}
-	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, logOptions(opts, tail, spec.TTY, p.cfg.Clock.Now()))
+	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, logOptions(opts, tail, spec.TTY, target.Running, p.cfg.Clock.Now()))
 	if err != nil {
 		return nil, err
 	}
@@ -612,9 +636,12 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 }
 
 // logOptions maps the kubelet API's log options onto podman's; a relative
-// sinceSeconds counts back from now.
-func logOptions(opts vkapi.ContainerLogOpts, tail int, tty bool, now time.Time) podman.LogOptions {
-	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous, Tail: tail, Timestamps: opts.Timestamps, TTY: tty}
+// sinceSeconds counts back from now. Only a running container's log is
+// followed: following one that has ended returns its whole log, as kubelet
+// does, and podman 4's follow of an ended container's log loses data (it
+// returned 1.8 of 20 MiB, with lines cut out).
+func logOptions(opts vkapi.ContainerLogOpts, tail int, tty, running bool, now time.Time) podman.LogOptions {
+	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous && running, Tail: tail, Timestamps: opts.Timestamps, TTY: tty}
 	switch {
 	case !opts.SinceTime.IsZero():
 		lo.Since = opts.SinceTime

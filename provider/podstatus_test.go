@@ -136,3 +136,14 @@ func TestShouldRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestChangesStatus(t *testing.T) {
+	for action, want := range map[string]bool{
+		"died": true, "oom": true, "remove": true,
+		"create": false, "init": false, "start": false, "exec_died": false, "cleanup": false, "mount": false,
+	} {
+		if got := changesStatus(action); got != want {
+			t.Errorf("changesStatus(%q) = %t, want %t", action, got, want)
+		}
+	}
+}

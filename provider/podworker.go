@@ -48,6 +48,8 @@ type podWorker struct {
 	pulled       map[string]bool      // images pulled or found by this worker
 	pullFailures map[string]int       // container -> consecutive failed pulls
 	emitted      map[string]bool      // container IDs whose Started/Created events were sent
+	filled       map[string]bool      // Files volumes written (by K8sName)
+	token        string               // the pod's service account token, once requested
 	failed       bool                 // the pod failed permanently (unsupported spec)
 	podIP        string
 	lastErr      string // last sync error reported as an event, to report each once
@@ -67,7 +69,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:     pd.DeepCopy(),
 		backoff: map[string]time.Time{}, waiting: map[string][2]string{},
-		pulled: map[string]bool{}, emitted: map[string]bool{}, pullFailures: map[string]int{},
+		pulled: map[string]bool{}, emitted: map[string]bool{}, pullFailures: map[string]int{}, filled: map[string]bool{},
 	}
 }
 
@@ -203,7 +205,7 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	pd := w.current()
 	if w.plan == nil {
-		plan, err := w.p.translate(ctx, pd, "")
+		plan, err := w.p.translate(ctx, pd, "", &w.token)
 		var unsupported *pod.UnsupportedError
 		var missing *pod.MissingObjectError
 		switch {
@@ -240,7 +242,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 		// Now the pod has an IP: resolve env that refers to it.
-		plan, err := w.p.translate(ctx, pd, w.podIP)
+		plan, err := w.p.translate(ctx, pd, w.podIP, &w.token)
 		if err != nil {
 			return 0, err
 		}
@@ -283,14 +285,12 @@ func (w *podWorker) ensureSandbox(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	info, err := pc.InspectPod(ctx, w.plan.PodName)
-	if errors.Is(err, podman.ErrNotFound) {
-		spec := pod.PodSpec(w.plan)
-		if _, err := pc.CreatePod(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
-			return err
-		}
-		info, err = pc.InspectPod(ctx, w.plan.PodName)
+	// Create first: a pod that exists already (an earlier attempt, a
+	// restarted rbn-kubelet) is a conflict, and a new one costs no lookup.
+	if _, err := pc.CreatePod(ctx, pod.PodSpec(w.plan)); err != nil && !errors.Is(err, podman.ErrConflict) {
+		return err
 	}
+	info, err := pc.InspectPod(ctx, w.plan.PodName)
 	if err != nil {
 		return err
 	}
@@ -467,6 +467,12 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	if !w.emitted["created/"+spec.Name] {
 		w.emitted["created/"+spec.Name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Created", "Created container "+c.K8sName)
+	}
+	if err := w.fillThrough(ctx, c, attempt, spec.Name); err != nil {
+		w.p.hostFailure()
+		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return 10 * time.Second
 	}
 	delete(w.waiting, c.K8sName)
 	if err := pc.StartContainer(ctx, spec.Name); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,23 +63,28 @@ func podmanMajor(version string) int {
 	return n
 }
 
-// fillVolumes writes the Files volumes' content.
-//
-// Files are written with podman's archive API into a loader container that
-// mounts every Files volume and is never started (image: the pod's infra
-// image, always present): podman writes through to the volumes' directories
-// on the host, so nothing runs a shell there.
-//
-// The same pass creates the directories that subPath mounts of named
-// volumes bind (a bind mount needs its source to exist), as kubelet does,
-// before any container of the pod has run: nothing could have planted a
-// symlink in the volume yet.
+// Files volumes are written with podman's archive API, which writes
+// through to the volumes' directories on the host, so nothing runs a shell
+// there. Most are written into the first container that mounts them, once
+// created and before it starts (fillThrough): copying into a created
+// container works on podman 4 and 5, read-only mounts included. Those that
+// must exist before any container is created go through a loader container
+// first (fillVolumes).
+
+// fillVolumes writes, before any container of the pod is created, the
+// volumes that cannot wait for fillThrough: Files volumes that a container
+// mounts with a subPath, and the directories that subPath mounts of
+// emptyDir volumes bind (a bind mount needs its source to exist at create),
+// as kubelet does, before any container of the pod has run: nothing could
+// have planted a symlink in the volume yet. They are written into a loader
+// container that mounts them and is never started (image: the pod's infra
+// image, always present).
 func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
 	pc := w.p.cfg.Host.Podman()
 	subdirs := subPathDirs(plan)
 	var files []pod.Volume
 	for _, v := range plan.Volumes {
-		if v.Kind == pod.VolumeFiles || (v.Kind == pod.VolumeEmptyDir && len(subdirs[v.K8sName]) > 0) {
+		if v.Kind == pod.VolumeFiles && !mountedWhole(plan, v.K8sName) || (v.Kind == pod.VolumeEmptyDir && len(subdirs[v.K8sName]) > 0) {
 			files = append(files, v)
 		}
 	}
@@ -116,6 +122,55 @@ func newVolumeContainerSpec(name, image string, labels map[string]string, role s
 // namedVolume mounts v at loaderRoot/<its Kubernetes name>.
 func namedVolume(v pod.Volume) *specgen.NamedVolume {
 	return &specgen.NamedVolume{Name: v.PodmanName, Dest: path.Join(loaderRoot, v.K8sName), Options: []string{"rw"}}
+}
+
+// mountedWhole reports whether every mount of a volume is of the whole
+// volume: then fillThrough can write it through the first container that
+// mounts it. A volume no container mounts has nobody to see it.
+func mountedWhole(plan *pod.Plan, volume string) bool {
+	for _, c := range append(slices.Clone(plan.InitContainers), plan.Containers...) {
+		for _, m := range c.Mounts {
+			if m.Volume == volume && m.SubPath != "" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// fillThrough writes the Files volumes that c mounts whole and that no
+// container of this worker has written yet into c's container, created and
+// not yet started. Only a container's first run fills: a restarted one
+// finds its volumes as they were (after a restart of rbn-kubelet, a
+// volume's first reader that had not run yet writes the same content again).
+func (w *podWorker) fillThrough(ctx context.Context, c pod.Container, attempt int, container string) error {
+	if attempt > 0 {
+		return nil
+	}
+	for _, m := range c.Mounts {
+		v := planVolume(w.plan, m.Volume)
+		if v == nil || v.Kind != pod.VolumeFiles || w.filled[v.K8sName] || !mountedWhole(w.plan, v.K8sName) {
+			continue
+		}
+		data, err := tarFiles(v.Files, nil, w.p.cfg.Clock.Now())
+		if err != nil {
+			return err
+		}
+		if err := w.p.cfg.Host.Podman().CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
+			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
+		}
+		w.filled[v.K8sName] = true
+	}
+	return nil
+}
+
+func planVolume(plan *pod.Plan, name string) *pod.Volume {
+	for i := range plan.Volumes {
+		if plan.Volumes[i].K8sName == name {
+			return &plan.Volumes[i]
+		}
+	}
+	return nil
 }
 
 // subPathDirs lists, per EmptyDir volume, the subPath directories its mounts need.

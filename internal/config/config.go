@@ -32,10 +32,15 @@ type KubeletConfiguration struct {
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// KubeAPIQPS and KubeAPIBurst bound this process's requests to the
 	// apiserver, for every node it serves together (leases, node and pod
-	// status, events, tokens). Defaults 50 and 100, kubelet's own for one
-	// node: 50 nodes renewing leases take 5/s of it.
+	// status, tokens), events aside. Defaults 50 and 100, kubelet's own for
+	// one node: 50 nodes renewing leases take 5/s of it.
 	KubeAPIQPS   float32 `json:"kubeAPIQPS,omitempty"`
 	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty"`
+	// EventRecordQPS and EventBurst bound the events it records, with a
+	// client of their own as kubelet's, so that events never delay status.
+	// Defaults 50 and 100, kubelet's.
+	EventRecordQPS float32 `json:"eventRecordQPS,omitempty"`
+	EventBurst     int32   `json:"eventBurst,omitempty"`
 
 	// NodeAddress is the InternalIP every served node advertises: where the
 	// apiserver reaches this process's kubelet API (in-cluster: the pod IP).
@@ -103,6 +108,12 @@ func SetDefaults(c *KubeletConfiguration) {
 	if c.KubeAPIBurst == 0 {
 		c.KubeAPIBurst = 100
 	}
+	if c.EventRecordQPS == 0 {
+		c.EventRecordQPS = 50
+	}
+	if c.EventBurst == 0 {
+		c.EventBurst = 100
+	}
 
 	if c.NodeLeaseDurationSeconds == 0 {
 		c.NodeLeaseDurationSeconds = 40
@@ -169,6 +180,12 @@ func Validate(c *KubeletConfiguration) field.ErrorList {
 	}
 	if c.KubeAPIBurst < 1 || float32(c.KubeAPIBurst) < c.KubeAPIQPS {
 		errs = append(errs, field.Invalid(field.NewPath("kubeAPIBurst"), c.KubeAPIBurst, "must be at least 1 and at least kubeAPIQPS"))
+	}
+	if c.EventRecordQPS < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("eventRecordQPS"), c.EventRecordQPS, "must not be negative"))
+	}
+	if c.EventBurst < 1 || float32(c.EventBurst) < c.EventRecordQPS {
+		errs = append(errs, field.Invalid(field.NewPath("eventBurst"), c.EventBurst, "must be at least 1 and at least eventRecordQPS"))
 	}
 	if c.NodeLeaseDurationSeconds < 4 {
 		errs = append(errs, field.Invalid(field.NewPath("nodeLeaseDurationSeconds"), c.NodeLeaseDurationSeconds, "must be at least 4"))

@@ -35,6 +35,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
@@ -59,7 +60,9 @@ type Controller struct {
 
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
-	relay *s3relay.Relay
+	relay  *s3relay.Relay
+	ssh    *sshconn.Pool // the nodes' SSH connections, one per host
+	events typedcorev1.EventsGetter
 
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
@@ -67,7 +70,8 @@ type Controller struct {
 }
 
 // New wires a Controller; Run starts it.
-func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface) (*Controller, error) {
+// events records the nodes' and pods' events (a client with a budget of its own).
+func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter) (*Controller, error) {
 	rc, err := newRBNClient(restCfg)
 	if err != nil {
 		return nil, err
@@ -91,6 +95,8 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
 		runtimes: map[string]*nodeRuntime{},
+		ssh:      sshconn.NewPool(),
+		events:   events,
 	}
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
 		secretIndex: func(obj any) ([]string, error) {
@@ -132,7 +138,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 // Run serves until ctx ends, then stops every node runtime.
 func (c *Controller) Run(ctx context.Context, workers int) error {
 	log := logging.FromContext(ctx)
-	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.events.Events("")})
 	defer c.broadcast.Shutdown()
 	defer c.queue.ShutDown()
 
@@ -248,7 +254,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports},
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, ssh: c.ssh},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())

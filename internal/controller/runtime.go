@@ -44,20 +44,37 @@ type runtimeDeps struct {
 	cfg      *config.KubeletConfiguration
 	ports    NodePorts // nil: every node on cfg.KubeletPort
 	relay    *s3relay.Relay
+	ssh      *sshconn.Pool
 }
 
-func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (*nodeRuntime, error) {
+func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (_ *nodeRuntime, err error) {
 	log := logging.FromContext(parent).With("node", name)
+	sshCfg := sshconn.Config{
+		Host: spec.Address, Port: int(spec.Port), User: spec.User,
+		PrivateKey: key, KnownHosts: knownHosts,
+		DialTimeout:       d.cfg.SSH.DialTimeout.Duration,
+		KeepaliveInterval: d.cfg.SSH.KeepaliveInterval.Duration,
+		KeepaliveTimeout:  d.cfg.SSH.KeepaliveTimeout.Duration,
+		MaxBackoff:        d.cfg.SSH.MaxBackoff.Duration,
+		Interactive:       true,
+		// The connection may serve several nodes: its log names none.
+		Logger: logging.FromContext(parent),
+	}
+	// One connection per host, whatever the number of RemoteBuildNodes
+	// naming it; each node keeps its own podman client and health view.
+	sc, releaseSSH, err := d.ssh.Acquire(sshCfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			releaseSSH()
+		}
+	}()
 	host, err := provider.NewHost(provider.HostConfig{
-		Name: name,
-		SSH: sshconn.Config{
-			Host: spec.Address, Port: int(spec.Port), User: spec.User,
-			PrivateKey: key, KnownHosts: knownHosts,
-			DialTimeout:       d.cfg.SSH.DialTimeout.Duration,
-			KeepaliveInterval: d.cfg.SSH.KeepaliveInterval.Duration,
-			KeepaliveTimeout:  d.cfg.SSH.KeepaliveTimeout.Duration,
-			MaxBackoff:        d.cfg.SSH.MaxBackoff.Duration,
-		},
+		Name:                name,
+		SSH:                 sshCfg,
+		SSHClient:           sc,
 		PodmanSocket:        spec.PodmanSocket,
 		HealthCheckInterval: d.cfg.HealthCheckInterval.Duration,
 		InfoRefreshInterval: d.cfg.HostInfoRefreshInterval.Duration,
@@ -200,6 +217,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		for range tasks {
 			<-finished
 		}
+		releaseSSH()
 		close(rt.done)
 	}()
 	served = true

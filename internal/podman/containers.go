@@ -138,13 +138,15 @@ func (c *Client) ListContainers(ctx context.Context, labels map[string]string) (
 }
 
 // CopyInto extracts a tar stream into path inside a (possibly not started)
-// container; paths on its named volumes land in the volumes.
+// container; paths on its named volumes land in the volumes. Files keep the
+// owners the archive gives them: podman's default would give them to the
+// container's user.
 func (c *Client) CopyInto(ctx context.Context, container, path string, tar io.Reader) error {
 	cctx, err := c.callContext(ctx)
 	if err != nil {
 		return err
 	}
-	copyFn, err := containers.CopyFromArchive(cctx, container, path, tar)
+	copyFn, err := containers.CopyFromArchiveWithOptions(cctx, container, path, tar, new(containers.CopyOptions).WithChown(false))
 	if err != nil {
 		return wrap("copy into "+container+":"+path, err)
 	}

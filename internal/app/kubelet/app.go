@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/controller"
@@ -67,7 +68,14 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	ctrl, err := controller.New(cfg, restCfg, client)
+	// Events go through a client of their own, with their own budget.
+	eventCfg := rest.CopyConfig(restCfg)
+	eventCfg.QPS, eventCfg.Burst = cfg.EventRecordQPS, int(cfg.EventBurst)
+	events, err := kubernetes.NewForConfig(eventCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client for events: %w", err)
+	}
+	ctrl, err := controller.New(cfg, restCfg, client, events.CoreV1())
 	if err != nil {
 		return err
 	}

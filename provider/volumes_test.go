@@ -1,0 +1,91 @@
+package provider
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+func TestMountedWhole(t *testing.T) {
+	plan := &pod.Plan{
+		InitContainers: []pod.Container{{K8sName: "init", Mounts: []pod.Mount{{Volume: "config", MountPath: "/etc/app", SubPath: "app.conf"}}}},
+		Containers: []pod.Container{
+			{K8sName: "a", Mounts: []pod.Mount{{Volume: "token", MountPath: "/var/run/secrets"}, {Volume: "config", MountPath: "/config"}}},
+			{K8sName: "b", Mounts: []pod.Mount{{Volume: "token", MountPath: "/t", ReadOnly: true}}},
+		},
+	}
+	for vol, want := range map[string]bool{"token": true, "config": false, "unmounted": true} {
+		if got := mountedWhole(plan, vol); got != want {
+			t.Errorf("mountedWhole(%s) = %t, want %t", vol, got, want)
+		}
+	}
+}
+
+// The plan is made twice at a pod's start (before and after its IP is
+// known): one TokenRequest serves both.
+func TestTranslateRequestsTheTokenOnce(t *testing.T) {
+	indexer := func(objs ...any) cache.Indexer {
+		i := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		for _, o := range objs {
+			if err := i.Add(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return i
+	}
+	requests := 0
+	p := &Pods{cfg: PodsConfig{
+		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"}, Host: &Host{},
+		Secrets: corev1listers.NewSecretLister(indexer()),
+		ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}})),
+		Token: func(context.Context, *corev1.Pod, []string, int64) (string, error) {
+			requests++
+			return "token-1", nil
+		},
+	}}
+	pd := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-1"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", VolumeMounts: []corev1.VolumeMount{
+				{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}}}},
+			Volumes: []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
+					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+						Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+				}}}}},
+		},
+	}
+	var token string
+	for _, ip := range []string{"", "10.88.0.5"} {
+		plan, err := p.translate(context.Background(), pd, ip, &token)
+		if err != nil {
+			t.Fatalf("translate(ip %q): %v", ip, err)
+		}
+		if v := planVolume(plan, "kube-api-access"); v == nil || !hasFile(v.Files, "token", "token-1") {
+			t.Errorf("translate(ip %q): the token volume lacks the token: %+v", ip, v)
+		}
+	}
+	if requests != 1 {
+		t.Errorf("%d TokenRequests for one pod's two plans, want 1", requests)
+	}
+}
+
+func hasFile(files []pod.File, path, content string) bool {
+	for _, f := range files {
+		if f.Path == path && string(f.Data) == content {
+			return true
+		}
+	}
+	return false
+}
