@@ -90,7 +90,7 @@ hosts::netns_down() {
   ip netns delete "${ns}" 2>/dev/null || true
 }
 
-hosts::isolation_requested() { [[ " ${RBN_ISOLATED_HOSTS//,/ } " == *" $1 "* ]]; }
+hosts::isolation_requested() { local l="${RBN_ISOLATED_HOSTS:-}"; [[ " ${l//,/ } " == *" $1 "* ]]; }
 
 hosts::check_index() {
   [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= HOSTS_MAX)) || rbn::die "host index must be 1..${HOSTS_MAX}, got '$1'"
