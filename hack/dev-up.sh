@@ -25,6 +25,8 @@ if [[ -z "${EXTENDER_PORT}" ]] || rbn::port_in_use "${EXTENDER_PORT}"; then
   EXTENDER_PORT="$(rbn::free_port "${RBN_APISERVER_PORT:-16443}" "${RBN_KUBELET_PORT:-10250}")"
 fi
 export RBN_SCHEDULER_EXTENDER_URL="http://127.0.0.1:${EXTENDER_PORT}"
+# Nothing listens there until rbn-extender starts: keep the control plane off it.
+export RBN_RESERVED_PORTS="${RBN_RESERVED_PORTS:-} ${EXTENDER_PORT}"
 "${RBN_ROOT}/hack/cluster.sh" up
 eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 "${RBN_ROOT}/hack/hosts.sh" up "${NODES}"

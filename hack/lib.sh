@@ -68,13 +68,15 @@ rbn::running() { local p="${RBN_STATE}/pids/$1.pid"; [[ -f "$p" ]] && rbn::alive
 # connections linger in TIME-WAIT can be listened on again).
 rbn::port_in_use() { [[ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]; }
 
-# rbn::free_port [EXCLUDED_PORT...]: prints a TCP port that nothing uses now (racy by nature:
-# bind it soon) and that is not among the excluded ones.
+# rbn::free_port [EXCLUDED_PORT...]: prints a TCP port that nothing listens on now (racy by
+# nature: bind it soon) and that is neither among the excluded ones nor in $RBN_RESERVED_PORTS
+# (ports chosen for daemons that start later, such as rbn-extender's, chosen before the control
+# plane's).
 rbn::free_port() {
   local p i
   for ((i = 0; i < 200; i++)); do
     p=$((20000 + RANDOM % 12000))
-    [[ " $* " == *" ${p} "* ]] && continue
+    [[ " $* ${RBN_RESERVED_PORTS:-} " == *" ${p} "* ]] && continue
     rbn::port_in_use "${p}" || { echo "${p}"; return 0; }
   done
   rbn::die "no free TCP port found"
