@@ -173,6 +173,10 @@ func copyFlushing(w http.ResponseWriter, r io.Reader) error {
 			if err := bw.Flush(); err != nil {
 				return err
 			}
+			// The end goes out now, not when the handler returns.
+			if err := rc.Flush(); err != nil {
+				return err
+			}
 			if errors.Is(c.err, io.EOF) {
 				return nil
 			}
