@@ -3,11 +3,9 @@ package provider
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -255,14 +253,8 @@ func parseMemAvailable(meminfo []byte) (int64, error) {
 		if len(f) < 2 || f[0] != "MemAvailable:" {
 			continue
 		}
-		n, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/meminfo: MemAvailable: %w", err)
-		}
-		if len(f) > 2 && f[2] == "kB" {
-			n *= 1024
-		}
-		return n, nil
+		n, err := meminfoBytes(f)
+		return int64(n), err
 	}
 	return 0, errors.New("/proc/meminfo: no MemAvailable (kernel older than 3.14)")
 }

@@ -211,12 +211,9 @@ func parseHostUsage(data []byte, now time.Time) (*hostUsage, error) {
 			}
 			u.BootTime = time.Unix(n, 0)
 		case "MemTotal:", "MemFree:", "MemAvailable:", "AnonPages:":
-			n, err := strconv.ParseUint(f[1], 10, 64)
+			n, err := meminfoBytes(f)
 			if err != nil {
-				return nil, fmt.Errorf("/proc/meminfo: %s %w", f[0], err)
-			}
-			if len(f) > 2 && f[2] == "kB" {
-				n *= 1024
+				return nil, err
 			}
 			switch f[0] {
 			case "MemTotal:":
@@ -244,4 +241,17 @@ func sub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+// meminfoBytes reads the value of a /proc/meminfo line split into fields
+// ("MemAvailable:", "20000000", "kB"), in bytes.
+func meminfoBytes(f []string) (uint64, error) {
+	n, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/meminfo: %s %w", f[0], err)
+	}
+	if len(f) > 2 && f[2] == "kB" {
+		n *= 1024
+	}
+	return n, nil
 }

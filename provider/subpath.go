@@ -37,16 +37,13 @@ func subPathBinds(c pod.Container, plan *pod.Plan, spec *specgen.SpecGenerator, 
 		if m.SubPath == "" {
 			continue
 		}
-		var base string
-		for _, v := range plan.Volumes {
-			if v.K8sName != m.Volume {
-				continue
-			}
-			if v.Kind == pod.VolumeHostPath {
-				base = v.HostPath
-			} else {
-				base = mountpoints[v.K8sName]
-			}
+		v := planVolume(plan, m.Volume)
+		if v == nil {
+			continue
+		}
+		base := mountpoints[v.K8sName]
+		if v.Kind == pod.VolumeHostPath {
+			base = v.HostPath
 		}
 		if base == "" {
 			continue
