@@ -28,11 +28,13 @@ type HostConfig struct {
 	Name string
 	SSH  sshconn.Config
 	// SSHClient, when set, is a connection to the host that someone else
-	// runs (an sshconn.Pool shares one among the nodes that name the same
-	// host); SSH then gives only its timeouts. Nil: NewHost makes a
-	// connection of its own from SSH and Run runs it.
-	SSHClient           *sshconn.Client
-	PodmanSocket        string
+	// runs (HostPool takes one from an sshconn.Pool); SSH then gives only
+	// its timeouts. Nil: NewHost makes a connection of its own from SSH and
+	// Run runs it.
+	SSHClient    *sshconn.Client
+	PodmanSocket string
+	// How often podman is pinged, and its facts read. Defaults 10s and 30s,
+	// as KubeletConfiguration's.
 	HealthCheckInterval time.Duration
 	InfoRefreshInterval time.Duration
 	Clock               clock.WithTicker
@@ -46,6 +48,8 @@ type Host struct {
 	ssh    *sshconn.Client
 	ownSSH bool // Run runs ssh
 	podman *podman.Client
+	// sampler reads the host's /proc while someone asks for its figures.
+	sampler *hostSampler
 
 	mu      sync.Mutex
 	info    *podman.HostInfo
@@ -85,6 +89,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.HealthCheckInterval <= 0 {
+		cfg.HealthCheckInterval = 10 * time.Second
+	}
+	if cfg.InfoRefreshInterval <= 0 {
+		cfg.InfoRefreshInterval = 30 * time.Second
+	}
 	sc := cfg.SSHClient
 	if sc == nil {
 		cfg.SSH.Clock = cfg.Clock
@@ -105,10 +115,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{
+	h := &Host{
 		cfg: cfg, ssh: sc, ownSSH: cfg.SSHClient == nil, podman: pc, changed: make(chan struct{}),
 		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
-	}, nil
+	}
+	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
+	return h, nil
 }
 
 // Podman is the host's podman client.
@@ -151,6 +163,7 @@ func (h *Host) update(info *podman.HostInfo, ready bool, reason, msg string) {
 // Run keeps the connections up and the facts fresh until ctx ends.
 func (h *Host) Run(ctx context.Context) {
 	defer h.podman.Close()
+	defer h.sampler.stop()
 	if h.ownSSH {
 		sshDone := make(chan struct{})
 		go func() { defer close(sshDone); h.ssh.Run(ctx) }()

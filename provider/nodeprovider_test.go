@@ -18,6 +18,18 @@ import (
 // testHost is a Host that was never run: not connected, no facts.
 func testHost(t *testing.T) *Host {
 	t.Helper()
+	h, err := NewHost(testHostConfig(t, "127.0.1.1", 22))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Podman().Close() })
+	return h
+}
+
+// testHostConfig configures a host at addr:port with a fresh key that its
+// known_hosts line trusts.
+func testHostConfig(t *testing.T, addr string, port int) HostConfig {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -30,16 +42,11 @@ func testHost(t *testing.T) *Host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(HostConfig{
+	return HostConfig{
 		Name: "node-1", PodmanSocket: "/run/podman/podman.sock",
-		SSH: sshconn.Config{Host: "127.0.1.1", Port: 22, User: "root", PrivateKey: pem.EncodeToMemory(block),
-			KnownHosts: []byte("127.0.1.1 " + string(ssh.MarshalAuthorizedKey(sshPub)))},
-	})
-	if err != nil {
-		t.Fatal(err)
+		SSH: sshconn.Config{Host: addr, Port: port, User: "root", PrivateKey: pem.EncodeToMemory(block),
+			KnownHosts: []byte(addr + " " + string(ssh.MarshalAuthorizedKey(sshPub)))},
 	}
-	t.Cleanup(func() { _ = h.Podman().Close() })
-	return h
 }
 
 // virtual-kubelet's status callback blocks for good once its node

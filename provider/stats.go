@@ -25,7 +25,6 @@ import (
 // too (usageNanoCores), as kubelet does between two samples.
 type StatsCollector struct {
 	pods *Pods
-	host *hostSampler
 
 	mu   sync.Mutex
 	prev map[string]cpuReading // container ID -> previous reading
@@ -43,17 +42,11 @@ type cpuReading struct {
 	haveRate bool
 }
 
-// NewStatsCollector returns the collector of p's node. Close stops its
-// host sampling.
+// NewStatsCollector returns the collector of p's node. The host's /proc is
+// read by its Host's sampler, shared by every node on the host.
 func NewStatsCollector(p *Pods) *StatsCollector {
-	return &StatsCollector{
-		pods: p, prev: map[string]cpuReading{},
-		host: newHostSampler(p.cfg.Host, hostSampleInterval, p.cfg.Clock.Now, p.cfg.Logger),
-	}
+	return &StatsCollector{pods: p, prev: map[string]cpuReading{}}
 }
-
-// Close stops reading the host.
-func (s *StatsCollector) Close() { s.host.stop() }
 
 // usage is one reading of a node.
 type usage struct {
@@ -79,7 +72,7 @@ func (s *StatsCollector) read(ctx context.Context) *usage {
 		// The first reading of a fresh sampler takes a moment.
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		u.host, u.hostPrev, u.hostErr = s.host.readings(wctx)
+		u.host, u.hostPrev, u.hostErr = p.cfg.Host.sampler.readings(wctx)
 	}()
 	u.containers, u.ctrErr = p.cfg.Host.Podman().Stats(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
 	wg.Wait()

@@ -61,7 +61,7 @@ type Controller struct {
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
 	relay  *s3relay.Relay
-	ssh    *sshconn.Pool // the nodes' SSH connections, one per host
+	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
 	events typedcorev1.EventsGetter
 
 	mu       sync.Mutex
@@ -95,7 +95,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
 		runtimes: map[string]*nodeRuntime{},
-		ssh:      sshconn.NewPool(),
+		hosts:    provider.NewHostPool(sshconn.NewPool()),
 		events:   events,
 	}
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
@@ -254,7 +254,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, ssh: c.ssh},
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
@@ -44,7 +46,7 @@ type runtimeDeps struct {
 	cfg      *config.KubeletConfiguration
 	ports    NodePorts // nil: every node on cfg.KubeletPort
 	relay    *s3relay.Relay
-	ssh      *sshconn.Pool
+	hosts    *provider.HostPool
 }
 
 func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (_ *nodeRuntime, err error) {
@@ -56,33 +58,26 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		KeepaliveInterval: d.cfg.SSH.KeepaliveInterval.Duration,
 		KeepaliveTimeout:  d.cfg.SSH.KeepaliveTimeout.Duration,
 		MaxBackoff:        d.cfg.SSH.MaxBackoff.Duration,
-		Interactive:       true,
-		// The connection may serve several nodes: its log names none.
-		Logger: logging.FromContext(parent),
 	}
-	// One connection per host, whatever the number of RemoteBuildNodes
-	// naming it; each node keeps its own podman client and health view.
-	sc, releaseSSH, err := d.ssh.Acquire(sshCfg)
+	// One connection and one host poller per host, whatever the number of
+	// RemoteBuildNodes naming it; each node keeps its own pods and status.
+	host, releaseHost, err := d.hosts.Acquire(provider.HostConfig{
+		Name:                fmt.Sprintf("%s@%s", spec.User, net.JoinHostPort(spec.Address, strconv.Itoa(int(spec.Port)))),
+		SSH:                 sshCfg,
+		PodmanSocket:        spec.PodmanSocket,
+		HealthCheckInterval: d.cfg.HealthCheckInterval.Duration,
+		InfoRefreshInterval: d.cfg.HostInfoRefreshInterval.Duration,
+		// The host may serve several nodes: its log names none.
+		Logger: logging.FromContext(parent),
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			releaseSSH()
+			releaseHost()
 		}
 	}()
-	host, err := provider.NewHost(provider.HostConfig{
-		Name:                name,
-		SSH:                 sshCfg,
-		SSHClient:           sc,
-		PodmanSocket:        spec.PodmanSocket,
-		HealthCheckInterval: d.cfg.HealthCheckInterval.Duration,
-		InfoRefreshInterval: d.cfg.HostInfoRefreshInterval.Duration,
-		Logger:              log,
-	})
-	if err != nil {
-		return nil, err
-	}
 	recorder := d.recorder(name)
 	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -180,7 +175,6 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		return nil, err
 	}
 	tasks := []func(){
-		func() { host.Run(ctx) },
 		func() { <-ctx.Done(); releasePort() },
 		func() { np.Run(ctx) },
 		func() { pods.Run(ctx) },
@@ -217,7 +211,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		for range tasks {
 			<-finished
 		}
-		releaseSSH()
+		releaseHost()
 		close(rt.done)
 	}()
 	served = true

@@ -27,9 +27,6 @@ func (c *statsCache) collector(p *provider.Pods) *provider.StatsCollector {
 	defer c.mu.Unlock()
 	e, ok := c.m[p.NodeName()]
 	if !ok || e.pods != p {
-		if ok {
-			e.c.Close()
-		}
 		e = statsEntry{pods: p, c: provider.NewStatsCollector(p)}
 		c.m[p.NodeName()] = e
 	}
@@ -39,8 +36,5 @@ func (c *statsCache) collector(p *provider.Pods) *provider.StatsCollector {
 func (c *statsCache) forget(node string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.m[node]; ok {
-		e.c.Close()
-		delete(c.m, node)
-	}
+	delete(c.m, node)
 }

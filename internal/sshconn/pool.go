@@ -5,28 +5,21 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sync"
+
+	"github.com/remote-build-nodes/rbn/internal/refpool"
 )
 
 // Pool shares one Client, and so one SSH connection, among the users of the
 // same Config: several RemoteBuildNodes may name one host. A Client runs
 // from the first Acquire of its Config until the last user releases it.
-// Each user keeps its own view of the host above the connection (its own
-// podman client and health checks); the connection itself is one.
+// Each user keeps its own view of the host above the connection; the
+// connection itself is one.
 type Pool struct {
-	mu      sync.Mutex
-	entries map[string]*poolEntry
-}
-
-type poolEntry struct {
-	client *Client
-	refs   int
-	cancel context.CancelFunc
-	done   chan struct{}
+	clients *refpool.Pool[*Client]
 }
 
 // NewPool returns an empty pool.
-func NewPool() *Pool { return &Pool{entries: map[string]*poolEntry{}} }
+func NewPool() *Pool { return &Pool{clients: refpool.New[*Client]()} }
 
 // Acquire returns the running Client for cfg, starting one if no user holds
 // it, and the function that releases it: once every user released it, its
@@ -36,50 +29,22 @@ func NewPool() *Pool { return &Pool{entries: map[string]*poolEntry{}} }
 // not part of what identifies a connection): give a logger that names no
 // single user.
 func (p *Pool) Acquire(cfg Config) (*Client, func(), error) {
-	cfg.setDefaults()
-	key := poolKey(cfg)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.entries[key]
-	if e == nil {
+	return p.clients.Acquire(Key(cfg), func() (*Client, func(context.Context), error) {
 		c, err := New(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		e = &poolEntry{client: c, cancel: cancel, done: make(chan struct{})}
-		go func() { defer close(e.done); c.Run(ctx) }()
-		p.entries[key] = e
-	}
-	e.refs++
-	var once sync.Once
-	return e.client, func() { once.Do(func() { p.release(key, e) }) }, nil
-}
-
-func (p *Pool) release(key string, e *poolEntry) {
-	p.mu.Lock()
-	e.refs--
-	last := e.refs == 0
-	if last {
-		delete(p.entries, key)
-	}
-	p.mu.Unlock()
-	if last {
-		e.cancel()
-		<-e.done
-	}
+		return c, c.Run, nil
+	})
 }
 
 // Len is the number of Clients in use: the connections the pool holds.
-func (p *Pool) Len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.entries)
-}
+func (p *Pool) Len() int { return p.clients.Len() }
 
-// poolKey identifies a connection: where, who, with which key and trust,
-// and how it is kept. Key material enters only as a hash.
-func poolKey(cfg Config) string {
+// Key identifies a connection: where, who, with which key and trust, and
+// how it is kept (defaults applied). Key material enters only as a hash.
+func Key(cfg Config) string {
+	cfg.setDefaults()
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%s\x00%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%t\x00",
 		cfg.Host, cfg.Port, cfg.User, len(cfg.PrivateKey), cfg.DialTimeout, cfg.KeepaliveInterval,
