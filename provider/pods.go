@@ -50,7 +50,8 @@ type PodsConfig struct {
 	// once the informer has synced. virtual-kubelet never hands such pods to
 	// the provider, yet their logs must stay readable until they are deleted.
 	Ended func() []*corev1.Pod
-	// ResyncInterval bounds how long a missed podman event can go unnoticed. Default 10s.
+	// ResyncInterval is how often the node's containers are relisted, which
+	// bounds how long a missed podman event can go unnoticed. Default 10s.
 	ResyncInterval time.Duration
 	Clock          clock.WithTicker
 }
@@ -170,13 +171,22 @@ func (p *Pods) Run(ctx context.Context) {
 		go w.run(ctx)
 	}
 	go p.watchEvents(ctx)
+	relist := p.cfg.Clock.NewTicker(p.cfg.ResyncInterval)
+	defer relist.Stop()
 	gc := p.cfg.Clock.NewTicker(3 * p.cfg.ResyncInterval)
 	defer gc.Stop()
 	hostChanged := p.cfg.Host.Changed()
+	// Empty, not nil: the first relist wakes every pod that has containers,
+	// so that a change between a worker's first sync and it is not missed.
+	seen := podFingerprints{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-relist.C():
+			if p.cfg.Host.ready() {
+				seen = p.relist(ctx, seen)
+			}
 		case <-hostChanged:
 			hostChanged = p.cfg.Host.Changed()
 			if p.cfg.Host.ready() {

@@ -25,7 +25,8 @@ import (
 // sync compares what runs with what the pod asks for, takes the next step
 // (volumes, podman pod, pull, create, start, restart) and reports status.
 // Syncs are triggered by podman events for the pod, by spec updates, by
-// back-off timers and by the periodic resync.
+// back-off timers and by the node's periodic relist (Pods.relist) when it
+// sees the pod's containers change: a worker does not poll on its own.
 type podWorker struct {
 	p   *Pods
 	log *slog.Logger
@@ -122,44 +123,38 @@ func (w *podWorker) terminate(grace time.Duration) {
 	w.poke()
 }
 
-// idle is what sync returns for a pod that ended: nothing can change
-// without a kick (deletion, a podman event), so no periodic resync.
-const idle = time.Duration(-2)
-
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
-	resync := w.p.cfg.ResyncInterval
 	for {
 		next := w.sync(ctx)
 		if next == -1 {
 			return
 		}
-		if next == idle {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.kick:
-			}
-			continue
-		}
-		wait := resync
-		if next > 0 && next < wait {
-			wait = next
-		}
-		t := w.p.cfg.Clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !w.await(ctx, next) {
 			return
-		case <-w.kick:
-		case <-t.C():
 		}
-		t.Stop()
 	}
 }
 
-// sync takes one step. It returns how soon to sync again (0: at the next
-// resync), idle for a pod that ended, or -1 when the worker is finished.
+// await waits for a kick, or for next when it is positive; false when ctx ended.
+func (w *podWorker) await(ctx context.Context, next time.Duration) bool {
+	var timeout <-chan time.Time
+	if next > 0 {
+		t := w.p.cfg.Clock.NewTimer(next)
+		defer t.Stop()
+		timeout = t.C()
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.kick:
+	case <-timeout:
+	}
+	return true
+}
+
+// sync takes one step. It returns how soon to sync again (0: nothing is
+// pending, so not before a kick), or -1 when the worker is finished.
 func (w *podWorker) sync(ctx context.Context) time.Duration {
 	w.mu.Lock()
 	deleting := w.deleting
@@ -172,7 +167,7 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 		return -1
 	}
 	if w.failed || w.ended {
-		return idle
+		return 0
 	}
 	if !w.p.cfg.Host.ready() {
 		return 0
@@ -196,7 +191,7 @@ func (w *podWorker) sync(ctx context.Context) time.Duration {
 	}
 	w.lastErr = ""
 	if phase := w.current().Status.Phase; phase == corev1.PodSucceeded || phase == corev1.PodFailed {
-		return idle
+		return 0 // nothing changes without a kick: a deletion, a podman event
 	}
 	return next
 }
@@ -217,7 +212,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.setWaitingAll(pd, "CreateContainerConfigError", err.Error())
 			w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 			w.report(ctx, pd, nil)
-			return 10 * time.Second, nil
+			return configRetry, nil
 		case err != nil:
 			return 0, err
 		}
@@ -230,9 +225,13 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		w.plan = plan
 	}
+	// A podman pod this sync created holds no container yet: nothing to
+	// observe before advance creates the first.
+	fresh := false
 	if w.podID == "" {
 		var failed *transferFailure
-		if err := w.ensureSandbox(ctx); errors.As(err, &failed) {
+		var err error
+		if fresh, err = w.ensureSandbox(ctx); errors.As(err, &failed) {
 			w.failed = true
 			w.p.failPod(w, failed.reason, failed.msg)
 			return 0, nil
@@ -248,9 +247,12 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		w.plan = plan
 	}
-	obs, err := w.observe(ctx)
-	if err != nil {
-		return 0, err
+	obs := map[string]*observed{}
+	if !fresh {
+		var err error
+		if obs, err = w.observe(ctx); err != nil {
+			return 0, err
+		}
 	}
 	next := w.advance(ctx, pd, obs)
 	// Observe again so the status includes what advance started.
@@ -278,46 +280,52 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	return next, nil
 }
 
-// ensureSandbox creates the pod's volumes and podman pod and fills its file volumes.
-func (w *podWorker) ensureSandbox(ctx context.Context) error {
+// ensureSandbox creates the pod's volumes and podman pod and fills its file
+// volumes. fresh tells that it created the podman pod, which therefore holds
+// no container of the pod's yet.
+func (w *podWorker) ensureSandbox(ctx context.Context) (fresh bool, err error) {
 	pc := w.p.cfg.Host.Podman()
 	mp, err := w.createVolumes(ctx, w.plan)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Create first: a pod that exists already (an earlier attempt, a
 	// restarted rbn-kubelet) is a conflict, and a new one costs no lookup.
-	if _, err := pc.CreatePod(ctx, pod.PodSpec(w.plan)); err != nil && !errors.Is(err, podman.ErrConflict) {
-		return err
+	_, err = pc.CreatePod(ctx, pod.PodSpec(w.plan))
+	switch {
+	case err == nil:
+		fresh = true
+	case !errors.Is(err, podman.ErrConflict):
+		return false, err
 	}
 	info, err := pc.InspectPod(ctx, w.plan.PodName)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The infra container alone: starting the podman pod would also start
 	// every container of it that has exited, and a re-adopted pod's
 	// completed containers must not run again.
 	if err := pc.StartContainer(ctx, info.InfraID); err != nil {
-		return err
+		return false, err
 	}
 	infra, err := pc.InspectContainer(ctx, info.InfraID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := w.fillVolumes(ctx, w.plan, infra.ImageID); err != nil {
-		return err
+		return false, err
 	}
-	if need, err := w.inputsNeeded(ctx); err != nil {
-		return err
+	if need, err := w.inputsNeeded(ctx, fresh); err != nil {
+		return false, err
 	} else if need {
 		if err := w.withTransferContext(ctx, func(ctx context.Context) error { return w.stageInputs(ctx, infra.ImageID) }); err != nil {
-			return err
+			return false, err
 		}
 	}
 	w.podIP = infra.IPAddress
 	w.mountpoints = mp
 	w.podID = info.ID
-	return nil
+	return fresh, nil
 }
 
 // observe lists the pod's containers on the host: newest and previous run of each.
@@ -359,7 +367,8 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 
 // advance starts what should run next: the first unfinished init container,
 // else every app container not running that the restart policy lets run.
-// It returns how soon a back-off ends (0: none pending).
+// It returns how soon to try again: a back-off that ends, a configuration
+// error to look at again (0: none pending).
 func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) time.Duration {
 	policy := pd.Spec.RestartPolicy
 	for _, c := range w.plan.InitContainers {
@@ -430,6 +439,11 @@ func (w *podWorker) restartContainer(ctx context.Context, pd *corev1.Pod, c pod.
 	return w.runContainer(ctx, pd, c, next)
 }
 
+// configRetry is how soon a pod whose configuration is not usable yet (an
+// object it references is missing, a subPath cannot be resolved) is looked
+// at again.
+const configRetry = 10 * time.Second
+
 // runContainer pulls, creates and starts one run of c, honouring back-offs.
 // It returns the time left on a back-off that kept it from running.
 func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) time.Duration {
@@ -443,22 +457,27 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		return w.backOff(pd, c.K8sName, w.pullFailures[c.K8sName], "ImagePullBackOff", err)
 	}
 	delete(w.pullFailures, c.K8sName)
+	// Configuration errors are looked at again, as kubelet does: what a
+	// subPath names may yet appear, created by another container.
 	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
 	if err != nil {
 		w.waiting[c.K8sName] = [2]string{"CreateContainerConfigError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		return 0
+		return configRetry
 	}
 	if err := w.resolveSubPaths(ctx, c, spec); err != nil {
-		reason, retry := "CreateContainerConfigError", time.Duration(0)
+		reason := "CreateContainerConfigError"
 		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
-			reason, retry = "CreateContainerError", 10*time.Second // the host did not answer
+			reason = "CreateContainerError" // the host did not answer
 		}
 		w.waiting[c.K8sName] = [2]string{reason, err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		return retry
+		return configRetry
 	}
 	if _, err := pc.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
+		// The image may have left the host since it was listed.
+		delete(w.pulled, c.Image)
+		w.p.cfg.Host.RefreshImages(ctx)
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
@@ -504,8 +523,7 @@ func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Conta
 	if w.pulled[c.Image] {
 		return nil
 	}
-	pc := w.p.cfg.Host.Podman()
-	present, err := pc.ImageExists(ctx, c.Image)
+	present, err := w.imagePresent(ctx, c.Image)
 	if err != nil {
 		return err
 	}
@@ -534,6 +552,17 @@ func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Conta
 	w.pulled[c.Image] = true
 	delete(w.waiting, c.K8sName)
 	return nil
+}
+
+// imagePresent tells whether ref is in the host's store. The host's image
+// list (read with its facts, and after every pull) answers for a reference
+// it names exactly, without a call; anything else, a short name say, is
+// asked of podman, which resolves it as a pull would.
+func (w *podWorker) imagePresent(ctx context.Context, ref string) (bool, error) {
+	if _, found := slices.BinarySearch(w.p.cfg.Host.Images(), ref); found {
+		return true, nil
+	}
+	return w.p.cfg.Host.Podman().ImageExists(ctx, ref)
 }
 
 func (w *podWorker) setWaitingAll(pd *corev1.Pod, reason, msg string) {

@@ -135,10 +135,14 @@ func (w *podWorker) transferVolumes(names []string) []pod.Volume {
 
 // inputsNeeded reports whether the pod's inputs still have to be staged:
 // they come before its first container, so once any container exists (this
-// worker or a previous rbn-kubelet created it) they were.
-func (w *podWorker) inputsNeeded(ctx context.Context) (bool, error) {
+// worker or a previous rbn-kubelet created it) they were. A fresh podman
+// pod has none.
+func (w *podWorker) inputsNeeded(ctx context.Context, fresh bool) (bool, error) {
 	if w.plan.Transfers == nil || len(w.plan.Transfers.Inputs) == 0 {
 		return false, nil
+	}
+	if fresh {
+		return true, nil
 	}
 	list, err := w.p.cfg.Host.Podman().ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
 	if err != nil {

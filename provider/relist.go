@@ -1,0 +1,78 @@
+package provider
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// podFingerprints is what one relist saw of each pod: its containers'
+// IDs and states, by pod UID.
+type podFingerprints map[types.UID]string
+
+// fingerprint sums up the containers of a node's list by pod: a pod's
+// fingerprint changes when one of its containers is created, removed or
+// changes state (a restart is a new container), and only then.
+func fingerprint(list []podman.ContainerSummary) podFingerprints {
+	byPod := map[types.UID][]string{}
+	for _, c := range list {
+		uid := types.UID(c.Labels[pod.LabelPodUID])
+		if uid == "" {
+			continue
+		}
+		byPod[uid] = append(byPod[uid], c.ID+"="+c.State)
+	}
+	out := make(podFingerprints, len(byPod))
+	for uid, cs := range byPod {
+		slices.Sort(cs)
+		out[uid] = strings.Join(cs, ",")
+	}
+	return out
+}
+
+// changedPods returns the pods whose fingerprint differs between two
+// relists, those that appeared or vanished included.
+func changedPods(prev, cur podFingerprints) []types.UID {
+	var out []types.UID
+	for uid, f := range cur {
+		if p, ok := prev[uid]; !ok || p != f {
+			out = append(out, uid)
+		}
+	}
+	for uid := range prev {
+		if _, ok := cur[uid]; !ok {
+			out = append(out, uid)
+		}
+	}
+	return out
+}
+
+// relist lists the node's containers in one call and wakes the workers of
+// the pods that changed since the previous relist: the safety net for a
+// podman event that was missed, as kubelet's PLEG relists once per node.
+// Workers do not poll on their own, so the cost of a quiet node is one list
+// per period, whatever the number of its pods (a list per pod, each walking
+// every container of the host, grew with the square of the pods). It
+// returns what it saw, prev when the list failed.
+func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints {
+	list, err := p.cfg.Host.Podman().ListContainers(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
+	if err != nil {
+		p.cfg.Logger.Debug("relist failed", "err", err)
+		return prev
+	}
+	cur := fingerprint(list)
+	for _, uid := range changedPods(prev, cur) {
+		p.mu.Lock()
+		w := p.byUID[uid]
+		p.mu.Unlock()
+		if w != nil {
+			w.poke()
+		}
+	}
+	return cur
+}
