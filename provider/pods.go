@@ -176,6 +176,7 @@ func (p *Pods) Run(ctx context.Context) {
 	gc := p.cfg.Clock.NewTicker(3 * p.cfg.ResyncInterval)
 	defer gc.Stop()
 	hostChanged := p.cfg.Host.Changed()
+	var host readiness
 	// Empty, not nil: the first relist wakes every pod that has containers,
 	// so that a change between a worker's first sync and it is not missed.
 	seen := podFingerprints{}
@@ -189,7 +190,7 @@ func (p *Pods) Run(ctx context.Context) {
 			}
 		case <-hostChanged:
 			hostChanged = p.cfg.Host.Changed()
-			if p.cfg.Host.ready() {
+			if host.becameReady(p.cfg.Host.ready()) {
 				p.adoptEnded(ctx)
 				p.pokeAll()
 			}
@@ -200,6 +201,20 @@ func (p *Pods) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// readiness follows a host's readiness across its changes. The host
+// changes at every refresh of its facts (every 30 s) while it stays ready:
+// only a host that turns ready has workers to wake (they wait while it is
+// not), else every pod of every node on the host would list and inspect its
+// containers at each refresh.
+type readiness struct{ ready bool }
+
+// becameReady records ready and reports whether the host just turned ready.
+func (r *readiness) becameReady(ready bool) bool {
+	was := r.ready
+	r.ready = ready
+	return ready && !was
 }
 
 // watchEvents follows the host's container events for this node and pokes

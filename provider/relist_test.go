@@ -48,3 +48,24 @@ func TestRelistWakesOnlyChangedPods(t *testing.T) {
 		})
 	}
 }
+
+func TestHostChangesWakeWorkersOnlyWhenTheHostTurnsReady(t *testing.T) {
+	var r readiness
+	steps := []struct {
+		ready, wake bool
+		what        string
+	}{
+		{false, false, "connecting"},
+		{true, true, "first contact"},
+		{true, false, "facts refreshed"},
+		{true, false, "facts refreshed again"},
+		{false, false, "connection lost"},
+		{false, false, "still lost, another reason"},
+		{true, true, "back"},
+	}
+	for _, s := range steps {
+		if got := r.becameReady(s.ready); got != s.wake {
+			t.Errorf("%s (ready %t): wake workers = %t, want %t", s.what, s.ready, got, s.wake)
+		}
+	}
+}
