@@ -228,6 +228,15 @@ func (h *Host) probe(ctx context.Context, withInfo bool) bool {
 	}
 	info, err := h.podman.Info(ctx)
 	if err != nil {
+		// Connect pinged podman: it answers, and `system info` (hundreds of
+		// ms of podman's work, more on a loaded host) was too slow or failed.
+		// With facts known, keep them and the host ready until the next
+		// refresh, rather than pause every pod of every node on the host.
+		if known, _ := h.Snapshot(); known != nil && sshconn.ReasonOf(err) == "" {
+			h.cfg.Logger.Warn("host facts not refreshed: keeping the last ones", "host", h.cfg.Name, "err", err)
+			h.update(nil, true, "", "")
+			return true
+		}
 		h.podmanFailed(err)
 		return false
 	}

@@ -2,8 +2,10 @@ package podman
 
 import (
 	"context"
+	"net/http"
 	"strings"
 
+	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/system"
 )
 
@@ -68,14 +70,23 @@ func (c *Client) Info(ctx context.Context) (*HostInfo, error) {
 	return h, nil
 }
 
-// Ping checks that the service answers.
+// Ping checks that the service answers, with its /_ping endpoint: the
+// version endpoint runs conmon, the OCI runtime and the package manager
+// to name their versions, and on a busy host took longer than the health
+// check's deadline, so a podman that answered was taken for a dead one.
 func (c *Client) Ping(ctx context.Context) error {
 	cctx, err := c.callContext(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := system.Version(cctx, nil); err != nil {
-		return wrap("version", err)
+	conn, err := bindings.GetClient(cctx)
+	if err != nil {
+		return wrap("ping", err)
 	}
-	return nil
+	resp, err := conn.DoRequest(cctx, nil, http.MethodGet, "/_ping", nil, nil)
+	if err != nil {
+		return wrap("ping", err)
+	}
+	defer resp.Body.Close()
+	return wrap("ping", resp.Process(nil))
 }
