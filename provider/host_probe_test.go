@@ -98,15 +98,20 @@ func TestProbeKeepsAReadyHostWhoseFactsCannotBeRefreshed(t *testing.T) {
 		_, hl := h.Snapshot()
 		return hl.Ready, hl.Reason
 	}
+	// probeFails probes and wants it to fail with the host podman-unavailable.
+	probeFails := func(withInfo bool, what string) {
+		t.Helper()
+		if h.probe(ctx, withInfo) {
+			t.Fatalf("%s: probe succeeded", what)
+		}
+		if ready, reason := health(); ready || reason != ReasonPodmanUnavailable {
+			t.Fatalf("%s: ready %t, reason %q; want not ready, %s", what, ready, reason, ReasonPodmanUnavailable)
+		}
+	}
 
 	// No facts yet: a host whose `system info` fails cannot be a node.
 	f.set(http.StatusOK, http.StatusInternalServerError)
-	if h.probe(ctx, true) {
-		t.Fatal("probe without facts succeeded")
-	}
-	if ready, reason := health(); ready || reason != ReasonPodmanUnavailable {
-		t.Fatalf("no facts: ready %t, reason %q; want not ready, %s", ready, reason, ReasonPodmanUnavailable)
-	}
+	probeFails(true, "no facts")
 
 	f.set(http.StatusOK, http.StatusOK)
 	if !h.probe(ctx, true) {
@@ -132,12 +137,7 @@ func TestProbeKeepsAReadyHostWhoseFactsCannotBeRefreshed(t *testing.T) {
 
 	// Podman does not answer its ping: not ready, whatever the facts.
 	f.set(http.StatusInternalServerError, http.StatusOK)
-	if h.probe(ctx, false) {
-		t.Fatal("probe succeeded with podman's ping failing")
-	}
-	if ready, reason := health(); ready || reason != ReasonPodmanUnavailable {
-		t.Fatalf("ping failing: ready %t, reason %q; want not ready, %s", ready, reason, ReasonPodmanUnavailable)
-	}
+	probeFails(false, "ping failing")
 	f.set(http.StatusOK, http.StatusOK)
 	if !h.probe(ctx, false) {
 		t.Fatal("health check failed with podman answering")
