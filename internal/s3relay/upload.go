@@ -17,6 +17,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // Source opens the content to upload; it is called again, from the start,
@@ -115,15 +116,16 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		if err == nil {
 			return
 		}
-		// Not ctx: a cancelled transfer must still be cleaned up.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, aerr := c.s3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id}); aerr != nil {
+		if aerr := c.abort(ctx, bucket, key, id); aerr != nil {
 			err = fmt.Errorf("%w (and aborting upload %s failed: %v)", err, aws.ToString(id), aerr)
 		}
 	}()
 
-	ctx, cancel := context.WithCancelCause(ctx)
+	// stop ends the reading and sending of parts at the first failure. The
+	// parts already sent are not cancelled with it (only by ctx): a part
+	// whose request is cut while S3 stores it may be stored after the
+	// abort, which S3 then keeps as an upload nobody completes.
+	stop, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
 		wg       sync.WaitGroup
@@ -146,10 +148,10 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		total += int64(n)
 		select {
 		case inFlight <- struct{}{}:
-		case <-ctx.Done():
+		case <-stop.Done():
 			c.r.putBuf(buf)
 		}
-		if ctx.Err() != nil {
+		if stop.Err() != nil {
 			break
 		}
 		wg.Add(1)
@@ -181,7 +183,7 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		if n < len(buf) {
 			break // that was the last, short part
 		}
-		if buf, err = c.r.getBuf(ctx); err != nil {
+		if buf, err = c.r.getBuf(stop); err != nil {
 			break
 		}
 		n, err = io.ReadFull(rc, buf)
@@ -199,7 +201,7 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		break
 	}
 	wg.Wait()
-	if cause := context.Cause(ctx); cause != nil {
+	if cause := context.Cause(stop); cause != nil {
 		return Result{}, cause
 	}
 	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
@@ -218,4 +220,43 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		return Result{}, Permanent(fmt.Errorf("%w: S3 stored CRC32 %s, read %s", ErrIntegrity, got, sum))
 	}
 	return Result{Bytes: total, Checksum: "crc32 " + sum + " (full object)"}, nil
+}
+
+// abortAttempts bounds abort: S3 documents that a part being stored when its
+// upload is aborted may still be stored, and that the upload must then be
+// aborted again until listing its parts reports it gone.
+const abortAttempts = 4
+
+// abort removes the multipart upload id and makes sure it is gone. It runs
+// even when ctx has ended: a cancelled transfer must still be cleaned up.
+func (c *Client) abort(ctx context.Context, bucket, key string, id *string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for n := 1; ; n++ {
+		_, err := c.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id})
+		if err != nil && !noSuchUpload(err) {
+			return err
+		}
+		_, err = c.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: id, MaxParts: aws.Int32(1)})
+		switch {
+		case noSuchUpload(err):
+			return nil
+		case err != nil:
+			return fmt.Errorf("check the upload is gone: %w", err)
+		case n == abortAttempts:
+			return fmt.Errorf("upload still listed after %d aborts", n)
+		}
+		t := c.r.cfg.Clock.NewTimer(c.r.cfg.Backoff(n))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C():
+		}
+	}
+}
+
+func noSuchUpload(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload"
 }
