@@ -36,8 +36,9 @@ IMAGE_REF="localhost/rbn/busybox:latest"
 IMAGE_TAGS=("localhost/rbn/busybox:1.0")
 SSH_PORT="${RBN_HOST_SSH_PORT:-2222}"
 STORAGE_DRIVER="${RBN_HOST_STORAGE_DRIVER:-overlay}"
-# Container subnets: host i's default network is <prefix>.<16*i>.0/24 and networks created on it
-# come from <prefix>.<16*i>.0/20, so hosts (and host sets of other checkouts on other ports) do not
+# Container subnets: host i's default network is <prefix>.<16*i>.0/22 (1021 pod addresses: every
+# pod holds one, and the scale benchmark puts 250 pods on a host) and networks created on it come
+# from <prefix>.<16*i+8>.0/21, so hosts (and host sets of other checkouts on other ports) do not
 # share bridges or addresses.
 NET_PREFIX="${RBN_HOST_NET_PREFIX:-10.$((128 + SSH_PORT % 128))}"
 PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH}"
@@ -132,8 +133,8 @@ log_driver = "k8s-file"
 network_backend = "netavark"
 network_config_dir = "$d/networks"
 default_network = "podman"
-default_subnet = "${NET_PREFIX}.$((16 * i)).0/24"
-default_subnet_pools = [{"base" = "${NET_PREFIX}.$((16 * i)).0/20", "size" = 24}]
+default_subnet = "${NET_PREFIX}.$((16 * i)).0/22"
+default_subnet_pools = [{"base" = "${NET_PREFIX}.$((16 * i + 8)).0/21", "size" = 24}]
 
 [engine]
 runtime = "runc"
@@ -163,7 +164,7 @@ EOF
   "driver": "bridge",
   "network_interface": "${bridge}",
   "created": "2020-01-01T00:00:00Z",
-  "subnets": [{"subnet": "${NET_PREFIX}.$((16 * i)).0/24", "gateway": "${NET_PREFIX}.$((16 * i)).1"}],
+  "subnets": [{"subnet": "${NET_PREFIX}.$((16 * i)).0/22", "gateway": "${NET_PREFIX}.$((16 * i)).1"}],
   "ipv6_enabled": false,
   "internal": false,
   "dns_enabled": false,
