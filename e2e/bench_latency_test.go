@@ -119,10 +119,10 @@ type rbnRun struct {
 }
 
 // podStages splits scheduled -> container started by the host's own podman
-// events: the first podman object of the pod; the podman pod started (infra
-// container running); the pod's container created (whatever rbn does in
-// between: volumes, translation, image check); and started. Zero when the
-// events are not readable.
+// events: the first podman object of the pod; from it, the infra container
+// started and the pod's container created (rbn creates the container while
+// the infra container starts when nothing needs the pod's IP first); and
+// created -> started. Zero when the events are not readable.
 type podStages struct {
 	toFirst, sandbox, created, started time.Duration
 	ok                                 bool
@@ -165,7 +165,7 @@ func stagesOf(events []hostEvent, uid string, scheduled time.Time) podStages {
 		}
 		isMain := e.Type == "container" && strings.Contains(e.Name, "-main-")
 		switch {
-		case e.Type == "pod" && e.Status == "start" && podStart.IsZero():
+		case e.Type == "container" && strings.HasSuffix(e.Name, "-infra") && e.Status == "start" && podStart.IsZero():
 			podStart = e.Time
 		case isMain && e.Status == "create" && mainCreate.IsZero():
 			mainCreate = e.Time
@@ -177,7 +177,7 @@ func stagesOf(events []hostEvent, uid string, scheduled time.Time) podStages {
 		return podStages{}
 	}
 	return podStages{toFirst: first.Sub(scheduled), sandbox: podStart.Sub(first),
-		created: mainCreate.Sub(podStart), started: mainStart.Sub(mainCreate), ok: true}
+		created: mainCreate.Sub(first), started: mainStart.Sub(mainCreate), ok: true}
 }
 
 func (b *bench) rbnLatencyRun(ctx context.Context, tr *podTracker, ns, node string, i int, command []string) (rbnRun, error) {
@@ -318,9 +318,9 @@ func (s *latencySection) render(p printer) {
 		distRow("rbn: create → scheduled (nodeName delivered by the watch)", l.rbnScheduled),
 		distRow("rbn: create → container started on the host (podman StartedAt)", l.rbnToContainerStarted),
 		distRow("rbn, host events: scheduled → first podman object of the pod", l.stageFirst),
-		distRow("rbn, host events: → podman pod started (infra container running)", l.stageSandbox),
-		distRow("rbn, host events: → the pod's container created (file volumes, translation, image check)", l.stageCreated),
-		distRow("rbn, host events: → the pod's container started", l.stageStarted),
+		distRow("rbn, host events: first object → infra container started", l.stageSandbox),
+		distRow("rbn, host events: first object → the pod's container created (overlaps the infra start)", l.stageCreated),
+		distRow("rbn, host events: container created → started (after the infra start)", l.stageStarted),
 		distRow("rbn: container started → Running delivered", l.rbnStartedToRunning),
 		distRow("**floor: create + start bare container → inspected running**", l.floorStart),
 		distRow("floor: create + start podman pod (infra) + container → running", l.floorPodStart),

@@ -53,7 +53,8 @@ type podWorker struct {
 	token        string               // the pod's service account token, once requested
 	failed       bool                 // the pod failed permanently (unsupported spec)
 	podIP        string
-	lastErr      string // last sync error reported as an event, to report each once
+	sandbox      *pendingSandbox // infra container starting, see ensureSandbox
+	lastErr      string          // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 	// Outputs (rbn.dev/transfers): awaited once every container succeeded,
@@ -240,12 +241,14 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		} else if err != nil {
 			return 0, err
 		}
-		// Now the pod has an IP: resolve env that refers to it.
-		plan, err := w.p.translate(ctx, pd, w.podIP, &w.token)
-		if err != nil {
-			return 0, err
+		if w.plan.UsesPodIP {
+			// Now the pod has an IP: resolve env that refers to it.
+			plan, err := w.p.translate(ctx, pd, w.podIP, &w.token)
+			if err != nil {
+				return 0, err
+			}
+			w.plan = plan
 		}
-		w.plan = plan
 	}
 	obs := map[string]*observed{}
 	if !fresh {
@@ -255,6 +258,12 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	next := w.advance(ctx, pd, obs)
+	if err := w.awaitSandbox(); err != nil {
+		// The next sync sets the podman pod up again, as one found existing.
+		w.sandbox, w.podID, w.mountpoints = nil, "", nil
+		return 0, err
+	}
+	w.sandbox = nil
 	// Observe again so the status includes what advance started.
 	if obs2, err := w.observe(ctx); err == nil {
 		obs = obs2
@@ -291,24 +300,44 @@ func (w *podWorker) ensureSandbox(ctx context.Context) (fresh bool, err error) {
 	}
 	// Create first: a pod that exists already (an earlier attempt, a
 	// restarted rbn-kubelet) is a conflict, and a new one costs no lookup.
-	_, err = pc.CreatePod(ctx, pod.PodSpec(w.plan))
+	id, err := pc.CreatePod(ctx, pod.PodSpec(w.plan))
+	infraName := w.plan.InfraName()
 	switch {
 	case err == nil:
 		fresh = true
 	case !errors.Is(err, podman.ErrConflict):
 		return false, err
-	}
-	info, err := pc.InspectPod(ctx, w.plan.PodName)
-	if err != nil {
-		return false, err
+	default:
+		// Its infra container may predate deterministic infra names.
+		info, err := pc.InspectPod(ctx, w.plan.PodName)
+		if err != nil {
+			return false, err
+		}
+		id, infraName = info.ID, info.InfraID
 	}
 	// The infra container alone: starting the podman pod would also start
 	// every container of it that has exited, and a re-adopted pod's
 	// completed containers must not run again.
-	if err := pc.StartContainer(ctx, info.InfraID); err != nil {
-		return false, err
+	startInfra := func(ctx context.Context) (*podman.ContainerState, error) {
+		if err := pc.StartContainer(ctx, infraName); err != nil {
+			return nil, err
+		}
+		return pc.InspectContainer(ctx, infraName)
 	}
-	infra, err := pc.InspectContainer(ctx, info.InfraID)
+	if fresh && !w.needsInfraFirst() {
+		// Nothing before the first container needs the infra container
+		// running: it starts while that container is created
+		// (runContainer waits for it before starting one).
+		w.sandbox = &pendingSandbox{done: make(chan struct{})}
+		go func(sb *pendingSandbox) {
+			defer close(sb.done)
+			sb.infra, sb.err = startInfra(ctx)
+		}(w.sandbox)
+		w.mountpoints = mp
+		w.podID = id
+		return true, nil
+	}
+	infra, err := startInfra(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -324,8 +353,38 @@ func (w *podWorker) ensureSandbox(ctx context.Context) (fresh bool, err error) {
 	}
 	w.podIP = infra.IPAddress
 	w.mountpoints = mp
-	w.podID = info.ID
+	w.podID = id
 	return fresh, nil
+}
+
+// pendingSandbox is the start of a new podman pod's infra container, under
+// way while its first container is created.
+type pendingSandbox struct {
+	done  chan struct{}
+	infra *podman.ContainerState
+	err   error
+}
+
+// needsInfraFirst says whether something must happen between the infra
+// container's start and the first container's creation: env that names the
+// pod's IP, volume files written through a loader container (which runs the
+// infra image), inputs to stage.
+func (w *podWorker) needsInfraFirst() bool {
+	return w.plan.UsesPodIP || len(loaderVolumes(w.plan)) > 0 ||
+		w.plan.Transfers != nil && len(w.plan.Transfers.Inputs) > 0
+}
+
+// awaitSandbox waits for the infra container's start begun by
+// ensureSandbox, if any, and returns how it went.
+func (w *podWorker) awaitSandbox() error {
+	if w.sandbox == nil {
+		return nil
+	}
+	<-w.sandbox.done
+	if w.sandbox.err == nil {
+		w.podIP = w.sandbox.infra.IPAddress
+	}
+	return w.sandbox.err
 }
 
 // observe lists the pod's containers on the host: newest and previous run of each.
@@ -494,6 +553,9 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		return 10 * time.Second
 	}
 	delete(w.waiting, c.K8sName)
+	if err := w.awaitSandbox(); err != nil {
+		return 0 // step reports it and sets the pod up again
+	}
 	if err := pc.StartContainer(ctx, spec.Name); err != nil {
 		// The run is over before it began: the restart policy and its
 		// back-off take it from the container's exited state.

@@ -82,12 +82,7 @@ func podmanMajor(version string) int {
 func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
 	pc := w.p.cfg.Host.Podman()
 	subdirs := subPathDirs(plan)
-	var files []pod.Volume
-	for _, v := range plan.Volumes {
-		if v.Kind == pod.VolumeFiles && !mountedWhole(plan, v.K8sName) || (v.Kind == pod.VolumeEmptyDir && len(subdirs[v.K8sName]) > 0) {
-			files = append(files, v)
-		}
-	}
+	files := loaderVolumes(plan)
 	if len(files) == 0 {
 		return nil
 	}
@@ -106,6 +101,21 @@ func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image strin
 		}
 	}
 	return nil
+}
+
+// loaderVolumes are the volumes written before any container is created:
+// Files volumes that a container mounts in part (a whole one is written
+// into the first container that mounts it, see fillThrough) and emptyDirs
+// whose subPath directories must exist.
+func loaderVolumes(plan *pod.Plan) []pod.Volume {
+	subdirs := subPathDirs(plan)
+	var files []pod.Volume
+	for _, v := range plan.Volumes {
+		if v.Kind == pod.VolumeFiles && !mountedWhole(plan, v.K8sName) || (v.Kind == pod.VolumeEmptyDir && len(subdirs[v.K8sName]) > 0) {
+			files = append(files, v)
+		}
+	}
+	return files
 }
 
 // newVolumeContainerSpec is a container that is never started, only there

@@ -89,3 +89,30 @@ func hasFile(files []pod.File, path, content string) bool {
 	}
 	return false
 }
+
+// A new pod's first container is created while its infra container starts,
+// unless something needs the infra container first.
+func TestNeedsInfraFirst(t *testing.T) {
+	token := pod.Volume{K8sName: "token", Kind: pod.VolumeFiles}
+	work := pod.Volume{K8sName: "work", Kind: pod.VolumeEmptyDir}
+	mount := func(vol, subPath string) []pod.Container {
+		return []pod.Container{{K8sName: "main", Mounts: []pod.Mount{{Volume: vol, MountPath: "/m", SubPath: subPath}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		plan pod.Plan
+		want bool
+	}{
+		{"files and emptyDir mounted whole", pod.Plan{Volumes: []pod.Volume{token, work}, Containers: append(mount("token", ""), mount("work", "")...)}, false},
+		{"env names the pod IP", pod.Plan{UsesPodIP: true}, true},
+		{"files volume mounted with a subPath", pod.Plan{Volumes: []pod.Volume{token}, Containers: mount("token", "ca.crt")}, true},
+		{"emptyDir mounted with a subPath", pod.Plan{Volumes: []pod.Volume{work}, Containers: mount("work", "out")}, true},
+		{"outputs only", pod.Plan{Transfers: &rbnv1.Transfers{Outputs: []rbnv1.TransferOutput{{}}}}, false},
+		{"inputs", pod.Plan{Transfers: &rbnv1.Transfers{Inputs: []rbnv1.TransferInput{{}}}}, true},
+	} {
+		w := &podWorker{plan: &tc.plan}
+		if got := w.needsInfraFirst(); got != tc.want {
+			t.Errorf("%s: needsInfraFirst = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+}

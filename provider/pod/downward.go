@@ -66,6 +66,7 @@ func (t *translator) envFieldRef(field string, ref *corev1.ObjectFieldSelector) 
 	case "status.podIP", "status.podIPs":
 		// The lists (comma-joined by the kubelet) hold one address: a
 		// podman pod has one on its network, a build host one that rbn uses.
+		t.usesPodIP = true
 		return t.in.PodIP, nil
 	case "status.hostIP", "status.hostIPs":
 		return t.in.HostIP, nil

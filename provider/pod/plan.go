@@ -89,6 +89,10 @@ type Plan struct {
 	// envFrom prefix), once each, for the runtime's
 	// InvalidEnvironmentVariableNames Warning event.
 	InvalidEnvKeys []string
+	// UsesPodIP says that some container's env names status.podIP(s): its
+	// containers can only be created once the pod has its IP (see
+	// Input.PodIP).
+	UsesPodIP bool
 }
 
 // HostPort is a port published on the host for the whole pod.
@@ -191,6 +195,11 @@ type Mount struct {
 
 // PodName is the podman pod name for a Kubernetes pod UID.
 func PodName(uid types.UID) string { return "rbn-" + string(uid) }
+
+// InfraName is the name of the podman pod's infra container, known before
+// the pod is created so that a new pod's needs no lookup. No container run
+// is named so: their names end in the attempt number.
+func (p *Plan) InfraName() string { return p.PodName + "-infra" }
 
 // VolumeName is the podman volume name of a pod volume.
 func VolumeName(uid types.UID, k8sName string) string { return "rbn-" + string(uid) + "-" + k8sName }

@@ -178,6 +178,7 @@ func resourceLimits(c Container) *spec.LinuxResources {
 func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 	s := specgen.NewPodSpecGenerator()
 	s.Name = p.PodName
+	s.InfraName = p.InfraName()
 	s.Hostname = p.Hostname
 	s.Labels = maps.Clone(p.Labels)
 	s.NoInfra = false

@@ -24,6 +24,8 @@ type translator struct {
 	// invalidEnvKeys (deduplicated through invalidSeen) become Plan.InvalidEnvKeys.
 	invalidEnvKeys []string
 	invalidSeen    map[string]bool
+	// usesPodIP becomes Plan.UsesPodIP.
+	usesPodIP bool
 }
 
 // Translate turns a pod bound to this node into the plan of its podman
@@ -115,6 +117,7 @@ func Translate(in Input) (*Plan, error) {
 	}
 	plan.Volumes = vols
 	plan.InvalidEnvKeys = t.invalidEnvKeys
+	plan.UsesPodIP = t.usesPodIP
 	return plan, nil
 }
 
