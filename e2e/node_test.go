@@ -432,3 +432,36 @@ func (s *stack) kubeletConnections(t *testing.T, peer string) []string {
 	}
 	return local
 }
+
+// A node's labels and taints follow its RemoteBuildNode's spec, removals
+// included, while labels and taints others put on the Node stay.
+func TestNodeLabelsAndTaintsFollowSpec(t *testing.T) {
+	s := newStack(t)
+	name := uniqueName("e2e-labels")
+	spec := func(labels, taints string) string {
+		return "  labels: {" + labels + "}\n  taints: [" + taints + "]"
+	}
+	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]),
+		spec("team: a, tier: fast", "{key: rbn.dev/dedicated, value: a, effect: NoSchedule}, {key: drain, effect: NoExecute}"))
+	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.kubectl(t, "label", "node", name, "owner=someone-else")
+	s.kubectl(t, "taint", "node", name, "other=x:PreferNoSchedule")
+
+	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]),
+		spec("team: b", "{key: rbn.dev/dedicated, value: b, effect: NoSchedule}"))
+	eventually(t, "node "+name+" to follow the new spec", 60*time.Second, func() (bool, string) {
+		n, ok := s.node(t, name)
+		if !ok {
+			return false, "no node"
+		}
+		taints := map[string]string{}
+		for _, tn := range n.Spec.Taints {
+			taints[tn.Key] = tn.Value + ":" + string(tn.Effect)
+		}
+		_, tier := n.Labels["tier"]
+		_, drain := taints["drain"]
+		state := fmt.Sprintf("labels %v, taints %v", n.Labels, taints)
+		return n.Labels["team"] == "b" && !tier && n.Labels["owner"] == "someone-else" &&
+			taints["rbn.dev/dedicated"] == "b:NoSchedule" && !drain && taints["other"] == "x:PreferNoSchedule", state
+	})
+}

@@ -83,7 +83,7 @@ func (p *NodeProvider) Node() *corev1.Node {
 		facts.RecentFailures = p.cfg.Pods.RecentFailures()
 	}
 	if b, err := json.Marshal(facts); err == nil {
-		n.Annotations = map[string]string{rbnv1.AnnotationHostFacts: string(b)}
+		n.Annotations[rbnv1.AnnotationHostFacts] = string(b)
 	}
 	return n
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
+	"github.com/remote-build-nodes/rbn/provider/node"
 )
 
 // nodeRuntime is everything that serves one RemoteBuildNode while its spec
@@ -251,8 +252,10 @@ func (rt *nodeRuntime) stop() {
 }
 
 // syncNodeSpec brings an existing Node's taints and labels in line with the
-// spec: virtual-kubelet creates a missing Node but only patches status.
-// Taints set by Kubernetes itself (node.kubernetes.io/...) are kept.
+// spec when its node starts serving: virtual-kubelet creates a missing Node,
+// and its status updates carry the provider's labels (a three-way merge that
+// also removes a label the spec dropped) but never taints. Taints others put
+// on the Node are kept (see node.MergeTaints).
 func syncNodeSpec(ctx context.Context, client kubernetes.Interface, want *corev1.Node) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur, err := client.CoreV1().Nodes().Get(ctx, want.Name, metav1.GetOptions{})
@@ -262,31 +265,25 @@ func syncNodeSpec(ctx context.Context, client kubernetes.Interface, want *corev1
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", want.Name, err)
 		}
-		taints := append([]corev1.Taint(nil), want.Spec.Taints...)
-		for _, t := range cur.Spec.Taints {
-			if isSystemTaint(t.Key) {
-				taints = append(taints, t)
-			}
-		}
 		upd := cur.DeepCopy()
-		upd.Spec.Taints = taints
+		upd.Spec.Taints = node.MergeTaints(cur.Spec.Taints, cur.Annotations[rbnv1.AnnotationManagedTaints], want.Spec.Taints)
 		if upd.Labels == nil {
 			upd.Labels = map[string]string{}
 		}
 		for k, v := range want.Labels {
 			upd.Labels[k] = v
 		}
-		if equalTaints(cur.Spec.Taints, upd.Spec.Taints) && equalLabels(cur.Labels, upd.Labels) {
+		if upd.Annotations == nil {
+			upd.Annotations = map[string]string{}
+		}
+		upd.Annotations[rbnv1.AnnotationManagedTaints] = node.ManagedTaints(want.Spec.Taints)
+		if equalTaints(cur.Spec.Taints, upd.Spec.Taints) && equalLabels(cur.Labels, upd.Labels) &&
+			cur.Annotations[rbnv1.AnnotationManagedTaints] == upd.Annotations[rbnv1.AnnotationManagedTaints] {
 			return nil
 		}
 		_, err = client.CoreV1().Nodes().Update(ctx, upd, metav1.UpdateOptions{})
 		return err
 	})
-}
-
-func isSystemTaint(key string) bool {
-	const prefix = "node.kubernetes.io/"
-	return len(key) > len(prefix) && key[:len(prefix)] == prefix
 }
 
 func equalTaints(a, b []corev1.Taint) bool {

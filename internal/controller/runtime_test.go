@@ -17,6 +17,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/provider/node"
 )
 
 var nodesResource = schema.GroupResource{Resource: "nodes"}
@@ -35,10 +36,14 @@ func TestSyncNodeSpec(t *testing.T) {
 	unreachable := corev1.Taint{Key: "node.kubernetes.io/unreachable", Effect: corev1.TaintEffectNoExecute}
 	notReady := corev1.Taint{Key: "node.kubernetes.io/not-ready", Effect: corev1.TaintEffectNoSchedule}
 	stale := corev1.Taint{Key: "example.com/stale", Value: "1", Effect: corev1.TaintEffectNoSchedule}
+	operators := corev1.Taint{Key: "maintenance", Value: "disk", Effect: corev1.TaintEffectNoSchedule}
 	specLabels := map[string]string{rbnv1.LabelRemoteBuildNode: "true", "team": "a"}
 	specTaints := []corev1.Taint{rbnv1.DefaultTaint, gpu}
-	node := func(labels map[string]string, taints ...corev1.Taint) *corev1.Node {
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: labels}, Spec: corev1.NodeSpec{Taints: taints}}
+	managed := func(taints ...corev1.Taint) map[string]string {
+		return map[string]string{rbnv1.AnnotationManagedTaints: node.ManagedTaints(taints)}
+	}
+	mkNode := func(annotations, labels map[string]string, taints ...corev1.Taint) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: labels, Annotations: annotations}, Spec: corev1.NodeSpec{Taints: taints}}
 	}
 
 	tests := []struct {
@@ -53,42 +58,64 @@ func TestSyncNodeSpec(t *testing.T) {
 		specTaints: specTaints,
 		wantVerbs:  []string{"get nodes"},
 	}, {
-		name:       "taints replaced and labels merged, system taints kept",
+		name:       "taints an earlier spec set replaced, others' taints and labels kept",
 		specTaints: specTaints,
-		existing: node(map[string]string{"kubernetes.io/hostname": "n1", "team": "b"},
-			stale, unreachable, rbnv1.DefaultTaint, notReady),
+		existing: mkNode(managed(stale, rbnv1.DefaultTaint), map[string]string{"kubernetes.io/hostname": "n1", "team": "b"},
+			stale, unreachable, rbnv1.DefaultTaint, operators, notReady),
 		wantVerbs: []string{"get nodes", "update nodes"},
 		// Labels the spec does not name (set by others) stay.
 		wantLabels: map[string]string{"kubernetes.io/hostname": "n1", "team": "a", rbnv1.LabelRemoteBuildNode: "true"},
-		wantTaints: []corev1.Taint{rbnv1.DefaultTaint, gpu, unreachable, notReady},
+		wantTaints: []corev1.Taint{rbnv1.DefaultTaint, gpu, unreachable, operators, notReady},
+	}, {
+		name:       "no record of the earlier spec's taints: none removed",
+		specTaints: specTaints,
+		existing:   mkNode(nil, specLabels, stale, rbnv1.DefaultTaint),
+		wantVerbs:  []string{"get nodes", "update nodes"},
+		wantLabels: specLabels,
+		wantTaints: []corev1.Taint{rbnv1.DefaultTaint, gpu, stale},
+	}, {
+		name:       "unreadable record: none removed",
+		specTaints: specTaints,
+		existing:   mkNode(map[string]string{rbnv1.AnnotationManagedTaints: "stale:NoSchedule"}, specLabels, stale),
+		wantVerbs:  []string{"get nodes", "update nodes"},
+		wantLabels: specLabels,
+		wantTaints: []corev1.Taint{rbnv1.DefaultTaint, gpu, stale},
 	}, {
 		name:       "node without labels",
 		specTaints: specTaints,
-		existing:   node(nil),
+		existing:   mkNode(nil, nil),
 		wantVerbs:  []string{"get nodes", "update nodes"},
 		wantLabels: specLabels,
 		wantTaints: specTaints,
 	}, {
 		name:       "taint value changed",
 		specTaints: specTaints,
-		existing: node(specLabels,
+		existing: mkNode(managed(specTaints...), specLabels,
 			corev1.Taint{Key: rbnv1.TaintRemoteBuildNode, Value: "false", Effect: corev1.TaintEffectNoSchedule}, gpu),
 		wantVerbs:  []string{"get nodes", "update nodes"},
 		wantLabels: specLabels,
 		wantTaints: specTaints,
 	}, {
 		name:       "spec now has no taints",
-		existing:   node(specLabels, rbnv1.DefaultTaint, gpu, unreachable),
+		existing:   mkNode(managed(specTaints...), specLabels, rbnv1.DefaultTaint, gpu, unreachable, operators),
 		wantVerbs:  []string{"get nodes", "update nodes"},
 		wantLabels: specLabels,
-		wantTaints: []corev1.Taint{unreachable},
+		wantTaints: []corev1.Taint{unreachable, operators},
 	}, {
 		name:       "already in line: no update",
 		specTaints: specTaints,
-		existing:   node(map[string]string{"kubernetes.io/hostname": "n1", rbnv1.LabelRemoteBuildNode: "true", "team": "a"}, rbnv1.DefaultTaint, gpu, unreachable),
+		existing: mkNode(managed(specTaints...), map[string]string{"kubernetes.io/hostname": "n1", rbnv1.LabelRemoteBuildNode: "true", "team": "a"},
+			rbnv1.DefaultTaint, gpu, unreachable),
 		wantVerbs:  []string{"get nodes"},
 		wantLabels: map[string]string{"kubernetes.io/hostname": "n1", rbnv1.LabelRemoteBuildNode: "true", "team": "a"},
 		wantTaints: []corev1.Taint{rbnv1.DefaultTaint, gpu, unreachable},
+	}, {
+		name:       "in line but not recorded: the record is written",
+		specTaints: specTaints,
+		existing:   mkNode(nil, specLabels, rbnv1.DefaultTaint, gpu),
+		wantVerbs:  []string{"get nodes", "update nodes"},
+		wantLabels: specLabels,
+		wantTaints: specTaints,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,6 +150,9 @@ func TestSyncNodeSpec(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got.Spec.Taints, tt.wantTaints) {
 				t.Errorf("taints = %+v, want %+v", got.Spec.Taints, tt.wantTaints)
+			}
+			if m := got.Annotations[rbnv1.AnnotationManagedTaints]; m != node.ManagedTaints(tt.specTaints) {
+				t.Errorf("managed taints recorded %s, want %s", m, node.ManagedTaints(tt.specTaints))
 			}
 		})
 	}
@@ -167,27 +197,6 @@ func TestSyncNodeSpecGetError(t *testing.T) {
 	err := syncNodeSpec(context.Background(), client, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	if !apierrors.IsForbidden(err) {
 		t.Fatalf("err = %v, want the Forbidden of get", err)
-	}
-}
-
-func TestIsSystemTaint(t *testing.T) {
-	tests := []struct {
-		key  string
-		want bool
-	}{
-		{"node.kubernetes.io/unreachable", true},
-		{"node.kubernetes.io/not-ready", true},
-		{"node.kubernetes.io/", false},
-		{"node.kubernetes.io", false},
-		{"node-role.kubernetes.io/control-plane", false},
-		{"example.com/node.kubernetes.io/x", false},
-		{rbnv1.TaintRemoteBuildNode, false},
-		{"", false},
-	}
-	for _, tt := range tests {
-		if got := isSystemTaint(tt.key); got != tt.want {
-			t.Errorf("isSystemTaint(%q) = %v, want %v", tt.key, got, tt.want)
-		}
 	}
 }
 

@@ -44,8 +44,9 @@ type Facts struct {
 func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   name,
-			Labels: Labels(spec, f.Host),
+			Name:        name,
+			Labels:      Labels(spec, f.Host),
+			Annotations: map[string]string{rbnv1.AnnotationManagedTaints: ManagedTaints(spec.Taints)},
 		},
 		Spec: corev1.NodeSpec{Taints: append([]corev1.Taint(nil), spec.Taints...)},
 	}

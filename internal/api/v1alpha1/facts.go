@@ -7,6 +7,11 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // allocatable cannot express.
 const AnnotationHostFacts = GroupName + "/host-facts"
 
+// AnnotationManagedTaints on a Node names the taints (key:effect, a JSON
+// list) that rbn-kubelet put there from the RemoteBuildNode's spec: those
+// it removes when the spec drops them. Other taints are left alone.
+const AnnotationManagedTaints = GroupName + "/managed-taints"
+
 // AnnotationHostFactsOverride is an operator's (or a test's) correction of
 // the facts rbn-kubelet publishes in AnnotationHostFacts: a JSON object
 // with HostFacts' field names, applied as a JSON merge patch (RFC 7386) over
