@@ -355,8 +355,9 @@ func (s *burstSection) render(p printer) {
 	st := burstStages(bu)
 	p("Per pod, from the hosts' events (medians over the pods, median round): %s from scheduled to the pod's first",
 		secs(st[0]))
-	p("podman object, %s until the podman pod started, %s until the pod's container was created, %s until it started",
-		secs(st[1]), secs(st[2]), secs(st[3]))
+	p("podman object; from that object %s until the infra container started and %s until the pod's container was created",
+		secs(st[1]), secs(st[2]))
+	p("(created while the infra container starts); %s from created to started", secs(st[3]))
 	p("(%d pods per host started at once).", bu.pods/max(1, len(b.hosts)))
 	if len(bu.rounds) > 0 {
 		p("Pods per node (round 1): %v.", bu.rounds[0].perNode)
