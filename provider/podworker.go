@@ -446,9 +446,9 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 			return w.restartContainer(ctx, pd, c, o)
 		}
 		if o == nil {
-			return w.runContainer(ctx, pd, c, 0)
+			return w.runContainer(ctx, pd, c, 0, false)
 		}
-		return w.runContainer(ctx, pd, c, o.attempt) // created, never started
+		return w.runContainer(ctx, pd, c, o.attempt, true) // created, never started
 	}
 	var next time.Duration
 	for _, c := range w.plan.Containers {
@@ -456,7 +456,7 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 		var d time.Duration
 		switch {
 		case o == nil:
-			d = w.runContainer(ctx, pd, c, 0)
+			d = w.runContainer(ctx, pd, c, 0, false)
 		case o.current.Running:
 			continue
 		case o.current.Exited() || o.current.Error != "":
@@ -465,7 +465,7 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 			}
 			d = w.restartContainer(ctx, pd, c, o)
 		default: // created, not started: start it
-			d = w.runContainer(ctx, pd, c, o.attempt)
+			d = w.runContainer(ctx, pd, c, o.attempt, true)
 		}
 		if d > 0 && (next == 0 || d < next) {
 			next = d
@@ -495,7 +495,7 @@ func (w *podWorker) restartContainer(ctx context.Context, pd *corev1.Pod, c pod.
 		return until.Sub(w.p.cfg.Clock.Now())
 	}
 	delete(w.backoff, c.K8sName)
-	return w.runContainer(ctx, pd, c, next)
+	return w.runContainer(ctx, pd, c, next, false)
 }
 
 // configRetry is how soon a pod whose configuration is not usable yet (an
@@ -503,50 +503,26 @@ func (w *podWorker) restartContainer(ctx context.Context, pd *corev1.Pod, c pod.
 // at again.
 const configRetry = 10 * time.Second
 
-// runContainer pulls, creates and starts one run of c, honouring back-offs.
-// It returns the time left on a back-off that kept it from running.
-func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) time.Duration {
+// runContainer pulls, creates and starts one run of c, honouring back-offs;
+// created: the run's container exists already (created, never started), and
+// is started as it is. It returns the time left on a back-off that kept it
+// from running.
+func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int, created bool) time.Duration {
 	now := w.p.cfg.Clock.Now()
 	if until, ok := w.backoff[c.K8sName]; ok && now.Before(until) {
 		return until.Sub(now)
 	}
-	pc := w.p.cfg.Host.Podman()
-	if err := w.ensureImage(ctx, pd, c); err != nil {
-		w.pullFailures[c.K8sName]++
-		return w.backOff(pd, c.K8sName, w.pullFailures[c.K8sName], "ImagePullBackOff", err)
-	}
-	delete(w.pullFailures, c.K8sName)
-	// Configuration errors are looked at again, as kubelet does: what a
-	// subPath names may yet appear, created by another container.
-	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
-	if err != nil {
-		w.waiting[c.K8sName] = [2]string{"CreateContainerConfigError", err.Error()}
-		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		return configRetry
-	}
-	if err := w.resolveSubPaths(ctx, c, spec); err != nil {
-		reason := "CreateContainerConfigError"
-		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
-			reason = "CreateContainerError" // the host did not answer
+	name := pod.ContainerName(w.uid(), c.K8sName, attempt)
+	if !created {
+		if d, ok := w.createContainer(ctx, pd, c, attempt); !ok {
+			return d
 		}
-		w.waiting[c.K8sName] = [2]string{reason, err.Error()}
-		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		return configRetry
 	}
-	if _, err := pc.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
-		// The image may have left the host since it was listed.
-		delete(w.pulled, c.Image)
-		w.p.cfg.Host.RefreshImages(ctx)
-		w.p.hostFailure()
-		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
-		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
-		return 10 * time.Second
-	}
-	if !w.emitted["created/"+spec.Name] {
-		w.emitted["created/"+spec.Name] = true
+	if !w.emitted["created/"+name] {
+		w.emitted["created/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Created", "Created container "+c.K8sName)
 	}
-	if err := w.fillThrough(ctx, c, attempt, spec.Name); err != nil {
+	if err := w.fillThrough(ctx, c, attempt, name); err != nil {
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
@@ -556,18 +532,56 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	if err := w.awaitSandbox(); err != nil {
 		return 0 // step reports it and sets the pod up again
 	}
-	if err := pc.StartContainer(ctx, spec.Name); err != nil {
+	if err := w.p.cfg.Host.Podman().StartContainer(ctx, name); err != nil {
 		// The run is over before it began: the restart policy and its
 		// back-off take it from the container's exited state.
 		w.p.hostFailure()
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return 0
 	}
-	if !w.emitted["started/"+spec.Name] {
-		w.emitted["started/"+spec.Name] = true
+	if !w.emitted["started/"+name] {
+		w.emitted["started/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Started", "Started container "+c.K8sName)
 	}
 	return 0
+}
+
+// createContainer pulls c's image and creates the container of one run of
+// it. When it cannot, it records why and returns false with how soon to try
+// again.
+func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) (time.Duration, bool) {
+	if err := w.ensureImage(ctx, pd, c); err != nil {
+		w.pullFailures[c.K8sName]++
+		return w.backOff(pd, c.K8sName, w.pullFailures[c.K8sName], "ImagePullBackOff", err), false
+	}
+	delete(w.pullFailures, c.K8sName)
+	// Configuration errors are looked at again, as kubelet does: what a
+	// subPath names may yet appear, created by another container.
+	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
+	if err != nil {
+		w.waiting[c.K8sName] = [2]string{"CreateContainerConfigError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return configRetry, false
+	}
+	if err := w.resolveSubPaths(ctx, c, spec); err != nil {
+		reason := "CreateContainerConfigError"
+		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
+			reason = "CreateContainerError" // the host did not answer
+		}
+		w.waiting[c.K8sName] = [2]string{reason, err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return configRetry, false
+	}
+	if _, err := w.p.cfg.Host.Podman().CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
+		// The image may have left the host since it was listed.
+		delete(w.pulled, c.Image)
+		w.p.cfg.Host.RefreshImages(ctx)
+		w.p.hostFailure()
+		w.waiting[c.K8sName] = [2]string{"CreateContainerError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return 10 * time.Second, false
+	}
+	return 0, true
 }
 
 // backOff records the failures-th consecutive failure to prepare a container
