@@ -199,12 +199,20 @@ func (c *Client) attempt(ctx context.Context, fn func() error) (int, error) {
 		if err = fn(); err == nil || n >= c.r.cfg.Attempts || !retryable(ctx, err) {
 			return n, err
 		}
-		t := c.r.cfg.Clock.NewTimer(c.r.cfg.Backoff(n))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.backOff(ctx, n) {
 			return n, err
-		case <-t.C():
 		}
+	}
+}
+
+// backOff waits the back-off after the n-th failed try; false if ctx ended first.
+func (c *Client) backOff(ctx context.Context, n int) bool {
+	t := c.r.cfg.Clock.NewTimer(c.r.cfg.Backoff(n))
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-t.C():
+		return true
 	}
 }

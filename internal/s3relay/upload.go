@@ -246,12 +246,8 @@ func (c *Client) abort(ctx context.Context, bucket, key string, id *string) erro
 		case n == abortAttempts:
 			return fmt.Errorf("upload still listed after %d aborts", n)
 		}
-		t := c.r.cfg.Clock.NewTimer(c.r.cfg.Backoff(n))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !c.backOff(ctx, n) {
 			return ctx.Err()
-		case <-t.C():
 		}
 	}
 }
