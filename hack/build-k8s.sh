@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the local control-plane binaries from source through the Go module proxy:
 #   etcd (go.etcd.io/etcd/server/v3 $ETCD_VERSION) and kube-apiserver, kube-scheduler,
-#   kube-controller-manager, kubectl (k8s.io/kubernetes $K8S_VERSION), into $K8S_BIN.
+#   kube-controller-manager, kubectl, and the worker node's kubelet and kube-proxy
+#   (k8s.io/kubernetes $K8S_VERSION), into $K8S_BIN.
 # Idempotent: does nothing when all binaries exist and the stamp records the same versions.
 # Usage: hack/build-k8s.sh [--force]
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-K8S_BINARIES=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
+K8S_BINARIES=(kube-apiserver kube-scheduler kube-controller-manager kubectl kubelet kube-proxy)
 ALL_BINARIES=(etcd "${K8S_BINARIES[@]}")
 STAMP="${K8S_BIN}/.versions"
 WANT_STAMP="k8s=${K8S_VERSION} etcd=${ETCD_VERSION}"
