@@ -1,9 +1,6 @@
 package config
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,11 +8,7 @@ import (
 
 func decodeExtender(t *testing.T, doc string) *ExtenderConfiguration {
 	t.Helper()
-	c := &ExtenderConfiguration{}
-	if err := Decode([]byte(doc), c); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return mustDecode[ExtenderConfiguration](t, doc)
 }
 
 func TestExtenderDecodeDefaultsAndStrictness(t *testing.T) {
@@ -44,11 +37,7 @@ func TestExtenderDecodeDefaultsAndStrictness(t *testing.T) {
 }
 
 func TestExtenderValidateReportsEveryProblem(t *testing.T) {
-	dir := t.TempDir()
-	cert := filepath.Join(dir, "c.pem")
-	if err := os.WriteFile(cert, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cert := existingFile(t)
 	c := decodeExtender(t, `listenAddress: localhost
 port: 70000
 tlsCertFile: `+cert+`
@@ -61,19 +50,8 @@ logFormat: xml
 logLevel: loud
 `)
 	c.APIVersion, c.Kind = "rbn.dev/v1beta9", KubeletKind
-	err := ValidateAll(c)
-	if err == nil {
-		t.Fatal("invalid configuration accepted")
-	}
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("not ErrInvalid: %v", err)
-	}
-	for _, want := range []string{"apiVersion", "kind", "listenAddress", "port", "tlsKeyFile", "clientCAFile", "factsMaxAge",
-		"defaultImageSize", "loadTolerance", "recentFailuresLimit", "logFormat", "logLevel"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not mention %s: %v", want, err)
-		}
-	}
+	wantInvalid(t, ValidateAll(c), "apiVersion", "kind", "listenAddress", "port", "tlsKeyFile", "clientCAFile", "factsMaxAge",
+		"defaultImageSize", "loadTolerance", "recentFailuresLimit", "logFormat", "logLevel")
 	c = decodeExtender(t, "tlsCertFile: "+cert+"\ntlsKeyFile: "+cert+"\nclientCAFile: "+cert+"\nloadTolerance: 1000\n")
 	if err := ValidateAll(c); err != nil {
 		t.Errorf("valid configuration rejected: %v", err)

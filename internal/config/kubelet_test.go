@@ -1,9 +1,6 @@
 package config
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,11 +8,7 @@ import (
 
 func decodeKubelet(t *testing.T, doc string) *KubeletConfiguration {
 	t.Helper()
-	c := &KubeletConfiguration{}
-	if err := Decode([]byte(doc), c); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return mustDecode[KubeletConfiguration](t, doc)
 }
 
 func TestKubeletDecodeDefaultsAndStrictness(t *testing.T) {
@@ -39,11 +32,7 @@ func TestKubeletDecodeDefaultsAndStrictness(t *testing.T) {
 }
 
 func TestKubeletValidateReportsEveryProblem(t *testing.T) {
-	dir := t.TempDir()
-	cert := filepath.Join(dir, "c.pem")
-	if err := os.WriteFile(cert, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cert := existingFile(t)
 	c := decodeKubelet(t, `apiVersion: rbn.dev/v1alpha1
 kind: KubeletConfiguration
 nodeAddress: not-an-ip
@@ -59,19 +48,8 @@ eventRecordQPS: 20
 eventBurst: 10
 `)
 	c.APIVersion = "rbn.dev/v1beta9" // as a program could set it; files are checked by Decode
-	err := ValidateAll(c)
-	if err == nil {
-		t.Fatal("invalid configuration accepted")
-	}
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("not ErrInvalid: %v", err)
-	}
-	for _, want := range []string{"apiVersion", "nodeAddress", "kubeletPort", "tlsCertFile", "tlsKeyFile", "logFormat", "logLevel", "ssh.keepaliveInterval",
-		"podRetry.syncFailure", "podRetry.resync", "kubeAPIBurst", "eventBurst"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not mention %s: %v", want, err)
-		}
-	}
+	wantInvalid(t, ValidateAll(c), "apiVersion", "nodeAddress", "kubeletPort", "tlsCertFile", "tlsKeyFile", "logFormat", "logLevel", "ssh.keepaliveInterval",
+		"podRetry.syncFailure", "podRetry.resync", "kubeAPIBurst", "eventBurst")
 	c.APIVersion, c.NodeAddress, c.KubeletPort, c.TLSCertFile, c.TLSKeyFile = APIVersion, "10.0.0.5", 10250, cert, cert
 	c.LogFormat, c.LogLevel, c.SSH.KeepaliveInterval.Duration = "json", "debug", time.Second
 	c.PodRetry.SyncFailure.Duration, c.PodRetry.Resync.Duration = time.Second, time.Second
