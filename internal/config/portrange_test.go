@@ -30,7 +30,7 @@ func TestNodePortRange(t *testing.T) {
 	}
 	c := &KubeletConfiguration{KubeletPort: 10300, KubeletPortRange: "10251-10450"}
 	SetDefaults(c)
-	if errs := Validate(c); !hasField(errs.ToAggregate(), "kubeletPortRange") {
+	if errs := c.Validate(); !hasField(errs.ToAggregate(), "kubeletPortRange") {
 		t.Errorf("a range containing kubeletPort was accepted: %v", errs)
 	}
 }

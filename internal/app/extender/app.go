@@ -1,6 +1,6 @@
-// Package extender is the rbn-extender program: flags, its versioned
-// configuration (ExtenderConfiguration), the informer cache and the HTTP
-// server kube-scheduler calls as a scheduler extender.
+// Package extender is the rbn-extender program: flags, loading its
+// configuration (config.ExtenderConfiguration), the informer cache and the
+// HTTP server kube-scheduler calls as a scheduler extender.
 package extender
 
 import (
@@ -20,9 +20,11 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/version"
+	"github.com/remote-build-nodes/rbn/scheduler"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
 	"github.com/remote-build-nodes/rbn/scheduler/state"
 )
@@ -31,7 +33,7 @@ import (
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rbn-extender", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "path of the ExtenderConfiguration file (apiVersion "+APIVersion+"); without it, the defaults")
+	configPath := fs.String("config", "", "path of the "+config.ExtenderKind+" file (apiVersion "+config.APIVersion+"); without it, the defaults")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; overrides the configuration's kubeconfig")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -44,14 +46,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	cfg, err := Load(*configPath)
-	if err != nil {
+	cfg := &config.ExtenderConfiguration{}
+	if *configPath == "" {
+		config.SetDefaults(cfg)
+	} else if err := config.Load(*configPath, cfg); err != nil {
 		return err
 	}
 	if *kubeconfig != "" {
 		cfg.Kubeconfig = *kubeconfig
 	}
-	if err := ValidateAll(cfg); err != nil {
+	if err := config.ValidateAll(cfg); err != nil {
 		return err
 	}
 	log, err := logging.Setup(stderr, cfg.LogFormat, cfg.LogLevel)
@@ -72,7 +76,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	handler, err := server.New(server.Config{Source: cache, Policy: cfg.Policy(), Logger: log})
+	handler, err := server.New(server.Config{Source: cache, Policy: policy(cfg), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -133,7 +137,17 @@ func logWhenReady(ctx context.Context, cache *state.Cache) {
 	logging.FromContext(ctx).Info("node and pod caches synced: serving decisions")
 }
 
-func listen(cfg *ExtenderConfiguration, h http.Handler) (*http.Server, net.Listener, error) {
+// policy is the decisions' part of a defaulted, valid configuration.
+func policy(cfg *config.ExtenderConfiguration) scheduler.Policy {
+	return scheduler.Policy{
+		MaxFactsAge:           cfg.FactsMaxAge.Duration,
+		DefaultImageSizeBytes: cfg.DefaultImageSize.Value(),
+		LoadTolerance:         int(*cfg.LoadTolerance),
+		RecentFailuresLimit:   int(cfg.RecentFailuresLimit),
+	}
+}
+
+func listen(cfg *config.ExtenderConfiguration, h http.Handler) (*http.Server, net.Listener, error) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -5,7 +5,12 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/scheduler"
 )
 
 func TestRequireClientCert(t *testing.T) {
@@ -30,5 +35,33 @@ func TestRequireClientCert(t *testing.T) {
 		if rec.Code != tc.want {
 			t.Errorf("%s %s (tls %v): %d, want %d", tc.method, tc.path, tc.tls != nil, rec.Code, tc.want)
 		}
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	cfg := &config.ExtenderConfiguration{}
+	config.SetDefaults(cfg)
+	if p := policy(cfg); p != (scheduler.Policy{MaxFactsAge: 2 * time.Minute, DefaultImageSizeBytes: 0, LoadTolerance: 2, RecentFailuresLimit: 0}) {
+		t.Errorf("defaults: %+v", p)
+	}
+	cfg = &config.ExtenderConfiguration{}
+	if err := config.Decode([]byte("loadTolerance: 0\ndefaultImageSize: 2Gi\nrecentFailuresLimit: 3\nfactsMaxAge: 30s\n"), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if p := policy(cfg); p != (scheduler.Policy{MaxFactsAge: 30 * time.Second, DefaultImageSizeBytes: 2 << 30, LoadTolerance: 0, RecentFailuresLimit: 3}) {
+		t.Errorf("configured: %+v", p)
+	}
+}
+
+func TestRunRejectsBadInvocations(t *testing.T) {
+	var out strings.Builder
+	if err := Run(t.Context(), []string{"--version"}, &out); err != nil || !strings.Contains(out.String(), "rbn-extender") {
+		t.Errorf("--version: %v %q", err, out.String())
+	}
+	if err := Run(t.Context(), []string{"--config=/does/not/exist"}, &out); err == nil {
+		t.Error("missing config accepted")
+	}
+	if err := Run(t.Context(), []string{"stray"}, &out); err == nil {
+		t.Error("stray argument accepted")
 	}
 }

@@ -26,7 +26,7 @@ import (
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rbn-kubelet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "path of the KubeletConfiguration file (apiVersion "+config.APIVersion+")")
+	configPath := fs.String("config", "", "path of the "+config.KubeletKind+" file (apiVersion "+config.APIVersion+")")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig path; overrides the configuration's kubeconfig")
 	nodeAddress := fs.String("node-address", "", "IP address the apiserver reaches the kubelet API at; overrides the configuration's nodeAddress")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -40,8 +40,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *configPath == "" {
 		return errors.New("--config is required")
 	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
+	cfg := &config.KubeletConfiguration{}
+	if err := config.Load(*configPath, cfg); err != nil {
 		return err
 	}
 	if *kubeconfig != "" {

@@ -1,0 +1,189 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/remote-build-nodes/rbn/internal/logging"
+)
+
+// KubeletKind is rbn-kubelet's configuration kind.
+const KubeletKind = "KubeletConfiguration"
+
+// KubeletConfiguration configures one rbn-kubelet process, which serves every RemoteBuildNode.
+type KubeletConfiguration struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// Kubeconfig is the path of a kubeconfig; empty means in-cluster.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// KubeAPIQPS and KubeAPIBurst bound this process's requests to the
+	// apiserver, for every node it serves together (leases, node and pod
+	// status, tokens), events aside. The defaults are kubelet's own for one
+	// node: 50 nodes renewing leases take 5/s of it.
+	KubeAPIQPS   float32 `json:"kubeAPIQPS,omitempty" default:"50"`
+	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty" default:"100"`
+	// EventRecordQPS and EventBurst bound the events it records, with a
+	// client of their own as kubelet's, so that events never delay status.
+	// The defaults are kubelet's.
+	EventRecordQPS float32 `json:"eventRecordQPS,omitempty" default:"50"`
+	EventBurst     int32   `json:"eventBurst,omitempty" default:"100"`
+
+	// NodeAddress is the InternalIP every served node advertises: where the
+	// apiserver reaches this process's kubelet API (in-cluster: the pod IP).
+	NodeAddress string `json:"nodeAddress"`
+	// ListenAddress is the kubelet API's bind address.
+	ListenAddress string `json:"listenAddress,omitempty" default:"0.0.0.0"`
+	// KubeletPort is the kubelet API's shared port: pod routes (logs, exec,
+	// attach, port-forward) of every node.
+	KubeletPort int32 `json:"kubeletPort,omitempty" default:"10250"`
+	// KubeletPortRange ("first-last", inclusive) is where each node gets its
+	// own kubelet API port, the one its Node advertises: the apiserver's
+	// node-level requests (/stats/summary, /metrics/resource) do not name
+	// the node, so the port must. One port per node; the range bounds how
+	// many nodes one process serves. Unset: the 200 ports after KubeletPort
+	// (see NodePortRange), derived rather than defaulted so that it follows
+	// a configured KubeletPort.
+	KubeletPortRange string `json:"kubeletPortRange,omitempty"`
+	// TLSCertFile and TLSKeyFile are the kubelet API's serving certificate;
+	// its SANs must include NodeAddress for the apiserver to verify it.
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
+	// ClientCAFile verifies client certificates (the apiserver's) on the kubelet API.
+	ClientCAFile string `json:"clientCAFile,omitempty"`
+
+	// NodeLeaseDurationSeconds is the duration of each node's Lease; it is renewed every quarter of it.
+	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty" default:"40"`
+	// NodeStatusReportFrequency is how often a node's status is written when nothing changed.
+	NodeStatusReportFrequency metav1.Duration `json:"nodeStatusReportFrequency,omitempty" default:"1m"`
+	// HealthCheckInterval is how often each host's podman service is pinged.
+	HealthCheckInterval metav1.Duration `json:"healthCheckInterval,omitempty" default:"10s"`
+	// HostInfoRefreshInterval is how often capacity and pressure figures are re-read.
+	HostInfoRefreshInterval metav1.Duration `json:"hostInfoRefreshInterval,omitempty" default:"30s"`
+
+	SSH SSHConfiguration `json:"ssh,omitempty"`
+
+	PodRetry PodRetryConfiguration `json:"podRetry,omitempty"`
+
+	// LogFormat is text or json. LogLevel is debug, info, warn or error.
+	LogFormat string `json:"logFormat,omitempty" default:"text"`
+	LogLevel  string `json:"logLevel,omitempty" default:"info"`
+}
+
+// SSHConfiguration tunes every host connection.
+type SSHConfiguration struct {
+	DialTimeout       metav1.Duration `json:"dialTimeout,omitempty" default:"10s"`
+	KeepaliveInterval metav1.Duration `json:"keepaliveInterval,omitempty" default:"10s"`
+	KeepaliveTimeout  metav1.Duration `json:"keepaliveTimeout,omitempty" default:"15s"`
+	MaxBackoff        metav1.Duration `json:"maxBackoff,omitempty" default:"30s"`
+}
+
+// PodRetryConfiguration is how soon each pod's worker looks again after
+// something did not work, and how often a node's containers are relisted.
+// Events and informers drive the work; these are what brings a pod forward
+// when nothing happens. The defaults are the values the pod worker has
+// built in; it takes them from here once its redesign (issue 11) lands.
+type PodRetryConfiguration struct {
+	// SyncFailure: after a sync step failed without a retry time of its own
+	// (the sandbox could not be set up, the host did not answer).
+	SyncFailure metav1.Duration `json:"syncFailure,omitempty" default:"5s"`
+	// ConfigError: after a pod's configuration was not usable yet (an
+	// object it references is missing, a subPath cannot be resolved):
+	// CreateContainerConfigError.
+	ConfigError metav1.Duration `json:"configError,omitempty" default:"10s"`
+	// CreateFailure: after the host failed to create a container or to fill
+	// its volumes: CreateContainerError.
+	CreateFailure metav1.Duration `json:"createFailure,omitempty" default:"10s"`
+	// EventsReopen: after podman's event stream could not be opened.
+	EventsReopen metav1.Duration `json:"eventsReopen,omitempty" default:"2s"`
+	// Teardown: after removing a deleted pod's containers and pod failed.
+	Teardown metav1.Duration `json:"teardown,omitempty" default:"5s"`
+	// Resync: how often a node's containers are relisted, which bounds how
+	// long a missed podman event goes unnoticed; the orphan sweep runs
+	// every third resync.
+	Resync metav1.Duration `json:"resync,omitempty" default:"10s"`
+}
+
+func (c *KubeletConfiguration) typeMeta() (*metav1.TypeMeta, string) { return &c.TypeMeta, KubeletKind }
+
+// Validate reports every problem of a defaulted configuration.
+func (c *KubeletConfiguration) Validate() field.ErrorList {
+	errs := validateTypeMeta(c.TypeMeta, KubeletKind)
+	errs = append(errs, validateIP(field.NewPath("nodeAddress"), c.NodeAddress, "must be the IP address the apiserver reaches this process at")...)
+	errs = append(errs, validateIP(field.NewPath("listenAddress"), c.ListenAddress, "must be an IP address")...)
+	errs = append(errs, validatePort(field.NewPath("kubeletPort"), c.KubeletPort)...)
+	if first, last, err := c.NodePortRange(); err != nil {
+		errs = append(errs, field.Invalid(field.NewPath("kubeletPortRange"), c.KubeletPortRange, err.Error()))
+	} else if c.KubeletPort >= first && c.KubeletPort <= last {
+		errs = append(errs, field.Invalid(field.NewPath("kubeletPortRange"), c.KubeletPortRange, "must not contain kubeletPort"))
+	}
+	for _, f := range []struct {
+		path, value string
+		required    bool
+	}{
+		{"tlsCertFile", c.TLSCertFile, true},
+		{"tlsKeyFile", c.TLSKeyFile, true},
+		{"clientCAFile", c.ClientCAFile, false},
+		{"kubeconfig", c.Kubeconfig, false},
+	} {
+		if f.value == "" && f.required {
+			errs = append(errs, field.Required(field.NewPath(f.path), "the kubelet API is served over TLS only"))
+		}
+		errs = append(errs, validateFile(field.NewPath(f.path), f.value)...)
+	}
+	errs = append(errs, validateRate(field.NewPath("kubeAPIQPS"), c.KubeAPIQPS, field.NewPath("kubeAPIBurst"), c.KubeAPIBurst)...)
+	errs = append(errs, validateRate(field.NewPath("eventRecordQPS"), c.EventRecordQPS, field.NewPath("eventBurst"), c.EventBurst)...)
+	if c.NodeLeaseDurationSeconds < 4 {
+		errs = append(errs, field.Invalid(field.NewPath("nodeLeaseDurationSeconds"), c.NodeLeaseDurationSeconds, "must be at least 4"))
+	}
+	errs = append(errs, validatePositive(field.NewPath("nodeStatusReportFrequency"), c.NodeStatusReportFrequency)...)
+	errs = append(errs, validatePositive(field.NewPath("healthCheckInterval"), c.HealthCheckInterval)...)
+	errs = append(errs, validatePositive(field.NewPath("hostInfoRefreshInterval"), c.HostInfoRefreshInterval)...)
+	ssh := field.NewPath("ssh")
+	errs = append(errs, validatePositive(ssh.Child("dialTimeout"), c.SSH.DialTimeout)...)
+	errs = append(errs, validatePositive(ssh.Child("keepaliveInterval"), c.SSH.KeepaliveInterval)...)
+	errs = append(errs, validatePositive(ssh.Child("keepaliveTimeout"), c.SSH.KeepaliveTimeout)...)
+	errs = append(errs, validatePositive(ssh.Child("maxBackoff"), c.SSH.MaxBackoff)...)
+	retry := field.NewPath("podRetry")
+	errs = append(errs, validatePositive(retry.Child("syncFailure"), c.PodRetry.SyncFailure)...)
+	errs = append(errs, validatePositive(retry.Child("configError"), c.PodRetry.ConfigError)...)
+	errs = append(errs, validatePositive(retry.Child("createFailure"), c.PodRetry.CreateFailure)...)
+	errs = append(errs, validatePositive(retry.Child("eventsReopen"), c.PodRetry.EventsReopen)...)
+	errs = append(errs, validatePositive(retry.Child("teardown"), c.PodRetry.Teardown)...)
+	errs = append(errs, validatePositive(retry.Child("resync"), c.PodRetry.Resync)...)
+	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
+	return errs
+}
+
+// nodePortsByDefault is how many ports after kubeletPort nodes get when
+// kubeletPortRange is not set.
+const nodePortsByDefault = 200
+
+// NodePortRange is the range nodes get their kubelet ports from:
+// kubeletPortRange, or the nodePortsByDefault ports after kubeletPort.
+func (c *KubeletConfiguration) NodePortRange() (first, last int32, err error) {
+	if c.KubeletPortRange == "" {
+		if c.KubeletPort < 1 || c.KubeletPort > 65535-nodePortsByDefault {
+			return 0, 0, fmt.Errorf("cannot default to the %d ports after kubeletPort %d: set kubeletPortRange", nodePortsByDefault, c.KubeletPort)
+		}
+		return c.KubeletPort + 1, c.KubeletPort + nodePortsByDefault, nil
+	}
+	return ParsePortRange(c.KubeletPortRange)
+}
+
+// ParsePortRange reads "first-last" (inclusive, 1 <= first <= last <= 65535).
+func ParsePortRange(s string) (first, last int32, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("must be first-last, like 10251-10450")
+	}
+	f, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	l, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil || f < 1 || l < f {
+		return 0, 0, fmt.Errorf("must be first-last with 1 <= first <= last <= 65535")
+	}
+	return int32(f), int32(l), nil
+}

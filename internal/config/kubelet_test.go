@@ -1,0 +1,70 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func decodeKubelet(t *testing.T, doc string) *KubeletConfiguration {
+	t.Helper()
+	return mustDecode[KubeletConfiguration](t, doc)
+}
+
+func TestKubeletDecodeDefaultsAndStrictness(t *testing.T) {
+	c := decodeKubelet(t, "apiVersion: rbn.dev/v1alpha1\nkind: KubeletConfiguration\nnodeAddress: 10.0.0.5\n")
+	if c.KubeletPort != 10250 || c.KubeAPIQPS != 50 || c.KubeAPIBurst != 100 || c.EventRecordQPS != 50 || c.EventBurst != 100 || c.NodeLeaseDurationSeconds != 40 || c.SSH.KeepaliveInterval.Duration != 10*time.Second || c.LogFormat != "text" {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if c.PodRetry.SyncFailure.Duration != 5*time.Second || c.PodRetry.Resync.Duration != 10*time.Second {
+		t.Errorf("podRetry defaults not applied: %+v", c.PodRetry)
+	}
+	err := Decode([]byte("apiVersion: rbn.dev/v1alpha1\nkind: KubeletConfiguration\nnodeAdress: 10.0.0.5\n"), &KubeletConfiguration{})
+	if err == nil || !strings.Contains(err.Error(), "nodeAdress") {
+		t.Errorf("unknown field not rejected: %v", err)
+	}
+	// Values given override the defaults, in nested sections too.
+	c = decodeKubelet(t, "kubeletPort: 11250\nssh: {dialTimeout: 3s}\npodRetry: {teardown: 1m}\n")
+	if c.KubeletPort != 11250 || c.SSH.DialTimeout.Duration != 3*time.Second || c.SSH.MaxBackoff.Duration != 30*time.Second ||
+		c.PodRetry.Teardown.Duration != time.Minute || c.PodRetry.EventsReopen.Duration != 2*time.Second {
+		t.Errorf("configured values: %+v", c)
+	}
+}
+
+func TestKubeletValidateReportsEveryProblem(t *testing.T) {
+	cert := existingFile(t)
+	c := decodeKubelet(t, `apiVersion: rbn.dev/v1alpha1
+kind: KubeletConfiguration
+nodeAddress: not-an-ip
+kubeletPort: 70000
+tlsKeyFile: /does/not/exist
+logFormat: xml
+logLevel: loud
+ssh: {keepaliveInterval: -1s}
+podRetry: {syncFailure: -5s, resync: -1s}
+kubeAPIQPS: 20
+kubeAPIBurst: 10
+eventRecordQPS: 20
+eventBurst: 10
+`)
+	c.APIVersion = "rbn.dev/v1beta9" // as a program could set it; files are checked by Decode
+	wantInvalid(t, ValidateAll(c), "apiVersion", "nodeAddress", "kubeletPort", "tlsCertFile", "tlsKeyFile", "logFormat", "logLevel", "ssh.keepaliveInterval",
+		"podRetry.syncFailure", "podRetry.resync", "kubeAPIBurst", "eventBurst")
+	c.APIVersion, c.NodeAddress, c.KubeletPort, c.TLSCertFile, c.TLSKeyFile = APIVersion, "10.0.0.5", 10250, cert, cert
+	c.LogFormat, c.LogLevel, c.SSH.KeepaliveInterval.Duration = "json", "debug", time.Second
+	c.PodRetry.SyncFailure.Duration, c.PodRetry.Resync.Duration = time.Second, time.Second
+	c.KubeAPIBurst, c.EventBurst = 40, 40
+	if err := ValidateAll(c); err != nil {
+		t.Errorf("valid configuration rejected: %v", err)
+	}
+}
+
+func TestPodRetryValidated(t *testing.T) {
+	for _, f := range []string{"syncFailure", "configError", "createFailure", "eventsReopen", "teardown", "resync"} {
+		c := decodeKubelet(t, "podRetry: {"+f+": -1s}\n")
+		errs := c.Validate()
+		if !hasField(errs.ToAggregate(), "podRetry."+f) {
+			t.Errorf("podRetry.%s: -1s accepted: %v", f, errs)
+		}
+	}
+}
