@@ -75,8 +75,9 @@ func New(cfg Config) (*Elector, error) {
 		},
 	}
 	e := &Elector{
-		cfg:      cfg,
-		informer: cache.NewSharedIndexInformer(lw, &coordinationv1.Lease{}, 0, cache.Indexers{}),
+		cfg: cfg,
+		// A client that cannot stream its initial list (a fake) says so.
+		informer: cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cfg.Leases), &coordinationv1.Lease{}, 0, cache.Indexers{}),
 		stopped:  make(chan struct{}),
 		nodes:    map[string]*contender{},
 		byLease:  map[string]*contender{},
@@ -483,18 +484,23 @@ func (e *Elector) holdLocked(c *contender, got *coordinationv1.Lease, start time
 		c.watchdog.Stop()
 	}
 	// Lost must close at the deadline even while a request hangs.
-	c.watchdog = e.cfg.Clock.AfterFunc(start.Add(e.cfg.RenewDeadline).Sub(e.cfg.Clock.Now()), func() {
-		e.mu.Lock()
-		ended := c.held && c.renewedAt.Equal(start)
-		if ended {
-			e.lostLocked(c, "not renewed within the renew deadline")
-		}
-		e.mu.Unlock()
-		if ended {
-			e.notify(c.node)
-			wake(c)
-		}
-	})
+	// Its own goroutine: a fake clock runs AfterFunc callbacks under its lock,
+	// which Held needs while holding e.mu.
+	c.watchdog = e.cfg.Clock.AfterFunc(start.Add(e.cfg.RenewDeadline).Sub(e.cfg.Clock.Now()), func() { go e.expire(c, start) })
+}
+
+// expire ends c's hold if its last renewal is still the one that started at start.
+func (e *Elector) expire(c *contender, start time.Time) {
+	e.mu.Lock()
+	ended := c.held && c.renewedAt.Equal(start)
+	if ended {
+		e.lostLocked(c, "not renewed within the renew deadline")
+	}
+	e.mu.Unlock()
+	if ended {
+		e.notify(c.node)
+		wake(c)
+	}
 }
 
 func (e *Elector) lostLocked(c *contender, why string) {

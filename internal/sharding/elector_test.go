@@ -87,6 +87,10 @@ type flakyLeases struct {
 	fail *atomic.Bool
 }
 
+// IsWatchListSemanticsUnSupported: the fake clientset's watch sends no
+// initial-events bookmark.
+func (flakyLeases) IsWatchListSemanticsUnSupported() bool { return true }
+
 func (f flakyLeases) Leases(namespace string) coordinationv1client.LeaseInterface {
 	return flakyLease{f.LeasesGetter.Leases(namespace), f.fail}
 }
@@ -137,7 +141,9 @@ func (r *replica) changed() []string {
 func (r *replica) crash(t *testing.T) {
 	t.Helper()
 	r.cancel()
-	if err := <-r.done; err != nil {
+	err := <-r.done
+	r.done <- err // for the cleanup's wait
+	if err != nil {
 		t.Fatalf("%s: Run: %v", r.id, err)
 	}
 }
