@@ -2,7 +2,7 @@
 # rbn installed from manifests/ as an operator installs it, on the local stack.
 #
 # Usage: hack/manifests.sh local    write $RBN_STATE/manifests: a kustomization on top of
-#                                   manifests/overlays/local with the stack's registry, the version
+#                                   hack/manifests/local with the stack's registry, the version
 #                                   (hack/image.sh push pushes those images) and the stack's PKI;
 #                                   prints its directory: kubectl apply -k <it>
 #        hack/manifests.sh verify   render manifests/ and the local overlay with kubectl kustomize;
@@ -59,7 +59,7 @@ cmd_local() {
   password="$(sed -n 's/^PASSWORD=//p' "${env}")"
   version="$("${RBN_ROOT}/hack/image.sh" version)"
   rm -rf "${OUT}" && mkdir -p "${OUT}/pki" && chmod 700 "${OUT}/pki"
-  base="$(realpath --relative-to="${OUT}" "${RBN_ROOT}/manifests/overlays/local")"
+  base="$(realpath --relative-to="${OUT}" "${RBN_ROOT}/hack/manifests/local")"
 
   local sans="IP:127.0.0.1" ip
   while read -r ip; do sans+=",IP:${ip}"; done < <(manifests::cidr_ips "${POD_CIDR}")
@@ -112,7 +112,7 @@ EOF
 cmd_verify() {
   [[ -x "${KUBECTL}" ]] || rbn::die "no ${KUBECTL}: run hack/build-k8s.sh"
   local dir
-  for dir in "${RBN_ROOT}/manifests" "${RBN_ROOT}/manifests/overlays/local"; do
+  for dir in "${RBN_ROOT}/manifests" "${RBN_ROOT}/hack/manifests/local"; do
     "${KUBECTL}" kustomize "${dir}" >/dev/null || rbn::die "kubectl kustomize ${dir} failed"
     rbn::log "rendered ${dir#"${RBN_ROOT}"/}"
   done
