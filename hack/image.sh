@@ -31,6 +31,11 @@ image::write_config() {
   mkdir -p "${STORE}"
   cat >"${STORE}/containers.conf" <<EOF
 # hack/image.sh: building needs no runtime, network or cgroups of the machine's configuration.
+# Running an image here (hack/image.sh podman run ...) needs rlimits this VM may set (no
+# CAP_SYS_RESOURCE).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
 [engine]
 events_logger = "none"
 cgroup_manager = "cgroupfs"
