@@ -226,6 +226,20 @@ func (h *harness) renewed(r *replica, node string) {
 	})
 }
 
+// holderAndContender starts a holding node n and b contending for it,
+// having seen a's Lease.
+func (h *harness) holderAndContender() (a, b *replica) {
+	h.t.Helper()
+	a = h.start("a")
+	b = h.start("b")
+	acquire(h.t, a, "n")
+	if err := b.e.Contend("n"); err != nil {
+		h.t.Fatal(err)
+	}
+	h.seenCurrent(b, "n")
+	return a, b
+}
+
 func closed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -259,12 +273,7 @@ func TestAcquireCreatesTheNodeLease(t *testing.T) {
 
 func TestHolderRenewsAndKeepsTheNode(t *testing.T) {
 	h := newHarness(t)
-	a := h.start("a")
-	b := h.start("b")
-	acquire(t, a, "n")
-	if err := b.e.Contend("n"); err != nil {
-		t.Fatal(err)
-	}
+	a, b := h.holderAndContender()
 	// Three lease durations of renewals: b never takes the node.
 	for range 10 {
 		h.clock.Step(DefaultRenewInterval)
@@ -309,13 +318,7 @@ func TestHolderLosesTheNodeWhenItCannotRenew(t *testing.T) {
 
 func TestTakeoverAfterExpiry(t *testing.T) {
 	h := newHarness(t)
-	a := h.start("a")
-	b := h.start("b")
-	acquire(t, a, "n")
-	if err := b.e.Contend("n"); err != nil {
-		t.Fatal(err)
-	}
-	h.seenCurrent(b, "n")
+	a, b := h.holderAndContender()
 	a.crash(t)
 
 	h.clock.Step(DefaultLeaseDuration - time.Millisecond)
@@ -334,13 +337,7 @@ func TestTakeoverAfterExpiry(t *testing.T) {
 // replica may start: never two holders, on one timeline.
 func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
 	h := newHarness(t)
-	a := h.start("a")
-	b := h.start("b")
-	acquire(t, a, "n")
-	if err := b.e.Contend("n"); err != nil {
-		t.Fatal(err)
-	}
-	h.seenCurrent(b, "n")
+	a, b := h.holderAndContender()
 	a.fail.Store(true)
 	lastRenewal := h.clock.Now()
 
@@ -379,13 +376,7 @@ func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
 
 func TestReleaseHandsTheNodeOverAtOnce(t *testing.T) {
 	h := newHarness(t)
-	a := h.start("a")
-	b := h.start("b")
-	acquire(t, a, "n")
-	if err := b.e.Contend("n"); err != nil {
-		t.Fatal(err)
-	}
-	h.seenCurrent(b, "n")
+	a, b := h.holderAndContender()
 	lost := a.e.Lost("n")
 
 	if err := a.e.ReleaseAll(context.Background()); err != nil {
