@@ -37,6 +37,10 @@ dev-down: ## Stop everything dev-up started
 build: ## Build bin/rbn-kubelet
 	hack/build.sh
 
+.PHONY: image
+image: ## Build the rbn-kubelet and rbn-extender images (hack/image.sh push: to the stack's registry)
+	hack/image.sh
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the CRD from the API types
 	hack/generate.sh

@@ -1,0 +1,460 @@
+package sharding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+)
+
+const ns = "rbn-system"
+
+// apiserver is a fake clientset whose Leases get resource versions and
+// optimistic concurrency, as a real apiserver's do (the fake tracker alone
+// accepts any update).
+type apiserver struct {
+	cs *fake.Clientset
+	mu sync.Mutex
+	rv int
+}
+
+func newAPIServer() *apiserver {
+	s := &apiserver{cs: fake.NewClientset()}
+	gvr := coordinationv1.SchemeGroupVersion.WithResource("leases")
+	s.cs.PrependReactor("create", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		l := a.(k8stesting.CreateAction).GetObject().(*coordinationv1.Lease).DeepCopy()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.rv++
+		l.ResourceVersion = strconv.Itoa(s.rv)
+		if err := s.cs.Tracker().Create(gvr, l, l.Namespace); err != nil {
+			return true, nil, err
+		}
+		return true, l, nil
+	})
+	s.cs.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease).DeepCopy()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		cur, err := s.cs.Tracker().Get(gvr, l.Namespace, l.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		if cur.(*coordinationv1.Lease).ResourceVersion != l.ResourceVersion {
+			return true, nil, apierrors.NewConflict(gvr.GroupResource(), l.Name, errors.New("the object has been modified"))
+		}
+		s.rv++
+		l.ResourceVersion = strconv.Itoa(s.rv)
+		if err := s.cs.Tracker().Update(gvr, l, l.Namespace); err != nil {
+			return true, nil, err
+		}
+		return true, l, nil
+	})
+	return s
+}
+
+func (s *apiserver) lease(t *testing.T, node string) *coordinationv1.Lease {
+	t.Helper()
+	name, _ := LeaseName(node)
+	l, err := s.cs.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get lease of %s: %v", node, err)
+	}
+	return l
+}
+
+var errPartitioned = errors.New("partitioned from the apiserver")
+
+// flakyLeases fails every read and write while fail is set (a replica cut
+// off from the apiserver); its watch keeps delivering.
+type flakyLeases struct {
+	coordinationv1client.LeasesGetter
+	fail *atomic.Bool
+}
+
+// IsWatchListSemanticsUnSupported: the fake clientset's watch sends no
+// initial-events bookmark.
+func (flakyLeases) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (f flakyLeases) Leases(namespace string) coordinationv1client.LeaseInterface {
+	return flakyLease{f.LeasesGetter.Leases(namespace), f.fail}
+}
+
+type flakyLease struct {
+	coordinationv1client.LeaseInterface
+	fail *atomic.Bool
+}
+
+func (f flakyLease) Create(ctx context.Context, l *coordinationv1.Lease, o metav1.CreateOptions) (*coordinationv1.Lease, error) {
+	if f.fail.Load() {
+		return nil, errPartitioned
+	}
+	return f.LeaseInterface.Create(ctx, l, o)
+}
+
+func (f flakyLease) Update(ctx context.Context, l *coordinationv1.Lease, o metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	if f.fail.Load() {
+		return nil, errPartitioned
+	}
+	return f.LeaseInterface.Update(ctx, l, o)
+}
+
+func (f flakyLease) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {
+	if f.fail.Load() {
+		return nil, errPartitioned
+	}
+	return f.LeaseInterface.Get(ctx, name, o)
+}
+
+type replica struct {
+	id      string
+	e       *Elector
+	fail    atomic.Bool
+	cancel  context.CancelFunc
+	done    chan error
+	mu      sync.Mutex
+	changes []string
+}
+
+func (r *replica) changed() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.changes...)
+}
+
+// crash stops the replica without releasing anything, as kill -9 would.
+func (r *replica) crash(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	err := <-r.done
+	r.done <- err // for the cleanup's wait
+	if err != nil {
+		t.Fatalf("%s: Run: %v", r.id, err)
+	}
+}
+
+type harness struct {
+	t     *testing.T
+	api   *apiserver
+	clock *clocktesting.FakeClock
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, api: newAPIServer(), clock: clocktesting.NewFakeClock(time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC))}
+}
+
+// start runs a replica with the default durations on the harness's clock.
+func (h *harness) start(id string) *replica {
+	h.t.Helper()
+	r := &replica{id: id, done: make(chan error, 1)}
+	e, err := New(Config{
+		Leases:    flakyLeases{h.api.cs.CoordinationV1(), &r.fail},
+		Namespace: ns, Identity: id, Clock: h.clock,
+		OnChange: func(node string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.changes = append(r.changes, node)
+		},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r.e = e
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- e.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// eventually waits, with a deadline, until cond holds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil })
+	if err != nil {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+func acquire(t *testing.T, r *replica, node string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.e.Acquire(ctx, node); err != nil {
+		t.Fatalf("%s: acquire %s: %v", r.id, node, err)
+	}
+}
+
+// seenCurrent waits until r has seen the Lease's current version.
+func (h *harness) seenCurrent(r *replica, node string) {
+	h.t.Helper()
+	rv := h.api.lease(h.t, node).ResourceVersion
+	eventually(h.t, fmt.Sprintf("%s to see version %s of %s's lease", r.id, rv, node), func() bool {
+		r.e.mu.Lock()
+		defer r.e.mu.Unlock()
+		c := r.e.nodes[node]
+		return c != nil && c.seenVersion == rv
+	})
+}
+
+// renewed waits until r's renewal at the clock's current time is stored.
+func (h *harness) renewed(r *replica, node string) {
+	h.t.Helper()
+	now := h.clock.Now()
+	eventually(h.t, fmt.Sprintf("%s to renew %s at %s", r.id, node, now), func() bool {
+		l := h.api.lease(h.t, node)
+		return ptr.Deref(l.Spec.HolderIdentity, "") == r.id && l.Spec.RenewTime != nil && !l.Spec.RenewTime.Time.Before(now)
+	})
+}
+
+// holderAndContender starts a holding node n and b contending for it,
+// having seen a's Lease.
+func (h *harness) holderAndContender() (a, b *replica) {
+	h.t.Helper()
+	a = h.start("a")
+	b = h.start("b")
+	acquire(h.t, a, "n")
+	if err := b.e.Contend("n"); err != nil {
+		h.t.Fatal(err)
+	}
+	h.seenCurrent(b, "n")
+	return a, b
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestAcquireCreatesTheNodeLease(t *testing.T) {
+	h := newHarness(t)
+	a := h.start("rbn-kubelet-a")
+	acquire(t, a, "builder-1")
+
+	if !a.e.Held("builder-1") || closed(a.e.Lost("builder-1")) {
+		t.Fatal("after Acquire: not held, or Lost already closed")
+	}
+	l := h.api.lease(t, "builder-1")
+	if l.Name != "rbn-node-builder-1" || ptr.Deref(l.Spec.HolderIdentity, "") != "rbn-kubelet-a" ||
+		ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 10 || l.Labels[LabelLease] != "node" {
+		t.Errorf("lease = %s holder %q duration %d labels %v", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""),
+			ptr.Deref(l.Spec.LeaseDurationSeconds, 0), l.Labels)
+	}
+	if got := a.changed(); len(got) != 1 || got[0] != "builder-1" {
+		t.Errorf("OnChange calls = %v, want [builder-1]", got)
+	}
+	if a.e.Held("builder-2") || !closed(a.e.Lost("builder-2")) {
+		t.Error("a node never contended for reads as held")
+	}
+}
+
+func TestHolderRenewsAndKeepsTheNode(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	// Three lease durations of renewals: b never takes the node.
+	for range 10 {
+		h.clock.Step(DefaultRenewInterval)
+		h.renewed(a, "n")
+		h.seenCurrent(b, "n")
+		if !a.e.Held("n") || b.e.Held("n") {
+			t.Fatalf("at %s: a held %v, b held %v", h.clock.Now(), a.e.Held("n"), b.e.Held("n"))
+		}
+	}
+	if got := ptr.Deref(h.api.lease(t, "n").Spec.LeaseTransitions, -1); got != 0 {
+		t.Errorf("transitions = %d, want 0", got)
+	}
+}
+
+func TestHolderLosesTheNodeWhenItCannotRenew(t *testing.T) {
+	h := newHarness(t)
+	a := h.start("a")
+	acquire(t, a, "n")
+	lost := a.e.Lost("n")
+	a.fail.Store(true)
+
+	h.clock.Step(DefaultRenewDeadline - time.Millisecond)
+	if !a.e.Held("n") || closed(lost) {
+		t.Fatal("lost before the renew deadline")
+	}
+	h.clock.Step(time.Millisecond)
+	if a.e.Held("n") {
+		t.Fatal("still held at the renew deadline")
+	}
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost not closed at the renew deadline")
+	}
+	eventually(t, "OnChange for the loss", func() bool { return len(a.changed()) == 2 })
+
+	// Back in touch, and nobody took it: a holds it again.
+	a.fail.Store(false)
+	h.clock.Step(DefaultRetryPeriod)
+	eventually(t, "a to hold the node again", func() bool { return a.e.Held("n") })
+}
+
+func TestTakeoverAfterExpiry(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	a.crash(t)
+
+	h.clock.Step(DefaultLeaseDuration - time.Millisecond)
+	if b.e.Held("n") {
+		t.Fatal("b took the node before the lease expired")
+	}
+	h.clock.Step(time.Millisecond)
+	eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
+	l := h.api.lease(t, "n")
+	if ptr.Deref(l.Spec.HolderIdentity, "") != "b" || ptr.Deref(l.Spec.LeaseTransitions, 0) != 1 {
+		t.Errorf("lease holder %q transitions %d, want b and 1", ptr.Deref(l.Spec.HolderIdentity, ""), ptr.Deref(l.Spec.LeaseTransitions, 0))
+	}
+}
+
+// A holder cut off from the apiserver stops serving before the other
+// replica may start: never two holders, on one timeline.
+func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	a.fail.Store(true)
+	lastRenewal := h.clock.Now()
+
+	step := 250 * time.Millisecond
+	for h.clock.Since(lastRenewal) < 2*DefaultLeaseDuration {
+		h.clock.Step(step)
+		if a.e.Held("n") && b.e.Held("n") {
+			t.Fatalf("at +%s both replicas hold the node", h.clock.Since(lastRenewal))
+		}
+		if b.e.Held("n") {
+			break
+		}
+	}
+	eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
+	b.e.mu.Lock()
+	takenAt := b.e.nodes["n"].renewedAt
+	b.e.mu.Unlock()
+	if takenAt.Before(lastRenewal.Add(DefaultLeaseDuration)) {
+		t.Errorf("b took the node %s after a's last renewal, before the lease duration", takenAt.Sub(lastRenewal))
+	}
+	if a.e.Held("n") {
+		t.Error("a still holds the node")
+	}
+
+	// a comes back: it finds b holding the node and does not take it back.
+	a.fail.Store(false)
+	for range 4 {
+		h.clock.Step(DefaultRenewInterval)
+		h.renewed(b, "n")
+		h.seenCurrent(a, "n")
+		if a.e.Held("n") {
+			t.Fatal("a took the node back from b")
+		}
+	}
+}
+
+func TestReleaseHandsTheNodeOverAtOnce(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	lost := a.e.Lost("n")
+
+	if err := a.e.ReleaseAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a.e.Held("n") || !closed(lost) {
+		t.Fatal("a still holds the node after ReleaseAll")
+	}
+	// No clock step: b takes the released lease as soon as it sees it.
+	eventually(t, "b to take the released node", func() bool { return b.e.Held("n") })
+	if got := ptr.Deref(h.api.lease(t, "n").Spec.HolderIdentity, ""); got != "b" {
+		t.Errorf("holder = %q, want b", got)
+	}
+}
+
+func TestRestartedReplicaTakesItsLeaseBack(t *testing.T) {
+	h := newHarness(t)
+	a := h.start("a")
+	acquire(t, a, "n")
+	a.crash(t)
+
+	// A new process of the same pod, with no time passing.
+	again := h.start("a")
+	acquire(t, again, "n")
+	if got := ptr.Deref(h.api.lease(t, "n").Spec.LeaseTransitions, -1); got != 0 {
+		t.Errorf("transitions = %d, want 0 (same holder)", got)
+	}
+}
+
+func TestAcquireEndsWithItsContext(t *testing.T) {
+	h := newHarness(t)
+	a := h.start("a")
+	b := h.start("b")
+	acquire(t, a, "n")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.e.Acquire(ctx, "n"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Acquire with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+func TestNewValidatesItsConfiguration(t *testing.T) {
+	good := func() Config {
+		return Config{Leases: fake.NewClientset().CoordinationV1(), Namespace: ns, Identity: "a"}
+	}
+	if _, err := New(good()); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, mutate := range map[string]func(*Config){
+		"no client":                func(c *Config) { c.Leases = nil },
+		"no namespace":             func(c *Config) { c.Namespace = "" },
+		"no identity":              func(c *Config) { c.Identity = "" },
+		"deadline beyond duration": func(c *Config) { c.RenewDeadline = 20 * time.Second },
+		"interval beyond deadline": func(c *Config) { c.RenewInterval = 8 * time.Second },
+		"retry beyond interval":    func(c *Config) { c.RetryPeriod = 4 * time.Second },
+		"fraction of a second":     func(c *Config) { c.LeaseDuration = 10500 * time.Millisecond },
+		"negative retry":           func(c *Config) { c.RetryPeriod = -time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := good()
+			mutate(&c)
+			if _, err := New(c); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("New = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestContendRefusesANodeNameTooLongForALease(t *testing.T) {
+	e, err := New(Config{Leases: fake.NewClientset().CoordinationV1(), Namespace: ns, Identity: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := make([]byte, 250)
+	for i := range long {
+		long[i] = 'a'
+	}
+	if err := e.Contend(string(long)); err == nil {
+		t.Error("Contend accepted a node whose lease name exceeds 253 characters")
+	}
+}
