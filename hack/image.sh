@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# rbn's OCI images (build/Containerfile): rbn-kubelet and rbn-extender FROM scratch with the static
+# rbn's OCI images (hack/image/Containerfile): rbn-kubelet and rbn-extender FROM scratch with the static
 # binaries, CA certificates and the unprivileged user rbn (65532), tagged with the version
 # (git describe, as the binaries report it). Built with this machine's podman but in a store of the
 # project's own ($RBN_IMAGE_STORE, default $RBN_ROOT/_output/images), never the machine's default
@@ -74,7 +74,7 @@ cmd_build() {
       --label "org.opencontainers.image.title=${b}" \
       --label "org.opencontainers.image.version=${version}" \
       --label "org.opencontainers.image.source=https://github.com/remote-build-nodes/rbn" \
-      -f "${RBN_ROOT}/build/Containerfile" -t "localhost/rbn/${b}:${version}" "${ctx}" >/dev/null ||
+      -f "${RBN_ROOT}/hack/image/Containerfile" -t "localhost/rbn/${b}:${version}" "${ctx}" >/dev/null ||
       rbn::die "building the ${b} image failed"
   done
   rm -rf "${ctx}"
