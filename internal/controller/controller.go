@@ -55,8 +55,10 @@ type Controller struct {
 	rbn         *rbnClient
 	shared      informers.SharedInformerFactory
 	rbnInformer cache.SharedIndexInformer
-	broadcast   record.EventBroadcaster
-	queue       workqueue.TypedRateLimitingInterface[string]
+	// podIndex tells the node of a pod, for the kubelet API.
+	podIndex  cache.SharedIndexInformer
+	broadcast record.EventBroadcaster
+	queue     workqueue.TypedRateLimitingInterface[string]
 
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
@@ -64,10 +66,31 @@ type Controller struct {
 	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
 	events typedcorev1.EventsGetter
 
+	// restarts spaces the starts of a node whose runtime failed or could
+	// not start (transiently), per RemoteBuildNode.
+	restarts workqueue.TypedRateLimiter[string]
+	clock    func() time.Time // nil: time.Now
+
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
+	retry    map[string]retryState // nodes waiting for their back-off to start again
 	ports    NodePorts
 }
+
+// retryState: a node's runtime starts again at at, unless its spec or
+// Secret (hash) changes first.
+type retryState struct {
+	hash string
+	at   time.Time
+}
+
+// Back-off of restarts after failures; a runtime that served this long
+// before failing starts its back-off afresh.
+const (
+	restartBackoffBase = time.Second
+	restartBackoffMax  = 5 * time.Minute
+	stableRuntime      = 10 * time.Minute
+)
 
 // New wires a Controller; Run starts it.
 // events records the nodes' and pods' events (a client with a budget of its own).
@@ -95,6 +118,8 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
 		runtimes: map[string]*nodeRuntime{},
+		retry:    map[string]retryState{},
+		restarts: workqueue.NewTypedItemExponentialFailureRateLimiter[string](restartBackoffBase, restartBackoffMax),
 		hosts:    provider.NewHostPool(sshconn.NewPool()),
 		events:   events,
 	}
@@ -129,6 +154,9 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	}); err != nil {
 		return nil, err
 	}
+	if c.podIndex, err = newPodIndex(client); err != nil {
+		return nil, err
+	}
 	// Pods need ConfigMaps and Services too; register them before Start.
 	c.shared.Core().V1().ConfigMaps().Informer()
 	c.shared.Core().V1().Services().Informer()
@@ -144,8 +172,12 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 
 	c.shared.Start(ctx.Done())
 	go c.rbnInformer.Run(ctx.Done())
+	go c.podIndex.Run(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.rbnInformer.HasSynced) {
 		return errors.New("remotebuildnodes informer did not sync (is the CRD installed?)")
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), c.podIndex.HasSynced) {
+		return errors.New("pod index did not sync")
 	}
 	for typ, ok := range c.shared.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -196,18 +228,6 @@ func (c *Controller) worker(ctx context.Context) {
 	}
 }
 
-// Resolve returns the pod handler of the node a pod runs on, for the kubelet API.
-func (c *Controller) Resolve(namespace, name string) (*provider.Pods, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rt := range c.runtimes {
-		if _, err := rt.pods.GetPod(context.Background(), namespace, name); err == nil {
-			return rt.pods, true
-		}
-	}
-	return nil, false
-}
-
 func (c *Controller) recorderFor(node string) record.EventRecorder {
 	return c.broadcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "rbn-kubelet", Host: node})
 }
@@ -250,17 +270,39 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.stopRuntime(name)
 		rt = nil
 	}
+	if rt != nil {
+		select {
+		case <-rt.Done():
+			// It ended by itself (a part failed): report it, and start it
+			// again after a back-off.
+			c.dropRuntime(name, rt)
+			err := rt.Err()
+			if err == nil {
+				err = errors.New("node runtime ended")
+			}
+			return c.retryLater(ctx, rbn, hash, ReasonRuntimeFailed, err, c.now().Sub(rt.started) >= stableRuntime)
+		default:
+		}
+	}
 	if rt == nil {
+		if c.waitingRetry(name, hash) {
+			return nil // queued again for the end of the back-off
+		}
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts},
+		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
-			return c.setInvalid(ctx, rbn, ReasonInvalidSpec, err.Error())
+			reason, transient := classifyStart(err)
+			if !transient {
+				return c.setInvalid(ctx, rbn, reason, err.Error())
+			}
+			return c.retryLater(ctx, rbn, hash, reason, err, false)
 		}
 		c.mu.Lock()
 		c.runtimes[name] = rt
+		delete(c.retry, name)
 		c.mu.Unlock()
 	}
 	return c.writeStatus(ctx, rbn, rt)
@@ -298,28 +340,100 @@ func configHash(spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte) string 
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// stopRuntime stops a node's runtime, if any, and forgets its failures:
+// its spec changed, became invalid, or it is deleted.
 func (c *Controller) stopRuntime(name string) {
 	c.mu.Lock()
 	rt := c.runtimes[name]
 	delete(c.runtimes, name)
+	delete(c.retry, name)
 	c.mu.Unlock()
+	if c.restarts != nil { // nil in tests that need no back-off
+		c.restarts.Forget(name)
+	}
 	if rt != nil {
 		rt.stop()
 	}
 }
 
+// dropRuntime forgets a runtime that ended by itself.
+func (c *Controller) dropRuntime(name string, rt *nodeRuntime) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.runtimes[name] == rt {
+		delete(c.runtimes, name)
+	}
+}
+
+func (c *Controller) now() time.Time {
+	if c.clock == nil {
+		return time.Now()
+	}
+	return c.clock()
+}
+
+// retryLater reports a runtime that failed or could not start (a transient
+// failure) and has the node started again after its back-off; reset starts
+// the back-off afresh.
+func (c *Controller) retryLater(ctx context.Context, rbn *rbnv1.RemoteBuildNode, hash, reason string, err error, reset bool) error {
+	if reset {
+		c.restarts.Forget(rbn.Name)
+	}
+	delay := c.restarts.When(rbn.Name)
+	c.mu.Lock()
+	c.retry[rbn.Name] = retryState{hash: hash, at: c.now().Add(delay)}
+	c.mu.Unlock()
+	c.queue.AddAfter(rbn.Name, delay)
+	logging.FromContext(ctx).Error("node runtime failed, starting it again after a back-off", "reason", reason, "err", err, "retryIn", delay)
+	return c.setFailed(ctx, rbn, reason, err.Error())
+}
+
+// waitingRetry says whether the node waits for the end of its back-off
+// before its runtime starts again; a changed spec or Secret does not wait.
+func (c *Controller) waitingRetry(name, hash string) bool {
+	c.mu.Lock()
+	r, ok := c.retry[name]
+	if ok && r.hash != hash {
+		delete(c.retry, name)
+	}
+	c.mu.Unlock()
+	switch {
+	case !ok:
+		return false
+	case r.hash != hash:
+		c.restarts.Forget(name)
+		return false
+	}
+	return c.now().Before(r.at)
+}
+
 func (c *Controller) setInvalid(ctx context.Context, rbn *rbnv1.RemoteBuildNode, reason, msg string) error {
+	return c.setProblem(ctx, rbn, rbnv1.PhaseInvalid, reason, msg, false)
+}
+
+// setFailed records a failure of the node's runtime, to be retried: the
+// node is NotReady, and each failure is a Warning event.
+func (c *Controller) setFailed(ctx context.Context, rbn *rbnv1.RemoteBuildNode, reason, msg string) error {
+	return c.setProblem(ctx, rbn, rbnv1.PhaseNotReady, reason, msg, true)
+}
+
+// setProblem writes phase with reason and msg as lastError and the Ready
+// condition's, and a Warning event: when the status changes, or always.
+func (c *Controller) setProblem(ctx context.Context, rbn *rbnv1.RemoteBuildNode, phase rbnv1.Phase, reason, msg string, alwaysEvent bool) error {
 	prev := rbn.Status.DeepCopy()
-	rbn.Status.Phase = rbnv1.PhaseInvalid
+	rbn.Status.Phase = phase
 	rbn.Status.ObservedGeneration = rbn.Generation
 	c.setError(rbn, reason, msg)
 	meta.SetStatusCondition(&rbn.Status.Conditions, metav1.Condition{
 		Type: "Ready", Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: rbn.Generation,
 	})
-	if statusEqual(prev, &rbn.Status) {
+	changed := !statusEqual(prev, &rbn.Status)
+	if changed || alwaysEvent {
+		c.recorderFor("").Event(rbn, corev1.EventTypeWarning, reason, msg)
+	}
+	if !changed {
 		return nil
 	}
-	c.recorderFor("").Event(rbn, corev1.EventTypeWarning, reason, msg)
 	return c.rbn.updateStatus(ctx, rbn)
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/remote-build-nodes/rbn/provider"
 )
 
 // NodePorts gives each served node its own kubelet API port (the kubelet
@@ -24,18 +22,6 @@ func (c *Controller) SetNodePorts(p NodePorts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ports = p
-}
-
-// Node returns the pod handler of a served node, for the kubelet API's
-// node-level routes.
-func (c *Controller) Node(name string) (*provider.Pods, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rt, ok := c.runtimes[name]
-	if !ok {
-		return nil, false
-	}
-	return rt.pods, true
 }
 
 // acquirePort returns the kubelet port a node advertises, and the function

@@ -22,6 +22,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -31,13 +32,15 @@ import (
 
 // nodeRuntime is everything that serves one RemoteBuildNode while its spec
 // stays the same: host connection, node and pod controllers, pod informer.
+// It owns its parts (see group): when one fails, the runtime ends, Done is
+// closed and Err says why; the controller then starts a new one.
 type nodeRuntime struct {
-	name   string
-	hash   string
-	host   *provider.Host
-	pods   *provider.Pods
-	cancel context.CancelFunc
-	done   chan struct{}
+	name    string
+	hash    string
+	host    *provider.Host
+	api     *kubeletapi.NodeHandlers
+	started time.Time
+	parts   *group
 }
 
 type runtimeDeps struct {
@@ -48,8 +51,12 @@ type runtimeDeps struct {
 	ports    NodePorts // nil: every node on cfg.KubeletPort
 	relay    *s3relay.Relay
 	hosts    *provider.HostPool
+	clock    func() time.Time // nil: time.Now
 }
 
+// startRuntime starts serving a RemoteBuildNode. Its errors are
+// *StartError: spec problems, or transient ones worth retrying. onChange is
+// called when the host changes and when the runtime ends by failing.
 func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (_ *nodeRuntime, err error) {
 	log := logging.FromContext(parent).With("node", name)
 	sshCfg := sshconn.Config{
@@ -72,7 +79,8 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		Logger: logging.FromContext(parent),
 	})
 	if err != nil {
-		return nil, err
+		// Acquire does not dial: what fails is the SSH material.
+		return nil, specError(ReasonSecretInvalid, fmt.Errorf("SSH configuration: %w", err))
 	}
 	defer func() {
 		if err != nil {
@@ -88,7 +96,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err := podInformer.AddIndexers(cache.Indexers{uidIndex: func(obj any) ([]string, error) {
 		return []string{string(obj.(*corev1.Pod).UID)}, nil
 	}}); err != nil {
-		return nil, err
+		return nil, transientError(ReasonStartFailed, fmt.Errorf("pod informer index: %w", err))
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
@@ -118,11 +126,11 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		},
 	})
 	if err != nil {
-		return nil, err
+		return nil, transientError(ReasonStartFailed, fmt.Errorf("pods: %w", err))
 	}
 	port, releasePort, err := acquirePort(parent, d, name)
 	if err != nil {
-		return nil, fmt.Errorf("kubelet API port: %w", err)
+		return nil, transientError(ReasonKubeletPortUnavailable, fmt.Errorf("kubelet API port: %w", err))
 	}
 	served := false
 	defer func() {
@@ -151,7 +159,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("node controller: %w", err)
+		return nil, transientError(ReasonStartFailed, fmt.Errorf("node controller: %w", err))
 	}
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient:         d.client.CoreV1(),
@@ -166,58 +174,57 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		SkipDownwardAPIResolution: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pod controller: %w", err)
+		return nil, transientError(ReasonStartFailed, fmt.Errorf("pod controller: %w", err))
 	}
 
-	ctx, cancel := context.WithCancel(logging.IntoContext(parent, log))
-	rt := &nodeRuntime{name: name, hash: hash, host: host, pods: pods, cancel: cancel, done: make(chan struct{})}
+	ctx := logging.IntoContext(parent, log)
 	if err := syncNodeSpec(ctx, d.client, initial); err != nil {
-		cancel()
-		return nil, err
+		return nil, transientError(ReasonAPIServerUnavailable, err)
 	}
-	tasks := []func(){
-		func() { <-ctx.Done(); releasePort() },
-		func() { np.Run(ctx) },
-		func() { pods.Run(ctx) },
-		func() {
-			if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
-				log.Error("node controller stopped", "err", err)
-			}
-		},
-		func() {
+	// Parts that return nothing can only be seen ending: before their
+	// context ends, that is a failure too (see group).
+	parts := []part{
+		{"node provider", func(ctx context.Context) error { np.Run(ctx); return nil }},
+		{"pods", func(ctx context.Context) error { pods.Run(ctx); return nil }},
+		{"node controller", nc.Run},
+		{"pod controller", func(ctx context.Context) error {
 			podFactory.Start(ctx.Done())
+			defer podFactory.Shutdown()
 			// DeletePod holds a worker for up to the pod's grace period.
-			if err := pc.Run(ctx, podSyncWorkers); err != nil && ctx.Err() == nil {
-				log.Error("pod controller stopped", "err", err)
-			}
-			podFactory.Shutdown()
-		},
-		func() { // tell the controller when the host changes, so status follows
+			return pc.Run(ctx, podSyncWorkers)
+		}},
+		{"host watch", func(ctx context.Context) error {
+			// Tell the controller when the host changes, so status follows.
 			for {
 				ch := host.Changed()
 				select {
 				case <-ctx.Done():
-					return
+					return nil
 				case <-ch:
 					onChange()
 				}
 			}
-		},
+		}},
 	}
-	finished := make(chan struct{}, len(tasks))
-	for _, t := range tasks {
-		go func() { defer func() { finished <- struct{}{} }(); t() }()
-	}
-	go func() {
-		for range tasks {
-			<-finished
-		}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, api: nodeHandlers(pods), started: d.now()}
+	rt.parts = startGroup(ctx, parts, func(err error) {
+		releasePort()
 		releaseHost()
-		close(rt.done)
-	}()
+		if err != nil {
+			log.Error("node runtime failed: stopping it", "err", err)
+			onChange() // the controller reports it and starts the node again
+		}
+	})
 	served = true
 	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port)
 	return rt, nil
+}
+
+func (d runtimeDeps) now() time.Time {
+	if d.clock == nil {
+		return time.Now()
+	}
+	return d.clock()
 }
 
 const (
@@ -246,10 +253,16 @@ func tokenFunc(client kubernetes.Interface) provider.TokenFunc {
 	}
 }
 
-func (rt *nodeRuntime) stop() {
-	rt.cancel()
-	<-rt.done
-}
+// stop ends the runtime and waits for all its parts.
+func (rt *nodeRuntime) stop() { rt.parts.Stop() }
+
+// Done is closed when the runtime has ended, stopped or failed, and
+// released its port and host.
+func (rt *nodeRuntime) Done() <-chan struct{} { return rt.parts.Done() }
+
+// Err is why the runtime ended by itself (a *PartError); nil while it runs
+// or when it was stopped.
+func (rt *nodeRuntime) Err() error { return rt.parts.Err() }
 
 // syncNodeSpec brings an existing Node's taints and labels in line with the
 // spec when its node starts serving: virtual-kubelet creates a missing Node,

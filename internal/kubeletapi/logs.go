@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 
 	"github.com/remote-build-nodes/rbn/internal/logging"
-	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
 // containerLogs serves GET /containerLogs/{namespace}/{pod}/{container}
@@ -35,12 +33,13 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	// here, after they are rewritten.
 	limit := opts.LimitBytes
 	opts.LimitBytes = 0
-	p, err := s.resolve(ns, pod)
-	if err != nil {
+	h := handlersOf(r.Context()).ContainerLogs
+	if h == nil {
+		err := errNotImplemented("container logs")
 		http.Error(w, err.Error(), httpStatus(err))
 		return
 	}
-	logs, err := p.ContainerLogs(r.Context(), ns, pod, container, opts, tail)
+	logs, err := h(r.Context(), ns, pod, container, opts, tail)
 	if err != nil {
 		http.Error(w, err.Error(), httpStatus(err))
 		return
@@ -119,17 +118,6 @@ func parseLogOptions(q url.Values) (opts vkapi.ContainerLogOpts, tail int, err e
 		return opts, -1, err
 	}
 	return opts, tail, nil
-}
-
-// httpStatus maps a provider error to the status kubelet would answer.
-func httpStatus(err error) int {
-	switch {
-	case errdefs.IsNotFound(err), errors.Is(err, podman.ErrNotFound):
-		return http.StatusNotFound
-	case errdefs.IsInvalidInput(err):
-		return http.StatusBadRequest
-	}
-	return http.StatusInternalServerError
 }
 
 // copyFlushing copies r to w, buffering while data keeps coming and

@@ -1,20 +1,13 @@
 package kubeletapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/gorilla/mux"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
-	corev1 "k8s.io/api/core/v1"
-	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
-
-	"github.com/remote-build-nodes/rbn/provider"
 )
 
 // handler is every route. /healthz answers anyone (as kubelet's); all else
@@ -25,7 +18,9 @@ func (s *Server) handler() http.Handler {
 	r.StrictSlash(true)
 
 	pod := func(h http.HandlerFunc) http.Handler { return s.podRoute(h) }
-	node := func(h http.HandlerFunc) http.Handler { return s.nodeRoute(h) }
+	node := func(h http.HandlerFunc) http.Handler { return s.nodeRoute(h, true) }
+	// Routes answered the same for every node: no handlers needed.
+	anyNode := func(h http.HandlerFunc) http.Handler { return s.nodeRoute(h, false) }
 	streamOpts := []vkapi.ContainerExecHandlerOption{
 		vkapi.WithExecStreamIdleTimeout(s.cfg.StreamIdleTimeout),
 		vkapi.WithExecStreamCreationTimeout(s.cfg.StreamCreationTimeout),
@@ -46,9 +41,9 @@ func (s *Server) handler() http.Handler {
 	r.Handle("/stats/summary", node(vkapi.HandlePodStatsSummary(s.statsSummary))).Methods(http.MethodGet)
 	r.Handle(vkapi.MetricsResourceRouteSuffix, node(vkapi.HandlePodMetricsResource(s.metricsResource))).Methods(http.MethodGet)
 	for _, p := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes"} {
-		r.Handle(p, node(unsupported(p+" is not served by rbn-kubelet: resource metrics are at /metrics/resource"))).Methods(http.MethodGet)
+		r.Handle(p, anyNode(unsupported(p+" is not served by rbn-kubelet: resource metrics are at /metrics/resource"))).Methods(http.MethodGet)
 	}
-	r.PathPrefix("/logs/").Handler(node(unsupported("node logs (/logs/) are not served by rbn-kubelet")))
+	r.PathPrefix("/logs/").Handler(anyNode(unsupported("node logs (/logs/) are not served by rbn-kubelet")))
 	r.PathPrefix("/checkpoint/").Handler(unsupported("checkpoint is not supported by rbn-kubelet"))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 page not found: "+r.URL.Path+" is not a kubelet API path rbn-kubelet serves", http.StatusNotFound)
@@ -64,9 +59,10 @@ func unsupported(msg string) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) { http.Error(w, msg, http.StatusNotImplemented) }
 }
 
-// podRoute resolves the pod of a pod route to its node and authorizes the
-// caller against that node. On a node's own port, a pod of another node is
-// not found, as on a kubelet.
+// podRoute resolves the pod of a pod route to its node through the pod
+// index (the pod's spec.nodeName) and authorizes the caller against that
+// node. On a node's own port, a pod of another node is not found, as on a
+// kubelet.
 func (s *Server) podRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vars := mux.Vars(r)
@@ -76,9 +72,13 @@ func (s *Server) podRoute(next http.Handler) http.Handler {
 			http.Error(w, "no node is served on this port any more", http.StatusNotFound)
 			return
 		}
-		p, ok := s.cfg.Resolver.Resolve(ns, name)
-		if shared && ok {
-			target = p.NodeName()
+		podNode := s.podNode(ns, name)
+		var h *NodeHandlers
+		if podNode != "" {
+			h, _ = s.cfg.Handlers(podNode)
+		}
+		if shared && h != nil {
+			target = podNode
 		}
 		if target == "" {
 			http.Error(w, fmt.Sprintf("pod %s/%s is not on any node served here", ns, name), http.StatusNotFound)
@@ -87,17 +87,28 @@ func (s *Server) podRoute(next http.Handler) http.Handler {
 		if !s.allowed(w, r, target) {
 			return
 		}
-		if !ok || p.NodeName() != target {
+		if h == nil || podNode != target {
 			http.Error(w, fmt.Sprintf("pod %s/%s is not on node %s", ns, name, target), http.StatusNotFound)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(withHandlers(r.Context(), h)))
 	})
+}
+
+// podNode is the node a pod is bound to, "" for a pod the index does not
+// know (or not scheduled yet).
+func (s *Server) podNode(namespace, name string) string {
+	pd, err := s.cfg.Pods.Pods(namespace).Get(name)
+	if err != nil {
+		return "" // the lister of a cache fails with not found only
+	}
+	return pd.Spec.NodeName
 }
 
 // nodeRoute serves a node-level route on a node's own port, authorized
 // against that node; the shared port cannot tell which node is meant.
-func (s *Server) nodeRoute(next http.Handler) http.Handler {
+// served: the route needs the node's handlers (a node this process serves).
+func (s *Server) nodeRoute(next http.Handler, served bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		node, shared := s.nodeOf(r.Context())
 		switch {
@@ -111,7 +122,16 @@ func (s *Server) nodeRoute(next http.Handler) http.Handler {
 		if !s.allowed(w, r, node) {
 			return
 		}
-		next.ServeHTTP(w, r)
+		if !served {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h, ok := s.cfg.Handlers(node)
+		if !ok {
+			http.Error(w, fmt.Sprintf("node %s is not served here", node), http.StatusNotFound)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(withHandlers(r.Context(), h)))
 	})
 }
 
@@ -128,73 +148,4 @@ func (s *Server) allowed(w http.ResponseWriter, r *http.Request, node string) bo
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	}
 	return false
-}
-
-// resolve finds a pod's handler; podRoute has checked the node already.
-func (s *Server) resolve(namespace, pod string) (*provider.Pods, error) {
-	p, ok := s.cfg.Resolver.Resolve(namespace, pod)
-	if !ok {
-		return nil, errdefs.NotFoundf("pod %s/%s is not on any node served here", namespace, pod)
-	}
-	return p, nil
-}
-
-// nodePods resolves the node of the port a node route came in on.
-func (s *Server) nodePods(ctx context.Context) (*provider.Pods, error) {
-	node, _ := s.nodeOf(ctx)
-	p, ok := s.cfg.Resolver.Node(node)
-	if !ok {
-		return nil, errdefs.NotFoundf("node %s is not served here", node)
-	}
-	return p, nil
-}
-
-func (s *Server) exec(ctx context.Context, namespace, pod, container string, cmd []string, attach vkapi.AttachIO) error {
-	p, err := s.resolve(namespace, pod)
-	if err != nil {
-		return err
-	}
-	// Unwrapped: the caller recognizes an exit code by the error's type.
-	return p.Exec(ctx, namespace, pod, container, cmd, attach)
-}
-
-func (s *Server) attach(ctx context.Context, namespace, pod, container string, attach vkapi.AttachIO) error {
-	p, err := s.resolve(namespace, pod)
-	if err != nil {
-		return err
-	}
-	return p.Attach(ctx, namespace, pod, container, attach)
-}
-
-func (s *Server) portForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
-	p, err := s.resolve(namespace, pod)
-	if err != nil {
-		return err
-	}
-	return p.PortForward(ctx, namespace, pod, port, stream)
-}
-
-func (s *Server) statsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
-	p, err := s.nodePods(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.stats.collector(p).Summary(ctx)
-}
-
-func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
-	p, err := s.nodePods(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.stats.collector(p).ResourceMetrics(ctx)
-}
-
-// podsOf lists the pods of the node of the port (GET /pods).
-func (s *Server) podsOf(ctx context.Context) ([]*corev1.Pod, error) {
-	p, err := s.nodePods(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return p.GetPods(ctx)
 }

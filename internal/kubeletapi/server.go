@@ -4,9 +4,10 @@
 //
 // One http.Server serves a shared port and one port per node (see
 // ports.go for why). Pod routes carry namespace and pod name, which resolve
-// to the node running the pod: any node's pods on the shared port, its own
-// on a node's port. Node routes (/stats/summary, /metrics/resource, /pods)
-// are answered on a node's own port only.
+// to the node running the pod through an informer's pod index: any node's
+// pods on the shared port, its own on a node's port. Node routes (/stats/summary, /metrics/resource, /pods)
+// are answered on a node's own port only. What serves a node comes as
+// NodeHandlers (function fields): this package knows no provider.
 package kubeletapi
 
 import (
@@ -23,15 +24,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/remote-build-nodes/rbn/internal/logging"
-	"github.com/remote-build-nodes/rbn/provider"
-)
+	corev1listers "k8s.io/client-go/listers/core/v1"
 
-// Resolver finds the pod handler of the node running a pod, or of a node by name.
-type Resolver interface {
-	Resolve(namespace, name string) (*provider.Pods, bool)
-	Node(name string) (*provider.Pods, bool)
-}
+	"github.com/remote-build-nodes/rbn/internal/logging"
+)
 
 // Config configures the server.
 type Config struct {
@@ -45,7 +41,11 @@ type Config struct {
 	// ClientCAFile, when set, lets clients (the apiserver) authenticate with
 	// a certificate it signed; clients may present a bearer token instead.
 	ClientCAFile string
-	Resolver     Resolver
+	// Pods lists pods from an informer's cache: a pod's spec.nodeName says
+	// which node a pod route is for. Required.
+	Pods corev1listers.PodLister
+	// Handlers returns the handlers of a node this process serves. Required.
+	Handlers func(node string) (*NodeHandlers, bool)
 	// Auth authenticates and authorizes callers (see NewWebhookAuth). Required.
 	Auth Auth
 	// StreamIdleTimeout closes exec, attach and port-forward sessions idle
@@ -66,7 +66,6 @@ type Server struct {
 	// system chose for Port 0).
 	sharedPort int32
 	ports      *nodePorts
-	stats      *statsCache
 
 	mu      sync.Mutex
 	running bool            // Run serves
@@ -87,8 +86,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil {
 		return nil, errors.New("kubelet API: no authenticator/authorizer: anonymous access is never allowed")
 	}
-	if cfg.Resolver == nil {
-		return nil, errors.New("kubelet API: no resolver")
+	if cfg.Pods == nil || cfg.Handlers == nil {
+		return nil, errors.New("kubelet API: no pod index or node handlers")
 	}
 	if cfg.NodePortFirst <= 0 || cfg.NodePortLast < cfg.NodePortFirst {
 		return nil, fmt.Errorf("kubelet API: invalid node port range %d-%d", cfg.NodePortFirst, cfg.NodePortLast)
@@ -111,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		// Not Require: bearer-token callers (metrics-server, say) present none.
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	s := &Server{cfg: cfg, tls: tlsCfg, stats: newStatsCache()}
+	s := &Server{cfg: cfg, tls: tlsCfg}
 	ln, err := s.listen(cfg.Port)
 	if err != nil {
 		return nil, err
@@ -185,7 +184,6 @@ func (s *Server) Acquire(node string, preferred int32) (int32, error) {
 // Release stops serving a node's port.
 func (s *Server) Release(node string) {
 	s.ports.release(node)
-	s.stats.forget(node)
 }
 
 func (s *Server) serve(log *slog.Logger, l net.Listener) {

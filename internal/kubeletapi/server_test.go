@@ -21,14 +21,16 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
-
-	"github.com/remote-build-nodes/rbn/provider"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
-// fakeAuth knows one bearer token and allows its user on one node.
+// fakeAuth knows one bearer token and allows its user on one node ("*": all).
 type fakeAuth struct {
 	node string
 
@@ -47,7 +49,7 @@ func (f *fakeAuth) Authorize(_ context.Context, a authorizer.Attributes) (author
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked = append(f.asked, a)
-	if a.GetName() == f.node {
+	if a.GetName() == f.node || f.node == "*" {
 		return authorizer.DecisionAllow, "", nil
 	}
 	return authorizer.DecisionNoOpinion, "", nil
@@ -62,10 +64,79 @@ func (f *fakeAuth) last() authorizer.Attributes {
 	return f.asked[len(f.asked)-1]
 }
 
-type noPods struct{}
+// podIndex is an informer's pod cache holding pods, for Config.Pods.
+func podIndex(t *testing.T, pods ...*corev1.Pod) (cache.Indexer, corev1listers.PodLister) {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, pd := range pods {
+		if err := idx.Add(pd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return idx, corev1listers.NewPodLister(idx)
+}
 
-func (noPods) Resolve(string, string) (*provider.Pods, bool) { return nil, false }
-func (noPods) Node(string) (*provider.Pods, bool)            { return nil, false }
+func boundPod(namespace, name, node string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: corev1.PodSpec{NodeName: node}}
+}
+
+// noNodes serves no node.
+func noNodes(string) (*NodeHandlers, bool) { return nil, false }
+
+// testServer runs a server on a free shared port and a one-port node range
+// (free ports are not contiguous) until the test ends.
+type testServer struct {
+	*Server
+	shared, nodePort int32
+	client           *http.Client
+}
+
+func startServer(t *testing.T, cfg Config, acquire ...string) *testServer {
+	t.Helper()
+	certFile, keyFile, pool := selfSigned(t)
+	ports := freePorts(t, 2)
+	cfg.ListenAddress, cfg.Port, cfg.NodePortFirst, cfg.NodePortLast = "127.0.0.1", ports[0], ports[1], ports[1]
+	cfg.CertFile, cfg.KeyFile = certFile, keyFile
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: srv, shared: ports[0], nodePort: ports[1],
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}}
+	// Acquired before Run: served once Run starts.
+	for _, node := range acquire {
+		if p, err := srv.Acquire(node, 0); err != nil || p != ports[1] {
+			t.Fatalf("acquire %s: %d, %v", node, p, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return ts
+}
+
+// get sends a request. The listeners are bound from New and Acquire on:
+// a request made before Run serves waits in the listen queue.
+func (ts *testServer) get(t *testing.T, port int32, method, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, fmt.Sprintf("https://127.0.0.1:%d%s", port, path), nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
 
 func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
@@ -122,59 +193,17 @@ func freePorts(t *testing.T, n int) []int32 {
 // Node routes are told apart by the port they arrive on; pod routes by
 // their pod; nothing passes without a caller the authenticator knows.
 func TestServerRoutesByPortAndAuthenticates(t *testing.T) {
-	certFile, keyFile, pool := selfSigned(t)
-	ports := freePorts(t, 2)
 	auth := &fakeAuth{node: "n1"}
-	// A one-port range per test run: free ports are not contiguous.
-	srv, err := New(Config{
-		ListenAddress: "127.0.0.1", Port: ports[0], NodePortFirst: ports[1], NodePortLast: ports[1],
-		CertFile: certFile, KeyFile: keyFile, Resolver: noPods{}, Auth: auth,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Acquired before Run: served once Run starts.
-	p1, err := srv.Acquire("n1", 0)
-	if err != nil || p1 != ports[1] {
-		t.Fatalf("acquire n1: %d, %v", p1, err)
-	}
+	_, pods := podIndex(t)
+	ts := startServer(t, Config{Pods: pods, Handlers: noNodes, Auth: auth}, "n1")
+	ports, p1 := []int32{ts.shared, ts.nodePort}, ts.nodePort
+	srv := ts.Server
 	if _, err := srv.Acquire("n2", 0); err == nil {
 		t.Fatal("a second node got a port from a one-port range")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
 	get := func(port int32, method, path, token string) (int, string) {
 		t.Helper()
-		var body string
-		var code int
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			req, _ := http.NewRequest(method, fmt.Sprintf("https://127.0.0.1:%d%s", port, path), nil)
-			if token != "" {
-				req.Header.Set("Authorization", "Bearer "+token)
-			}
-			resp, err := client.Do(req)
-			if err != nil {
-				if time.Now().Before(deadline) {
-					time.Sleep(20 * time.Millisecond) // Run is starting
-					continue
-				}
-				t.Fatalf("%s %s: %v", method, path, err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body, code = string(b), resp.StatusCode
-			return code, body
-		}
+		return ts.get(t, port, method, path, token)
 	}
 
 	if code, body := get(ports[0], "GET", "/healthz", ""); code != 200 || body != "ok" {

@@ -98,7 +98,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		CertFile:      cfg.TLSCertFile,
 		KeyFile:       cfg.TLSKeyFile,
 		ClientCAFile:  cfg.ClientCAFile,
-		Resolver:      ctrl,
+		Pods:          ctrl.PodLister(),
+		Handlers:      ctrl.Handlers,
 		Auth:          auth,
 	})
 	if err != nil {

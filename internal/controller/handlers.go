@@ -1,0 +1,73 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider"
+)
+
+// Handlers returns the kubelet API handlers of a served node.
+func (c *Controller) Handlers(node string) (*kubeletapi.NodeHandlers, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rt, ok := c.runtimes[node]
+	if !ok {
+		return nil, false
+	}
+	return rt.api, true
+}
+
+// nodeHandlers serves the kubelet API of a node from its pods. The stats
+// collector lives as long as the runtime: it remembers its previous reading
+// to turn cumulative CPU time into a rate.
+func nodeHandlers(pods *provider.Pods) *kubeletapi.NodeHandlers {
+	stats := provider.NewStatsCollector(pods)
+	return &kubeletapi.NodeHandlers{
+		ContainerLogs: func(ctx context.Context, namespace, pod, container string, opts vkapi.ContainerLogOpts, tail int) (io.ReadCloser, error) {
+			r, err := pods.ContainerLogs(ctx, namespace, pod, container, opts, tail)
+			return r, apiError(err)
+		},
+		// Unwrapped: the caller recognizes an exit code by the error's type.
+		RunInContainer: func(ctx context.Context, namespace, pod, container string, cmd []string, attach vkapi.AttachIO) error {
+			return apiError(pods.Exec(ctx, namespace, pod, container, cmd, attach))
+		},
+		AttachToContainer: func(ctx context.Context, namespace, pod, container string, attach vkapi.AttachIO) error {
+			return apiError(pods.Attach(ctx, namespace, pod, container, attach))
+		},
+		PortForward: func(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+			return apiError(pods.PortForward(ctx, namespace, pod, port, stream))
+		},
+		GetPods: func(ctx context.Context) ([]*corev1.Pod, error) {
+			l, err := pods.GetPods(ctx)
+			return l, apiError(err)
+		},
+		GetStatsSummary: func(ctx context.Context) (*statsv1alpha1.Summary, error) {
+			s, err := stats.Summary(ctx)
+			return s, apiError(err)
+		},
+		GetMetricsResource: func(ctx context.Context) ([]*dto.MetricFamily, error) {
+			m, err := stats.ResourceMetrics(ctx)
+			return m, apiError(err)
+		},
+	}
+}
+
+// apiError classifies the errors of the podman layer the way the kubelet
+// API's handlers report them (errdefs); the provider's own are already.
+// Other errors, an exec's exit error among them, pass unchanged.
+func apiError(err error) error {
+	if err != nil && errors.Is(err, podman.ErrNotFound) && !errdefs.IsNotFound(err) {
+		return errdefs.AsNotFound(err)
+	}
+	return err
+}
