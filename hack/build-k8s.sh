@@ -47,7 +47,9 @@ if ! ${force} && cached; then
   exit 0
 fi
 rm -f "${STAMP}"
-rm -rf "${K8S_BIN}"/.build.* # left by a run killed with SIGKILL
+# Output dirs left by a run killed with SIGKILL; not the lock file, which a run waiting on it holds
+# open (removed, the next run would lock a new file and build beside the running one).
+find "${K8S_BIN}" -maxdepth 1 -name '.build.*' ! -name .build.lock -exec rm -rf {} +
 
 tmp_out="$(mktemp -d "${K8S_BIN}/.build.XXXXXX")"
 trap 'rm -rf "${tmp_out}"' EXIT
