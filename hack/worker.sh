@@ -46,8 +46,11 @@ SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops kernel.keys.root
   net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
   net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_tcp_timeout_established
   net.netfilter.nf_conntrack_tcp_timeout_close_wait)
-# Fixed paths kubelet and containerd write outside their configured directories.
-MACHINE_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /run/netns /var/lib/cni /opt/containerd)
+# Fixed paths kubelet and containerd write outside their configured directories (removed by down
+# when up found them absent), and shared ones (removed only when empty: podman and the isolated
+# hosts use network namespaces too).
+MACHINE_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /opt/containerd)
+SHARED_PATHS=(/run/netns /var/lib/cni)
 
 kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 ctr() { command ctr --address "${SOCK}" --namespace k8s.io "$@"; }
@@ -67,6 +70,7 @@ snap_mounts() { findmnt -rn -o TARGET | sort; }
 snap_cgroups() { ls -d /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods 2>/dev/null | sort || true; }
 snap_sysctls() { local k; for k in "${SYSCTLS[@]}"; do printf '%s=%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null || echo absent)"; done; }
 snap_paths() { local p; for p in "${MACHINE_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
+snap_shared_paths() { local p; for p in "${SHARED_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
 
 snapshot() { # snapshot DIR
   mkdir -p "$1"
@@ -80,6 +84,7 @@ snapshot() { # snapshot DIR
   snap_cgroups >"$1/cgroups"
   snap_sysctls >"$1/sysctls"
   snap_paths >"$1/paths"
+  snap_shared_paths >"$1/shared-paths"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -568,6 +573,7 @@ cmd_down() {
   restore_sysctls
   local p
   for p in $(comm -13 "${BEFORE}/paths" <(snap_paths)); do rm -rf "${p}"; done
+  for p in $(comm -13 "${BEFORE}/shared-paths" <(snap_shared_paths)); do rmdir "${p}" 2>/dev/null || true; done
   local rc=0
   cmd_check || rc=1
   if [[ -f "${OWNER}" && "$(cat "${OWNER}")" == "${RBN_STATE}" ]]; then rm -f "${OWNER}"; fi
