@@ -422,8 +422,8 @@ cmd_up() {
   mkdir -p "${W}"
   snapshot "${BEFORE}"
   # If anything below fails or is interrupted, leave nothing behind.
-  local up=false
-  trap 'if ! ${up}; then rbn::log "worker: bring-up failed, taking it down"; cmd_down || true; fi' EXIT
+  WORKER_UP=false
+  trap 'if ! ${WORKER_UP}; then rbn::log "worker: bring-up failed, taking it down"; cmd_down || true; fi' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
@@ -480,7 +480,7 @@ EOF
   apply_dns
   rbn::wait_for_daemon kubelet-worker "CoreDNS answering at ${DNS_IP}" 90 dns_answers ||
     { kubectl -n kube-system get pods -o wide >&2; kubectl -n kube-system logs deploy/coredns --tail=20 >&2 || true; false; }
-  up=true
+  WORKER_UP=true
   rbn::log "worker node ${NODE_NAME} up in $((SECONDS - start))s"
 }
 
