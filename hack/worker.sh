@@ -23,6 +23,7 @@
 # Environment: RBN_WORKER_KUBELET_PORT (default: a free port), RBN_WORKER_POD_CIDR (10.42.0.0/24).
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export LC_ALL=C # sort and comm agree on the order
 
 W="${RBN_STATE}/worker"
 PORT_TAG="${RBN_APISERVER_PORT:-16443}"
