@@ -38,17 +38,7 @@ COMPONENTS=(kube-scheduler kube-controller-manager kube-apiserver etcd)
 # PKI: ECDSA P-256 keys, PKCS#8 PEM ("BEGIN PRIVATE KEY"), certificates signed by ca.crt/ca.key.
 
 # sign NAME SUBJECT EXTENSIONS: key + certificate NAME.{key,crt} in $PKI_DIR, signed by the CA.
-sign() {
-  local name="$1" subj="$2" ext="$3"
-  printf '%s\n' "${ext}" >"${PKI_DIR}/${name}.ext"
-  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "${PKI_DIR}/${name}.key" \
-    -subj "${subj}" -out "${PKI_DIR}/${name}.csr" 2>>"${LOG_DIR}/pki.log"
-  openssl x509 -req -in "${PKI_DIR}/${name}.csr" -CA "${PKI_DIR}/ca.crt" -CAkey "${PKI_DIR}/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 \
-    -extfile "${PKI_DIR}/${name}.ext" -out "${PKI_DIR}/${name}.crt" 2>>"${LOG_DIR}/pki.log"
-  rm -f "${PKI_DIR}/${name}.csr" "${PKI_DIR}/${name}.ext"
-  chmod 600 "${PKI_DIR}/${name}.key"
-}
+sign() { rbn::sign_cert "${PKI_DIR}" "$1" "$2" "$3" "${PKI_DIR}/ca.crt" "${PKI_DIR}/ca.key"; }
 
 client_ext() {
   printf '%s\n' "basicConstraints=critical,CA:FALSE" \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings up the whole local stack in the background: control plane (its
-# kube-scheduler with rbn-extender), NODES build hosts, rbn-kubelet, and one
-# RemoteBuildNode per host. Last line printed: export KUBECONFIG=<path>.
+# kube-scheduler with rbn-extender), NODES build hosts, rbn-kubelet, one
+# RemoteBuildNode per host, and one real worker node with kube-proxy and
+# cluster DNS (hack/worker.sh; RBN_WORKER=0 leaves it out: one per machine).
+# Last line printed: export KUBECONFIG=<path>.
 # Stop it all with hack/dev-down.sh.
 # RBN_EXTENDER_PORT picks rbn-extender's port (default: a free one, written to
 # $RBN_STATE/extender/url); RBN_SCHEDULER_EXTENDER_IGNORABLE=false makes the
@@ -16,6 +18,7 @@ EXTENDER_DIR="${RBN_STATE}/extender"
 
 "${RBN_ROOT}/hack/install-deps.sh"
 "${RBN_ROOT}/hack/build-k8s.sh"
+[[ "${RBN_WORKER:-1}" == 0 ]] || "${RBN_ROOT}/hack/build-coredns.sh"
 "${RBN_ROOT}/hack/build.sh" rbn-kubelet rbn-extender
 # The scheduler is configured with rbn-extender's URL now and reaches it once
 # it is started below (until then an ignorable extender is skipped).
@@ -129,5 +132,8 @@ for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
   rbn::wait_for "node ${name} registered" 60 kubectl get node "${name}"
   kubectl wait --for=condition=Ready "node/${name}" --timeout=90s >/dev/null
 done
+if [[ "${RBN_WORKER:-1}" != 0 ]]; then
+  "${RBN_ROOT}/hack/worker.sh" up
+fi
 kubectl get nodes -o wide >&2
 echo "export KUBECONFIG=${KUBECONFIG}"

@@ -12,6 +12,7 @@ PACKAGES=(
   podman runc conmon netavark aardvark-dns catatonit iptables
   openssh-server openssh-client busybox-static openssl iproute2 util-linux procps
   jq curl ca-certificates gettext-base docker-registry skopeo apache2-utils
+  containerd containernetworking-plugins conntrack
 )
 
 missing=()

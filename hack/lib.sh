@@ -11,8 +11,9 @@ RBN_CACHE="${RBN_CACHE:-${HOME}/.cache/rbn}"
 RBN_STATE="${RBN_STATE:-${RBN_ROOT}/_output/dev}"
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 K8S_BIN="${RBN_CACHE}/k8s-${K8S_VERSION}/bin"
-export RBN_ROOT RBN_CACHE RBN_STATE K8S_VERSION ETCD_VERSION K8S_BIN
+export RBN_ROOT RBN_CACHE RBN_STATE K8S_VERSION ETCD_VERSION K8S_BIN COREDNS_VERSION
 
 rbn::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 rbn::die() { rbn::log "ERROR: $*"; exit 1; }
@@ -124,4 +125,48 @@ rbn::busybox_rootfs_tar() {
   if [[ -n "$extra" ]]; then mkdir -p "$dir/$(dirname "$extra")" && printf '%s\n' "$content" >"$dir/$extra"; fi
   tar -C "$dir" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$out" .
   rm -rf "$dir"
+}
+
+# rbn::oci_layout DIR REF CONFIG LAYER_TAR...: an OCI image layout holding one image (gzip layers)
+# named REF (a tag for skopeo's oci:DIR:REF, or a full name such as rbn.local/pause:1 for
+# `ctr images import`), CONFIG being the image config's "config" object ({"Cmd":["sh"]}).
+rbn::oci_layout() {
+  local out="$1" tag="$2" config="$3"; shift 3
+  local blobs="${out}/blobs/sha256" layers="" diffs="" f gz dig size
+  mkdir -p "${blobs}"
+  for f in "$@"; do
+    gz="${out}/layer.tar.gz"
+    gzip -n -c "$f" >"${gz}"
+    dig="$(sha256sum "${gz}" | cut -d' ' -f1)"
+    size="$(stat -c %s "${gz}")"
+    mv "${gz}" "${blobs}/${dig}"
+    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:${dig}\",\"size\":${size}}"
+    diffs+="${diffs:+,}\"sha256:$(sha256sum "$f" | cut -d' ' -f1)\""
+  done
+  local arch; arch="$(dpkg --print-architecture)"
+  printf '{"architecture":"%s","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":[%s]}}' \
+    "${arch}" "${config}" "${diffs}" >"${out}/config.json"
+  local cdig csize; cdig="$(sha256sum "${out}/config.json" | cut -d' ' -f1)"; csize="$(stat -c %s "${out}/config.json")"
+  mv "${out}/config.json" "${blobs}/${cdig}"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+    "${cdig}" "${csize}" "${layers}" >"${out}/manifest.json"
+  local mdig msize; mdig="$(sha256sum "${out}/manifest.json" | cut -d' ' -f1)"; msize="$(stat -c %s "${out}/manifest.json")"
+  mv "${out}/manifest.json" "${blobs}/${mdig}"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s","io.containerd.image.name":"%s"}}]}' \
+    "${mdig}" "${msize}" "${tag}" "${tag}" >"${out}/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"${out}/oci-layout"
+}
+
+# rbn::sign_cert DIR NAME SUBJECT EXTENSIONS CA_CRT CA_KEY: ECDSA P-256 key (PKCS#8 PEM) and
+# certificate DIR/NAME.{key,crt} for SUBJECT with the openssl x509 EXTENSIONS lines, signed by the CA.
+rbn::sign_cert() {
+  local dir="$1" name="$2" subj="$3" ext="$4" ca_crt="$5" ca_key="$6"
+  printf '%s\n' "${ext}" >"${dir}/${name}.ext"
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "${dir}/${name}.key" \
+    -subj "${subj}" -out "${dir}/${name}.csr" 2>>"${dir}/pki.log"
+  openssl x509 -req -in "${dir}/${name}.csr" -CA "${ca_crt}" -CAkey "${ca_key}" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 \
+    -extfile "${dir}/${name}.ext" -out "${dir}/${name}.crt" 2>>"${dir}/pki.log"
+  rm -f "${dir}/${name}.csr" "${dir}/${name}.ext"
+  chmod 600 "${dir}/${name}.key"
 }

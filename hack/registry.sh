@@ -25,34 +25,6 @@ registry::env() { cat "${DIR}/registry.env"; }
 
 registry::answers() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://${ADDR}/v2/")" == 401 ]]; }
 
-# registry::oci_layout DIR TAG LAYER_TAR...: an OCI image layout holding one image (gzip layers).
-registry::oci_layout() {
-  local out="$1" tag="$2"; shift 2
-  local blobs="${out}/blobs/sha256" layers="" diffs="" f gz dig size
-  mkdir -p "${blobs}"
-  for f in "$@"; do
-    gz="${out}/layer.tar.gz"
-    gzip -n -c "$f" >"${gz}"
-    dig="$(sha256sum "${gz}" | cut -d' ' -f1)"
-    size="$(stat -c %s "${gz}")"
-    mv "${gz}" "${blobs}/${dig}"
-    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:${dig}\",\"size\":${size}}"
-    diffs+="${diffs:+,}\"sha256:$(sha256sum "$f" | cut -d' ' -f1)\""
-  done
-  local arch; arch="$(dpkg --print-architecture)"
-  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "${arch}" "${diffs}" >"${out}/config.json"
-  local cdig csize; cdig="$(sha256sum "${out}/config.json" | cut -d' ' -f1)"; csize="$(stat -c %s "${out}/config.json")"
-  mv "${out}/config.json" "${blobs}/${cdig}"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
-    "${cdig}" "${csize}" "${layers}" >"${out}/manifest.json"
-  local mdig msize; mdig="$(sha256sum "${out}/manifest.json" | cut -d' ' -f1)"; msize="$(stat -c %s "${out}/manifest.json")"
-  mv "${out}/manifest.json" "${blobs}/${mdig}"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
-    "${mdig}" "${msize}" "${tag}" >"${out}/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"${out}/oci-layout"
-}
-
 registry::push_images() {
   local work="${DIR}/images" password
   password="$(sed -n 's/^PASSWORD=//p' "${DIR}/registry.env")"
@@ -61,8 +33,8 @@ registry::push_images() {
   local x; x="$(mktemp -d "${work}/l2.XXXXXX")"
   mkdir -p "$x/etc" && echo "the extra layer" >"$x/etc/rbn-extra"
   tar -C "$x" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "${work}/l2.tar" . && rm -rf "$x"
-  registry::oci_layout "${work}/busybox" 1.0 "${work}/l1.tar"
-  registry::oci_layout "${work}/busybox-extra" 1.0 "${work}/l1.tar" "${work}/l2.tar"
+  rbn::oci_layout "${work}/busybox" 1.0 '{"Cmd":["sh"]}' "${work}/l1.tar"
+  rbn::oci_layout "${work}/busybox-extra" 1.0 '{"Cmd":["sh"]}' "${work}/l1.tar" "${work}/l2.tar"
   echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"${work}/policy.json"
   local name
   for name in busybox busybox-extra; do

@@ -20,7 +20,8 @@ fi
 if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   # A stack of its own, in its own state dir, torn down whatever happens.
   export RBN_STATE="${RBN_E2E_STATE_DIR:-${RBN_ROOT}/_output/e2e}"
-  trap '"${RBN_ROOT}/hack/dev-down.sh" || true' EXIT
+  # dev-down fails when the worker node left the machine changed: so does the run.
+  trap 'rc=$?; "${RBN_ROOT}/hack/dev-down.sh" || rc=1; exit "${rc}"' EXIT
   "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
   # The last host is isolated (no route to this machine's loopback services: the registry and the
   # S3 server) and pulls images through rbn-kubelet from the test registry (hack/registry.sh).
