@@ -1,9 +1,12 @@
 package provider
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -201,3 +204,68 @@ func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.
 	}
 	return want
 }
+
+// report computes the pod's status and tells virtual-kubelet when it changed.
+func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) {
+	now := metav1.NewTime(w.p.cfg.Clock.Now())
+	prev := pd.Status
+	st := corev1.PodStatus{HostIP: w.p.hostIP(), StartTime: prev.StartTime, QOSClass: prev.QOSClass}
+	if st.StartTime == nil {
+		st.StartTime = &now
+	}
+	if st.HostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
+	}
+	initDone := true
+	statuses := func(cs []corev1.Container, init bool) []corev1.ContainerStatus {
+		out := make([]corev1.ContainerStatus, 0, len(cs))
+		for _, c := range cs {
+			o := observed{name: c.Name, image: c.Image}
+			if ob := obs[c.Name]; ob != nil {
+				o = *ob
+				o.image = c.Image
+			}
+			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			if wr, ok := w.waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
+				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
+			}
+			if !init && !initDone && o.current == nil && o.waitingReason == "" {
+				o.waitingReason = "PodInitializing"
+			}
+			if o.current != nil && o.current.Exited() && o.waitingReason == "" && shouldRestartNow(pd, init, o.current.ExitCode) {
+				if until, ok := w.backoff[c.Name]; ok && w.p.cfg.Clock.Now().Before(until) {
+					o.waitingReason = "CrashLoopBackOff"
+					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(w.p.cfg.Clock.Now()).Round(time.Second), c.Name, pd.Name)
+				}
+			}
+			s := containerStatus(o)
+			if init && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
+				initDone = false
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
+	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
+	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	outputs := w.outputsCondition(&st)
+	st.Conditions = podConditions(st.Phase, w.podID != "", st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	if outputs != nil {
+		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
+	}
+	if w.podIP != "" {
+		st.PodIP, st.PodIPs = w.podIP, []corev1.PodIP{{IP: w.podIP}}
+	}
+	w.p.setStatus(w, st)
+}
+
+func shouldRestartNow(pd *corev1.Pod, init bool, code int32) bool {
+	if init {
+		return pd.Spec.RestartPolicy != corev1.RestartPolicyNever && code != 0
+	}
+	return shouldRestart(pd.Spec.RestartPolicy, code)
+}
+
+// equalStatus ignores heartbeat-like churn: conditions' times only move on change.
+func equalStatus(a, b *corev1.PodStatus) bool { return equality.Semantic.DeepEqual(a, b) }

@@ -55,7 +55,7 @@ func TestOutputsConditionHoldsBackSucceeded(t *testing.T) {
 	if c := w.outputsCondition(st); st.Phase != corev1.PodRunning || c.Status != corev1.ConditionFalse || !w.awaitingOutputs {
 		t.Errorf("pending: phase %s, condition %+v", st.Phase, c)
 	}
-	w.outputFailure = &[2]string{pod.ReasonOutputTransferFailed, "upload s3://b/k: boom"}
+	w.outputFailure = &reason{pod.ReasonOutputTransferFailed, "upload s3://b/k: boom"}
 	st = &corev1.PodStatus{Phase: corev1.PodSucceeded}
 	if c := w.outputsCondition(st); st.Phase != corev1.PodFailed || st.Reason != pod.ReasonOutputTransferFailed || c.Reason != pod.ReasonOutputTransferFailed {
 		t.Errorf("failed: %+v, condition %+v", st, c)

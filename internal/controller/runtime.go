@@ -177,8 +177,16 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	tasks := []func(){
 		func() { <-ctx.Done(); releasePort() },
-		func() { np.Run(ctx) },
-		func() { pods.Run(ctx) },
+		func() {
+			if err := np.Run(ctx); err != nil {
+				log.Error("node provider stopped", "err", err)
+			}
+		},
+		func() {
+			if err := pods.Run(ctx); err != nil {
+				log.Error("pods stopped", "err", err)
+			}
+		},
 		func() {
 			if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("node controller stopped", "err", err)
