@@ -206,10 +206,55 @@ func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.
 }
 
 // report computes the pod's status and tells virtual-kubelet when it changed.
-func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) {
-	now := metav1.NewTime(w.p.cfg.Clock.Now())
+func (w *podWorker) report(_ context.Context, pd *corev1.Pod, obs map[string]*observed) {
+	in := statusInput{
+		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
+		HostIP: w.p.hostIP(), PodIP: w.podIP, SandboxReady: w.podID != "",
+		Outputs: outputsState{Done: w.outputsDone, Failure: w.outputFailure},
+	}
+	if w.plan != nil && w.plan.Transfers != nil {
+		in.Outputs.Planned = len(w.plan.Transfers.Outputs) > 0
+	}
+	st, awaiting := podStatus(in)
+	if awaiting {
+		w.awaitingOutputs = true
+	}
+	w.p.setStatus(w, st)
+}
+
+// statusInput is what a pod's status is computed from: what its worker
+// observed and decided, the spec, the time, the previous status.
+type statusInput struct {
+	// Pod holds the spec, and in Status the previous status.
+	Pod *corev1.Pod
+	// Observed is each container's newest and previous run on the host.
+	Observed map[string]*observed
+	// Waiting is why a container not running waits (pull failures, config
+	// errors); BackOff, when it may run again.
+	Waiting map[string]reason
+	BackOff map[string]time.Time
+	Now     time.Time
+	HostIP  string
+	PodIP   string
+	// SandboxReady: the podman pod exists.
+	SandboxReady bool
+	Outputs      outputsState
+}
+
+// outputsState is where a pod's outputs (rbn.dev/transfers) are.
+type outputsState struct {
+	Planned bool    // the pod has outputs
+	Done    bool    // uploaded
+	Failure *reason // failed for good
+}
+
+// podStatus is the pod's status computed from in. awaitingOutputs tells
+// that the containers succeeded and the outputs are to be uploaded.
+func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
+	pd := in.Pod
+	now := metav1.NewTime(in.Now)
 	prev := pd.Status
-	st := corev1.PodStatus{HostIP: w.p.hostIP(), StartTime: prev.StartTime, QOSClass: prev.QOSClass}
+	st := corev1.PodStatus{HostIP: in.HostIP, StartTime: prev.StartTime, QOSClass: prev.QOSClass}
 	if st.StartTime == nil {
 		st.StartTime = &now
 	}
@@ -221,21 +266,21 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 		out := make([]corev1.ContainerStatus, 0, len(cs))
 		for _, c := range cs {
 			o := observed{name: c.Name, image: c.Image}
-			if ob := obs[c.Name]; ob != nil {
+			if ob := in.Observed[c.Name]; ob != nil {
 				o = *ob
 				o.image = c.Image
 			}
 			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
-			if wr, ok := w.waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
+			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
 				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
 			}
 			if !init && !initDone && o.current == nil && o.waitingReason == "" {
 				o.waitingReason = "PodInitializing"
 			}
 			if o.current != nil && o.current.Exited() && o.waitingReason == "" && shouldRestartNow(pd, init, o.current.ExitCode) {
-				if until, ok := w.backoff[c.Name]; ok && w.p.cfg.Clock.Now().Before(until) {
+				if until, ok := in.BackOff[c.Name]; ok && in.Now.Before(until) {
 					o.waitingReason = "CrashLoopBackOff"
-					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(w.p.cfg.Clock.Now()).Round(time.Second), c.Name, pd.Name)
+					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(in.Now).Round(time.Second), c.Name, pd.Name)
 				}
 			}
 			s := containerStatus(o)
@@ -249,15 +294,15 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
 	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
-	outputs := w.outputsCondition(&st)
-	st.Conditions = podConditions(st.Phase, w.podID != "", st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
+	st.Conditions = podConditions(st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
 	if outputs != nil {
 		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
 	}
-	if w.podIP != "" {
-		st.PodIP, st.PodIPs = w.podIP, []corev1.PodIP{{IP: w.podIP}}
+	if in.PodIP != "" {
+		st.PodIP, st.PodIPs = in.PodIP, []corev1.PodIP{{IP: in.PodIP}}
 	}
-	w.p.setStatus(w, st)
+	return st, awaitingOutputs
 }
 
 func shouldRestartNow(pd *corev1.Pod, init bool, code int32) bool {

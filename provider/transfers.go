@@ -379,24 +379,25 @@ func humanBytes(n int64) string {
 const ConditionOutputsUploaded corev1.PodConditionType = "rbn.dev/OutputsUploaded"
 
 // outputsCondition holds back the Succeeded phase of a pod whose outputs
-// are not uploaded yet, and returns the condition that says so.
-func (w *podWorker) outputsCondition(st *corev1.PodStatus) *corev1.PodCondition {
-	if st.Phase != corev1.PodSucceeded || w.plan == nil || w.plan.Transfers == nil || len(w.plan.Transfers.Outputs) == 0 {
-		return nil
+// are not uploaded yet, and returns the condition that says so, and
+// whether the outputs are awaited.
+func outputsCondition(st *corev1.PodStatus, o outputsState) (*corev1.PodCondition, bool) {
+	if st.Phase != corev1.PodSucceeded || !o.Planned {
+		return nil, false
 	}
 	c := &corev1.PodCondition{Type: ConditionOutputsUploaded}
 	switch {
-	case w.outputsDone:
+	case o.Done:
 		c.Status, c.Reason = corev1.ConditionTrue, "Uploaded"
-	case w.outputFailure != nil:
-		st.Phase, st.Reason, st.Message = corev1.PodFailed, w.outputFailure.Reason, w.outputFailure.Message
-		c.Status, c.Reason, c.Message = corev1.ConditionFalse, w.outputFailure.Reason, w.outputFailure.Message
+	case o.Failure != nil:
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, o.Failure.Reason, o.Failure.Message
+		c.Status, c.Reason, c.Message = corev1.ConditionFalse, o.Failure.Reason, o.Failure.Message
 	default:
 		st.Phase = corev1.PodRunning
-		w.awaitingOutputs = true
 		c.Status, c.Reason, c.Message = corev1.ConditionFalse, "Uploading", "the containers succeeded; uploading the outputs to S3"
+		return c, true
 	}
-	return c
+	return c, false
 }
 
 // withTransitionTime keeps the condition's last transition time while its status stays.
