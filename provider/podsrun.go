@@ -109,9 +109,7 @@ func (p *Pods) watchEvents(ctx context.Context) {
 				continue
 			}
 			uid := types.UID(e.Attributes[pod.LabelPodUID])
-			p.mu.Lock()
-			w := p.byUID[uid]
-			p.mu.Unlock()
+			w := p.workerOf(uid)
 			if w != nil {
 				w.poke()
 			}

@@ -67,9 +67,7 @@ func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints
 	}
 	cur := fingerprint(list)
 	for _, uid := range changedPods(prev, cur) {
-		p.mu.Lock()
-		w := p.byUID[uid]
-		p.mu.Unlock()
+		w := p.workerOf(uid)
 		if w != nil {
 			w.poke()
 		}

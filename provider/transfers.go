@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -371,42 +370,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// ConditionOutputsUploaded is the pod condition of a pod with outputs once
-// its containers have succeeded: False while they upload (the pod stays
-// Running), True once they are in S3 (the pod Succeeded).
-const ConditionOutputsUploaded corev1.PodConditionType = "rbn.dev/OutputsUploaded"
-
-// outputsCondition holds back the Succeeded phase of a pod whose outputs
-// are not uploaded yet, and returns the condition that says so, and
-// whether the outputs are awaited.
-func outputsCondition(st *corev1.PodStatus, o outputsState) (*corev1.PodCondition, bool) {
-	if st.Phase != corev1.PodSucceeded || !o.Planned {
-		return nil, false
-	}
-	c := &corev1.PodCondition{Type: ConditionOutputsUploaded}
-	switch {
-	case o.Done:
-		c.Status, c.Reason = corev1.ConditionTrue, "Uploaded"
-	case o.Failure != nil:
-		st.Phase, st.Reason, st.Message = corev1.PodFailed, o.Failure.Reason, o.Failure.Message
-		c.Status, c.Reason, c.Message = corev1.ConditionFalse, o.Failure.Reason, o.Failure.Message
-	default:
-		st.Phase = corev1.PodRunning
-		c.Status, c.Reason, c.Message = corev1.ConditionFalse, "Uploading", "the containers succeeded; uploading the outputs to S3"
-		return c, true
-	}
-	return c, false
-}
-
-// withTransitionTime keeps the condition's last transition time while its status stays.
-func withTransitionTime(c corev1.PodCondition, prev []corev1.PodCondition, now metav1.Time) corev1.PodCondition {
-	c.LastTransitionTime = now
-	for _, p := range prev {
-		if p.Type == c.Type && p.Status == c.Status {
-			c.LastTransitionTime = p.LastTransitionTime
-		}
-	}
-	return c
 }
