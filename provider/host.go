@@ -160,8 +160,10 @@ func (h *Host) update(info *podman.HostInfo, ready bool, reason, msg string) {
 	}
 }
 
-// Run keeps the connections up and the facts fresh until ctx ends.
-func (h *Host) Run(ctx context.Context) {
+// Run keeps the connections up and the facts fresh until ctx ends, and
+// returns nil then: a host that cannot be reached is its health, not a
+// failure of Run.
+func (h *Host) Run(ctx context.Context) error {
 	defer h.podman.Close()
 	defer h.sampler.stop()
 	if h.ownSSH {
@@ -195,7 +197,7 @@ func (h *Host) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-sshChanged:
 		case <-health.C():
 			if connected {
@@ -279,4 +281,10 @@ func parseMemAvailable(meminfo []byte) (int64, error) {
 		return int64(n), err
 	}
 	return 0, errors.New("/proc/meminfo: no MemAvailable (kernel older than 3.14)")
+}
+
+// ready reports the host usable for pod work.
+func (h *Host) ready() bool {
+	_, health := h.Snapshot()
+	return health.Ready
 }

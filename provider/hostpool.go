@@ -56,7 +56,9 @@ func (p *HostPool) Acquire(cfg HostConfig) (*Host, func(), error) {
 		}
 		return h, func(ctx context.Context) {
 			defer releaseSSH()
-			h.Run(ctx)
+			if err := h.Run(ctx); err != nil {
+				cfg.Logger.Error("host stopped", "host", cfg.Name, "err", err)
+			}
 		}, nil
 	})
 }

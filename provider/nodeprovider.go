@@ -122,8 +122,9 @@ func (p *NodeProvider) deliver(ctx context.Context, cb func(*corev1.Node)) bool 
 }
 
 // Run sends the Node to virtual-kubelet each time the host changes, and
-// after pod churn at most once per PodUpdateInterval.
-func (p *NodeProvider) Run(ctx context.Context) {
+// after pod churn at most once per PodUpdateInterval, until ctx ends; it
+// returns nil then.
+func (p *NodeProvider) Run(ctx context.Context) error {
 	var podsChanged <-chan struct{}
 	for {
 		hostChanged := p.cfg.Host.Changed()
@@ -134,11 +135,11 @@ func (p *NodeProvider) Run(ctx context.Context) {
 		cb := p.notify
 		p.mu.Unlock()
 		if cb != nil && !p.deliver(ctx, cb) {
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-hostChanged:
 		case <-p.kick:
 		case <-podsChanged:
@@ -146,7 +147,7 @@ func (p *NodeProvider) Run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return
+				return nil
 			case <-hostChanged:
 			case <-t.C():
 			}

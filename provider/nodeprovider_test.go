@@ -65,7 +65,12 @@ func TestNodeProviderRunReturnsWhileTheCallbackBlocks(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); np.Run(ctx) }()
+	go func() {
+		defer close(done)
+		if err := np.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	select {
 	case <-called:
 	case <-time.After(10 * time.Second):

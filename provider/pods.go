@@ -3,14 +3,11 @@ package provider
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
-	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -19,10 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
-	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
-	"github.com/remote-build-nodes/rbn/provider/node"
-	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // TokenFunc requests a service account token for a pod (TokenRequest API).
@@ -53,13 +47,17 @@ type PodsConfig struct {
 	// ResyncInterval is how often the node's containers are relisted, which
 	// bounds how long a missed podman event can go unnoticed. Default 10s.
 	ResyncInterval time.Duration
-	Clock          clock.WithTicker
+	// Retry spaces the retries of pod work that failed; zero fields take
+	// their defaults (see RetryConfig).
+	Retry RetryConfig
+	Clock clock.WithTicker
 }
 
 // Pods implements virtual-kubelet's PodLifecycleHandler and PodNotifier for
 // one host, with one worker goroutine per pod.
 type Pods struct {
 	cfg PodsConfig
+	rt  podRuntime
 
 	mu      sync.Mutex
 	workers map[string]*podWorker // namespace/name
@@ -67,6 +65,10 @@ type Pods struct {
 	notify  func(*corev1.Pod)
 	ctx     context.Context // Run's, for workers started by CreatePod; nil before Run
 	pending []*podWorker    // created before Run
+	// workers run while Run does: Run waits for every one it started.
+	running  sync.WaitGroup
+	stopping bool // Run is returning: no worker starts any more
+	done     chan struct{}
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
@@ -133,12 +135,6 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	if cfg.Host == nil || cfg.Recorder == nil || cfg.Secrets == nil || cfg.ConfigMaps == nil {
 		return nil, errors.New("pods: host, recorder and listers are required")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.RealClock{}
-	}
 	if cfg.Relay == nil {
 		r, err := s3relay.New(s3relay.Config{})
 		if err != nil {
@@ -146,216 +142,33 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		}
 		cfg.Relay = r
 	}
+	return newPods(cfg, newHostRuntime(cfg.Host, cfg.Spec)), nil
+}
+
+// newPods returns the pod handler of a node whose pods run on rt, with
+// cfg's defaults filled in.
+func newPods(cfg PodsConfig, rt podRuntime) *Pods {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = 10 * time.Second
 	}
-	return &Pods{cfg: cfg, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{})}, nil
+	cfg.Retry = cfg.Retry.withDefaults()
+	return &Pods{cfg: cfg, rt: rt, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// workerOf returns the worker of a pod UID, nil if none.
+func (p *Pods) workerOf(uid types.UID) *podWorker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byUID[uid]
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
-
-// ready reports the host usable for pod work.
-func (h *Host) ready() bool {
-	_, health := h.Snapshot()
-	return health.Ready
-}
-
-// Run dispatches podman events to pod workers, resyncs, and removes orphans, until ctx ends.
-func (p *Pods) Run(ctx context.Context) {
-	p.mu.Lock()
-	p.ctx = ctx
-	pending := p.pending
-	p.pending = nil
-	p.mu.Unlock()
-	for _, w := range pending {
-		go w.run(ctx)
-	}
-	go p.watchEvents(ctx)
-	relist := p.cfg.Clock.NewTicker(p.cfg.ResyncInterval)
-	defer relist.Stop()
-	gc := p.cfg.Clock.NewTicker(3 * p.cfg.ResyncInterval)
-	defer gc.Stop()
-	hostChanged := p.cfg.Host.Changed()
-	var host readiness
-	// Empty, not nil: the first relist wakes every pod that has containers,
-	// so that a change between a worker's first sync and it is not missed.
-	seen := podFingerprints{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-relist.C():
-			if p.cfg.Host.ready() {
-				seen = p.relist(ctx, seen)
-			}
-		case <-hostChanged:
-			hostChanged = p.cfg.Host.Changed()
-			if host.becameReady(p.cfg.Host.ready()) {
-				p.adoptEnded(ctx)
-				p.pokeAll()
-			}
-		case <-gc.C():
-			if p.cfg.Host.ready() {
-				p.adoptEnded(ctx)
-				p.removeOrphans(ctx)
-			}
-		}
-	}
-}
-
-// readiness follows a host's readiness across its changes. The host
-// changes at every refresh of its facts (every 30 s) while it stays ready:
-// only a host that turns ready has workers to wake (they wait while it is
-// not), else every pod of every node on the host would list and inspect its
-// containers at each refresh.
-type readiness struct{ ready bool }
-
-// becameReady records ready and reports whether the host just turned ready.
-func (r *readiness) becameReady(ready bool) bool {
-	was := r.ready
-	r.ready = ready
-	return ready && !was
-}
-
-// watchEvents follows the host's container events for this node and pokes
-// the worker of the pod each belongs to; the stream is reopened after every
-// break (a dropped SSH connection), followed by a full resync.
-func (p *Pods) watchEvents(ctx context.Context) {
-	for ctx.Err() == nil {
-		if !p.cfg.Host.ready() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-p.cfg.Host.Changed():
-			}
-			continue
-		}
-		events, err := p.cfg.Host.Podman().Events(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
-		if err != nil {
-			p.cfg.Logger.Info("podman events unavailable, retrying", "err", err)
-			t := p.cfg.Clock.NewTimer(2 * time.Second)
-			select {
-			case <-ctx.Done():
-			case <-t.C():
-			}
-			t.Stop()
-			continue
-		}
-		p.pokeAll() // catch up on what happened while not listening
-		for e := range events {
-			if !changesStatus(e.Action) {
-				continue
-			}
-			uid := types.UID(e.Attributes[pod.LabelPodUID])
-			p.mu.Lock()
-			w := p.byUID[uid]
-			p.mu.Unlock()
-			if w != nil {
-				w.poke()
-			}
-		}
-	}
-}
-
-// changesStatus tells the podman events that a pod worker must react to:
-// what it did not do itself. The rest (create, init, start, mount, exec,
-// attach, cleanup, ...) come from its own steps, each followed by a look at
-// the containers, or do not change a pod's status; a worker woken for each
-// of them lists and inspects its containers again for nothing, some ten
-// times per pod start, on the same podman that starts the other pods.
-func changesStatus(action string) bool {
-	switch action {
-	case "died", "oom", "remove":
-		return true
-	}
-	return false
-}
-
-func (p *Pods) pokeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, w := range p.workers {
-		w.poke()
-	}
-}
-
-// adoptEnded registers read-only workers for ended pods this process has no
-// worker for (it restarted after they ended), so their logs stay readable.
-func (p *Pods) adoptEnded(ctx context.Context) {
-	if p.cfg.Ended == nil {
-		return
-	}
-	for _, pd := range p.cfg.Ended() {
-		p.mu.Lock()
-		_, known := p.byUID[pd.UID]
-		if !known {
-			w := newPodWorker(p, pd)
-			w.ended = true
-			p.workers[key(pd.Namespace, pd.Name)] = w
-			p.byUID[pd.UID] = w
-			go w.run(ctx)
-		}
-		p.mu.Unlock()
-	}
-}
-
-// removeOrphans removes podman pods, containers and volumes of this node
-// whose Kubernetes pod no longer exists (deleted while rbn-kubelet was down,
-// or ended pods that virtual-kubelet deletes without telling the provider).
-func (p *Pods) removeOrphans(ctx context.Context) {
-	if p.cfg.Known == nil {
-		return
-	}
-	p.mu.Lock()
-	var gone []*podWorker
-	for uid, w := range p.byUID {
-		if known, synced := p.cfg.Known(uid); synced && !known {
-			gone = append(gone, w)
-		}
-	}
-	p.mu.Unlock()
-	for _, w := range gone {
-		w.terminate(0)
-	}
-	pc := p.cfg.Host.Podman()
-	sel := map[string]string{pod.LabelNode: p.cfg.NodeName}
-	pods, err := pc.ListPods(ctx, sel)
-	if err != nil {
-		return
-	}
-	ctrs, _ := pc.ListContainers(ctx, sel)
-	vols, _ := pc.ListVolumes(ctx, sel)
-	orphan := func(labels map[string]string) bool {
-		uid := types.UID(labels[pod.LabelPodUID])
-		if uid == "" {
-			return false
-		}
-		p.mu.Lock()
-		_, mine := p.byUID[uid]
-		p.mu.Unlock()
-		if mine {
-			return false
-		}
-		known, synced := p.cfg.Known(uid)
-		return synced && !known
-	}
-	for _, x := range pods {
-		if orphan(x.Labels) {
-			p.cfg.Logger.Info("removing orphaned podman pod", "name", x.Name)
-			_ = pc.RemovePod(ctx, x.Name, 0)
-		}
-	}
-	for _, x := range ctrs {
-		if orphan(x.Labels) {
-			_ = pc.RemoveContainer(ctx, x.ID, true)
-		}
-	}
-	for _, x := range vols {
-		if orphan(x.Labels) {
-			_ = pc.RemoveVolume(ctx, x.Name)
-		}
-	}
-}
 
 // CreatePod starts a worker for a pod bound to this node. It returns at
 // once: pulls and starts happen in the worker and show in the pod's status.
@@ -377,10 +190,34 @@ func (p *Pods) CreatePod(_ context.Context, pd *corev1.Pod) error {
 	if p.ctx == nil {
 		p.pending = append(p.pending, w)
 	} else {
-		go w.run(p.ctx)
+		p.startLocked(w)
 	}
 	return nil
 }
+
+// startLocked runs w under Run's context, unless Run is returning (then
+// the pod is left as it is on the host, for the next rbn-kubelet to adopt).
+func (p *Pods) startLocked(w *podWorker) {
+	if p.stopping {
+		return
+	}
+	p.running.Add(1)
+	go func() {
+		defer p.running.Done()
+		w.run(p.ctx)
+	}()
+}
+
+// stopWorkers waits for every worker Run started, once Run's context ended.
+func (p *Pods) stopWorkers() {
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	p.running.Wait()
+}
+
+// Done is closed once Run has returned.
+func (p *Pods) Done() <-chan struct{} { return p.done }
 
 // UpdatePod takes spec changes Kubernetes allows on a running pod.
 func (p *Pods) UpdatePod(_ context.Context, pd *corev1.Pod) error {
@@ -540,154 +377,4 @@ func (p *Pods) failPod(w *podWorker, reason, msg string) {
 
 func (p *Pods) event(pd *corev1.Pod, typ, reason, msg string) {
 	p.cfg.Recorder.Event(pd, typ, reason, msg)
-}
-
-// pullSecrets returns the pod's imagePullSecrets that exist.
-func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
-	var out []*corev1.Secret
-	for _, ref := range pd.Spec.ImagePullSecrets {
-		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(ref.Name); err == nil {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// translate gathers what the pod references and plans the pod. podIP is
-// empty before the pod's sandbox exists; env that names status.podIP is
-// resolved by a second translation once it does. Service link variables are
-// not injected: build hosts have no route to cluster IPs.
-// translate renders the pod's plan for the host. token holds the pod's
-// service account token when it has a projected one: requested when empty,
-// else reused, so that the plan made again once the pod has an IP costs no
-// second TokenRequest (kubelet, too, reuses a token until 80% of its life).
-func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *string) (*pod.Plan, error) {
-	in := pod.Input{
-		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
-		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
-		PodIP: podIP, HostIP: p.hostIP(),
-	}
-	if info, _ := p.cfg.Host.Snapshot(); info != nil {
-		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)
-	}
-	secrets, configMaps := pod.ReferencedObjects(pd)
-	for _, name := range secrets {
-		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(name); err == nil {
-			in.Secrets[name] = s
-		}
-	}
-	for _, name := range configMaps {
-		if c, err := p.cfg.ConfigMaps.ConfigMaps(pd.Namespace).Get(name); err == nil {
-			in.ConfigMaps[name] = c
-		}
-	}
-	if src := serviceAccountTokenSource(pd); src != nil {
-		if p.cfg.Token == nil {
-			return nil, errors.New("no token source for projected service account token")
-		}
-		exp := int64(3600)
-		if src.ExpirationSeconds != nil {
-			exp = *src.ExpirationSeconds
-		}
-		var aud []string
-		if src.Audience != "" {
-			aud = []string{src.Audience}
-		}
-		if *token == "" {
-			tok, err := p.cfg.Token(ctx, pd, aud, exp)
-			if err != nil {
-				return nil, fmt.Errorf("service account token: %w", err)
-			}
-			*token = tok
-		}
-		in.ServiceAccountToken = *token
-	}
-	return pod.Translate(in)
-}
-
-// serviceAccountTokenSource returns the pod's first projected service account token source.
-func serviceAccountTokenSource(pd *corev1.Pod) *corev1.ServiceAccountTokenProjection {
-	for _, v := range pd.Spec.Volumes {
-		if v.Projected == nil {
-			continue
-		}
-		for _, src := range v.Projected.Sources {
-			if src.ServiceAccountToken != nil {
-				return src.ServiceAccountToken
-			}
-		}
-	}
-	return nil
-}
-
-// ContainerLogs streams a container's log; logs stay readable after the
-// container ends, until the pod is deleted. tail < 0 means all lines (the
-// kubelet API cannot otherwise tell tailLines=0 from no tailLines).
-func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container string, opts vkapi.ContainerLogOpts, tail int) (io.ReadCloser, error) {
-	p.mu.Lock()
-	w, ok := p.workers[key(namespace, name)]
-	p.mu.Unlock()
-	if !ok {
-		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
-	}
-	pd := w.current()
-	spec := findContainer(pd, container)
-	if spec == nil {
-		return nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, namespace, name)
-	}
-	obs, err := w.observe(ctx)
-	if err != nil {
-		return nil, err
-	}
-	o := obs[container]
-	if o == nil {
-		return nil, errdefs.InvalidInputf("container %q in pod %s/%s is waiting to start", container, namespace, name)
-	}
-	target := o.current
-	if opts.Previous {
-		if o.previous == nil {
-			return nil, errdefs.InvalidInputf("previous terminated container %q in pod %s/%s not found", container, namespace, name)
-		}
-		target = o.previous
-	}
-	rc, err := p.cfg.Host.Podman().Logs(ctx, target.ID, logOptions(opts, tail, spec.TTY, target.Running, p.cfg.Clock.Now()))
-	if err != nil {
-		return nil, err
-	}
-	if opts.LimitBytes > 0 {
-		return limitedReadCloser{Reader: io.LimitReader(rc, int64(opts.LimitBytes)), Closer: rc}, nil
-	}
-	return rc, nil
-}
-
-// logOptions maps the kubelet API's log options onto podman's; a relative
-// sinceSeconds counts back from now. Only a running container's log is
-// followed: following one that has ended returns its whole log, as kubelet
-// does, and podman 4's follow of an ended container's log loses data (it
-// returned 1.8 of 20 MiB, with lines cut out).
-func logOptions(opts vkapi.ContainerLogOpts, tail int, tty, running bool, now time.Time) podman.LogOptions {
-	lo := podman.LogOptions{Follow: opts.Follow && !opts.Previous && running, Tail: tail, Timestamps: opts.Timestamps, TTY: tty}
-	switch {
-	case !opts.SinceTime.IsZero():
-		lo.Since = opts.SinceTime
-	case opts.SinceSeconds > 0:
-		lo.Since = now.Add(-time.Duration(opts.SinceSeconds) * time.Second)
-	}
-	return lo
-}
-
-type limitedReadCloser struct {
-	io.Reader
-	io.Closer
-}
-
-func findContainer(pd *corev1.Pod, name string) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pd.Spec.Containers, pd.Spec.InitContainers} {
-		for i := range cs {
-			if cs[i].Name == name {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
 }

@@ -1,9 +1,12 @@
 package provider
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -200,4 +203,152 @@ func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.
 		}
 	}
 	return want
+}
+
+// report computes the pod's status and tells virtual-kubelet when it changed.
+func (w *podWorker) report(_ context.Context, pd *corev1.Pod, obs map[string]*observed) {
+	in := statusInput{
+		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
+		HostIP: w.p.hostIP(), PodIP: w.podIP, SandboxReady: w.podID != "",
+		Outputs: outputsState{Done: w.outputsDone, Failure: w.outputFailure},
+	}
+	if w.plan != nil && w.plan.Transfers != nil {
+		in.Outputs.Planned = len(w.plan.Transfers.Outputs) > 0
+	}
+	st, awaiting := podStatus(in)
+	if awaiting {
+		w.awaitingOutputs = true
+	}
+	w.p.setStatus(w, st)
+}
+
+// statusInput is what a pod's status is computed from: what its worker
+// observed and decided, the spec, the time, the previous status.
+type statusInput struct {
+	// Pod holds the spec, and in Status the previous status.
+	Pod *corev1.Pod
+	// Observed is each container's newest and previous run on the host.
+	Observed map[string]*observed
+	// Waiting is why a container not running waits (pull failures, config
+	// errors); BackOff, when it may run again.
+	Waiting map[string]reason
+	BackOff map[string]time.Time
+	Now     time.Time
+	HostIP  string
+	PodIP   string
+	// SandboxReady: the podman pod exists.
+	SandboxReady bool
+	Outputs      outputsState
+}
+
+// outputsState is where a pod's outputs (rbn.dev/transfers) are.
+type outputsState struct {
+	Planned bool    // the pod has outputs
+	Done    bool    // uploaded
+	Failure *reason // failed for good
+}
+
+// podStatus is the pod's status computed from in. awaitingOutputs tells
+// that the containers succeeded and the outputs are to be uploaded.
+func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
+	pd := in.Pod
+	now := metav1.NewTime(in.Now)
+	prev := pd.Status
+	st := corev1.PodStatus{HostIP: in.HostIP, StartTime: prev.StartTime, QOSClass: prev.QOSClass}
+	if st.StartTime == nil {
+		st.StartTime = &now
+	}
+	if st.HostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
+	}
+	initDone := true
+	statuses := func(cs []corev1.Container, init bool) []corev1.ContainerStatus {
+		out := make([]corev1.ContainerStatus, 0, len(cs))
+		for _, c := range cs {
+			o := observed{name: c.Name, image: c.Image}
+			if ob := in.Observed[c.Name]; ob != nil {
+				o = *ob
+				o.image = c.Image
+			}
+			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
+				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
+			}
+			if !init && !initDone && o.current == nil && o.waitingReason == "" {
+				o.waitingReason = "PodInitializing"
+			}
+			if o.current != nil && o.current.Exited() && o.waitingReason == "" && shouldRestartNow(pd, init, o.current.ExitCode) {
+				if until, ok := in.BackOff[c.Name]; ok && in.Now.Before(until) {
+					o.waitingReason = "CrashLoopBackOff"
+					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(in.Now).Round(time.Second), c.Name, pd.Name)
+				}
+			}
+			s := containerStatus(o)
+			if init && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
+				initDone = false
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
+	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
+	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
+	st.Conditions = podConditions(st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	if outputs != nil {
+		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
+	}
+	if in.PodIP != "" {
+		st.PodIP, st.PodIPs = in.PodIP, []corev1.PodIP{{IP: in.PodIP}}
+	}
+	return st, awaitingOutputs
+}
+
+func shouldRestartNow(pd *corev1.Pod, init bool, code int32) bool {
+	if init {
+		return pd.Spec.RestartPolicy != corev1.RestartPolicyNever && code != 0
+	}
+	return shouldRestart(pd.Spec.RestartPolicy, code)
+}
+
+// equalStatus ignores heartbeat-like churn: conditions' times only move on change.
+func equalStatus(a, b *corev1.PodStatus) bool { return equality.Semantic.DeepEqual(a, b) }
+
+// ConditionOutputsUploaded is the pod condition of a pod with outputs once
+// its containers have succeeded: False while they upload (the pod stays
+// Running), True once they are in S3 (the pod Succeeded).
+const ConditionOutputsUploaded corev1.PodConditionType = "rbn.dev/OutputsUploaded"
+
+// outputsCondition holds back the Succeeded phase of a pod whose outputs
+// are not uploaded yet, and returns the condition that says so, and
+// whether the outputs are awaited.
+func outputsCondition(st *corev1.PodStatus, o outputsState) (*corev1.PodCondition, bool) {
+	if st.Phase != corev1.PodSucceeded || !o.Planned {
+		return nil, false
+	}
+	c := &corev1.PodCondition{Type: ConditionOutputsUploaded}
+	switch {
+	case o.Done:
+		c.Status, c.Reason = corev1.ConditionTrue, "Uploaded"
+	case o.Failure != nil:
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, o.Failure.Reason, o.Failure.Message
+		c.Status, c.Reason, c.Message = corev1.ConditionFalse, o.Failure.Reason, o.Failure.Message
+	default:
+		st.Phase = corev1.PodRunning
+		c.Status, c.Reason, c.Message = corev1.ConditionFalse, "Uploading", "the containers succeeded; uploading the outputs to S3"
+		return c, true
+	}
+	return c, false
+}
+
+// withTransitionTime keeps the condition's last transition time while its status stays.
+func withTransitionTime(c corev1.PodCondition, prev []corev1.PodCondition, now metav1.Time) corev1.PodCondition {
+	c.LastTransitionTime = now
+	for _, p := range prev {
+		if p.Type == c.Type && p.Status == c.Status {
+			c.LastTransitionTime = p.LastTransitionTime
+		}
+	}
+	return c
 }

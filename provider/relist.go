@@ -60,16 +60,14 @@ func changedPods(prev, cur podFingerprints) []types.UID {
 // every container of the host, grew with the square of the pods). It
 // returns what it saw, prev when the list failed.
 func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints {
-	list, err := p.cfg.Host.Podman().ListContainers(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
+	list, err := p.rt.ListContainers(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
 	if err != nil {
 		p.cfg.Logger.Debug("relist failed", "err", err)
 		return prev
 	}
 	cur := fingerprint(list)
 	for _, uid := range changedPods(prev, cur) {
-		p.mu.Lock()
-		w := p.byUID[uid]
-		p.mu.Unlock()
+		w := p.workerOf(uid)
 		if w != nil {
 			w.poke()
 		}

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/containers/podman/v5/pkg/specgen"
 
-	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -91,17 +89,13 @@ func (w *podWorker) resolveSubPaths(ctx context.Context, c pod.Container, spec *
 	if len(binds) == 0 {
 		return nil
 	}
-	argv := []string{"realpath", "-e", "-z", "--"}
+	paths := make([]string, 0, 2*len(binds))
 	for _, b := range binds {
-		argv = append(argv, b.base, b.source)
+		paths = append(paths, b.base, b.source)
 	}
-	out, err := w.p.cfg.Host.SSH().Output(ctx, argv...)
+	resolved, err := w.p.rt.RealPaths(ctx, paths)
 	if err != nil {
-		var exit *sshconn.ExitError
-		if errors.As(err, &exit) {
-			return fmt.Errorf("%w: %s", ErrSubPathUnresolvable, strings.TrimSpace(exit.Stderr))
-		}
-		return fmt.Errorf("resolving subPaths: %w", err)
+		return err
 	}
-	return checkResolved(spec, binds, strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"))
+	return checkResolved(spec, binds, resolved)
 }

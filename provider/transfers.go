@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -105,7 +104,7 @@ func s3Endpoint(s *corev1.Secret) (s3relay.Endpoint, error) {
 // volumes under loaderRoot, for podman's archive API to read and write
 // them. remove deletes it.
 func (w *podWorker) volumeContainer(ctx context.Context, role, image string, vols []pod.Volume) (name string, remove func(), err error) {
-	pc := w.p.cfg.Host.Podman()
+	pc := w.p.rt
 	name = pod.PodName(w.uid()) + "-" + role
 	spec := newVolumeContainerSpec(name, image, w.plan.Labels, role)
 	for _, v := range vols {
@@ -144,7 +143,7 @@ func (w *podWorker) inputsNeeded(ctx context.Context, fresh bool) (bool, error) 
 	if fresh {
 		return true, nil
 	}
-	list, err := w.p.cfg.Host.Podman().ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
+	list, err := w.p.rt.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
 	if err != nil {
 		return false, err
 	}
@@ -223,7 +222,7 @@ func (w *podWorker) inputSink(ctr string, in rbnv1.TransferInput) s3relay.Sink {
 			pw.CloseWithError(err)
 			produced <- err
 		}()
-		cerr := w.p.cfg.Host.Podman().CopyInto(ctx, ctr, path.Join(loaderRoot, in.Volume), pr)
+		cerr := w.p.rt.CopyInto(ctx, ctr, path.Join(loaderRoot, in.Volume), pr)
 		pr.CloseWithError(errCopyEnded)
 		perr := <-produced
 		switch {
@@ -285,7 +284,7 @@ func (w *podWorker) uploadOutputs(ctx context.Context) error {
 // outputSource streams a file as it is, or a path's content as a tar stream.
 func (w *podWorker) outputSource(ctr string, out rbnv1.TransferOutput) s3relay.Source {
 	return func(ctx context.Context) (io.ReadCloser, error) {
-		ar, err := w.p.cfg.Host.Podman().CopyFrom(ctx, ctr, path.Join(loaderRoot, out.Volume, out.Path))
+		ar, err := w.p.rt.CopyFrom(ctx, ctr, path.Join(loaderRoot, out.Volume, out.Path))
 		if errors.Is(err, podman.ErrNotFound) {
 			return nil, s3relay.Permanent(fmt.Errorf("%s not found in volume %s", out.Path, out.Volume))
 		}
@@ -329,7 +328,7 @@ type readCloser struct {
 
 // infraImage is the image of the pod's infra container.
 func (w *podWorker) infraImage(ctx context.Context) (string, error) {
-	pc := w.p.cfg.Host.Podman()
+	pc := w.p.rt
 	info, err := pc.InspectPod(ctx, w.plan.PodName)
 	if err != nil {
 		return "", err
@@ -371,41 +370,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// ConditionOutputsUploaded is the pod condition of a pod with outputs once
-// its containers have succeeded: False while they upload (the pod stays
-// Running), True once they are in S3 (the pod Succeeded).
-const ConditionOutputsUploaded corev1.PodConditionType = "rbn.dev/OutputsUploaded"
-
-// outputsCondition holds back the Succeeded phase of a pod whose outputs
-// are not uploaded yet, and returns the condition that says so.
-func (w *podWorker) outputsCondition(st *corev1.PodStatus) *corev1.PodCondition {
-	if st.Phase != corev1.PodSucceeded || w.plan == nil || w.plan.Transfers == nil || len(w.plan.Transfers.Outputs) == 0 {
-		return nil
-	}
-	c := &corev1.PodCondition{Type: ConditionOutputsUploaded}
-	switch {
-	case w.outputsDone:
-		c.Status, c.Reason = corev1.ConditionTrue, "Uploaded"
-	case w.outputFailure != nil:
-		st.Phase, st.Reason, st.Message = corev1.PodFailed, w.outputFailure[0], w.outputFailure[1]
-		c.Status, c.Reason, c.Message = corev1.ConditionFalse, w.outputFailure[0], w.outputFailure[1]
-	default:
-		st.Phase = corev1.PodRunning
-		w.awaitingOutputs = true
-		c.Status, c.Reason, c.Message = corev1.ConditionFalse, "Uploading", "the containers succeeded; uploading the outputs to S3"
-	}
-	return c
-}
-
-// withTransitionTime keeps the condition's last transition time while its status stays.
-func withTransitionTime(c corev1.PodCondition, prev []corev1.PodCondition, now metav1.Time) corev1.PodCondition {
-	c.LastTransitionTime = now
-	for _, p := range prev {
-		if p.Type == c.Type && p.Status == c.Status {
-			c.LastTransitionTime = p.LastTransitionTime
-		}
-	}
-	return c
 }

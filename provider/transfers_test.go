@@ -50,23 +50,23 @@ func TestS3Endpoint(t *testing.T) {
 }
 
 func TestOutputsConditionHoldsBackSucceeded(t *testing.T) {
-	w := &podWorker{plan: &pod.Plan{Transfers: &rbnv1.Transfers{Outputs: []rbnv1.TransferOutput{{Volume: "work"}}}}}
+	o := outputsState{Planned: true}
 	st := &corev1.PodStatus{Phase: corev1.PodSucceeded}
-	if c := w.outputsCondition(st); st.Phase != corev1.PodRunning || c.Status != corev1.ConditionFalse || !w.awaitingOutputs {
+	if c, awaiting := outputsCondition(st, o); st.Phase != corev1.PodRunning || c.Status != corev1.ConditionFalse || !awaiting {
 		t.Errorf("pending: phase %s, condition %+v", st.Phase, c)
 	}
-	w.outputFailure = &[2]string{pod.ReasonOutputTransferFailed, "upload s3://b/k: boom"}
+	o.Failure = &reason{pod.ReasonOutputTransferFailed, "upload s3://b/k: boom"}
 	st = &corev1.PodStatus{Phase: corev1.PodSucceeded}
-	if c := w.outputsCondition(st); st.Phase != corev1.PodFailed || st.Reason != pod.ReasonOutputTransferFailed || c.Reason != pod.ReasonOutputTransferFailed {
+	if c, _ := outputsCondition(st, o); st.Phase != corev1.PodFailed || st.Reason != pod.ReasonOutputTransferFailed || c.Reason != pod.ReasonOutputTransferFailed {
 		t.Errorf("failed: %+v, condition %+v", st, c)
 	}
-	w.outputFailure, w.outputsDone = nil, true
+	o.Failure, o.Done = nil, true
 	st = &corev1.PodStatus{Phase: corev1.PodSucceeded}
-	if c := w.outputsCondition(st); st.Phase != corev1.PodSucceeded || c.Status != corev1.ConditionTrue {
+	if c, _ := outputsCondition(st, o); st.Phase != corev1.PodSucceeded || c.Status != corev1.ConditionTrue {
 		t.Errorf("done: phase %s, condition %+v", st.Phase, c)
 	}
 	st = &corev1.PodStatus{Phase: corev1.PodFailed}
-	if c := w.outputsCondition(st); c != nil || st.Phase != corev1.PodFailed {
+	if c, _ := outputsCondition(st, o); c != nil || st.Phase != corev1.PodFailed {
 		t.Errorf("a failed pod uploads nothing: %+v", c)
 	}
 }

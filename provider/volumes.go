@@ -22,7 +22,7 @@ const loaderRoot = "/rbn-load"
 // createVolumes creates the pod's named volumes (idempotently) and returns
 // each one's host mountpoint by Kubernetes volume name.
 func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[string]string, error) {
-	pc := w.p.cfg.Host.Podman()
+	pc := w.p.rt
 	mountpoints := map[string]string{}
 	for _, v := range plan.Volumes {
 		if v.Kind == pod.VolumeHostPath {
@@ -51,7 +51,7 @@ func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[stri
 // nr_blocks (pages, taken as 4 KiB: a 64 KiB-page host gets a larger limit)
 // reaches the mount untouched. Podman 5 handles size on tmpfs.
 func (w *podWorker) tmpfsSizeOption(bytes int64) string {
-	if info, _ := w.p.cfg.Host.Snapshot(); info != nil && podmanMajor(info.PodmanVersion) >= 5 {
+	if info := w.p.rt.Info(); info != nil && podmanMajor(info.PodmanVersion) >= 5 {
 		return fmt.Sprintf("size=%d", bytes)
 	}
 	return fmt.Sprintf("nr_blocks=%d", (bytes+4095)/4096)
@@ -80,7 +80,7 @@ func podmanMajor(version string) int {
 // container that mounts them and is never started (image: the pod's infra
 // image, always present).
 func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
-	pc := w.p.cfg.Host.Podman()
+	pc := w.p.rt
 	subdirs := subPathDirs(plan)
 	files := loaderVolumes(plan)
 	if len(files) == 0 {
@@ -166,7 +166,7 @@ func (w *podWorker) fillThrough(ctx context.Context, c pod.Container, attempt in
 		if err != nil {
 			return err
 		}
-		if err := w.p.cfg.Host.Podman().CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
+		if err := w.p.rt.CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
 		}
 		w.filled[v.K8sName] = true
@@ -239,7 +239,7 @@ func tarFiles(files []pod.File, extraDirs []string, now time.Time) ([]byte, erro
 
 // removeVolumes removes every volume of the pod.
 func (w *podWorker) removeVolumes(ctx context.Context) error {
-	pc := w.p.cfg.Host.Podman()
+	pc := w.p.rt
 	vols, err := pc.ListVolumes(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
 	if err != nil {
 		return err

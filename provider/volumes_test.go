@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
@@ -42,8 +43,8 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 		return i
 	}
 	requests := 0
-	p := &Pods{cfg: PodsConfig{
-		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"}, Host: &Host{},
+	p := newPods(PodsConfig{
+		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"},
 		Secrets: corev1listers.NewSecretLister(indexer()),
 		ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}})),
@@ -51,7 +52,7 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 			requests++
 			return "token-1", nil
 		},
-	}}
+	}, newFakeRuntime(clock.RealClock{}))
 	pd := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-1"},
 		Spec: corev1.PodSpec{

@@ -181,11 +181,11 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	if err := syncNodeSpec(ctx, d.client, initial); err != nil {
 		return nil, transientError(ReasonAPIServerUnavailable, err)
 	}
-	// Parts that return nothing can only be seen ending: before their
-	// context ends, that is a failure too (see group).
+	// A part that returns before its context ends has failed, even with
+	// nil (see group).
 	parts := []part{
-		{"node provider", func(ctx context.Context) error { np.Run(ctx); return nil }},
-		{"pods", func(ctx context.Context) error { pods.Run(ctx); return nil }},
+		{"node provider", np.Run},
+		{"pods", pods.Run},
 		{"node controller", nc.Run},
 		{"pod controller", func(ctx context.Context) error {
 			podFactory.Start(ctx.Done())

@@ -1,0 +1,348 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/specgen"
+	"k8s.io/utils/clock"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+)
+
+// fakeRuntime is a podRuntime in memory: podman pods, containers, images
+// and volumes, with what the worker asked of it in calls. Containers run
+// until a test ends them (exit); time is the test's clock.
+type fakeRuntime struct {
+	clock clock.PassiveClock
+
+	mu       sync.Mutex
+	ready    bool
+	changed  chan struct{}
+	pods     map[string]*podman.PodSummary     // by name
+	ctrs     map[string]*podman.ContainerState // by name
+	ctrPod   map[string]string                 // container name -> podman pod (name or ID)
+	images   map[string]bool
+	volumes  map[string]podman.Volume
+	pullErr  map[string]error // image -> what its pulls answer
+	startErr map[string]error // container name -> what its start answers
+	calls    []string
+	nextID   int
+}
+
+var _ podRuntime = (*fakeRuntime)(nil)
+
+func newFakeRuntime(clk clock.PassiveClock) *fakeRuntime {
+	return &fakeRuntime{
+		clock: clk, ready: true, changed: make(chan struct{}),
+		pods: map[string]*podman.PodSummary{}, ctrs: map[string]*podman.ContainerState{}, ctrPod: map[string]string{},
+		images: map[string]bool{}, volumes: map[string]podman.Volume{},
+		pullErr: map[string]error{}, startErr: map[string]error{},
+	}
+}
+
+func (f *fakeRuntime) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+// called returns the calls made so far that start with prefix.
+func (f *fakeRuntime) called(prefix string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		if len(c) >= len(prefix) && c[:len(prefix)] == prefix {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (f *fakeRuntime) setReady(ready bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ready = ready
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// exit ends the running container name with code, now.
+func (f *fakeRuntime) exit(name string, code int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.ctrs[name]
+	if c == nil {
+		panic("exit: no container " + name)
+	}
+	c.Running, c.Status, c.ExitCode, c.FinishedAt = false, "exited", code, f.clock.Now()
+}
+
+func (f *fakeRuntime) byName(name string) *podman.ContainerState {
+	if c, ok := f.ctrs[name]; ok {
+		return c
+	}
+	for _, c := range f.ctrs {
+		if c.ID == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func (f *fakeRuntime) id() string {
+	f.nextID++
+	return fmt.Sprintf("id%03d", f.nextID)
+}
+
+func matches(labels, want map[string]string) bool {
+	for k, v := range want {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func notFound(op string) error { return fmt.Errorf("%s: %w", op, podman.ErrNotFound) }
+
+func (f *fakeRuntime) Ready() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ready
+}
+
+func (f *fakeRuntime) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+func (f *fakeRuntime) Info() *podman.HostInfo { return &podman.HostInfo{PodmanVersion: "5.4.0"} }
+
+func (f *fakeRuntime) CreatePod(_ context.Context, spec *specgen.PodSpecGenerator) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("create-pod %s", spec.Name)
+	if _, ok := f.pods[spec.Name]; ok {
+		return "", fmt.Errorf("create pod %s: %w", spec.Name, podman.ErrConflict)
+	}
+	infra := &podman.ContainerState{ID: f.id(), Name: spec.InfraName, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "infra-image"}
+	f.ctrs[infra.Name] = infra
+	p := &podman.PodSummary{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), InfraID: infra.ID}
+	f.pods[spec.Name] = p
+	f.ctrPod[infra.Name] = p.Name
+	return p.ID, nil
+}
+
+func (f *fakeRuntime) InspectPod(_ context.Context, name string) (*podman.PodSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pods[name]
+	if !ok {
+		return nil, notFound("inspect pod " + name)
+	}
+	cp := *p
+	return &cp, nil
+}
+
+func (f *fakeRuntime) ListPods(_ context.Context, labels map[string]string) ([]podman.PodSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []podman.PodSummary
+	for _, p := range f.pods {
+		if matches(p.Labels, labels) {
+			out = append(out, *p)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) RemovePod(_ context.Context, name string, timeout time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("remove-pod %s", name)
+	p, ok := f.pods[name]
+	if !ok {
+		return notFound("remove pod " + name)
+	}
+	for c, owner := range f.ctrPod {
+		if owner == p.Name || owner == p.ID {
+			delete(f.ctrs, c)
+			delete(f.ctrPod, c)
+		}
+	}
+	delete(f.pods, name)
+	return nil
+}
+
+func (f *fakeRuntime) CreateContainer(_ context.Context, spec *specgen.SpecGenerator) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("create %s", spec.Name)
+	if _, ok := f.ctrs[spec.Name]; ok {
+		return "", fmt.Errorf("create container %s: %w", spec.Name, podman.ErrConflict)
+	}
+	c := &podman.ContainerState{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "image-" + spec.Image}
+	f.ctrs[spec.Name] = c
+	f.ctrPod[spec.Name] = spec.Pod
+	return c.ID, nil
+}
+
+func (f *fakeRuntime) StartContainer(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("start %s", name)
+	c := f.byName(name)
+	if c == nil {
+		return notFound("start container " + name)
+	}
+	if err := f.startErr[c.Name]; err != nil {
+		c.Error = err.Error()
+		return err
+	}
+	c.Running, c.Status, c.StartedAt, c.FinishedAt, c.Error = true, "running", f.clock.Now(), time.Time{}, ""
+	if c.Labels["rbn.dev/container"] == "" {
+		c.IPAddress = "10.88.0.7" // the infra container: the pod's IP
+	}
+	return nil
+}
+
+func (f *fakeRuntime) StopContainer(_ context.Context, name string, timeout time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.byName(name)
+	if c == nil {
+		return notFound("stop container " + name)
+	}
+	f.record("stop %s %s", c.Name, timeout)
+	if c.Running {
+		c.Running, c.Status, c.ExitCode, c.FinishedAt = false, "exited", 143, f.clock.Now()
+	}
+	return nil
+}
+
+func (f *fakeRuntime) RemoveContainer(_ context.Context, name string, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.byName(name); c != nil {
+		f.record("remove %s", c.Name)
+		delete(f.ctrs, c.Name)
+		delete(f.ctrPod, c.Name)
+	}
+	return nil // podman's remove ignores a missing container
+}
+
+func (f *fakeRuntime) InspectContainer(_ context.Context, name string) (*podman.ContainerState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.byName(name)
+	if c == nil {
+		return nil, notFound("inspect container " + name)
+	}
+	cp := *c
+	return &cp, nil
+}
+
+func (f *fakeRuntime) ListContainers(_ context.Context, labels map[string]string) ([]podman.ContainerSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []podman.ContainerSummary
+	for _, name := range slices.Sorted(maps.Keys(f.ctrs)) {
+		c := f.ctrs[name]
+		if matches(c.Labels, labels) {
+			out = append(out, podman.ContainerSummary{ID: c.ID, Name: c.Name, Labels: maps.Clone(c.Labels), State: c.Status})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) Logs(context.Context, string, podman.LogOptions) (io.ReadCloser, error) {
+	return nil, errors.New("fake runtime: no logs")
+}
+
+func (f *fakeRuntime) Images() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.images))
+}
+
+func (f *fakeRuntime) RefreshImages(context.Context) {}
+
+func (f *fakeRuntime) ImageExists(_ context.Context, ref string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[ref], nil
+}
+
+func (f *fakeRuntime) PullImage(_ context.Context, ref string, _ *podman.Credentials, _ *slog.Logger) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("pull %s", ref)
+	if err := f.pullErr[ref]; err != nil {
+		return "", err
+	}
+	f.images[ref] = true
+	return "", nil
+}
+
+func (f *fakeRuntime) EnsureVolume(_ context.Context, name string, labels, _ map[string]string) (*podman.Volume, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.volumes[name]
+	if !ok {
+		v = podman.Volume{Name: name, Labels: maps.Clone(labels), Mountpoint: "/volumes/" + name}
+		f.volumes[name] = v
+	}
+	return &v, nil
+}
+
+func (f *fakeRuntime) ListVolumes(_ context.Context, labels map[string]string) ([]podman.Volume, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []podman.Volume
+	for _, v := range f.volumes {
+		if matches(v.Labels, labels) {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) RemoveVolume(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("remove-volume %s", name)
+	delete(f.volumes, name)
+	return nil
+}
+
+func (f *fakeRuntime) CopyInto(_ context.Context, container, path string, tar io.Reader) error {
+	if _, err := io.Copy(io.Discard, tar); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("copy-into %s %s", container, path)
+	return nil
+}
+
+func (f *fakeRuntime) CopyFrom(context.Context, string, string) (io.ReadCloser, error) {
+	return nil, errors.New("fake runtime: no archive to copy from")
+}
+
+func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan podman.Event, error) {
+	ch := make(chan podman.Event)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch, nil
+}
+
+func (f *fakeRuntime) RealPaths(_ context.Context, paths []string) ([]string, error) {
+	return paths, nil
+}

@@ -1,0 +1,153 @@
+package provider
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestWorkerImagePullFailures(t *testing.T) {
+	t.Run("pull fails, then backs off", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+		h.rt.pullErr["registry.test/main:1"] = errors.New("manifest unknown")
+		r := h.sync()
+		if r.next != 10*time.Second {
+			t.Fatalf("next sync in %s, want 10s", r.next)
+		}
+		ev := h.events()
+		h.wantEvent(ev, `Warning Failed Failed to pull image "registry.test/main:1": manifest unknown`)
+		h.wantEvent(ev, "Normal BackOff Back-off ImagePullBackOff: manifest unknown")
+		h.wantWaiting("main", "ImagePullBackOff")
+		h.wantPhase(corev1.PodPending)
+		// Within the back-off, no pull.
+		h.clock.Step(5 * time.Second)
+		h.sync()
+		h.wantCalls("pull ", 1)
+		h.clock.Step(5 * time.Second)
+		if r := h.sync(); r.next != 20*time.Second {
+			t.Fatalf("second failure: next sync in %s, want 20s", r.next)
+		}
+		h.wantCalls("pull ", 2)
+		delete(h.rt.pullErr, "registry.test/main:1")
+		h.clock.Step(20 * time.Second)
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+	})
+	t.Run("Never and absent", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyAlways, "main")
+		pd.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
+		h := newHarness(t, pd)
+		h.sync()
+		h.wantCalls("pull ", 0)
+		h.wantCalls("create "+ctrName("main", 0), 0)
+		h.wantEvent(h.events(), `Warning ErrImageNeverPull container image "registry.test/main:1" is not present with pull policy of Never`)
+		h.wantPhase(corev1.PodPending)
+	})
+	t.Run("Always pulls a present image", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyAlways, "main")
+		pd.Spec.Containers[0].ImagePullPolicy = corev1.PullAlways
+		h := newHarness(t, pd)
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantCalls("pull registry.test/main:1", 1)
+		h.wantPhase(corev1.PodRunning)
+	})
+}
+
+func TestWorkerInitContainerFailure(t *testing.T) {
+	for _, tc := range []struct {
+		policy  corev1.RestartPolicy
+		phase   corev1.PodPhase
+		retried bool
+	}{
+		{corev1.RestartPolicyNever, corev1.PodFailed, false},
+		{corev1.RestartPolicyOnFailure, corev1.PodPending, true},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			h := newHarness(t, withInit(testPod(tc.policy, "main"), "setup"))
+			h.rt.images["registry.test/main:1"], h.rt.images["registry.test/setup:1"] = true, true
+			h.sync()
+			h.wantCalls("start "+ctrName("setup", 0), 1)
+			h.wantCalls("create "+ctrName("main", 0), 0) // not before the init container succeeded
+			h.wantWaiting("main", "PodInitializing")
+			h.rt.exit(ctrName("setup", 0), 1)
+			h.sync()
+			h.wantPhase(tc.phase)
+			h.clock.Step(10 * time.Second)
+			h.sync()
+			h.wantCalls("create "+ctrName("main", 0), 0)
+			if tc.retried {
+				h.wantCalls("start "+ctrName("setup", 1), 1)
+				h.rt.exit(ctrName("setup", 1), 0)
+				h.sync()
+				h.wantCalls("start "+ctrName("main", 0), 1)
+				h.wantPhase(corev1.PodRunning)
+			} else {
+				h.wantCalls("create "+ctrName("setup", 1), 0)
+			}
+		})
+	}
+}
+
+func TestWorkerDeletionWithGrace(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main", "side")
+	pd.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"], h.rt.images["registry.test/side:1"] = true, true
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	if len(h.rt.volumes) != 1 {
+		t.Fatalf("volumes %v, want the pod's one", h.rt.volumes)
+	}
+	h.rt.exit(ctrName("side", 0), 0) // only running containers are stopped
+	h.w.terminate(7 * time.Second)
+	if r := h.sync(); !r.finished {
+		t.Fatalf("sync = %+v, want the worker finished", r)
+	}
+	h.wantCalls("stop ", 1)
+	h.wantCalls("stop "+ctrName("main", 0)+" 7s", 1)
+	h.wantEvent(h.events(), "Normal Killing Stopping container main")
+	h.wantCalls("remove-pod rbn-"+testUID, 1)
+	if len(h.rt.ctrs) != 0 || len(h.rt.volumes) != 0 || len(h.rt.pods) != 0 {
+		t.Fatalf("left on the host: containers %v, volumes %v, pods %v", h.rt.ctrs, h.rt.volumes, h.rt.pods)
+	}
+	if h.final == nil {
+		t.Fatal("no final status reported")
+	}
+	for _, s := range h.final.Status.ContainerStatuses {
+		if s.State.Terminated == nil {
+			t.Errorf("final status: container %s %+v, want terminated", s.Name, s.State)
+		}
+	}
+	if _, ok := h.pods.byUID[testUID]; ok {
+		t.Error("the worker is still registered")
+	}
+}
+
+func TestWorkerWaitsForTheHost(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.images["registry.test/main:1"] = true
+	h.rt.setReady(false)
+	if r := h.sync(); r != (syncResult{}) {
+		t.Fatalf("sync on a host not ready = %+v, want to wait for a kick", r)
+	}
+	if len(h.rt.calls) != 0 {
+		t.Fatalf("calls on a host not ready: %q", h.rt.calls)
+	}
+	h.rt.setReady(true)
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+
+	// Lost while running: nothing is done, nothing is restarted twice.
+	h.rt.setReady(false)
+	h.rt.exit(ctrName("main", 0), 1)
+	h.clock.Step(time.Minute)
+	h.sync()
+	h.wantCalls("create "+ctrName("main", 1), 0)
+	h.rt.setReady(true)
+	h.sync()
+	h.wantCalls("create "+ctrName("main", 1), 1)
+	h.wantCalls("start "+ctrName("main", 1), 1)
+}

@@ -1,0 +1,286 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	testingclock "k8s.io/utils/clock/testing"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// harness runs one pod's worker over a fake runtime and a fake clock, one
+// sync at a time: no goroutine of the test's own, no sleep.
+type harness struct {
+	t     *testing.T
+	ctx   context.Context
+	rt    *fakeRuntime
+	clock *testingclock.FakeClock
+	rec   *record.FakeRecorder
+	pods  *Pods
+	w     *podWorker
+	final *corev1.Pod // the status reported once the pod is gone
+}
+
+const testUID = "uid-1"
+
+func newHarness(t *testing.T, pd *corev1.Pod) *harness {
+	t.Helper()
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	h := &harness{t: t, ctx: t.Context(), rt: newFakeRuntime(clk), clock: clk, rec: record.NewFakeRecorder(1000)}
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	h.pods = newPods(PodsConfig{
+		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
+		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx), Clock: clk,
+	}, h.rt)
+	h.pods.NotifyPods(h.ctx, func(p *corev1.Pod) {
+		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+			h.final = p
+		}
+	})
+	h.w = newPodWorker(h.pods, pd)
+	h.pods.workers[key(pd.Namespace, pd.Name)] = h.w
+	h.pods.byUID[pd.UID] = h.w
+	return h
+}
+
+func testPod(policy corev1.RestartPolicy, containers ...string) *corev1.Pod {
+	pd := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: testUID},
+		Spec:       corev1.PodSpec{NodeName: "node-a", RestartPolicy: policy},
+	}
+	for _, c := range containers {
+		pd.Spec.Containers = append(pd.Spec.Containers, corev1.Container{Name: c, Image: "registry.test/" + c + ":1", ImagePullPolicy: corev1.PullIfNotPresent})
+	}
+	return pd
+}
+
+func withInit(pd *corev1.Pod, name string) *corev1.Pod {
+	pd.Spec.InitContainers = append(pd.Spec.InitContainers, corev1.Container{Name: name, Image: "registry.test/" + name + ":1", ImagePullPolicy: corev1.PullIfNotPresent})
+	return pd
+}
+
+func ctrName(k8sName string, attempt int) string { return pod.ContainerName(testUID, k8sName, attempt) }
+
+func (h *harness) sync() syncResult {
+	h.t.Helper()
+	return h.w.sync(h.ctx)
+}
+
+func (h *harness) status() corev1.PodStatus { return h.w.current().Status }
+
+// state returns the container's status, failing the test when it has none.
+func (h *harness) state(name string) corev1.ContainerStatus {
+	h.t.Helper()
+	st := h.status()
+	for _, s := range append(st.InitContainerStatuses, st.ContainerStatuses...) {
+		if s.Name == name {
+			return s
+		}
+	}
+	h.t.Fatalf("no status for container %s in %+v", name, st)
+	return corev1.ContainerStatus{}
+}
+
+func (h *harness) wantPhase(want corev1.PodPhase) {
+	h.t.Helper()
+	if got := h.status().Phase; got != want {
+		h.t.Fatalf("phase %s, want %s; status %+v", got, want, h.status())
+	}
+}
+
+func (h *harness) wantWaiting(name, reason string) {
+	h.t.Helper()
+	if w := h.state(name).State.Waiting; w == nil || w.Reason != reason {
+		h.t.Fatalf("container %s: state %+v, want waiting %s", name, h.state(name).State, reason)
+	}
+}
+
+func (h *harness) wantCalls(prefix string, n int) {
+	h.t.Helper()
+	if got := h.rt.called(prefix); len(got) != n {
+		h.t.Fatalf("%d calls %q, want %d; all calls: %q", len(got), prefix, n, h.rt.calls)
+	}
+}
+
+// events drains the events recorded so far ("Type Reason Message").
+func (h *harness) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+func (h *harness) wantEvent(events []string, prefix string) {
+	h.t.Helper()
+	if !slices.ContainsFunc(events, func(e string) bool { return strings.HasPrefix(e, prefix) }) {
+		h.t.Fatalf("no event %q among %q", prefix, events)
+	}
+}
+
+func TestWorkerStartsAPod(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main", "side"))
+	h.rt.images["registry.test/main:1"] = true
+	if r := h.sync(); r.finished || r.next != 0 {
+		t.Fatalf("sync = %+v, want nothing pending", r)
+	}
+	h.wantPhase(corev1.PodRunning)
+	h.wantCalls("create-pod", 1)
+	h.wantCalls("start rbn-"+testUID+"-infra", 1)
+	h.wantCalls("pull registry.test/main:1", 0) // present, IfNotPresent
+	h.wantCalls("pull registry.test/side:1", 1)
+	for _, c := range []string{"main", "side"} {
+		h.wantCalls("create "+ctrName(c, 0), 1)
+		h.wantCalls("start "+ctrName(c, 0), 1)
+		if s := h.state(c); s.State.Running == nil || !s.Ready {
+			t.Errorf("container %s: %+v, want running and ready", c, s)
+		}
+	}
+	if st := h.status(); st.PodIP != "10.88.0.7" || st.HostIP != "192.0.2.10" {
+		t.Errorf("pod IP %q host IP %q", st.PodIP, st.HostIP)
+	}
+	ev := h.events()
+	h.wantEvent(ev, "Normal Created Created container main")
+	h.wantEvent(ev, "Normal Started Started container side")
+	// A sync with nothing new changes nothing.
+	h.sync()
+	h.wantCalls("create ", 2)
+	h.wantCalls("start ", 3)
+}
+
+func TestWorkerRestartsWithCrashBackOff(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		policy   corev1.RestartPolicy
+		exit     int32
+		restarts bool
+		phase    corev1.PodPhase // once the container exited
+	}{
+		{"Always, failed", corev1.RestartPolicyAlways, 1, true, corev1.PodRunning},
+		{"Always, succeeded", corev1.RestartPolicyAlways, 0, true, corev1.PodRunning},
+		{"OnFailure, failed", corev1.RestartPolicyOnFailure, 2, true, corev1.PodRunning},
+		{"OnFailure, succeeded", corev1.RestartPolicyOnFailure, 0, false, corev1.PodSucceeded},
+		{"Never, failed", corev1.RestartPolicyNever, 1, false, corev1.PodFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, testPod(tc.policy, "main"))
+			h.rt.images["registry.test/main:1"] = true
+			h.sync()
+			h.wantPhase(corev1.PodRunning)
+			// Each run ends at once: the waits go 10 s, 20 s, 40 s.
+			for attempt, wait := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second} {
+				h.rt.exit(ctrName("main", attempt), tc.exit)
+				r := h.sync()
+				h.wantPhase(tc.phase)
+				if !tc.restarts {
+					if r.next != 0 {
+						t.Fatalf("sync = %+v, want nothing pending", r)
+					}
+					h.wantCalls("create "+ctrName("main", 1), 0)
+					return
+				}
+				if r.next != wait {
+					t.Fatalf("attempt %d: next sync in %s, want %s", attempt, r.next, wait)
+				}
+				h.wantWaiting("main", "CrashLoopBackOff")
+				h.wantEvent(h.events(), "Warning BackOff Back-off restarting failed container main")
+				h.clock.Step(wait - time.Second)
+				h.sync()
+				h.wantCalls("create "+ctrName("main", attempt+1), 0)
+				h.clock.Step(time.Second)
+				if r := h.sync(); r.next != 0 {
+					t.Fatalf("sync after the back-off = %+v", r)
+				}
+				h.wantCalls("create "+ctrName("main", attempt+1), 1)
+				if s := h.state("main"); s.State.Running == nil || s.RestartCount != int32(attempt+1) || s.LastTerminationState.Terminated == nil {
+					t.Fatalf("after restart %d: %+v", attempt+1, s)
+				}
+			}
+			// A run of 10 minutes resets the back-off to 10 s.
+			h.clock.Step(10 * time.Minute)
+			h.rt.exit(ctrName("main", 3), tc.exit)
+			if r := h.sync(); r.next != 10*time.Second {
+				t.Fatalf("after a 10 min run: next sync in %s, want 10s", r.next)
+			}
+		})
+	}
+}
+
+func TestWorkerBackOffCapsAtFiveMinutes(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.images["registry.test/main:1"] = true
+	h.sync()
+	var last time.Duration
+	for attempt := range 8 {
+		h.rt.exit(ctrName("main", attempt), 1)
+		last = h.sync().next
+		h.clock.Step(last)
+		h.sync()
+	}
+	if last != 5*time.Minute {
+		t.Fatalf("back-off after 8 crashes %s, want 5m0s", last)
+	}
+}
+
+func TestWorkerAdoptsWhatARestartLeft(t *testing.T) {
+	// A first rbn-kubelet started the pod; a second one finds it.
+	first := newHarness(t, testPod(corev1.RestartPolicyNever, "main", "done"))
+	first.rt.images["registry.test/main:1"], first.rt.images["registry.test/done:1"] = true, true
+	first.sync()
+	first.rt.exit(ctrName("done", 0), 0)
+
+	h := newHarness(t, testPod(corev1.RestartPolicyNever, "main", "done"))
+	h.rt = first.rt
+	h.pods.rt = first.rt
+	before := len(h.rt.calls)
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	infra := h.rt.pods["rbn-"+testUID].InfraID
+	for _, c := range h.rt.calls[before:] {
+		// Starting the infra container again is a no-op podman answers.
+		if strings.HasPrefix(c, "create ") || strings.HasPrefix(c, "start ") && c != "start "+infra || strings.HasPrefix(c, "pull ") {
+			t.Errorf("re-adoption ran %q", c)
+		}
+	}
+	if s := h.state("done"); s.State.Terminated == nil || s.State.Terminated.Reason != "Completed" {
+		t.Errorf("completed container: %+v", s.State)
+	}
+	if s := h.state("main"); s.State.Running == nil {
+		t.Errorf("running container: %+v", s.State)
+	}
+}
+
+func TestWorkerStartsACreatedContainerAsItIs(t *testing.T) {
+	// An earlier attempt created the container and never started it
+	// (rbn-kubelet restarted in between): podman 4.3 answers a second
+	// create of the name with a storage error, not a conflict.
+	first := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	first.rt.images["registry.test/main:1"] = true
+	first.rt.startErr[ctrName("main", 0)] = errors.New("interrupted")
+	first.sync()
+	first.rt.ctrs[ctrName("main", 0)].Error = "" // never started, no error kept
+	delete(first.rt.startErr, ctrName("main", 0))
+
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt = first.rt
+	h.pods.rt = first.rt
+	h.sync()
+	h.wantCalls("create "+ctrName("main", 0), 1) // the first worker's only
+	h.wantCalls("start "+ctrName("main", 0), 2)
+	h.wantPhase(corev1.PodRunning)
+}

@@ -1,0 +1,135 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/specgen"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/imagerelay"
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+)
+
+// podRuntime is what a node's pods need of their build host: whether it
+// is usable, and the podman operations their workers take. In production
+// hostRuntime (the host's podman client, SSH connection and image relay)
+// is one; unit tests give a fake, so that a pod's state machine runs
+// without a host.
+type podRuntime interface {
+	// Ready reports the host usable for pod work; Changed is closed at
+	// the next change of its health or facts.
+	Ready() bool
+	Changed() <-chan struct{}
+	// Info is the host's facts, nil before the first contact.
+	Info() *podman.HostInfo
+
+	// Sandbox: the podman pod and its infra container.
+	CreatePod(ctx context.Context, spec *specgen.PodSpecGenerator) (string, error)
+	InspectPod(ctx context.Context, name string) (*podman.PodSummary, error)
+	ListPods(ctx context.Context, labels map[string]string) ([]podman.PodSummary, error)
+	RemovePod(ctx context.Context, name string, timeout time.Duration) error
+
+	// Containers.
+	CreateContainer(ctx context.Context, spec *specgen.SpecGenerator) (string, error)
+	StartContainer(ctx context.Context, name string) error
+	StopContainer(ctx context.Context, name string, timeout time.Duration) error
+	RemoveContainer(ctx context.Context, name string, force bool) error
+	InspectContainer(ctx context.Context, name string) (*podman.ContainerState, error)
+	ListContainers(ctx context.Context, labels map[string]string) ([]podman.ContainerSummary, error)
+	Logs(ctx context.Context, name string, o podman.LogOptions) (io.ReadCloser, error)
+
+	// Images. Images is the host's image list as last read, which
+	// RefreshImages reads again.
+	Images() []string
+	RefreshImages(ctx context.Context)
+	ImageExists(ctx context.Context, ref string) (bool, error)
+	// PullImage brings ref onto the host, and returns what the Pulled
+	// event adds about how it came.
+	PullImage(ctx context.Context, ref string, creds *podman.Credentials, log *slog.Logger) (how string, err error)
+
+	// Volumes.
+	EnsureVolume(ctx context.Context, name string, labels, options map[string]string) (*podman.Volume, error)
+	ListVolumes(ctx context.Context, labels map[string]string) ([]podman.Volume, error)
+	RemoveVolume(ctx context.Context, name string) error
+
+	// Archive copy into and out of a (created) container's file system.
+	CopyInto(ctx context.Context, container, path string, tar io.Reader) error
+	CopyFrom(ctx context.Context, container, path string) (io.ReadCloser, error)
+
+	// Events streams container events of the labels until ctx ends or
+	// the stream breaks.
+	Events(ctx context.Context, labels map[string]string) (<-chan podman.Event, error)
+
+	// RealPaths resolves paths on the host (every one must exist); a path
+	// the host cannot resolve is ErrSubPathUnresolvable.
+	RealPaths(ctx context.Context, paths []string) ([]string, error)
+}
+
+// hostRuntime is the podRuntime of a Host, pulling images the way the
+// node's spec.imagePull says.
+type hostRuntime struct {
+	*podman.Client
+	host      *Host
+	imagePull rbnv1.ImagePullMode
+}
+
+var _ podRuntime = hostRuntime{}
+
+func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec) hostRuntime {
+	rt := hostRuntime{Client: h.Podman(), host: h}
+	if spec != nil {
+		rt.imagePull = spec.ImagePull
+	}
+	return rt
+}
+
+func (r hostRuntime) Ready() bool                       { return r.host.ready() }
+func (r hostRuntime) Changed() <-chan struct{}          { return r.host.Changed() }
+func (r hostRuntime) Images() []string                  { return r.host.Images() }
+func (r hostRuntime) RefreshImages(ctx context.Context) { r.host.RefreshImages(ctx) }
+
+func (r hostRuntime) Info() *podman.HostInfo {
+	info, _ := r.host.Snapshot()
+	return info
+}
+
+// PullImage pulls with podman, or through rbn-kubelet's image relay when
+// the node's images are pulled through the kubelet.
+func (r hostRuntime) PullImage(ctx context.Context, image string, creds *podman.Credentials, log *slog.Logger) (string, error) {
+	if r.imagePull != rbnv1.ImagePullThroughKubelet {
+		_, err := r.Client.PullImage(ctx, image, creds)
+		return "", err
+	}
+	req := imagerelay.Request{Image: image, Host: r.host.SSH(), Podman: r.Client, Logger: log}
+	if creds != nil {
+		req.Credentials = &imagerelay.Credentials{Username: creds.Username, Password: creds.Password}
+	}
+	res, err := imagerelay.Pull(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(" through rbn-kubelet (%d blobs, %d bytes sent to the host)", res.Blobs, res.Bytes), nil
+}
+
+// RealPaths runs GNU realpath once for every path (-z: NUL-separated, any
+// byte in a name is safe).
+func (r hostRuntime) RealPaths(ctx context.Context, paths []string) ([]string, error) {
+	argv := append([]string{"realpath", "-e", "-z", "--"}, paths...)
+	out, err := r.host.SSH().Output(ctx, argv...)
+	if err != nil {
+		var exit *sshconn.ExitError
+		if errors.As(err, &exit) {
+			return nil, fmt.Errorf("%w: %s", ErrSubPathUnresolvable, strings.TrimSpace(exit.Stderr))
+		}
+		return nil, fmt.Errorf("resolving subPaths: %w", err)
+	}
+	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
+}

@@ -1,0 +1,90 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/provider/node"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// pullSecrets returns the pod's imagePullSecrets that exist.
+func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
+	var out []*corev1.Secret
+	for _, ref := range pd.Spec.ImagePullSecrets {
+		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(ref.Name); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// translate gathers what the pod references and plans the pod. podIP is
+// empty before the pod's sandbox exists; env that names status.podIP is
+// resolved by a second translation once it does. Service link variables are
+// not injected: build hosts have no route to cluster IPs.
+// translate renders the pod's plan for the host. token holds the pod's
+// service account token when it has a projected one: requested when empty,
+// else reused, so that the plan made again once the pod has an IP costs no
+// second TokenRequest (kubelet, too, reuses a token until 80% of its life).
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *string) (*pod.Plan, error) {
+	in := pod.Input{
+		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
+		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
+		PodIP: podIP, HostIP: p.hostIP(),
+	}
+	if info := p.rt.Info(); info != nil {
+		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)
+	}
+	secrets, configMaps := pod.ReferencedObjects(pd)
+	for _, name := range secrets {
+		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(name); err == nil {
+			in.Secrets[name] = s
+		}
+	}
+	for _, name := range configMaps {
+		if c, err := p.cfg.ConfigMaps.ConfigMaps(pd.Namespace).Get(name); err == nil {
+			in.ConfigMaps[name] = c
+		}
+	}
+	if src := serviceAccountTokenSource(pd); src != nil {
+		if p.cfg.Token == nil {
+			return nil, errors.New("no token source for projected service account token")
+		}
+		exp := int64(3600)
+		if src.ExpirationSeconds != nil {
+			exp = *src.ExpirationSeconds
+		}
+		var aud []string
+		if src.Audience != "" {
+			aud = []string{src.Audience}
+		}
+		if *token == "" {
+			tok, err := p.cfg.Token(ctx, pd, aud, exp)
+			if err != nil {
+				return nil, fmt.Errorf("service account token: %w", err)
+			}
+			*token = tok
+		}
+		in.ServiceAccountToken = *token
+	}
+	return pod.Translate(in)
+}
+
+// serviceAccountTokenSource returns the pod's first projected service account token source.
+func serviceAccountTokenSource(pd *corev1.Pod) *corev1.ServiceAccountTokenProjection {
+	for _, v := range pd.Spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return src.ServiceAccountToken
+			}
+		}
+	}
+	return nil
+}
