@@ -85,7 +85,7 @@ type SSHConfiguration struct {
 // something did not work, and how often a node's containers are relisted.
 // Events and informers drive the work; these are what brings a pod forward
 // when nothing happens. The defaults are the values the pod worker has
-// built in; it takes them from here once its redesign (issue 11) lands.
+// had built in (provider.RetryConfig).
 type PodRetryConfiguration struct {
 	// SyncFailure: after a sync step failed without a retry time of its own
 	// (the sandbox could not be set up, the host did not answer).

@@ -100,10 +100,12 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
-		Secrets:    d.shared.Core().V1().Secrets().Lister(),
-		ConfigMaps: d.shared.Core().V1().ConfigMaps().Lister(),
-		Token:      tokenFunc(d.client),
-		Relay:      d.relay,
+		Secrets:        d.shared.Core().V1().Secrets().Lister(),
+		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
+		Token:          tokenFunc(d.client),
+		Relay:          d.relay,
+		Retry:          podRetry(d.cfg.PodRetry),
+		ResyncInterval: d.cfg.PodRetry.Resync.Duration,
 		Known: func(uid types.UID) (bool, bool) {
 			if !podInformer.HasSynced() {
 				return false, false
@@ -321,4 +323,12 @@ func equalLabels(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// podRetry takes the pod workers' retry intervals from the configuration.
+func podRetry(c config.PodRetryConfiguration) provider.RetryConfig {
+	return provider.RetryConfig{
+		Sync: c.SyncFailure.Duration, Config: c.ConfigError.Duration, Create: c.CreateFailure.Duration,
+		Teardown: c.Teardown.Duration, Events: c.EventsReopen.Duration,
+	}
 }
