@@ -98,8 +98,14 @@ func (b *bench) apiserverRequests(ctx context.Context) (map[string]float64, erro
 	if err != nil {
 		return nil, fmt.Errorf("apiserver /metrics: %w", err)
 	}
+	return parseAPIServerRequests(string(raw)), nil
+}
+
+// parseAPIServerRequests sums apiserver_request_total of a /metrics page
+// per "VERB resource[/subresource]", non-resource requests under one key.
+func parseAPIServerRequests(metrics string) map[string]float64 {
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(raw), "\n") {
+	for _, line := range strings.Split(metrics, "\n") {
 		rest, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
 			continue
@@ -127,7 +133,7 @@ func (b *bench) apiserverRequests(ctx context.Context) (map[string]float64, erro
 		}
 		out[key] += v
 	}
-	return out, nil
+	return out
 }
 
 func sumResource(m map[string]float64) float64 {
