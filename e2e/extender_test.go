@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
 )
@@ -39,7 +39,7 @@ import (
 // extenderURL is where dev-up started rbn-extender.
 func (s *stack) extenderURL(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.state, "extender", "url"))
+	b, err := os.ReadFile(filepath.Join(s.State, "extender", "url"))
 	if err != nil {
 		t.Fatalf("rbn-extender not started by dev-up: %v", err)
 	}
@@ -65,7 +65,7 @@ func (s *stack) extenderView(t *testing.T, node string) (server.NodeDebug, error
 // waitExtender waits until rbn-extender's view of node satisfies cond.
 func (s *stack) waitExtender(t *testing.T, node, what string, cond func(server.NodeDebug) bool) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("rbn-extender to see %s on %s", what, node), 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, fmt.Sprintf("rbn-extender to see %s on %s", what, node), 30*time.Second, func() (bool, string) {
 		d, err := s.extenderView(t, node)
 		if err != nil {
 			return false, err.Error()
@@ -79,7 +79,7 @@ func (s *stack) waitExtender(t *testing.T, node, what string, cond func(server.N
 // until each is Ready.
 func (s *stack) buildNodes(t *testing.T) []string {
 	t.Helper()
-	list, err := s.client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: rbnv1.LabelRemoteBuildNode + "=true"})
+	list, err := s.Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{LabelSelector: rbnv1.LabelRemoteBuildNode + "=true"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,37 +92,24 @@ func (s *stack) buildNodes(t *testing.T) []string {
 		t.Fatalf("need at least 2 build hosts, have %v (run the stack with NODES=4)", names)
 	}
 	for _, n := range names {
-		s.waitNodeReady(t, n, corev1.ConditionTrue, nil, 90*time.Second)
+		s.WaitNodeReady(t, n, corev1.ConditionTrue, nil, 90*time.Second)
 	}
 	return names
-}
-
-// hostOf maps a node name to its build host's index (hack/hosts.sh).
-func (s *stack) hostOf(t *testing.T, node string) int {
-	t.Helper()
-	for i := 1; ; i++ {
-		if _, err := os.Stat(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env")); err != nil {
-			t.Fatalf("node %s is not a local build host", node)
-		}
-		if s.host(t, i)["NAME"] == node {
-			return i
-		}
-	}
 }
 
 // override sets the facts override on node for the rest of the test.
 func (s *stack) override(t *testing.T, node, facts string) {
 	t.Helper()
-	s.kubectl(t, "annotate", "--overwrite", "node", node, rbnv1.AnnotationHostFactsOverride+"="+facts)
-	t.Cleanup(func() { _, _ = s.kubectlErr("annotate", "node", node, rbnv1.AnnotationHostFactsOverride+"-") })
+	s.Kubectl(t, "annotate", "--overwrite", "node", node, rbnv1.AnnotationHostFactsOverride+"="+facts)
+	t.Cleanup(func() { _, _ = s.KubectlErr("annotate", "node", node, rbnv1.AnnotationHostFactsOverride+"-") })
 }
 
 // waitIdle waits until no pod holds any build host, in the apiserver and in
 // rbn-extender's view, so that earlier tests do not weigh on placements.
 func (s *stack) waitIdle(t *testing.T, nodes []string) {
 	t.Helper()
-	eventually(t, "no pods on the build hosts", 3*time.Minute, func() (bool, string) {
-		pods, err := s.client.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{})
+	framework.Eventually(t, "no pods on the build hosts", 3*time.Minute, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -153,23 +140,18 @@ func (j jobPod) pod(ns string) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			TerminationGracePeriodSeconds: &grace,
-			NodeSelector:                  map[string]string{rbnv1.LabelRemoteBuildNode: "true"},
-			Tolerations:                   []corev1.Toleration{{Key: rbnv1.TaintRemoteBuildNode, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 			Containers: []corev1.Container{{
 				Name: "job", Image: j.image, Command: j.command,
 				Resources: corev1.ResourceRequirements{Requests: j.requests},
 			}},
 		},
 	}
+	framework.RemoteNodePlacement(&p.Spec)
 	if p.Spec.Containers[0].Image == "" {
-		p.Spec.Containers[0].Image = testImage
+		p.Spec.Containers[0].Image = framework.TestImage
 	}
 	if j.onlyNode != "" {
-		p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{j.onlyNode}}},
-			}}},
-		}}
+		framework.OnNode(&p.Spec, j.onlyNode)
 	}
 	return p
 }
@@ -178,7 +160,7 @@ func (j jobPod) pod(ns string) *corev1.Pod {
 // whose rate limit lets them all through at once.
 func (s *stack) createAtOnce(t *testing.T, ns string, pods []*corev1.Pod) {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", s.kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,8 +193,8 @@ func (s *stack) createAtOnce(t *testing.T, ns string, pods []*corev1.Pod) {
 func (s *stack) waitBound(t *testing.T, ns string, n int) map[string]int {
 	t.Helper()
 	perNode := map[string]int{}
-	eventually(t, fmt.Sprintf("%d pods of %s bound", n, ns), 3*time.Minute, func() (bool, string) {
-		pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	framework.Eventually(t, fmt.Sprintf("%d pods of %s bound", n, ns), 3*time.Minute, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -233,9 +215,9 @@ func (s *stack) waitBound(t *testing.T, ns string, n int) map[string]int {
 func (s *stack) waitFailedScheduling(t *testing.T, ns, pod, want string) string {
 	t.Helper()
 	var msg string
-	eventually(t, fmt.Sprintf("FailedScheduling event of %s/%s containing %q", ns, pod, want), time.Minute, func() (bool, string) {
+	framework.Eventually(t, fmt.Sprintf("FailedScheduling event of %s/%s containing %q", ns, pod, want), time.Minute, func() (bool, string) {
 		var seen []string
-		for _, e := range s.events(t, ns, "Pod", pod) {
+		for _, e := range s.Events(t, ns, "Pod", pod) {
 			if e.Reason == "FailedScheduling" {
 				if strings.Contains(e.Message, want) {
 					msg = e.Message
@@ -253,7 +235,7 @@ func (s *stack) waitFailedScheduling(t *testing.T, ns, pod, want string) string 
 // (it is configured ignorable: an error would go unnoticed otherwise).
 func (s *stack) extenderSkips(t *testing.T) int {
 	t.Helper()
-	return strings.Count(readFile(t, filepath.Join(s.state, "cluster", "logs", "kube-scheduler.log")), "Skipping extender")
+	return strings.Count(readFile(t, filepath.Join(s.State, "cluster", "logs", "kube-scheduler.log")), "Skipping extender")
 }
 
 // TestExtenderBurstSpread: 40 identical job pods created at once spread
@@ -273,7 +255,7 @@ func TestExtenderBurstSpread(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.waitIdle(t, nodes)
-			ns := s.namespace(t)
+			ns := s.Namespace(t)
 			var burst []*corev1.Pod
 			for i := range pods {
 				burst = append(burst, jobPod{name: fmt.Sprintf("job-%02d", i), command: []string{"sleep", "120"}, requests: tc.requests}.pod(ns))
@@ -296,7 +278,7 @@ func TestExtenderBurstSpread(t *testing.T) {
 				t.Errorf("pods per host %v: spread %d > 1", counts, spread)
 			}
 			// Free the hosts now rather than when the namespace goes.
-			_, _ = s.kubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
+			_, _ = s.KubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
 		})
 	}
 }
@@ -312,7 +294,7 @@ func TestExtenderLowDiskHost(t *testing.T) {
 	s.waitExtender(t, low, "1GiB free", func(d server.NodeDebug) bool {
 		return d.Facts.StorageFreeBytes != nil && *d.Facts.StorageFreeBytes == 1<<30
 	})
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	need := corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("2Gi")}
 
 	// Without the extender, evenly spread pods would put 2 of 8 on every host.
@@ -333,14 +315,14 @@ func TestExtenderLowDiskHost(t *testing.T) {
 	s.createAtOnce(t, ns, []*corev1.Pod{pinned})
 	msg := s.waitFailedScheduling(t, ns, "pinned", "rbn: podman storage has 1.0GiB free, the pod needs 2.0GiB")
 	t.Logf("FailedScheduling: %s", msg)
-	if p := s.pod(t, ns, "pinned"); p.Spec.NodeName != "" {
+	if p := s.Pod(t, ns, "pinned"); p.Spec.NodeName != "" {
 		t.Errorf("pinned pod bound to %s", p.Spec.NodeName)
 	}
 
 	// Room again: the scheduler retries on the Node update and places it.
 	s.override(t, low, `{"storageFreeBytes": 107374182400}`) // 100 GiB
-	s.waitPodPhase(t, ns, "pinned", corev1.PodSucceeded, 2*time.Minute)
-	_, _ = s.kubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
+	s.WaitPodPhase(t, ns, "pinned", corev1.PodSucceeded, 2*time.Minute)
+	_, _ = s.KubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
 }
 
 // TestExtenderPrefersHostWithImage: a pod whose image is present on one host
@@ -349,17 +331,15 @@ func TestExtenderPrefersHostWithImage(t *testing.T) {
 	s := newStack(t)
 	nodes := s.buildNodes(t)
 	s.waitIdle(t, nodes)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	for _, node := range nodes {
-		i := s.hostOf(t, node)
+		i := s.HostIndex(t, node)
 		image := "localhost/rbn/e2e-only-on-" + node + ":1.0"
-		s.hosts(t, "podman", fmt.Sprint(i), "tag", testImage, image)
+		s.HostsSh(t, "podman", fmt.Sprint(i), "tag", framework.TestImage, image)
 		t.Cleanup(func() {
 			// untag, not rmi: the image stays in use by the pod's container until the namespace goes.
-			cmd := exec.Command(filepath.Join(s.root, "hack", "hosts.sh"), "podman", fmt.Sprint(i), "untag", image, image)
-			cmd.Env = append(os.Environ(), "RBN_STATE="+s.state)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Logf("untag %s: %v\n%s", image, err, out)
+			if _, err := s.HostPodman(i, "untag", image, image); err != nil {
+				t.Logf("untag %s: %v", image, err)
 			}
 		})
 		// rbn-kubelet's published image list will carry the new tag too; the
@@ -369,7 +349,7 @@ func TestExtenderPrefersHostWithImage(t *testing.T) {
 
 		name := "image-on-" + node
 		s.createAtOnce(t, ns, []*corev1.Pod{jobPod{name: name, image: image, command: []string{"true"}}.pod(ns)})
-		p := s.waitPodPhase(t, ns, name, corev1.PodSucceeded, 2*time.Minute)
+		p := s.WaitPodPhase(t, ns, name, corev1.PodSucceeded, 2*time.Minute)
 		t.Logf("pod with %s placed on %s", image, p.Spec.NodeName)
 		if p.Spec.NodeName != node {
 			t.Errorf("pod with an image only %s has landed on %s", node, p.Spec.NodeName)
@@ -383,13 +363,13 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 	s := newStack(t)
 	nodes := s.buildNodes(t)
 	draining, sick := nodes[0], nodes[1]
-	s.kubectl(t, "label", "--overwrite", "node", draining, rbnv1.LabelDraining+"=true")
-	t.Cleanup(func() { _, _ = s.kubectlErr("label", "node", draining, rbnv1.LabelDraining+"-") })
+	s.Kubectl(t, "label", "--overwrite", "node", draining, rbnv1.LabelDraining+"=true")
+	t.Cleanup(func() { _, _ = s.KubectlErr("label", "node", draining, rbnv1.LabelDraining+"-") })
 	s.override(t, sick, `{"healthy": false}`)
 	s.waitExtender(t, draining, "draining", func(d server.NodeDebug) bool { return d.Draining })
 	s.waitExtender(t, sick, "unhealthy", func(d server.NodeDebug) bool { return d.Facts.Healthy != nil && !*d.Facts.Healthy })
 
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	for node, want := range map[string]string{
 		draining: "rbn: build host is draining (label rbn.dev/draining=true)",
 		sick:     "rbn: build host fails its health checks",
@@ -411,7 +391,7 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 			t.Errorf("pods placed on the draining or unhealthy host: %v", perNode)
 		}
 	}
-	_, _ = s.kubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
+	_, _ = s.KubectlErr("delete", "pods", "--all", "-n", ns, "--wait=false")
 }
 
 // TestExtenderDownIsIgnored: with ignorable: true (dev-up's default), a hung
@@ -419,12 +399,12 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 // stop it. The extender is paused (SIGSTOP), not killed, and resumed after.
 func TestExtenderDownIsIgnored(t *testing.T) {
 	s := newStack(t)
-	if !strings.Contains(readFile(t, filepath.Join(s.state, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
+	if !strings.Contains(readFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
 		t.Skip("the stack's scheduler has rbn-extender with ignorable: false: scheduling waits for it by design")
 	}
 	nodes := s.buildNodes(t)
 	var pid int
-	if _, err := fmt.Sscan(readFile(t, filepath.Join(s.state, "pids", "rbn-extender.pid")), &pid); err != nil {
+	if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
 		t.Fatal(err)
 	}
 	proc, err := os.FindProcess(pid)
@@ -445,11 +425,11 @@ func TestExtenderDownIsIgnored(t *testing.T) {
 	}
 	t.Cleanup(resume)
 
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	skips := s.extenderSkips(t)
 	start := time.Now()
 	s.createAtOnce(t, ns, []*corev1.Pod{jobPod{name: "while-down", command: []string{"true"}}.pod(ns)})
-	p := s.waitPodPhase(t, ns, "while-down", corev1.PodSucceeded, 2*time.Minute)
+	p := s.WaitPodPhase(t, ns, "while-down", corev1.PodSucceeded, 2*time.Minute)
 	t.Logf("scheduled on %s without rbn-extender, %s after creation", p.Spec.NodeName, time.Since(start).Round(time.Millisecond))
 	if !slices.Contains(nodes, p.Spec.NodeName) {
 		t.Errorf("pod on %s", p.Spec.NodeName)
@@ -458,7 +438,7 @@ func TestExtenderDownIsIgnored(t *testing.T) {
 		t.Error("kube-scheduler's log does not say it skipped rbn-extender")
 	}
 	resume()
-	eventually(t, "rbn-extender ready again", 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, "rbn-extender ready again", 30*time.Second, func() (bool, string) {
 		resp, err := http.Get(s.extenderURL(t) + "/readyz")
 		if err != nil {
 			return false, err.Error()

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
 // registry reads the test registry's settings (hack/registry.sh up writes them).
 func (s *stack) registry(t *testing.T) map[string]string {
 	t.Helper()
-	path := filepath.Join(s.state, "registry", "registry.env")
+	path := filepath.Join(s.State, "registry", "registry.env")
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatalf("no test registry (%v): run the end-to-end tests with `make test-e2e`, which starts hack/registry.sh", err)
@@ -40,10 +42,10 @@ func (s *stack) registry(t *testing.T) map[string]string {
 func (s *stack) isolatedHost(t *testing.T) int {
 	t.Helper()
 	for i := 1; ; i++ {
-		if _, err := os.Stat(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env")); err != nil {
+		if _, err := os.Stat(filepath.Join(s.State, "hosts", fmt.Sprintf("host%d", i), "host.env")); err != nil {
 			t.Fatal("no isolated build host: run the end-to-end tests with `make test-e2e` (RBN_ISOLATED_HOSTS)")
 		}
-		if s.host(t, i)["NETNS"] != "" {
+		if s.Host(t, i)["NETNS"] != "" {
 			return i
 		}
 	}
@@ -52,7 +54,7 @@ func (s *stack) isolatedHost(t *testing.T) int {
 // pullSecret creates a kubernetes.io/dockerconfigjson Secret for the test registry.
 func (s *stack) pullSecret(t *testing.T, ns, name string, reg map[string]string, password string) {
 	t.Helper()
-	s.kubectl(t, "-n", ns, "create", "secret", "docker-registry", name,
+	s.Kubectl(t, "-n", ns, "create", "secret", "docker-registry", name,
 		"--docker-server="+reg["REGISTRY"], "--docker-username="+reg["USER"], "--docker-password="+password)
 }
 
@@ -60,7 +62,7 @@ func (s *stack) pullSecret(t *testing.T, ns, name string, reg map[string]string,
 // secret; container is the rest of the container's fields (YAML, indented).
 func (s *stack) imagePod(t *testing.T, ns, name, node, image, secret, container string) {
 	t.Helper()
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
 spec:
@@ -78,7 +80,7 @@ spec:
 func (s *stack) runImageOnNode(t *testing.T, ns, name, node, image, secret, script string) *corev1.Pod {
 	t.Helper()
 	s.imagePod(t, ns, name, node, image, secret, fmt.Sprintf("      command: [sh, -c, %q]", script))
-	return s.waitPodPhase(t, ns, name, corev1.PodSucceeded, 3*time.Minute)
+	return s.WaitPodPhase(t, ns, name, corev1.PodSucceeded, 3*time.Minute)
 }
 
 var relayedRE = regexp.MustCompile(`through rbn-kubelet \((\d+) blobs, (\d+) bytes sent to the host\)`)
@@ -86,7 +88,7 @@ var relayedRE = regexp.MustCompile(`through rbn-kubelet \((\d+) blobs, (\d+) byt
 // relayed returns what the pod's Pulled event says the relay sent.
 func (s *stack) relayed(t *testing.T, ns, pod string) (blobs int, bytes int64, ok bool) {
 	t.Helper()
-	for _, e := range s.events(t, ns, "Pod", pod) {
+	for _, e := range s.Events(t, ns, "Pod", pod) {
 		if e.Reason != "Pulled" {
 			continue
 		}
@@ -106,22 +108,22 @@ func TestImagePullThroughKubeletOnIsolatedHost(t *testing.T) {
 	s := newStack(t)
 	reg := s.registry(t)
 	i := s.isolatedHost(t)
-	node := s.host(t, i)["NAME"]
-	s.waitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
-	if r, _ := s.rbn(t, node); r.Spec.ImagePull != "ThroughKubelet" {
+	node := s.Host(t, i)["NAME"]
+	s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
+	if r, _ := s.RBN(t, node); r.Spec.ImagePull != "ThroughKubelet" {
 		t.Fatalf("%s: spec.imagePull %q, want ThroughKubelet (hack/register-hosts.sh)", node, r.Spec.ImagePull)
 	}
 	// A clean start: none of the test images or their layers on the host.
-	_, _ = s.hostPodman(i, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"], reg["IMAGE"])
+	_, _ = s.HostPodman(i, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"], reg["IMAGE"])
 
 	// The host itself cannot reach the registry, credentials or not.
-	if out, err := s.hostPodman(i, "pull", "--creds", reg["USER"]+":"+reg["PASSWORD"], reg["IMAGE"]); err == nil {
+	if out, err := s.HostPodman(i, "pull", "--creds", reg["USER"]+":"+reg["PASSWORD"], reg["IMAGE"]); err == nil {
 		t.Fatalf("the isolated host pulled %s directly:\n%s", reg["IMAGE"], out)
 	} else if !strings.Contains(out, "connection refused") && !strings.Contains(out, "unreachable") {
 		t.Errorf("direct pull failed, but not for want of a route: %s", out)
 	}
 
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
 	p := s.runImageOnNode(t, ns, "first", node, reg["IMAGE"], "regcred", "cat /etc/rbn-test-image")
 	cs := p.Status.ContainerStatuses[0]
@@ -130,11 +132,11 @@ func TestImagePullThroughKubeletOnIsolatedHost(t *testing.T) {
 	}
 	firstBlobs, firstBytes, ok := s.relayed(t, ns, "first")
 	if !ok || firstBlobs != 2 {
-		t.Fatalf("first pull: relayed=%v blobs=%d, want 2 (config and its one layer); events: %v", ok, firstBlobs, s.events(t, ns, "Pod", "first"))
+		t.Fatalf("first pull: relayed=%v blobs=%d, want 2 (config and its one layer); events: %v", ok, firstBlobs, s.Events(t, ns, "Pod", "first"))
 	}
 
 	// The host's store names the image as the pod did, and nothing else.
-	out, err := s.hostPodman(i, "images", "--format", "{{.Repository}}:{{.Tag}}")
+	out, err := s.HostPodman(i, "images", "--format", "{{.Repository}}:{{.Tag}}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +164,8 @@ func TestImagePullThroughKubeletOnIsolatedHost(t *testing.T) {
 func TestImagePullThroughKubeletFailures(t *testing.T) {
 	s := newStack(t)
 	reg := s.registry(t)
-	node := s.host(t, s.isolatedHost(t))["NAME"]
-	ns := s.namespace(t)
+	node := s.Host(t, s.isolatedHost(t))["NAME"]
+	ns := s.Namespace(t)
 	s.pullSecret(t, ns, "wrongcred", reg, "not-the-password")
 	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
 	for _, tt := range []struct{ name, image, secret, want string }{
@@ -175,20 +177,20 @@ func TestImagePullThroughKubeletFailures(t *testing.T) {
 			// As for a direct pull (TestMissingImageBacksOff): the failed pull is
 			// reported as ImagePullBackOff with its error, and a Failed event.
 			var msg string
-			eventually(t, "ImagePullBackOff", 90*time.Second, func() (bool, string) {
-				p := s.pod(t, ns, tt.name)
+			framework.Eventually(t, "ImagePullBackOff", 90*time.Second, func() (bool, string) {
+				p := s.Pod(t, ns, tt.name)
 				if len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil {
 					w := p.Status.ContainerStatuses[0].State.Waiting
 					msg = w.Reason + ": " + w.Message
 					return w.Reason == "ImagePullBackOff", msg
 				}
-				return false, describeStatus(p)
+				return false, framework.DescribeStatus(p)
 			})
 			if !strings.Contains(msg, tt.want) || !strings.Contains(msg, tt.image) {
 				t.Errorf("waiting %q: want the image and %q", msg, tt.want)
 			}
 			failed := false
-			for _, e := range s.events(t, ns, "Pod", tt.name) {
+			for _, e := range s.Events(t, ns, "Pod", tt.name) {
 				failed = failed || (e.Reason == "Failed" && strings.Contains(e.Message, "Failed to pull image") && strings.Contains(e.Message, tt.want))
 			}
 			if !failed {
@@ -202,19 +204,19 @@ func TestImagePullThroughKubeletFailures(t *testing.T) {
 func TestImagePullDirectHostUnaffected(t *testing.T) {
 	s := newStack(t)
 	reg := s.registry(t)
-	node := s.host(t, 1)["NAME"]
-	if s.host(t, 1)["NETNS"] != "" {
+	node := s.Host(t, 1)["NAME"]
+	if s.Host(t, 1)["NETNS"] != "" {
 		t.Skip("host 1 is isolated")
 	}
-	_, _ = s.hostPodman(1, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"])
-	ns := s.namespace(t)
+	_, _ = s.HostPodman(1, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"])
+	ns := s.Namespace(t)
 	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
 	s.runImageOnNode(t, ns, "direct", node, reg["IMAGE_EXTRA"], "regcred", "cat /etc/rbn-extra")
 	if _, _, relayed := s.relayed(t, ns, "direct"); relayed {
 		t.Errorf("a Direct host's image came through rbn-kubelet")
 	}
 	pulled := false
-	for _, e := range s.events(t, ns, "Pod", "direct") {
+	for _, e := range s.Events(t, ns, "Pod", "direct") {
 		pulled = pulled || (e.Reason == "Pulled" && strings.Contains(e.Message, "Successfully pulled"))
 	}
 	if !pulled {

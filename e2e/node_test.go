@@ -3,12 +3,10 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
@@ -24,8 +23,8 @@ import (
 func TestNodeShowsTheHostsFacts(t *testing.T) {
 	s := newStack(t)
 	for i := 1; i <= 2; i++ {
-		name := s.host(t, i)["NAME"]
-		n, ok := s.node(t, name)
+		name := s.Host(t, i)["NAME"]
+		n, ok := s.Node(t, name)
 		if !ok {
 			t.Fatalf("node %s missing", name)
 		}
@@ -45,7 +44,10 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 		if got := n.Status.Capacity.Cpu().Value(); got != int64(runtime.NumCPU()) {
 			t.Errorf("%s: cpu capacity %d, want %d", name, got, runtime.NumCPU())
 		}
-		memTotal := meminfoTotal(t)
+		memTotal := framework.Meminfo()["MemTotal"] * 1024
+		if memTotal == 0 {
+			t.Fatal("no MemTotal in /proc/meminfo")
+		}
 		if got := n.Status.Capacity.Memory().Value(); got != memTotal {
 			t.Errorf("%s: memory capacity %d, want MemTotal %d", name, got, memTotal)
 		}
@@ -58,7 +60,10 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 		if !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "podman://") {
 			t.Errorf("%s: runtime %q", name, n.Status.NodeInfo.ContainerRuntimeVersion)
 		}
-		var uname = kernelRelease(t)
+		uname, err := framework.KernelRelease()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if n.Status.NodeInfo.KernelVersion != uname {
 			t.Errorf("%s: kernel %q, want %q", name, n.Status.NodeInfo.KernelVersion, uname)
 		}
@@ -69,7 +74,7 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 		if !found {
 			t.Errorf("%s: default taint missing: %v", name, n.Spec.Taints)
 		}
-		if c := readyCondition(n); c.Status != corev1.ConditionTrue {
+		if c := framework.ReadyCondition(n); c.Status != corev1.ConditionTrue {
 			t.Errorf("%s: not Ready: %+v", name, c)
 		}
 		// Memory pressure is judged on MemAvailable, read from the host.
@@ -78,12 +83,12 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 				t.Errorf("%s: MemoryPressure %s %q, want False from MemAvailable", name, c.Status, c.Message)
 			}
 		}
-		r, _ := s.rbn(t, name)
+		r, _ := s.RBN(t, name)
 		if r.Status.Phase != rbnv1.PhaseReady || r.Status.Host == nil || r.Status.Host.Architecture != runtime.GOARCH {
 			t.Errorf("%s: RemoteBuildNode status %+v", name, r.Status)
 		}
 		// The printer columns show phase, arch and podman version.
-		out := s.kubectl(t, "get", "remotebuildnodes", name, "--no-headers")
+		out := s.Kubectl(t, "get", "remotebuildnodes", name, "--no-headers")
 		if !strings.Contains(out, "Ready") || !strings.Contains(out, runtime.GOARCH) || !strings.Contains(out, strings.TrimPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "podman://")) {
 			t.Errorf("%s: printer columns %q", name, out)
 		}
@@ -92,14 +97,14 @@ func TestNodeShowsTheHostsFacts(t *testing.T) {
 
 func TestNodeLeaseIsRenewed(t *testing.T) {
 	s := newStack(t)
-	name := s.host(t, 1)["NAME"]
-	lease, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+	name := s.Host(t, 1)["NAME"]
+	lease, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := lease.Spec.RenewTime.Time
-	eventually(t, "lease "+name+" renewed", 30*time.Second, func() (bool, string) {
-		l, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+	framework.Eventually(t, "lease "+name+" renewed", 30*time.Second, func() (bool, string) {
+		l, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -110,39 +115,39 @@ func TestNodeLeaseIsRenewed(t *testing.T) {
 // A host whose sshd dies goes NotReady with the reason, and comes back.
 func TestSSHDownThenBack(t *testing.T) {
 	s := newStack(t)
-	name := s.host(t, 2)["NAME"]
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, time.Minute)
+	name := s.Host(t, 2)["NAME"]
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, time.Minute)
 
-	s.hosts(t, "stop-sshd", "2")
+	s.HostsSh(t, "stop-sshd", "2")
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			s.hosts(t, "start-sshd", "2")
+			s.HostsSh(t, "start-sshd", "2")
 		}
 	})
 	start := time.Now()
-	c := s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, 40*time.Second)
+	c := s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, 40*time.Second)
 	t.Logf("NotReady after %s: %s: %s", time.Since(start).Round(time.Millisecond), c.Reason, c.Message)
 
-	eventually(t, "RemoteBuildNode "+name+" NotReady with lastError", 20*time.Second, func() (bool, string) {
-		r, _ := s.rbn(t, name)
+	framework.Eventually(t, "RemoteBuildNode "+name+" NotReady with lastError", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, name)
 		if r.Status.Phase != rbnv1.PhaseNotReady || r.Status.LastError == nil {
 			return false, fmt.Sprintf("%+v", r.Status)
 		}
 		return strings.HasPrefix(r.Status.LastError.Reason, "SSH"), r.Status.LastError.Reason
 	})
 	// The other host is unaffected.
-	other := s.host(t, 1)["NAME"]
-	if n, _ := s.node(t, other); readyCondition(n).Status != corev1.ConditionTrue {
+	other := s.Host(t, 1)["NAME"]
+	if n, _ := s.Node(t, other); framework.ReadyCondition(n).Status != corev1.ConditionTrue {
 		t.Errorf("node %s not Ready while only %s was cut", other, name)
 	}
 
-	s.hosts(t, "start-sshd", "2")
+	s.HostsSh(t, "start-sshd", "2")
 	restarted = true
 	// Redial backoff is capped at 30 s by default.
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 60*time.Second)
-	eventually(t, "RemoteBuildNode "+name+" Ready again", 20*time.Second, func() (bool, string) {
-		r, _ := s.rbn(t, name)
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 60*time.Second)
+	framework.Eventually(t, "RemoteBuildNode "+name+" Ready again", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, name)
 		return r.Status.Phase == rbnv1.PhaseReady, string(r.Status.Phase)
 	})
 }
@@ -150,27 +155,27 @@ func TestSSHDownThenBack(t *testing.T) {
 // A host whose podman service is down is NotReady with PodmanUnavailable.
 func TestPodmanDownThenBack(t *testing.T) {
 	s := newStack(t)
-	name := s.host(t, 1)["NAME"]
-	s.hosts(t, "stop-podman", "1")
+	name := s.Host(t, 1)["NAME"]
+	s.HostsSh(t, "stop-podman", "1")
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			s.hosts(t, "start-podman", "1")
+			s.HostsSh(t, "start-podman", "1")
 		}
 	})
-	s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"PodmanUnavailable"}, 40*time.Second)
-	s.hosts(t, "start-podman", "1")
+	s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"PodmanUnavailable"}, 40*time.Second)
+	s.HostsSh(t, "start-podman", "1")
 	restarted = true
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 40*time.Second)
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 40*time.Second)
 }
 
 // registerExtra registers host i again under another name with the given
 // known_hosts, and removes it at the end of the test.
 func (s *stack) registerExtra(t *testing.T, name string, i int, knownHosts string, extraSpec string) {
 	t.Helper()
-	h := s.host(t, i)
+	h := s.Host(t, i)
 	key := readFile(t, h["PRIVATE_KEY"])
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: %[1]s-ssh, namespace: rbn-system}
 type: kubernetes.io/ssh-auth
@@ -191,8 +196,8 @@ spec:
 %[7]s
 `, name, indent(key, 4), indent(knownHosts, 4), h["ADDRESS"], h["PORT"], h["PODMAN_SOCKET"], extraSpec))
 	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
-		_, _ = s.kubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
+		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.KubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
 	})
 }
 
@@ -209,40 +214,40 @@ func indent(s string, n int) string {
 // check fails, nothing is ever connected, and the reason is visible.
 func TestWrongHostKeyNeverConnects(t *testing.T) {
 	s := newStack(t)
-	h1, h2 := s.host(t, 1), s.host(t, 2)
+	h1, h2 := s.Host(t, 1), s.Host(t, 2)
 	// host 2's key, claimed for host 1's address.
 	_, key, ok := strings.Cut(strings.TrimSpace(readFile(t, h2["KNOWN_HOSTS"])), " ")
 	if !ok {
 		t.Fatal("unexpected known_hosts format")
 	}
 	line := fmt.Sprintf("[%s]:%s %s", h1["ADDRESS"], h1["PORT"], key)
-	name := uniqueName("e2e-wrong-key")
+	name := framework.UniqueName("e2e-wrong-key")
 	s.registerExtra(t, name, 1, line, "")
 
-	c := s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"HostKeyMismatch"}, 30*time.Second)
+	c := s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"HostKeyMismatch"}, 30*time.Second)
 	t.Logf("node condition: %s: %s", c.Reason, c.Message)
-	eventually(t, "RemoteBuildNode "+name+" NotReady with HostKeyMismatch", 20*time.Second, func() (bool, string) {
-		r, _ := s.rbn(t, name)
+	framework.Eventually(t, "RemoteBuildNode "+name+" NotReady with HostKeyMismatch", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, name)
 		return r.Status.Phase == rbnv1.PhaseNotReady && r.Status.LastError != nil && r.Status.LastError.Reason == "HostKeyMismatch",
 			fmt.Sprintf("%+v", r.Status)
 	})
-	r, _ := s.rbn(t, name)
+	r, _ := s.RBN(t, name)
 	if r.Status.Host != nil {
 		t.Errorf("host facts were read through an untrusted connection: %+v", r.Status.Host)
 	}
-	n, _ := s.node(t, name)
+	n, _ := s.Node(t, name)
 	if n.Status.Allocatable.Pods().Value() != 0 {
 		t.Errorf("a never-connected node offers pods: %v", n.Status.Allocatable)
 	}
 	// Host 1's own node is unaffected.
-	s.waitNodeReady(t, h1["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	s.WaitNodeReady(t, h1["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
 }
 
 func TestUnreachableAddress(t *testing.T) {
 	s := newStack(t)
-	name := uniqueName("e2e-unreachable")
-	h := s.host(t, 1)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	name := framework.UniqueName("e2e-unreachable")
+	h := s.Host(t, 1)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: %[1]s-ssh, namespace: rbn-system}
 type: kubernetes.io/ssh-auth
@@ -260,19 +265,19 @@ spec:
   sshSecretRef: {name: %[1]s-ssh, namespace: rbn-system}
 `, name, indent(readFile(t, h["PRIVATE_KEY"]), 4), strings.SplitN(strings.TrimSpace(readFile(t, h["KNOWN_HOSTS"])), " ", 2)[1]))
 	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
-		_, _ = s.kubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
+		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.KubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
 	})
-	s.waitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHUnreachable"}, 30*time.Second)
+	s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHUnreachable"}, 30*time.Second)
 }
 
 // A missing Secret and an invalid spec: a clear reason and an event, and
 // the other nodes keep being served.
 func TestBadInputIsReported(t *testing.T) {
 	s := newStack(t)
-	missing := uniqueName("e2e-no-secret")
-	invalid := uniqueName("e2e-invalid")
-	s.apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
+	missing := framework.UniqueName("e2e-no-secret")
+	invalid := framework.UniqueName("e2e-invalid")
+	s.Apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
 kind: RemoteBuildNode
 metadata: {name: %s}
 spec:
@@ -290,15 +295,15 @@ spec:
   hostPathAllowlist: [/]
 `, missing, invalid))
 	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "remotebuildnode", missing, invalid, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.KubectlErr("delete", "remotebuildnode", missing, invalid, "--ignore-not-found", "--wait=true", "--timeout=60s")
 	})
-	eventually(t, missing+" Invalid: secret not found", 20*time.Second, func() (bool, string) {
-		r, _ := s.rbn(t, missing)
+	framework.Eventually(t, missing+" Invalid: secret not found", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, missing)
 		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "SSHSecretNotFound", fmt.Sprintf("%+v", r.Status)
 	})
 	var msg string
-	eventually(t, invalid+" Invalid: every problem listed", 20*time.Second, func() (bool, string) {
-		r, _ := s.rbn(t, invalid)
+	framework.Eventually(t, invalid+" Invalid: every problem listed", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, invalid)
 		if r.Status.Phase != rbnv1.PhaseInvalid || r.Status.LastError == nil {
 			return false, fmt.Sprintf("%+v", r.Status)
 		}
@@ -310,67 +315,37 @@ spec:
 			t.Errorf("invalid spec message lacks %s: %s", want, msg)
 		}
 	}
-	eventually(t, "InvalidSpec event on "+invalid, 60*time.Second, func() (bool, string) {
-		for _, e := range s.events(t, "default", "RemoteBuildNode", invalid) {
+	framework.Eventually(t, "InvalidSpec event on "+invalid, 60*time.Second, func() (bool, string) {
+		for _, e := range s.Events(t, "default", "RemoteBuildNode", invalid) {
 			if e.Reason == "InvalidSpec" && e.Type == corev1.EventTypeWarning {
 				return true, ""
 			}
 		}
 		return false, "no event"
 	})
-	if _, ok := s.node(t, invalid); ok {
+	if _, ok := s.Node(t, invalid); ok {
 		t.Errorf("a node was registered for an invalid RemoteBuildNode")
 	}
 	for i := 1; i <= 2; i++ {
-		s.waitNodeReady(t, s.host(t, i)["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+		s.WaitNodeReady(t, s.Host(t, i)["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
 	}
 }
 
 // Deleting a RemoteBuildNode removes its node and lease.
 func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	s := newStack(t)
-	name := uniqueName("e2e-delete")
-	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]), "")
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
-	s.kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
-	eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
-		_, ok := s.node(t, name)
+	name := framework.UniqueName("e2e-delete")
+	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]), "")
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
+	framework.Eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
+		_, ok := s.Node(t, name)
 		return !ok, "still there"
 	})
-	_, err := s.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
+	_, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 	if err == nil {
 		t.Errorf("lease %s left behind", name)
 	}
-}
-
-func meminfoTotal(t *testing.T) int64 {
-	t.Helper()
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb * 1024
-		}
-	}
-	t.Fatal("no MemTotal in /proc/meminfo")
-	return 0
-}
-
-func kernelRelease(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // Two RemoteBuildNodes naming one host (same address, port, user, key and
@@ -378,9 +353,9 @@ func kernelRelease(t *testing.T) string {
 // node and the connection as they were.
 func TestNodesOnOneHostShareItsConnection(t *testing.T) {
 	s := newStack(t)
-	h := s.host(t, 2)
-	name := uniqueName("e2e-shared")
-	s.apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
+	h := s.Host(t, 2)
+	name := framework.UniqueName("e2e-shared")
+	s.Apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
 kind: RemoteBuildNode
 metadata: {name: %s}
 spec:
@@ -390,21 +365,21 @@ spec:
   sshSecretRef: {name: %s-ssh, namespace: rbn-system}
 `, name, h["ADDRESS"], h["PORT"], h["PODMAN_SOCKET"], h["NAME"]))
 	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
 	})
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
-	s.waitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.WaitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
 	before := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
 	if len(before) != 1 {
 		t.Fatalf("rbn-kubelet holds %d connections to %s:%s for two nodes on it, want 1: %v", len(before), h["ADDRESS"], h["PORT"], before)
 	}
 
-	s.kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
-	eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
-		_, ok := s.node(t, name)
+	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
+	framework.Eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
+		_, ok := s.Node(t, name)
 		return !ok, "still there"
 	})
-	s.waitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
+	s.WaitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
 	after := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
 	if len(after) != 1 || after[0] != before[0] {
 		t.Errorf("after deleting the other node, connections %v, want the same one %v", after, before)
@@ -415,19 +390,20 @@ spec:
 // connections to peer (host:port), from ss.
 func (s *stack) kubeletConnections(t *testing.T, peer string) []string {
 	t.Helper()
-	pid := strings.TrimSpace(readFile(t, s.state+"/pids/rbn-kubelet.pid"))
+	pid, err := s.KubeletPID()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := run(ctx, []string{"ss", "-Htnp", "state", "established"}, nil)
+	conns, err := framework.TCPConns(ctx, pid)
 	if err != nil {
-		t.Fatalf("ss: %v: %s", err, out)
+		t.Fatalf("ss: %v", err)
 	}
 	var local []string
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		// Recv-Q Send-Q Local Peer Process
-		if len(f) >= 5 && f[3] == peer && strings.Contains(line, "pid="+pid+",") {
-			local = append(local, f[2])
+	for _, c := range conns {
+		if c.Peer == peer {
+			local = append(local, c.Local)
 		}
 	}
 	return local
@@ -437,20 +413,20 @@ func (s *stack) kubeletConnections(t *testing.T, peer string) []string {
 // included, while labels and taints others put on the Node stay.
 func TestNodeLabelsAndTaintsFollowSpec(t *testing.T) {
 	s := newStack(t)
-	name := uniqueName("e2e-labels")
+	name := framework.UniqueName("e2e-labels")
 	spec := func(labels, taints string) string {
 		return "  labels: {" + labels + "}\n  taints: [" + taints + "]"
 	}
-	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]),
+	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
 		spec("team: a, tier: fast", "{key: rbn.dev/dedicated, value: a, effect: NoSchedule}, {key: drain, effect: NoExecute}"))
-	s.waitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
-	s.kubectl(t, "label", "node", name, "owner=someone-else")
-	s.kubectl(t, "taint", "node", name, "other=x:PreferNoSchedule")
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	s.Kubectl(t, "label", "node", name, "owner=someone-else")
+	s.Kubectl(t, "taint", "node", name, "other=x:PreferNoSchedule")
 
-	s.registerExtra(t, name, 2, readFile(t, s.host(t, 2)["KNOWN_HOSTS"]),
+	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
 		spec("team: b", "{key: rbn.dev/dedicated, value: b, effect: NoSchedule}"))
-	eventually(t, "node "+name+" to follow the new spec", 60*time.Second, func() (bool, string) {
-		n, ok := s.node(t, name)
+	framework.Eventually(t, "node "+name+" to follow the new spec", 60*time.Second, func() (bool, string) {
+		n, ok := s.Node(t, name)
 		if !ok {
 			return false, "no node"
 		}

@@ -4,10 +4,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,107 +13,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
-
-// testImage is on every build host (hack/hosts.sh); not :latest, so that
-// the default pull policy is IfNotPresent as for any pinned build image.
-const testImage = "localhost/rbn/busybox:1.0"
-
-// podSpec and templateSpec are the scheduling boilerplate every pod on a remote build node
-// carries, for a pod spec (podSpec) or a Job's pod template (templateSpec).
-const (
-	podSpec = `
-  nodeSelector: {rbn.dev/remote-build-node: "true"}
-  tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
-	templateSpec = `
-      nodeSelector: {rbn.dev/remote-build-node: "true"}
-      tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
-)
-
-// namespace creates a namespace for one test and deletes it afterwards.
-func (s *stack) namespace(t *testing.T) string {
-	t.Helper()
-	ns := uniqueName("e2e")
-	s.kubectl(t, "create", "namespace", ns)
-	eventually(t, "default service account in "+ns, 30*time.Second, func() (bool, string) {
-		_, err := s.client.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{})
-		return err == nil, fmt.Sprint(err)
-	})
-	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s")
-	})
-	return ns
-}
-
-func (s *stack) pod(t *testing.T, ns, name string) *corev1.Pod {
-	t.Helper()
-	p, err := s.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (s *stack) waitPodPhase(t *testing.T, ns, name string, phase corev1.PodPhase, timeout time.Duration) *corev1.Pod {
-	t.Helper()
-	var p *corev1.Pod
-	eventually(t, fmt.Sprintf("pod %s/%s %s", ns, name, phase), timeout, func() (bool, string) {
-		var err error
-		p, err = s.client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		return p.Status.Phase == phase, describeStatus(p)
-	})
-	return p
-}
-
-func describeStatus(p *corev1.Pod) string {
-	b, _ := json.Marshal(p.Status)
-	return string(b)
-}
-
-// hostObjects lists podman containers, pods and volumes carrying the pod's
-// UID label on build host i, through the host's own podman CLI.
-func (s *stack) hostObjects(t *testing.T, i int, uid string) []string {
-	t.Helper()
-	var out []string
-	for _, what := range [][]string{
-		{"ps", "-a", "--format", "{{.Names}}"},
-		{"pod", "ps", "--format", "{{.Name}}"},
-		{"volume", "ls", "--format", "{{.Name}}"},
-	} {
-		args := append([]string{"podman", fmt.Sprint(i)}, what...)
-		args = append(args, "--filter", "label=rbn.dev/pod-uid="+uid)
-		cmd := exec.Command(filepath.Join(s.root, "hack", "hosts.sh"), args...)
-		cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-		b, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("hosts.sh %v: %v", args, err)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if l != "" {
-				out = append(out, what[0]+":"+l)
-			}
-		}
-	}
-	return out
-}
-
-// hostIndex returns the build host number a node name belongs to.
-func (s *stack) hostIndex(t *testing.T, node string) int {
-	t.Helper()
-	for i := 1; ; i++ {
-		if _, err := os.Stat(filepath.Join(s.state, "hosts", fmt.Sprintf("host%d", i), "host.env")); err != nil {
-			break
-		}
-		if s.host(t, i)["NAME"] == node {
-			return i
-		}
-	}
-	t.Fatalf("node %s is not a local build host", node)
-	return 0
-}
 
 // An image-create-shaped job: init containers sharing an emptyDir, a
 // privileged container with SYS_ADMIN, env from a Secret, a ConfigMap at a
@@ -123,8 +23,8 @@ func (s *stack) hostIndex(t *testing.T, node string) int {
 // exits non-zero otherwise, so Complete means every part translated.
 func TestImageCreateShapedJobCompletes(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: build-creds, namespace: %[1]s}
 stringData: {token: s3cr3t-value}
@@ -179,10 +79,10 @@ spec:
       volumes:
         - {name: work, emptyDir: {}}
         - {name: recipe, configMap: {name: recipe}}
-`, ns, templateSpec, testImage, 96*1024*1024))
-	out := s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
+`, ns, framework.TemplateSpec, framework.TestImage, 96*1024*1024))
+	out := s.Kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
 	t.Log(strings.TrimSpace(out))
-	pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
+	pods, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("want one job pod, got %v (%v)", len(pods.Items), err)
 	}
@@ -193,7 +93,7 @@ spec:
 			t.Errorf("container %s status %+v", cs.Name, cs)
 		}
 	}
-	if logs := s.kubectl(t, "-n", ns, "logs", p.Name, "-c", "build"); !strings.Contains(logs, "build ok") {
+	if logs := s.Kubectl(t, "-n", ns, "logs", p.Name, "-c", "build"); !strings.Contains(logs, "build ok") {
 		t.Errorf("build logs: %q", logs)
 	}
 	for _, typ := range []corev1.PodConditionType{corev1.PodInitialized, corev1.PodScheduled} {
@@ -206,7 +106,7 @@ spec:
 		}
 	}
 	reasons := map[string]bool{}
-	for _, e := range s.events(t, ns, "Pod", p.Name) {
+	for _, e := range s.Events(t, ns, "Pod", p.Name) {
 		reasons[e.Reason] = true
 	}
 	for _, want := range []string{"Scheduled", "Pulled", "Created", "Started"} {
@@ -218,8 +118,8 @@ spec:
 
 func TestOOMKillIsReported(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: oom, namespace: %s}
 spec:
@@ -229,18 +129,18 @@ spec:
       image: %s
       command: [sh, -c, "head -c 200m /dev/zero | tail"]
       resources: {limits: {memory: 32Mi}}
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "oom", corev1.PodFailed, 90*time.Second)
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "oom", corev1.PodFailed, 90*time.Second)
 	term := p.Status.ContainerStatuses[0].State.Terminated
 	if term == nil || term.Reason != "OOMKilled" {
-		t.Fatalf("want OOMKilled, got %s", describeStatus(p))
+		t.Fatalf("want OOMKilled, got %s", framework.DescribeStatus(p))
 	}
 }
 
 func TestMissingImageBacksOff(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: noimage, namespace: %s}
 spec:
@@ -248,20 +148,20 @@ spec:
   containers:
     - name: main
       image: 127.0.0.1:1/rbn/does-not-exist:1.0
-`, ns, podSpec))
+`, ns, framework.PodSpec))
 	seen := map[string]bool{}
-	eventually(t, "ErrImagePull then ImagePullBackOff", 90*time.Second, func() (bool, string) {
-		p := s.pod(t, ns, "noimage")
+	framework.Eventually(t, "ErrImagePull then ImagePullBackOff", 90*time.Second, func() (bool, string) {
+		p := s.Pod(t, ns, "noimage")
 		if len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil {
 			seen[p.Status.ContainerStatuses[0].State.Waiting.Reason] = true
 		}
 		return seen["ImagePullBackOff"], fmt.Sprint(seen)
 	})
-	if p := s.pod(t, ns, "noimage"); p.Status.Phase != corev1.PodPending {
+	if p := s.Pod(t, ns, "noimage"); p.Status.Phase != corev1.PodPending {
 		t.Errorf("phase %s, want Pending while pulling fails", p.Status.Phase)
 	}
 	failed := false
-	for _, e := range s.events(t, ns, "Pod", "noimage") {
+	for _, e := range s.Events(t, ns, "Pod", "noimage") {
 		failed = failed || (e.Reason == "Failed" && strings.Contains(e.Message, "does-not-exist"))
 	}
 	if !failed {
@@ -271,8 +171,8 @@ spec:
 
 func TestUnsupportedAndForbiddenVolumesFailThePod(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: nfs, namespace: %[1]s}
 spec:
@@ -287,20 +187,20 @@ spec:
   restartPolicy: Never%[2]s
   containers: [{name: main, image: %[3]s, command: ["true"], volumeMounts: [{name: etc, mountPath: /host-etc}]}]
   volumes: [{name: etc, hostPath: {path: /etc}}]
-`, ns, podSpec, testImage))
+`, ns, framework.PodSpec, framework.TestImage))
 	for name, reason := range map[string]string{"nfs": "UnsupportedVolume", "hostpath": "HostPathNotAllowed"} {
-		p := s.waitPodPhase(t, ns, name, corev1.PodFailed, 60*time.Second)
+		p := s.WaitPodPhase(t, ns, name, corev1.PodFailed, 60*time.Second)
 		if p.Status.Reason != reason || p.Status.Message == "" {
 			t.Errorf("%s: reason %q message %q, want %s", name, p.Status.Reason, p.Status.Message, reason)
 		}
 		found := false
-		for _, e := range s.events(t, ns, "Pod", name) {
+		for _, e := range s.Events(t, ns, "Pod", name) {
 			found = found || (e.Reason == reason && e.Type == corev1.EventTypeWarning)
 		}
 		if !found {
 			t.Errorf("%s: no %s warning event", name, reason)
 		}
-		if objs := s.hostObjects(t, s.hostIndex(t, p.Spec.NodeName), string(p.UID)); len(objs) > 0 {
+		if objs := s.HostObjects(t, s.HostIndex(t, p.Spec.NodeName), string(p.UID)); len(objs) > 0 {
 			t.Errorf("%s: left on host: %v", name, objs)
 		}
 	}
@@ -310,8 +210,8 @@ spec:
 // run succeeds (a marker in an emptyDir survives the restart).
 func TestRestartPolicyOnFailure(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: flaky, namespace: %s}
 spec:
@@ -322,8 +222,8 @@ spec:
       command: [sh, -c, "if [ -e /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 3"]
       volumeMounts: [{name: state, mountPath: /state}]
   volumes: [{name: state, emptyDir: {}}]
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "flaky", corev1.PodSucceeded, 90*time.Second)
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "flaky", corev1.PodSucceeded, 90*time.Second)
 	cs := p.Status.ContainerStatuses[0]
 	if cs.RestartCount != 1 {
 		t.Errorf("restartCount %d, want 1", cs.RestartCount)
@@ -336,7 +236,7 @@ spec:
 	if cur := cs.State.Terminated; cur == nil || cur.StartedAt.Sub(last.FinishedAt.Time) < 9*time.Second {
 		t.Errorf("restarted %v after the first run ended, want >= 10s back-off", cur.StartedAt.Sub(last.FinishedAt.Time))
 	}
-	if prev := s.kubectl(t, "-n", ns, "logs", "flaky", "--previous"); strings.TrimSpace(prev) != "first" {
+	if prev := s.Kubectl(t, "-n", ns, "logs", "flaky", "--previous"); strings.TrimSpace(prev) != "first" {
 		t.Errorf("--previous logs %q", prev)
 	}
 }
@@ -345,8 +245,8 @@ spec:
 // nothing of it on the host.
 func TestDeletedPodLeavesHostClean(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: creds, namespace: %[1]s}
 stringData: {key: value}
@@ -362,16 +262,16 @@ spec:
       command: [sleep, "3600"]
       volumeMounts: [{name: scratch, mountPath: /scratch}, {name: creds, mountPath: /creds}]
   volumes: [{name: scratch, emptyDir: {}}, {name: creds, secret: {secretName: creds}}]
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "sleeper", corev1.PodRunning, 60*time.Second)
-	host := s.hostIndex(t, p.Spec.NodeName)
-	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) == 0 {
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "sleeper", corev1.PodRunning, 60*time.Second)
+	host := s.HostIndex(t, p.Spec.NodeName)
+	if objs := s.HostObjects(t, host, string(p.UID)); len(objs) == 0 {
 		t.Fatalf("nothing of the running pod found on host %d", host)
 	}
 	start := time.Now()
-	s.kubectl(t, "-n", ns, "delete", "pod", "sleeper", "--wait=true", "--timeout=60s")
+	s.Kubectl(t, "-n", ns, "delete", "pod", "sleeper", "--wait=true", "--timeout=60s")
 	t.Logf("deleted in %s", time.Since(start).Round(time.Millisecond))
-	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) > 0 {
+	if objs := s.HostObjects(t, host, string(p.UID)); len(objs) > 0 {
 		t.Errorf("left on host after delete: %v", objs)
 	}
 }
@@ -380,8 +280,8 @@ spec:
 // neither restarted nor duplicated.
 func TestKubeletRestartReadoptsRunningPods(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: batch/v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: batch/v1
 kind: Job
 metadata: {name: long, namespace: %s}
 spec:
@@ -393,30 +293,26 @@ spec:
         - name: main
           image: %s
           command: [sh, -c, "sleep 12; echo done"]
-`, ns, templateSpec, testImage))
+`, ns, framework.TemplateSpec, framework.TestImage))
 	var pod *corev1.Pod
-	eventually(t, "job pod running", 60*time.Second, func() (bool, string) {
-		pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=long"})
+	framework.Eventually(t, "job pod running", 60*time.Second, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=long"})
 		if err != nil || len(pods.Items) != 1 {
 			return false, fmt.Sprint(err)
 		}
 		pod = &pods.Items[0]
-		return pod.Status.Phase == corev1.PodRunning, describeStatus(pod)
+		return pod.Status.Phase == corev1.PodRunning, framework.DescribeStatus(pod)
 	})
 	firstID := pod.Status.ContainerStatuses[0].ContainerID
 
-	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
-	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
-	}
-	s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/long", "--timeout=120s")
-	p := s.pod(t, ns, pod.Name)
+	s.KubeletSh(t, "restart")
+	s.Kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/long", "--timeout=120s")
+	p := s.Pod(t, ns, pod.Name)
 	cs := p.Status.ContainerStatuses[0]
 	if cs.ContainerID != firstID || cs.RestartCount != 0 {
 		t.Errorf("container %s restarts %d, want the original %s with 0 restarts", cs.ContainerID, cs.RestartCount, firstID)
 	}
-	objs := s.hostObjects(t, s.hostIndex(t, p.Spec.NodeName), string(p.UID))
+	objs := s.HostObjects(t, s.HostIndex(t, p.Spec.NodeName), string(p.UID))
 	containers := 0
 	for _, o := range objs {
 		if strings.HasPrefix(o, "ps:") && strings.HasSuffix(o, "-main-0") {
@@ -429,7 +325,7 @@ spec:
 	if containers != 1 {
 		t.Errorf("want exactly one run of main on the host, got %v", objs)
 	}
-	if logs := s.kubectl(t, "-n", ns, "logs", "job/long"); strings.TrimSpace(logs) != "done" {
+	if logs := s.Kubectl(t, "-n", ns, "logs", "job/long"); strings.TrimSpace(logs) != "done" {
 		t.Errorf("logs %q", logs)
 	}
 }
@@ -441,8 +337,8 @@ spec:
 // which only exist once the pod's sandbox does.
 func TestVolumesAsContainersSeeThem(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	hostDir := filepath.Join(s.state, "hostpath", ns)
+	ns := s.Namespace(t)
+	hostDir := filepath.Join(s.State, "hostpath", ns)
 	if err := os.MkdirAll(hostDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +346,7 @@ func TestVolumesAsContainersSeeThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: keys, namespace: %[1]s}
 stringData: {id_rsa: private, ignored: x}
@@ -510,14 +406,14 @@ spec:
     - name: keys
       secret: {secretName: keys, items: [{key: id_rsa, path: ssh/key, mode: 0400}]}
     - {name: cache, hostPath: {path: %[4]s, type: Directory}}
-`, ns, podSpec, testImage, hostDir))
-	p := s.waitPodPhase(t, ns, "volumes", corev1.PodSucceeded, 90*time.Second)
-	logs := s.kubectl(t, "-n", ns, "logs", p.Name, "-c", "check")
+`, ns, framework.PodSpec, framework.TestImage, hostDir))
+	p := s.WaitPodPhase(t, ns, "volumes", corev1.PodSucceeded, 90*time.Second)
+	logs := s.Kubectl(t, "-n", ns, "logs", p.Name, "-c", "check")
 	if !strings.Contains(logs, "volumes ok") {
 		t.Errorf("logs %q", logs)
 	}
 	// status.hostIP is the build host's address, not rbn-kubelet's.
-	if want := "host ip " + s.host(t, s.hostIndex(t, p.Spec.NodeName))["ADDRESS"] + "\n"; !strings.Contains(logs, want) {
+	if want := "host ip " + s.Host(t, s.HostIndex(t, p.Spec.NodeName))["ADDRESS"] + "\n"; !strings.Contains(logs, want) {
 		t.Errorf("logs %q lack %q", logs, want)
 	}
 }
@@ -528,8 +424,8 @@ spec:
 // CVE-2017-1002101).
 func TestSubPathSymlinkOutOfVolumeIsRefused(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: escape, namespace: %[1]s}
 spec:
@@ -545,55 +441,33 @@ spec:
       command: [cat, /out/etc/shadow]
       volumeMounts: [{name: work, mountPath: /out, subPath: out}]
   volumes: [{name: work, emptyDir: {}}]
-`, ns, podSpec, testImage))
+`, ns, framework.PodSpec, framework.TestImage))
 	var msg string
-	eventually(t, "main waiting with CreateContainerConfigError", 90*time.Second, func() (bool, string) {
-		p := s.pod(t, ns, "escape")
+	framework.Eventually(t, "main waiting with CreateContainerConfigError", 90*time.Second, func() (bool, string) {
+		p := s.Pod(t, ns, "escape")
 		for _, cs := range p.Status.ContainerStatuses {
 			if w := cs.State.Waiting; cs.Name == "main" && w != nil && w.Reason == "CreateContainerConfigError" {
 				msg = w.Message
 				return true, ""
 			}
 		}
-		return false, describeStatus(p)
+		return false, framework.DescribeStatus(p)
 	})
 	if !strings.Contains(msg, "resolves outside its volume") {
 		t.Errorf("message %q does not say why", msg)
 	}
-	p := s.pod(t, ns, "escape")
-	if state := s.hostContainerState(t, s.hostIndex(t, p.Spec.NodeName), "rbn-"+string(p.UID)+"-main-0"); state != "absent" {
+	p := s.Pod(t, ns, "escape")
+	if state := s.HostContainerState(t, s.HostIndex(t, p.Spec.NodeName), "rbn-"+string(p.UID)+"-main-0"); state != "absent" {
 		t.Errorf("the container was created on the host (%s)", state)
 	}
-}
-
-// kubelet runs hack/kubelet.sh (start, stop, restart) against the stack.
-func (s *stack) kubeletCmd(t *testing.T, action string) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), action)
-	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("hack/kubelet.sh %s: %v\n%s", action, err, out)
-	}
-}
-
-// hostContainerState returns the podman state of a pod's container run on host i.
-func (s *stack) hostContainerState(t *testing.T, i int, name string) string {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(s.root, "hack", "hosts.sh"), "podman", fmt.Sprint(i), "inspect", "--format", "{{.State.Status}}", name)
-	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-	out, err := cmd.Output()
-	if err != nil {
-		return "absent"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // A pod that ends while rbn-kubelet is down gets its final status from the
 // exited container when rbn-kubelet is back.
 func TestPodEndingWhileKubeletDownIsReported(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: short, namespace: %s}
 spec:
@@ -602,26 +476,26 @@ spec:
     - name: main
       image: %s
       command: [sh, -c, "sleep 10; exit 4"]
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "short", corev1.PodRunning, 60*time.Second)
-	host := s.hostIndex(t, p.Spec.NodeName)
-	s.kubeletCmd(t, "stop")
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "short", corev1.PodRunning, 60*time.Second)
+	host := s.HostIndex(t, p.Spec.NodeName)
+	s.KubeletSh(t, "stop")
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			s.kubeletCmd(t, "start")
+			s.KubeletSh(t, "start")
 		}
 	})
 	name := "rbn-" + string(p.UID) + "-main-0"
-	eventually(t, "container exits on the host while rbn-kubelet is down", 60*time.Second, func() (bool, string) {
-		st := s.hostContainerState(t, host, name)
+	framework.Eventually(t, "container exits on the host while rbn-kubelet is down", 60*time.Second, func() (bool, string) {
+		st := s.HostContainerState(t, host, name)
 		return st == "exited", st
 	})
-	s.kubeletCmd(t, "start")
+	s.KubeletSh(t, "start")
 	restarted = true
-	p = s.waitPodPhase(t, ns, "short", corev1.PodFailed, 60*time.Second)
+	p = s.WaitPodPhase(t, ns, "short", corev1.PodFailed, 60*time.Second)
 	if term := p.Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 4 {
-		t.Errorf("want exit code 4, got %s", describeStatus(p))
+		t.Errorf("want exit code 4, got %s", framework.DescribeStatus(p))
 	}
 }
 
@@ -629,32 +503,32 @@ spec:
 // rbn-kubelet is down leaves containers behind, which the sweep removes.
 func TestOrphansAreRemoved(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: orphan, namespace: %s}
 spec:%s
   containers:
     - {name: main, image: %s, command: [sleep, "3600"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
   volumes: [{name: scratch, emptyDir: {}}]
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "orphan", corev1.PodRunning, 60*time.Second)
-	host := s.hostIndex(t, p.Spec.NodeName)
-	s.kubeletCmd(t, "stop")
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "orphan", corev1.PodRunning, 60*time.Second)
+	host := s.HostIndex(t, p.Spec.NodeName)
+	s.KubeletSh(t, "stop")
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			s.kubeletCmd(t, "start")
+			s.KubeletSh(t, "start")
 		}
 	})
-	s.kubectl(t, "-n", ns, "delete", "pod", "orphan", "--force", "--grace-period=0")
-	if objs := s.hostObjects(t, host, string(p.UID)); len(objs) == 0 {
+	s.Kubectl(t, "-n", ns, "delete", "pod", "orphan", "--force", "--grace-period=0")
+	if objs := s.HostObjects(t, host, string(p.UID)); len(objs) == 0 {
 		t.Fatal("the force-deleted pod left nothing on the host: the test proves nothing")
 	}
-	s.kubeletCmd(t, "start")
+	s.KubeletSh(t, "start")
 	restarted = true
-	eventually(t, "orphaned podman objects removed", 90*time.Second, func() (bool, string) {
-		objs := s.hostObjects(t, host, string(p.UID))
+	framework.Eventually(t, "orphaned podman objects removed", 90*time.Second, func() (bool, string) {
+		objs := s.HostObjects(t, host, string(p.UID))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 }
@@ -663,27 +537,27 @@ spec:%s
 // until the pod is deleted; deleting it then cleans the host.
 func TestEndedPodLogsSurviveKubeletRestart(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: done, namespace: %s}
 spec:
   restartPolicy: Never%s
   containers: [{name: main, image: %s, command: [sh, -c, "echo finished work"]}]
-`, ns, podSpec, testImage))
-	p := s.waitPodPhase(t, ns, "done", corev1.PodSucceeded, 60*time.Second)
-	s.kubeletCmd(t, "restart")
-	eventually(t, "logs of the ended pod after restart", 60*time.Second, func() (bool, string) {
-		out, err := s.kubectlErr("-n", ns, "logs", "done")
+`, ns, framework.PodSpec, framework.TestImage))
+	p := s.WaitPodPhase(t, ns, "done", corev1.PodSucceeded, 60*time.Second)
+	s.KubeletSh(t, "restart")
+	framework.Eventually(t, "logs of the ended pod after restart", 60*time.Second, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "logs", "done")
 		if err != nil {
 			return false, err.Error()
 		}
 		return strings.TrimSpace(out) == "finished work", out
 	})
-	host := s.hostIndex(t, p.Spec.NodeName)
-	s.kubectl(t, "-n", ns, "delete", "pod", "done", "--wait=true", "--timeout=60s")
-	eventually(t, "ended pod removed from host", 90*time.Second, func() (bool, string) {
-		objs := s.hostObjects(t, host, string(p.UID))
+	host := s.HostIndex(t, p.Spec.NodeName)
+	s.Kubectl(t, "-n", ns, "delete", "pod", "done", "--wait=true", "--timeout=60s")
+	framework.Eventually(t, "ended pod removed from host", 90*time.Second, func() (bool, string) {
+		objs := s.HostObjects(t, host, string(p.UID))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 }

@@ -31,6 +31,8 @@ import (
 	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
 // The kubelet API end to end, through the apiserver and the real kubectl:
@@ -42,13 +44,8 @@ import (
 // period keeps the namespace's deletion quick.
 func (s *stack) runPod(t *testing.T, ns, name, spec string, phase corev1.PodPhase) *corev1.Pod {
 	t.Helper()
-	s.apply(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: %s}\nspec:%s\n  terminationGracePeriodSeconds: 1\n%s", name, ns, podSpec, spec))
-	return s.waitPodPhase(t, ns, name, phase, 2*time.Minute)
-}
-
-// kubectlCmd is the real kubectl against the stack, not started.
-func (s *stack) kubectlCmd(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, s.kubectlBin, append([]string{"--kubeconfig=" + s.kubeconfig}, args...)...)
+	s.Apply(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: %s}\nspec:%s\n  terminationGracePeriodSeconds: 1\n%s", name, ns, framework.PodSpec, spec))
+	return s.WaitPodPhase(t, ns, name, phase, 2*time.Minute)
 }
 
 // kubectlExit runs kubectl and returns its exit code, stdout and stderr.
@@ -56,7 +53,7 @@ func (s *stack) kubectlExit(t *testing.T, stdin []byte, args ...string) (int, st
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := s.kubectlCmd(ctx, args...)
+	cmd := s.KubectlCmd(ctx, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -98,7 +95,7 @@ func (o *output) String() string {
 func (o *output) waitFor(t *testing.T, want string, from int, timeout time.Duration) int {
 	t.Helper()
 	end := -1
-	eventually(t, fmt.Sprintf("output %q", want), timeout, func() (bool, string) {
+	framework.Eventually(t, fmt.Sprintf("output %q", want), timeout, func() (bool, string) {
 		s := o.String()
 		if from > len(s) {
 			from = len(s)
@@ -124,16 +121,16 @@ func tail(s string, n int) string {
 // container exits.
 func TestStreamsLogsFollowUntilExit(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "ticker", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: tick
       image: %s
-      command: [sh, -c, 'for i in 1 2 3 4 5 6; do echo line $i; sleep 1; done']`, testImage), corev1.PodRunning)
+      command: [sh, -c, 'for i in 1 2 3 4 5 6; do echo line $i; sleep 1; done']`, framework.TestImage), corev1.PodRunning)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := s.kubectlCmd(ctx, "-n", ns, "logs", "-f", "ticker")
+	cmd := s.KubectlCmd(ctx, "-n", ns, "logs", "-f", "ticker")
 	out := &output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
@@ -155,7 +152,7 @@ func TestStreamsLogsFollowUntilExit(t *testing.T) {
 	if returned-firstLine < 3*time.Second {
 		t.Errorf("first line after %s, end after %s: the log was not streamed", firstLine, returned)
 	}
-	p := s.waitPodPhase(t, ns, "ticker", corev1.PodSucceeded, 30*time.Second)
+	p := s.WaitPodPhase(t, ns, "ticker", corev1.PodSucceeded, 30*time.Second)
 	finished := p.Status.ContainerStatuses[0].State.Terminated.FinishedAt.Time
 	// kubectl returned because the container ended (FinishedAt has whole seconds).
 	if lag := time.Since(finished) - (time.Since(start) - returned); lag > 4*time.Second {
@@ -170,7 +167,7 @@ var timestamped = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})
 // until it is deleted.
 func TestStreamsLogsFlags(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "flags", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: a
@@ -182,10 +179,10 @@ func TestStreamsLogsFlags(t *testing.T) {
     - name: tty
       image: %[1]s
       tty: true
-      command: [sh, -c, 'echo tty line']`, testImage), corev1.PodSucceeded)
+      command: [sh, -c, 'echo tty line']`, framework.TestImage), corev1.PodSucceeded)
 	logs := func(args ...string) string {
 		t.Helper()
-		return s.kubectl(t, append([]string{"-n", ns, "logs", "flags"}, args...)...)
+		return s.Kubectl(t, append([]string{"-n", ns, "logs", "flags"}, args...)...)
 	}
 	check := func(what, got, want string) {
 		t.Helper()
@@ -245,7 +242,7 @@ func TestStreamsLogsFlags(t *testing.T) {
 	}
 
 	// --previous: the run before a restart.
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: restarter, namespace: %s}
 spec:%s
@@ -256,17 +253,17 @@ spec:%s
       image: %s
       command: [sh, -c, 'if [ -f /data/ran ]; then echo second run; sleep 3600; else touch /data/ran; echo first run; exit 1; fi']
       volumeMounts: [{name: data, mountPath: /data}]
-  volumes: [{name: data, emptyDir: {}}]`, ns, podSpec, testImage))
-	eventually(t, "restarter running again after one failure", 90*time.Second, func() (bool, string) {
-		p := s.pod(t, ns, "restarter")
+  volumes: [{name: data, emptyDir: {}}]`, ns, framework.PodSpec, framework.TestImage))
+	framework.Eventually(t, "restarter running again after one failure", 90*time.Second, func() (bool, string) {
+		p := s.Pod(t, ns, "restarter")
 		if len(p.Status.ContainerStatuses) == 0 {
-			return false, describeStatus(p)
+			return false, framework.DescribeStatus(p)
 		}
 		cs := p.Status.ContainerStatuses[0]
-		return cs.RestartCount >= 1 && cs.State.Running != nil, describeStatus(p)
+		return cs.RestartCount >= 1 && cs.State.Running != nil, framework.DescribeStatus(p)
 	})
-	check("--previous", s.kubectl(t, "-n", ns, "logs", "restarter", "--previous"), "first run\n")
-	check("current run", s.kubectl(t, "-n", ns, "logs", "restarter"), "second run\n")
+	check("--previous", s.Kubectl(t, "-n", ns, "logs", "restarter", "--previous"), "first run\n")
+	check("current run", s.Kubectl(t, "-n", ns, "logs", "restarter"), "second run\n")
 }
 
 // Across a restart of rbn-kubelet each node keeps the kubelet port its
@@ -274,35 +271,31 @@ spec:%s
 // and a pod that had ended still shows its logs, timestamps as kubelet's.
 func TestStreamsNodePortsSurviveKubeletRestart(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	p := s.runPod(t, ns, "done", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
       image: %s
-      command: [sh, -c, 'echo finished work']`, testImage), corev1.PodSucceeded)
-	if got := s.kubectl(t, "-n", ns, "logs", "done"); got != "finished work\n" {
+      command: [sh, -c, 'echo finished work']`, framework.TestImage), corev1.PodSucceeded)
+	if got := s.Kubectl(t, "-n", ns, "logs", "done"); got != "finished work\n" {
 		t.Fatalf("logs before the restart: %q", got)
 	}
 	ports := map[string]int32{}
 	for i := 1; i <= 2; i++ {
-		n, _ := s.node(t, s.host(t, i)["NAME"])
+		n, _ := s.Node(t, s.Host(t, i)["NAME"])
 		ports[n.Name] = n.Status.DaemonEndpoints.KubeletEndpoint.Port
 	}
-	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
-	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
-	}
-	s.waitNodeReady(t, p.Spec.NodeName, corev1.ConditionTrue, nil, time.Minute)
-	eventually(t, "logs of the ended pod after the restart", time.Minute, func() (bool, string) {
+	s.KubeletSh(t, "restart")
+	s.WaitNodeReady(t, p.Spec.NodeName, corev1.ConditionTrue, nil, time.Minute)
+	framework.Eventually(t, "logs of the ended pod after the restart", time.Minute, func() (bool, string) {
 		code, out, errs := s.kubectlExit(t, nil, "-n", ns, "logs", "done")
 		return code == 0 && out == "finished work\n", out + errs
 	})
-	if got := s.kubectl(t, "-n", ns, "logs", "done", "--timestamps", "--tail=1"); !timestamped.MatchString(strings.TrimSpace(got)) {
+	if got := s.Kubectl(t, "-n", ns, "logs", "done", "--timestamps", "--tail=1"); !timestamped.MatchString(strings.TrimSpace(got)) {
 		t.Errorf("logs --timestamps after the restart: %q", got)
 	}
 	for name, port := range ports {
-		n, _ := s.node(t, name)
+		n, _ := s.Node(t, name)
 		if got := n.Status.DaemonEndpoints.KubeletEndpoint.Port; got != port {
 			t.Errorf("node %s moved from kubelet port %d to %d across the restart", name, port, got)
 		}
@@ -312,14 +305,14 @@ func TestStreamsNodePortsSurviveKubeletRestart(t *testing.T) {
 // A 50 MiB log read whole: exact byte count and content.
 func TestStreamsLargeLogReadWhole(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	const size int64 = 50 << 20
 	line := strings.Repeat("0123456789", 10)[:99] + "\n" // 100 bytes
 	s.runPod(t, ns, "biglog", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: big
       image: %s
-      command: [sh, -c, 'yes %s | head -c %d']`, testImage, strings.TrimSuffix(line, "\n"), size), corev1.PodSucceeded)
+      command: [sh, -c, 'yes %s | head -c %d']`, framework.TestImage, strings.TrimSuffix(line, "\n"), size), corev1.PodSucceeded)
 
 	// With -f too: podman 4 ends a followed log of an exited container
 	// early, and rbn must read the rest.
@@ -338,7 +331,7 @@ func readWholeLog(t *testing.T, s *stack, ns, name string, follow bool, size int
 	if follow {
 		args = append(args, "-f")
 	}
-	cmd := s.kubectlCmd(ctx, args...)
+	cmd := s.KubectlCmd(ctx, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -379,12 +372,12 @@ func readWholeLog(t *testing.T, s *stack, ns, name string, follow bool, size int
 // ctrl-p ctrl-q many times over) and the round trip.
 func TestStreamsExec(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "sleeper", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
       image: %s
-      command: [sleep, "3600"]`, testImage), corev1.PodRunning)
+      command: [sleep, "3600"]`, framework.TestImage), corev1.PodRunning)
 
 	code, _, stderr := s.kubectlExit(t, nil, "-n", ns, "exec", "sleeper", "--", "sh", "-c", "exit 3")
 	if code != 3 {
@@ -436,7 +429,7 @@ func (s *stack) terminal(t *testing.T, rows, cols uint16, args ...string) *termi
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	cmd := s.kubectlCmd(ctx, args...)
+	cmd := s.KubectlCmd(ctx, args...)
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: rows, Cols: cols})
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +461,7 @@ func (term *terminal) expectSize(rows, cols uint16, from int) int {
 	term.t.Helper()
 	want := fmt.Sprintf("%d %d", rows, cols)
 	end := -1
-	eventually(term.t, "terminal size "+want+" inside the container", 20*time.Second, func() (bool, string) {
+	framework.Eventually(term.t, "terminal size "+want+" inside the container", 20*time.Second, func() (bool, string) {
 		s := term.out.String()
 		if i := strings.Index(s[min(from, len(s)):], want+"\r\n"); i >= 0 {
 			end = from + i + len(want)
@@ -499,12 +492,12 @@ func (term *terminal) exitCode() int {
 // client's size, sees a window resize, and the exit code comes back.
 func TestStreamsExecTTYResize(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "shell", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
       image: %s
-      command: [sleep, "3600"]`, testImage), corev1.PodRunning)
+      command: [sleep, "3600"]`, framework.TestImage), corev1.PodRunning)
 	term := s.terminal(t, 24, 80, "-n", ns, "exec", "-it", "shell", "--", "sh")
 	pos := term.expectSize(24, 80, 0)
 	term.size(40, 132)
@@ -520,7 +513,7 @@ func TestStreamsExecTTYResize(t *testing.T) {
 // terminal with resize.
 func TestStreamsAttach(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "reader", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
@@ -531,11 +524,11 @@ func TestStreamsAttach(t *testing.T) {
       image: %[1]s
       stdin: true
       tty: true
-      command: [sh]`, testImage), corev1.PodRunning)
+      command: [sh]`, framework.TestImage), corev1.PodRunning)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := s.kubectlCmd(ctx, "-n", ns, "attach", "-i", "reader", "-c", "main")
+	cmd := s.KubectlCmd(ctx, "-n", ns, "attach", "-i", "reader", "-c", "main")
 	out := &output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	stdin, err := cmd.StdinPipe()
@@ -547,7 +540,7 @@ func TestStreamsAttach(t *testing.T) {
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	// Whatever arrives before the streams are up is lost, as with kubelet: resend.
-	eventually(t, "attached process echoing input", 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, "attached process echoing input", 30*time.Second, func() (bool, string) {
 		if strings.Contains(out.String(), "got:hello") {
 			return true, ""
 		}
@@ -569,12 +562,12 @@ func TestStreamsAttach(t *testing.T) {
 // (an echo server), over the node's SSH connection.
 func TestStreamsPortForward(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "echo", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
       image: %s
-      command: [nc, -ll, -p, "8080", -e, cat]`, testImage), corev1.PodRunning)
+      command: [nc, -ll, -p, "8080", -e, cat]`, framework.TestImage), corev1.PodRunning)
 	local := s.portForward(t, ns, "echo", 8080)
 	for i, size := range []int{1, 4 << 20} {
 		start := time.Now()
@@ -589,7 +582,7 @@ func TestStreamsPortForward(t *testing.T) {
 func (s *stack) portForward(t *testing.T, ns, pod string, port int) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := s.kubectlCmd(ctx, "-n", ns, "port-forward", "pod/"+pod, fmt.Sprintf(":%d", port), "--address=127.0.0.1")
+	cmd := s.KubectlCmd(ctx, "-n", ns, "port-forward", "pod/"+pod, fmt.Sprintf(":%d", port), "--address=127.0.0.1")
 	out := &output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -603,7 +596,7 @@ func (s *stack) portForward(t *testing.T, ns, pod string, port int) string {
 	})
 	re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> ` + strconv.Itoa(port))
 	var local string
-	eventually(t, "kubectl port-forward listening", 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, "kubectl port-forward listening", 30*time.Second, func() (bool, string) {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			local = "127.0.0.1:" + m[1]
 			return true, ""
@@ -665,18 +658,18 @@ func TestStreamsIdleSessionsOutlive30s(t *testing.T) {
 		t.Skip("waits 35 s")
 	}
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.runPod(t, ns, "idle", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: main
       image: %s
-      command: [nc, -ll, -p, "8080", -e, cat]`, testImage), corev1.PodRunning)
+      command: [nc, -ll, -p, "8080", -e, cat]`, framework.TestImage), corev1.PodRunning)
 	local := s.portForward(t, ns, "idle", 8080)
 	echoRoundTrip(t, local, 1024)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := s.kubectlCmd(ctx, "-n", ns, "exec", "-i", "idle", "--", "cat")
+	cmd := s.KubectlCmd(ctx, "-n", ns, "exec", "-i", "idle", "--", "cat")
 	out := &output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	stdin, _ := cmd.StdinPipe()
@@ -704,18 +697,18 @@ func TestStreamsIdleSessionsOutlive30s(t *testing.T) {
 // port routing.
 func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	p := s.runPod(t, ns, "burner", fmt.Sprintf(`  restartPolicy: Never
   containers:
     - name: burn
       image: %s
-      command: [sh, -c, 'while :; do :; done']`, testImage), corev1.PodRunning)
+      command: [sh, -c, 'while :; do :; done']`, framework.TestImage), corev1.PodRunning)
 	busy := p.Spec.NodeName
 
 	summary := func(node string) *statsv1alpha1.Summary {
 		t.Helper()
 		start := time.Now()
-		raw := s.kubectl(t, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/stats/summary")
+		raw := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/stats/summary")
 		t.Logf("GET /stats/summary of %s: %s", node, time.Since(start).Round(time.Millisecond))
 		sum := &statsv1alpha1.Summary{}
 		if err := json.Unmarshal([]byte(raw), sum); err != nil {
@@ -732,7 +725,7 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		return nil
 	}
 	for i := 1; i <= 2; i++ {
-		node := s.host(t, i)["NAME"]
+		node := s.Host(t, i)["NAME"]
 		sum := summary(node)
 		n := sum.Node
 		if n.NodeName != node {
@@ -753,7 +746,7 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 
 	// The busy loop uses about a core: after a while the counters show it.
 	var ps *statsv1alpha1.PodStats
-	eventually(t, "burner's container to have used 1 CPU second", time.Minute, func() (bool, string) {
+	framework.Eventually(t, "burner's container to have used 1 CPU second", time.Minute, func() (bool, string) {
 		ps = findPod(summary(busy))
 		if ps == nil || len(ps.Containers) != 1 || ps.Containers[0].CPU == nil {
 			return false, fmt.Sprintf("%+v", ps)
@@ -767,7 +760,7 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	}
 	// Readings apart in time give rates (how much of a core the loop gets
 	// depends on what else the machine runs).
-	eventually(t, "burner's CPU rate", 20*time.Second, func() (bool, string) {
+	framework.Eventually(t, "burner's CPU rate", 20*time.Second, func() (bool, string) {
 		ps := findPod(summary(busy))
 		if ps == nil || ps.Containers[0].CPU.UsageNanoCores == nil || *ps.Containers[0].CPU.UsageNanoCores == 0 {
 			return false, fmt.Sprintf("%+v", ps)
@@ -776,7 +769,7 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		return true, ""
 	})
 	// The node's rate comes from the host sampler's last two readings.
-	eventually(t, "the node's CPU rate", 20*time.Second, func() (bool, string) {
+	framework.Eventually(t, "the node's CPU rate", 20*time.Second, func() (bool, string) {
 		n := summary(busy).Node.CPU
 		if n == nil || n.UsageNanoCores == nil || *n.UsageNanoCores == 0 {
 			return false, fmt.Sprintf("%+v", n)
@@ -786,7 +779,7 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	})
 
 	start := time.Now()
-	metrics := s.kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics/resource")
+	metrics := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics/resource")
 	t.Logf("GET /metrics/resource of %s: %s", busy, time.Since(start).Round(time.Millisecond))
 	value := func(series string) float64 {
 		t.Helper()
@@ -830,9 +823,9 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 // a token with nodes/stats gets through.
 func TestStreamsKubeletAPIAuth(t *testing.T) {
 	s := newStack(t)
-	ns := s.namespace(t)
-	name := s.host(t, 1)["NAME"]
-	n, ok := s.node(t, name)
+	ns := s.Namespace(t)
+	name := s.Host(t, 1)["NAME"]
+	n, ok := s.Node(t, name)
 	if !ok {
 		t.Fatalf("node %s missing", name)
 	}
@@ -844,7 +837,7 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 	}
 	base := fmt.Sprintf("https://%s", net.JoinHostPort(ip, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port))))
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(readFile(t, filepath.Join(s.state, "cluster", "pki", "ca.crt")))) {
+	if !pool.AppendCertsFromPEM([]byte(readFile(t, filepath.Join(s.State, "cluster", "pki", "ca.crt")))) {
 		t.Fatal("no cluster CA")
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
@@ -879,17 +872,17 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 			t.Errorf("bad token %s %s: %d, want 401", r[0], r[1], code)
 		}
 	}
-	s.kubectl(t, "-n", ns, "create", "serviceaccount", "nobody")
-	s.kubectl(t, "-n", ns, "create", "serviceaccount", "scraper")
+	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "nobody")
+	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "scraper")
 	role := "e2e-node-stats-" + ns
-	s.kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics")
-	s.kubectl(t, "create", "clusterrolebinding", role, "--clusterrole="+role, "--serviceaccount="+ns+":scraper")
+	s.Kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics")
+	s.Kubectl(t, "create", "clusterrolebinding", role, "--clusterrole="+role, "--serviceaccount="+ns+":scraper")
 	t.Cleanup(func() {
-		_, _ = s.kubectlErr("delete", "clusterrolebinding", role)
-		_, _ = s.kubectlErr("delete", "clusterrole", role)
+		_, _ = s.KubectlErr("delete", "clusterrolebinding", role)
+		_, _ = s.KubectlErr("delete", "clusterrole", role)
 	})
-	nobody := strings.TrimSpace(s.kubectl(t, "-n", ns, "create", "token", "nobody"))
-	scraper := strings.TrimSpace(s.kubectl(t, "-n", ns, "create", "token", "scraper"))
+	nobody := strings.TrimSpace(s.Kubectl(t, "-n", ns, "create", "token", "nobody"))
+	scraper := strings.TrimSpace(s.Kubectl(t, "-n", ns, "create", "token", "scraper"))
 	if code, body := call("GET", "/stats/summary", nobody); code != http.StatusForbidden || !strings.Contains(body, "nobody") {
 		t.Errorf("token without RBAC: %d %q, want 403", code, body)
 	}

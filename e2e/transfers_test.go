@@ -16,8 +16,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,52 +23,49 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
 // s3Server is the S3 server hack/s3.sh runs for the stack (hack/test.sh
 // exports its endpoint and credentials), with a client of its own to set up
 // and check objects independently of rbn.
 type s3Server struct {
-	endpoint, region, access, secret string
-	client                           *s3.Client
+	framework.S3Env
+	client *s3.Client
 }
 
 func newS3Server(t *testing.T) *s3Server {
 	t.Helper()
-	s := &s3Server{endpoint: mustEnv(t, "RBN_S3_ENDPOINT"), region: mustEnv(t, "RBN_S3_REGION"),
-		access: mustEnv(t, "RBN_S3_ACCESS_KEY"), secret: mustEnv(t, "RBN_S3_SECRET_KEY")}
-	s.client = s3.New(s3.Options{
-		Region: s.region, BaseEndpoint: aws.String(s.endpoint), UsePathStyle: true,
-		Credentials:                credentials.NewStaticCredentialsProvider(s.access, s.secret, ""),
-		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
-	})
-	return s
+	env, err := framework.S3EnvFromOS()
+	if err != nil {
+		t.Fatalf("%v: run the end-to-end tests with `make test-e2e`, which brings the stack up", err)
+	}
+	return &s3Server{S3Env: env, client: env.Client()}
 }
 
-func (s *s3Server) bucket(t *testing.T) string {
+func (srv *s3Server) bucket(t *testing.T) string {
 	t.Helper()
-	name := uniqueName("e2e-bucket")
-	if _, err := s.client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+	name := framework.UniqueName("e2e-bucket")
+	if _, err := srv.client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatal(err)
 	}
 	return name
 }
 
-func (s *s3Server) put(t *testing.T, bucket, key string, data []byte) {
+func (srv *s3Server) put(t *testing.T, bucket, key string, data []byte) {
 	t.Helper()
-	if _, err := s.client.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
+	if _, err := srv.client.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(data)}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (s *s3Server) get(t *testing.T, bucket, key string) []byte {
+func (srv *s3Server) get(t *testing.T, bucket, key string) []byte {
 	t.Helper()
-	out, err := s.client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	out, err := srv.client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		t.Fatalf("get s3://%s/%s: %v", bucket, key, err)
 	}
@@ -83,12 +78,12 @@ func (s *s3Server) get(t *testing.T, bucket, key string) []byte {
 }
 
 // assertNothingLeft checks that no object and no unfinished multipart upload exist for key.
-func (s *s3Server) assertNothingLeft(t *testing.T, bucket, key string) {
+func (srv *s3Server) assertNothingLeft(t *testing.T, bucket, key string) {
 	t.Helper()
-	if _, err := s.client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &bucket, Key: &key}); err == nil {
+	if _, err := srv.client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &bucket, Key: &key}); err == nil {
 		t.Errorf("s3://%s/%s exists after a failed upload", bucket, key)
 	}
-	ups, err := s.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket, Prefix: &key})
+	ups, err := srv.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket, Prefix: &key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +93,12 @@ func (s *s3Server) assertNothingLeft(t *testing.T, bucket, key string) {
 }
 
 // secret is the manifest of a Secret holding the server's endpoint and credentials.
-func (s *s3Server) secretManifest(ns, name, endpoint, secretKey string) string {
+func (srv *s3Server) secretManifest(ns, name, endpoint, secretKey string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: %s, namespace: %s}
 stringData: {endpoint: %q, region: %s, accessKeyID: %s, secretAccessKey: %s}
-`, name, ns, endpoint, s.region, s.access, secretKey)
+`, name, ns, endpoint, srv.Region, srv.AccessKey, secretKey)
 }
 
 func tarGz(t *testing.T, files map[string]string) []byte {
@@ -166,22 +161,22 @@ func TestS3ImageCreateShapedJob(t *testing.T) {
 	s := newStack(t)
 	srv := newS3Server(t)
 	reg := s.registry(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	bucket := srv.bucket(t)
 	// The job runs on the isolated host: it cannot reach the S3 server nor
 	// the registry, so its image and its data can only come through
 	// rbn-kubelet.
 	iso := s.isolatedHost(t)
-	node := s.host(t, iso)["NAME"]
-	s.waitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
-	s3Port := strings.TrimPrefix(srv.endpoint[strings.LastIndex(srv.endpoint, ":"):], ":")
-	if out, err := s.hostPodman(iso, "run", "--rm", "--network", "host", testImage, "nc", "-w", "5", "127.0.0.1", s3Port); err == nil {
+	node := s.Host(t, iso)["NAME"]
+	s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
+	s3Port := strings.TrimPrefix(srv.Endpoint[strings.LastIndex(srv.Endpoint, ":"):], ":")
+	if out, err := s.HostPodman(iso, "run", "--rm", "--network", "host", framework.TestImage, "nc", "-w", "5", "127.0.0.1", s3Port); err == nil {
 		t.Fatalf("the isolated host reached the S3 server at 127.0.0.1:%s:\n%s", s3Port, out)
 	} else if !strings.Contains(out, "refused") && !strings.Contains(out, "unreachable") {
 		t.Errorf("the isolated host failed to reach S3, but not for want of a route: %s", out)
 	}
 	// Not on the host yet, so that the pull below goes through rbn-kubelet.
-	_, _ = s.hostPodman(iso, "rmi", "--force", "--ignore", reg["IMAGE"])
+	_, _ = s.HostPodman(iso, "rmi", "--force", "--ignore", reg["IMAGE"])
 	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
 	srv.put(t, bucket, "recipes/demo.tar.gz", tarGz(t, map[string]string{"config.kiwi": "<image name='demo'/>", "root/etc/motd": "built by rbn"}))
 	srv.put(t, bucket, "recipes/seed", []byte("42\n"))
@@ -190,7 +185,7 @@ func TestS3ImageCreateShapedJob(t *testing.T) {
              {"bucket": %[1]q, "key": "recipes/seed", "volume": "work", "path": "recipe/seed"}],
   "outputs": [{"volume": "work", "path": "out/image.raw", "bucket": %[1]q, "key": "results/image.raw"},
               {"volume": "work", "path": "out/meta", "bucket": %[1]q, "key": "results/meta.tar.gz", "format": "tar.gz"}]}`, bucket)
-	s.apply(t, srv.secretManifest(ns, "s3", srv.endpoint, srv.secret)+fmt.Sprintf(`---
+	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey)+fmt.Sprintf(`---
 apiVersion: batch/v1
 kind: Job
 metadata: {name: image-create, namespace: %[1]s}
@@ -229,15 +224,15 @@ spec:
           volumeMounts: [{name: work, mountPath: /work}]
       volumes:
         - {name: work, emptyDir: {}}
-`, ns, templateSpec, testImage, strings.ReplaceAll(transfers, "\n", " "), node, reg["IMAGE"]))
-	s.kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
-	pods, err := s.client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
+`, ns, framework.TemplateSpec, framework.TestImage, strings.ReplaceAll(transfers, "\n", " "), node, reg["IMAGE"]))
+	s.Kubectl(t, "-n", ns, "wait", "--for=condition=Complete", "job/image-create", "--timeout=180s")
+	pods, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=image-create"})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("want one job pod, got %v (%v)", len(pods.Items), err)
 	}
 	p := pods.Items[0]
 	if p.Status.Phase != corev1.PodSucceeded || p.Spec.NodeName != node {
-		t.Fatalf("pod on %s, want %s: %s", p.Spec.NodeName, node, describeStatus(&p))
+		t.Fatalf("pod on %s, want %s: %s", p.Spec.NodeName, node, framework.DescribeStatus(&p))
 	}
 	if _, _, ok := s.relayed(t, ns, p.Name); !ok {
 		t.Errorf("the build image did not come through rbn-kubelet (no such Pulled event)")
@@ -247,7 +242,7 @@ spec:
 		uploaded = uploaded || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionTrue
 	}
 	if !uploaded {
-		t.Errorf("no OutputsUploaded=True condition: %s", describeStatus(&p))
+		t.Errorf("no OutputsUploaded=True condition: %s", framework.DescribeStatus(&p))
 	}
 
 	image := srv.get(t, bucket, "results/image.raw")
@@ -260,16 +255,16 @@ spec:
 		t.Errorf("meta.tar.gz holds %v", meta)
 	}
 	// The credentials stay in rbn-kubelet: not in the containers' environment nor anywhere in their config.
-	if strings.Contains(meta["env"], srv.secret) || strings.Contains(meta["env"], srv.access) {
+	if strings.Contains(meta["env"], srv.SecretKey) || strings.Contains(meta["env"], srv.AccessKey) {
 		t.Error("the build container saw the S3 credentials")
 	}
-	host := s.hostIndex(t, p.Spec.NodeName)
-	names := s.mustHostPodman(t, host, "ps", "-a", "--format", "{{.Names}}", "--filter", "label=rbn.dev/pod-uid="+string(p.UID))
-	if inspect := s.mustHostPodman(t, host, append([]string{"inspect"}, strings.Fields(names)...)...); strings.Contains(inspect, srv.secret) {
+	host := s.HostIndex(t, p.Spec.NodeName)
+	names := s.MustHostPodman(t, host, "ps", "-a", "--format", "{{.Names}}", "--filter", "label=rbn.dev/pod-uid="+string(p.UID))
+	if inspect := s.MustHostPodman(t, host, append([]string{"inspect"}, strings.Fields(names)...)...); strings.Contains(inspect, srv.SecretKey) {
 		t.Error("the S3 secret key is in the host's container configuration")
 	}
 
-	events := s.events(t, ns, "Pod", p.Name)
+	events := s.Events(t, ns, "Pod", p.Name)
 	for _, want := range [][2]string{
 		{"Downloaded", "s3://" + bucket + "/recipes/demo.tar.gz"}, {"Downloaded", "s3://" + bucket + "/recipes/seed"},
 		{"Uploaded", "s3://" + bucket + "/results/image.raw"}, {"Uploaded", "s3://" + bucket + "/results/meta.tar.gz"},
@@ -343,14 +338,14 @@ func newS3Proxy(t *testing.T, target string, cutAfterPuts int64, hold chan struc
 func TestS3TransferFailures(t *testing.T) {
 	s := newStack(t)
 	srv := newS3Server(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	bucket := srv.bucket(t)
 	srv.put(t, bucket, "in/recipe", []byte("recipe"))
 	// The output takes 6 parts: the third upload on is cut, whatever the order.
-	proxy := newS3Proxy(t, srv.endpoint, 2, nil)
-	s.apply(t, srv.secretManifest(ns, "s3", srv.endpoint, srv.secret)+"---\n"+
-		srv.secretManifest(ns, "s3-wrong", srv.endpoint, srv.secret+"-wrong")+"---\n"+
-		srv.secretManifest(ns, "s3-cut", proxy.url, srv.secret))
+	proxy := newS3Proxy(t, srv.Endpoint, 2, nil)
+	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey)+"---\n"+
+		srv.secretManifest(ns, "s3-wrong", srv.Endpoint, srv.SecretKey+"-wrong")+"---\n"+
+		srv.secretManifest(ns, "s3-cut", proxy.url, srv.SecretKey))
 
 	podWith := func(name, transfers, script string) string {
 		return fmt.Sprintf(`apiVersion: v1
@@ -369,7 +364,7 @@ spec:
       volumeMounts: [{name: work, mountPath: /work}]
   volumes:
     - {name: work, emptyDir: {}}
-`, name, ns, transfers, podSpec, testImage, script)
+`, name, ns, transfers, framework.PodSpec, framework.TestImage, script)
 	}
 	input := func(secret, key string) string {
 		return fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": %q, "inputs": [{"bucket": %q, "key": %q, "volume": "work", "path": "recipe"}]}`, secret, bucket, key)
@@ -389,20 +384,20 @@ spec:
 			"InvalidTransfers", []string{"inputs[0].volume", "inputs[0].path", "inputs[0].bucket"}},
 	}
 	for _, tc := range cases {
-		s.apply(t, tc.manifest)
+		s.Apply(t, tc.manifest)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := s.waitPodPhase(t, ns, tc.name, corev1.PodFailed, 3*time.Minute)
+			p := s.WaitPodPhase(t, ns, tc.name, corev1.PodFailed, 3*time.Minute)
 			if p.Status.Reason != tc.reason {
-				t.Errorf("reason %q, want %q: %s", p.Status.Reason, tc.reason, describeStatus(p))
+				t.Errorf("reason %q, want %q: %s", p.Status.Reason, tc.reason, framework.DescribeStatus(p))
 			}
 			for _, m := range tc.message {
 				if !strings.Contains(p.Status.Message, m) {
 					t.Errorf("message lacks %q: %s", m, p.Status.Message)
 				}
 			}
-			if !hasEvent(s.events(t, ns, "Pod", tc.name), tc.reason, tc.message[0]) {
+			if !hasEvent(s.Events(t, ns, "Pod", tc.name), tc.reason, tc.message[0]) {
 				t.Errorf("no %s event naming %s", tc.reason, tc.message[0])
 			}
 			t.Logf("%s: %s", p.Status.Reason, p.Status.Message)
@@ -420,11 +415,11 @@ spec:
 func TestS3UploadSurvivesKubeletRestart(t *testing.T) {
 	s := newStack(t)
 	srv := newS3Server(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	bucket := srv.bucket(t)
 	hold := make(chan struct{})
-	proxy := newS3Proxy(t, srv.endpoint, 0, hold)
-	s.apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.secret)+fmt.Sprintf(`---
+	proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
+	s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -441,28 +436,24 @@ spec:
       volumeMounts: [{name: work, mountPath: /work}]
   volumes:
     - {name: work, emptyDir: {}}
-`, ns, podSpec, testImage, bucket))
-	eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
-		return proxy.puts.Load() > 0, describeStatus(s.pod(t, ns, "build"))
+`, ns, framework.PodSpec, framework.TestImage, bucket))
+	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
+		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
 	})
-	p := s.pod(t, ns, "build")
+	p := s.Pod(t, ns, "build")
 	uploading := false
 	for _, c := range p.Status.Conditions {
 		uploading = uploading || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionFalse && c.Reason == "Uploading"
 	}
 	if p.Status.Phase != corev1.PodRunning || !uploading {
-		t.Errorf("while uploading: %s", describeStatus(p))
+		t.Errorf("while uploading: %s", framework.DescribeStatus(p))
 	}
-	cmd := exec.Command(filepath.Join(s.root, "hack", "kubelet.sh"), "restart")
-	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.state)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart rbn-kubelet: %v\n%s", err, out)
-	}
+	s.KubeletSh(t, "restart")
 	close(hold)
-	s.waitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
+	s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
 	image := srv.get(t, bucket, "image.raw")
 	sum := sha256.Sum256(image)
-	want := strings.TrimSpace(s.kubectl(t, "-n", ns, "logs", "build"))
+	want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
 	if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
 		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
 	}

@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
+
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
@@ -30,7 +32,7 @@ type workerNode struct {
 
 func (s *stack) worker(t *testing.T) workerNode {
 	t.Helper()
-	env, err := readEnvFile(filepath.Join(s.state, "worker", "worker.env"))
+	env, err := framework.ReadEnvFile(filepath.Join(s.State, "worker", "worker.env"))
 	if err != nil {
 		t.Fatalf("the stack has no worker node (hack/worker.sh up; RBN_WORKER=0 leaves it out): %v", err)
 	}
@@ -46,7 +48,7 @@ func (s *stack) worker(t *testing.T) workerNode {
 // already (no registry is reachable from it).
 func (s *stack) ordinaryPod(t *testing.T, w workerNode, ns, name, labels, command string) *corev1.Pod {
 	t.Helper()
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s, labels: {%s}}
 spec:
@@ -57,7 +59,7 @@ spec:
     imagePullPolicy: Never
     command: %s
 `, name, ns, labels, w.image, command))
-	return s.waitPodPhase(t, ns, name, corev1.PodRunning, 2*time.Minute)
+	return s.WaitPodPhase(t, ns, name, corev1.PodRunning, 2*time.Minute)
 }
 
 // webServer runs a pod answering every TCP connection on 8080 with its hostname (the pod's name),
@@ -89,12 +91,12 @@ func readAll(t *testing.T, addr string) string {
 func TestWorkerNodeReadyAndUntainted(t *testing.T) {
 	s := newStack(t)
 	w := s.worker(t)
-	s.waitNodeReady(t, w.name, corev1.ConditionTrue, nil, time.Minute)
+	s.WaitNodeReady(t, w.name, corev1.ConditionTrue, nil, time.Minute)
 	// The node lifecycle controller removes the not-ready taint a few seconds after Ready.
 	var n *corev1.Node
-	eventually(t, "no taint on the worker", 30*time.Second, func() (bool, string) {
+	framework.Eventually(t, "no taint on the worker", 30*time.Second, func() (bool, string) {
 		var ok bool
-		if n, ok = s.node(t, w.name); !ok {
+		if n, ok = s.Node(t, w.name); !ok {
 			return false, "no node"
 		}
 		return len(n.Spec.Taints) == 0, fmt.Sprintf("taints %v", n.Spec.Taints)
@@ -115,7 +117,7 @@ func TestWorkerNodeReadyAndUntainted(t *testing.T) {
 		t.Errorf("InternalIP %q, want %s", internal, w.ip)
 	}
 	lease := func() *coordinationv1.Lease {
-		l, err := s.client.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), w.name, metav1.GetOptions{})
+		l, err := s.Client.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), w.name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("the worker's Lease: %v", err)
 		}
@@ -125,7 +127,7 @@ func TestWorkerNodeReadyAndUntainted(t *testing.T) {
 	if h := first.Spec.HolderIdentity; h == nil || *h != w.name {
 		t.Fatalf("Lease holder %v, want %s", h, w.name)
 	}
-	eventually(t, "the worker's Lease renewed", 45*time.Second, func() (bool, string) {
+	framework.Eventually(t, "the worker's Lease renewed", 45*time.Second, func() (bool, string) {
 		l := lease()
 		return l.Spec.RenewTime != nil && first.Spec.RenewTime != nil && l.Spec.RenewTime.After(first.Spec.RenewTime.Time),
 			fmt.Sprintf("renewTime %v", l.Spec.RenewTime)
@@ -138,7 +140,7 @@ func TestWorkerNodeReadyAndUntainted(t *testing.T) {
 func TestWorkerOrdinaryPodLogsExecPortForward(t *testing.T) {
 	s := newStack(t)
 	w := s.worker(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	p := s.webServer(t, w, ns, "web")
 	if p.Spec.NodeName != w.name {
 		t.Fatalf("pod on node %q, want the worker %s", p.Spec.NodeName, w.name)
@@ -147,8 +149,8 @@ func TestWorkerOrdinaryPodLogsExecPortForward(t *testing.T) {
 		t.Fatalf("pod IP %q, want one in %s", p.Status.PodIP, w.podCIDR)
 	}
 
-	eventually(t, "kubectl logs showing the pod's line", 30*time.Second, func() (bool, string) {
-		out, err := s.kubectlErr("-n", ns, "logs", "web")
+	framework.Eventually(t, "kubectl logs showing the pod's line", 30*time.Second, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "logs", "web")
 		return err == nil && strings.Contains(out, "serving on 8080"), fmt.Sprint(out, err)
 	})
 	if code, out, errOut := s.kubectlExit(t, []byte("through stdin\n"), "-n", ns, "exec", "-i", "web", "--", "sh", "-c", "cat; cat /etc/hostname; exit 3"); code != 3 || out != "through stdin\nweb\n" {
@@ -166,9 +168,9 @@ func TestWorkerOrdinaryPodLogsExecPortForward(t *testing.T) {
 func TestWorkerServices(t *testing.T) {
 	s := newStack(t)
 	w := s.worker(t)
-	ns := s.namespace(t)
+	ns := s.Namespace(t)
 	s.webServer(t, w, ns, "web")
-	s.apply(t, fmt.Sprintf(`apiVersion: v1
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: %[1]s}
 spec:
@@ -187,7 +189,7 @@ spec:
 	if client.Spec.NodeName != w.name {
 		t.Fatalf("client pod on node %q, want the worker %s", client.Spec.NodeName, w.name)
 	}
-	svc, err := s.client.CoreV1().Services(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	svc, err := s.Client.CoreV1().Services(ns).Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,7 @@ spec:
 	// From the client pod: kube-proxy's rules route the ClusterIP to the server pod.
 	fromClient := func(what string, script string) {
 		t.Helper()
-		eventually(t, what, time.Minute, func() (bool, string) {
+		framework.Eventually(t, what, time.Minute, func() (bool, string) {
 			code, out, errOut := s.kubectlExit(t, nil, "-n", ns, "exec", "client", "--", "sh", "-c", script)
 			return code == 0 && strings.TrimSpace(out) == "web", fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
 		})
@@ -205,7 +207,7 @@ spec:
 
 	// Cluster DNS: the pod's resolv.conf names the DNS Service, which answers with the ClusterIP.
 	name := fmt.Sprintf("web.%s.svc.cluster.local", ns)
-	eventually(t, name+" resolving to "+clusterIP+" in the client pod", time.Minute, func() (bool, string) {
+	framework.Eventually(t, name+" resolving to "+clusterIP+" in the client pod", time.Minute, func() (bool, string) {
 		code, out, errOut := s.kubectlExit(t, nil, "-n", ns, "exec", "client", "--", "nslookup", name)
 		return code == 0 && strings.Contains(out, "Address: "+clusterIP), fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	})
@@ -214,12 +216,12 @@ spec:
 	fromClient("web by DNS name "+name+" from the client pod", fmt.Sprintf(
 		`ip=$(nslookup %s | sed -n 's/^Address: *\([0-9.]*\)$/\1/p' | tail -n 1); [ -n "$ip" ] && nc "$ip" 80 </dev/null`, name))
 
-	np, err := s.client.CoreV1().Services(ns).Get(context.Background(), "web-nodeport", metav1.GetOptions{})
+	np, err := s.Client.CoreV1().Services(ns).Get(context.Background(), "web-nodeport", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort(w.ip, fmt.Sprint(np.Spec.Ports[0].NodePort))
-	eventually(t, "web at the NodePort "+addr+" from this machine", time.Minute, func() (bool, string) {
+	framework.Eventually(t, "web at the NodePort "+addr+" from this machine", time.Minute, func() (bool, string) {
 		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			return false, err.Error()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make bench: brings up a local stack of its own (RBN_BENCH_NODES build hosts, default 4), runs
-# TestBench and TestBenchTransfer (e2e/bench_*_test.go, build tag bench) against it, writes
-# docs/benchmarks.md and tears
-# the stack down whatever happens. Nothing here fails on speed; it fails only on a broken stack.
+# TestBench and TestBenchTransfer (e2e/bench_test.go, build tag bench; the harness is package
+# e2e/bench) against it, writes docs/benchmarks.md and tears the stack down whatever happens.
+# Nothing here fails on speed; it fails only on a broken stack.
 #
 # Environment (all optional):
 #   RBN_STATE, RBN_APISERVER_PORT, RBN_HOST_SSH_PORT, RBN_KUBELET_PORT
@@ -31,7 +31,7 @@ cd "${RBN_ROOT}" || exit
 out="${RBN_BENCH_OUT:-${RBN_ROOT}/docs/benchmarks.md}"
 log="${RBN_STATE%/}.log"
 # A -tags flag replaces the tags in GOFLAGS: pass goenv's with ours.
-go_tags="bench,$(sed -n 's/.*-tags=\([^ ]*\).*/\1/p' <<<"${GOFLAGS}")"
+go_tags="bench,${RBN_GO_TAGS}"
 
 # The exact command line, for the report: the make target, the knobs that were set, and what it ran.
 knobs=()
@@ -45,7 +45,7 @@ go_test=(go test -tags "${go_tags}" -count=1 -run '^TestBench(Transfer)?$' -v -t
 export RBN_BENCH_COMMAND="${knobs[*]} RBN_BENCH_NODES=${RBN_BENCH_NODES:-4} hack/bench.sh (make bench) → ${go_test[*]}"
 
 rbn::log "vetting and building the benchmark (tags ${go_tags})"
-go vet -tags "${go_tags}" ./e2e/
+go vet -tags "${go_tags}" ./e2e/ ./e2e/bench/ ./e2e/framework/
 
 # shellcheck disable=SC2317 # run by the trap
 cleanup() {

@@ -13,6 +13,9 @@ cd "${RBN_ROOT}"
 if [[ "${tier}" == all || "${tier}" == unit ]]; then
   rbn::log "unit tests"
   go vet ./...
+  # The e2e tests and the benchmarks' entry points are behind build tags:
+  # compile and vet them here, so that a broken harness fails the unit tier.
+  go vet -tags "${RBN_E2E_TAGS}" ./e2e/...
   # -race needs cgo; the build tags keep the podman tree free of C libraries.
   CGO_ENABLED=1 go test -race -count=1 ./...
 fi
@@ -35,5 +38,5 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   rbn::log "S3 relay integration tests"
   go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
-  go test -tags e2e -count=1 -timeout 40m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
+  go test -tags "e2e,${RBN_GO_TAGS}" -count=1 -timeout 40m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
 fi

@@ -1,13 +1,10 @@
-//go:build bench
-
-package e2e
+package bench
 
 import (
 	"cmp"
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
@@ -111,8 +109,8 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{benchLabel: "scale"}},
 			Spec: rbnv1.RemoteBuildNodeSpec{
-				Address: h.address, Port: int32(h.port), User: h.user, PodmanSocket: h.socket,
-				SSHSecretRef: rbnv1.SecretReference{Name: h.name + "-ssh", Namespace: "rbn-system"},
+				Address: h.Address, Port: int32(h.Port), User: h.User, PodmanSocket: h.Socket,
+				SSHSecretRef: rbnv1.SecretReference{Name: h.Name + "-ssh", Namespace: "rbn-system"},
 				Labels:       map[string]string{benchLabel: "scale"},
 			},
 		}
@@ -186,7 +184,7 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 		}
 		if err := b.createMany(ctx, len(nodes), 25, func(i int) *corev1.Pod {
 			tr.setCreated(names[i], time.Now())
-			return benchPod(ns, names[i], nodes[i], map[string]string{benchLabel: "scale"}, []string{"sleep", "3600"})
+			return framework.JobPod(ns, names[i], nodes[i], map[string]string{benchLabel: "scale"}, []string{"sleep", "3600"})
 		}); err != nil {
 			return err
 		}
@@ -235,7 +233,7 @@ var rbnGVR = rbnv1.SchemeGroupVersion.WithResource("remotebuildnodes")
 // reports true when it gave up because none started for stall.
 func (b *bench) waitRunning(ctx context.Context, tr *podTracker, names []string, stall time.Duration) bool {
 	last, lastProgress := -1, time.Now()
-	err := poll(ctx, "the wave's pods to run", 24*time.Hour, 250*time.Millisecond, func() (bool, string) {
+	err := framework.Poll(ctx, "the wave's pods to run", 24*time.Hour, 250*time.Millisecond, func() (bool, string) {
 		n := 0
 		for _, name := range names {
 			if p := tr.get(name); !p.running.IsZero() || p.done() {
@@ -330,7 +328,7 @@ func (b *bench) deleteRBNs(names []string) error {
 		}
 	}
 	for _, n := range names {
-		err := poll(ctx, "RemoteBuildNode "+n+" and its Node to go", time.Hour, 500*time.Millisecond, func() (bool, string) {
+		err := framework.Poll(ctx, "RemoteBuildNode "+n+" and its Node to go", time.Hour, 500*time.Millisecond, func() (bool, string) {
 			_, err1 := b.dyn.Resource(rbnGVR).Get(ctx, n, metav1.GetOptions{})
 			_, err2 := b.kube.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 			return apierrors.IsNotFound(err1) && apierrors.IsNotFound(err2), fmt.Sprintf("%v / %v", err1, err2)
@@ -347,7 +345,7 @@ func (b *bench) deleteRBNs(names []string) error {
 func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes, pods int, window time.Duration) (idleSample, error) {
 	s := idleSample{label: label, nodes: nodes, pods: pods, window: window}
 	s.settled = b.quiesce(ctx)
-	pid, err := b.kubeletPID()
+	pid, err := b.stack.KubeletPID()
 	if err != nil {
 		return s, err
 	}
@@ -356,7 +354,7 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 	var cpus, reqRates []float64
 	var rss []float64
 	var conns, peers []float64
-	cpuPrev, err := procCPU(pid)
+	cpuPrev, err := framework.ProcCPU(pid)
 	if err != nil {
 		return s, err
 	}
@@ -370,7 +368,7 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 		if err := pause(ctx, sub); err != nil {
 			return s, err
 		}
-		cpu, err := procCPU(pid)
+		cpu, err := framework.ProcCPU(pid)
 		if err != nil {
 			return s, err
 		}
@@ -381,11 +379,11 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 		cpus = append(cpus, (cpu-cpuPrev)/b.clkTck/sub.Seconds())
 		reqRates = append(reqRates, (sumResource(req)-sumResource(reqPrev))/sub.Seconds())
 		cpuPrev, reqPrev = cpu, req
-		if st, err := procStatus(pid); err == nil {
+		if st, err := framework.ProcStatus(pid); err == nil {
 			rss = append(rss, float64(st["VmRSS"]))
 			s.hwmKB = st["VmHWM"]
 		}
-		c, p, err := b.sshConnections(pid)
+		c, p, err := b.sshConnections(ctx, pid)
 		if err != nil {
 			return s, err
 		}
@@ -412,8 +410,8 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 		}
 		return strings.Compare(a.kind, b.kind)
 	})
-	s.memAvailKB = meminfo()["MemAvailable"]
-	s.load = readLoadavg()
+	s.memAvailKB = framework.Meminfo()["MemAvailable"]
+	s.load = framework.Loadavg()
 	all := res.nodeNames
 	if len(all) == 0 {
 		all = b.hostNames()
@@ -426,25 +424,20 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 
 // sshConnections counts rbn-kubelet's established TCP connections to the
 // hosts' SSH ports (ss -tnp), and the distinct hosts they go to.
-func (b *bench) sshConnections(pid int) (conns, peers int, err error) {
-	out, err := exec.Command("ss", "-Htnp", "state", "established").Output()
+func (b *bench) sshConnections(ctx context.Context, pid int) (conns, peers int, err error) {
+	all, err := framework.TCPConns(ctx, pid)
 	if err != nil {
-		return 0, 0, fmt.Errorf("ss -Htnp state established: %w", err)
+		return 0, 0, err
 	}
 	hostAddrs := map[string]bool{}
 	for _, h := range b.hosts {
-		hostAddrs[net.JoinHostPort(h.address, strconv.Itoa(h.port))] = true
+		hostAddrs[net.JoinHostPort(h.Address, strconv.Itoa(h.Port))] = true
 	}
 	seen := map[string]bool{}
-	marker := fmt.Sprintf("pid=%d,", pid)
-	for _, line := range strings.Split(string(out), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 || !strings.Contains(line, marker) {
-			continue
-		}
-		if peer := fields[3]; hostAddrs[peer] {
+	for _, c := range all {
+		if hostAddrs[c.Peer] {
 			conns++
-			seen[peer] = true
+			seen[c.Peer] = true
 		}
 	}
 	return conns, len(seen), nil

@@ -1,6 +1,4 @@
-//go:build bench
-
-package e2e
+package bench
 
 import (
 	"bufio"
@@ -15,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -43,7 +42,7 @@ type latencyResult struct {
 func (s *latencySection) run(ctx context.Context) error {
 	b := s.b
 	start := time.Now()
-	s.res = &latencyResult{node: b.hosts[0].name}
+	s.res = &latencyResult{node: b.hosts[0].Name}
 	err := b.measureLatency(ctx, s.res)
 	s.res.throttle = b.kubeletThrottling(start, time.Now())
 	return err
@@ -81,7 +80,7 @@ func (b *bench) measureLatency(ctx context.Context, res *latencyResult) error {
 		}
 		steps := []func() error{
 			func() error {
-				r, err := b.rbnLatencyRun(ctx, tr, ns, host.name, i, command)
+				r, err := b.rbnLatencyRun(ctx, tr, ns, host.Name, i, command)
 				if err == nil && measured {
 					res.rbnStart = append(res.rbnStart, r.start)
 					res.rbnScheduled = append(res.rbnScheduled, r.scheduled)
@@ -136,8 +135,8 @@ type hostEvent struct {
 	Attributes         map[string]string
 }
 
-func readHostEvents(h benchHost) ([]hostEvent, error) {
-	f, err := os.Open(filepath.Join(filepath.Dir(h.socket), "tmp", "events", "events.log"))
+func readHostEvents(h framework.BuildHost) ([]hostEvent, error) {
+	f, err := os.Open(filepath.Join(filepath.Dir(h.Socket), "tmp", "events", "events.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +181,7 @@ func stagesOf(events []hostEvent, uid string, scheduled time.Time) podStages {
 
 func (b *bench) rbnLatencyRun(ctx context.Context, tr *podTracker, ns, node string, i int, command []string) (rbnRun, error) {
 	name := fmt.Sprintf("start-%02d", i)
-	p := benchPod(ns, name, node, map[string]string{benchLabel: "latency"}, command)
+	p := framework.JobPod(ns, name, node, map[string]string{benchLabel: "latency"}, command)
 	t0 := time.Now()
 	tr.setCreated(name, t0)
 	if _, err := b.kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
@@ -259,7 +258,7 @@ func floorLatencyRun(ctx context.Context, f *floorConn, name string, inPod bool,
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return 0, 0, fmt.Errorf("event stream of %s closed", f.host.name)
+				return 0, 0, fmt.Errorf("event stream of %s closed", f.host.Name)
 			}
 			if ev.Action == "died" && ev.Name == name {
 				died = time.Now()

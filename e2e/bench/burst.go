@@ -1,6 +1,4 @@
-//go:build bench
-
-package e2e
+package bench
 
 import (
 	"cmp"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 	if err := b.restartKubelet(ctx); err != nil {
 		return err
 	}
-	pid, err := b.kubeletPID()
+	pid, err := b.stack.KubeletPID()
 	if err != nil {
 		return err
 	}
@@ -99,10 +99,10 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 		return err
 	}
 	defer tr.stop()
-	if st, err := procStatus(pid); err == nil {
+	if st, err := framework.ProcStatus(pid); err == nil {
 		out.rssBeforeKB = st["VmRSS"]
 	}
-	cpu0, err := procCPU(pid)
+	cpu0, err := framework.ProcCPU(pid)
 	if err != nil {
 		return err
 	}
@@ -111,12 +111,12 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 	var wg sync.WaitGroup
 	for i := 0; i < b.cfg.burstPods; i++ {
 		name := fmt.Sprintf("burst-%03d", i)
-		node := b.hosts[i%len(b.hosts)].name
+		node := b.hosts[i%len(b.hosts)].Name
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			tr.setCreated(name, time.Now())
-			_, err := b.kube.CoreV1().Pods(ns).Create(ctx, benchPod(ns, name, node, map[string]string{benchLabel: "burst"}, []string{"sleep", "2"}), metav1.CreateOptions{})
+			_, err := b.kube.CoreV1().Pods(ns).Create(ctx, framework.JobPod(ns, name, node, map[string]string{benchLabel: "burst"}, []string{"sleep", "2"}), metav1.CreateOptions{})
 			errs <- err
 		}()
 	}
@@ -136,8 +136,8 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 		}
 		return n == b.cfg.burstPods, fmt.Sprintf("%d of %d ended", n, b.cfg.burstPods)
 	})
-	cpu1, cerr := procCPU(pid)
-	st, serr := procStatus(pid)
+	cpu1, cerr := framework.ProcCPU(pid)
+	st, serr := framework.ProcStatus(pid)
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 	events := map[string][]hostEvent{}
 	for _, h := range b.hosts {
 		if e, err := readHostEvents(h); err == nil {
-			events[h.name] = e
+			events[h.Name] = e
 		}
 	}
 	var first, sandbox, created, started []time.Duration
@@ -229,7 +229,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 		wg.Wait()
 	}()
 	self := os.Getpid()
-	cpu0, err := procCPU(self)
+	cpu0, err := framework.ProcCPU(self)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
@@ -277,7 +277,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 			return 0, 0, 0, 0, fmt.Errorf("floor burst: %d of %d containers seen exiting", len(seen), len(started))
 		}
 	}
-	cpu1, err := procCPU(self)
+	cpu1, err := framework.ProcCPU(self)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}

@@ -1,6 +1,4 @@
-//go:build bench
-
-package e2e
+package bench
 
 import (
 	"bytes"
@@ -8,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 
+	"github.com/remote-build-nodes/rbn/e2e/framework"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -46,7 +44,7 @@ type streamsResult struct {
 
 func (s *streamsSection) run(ctx context.Context) error {
 	b := s.b
-	s.res = &streamsResult{node: b.hosts[0].name, logBytes: int64(b.cfg.logMiB) << 20}
+	s.res = &streamsResult{node: b.hosts[0].Name, logBytes: int64(b.cfg.logMiB) << 20}
 	res := s.res
 	ns, err := b.newNamespace(ctx, "bench-streams")
 	if err != nil {
@@ -138,8 +136,8 @@ type streamsPod struct {
 }
 
 func (b *bench) runStreamsPod(ctx context.Context, tr *podTracker, ns, name string, command []string, phase corev1.PodPhase) (streamsPod, error) {
-	node := b.hosts[0].name
-	if _, err := b.kube.CoreV1().Pods(ns).Create(ctx, benchPod(ns, name, node, map[string]string{benchLabel: "streams"}, command), metav1.CreateOptions{}); err != nil {
+	node := b.hosts[0].Name
+	if _, err := b.kube.CoreV1().Pods(ns).Create(ctx, framework.JobPod(ns, name, node, map[string]string{benchLabel: "streams"}, command), metav1.CreateOptions{}); err != nil {
 		return streamsPod{}, err
 	}
 	err := tr.wait(ctx, "pod "+name+" to be "+string(phase), 5*time.Minute, func(pods map[string]*podTimes) (bool, string) {
@@ -169,7 +167,7 @@ func (b *bench) runStreamsPod(ctx context.Context, tr *podTracker, ns, name stri
 
 // kubectlLogs reads the whole log of a pod with kubectl logs -f and checks its size.
 func (b *bench) kubectlLogs(ctx context.Context, ns, name string, want int64) (time.Duration, error) {
-	cmd := exec.CommandContext(ctx, b.kubectl, "--kubeconfig="+b.kubeconfig, "-n", ns, "logs", "-f", name)
+	cmd := b.stack.KubectlCmd(ctx, "-n", ns, "logs", "-f", name)
 	var n countingWriter
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &n, &stderr
@@ -213,7 +211,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func (b *bench) timeKubectl(ctx context.Context, args ...string) (time.Duration, error) {
-	cmd := exec.CommandContext(ctx, b.kubectl, append([]string{"--kubeconfig=" + b.kubeconfig}, args...)...)
+	cmd := b.stack.KubectlCmd(ctx, args...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
@@ -228,7 +226,7 @@ func (b *bench) timeKubectl(ctx context.Context, args ...string) (time.Duration,
 func (b *bench) execClient(ns, name string) (remotecommand.Executor, error) {
 	u := b.kube.CoreV1().RESTClient().Post().Namespace(ns).Resource("pods").Name(name).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: "main", Command: []string{"true"}, Stdout: true, Stderr: true}, scheme.ParameterCodec).URL()
-	return remotecommand.NewWebSocketExecutor(b.rest, "GET", u.String())
+	return remotecommand.NewWebSocketExecutor(b.stack.Rest, "GET", u.String())
 }
 
 func timeClientExec(ctx context.Context, e remotecommand.Executor) (time.Duration, error) {

@@ -1,0 +1,42 @@
+package framework
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestReadEnvFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "host.env")
+	if err := os.WriteFile(path, []byte("NAME=\"host1\"\nPORT='2303'\nADDRESS=127.0.1.1\nnot a pair\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadEnvFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"NAME": "host1", "PORT": "2303", "ADDRESS": "127.0.1.1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func TestEnvFromOS(t *testing.T) {
+	t.Setenv(EnvKubeconfig, "/k")
+	t.Setenv(EnvKubectl, "/kubectl")
+	t.Setenv(EnvState, "")
+	t.Setenv(EnvRoot, "/root")
+	if _, err := EnvFromOS(); !errors.Is(err, ErrNotSet) || err.Error() != EnvState+" is not set" {
+		t.Fatalf("err = %v, want %s not set", err, EnvState)
+	}
+	t.Setenv(EnvState, "/state")
+	got, err := EnvFromOS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Env{Kubeconfig: "/k", KubectlBin: "/kubectl", State: "/state", Root: "/root"}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}

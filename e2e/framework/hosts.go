@@ -1,0 +1,176 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The build hosts of the local stack: hack/hosts.sh runs an sshd and a
+// podman service per host under $RBN_STATE/hosts/hostN and describes each
+// in its host.env.
+
+// BuildHost is one host's host.env.
+type BuildHost struct {
+	Index                                   int // N of hostN
+	Name, Address, User, Socket, Known, Key string
+	Port                                    int
+}
+
+func (s *Stack) hostEnvPath(i int) string {
+	return filepath.Join(s.State, "hosts", fmt.Sprintf("host%d", i), "host.env")
+}
+
+// Host reads build host i's host.env.
+func (s *Stack) Host(t testing.TB, i int) map[string]string {
+	t.Helper()
+	env, err := ReadEnvFile(s.hostEnvPath(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// HostIndex returns the number of the build host node belongs to.
+func (s *Stack) HostIndex(t testing.TB, node string) int {
+	t.Helper()
+	for i := 1; ; i++ {
+		if _, err := os.Stat(s.hostEnvPath(i)); err != nil {
+			break
+		}
+		if s.Host(t, i)["NAME"] == node {
+			return i
+		}
+	}
+	t.Fatalf("node %s is not a local build host", node)
+	return 0
+}
+
+// BuildHosts reads every host.env, ordered by index.
+func (s *Stack) BuildHosts() ([]BuildHost, error) {
+	files, err := filepath.Glob(filepath.Join(s.State, "hosts", "host*", "host.env"))
+	if err != nil {
+		return nil, err
+	}
+	var hosts []BuildHost
+	for _, f := range files {
+		idx, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(filepath.Dir(f)), "host"))
+		if err != nil {
+			continue
+		}
+		env, err := ReadEnvFile(f)
+		if err != nil {
+			return nil, err
+		}
+		port, err := strconv.Atoi(env["PORT"])
+		if err != nil {
+			return nil, fmt.Errorf("%s: PORT: %w", f, err)
+		}
+		hosts = append(hosts, BuildHost{
+			Index: idx, Name: env["NAME"], Address: env["ADDRESS"], Port: port, User: env["USER"],
+			Socket: env["PODMAN_SOCKET"], Known: env["KNOWN_HOSTS"], Key: env["PRIVATE_KEY"],
+		})
+	}
+	slices.SortFunc(hosts, func(a, b BuildHost) int { return a.Index - b.Index })
+	return hosts, nil
+}
+
+// HostsSh runs hack/hosts.sh with args against the stack's hosts.
+func (s *Stack) HostsSh(t testing.TB, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := s.Script(ctx, "hosts.sh", args...).CombinedOutput(); err != nil {
+		t.Fatalf("hack/hosts.sh %v: %v\n%s", args, err, out)
+	}
+}
+
+// HostPodman runs podman on build host i as its service does (in its
+// network namespace, if isolated) and returns its combined output.
+func (s *Stack) HostPodman(i int, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := s.Script(ctx, "hosts.sh", append([]string{"podman", strconv.Itoa(i)}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("hosts.sh podman %d %v: %w\n%s", i, args, err, out)
+	}
+	return string(out), nil
+}
+
+// MustHostPodman is HostPodman failing the test on an error.
+func (s *Stack) MustHostPodman(t testing.TB, i int, args ...string) string {
+	t.Helper()
+	out, err := s.HostPodman(i, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// HostObjects lists podman containers, pods and volumes carrying the pod's
+// UID label on build host i, through the host's own podman CLI.
+func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
+	t.Helper()
+	var out []string
+	for _, what := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}}"},
+		{"pod", "ps", "--format", "{{.Name}}"},
+		{"volume", "ls", "--format", "{{.Name}}"},
+	} {
+		args := append([]string{"podman", fmt.Sprint(i)}, what...)
+		args = append(args, "--filter", "label=rbn.dev/pod-uid="+uid)
+		b, err := s.Script(context.Background(), "hosts.sh", args...).Output()
+		if err != nil {
+			t.Fatalf("hosts.sh %v: %v", args, err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" {
+				out = append(out, what[0]+":"+l)
+			}
+		}
+	}
+	return out
+}
+
+// HostContainerState returns the podman state of a container on host i,
+// "absent" when podman cannot inspect it.
+func (s *Stack) HostContainerState(t testing.TB, i int, name string) string {
+	t.Helper()
+	out, err := s.Script(context.Background(), "hosts.sh", "podman", fmt.Sprint(i), "inspect", "--format", "{{.State.Status}}", name).Output()
+	if err != nil {
+		return "absent"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// KubeletName is rbn-kubelet's process name (and its log's and pid file's).
+const KubeletName = "rbn-kubelet"
+
+// KubeletPID returns the pid of the stack's rbn-kubelet, checking that the
+// process still is rbn-kubelet.
+func (s *Stack) KubeletPID() (int, error) {
+	raw, err := os.ReadFile(filepath.Join(s.State, "pids", KubeletName+".pid"))
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return 0, err
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != KubeletName {
+		return 0, fmt.Errorf("pid %d is not %s (%q, %v)", pid, KubeletName, comm, err)
+	}
+	return pid, nil
+}
+
+// KubeletLog is the path of rbn-kubelet's log.
+func (s *Stack) KubeletLog() string {
+	return filepath.Join(s.State, "kubelet", KubeletName+".log")
+}
