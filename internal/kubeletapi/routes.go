@@ -1,6 +1,7 @@
 package kubeletapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,10 +32,19 @@ func (s *Server) handler() http.Handler {
 	// Not vkapi.PodHandler's route: it passes the idle and creation
 	// timeouts to HandlePortForward swapped (virtual-kubelet v1.14.1),
 	// which would close an idle port-forward after 30s.
-	r.Handle("/portForward/{namespace}/{pod}", pod(vkapi.HandlePortForward(s.portForward,
+	// The port-forward streams call their handler with a context of their
+	// own (context.Background in cri-streaming), not the request's: the
+	// node's handlers that podRoute found are bound to each request here.
+	portForwardOpts := []vkapi.PortForwardHandlerOption{
 		vkapi.WithPortForwardStreamIdleTimeout(s.cfg.StreamIdleTimeout),
 		vkapi.WithPortForwardCreationTimeout(s.cfg.StreamCreationTimeout),
-	))).Methods(http.MethodPost, http.MethodGet)
+	}
+	r.Handle("/portForward/{namespace}/{pod}", pod(func(w http.ResponseWriter, req *http.Request) {
+		h := handlersOf(req.Context())
+		vkapi.HandlePortForward(func(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+			return s.portForward(withHandlers(ctx, h), namespace, pod, port, stream)
+		}, portForwardOpts...)(w, req)
+	})).Methods(http.MethodPost, http.MethodGet)
 	r.Handle("/run/{namespace}/{pod}/{container}", pod(unsupported("/run is not served by rbn-kubelet: use exec"))).Methods(http.MethodPost)
 
 	r.Handle("/pods", node(vkapi.HandleRunningPods(s.podsOf))).Methods(http.MethodGet)
