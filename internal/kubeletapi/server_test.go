@@ -89,6 +89,7 @@ type testServer struct {
 	*Server
 	shared, nodePort int32
 	client           *http.Client
+	caFile           string // the server's self-signed certificate
 }
 
 func startServer(t *testing.T, cfg Config, acquire ...string) *testServer {
@@ -102,7 +103,8 @@ func startServer(t *testing.T, cfg Config, acquire ...string) *testServer {
 		t.Fatal(err)
 	}
 	ts := &testServer{Server: srv, shared: ports[0], nodePort: ports[1],
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}}
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second},
+		caFile: certFile}
 	// Acquired before Run: served once Run starts.
 	for _, node := range acquire {
 		if p, err := srv.Acquire(node, 0); err != nil || p != ports[1] {
