@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/remote-build-nodes/rbn/internal/golden"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
@@ -62,20 +62,7 @@ func TestPodStatusGolden(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(input), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			got := renderStatus(t, input)
-			golden := filepath.Join("testdata", "status", name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs (run go test -update and read the diff):\n--- got\n%s\n--- want\n%s", golden, got, want)
-			}
+			golden.Check(t, filepath.Join("testdata", "status", name+".golden.yaml"), got, *update)
 		})
 	}
 	if n == 0 {

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from Build's output")
@@ -69,20 +69,7 @@ func TestBuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata", name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./provider/node -run TestBuild -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("Build(%s) differs from %s (-want +got):\n%s", in, golden, lineDiff(string(want), string(got)))
-			}
+			golden.Check(t, filepath.Join("testdata", name+".golden.yaml"), got, *update)
 		})
 	}
 	for _, name := range wantCases {
@@ -137,40 +124,4 @@ func checkInvariants(t *testing.T, n *corev1.Node) {
 	if n.Labels[rbnv1.LabelRemoteBuildNode] != "true" {
 		t.Errorf("label %s = %q, want true", rbnv1.LabelRemoteBuildNode, n.Labels[rbnv1.LabelRemoteBuildNode])
 	}
-}
-
-// lineDiff is a small line-by-line diff, enough to read a golden mismatch.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	// Longest common subsequence, then walk it.
-	lcs := make([][]int, len(w)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(g)+1)
-	}
-	for i := len(w) - 1; i >= 0; i-- {
-		for j := len(g) - 1; j >= 0; j-- {
-			if w[i] == g[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var b strings.Builder
-	i, j := 0, 0
-	for i < len(w) || j < len(g) {
-		switch {
-		case i < len(w) && j < len(g) && w[i] == g[j]:
-			b.WriteString("  " + w[i] + "\n")
-			i++
-			j++
-		case i < len(w) && (j == len(g) || lcs[i+1][j] >= lcs[i][j+1]):
-			b.WriteString("- " + w[i] + "\n")
-			i++
-		default:
-			b.WriteString("+ " + g[j] + "\n")
-			j++
-		}
-	}
-	return b.String()
 }

@@ -1,7 +1,6 @@
 package pod
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/remote-build-nodes/rbn/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of provider/pod/testdata")
@@ -83,13 +84,7 @@ func TestTranslateGolden(t *testing.T) {
 			if _, err := os.Stat(stale); err == nil {
 				t.Errorf("%s exists but the case renders %s", stale, want)
 			}
-			wantBytes, err := os.ReadFile(want)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, wantBytes) {
-				t.Errorf("%s differs (run go test -update and read the diff):\n--- got\n%s\n--- want\n%s", want, got, wantBytes)
-			}
+			golden.Check(t, want, got, false)
 		})
 	}
 }
