@@ -144,14 +144,14 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		w.emitted["created/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Created", "Created container "+c.K8sName)
 	}
-	if err := w.fillThrough(ctx, c, attempt, name); err != nil {
+	if err := w.volumes.fillThrough(ctx, w.plan, c, attempt, name); err != nil {
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = reason{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return w.p.cfg.Retry.Create
 	}
 	delete(w.waiting, c.K8sName)
-	if err := w.awaitSandbox(); err != nil {
+	if err := w.sandbox.await(); err != nil {
 		return 0 // step reports it and sets the pod up again
 	}
 	if err := w.p.rt.StartContainer(ctx, name); err != nil {
@@ -172,20 +172,32 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 // it. When it cannot, it records why and returns false with how soon to try
 // again.
 func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) (time.Duration, bool) {
-	if err := w.ensureImage(ctx, pd, c); err != nil {
-		w.pullFailures[c.K8sName]++
-		return w.backOff(pd, c.K8sName, w.pullFailures[c.K8sName], "ImagePullBackOff", err), false
+	if err := w.images.ensure(ctx, pd, c, w.p.pullSecrets(pd), w.p.hostFailure); err != nil {
+		var ie *imageError
+		switch {
+		case errors.As(err, &ie) && ie.Failures > 0:
+			return w.backOff(pd, c.K8sName, ie.Failures, "ImagePullBackOff", err), false
+		case errors.As(err, &ie):
+			// Not pulled (policy Never): looked at again, as the image may appear.
+			w.waiting[c.K8sName] = reason{ie.Reason, err.Error()}
+			return w.p.cfg.Retry.Config, false
+		}
+		// The host did not answer whether it has the image (kubelet's
+		// ErrImageInspect).
+		w.p.hostFailure()
+		w.waiting[c.K8sName] = reason{"ImageInspectError", err.Error()}
+		w.p.event(pd, corev1.EventTypeWarning, "InspectFailed", fmt.Sprintf("Failed to inspect image %q: %v", c.Image, err))
+		return w.p.cfg.Retry.Sync, false
 	}
-	delete(w.pullFailures, c.K8sName)
 	// Configuration errors are looked at again, as kubelet does: what a
 	// subPath names may yet appear, created by another container.
-	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.podID, w.mountpoints)
+	spec, err := pod.ContainerSpec(c, w.plan, attempt, w.sandbox.id, w.volumes.mountpoints)
 	if err != nil {
 		w.waiting[c.K8sName] = reason{"CreateContainerConfigError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return w.p.cfg.Retry.Config, false
 	}
-	if err := w.resolveSubPaths(ctx, c, spec); err != nil {
+	if err := w.volumes.resolveSubPaths(ctx, w.plan, c, spec); err != nil {
 		why := "CreateContainerConfigError"
 		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
 			why = "CreateContainerError" // the host did not answer
@@ -196,8 +208,7 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 	}
 	if _, err := w.p.rt.CreateContainer(ctx, spec); err != nil && !errors.Is(err, podman.ErrConflict) {
 		// The image may have left the host since it was listed.
-		delete(w.pulled, c.Image)
-		w.p.rt.RefreshImages(ctx)
+		w.images.forget(ctx, c.Image)
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = reason{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())

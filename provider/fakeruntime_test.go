@@ -32,6 +32,7 @@ type fakeRuntime struct {
 	images   map[string]bool
 	volumes  map[string]podman.Volume
 	pullErr  map[string]error // image -> what its pulls answer
+	existErr error            // what image lookups answer, when set
 	startErr map[string]error // container name -> what its start answers
 	calls    []string
 	nextID   int
@@ -278,6 +279,9 @@ func (f *fakeRuntime) RefreshImages(context.Context) {}
 func (f *fakeRuntime) ImageExists(_ context.Context, ref string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.existErr != nil {
+		return false, f.existErr
+	}
 	return f.images[ref], nil
 }
 

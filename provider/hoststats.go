@@ -56,6 +56,7 @@ type hostSampler struct {
 	err      error      // why the last attempt to read failed
 	running  bool
 	first    chan struct{} // closed at the first reading or failure of a run
+	runDone  chan struct{} // closed when the run's goroutine has returned
 	lastUsed time.Time
 	cancel   context.CancelFunc
 }
@@ -78,7 +79,9 @@ func (s *hostSampler) readings(ctx context.Context) (cur, prev *hostUsage, err e
 		s.first = make(chan struct{})
 		runCtx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
-		go s.run(runCtx, s.first)
+		done := make(chan struct{})
+		s.runDone = done
+		go func() { defer close(done); s.run(runCtx, s.first) }()
 	}
 	first := s.first
 	s.mu.Unlock()
@@ -95,13 +98,17 @@ func (s *hostSampler) readings(ctx context.Context) (cur, prev *hostUsage, err e
 	return s.cur, s.prev, nil
 }
 
-// stop ends the sampler's session.
+// stop ends the sampler's session and waits for its goroutine.
 func (s *hostSampler) stop() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.running {
 		s.cancel()
 		s.running = false
+	}
+	done := s.runDone
+	s.mu.Unlock()
+	if done != nil {
+		<-done
 	}
 }
 

@@ -3,57 +3,100 @@ package provider
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
 
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// ensureImage makes c's image present per its pull policy.
-func (w *podWorker) ensureImage(ctx context.Context, pd *corev1.Pod, c pod.Container) error {
-	if w.pulled[c.Image] {
+// eventFunc records an event about a pod.
+type eventFunc func(pd *corev1.Pod, typ, reason, msg string)
+
+// imagePuller makes a pod's images present on the host, each per its
+// container's pull policy, as kubelet's image manager does: it remembers
+// the images it pulled or found, and counts each container's consecutive
+// failed pulls, from which the pull back-off grows.
+type imagePuller struct {
+	rt    podRuntime
+	clock clock.PassiveClock
+	event eventFunc
+	log   *slog.Logger
+
+	present  map[string]bool // images pulled or found
+	failures map[string]int  // container -> consecutive failed pulls
+}
+
+func newImagePuller(rt podRuntime, clk clock.PassiveClock, event eventFunc, log *slog.Logger) *imagePuller {
+	return &imagePuller{rt: rt, clock: clk, event: event, log: log, present: map[string]bool{}, failures: map[string]int{}}
+}
+
+// imageError is why a container's image is not there: Reason is the
+// container's waiting reason.
+type imageError struct {
+	Reason string
+	Err    error
+	// Failures counts the container's consecutive failed pulls; 0 when
+	// no pull was tried (pull policy Never).
+	Failures int
+}
+
+func (e *imageError) Error() string { return e.Err.Error() }
+func (e *imageError) Unwrap() error { return e.Err }
+
+// ensure makes c's image present per its pull policy; an *imageError when
+// it is not. A failed pull is the host's failure (hostFailure is told).
+func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Container, secrets []*corev1.Secret, hostFailure func()) error {
+	if ip.present[c.Image] {
+		delete(ip.failures, c.K8sName)
 		return nil
 	}
-	present, err := w.imagePresent(ctx, c.Image)
+	present, err := ip.exists(ctx, c.Image)
 	if err != nil {
 		return err
 	}
 	switch {
 	case c.PullPolicy == corev1.PullNever && !present:
 		err := fmt.Errorf("container image %q is not present with pull policy of Never", c.Image)
-		w.waiting[c.K8sName] = reason{"ErrImageNeverPull", err.Error()}
-		w.p.event(pd, corev1.EventTypeWarning, "ErrImageNeverPull", err.Error())
-		return err
+		ip.event(pd, corev1.EventTypeWarning, "ErrImageNeverPull", err.Error())
+		return &imageError{Reason: "ErrImageNeverPull", Err: err}
 	case present && c.PullPolicy != corev1.PullAlways:
-		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
+		ip.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
 	default:
-		w.waiting[c.K8sName] = reason{"ContainerCreating", ""}
-		w.p.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
-		start := w.p.cfg.Clock.Now()
-		how, err := w.p.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, w.p.pullSecrets(pd)), w.log)
+		ip.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
+		start := ip.clock.Now()
+		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
 		if err != nil {
-			w.p.hostFailure()
-			w.waiting[c.K8sName] = reason{"ErrImagePull", err.Error()}
-			w.p.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
-			return err
+			hostFailure()
+			ip.failures[c.K8sName]++
+			ip.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
+			return &imageError{Reason: "ErrImagePull", Err: err, Failures: ip.failures[c.K8sName]}
 		}
-		w.p.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s%s", c.Image, w.p.cfg.Clock.Since(start).Round(time.Millisecond), how))
-		w.p.rt.RefreshImages(ctx)
+		ip.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s%s", c.Image, ip.clock.Since(start).Round(time.Millisecond), how))
+		ip.rt.RefreshImages(ctx)
 	}
-	w.pulled[c.Image] = true
-	delete(w.waiting, c.K8sName)
+	ip.present[c.Image] = true
+	delete(ip.failures, c.K8sName)
 	return nil
 }
 
-// imagePresent tells whether ref is in the host's store. The host's image
-// list (read with its facts, and after every pull) answers for a reference
-// it names exactly, without a call; anything else, a short name say, is
-// asked of podman, which resolves it as a pull would.
-func (w *podWorker) imagePresent(ctx context.Context, ref string) (bool, error) {
-	if _, found := slices.BinarySearch(w.p.rt.Images(), ref); found {
+// forget drops what ip knows of image: it may have left the host since it
+// was listed (a create that failed), and the host's list is read again.
+func (ip *imagePuller) forget(ctx context.Context, image string) {
+	delete(ip.present, image)
+	ip.rt.RefreshImages(ctx)
+}
+
+// exists tells whether ref is in the host's store. The host's image list
+// (read with its facts, and after every pull) answers for a reference it
+// names exactly, without a call; anything else, a short name say, is asked
+// of podman, which resolves it as a pull would.
+func (ip *imagePuller) exists(ctx context.Context, ref string) (bool, error) {
+	if _, found := slices.BinarySearch(ip.rt.Images(), ref); found {
 		return true, nil
 	}
-	return w.p.rt.ImageExists(ctx, ref)
+	return ip.rt.ImageExists(ctx, ref)
 }

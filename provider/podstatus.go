@@ -209,15 +209,12 @@ func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.
 func (w *podWorker) report(_ context.Context, pd *corev1.Pod, obs map[string]*observed) {
 	in := statusInput{
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
-		HostIP: w.p.hostIP(), PodIP: w.podIP, SandboxReady: w.podID != "",
-		Outputs: outputsState{Done: w.outputsDone, Failure: w.outputFailure},
-	}
-	if w.plan != nil && w.plan.Transfers != nil {
-		in.Outputs.Planned = len(w.plan.Transfers.Outputs) > 0
+		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
+		Outputs: w.transfers.outputs(w.plan),
 	}
 	st, awaiting := podStatus(in)
 	if awaiting {
-		w.awaitingOutputs = true
+		w.transfers.awaiting = true
 	}
 	w.p.setStatus(w, st)
 }

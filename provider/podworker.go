@@ -23,10 +23,14 @@ type reason struct{ Reason, Message string }
 
 // podWorker drives one pod on the host, like kubelet's pod worker: every
 // sync compares what runs with what the pod asks for, takes the next step
-// (volumes, podman pod, pull, create, start, restart) and reports status.
-// Syncs are triggered by podman events for the pod, by spec updates, by
-// back-off timers and by the node's periodic relist (Pods.relist) when it
-// sees the pod's containers change: a worker does not poll on its own.
+// (sandbox, pull, create, start, restart) and reports status. Syncs are
+// triggered by podman events for the pod, by spec updates, by back-off
+// timers and by the node's periodic relist (Pods.relist) when it sees the
+// pod's containers change: a worker does not poll on its own.
+//
+// The worker holds the pod's state machine; its collaborators hold their
+// own state: the sandbox (podman pod and infra container), the images, the
+// volumes and the S3 transfers.
 type podWorker struct {
 	p   *Pods
 	log *slog.Logger
@@ -37,41 +41,36 @@ type podWorker struct {
 	mu       sync.Mutex
 	pod      *corev1.Pod // latest spec; Status is what we last reported
 	deleting *time.Duration
-	// transferCancel interrupts the S3 transfer in progress, if any.
-	transferCancel context.CancelFunc
+
+	sandbox   *sandbox
+	images    *imagePuller
+	volumes   *podVolumes
+	transfers *podTransfers
 
 	// Owned by the worker goroutine.
-	plan         *pod.Plan
-	podID        string
-	mountpoints  map[string]string
-	backoff      map[string]time.Time // container -> no restart before
-	waiting      map[string]reason    // container -> waiting reason, message
-	pulled       map[string]bool      // images pulled or found by this worker
-	pullFailures map[string]int       // container -> consecutive failed pulls
-	emitted      map[string]bool      // container IDs whose Started/Created events were sent
-	filled       map[string]bool      // Files volumes written (by K8sName)
-	token        string               // the pod's service account token, once requested
-	failed       bool                 // the pod failed permanently (unsupported spec)
-	podIP        string
-	sandbox      *pendingSandbox // infra container starting, see ensureSandbox
-	lastErr      string          // last sync error reported as an event, to report each once
+	plan    *pod.Plan
+	backoff map[string]time.Time // container -> no restart before
+	waiting map[string]reason    // container -> waiting reason, message
+	emitted map[string]bool      // container IDs whose Started/Created events were sent
+	token   string               // the pod's service account token, once requested
+	failed  bool                 // the pod failed permanently (unsupported spec)
+	lastErr string               // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
-	// Outputs (rbn.dev/transfers): awaited once every container succeeded,
-	// done once uploaded, or failed for good (reason, message).
-	awaitingOutputs bool
-	outputsDone     bool
-	outputFailure   *reason
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
+	log := p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID)
+	clk := p.cfg.Clock
 	return &podWorker{
-		p:    p,
-		log:  p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID),
+		p: p, log: log,
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
-		pod:     pd.DeepCopy(),
-		backoff: map[string]time.Time{}, waiting: map[string]reason{},
-		pulled: map[string]bool{}, emitted: map[string]bool{}, pullFailures: map[string]int{}, filled: map[string]bool{},
+		pod:       pd.DeepCopy(),
+		sandbox:   &sandbox{rt: p.rt},
+		images:    newImagePuller(p.rt, clk, p.event, log),
+		volumes:   newPodVolumes(p.rt, clk, pd.UID),
+		transfers: newPodTransfers(p.rt, clk, p.event, p.cfg.Secrets, p.cfg.Relay, pd.UID),
+		backoff:   map[string]time.Time{}, waiting: map[string]reason{}, emitted: map[string]bool{},
 	}
 }
 
@@ -117,10 +116,8 @@ func (w *podWorker) terminate(grace time.Duration) {
 	if w.deleting == nil || grace < *w.deleting {
 		w.deleting = &grace
 	}
-	if w.transferCancel != nil {
-		w.transferCancel()
-	}
 	w.mu.Unlock()
+	w.transfers.interrupt()
 	w.poke()
 }
 
@@ -188,7 +185,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		if msg := err.Error(); msg != w.lastErr && w.p.rt.Ready() {
 			w.lastErr = msg
 			reason := "FailedSync"
-			if w.podID == "" {
+			if !w.sandbox.ready {
 				reason = "FailedCreatePodSandBox"
 			}
 			w.p.event(w.current(), corev1.EventTypeWarning, reason, msg)
@@ -237,10 +234,10 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// A podman pod this sync created holds no container yet: nothing to
 	// observe before advance creates the first.
 	fresh := false
-	if w.podID == "" {
+	if !w.sandbox.ready {
 		var failed *transferFailure
 		var err error
-		if fresh, err = w.ensureSandbox(ctx); errors.As(err, &failed) {
+		if fresh, err = w.setUpSandbox(ctx); errors.As(err, &failed) {
 			w.failed = true
 			w.p.failPod(w, failed.reason, failed.msg)
 			return 0, nil
@@ -251,7 +248,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		if w.plan.UsesPodIP {
 			// Now the pod has an IP: resolve env that refers to it.
-			plan, err := w.p.translate(ctx, pd, w.podIP, &w.token)
+			plan, err := w.p.translate(ctx, pd, w.sandbox.ip, &w.token)
 			if err != nil {
 				return 0, err
 			}
@@ -266,32 +263,23 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	next := w.advance(ctx, pd, obs)
-	if err := w.awaitSandbox(); err != nil {
-		// The next sync sets the podman pod up again, as one found existing.
-		w.sandbox, w.podID, w.mountpoints = nil, "", nil
+	if err := w.sandbox.settle(); err != nil {
 		return 0, err
 	}
-	w.sandbox = nil
 	// Observe again so the status includes what advance started.
 	if obs2, err := w.observe(ctx); err == nil {
 		obs = obs2
 	}
 	w.report(ctx, pd, obs)
-	if w.awaitingOutputs && !w.outputsDone && w.outputFailure == nil {
-		err := w.withTransferContext(ctx, w.uploadOutputs)
-		var failed *transferFailure
+	if w.transfers.outputsDue() {
+		err := w.transfers.upload(ctx, pd, w.plan)
 		switch {
-		case errors.As(err, &failed):
-			w.failed = true
-			w.outputFailure = &reason{Reason: failed.reason, Message: failed.msg}
-			w.p.event(pd, corev1.EventTypeWarning, failed.reason, failed.msg)
 		case err != nil && w.isDeleting():
 			return 0, nil // the next sync tears the pod down
 		case err != nil:
 			return 0, fmt.Errorf("upload outputs: %w", err) // interrupted: again at the next sync
-		default:
-			w.outputsDone = true
 		}
+		w.failed = w.transfers.failure != nil
 		w.report(ctx, pd, obs)
 	}
 	return next, nil
@@ -347,7 +335,7 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := w.removeVolumes(ctx); err != nil {
+	if err := w.volumes.remove(ctx); err != nil {
 		return err
 	}
 	w.log.Info("pod removed from host")

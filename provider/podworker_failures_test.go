@@ -39,11 +39,38 @@ func TestWorkerImagePullFailures(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyAlways, "main")
 		pd.Spec.Containers[0].ImagePullPolicy = corev1.PullNever
 		h := newHarness(t, pd)
-		h.sync()
+		if r := h.sync(); r.next != 10*time.Second {
+			t.Fatalf("next sync in %s, want 10s (the configuration retry)", r.next)
+		}
 		h.wantCalls("pull ", 0)
 		h.wantCalls("create "+ctrName("main", 0), 0)
 		h.wantEvent(h.events(), `Warning ErrImageNeverPull container image "registry.test/main:1" is not present with pull policy of Never`)
+		h.wantWaiting("main", "ErrImageNeverPull")
 		h.wantPhase(corev1.PodPending)
+		// Still absent: the reason stays (no pull, so no pull back-off).
+		h.clock.Step(10 * time.Second)
+		h.sync()
+		h.wantWaiting("main", "ErrImageNeverPull")
+		// Loaded onto the host by someone else: it runs.
+		h.rt.images["registry.test/main:1"] = true
+		h.clock.Step(10 * time.Second)
+		h.sync()
+		h.wantCalls("pull ", 0)
+		h.wantPhase(corev1.PodRunning)
+	})
+	t.Run("the host does not answer whether it has the image", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+		h.rt.existErr = errors.New("connection lost")
+		if r := h.sync(); r.next != 5*time.Second {
+			t.Fatalf("next sync in %s, want 5s (the sync retry)", r.next)
+		}
+		h.wantWaiting("main", "ImageInspectError")
+		h.wantCalls("pull ", 0)
+		h.rt.existErr = nil
+		h.clock.Step(5 * time.Second)
+		h.sync()
+		h.wantCalls("pull registry.test/main:1", 1)
+		h.wantPhase(corev1.PodRunning)
 	})
 	t.Run("Always pulls a present image", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyAlways, "main")

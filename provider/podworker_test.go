@@ -37,7 +37,18 @@ const testUID = "uid-1"
 func newHarness(t *testing.T, pd *corev1.Pod) *harness {
 	t.Helper()
 	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
-	h := &harness{t: t, ctx: t.Context(), rt: newFakeRuntime(clk), clock: clk, rec: record.NewFakeRecorder(1000)}
+	return harnessOn(t, pd, newFakeRuntime(clk), clk)
+}
+
+// restarted is a new worker for pd over the host that earlier's worker
+// left: what a restarted rbn-kubelet finds.
+func restarted(t *testing.T, earlier *harness, pd *corev1.Pod) *harness {
+	t.Helper()
+	return harnessOn(t, pd, earlier.rt, earlier.clock)
+}
+
+func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.FakeClock) *harness {
+	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000)}
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	h.pods = newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
@@ -244,9 +255,7 @@ func TestWorkerAdoptsWhatARestartLeft(t *testing.T) {
 	first.sync()
 	first.rt.exit(ctrName("done", 0), 0)
 
-	h := newHarness(t, testPod(corev1.RestartPolicyNever, "main", "done"))
-	h.rt = first.rt
-	h.pods.rt = first.rt
+	h := restarted(t, first, testPod(corev1.RestartPolicyNever, "main", "done"))
 	before := len(h.rt.calls)
 	h.sync()
 	h.wantPhase(corev1.PodRunning)
@@ -276,9 +285,7 @@ func TestWorkerStartsACreatedContainerAsItIs(t *testing.T) {
 	first.rt.ctrs[ctrName("main", 0)].Error = "" // never started, no error kept
 	delete(first.rt.startErr, ctrName("main", 0))
 
-	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
-	h.rt = first.rt
-	h.pods.rt = first.rt
+	h := restarted(t, first, testPod(corev1.RestartPolicyAlways, "main"))
 	h.sync()
 	h.wantCalls("create "+ctrName("main", 0), 1) // the first worker's only
 	h.wantCalls("start "+ctrName("main", 0), 2)

@@ -84,8 +84,8 @@ func checkResolved(spec *specgen.SpecGenerator, binds []subPathBind, resolved []
 // could swap a directory for a symlink between this check and podman's
 // mount. kubelet closes that window by mounting an opened file descriptor,
 // which podman's API does not offer.
-func (w *podWorker) resolveSubPaths(ctx context.Context, c pod.Container, spec *specgen.SpecGenerator) error {
-	binds := subPathBinds(c, w.plan, spec, w.mountpoints)
+func (pv *podVolumes) resolveSubPaths(ctx context.Context, plan *pod.Plan, c pod.Container, spec *specgen.SpecGenerator) error {
+	binds := subPathBinds(c, plan, spec, pv.mountpoints)
 	if len(binds) == 0 {
 		return nil
 	}
@@ -93,7 +93,7 @@ func (w *podWorker) resolveSubPaths(ctx context.Context, c pod.Container, spec *
 	for _, b := range binds {
 		paths = append(paths, b.base, b.source)
 	}
-	resolved, err := w.p.rt.RealPaths(ctx, paths)
+	resolved, err := pv.rt.RealPaths(ctx, paths)
 	if err != nil {
 		return err
 	}

@@ -12,17 +12,37 @@ import (
 	"time"
 
 	"github.com/containers/podman/v5/pkg/specgen"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
+	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // loaderRoot is where the loader container mounts each Files volume.
 const loaderRoot = "/rbn-load"
 
-// createVolumes creates the pod's named volumes (idempotently) and returns
-// each one's host mountpoint by Kubernetes volume name.
-func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[string]string, error) {
-	pc := w.p.rt
+// podVolumes is a pod's volumes on its host: it creates the named ones,
+// writes the Files volumes, checks subPath mounts against the host's real
+// paths (subpath.go) and removes them all when the pod goes.
+type podVolumes struct {
+	rt    podRuntime
+	clock clock.PassiveClock
+	uid   types.UID
+
+	// mountpoints is each named volume's directory on the host, by
+	// Kubernetes volume name; nil until create.
+	mountpoints map[string]string
+	filled      map[string]bool // Files volumes written (by Kubernetes name)
+}
+
+func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVolumes {
+	return &podVolumes{rt: rt, clock: clk, uid: uid, filled: map[string]bool{}}
+}
+
+// create creates the pod's named volumes (idempotently) and learns each
+// one's host mountpoint.
+func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan) error {
 	mountpoints := map[string]string{}
 	for _, v := range plan.Volumes {
 		if v.Kind == pod.VolumeHostPath {
@@ -34,24 +54,25 @@ func (w *podWorker) createVolumes(ctx context.Context, plan *pod.Plan) (map[stri
 		if v.Tmpfs {
 			opts["type"], opts["device"] = "tmpfs", "tmpfs"
 			if v.SizeLimitBytes > 0 {
-				opts["o"] = w.tmpfsSizeOption(v.SizeLimitBytes)
+				opts["o"] = tmpfsSizeOption(pv.rt.Info(), v.SizeLimitBytes)
 			}
 		}
-		vol, err := pc.EnsureVolume(ctx, v.PodmanName, labels, opts)
+		vol, err := pv.rt.EnsureVolume(ctx, v.PodmanName, labels, opts)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		mountpoints[v.K8sName] = vol.Mountpoint
 	}
-	return mountpoints, nil
+	pv.mountpoints = mountpoints
+	return nil
 }
 
 // tmpfsSizeOption limits a tmpfs volume. Podman 4 sends any "size" volume
 // option through its project-quota check, which refuses tmpfs; tmpfs's own
 // nr_blocks (pages, taken as 4 KiB: a 64 KiB-page host gets a larger limit)
 // reaches the mount untouched. Podman 5 handles size on tmpfs.
-func (w *podWorker) tmpfsSizeOption(bytes int64) string {
-	if info := w.p.rt.Info(); info != nil && podmanMajor(info.PodmanVersion) >= 5 {
+func tmpfsSizeOption(info *podman.HostInfo, bytes int64) string {
+	if info != nil && podmanMajor(info.PodmanVersion) >= 5 {
 		return fmt.Sprintf("size=%d", bytes)
 	}
 	return fmt.Sprintf("nr_blocks=%d", (bytes+4095)/4096)
@@ -69,9 +90,9 @@ func podmanMajor(version string) int {
 // created and before it starts (fillThrough): copying into a created
 // container works on podman 4 and 5, read-only mounts included. Those that
 // must exist before any container is created go through a loader container
-// first (fillVolumes).
+// first (fillLoaded).
 
-// fillVolumes writes, before any container of the pod is created, the
+// fillLoaded writes, before any container of the pod is created, the
 // volumes that cannot wait for fillThrough: Files volumes that a container
 // mounts with a subPath, and the directories that subPath mounts of
 // emptyDir volumes bind (a bind mount needs its source to exist at create),
@@ -79,24 +100,23 @@ func podmanMajor(version string) int {
 // have planted a symlink in the volume yet. They are written into a loader
 // container that mounts them and is never started (image: the pod's infra
 // image, always present).
-func (w *podWorker) fillVolumes(ctx context.Context, plan *pod.Plan, image string) error {
-	pc := w.p.rt
+func (pv *podVolumes) fillLoaded(ctx context.Context, plan *pod.Plan, image string) error {
 	subdirs := subPathDirs(plan)
 	files := loaderVolumes(plan)
 	if len(files) == 0 {
 		return nil
 	}
-	loader, remove, err := w.volumeContainer(ctx, "loader", image, files)
+	loader, remove, err := volumeContainer(ctx, pv.rt, pv.uid, plan, "loader", image, files)
 	if err != nil {
 		return err
 	}
 	defer remove()
 	for _, v := range files {
-		data, err := tarFiles(v.Files, subdirs[v.K8sName], w.p.cfg.Clock.Now())
+		data, err := tarFiles(v.Files, subdirs[v.K8sName], pv.clock.Now())
 		if err != nil {
 			return err
 		}
-		if err := pc.CopyInto(ctx, loader, path.Join(loaderRoot, v.K8sName), bytes.NewReader(data)); err != nil {
+		if err := pv.rt.CopyInto(ctx, loader, path.Join(loaderRoot, v.K8sName), bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
 		}
 	}
@@ -149,27 +169,27 @@ func mountedWhole(plan *pod.Plan, volume string) bool {
 }
 
 // fillThrough writes the Files volumes that c mounts whole and that no
-// container of this worker has written yet into c's container, created and
+// container of this pod has written yet into c's container, created and
 // not yet started. Only a container's first run fills: a restarted one
 // finds its volumes as they were (after a restart of rbn-kubelet, a
 // volume's first reader that had not run yet writes the same content again).
-func (w *podWorker) fillThrough(ctx context.Context, c pod.Container, attempt int, container string) error {
+func (pv *podVolumes) fillThrough(ctx context.Context, plan *pod.Plan, c pod.Container, attempt int, container string) error {
 	if attempt > 0 {
 		return nil
 	}
 	for _, m := range c.Mounts {
-		v := planVolume(w.plan, m.Volume)
-		if v == nil || v.Kind != pod.VolumeFiles || w.filled[v.K8sName] || !mountedWhole(w.plan, v.K8sName) {
+		v := planVolume(plan, m.Volume)
+		if v == nil || v.Kind != pod.VolumeFiles || pv.filled[v.K8sName] || !mountedWhole(plan, v.K8sName) {
 			continue
 		}
-		data, err := tarFiles(v.Files, nil, w.p.cfg.Clock.Now())
+		data, err := tarFiles(v.Files, nil, pv.clock.Now())
 		if err != nil {
 			return err
 		}
-		if err := w.p.rt.CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
+		if err := pv.rt.CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
 		}
-		w.filled[v.K8sName] = true
+		pv.filled[v.K8sName] = true
 	}
 	return nil
 }
@@ -237,17 +257,33 @@ func tarFiles(files []pod.File, extraDirs []string, now time.Time) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// removeVolumes removes every volume of the pod.
-func (w *podWorker) removeVolumes(ctx context.Context) error {
-	pc := w.p.rt
-	vols, err := pc.ListVolumes(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
+// remove removes every volume of the pod, whoever created it.
+func (pv *podVolumes) remove(ctx context.Context) error {
+	vols, err := pv.rt.ListVolumes(ctx, map[string]string{pod.LabelPodUID: string(pv.uid)})
 	if err != nil {
 		return err
 	}
 	for _, v := range vols {
-		if err := pc.RemoveVolume(ctx, v.Name); err != nil {
+		if err := pv.rt.RemoveVolume(ctx, v.Name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// volumeContainer creates a container of the pod that is never started
+// (image: the pod's infra image, always present) and mounts vols under
+// loaderRoot, for podman's archive API to read and write them. remove
+// deletes it.
+func volumeContainer(ctx context.Context, rt podRuntime, uid types.UID, plan *pod.Plan, role, image string, vols []pod.Volume) (name string, remove func(), err error) {
+	name = pod.PodName(uid) + "-" + role
+	spec := newVolumeContainerSpec(name, image, plan.Labels, role)
+	for _, v := range vols {
+		spec.Volumes = append(spec.Volumes, namedVolume(v))
+	}
+	_ = rt.RemoveContainer(ctx, name, true) // a leftover from an interrupted attempt
+	if _, err := rt.CreateContainer(ctx, spec); err != nil {
+		return "", nil, fmt.Errorf("volume %s container: %w", role, err)
+	}
+	return name, func() { _ = rt.RemoveContainer(context.WithoutCancel(ctx), name, true) }, nil
 }

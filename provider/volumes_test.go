@@ -111,8 +111,7 @@ func TestNeedsInfraFirst(t *testing.T) {
 		{"outputs only", pod.Plan{Transfers: &rbnv1.Transfers{Outputs: []rbnv1.TransferOutput{{}}}}, false},
 		{"inputs", pod.Plan{Transfers: &rbnv1.Transfers{Inputs: []rbnv1.TransferInput{{}}}}, true},
 	} {
-		w := &podWorker{plan: &tc.plan}
-		if got := w.needsInfraFirst(); got != tc.want {
+		if got := needsInfraFirst(&tc.plan); got != tc.want {
 			t.Errorf("%s: needsInfraFirst = %t, want %t", tc.name, got, tc.want)
 		}
 	}

@@ -18,8 +18,18 @@ import (
 // the kubelet API resolves a pod route's node through it, as kwok does,
 // instead of asking each node runtime. A pod's node never changes once set.
 func newPodIndex(client kubernetes.Interface) (cache.SharedIndexInformer, error) {
+	inf := cache.NewSharedIndexInformer(scheduledPods(client), &corev1.Pod{}, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	if err := inf.SetTransform(podNodeOnly); err != nil {
+		return nil, err
+	}
+	return inf, nil
+}
+
+// scheduledPods lists and watches the pods that have a node.
+func scheduledPods(client kubernetes.Interface) *cache.ListWatch {
 	scheduled := fields.OneTermNotEqualSelector("spec.nodeName", "").String()
-	lw := &cache.ListWatch{
+	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = scheduled
 			return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
@@ -29,12 +39,6 @@ func newPodIndex(client kubernetes.Interface) (cache.SharedIndexInformer, error)
 			return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
 		},
 	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	if err := inf.SetTransform(podNodeOnly); err != nil {
-		return nil, err
-	}
-	return inf, nil
 }
 
 // podNodeOnly strips a pod to what the index needs: thousands of pods of

@@ -48,6 +48,7 @@ type Client struct {
 
 	mu   sync.Mutex
 	conn context.Context // bindings connection context; carries values only
+	quit chan struct{}   // closed by Close: forwards in flight are cut
 }
 
 // New starts the local forward. Close releases it.
@@ -61,7 +62,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, dir: cfg.SocketDir}
+	c := &Client{cfg: cfg, dir: cfg.SocketDir, quit: make(chan struct{})}
 	if c.dir == "" {
 		d, err := os.MkdirTemp("", "rbn-podman-")
 		if err != nil {
@@ -83,10 +84,16 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Close stops the forward; connections in flight are cut.
+// Close stops the forward: connections in flight are cut, and Close
+// returns once every goroutine of the forward has.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	closeIdle(c.conn)
+	select {
+	case <-c.quit: // closed before
+	default:
+		close(c.quit)
+	}
 	c.mu.Unlock()
 	err := c.listener.Close()
 	c.wg.Wait()
@@ -107,11 +114,14 @@ func (c *Client) forward() {
 		if err != nil {
 			return
 		}
+		c.wg.Add(1)
 		go c.pipe(local)
 	}
 }
 
+// pipe relays one local connection to the host's podman socket.
 func (c *Client) pipe(local net.Conn) {
+	defer c.wg.Done()
 	defer local.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	remote, err := c.cfg.Dial(ctx)
@@ -124,8 +134,17 @@ func (c *Client) pipe(local net.Conn) {
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(remote, local); closeWrite(remote); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(local, remote); closeWrite(local); done <- struct{}{} }()
-	<-done
-	<-done
+	quit := c.quit
+	for copies := 2; copies > 0; {
+		select {
+		case <-done:
+			copies--
+		case <-quit:
+			quit = nil
+			local.Close()
+			remote.Close()
+		}
+	}
 }
 
 func closeWrite(c net.Conn) {
