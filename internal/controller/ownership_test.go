@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -28,6 +27,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
@@ -35,7 +35,9 @@ const leaseNS = "rbn-system"
 
 // leasesOf is the fake clientset's Leases, as the Elector's client: the
 // fake's watch sends no initial-events bookmark.
-type leasesOf struct{ coordinationv1client.LeasesGetter }
+type leasesOf struct {
+	coordinationv1client.LeasesGetter
+}
 
 func (leasesOf) IsWatchListSemanticsUnSupported() bool { return true }
 
@@ -168,20 +170,10 @@ func (h *shardHarness) reconcile(name string) {
 	}
 }
 
-// eventually waits, with a deadline, until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true,
-		func(context.Context) (bool, error) { return cond(), nil })
-	if err != nil {
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
 // queued waits until name is in the controller's queue and takes it out.
 func (h *shardHarness) queued(name string) {
 	h.t.Helper()
-	eventually(h.t, name+" queued", func() bool { return h.c.queue.Len() > 0 })
+	testwait.Eventually(h.t, name+" queued", func() bool { return h.c.queue.Len() > 0 })
 	got, _ := h.c.queue.Get()
 	h.c.queue.Done(got)
 	if got != name {
@@ -225,7 +217,7 @@ func TestNodeServedOnlyWhileHeld(t *testing.T) {
 	h.addRBN("n1", false)
 
 	h.reconcile("n1")
-	eventually(t, "the elector waiting for the other replica's Lease to expire", h.clock.HasWaiters)
+	testwait.Eventually(t, "the elector waiting for the other replica's Lease to expire", h.clock.HasWaiters)
 	h.reconcile("n1")
 	if started, _ := h.runtimes.counts(); started != 0 {
 		t.Fatalf("%d runtimes started for a node another replica holds (holder %s)", started, h.leaseHolder("n1"))
@@ -276,7 +268,7 @@ func TestLostLeaseCancelsRuntime(t *testing.T) {
 
 	h.failLeases.Store(true)
 	h.clock.Step(sharding.DefaultRenewDeadline)
-	eventually(t, "runtime stopped after the lease was lost", func() bool {
+	testwait.Eventually(t, "runtime stopped after the lease was lost", func() bool {
 		_, stopped := h.runtimes.counts()
 		return stopped == 1
 	})
