@@ -8,6 +8,17 @@ start() {
   [[ -f "${KUBELET_DIR}/config.yaml" ]] || rbn::die "no ${KUBELET_DIR}/config.yaml: run hack/dev-up.sh"
   local port
   port="$(sed -n 's/^kubeletPort: //p' "${KUBELET_DIR}/config.yaml")"
+  # Locally rbn-kubelet authenticates as user "rbn-kubelet": let it hold the
+  # per-node Leases in rbn-system as the service account's Role does
+  # (manifests/rbac/rbac.yaml, applied by dev-up).
+  eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: rbn-kubelet-sharding-local-user, namespace: rbn-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: rbn-kubelet-sharding}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: rbn-kubelet}]
+YAML
   rbn::log "starting rbn-kubelet (log: ${KUBELET_DIR}/rbn-kubelet.log)"
   # Registries rbn-kubelet relays images from are configured as for any containers tool: the test
   # registry (hack/registry.sh) is plain HTTP on loopback.

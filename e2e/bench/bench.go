@@ -42,6 +42,7 @@ type bench struct {
 	floors []*floorConn // one per host, same order
 	clkTck float64
 	logf   func(format string, args ...any)
+	t      testing.TB // for the helpers that need a test (a second rbn-kubelet)
 	rep    benchReport
 	loadMu sync.Mutex // guards rep.loadPeak while sampleLoad runs
 }
@@ -88,10 +89,11 @@ func Run(t *testing.T) {
 		b.rep.hosts = append(b.rep.hosts, hostFacts{name: f.host.Name, info: info})
 	}
 	all := map[string]section{
-		"latency": &latencySection{b: b},
-		"burst":   &burstSection{b: b},
-		"streams": &streamsSection{b: b},
-		"scale":   &scaleSection{b: b},
+		"latency":  &latencySection{b: b},
+		"burst":    &burstSection{b: b},
+		"streams":  &streamsSection{b: b},
+		"scale":    &scaleSection{b: b},
+		"takeover": &takeoverSection{b: b},
 	}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan struct{})
@@ -123,7 +125,7 @@ func Run(t *testing.T) {
 
 func newBench(t *testing.T, cfg benchConfig) *bench {
 	t.Helper()
-	b := &bench{cfg: cfg, logf: t.Logf}
+	b := &bench{cfg: cfg, logf: t.Logf, t: t}
 	env, err := framework.EnvFromOS()
 	if err != nil {
 		t.Fatalf("%v: run the benchmarks with `make bench`", err)

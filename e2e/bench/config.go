@@ -23,12 +23,13 @@ type benchConfig struct {
 	logMiB, logRuns     int // streaming: log size and runs
 	execRuns            int
 	scaleNodes, perNode int
+	kills               int           // takeover: measured kills of the serving rbn-kubelet
 	idle                time.Duration // each idle measurement window
 	sections            map[string]bool
 }
 
 // benchSections are the sections in the order they run.
-var benchSections = []string{"latency", "burst", "streams", "scale"}
+var benchSections = []string{"latency", "burst", "streams", "scale", "takeover"}
 
 func benchConfigFromEnv(t *testing.T) benchConfig {
 	t.Helper()
@@ -45,6 +46,7 @@ func benchConfigFromEnv(t *testing.T) benchConfig {
 		execRuns:   benchEnvInt(t, "RBN_BENCH_EXEC_RUNS", 20),
 		scaleNodes: benchEnvInt(t, "RBN_BENCH_SCALE_NODES", 50),
 		perNode:    benchEnvInt(t, "RBN_BENCH_SCALE_PODS_PER_NODE", 20),
+		kills:      benchEnvInt(t, "RBN_BENCH_TAKEOVER_KILLS", 5),
 		idle:       time.Duration(benchEnvInt(t, "RBN_BENCH_IDLE_SECONDS", 60)) * time.Second,
 		sections:   map[string]bool{},
 	}

@@ -30,6 +30,8 @@ func TestDefaults(t *testing.T) {
 			PodRetry: PodRetryConfiguration{SyncFailure: dur(5 * time.Second), ConfigError: dur(10 * time.Second),
 				CreateFailure: dur(10 * time.Second), EventsReopen: dur(2 * time.Second), Teardown: dur(5 * time.Second),
 				Resync: dur(10 * time.Second)},
+			Sharding: ShardingConfiguration{LeaseDuration: dur(10 * time.Second), RenewDeadline: dur(7 * time.Second),
+				RenewInterval: dur(3 * time.Second), RetryPeriod: dur(time.Second), KubeAPIQPS: 100, KubeAPIBurst: 200},
 			LogFormat: "text", LogLevel: "info",
 		}},
 		{&ExtenderConfiguration{}, &ExtenderConfiguration{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -68,6 +69,8 @@ type KubeletConfiguration struct {
 
 	PodRetry PodRetryConfiguration `json:"podRetry,omitempty"`
 
+	Sharding ShardingConfiguration `json:"sharding,omitempty"`
+
 	// LogFormat is text or json. LogLevel is debug, info, warn or error.
 	LogFormat string `json:"logFormat,omitempty" default:"text"`
 	LogLevel  string `json:"logLevel,omitempty" default:"info"`
@@ -105,6 +108,30 @@ type PodRetryConfiguration struct {
 	// long a missed podman event goes unnoticed; the orphan sweep runs
 	// every third resync.
 	Resync metav1.Duration `json:"resync,omitempty" default:"10s"`
+}
+
+// ShardingConfiguration is how the replicas of rbn-kubelet share the nodes:
+// each holds one Lease per node it serves (internal/sharding, docs/ha.md).
+// A killed replica's nodes are taken over about LeaseDuration after its last
+// renewal; an orderly stop hands them over at once.
+type ShardingConfiguration struct {
+	// LeaseDuration: a node Lease unchanged this long, as a replica
+	// observes it, may be taken by that replica. Whole seconds.
+	LeaseDuration metav1.Duration `json:"leaseDuration,omitempty" default:"10s"`
+	// RenewDeadline: a replica that could not renew a node's Lease for this
+	// long stops serving the node. Less than LeaseDuration: the difference
+	// is the margin that keeps two replicas from serving one node.
+	RenewDeadline metav1.Duration `json:"renewDeadline,omitempty" default:"7s"`
+	// RenewInterval: how often a held Lease is renewed.
+	RenewInterval metav1.Duration `json:"renewInterval,omitempty" default:"3s"`
+	// RetryPeriod: the wait after a failed Lease request.
+	RetryPeriod metav1.Duration `json:"retryPeriod,omitempty" default:"1s"`
+	// KubeAPIQPS and KubeAPIBurst bound the Lease requests, through a client
+	// of their own so that renewals never queue behind pod and node status
+	// updates: one write per node every RenewInterval, so the defaults
+	// cover the 200 nodes of the default kubeletPortRange (67/s).
+	KubeAPIQPS   float32 `json:"kubeAPIQPS,omitempty" default:"100"`
+	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty" default:"200"`
 }
 
 func (c *KubeletConfiguration) typeMeta() (*metav1.TypeMeta, string) { return &c.TypeMeta, KubeletKind }
@@ -154,7 +181,35 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validatePositive(retry.Child("eventsReopen"), c.PodRetry.EventsReopen)...)
 	errs = append(errs, validatePositive(retry.Child("teardown"), c.PodRetry.Teardown)...)
 	errs = append(errs, validatePositive(retry.Child("resync"), c.PodRetry.Resync)...)
+	errs = append(errs, c.Sharding.validate(field.NewPath("sharding"))...)
 	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
+	return errs
+}
+
+func (s *ShardingConfiguration) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, d := range []struct {
+		name string
+		d    metav1.Duration
+	}{{"leaseDuration", s.LeaseDuration}, {"renewDeadline", s.RenewDeadline}, {"renewInterval", s.RenewInterval}, {"retryPeriod", s.RetryPeriod}} {
+		errs = append(errs, validatePositive(p.Child(d.name), d.d)...)
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	if s.LeaseDuration.Duration%time.Second != 0 {
+		errs = append(errs, field.Invalid(p.Child("leaseDuration"), s.LeaseDuration.Duration.String(), "must be whole seconds: a Lease counts seconds"))
+	}
+	if s.RenewDeadline.Duration >= s.LeaseDuration.Duration {
+		errs = append(errs, field.Invalid(p.Child("renewDeadline"), s.RenewDeadline.Duration.String(), "must be less than leaseDuration: the difference keeps two replicas from serving one node"))
+	}
+	if s.RenewInterval.Duration >= s.RenewDeadline.Duration {
+		errs = append(errs, field.Invalid(p.Child("renewInterval"), s.RenewInterval.Duration.String(), "must be less than renewDeadline"))
+	}
+	if s.RetryPeriod.Duration > s.RenewInterval.Duration {
+		errs = append(errs, field.Invalid(p.Child("retryPeriod"), s.RetryPeriod.Duration.String(), "must be at most renewInterval"))
+	}
+	errs = append(errs, validateRate(p.Child("kubeAPIQPS"), s.KubeAPIQPS, p.Child("kubeAPIBurst"), s.KubeAPIBurst)...)
 	return errs
 }
 

@@ -68,3 +68,30 @@ func TestPodRetryValidated(t *testing.T) {
 		}
 	}
 }
+
+// The lease timings keep their order (the margin between renewDeadline and
+// leaseDuration is what keeps two replicas from serving one node).
+func TestShardingValidated(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, field string
+	}{
+		{"sharding: {leaseDuration: -1s}\n", "sharding.leaseDuration"},
+		{"sharding: {retryPeriod: -1s}\n", "sharding.retryPeriod"},
+		{"sharding: {leaseDuration: 10500ms, renewDeadline: 7s}\n", "sharding.leaseDuration"},
+		{"sharding: {leaseDuration: 7s}\n", "sharding.renewDeadline"},
+		{"sharding: {renewInterval: 7s}\n", "sharding.renewInterval"},
+		{"sharding: {retryPeriod: 4s}\n", "sharding.retryPeriod"},
+		{"sharding: {kubeAPIQPS: 300}\n", "sharding.kubeAPIBurst"},
+	} {
+		c := decodeKubelet(t, tc.yaml)
+		if errs := c.Validate(); !hasField(errs.ToAggregate(), tc.field) {
+			t.Errorf("%s: %s not reported: %v", strings.TrimSpace(tc.yaml), tc.field, errs)
+		}
+	}
+	c := decodeKubelet(t, "sharding: {leaseDuration: 20s, renewDeadline: 15s, renewInterval: 5s, retryPeriod: 2s}\n")
+	for _, e := range c.Validate() {
+		if strings.HasPrefix(e.Field, "sharding.") {
+			t.Errorf("valid sharding timings rejected: %v", e)
+		}
+	}
+}

@@ -71,6 +71,11 @@ type Controller struct {
 	restarts workqueue.TypedRateLimiter[string]
 	clock    func() time.Time // nil: time.Now
 
+	// owner says which nodes this replica serves (see Ownership).
+	owner Ownership
+	// start starts a node's runtime; nil: startRuntime.
+	start func(ctx context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (*nodeRuntime, error)
+
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
 	retry    map[string]retryState // nodes waiting for their back-off to start again
@@ -93,8 +98,12 @@ const (
 )
 
 // New wires a Controller; Run starts it.
-// events records the nodes' and pods' events (a client with a budget of its own).
-func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter) (*Controller, error) {
+// events records the nodes' and pods' events (a client with a budget of its own);
+// owner says which nodes this replica serves.
+func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter, owner Ownership) (*Controller, error) {
+	if owner == nil {
+		return nil, errors.New("controller: no node ownership")
+	}
 	rc, err := newRBNClient(restCfg)
 	if err != nil {
 		return nil, err
@@ -122,6 +131,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 		restarts: workqueue.NewTypedItemExponentialFailureRateLimiter[string](restartBackoffBase, restartBackoffMax),
 		hosts:    provider.NewHostPool(sshconn.NewPool()),
 		events:   events,
+		owner:    owner,
 	}
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
 		secretIndex: func(obj any) ([]string, error) {
@@ -163,7 +173,8 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	return c, nil
 }
 
-// Run serves until ctx ends, then stops every node runtime.
+// Run serves until ctx ends, then stops every node runtime and releases
+// every node's Lease (see shutdown).
 func (c *Controller) Run(ctx context.Context, workers int) error {
 	log := logging.FromContext(ctx)
 	c.broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.events.Events("")})
@@ -196,8 +207,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	<-ctx.Done()
 	c.queue.ShutDown()
 	wg.Wait()
-	c.stopAll()
-	return nil
+	return c.shutdown(ctx)
 }
 
 func (c *Controller) stopAll() {
@@ -239,9 +249,19 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 	}
 	if !exists {
 		c.stopRuntime(name)
-		return nil
+		return c.release(ctx, name)
 	}
 	rbn := obj.(*rbnv1.RemoteBuildNode).DeepCopy()
+	// Only the replica holding the node's Lease serves it, finalizes it or
+	// writes its status; the Elector requeues the node when that changes.
+	if err := c.owner.Contend(name); err != nil {
+		return fmt.Errorf("contend for node %s: %w", name, err)
+	}
+	lost := c.owner.Lost(name)
+	if !held(lost) {
+		c.stopRuntime(name)
+		return nil
+	}
 	if rbn.DeletionTimestamp != nil {
 		return c.finalize(ctx, rbn)
 	}
@@ -291,7 +311,11 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
-		rt, err = startRuntime(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
+		start := c.start
+		if start == nil {
+			start = startRuntime
+		}
+		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)
@@ -304,6 +328,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		c.runtimes[name] = rt
 		delete(c.retry, name)
 		c.mu.Unlock()
+		go c.watchLost(ctx, name, rt, lost)
 	}
 	return c.writeStatus(ctx, rbn, rt)
 }

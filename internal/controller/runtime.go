@@ -146,22 +146,23 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	})
 	initial := np.Node()
 	nodes := d.client.CoreV1().Nodes()
-	nc, err := vknode.NewNodeController(np, initial, nodes,
-		vknode.WithNodeEnableLeaseV1(d.client.CoordinationV1().Leases(corev1.NamespaceNodeLease), d.cfg.NodeLeaseDurationSeconds),
-		vknode.WithNodeStatusUpdateInterval(d.cfg.NodeStatusReportFrequency.Duration),
-		vknode.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
-			if !apierrors.IsNotFound(err) {
+	// The node controller is made once the host has answered (see
+	// hostSettled): its first write is the node's status.
+	newNodeController := func() (*vknode.NodeController, error) {
+		return vknode.NewNodeController(np, np.Node(), nodes,
+			vknode.WithNodeEnableLeaseV1(d.client.CoordinationV1().Leases(corev1.NamespaceNodeLease), d.cfg.NodeLeaseDurationSeconds),
+			vknode.WithNodeStatusUpdateInterval(d.cfg.NodeStatusReportFrequency.Duration),
+			vknode.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
+				if !apierrors.IsNotFound(err) {
+					return err
+				}
+				// Someone deleted the Node while its RemoteBuildNode exists: register it again.
+				log.Info("node object missing, recreating it")
+				n := np.Node()
+				_, err = nodes.Create(ctx, n, metav1.CreateOptions{})
 				return err
-			}
-			// Someone deleted the Node while its RemoteBuildNode exists: register it again.
-			log.Info("node object missing, recreating it")
-			n := np.Node()
-			_, err = nodes.Create(ctx, n, metav1.CreateOptions{})
-			return err
-		}),
-	)
-	if err != nil {
-		return nil, transientError(ReasonStartFailed, fmt.Errorf("node controller: %w", err))
+			}),
+		)
 	}
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient:         d.client.CoreV1(),
@@ -188,7 +189,16 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	parts := []part{
 		{"node provider", np.Run},
 		{"pods", pods.Run},
-		{"node controller", nc.Run},
+		{"node controller", func(ctx context.Context) error {
+			if !hostSettled(ctx, host, d.cfg.SSH.DialTimeout.Duration) {
+				return nil // stopped
+			}
+			nc, err := newNodeController()
+			if err != nil {
+				return fmt.Errorf("node controller: %w", err)
+			}
+			return nc.Run(ctx)
+		}},
 		{"pod controller", func(ctx context.Context) error {
 			podFactory.Start(ctx.Done())
 			defer podFactory.Shutdown()
@@ -220,6 +230,29 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	served = true
 	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port)
 	return rt, nil
+}
+
+// hostSettled waits until the host's first connection attempt has ended
+// (Ready or a definite failure), at most timeout; false when ctx ended
+// first. A node taken over from another replica, or served again after a
+// restart, has a Ready Node: writing the status of a host still connecting
+// would turn it NotReady (Connecting) for no reason.
+func hostSettled(ctx context.Context, host *provider.Host, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		changed := host.Changed()
+		if _, h := host.Snapshot(); h.Reason != provider.ReasonConnecting {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-changed:
+		}
+	}
 }
 
 func (d runtimeDeps) now() time.Time {

@@ -14,12 +14,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 const ns = "rbn-system"
@@ -185,16 +186,6 @@ func (h *harness) start(id string) *replica {
 	return r
 }
 
-// eventually waits, with a deadline, until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true,
-		func(context.Context) (bool, error) { return cond(), nil })
-	if err != nil {
-		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
 func acquire(t *testing.T, r *replica, node string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -208,7 +199,7 @@ func acquire(t *testing.T, r *replica, node string) {
 func (h *harness) seenCurrent(r *replica, node string) {
 	h.t.Helper()
 	rv := h.api.lease(h.t, node).ResourceVersion
-	eventually(h.t, fmt.Sprintf("%s to see version %s of %s's lease", r.id, rv, node), func() bool {
+	testwait.Eventually(h.t, fmt.Sprintf("%s to see version %s of %s's lease", r.id, rv, node), func() bool {
 		r.e.mu.Lock()
 		defer r.e.mu.Unlock()
 		c := r.e.nodes[node]
@@ -220,7 +211,7 @@ func (h *harness) seenCurrent(r *replica, node string) {
 func (h *harness) renewed(r *replica, node string) {
 	h.t.Helper()
 	now := h.clock.Now()
-	eventually(h.t, fmt.Sprintf("%s to renew %s at %s", r.id, node, now), func() bool {
+	testwait.Eventually(h.t, fmt.Sprintf("%s to renew %s at %s", r.id, node, now), func() bool {
 		l := h.api.lease(h.t, node)
 		return ptr.Deref(l.Spec.HolderIdentity, "") == r.id && l.Spec.RenewTime != nil && !l.Spec.RenewTime.Time.Before(now)
 	})
@@ -308,12 +299,12 @@ func TestHolderLosesTheNodeWhenItCannotRenew(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Lost not closed at the renew deadline")
 	}
-	eventually(t, "OnChange for the loss", func() bool { return len(a.changed()) == 2 })
+	testwait.Eventually(t, "OnChange for the loss", func() bool { return len(a.changed()) == 2 })
 
 	// Back in touch, and nobody took it: a holds it again.
 	a.fail.Store(false)
 	h.clock.Step(DefaultRetryPeriod)
-	eventually(t, "a to hold the node again", func() bool { return a.e.Held("n") })
+	testwait.Eventually(t, "a to hold the node again", func() bool { return a.e.Held("n") })
 }
 
 func TestTakeoverAfterExpiry(t *testing.T) {
@@ -326,7 +317,7 @@ func TestTakeoverAfterExpiry(t *testing.T) {
 		t.Fatal("b took the node before the lease expired")
 	}
 	h.clock.Step(time.Millisecond)
-	eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
+	testwait.Eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
 	l := h.api.lease(t, "n")
 	if ptr.Deref(l.Spec.HolderIdentity, "") != "b" || ptr.Deref(l.Spec.LeaseTransitions, 0) != 1 {
 		t.Errorf("lease holder %q transitions %d, want b and 1", ptr.Deref(l.Spec.HolderIdentity, ""), ptr.Deref(l.Spec.LeaseTransitions, 0))
@@ -351,7 +342,7 @@ func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
+	testwait.Eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
 	b.e.mu.Lock()
 	takenAt := b.e.nodes["n"].renewedAt
 	b.e.mu.Unlock()
@@ -386,7 +377,7 @@ func TestReleaseHandsTheNodeOverAtOnce(t *testing.T) {
 		t.Fatal("a still holds the node after ReleaseAll")
 	}
 	// No clock step: b takes the released lease as soon as it sees it.
-	eventually(t, "b to take the released node", func() bool { return b.e.Held("n") })
+	testwait.Eventually(t, "b to take the released node", func() bool { return b.e.Held("n") })
 	if got := ptr.Deref(h.api.lease(t, "n").Spec.HolderIdentity, ""); got != "b" {
 		t.Errorf("holder = %q, want b", got)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/sharding"
 	"github.com/remote-build-nodes/rbn/internal/version"
 )
 
@@ -75,7 +76,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client for events: %w", err)
 	}
-	ctrl, err := controller.New(cfg, restCfg, client, events.CoreV1())
+	var ctrl *controller.Controller
+	elector, err := newElector(restCfg, cfg.Sharding, func(node string) { ctrl.Enqueue(node) })
+	if err != nil {
+		return err
+	}
+	ctrl, err = controller.New(cfg, restCfg, client, events.CoreV1(), elector)
 	if err != nil {
 		return err
 	}
@@ -110,11 +116,54 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The elector outlives the controller: after ctx ends, the controller
+	// stops every node and then releases their Leases, which needs it.
+	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElector()
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Add(2)
+	errs := make([]error, 3)
+	wg.Add(3)
 	go func() { defer wg.Done(); defer cancel(); errs[0] = srv.Run(ctx) }()
-	go func() { defer wg.Done(); defer cancel(); errs[1] = ctrl.Run(ctx, 4) }()
+	go func() { defer wg.Done(); defer cancel(); defer stopElector(); errs[1] = ctrl.Run(ctx, 4) }()
+	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Environment of the replica's identity (the Deployment sets both from the
+// downward API).
+const (
+	EnvPodName      = "POD_NAME"
+	EnvPodNamespace = "POD_NAMESPACE"
+	// DefaultNamespace holds the node Leases when POD_NAMESPACE is not set.
+	DefaultNamespace = "rbn-system"
+)
+
+// newElector builds the per-node Lease elector of this replica, with a
+// client of its own: renewals must never queue behind status updates.
+func newElector(restCfg *rest.Config, cfg config.ShardingConfiguration, onChange func(node string)) (*sharding.Elector, error) {
+	identity, namespace := os.Getenv(EnvPodName), os.Getenv(EnvPodNamespace)
+	if identity == "" {
+		// Unique per machine only: two processes on one machine need POD_NAME.
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("replica identity: %s not set and no hostname: %w", EnvPodName, err)
+		}
+		identity = h
+	}
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	leaseCfg := rest.CopyConfig(restCfg)
+	leaseCfg.QPS, leaseCfg.Burst = cfg.KubeAPIQPS, int(cfg.KubeAPIBurst)
+	leases, err := kubernetes.NewForConfig(leaseCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for node leases: %w", err)
+	}
+	return sharding.New(sharding.Config{
+		Leases: leases.CoordinationV1(), Namespace: namespace, Identity: identity,
+		LeaseDuration: cfg.LeaseDuration.Duration, RenewDeadline: cfg.RenewDeadline.Duration,
+		RenewInterval: cfg.RenewInterval.Duration, RetryPeriod: cfg.RetryPeriod.Duration,
+		OnChange: onChange,
+	})
 }
