@@ -335,11 +335,20 @@ func (e *Elector) observeLocked(c *contender, l *coordinationv1.Lease) {
 func (e *Elector) loop(ctx context.Context, c *contender) {
 	defer close(c.done)
 	for {
+		// The next step is due wait after this one began: its requests'
+		// time counts against the wait, so renewals keep their pace, and
+		// a step due by the time this one ends runs at once.
+		began := e.cfg.Clock.Now()
 		wait := e.step(ctx, c)
-		t := e.cfg.Clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		timeout, stop := alreadyDue, func() bool { return false }
+		if d := began.Add(wait).Sub(e.cfg.Clock.Now()); d > 0 {
+			t := e.cfg.Clock.NewTimer(d)
+			timeout, stop = t.C(), t.Stop
+		}
+		woke := e.await(ctx, c, timeout)
+		stop()
+		switch woke {
+		case wokeDone:
 			e.mu.Lock()
 			was := c.held
 			e.endHoldLocked(c)
@@ -348,14 +357,46 @@ func (e *Elector) loop(ctx context.Context, c *contender) {
 				e.notify(c.node)
 			}
 			return
-		case <-c.stop:
-			t.Stop()
+		case wokeStopped:
 			return
-		case <-c.poke:
-		case <-t.C():
 		}
-		t.Stop()
 	}
+}
+
+type wakeup int
+
+const (
+	wokeDue wakeup = iota
+	wokeDone
+	wokeStopped
+)
+
+// alreadyDue is the timeout of a step due at once.
+var alreadyDue = func() <-chan time.Time {
+	ch := make(chan time.Time)
+	close(ch)
+	return ch
+}()
+
+// await waits for the next step (timeout, or a poke), Release, or the end
+// of ctx; the last two win over a step due.
+func (e *Elector) await(ctx context.Context, c *contender, timeout <-chan time.Time) wakeup {
+	select {
+	case <-ctx.Done():
+		return wokeDone
+	case <-c.stop:
+		return wokeStopped
+	default:
+	}
+	select {
+	case <-ctx.Done():
+		return wokeDone
+	case <-c.stop:
+		return wokeStopped
+	case <-c.poke:
+	case <-timeout:
+	}
+	return wokeDue
 }
 
 // step does what is due for c now and returns how long until the next step
