@@ -62,8 +62,11 @@ type Controller struct {
 
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
-	relay  *s3relay.Relay
-	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
+	relay *s3relay.Relay
+	hosts *provider.HostPool // the nodes' hosts: one SSH connection and poller each
+	// warm keeps every valid node's host up, served here or not; nil in
+	// tests that start no host.
+	warm   *warmHosts
 	events typedcorev1.EventsGetter
 
 	// restarts spaces the starts of a node whose runtime failed or could
@@ -133,6 +136,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 		events:   events,
 		owner:    owner,
 	}
+	c.warm = newWarmHosts(c.hosts)
 	c.rbnInformer = cache.NewSharedIndexInformer(rc.listWatch(), &rbnv1.RemoteBuildNode{}, 10*time.Minute, cache.Indexers{
 		secretIndex: func(obj any) ([]string, error) {
 			r := obj.(*rbnv1.RemoteBuildNode)
@@ -210,6 +214,13 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	return c.shutdown(ctx)
 }
 
+// coolHost releases a node's warm host.
+func (c *Controller) coolHost(name string) {
+	if c.warm != nil {
+		c.warm.drop(name)
+	}
+}
+
 func (c *Controller) stopAll() {
 	c.mu.Lock()
 	rts := c.runtimes
@@ -249,23 +260,29 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 	}
 	if !exists {
 		c.stopRuntime(name)
+		c.coolHost(name)
 		return c.release(ctx, name)
 	}
 	rbn := obj.(*rbnv1.RemoteBuildNode).DeepCopy()
 	// Only the replica holding the node's Lease serves it, finalizes it or
 	// writes its status; the Elector requeues the node when that changes.
+	// Every replica keeps the host of a valid node warm (see warmHosts).
 	if err := c.owner.Contend(name); err != nil {
 		return fmt.Errorf("contend for node %s: %w", name, err)
 	}
 	lost := c.owner.Lost(name)
-	if !held(lost) {
+	serving := held(lost)
+	if !serving {
 		c.stopRuntime(name)
-		return nil
 	}
 	if rbn.DeletionTimestamp != nil {
+		c.coolHost(name)
+		if !serving {
+			return nil
+		}
 		return c.finalize(ctx, rbn)
 	}
-	if !slices.Contains(rbn.Finalizers, rbnv1.Finalizer) {
+	if serving && !slices.Contains(rbn.Finalizers, rbnv1.Finalizer) {
 		// Requeued by the update event this causes.
 		return c.rbn.setFinalizers(ctx, rbn, append(rbn.Finalizers, rbnv1.Finalizer))
 	}
@@ -273,14 +290,32 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 	spec := rbnv1.Default(&rbn.Spec)
 	if errs := rbnv1.Validate(rbn.Name, spec); len(errs) > 0 {
 		c.stopRuntime(name)
+		c.coolHost(name)
+		if !serving {
+			return nil
+		}
 		return c.setInvalid(ctx, rbn, ReasonInvalidSpec, errs.ToAggregate().Error())
 	}
 	key, knownHosts, reason, msg := c.sshMaterial(spec)
 	if reason != "" {
 		c.stopRuntime(name)
+		c.coolHost(name)
+		if !serving {
+			return nil
+		}
 		return c.setInvalid(ctx, rbn, reason, msg)
 	}
 	hash := configHash(spec, key, knownHosts)
+	if c.warm != nil {
+		if err := c.warm.keep(name, hash, hostConfig(ctx, c.cfg, spec, key, knownHosts)); err != nil {
+			// The SSH material is unusable: the serving replica's
+			// startRuntime reports it on the RemoteBuildNode.
+			logging.FromContext(ctx).Info("host not kept warm", "err", err)
+		}
+	}
+	if !serving {
+		return nil
+	}
 
 	c.mu.Lock()
 	rt := c.runtimes[name]

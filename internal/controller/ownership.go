@@ -74,6 +74,9 @@ func (c *Controller) release(ctx context.Context, name string) error {
 // instead of a lease duration later, and never while this one still serves it.
 func (c *Controller) shutdown(ctx context.Context) error {
 	c.stopAll()
+	if c.warm != nil {
+		c.warm.dropAll()
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	if err := c.owner.ReleaseAll(ctx); err != nil {

@@ -27,6 +27,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/internal/testwait"
 	"github.com/remote-build-nodes/rbn/provider"
 )
@@ -126,9 +127,11 @@ func newShardHarness(t *testing.T, objs ...runtime.Object) *shardHarness {
 	})
 
 	shared := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
+	// Nothing listens there: a warm host keeps trying, writing nothing.
+	key, kh := sshMaterialFor(t, "127.0.0.1:1")
 	if err := shared.Core().V1().Secrets().Informer().GetIndexer().Add(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "rbn", Name: "ssh"},
-		Data:       map[string][]byte{rbnv1.SecretKeyPrivateKey: []byte("key"), rbnv1.SecretKeyKnownHosts: []byte("kh")},
+		Data:       map[string][]byte{rbnv1.SecretKeyPrivateKey: key, rbnv1.SecretKeyKnownHosts: kh},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +145,10 @@ func newShardHarness(t *testing.T, objs ...runtime.Object) *shardHarness {
 		restarts:    workqueue.NewTypedItemExponentialFailureRateLimiter[string](restartBackoffBase, restartBackoffMax),
 		runtimes:    map[string]*nodeRuntime{}, retry: map[string]retryState{},
 		owner: e, start: h.runtimes.start,
+		warm: newWarmHosts(provider.NewHostPool(sshconn.NewPool())),
 	}
 	t.Cleanup(h.c.stopAll)
+	t.Cleanup(h.c.warm.dropAll)
 	return h
 }
 
@@ -152,7 +157,7 @@ func (h *shardHarness) addRBN(name string, deleting bool) {
 	h.t.Helper()
 	r := &rbnv1.RemoteBuildNode{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1, Finalizers: []string{rbnv1.Finalizer}},
-		Spec: rbnv1.RemoteBuildNodeSpec{Address: "10.0.0.1", Port: 22, User: "build",
+		Spec: rbnv1.RemoteBuildNodeSpec{Address: "127.0.0.1", Port: 1, User: "build",
 			SSHSecretRef: rbnv1.SecretReference{Namespace: "rbn", Name: "ssh"}},
 	}
 	if deleting {
@@ -161,6 +166,14 @@ func (h *shardHarness) addRBN(name string, deleting bool) {
 	if err := h.c.rbnInformer.GetIndexer().Add(r); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// warm says whether the controller keeps name's host warm.
+func (h *shardHarness) warm(name string) bool {
+	h.c.warm.mu.Lock()
+	defer h.c.warm.mu.Unlock()
+	_, ok := h.c.warm.byNode[name]
+	return ok
 }
 
 func (h *shardHarness) reconcile(name string) {
@@ -225,12 +238,19 @@ func TestNodeServedOnlyWhileHeld(t *testing.T) {
 	if reqs := h.api.requests(); len(reqs) != 0 {
 		t.Fatalf("requests to the RemoteBuildNode of a node another replica holds: %+v", reqs)
 	}
+	// Standing by, its host is kept warm for a takeover.
+	if !h.warm("n1") {
+		t.Fatal("the host of a node another replica holds is not kept warm")
+	}
 
 	// Being deleted: only the holder finalizes.
 	h.addRBN("n1", true)
 	h.reconcile("n1")
 	if reqs := h.api.requests(); len(reqs) != 0 {
 		t.Fatalf("finalizer work on a node another replica holds: %+v", reqs)
+	}
+	if h.warm("n1") {
+		t.Error("the host of a node being deleted is still kept warm")
 	}
 	for _, a := range h.client.Actions() {
 		if a.GetResource().Resource != "leases" {

@@ -59,25 +59,9 @@ type runtimeDeps struct {
 // called when the host changes and when the runtime ends by failing.
 func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte, onChange func()) (_ *nodeRuntime, err error) {
 	log := logging.FromContext(parent).With("node", name)
-	sshCfg := sshconn.Config{
-		Host: spec.Address, Port: int(spec.Port), User: spec.User,
-		PrivateKey: key, KnownHosts: knownHosts,
-		DialTimeout:       d.cfg.SSH.DialTimeout.Duration,
-		KeepaliveInterval: d.cfg.SSH.KeepaliveInterval.Duration,
-		KeepaliveTimeout:  d.cfg.SSH.KeepaliveTimeout.Duration,
-		MaxBackoff:        d.cfg.SSH.MaxBackoff.Duration,
-	}
 	// One connection and one host poller per host, whatever the number of
 	// RemoteBuildNodes naming it; each node keeps its own pods and status.
-	host, releaseHost, err := d.hosts.Acquire(provider.HostConfig{
-		Name:                fmt.Sprintf("%s@%s", spec.User, net.JoinHostPort(spec.Address, strconv.Itoa(int(spec.Port)))),
-		SSH:                 sshCfg,
-		PodmanSocket:        spec.PodmanSocket,
-		HealthCheckInterval: d.cfg.HealthCheckInterval.Duration,
-		InfoRefreshInterval: d.cfg.HostInfoRefreshInterval.Duration,
-		// The host may serve several nodes: its log names none.
-		Logger: logging.FromContext(parent),
-	})
+	host, releaseHost, err := d.hosts.Acquire(hostConfig(parent, d.cfg, spec, key, knownHosts))
 	if err != nil {
 		// Acquire does not dial: what fails is the SSH material.
 		return nil, specError(ReasonSecretInvalid, fmt.Errorf("SSH configuration: %w", err))
@@ -252,6 +236,26 @@ func hostSettled(ctx context.Context, host *provider.Host, timeout time.Duration
 			return true
 		case <-changed:
 		}
+	}
+}
+
+// hostConfig is the shared Host of a node's build host.
+func hostConfig(ctx context.Context, cfg *config.KubeletConfiguration, spec *rbnv1.RemoteBuildNodeSpec, key, knownHosts []byte) provider.HostConfig {
+	return provider.HostConfig{
+		Name: fmt.Sprintf("%s@%s", spec.User, net.JoinHostPort(spec.Address, strconv.Itoa(int(spec.Port)))),
+		SSH: sshconn.Config{
+			Host: spec.Address, Port: int(spec.Port), User: spec.User,
+			PrivateKey: key, KnownHosts: knownHosts,
+			DialTimeout:       cfg.SSH.DialTimeout.Duration,
+			KeepaliveInterval: cfg.SSH.KeepaliveInterval.Duration,
+			KeepaliveTimeout:  cfg.SSH.KeepaliveTimeout.Duration,
+			MaxBackoff:        cfg.SSH.MaxBackoff.Duration,
+		},
+		PodmanSocket:        spec.PodmanSocket,
+		HealthCheckInterval: cfg.HealthCheckInterval.Duration,
+		InfoRefreshInterval: cfg.HostInfoRefreshInterval.Duration,
+		// The host may serve several nodes: its log names none.
+		Logger: logging.FromContext(ctx),
 	}
 }
 
