@@ -29,28 +29,19 @@ import (
 )
 
 // These tests run against the stack's real kube-scheduler, configured by
-// hack/dev-up.sh with rbn-extender (its URL in $RBN_STATE/extender/url).
+// hack/dev-up.sh with rbn-extender (its URL in $RBN_STATE/extender/url: a
+// local process, or its Service in the in-cluster mode).
 // Facts a test needs that rbn-kubelet does not measure (low disk, an image
 // on one host only) are set with the operator override annotation
 // rbn.dev/host-facts-override, which rbn-kubelet's periodic rewrites of
 // rbn.dev/host-facts do not touch. Before creating pods, a test waits until
 // rbn-extender's own view (GET /debug/nodes/NAME) shows the change.
 
-// extenderURL is where dev-up started rbn-extender.
-func (s *stack) extenderURL(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.State, "extender", "url"))
-	if err != nil {
-		t.Fatalf("rbn-extender not started by dev-up: %v", err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // extenderView is rbn-extender's view of a node.
 func (s *stack) extenderView(t *testing.T, node string) (server.NodeDebug, error) {
 	t.Helper()
 	var d server.NodeDebug
-	resp, err := http.Get(s.extenderURL(t) + "/debug/nodes/" + node)
+	resp, err := s.ExtenderGet(t, "/debug/nodes/"+node)
 	if err != nil {
 		return d, err
 	}
@@ -399,6 +390,9 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 // stop it. The extender is paused (SIGSTOP), not killed, and resumed after.
 func TestExtenderDownIsIgnored(t *testing.T) {
 	s := newStack(t)
+	if s.InCluster {
+		t.Skip("rbn-extender runs as pods (in-cluster mode): this test pauses the local process")
+	}
 	if !strings.Contains(readFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
 		t.Skip("the stack's scheduler has rbn-extender with ignorable: false: scheduling waits for it by design")
 	}
@@ -439,7 +433,7 @@ func TestExtenderDownIsIgnored(t *testing.T) {
 	}
 	resume()
 	framework.Eventually(t, "rbn-extender ready again", 30*time.Second, func() (bool, string) {
-		resp, err := http.Get(s.extenderURL(t) + "/readyz")
+		resp, err := s.ExtenderGet(t, "/readyz")
 		if err != nil {
 			return false, err.Error()
 		}

@@ -66,6 +66,7 @@ cmd_local() {
   manifests::sign kubelet-serving "/CN=rbn-kubelet" "${sans}"
   manifests::sign extender-serving "/CN=rbn-extender" \
     "DNS:rbn-extender.rbn-system.svc,DNS:rbn-extender.rbn-system.svc.cluster.local,IP:${EXTENDER_IP}"
+  cp "${RBN_STATE}/registry/registries.conf" "${OUT}/registries.conf"
   printf '{"auths":{"%s":{"auth":"%s"}}}' "${registry}" "$(printf '%s:%s' "${user}" "${password}" | base64 -w0)" \
     >"${OUT}/pki/registry.json"
 
@@ -84,6 +85,10 @@ images:
     newTag: ${version}
 generatorOptions:
   disableNameSuffixHash: true
+configMapGenerator:
+  - name: rbn-registries
+    namespace: rbn-system
+    files: [registries.conf]
 secretGenerator:
   - name: rbn-kubelet-serving
     namespace: rbn-system

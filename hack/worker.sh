@@ -222,6 +222,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "${W}/cni/net.d"
     max_conf_num = 1
 EOF
+  # The stack's registry (hack/registry.sh) speaks plain HTTP: containerd pulls rbn's images from it
+  # (in the in-cluster mode it listens where pods reach it; containerd itself runs on this machine).
+  local env="${RBN_STATE}/registry/registry.env" registry
+  if [[ -f "${env}" ]]; then
+    registry="$(sed -n 's/^REGISTRY=//p' "${env}")"
+    cat >>"${W}/containerd/config.toml" <<EOF
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."${registry}"]
+    endpoint = ["http://${registry}"]
+EOF
+  fi
   # A private CNI configuration (podman's is in /etc/cni/net.d); host-local keeps its leases in the
   # state dir. The pod CIDR avoids podman's 10.88/16 and 10.89+ pools, the hosts' networks, the
   # service CIDR and 100.64/10.
