@@ -18,7 +18,8 @@
 # registry, the S3 server and the build hosts' sshd listen on the stack's address (hack/lib.sh),
 # where pods reach them; kube-scheduler reaches rbn-extender at its Service's ClusterIP
 # (RBN_EXTENDER_CLUSTER_IP, default 10.0.0.250) over HTTPS. RBN_IN_CLUSTER_TIMEOUT (default 180)
-# bounds the wait for rbn's pods to be Ready; past it, their state, events and logs are printed.
+# bounds the wait for rbn's pods to be Ready (hack/manifests.sh wait); past it, their state, events
+# and logs are printed and dev-up fails.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODES="${NODES:-2}"
 KUBELET_DIR="${RBN_STATE}/kubelet"
@@ -34,20 +35,6 @@ wait_nodes() {
     rbn::wait_for "node ${name} registered" 60 kubectl get node "${name}" || return 1
     kubectl wait --for=condition=Ready "node/${name}" --timeout=90s >/dev/null || return 1
   done
-}
-
-# rbn_pods_explain: why rbn's pods are not Ready (state, events, logs), on stderr.
-rbn_pods_explain() {
-  {
-    kubectl -n rbn-system get deployments,pods -o wide
-    echo "--- events in rbn-system:"
-    kubectl -n rbn-system get events --sort-by=.lastTimestamp | tail -n 30
-    local p
-    for p in $(kubectl -n rbn-system get pods -o name); do
-      echo "--- logs of ${p} (last 20 lines):"
-      kubectl -n rbn-system logs "${p}" --all-containers --tail=20 2>&1 || true
-    done
-  } >&2 || true
 }
 
 # up_in_cluster: the control plane, hosts, registry and worker node, then rbn from its manifests.
@@ -76,17 +63,9 @@ up_in_cluster() {
   kubectl apply -k "${dir}" >/dev/null
   mkdir -p "${EXTENDER_DIR}"
   echo "${RBN_SCHEDULER_EXTENDER_URL}" >"${EXTENDER_DIR}/url"
-  local timeout="${RBN_IN_CLUSTER_TIMEOUT:-180}" d
-  for d in rbn-kubelet rbn-extender; do
-    if ! kubectl -n rbn-system rollout status "deployment/${d}" --timeout="${timeout}s" >/dev/null 2>&1; then
-      rbn::log "ERROR: deployment rbn-system/${d} not Ready within ${timeout}s:"
-      rbn_pods_explain
-      exit 1
-    fi
-    rbn::log "deployment rbn-system/${d} Ready"
-  done
+  "${RBN_ROOT}/hack/manifests.sh" wait
   "${RBN_ROOT}/hack/register-hosts.sh"
-  wait_nodes || { rbn_pods_explain; rbn::die "the build hosts' nodes did not become Ready"; }
+  wait_nodes || { kubectl -n rbn-system logs deployment/rbn-kubelet --tail=30 >&2 || true; rbn::die "the build hosts' nodes did not become Ready"; }
   kubectl get nodes -o wide >&2
   kubectl -n rbn-system get pods -o wide >&2
   echo "export KUBECONFIG=${KUBECONFIG}"

@@ -4,6 +4,9 @@
 # CoreDNS (hack/build-coredns.sh) as a Deployment on the node behind the cluster DNS Service.
 # The recipe and its pitfalls: ../shared/docs/platform-notes.md section 6, docs/development.md.
 #
+# containerd pulls from the stack's registry (hack/registry.sh, if up before the worker) as a
+# plain-HTTP mirror: rbn's own images in the in-cluster mode (hack/dev-up.sh).
+#
 # Usage: hack/worker.sh up|down|env|check
 #   up     needs the control plane (hack/cluster.sh up); starts everything and waits until the node
 #          is Ready and cluster DNS answers. Writes $RBN_STATE/worker/worker.env.
