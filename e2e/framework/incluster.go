@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +89,41 @@ func (s *Stack) ExtenderGet(t testing.TB, path string) (*http.Response, error) {
 		t.Fatal(err)
 	}
 	return c.Get(url + path)
+}
+
+// kubeletPodPID finds the rbn-kubelet process of the running pod of its
+// Deployment: the process named rbn-kubelet in the pod's cgroup (cgroupfs
+// paths name the pod's UID).
+func (s *Stack) kubeletPodPID() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pods, err := s.RBNPods(ctx, KubeletApp)
+	if err != nil {
+		return 0, err
+	}
+	var uids []string
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			uids = append(uids, string(p.UID))
+		}
+	}
+	if len(uids) != 1 {
+		return 0, fmt.Errorf("want one running pod of %s/%s, have %v", RBNNamespace, KubeletApp, uids)
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != KubeletName {
+			continue
+		}
+		cg, err := os.ReadFile(filepath.Join(d, "cgroup"))
+		if err != nil || !strings.Contains(string(cg), "pod"+uids[0]) {
+			continue
+		}
+		return strconv.Atoi(filepath.Base(d))
+	}
+	return 0, fmt.Errorf("no %s process in the cgroup of pod UID %s", KubeletName, uids[0])
 }
