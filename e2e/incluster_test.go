@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
@@ -137,4 +138,65 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// TestInClusterWrongImage: rbn-extender's Deployment as installed, copied
+// into a test namespace with an image tag the registry does not have, says
+// why it does not start: its pod waits with ErrImagePull or
+// ImagePullBackOff, naming the image, and an event says so.
+func TestInClusterWrongImage(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn as local processes; bring it up with RBN_IN_CLUSTER=1 (hack/dev-up.sh, hack/test.sh e2e) for this test")
+	}
+	ctx := context.Background()
+	ns := s.Namespace(t)
+	apps := s.Client.AppsV1()
+	orig, err := apps.Deployments(framework.RBNNamespace).Get(ctx, framework.ExtenderApp, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := s.Client.CoreV1().Secrets(framework.RBNNamespace).Get(ctx, "rbn-registry", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.ObjectMeta = metav1.ObjectMeta{Name: secret.Name, Namespace: ns}
+	if _, err := s.Client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	image := orig.Spec.Template.Spec.Containers[0].Image
+	wrong := image[:strings.LastIndex(image, ":")] + ":does-not-exist"
+	d := orig.DeepCopy()
+	d.ObjectMeta = metav1.ObjectMeta{Name: "wrong-image", Namespace: ns}
+	d.Spec.Replicas = ptr.To[int32](1)
+	d.Spec.Selector.MatchLabels = map[string]string{"app": "wrong-image"}
+	d.Spec.Template.Labels = map[string]string{"app": "wrong-image"}
+	// Without rbn-system's service account, priority and volumes (a missing
+	// volume would hold the pod before its image is pulled).
+	spec := &d.Spec.Template.Spec
+	spec.ServiceAccountName, spec.DeprecatedServiceAccount, spec.PriorityClassName = "", "", ""
+	spec.Volumes, spec.Containers[0].VolumeMounts = nil, nil
+	spec.Containers[0].Image = wrong
+	if _, err := apps.Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, "the wrong image's pod waiting with an image pull error", 2*time.Minute, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=wrong-image"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			for _, c := range p.Status.ContainerStatuses {
+				if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, wrong) {
+					t.Logf("pod %s: %s: %s", p.Name, w.Reason, w.Message)
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprint(len(pods.Items), " pods, none waiting on the image")
+	})
+	framework.Eventually(t, "a Failed event naming the image", time.Minute, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "get", "events", "--field-selector", "reason=Failed", "-o", "jsonpath={.items[*].message}")
+		return err == nil && strings.Contains(out, wrong), out
+	})
 }
