@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -387,33 +386,45 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 
 // TestExtenderDownIsIgnored: with ignorable: true (dev-up's default), a hung
 // rbn-extender delays scheduling by the scheduler's httpTimeout but does not
-// stop it. The extender is paused (SIGSTOP), not killed, and resumed after.
+// stop it. The extender is paused (SIGSTOP), not killed, and resumed after:
+// the local process, or every pod's process in the in-cluster mode.
 func TestExtenderDownIsIgnored(t *testing.T) {
 	s := newStack(t)
-	if s.InCluster {
-		t.Skip("rbn-extender runs as pods (in-cluster mode): this test pauses the local process")
-	}
 	if !strings.Contains(readFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
 		t.Skip("the stack's scheduler has rbn-extender with ignorable: false: scheduling waits for it by design")
 	}
 	nodes := s.buildNodes(t)
-	var pid int
-	if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
-		t.Fatal(err)
+	// The local process, or in the in-cluster mode every pod's process.
+	var pids []int
+	if s.InCluster {
+		var err error
+		if pids, err = s.RBNPIDs(framework.ExtenderApp); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		var pid int
+		if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = []int{pid}
 	}
-	proc, err := os.FindProcess(pid)
-	if err != nil {
-		t.Fatal(err)
+	signal := func(sig syscall.Signal) error {
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, sig); err != nil {
+				return fmt.Errorf("rbn-extender (pid %d): %w", pid, err)
+			}
+		}
+		return nil
 	}
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("pause rbn-extender (pid %d): %v", pid, err)
+	if err := signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause: %v", err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			if err := proc.Signal(syscall.SIGCONT); err != nil {
-				t.Errorf("resume rbn-extender (pid %d): %v", pid, err)
+			if err := signal(syscall.SIGCONT); err != nil {
+				t.Errorf("resume: %v", err)
 			}
 		}
 	}

@@ -123,8 +123,8 @@ explain() {
   local k=("$@") p
   {
     "${k[@]}" get deployments,pods -o wide
-    echo "--- events in rbn-system:"
-    "${k[@]}" get events --sort-by=.lastTimestamp | tail -n 30
+    echo "--- warning events in rbn-system:"
+    "${k[@]}" get events --field-selector type=Warning --sort-by=.lastTimestamp | tail -n 20
     for p in $("${k[@]}" get pods -o name); do
       echo "--- logs of ${p} (last 20 lines):"
       "${k[@]}" logs "${p}" --all-containers --tail=20 2>&1 || true

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,39 +92,60 @@ func (s *Stack) ExtenderGet(t testing.TB, path string) (*http.Response, error) {
 	return c.Get(url + path)
 }
 
-// kubeletPodPID finds the rbn-kubelet process of the running pod of its
-// Deployment: the process named rbn-kubelet in the pod's cgroup (cgroupfs
-// paths name the pod's UID).
+// kubeletPodPID is the pid of the process of rbn-kubelet's one running pod.
 func (s *Stack) kubeletPodPID() (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pods, err := s.RBNPods(ctx, KubeletApp)
+	pids, err := s.RBNPIDs(KubeletApp)
 	if err != nil {
 		return 0, err
+	}
+	if len(pids) != 1 {
+		return 0, fmt.Errorf("want one %s process, have %v", KubeletApp, pids)
+	}
+	return pids[0], nil
+}
+
+// RBNPIDs returns the pids of the processes of one of rbn's Deployments
+// (KubeletApp, ExtenderApp) in the in-cluster mode: each running pod's
+// container runs on this machine as a process named app, in the pod's
+// cgroup (cgroupfs paths name the pod's UID).
+func (s *Stack) RBNPIDs(app string) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pods, err := s.RBNPods(ctx, app)
+	if err != nil {
+		return nil, err
 	}
 	var uids []string
 	for _, p := range pods {
 		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			uids = append(uids, string(p.UID))
+			uids = append(uids, "pod"+string(p.UID))
 		}
 	}
-	if len(uids) != 1 {
-		return 0, fmt.Errorf("want one running pod of %s/%s, have %v", RBNNamespace, KubeletApp, uids)
+	if len(uids) == 0 {
+		return nil, fmt.Errorf("no running pod of %s/%s", RBNNamespace, app)
 	}
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	var pids []int
 	for _, d := range dirs {
 		comm, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != KubeletName {
+		if err != nil || strings.TrimSpace(string(comm)) != app {
 			continue
 		}
 		cg, err := os.ReadFile(filepath.Join(d, "cgroup"))
-		if err != nil || !strings.Contains(string(cg), "pod"+uids[0]) {
+		if err != nil || !slices.ContainsFunc(uids, func(u string) bool { return strings.Contains(string(cg), u) }) {
 			continue
 		}
-		return strconv.Atoi(filepath.Base(d))
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
 	}
-	return 0, fmt.Errorf("no %s process in the cgroup of pod UID %s", KubeletName, uids[0])
+	if len(pids) != len(uids) {
+		return nil, fmt.Errorf("%d running pods of %s/%s, %d processes named %s in their cgroups: %v", len(uids), RBNNamespace, app, len(pids), app, pids)
+	}
+	return pids, nil
 }
