@@ -73,8 +73,9 @@ snap_netns() { ls /run/netns 2>/dev/null | sort || true; }
 snap_mounts() { findmnt -rn -o TARGET | sort; }
 snap_cgroups() { ls -d /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods 2>/dev/null | sort || true; }
 snap_sysctls() { local k; for k in "${SYSCTLS[@]}"; do printf '%s=%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null || echo absent)"; done; }
-snap_paths() { local p; for p in "${MACHINE_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
-snap_shared_paths() { local p; for p in "${SHARED_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
+# Sorted, as comm needs.
+snap_paths() { local p; for p in "${MACHINE_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done | sort || true; }
+snap_shared_paths() { local p; for p in "${SHARED_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done | sort || true; }
 
 snapshot() { # snapshot DIR
   mkdir -p "$1"
