@@ -23,7 +23,7 @@
 # the registry or object store on this machine's 127.0.0.1, as a build host fenced off from the
 # cluster's services would. host.env has NETNS=<name> for them; `down` deletes namespace and veth.
 #
-# In the in-cluster mode (hack/lib.sh), the other hosts' sshd listens on 10.254.<n>.1<i> on the
+# In the in-cluster mode (hack/lib.sh), the other hosts' sshd listens on 10.254.<n>.<10+i> on the
 # stack's link instead of 127.0.1.<i>, where rbn-kubelet's pod reaches it (host.env ADDRESS).
 #
 # Environment: RBN_HOST_SSH_PORT (default 2222), RBN_HOST_STORAGE_DRIVER (default overlay; vfs

@@ -183,7 +183,7 @@ rbn::sign_cert() {
 rbn::in_cluster() { [[ "${RBN_IN_CLUSTER:-0}" == 1 || -f "${RBN_STATE}/in-cluster" ]]; }
 
 # The stack's link and its /24 (10.254.<apiserver port % 250>): .1 the stack's address (rbn-kubelet's
-# node address when it runs as a local process), .2 the worker node (hack/worker.sh), .1<i> build
+# node address when it runs as a local process), .2 the worker node (hack/worker.sh), .<10+i> build
 # host i (in-cluster mode).
 RBN_STACK_LINK="rbnk${RBN_APISERVER_PORT:-16443}"
 RBN_STACK_NET="10.254.$((${RBN_APISERVER_PORT:-16443} % 250))"
