@@ -28,6 +28,7 @@ func TestEnvFromOS(t *testing.T) {
 	t.Setenv(EnvKubectl, "/kubectl")
 	t.Setenv(EnvState, "")
 	t.Setenv(EnvRoot, "/root")
+	t.Setenv(EnvInCluster, "") // hack/test.sh exports it for the e2e tests
 	if _, err := EnvFromOS(); !errors.Is(err, ErrNotSet) || err.Error() != EnvState+" is not set" {
 		t.Fatalf("err = %v, want %s not set", err, EnvState)
 	}
