@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,28 +28,19 @@ import (
 )
 
 // These tests run against the stack's real kube-scheduler, configured by
-// hack/dev-up.sh with rbn-extender (its URL in $RBN_STATE/extender/url).
+// hack/dev-up.sh with rbn-extender (its URL in $RBN_STATE/extender/url: a
+// local process, or its Service in the in-cluster mode).
 // Facts a test needs that rbn-kubelet does not measure (low disk, an image
 // on one host only) are set with the operator override annotation
 // rbn.dev/host-facts-override, which rbn-kubelet's periodic rewrites of
 // rbn.dev/host-facts do not touch. Before creating pods, a test waits until
 // rbn-extender's own view (GET /debug/nodes/NAME) shows the change.
 
-// extenderURL is where dev-up started rbn-extender.
-func (s *stack) extenderURL(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.State, "extender", "url"))
-	if err != nil {
-		t.Fatalf("rbn-extender not started by dev-up: %v", err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // extenderView is rbn-extender's view of a node.
 func (s *stack) extenderView(t *testing.T, node string) (server.NodeDebug, error) {
 	t.Helper()
 	var d server.NodeDebug
-	resp, err := http.Get(s.extenderURL(t) + "/debug/nodes/" + node)
+	resp, err := s.ExtenderGet(t, "/debug/nodes/"+node)
 	if err != nil {
 		return d, err
 	}
@@ -396,30 +386,45 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 
 // TestExtenderDownIsIgnored: with ignorable: true (dev-up's default), a hung
 // rbn-extender delays scheduling by the scheduler's httpTimeout but does not
-// stop it. The extender is paused (SIGSTOP), not killed, and resumed after.
+// stop it. The extender is paused (SIGSTOP), not killed, and resumed after:
+// the local process, or every pod's process in the in-cluster mode.
 func TestExtenderDownIsIgnored(t *testing.T) {
 	s := newStack(t)
 	if !strings.Contains(readFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
 		t.Skip("the stack's scheduler has rbn-extender with ignorable: false: scheduling waits for it by design")
 	}
 	nodes := s.buildNodes(t)
-	var pid int
-	if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
-		t.Fatal(err)
+	// The local process, or in the in-cluster mode every pod's process.
+	var pids []int
+	if s.InCluster {
+		var err error
+		if pids, err = s.RBNPIDs(framework.ExtenderApp); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		var pid int
+		if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = []int{pid}
 	}
-	proc, err := os.FindProcess(pid)
-	if err != nil {
-		t.Fatal(err)
+	signal := func(sig syscall.Signal) error {
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, sig); err != nil {
+				return fmt.Errorf("rbn-extender (pid %d): %w", pid, err)
+			}
+		}
+		return nil
 	}
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("pause rbn-extender (pid %d): %v", pid, err)
+	if err := signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause: %v", err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			if err := proc.Signal(syscall.SIGCONT); err != nil {
-				t.Errorf("resume rbn-extender (pid %d): %v", pid, err)
+			if err := signal(syscall.SIGCONT); err != nil {
+				t.Errorf("resume: %v", err)
 			}
 		}
 	}
@@ -439,7 +444,7 @@ func TestExtenderDownIsIgnored(t *testing.T) {
 	}
 	resume()
 	framework.Eventually(t, "rbn-extender ready again", 30*time.Second, func() (bool, string) {
-		resp, err := http.Get(s.extenderURL(t) + "/readyz")
+		resp, err := s.ExtenderGet(t, "/readyz")
 		if err != nil {
 			return false, err.Error()
 		}

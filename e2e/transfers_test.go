@@ -169,9 +169,13 @@ func TestS3ImageCreateShapedJob(t *testing.T) {
 	iso := s.isolatedHost(t)
 	node := s.Host(t, iso)["NAME"]
 	s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
-	s3Port := strings.TrimPrefix(srv.Endpoint[strings.LastIndex(srv.Endpoint, ":"):], ":")
-	if out, err := s.HostPodman(iso, "run", "--rm", "--network", "host", framework.TestImage, "nc", "-w", "5", "127.0.0.1", s3Port); err == nil {
-		t.Fatalf("the isolated host reached the S3 server at 127.0.0.1:%s:\n%s", s3Port, out)
+	// The S3 server's address: 127.0.0.1, or the stack's in the in-cluster mode.
+	s3URL, err := url.Parse(srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.HostPodman(iso, "run", "--rm", "--network", "host", framework.TestImage, "nc", "-w", "5", s3URL.Hostname(), s3URL.Port()); err == nil {
+		t.Fatalf("the isolated host reached the S3 server at %s:\n%s", s3URL.Host, out)
 	} else if !strings.Contains(out, "refused") && !strings.Contains(out, "unreachable") {
 		t.Errorf("the isolated host failed to reach S3, but not for want of a route: %s", out)
 	}
@@ -299,7 +303,9 @@ func newS3Proxy(t *testing.T, target string, cutAfterPuts int64, hold chan struc
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Where the S3 server listens, so that whoever reaches it reaches the
+	// proxy (rbn-kubelet's pod, in the in-cluster mode, reaches no loopback).
+	ln, err := net.Listen("tcp", net.JoinHostPort(u.Hostname(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

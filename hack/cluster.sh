@@ -11,7 +11,13 @@
 #
 # Environment:
 #   RBN_APISERVER_PORT               secure port on 127.0.0.1 (default 16443)
+#   RBN_APISERVER_ADDRESS            the apiserver's bind and advertise address (default 127.0.0.1);
+#                                    another address (the in-cluster mode gives the stack's, see
+#                                    hack/lib.sh) is in its certificate and kubeconfigs, and the
+#                                    apiserver keeps the `kubernetes` Service's endpoints at it, so
+#                                    that pods reach it through 10.0.0.1
 #   RBN_SCHEDULER_EXTENDER_URL       if set, an extender with this urlPrefix is configured
+#   RBN_SCHEDULER_EXTENDER_CA        CA file that verifies the extender's https certificate
 #   RBN_SCHEDULER_EXTENDER_IGNORABLE ignorable: for that extender (default true)
 #
 # Only `env` writes to stdout; logs go to stderr, daemon logs to $RBN_STATE/cluster/logs.
@@ -29,6 +35,7 @@ SCHEDULER_KUBECONFIG="${CLUSTER_DIR}/kube-scheduler.kubeconfig"
 CM_KUBECONFIG="${CLUSTER_DIR}/kube-controller-manager.kubeconfig"
 SCHEDULER_CONFIG="${SCHEDULER_CONFIG:-${CLUSTER_DIR}/kube-scheduler.yaml}"
 APISERVER_PORT="${RBN_APISERVER_PORT:-16443}"
+APISERVER_ADDRESS="${RBN_APISERVER_ADDRESS:-127.0.0.1}"
 SERVICE_CIDR="10.0.0.0/24"
 KUBECTL="${K8S_BIN}/kubectl"
 # Stop order; start order is the reverse.
@@ -61,7 +68,9 @@ make_pki() {
     2>>"${LOG_DIR}/pki.log"
   chmod 600 "${PKI_DIR}/ca.key"
 
-  sign apiserver "/CN=kube-apiserver" "$(server_ext "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")"
+  local extra_ip=""
+  [[ "${APISERVER_ADDRESS}" == 127.0.0.1 ]] || extra_ip="IP:${APISERVER_ADDRESS},"
+  sign apiserver "/CN=kube-apiserver" "$(server_ext "${extra_ip}IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")"
   # Serving certs for the scheduler and controller-manager so their /healthz is checked with our CA.
   sign kube-scheduler-serving "/CN=kube-scheduler" "$(server_ext "IP:127.0.0.1,DNS:localhost")"
   sign kube-controller-manager-serving "/CN=kube-controller-manager" "$(server_ext "IP:127.0.0.1,DNS:localhost")"
@@ -87,7 +96,7 @@ kind: Config
 clusters:
 - name: rbn
   cluster:
-    server: https://127.0.0.1:${APISERVER_PORT}
+    server: https://${APISERVER_ADDRESS}:${APISERVER_PORT}
     certificate-authority-data: $(base64 -w0 "${PKI_DIR}/ca.crt")
 users:
 - name: ${user}
@@ -128,6 +137,9 @@ extenders:
   ignorable: ${ignorable}
   httpTimeout: 1s
 EOF
+    if [[ -n "${RBN_SCHEDULER_EXTENDER_CA:-}" ]]; then
+      printf '  tlsConfig:\n    caFile: %s\n' "${RBN_SCHEDULER_EXTENDER_CA}" >>"${SCHEDULER_CONFIG}"
+    fi
     rbn::log "scheduler extender ${RBN_SCHEDULER_EXTENDER_URL} (ignorable: ${ignorable})"
   fi
 }
@@ -143,7 +155,7 @@ https_ok() { # https_ok URL [curl args...]: 200 and body "ok"
 etcd_ok() { [[ "$(curl -fsS --max-time 2 "http://127.0.0.1:${ETCD_CLIENT_PORT}/health")" == *'"health":"true"'* ]]; }
 
 apiserver_ok() {
-  https_ok "https://127.0.0.1:${APISERVER_PORT}/readyz" \
+  https_ok "https://${APISERVER_ADDRESS}:${APISERVER_PORT}/readyz" \
     --cert "${PKI_DIR}/admin.crt" --key "${PKI_DIR}/admin.key"
 }
 
@@ -199,7 +211,7 @@ cluster_up() {
   ETCD_PEER_PORT="$(rbn::free_port "${APISERVER_PORT}" "${ETCD_CLIENT_PORT}")"
   CM_PORT="$(rbn::free_port "${APISERVER_PORT}" "${ETCD_CLIENT_PORT}" "${ETCD_PEER_PORT}")"
   SCHEDULER_PORT="$(rbn::free_port "${APISERVER_PORT}" "${ETCD_CLIENT_PORT}" "${ETCD_PEER_PORT}" "${CM_PORT}")"
-  printf '%s=%s\n' APISERVER_PORT "${APISERVER_PORT}" ETCD_CLIENT_PORT "${ETCD_CLIENT_PORT}" \
+  printf '%s=%s\n' APISERVER_ADDRESS "${APISERVER_ADDRESS}" APISERVER_PORT "${APISERVER_PORT}" ETCD_CLIENT_PORT "${ETCD_CLIENT_PORT}" \
     ETCD_PEER_PORT "${ETCD_PEER_PORT}" CM_PORT "${CM_PORT}" SCHEDULER_PORT "${SCHEDULER_PORT}" >"${PORTS_FILE}"
 
   make_pki
@@ -226,11 +238,15 @@ cluster_up() {
     --unsafe-no-fsync
   rbn::wait_for_daemon etcd "etcd health" 30 etcd_ok || fail_start etcd
 
-  rbn::log "starting kube-apiserver on https://127.0.0.1:${APISERVER_PORT}"
+  # On loopback nothing may be written to the `kubernetes` Service's endpoints (the apiserver
+  # refuses a loopback advertise address there): no reconciler. Elsewhere, its own lease-based one.
+  local reconciler=none
+  [[ "${APISERVER_ADDRESS}" == 127.0.0.1 ]] || reconciler=lease
+  rbn::log "starting kube-apiserver on https://${APISERVER_ADDRESS}:${APISERVER_PORT}"
   rbn::start kube-apiserver "${LOG_DIR}/kube-apiserver.log" "${K8S_BIN}/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:${ETCD_CLIENT_PORT}" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    --bind-address="${APISERVER_ADDRESS}" \
+    --advertise-address="${APISERVER_ADDRESS}" \
     --secure-port="${APISERVER_PORT}" \
     --cert-dir="${PKI_DIR}" \
     --tls-cert-file="${PKI_DIR}/apiserver.crt" \
@@ -240,7 +256,7 @@ cluster_up() {
     --service-account-key-file="${PKI_DIR}/sa.pub" \
     --service-account-signing-key-file="${PKI_DIR}/sa.key" \
     --service-cluster-ip-range="${SERVICE_CIDR}" \
-    --endpoint-reconciler-type=none \
+    --endpoint-reconciler-type="${reconciler}" \
     --authorization-mode=Node,RBAC \
     --kubelet-client-certificate="${PKI_DIR}/apiserver-kubelet-client.crt" \
     --kubelet-client-key="${PKI_DIR}/apiserver-kubelet-client.key" \
@@ -294,15 +310,16 @@ cluster_up() {
 
 cluster_env() {
   [[ -f "${PORTS_FILE}" ]] || rbn::die "no cluster state in ${CLUSTER_DIR}: run hack/cluster.sh up"
-  local port
+  local port address
   port="$(sed -n 's/^APISERVER_PORT=//p' "${PORTS_FILE}")"
+  address="$(sed -n 's/^APISERVER_ADDRESS=//p' "${PORTS_FILE}")"
   printf 'export %s=%q\n' \
     KUBECONFIG "${ADMIN_KUBECONFIG}" \
     RBN_KUBELET_KUBECONFIG "${RBN_KUBELET_KUBECONFIG}" \
     RBN_CLUSTER_DIR "${CLUSTER_DIR}" \
     RBN_CA_CERT "${PKI_DIR}/ca.crt" \
     RBN_CA_KEY "${PKI_DIR}/ca.key" \
-    RBN_APISERVER_URL "https://127.0.0.1:${port}" \
+    RBN_APISERVER_URL "https://${address:-127.0.0.1}:${port}" \
     RBN_SCHEDULER_CONFIG "${SCHEDULER_CONFIG}" \
     K8S_BIN "${K8S_BIN}"
   # shellcheck disable=SC2016 # ${PATH} is for the shell that evals this

@@ -11,13 +11,73 @@
 # manifests/extender/kube-scheduler-config.yaml).
 # RBN_S3=1 also starts a local S3 server (hack/s3.sh; built once, 2-4 minutes) for pods'
 # rbn.dev/transfers; `hack/s3.sh env` prints its endpoint and credentials.
+#
+# RBN_IN_CLUSTER=1: rbn-kubelet and rbn-extender run as pods on the worker node, from rbn's images
+# (hack/image.sh push, to the stack's registry, which this then starts) and `kubectl apply -k` of
+# the local overlay (hack/manifests.sh local), instead of as local processes. The apiserver, the
+# registry, the S3 server and the build hosts' sshd listen on the stack's address (hack/lib.sh),
+# where pods reach them; kube-scheduler reaches rbn-extender at its Service's ClusterIP
+# (RBN_EXTENDER_CLUSTER_IP, default 10.0.0.250) over HTTPS. RBN_IN_CLUSTER_TIMEOUT (default 180)
+# bounds the wait for rbn's pods to be Ready (hack/manifests.sh wait); past it, their state, events
+# and logs are printed and dev-up fails.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NODES="${NODES:-2}"
 KUBELET_DIR="${RBN_STATE}/kubelet"
 EXTENDER_DIR="${RBN_STATE}/extender"
+kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
+
+# wait_nodes: every build host's node registered and Ready.
+wait_nodes() {
+  rbn::log "waiting for ${NODES} node(s) to be Ready"
+  local dir name
+  for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
+    name="$(. "${dir}/host.env" && echo "${NAME}")"
+    rbn::wait_for "node ${name} registered" 60 kubectl get node "${name}" || return 1
+    kubectl wait --for=condition=Ready "node/${name}" --timeout=90s >/dev/null || return 1
+  done
+}
+
+# up_in_cluster: the control plane, hosts, registry and worker node, then rbn from its manifests.
+up_in_cluster() {
+  [[ "${RBN_WORKER:-1}" != 0 ]] || rbn::die "RBN_IN_CLUSTER=1 runs rbn on the worker node: unset RBN_WORKER=0"
+  mkdir -p "${RBN_STATE}" && touch "${RBN_STATE}/in-cluster"
+  "${RBN_ROOT}/hack/build-coredns.sh"
+  local address extender_ip="${RBN_EXTENDER_CLUSTER_IP:-10.0.0.250}"
+  address="$(rbn::stack_link_up)"
+  export RBN_APISERVER_ADDRESS="${address}"
+  export RBN_SCHEDULER_EXTENDER_URL="https://${extender_ip}:10262"
+  export RBN_SCHEDULER_EXTENDER_CA="${RBN_STATE}/cluster/pki/ca.crt"
+  "${RBN_ROOT}/hack/cluster.sh" up
+  eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  "${RBN_ROOT}/hack/registry.sh" up >/dev/null
+  "${RBN_ROOT}/hack/hosts.sh" up "${NODES}"
+  if [[ "${RBN_S3:-0}" == 1 ]]; then
+    "${RBN_ROOT}/hack/s3.sh" up
+  fi
+  "${RBN_ROOT}/hack/worker.sh" up
+  rbn::log "building rbn's images and pushing them to the stack's registry"
+  "${RBN_ROOT}/hack/image.sh" push >/dev/null
+  local dir
+  dir="$("${RBN_ROOT}/hack/manifests.sh" local)"
+  rbn::log "installing rbn: kubectl apply -k ${dir}"
+  kubectl apply -k "${dir}" >/dev/null
+  mkdir -p "${EXTENDER_DIR}"
+  echo "${RBN_SCHEDULER_EXTENDER_URL}" >"${EXTENDER_DIR}/url"
+  "${RBN_ROOT}/hack/manifests.sh" wait
+  "${RBN_ROOT}/hack/register-hosts.sh"
+  wait_nodes || { kubectl -n rbn-system logs deployment/rbn-kubelet --tail=30 >&2 || true; rbn::die "the build hosts' nodes did not become Ready"; }
+  kubectl get nodes -o wide >&2
+  kubectl -n rbn-system get pods -o wide >&2
+  echo "export KUBECONFIG=${KUBECONFIG}"
+}
 
 "${RBN_ROOT}/hack/install-deps.sh"
 "${RBN_ROOT}/hack/build-k8s.sh"
+if rbn::in_cluster; then
+  up_in_cluster
+  exit 0
+fi
+
 [[ "${RBN_WORKER:-1}" == 0 ]] || "${RBN_ROOT}/hack/build-coredns.sh"
 "${RBN_ROOT}/hack/build.sh" rbn-kubelet rbn-extender
 # The scheduler is configured with rbn-extender's URL now and reaches it once
@@ -36,8 +96,6 @@ eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 if [[ "${RBN_S3:-0}" == 1 ]]; then
   "${RBN_ROOT}/hack/s3.sh" up
 fi
-
-kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 
 rbn::log "installing CRD and RBAC"
 kubectl apply -f "${RBN_ROOT}/manifests/crd/" >/dev/null
@@ -92,13 +150,7 @@ rbn::wait_for_daemon rbn-extender "rbn-extender ${RBN_SCHEDULER_EXTENDER_URL}/re
 # pair (no dummy interfaces in this kernel) with a private address on one end:
 # the traffic stays on this machine, on an interface the stack made, and
 # dev-down removes it.
-NODE_IF="rbnk${RBN_APISERVER_PORT:-16443}"
-NODE_ADDRESS="${RBN_NODE_ADDRESS:-10.254.$((${RBN_APISERVER_PORT:-16443} % 250)).1}"
-ip link show "${NODE_IF}" >/dev/null 2>&1 || ip link add "${NODE_IF}" type veth peer name "${NODE_IF}p"
-ip addr replace "${NODE_ADDRESS}/32" dev "${NODE_IF}"
-ip link set "${NODE_IF}p" up
-ip link set "${NODE_IF}" up
-echo "${NODE_IF}" >"${RBN_STATE}/node-interface"
+NODE_ADDRESS="$(rbn::stack_link_up)"
 rbn::log "issuing the kubelet API serving certificate (node address ${NODE_ADDRESS})"
 mkdir -p "${KUBELET_DIR}"
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "${KUBELET_DIR}/serving.key"
@@ -126,12 +178,7 @@ YAML
 
 "${RBN_ROOT}/hack/register-hosts.sh"
 
-rbn::log "waiting for ${NODES} node(s) to be Ready"
-for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
-  name="$(. "${dir}/host.env" && echo "${NAME}")"
-  rbn::wait_for "node ${name} registered" 60 kubectl get node "${name}"
-  kubectl wait --for=condition=Ready "node/${name}" --timeout=90s >/dev/null
-done
+wait_nodes
 if [[ "${RBN_WORKER:-1}" != 0 ]]; then
   "${RBN_ROOT}/hack/worker.sh" up
 fi

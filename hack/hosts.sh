@@ -23,6 +23,9 @@
 # the registry or object store on this machine's 127.0.0.1, as a build host fenced off from the
 # cluster's services would. host.env has NETNS=<name> for them; `down` deletes namespace and veth.
 #
+# In the in-cluster mode (hack/lib.sh), the other hosts' sshd listens on 10.254.<n>.<10+i> on the
+# stack's link instead of 127.0.1.<i>, where rbn-kubelet's pod reaches it (host.env ADDRESS).
+#
 # Environment: RBN_HOST_SSH_PORT (default 2222), RBN_HOST_STORAGE_DRIVER (default overlay; vfs
 # where overlay does not work), RBN_HOST_NET_PREFIX (first two octets of the hosts' container
 # subnets, default derived from the port), RBN_HOST_REGISTRIES_CONF (registries.conf for the hosts;
@@ -57,8 +60,29 @@ hosts::isolated_addr() {
   echo "100.$((64 + (off >> 16))).$(((off >> 8) & 255)).$((off & 255))"
 }
 
+# hosts::addr I: the address host I's sshd listens on: its isolated /30, the address recorded for
+# it on the stack's link (in-cluster mode: pods reach no loopback address), or 127.0.1.<i>.
 hosts::addr() {
-  if [[ -n "$(hosts::netns "$1")" ]]; then hosts::isolated_addr "$1" 2; else echo "127.0.1.$1"; fi
+  local d; d="$(hosts::dir "$1")"
+  if [[ -n "$(hosts::netns "$1")" ]]; then hosts::isolated_addr "$1" 2
+  elif [[ -f "$d/address" ]]; then cut -d' ' -f1 "$d/address"
+  else echo "127.0.1.$1"; fi
+}
+
+# hosts::link_addr_up I / hosts::link_addr_down I: add (remove) host I's address on the stack's
+# link, for a host with an address file ("ADDRESS LINK").
+hosts::link_addr_up() {
+  local f; f="$(hosts::dir "$1")/address"
+  [[ -f "$f" ]] || return 0
+  local addr link; read -r addr link <"$f"
+  ip link show "${link}" >/dev/null 2>&1 || rbn::stack_link_up >/dev/null
+  ip addr replace "${addr}/32" dev "${link}"
+}
+hosts::link_addr_down() {
+  local f; f="$(hosts::dir "$1")/address"
+  [[ -f "$f" ]] || return 0
+  local addr link; read -r addr link <"$f"
+  ip addr del "${addr}/32" dev "${link}" 2>/dev/null || true
 }
 
 # hosts::in_netns I CMD...: runs CMD in host I's network namespace (if it has one). Not `ip netns
@@ -423,6 +447,7 @@ hosts::clean() {
   local bridge; bridge="rbn$(hosts::port "$i")h${i}"
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   hosts::netns_down "$i"
+  hosts::link_addr_down "$i"
   hosts::unmount_under "$d"
   rm -rf "$d"
 }
@@ -479,7 +504,8 @@ cmd_up() {
   for i in "${fresh[@]}"; do
     d="$(hosts::dir "$i")"
     mkdir -p "$d"
-    if hosts::isolation_requested "$i"; then echo "rbn-${SSH_PORT}-host${i}" >"$d/netns"; fi
+    if hosts::isolation_requested "$i"; then echo "rbn-${SSH_PORT}-host${i}" >"$d/netns"
+    elif rbn::in_cluster; then echo "${RBN_STACK_NET}.$((10 + i)) ${RBN_STACK_LINK}" >"$d/address"; fi
     hosts::write_podman_config "$i"
     hosts::write_ssh_config "$i"
     hosts::write_env "$i"
@@ -487,6 +513,7 @@ cmd_up() {
   done
   for ((i = 1; i <= n; i++)); do
     [[ -z "$(hosts::netns "$i")" ]] || hosts::netns_up "$i"
+    hosts::link_addr_up "$i"
     hosts::podman_start "$i"
     hosts::sshd_start "$i"
   done

@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
 # hack/kubelet.sh start|stop|restart: runs bin/rbn-kubelet against the local
-# stack with the configuration dev-up wrote ($RBN_STATE/kubelet/config.yaml).
+# stack with the configuration dev-up wrote ($RBN_STATE/kubelet/config.yaml). In the in-cluster mode
+# (hack/lib.sh) the same verbs act on the Deployment rbn-system/rbn-kubelet instead: stop scales it
+# to 0 and waits until its pods are gone, start scales it to 1 and waits until it is Ready, restart
+# rolls it (Recreate: the old pod is gone before the new one starts) and waits likewise.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KUBELET_DIR="${RBN_STATE}/kubelet"
+
+# deployment stop|start|restart: the in-cluster verbs.
+deployment() {
+  eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  local k=("${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" -n rbn-system) sel=app.kubernetes.io/name=rbn-kubelet
+  case "$1" in
+    stop)
+      "${k[@]}" scale deployment/rbn-kubelet --replicas=0 >/dev/null
+      "${k[@]}" wait --for=delete pod -l "${sel}" --timeout=60s >/dev/null 2>&1 ||
+        [[ -z "$("${k[@]}" get pods -l "${sel}" -o name)" ]] ||
+        rbn::die "rbn-kubelet's pods still there 60s after scaling to 0"
+      return 0 ;;
+    start) "${k[@]}" scale deployment/rbn-kubelet --replicas=1 >/dev/null ;;
+    restart) "${k[@]}" rollout restart deployment/rbn-kubelet >/dev/null ;;
+  esac
+  "${k[@]}" rollout status deployment/rbn-kubelet --timeout=120s >/dev/null ||
+    { "${k[@]}" get pods -l "${sel}" -o wide >&2; rbn::die "deployment rbn-system/rbn-kubelet not Ready after $1"; }
+  rbn::log "rbn-kubelet: $1 done ($("${k[@]}" get pods -l "${sel}" -o jsonpath='{.items[*].metadata.name}'))"
+}
 
 start() {
   [[ -f "${KUBELET_DIR}/config.yaml" ]] || rbn::die "no ${KUBELET_DIR}/config.yaml: run hack/dev-up.sh"
@@ -28,6 +50,11 @@ YAML
   rbn::wait_for_daemon rbn-kubelet "rbn-kubelet's kubelet API on port ${port}" 30 rbn::port_in_use "${port}"
 }
 
+if rbn::in_cluster; then
+  case "${1:-}" in
+    start | stop | restart) deployment "$1"; exit 0 ;;
+  esac
+fi
 case "${1:-}" in
   start) start ;;
   stop) rbn::stop rbn-kubelet ;;

@@ -170,3 +170,39 @@ rbn::sign_cert() {
   rm -f "${dir}/${name}.csr" "${dir}/${name}.ext"
   chmod 600 "${dir}/${name}.key"
 }
+
+# ---------------------------------------------------------------------------------------------
+# In-cluster mode (RBN_IN_CLUSTER=1 hack/dev-up.sh): rbn-kubelet and rbn-extender run as pods on the
+# worker node (hack/worker.sh), installed with `kubectl apply -k` of the local overlay. Pods reach
+# nothing on this machine's loopback, so what they use listens on the stack's own address instead
+# (the apiserver, the registry, the S3 server, the build hosts' sshd): a private address on a veth
+# the stack creates (no dummy links in this kernel) and dev-down deletes. dev-up records the mode in
+# $RBN_STATE/in-cluster, so that the scripts and the tests run later find it without the variable.
+
+# rbn::in_cluster: the stack runs (or is being brought up) in the in-cluster mode.
+rbn::in_cluster() { [[ "${RBN_IN_CLUSTER:-0}" == 1 || -f "${RBN_STATE}/in-cluster" ]]; }
+
+# The stack's link and its /24 (10.254.<apiserver port % 250>): .1 the stack's address (rbn-kubelet's
+# node address when it runs as a local process), .2 the worker node (hack/worker.sh), .<10+i> build
+# host i (in-cluster mode).
+RBN_STACK_LINK="rbnk${RBN_APISERVER_PORT:-16443}"
+RBN_STACK_NET="10.254.$((${RBN_APISERVER_PORT:-16443} % 250))"
+
+# rbn::stack_link_up: creates the stack's link (idempotent) and prints the stack's address
+# (RBN_NODE_ADDRESS overrides it). dev-down deletes the link ($RBN_STATE/node-interface).
+rbn::stack_link_up() {
+  local addr="${RBN_NODE_ADDRESS:-${RBN_STACK_NET}.1}"
+  ip link show "${RBN_STACK_LINK}" >/dev/null 2>&1 || ip link add "${RBN_STACK_LINK}" type veth peer name "${RBN_STACK_LINK}p"
+  ip addr replace "${addr}/32" dev "${RBN_STACK_LINK}"
+  ip link set "${RBN_STACK_LINK}p" up
+  ip link set "${RBN_STACK_LINK}" up
+  mkdir -p "${RBN_STATE}"
+  echo "${RBN_STACK_LINK}" >"${RBN_STATE}/node-interface"
+  echo "${addr}"
+}
+
+# rbn::service_address: where the stack's services for pods and hosts listen (registry, S3 server):
+# 127.0.0.1, or the stack's address in the in-cluster mode (creating its link).
+rbn::service_address() {
+  if rbn::in_cluster; then rbn::stack_link_up; else echo 127.0.0.1; fi
+}

@@ -5,6 +5,9 @@
 #                                   hack/manifests/local with the stack's registry, the version
 #                                   (hack/image.sh push pushes those images) and the stack's PKI;
 #                                   prints its directory: kubectl apply -k <it>
+#        hack/manifests.sh wait     wait until rbn's Deployments in rbn-system are Ready
+#                                   (RBN_IN_CLUSTER_TIMEOUT seconds each, default 180); if one is
+#                                   not, print rbn's pods, their events and logs, and fail
 #        hack/manifests.sh verify   render manifests/ and the local overlay with kubectl kustomize;
 #                                   with a control plane up (hack/cluster.sh), also have the
 #                                   apiserver accept them (kubectl apply --dry-run=server; the
@@ -15,7 +18,8 @@
 # apiserver verifies the certificate against the pod IP a node advertises (IPv4, /22 or smaller).
 # RBN_EXTENDER_CLUSTER_IP (default 10.0.0.250, in hack/cluster.sh's service CIDR): rbn-extender's
 # Service address, pinned because kube-scheduler runs on this machine, where cluster DNS names do
-# not resolve; the extender's certificate carries it. Written to $RBN_STATE/manifests/extender.env
+# not resolve; the extender's certificate carries it. RBN_IMAGE_VERSION (default: hack/image.sh
+# version) is the images' tag in the overlay. Written to $RBN_STATE/manifests/extender.env
 # (URL and CA for kube-scheduler's extender configuration).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -57,7 +61,7 @@ cmd_local() {
   registry="$(sed -n 's/^REGISTRY=//p' "${env}")"
   user="$(sed -n 's/^USER=//p' "${env}")"
   password="$(sed -n 's/^PASSWORD=//p' "${env}")"
-  version="$("${RBN_ROOT}/hack/image.sh" version)"
+  version="${RBN_IMAGE_VERSION:-$("${RBN_ROOT}/hack/image.sh" version)}"
   rm -rf "${OUT}" && mkdir -p "${OUT}/pki" && chmod 700 "${OUT}/pki"
   base="$(realpath --relative-to="${OUT}" "${RBN_ROOT}/hack/manifests/local")"
 
@@ -66,6 +70,7 @@ cmd_local() {
   manifests::sign kubelet-serving "/CN=rbn-kubelet" "${sans}"
   manifests::sign extender-serving "/CN=rbn-extender" \
     "DNS:rbn-extender.rbn-system.svc,DNS:rbn-extender.rbn-system.svc.cluster.local,IP:${EXTENDER_IP}"
+  cp "${RBN_STATE}/registry/registries.conf" "${OUT}/registries.conf"
   printf '{"auths":{"%s":{"auth":"%s"}}}' "${registry}" "$(printf '%s:%s' "${user}" "${password}" | base64 -w0)" \
     >"${OUT}/pki/registry.json"
 
@@ -84,6 +89,10 @@ images:
     newTag: ${version}
 generatorOptions:
   disableNameSuffixHash: true
+configMapGenerator:
+  - name: rbn-registries
+    namespace: rbn-system
+    files: [registries.conf]
 secretGenerator:
   - name: rbn-kubelet-serving
     namespace: rbn-system
@@ -107,6 +116,33 @@ EOF
   printf 'RBN_SCHEDULER_EXTENDER_URL=https://%s:10262\nRBN_SCHEDULER_EXTENDER_CA=%s\n' \
     "${EXTENDER_IP}" "${RBN_STATE}/cluster/pki/ca.crt" >"${OUT}/extender.env"
   echo "${OUT}"
+}
+
+# explain: why rbn's pods are not Ready (Deployments, pods, events, logs), on stderr.
+explain() {
+  local k=("$@") p
+  {
+    "${k[@]}" get deployments,pods -o wide
+    echo "--- warning events in rbn-system:"
+    "${k[@]}" get events --field-selector type=Warning --sort-by=.lastTimestamp | tail -n 20
+    for p in $("${k[@]}" get pods -o name); do
+      echo "--- logs of ${p} (last 20 lines):"
+      "${k[@]}" logs "${p}" --all-containers --tail=20 2>&1 || true
+    done
+  } >&2 || true
+}
+
+cmd_wait() {
+  local k=("${KUBECTL}" --kubeconfig="${RBN_STATE}/cluster/admin.kubeconfig" -n rbn-system)
+  local timeout="${RBN_IN_CLUSTER_TIMEOUT:-180}" d
+  for d in rbn-kubelet rbn-extender; do
+    if ! "${k[@]}" rollout status "deployment/${d}" --timeout="${timeout}s" >/dev/null 2>&1; then
+      rbn::log "ERROR: deployment rbn-system/${d} is not Ready after ${timeout}s; what rbn-system says:"
+      explain "${k[@]}"
+      rbn::die "deployment rbn-system/${d} is not Ready (see above: the pods' events say why, e.g. ImagePullBackOff for a wrong image)"
+    fi
+    rbn::log "deployment rbn-system/${d} Ready"
+  done
 }
 
 cmd_verify() {
@@ -135,5 +171,6 @@ cmd_verify() {
 case "${1:-}" in
   local) cmd_local ;;
   verify) cmd_verify ;;
+  wait) cmd_wait ;;
   *) sed -n '2,/^source/{/^#/s/^# \{0,1\}//p}' "$0" >&2; exit 2 ;;
 esac

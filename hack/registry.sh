@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A container registry on this machine's loopback for tests: Debian's docker-registry
-# (distribution), listening on 127.0.0.1:${RBN_REGISTRY_PORT:-15000} only, storage under
+# (distribution), listening on 127.0.0.1:${RBN_REGISTRY_PORT:-15000} only (in the in-cluster mode,
+# hack/lib.sh, on the stack's address instead, where pods and containerd reach it), storage under
 # $RBN_STATE/registry, htpasswd (bcrypt) basic auth so that pulls need credentials.
 #
 # Usage: hack/registry.sh up      start it (idempotent) and push the test images
@@ -18,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="${RBN_STATE}/registry"
 PORT="${RBN_REGISTRY_PORT:-15000}"
-ADDR="127.0.0.1:${PORT}"
+ADDR="127.0.0.1:${PORT}" # cmd_up sets the address it listens on
 USER_NAME="rbn"
 
 registry::env() { cat "${DIR}/registry.env"; }
@@ -48,6 +49,7 @@ registry::push_images() {
 cmd_up() {
   command -v docker-registry >/dev/null || rbn::die "docker-registry not found (run hack/install-deps.sh)"
   mkdir -p "${DIR}/data"
+  ADDR="$(rbn::service_address):${PORT}"
   if ! rbn::running registry; then
     rbn::port_in_use "${PORT}" && rbn::die "port ${PORT} is in use: set RBN_REGISTRY_PORT"
     local password; password="$(openssl rand -hex 16)"
@@ -72,7 +74,7 @@ IMAGE=${ADDR}/rbn/busybox:1.0
 IMAGE_EXTRA=${ADDR}/rbn/busybox-extra:1.0
 EOF
     { cat /etc/containers/registries.conf 2>/dev/null || true
-      printf '\n# hack/registry.sh: the test registry speaks plain HTTP on loopback\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "${ADDR}"
+      printf '\n# hack/registry.sh: the test registry speaks plain HTTP\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "${ADDR}"
     } >"${DIR}/registries.conf"
     rbn::log "starting docker-registry on ${ADDR} (log: ${DIR}/registry.log)"
     rbn::start registry "${DIR}/registry.log" docker-registry serve "${DIR}/config.yml"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local S3 server for the end-to-end tests and the demo: versitygw (Apache-2.0), built once
-# through the Go module proxy into $RBN_CACHE/tools and run on 127.0.0.1 only, its data and
+# through the Go module proxy into $RBN_CACHE/tools and run on 127.0.0.1 only (in the in-cluster
+# mode, hack/lib.sh, on the stack's address instead, where pods reach it), its data and
 # credentials under $RBN_STATE/s3.
 #   hack/s3.sh up     build if needed, start (idempotent), print nothing
 #   hack/s3.sh env    print `export RBN_S3_ENDPOINT=... RBN_S3_REGION=... RBN_S3_ACCESS_KEY=... RBN_S3_SECRET_KEY=...`
@@ -28,11 +29,13 @@ up() {
   if rbn::running s3; then return 0; fi
   rbn::port_in_use "${S3_PORT}" && rbn::die "port ${S3_PORT} is in use: set RBN_S3_PORT"
   mkdir -p "${S3_DIR}/data"
+  local addr
+  addr="$(rbn::service_address)"
   if [[ ! -f "$(env_file)" ]]; then
     (
       umask 077
       {
-        echo "RBN_S3_ENDPOINT=http://127.0.0.1:${S3_PORT}"
+        echo "RBN_S3_ENDPOINT=http://${addr}:${S3_PORT}"
         echo "RBN_S3_REGION=${S3_REGION}"
         echo "RBN_S3_ACCESS_KEY=rbn$(openssl rand -hex 8)"
         echo "RBN_S3_SECRET_KEY=$(openssl rand -hex 24)"
@@ -41,11 +44,11 @@ up() {
   fi
   # shellcheck disable=SC1090
   source "$(env_file)"
-  rbn::log "starting versitygw on 127.0.0.1:${S3_PORT} (log: ${S3_DIR}/versitygw.log)"
+  rbn::log "starting versitygw on ${addr}:${S3_PORT} (log: ${S3_DIR}/versitygw.log)"
   # The credentials go through the environment, not argv (ps would show them).
   ROOT_ACCESS_KEY="${RBN_S3_ACCESS_KEY}" ROOT_SECRET_KEY="${RBN_S3_SECRET_KEY}" \
-    rbn::start s3 "${S3_DIR}/versitygw.log" "${S3_BIN}" --region "${S3_REGION}" --port "127.0.0.1:${S3_PORT}" posix "${S3_DIR}/data"
-  rbn::wait_for_daemon s3 "versitygw on 127.0.0.1:${S3_PORT}" 30 curl -sS --max-time 2 -o /dev/null "http://127.0.0.1:${S3_PORT}/" ||
+    rbn::start s3 "${S3_DIR}/versitygw.log" "${S3_BIN}" --region "${S3_REGION}" --port "${addr}:${S3_PORT}" posix "${S3_DIR}/data"
+  rbn::wait_for_daemon s3 "versitygw on ${addr}:${S3_PORT}" 30 curl -sS --max-time 2 -o /dev/null "http://${addr}:${S3_PORT}/" ||
     { tail -n 20 "${S3_DIR}/versitygw.log" >&2; exit 1; }
 }
 

@@ -35,6 +35,10 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   # The S3 server for the transfer tests (and s3relay's integration tests).
   eval "$("${RBN_ROOT}/hack/s3.sh" env)"
   export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+  # RBN_IN_CLUSTER=1 hack/test.sh e2e: rbn runs as pods on the worker node (hack/dev-up.sh).
+  RBN_E2E_IN_CLUSTER=0
+  if rbn::in_cluster; then RBN_E2E_IN_CLUSTER=1; fi
+  export RBN_E2E_IN_CLUSTER
   rbn::log "S3 relay integration tests"
   go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"

@@ -4,6 +4,9 @@
 # CoreDNS (hack/build-coredns.sh) as a Deployment on the node behind the cluster DNS Service.
 # The recipe and its pitfalls: ../shared/docs/platform-notes.md section 6, docs/development.md.
 #
+# containerd pulls from the stack's registry (hack/registry.sh, if up before the worker) as a
+# plain-HTTP mirror: rbn's own images in the in-cluster mode (hack/dev-up.sh).
+#
 # Usage: hack/worker.sh up|down|env|check
 #   up     needs the control plane (hack/cluster.sh up); starts everything and waits until the node
 #          is Ready and cluster DNS answers. Writes $RBN_STATE/worker/worker.env.
@@ -70,8 +73,9 @@ snap_netns() { ls /run/netns 2>/dev/null | sort || true; }
 snap_mounts() { findmnt -rn -o TARGET | sort; }
 snap_cgroups() { ls -d /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods 2>/dev/null | sort || true; }
 snap_sysctls() { local k; for k in "${SYSCTLS[@]}"; do printf '%s=%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null || echo absent)"; done; }
-snap_paths() { local p; for p in "${MACHINE_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
-snap_shared_paths() { local p; for p in "${SHARED_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done; true; }
+# Sorted, as comm needs.
+snap_paths() { local p; for p in "${MACHINE_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done | sort || true; }
+snap_shared_paths() { local p; for p in "${SHARED_PATHS[@]}"; do [[ -e "$p" ]] && echo "$p"; done | sort || true; }
 
 snapshot() { # snapshot DIR
   mkdir -p "$1"
@@ -222,6 +226,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "${W}/cni/net.d"
     max_conf_num = 1
 EOF
+  # The stack's registry (hack/registry.sh) speaks plain HTTP: containerd pulls rbn's images from it
+  # (in the in-cluster mode it listens where pods reach it; containerd itself runs on this machine).
+  local env="${RBN_STATE}/registry/registry.env" registry
+  if [[ -f "${env}" ]]; then
+    registry="$(sed -n 's/^REGISTRY=//p' "${env}")"
+    cat >>"${W}/containerd/config.toml" <<EOF
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."${registry}"]
+    endpoint = ["http://${registry}"]
+EOF
+  fi
   # A private CNI configuration (podman's is in /etc/cni/net.d); host-local keeps its leases in the
   # state dir. The pod CIDR avoids podman's 10.88/16 and 10.89+ pools, the hosts' networks, the
   # service CIDR and 100.64/10.

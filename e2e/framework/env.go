@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -14,7 +15,15 @@ const (
 	EnvKubectl    = "RBN_E2E_KUBECTL"
 	EnvState      = "RBN_E2E_STATE"
 	EnvRoot       = "RBN_E2E_ROOT"
+	// EnvInCluster is "1" when rbn-kubelet and rbn-extender run as pods on
+	// the worker node (RBN_IN_CLUSTER=1 hack/test.sh e2e); optional, the
+	// stack's state dir says it too (InClusterMarker).
+	EnvInCluster = "RBN_E2E_IN_CLUSTER"
 )
+
+// InClusterMarker is the file hack/dev-up.sh leaves in the state dir of a
+// stack brought up in the in-cluster mode.
+const InClusterMarker = "in-cluster"
 
 // ErrNotSet is wrapped by the errors of the environment's lookups.
 var ErrNotSet = errors.New("is not set")
@@ -25,6 +34,9 @@ type Env struct {
 	KubectlBin string // the real kubectl binary
 	State      string // the stack's state dir (RBN_STATE of hack/dev-up.sh)
 	Root       string // the repository, for hack/ scripts
+	// InCluster: rbn-kubelet and rbn-extender run as pods in the namespace
+	// RBNNamespace on the worker node, not as local processes.
+	InCluster bool
 }
 
 // Getenv returns the variable k, or an error wrapping ErrNotSet.
@@ -50,6 +62,8 @@ func EnvFromOS() (Env, error) {
 		}
 		*v.dst = val
 	}
+	_, err := os.Stat(filepath.Join(e.State, InClusterMarker))
+	e.InCluster = os.Getenv(EnvInCluster) == "1" || err == nil
 	return e, nil
 }
 

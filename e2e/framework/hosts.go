@@ -153,8 +153,13 @@ func (s *Stack) HostContainerState(t testing.TB, i int, name string) string {
 const KubeletName = "rbn-kubelet"
 
 // KubeletPID returns the pid of the stack's rbn-kubelet, checking that the
-// process still is rbn-kubelet.
+// process still is rbn-kubelet: the local process, or in the in-cluster mode
+// the process of the Deployment's running pod (its container runs on this
+// machine, in the pod's cgroup).
 func (s *Stack) KubeletPID() (int, error) {
+	if s.InCluster {
+		return s.kubeletPodPID()
+	}
 	raw, err := os.ReadFile(filepath.Join(s.State, "pids", KubeletName+".pid"))
 	if err != nil {
 		return 0, err
@@ -170,7 +175,8 @@ func (s *Stack) KubeletPID() (int, error) {
 	return pid, nil
 }
 
-// KubeletLog is the path of rbn-kubelet's log.
+// KubeletLog is the path of rbn-kubelet's log when it runs as a local
+// process (KubeletLogs reads it in either mode).
 func (s *Stack) KubeletLog() string {
 	return filepath.Join(s.State, "kubelet", KubeletName+".log")
 }

@@ -110,9 +110,11 @@ func KernelRelease() (string, error) {
 // TCPConn is an established TCP connection, as ss prints its ends.
 type TCPConn struct{ Local, Peer string }
 
-// TCPConns lists the established TCP connections of process pid (ss -tnp).
+// TCPConns lists the established TCP connections of process pid (ss -tnp),
+// in pid's network namespace (a pod's, for rbn-kubelet in the in-cluster
+// mode).
 func TCPConns(ctx context.Context, pid int) ([]TCPConn, error) {
-	out, err := Run(ctx, []string{"ss", "-Htnp", "state", "established"}, nil)
+	out, err := Run(ctx, []string{"nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", pid), "--", "ss", "-Htnp", "state", "established"}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,151 @@
+package framework
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RBNNamespace is where manifests/ installs rbn (the in-cluster mode).
+const RBNNamespace = "rbn-system"
+
+// App labels (app.kubernetes.io/name) of rbn's Deployments in RBNNamespace.
+const (
+	KubeletApp  = "rbn-kubelet"
+	ExtenderApp = "rbn-extender"
+)
+
+// RBNPods lists the pods of one of rbn's Deployments (KubeletApp,
+// ExtenderApp) in the in-cluster mode.
+func (s *Stack) RBNPods(ctx context.Context, app string) ([]corev1.Pod, error) {
+	list, err := s.Client.CoreV1().Pods(RBNNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + app})
+	if err != nil {
+		return nil, fmt.Errorf("pods of %s/%s: %w", RBNNamespace, app, err)
+	}
+	return list.Items, nil
+}
+
+// KubeletLogs returns what rbn-kubelet has logged: its log file when it
+// runs as a local process, `kubectl logs` of its Deployment's current pod
+// in the in-cluster mode (a restarted pod's log starts afresh).
+func (s *Stack) KubeletLogs(ctx context.Context) (string, error) {
+	if !s.InCluster {
+		b, err := os.ReadFile(s.KubeletLog())
+		return string(b), err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return Run(ctx, []string{s.KubectlBin, "--kubeconfig=" + s.Kubeconfig, "-n", RBNNamespace, "logs", "deployment/" + KubeletApp}, nil)
+}
+
+// ExtenderURL is where kube-scheduler reaches rbn-extender, as dev-up wrote
+// it ($RBN_STATE/extender/url): http on loopback for the local process,
+// https at its Service's ClusterIP in the in-cluster mode.
+func (s *Stack) ExtenderURL() (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.State, "extender", "url"))
+	if err != nil {
+		return "", fmt.Errorf("rbn-extender's URL (written by hack/dev-up.sh): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// ExtenderClient is an HTTP client for ExtenderURL: it trusts the stack's
+// CA, which signs rbn-extender's serving certificate in the in-cluster mode.
+func (s *Stack) ExtenderClient() (*http.Client, error) {
+	pem, err := os.ReadFile(filepath.Join(s.State, "cluster", "pki", "ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("the stack's CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in the stack's CA file")
+	}
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+	}, nil
+}
+
+// ExtenderGet is GET ExtenderURL+path with ExtenderClient.
+func (s *Stack) ExtenderGet(t testing.TB, path string) (*http.Response, error) {
+	t.Helper()
+	url, err := s.ExtenderURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.ExtenderClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Get(url + path)
+}
+
+// kubeletPodPID is the pid of the process of rbn-kubelet's one running pod.
+func (s *Stack) kubeletPodPID() (int, error) {
+	pids, err := s.RBNPIDs(KubeletApp)
+	if err != nil {
+		return 0, err
+	}
+	if len(pids) != 1 {
+		return 0, fmt.Errorf("want one %s process, have %v", KubeletApp, pids)
+	}
+	return pids[0], nil
+}
+
+// RBNPIDs returns the pids of the processes of one of rbn's Deployments
+// (KubeletApp, ExtenderApp) in the in-cluster mode: each running pod's
+// container runs on this machine as a process named app, in the pod's
+// cgroup (cgroupfs paths name the pod's UID).
+func (s *Stack) RBNPIDs(app string) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pods, err := s.RBNPods(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	var uids []string
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			uids = append(uids, "pod"+string(p.UID))
+		}
+	}
+	if len(uids) == 0 {
+		return nil, fmt.Errorf("no running pod of %s/%s", RBNNamespace, app)
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != app {
+			continue
+		}
+		cg, err := os.ReadFile(filepath.Join(d, "cgroup"))
+		if err != nil || !slices.ContainsFunc(uids, func(u string) bool { return strings.Contains(string(cg), u) }) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != len(uids) {
+		return nil, fmt.Errorf("%d running pods of %s/%s, %d processes named %s in their cgroups: %v", len(uids), RBNNamespace, app, len(pids), app, pids)
+	}
+	return pids, nil
+}

@@ -1,0 +1,202 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
+	"github.com/remote-build-nodes/rbn/scheduler/server"
+)
+
+// rbn installed as an operator installs it (RBN_IN_CLUSTER=1 hack/dev-up.sh:
+// rbn's images, `kubectl apply -k` of the local overlay of manifests/):
+// rbn-kubelet and rbn-extender run as pods on the worker node, the build
+// nodes advertise rbn-kubelet's pod IP, the apiserver reaches it there for
+// logs and exec, and kube-scheduler consults rbn-extender through its Service.
+
+// TestInClusterRBN runs a job on a build node through the in-cluster
+// rbn-kubelet, with the in-cluster rbn-extender consulted for its placement.
+func TestInClusterRBN(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn-kubelet and rbn-extender as local processes; bring it up with RBN_IN_CLUSTER=1 (hack/dev-up.sh, hack/test.sh e2e) for this test")
+	}
+	ctx := context.Background()
+	w := s.worker(t)
+
+	// rbn's own pods: Ready, on the worker node, on the pod network.
+	var kubeletIP string
+	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
+		pods, err := s.RBNPods(ctx, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods) == 0 {
+			t.Fatalf("no pods of %s in %s", app, framework.RBNNamespace)
+		}
+		for _, p := range pods {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			ip := net.ParseIP(p.Status.PodIP)
+			if p.Spec.NodeName != w.name || !podReady(&p) || ip == nil || !w.podCIDR.Contains(ip) {
+				t.Fatalf("pod %s: node %q, ready %v, IP %q: want Ready on %s with an IP of %s", p.Name, p.Spec.NodeName, podReady(&p), p.Status.PodIP, w.name, w.podCIDR)
+			}
+			if app == framework.KubeletApp {
+				kubeletIP = p.Status.PodIP
+			}
+			t.Logf("%s: pod %s Ready on %s at %s", app, p.Name, p.Spec.NodeName, p.Status.PodIP)
+		}
+	}
+
+	// Every build node advertises rbn-kubelet's pod IP as its kubelet API address.
+	nodes := s.buildNodes(t)
+	for _, name := range nodes {
+		n, _ := s.Node(t, name)
+		var addrs []string
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				addrs = append(addrs, a.Address)
+			}
+		}
+		if len(addrs) != 1 || addrs[0] != kubeletIP {
+			t.Errorf("node %s: InternalIP %v, want rbn-kubelet's pod IP %s", name, addrs, kubeletIP)
+		}
+	}
+
+	// rbn-extender is consulted: a pod pinned to a host it reports unhealthy
+	// stays pending with its reason (kube-scheduler alone would bind it: the
+	// extender is ignorable).
+	sick, target := nodes[0], nodes[1]
+	s.override(t, sick, `{"healthy": false}`)
+	s.waitExtender(t, sick, "unhealthy", func(d server.NodeDebug) bool { return d.Facts.Healthy != nil && !*d.Facts.Healthy })
+	ns := s.Namespace(t)
+	s.createAtOnce(t, ns, []*corev1.Pod{jobPod{name: "on-sick", command: []string{"true"}, onlyNode: sick}.pod(ns)})
+	t.Logf("FailedScheduling: %s", s.waitFailedScheduling(t, ns, "on-sick", "rbn: build host fails its health checks"))
+
+	// A job on another build node: it waits for a file that `kubectl exec`
+	// creates, then finishes; its output comes back through `kubectl logs`.
+	job := framework.JobPod(ns, "job", target, nil, []string{"sh", "-c",
+		"echo job started; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo job done: $(cat /tmp/go)"})
+	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitPodPhase(t, ns, "job", corev1.PodRunning, 2*time.Minute)
+	framework.Eventually(t, "the job's first line in kubectl logs", time.Minute, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "logs", "job")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(out, "job started"), out
+	})
+	token := framework.UniqueName("exec")
+	if out := s.Kubectl(t, "-n", ns, "exec", "job", "--", "sh", "-c", fmt.Sprintf("echo %s >/tmp/go && echo exec says hi", token)); strings.TrimSpace(out) != "exec says hi" {
+		t.Errorf("kubectl exec printed %q, want %q", out, "exec says hi")
+	}
+	p := s.WaitPodPhase(t, ns, "job", corev1.PodSucceeded, 2*time.Minute)
+	if p.Spec.NodeName != target {
+		t.Errorf("job ran on %s, want %s", p.Spec.NodeName, target)
+	}
+	if out := s.Kubectl(t, "-n", ns, "logs", "job"); !strings.Contains(out, "job done: "+token) {
+		t.Errorf("kubectl logs of the finished job: %q, want the line %q", out, "job done: "+token)
+	}
+
+	// rbn-kubelet's pod served it: once the job is deleted, the log of that
+	// pod (kubectl logs) says it removed the job's containers from the host.
+	if err := s.Client.CoreV1().Pods(ns).Delete(ctx, "job", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`"pod":"%s/job"`, ns)
+	framework.Eventually(t, "rbn-kubelet's log naming the deleted job", time.Minute, func() (bool, string) {
+		logs, err := s.KubeletLogs(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, want) && strings.Contains(line, "removed from host") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no line with %s and 'removed from host' in kubectl logs -n %s deployment/%s", want, framework.RBNNamespace, framework.KubeletApp)
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// TestInClusterWrongImage: rbn-extender's Deployment as installed, copied
+// into a test namespace with an image tag the registry does not have, says
+// why it does not start: its pod waits with ErrImagePull or
+// ImagePullBackOff, naming the image, and an event says so.
+func TestInClusterWrongImage(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn as local processes; bring it up with RBN_IN_CLUSTER=1 (hack/dev-up.sh, hack/test.sh e2e) for this test")
+	}
+	ctx := context.Background()
+	ns := s.Namespace(t)
+	apps := s.Client.AppsV1()
+	orig, err := apps.Deployments(framework.RBNNamespace).Get(ctx, framework.ExtenderApp, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := s.Client.CoreV1().Secrets(framework.RBNNamespace).Get(ctx, "rbn-registry", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.ObjectMeta = metav1.ObjectMeta{Name: secret.Name, Namespace: ns}
+	if _, err := s.Client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	image := orig.Spec.Template.Spec.Containers[0].Image
+	wrong := image[:strings.LastIndex(image, ":")] + ":does-not-exist"
+	d := orig.DeepCopy()
+	d.ObjectMeta = metav1.ObjectMeta{Name: "wrong-image", Namespace: ns}
+	d.Spec.Replicas = ptr.To[int32](1)
+	d.Spec.Selector.MatchLabels = map[string]string{"app": "wrong-image"}
+	d.Spec.Template.Labels = map[string]string{"app": "wrong-image"}
+	// Without rbn-system's service account, priority and volumes (a missing
+	// volume would hold the pod before its image is pulled).
+	spec := &d.Spec.Template.Spec
+	spec.ServiceAccountName, spec.DeprecatedServiceAccount, spec.PriorityClassName = "", "", ""
+	spec.Volumes, spec.Containers[0].VolumeMounts = nil, nil
+	spec.Containers[0].Image = wrong
+	if _, err := apps.Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, "the wrong image's pod waiting with an image pull error", 2*time.Minute, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=wrong-image"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			for _, c := range p.Status.ContainerStatuses {
+				if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, wrong) {
+					t.Logf("pod %s: %s: %s", p.Name, w.Reason, w.Message)
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprint(len(pods.Items), " pods, none waiting on the image")
+	})
+	framework.Eventually(t, "a Failed event naming the image", time.Minute, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "get", "events", "--field-selector", "reason=Failed", "-o", "jsonpath={.items[*].message}")
+		return err == nil && strings.Contains(out, wrong), out
+	})
+}
