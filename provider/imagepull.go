@@ -13,9 +13,6 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// eventFunc records an event about a pod.
-type eventFunc func(pd *corev1.Pod, typ, reason, msg string)
-
 // imagePuller makes a pod's images present on the host, each per its
 // container's pull policy, as kubelet's image manager does: it remembers
 // the images it pulled or found, and counts each container's consecutive

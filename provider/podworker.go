@@ -17,10 +17,6 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// reason is why a container waits, or a pod failed: a Kubernetes reason
-// and its message.
-type reason struct{ Reason, Message string }
-
 // podWorker drives one pod on the host, like kubelet's pod worker: every
 // sync compares what runs with what the pod asks for, takes the next step
 // (sandbox, pull, create, start, restart) and reports status. Syncs are

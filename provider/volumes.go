@@ -285,5 +285,8 @@ func volumeContainer(ctx context.Context, rt podRuntime, uid types.UID, plan *po
 	if _, err := rt.CreateContainer(ctx, spec); err != nil {
 		return "", nil, fmt.Errorf("volume %s container: %w", role, err)
 	}
+	// A container left behind by a failed removal is removed at the next
+	// attempt (above) or with the pod (teardown lists it by the pod's UID
+	// and reports what it cannot remove): the work it served is done.
 	return name, func() { _ = rt.RemoveContainer(context.WithoutCancel(ctx), name, true) }, nil
 }
