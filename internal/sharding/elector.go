@@ -29,6 +29,10 @@ type Elector struct {
 	cfg      Config
 	informer cache.SharedIndexInformer
 
+	// denied carries the first list or watch of the Leases that the
+	// apiserver refused (RBAC, credentials): Run fails with it.
+	denied chan error
+
 	mu      sync.Mutex
 	log     *slog.Logger
 	ctx     context.Context // Run's; nil until Run has synced
@@ -79,8 +83,20 @@ func New(cfg Config) (*Elector, error) {
 		// A client that cannot stream its initial list (a fake) says so.
 		informer: cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cfg.Leases), &coordinationv1.Lease{}, 0, cache.Indexers{}),
 		stopped:  make(chan struct{}),
+		denied:   make(chan error, 1),
 		nodes:    map[string]*contender{},
 		byLease:  map[string]*contender{},
+	}
+	if err := e.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			select {
+			case e.denied <- err:
+			default:
+			}
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("sharding: lease informer: %w", err)
 	}
 	seen := func(obj any) {
 		if l, ok := obj.(*coordinationv1.Lease); ok {
@@ -116,8 +132,8 @@ func (e *Elector) Run(ctx context.Context) error {
 	log = log.With("identity", e.cfg.Identity)
 	defer close(e.stopped)
 	go e.informer.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), e.informer.HasSynced) {
-		return fmt.Errorf("sharding: leases in %s did not sync: %w", e.cfg.Namespace, context.Cause(ctx))
+	if err := e.waitSynced(ctx); err != nil {
+		return err
 	}
 	e.mu.Lock()
 	e.log, e.ctx = log, ctx
@@ -139,6 +155,32 @@ func (e *Elector) Run(ctx context.Context) error {
 		<-c.done
 	}
 	return nil
+}
+
+// ErrLeasesDenied: the apiserver refused this replica the node Leases;
+// without them it can serve no node.
+var ErrLeasesDenied = errors.New("not allowed to list and watch the node Leases")
+
+// waitSynced waits until the Lease informer has synced, and fails at once
+// when the apiserver refuses the Leases: a replica that could never serve
+// a node says so and ends, instead of waiting silently.
+func (e *Elector) waitSynced(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	synced := make(chan bool, 1)
+	go func() { synced <- cache.WaitForCacheSync(wctx.Done(), e.informer.HasSynced) }()
+	select {
+	case ok := <-synced:
+		if !ok {
+			return fmt.Errorf("sharding: leases in %s did not sync: %w", e.cfg.Namespace, context.Cause(ctx))
+		}
+		return nil
+	case err := <-e.denied:
+		cancel()
+		<-synced
+		return fmt.Errorf("sharding: %w in namespace %s as %s (the Role and RoleBinding in manifests/rbac grant them): %w",
+			ErrLeasesDenied, e.cfg.Namespace, e.cfg.Identity, err)
+	}
 }
 
 // Contend makes this replica try to hold node's Lease from now on (at once

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	k8stesting "k8s.io/client-go/testing"
@@ -458,5 +460,28 @@ func TestContendRefusesANodeNameTooLongForALease(t *testing.T) {
 	}
 	if err := e.Contend(string(long)); err == nil {
 		t.Error("Contend accepted a node whose lease name exceeds 253 characters")
+	}
+}
+
+// A replica refused the Leases (its Role or RoleBinding missing) could never
+// serve a node: Run fails at once, saying why, instead of waiting forever.
+func TestRunFailsWhenTheLeasesAreDenied(t *testing.T) {
+	cs := fake.NewClientset()
+	forbidden := apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New(`User "system:serviceaccount:rbn-system:rbn-kubelet" cannot list resource "leases"`))
+	cs.PrependReactor("list", "leases", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, forbidden })
+	cs.PrependWatchReactor("leases", func(k8stesting.Action) (bool, watch.Interface, error) { return true, nil, forbidden })
+	e, err := New(Config{Leases: cs.CoordinationV1(), Namespace: ns, Identity: "a", Clock: clocktesting.NewFakeClock(time.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(t.Context()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrLeasesDenied) || !strings.Contains(err.Error(), "cannot list resource") {
+			t.Errorf("Run = %v, want ErrLeasesDenied with the apiserver's reason", err)
+		}
+	case <-time.After(testwait.Timeout):
+		t.Fatal("Run still waiting for Leases it is not allowed to read")
 	}
 }
