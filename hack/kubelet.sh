@@ -2,8 +2,8 @@
 # hack/kubelet.sh start|stop|restart: runs bin/rbn-kubelet against the local
 # stack with the configuration dev-up wrote ($RBN_STATE/kubelet/config.yaml). In the in-cluster mode
 # (hack/lib.sh) the same verbs act on the Deployment rbn-system/rbn-kubelet instead: stop scales it
-# to 0 and waits until its pods are gone, start scales it to 1 and waits until it is Ready, restart
-# rolls it (Recreate: the old pod is gone before the new one starts) and waits likewise.
+# to 0 and waits until its pods are gone, start scales it back to the replicas it had before stop
+# (the manifests' 2 when unknown) and waits until it is Ready, restart rolls it and waits likewise.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KUBELET_DIR="${RBN_STATE}/kubelet"
 
@@ -13,12 +13,16 @@ deployment() {
   local k=("${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" -n rbn-system) sel=app.kubernetes.io/name=rbn-kubelet
   case "$1" in
     stop)
+      local n
+      n="$("${k[@]}" get deployment/rbn-kubelet -o jsonpath='{.spec.replicas}')"
+      mkdir -p "${KUBELET_DIR}"
+      if [[ "${n}" =~ ^[1-9][0-9]*$ ]]; then echo "${n}" >"${KUBELET_DIR}/replicas"; fi
       "${k[@]}" scale deployment/rbn-kubelet --replicas=0 >/dev/null
       "${k[@]}" wait --for=delete pod -l "${sel}" --timeout=60s >/dev/null 2>&1 ||
         [[ -z "$("${k[@]}" get pods -l "${sel}" -o name)" ]] ||
         rbn::die "rbn-kubelet's pods still there 60s after scaling to 0"
       return 0 ;;
-    start) "${k[@]}" scale deployment/rbn-kubelet --replicas=1 >/dev/null ;;
+    start) "${k[@]}" scale deployment/rbn-kubelet --replicas="$(cat "${KUBELET_DIR}/replicas" 2>/dev/null || echo 2)" >/dev/null ;;
     restart) "${k[@]}" rollout restart deployment/rbn-kubelet >/dev/null ;;
   esac
   "${k[@]}" rollout status deployment/rbn-kubelet --timeout=120s >/dev/null ||

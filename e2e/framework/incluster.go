@@ -38,8 +38,9 @@ func (s *Stack) RBNPods(ctx context.Context, app string) ([]corev1.Pod, error) {
 }
 
 // KubeletLogs returns what rbn-kubelet has logged: its log file when it
-// runs as a local process, `kubectl logs` of its Deployment's current pod
-// in the in-cluster mode (a restarted pod's log starts afresh).
+// runs as a local process, `kubectl logs` of every current pod of its
+// Deployment in the in-cluster mode (each replica serves some nodes; a
+// restarted pod's log starts afresh).
 func (s *Stack) KubeletLogs(ctx context.Context) (string, error) {
 	if !s.InCluster {
 		b, err := os.ReadFile(s.KubeletLog())
@@ -47,7 +48,8 @@ func (s *Stack) KubeletLogs(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return Run(ctx, []string{s.KubectlBin, "--kubeconfig=" + s.Kubeconfig, "-n", RBNNamespace, "logs", "deployment/" + KubeletApp}, nil)
+	return Run(ctx, []string{s.KubectlBin, "--kubeconfig=" + s.Kubeconfig, "-n", RBNNamespace, "logs",
+		"-l", "app.kubernetes.io/name=" + KubeletApp, "--tail=-1"}, nil)
 }
 
 // ExtenderURL is where kube-scheduler reaches rbn-extender, as dev-up wrote
