@@ -369,44 +369,52 @@ spec:
 	})
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
 	s.WaitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
-	before := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
-	if len(before) != 1 {
-		t.Fatalf("rbn-kubelet holds %d connections to %s:%s for two nodes on it, want 1: %v", len(before), h["ADDRESS"], h["PORT"], before)
+	peer := h["ADDRESS"] + ":" + h["PORT"]
+	before := s.kubeletConnections(t, peer)
+	for pid, conns := range before {
+		if len(conns) != 1 {
+			t.Fatalf("rbn-kubelet (pid %d) holds %d connections to %s for two nodes on it, want 1: %v", pid, len(conns), peer, conns)
+		}
 	}
-
 	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
 	framework.Eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
 		_, ok := s.Node(t, name)
 		return !ok, "still there"
 	})
 	s.WaitNodeReady(t, h["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
-	after := s.kubeletConnections(t, h["ADDRESS"]+":"+h["PORT"])
-	if len(after) != 1 || after[0] != before[0] {
-		t.Errorf("after deleting the other node, connections %v, want the same one %v", after, before)
+	after := s.kubeletConnections(t, peer)
+	for pid, conns := range before {
+		if len(after[pid]) != 1 || after[pid][0] != conns[0] {
+			t.Errorf("after deleting the other node, rbn-kubelet (pid %d) has connections %v, want the same one %v", pid, after[pid], conns)
+		}
 	}
 }
 
-// kubeletConnections lists the local ends of rbn-kubelet's established TCP
-// connections to peer (host:port), from ss.
-func (s *stack) kubeletConnections(t *testing.T, peer string) []string {
+// kubeletConnections lists, per rbn-kubelet process (one per replica in
+// the in-cluster mode: each keeps every node's host warm), the local ends
+// of its established TCP connections to peer (host:port), from ss.
+func (s *stack) kubeletConnections(t *testing.T, peer string) map[int][]string {
 	t.Helper()
-	pid, err := s.KubeletPID()
+	pids, err := s.KubeletPIDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conns, err := framework.TCPConns(ctx, pid)
-	if err != nil {
-		t.Fatalf("ss: %v", err)
-	}
-	var local []string
-	for _, c := range conns {
-		if c.Peer == peer {
-			local = append(local, c.Local)
+	out := map[int][]string{}
+	for _, pid := range pids {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conns, err := framework.TCPConns(ctx, pid)
+		cancel()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		out[pid] = nil
+		for _, c := range conns {
+			if c.Peer == peer {
+				out[pid] = append(out[pid], c.Local)
+			}
 		}
 	}
-	return local
+	return out
 }
 
 // A node's labels and taints follow its RemoteBuildNode's spec, removals

@@ -175,6 +175,19 @@ func (s *Stack) KubeletPID() (int, error) {
 	return pid, nil
 }
 
+// KubeletPIDs returns every rbn-kubelet process of the stack: the local
+// one, or one per replica of the Deployment in the in-cluster mode.
+func (s *Stack) KubeletPIDs() ([]int, error) {
+	if s.InCluster {
+		return s.RBNPIDs(KubeletApp)
+	}
+	pid, err := s.KubeletPID()
+	if err != nil {
+		return nil, err
+	}
+	return []int{pid}, nil
+}
+
 // KubeletLog is the path of rbn-kubelet's log when it runs as a local
 // process (KubeletLogs reads it in either mode).
 func (s *Stack) KubeletLog() string {
