@@ -35,7 +35,7 @@ func TestInClusterRBN(t *testing.T) {
 	w := s.worker(t)
 
 	// rbn's own pods: Ready, on the worker node, on the pod network.
-	var kubeletIP string
+	kubeletIPs := map[string]string{} // pod name (a replica's identity) -> pod IP
 	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
 		pods, err := s.RBNPods(ctx, app)
 		if err != nil {
@@ -53,24 +53,23 @@ func TestInClusterRBN(t *testing.T) {
 				t.Fatalf("pod %s: node %q, ready %v, IP %q: want Ready on %s with an IP of %s", p.Name, p.Spec.NodeName, podReady(&p), p.Status.PodIP, w.name, w.podCIDR)
 			}
 			if app == framework.KubeletApp {
-				kubeletIP = p.Status.PodIP
+				kubeletIPs[p.Name] = p.Status.PodIP
 			}
 			t.Logf("%s: pod %s Ready on %s at %s", app, p.Name, p.Spec.NodeName, p.Status.PodIP)
 		}
 	}
 
-	// Every build node advertises rbn-kubelet's pod IP as its kubelet API address.
+	// Every build node advertises the pod IP of the replica holding its
+	// Lease as its kubelet API address.
 	nodes := s.buildNodes(t)
+	holders, err := s.LeaseHolders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range nodes {
 		n, _ := s.Node(t, name)
-		var addrs []string
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				addrs = append(addrs, a.Address)
-			}
-		}
-		if len(addrs) != 1 || addrs[0] != kubeletIP {
-			t.Errorf("node %s: InternalIP %v, want rbn-kubelet's pod IP %s", name, addrs, kubeletIP)
+		if ip, addrs := kubeletIPs[holders[name]], internalIPs(n); ip == "" || len(addrs) != 1 || addrs[0] != ip {
+			t.Errorf("node %s: InternalIP %v, want the pod IP %q of its Lease's holder %q (replicas %v)", name, addrs, ip, holders[name], kubeletIPs)
 		}
 	}
 
@@ -199,4 +198,15 @@ func TestInClusterWrongImage(t *testing.T) {
 		out, err := s.KubectlErr("-n", ns, "get", "events", "--field-selector", "reason=Failed", "-o", "jsonpath={.items[*].message}")
 		return err == nil && strings.Contains(out, wrong), out
 	})
+}
+
+// internalIPs are a Node's InternalIP addresses.
+func internalIPs(n *corev1.Node) []string {
+	var addrs []string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addrs = append(addrs, a.Address)
+		}
+	}
+	return addrs
 }

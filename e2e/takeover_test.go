@@ -39,6 +39,9 @@ type takeover struct {
 
 func newTakeover(t *testing.T) *takeover {
 	s := newStack(t)
+	if s.InCluster {
+		t.Skip("the stack runs rbn-kubelet as the Deployment's replicas; TestInClusterTakeover covers that mode")
+	}
 	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
 	var err error
 	if tk.primary, err = framework.PrimaryKubeletIdentity(); err != nil {
@@ -237,19 +240,7 @@ func TestTakeoverAfterKill(t *testing.T) {
 	ns := tk.Namespace(t)
 	since := time.Now().Add(-time.Second)
 	names := tk.jobs(t, ns, 20, 8)
-	framework.Eventually(t, "half the jobs running", 2*time.Minute, func() (bool, string) {
-		pods, err := tk.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		running := 0
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning {
-				running++
-			}
-		}
-		return running >= len(names)/2, fmt.Sprintf("%d running", running)
-	})
+	tk.halfRunning(t, ns, len(names))
 	pid, err := tk.KubeletPID()
 	if err != nil {
 		t.Fatal(err)

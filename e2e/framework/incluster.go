@@ -111,6 +111,21 @@ func (s *Stack) kubeletPodPID() (int, error) {
 // container runs on this machine as a process named app, in the pod's
 // cgroup (cgroupfs paths name the pod's UID).
 func (s *Stack) RBNPIDs(app string) ([]int, error) {
+	return s.rbnPIDs(app, func(corev1.Pod) bool { return true })
+}
+
+// RBNPodPID returns the pid of the process of rbn's pod named pod (of the
+// Deployment app) in the in-cluster mode.
+func (s *Stack) RBNPodPID(app, pod string) (int, error) {
+	pids, err := s.rbnPIDs(app, func(p corev1.Pod) bool { return p.Name == pod })
+	if err != nil {
+		return 0, err
+	}
+	return pids[0], nil
+}
+
+// rbnPIDs returns the processes of the running pods of app that keep selects.
+func (s *Stack) rbnPIDs(app string, keep func(corev1.Pod) bool) ([]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pods, err := s.RBNPods(ctx, app)
@@ -119,7 +134,7 @@ func (s *Stack) RBNPIDs(app string) ([]int, error) {
 	}
 	var uids []string
 	for _, p := range pods {
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && keep(p) {
 			uids = append(uids, "pod"+string(p.UID))
 		}
 	}
