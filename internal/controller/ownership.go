@@ -40,13 +40,24 @@ func held(lost <-chan struct{}) bool {
 
 // watchLost stops rt the moment the hold it was started under ends (another
 // replica may serve the node a few seconds later), without waiting for the
-// next reconcile, and has the node reconciled again.
+// next reconcile, ends the node's kubelet API sessions (their clients
+// reconnect through the apiserver to the replica serving the node now),
+// and has the node reconciled again.
 func (c *Controller) watchLost(ctx context.Context, name string, rt *nodeRuntime, lost <-chan struct{}) {
 	select {
 	case <-rt.Done():
 	case <-lost:
-		logging.FromContext(ctx).Warn("node lease lost: no longer serving the node")
+		log := logging.FromContext(ctx)
+		log.Warn("node lease lost: no longer serving the node")
 		c.stopRuntimeIf(name, rt)
+		c.mu.Lock()
+		ports := c.ports
+		c.mu.Unlock()
+		if ports != nil {
+			if n := ports.EndSessions(name); n > 0 {
+				log.Info("ended the node's kubelet API sessions", "connections", n)
+			}
+		}
 		c.queue.Add(name)
 	}
 }

@@ -276,10 +276,12 @@ func TestNodeServedOnlyWhileHeld(t *testing.T) {
 }
 
 // When the hold ends (renewals failing past the renew deadline), the
-// node's runtime is cancelled at once, without waiting for a reconcile, and
-// nothing more is written about the node.
+// node's runtime is cancelled at once, without waiting for a reconcile, its
+// kubelet API sessions end, and nothing more is written about the node.
 func TestLostLeaseCancelsRuntime(t *testing.T) {
 	h := newShardHarness(t)
+	ports := newFakePorts(100, 101)
+	h.c.SetNodePorts(ports)
 	h.acquire("n1")
 	if started, stopped := h.runtimes.counts(); started != 1 || stopped != 0 {
 		t.Fatalf("started %d stopped %d, want one running runtime", started, stopped)
@@ -298,6 +300,11 @@ func TestLostLeaseCancelsRuntime(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d runtimes still registered", left)
 	}
+	testwait.Eventually(t, "the node's sessions ended", func() bool {
+		ports.mu.Lock()
+		defer ports.mu.Unlock()
+		return slices.Contains(ports.calls, "end sessions n1")
+	})
 	h.queued("n1")
 	h.reconcile("n1")
 	if started, _ := h.runtimes.counts(); started != 1 {

@@ -12,8 +12,12 @@ import (
 type NodePorts interface {
 	// Acquire returns the node's port, preferred if free, and serves it.
 	Acquire(node string, preferred int32) (int32, error)
-	// Release stops serving the node's port.
+	// Release stops serving the node's port; sessions open on it stay up
+	// (the node's runtime restarting takes the same port again).
 	Release(node string)
+	// EndSessions closes the sessions (exec, attach, port-forward, logs)
+	// open on the node's port: the node is served elsewhere now.
+	EndSessions(node string) int
 }
 
 // SetNodePorts makes every node runtime started from now on take its

@@ -68,6 +68,13 @@ func (p *fakePorts) Release(node string) {
 	delete(p.byNode, node)
 }
 
+func (p *fakePorts) EndSessions(node string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, "end sessions "+node)
+	return 0
+}
+
 func (p *fakePorts) takeCalls() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

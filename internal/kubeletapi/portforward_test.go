@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
@@ -60,5 +62,83 @@ func TestPortForwardReachesTheNodesHandler(t *testing.T) {
 	failure, _ := io.ReadAll(errStream)
 	if string(got) != "ns/a:8080" || len(failure) != 0 {
 		t.Errorf("forwarded %q (error stream %q), want %q from n1's handler", got, failure, "ns/a:8080")
+	}
+}
+
+// A session on a node's port (a port-forward here: a hijacked connection,
+// as exec and attach are) outlives the release of the port (a restart of
+// the node's runtime) but ends with EndSessions (another replica serves
+// the node now); a session on another node's port stays up.
+func TestEndSessionsClosesANodesConnections(t *testing.T) {
+	_, pods := podIndex(t, boundPod("ns", "a", "n1"))
+	handler := &NodeHandlers{PortForward: func(ctx context.Context, _, _ string, _ int32, stream io.ReadWriteCloser) error {
+		defer stream.Close()
+		_, err := io.Copy(stream, stream) // echo until the client or the connection goes
+		return err
+	}}
+	nodes := &servedNodes{m: map[string]*NodeHandlers{"n1": handler}}
+	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: &fakeAuth{node: "*"}}, "n1")
+
+	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{BearerToken: "good", TLSClientConfig: rest.TLSClientConfig{CAFile: ts.caFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(port int32) httpstream.Connection {
+		t.Helper()
+		u := &url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/portForward/ns/a"}
+		conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+		if err != nil {
+			t.Fatalf("port-forward upgrade on port %d: %v", port, err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	onNode, onShared := dial(ts.nodePort), dial(ts.shared)
+	echo := func(conn httpstream.Connection, id string) error {
+		headers := http.Header{}
+		headers.Set(corev1.PortHeader, "8080")
+		headers.Set(corev1.PortForwardRequestIDHeader, id)
+		headers.Set(corev1.StreamType, corev1.StreamTypeError)
+		if _, err := conn.CreateStream(headers); err != nil {
+			return err
+		}
+		headers.Set(corev1.StreamType, corev1.StreamTypeData)
+		data, err := conn.CreateStream(headers)
+		if err != nil {
+			return err
+		}
+		if _, err := data.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(data, buf); err != nil {
+			return err
+		}
+		if string(buf) != "ping" {
+			return fmt.Errorf("echoed %q", buf)
+		}
+		return nil
+	}
+	if err := echo(onNode, "0"); err != nil {
+		t.Fatalf("session on n1's port: %v", err)
+	}
+
+	ts.Release("n1")
+	if err := echo(onNode, "1"); err != nil {
+		t.Fatalf("session on n1's port after its release: %v, want it still up", err)
+	}
+	if n := ts.EndSessions("n1"); n != 1 {
+		t.Errorf("EndSessions(n1) closed %d connections, want 1", n)
+	}
+	select {
+	case <-onNode.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session on n1's port is still up after EndSessions")
+	}
+	if err := echo(onShared, "0"); err != nil {
+		t.Errorf("session on the shared port after EndSessions(n1): %v, want it untouched", err)
+	}
+	if n := ts.EndSessions("n1"); n != 0 {
+		t.Errorf("EndSessions(n1) again closed %d connections, want 0", n)
 	}
 }

@@ -34,7 +34,7 @@ func fakePorts(first, last int32, taken ...int32) (*nodePorts, map[int32]bool) {
 			return nil, errors.New("address already in use")
 		}
 		return &fakeListener{port: port, mu: &mu, closed: closed}, nil
-	}), closed
+	}, nil), closed
 }
 
 func TestNodePorts(t *testing.T) {

@@ -115,9 +115,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.shared = ln
+	s.shared = tls.NewListener(ln, s.tls)
 	s.sharedPort = int32(ln.Addr().(*net.TCPAddr).Port)
-	s.ports = newNodePorts(cfg.NodePortFirst, cfg.NodePortLast, s.listen)
+	s.ports = newNodePorts(cfg.NodePortFirst, cfg.NodePortLast, s.listen,
+		func(l net.Listener) net.Listener { return tls.NewListener(l, s.tls) })
 	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 30 * time.Second}
 	return s, nil
 }
@@ -128,7 +129,7 @@ func (s *Server) listen(port int32) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubelet API listen on %s: %w", addr, err)
 	}
-	return tls.NewListener(ln, s.tls), nil
+	return ln, nil
 }
 
 // Addr is the shared listener's address.
@@ -181,9 +182,20 @@ func (s *Server) Acquire(node string, preferred int32) (int32, error) {
 	return l.port, nil
 }
 
-// Release stops serving a node's port.
+// Release stops serving a node's port. The sessions (exec, attach,
+// port-forward, followed logs) open on it stay up: the node may be served
+// again at once on the same port (a restart of its runtime).
 func (s *Server) Release(node string) {
 	s.ports.release(node)
+}
+
+// EndSessions closes every connection made to a node's port, released or
+// not: the node is no longer served here (another replica holds it now),
+// so its exec, attach, port-forward and log sessions end, and their
+// clients reconnect through the apiserver to the node's new server. It
+// returns how many connections it closed.
+func (s *Server) EndSessions(node string) int {
+	return s.ports.endSessions(node)
 }
 
 func (s *Server) serve(log *slog.Logger, l net.Listener) {
