@@ -16,11 +16,9 @@ import (
 // container ends, until the pod is deleted. tail < 0 means all lines (the
 // kubelet API cannot otherwise tell tailLines=0 from no tailLines).
 func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container string, opts vkapi.ContainerLogOpts, tail int) (io.ReadCloser, error) {
-	p.mu.Lock()
-	w, ok := p.workers[key(namespace, name)]
-	p.mu.Unlock()
-	if !ok {
-		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	w, err := p.worker(ctx, namespace, name)
+	if err != nil {
+		return nil, err
 	}
 	pd := w.current()
 	spec := findContainer(pd, container)

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -44,6 +45,14 @@ type PodsConfig struct {
 	// once the informer has synced. virtual-kubelet never hands such pods to
 	// the provider, yet their logs must stay readable until they are deleted.
 	Ended func() []*corev1.Pod
+	// Bound reports whether a pod of that name may be bound to this node
+	// (the node's pod informer has it, or has not synced yet). A stream
+	// request (logs, exec, attach, port-forward) for such a pod that has no
+	// worker yet, because this node's runtime has just started (a restart,
+	// a takeover from another replica), waits for its adoption (up to
+	// adoptWait) instead of answering that the pod is not on this node.
+	// Nil: no wait.
+	Bound func(namespace, name string) bool
 	// ResyncInterval is how often the node's containers are relisted, which
 	// bounds how long a missed podman event can go unnoticed. Default 10s.
 	ResyncInterval time.Duration
@@ -72,6 +81,7 @@ type Pods struct {
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
+	added    chan struct{} // closed when a worker is added
 }
 
 // failureWindow is how long a host-caused failure counts in RecentFailures.
@@ -158,7 +168,7 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 		cfg.ResyncInterval = 10 * time.Second
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
-	return &Pods{cfg: cfg, rt: rt, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), done: make(chan struct{})}
+	return &Pods{cfg: cfg, rt: rt, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
 
 // workerOf returns the worker of a pod UID, nil if none.
@@ -185,14 +195,58 @@ func (p *Pods) CreatePod(_ context.Context, pd *corev1.Pod) error {
 		}
 	}
 	w := newPodWorker(p, pd)
-	p.workers[k] = w
-	p.byUID[pd.UID] = w
+	p.addLocked(w)
 	if p.ctx == nil {
 		p.pending = append(p.pending, w)
 	} else {
 		p.startLocked(w)
 	}
 	return nil
+}
+
+// addLocked registers w as its pod's worker and wakes the requests
+// waiting for it (see worker).
+func (p *Pods) addLocked(w *podWorker) {
+	pd := w.current()
+	p.workers[key(pd.Namespace, pd.Name)] = w
+	p.byUID[pd.UID] = w
+	close(p.added)
+	p.added = make(chan struct{})
+}
+
+// adoptWait bounds how long a stream request waits for the worker of a
+// pod bound to this node: the node's runtime just started and adopts its
+// pods (the pod controller's first sync; ended pods once the host answers).
+const adoptWait = 30 * time.Second
+
+// worker returns the worker of a pod. A pod bound to this node that has
+// none yet is being adopted: the request waits for it (up to adoptWait,
+// and while ctx lasts) rather than fail with "not on this node" for the
+// first seconds after a restart or a takeover.
+func (p *Pods) worker(ctx context.Context, namespace, name string) (*podWorker, error) {
+	var timeout <-chan time.Time
+	for {
+		p.mu.Lock()
+		w, ok := p.workers[key(namespace, name)]
+		added := p.added
+		p.mu.Unlock()
+		if ok {
+			return w, nil
+		}
+		if p.cfg.Bound == nil || !p.cfg.Bound(namespace, name) {
+			return nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+		}
+		if timeout == nil {
+			timeout = p.cfg.Clock.After(adoptWait)
+		}
+		select {
+		case <-added:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+			return nil, fmt.Errorf("pod %s/%s is bound to node %s, which has not adopted it within %s", namespace, name, p.cfg.NodeName, adoptWait)
+		}
+	}
 }
 
 // startLocked runs w under Run's context, unless Run is returning (then

@@ -151,8 +151,7 @@ func (p *Pods) adoptEnded() {
 		if !known {
 			w := newPodWorker(p, pd)
 			w.ended = true
-			p.workers[key(pd.Namespace, pd.Name)] = w
-			p.byUID[pd.UID] = w
+			p.addLocked(w)
 			p.startLocked(w)
 		}
 		p.mu.Unlock()

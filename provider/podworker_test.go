@@ -60,8 +60,7 @@ func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.
 		}
 	})
 	h.w = newPodWorker(h.pods, pd)
-	h.pods.workers[key(pd.Namespace, pd.Name)] = h.w
-	h.pods.byUID[pd.UID] = h.w
+	h.pods.addLocked(h.w)
 	return h
 }
 

@@ -22,11 +22,9 @@ func (p *Pods) NodeName() string { return p.cfg.NodeName }
 
 // runningContainer finds the running instance of a pod's container.
 func (p *Pods) runningContainer(ctx context.Context, namespace, name, container string) (*corev1.Container, *podman.ContainerState, error) {
-	p.mu.Lock()
-	w, ok := p.workers[key(namespace, name)]
-	p.mu.Unlock()
-	if !ok {
-		return nil, nil, errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
+	w, err := p.worker(ctx, namespace, name)
+	if err != nil {
+		return nil, nil, err
 	}
 	spec := findContainer(w.current(), container)
 	if spec == nil {
@@ -128,14 +126,12 @@ const portForwardDrain = time.Second
 // port-forward): an SSH direct-tcpip channel from the host to the pod's IP,
 // which is on a bridge network the host routes to.
 func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int32, stream io.ReadWriteCloser) error {
-	p.mu.Lock()
-	w, ok := p.workers[key(namespace, name)]
-	p.mu.Unlock()
-	if !ok {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", namespace, name)
-	}
 	if port < 1 || port > 65535 {
 		return errdefs.InvalidInputf("invalid port %d", port)
+	}
+	w, err := p.worker(ctx, namespace, name)
+	if err != nil {
+		return err
 	}
 	pd := w.current()
 	if pd.Status.PodIP == "" {

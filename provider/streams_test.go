@@ -2,10 +2,22 @@ package provider
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	testingclock "k8s.io/utils/clock/testing"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 // tcpPair returns both ends of a loopback TCP connection (which, unlike
@@ -84,5 +96,59 @@ func TestSplicePodCloseEnds(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("splice did not end when the pod closed")
+	}
+}
+
+// A stream request for a pod bound to this node that has no worker yet
+// (the node's runtime just started and adopts its pods) waits for its
+// adoption instead of answering "not on this node"; a pod not bound here
+// is not found at once; one never adopted fails after adoptWait.
+func TestStreamRequestWaitsForAdoption(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	bound := map[string]bool{"ns/p": true, "ns/never": true}
+	pods := newPods(PodsConfig{
+		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: record.NewFakeRecorder(10),
+		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx), Clock: clk,
+		Bound: func(namespace, name string) bool { return bound[namespace+"/"+name] },
+	}, newFakeRuntime(clk))
+
+	if _, err := pods.worker(t.Context(), "ns", "elsewhere"); !errdefs.IsNotFound(err) {
+		t.Errorf("a pod not bound here: %v, want not found at once", err)
+	}
+
+	got := make(chan error, 1)
+	go func() {
+		w, err := pods.worker(t.Context(), "ns", "p")
+		if err == nil && w.uid() != testUID {
+			err = fmt.Errorf("worker of pod %s", w.uid())
+		}
+		got <- err
+	}()
+	testwait.Eventually(t, "the request waiting for the adoption", clk.HasWaiters)
+	select {
+	case err := <-got:
+		t.Fatalf("the request did not wait for the pod's adoption: %v", err)
+	default:
+	}
+	if err := pods.CreatePod(t.Context(), testPod(corev1.RestartPolicyNever, "main")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Errorf("after the adoption: %v", err)
+	}
+	clk.Step(adoptWait) // the satisfied request's timer fires into nothing
+	if clk.HasWaiters() {
+		t.Fatal("a timer left waiting")
+	}
+
+	go func() {
+		_, err := pods.worker(t.Context(), "ns", "never")
+		got <- err
+	}()
+	testwait.Eventually(t, "the request waiting for the adoption", clk.HasWaiters)
+	clk.Step(adoptWait)
+	if err := <-got; err == nil || errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "has not adopted it") {
+		t.Errorf("a bound pod never adopted: %v, want the adoption timeout", err)
 	}
 }

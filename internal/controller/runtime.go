@@ -97,6 +97,13 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			objs, err := podInformer.GetIndexer().ByIndex(uidIndex, string(uid))
 			return err == nil && len(objs) > 0, err == nil
 		},
+		Bound: func(namespace, name string) bool {
+			if !podInformer.HasSynced() {
+				return true // not known yet: may be
+			}
+			_, ok, err := podInformer.GetStore().GetByKey(namespace + "/" + name)
+			return ok || err != nil
+		},
 		Ended: func() []*corev1.Pod {
 			if !podInformer.HasSynced() {
 				return nil
