@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -271,6 +272,15 @@ func (t *podTransfers) uploadOutputs(ctx context.Context, pd *corev1.Pod, plan *
 	for _, out := range tr.Outputs {
 		obj := "s3://" + out.Bucket + "/" + out.Key
 		what := fmt.Sprintf("%s of volume %s", out.Path, out.Volume)
+		// The pod owns its output keys: an incomplete upload of one is what an
+		// earlier attempt left when its process was killed mid-way (a
+		// replica's takeover of the node). Not being allowed to list them
+		// must not stop the upload.
+		if n, err := client.AbortIncomplete(ctx, out.Bucket, out.Key); err != nil {
+			logging.FromContext(ctx).Warn("could not remove earlier incomplete uploads of an output", "object", obj, "err", err)
+		} else if n > 0 {
+			t.event(pd, corev1.EventTypeNormal, "AbortedIncompleteUpload", fmt.Sprintf("Aborted %d incomplete upload(s) of %s left by an earlier attempt", n, obj))
+		}
 		t.event(pd, corev1.EventTypeNormal, "Uploading", fmt.Sprintf("Uploading %s to %s (%s)", what, obj, out.Format))
 		start := t.clock.Now()
 		res, err := client.Upload(ctx, out.Bucket, out.Key, t.outputSource(ctr, out), t.progress(pd, obj, start))

@@ -110,6 +110,40 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
+// The incomplete uploads of a key that a killed process left are aborted;
+// those of other keys, even ones the key is a prefix of, stay.
+func TestIntegrationAbortIncomplete(t *testing.T) {
+	_, c, _ := testClient(t, Config{})
+	bucket := testBucket(t, c)
+	start := func(key string) {
+		t.Helper()
+		if _, err := c.s3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: aws.String(key)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start("image.raw")
+	start("image.raw")
+	start("image.raw.sha256")
+	n, err := c.AbortIncomplete(context.Background(), bucket, "image.raw")
+	if err != nil || n != 2 {
+		t.Fatalf("AbortIncomplete: %d, %v; want the 2 uploads of image.raw", n, err)
+	}
+	ups, err := c.s3.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, u := range ups.Uploads {
+		left = append(left, aws.ToString(u.Key))
+	}
+	if len(left) != 1 || left[0] != "image.raw.sha256" {
+		t.Errorf("uploads left: %v, want only image.raw.sha256's", left)
+	}
+	if n, err := c.AbortIncomplete(context.Background(), bucket, "image.raw"); err != nil || n != 0 {
+		t.Errorf("AbortIncomplete again: %d, %v; want nothing to abort", n, err)
+	}
+}
+
 func TestIntegrationFailuresLeaveNothing(t *testing.T) {
 	r, c, e := testClient(t, Config{PartSize: 5 << 20, Attempts: 2})
 	bucket := testBucket(t, c)

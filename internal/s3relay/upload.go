@@ -222,6 +222,36 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 	return Result{Bytes: total, Checksum: "crc32 " + sum + " (full object)"}, nil
 }
 
+// AbortIncomplete aborts the incomplete multipart uploads of exactly
+// s3://bucket/key and returns how many it aborted. Upload never leaves one
+// behind itself, but a process killed in the middle of one does (the
+// takeover of a node from a replica killed with SIGKILL): the caller that
+// owns the key calls this before uploading it again. S3 keeps an
+// incomplete upload's parts, and bills them, until it is aborted.
+func (c *Client) AbortIncomplete(ctx context.Context, bucket, key string) (int, error) {
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(key)}
+	aborted := 0
+	for {
+		out, err := c.s3.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return aborted, describe("list the incomplete uploads of", bucket, key, err)
+		}
+		for _, u := range out.Uploads {
+			if aws.ToString(u.Key) != key {
+				continue // a longer key with this one as its prefix
+			}
+			if err := c.abort(ctx, bucket, key, u.UploadId); err != nil {
+				return aborted, describe("abort an incomplete upload of", bucket, key, err)
+			}
+			aborted++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return aborted, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+}
+
 // abortAttempts bounds abort: S3 documents that a part being stored when its
 // upload is aborted may still be stored, and that the upload must then be
 // aborted again until listing its parts reports it gone.
