@@ -5,6 +5,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,13 +21,20 @@ import (
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
-// The Deployment's replicas take over from each other as operators meet it:
-// the serving replica's process killed with SIGKILL (its container restarts
-// in the same pod), then the serving replica's pod deleted (SIGTERM: it
-// releases its Leases; the ReplicaSet makes a new pod). Each time during a
-// burst of jobs: every node is served again by a live replica (its Lease,
-// Node Ready, the replica's pod IP as the node's address), every job
-// completes once with its output, and no node loses its heartbeat.
+// The Deployment's replicas take over from each other as operators meet it,
+// each time during a burst of 20 jobs and with exec, followed logs and
+// port-forward sessions open to a pod of a node the serving replica holds:
+//   - its process killed with SIGKILL (its container restarts in the same pod);
+//   - its pod deleted (SIGTERM: it releases its Leases; the ReplicaSet makes
+//     a new pod);
+//   - cut off from the apiserver (its requests dropped in its network
+//     namespace; its Leases lapse, it stops serving and ends its sessions);
+//   - the Deployment rolled to a new image (maxSurge 1, maxUnavailable 0).
+//
+// Every node is served again by a live replica (its Lease, Node Ready, the
+// replica's pod IP as the node's address), the old sessions end and a new
+// exec works at once, every job completes once with its output, and no
+// node loses its heartbeat.
 func TestInClusterTakeover(t *testing.T) {
 	s := newStack(t)
 	if !s.InCluster {
@@ -38,11 +51,17 @@ func TestInClusterTakeover(t *testing.T) {
 	tk.servedByLiveReplicas(t, "", 2*time.Minute)
 	tk.watchReady(t)
 
-	for _, how := range []string{"kill -9", "pod deletion"} {
+	for _, how := range []string{"kill -9", "pod deletion", "partition", "rollout"} {
 		victim := tk.holderOf(t, tk.nodes[0])
 		ns := s.Namespace(t)
+		var rolledTo string
+		if how == "rollout" {
+			// Built and pushed before the burst: a new image of the same binaries.
+			rolledTo = tk.newKubeletImage(t)
+		}
+		sess := tk.openSessions(t, ns, tk.nodes[0])
 		since := time.Now().Add(-time.Second)
-		names := tk.jobs(t, ns, 10, 8)
+		names := tk.jobs(t, ns, 20, 8)
 		tk.halfRunning(t, ns, len(names))
 		start := time.Now()
 		switch how {
@@ -59,13 +78,208 @@ func TestInClusterTakeover(t *testing.T) {
 			if err := s.Client.CoreV1().Pods(framework.RBNNamespace).Delete(context.Background(), victim, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
+		case "partition":
+			heal := tk.partition(t, victim)
+			// The victim serves nothing while cut off; the other replica
+			// holds every node and the victim's sessions end.
+			tk.servedByLiveReplicas(t, victim, 2*time.Minute)
+			sess.ended(t, time.Minute)
+			heal()
+			victim = "" // back in touch, it stands by
+		case "rollout":
+			tk.roll(t, rolledTo)
+			victim = ""
 		}
 		tk.servedByLiveReplicas(t, victim, 2*time.Minute)
 		t.Logf("%s of the replica serving %s -> every node served by a live replica: %s", how, tk.nodes[0], time.Since(start).Round(100*time.Millisecond))
+		sess.ended(t, time.Minute)
+		// A new session works at once, through the replica serving the node now.
+		if out, err := s.KubectlErr("exec", "-n", ns, sess.pod, "--", "echo", "again"); err != nil || strings.TrimSpace(out) != "again" {
+			t.Errorf("a new exec after the %s: %q, %v", how, out, err)
+		}
 		tk.checkRanOnce(t, ns, names, since)
+		if rolledTo != "" {
+			tk.checkReplicasRun(t, rolledTo)
+		}
 	}
 	tk.stopWatch()
 	tk.checkNoEviction(t)
+}
+
+// sessions are kubectl exec (stdin open), logs -f and port-forward
+// processes to one pod, through the apiserver to the replica serving its node.
+type sessions struct {
+	pod   string
+	procs map[string]*exec.Cmd
+	outs  map[string]*output
+	done  map[string]chan error
+}
+
+// openSessions starts a long-running pod on node and opens the sessions to it.
+func (tk *takeover) openSessions(t *testing.T, ns, node string) *sessions {
+	t.Helper()
+	p := framework.JobPod(ns, "shell", node, nil, []string{"sh", "-c", "echo ready; exec sleep 3600"})
+	if _, err := tk.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tk.WaitPodPhase(t, ns, "shell", corev1.PodRunning, 2*time.Minute)
+	ss := &sessions{pod: "shell", procs: map[string]*exec.Cmd{}, outs: map[string]*output{}, done: map[string]chan error{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		for _, d := range ss.done {
+			<-d
+		}
+	})
+	for what, args := range map[string][]string{
+		"exec":         {"exec", "-i", "-n", ns, "shell", "--", "cat"},
+		"logs -f":      {"logs", "-f", "-n", ns, "shell"},
+		"port-forward": {"port-forward", "-n", ns, "pod/shell", ":8080", "--address=127.0.0.1"},
+	} {
+		cmd := tk.KubectlCmd(ctx, args...)
+		out := &output{}
+		cmd.Stdout, cmd.Stderr = out, out
+		var stdin io.WriteCloser
+		if what == "exec" {
+			var err error
+			if stdin, err = cmd.StdinPipe(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		ss.procs[what], ss.outs[what], ss.done[what] = cmd, out, done
+		// Each session is up: it has answered once.
+		switch what {
+		case "exec":
+			if _, err := io.WriteString(stdin, "hello\n"); err != nil {
+				t.Fatal(err)
+			}
+			out.waitFor(t, "hello", 0, time.Minute)
+		case "logs -f":
+			out.waitFor(t, "ready", 0, time.Minute)
+		case "port-forward":
+			out.waitFor(t, "Forwarding from", 0, time.Minute)
+		}
+	}
+	return ss
+}
+
+// ended waits until every session's kubectl has exited.
+func (ss *sessions) ended(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for what, done := range ss.done {
+		select {
+		case err := <-done:
+			done <- err // ended may be called again
+			t.Logf("kubectl %s ended (%v): %s", what, err, strings.TrimSpace(ss.outs[what].String()))
+		case <-deadline:
+			t.Fatalf("kubectl %s to %s still running %s after the takeover: the old replica kept its session", what, ss.pod, timeout)
+		}
+	}
+}
+
+// partition cuts the replica's pod off from the apiserver: its requests
+// to the apiserver (the kubernetes Service and the apiserver's own
+// address) are dropped in its network namespace; the apiserver still
+// reaches its kubelet API. The returned function heals it, and so does the
+// test's end.
+func (tk *takeover) partition(t *testing.T, pod string) (heal func()) {
+	t.Helper()
+	pid, err := tk.RBNPodPID(framework.KubeletApp, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(tk.Rest.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := [][]string{
+		{"-d", "10.0.0.1/32", "-p", "tcp", "--dport", "443", "-j", "DROP"},
+		{"-d", u.Hostname() + "/32", "-p", "tcp", "--dport", u.Port(), "-j", "DROP"},
+	}
+	iptables := func(op string, rule []string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := framework.Run(ctx, append([]string{"nsenter", "-t", strconv.Itoa(pid), "-n", "iptables", "-w", op, "OUTPUT"}, rule...), nil)
+		return err
+	}
+	for _, r := range rules {
+		if err := iptables("-I", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var once sync.Once
+	heal = func() {
+		once.Do(func() {
+			for _, r := range rules {
+				// The pod may be gone, and its network namespace with the rules.
+				if err := iptables("-D", r); err != nil {
+					t.Logf("healing the partition of %s: %v", pod, err)
+				}
+			}
+		})
+	}
+	t.Cleanup(heal)
+	return heal
+}
+
+// newKubeletImage builds rbn-kubelet's image again under a new tag (the
+// Deployment's tag with "-rolled" added, or taken off), pushes it to the
+// stack's registry and returns its reference.
+func (tk *takeover) newKubeletImage(t *testing.T) string {
+	t.Helper()
+	d, err := tk.Client.AppsV1().Deployments(framework.RBNNamespace).Get(context.Background(), framework.KubeletApp, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := d.Spec.Template.Spec.Containers[0].Image
+	tag := image[strings.LastIndex(image, ":")+1:]
+	if strings.HasSuffix(tag, "-rolled") {
+		tag = strings.TrimSuffix(tag, "-rolled")
+	} else {
+		tag += "-rolled"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := tk.Script(ctx, "image.sh", "push")
+	cmd.Env = append(cmd.Env, "RBN_IMAGE_VERSION="+tag)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("hack/image.sh push (RBN_IMAGE_VERSION=%s): %v", tag, err)
+	}
+	for _, ref := range strings.Fields(string(out)) {
+		if strings.HasSuffix(ref, "/rbn/"+framework.KubeletApp+":"+tag) {
+			return image[:strings.LastIndex(image, "/rbn/")] + ref[strings.LastIndex(ref, "/rbn/"):]
+		}
+	}
+	t.Fatalf("hack/image.sh push did not push rbn-kubelet:%s:\n%s", tag, out)
+	return ""
+}
+
+// roll sets the Deployment's image and waits for the rollout to finish.
+func (tk *takeover) roll(t *testing.T, image string) {
+	t.Helper()
+	tk.Kubectl(t, "-n", framework.RBNNamespace, "set", "image", "deployment/"+framework.KubeletApp, framework.KubeletApp+"="+image)
+	tk.Kubectl(t, "-n", framework.RBNNamespace, "rollout", "status", "deployment/"+framework.KubeletApp, "--timeout=3m")
+}
+
+// checkReplicasRun checks that every live replica runs image.
+func (tk *takeover) checkReplicasRun(t *testing.T, image string) {
+	t.Helper()
+	pods, err := tk.RBNPods(context.Background(), framework.KubeletApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.DeletionTimestamp == nil && p.Spec.Containers[0].Image != image {
+			t.Errorf("replica %s runs %s after the rollout to %s", p.Name, p.Spec.Containers[0].Image, image)
+		}
+	}
 }
 
 // holderOf is the replica (pod name) holding node's Lease.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,6 +297,15 @@ type s3Proxy struct {
 	hold         chan struct{}
 	cuts         atomic.Int64
 	puts         atomic.Int64
+	mu           sync.Mutex
+	uploadIDs    map[string]bool // of the parts PUT ("" for a PutObject)
+}
+
+// uploads returns the multipart uploads parts were PUT for.
+func (sp *s3Proxy) uploads() map[string]bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return maps.Clone(sp.uploadIDs)
 }
 
 func newS3Proxy(t *testing.T, target string, cutAfterPuts int64, hold chan struct{}) *s3Proxy {
@@ -309,7 +320,7 @@ func newS3Proxy(t *testing.T, target string, cutAfterPuts int64, hold chan struc
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := &s3Proxy{url: "http://" + ln.Addr().String(), cutAfterPuts: cutAfterPuts, hold: hold}
+	sp := &s3Proxy{url: "http://" + ln.Addr().String(), cutAfterPuts: cutAfterPuts, hold: hold, uploadIDs: map[string]bool{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPut {
@@ -317,6 +328,9 @@ func newS3Proxy(t *testing.T, target string, cutAfterPuts int64, hold chan struc
 			return
 		}
 		n := sp.puts.Add(1)
+		sp.mu.Lock()
+		sp.uploadIDs[r.URL.Query().Get("uploadId")] = true
+		sp.mu.Unlock()
 		if sp.hold != nil {
 			select {
 			case <-sp.hold:
@@ -415,17 +429,25 @@ spec:
 	srv.assertNothingLeft(t, bucket, "out/image.raw")
 }
 
-// rbn-kubelet restarting while a pod's outputs upload: the pod stays
-// Running (OutputsUploaded=False) meanwhile, the new process uploads them
-// again, and the object in S3 is the whole, right content.
+// rbn-kubelet stopping while a pod's outputs upload, in an orderly way
+// (a restart: locally its process stopped and started, in the cluster a
+// rollout restart of the Deployment) or killed with SIGKILL (locally its
+// process, then started again; in the cluster the replica serving the
+// pod's node, which another replica or the same pod's restarted container
+// takes over): the pod stays Running (OutputsUploaded=False) meanwhile, the
+// server of the node after it uploads the outputs again, once, the object
+// in S3 is the whole, right content, and no incomplete upload is left (the
+// killed process's is aborted before the new one starts).
 func TestS3UploadSurvivesKubeletRestart(t *testing.T) {
 	s := newStack(t)
 	srv := newS3Server(t)
-	ns := s.Namespace(t)
-	bucket := srv.bucket(t)
-	hold := make(chan struct{})
-	proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
-	s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
+	for _, how := range []string{"restart", "kill -9"} {
+		t.Run(strings.ReplaceAll(how, " ", ""), func(t *testing.T) {
+			ns := s.Namespace(t)
+			bucket := srv.bucket(t)
+			hold := make(chan struct{})
+			proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
+			s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -443,24 +465,82 @@ spec:
   volumes:
     - {name: work, emptyDir: {}}
 `, ns, framework.PodSpec, framework.TestImage, bucket))
-	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
-		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
-	})
-	p := s.Pod(t, ns, "build")
-	uploading := false
-	for _, c := range p.Status.Conditions {
-		uploading = uploading || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionFalse && c.Reason == "Uploading"
+			framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
+				return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
+			})
+			p := s.Pod(t, ns, "build")
+			uploading := false
+			for _, c := range p.Status.Conditions {
+				uploading = uploading || c.Type == "rbn.dev/OutputsUploaded" && c.Status == corev1.ConditionFalse && c.Reason == "Uploading"
+			}
+			if p.Status.Phase != corev1.PodRunning || !uploading {
+				t.Errorf("while uploading: %s", framework.DescribeStatus(p))
+			}
+			before := proxy.uploads()
+			switch how {
+			case "restart":
+				s.KubeletSh(t, "restart")
+			case "kill -9":
+				s.killServerOf(t, p.Spec.NodeName)
+			}
+			// The server of the node after the stop starts the upload again:
+			// parts of a new multipart upload arrive (held like the first ones).
+			framework.Eventually(t, "the upload started again", 2*time.Minute, func() (bool, string) {
+				for id := range proxy.uploads() {
+					if !before[id] {
+						return true, ""
+					}
+				}
+				return false, framework.DescribeStatus(s.Pod(t, ns, "build"))
+			})
+			close(hold)
+			s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
+			image := srv.get(t, bucket, "image.raw")
+			sum := sha256.Sum256(image)
+			want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
+			if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
+				t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+			}
+			ups, err := srv.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ups.Uploads) > 0 {
+				t.Errorf("%d incomplete multipart upload(s) left in %s", len(ups.Uploads), bucket)
+			}
+			if how == "kill -9" && !hasEvent(s.Events(t, ns, "Pod", "build"), "AbortedIncompleteUpload", "image.raw") {
+				t.Error("no AbortedIncompleteUpload event: the killed process's upload was not aborted before the new one")
+			}
+		})
 	}
-	if p.Status.Phase != corev1.PodRunning || !uploading {
-		t.Errorf("while uploading: %s", framework.DescribeStatus(p))
+}
+
+// killServerOf kills the rbn-kubelet process serving node with SIGKILL:
+// locally the one process, which is then started again; in the cluster
+// the replica holding node's Lease, whose container restarts (the other
+// replica may take the node over first).
+func (s *stack) killServerOf(t *testing.T, node string) {
+	t.Helper()
+	if !s.InCluster {
+		pid, err := s.KubeletPID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		s.KubeletSh(t, "start")
+		return
 	}
-	s.KubeletSh(t, "restart")
-	close(hold)
-	s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
-	image := srv.get(t, bucket, "image.raw")
-	sum := sha256.Sum256(image)
-	want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
-	if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
-		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+	holders, err := s.LeaseHolders(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := s.RBNPodPID(framework.KubeletApp, holders[node])
+	if err != nil {
+		t.Fatalf("the replica %q holding %s: %v", holders[node], node, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,9 @@
 # project's own ($RBN_IMAGE_STORE, default $RBN_ROOT/_output/images), never the machine's default
 # one; nothing is pulled.
 #
+# RBN_IMAGE_VERSION overrides the tag (and the version label): a second, different image of the same
+# binaries, which the e2e tests roll the Deployment to.
+#
 # Usage: hack/image.sh [build]   build both images (localhost/rbn/<name>:<version>)
 #        hack/image.sh push      build, then push both to the stack's registry (hack/registry.sh:
 #                                basic auth on 127.0.0.1:${RBN_REGISTRY_PORT}, from $RBN_STATE/registry/registry.env)
@@ -17,7 +20,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STORE="${RBN_IMAGE_STORE:-${RBN_ROOT}/_output/images}"
 IMAGES=(rbn-kubelet rbn-extender)
 
-image::version() { git -C "${RBN_ROOT}" describe --always --dirty 2>/dev/null || echo dev; }
+image::version() {
+  if [[ -n "${RBN_IMAGE_VERSION:-}" ]]; then echo "${RBN_IMAGE_VERSION}"; return; fi
+  git -C "${RBN_ROOT}" describe --always --dirty 2>/dev/null || echo dev
+}
 
 # image::podman ARGS...: podman with the project's own storage, run dir and configuration. vfs
 # needs no kernel support and the images are two small layers; the run dir holds the store's locks.
