@@ -353,3 +353,72 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 		return true, ""
 	})
 }
+
+// The Deployment scaled to 3 replicas, then to 0 and back:
+//   - 3: every node is still served by exactly one live replica (its Lease
+//     holder, whose pod IP the Node advertises) and jobs run on every node;
+//     back to 2, the nodes of a removed replica are taken over.
+//   - 0: nobody serves the nodes, and they say so the standard way (Ready
+//     Unknown, NodeStatusUnknown, once the node lifecycle controller's
+//     grace period passes), while the jobs on the hosts go on; scaled back,
+//     a replica adopts them and they complete once, with their output.
+func TestInClusterReplicaCounts(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn-kubelet as a local process; bring the stack up with RBN_IN_CLUSTER=1 for this test")
+	}
+	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
+	hosts, err := s.BuildHosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		tk.nodes = append(tk.nodes, h.Name)
+	}
+	scale := func(n int) {
+		t.Helper()
+		s.Kubectl(t, "-n", framework.RBNNamespace, "scale", "deployment/"+framework.KubeletApp, fmt.Sprintf("--replicas=%d", n))
+		s.Kubectl(t, "-n", framework.RBNNamespace, "rollout", "status", "deployment/"+framework.KubeletApp, "--timeout=3m")
+	}
+	t.Cleanup(func() { scale(2); tk.servedByLiveReplicas(t, "", 2*time.Minute) })
+
+	scale(3)
+	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+	ns := s.Namespace(t)
+	since := time.Now().Add(-time.Second)
+	tk.checkRanOnce(t, ns, tk.jobs(t, ns, len(tk.nodes), 1), since)
+	scale(2)
+	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+
+	// No replica: the jobs on the hosts go on, the nodes go Unknown.
+	ns = s.Namespace(t)
+	since = time.Now().Add(-time.Second)
+	names := tk.jobs(t, ns, len(tk.nodes), 75)
+	for _, name := range names {
+		s.WaitPodPhase(t, ns, name, corev1.PodRunning, 2*time.Minute)
+	}
+	s.KubeletSh(t, "stop") // scales to 0, remembering 2
+	framework.Eventually(t, "every node Ready=Unknown (NodeStatusUnknown)", 2*time.Minute, func() (bool, string) {
+		for _, name := range tk.nodes {
+			n, err := s.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if c := framework.ReadyCondition(n); c.Status != corev1.ConditionUnknown || c.Reason != "NodeStatusUnknown" {
+				return false, fmt.Sprintf("%s Ready=%s %s", name, c.Status, c.Reason)
+			}
+		}
+		return true, ""
+	})
+	for _, name := range names {
+		p := s.Pod(t, ns, name)
+		host := s.HostIndex(t, p.Spec.NodeName)
+		out := s.MustHostPodman(t, host, "ps", "--filter", "label=rbn.dev/pod-uid="+string(p.UID), "--format", "{{.Names}}")
+		if !strings.Contains(out, "-main-") {
+			t.Errorf("%s: its container is not running on %s while no replica serves the node: %q", name, p.Spec.NodeName, out)
+		}
+	}
+	s.KubeletSh(t, "start")
+	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+	tk.checkRanOnce(t, ns, names, since)
+}

@@ -22,6 +22,10 @@
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.
 RBN_STATE="${RBN_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_output/bench}"
 export RBN_STATE
+# rbn-kubelet runs as a local process here (the development mode): the benchmark reads its log file,
+# its process's CPU time and memory, and starts a second replica beside it (the takeover section).
+# The in-cluster replicas' takeover is measured by e2e/incluster_takeover_test.go (make test).
+export RBN_IN_CLUSTER=0
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=hack/goenv.sh

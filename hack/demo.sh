@@ -28,6 +28,13 @@ NODE="rbn-host-${ISOLATED%% *}"
 BUCKET="rbn-demo"
 S3_PORT="${RBN_S3_ENDPOINT##*:}"
 
+if rbn::in_cluster; then
+  echo; echo "== rbn as operators run it: kubectl apply -k of manifests/ (an overlay with the local registry and PKI)"
+  k -n rbn-system get deployments,pods -o wide
+  echo "Each build host's node is served by the rbn-kubelet replica holding its Lease:"
+  k -n rbn-system get leases -l rbn.dev/lease=node -o custom-columns='LEASE:.metadata.name,HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime'
+fi
+
 echo; echo "== The build hosts, as Kubernetes nodes"
 k get remotebuildnodes -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,ADDRESS:.spec.address,ARCH:.status.host.architecture,IMAGES:.spec.imagePull'
 k get nodes -L kubernetes.io/arch

@@ -12,9 +12,10 @@
 # RBN_S3=1 also starts a local S3 server (hack/s3.sh; built once, 2-4 minutes) for pods'
 # rbn.dev/transfers; `hack/s3.sh env` prints its endpoint and credentials.
 #
-# RBN_IN_CLUSTER=1: rbn-kubelet and rbn-extender run as pods on the worker node, from rbn's images
-# (hack/image.sh push, to the stack's registry, which this then starts) and `kubectl apply -k` of
-# the local overlay (hack/manifests.sh local), instead of as local processes. The apiserver, the
+# rbn-kubelet and rbn-extender run as pods on the worker node, from rbn's images (hack/image.sh
+# push, to the stack's registry, which this then starts) and `kubectl apply -k` of the local
+# overlay (hack/manifests.sh local), as operators run them. RBN_IN_CLUSTER=0 runs them as local
+# processes instead (the development mode; so does RBN_WORKER=0, which has no worker node). The apiserver, the
 # registry, the S3 server and the build hosts' sshd listen on the stack's address (hack/lib.sh),
 # where pods reach them; kube-scheduler reaches rbn-extender at its Service's ClusterIP
 # (RBN_EXTENDER_CLUSTER_IP, default 10.0.0.250) over HTTPS. RBN_IN_CLUSTER_TIMEOUT (default 180)
@@ -40,7 +41,6 @@ wait_nodes() {
 # up_in_cluster: the control plane, hosts, registry and worker node, then rbn from its manifests.
 up_in_cluster() {
   [[ "${RBN_WORKER:-1}" != 0 ]] || rbn::die "RBN_IN_CLUSTER=1 runs rbn on the worker node: unset RBN_WORKER=0"
-  mkdir -p "${RBN_STATE}" && touch "${RBN_STATE}/in-cluster"
   "${RBN_ROOT}/hack/build-coredns.sh"
   local address extender_ip="${RBN_EXTENDER_CLUSTER_IP:-10.0.0.250}"
   address="$(rbn::stack_link_up)"
@@ -73,6 +73,7 @@ up_in_cluster() {
 
 "${RBN_ROOT}/hack/install-deps.sh"
 "${RBN_ROOT}/hack/build-k8s.sh"
+rbn::record_mode
 if rbn::in_cluster; then
   up_in_cluster
   exit 0

@@ -172,15 +172,32 @@ rbn::sign_cert() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# In-cluster mode (RBN_IN_CLUSTER=1 hack/dev-up.sh): rbn-kubelet and rbn-extender run as pods on the
-# worker node (hack/worker.sh), installed with `kubectl apply -k` of the local overlay. Pods reach
-# nothing on this machine's loopback, so what they use listens on the stack's own address instead
-# (the apiserver, the registry, the S3 server, the build hosts' sshd): a private address on a veth
-# the stack creates (no dummy links in this kernel) and dev-down deletes. dev-up records the mode in
-# $RBN_STATE/in-cluster, so that the scripts and the tests run later find it without the variable.
+# In-cluster mode (the default): rbn-kubelet and rbn-extender run as pods on the worker node
+# (hack/worker.sh), installed with `kubectl apply -k` of the local overlay, as operators run them.
+# Pods reach nothing on this machine's loopback, so what they use listens on the stack's own
+# address instead (the apiserver, the registry, the S3 server, the build hosts' sshd): a private
+# address on a veth the stack creates (no dummy links in this kernel) and dev-down deletes.
+# RBN_IN_CLUSTER=0 (or RBN_WORKER=0, which leaves the worker node out) runs them as local
+# processes instead: the development mode (no image build; a rebuilt binary runs at once).
+# dev-up records the mode in $RBN_STATE/mode, so that the scripts and the tests run later find it
+# without the variable.
 
 # rbn::in_cluster: the stack runs (or is being brought up) in the in-cluster mode.
-rbn::in_cluster() { [[ "${RBN_IN_CLUSTER:-0}" == 1 || -f "${RBN_STATE}/in-cluster" ]]; }
+rbn::in_cluster() {
+  if [[ -f "${RBN_STATE}/mode" ]]; then
+    [[ "$(cat "${RBN_STATE}/mode")" == in-cluster ]]
+    return
+  fi
+  local default=1
+  [[ "${RBN_WORKER:-1}" != 0 ]] || default=0
+  [[ "${RBN_IN_CLUSTER:-${default}}" == 1 ]]
+}
+
+# rbn::record_mode: dev-up writes the stack's mode for the scripts and tests run later.
+rbn::record_mode() {
+  mkdir -p "${RBN_STATE}"
+  if rbn::in_cluster; then echo in-cluster; else echo local; fi >"${RBN_STATE}/mode"
+}
 
 # The stack's link and its /24 (10.254.<apiserver port % 250>): .1 the stack's address (rbn-kubelet's
 # node address when it runs as a local process), .2 the worker node (hack/worker.sh), .<10+i> build
