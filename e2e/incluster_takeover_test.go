@@ -36,18 +36,8 @@ import (
 // exec works at once, every job completes once with its output, and no
 // node loses its heartbeat.
 func TestInClusterTakeover(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn-kubelet as a local process; the local takeover tests (takeover_test.go) cover that mode; bring the stack up with RBN_IN_CLUSTER=1 for this test")
-	}
-	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
-	hosts, err := s.BuildHosts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hosts {
-		tk.nodes = append(tk.nodes, h.Name)
-	}
+	tk := newInClusterTakeover(t)
+	s := tk.stack
 	tk.servedByLiveReplicas(t, "", 2*time.Minute)
 	tk.watchReady(t)
 
@@ -282,6 +272,23 @@ func (tk *takeover) checkReplicasRun(t *testing.T, image string) {
 	}
 }
 
+// newInClusterTakeover is the in-cluster stack's replicas and build nodes.
+func newInClusterTakeover(t *testing.T) *takeover {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn-kubelet as a local process; the local takeover tests (takeover_test.go) cover that mode; bring the stack up in the in-cluster mode (the default) for this test")
+	}
+	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
+	hosts, err := s.BuildHosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		tk.nodes = append(tk.nodes, h.Name)
+	}
+	return tk
+}
+
 // holderOf is the replica (pod name) holding node's Lease.
 func (tk *takeover) holderOf(t *testing.T, node string) string {
 	t.Helper()
@@ -363,18 +370,8 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 //     grace period passes), while the jobs on the hosts go on; scaled back,
 //     a replica adopts them and they complete once, with their output.
 func TestInClusterReplicaCounts(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn-kubelet as a local process; bring the stack up with RBN_IN_CLUSTER=1 for this test")
-	}
-	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
-	hosts, err := s.BuildHosts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hosts {
-		tk.nodes = append(tk.nodes, h.Name)
-	}
+	tk := newInClusterTakeover(t)
+	s := tk.stack
 	scale := func(n int) {
 		t.Helper()
 		s.Kubectl(t, "-n", framework.RBNNamespace, "scale", "deployment/"+framework.KubeletApp, fmt.Sprintf("--replicas=%d", n))

@@ -18,7 +18,7 @@ import (
 	"github.com/remote-build-nodes/rbn/scheduler/server"
 )
 
-// rbn installed as an operator installs it (RBN_IN_CLUSTER=1 hack/dev-up.sh:
+// rbn installed as an operator installs it (hack/dev-up.sh, the default mode:
 // rbn's images, `kubectl apply -k` of the local overlay of manifests/):
 // rbn-kubelet and rbn-extender run as pods on the worker node, the build
 // nodes advertise rbn-kubelet's pod IP, the apiserver reaches it there for
@@ -29,7 +29,7 @@ import (
 func TestInClusterRBN(t *testing.T) {
 	s := newStack(t)
 	if !s.InCluster {
-		t.Skip("the stack runs rbn-kubelet and rbn-extender as local processes; bring it up with RBN_IN_CLUSTER=1 (hack/dev-up.sh, hack/test.sh e2e) for this test")
+		t.Skip("the stack runs rbn-kubelet and rbn-extender as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
 	}
 	ctx := context.Background()
 	w := s.worker(t)
@@ -146,7 +146,7 @@ func podReady(p *corev1.Pod) bool {
 func TestInClusterWrongImage(t *testing.T) {
 	s := newStack(t)
 	if !s.InCluster {
-		t.Skip("the stack runs rbn as local processes; bring it up with RBN_IN_CLUSTER=1 (hack/dev-up.sh, hack/test.sh e2e) for this test")
+		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
 	}
 	ctx := context.Background()
 	ns := s.Namespace(t)

@@ -16,7 +16,7 @@ const (
 	EnvState      = "RBN_E2E_STATE"
 	EnvRoot       = "RBN_E2E_ROOT"
 	// EnvInCluster is "1" when rbn-kubelet and rbn-extender run as pods on
-	// the worker node (RBN_IN_CLUSTER=1 hack/test.sh e2e); optional, the
+	// the worker node (hack/test.sh e2e, the default mode); optional, the
 	// stack's state dir says it too (InClusterMarker).
 	EnvInCluster = "RBN_E2E_IN_CLUSTER"
 )
