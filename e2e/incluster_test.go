@@ -150,35 +150,16 @@ func TestInClusterWrongImage(t *testing.T) {
 	}
 	ctx := context.Background()
 	ns := s.Namespace(t)
-	apps := s.Client.AppsV1()
-	orig, err := apps.Deployments(framework.RBNNamespace).Get(ctx, framework.ExtenderApp, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := s.Client.CoreV1().Secrets(framework.RBNNamespace).Get(ctx, "rbn-registry", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret.ObjectMeta = metav1.ObjectMeta{Name: secret.Name, Namespace: ns}
-	if _, err := s.Client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	image := orig.Spec.Template.Spec.Containers[0].Image
-	wrong := image[:strings.LastIndex(image, ":")] + ":does-not-exist"
-	d := orig.DeepCopy()
-	d.ObjectMeta = metav1.ObjectMeta{Name: "wrong-image", Namespace: ns}
-	d.Spec.Replicas = ptr.To[int32](1)
-	d.Spec.Selector.MatchLabels = map[string]string{"app": "wrong-image"}
-	d.Spec.Template.Labels = map[string]string{"app": "wrong-image"}
-	// Without rbn-system's service account, priority and volumes (a missing
-	// volume would hold the pod before its image is pulled).
-	spec := &d.Spec.Template.Spec
-	spec.ServiceAccountName, spec.DeprecatedServiceAccount, spec.PriorityClassName = "", "", ""
-	spec.Volumes, spec.Containers[0].VolumeMounts = nil, nil
-	spec.Containers[0].Image = wrong
-	if _, err := apps.Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	var wrong string
+	s.copyDeployment(t, ns, framework.ExtenderApp, "wrong-image", func(spec *corev1.PodSpec) {
+		// Without rbn-system's service account, priority and volumes (a missing
+		// volume would hold the pod before its image is pulled).
+		spec.ServiceAccountName, spec.DeprecatedServiceAccount = "", ""
+		spec.Volumes, spec.Containers[0].VolumeMounts = nil, nil
+		image := spec.Containers[0].Image
+		wrong = image[:strings.LastIndex(image, ":")] + ":does-not-exist"
+		spec.Containers[0].Image = wrong
+	})
 	framework.Eventually(t, "the wrong image's pod waiting with an image pull error", 2*time.Minute, func() (bool, string) {
 		pods, err := s.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=wrong-image"})
 		if err != nil {
@@ -198,6 +179,102 @@ func TestInClusterWrongImage(t *testing.T) {
 		out, err := s.KubectlErr("-n", ns, "get", "events", "--field-selector", "reason=Failed", "-o", "jsonpath={.items[*].message}")
 		return err == nil && strings.Contains(out, wrong), out
 	})
+}
+
+// copyDeployment copies rbn's Deployment app into ns as one replica named
+// name, with the registry's pull Secret, and mutate applied to its pod spec.
+func (s *stack) copyDeployment(t *testing.T, ns, app, name string, mutate func(*corev1.PodSpec)) {
+	t.Helper()
+	ctx := context.Background()
+	orig, err := s.Client.AppsV1().Deployments(framework.RBNNamespace).Get(ctx, app, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.copySecret(t, "rbn-registry", ns)
+	d := orig.DeepCopy()
+	d.ObjectMeta = metav1.ObjectMeta{Name: name, Namespace: ns}
+	d.Spec.Replicas = ptr.To[int32](1)
+	d.Spec.Selector.MatchLabels = map[string]string{"app": name}
+	d.Spec.Template.Labels = map[string]string{"app": name}
+	d.Spec.Template.Spec.PriorityClassName = ""
+	mutate(&d.Spec.Template.Spec)
+	if _, err := s.Client.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copySecret copies a Secret of rbn's namespace into ns.
+func (s *stack) copySecret(t *testing.T, name, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	secret, err := s.Client.CoreV1().Secrets(framework.RBNNamespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.ObjectMeta = metav1.ObjectMeta{Name: secret.Name, Namespace: ns}
+	if _, err := s.Client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInClusterMissingRBAC: rbn-kubelet as installed, copied into a test
+// namespace under a service account no Role or ClusterRole is bound to,
+// says why it cannot serve: it exits at start with the apiserver's refusal
+// of the node Leases, in its log and its container's last state, and
+// restarts with back-off; it never holds a node.
+func TestInClusterMissingRBAC(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
+	}
+	ctx := context.Background()
+	ns := s.Namespace(t)
+	if _, err := s.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "no-rbac"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := s.Client.CoreV1().ConfigMaps(framework.RBNNamespace).Get(ctx, framework.KubeletApp, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.ObjectMeta = metav1.ObjectMeta{Name: cm.Name, Namespace: ns}
+	if _, err := s.Client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.copySecret(t, "rbn-kubelet-serving", ns)
+	s.copyDeployment(t, ns, framework.KubeletApp, "no-rbac", func(spec *corev1.PodSpec) {
+		spec.ServiceAccountName, spec.DeprecatedServiceAccount = "no-rbac", ""
+	})
+	var pod string
+	framework.Eventually(t, "the replica without RBAC exiting with the apiserver's refusal", 3*time.Minute, func() (bool, string) {
+		pods, err := s.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=no-rbac"})
+		if err != nil || len(pods.Items) == 0 {
+			return false, fmt.Sprint("no pod yet ", err)
+		}
+		p := pods.Items[0]
+		pod = p.Name
+		for _, c := range p.Status.ContainerStatuses {
+			if term := c.LastTerminationState.Terminated; term != nil && c.RestartCount > 0 {
+				return true, ""
+			}
+		}
+		return false, framework.DescribeStatus(&p)
+	})
+	logs, err := s.KubectlErr("-n", ns, "logs", pod, "--previous")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs, "not allowed to list and watch the node Leases") || !strings.Contains(logs, "forbidden") {
+		t.Errorf("the log of the replica without RBAC does not say why it stopped:\n%s", logs)
+	}
+	holders, err := s.LeaseHolders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, h := range holders {
+		if h == pod {
+			t.Errorf("the replica without RBAC holds %s's Lease", node)
+		}
+	}
 }
 
 // internalIPs are a Node's InternalIP addresses.

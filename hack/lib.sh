@@ -195,8 +195,11 @@ rbn::in_cluster() {
 
 # rbn::record_mode: dev-up writes the stack's mode for the scripts and tests run later.
 rbn::record_mode() {
+  local mode=local
+  # Decided before the file exists: a redirection would create it, empty, first.
+  if rbn::in_cluster; then mode=in-cluster; fi
   mkdir -p "${RBN_STATE}"
-  if rbn::in_cluster; then echo in-cluster; else echo local; fi >"${RBN_STATE}/mode"
+  echo "${mode}" >"${RBN_STATE}/mode"
 }
 
 # The stack's link and its /24 (10.254.<apiserver port % 250>): .1 the stack's address (rbn-kubelet's

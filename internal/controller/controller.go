@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,8 @@ type Controller struct {
 	podIndex  cache.SharedIndexInformer
 	broadcast record.EventBroadcaster
 	queue     workqueue.TypedRateLimitingInterface[string]
+	// started: the caches have synced and the workers run (Ready).
+	started atomic.Bool
 
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
@@ -199,6 +202,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 			return fmt.Errorf("informer for %v did not sync", typ)
 		}
 	}
+	c.started.Store(true)
 	log.Info("controller started", "workers", workers)
 	var wg sync.WaitGroup
 	for range workers {
@@ -212,6 +216,15 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	c.queue.ShutDown()
 	wg.Wait()
 	return c.shutdown(ctx)
+}
+
+// Ready says whether the controller serves nodes yet: nil once its caches
+// have synced and its workers run (the replica's readiness).
+func (c *Controller) Ready() error {
+	if !c.started.Load() {
+		return errors.New("waiting for the RemoteBuildNode, pod, Secret and ConfigMap caches to sync")
+	}
+	return nil
 }
 
 // coolHost releases a node's warm host.

@@ -60,7 +60,19 @@ func (s *Server) handler() http.Handler {
 	})
 
 	top := http.NewServeMux()
+	// Unauthenticated, for the container's probes: they say nothing about
+	// any node. /healthz: the server answers (liveness). /readyz: the
+	// process can serve nodes (readiness).
 	top.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	top.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.cfg.Ready != nil {
+			if err := s.cfg.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
 	top.Handle("/", s.authenticate(r))
 	return top
 }

@@ -48,6 +48,10 @@ type Config struct {
 	Handlers func(node string) (*NodeHandlers, bool)
 	// Auth authenticates and authorizes callers (see NewWebhookAuth). Required.
 	Auth Auth
+	// Ready says whether the process can serve nodes yet (its caches have
+	// synced), for GET /readyz (its readiness probe): nil when it can, else
+	// why not. Nil: always ready.
+	Ready func() error
 	// StreamIdleTimeout closes exec, attach and port-forward sessions idle
 	// this long: kubelet's default (4h), so long debug sessions stay up.
 	StreamIdleTimeout time.Duration

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,5 +265,28 @@ func TestServerRoutesByPortAndAuthenticates(t *testing.T) {
 	auth.node = "n2"
 	if code, body := get(ports[1], "GET", "/stats/summary", "good"); code != http.StatusNotFound || !strings.Contains(body, "node n2") {
 		t.Errorf("summary on n2's port: %d %q", code, body)
+	}
+}
+
+// /healthz and /readyz answer anonymous probes; /readyz says why the
+// process is not ready yet.
+func TestProbes(t *testing.T) {
+	_, pods := podIndex(t)
+	var ready atomic.Bool
+	ts := startServer(t, Config{Pods: pods, Handlers: noNodes, Auth: &fakeAuth{node: "n1"}, Ready: func() error {
+		if !ready.Load() {
+			return errors.New("caches not synced")
+		}
+		return nil
+	}}, "n1")
+	if code, body := ts.get(t, ts.shared, "GET", "/healthz", ""); code != http.StatusOK || body != "ok" {
+		t.Errorf("healthz: %d %q", code, body)
+	}
+	if code, body := ts.get(t, ts.shared, "GET", "/readyz", ""); code != http.StatusServiceUnavailable || !strings.Contains(body, "caches not synced") {
+		t.Errorf("readyz before ready: %d %q, want 503 with the reason", code, body)
+	}
+	ready.Store(true)
+	if code, body := ts.get(t, ts.shared, "GET", "/readyz", ""); code != http.StatusOK || body != "ok" {
+		t.Errorf("readyz once ready: %d %q", code, body)
 	}
 }

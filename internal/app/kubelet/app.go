@@ -107,6 +107,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		Pods:          ctrl.PodLister(),
 		Handlers:      ctrl.Handlers,
 		Auth:          auth,
+		Ready:         ctrl.Ready,
 	})
 	if err != nil {
 		return err
