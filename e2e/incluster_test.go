@@ -232,17 +232,24 @@ func TestInClusterMissingRBAC(t *testing.T) {
 	if _, err := s.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "no-rbac"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cm, err := s.Client.CoreV1().ConfigMaps(framework.RBNNamespace).Get(ctx, framework.KubeletApp, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm.ObjectMeta = metav1.ObjectMeta{Name: cm.Name, Namespace: ns}
-	if _, err := s.Client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s.copySecret(t, "rbn-kubelet-serving", ns)
 	s.copyDeployment(t, ns, framework.KubeletApp, "no-rbac", func(spec *corev1.PodSpec) {
 		spec.ServiceAccountName, spec.DeprecatedServiceAccount = "no-rbac", ""
+		// Its configuration and certificates, as installed.
+		for _, v := range spec.Volumes {
+			switch {
+			case v.ConfigMap != nil:
+				cm, err := s.Client.CoreV1().ConfigMaps(framework.RBNNamespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cm.ObjectMeta = metav1.ObjectMeta{Name: cm.Name, Namespace: ns}
+				if _, err := s.Client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			case v.Secret != nil:
+				s.copySecret(t, v.Secret.SecretName, ns)
+			}
+		}
 	})
 	var pod string
 	framework.Eventually(t, "the replica without RBAC exiting with the apiserver's refusal", 3*time.Minute, func() (bool, string) {
