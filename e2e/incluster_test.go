@@ -5,7 +5,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -293,4 +296,91 @@ func internalIPs(n *corev1.Node) []string {
 		}
 	}
 	return addrs
+}
+
+// TestInClusterOwnMetrics scrapes rbn's own metrics where a Prometheus in
+// the cluster would, at each pod's IP and metrics port: every rbn-kubelet
+// replica reports its SSH connection to every build host up (the standby
+// keeps them warm) and the S3 relay's totals; rbn-extender counts the
+// scheduler's calls once a pod was placed.
+func TestInClusterOwnMetrics(t *testing.T) {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
+	}
+	ctx := context.Background()
+	hosts, err := s.BuildHosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pod placed through the extender.
+	ns := s.Namespace(t)
+	p := framework.JobPod(ns, "job", "", nil, []string{"true"})
+	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitPodPhase(t, ns, "job", corev1.PodSucceeded, 2*time.Minute)
+
+	scrape := func(ip string, port int) (string, error) {
+		c := &http.Client{Timeout: 10 * time.Second}
+		resp, err := c.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/metrics")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
+		}
+		return string(b), err
+	}
+	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
+		pods, err := s.RBNPods(ctx, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		filters := 0
+		for _, pd := range pods {
+			if pd.DeletionTimestamp != nil || !podReady(&pd) {
+				continue
+			}
+			switch app {
+			case framework.KubeletApp:
+				framework.Eventually(t, pd.Name+"'s metrics: every build host connected", time.Minute, func() (bool, string) {
+					out, err := scrape(pd.Status.PodIP, 10265)
+					if err != nil {
+						return false, err.Error()
+					}
+					up := 0
+					for _, line := range strings.Split(out, "\n") {
+						if strings.HasPrefix(line, "rbn_ssh_connection_up{") && strings.HasSuffix(line, "} 1") {
+							up++
+						}
+					}
+					if up != len(hosts) {
+						return false, fmt.Sprintf("%d SSH connections up, want one per build host (%d)", up, len(hosts))
+					}
+					for _, want := range []string{`rbn_s3_transfers_total{direction="upload",result="success"}`, "process_resident_memory_bytes ", "go_goroutines "} {
+						if !strings.Contains(out, want) {
+							return false, "no " + want
+						}
+					}
+					return true, ""
+				})
+			case framework.ExtenderApp:
+				out, err := scrape(pd.Status.PodIP, 10266)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, line := range strings.Split(out, "\n") {
+					if strings.HasPrefix(line, `rbn_extender_requests_total{code="200",verb="filter"} `) {
+						filters++
+					}
+				}
+			}
+		}
+		if app == framework.ExtenderApp && filters == 0 {
+			t.Errorf("no rbn-extender replica counted a filter call, yet a pod was placed through it")
+		}
+	}
 }

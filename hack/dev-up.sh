@@ -138,6 +138,8 @@ kind: ExtenderConfiguration
 kubeconfig: ${EXTENDER_DIR}/kubeconfig
 listenAddress: 127.0.0.1
 port: ${EXTENDER_PORT}
+# Local processes of several stacks share this machine: a port the system picks (in the log).
+metricsBindAddress: 127.0.0.1:0
 logLevel: ${RBN_LOG_LEVEL:-info}
 YAML
 echo "${RBN_SCHEDULER_EXTENDER_URL}" >"${EXTENDER_DIR}/url"
@@ -172,6 +174,7 @@ kubeletPort: ${KUBELET_PORT}
 tlsCertFile: ${KUBELET_DIR}/serving.crt
 tlsKeyFile: ${KUBELET_DIR}/serving.key
 clientCAFile: ${RBN_CA_CERT}
+metricsBindAddress: 127.0.0.1:0
 logLevel: ${RBN_LOG_LEVEL:-info}
 YAML
 

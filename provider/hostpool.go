@@ -24,6 +24,9 @@ func NewHostPool(ssh *sshconn.Pool) *HostPool {
 	return &HostPool{ssh: ssh, hosts: refpool.New[*Host]()}
 }
 
+// SSH is the pool of the hosts' SSH connections (for their metrics).
+func (p *HostPool) SSH() *sshconn.Pool { return p.ssh }
+
 // Acquire returns the running Host for cfg, starting it (and acquiring its
 // SSH connection) when no node holds it, and the function that releases
 // it; the last release stops the Host and releases its connection. A Host

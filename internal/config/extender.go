@@ -30,6 +30,9 @@ type ExtenderConfiguration struct {
 	// ClientCAFile, when set, requires callers (kube-scheduler) to present a
 	// client certificate it signed. Needs TLS.
 	ClientCAFile string `json:"clientCAFile,omitempty"`
+	// MetricsBindAddress (IP:port) serves rbn-extender's own Prometheus
+	// metrics at /metrics over plain HTTP; "0" serves none.
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty" default:"0.0.0.0:10266"`
 
 	// FactsMaxAge: published host facts older than this are treated as
 	// unknown (no disk filter, no image preference); a
@@ -64,6 +67,7 @@ func (c *ExtenderConfiguration) Validate() field.ErrorList {
 	errs := validateTypeMeta(c.TypeMeta, ExtenderKind)
 	errs = append(errs, validateIP(field.NewPath("listenAddress"), c.ListenAddress, "must be an IP address")...)
 	errs = append(errs, validatePort(field.NewPath("port"), c.Port)...)
+	errs = append(errs, validateMetricsAddress(field.NewPath("metricsBindAddress"), c.MetricsBindAddress)...)
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, field.Invalid(field.NewPath("tlsKeyFile"), c.TLSKeyFile, "tlsCertFile and tlsKeyFile go together"))
 	}

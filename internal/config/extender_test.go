@@ -40,6 +40,7 @@ func TestExtenderValidateReportsEveryProblem(t *testing.T) {
 	cert := existingFile(t)
 	c := decodeExtender(t, `listenAddress: localhost
 port: 70000
+metricsBindAddress: 10.0.0.1:70000
 tlsCertFile: `+cert+`
 clientCAFile: /does/not/exist
 factsMaxAge: -1s
@@ -50,9 +51,9 @@ logFormat: xml
 logLevel: loud
 `)
 	c.APIVersion, c.Kind = "rbn.dev/v1beta9", KubeletKind
-	wantInvalid(t, ValidateAll(c), "apiVersion", "kind", "listenAddress", "port", "tlsKeyFile", "clientCAFile", "factsMaxAge",
+	wantInvalid(t, ValidateAll(c), "apiVersion", "kind", "listenAddress", "port", "metricsBindAddress", "tlsKeyFile", "clientCAFile", "factsMaxAge",
 		"defaultImageSize", "loadTolerance", "recentFailuresLimit", "logFormat", "logLevel")
-	c = decodeExtender(t, "tlsCertFile: "+cert+"\ntlsKeyFile: "+cert+"\nclientCAFile: "+cert+"\nloadTolerance: 1000\n")
+	c = decodeExtender(t, "tlsCertFile: "+cert+"\ntlsKeyFile: "+cert+"\nclientCAFile: "+cert+"\nloadTolerance: 1000\nmetricsBindAddress: 127.0.0.1:0\n")
 	if err := ValidateAll(c); err != nil {
 		t.Errorf("valid configuration rejected: %v", err)
 	}

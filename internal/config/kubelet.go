@@ -55,6 +55,9 @@ type KubeletConfiguration struct {
 	TLSKeyFile  string `json:"tlsKeyFile"`
 	// ClientCAFile verifies client certificates (the apiserver's) on the kubelet API.
 	ClientCAFile string `json:"clientCAFile,omitempty"`
+	// MetricsBindAddress (IP:port) serves rbn-kubelet's own Prometheus
+	// metrics at /metrics over plain HTTP; "0" serves none.
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty" default:"0.0.0.0:10265"`
 
 	// NodeLeaseDurationSeconds is the duration of each node's Lease; it is renewed every quarter of it.
 	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty" default:"40"`
@@ -142,6 +145,7 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validateIP(field.NewPath("nodeAddress"), c.NodeAddress, "must be the IP address the apiserver reaches this process at")...)
 	errs = append(errs, validateIP(field.NewPath("listenAddress"), c.ListenAddress, "must be an IP address")...)
 	errs = append(errs, validatePort(field.NewPath("kubeletPort"), c.KubeletPort)...)
+	errs = append(errs, validateMetricsAddress(field.NewPath("metricsBindAddress"), c.MetricsBindAddress)...)
 	if first, last, err := c.NodePortRange(); err != nil {
 		errs = append(errs, field.Invalid(field.NewPath("kubeletPortRange"), c.KubeletPortRange, err.Error()))
 	} else if c.KubeletPort >= first && c.KubeletPort <= last {

@@ -37,6 +37,7 @@ func TestKubeletValidateReportsEveryProblem(t *testing.T) {
 kind: KubeletConfiguration
 nodeAddress: not-an-ip
 kubeletPort: 70000
+metricsBindAddress: localhost:10265
 tlsKeyFile: /does/not/exist
 logFormat: xml
 logLevel: loud
@@ -48,9 +49,10 @@ eventRecordQPS: 20
 eventBurst: 10
 `)
 	c.APIVersion = "rbn.dev/v1beta9" // as a program could set it; files are checked by Decode
-	wantInvalid(t, ValidateAll(c), "apiVersion", "nodeAddress", "kubeletPort", "tlsCertFile", "tlsKeyFile", "logFormat", "logLevel", "ssh.keepaliveInterval",
+	wantInvalid(t, ValidateAll(c), "apiVersion", "nodeAddress", "kubeletPort", "metricsBindAddress", "tlsCertFile", "tlsKeyFile", "logFormat", "logLevel", "ssh.keepaliveInterval",
 		"podRetry.syncFailure", "podRetry.resync", "kubeAPIBurst", "eventBurst")
 	c.APIVersion, c.NodeAddress, c.KubeletPort, c.TLSCertFile, c.TLSKeyFile = APIVersion, "10.0.0.5", 10250, cert, cert
+	c.MetricsBindAddress = "0"
 	c.LogFormat, c.LogLevel, c.SSH.KeepaliveInterval.Duration = "json", "debug", time.Second
 	c.PodRetry.SyncFailure.Duration, c.PodRetry.Resync.Duration = time.Second, time.Second
 	c.KubeAPIBurst, c.EventBurst = 40, 40

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"os"
+	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -26,6 +27,25 @@ func validateTypeMeta(tm metav1.TypeMeta, kind string) field.ErrorList {
 func validateIP(p *field.Path, value, detail string) field.ErrorList {
 	if net.ParseIP(value) == nil {
 		return field.ErrorList{field.Invalid(p, value, detail)}
+	}
+	return nil
+}
+
+// MetricsDisabled as a metricsBindAddress serves no metrics.
+const MetricsDisabled = "0"
+
+// validateMetricsAddress accepts MetricsDisabled or IP:port (port 0: the
+// system picks one, which the log says).
+func validateMetricsAddress(p *field.Path, value string) field.ErrorList {
+	if value == MetricsDisabled {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(value)
+	if err != nil || net.ParseIP(host) == nil {
+		return field.ErrorList{field.Invalid(p, value, `must be IP:port, or "0" to serve no metrics`)}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return field.ErrorList{field.Invalid(p, value, "the port must be between 0 and 65535")}
 	}
 	return nil
 }

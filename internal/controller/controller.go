@@ -218,6 +218,13 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	return c.shutdown(ctx)
 }
 
+// SSHConnections is the pool of the build hosts' SSH connections, the
+// standby replicas' warm ones included (for their metrics).
+func (c *Controller) SSHConnections() *sshconn.Pool { return c.hosts.SSH() }
+
+// Relay carries every node's S3 transfers (for their metrics).
+func (c *Controller) Relay() *s3relay.Relay { return c.relay }
+
 // Ready says whether the controller serves nodes yet: nil once its caches
 // have synced and its workers run (the replica's readiness).
 func (c *Controller) Ready() error {

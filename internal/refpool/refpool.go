@@ -66,6 +66,17 @@ func (p *Pool[V]) release(key string, e *entry[V]) {
 	}
 }
 
+// Values returns the values in use, in no particular order.
+func (p *Pool[V]) Values() []V {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]V, 0, len(p.entries))
+	for _, e := range p.entries {
+		out = append(out, e.value)
+	}
+	return out
+}
+
 // Len is the number of values in use.
 func (p *Pool[V]) Len() int {
 	p.mu.Lock()

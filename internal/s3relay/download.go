@@ -10,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -30,12 +31,14 @@ var plainETag = regexp.MustCompile(`^"?[0-9a-f]{32}"?$`)
 // length alone (Result.Checksum says so).
 func (c *Client) Download(ctx context.Context, bucket, key string, sink Sink, progress Progress) (Result, error) {
 	var res Result
+	start := time.Now()
 	n, err := c.attempt(ctx, func() error {
 		r, err := c.downloadOnce(ctx, bucket, key, sink, progress)
 		res = r
 		return err
 	})
 	res.Attempts = n
+	c.r.stats.record(Download, res, time.Since(start), err)
 	if err != nil {
 		return res, describe("download", bucket, key, err)
 	}

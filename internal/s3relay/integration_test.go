@@ -69,9 +69,21 @@ func testClient(t *testing.T, cfg Config) (*Relay, *Client, Endpoint) {
 }
 
 func TestIntegrationRoundTrip(t *testing.T) {
-	_, c, _ := testClient(t, Config{PartSize: 5 << 20, Concurrency: 2, MaxBuffers: 3})
+	r, c, _ := testClient(t, Config{PartSize: 5 << 20, Concurrency: 2, MaxBuffers: 3})
 	bucket := testBucket(t, c)
-	for _, size := range []int{0, 1000, 5 << 20, 17<<20 + 3} {
+	sizes := []int{0, 1000, 5 << 20, 17<<20 + 3}
+	t.Cleanup(func() {
+		total := uint64(0)
+		for _, n := range sizes {
+			total += uint64(n)
+		}
+		for _, d := range []Direction{Upload, Download} {
+			if st := r.Stats()[d]; st.Succeeded != uint64(len(sizes)) || st.Failed != 0 || st.Bytes != total {
+				t.Errorf("%s stats %+v, want %d transfers of %d bytes in all", d, st, len(sizes), total)
+			}
+		}
+	})
+	for _, size := range sizes {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			data := make([]byte, size)
 			for i := range data {

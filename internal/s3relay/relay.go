@@ -45,9 +45,10 @@ type Config struct {
 // Relay moves objects; one Relay serves a whole process so that its
 // buffer pool bounds the memory of all transfers together.
 type Relay struct {
-	cfg  Config
-	sem  chan struct{}
-	free chan []byte
+	cfg   Config
+	sem   chan struct{}
+	free  chan []byte
+	stats stats
 }
 
 // New returns a Relay.

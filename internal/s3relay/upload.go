@@ -35,12 +35,14 @@ type Source func(ctx context.Context) (io.ReadCloser, error)
 // object is left.
 func (c *Client) Upload(ctx context.Context, bucket, key string, src Source, progress Progress) (Result, error) {
 	var res Result
+	start := time.Now()
 	n, err := c.attempt(ctx, func() error {
 		r, err := c.uploadOnce(ctx, bucket, key, src, progress)
 		res = r
 		return err
 	})
 	res.Attempts = n
+	c.r.stats.record(Upload, res, time.Since(start), err)
 	if err != nil {
 		return res, describe("upload", bucket, key, err)
 	}

@@ -121,6 +121,9 @@ func TestUploadFailureAbortsAfterPartsInFlight(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "stream cut") || strings.Contains(err.Error(), "abort") {
 		t.Fatalf("upload: %v", err)
 	}
+	if st := c.r.Stats()[Upload]; st.Failed != 1 || st.Succeeded != 0 || st.Attempts != 1 || st.Bytes != 0 || st.Duration <= 0 {
+		t.Errorf("upload stats %+v, want one failed transfer of one attempt", st)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.aborts != 1 || f.abortedIn != 0 || f.cancelled != 0 || f.live {

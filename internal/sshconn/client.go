@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -82,6 +83,11 @@ type State struct {
 	Since time.Time
 	// RTT is the round trip of the last keepalive.
 	RTT time.Duration
+	// Connects counts the connections made; Failures the attempts that
+	// failed, by reason (ReasonOf); Losses the connections lost once made.
+	Connects uint64
+	Failures map[Reason]uint64
+	Losses   uint64
 }
 
 // Client holds one SSH connection to a host, redialing as needed once Run is called.
@@ -192,12 +198,17 @@ func algorithmsFor(keyType string) []string {
 	return []string{keyType}
 }
 
-// State returns the current connection state.
+// State returns the current connection state; its Failures is a copy.
 func (c *Client) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.state
+	st := c.state
+	st.Failures = maps.Clone(c.state.Failures)
+	return st
 }
+
+// User is the user the client logs in as.
+func (c *Client) User() string { return c.cfg.User }
 
 // Changed returns a channel that is closed at the next state change.
 func (c *Client) Changed() <-chan struct{} {
@@ -218,6 +229,13 @@ func (c *Client) setState(conn *ssh.Client, connected bool, err error, rtt time.
 	c.state.RTT = rtt
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// count updates the state's counters.
+func (c *Client) count(f func(*State)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(&c.state)
 }
 
 func (c *Client) setRTT(rtt time.Duration) {
@@ -274,6 +292,12 @@ func (c *Client) Run(ctx context.Context) {
 				break
 			}
 			log.Info("ssh connect failed", "reason", ReasonOf(err), "err", err, "retryIn", backoff)
+			c.count(func(st *State) {
+				if st.Failures == nil {
+					st.Failures = map[Reason]uint64{}
+				}
+				st.Failures[ReasonOf(err)]++
+			})
 			c.setState(nil, false, err, 0)
 			if !c.sleep(ctx, backoff) {
 				break
@@ -283,6 +307,7 @@ func (c *Client) Run(ctx context.Context) {
 		}
 		backoff = c.cfg.MinBackoff
 		log.Info("ssh connected")
+		c.count(func(st *State) { st.Connects++ })
 		c.setState(conn, true, nil, 0)
 		err = c.hold(ctx, conn)
 		_ = conn.Close()
@@ -290,6 +315,7 @@ func (c *Client) Run(ctx context.Context) {
 			break
 		}
 		log.Info("ssh connection lost", "err", err)
+		c.count(func(st *State) { st.Losses++ })
 		c.setState(nil, false, &Error{Reason: ReasonConnectionLost, Addr: c.addr, Err: err}, 0)
 	}
 	c.setState(nil, false, &Error{Reason: ReasonNotConnected, Addr: c.addr, Err: errors.New("client stopped")}, 0)

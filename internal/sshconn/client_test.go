@@ -267,6 +267,9 @@ func TestConnectFailures(t *testing.T) {
 				t.Fatalf("connected, want %v", tt.want)
 			}
 			assertClassified(t, st.Err, tt.want, tt.reason)
+			if st.Failures[tt.reason] != 1 || len(st.Failures) != 1 || st.Connects != 0 {
+				t.Errorf("counters: failures %v, %d connects; want one %s", st.Failures, st.Connects, tt.reason)
+			}
 			if !strings.Contains(st.Err.Error(), c.Addr()) {
 				t.Errorf("error %q does not name the address %s", st.Err, c.Addr())
 			}
@@ -390,9 +393,12 @@ func TestKeepalive(t *testing.T) {
 	// The peer is back: the client redials at once.
 	f.srv.ignoreKeepalive.Store(false)
 	f.srv.resumeHandshakes()
-	awaitState(t, c, "reconnected", connected)
+	st = awaitState(t, c, "reconnected", connected)
 	if got := f.srv.await(t, "second connection", func(st serverStats) bool { return st.Handshakes >= 2 }).Handshakes; got != 2 {
 		t.Errorf("server saw %d connections, want 2", got)
+	}
+	if st.Connects != 2 || st.Losses != 1 || len(st.Failures) != 0 {
+		t.Errorf("counters: %d connects, %d losses, failures %v; want 2, 1 and none", st.Connects, st.Losses, st.Failures)
 	}
 }
 

@@ -38,6 +38,9 @@ func (p *Pool) Acquire(cfg Config) (*Client, func(), error) {
 	})
 }
 
+// Clients returns the Clients in use (for their State: metrics).
+func (p *Pool) Clients() []*Client { return p.clients.Values() }
+
 // Len is the number of Clients in use: the connections the pool holds.
 func (p *Pool) Len() int { return p.clients.Len() }
 

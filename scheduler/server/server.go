@@ -48,13 +48,16 @@ type Config struct {
 	Now func() time.Time
 	// Logger logs each call at debug level; nil discards.
 	Logger *slog.Logger
+	// Metrics records each call; nil records nothing.
+	Metrics *Metrics
 }
 
 type handler struct {
-	src    Source
-	policy scheduler.Policy
-	now    func() time.Time
-	log    *slog.Logger
+	src     Source
+	policy  scheduler.Policy
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 // New returns the extender's HTTP handler.
@@ -62,7 +65,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("server: a Source is required")
 	}
-	h := &handler{src: cfg.Source, policy: cfg.Policy, now: cfg.Now, log: cfg.Logger}
+	h := &handler{src: cfg.Source, policy: cfg.Policy, now: cfg.Now, log: cfg.Logger, metrics: cfg.Metrics}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -120,6 +123,7 @@ func (h *handler) filter(w http.ResponseWriter, r *http.Request) {
 	args, pod, names, status, err := h.decode(w, r)
 	if err != nil {
 		writeJSON(w, status, extenderv1.ExtenderFilterResult{Error: err.Error()})
+		h.metrics.observe("filter", status, time.Since(start))
 		return
 	}
 	views := h.src.Views(names, make([]scheduler.NodeView, 0, len(names)))
@@ -144,6 +148,8 @@ func (h *handler) filter(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+	h.metrics.observe("filter", http.StatusOK, time.Since(start))
+	h.metrics.filtered(len(res.Passed), len(res.Failed))
 	h.log.Debug("filter", "pod", pod.Namespace+"/"+pod.Name, "nodes", len(names),
 		"passed", len(res.Passed), "failed", res.Failed, "duration", time.Since(start))
 }
@@ -154,11 +160,13 @@ func (h *handler) prioritize(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// HostPriorityList has no error field: the status says it.
 		writeText(w, status, err.Error())
+		h.metrics.observe("prioritize", status, time.Since(start))
 		return
 	}
 	views := h.src.Views(names, make([]scheduler.NodeView, 0, len(names)))
 	list := scheduler.Prioritize(scheduler.NeedsOf(pod), views, h.now(), h.policy)
 	writeJSON(w, http.StatusOK, list)
+	h.metrics.observe("prioritize", http.StatusOK, time.Since(start))
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		scores := make(map[string]int64, len(list))
 		for _, hp := range list {

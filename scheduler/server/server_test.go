@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -248,5 +250,38 @@ func TestDecodeKeepsWhatDecisionsRead(t *testing.T) {
 				t.Errorf("name %s/%s", a.Pod.Metadata.Namespace, a.Pod.Metadata.Name)
 			}
 		})
+	}
+}
+
+// Each call is counted by verb and status, timed, and a filter's
+// candidates counted by result.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	src := source()
+	h, err := New(Config{Source: src, Policy: scheduler.Policy{MaxFactsAge: 2 * time.Minute, LoadTolerance: 2}, Now: func() time.Time { return now }, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"low-disk", "draining", "has-image", "busy", "plain", "unknown"}
+	post(t, h, "/filter", extenderv1.ExtenderArgs{Pod: testPod(), NodeNames: &names})
+	post(t, h, "/prioritize", extenderv1.ExtenderArgs{Pod: testPod(), NodeNames: &names})
+	src.ready = false
+	post(t, h, "/filter", extenderv1.ExtenderArgs{Pod: testPod(), NodeNames: &names})
+	want := `
+# HELP rbn_extender_filtered_nodes_total Candidate nodes of filter calls, by result (passed, failed: the extender ruled the node out for the pod).
+# TYPE rbn_extender_filtered_nodes_total counter
+rbn_extender_filtered_nodes_total{result="failed"} 2
+rbn_extender_filtered_nodes_total{result="passed"} 4
+# HELP rbn_extender_requests_total Calls of kube-scheduler to rbn-extender, by verb (filter, prioritize) and HTTP status code.
+# TYPE rbn_extender_requests_total counter
+rbn_extender_requests_total{code="200",verb="filter"} 1
+rbn_extender_requests_total{code="200",verb="prioritize"} 1
+rbn_extender_requests_total{code="503",verb="filter"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "rbn_extender_filtered_nodes_total", "rbn_extender_requests_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(reg, "rbn_extender_request_duration_seconds"); n != 2 {
+		t.Errorf("%d latency histograms, want one per verb", n)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/metrics"
 	"github.com/remote-build-nodes/rbn/internal/version"
 	"github.com/remote-build-nodes/rbn/scheduler"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
@@ -76,7 +77,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	handler, err := server.New(server.Config{Source: cache, Policy: policy(cfg), Logger: log})
+	reg := metrics.NewRegistry()
+	handler, err := server.New(server.Config{Source: cache, Policy: policy(cfg), Logger: log, Metrics: server.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	metricsAddr := cfg.MetricsBindAddress
+	if metricsAddr == config.MetricsDisabled {
+		metricsAddr = ""
+	}
+	metricsLn, err := metrics.Listen(metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -91,9 +101,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	var serveErr error
-	wg.Add(3)
+	var serveErr, metricsErr error
+	wg.Add(4)
 	go func() { defer wg.Done(); cache.Run(ctx) }()
+	go func() { defer wg.Done(); defer cancel(); metricsErr = metrics.Serve(ctx, metricsLn, reg) }()
 	go func() {
 		defer wg.Done()
 		defer cancel()
@@ -116,7 +127,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	go logWhenReady(ctx, cache)
 	wg.Wait()
 	if serveErr != nil {
-		return fmt.Errorf("serve: %w", serveErr)
+		serveErr = fmt.Errorf("serve: %w", serveErr)
+	}
+	if err := errors.Join(serveErr, metricsErr); err != nil {
+		return err
 	}
 	log.Info("rbn-extender stopped")
 	return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/metrics"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
 	"github.com/remote-build-nodes/rbn/internal/version"
 )
@@ -113,6 +114,16 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	ctrl.SetNodePorts(srv)
+	reg := metrics.NewRegistry()
+	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()))
+	metricsAddr := cfg.MetricsBindAddress
+	if metricsAddr == config.MetricsDisabled {
+		metricsAddr = ""
+	}
+	metricsLn, err := metrics.Listen(metricsAddr)
+	if err != nil {
+		return err
+	}
 	log.Info("rbn-kubelet starting", "version", version.Version, "kubeletAPI", srv.Addr().String(), "nodeAddress", cfg.NodeAddress)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -122,8 +133,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElector()
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	wg.Add(3)
+	errs := make([]error, 4)
+	wg.Add(4)
+	go func() { defer wg.Done(); defer cancel(); errs[3] = metrics.Serve(ctx, metricsLn, reg) }()
 	go func() { defer wg.Done(); defer cancel(); errs[0] = srv.Run(ctx) }()
 	go func() { defer wg.Done(); defer cancel(); defer stopElector(); errs[1] = ctrl.Run(ctx, 4) }()
 	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()

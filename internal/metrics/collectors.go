@@ -1,0 +1,141 @@
+package metrics
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/remote-build-nodes/rbn/internal/s3relay"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+)
+
+// SSHConn is one SSH connection as the collector sees it.
+type SSHConn struct {
+	Host, User string
+	State      sshconn.State
+}
+
+// SSHConnections lists the build hosts' SSH connections at each scrape.
+type SSHConnections func() []SSHConn
+
+// PoolConnections lists the connections of an sshconn.Pool.
+func PoolConnections(p *sshconn.Pool) SSHConnections {
+	return func() []SSHConn {
+		clients := p.Clients()
+		out := make([]SSHConn, 0, len(clients))
+		for _, c := range clients {
+			out = append(out, SSHConn{Host: c.Addr(), User: c.User(), State: c.State()})
+		}
+		return out
+	}
+}
+
+var (
+	sshUp = prometheus.NewDesc(Namespace+"_ssh_connection_up",
+		"Whether rbn-kubelet's SSH connection to the build host is up (1) or not (0).", []string{"host", "user"}, nil)
+	sshConnects = prometheus.NewDesc(Namespace+"_ssh_connects_total",
+		"SSH connections made to the build host.", []string{"host", "user"}, nil)
+	sshFailures = prometheus.NewDesc(Namespace+"_ssh_connect_failures_total",
+		"SSH connection attempts to the build host that failed, by reason (SSHUnreachable, HostKeyMismatch, ...).", []string{"host", "user", "reason"}, nil)
+	sshLosses = prometheus.NewDesc(Namespace+"_ssh_connections_lost_total",
+		"SSH connections to the build host lost once made (keepalive unanswered, closed by the peer).", []string{"host", "user"}, nil)
+	sshRTT = prometheus.NewDesc(Namespace+"_ssh_keepalive_rtt_seconds",
+		"Round trip of the last answered SSH keepalive to the build host.", []string{"host", "user"}, nil)
+)
+
+// sshCollector turns each SSH connection's state into series. Two
+// connections to one host and user (RemoteBuildNodes naming the same host
+// with different keys) add up, so that no series is reported twice.
+type sshCollector struct{ conns SSHConnections }
+
+// NewSSHCollector reports the connections conns lists.
+func NewSSHCollector(conns SSHConnections) prometheus.Collector { return sshCollector{conns} }
+
+func (sshCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sshUp, sshConnects, sshFailures, sshLosses, sshRTT} {
+		ch <- d
+	}
+}
+
+func (c sshCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ host, user string }
+	type sums struct {
+		up, connects, losses float64
+		rtt                  float64
+		failures             map[sshconn.Reason]float64
+	}
+	byKey := map[key]*sums{}
+	for _, cn := range c.conns() {
+		k := key{cn.Host, cn.User}
+		s := byKey[k]
+		if s == nil {
+			s = &sums{failures: map[sshconn.Reason]float64{}}
+			byKey[k] = s
+		}
+		st := cn.State
+		if st.Connected {
+			s.up++
+			s.rtt = max(s.rtt, st.RTT.Seconds())
+		}
+		s.connects += float64(st.Connects)
+		s.losses += float64(st.Losses)
+		for r, n := range st.Failures {
+			s.failures[r] += float64(n)
+		}
+	}
+	for k, s := range byKey {
+		ch <- prometheus.MustNewConstMetric(sshUp, prometheus.GaugeValue, min(s.up, 1), k.host, k.user)
+		ch <- prometheus.MustNewConstMetric(sshConnects, prometheus.CounterValue, s.connects, k.host, k.user)
+		ch <- prometheus.MustNewConstMetric(sshLosses, prometheus.CounterValue, s.losses, k.host, k.user)
+		if s.up > 0 {
+			ch <- prometheus.MustNewConstMetric(sshRTT, prometheus.GaugeValue, s.rtt, k.host, k.user)
+		}
+		reasons := make([]sshconn.Reason, 0, len(s.failures))
+		for r := range s.failures {
+			reasons = append(reasons, r)
+		}
+		slices.SortFunc(reasons, func(a, b sshconn.Reason) int { return cmp.Compare(a, b) })
+		for _, r := range reasons {
+			ch <- prometheus.MustNewConstMetric(sshFailures, prometheus.CounterValue, s.failures[r], k.host, k.user, string(r))
+		}
+	}
+}
+
+// TransferStats reports the S3 relay's totals at each scrape.
+type TransferStats interface {
+	Stats() map[s3relay.Direction]s3relay.DirectionStats
+}
+
+var (
+	s3Transfers = prometheus.NewDesc(Namespace+"_s3_transfers_total",
+		"S3 transfers of pods' inputs (download) and outputs (upload) relayed by rbn-kubelet, by outcome.", []string{"direction", "result"}, nil)
+	s3Attempts = prometheus.NewDesc(Namespace+"_s3_transfer_attempts_total",
+		"Attempts the S3 transfers made, retries included.", []string{"direction"}, nil)
+	s3Bytes = prometheus.NewDesc(Namespace+"_s3_transfer_bytes_total",
+		"Bytes moved by the S3 transfers that succeeded.", []string{"direction"}, nil)
+	s3Seconds = prometheus.NewDesc(Namespace+"_s3_transfer_seconds_total",
+		"Time spent in S3 transfers, succeeded or not (rate of bytes over rate of this: throughput).", []string{"direction"}, nil)
+)
+
+type transferCollector struct{ stats TransferStats }
+
+// NewTransferCollector reports the totals of stats (an s3relay.Relay).
+func NewTransferCollector(stats TransferStats) prometheus.Collector { return transferCollector{stats} }
+
+func (transferCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{s3Transfers, s3Attempts, s3Bytes, s3Seconds} {
+		ch <- d
+	}
+}
+
+func (c transferCollector) Collect(ch chan<- prometheus.Metric) {
+	for d, st := range c.stats.Stats() {
+		dir := string(d)
+		ch <- prometheus.MustNewConstMetric(s3Transfers, prometheus.CounterValue, float64(st.Succeeded), dir, "success")
+		ch <- prometheus.MustNewConstMetric(s3Transfers, prometheus.CounterValue, float64(st.Failed), dir, "failure")
+		ch <- prometheus.MustNewConstMetric(s3Attempts, prometheus.CounterValue, float64(st.Attempts), dir)
+		ch <- prometheus.MustNewConstMetric(s3Bytes, prometheus.CounterValue, float64(st.Bytes), dir)
+		ch <- prometheus.MustNewConstMetric(s3Seconds, prometheus.CounterValue, st.Duration.Seconds(), dir)
+	}
+}

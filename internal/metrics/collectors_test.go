@@ -1,0 +1,89 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/remote-build-nodes/rbn/internal/s3relay"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+)
+
+// Each host's connection becomes its series; two connections to one host
+// and user add up (one series each, never two with the same labels); the
+// keepalive round trip is reported only while connected.
+func TestSSHCollector(t *testing.T) {
+	conns := func() []SSHConn {
+		return []SSHConn{
+			{Host: "10.0.0.1:22", User: "root", State: sshconn.State{Connected: true, RTT: 3 * time.Millisecond, Connects: 2, Losses: 1,
+				Failures: map[sshconn.Reason]uint64{sshconn.ReasonUnreachable: 4}}},
+			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connects: 1,
+				Failures: map[sshconn.Reason]uint64{sshconn.ReasonHostKeyMismatch: 1}}},
+			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connected: true, RTT: 5 * time.Millisecond, Connects: 1}},
+		}
+	}
+	want := `
+# HELP rbn_ssh_connect_failures_total SSH connection attempts to the build host that failed, by reason (SSHUnreachable, HostKeyMismatch, ...).
+# TYPE rbn_ssh_connect_failures_total counter
+rbn_ssh_connect_failures_total{host="10.0.0.1:22",reason="SSHUnreachable",user="root"} 4
+rbn_ssh_connect_failures_total{host="10.0.0.2:22",reason="HostKeyMismatch",user="root"} 1
+# HELP rbn_ssh_connection_up Whether rbn-kubelet's SSH connection to the build host is up (1) or not (0).
+# TYPE rbn_ssh_connection_up gauge
+rbn_ssh_connection_up{host="10.0.0.1:22",user="root"} 1
+rbn_ssh_connection_up{host="10.0.0.2:22",user="root"} 1
+# HELP rbn_ssh_connections_lost_total SSH connections to the build host lost once made (keepalive unanswered, closed by the peer).
+# TYPE rbn_ssh_connections_lost_total counter
+rbn_ssh_connections_lost_total{host="10.0.0.1:22",user="root"} 1
+rbn_ssh_connections_lost_total{host="10.0.0.2:22",user="root"} 0
+# HELP rbn_ssh_connects_total SSH connections made to the build host.
+# TYPE rbn_ssh_connects_total counter
+rbn_ssh_connects_total{host="10.0.0.1:22",user="root"} 2
+rbn_ssh_connects_total{host="10.0.0.2:22",user="root"} 2
+# HELP rbn_ssh_keepalive_rtt_seconds Round trip of the last answered SSH keepalive to the build host.
+# TYPE rbn_ssh_keepalive_rtt_seconds gauge
+rbn_ssh_keepalive_rtt_seconds{host="10.0.0.1:22",user="root"} 0.003
+rbn_ssh_keepalive_rtt_seconds{host="10.0.0.2:22",user="root"} 0.005
+`
+	if err := testutil.CollectAndCompare(NewSSHCollector(conns), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(NewSSHCollector(func() []SSHConn { return nil })); n != 0 {
+		t.Errorf("no connections: %d series, want none", n)
+	}
+}
+
+type fakeTransfers map[s3relay.Direction]s3relay.DirectionStats
+
+func (f fakeTransfers) Stats() map[s3relay.Direction]s3relay.DirectionStats { return f }
+
+func TestTransferCollector(t *testing.T) {
+	stats := fakeTransfers{
+		s3relay.Upload:   {Succeeded: 3, Failed: 1, Attempts: 5, Bytes: 3 << 20, Duration: 1500 * time.Millisecond},
+		s3relay.Download: {},
+	}
+	want := `
+# HELP rbn_s3_transfer_bytes_total Bytes moved by the S3 transfers that succeeded.
+# TYPE rbn_s3_transfer_bytes_total counter
+rbn_s3_transfer_bytes_total{direction="download"} 0
+rbn_s3_transfer_bytes_total{direction="upload"} 3.145728e+06
+# HELP rbn_s3_transfers_total S3 transfers of pods' inputs (download) and outputs (upload) relayed by rbn-kubelet, by outcome.
+# TYPE rbn_s3_transfers_total counter
+rbn_s3_transfers_total{direction="download",result="failure"} 0
+rbn_s3_transfers_total{direction="download",result="success"} 0
+rbn_s3_transfers_total{direction="upload",result="failure"} 1
+rbn_s3_transfers_total{direction="upload",result="success"} 3
+# HELP rbn_s3_transfer_seconds_total Time spent in S3 transfers, succeeded or not (rate of bytes over rate of this: throughput).
+# TYPE rbn_s3_transfer_seconds_total counter
+rbn_s3_transfer_seconds_total{direction="download"} 0
+rbn_s3_transfer_seconds_total{direction="upload"} 1.5
+# HELP rbn_s3_transfer_attempts_total Attempts the S3 transfers made, retries included.
+# TYPE rbn_s3_transfer_attempts_total counter
+rbn_s3_transfer_attempts_total{direction="download"} 0
+rbn_s3_transfer_attempts_total{direction="upload"} 5
+`
+	if err := testutil.CollectAndCompare(NewTransferCollector(stats), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,42 @@
+package metrics
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Serve answers GET /metrics with the registry's series (the Go runtime's
+// and rbn's) until its context ends; an empty address serves nothing.
+func TestServe(t *testing.T) {
+	reg := NewRegistry()
+	reg.MustRegister(NewSSHCollector(func() []SSHConn { return []SSHConn{{Host: "h:22", User: "root"}} }))
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, reg) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"go_goroutines ", "process_cpu_seconds_total ", `rbn_ssh_connection_up{host="h:22",user="root"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics has no %q:\n%s", want, body)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+
+	if ln, err := Listen(""); ln != nil || err != nil {
+		t.Errorf("Listen(\"\") = %v, %v; want nothing served", ln, err)
+	}
+}
