@@ -26,7 +26,6 @@ s3() {
 
 NODE="rbn-host-${ISOLATED%% *}"
 BUCKET="rbn-demo"
-S3_PORT="${RBN_S3_ENDPOINT##*:}"
 
 if rbn::in_cluster; then
   echo; echo "== rbn as operators run it: kubectl apply -k of manifests/ (an overlay with the local registry and PKI)"
@@ -41,11 +40,13 @@ k get nodes -L kubernetes.io/arch
 
 echo; echo "== ${NODE} has no route to the registry (${REGISTRY}) nor to S3 (${RBN_S3_ENDPOINT})"
 HOST_INDEX="${ISOLATED%% *}"
-for port in "${REGISTRY##*:}" "${S3_PORT}"; do
-  echo "+ on ${NODE}: nc 127.0.0.1 ${port}"
+# Where they listen: loopback for local processes, the stack's address in the in-cluster mode.
+S3_HOSTPORT="${RBN_S3_ENDPOINT#*://}"
+for target in "${REGISTRY}" "${S3_HOSTPORT%%/*}"; do
+  echo "+ on ${NODE}: nc ${target%:*} ${target##*:}"
   if "${RBN_ROOT}/hack/hosts.sh" podman "${HOST_INDEX}" run --rm --network host localhost/rbn/busybox:1.0 \
-    nc -w 3 127.0.0.1 "${port}" </dev/null; then
-    rbn::die "${NODE} reached 127.0.0.1:${port}: it is not isolated"
+    nc -w 3 "${target%:*}" "${target##*:}" </dev/null; then
+    rbn::die "${NODE} reached ${target}: it is not isolated"
   fi
 done
 # The job's image is not on the host yet: it comes through rbn-kubelet.
