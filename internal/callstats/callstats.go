@@ -38,6 +38,11 @@ type Op struct {
 // Succeeded is the number of calls that ended with Success.
 func (o Op) Succeeded() uint64 { return o.Calls - o.Errors - o.NotFound }
 
+// Add returns the totals of o and p together (two clients of one service).
+func (o Op) Add(p Op) Op {
+	return Op{Calls: o.Calls + p.Calls, Errors: o.Errors + p.Errors, NotFound: o.NotFound + p.NotFound, Duration: o.Duration + p.Duration}
+}
+
 // Recorder keeps the totals by operation. Its zero value is ready to use;
 // it is safe for concurrent use.
 type Recorder struct {
