@@ -206,7 +206,7 @@ func (c *Client) forwardResizes(ctx context.Context, op string, sizes <-chan Ter
 			if err != nil {
 				return
 			}
-			err = apply(cctx, sz)
+			err = wrap(op, apply(cctx, sz))
 			end(&err)
 			if err != nil {
 				c.cfg.Logger.Debug("terminal resize failed", "host", c.cfg.Name, "err", err)
