@@ -108,6 +108,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	pc, err := podman.New(podman.Config{
 		Name:   cfg.Name,
 		Logger: cfg.Logger,
+		Clock:  cfg.Clock,
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			return sc.Dial(ctx, "unix", cfg.PodmanSocket)
 		},

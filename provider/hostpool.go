@@ -66,5 +66,9 @@ func (p *HostPool) Acquire(cfg HostConfig) (*Host, func(), error) {
 	})
 }
 
+// Hosts returns the running Hosts, in no order (for their metrics: each
+// one's address is SSH().Addr(), its podman calls Podman().CallStats()).
+func (p *HostPool) Hosts() []*Host { return p.hosts.Values() }
+
 // Len is the number of Hosts in use.
 func (p *HostPool) Len() int { return p.hosts.Len() }

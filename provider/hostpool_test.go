@@ -2,6 +2,7 @@ package provider
 
 import (
 	"net"
+	"slices"
 	"testing"
 
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -56,6 +57,9 @@ func TestHostPoolSharesOneHostPerHostAndSocket(t *testing.T) {
 	if p.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", p.Len())
 	}
+	if hosts := p.Hosts(); len(hosts) != 2 || !slices.Contains(hosts, a) || !slices.Contains(hosts, c) {
+		t.Fatalf("Hosts() = %v, want the two running ones", hosts)
+	}
 
 	releaseA()
 	if p.Len() != 2 {
@@ -65,6 +69,9 @@ func TestHostPoolSharesOneHostPerHostAndSocket(t *testing.T) {
 	releaseC()
 	if p.Len() != 0 || ssh.Len() != 0 {
 		t.Fatalf("after every release: %d hosts and %d SSH connections, want none", p.Len(), ssh.Len())
+	}
+	if hosts := p.Hosts(); len(hosts) != 0 {
+		t.Fatalf("after every release: Hosts() = %v, want none", hosts)
 	}
 
 	// A Host given a connection is refused: the pool provides it.

@@ -222,6 +222,10 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 // standby replicas' warm ones included (for their metrics).
 func (c *Controller) SSHConnections() *sshconn.Pool { return c.hosts.SSH() }
 
+// BuildHosts are the running build hosts, the standby replicas' warm ones
+// included, each with its podman client (for their metrics).
+func (c *Controller) BuildHosts() []*provider.Host { return c.hosts.Hosts() }
+
 // Relay carries every node's S3 transfers (for their metrics).
 func (c *Controller) Relay() *s3relay.Relay { return c.relay }
 

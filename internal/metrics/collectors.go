@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 )
@@ -137,5 +138,57 @@ func (c transferCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s3Attempts, prometheus.CounterValue, float64(st.Attempts), dir)
 		ch <- prometheus.MustNewConstMetric(s3Bytes, prometheus.CounterValue, float64(st.Bytes), dir)
 		ch <- prometheus.MustNewConstMetric(s3Seconds, prometheus.CounterValue, st.Duration.Seconds(), dir)
+	}
+}
+
+// PodmanClient is one podman client's calls, as the collector sees them.
+type PodmanClient struct {
+	// Host is the build host's address, as the SSH series name it.
+	Host string
+	// Calls are the client's totals by operation (podman.Client.CallStats).
+	Calls map[string]callstats.Op
+}
+
+// PodmanClients lists the build hosts' podman clients at each scrape.
+type PodmanClients func() []PodmanClient
+
+var (
+	podmanRequests = prometheus.NewDesc(Namespace+"_podman_requests_total",
+		"Calls rbn-kubelet made to the build host's podman API, by operation and result (success, error, not_found: an answer that the object does not exist). A call that opens a stream (events, logs, copy_from, attach, exec_start) counts once the stream is open.",
+		[]string{"host", "operation", "result"}, nil)
+	podmanSeconds = prometheus.NewDesc(Namespace+"_podman_request_seconds_total",
+		"Time spent in calls to the build host's podman API, by operation, whatever their result (its rate over the requests' rate: the mean latency). A stream's time is the time podman took to open it.",
+		[]string{"host", "operation"}, nil)
+)
+
+// podmanCollector turns the podman clients' totals into series. Two
+// clients on one host (two podman sockets behind one address) add up, so
+// that no series is reported twice.
+type podmanCollector struct{ clients PodmanClients }
+
+// NewPodmanCollector reports the calls of the podman clients clients lists.
+func NewPodmanCollector(clients PodmanClients) prometheus.Collector {
+	return podmanCollector{clients}
+}
+
+func (podmanCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- podmanRequests
+	ch <- podmanSeconds
+}
+
+func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ host, op string }
+	byKey := map[key]callstats.Op{}
+	for _, cl := range c.clients() {
+		for op, o := range cl.Calls {
+			k := key{cl.Host, op}
+			byKey[k] = byKey[k].Add(o)
+		}
+	}
+	for k, o := range byKey {
+		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Succeeded()), k.host, k.op, "success")
+		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Errors), k.host, k.op, "error")
+		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.NotFound), k.host, k.op, "not_found")
+		ch <- prometheus.MustNewConstMetric(podmanSeconds, prometheus.CounterValue, o.Duration.Seconds(), k.host, k.op)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 )
@@ -85,5 +86,49 @@ rbn_s3_transfer_attempts_total{direction="upload"} 5
 `
 	if err := testutil.CollectAndCompare(NewTransferCollector(stats), strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// Each host's operations become series by result, and their time; two
+// clients on one host add up (never two series with the same labels).
+func TestPodmanCollector(t *testing.T) {
+	clients := func() []PodmanClient {
+		return []PodmanClient{
+			{Host: "10.0.0.1:22", Calls: map[string]callstats.Op{
+				"container_start":   {Calls: 5, Errors: 1, Duration: 1500 * time.Millisecond},
+				"container_inspect": {Calls: 4, NotFound: 3, Duration: 200 * time.Millisecond},
+			}},
+			{Host: "10.0.0.2:22", Calls: map[string]callstats.Op{
+				"container_start": {Calls: 2, Errors: 2, Duration: 4 * time.Second},
+			}},
+			// Another podman socket on the first host.
+			{Host: "10.0.0.1:22", Calls: map[string]callstats.Op{
+				"container_start": {Calls: 1, Duration: 500 * time.Millisecond},
+			}},
+		}
+	}
+	want := `
+# HELP rbn_podman_request_seconds_total Time spent in calls to the build host's podman API, by operation, whatever their result (its rate over the requests' rate: the mean latency). A stream's time is the time podman took to open it.
+# TYPE rbn_podman_request_seconds_total counter
+rbn_podman_request_seconds_total{host="10.0.0.1:22",operation="container_inspect"} 0.2
+rbn_podman_request_seconds_total{host="10.0.0.1:22",operation="container_start"} 2
+rbn_podman_request_seconds_total{host="10.0.0.2:22",operation="container_start"} 4
+# HELP rbn_podman_requests_total Calls rbn-kubelet made to the build host's podman API, by operation and result (success, error, not_found: an answer that the object does not exist). A call that opens a stream (events, logs, copy_from, attach, exec_start) counts once the stream is open.
+# TYPE rbn_podman_requests_total counter
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_inspect",result="error"} 0
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_inspect",result="not_found"} 3
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_inspect",result="success"} 1
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_start",result="error"} 1
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_start",result="not_found"} 0
+rbn_podman_requests_total{host="10.0.0.1:22",operation="container_start",result="success"} 5
+rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result="error"} 2
+rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result="not_found"} 0
+rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result="success"} 0
+`
+	if err := testutil.CollectAndCompare(NewPodmanCollector(clients), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(NewPodmanCollector(func() []PodmanClient { return nil })); n != 0 {
+		t.Errorf("no clients: %d series, want none", n)
 	}
 }

@@ -34,7 +34,7 @@ func (c *Client) Attach(ctx context.Context, container string, o AttachOptions) 
 	q.Set("stdout", strconv.FormatBool(o.Stdout != nil))
 	q.Set("stderr", strconv.FormatBool(o.Stderr != nil && !o.TTY))
 	q.Set("detachKeys", "") // present and empty: no detach sequence
-	s, err := c.upgrade(ctx, "attach "+container, "/containers/"+url.PathEscape(container)+"/attach", q, nil)
+	s, err := c.upgrade(ctx, opAttach, "attach "+container, "/containers/"+url.PathEscape(container)+"/attach", q, nil)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (c *Client) Attach(ctx context.Context, container string, o AttachOptions) 
 	defer stop()
 	if o.TTY && o.Resize != nil {
 		// The terminal exists already: sizes only come as resizes.
-		go c.forwardResizes(sctx, o.Resize, time.Time{}, func(rctx context.Context, sz TermSize) error {
+		go c.forwardResizes(sctx, opAttachResize, o.Resize, time.Time{}, func(rctx context.Context, sz TermSize) error {
 			w, h := int(sz.Width), int(sz.Height)
 			return containers.ResizeContainerTTY(rctx, container, new(containers.ResizeTTYOptions).WithWidth(w).WithHeight(h))
 		})

@@ -12,7 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/containers/podman/v5/pkg/bindings"
+
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 )
 
 // DialFunc opens a stream to the host's podman API socket.
@@ -28,6 +32,8 @@ type Config struct {
 	// Default: a new directory under os.TempDir().
 	SocketDir string
 	Logger    *slog.Logger
+	// Clock times the API calls (CallStats). Default: the real clock.
+	Clock clock.PassiveClock
 }
 
 // Client is a podman API client for one host.
@@ -45,6 +51,7 @@ type Client struct {
 	listener net.Listener
 	uri      string
 	wg       sync.WaitGroup
+	calls    callstats.Recorder
 
 	mu   sync.Mutex
 	conn context.Context // bindings connection context; carries values only
@@ -61,6 +68,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	c := &Client{cfg: cfg, dir: cfg.SocketDir, quit: make(chan struct{})}
 	if c.dir == "" {
@@ -154,7 +164,8 @@ func closeWrite(c net.Conn) {
 }
 
 // Connect (re)establishes the bindings connection, pinging the service.
-func (c *Client) Connect(ctx context.Context) error {
+func (c *Client) Connect(ctx context.Context) (err error) {
+	defer c.begin(opConnect)(&err)
 	conn, err := bindings.NewConnection(context.WithoutCancel(ctx), c.uri)
 	if err != nil {
 		return &APIError{Op: "connect", Err: err}
@@ -184,18 +195,6 @@ func (c *Client) NewStreamContext(ctx context.Context) (context.Context, error) 
 	conn, err := bindings.NewConnection(context.WithoutCancel(ctx), c.uri)
 	if err != nil {
 		return nil, &APIError{Op: "connect", Err: err}
-	}
-	return withValues(ctx, conn), nil
-}
-
-// callContext gives a bindings call the connection's values with ctx's
-// deadline and cancellation.
-func (c *Client) callContext(ctx context.Context) (context.Context, error) {
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	if conn == nil {
-		return nil, &APIError{Op: "call", Err: errors.New("not connected to podman")}
 	}
 	return withValues(ctx, conn), nil
 }

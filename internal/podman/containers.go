@@ -38,11 +38,12 @@ func (s *ContainerState) Exited() bool {
 // CreateContainer creates a container from spec. An existing container of
 // the same name gives ErrConflict: names are deterministic, so a retried
 // create that already happened is recognisable.
-func (c *Client) CreateContainer(ctx context.Context, spec *specgen.SpecGenerator) (string, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) CreateContainer(ctx context.Context, spec *specgen.SpecGenerator) (_ string, err error) {
+	cctx, end, err := c.call(ctx, opContainerCreate)
 	if err != nil {
 		return "", err
 	}
+	defer end(&err)
 	resp, err := containers.CreateWithSpec(cctx, spec, nil)
 	if err != nil {
 		return "", wrap("create container "+spec.Name, err)
@@ -51,40 +52,44 @@ func (c *Client) CreateContainer(ctx context.Context, spec *specgen.SpecGenerato
 }
 
 // StartContainer starts a created container.
-func (c *Client) StartContainer(ctx context.Context, name string) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) StartContainer(ctx context.Context, name string) (err error) {
+	cctx, end, err := c.call(ctx, opContainerStart)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	return wrap("start container "+name, containers.Start(cctx, name, nil))
 }
 
 // StopContainer sends the stop signal, then SIGKILL after timeout.
-func (c *Client) StopContainer(ctx context.Context, name string, timeout time.Duration) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) StopContainer(ctx context.Context, name string, timeout time.Duration) (err error) {
+	cctx, end, err := c.call(ctx, opContainerStop)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	secs := uint(timeout / time.Second)
 	return wrap("stop container "+name, containers.Stop(cctx, name, new(containers.StopOptions).WithTimeout(secs).WithIgnore(true)))
 }
 
 // RemoveContainer removes a container (and kills it first when force).
-func (c *Client) RemoveContainer(ctx context.Context, name string, force bool) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) RemoveContainer(ctx context.Context, name string, force bool) (err error) {
+	cctx, end, err := c.call(ctx, opContainerRemove)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	_, err = containers.Remove(cctx, name, new(containers.RemoveOptions).WithForce(force).WithIgnore(true))
 	return wrap("remove container "+name, err)
 }
 
 // InspectContainer returns a container's state.
-func (c *Client) InspectContainer(ctx context.Context, name string) (*ContainerState, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) InspectContainer(ctx context.Context, name string) (_ *ContainerState, err error) {
+	cctx, end, err := c.call(ctx, opContainerInspect)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	d, err := containers.Inspect(cctx, name, nil)
 	if err != nil {
 		return nil, wrap("inspect container "+name, err)
@@ -117,11 +122,12 @@ type ContainerSummary struct {
 }
 
 // ListContainers lists all containers (running or not) carrying every given label.
-func (c *Client) ListContainers(ctx context.Context, labels map[string]string) ([]ContainerSummary, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ListContainers(ctx context.Context, labels map[string]string) (_ []ContainerSummary, err error) {
+	cctx, end, err := c.call(ctx, opContainerList)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	list, err := containers.List(cctx, new(containers.ListOptions).WithAll(true).WithFilters(labelFilter(labels)))
 	if err != nil {
 		return nil, wrap("list containers", err)
@@ -141,11 +147,12 @@ func (c *Client) ListContainers(ctx context.Context, labels map[string]string) (
 // container; paths on its named volumes land in the volumes. Files keep the
 // owners the archive gives them: podman's default would give them to the
 // container's user.
-func (c *Client) CopyInto(ctx context.Context, container, path string, tar io.Reader) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) CopyInto(ctx context.Context, container, path string, tar io.Reader) (err error) {
+	cctx, end, err := c.call(ctx, opCopyInto)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	copyFn, err := containers.CopyFromArchiveWithOptions(cctx, container, path, tar, new(containers.CopyOptions).WithChown(false))
 	if err != nil {
 		return wrap("copy into "+container+":"+path, err)
@@ -180,11 +187,12 @@ func sortedNetworks(m map[string]*define.InspectAdditionalNetwork) []*define.Ins
 // container, its entries named after path's base name; paths on the
 // container's named volumes come from the volumes. Closing the reader ends
 // the transfer. A missing path gives ErrNotFound.
-func (c *Client) CopyFrom(ctx context.Context, container, path string) (io.ReadCloser, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) CopyFrom(ctx context.Context, container, path string) (_ io.ReadCloser, err error) {
+	cctx, end, err := c.call(ctx, opCopyFrom)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	pr, pw := io.Pipe()
 	copyFn, err := containers.CopyToArchive(cctx, container, path, pw)
 	if err != nil {

@@ -32,11 +32,12 @@ func (e Event) ExitCode() (int, bool) {
 // Events streams container events whose labels match until ctx ends or the
 // stream breaks; the returned channel is closed then. The error is for a
 // stream that could not be opened.
-func (c *Client) Events(ctx context.Context, labels map[string]string) (<-chan Event, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) Events(ctx context.Context, labels map[string]string) (_ <-chan Event, err error) {
+	cctx, end, err := c.call(ctx, opEvents)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	filters := labelFilter(labels)
 	filters["type"] = []string{"container"}
 	raw := make(chan types.Event, 64)

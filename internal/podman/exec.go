@@ -10,6 +10,7 @@ import (
 
 	dockercontainer "github.com/docker/docker/api/types/container"
 
+	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/api/handlers"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 )
@@ -48,20 +49,9 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	if len(o.Cmd) == 0 {
 		return -1, errors.New("exec: empty command")
 	}
-	cctx, err := c.callContext(ctx)
+	id, err := c.execCreate(ctx, container, o)
 	if err != nil {
 		return -1, err
-	}
-	id, err := containers.ExecCreate(cctx, container, &handlers.ExecCreateConfig{ExecOptions: dockercontainer.ExecOptions{
-		Cmd:          o.Cmd,
-		Tty:          o.TTY,
-		AttachStdin:  o.Stdin != nil,
-		AttachStdout: true,
-		AttachStderr: !o.TTY,
-		DetachKeys:   execDetachKeys,
-	}})
-	if err != nil {
-		return -1, wrap("exec create in "+container, err)
 	}
 	start := struct {
 		Detach bool   `json:"Detach"`
@@ -84,7 +74,7 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 			return -1, ctx.Err()
 		}
 	}
-	s, err := c.upgrade(ctx, "exec start in "+container, "/exec/"+url.PathEscape(id)+"/start", nil, start)
+	s, err := c.upgrade(ctx, opExecStart, "exec start in "+container, "/exec/"+url.PathEscape(id)+"/start", nil, start)
 	if err != nil {
 		return -1, err
 	}
@@ -95,7 +85,7 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	defer stop()
 	if o.TTY && resize != nil {
 		// The first size went with the start.
-		go c.forwardResizes(sctx, resize, time.Now(), func(rctx context.Context, sz TermSize) error {
+		go c.forwardResizes(sctx, opExecResize, resize, time.Now(), func(rctx context.Context, sz TermSize) error {
 			w, h := int(sz.Width), int(sz.Height)
 			return containers.ResizeExecTTY(rctx, id, new(containers.ResizeExecTTYOptions).WithWidth(w).WithHeight(h))
 		})
@@ -113,23 +103,40 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	return c.execExitCode(ctx, id)
 }
 
+// execCreate creates the exec session of o in container.
+func (c *Client) execCreate(ctx context.Context, container string, o ExecOptions) (_ string, err error) {
+	cctx, end, err := c.call(ctx, opExecCreate)
+	if err != nil {
+		return "", err
+	}
+	defer end(&err)
+	id, err := containers.ExecCreate(cctx, container, &handlers.ExecCreateConfig{ExecOptions: dockercontainer.ExecOptions{
+		Cmd:          o.Cmd,
+		Tty:          o.TTY,
+		AttachStdin:  o.Stdin != nil,
+		AttachStdout: true,
+		AttachStderr: !o.TTY,
+		DetachKeys:   execDetachKeys,
+	}})
+	if err != nil {
+		return "", wrap("exec create in "+container, err)
+	}
+	return id, nil
+}
+
 // execExitCode waits for an exec session to be recorded as ended (podman
 // closes the stream as the process exits, a moment before it stores the
 // exit code) and returns its exit code.
 func (c *Client) execExitCode(ctx context.Context, id string) (int, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		cctx, err := c.callContext(ctx)
+		info, err := c.execInspect(ctx, id)
 		if err != nil {
 			return -1, err
 		}
-		info, err := containers.ExecInspect(cctx, id, nil)
-		if err != nil {
-			return -1, wrap("exec inspect "+id, err)
-		}
 		if !info.Running {
 			// Best effort: podman before 4.8 removes sessions itself.
-			_ = containers.ExecRemove(cctx, id, nil)
+			_ = c.execRemove(ctx, id)
 			return info.ExitCode, nil
 		}
 		if time.Now().After(deadline) {
@@ -143,6 +150,28 @@ func (c *Client) execExitCode(ctx context.Context, id string) (int, error) {
 	}
 }
 
+func (c *Client) execInspect(ctx context.Context, id string) (_ *define.InspectExecSession, err error) {
+	cctx, end, err := c.call(ctx, opExecInspect)
+	if err != nil {
+		return nil, err
+	}
+	defer end(&err)
+	info, err := containers.ExecInspect(cctx, id, nil)
+	if err != nil {
+		return nil, wrap("exec inspect "+id, err)
+	}
+	return info, nil
+}
+
+func (c *Client) execRemove(ctx context.Context, id string) (err error) {
+	cctx, end, err := c.call(ctx, opExecRemove)
+	if err != nil {
+		return err
+	}
+	defer end(&err)
+	return wrap("exec remove "+id, containers.ExecRemove(cctx, id, nil))
+}
+
 // resizeGap spaces the terminal resizes of a session. Podman hands them
 // to conmon through a FIFO, and conmon (2.1 at least) applies only the
 // first of the messages one read returns: of two resizes sent together
@@ -151,9 +180,10 @@ func (c *Client) execExitCode(ctx context.Context, id string) (int, error) {
 const resizeGap = 100 * time.Millisecond
 
 // forwardResizes applies the client's terminal sizes, in order and
-// resizeGap apart, until the session or ctx ends. Empty sizes are ignored
-// (as kubelet does); a failed resize is not fatal to the session.
-func (c *Client) forwardResizes(ctx context.Context, sizes <-chan TermSize, last time.Time, apply func(context.Context, TermSize) error) {
+// resizeGap apart, until the session or ctx ends, each a call of op. Empty
+// sizes are ignored (as kubelet does); a failed resize is not fatal to the
+// session.
+func (c *Client) forwardResizes(ctx context.Context, op string, sizes <-chan TermSize, last time.Time, apply func(context.Context, TermSize) error) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,11 +202,13 @@ func (c *Client) forwardResizes(ctx context.Context, sizes <-chan TermSize, last
 				case <-time.After(wait):
 				}
 			}
-			cctx, err := c.callContext(ctx)
+			cctx, end, err := c.call(ctx, op)
 			if err != nil {
 				return
 			}
-			if err := apply(cctx, sz); err != nil {
+			err = wrap(op, apply(cctx, sz))
+			end(&err)
+			if err != nil {
 				c.cfg.Logger.Debug("terminal resize failed", "host", c.cfg.Name, "err", err)
 			}
 			last = time.Now()

@@ -15,21 +15,23 @@ type Credentials struct {
 }
 
 // ImageExists reports whether ref is in the host's store.
-func (c *Client) ImageExists(ctx context.Context, ref string) (bool, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ImageExists(ctx context.Context, ref string) (_ bool, err error) {
+	cctx, end, err := c.call(ctx, opImageExists)
 	if err != nil {
 		return false, err
 	}
+	defer end(&err)
 	ok, err := images.Exists(cctx, ref, nil)
 	return ok, wrap("image exists "+ref, err)
 }
 
 // ImageID returns the ID of ref in the host's store.
-func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ImageID(ctx context.Context, ref string) (_ string, err error) {
+	cctx, end, err := c.call(ctx, opImageInspect)
 	if err != nil {
 		return "", err
 	}
+	defer end(&err)
 	r, err := images.GetImage(cctx, ref, nil)
 	if err != nil {
 		return "", wrap("inspect image "+ref, err)
@@ -51,11 +53,12 @@ func (c *Client) PullImageLoopbackPlain(ctx context.Context, ref string) (string
 	return c.pull(ctx, ref, new(images.PullOptions).WithSkipTLSVerify(true).WithRetry(0), nil)
 }
 
-func (c *Client) pull(ctx context.Context, ref string, opts *images.PullOptions, creds *Credentials) (string, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) pull(ctx context.Context, ref string, opts *images.PullOptions, creds *Credentials) (_ string, err error) {
+	cctx, end, err := c.call(ctx, opImagePull)
 	if err != nil {
 		return "", err
 	}
+	defer end(&err)
 	opts = opts.WithPolicy("always").WithQuiet(true).WithProgressWriter(io.Discard)
 	if creds != nil {
 		opts = opts.WithUsername(creds.Username).WithPassword(creds.Password)
@@ -71,30 +74,33 @@ func (c *Client) pull(ctx context.Context, ref string, opts *images.PullOptions,
 }
 
 // TagImage adds the name repo:tag to the image nameOrID.
-func (c *Client) TagImage(ctx context.Context, nameOrID, repo, tag string) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) TagImage(ctx context.Context, nameOrID, repo, tag string) (err error) {
+	cctx, end, err := c.call(ctx, opImageTag)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	return wrap("tag "+nameOrID+" as "+repo+":"+tag, images.Tag(cctx, nameOrID, tag, repo, nil))
 }
 
 // UntagImage removes the name repo:tag from the image nameOrID; the image stays.
-func (c *Client) UntagImage(ctx context.Context, nameOrID, repo, tag string) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) UntagImage(ctx context.Context, nameOrID, repo, tag string) (err error) {
+	cctx, end, err := c.call(ctx, opImageUntag)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	return wrap("untag "+repo+":"+tag+" from "+nameOrID, images.Untag(cctx, nameOrID, tag, repo, nil))
 }
 
 // ListImages returns the references (repo:tag and repo@digest) of every
 // image in the host's store, sorted.
-func (c *Client) ListImages(ctx context.Context) ([]string, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ListImages(ctx context.Context) (_ []string, err error) {
+	cctx, end, err := c.call(ctx, opImageList)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	list, err := images.List(cctx, nil)
 	if err != nil {
 		return nil, wrap("list images", err)

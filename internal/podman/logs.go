@@ -27,11 +27,12 @@ type LogOptions struct {
 
 // Logs streams a container's stdout and stderr, in order, as one stream.
 // With Follow it ends when the container exits or ctx ends.
-func (c *Client) Logs(ctx context.Context, name string, o LogOptions) (io.ReadCloser, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) Logs(ctx context.Context, name string, o LogOptions) (_ io.ReadCloser, err error) {
+	cctx, end, err := c.call(ctx, opLogs)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	conn, err := bindings.GetClient(cctx)
 	if err != nil {
 		return nil, &APIError{Op: "logs", Err: err}

@@ -10,11 +10,12 @@ import (
 )
 
 // CreatePod creates a pod (with its infra container) from spec.
-func (c *Client) CreatePod(ctx context.Context, spec *specgen.PodSpecGenerator) (string, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) CreatePod(ctx context.Context, spec *specgen.PodSpecGenerator) (_ string, err error) {
+	cctx, end, err := c.call(ctx, opPodCreate)
 	if err != nil {
 		return "", err
 	}
+	defer end(&err)
 	r, err := pods.CreatePodFromSpec(cctx, &entitiesTypes.PodSpec{PodSpecGen: *spec})
 	if err != nil {
 		return "", wrap("create pod "+spec.Name, err)
@@ -24,11 +25,12 @@ func (c *Client) CreatePod(ctx context.Context, spec *specgen.PodSpecGenerator) 
 
 // StartPod starts a pod's infra container (and any created containers: call
 // it before creating the pod's own containers).
-func (c *Client) StartPod(ctx context.Context, name string) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) StartPod(ctx context.Context, name string) (err error) {
+	cctx, end, err := c.call(ctx, opPodStart)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	r, err := pods.Start(cctx, name, nil)
 	if err != nil {
 		return wrap("start pod "+name, err)
@@ -50,11 +52,12 @@ type PodSummary struct {
 }
 
 // InspectPod returns a pod's summary.
-func (c *Client) InspectPod(ctx context.Context, name string) (*PodSummary, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) InspectPod(ctx context.Context, name string) (_ *PodSummary, err error) {
+	cctx, end, err := c.call(ctx, opPodInspect)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	r, err := pods.Inspect(cctx, name, nil)
 	if err != nil {
 		return nil, wrap("inspect pod "+name, err)
@@ -63,11 +66,12 @@ func (c *Client) InspectPod(ctx context.Context, name string) (*PodSummary, erro
 }
 
 // ListPods lists pods carrying every given label.
-func (c *Client) ListPods(ctx context.Context, labels map[string]string) ([]PodSummary, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ListPods(ctx context.Context, labels map[string]string) (_ []PodSummary, err error) {
+	cctx, end, err := c.call(ctx, opPodList)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	list, err := pods.List(cctx, new(pods.ListOptions).WithFilters(labelFilter(labels)))
 	if err != nil {
 		return nil, wrap("list pods", err)
@@ -81,11 +85,12 @@ func (c *Client) ListPods(ctx context.Context, labels map[string]string) ([]PodS
 
 // RemovePod force-removes a pod and its containers; containers still
 // running get the stop signal and SIGKILL after timeout.
-func (c *Client) RemovePod(ctx context.Context, name string, timeout time.Duration) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) RemovePod(ctx context.Context, name string, timeout time.Duration) (err error) {
+	cctx, end, err := c.call(ctx, opPodRemove)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	r, err := pods.Remove(cctx, name, new(pods.RemoveOptions).WithForce(true).WithTimeout(uint(timeout/time.Second)))
 	if err != nil {
 		return wrap("remove pod "+name, err)

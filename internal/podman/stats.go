@@ -51,11 +51,12 @@ type statsEntry struct {
 
 // Stats reads the usage of every running container carrying every given
 // label, in one call to the host.
-func (c *Client) Stats(ctx context.Context, labels map[string]string) ([]ContainerStats, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) Stats(ctx context.Context, labels map[string]string) (_ []ContainerStats, err error) {
+	cctx, end, err := c.call(ctx, opContainerStats)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	filters := labelFilter(labels)
 	filters["status"] = []string{"running"}
 	list, err := containers.List(cctx, new(containers.ListOptions).WithFilters(filters))

@@ -56,13 +56,15 @@ func (s *rawStream) Close() error {
 // raw streaming and returns the stream once it did. Each session dials its
 // own stream instead of using the bindings: their attach and exec replace
 // the transport of the connection they run on, which would race with every
-// other call on the host's shared connection.
-func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values, body any) (*rawStream, error) {
+// other call on the host's shared connection. The call of op ends when
+// the stream is open (or failed to); what names it in errors.
+func (c *Client) upgrade(ctx context.Context, op, what, path string, query url.Values, body any) (_ *rawStream, err error) {
+	defer c.begin(op)(&err)
 	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		payload = b
 	}
@@ -70,7 +72,7 @@ func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values,
 	defer cancel()
 	conn, err := c.cfg.Dial(dctx)
 	if err != nil {
-		return nil, &APIError{Op: op, Err: err}
+		return nil, &APIError{Op: what, Err: err}
 	}
 	// Until podman answered, ctx's end must cut the connection.
 	stop := context.AfterFunc(dctx, func() { _ = conn.Close() })
@@ -79,7 +81,7 @@ func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values,
 	if err != nil {
 		stop()
 		conn.Close()
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Connection", "Upgrade")
@@ -87,7 +89,7 @@ func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values,
 	if err := req.Write(conn); err != nil {
 		stop()
 		conn.Close()
-		return nil, &APIError{Op: op, Err: err}
+		return nil, &APIError{Op: what, Err: err}
 	}
 	br := bufio.NewReaderSize(conn, 32*1024)
 	resp, err := http.ReadResponse(br, req)
@@ -96,7 +98,7 @@ func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values,
 		if err == nil {
 			err = dctx.Err()
 		}
-		return nil, &APIError{Op: op, Err: err}
+		return nil, &APIError{Op: what, Err: err}
 	}
 	switch resp.StatusCode {
 	case http.StatusSwitchingProtocols, http.StatusOK:
@@ -113,7 +115,7 @@ func (c *Client) upgrade(ctx context.Context, op, path string, query url.Values,
 	if json.Unmarshal(msg, &model) == nil && model.Message != "" {
 		text = model.Message
 	}
-	return nil, &APIError{Op: op, Status: resp.StatusCode, Err: fmt.Errorf("%s (HTTP %s)", text, strconv.Itoa(resp.StatusCode))}
+	return nil, &APIError{Op: what, Status: resp.StatusCode, Err: fmt.Errorf("%s (HTTP %s)", text, strconv.Itoa(resp.StatusCode))}
 }
 
 // copyOutput copies a session's output to stdout and stderr: raw when the

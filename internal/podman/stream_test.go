@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 func frame(stream byte, payload string) []byte {
@@ -55,7 +57,7 @@ func TestDemuxTo(t *testing.T) {
 // Resizes are applied in order, resizeGap apart (conmon drops the second of
 // two messages it reads at once), and empty sizes are skipped.
 func TestForwardResizes(t *testing.T) {
-	c := &Client{cfg: Config{Logger: slog.New(slog.DiscardHandler)}, conn: context.Background()}
+	c := &Client{cfg: Config{Logger: slog.New(slog.DiscardHandler), Clock: clock.RealClock{}}, conn: context.Background()}
 	sizes := make(chan TermSize, 4)
 	sizes <- TermSize{Width: 101, Height: 31}
 	sizes <- TermSize{Width: 0, Height: 0}
@@ -64,7 +66,7 @@ func TestForwardResizes(t *testing.T) {
 	var got []TermSize
 	var at []time.Time
 	start := time.Now()
-	c.forwardResizes(context.Background(), sizes, start, func(_ context.Context, sz TermSize) error {
+	c.forwardResizes(context.Background(), "resize", sizes, start, func(_ context.Context, sz TermSize) error {
 		got = append(got, sz)
 		at = append(at, time.Now())
 		return nil

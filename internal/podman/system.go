@@ -35,11 +35,12 @@ type HostInfo struct {
 }
 
 // Info reads host facts. It is slow (hundreds of ms): cache its result.
-func (c *Client) Info(ctx context.Context) (*HostInfo, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) Info(ctx context.Context) (_ *HostInfo, err error) {
+	cctx, end, err := c.call(ctx, opInfo)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	info, err := system.Info(cctx, nil)
 	if err != nil {
 		return nil, wrap("system info", err)
@@ -74,11 +75,12 @@ func (c *Client) Info(ctx context.Context) (*HostInfo, error) {
 // version endpoint runs conmon, the OCI runtime and the package manager
 // to name their versions, and on a busy host took longer than the health
 // check's deadline, so a podman that answered was taken for a dead one.
-func (c *Client) Ping(ctx context.Context) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) Ping(ctx context.Context) (err error) {
+	cctx, end, err := c.call(ctx, opPing)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	conn, err := bindings.GetClient(cctx)
 	if err != nil {
 		return wrap("ping", err)

@@ -18,11 +18,12 @@ type Volume struct {
 }
 
 // EnsureVolume creates a named volume unless it exists, and returns it.
-func (c *Client) EnsureVolume(ctx context.Context, name string, labels, options map[string]string) (*Volume, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) EnsureVolume(ctx context.Context, name string, labels, options map[string]string) (_ *Volume, err error) {
+	cctx, end, err := c.call(ctx, opVolumeEnsure)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	if r, err := volumes.Inspect(cctx, name, nil); err == nil {
 		return &Volume{Name: r.Name, Labels: r.Labels, Mountpoint: r.Mountpoint}, nil
 	} else if !errors.Is(wrap("", err), ErrNotFound) {
@@ -36,11 +37,12 @@ func (c *Client) EnsureVolume(ctx context.Context, name string, labels, options 
 }
 
 // ListVolumes lists volumes carrying every given label.
-func (c *Client) ListVolumes(ctx context.Context, labels map[string]string) ([]Volume, error) {
-	cctx, err := c.callContext(ctx)
+func (c *Client) ListVolumes(ctx context.Context, labels map[string]string) (_ []Volume, err error) {
+	cctx, end, err := c.call(ctx, opVolumeList)
 	if err != nil {
 		return nil, err
 	}
+	defer end(&err)
 	list, err := volumes.List(cctx, new(volumes.ListOptions).WithFilters(labelFilter(labels)))
 	if err != nil {
 		return nil, wrap("list volumes", err)
@@ -53,11 +55,12 @@ func (c *Client) ListVolumes(ctx context.Context, labels map[string]string) ([]V
 }
 
 // RemoveVolume removes a volume; a missing one is not an error.
-func (c *Client) RemoveVolume(ctx context.Context, name string) error {
-	cctx, err := c.callContext(ctx)
+func (c *Client) RemoveVolume(ctx context.Context, name string) (err error) {
+	cctx, end, err := c.call(ctx, opVolumeRemove)
 	if err != nil {
 		return err
 	}
+	defer end(&err)
 	err = volumes.Remove(cctx, name, new(volumes.RemoveOptions).WithForce(true))
 	if err != nil && errors.Is(wrap("", err), ErrNotFound) {
 		return nil

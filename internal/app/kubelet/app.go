@@ -115,7 +115,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctrl.SetNodePorts(srv)
 	reg := metrics.NewRegistry()
-	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()))
+	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
+		metrics.NewPodmanCollector(podmanClients(ctrl)))
 	metricsAddr := cfg.MetricsBindAddress
 	if metricsAddr == config.MetricsDisabled {
 		metricsAddr = ""
@@ -141,6 +142,19 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// podmanClients lists the podman clients of ctrl's build hosts at each
+// scrape, named by their SSH address.
+func podmanClients(ctrl *controller.Controller) metrics.PodmanClients {
+	return func() []metrics.PodmanClient {
+		hosts := ctrl.BuildHosts()
+		out := make([]metrics.PodmanClient, 0, len(hosts))
+		for _, h := range hosts {
+			out = append(out, metrics.PodmanClient{Host: h.SSH().Addr(), Calls: h.Podman().CallStats()})
+		}
+		return out
+	}
 }
 
 // Environment of the replica's identity (the Deployment sets both from the

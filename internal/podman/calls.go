@@ -1,0 +1,102 @@
+package podman
+
+import (
+	"context"
+	"errors"
+
+	"github.com/remote-build-nodes/rbn/internal/callstats"
+)
+
+// Operations, as CallStats names them: one per Client method, low in
+// cardinality (never a container's or pod's name), usable as metric label
+// values. An operation may make more than one request (container_stats
+// lists the containers, then reads their figures; volume_ensure inspects,
+// then creates), except that Exec's parts are separate operations: a
+// stream runs between them.
+const (
+	opConnect = "connect"
+	opPing    = "ping"
+	opInfo    = "system_info"
+	opEvents  = "events"
+
+	opContainerCreate  = "container_create"
+	opContainerStart   = "container_start"
+	opContainerStop    = "container_stop"
+	opContainerRemove  = "container_remove"
+	opContainerInspect = "container_inspect"
+	opContainerList    = "container_list"
+	opContainerStats   = "container_stats"
+	opCopyInto         = "copy_into"
+	opCopyFrom         = "copy_from"
+	opLogs             = "logs"
+	opAttach           = "attach"
+	opAttachResize     = "attach_resize"
+
+	opExecCreate  = "exec_create"
+	opExecStart   = "exec_start"
+	opExecInspect = "exec_inspect"
+	opExecRemove  = "exec_remove"
+	opExecResize  = "exec_resize"
+
+	opImageExists  = "image_exists"
+	opImageInspect = "image_inspect"
+	opImagePull    = "image_pull"
+	opImageTag     = "image_tag"
+	opImageUntag   = "image_untag"
+	opImageList    = "image_list"
+
+	opPodCreate  = "pod_create"
+	opPodStart   = "pod_start"
+	opPodInspect = "pod_inspect"
+	opPodList    = "pod_list"
+	opPodRemove  = "pod_remove"
+
+	opVolumeEnsure = "volume_ensure"
+	opVolumeList   = "volume_list"
+	opVolumeRemove = "volume_remove"
+)
+
+// CallStats returns a copy of the totals of the client's API calls since
+// New, by operation (the op* names above); operations never called are
+// absent. A call counts once it ended, with the error its method returned:
+// nil is a success, one matching ErrNotFound a not-found answer, any other
+// an error (a call made while not connected included). The calls that open
+// a stream (events, logs, copy_from, attach, exec_start) end when podman
+// answered and the stream is open: their Duration is the time to open
+// them, not the life of the stream, and a stream that breaks later is
+// not an error of theirs.
+func (c *Client) CallStats() map[string]callstats.Op { return c.calls.Snapshot() }
+
+// begin times a call of op; end records it with the error the call ended
+// with. end takes a pointer so that a method can `defer end(&err)` on its
+// named result.
+func (c *Client) begin(op string) (end func(err *error)) {
+	start := c.cfg.Clock.Now()
+	return func(err *error) {
+		res := callstats.Success
+		switch {
+		case *err == nil:
+		case errors.Is(*err, ErrNotFound):
+			res = callstats.NotFound
+		default:
+			res = callstats.Error
+		}
+		c.calls.Record(op, res, c.cfg.Clock.Since(start))
+	}
+}
+
+// call begins a call of op through the bindings: it returns ctx's deadline
+// and cancellation with the connection's values, for the bindings, and the
+// end of the call (see begin). Not being connected ends the call at once.
+func (c *Client) call(ctx context.Context, op string) (_ context.Context, end func(*error), err error) {
+	end = c.begin(op)
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		err = &APIError{Op: op, Err: errors.New("not connected to podman")}
+		end(&err)
+		return nil, nil, err
+	}
+	return withValues(ctx, conn), end, nil
+}
