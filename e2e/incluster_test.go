@@ -301,7 +301,7 @@ func internalIPs(n *corev1.Node) []string {
 // TestInClusterOwnMetrics scrapes rbn's own metrics where a Prometheus in
 // the cluster would, at each pod's IP and metrics port: every rbn-kubelet
 // replica reports its SSH connection to every build host up (the standby
-// keeps them warm) and the S3 relay's totals; rbn-extender counts the
+// keeps them warm), its podman calls and the S3 relay's totals; rbn-extender counts the
 // scheduler's calls once a pod was placed.
 func TestInClusterOwnMetrics(t *testing.T) {
 	s := newStack(t)
@@ -360,7 +360,8 @@ func TestInClusterOwnMetrics(t *testing.T) {
 					if up != len(hosts) {
 						return false, fmt.Sprintf("%d SSH connections up, want one per build host (%d)", up, len(hosts))
 					}
-					for _, want := range []string{`rbn_s3_transfers_total{direction="upload",result="success"}`, "process_resident_memory_bytes ", "go_goroutines "} {
+					for _, want := range []string{`rbn_s3_transfers_total{direction="upload",result="success"}`, `operation="system_info",result="success"}`,
+						"process_resident_memory_bytes ", "go_goroutines "} {
 						if !strings.Contains(out, want) {
 							return false, "no " + want
 						}
