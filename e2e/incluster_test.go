@@ -30,10 +30,7 @@ import (
 // TestInClusterRBN runs a job on a build node through the in-cluster
 // rbn-kubelet, with the in-cluster rbn-extender consulted for its placement.
 func TestInClusterRBN(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn-kubelet and rbn-extender as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
-	}
+	s := newInClusterStack(t)
 	ctx := context.Background()
 	w := s.worker(t)
 
@@ -133,6 +130,15 @@ func TestInClusterRBN(t *testing.T) {
 	})
 }
 
+// newInClusterStack is the stack, for a test of the in-cluster mode.
+func newInClusterStack(t *testing.T) *stack {
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("the stack runs rbn-kubelet and rbn-extender as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
+	}
+	return s
+}
+
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
@@ -147,10 +153,7 @@ func podReady(p *corev1.Pod) bool {
 // why it does not start: its pod waits with ErrImagePull or
 // ImagePullBackOff, naming the image, and an event says so.
 func TestInClusterWrongImage(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
-	}
+	s := newInClusterStack(t)
 	ctx := context.Background()
 	ns := s.Namespace(t)
 	var wrong string
@@ -226,10 +229,7 @@ func (s *stack) copySecret(t *testing.T, name, ns string) {
 // of the node Leases, in its log and its container's last state, and
 // restarts with back-off; it never holds a node.
 func TestInClusterMissingRBAC(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
-	}
+	s := newInClusterStack(t)
 	ctx := context.Background()
 	ns := s.Namespace(t)
 	if _, err := s.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "no-rbac"}}, metav1.CreateOptions{}); err != nil {
@@ -304,10 +304,7 @@ func internalIPs(n *corev1.Node) []string {
 // keeps them warm), its podman calls and the S3 relay's totals; rbn-extender counts the
 // scheduler's calls once a pod was placed.
 func TestInClusterOwnMetrics(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("the stack runs rbn as local processes; bring it up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e) for this test")
-	}
+	s := newInClusterStack(t)
 	ctx := context.Background()
 	hosts, err := s.BuildHosts()
 	if err != nil {

@@ -31,13 +31,13 @@ func validateIP(p *field.Path, value, detail string) field.ErrorList {
 	return nil
 }
 
-// MetricsDisabled as a metricsBindAddress serves no metrics.
-const MetricsDisabled = "0"
+// metricsOff as a metricsBindAddress serves no metrics (metrics.Off).
+const metricsOff = "0"
 
 // validateMetricsAddress accepts MetricsDisabled or IP:port (port 0: the
 // system picks one, which the log says).
 func validateMetricsAddress(p *field.Path, value string) field.ErrorList {
-	if value == MetricsDisabled {
+	if value == metricsOff {
 		return nil
 	}
 	host, port, err := net.SplitHostPort(value)

@@ -37,10 +37,13 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// Off as an address serves no metrics (a metricsBindAddress of "0").
+const Off = "0"
+
 // Listen binds addr ("host:port") for Serve, so that a port in use fails
-// at start. An empty addr serves nothing: nil listener, nil error.
+// at start. Off (or "") serves nothing: nil listener, nil error.
 func Listen(addr string) (net.Listener, error) {
-	if addr == "" {
+	if addr == "" || addr == Off {
 		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)

@@ -36,7 +36,9 @@ func TestServe(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 
-	if ln, err := Listen(""); ln != nil || err != nil {
-		t.Errorf("Listen(\"\") = %v, %v; want nothing served", ln, err)
+	for _, off := range []string{"", Off} {
+		if ln, err := Listen(off); ln != nil || err != nil {
+			t.Errorf("Listen(%q) = %v, %v; want nothing served", off, ln, err)
+		}
 	}
 }

@@ -82,11 +82,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	metricsAddr := cfg.MetricsBindAddress
-	if metricsAddr == config.MetricsDisabled {
-		metricsAddr = ""
-	}
-	metricsLn, err := metrics.Listen(metricsAddr)
+	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
 	}

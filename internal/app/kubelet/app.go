@@ -117,11 +117,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
 		metrics.NewPodmanCollector(podmanClients(ctrl)))
-	metricsAddr := cfg.MetricsBindAddress
-	if metricsAddr == config.MetricsDisabled {
-		metricsAddr = ""
-	}
-	metricsLn, err := metrics.Listen(metricsAddr)
+	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
 	}
