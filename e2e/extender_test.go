@@ -111,8 +111,14 @@ func (s *stack) waitIdle(t *testing.T, nodes []string) {
 		}
 		return len(busy) == 0, fmt.Sprint(busy)
 	})
+	// Identical hosts, as the extender sees them: no pods, fresh facts of a
+	// healthy host holding the jobs' image (facts are published by the
+	// replica serving the node, up to a refresh interval after it took it).
 	for _, n := range nodes {
-		s.waitExtender(t, n, "no bound pods", func(d server.NodeDebug) bool { return d.BoundPods == 0 })
+		s.waitExtender(t, n, "no bound pods and fresh facts with the test image", func(d server.NodeDebug) bool {
+			return d.BoundPods == 0 && !d.Facts.Stale && d.Facts.Healthy != nil && *d.Facts.Healthy &&
+				slices.Contains(d.Facts.Images, framework.TestImage)
+		})
 	}
 }
 
