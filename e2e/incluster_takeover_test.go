@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os/exec"
 	"strconv"
@@ -356,6 +357,15 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 			if addrs := internalIPs(n); len(addrs) != 1 || addrs[0] != ip {
 				return false, fmt.Sprintf("%s advertises %v, its holder %s is at %s", name, addrs, holders[name], ip)
 			}
+			// A restarted container keeps its pod's IP and identity (so the
+			// Lease and the Node look served already): the node's kubelet
+			// port must accept connections too.
+			addr := net.JoinHostPort(ip, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+			conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				return false, fmt.Sprintf("%s's kubelet port %s: %v", name, addr, err)
+			}
+			conn.Close()
 		}
 		return true, ""
 	})
