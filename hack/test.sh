@@ -49,4 +49,5 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
     rbn::log "not run in this mode (the reasons are in ${RBN_STATE}/../e2e-test.log):"
     grep -- '--- SKIP' "${RBN_STATE}/../e2e-test.log" >&2
   fi
+  grep -- 'NOT RUN:' "${RBN_STATE}/../e2e-test.log" >&2 || true
 fi
