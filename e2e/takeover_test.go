@@ -34,7 +34,12 @@ type takeover struct {
 	// longestFalse: the longest such run per node.
 	falseSince   map[string]time.Time
 	longestFalse map[string]time.Duration
-	stopWatch    func()
+	// renewed: each node's heartbeat (its kube-node-lease Lease's
+	// renewTime) as last seen; longestGap: the longest time between two
+	// renewals seen since takeGaps.
+	renewed    map[string]time.Time
+	longestGap time.Duration
+	stopWatch  func()
 }
 
 func newTakeover(t *testing.T) *takeover {
@@ -42,7 +47,7 @@ func newTakeover(t *testing.T) *takeover {
 	if s.InCluster {
 		t.Skip("the stack runs rbn-kubelet as the Deployment's replicas; TestInClusterTakeover covers that mode")
 	}
-	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}}
+	tk := &takeover{stack: s, falseSince: map[string]time.Time{}, longestFalse: map[string]time.Duration{}, renewed: map[string]time.Time{}}
 	var err error
 	if tk.primary, err = framework.PrimaryKubeletIdentity(); err != nil {
 		t.Fatal(err)
@@ -108,11 +113,40 @@ func (tk *takeover) watchReady(t *testing.T) {
 					tk.notReady = append(tk.notReady, fmt.Sprintf("%s %s Ready=%s %s", now.Format(time.TimeOnly), n.Name, c.Status, c.Reason))
 				}
 			}
+			leases, err := tk.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, ""
+			}
+			for _, l := range leases.Items {
+				if !contains(tk.nodes, l.Name) || l.Spec.RenewTime == nil {
+					continue
+				}
+				at := l.Spec.RenewTime.Time
+				if prev, ok := tk.renewed[l.Name]; ok && at.After(prev) {
+					tk.longestGap = max(tk.longestGap, at.Sub(prev))
+				}
+				tk.renewed[l.Name] = at
+			}
 			return false, ""
 		})
 	}()
 	tk.stopWatch = func() { cancel(); <-done }
 	t.Cleanup(tk.stopWatch)
+}
+
+// takeGaps is the longest time any node went without a heartbeat since the
+// last call (a healthy node renews every quarter of its Lease's 40 s), and
+// starts over. The longest silence still in progress counts too.
+func (tk *takeover) takeGaps() time.Duration {
+	tk.notReadyMu.Lock()
+	defer tk.notReadyMu.Unlock()
+	longest := tk.longestGap
+	now := time.Now()
+	for _, at := range tk.renewed {
+		longest = max(longest, now.Sub(at))
+	}
+	tk.longestGap = 0
+	return longest.Round(100 * time.Millisecond)
 }
 
 // maxConnecting is how long a node may show Ready=False while the replica

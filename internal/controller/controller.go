@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,8 @@ type Controller struct {
 	queue     workqueue.TypedRateLimitingInterface[string]
 	// started: the caches have synced and the workers run (Ready).
 	started atomic.Bool
+	// ready latches Ready's first nil: the replica has been warm once.
+	ready atomic.Bool
 
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
@@ -85,7 +88,10 @@ type Controller struct {
 	mu       sync.Mutex
 	runtimes map[string]*nodeRuntime
 	retry    map[string]retryState // nodes waiting for their back-off to start again
-	ports    NodePorts
+	// unvisited: the RemoteBuildNodes listed when the caches synced that
+	// no worker has reconciled yet (Ready).
+	unvisited map[string]bool
+	ports     NodePorts
 }
 
 // retryState: a node's runtime starts again at at, unless its spec or
@@ -202,6 +208,12 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 			return fmt.Errorf("informer for %v did not sync", typ)
 		}
 	}
+	c.mu.Lock()
+	c.unvisited = map[string]bool{}
+	for _, k := range c.rbnInformer.GetIndexer().ListKeys() {
+		c.unvisited[k] = true
+	}
+	c.mu.Unlock()
 	c.started.Store(true)
 	log.Info("controller started", "workers", workers)
 	var wg sync.WaitGroup
@@ -229,12 +241,33 @@ func (c *Controller) BuildHosts() []*provider.Host { return c.hosts.Hosts() }
 // Relay carries every node's S3 transfers (for their metrics).
 func (c *Controller) Relay() *s3relay.Relay { return c.relay }
 
-// Ready says whether the controller serves nodes yet: nil once its caches
-// have synced and its workers run (the replica's readiness).
+// Ready says whether the replica can take nodes over without a cold start
+// (its readiness, which a rollout waits for before it stops an old
+// replica): nil once its caches have synced, its workers have reconciled
+// every RemoteBuildNode there was then, and the first connection attempt to
+// each of their hosts has ended, Ready or failed. A replica still
+// connecting would take a released node and leave its Node Lease
+// unrenewed until the host answers. Once nil, it stays nil: a node added
+// later does not take the replica out of service.
 func (c *Controller) Ready() error {
+	if c.ready.Load() {
+		return nil
+	}
 	if !c.started.Load() {
 		return errors.New("waiting for the RemoteBuildNode, pod, Secret and ConfigMap caches to sync")
 	}
+	c.mu.Lock()
+	unvisited := len(c.unvisited)
+	c.mu.Unlock()
+	if unvisited > 0 {
+		return fmt.Errorf("%d RemoteBuildNodes not reconciled yet", unvisited)
+	}
+	if c.warm != nil {
+		if nodes := c.warm.connecting(); len(nodes) > 0 {
+			return fmt.Errorf("connecting to the build hosts of %s", strings.Join(nodes, ", "))
+		}
+	}
+	c.ready.Store(true)
 	return nil
 }
 
@@ -242,16 +275,6 @@ func (c *Controller) Ready() error {
 func (c *Controller) coolHost(name string) {
 	if c.warm != nil {
 		c.warm.drop(name)
-	}
-}
-
-func (c *Controller) stopAll() {
-	c.mu.Lock()
-	rts := c.runtimes
-	c.runtimes = map[string]*nodeRuntime{}
-	c.mu.Unlock()
-	for _, rt := range rts {
-		rt.stop()
 	}
 }
 
@@ -278,6 +301,11 @@ func (c *Controller) recorderFor(node string) record.EventRecorder {
 }
 
 func (c *Controller) reconcile(ctx context.Context, name string) error {
+	defer func() {
+		c.mu.Lock()
+		delete(c.unvisited, name)
+		c.mu.Unlock()
+	}()
 	obj, exists, err := c.rbnInformer.GetIndexer().GetByKey(name)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -80,17 +81,42 @@ func (c *Controller) release(ctx context.Context, name string) error {
 	return nil
 }
 
-// shutdown ends an orderly stop: every node's runtime stopped first, then
-// every Lease released, so that the other replica takes each node at once
-// instead of a lease duration later, and never while this one still serves it.
+// shutdown ends an orderly stop: every node's runtime is stopped, all at
+// once, and each node's Lease released as soon as its own runtime has
+// stopped, so that the other replica takes each node at once instead of a
+// lease duration later, never while this one still serves it, and without
+// waiting for the slowest node to stop. Then the Leases of the nodes
+// contended but not served are released.
 func (c *Controller) shutdown(ctx context.Context) error {
-	c.stopAll()
+	base := context.WithoutCancel(ctx)
+	c.mu.Lock()
+	rts := c.runtimes
+	c.runtimes = map[string]*nodeRuntime{}
+	c.mu.Unlock()
+	errs := make(chan error, len(rts))
+	for name, rt := range rts {
+		go func() {
+			rt.stop()
+			ctx, cancel := context.WithTimeout(base, releaseTimeout)
+			defer cancel()
+			errs <- c.owner.Release(ctx, name)
+		}()
+	}
+	var failed []error
+	for range rts {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
 	if c.warm != nil {
 		c.warm.dropAll()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	rctx, cancel := context.WithTimeout(base, releaseTimeout)
 	defer cancel()
-	if err := c.owner.ReleaseAll(ctx); err != nil {
+	if err := c.owner.ReleaseAll(rctx); err != nil {
+		failed = append(failed, err)
+	}
+	if err := errors.Join(failed...); err != nil {
 		return fmt.Errorf("releasing the node leases: %w", err)
 	}
 	logging.FromContext(ctx).Info("stopped serving every node and released their leases")

@@ -3,8 +3,10 @@ package controller
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +55,8 @@ type fakeRuntimes struct {
 	stopped []string
 	// heldAtStop: the Lease named us when the runtime's context ended.
 	heldAtStop []bool
+	// gates hold a node's runtime in its stop until closed.
+	gates map[string]chan struct{}
 }
 
 func (f *fakeRuntimes) start(ctx context.Context, _ runtimeDeps, name, hash string, _ *rbnv1.RemoteBuildNodeSpec, _, _ []byte, _ func()) (*nodeRuntime, error) {
@@ -64,9 +68,13 @@ func (f *fakeRuntimes) start(ctx context.Context, _ runtimeDeps, name, hash stri
 		<-ctx.Done()
 		l, err := f.client.CoordinationV1().Leases(leaseNS).Get(context.Background(), sharding.LeasePrefix+name, metav1.GetOptions{})
 		f.mu.Lock()
-		defer f.mu.Unlock()
 		f.stopped = append(f.stopped, name)
 		f.heldAtStop = append(f.heldAtStop, err == nil && ptr.Deref(l.Spec.HolderIdentity, "") == "me")
+		gate := f.gates[name]
+		f.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
 		return nil
 	}}}, func(error) {})
 	return rt, nil
@@ -147,17 +155,34 @@ func newShardHarness(t *testing.T, objs ...runtime.Object) *shardHarness {
 		owner: e, start: h.runtimes.start,
 		warm: newWarmHosts(provider.NewHostPool(sshconn.NewPool())),
 	}
-	t.Cleanup(h.c.stopAll)
+	t.Cleanup(func() { stopAll(h.c) })
 	t.Cleanup(h.c.warm.dropAll)
 	return h
 }
 
 // addRBN puts a valid, finalized RemoteBuildNode in the controller's cache.
+// stopAll stops every runtime of c.
+func stopAll(c *Controller) {
+	c.mu.Lock()
+	rts := c.runtimes
+	c.runtimes = map[string]*nodeRuntime{}
+	c.mu.Unlock()
+	for _, rt := range rts {
+		rt.stop()
+	}
+}
+
 func (h *shardHarness) addRBN(name string, deleting bool) {
+	h.t.Helper()
+	h.addRBNAt(name, 1, deleting)
+}
+
+// addRBNAt adds a RemoteBuildNode whose host is 127.0.0.1:port.
+func (h *shardHarness) addRBNAt(name string, port int32, deleting bool) {
 	h.t.Helper()
 	r := &rbnv1.RemoteBuildNode{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1, Finalizers: []string{rbnv1.Finalizer}},
-		Spec: rbnv1.RemoteBuildNodeSpec{Address: "127.0.0.1", Port: 1, User: "build",
+		Spec: rbnv1.RemoteBuildNodeSpec{Address: "127.0.0.1", Port: port, User: "build",
 			SSHSecretRef: rbnv1.SecretReference{Namespace: "rbn", Name: "ssh"}},
 	}
 	if deleting {
@@ -343,6 +368,34 @@ func TestShutdownStopsThenReleasesAll(t *testing.T) {
 	}
 }
 
+// A node whose runtime is slow to stop holds up no other node's handover:
+// each Lease is released as soon as its own runtime has stopped.
+func TestShutdownReleasesEachNodeOnceStopped(t *testing.T) {
+	h := newShardHarness(t)
+	for _, n := range []string{"n1", "n2"} {
+		h.acquire(n)
+	}
+	gate := make(chan struct{})
+	h.runtimes.mu.Lock()
+	h.runtimes.gates = map[string]chan struct{}{"n1": gate}
+	h.runtimes.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- h.c.shutdown(h.ctx) }()
+	testwait.Eventually(t, "n2 released while n1 is still stopping", func() bool {
+		return h.leaseHolder("n2") == ""
+	})
+	if got := h.leaseHolder("n1"); got != "me" {
+		t.Errorf("n1's lease held by %q while its runtime still stops, want me", got)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := h.leaseHolder("n1"); got != "" {
+		t.Errorf("n1: lease still held by %q after shutdown", got)
+	}
+}
+
 func TestDeletedNodeReleased(t *testing.T) {
 	h := newShardHarness(t)
 	h.acquire("n1")
@@ -355,5 +408,70 @@ func TestDeletedNodeReleased(t *testing.T) {
 	}
 	if got := h.leaseHolder("n1"); got != "" {
 		t.Errorf("lease of a deleted node still held by %q", got)
+	}
+}
+
+// silentHost accepts one TCP connection and never speaks SSH: the host's
+// first connection attempt stays under way until the returned conn is
+// closed. Its port refuses connections from then on.
+func silentHost(t *testing.T) (port int32, conn <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		defer ln.Close()
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		select {
+		case c := <-accepted:
+			c.Close()
+		default:
+		}
+	})
+	return int32(ln.Addr().(*net.TCPAddr).Port), accepted
+}
+
+// A replica is ready (and a rollout stops an old one) only once every node
+// it found at start has been reconciled and the first connection attempt to
+// each of their hosts has ended; a node added later, still connecting,
+// does not take it out of service.
+func TestReadyWaitsForTheWarmHosts(t *testing.T) {
+	h := newShardHarness(t)
+	port, accepted := silentHost(t)
+	h.addRBNAt("n1", port, false)
+	h.c.mu.Lock()
+	h.c.unvisited = map[string]bool{"n1": true}
+	h.c.mu.Unlock()
+	if err := h.c.Ready(); err == nil {
+		t.Fatal("ready before the caches synced")
+	}
+	h.c.started.Store(true)
+	if err := h.c.Ready(); err == nil || !strings.Contains(err.Error(), "not reconciled") {
+		t.Fatalf("Ready before n1 was reconciled: %v, want not reconciled", err)
+	}
+	h.reconcile("n1")
+	h.queued("n1")     // the Lease is taken: the Elector has synced
+	conn := <-accepted // the host is in its SSH handshake
+	if err := h.c.Ready(); err == nil || !strings.Contains(err.Error(), "connecting to the build hosts of n1") {
+		t.Fatalf("Ready while n1's host connects: %v, want connecting to the build hosts of n1", err)
+	}
+	conn.Close() // the first attempt fails: the host is settled, NotReady
+	testwait.Eventually(t, "ready once n1's host's first attempt failed", func() bool { return h.c.Ready() == nil })
+
+	port2, accepted2 := silentHost(t)
+	h.addRBNAt("n2", port2, false)
+	h.reconcile("n2")
+	h.queued("n2")
+	<-accepted2
+	if err := h.c.Ready(); err != nil {
+		t.Errorf("a node added later took the replica out of service: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/remote-build-nodes/rbn/provider"
@@ -22,6 +23,7 @@ type warmHosts struct {
 
 type warmHost struct {
 	hash    string // the node's configuration the host was acquired for
+	host    *provider.Host
 	release func()
 }
 
@@ -38,11 +40,11 @@ func (w *warmHosts) keep(node, hash string, cfg provider.HostConfig) error {
 	if ok && old.hash == hash {
 		return nil
 	}
-	_, release, err := w.pool.Acquire(cfg)
+	host, release, err := w.pool.Acquire(cfg)
 	if err != nil {
 		return fmt.Errorf("host %s: %w", cfg.Name, err)
 	}
-	w.byNode[node] = warmHost{hash: hash, release: release}
+	w.byNode[node] = warmHost{hash: hash, host: host, release: release}
 	if ok {
 		old.release() // after the new one: a host both name stays up
 	}
@@ -58,6 +60,21 @@ func (w *warmHosts) drop(node string) {
 	if ok {
 		h.release()
 	}
+}
+
+// connecting lists, sorted, the nodes whose host is still in its first
+// connection attempt: neither Ready nor definitely failed (see hostSettled).
+func (w *warmHosts) connecting() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var nodes []string
+	for node, h := range w.byNode {
+		if _, health := h.host.Snapshot(); health.Reason == provider.ReasonConnecting {
+			nodes = append(nodes, node)
+		}
+	}
+	slices.Sort(nodes)
+	return nodes
 }
 
 // dropAll releases every host (shutdown).
