@@ -324,9 +324,12 @@ func (tk *takeover) halfRunning(t *testing.T, ns string, n int) {
 	})
 }
 
-// servedByLiveReplicas waits until every node's Lease is held by a Ready
-// replica pod of rbn-kubelet that is not being deleted (nor named not), the
-// Node is Ready, and its address is that pod's IP.
+// servedByLiveReplicas waits until every node's Lease is held by a replica
+// pod of rbn-kubelet whose container runs and that is not being deleted (nor
+// named not), the Node is Ready, its address is that pod's IP and its
+// kubelet port there accepts connections. Not the pod's readiness: a
+// replica is Ready once its build hosts' first connection has ended, while
+// it serves the nodes it holds from its start.
 func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.Duration) {
 	t.Helper()
 	framework.Eventually(t, "every node served by a live replica", timeout, func() (bool, string) {
@@ -337,7 +340,7 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 		}
 		live := map[string]string{}
 		for _, p := range pods {
-			if p.DeletionTimestamp == nil && p.Name != not && podReady(&p) {
+			if p.DeletionTimestamp == nil && p.Name != not && containersRunning(&p) {
 				live[p.Name] = p.Status.PodIP
 			}
 		}
@@ -431,4 +434,17 @@ func TestInClusterReplicaCounts(t *testing.T) {
 	s.KubeletSh(t, "start")
 	tk.servedByLiveReplicas(t, "", 2*time.Minute)
 	tk.checkRanOnce(t, ns, names, since)
+}
+
+// containersRunning says whether every container of p is running.
+func containersRunning(p *corev1.Pod) bool {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return false
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Running == nil {
+			return false
+		}
+	}
+	return true
 }
