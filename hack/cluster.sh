@@ -82,6 +82,19 @@ make_pki() {
   # rbn-kubelet: no group on purpose, RBAC for user "rbn-kubelet" is applied separately.
   sign rbn-kubelet "/CN=rbn-kubelet" "$(client_ext)"
 
+  # The aggregation layer (metrics.k8s.io from metrics-server): the apiserver proxies to an
+  # extension apiserver with a client certificate of its own CA, whose CN the extension trusts
+  # to carry the user in request headers. A CA apart from the cluster's, so that no other client
+  # certificate can assert those headers.
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "${PKI_DIR}/front-proxy-ca.key" \
+    -out "${PKI_DIR}/front-proxy-ca.crt" -days 3650 -sha256 -subj "/CN=rbn-local-front-proxy-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
+    2>>"${LOG_DIR}/pki.log"
+  chmod 600 "${PKI_DIR}/front-proxy-ca.key"
+  rbn::sign_cert "${PKI_DIR}" front-proxy-client "/CN=front-proxy-client" "$(client_ext)" \
+    "${PKI_DIR}/front-proxy-ca.crt" "${PKI_DIR}/front-proxy-ca.key"
+
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${PKI_DIR}/sa.key" 2>>"${LOG_DIR}/pki.log"
   openssl pkey -in "${PKI_DIR}/sa.key" -pubout -out "${PKI_DIR}/sa.pub" 2>>"${LOG_DIR}/pki.log"
   chmod 600 "${PKI_DIR}/sa.key"
@@ -262,6 +275,14 @@ cluster_up() {
     --kubelet-client-key="${PKI_DIR}/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority="${PKI_DIR}/ca.crt" \
     --kubelet-preferred-address-types=InternalIP,Hostname \
+    --requestheader-client-ca-file="${PKI_DIR}/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="${PKI_DIR}/front-proxy-client.crt" \
+    --proxy-client-key-file="${PKI_DIR}/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --allow-privileged=true
   rbn::wait_for_daemon kube-apiserver "kube-apiserver /readyz" 60 apiserver_ok || fail_start kube-apiserver
 

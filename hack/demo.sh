@@ -99,6 +99,15 @@ echo "s3://${BUCKET}/images/demo-appliance.raw sha256 ${in_s3}"
 [[ "${in_s3}" == "${built}" ]] || rbn::die "the object in S3 is not what the job built (${built})"
 echo "matches what the job built"
 
+if rbn::in_cluster; then
+  echo; echo "== kubectl top: metrics-server reads each node's kubelet API, rbn-kubelet's for the build hosts"
+  # metrics-server has a figure for a node once it has scraped it twice (15 s apart).
+  top_all() { [[ "$("${K8S_BIN}/kubectl" top nodes --no-headers 2>/dev/null | grep -c '^rbn-host-.*Mi')" -ge "${NODES}" ]]; }
+  rbn::wait_for "kubectl top nodes listing every build host" 120 top_all ||
+    { "${K8S_BIN}/kubectl" -n kube-system logs deployment/metrics-server --tail=20 >&2; rbn::die "metrics-server has no figures for the build hosts"; }
+  k top nodes
+fi
+
 cat <<MSG
 
 The stack keeps running. Explore it with:

@@ -38,10 +38,24 @@ wait_nodes() {
   done
 }
 
+# up_metrics_server: metrics-server (hack/manifests/metrics-server), once the resource metrics API
+# answers: `kubectl top` works when dev-up returns.
+up_metrics_server() {
+  rbn::log "installing metrics-server ${METRICS_SERVER_VERSION}"
+  METRICS_SERVER_IMAGE="rbn.local/metrics-server:${METRICS_SERVER_VERSION}" \
+    envsubst '${METRICS_SERVER_IMAGE}' <"${RBN_ROOT}/hack/manifests/metrics-server/metrics-server.yaml" |
+    kubectl apply -f - >/dev/null
+  kubectl -n kube-system rollout status deployment/metrics-server --timeout=120s >/dev/null &&
+    rbn::wait_for "the metrics.k8s.io APIService available" 60 \
+      kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=2s ||
+    { kubectl -n kube-system logs deployment/metrics-server --tail=30 >&2 || true; rbn::die "metrics-server did not start"; }
+}
+
 # up_in_cluster: the control plane, hosts, registry and worker node, then rbn from its manifests.
 up_in_cluster() {
   [[ "${RBN_WORKER:-1}" != 0 ]] || rbn::die "RBN_IN_CLUSTER=1 runs rbn on the worker node: unset RBN_WORKER=0"
   "${RBN_ROOT}/hack/build-coredns.sh"
+  "${RBN_ROOT}/hack/build-metrics-server.sh"
   local address extender_ip="${RBN_EXTENDER_CLUSTER_IP:-10.0.0.250}"
   address="$(rbn::stack_link_up)"
   export RBN_APISERVER_ADDRESS="${address}"
@@ -66,6 +80,7 @@ up_in_cluster() {
   "${RBN_ROOT}/hack/manifests.sh" wait
   "${RBN_ROOT}/hack/register-hosts.sh"
   wait_nodes || { kubectl -n rbn-system logs deployment/rbn-kubelet --tail=30 >&2 || true; rbn::die "the build hosts' nodes did not become Ready"; }
+  up_metrics_server
   kubectl get nodes -o wide >&2
   kubectl -n rbn-system get pods -o wide >&2
   echo "export KUBECONFIG=${KUBECONFIG}"
@@ -79,7 +94,10 @@ if rbn::in_cluster; then
   exit 0
 fi
 
-[[ "${RBN_WORKER:-1}" == 0 ]] || "${RBN_ROOT}/hack/build-coredns.sh"
+if [[ "${RBN_WORKER:-1}" != 0 ]]; then
+  "${RBN_ROOT}/hack/build-coredns.sh"
+  "${RBN_ROOT}/hack/build-metrics-server.sh"
+fi
 "${RBN_ROOT}/hack/build.sh" rbn-kubelet rbn-extender
 # The scheduler is configured with rbn-extender's URL now and reaches it once
 # it is started below (until then an ignorable extender is skipped).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One real worker node for the local stack: containerd (Debian's 1.6), kubelet and kube-proxy
 # ($K8S_VERSION, built by hack/build-k8s.sh), Debian's CNI plugins (bridge + host-local) and
-# CoreDNS (hack/build-coredns.sh) as a Deployment on the node behind the cluster DNS Service.
+# CoreDNS (hack/build-coredns.sh) as a Deployment on the node behind the cluster DNS Service;
+# metrics-server's image (hack/build-metrics-server.sh) for hack/dev-up.sh to run.
 # The recipe and its pitfalls: ../shared/docs/platform-notes.md section 6, docs/development.md.
 #
 # containerd pulls from the stack's registry (hack/registry.sh, if up before the worker) as a
@@ -40,6 +41,8 @@ DNS_IP="10.0.0.10"
 PAUSE_IMAGE="rbn.local/pause:1"
 BUSYBOX_IMAGE="rbn.local/busybox:1"
 COREDNS_IMAGE="rbn.local/coredns:${COREDNS_VERSION}"
+# hack/manifests/metrics-server runs it (hack/dev-up.sh applies it).
+METRICS_SERVER_IMAGE="rbn.local/metrics-server:${METRICS_SERVER_VERSION}"
 SOCK="${W}/containerd/containerd.sock"
 OWNER="${RBN_CACHE}/worker.owner"
 BEFORE="${W}/before"
@@ -322,7 +325,13 @@ import_images() {
   printf 'root:x:0:0:root:/:/coredns\n' >"${root}/etc/passwd"
   tar -C "${root}" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "${W}/images/coredns.tar" .
   image_import "${COREDNS_IMAGE}" '{"Entrypoint":["/coredns"],"Cmd":["-conf","/etc/coredns/Corefile"]}' "${W}/images/coredns.tar"
-  rm -rf "${root}" "${W}/images"
+  # metrics-server: the static binary and an empty /tmp (its --cert-dir, an emptyDir there).
+  local ms="${W}/images/metrics-server-root"
+  mkdir -p "${ms}/tmp"
+  cp "${RBN_CACHE}/metrics-server-${METRICS_SERVER_VERSION}/metrics-server" "${ms}/metrics-server"
+  tar -C "${ms}" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "${W}/images/metrics-server.tar" .
+  image_import "${METRICS_SERVER_IMAGE}" '{"Entrypoint":["/metrics-server"],"User":"1000"}' "${W}/images/metrics-server.tar"
+  rm -rf "${root}" "${ms}" "${W}/images"
 }
 
 # CoreDNS runs with the node's network: pods cannot reach the apiserver, which listens on
@@ -427,6 +436,7 @@ cmd_up() {
   done
   eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
   "${RBN_ROOT}/hack/build-coredns.sh"
+  "${RBN_ROOT}/hack/build-metrics-server.sh"
   if rbn::running containerd-worker; then
     rbn::log "a worker is running in ${W}: taking it down first"
     cmd_down
