@@ -875,7 +875,8 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "nobody")
 	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "scraper")
 	role := "e2e-node-stats-" + ns
-	s.Kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics")
+	// Read-only access, nodes/proxy included (as monitoring agents are given).
+	s.Kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics,nodes/proxy")
 	s.Kubectl(t, "create", "clusterrolebinding", role, "--clusterrole="+role, "--serviceaccount="+ns+":scraper")
 	t.Cleanup(func() {
 		_, _ = s.KubectlErr("delete", "clusterrolebinding", role)
@@ -895,8 +896,19 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 	if code, _ := call("GET", "/stats/summary", scraper); code != 200 {
 		t.Errorf("token with nodes/stats: %d", code)
 	}
-	// nodes/metrics and nodes/stats do not open exec (nodes/proxy).
-	if code, _ := call("POST", "/exec/"+ns+"/any/main?command=id&output=1", scraper); code != http.StatusForbidden {
-		t.Errorf("scraper token, exec: %d, want 403", code)
+	if code, _ := call("GET", "/pods", scraper); code != 200 {
+		t.Errorf("token with get nodes/proxy, /pods: %d", code)
+	}
+	// get on nodes/proxy runs no code: exec, attach and port-forward need
+	// create, also as the GET a WebSocket upgrade is.
+	for _, r := range [][2]string{
+		{"POST", "/exec/" + ns + "/any/main?command=id&output=1"},
+		{"GET", "/exec/" + ns + "/any/main?command=id&output=1"},
+		{"GET", "/attach/" + ns + "/any/main?output=1"},
+		{"GET", "/portForward/" + ns + "/any"},
+	} {
+		if code, body := call(r[0], r[1], scraper); code != http.StatusForbidden || !strings.Contains(body, "create") {
+			t.Errorf("scraper token (get nodes/proxy), %s %s: %d %q, want 403 naming create", r[0], r[1], code, tail(body, 200))
+		}
 	}
 }

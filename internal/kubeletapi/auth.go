@@ -92,6 +92,16 @@ func requestAttributes(u user.Info, r *http.Request, node string) []authorizer.A
 		verb = "delete"
 	}
 	path := r.URL.Path
+	// Exec, attach, run and port-forward run code in a pod or open a
+	// stream into it: "create" whatever the method, since their WebSocket
+	// upgrade is a GET, and "get nodes/proxy" (read-only access, e.g. a
+	// metrics scraper's) must not let its holder run commands. Stricter
+	// than kubelet, which maps such a GET to "get".
+	for _, p := range []string{"/exec", "/attach", "/run", "/portForward"} {
+		if isSubpath(path, p) {
+			verb = "create"
+		}
+	}
 	var subresources []string
 	switch {
 	case isSubpath(path, "/pods"), isSubpath(path, "/allocatedPods"), isSubpath(path, "/runningpods/"):

@@ -25,9 +25,15 @@ func TestRequestAttributes(t *testing.T) {
 		{"GET", "/metrics", "get", []string{"metrics"}},
 		{"GET", "/containerLogs/ns/p/c", "get", []string{"proxy"}},
 		{"POST", "/exec/ns/p/c", "create", []string{"proxy"}},
-		{"GET", "/exec/ns/p/c", "get", []string{"proxy"}},
+		// A WebSocket upgrade is a GET: what runs code or opens a stream
+		// needs create whatever the method.
+		{"GET", "/exec/ns/p/c", "create", []string{"proxy"}},
 		{"POST", "/attach/ns/p/c", "create", []string{"proxy"}},
+		{"GET", "/attach/ns/p/c", "create", []string{"proxy"}},
 		{"POST", "/portForward/ns/p", "create", []string{"proxy"}},
+		{"GET", "/portForward/ns/p", "create", []string{"proxy"}},
+		{"GET", "/run/ns/p/c", "create", []string{"proxy"}},
+		{"GET", "/executor", "get", []string{"proxy"}},
 		{"GET", "/logs/messages", "get", []string{"log"}},
 		{"GET", "/pods", "get", []string{"pods", "proxy"}},
 		{"GET", "/runningpods/", "get", []string{"pods", "proxy"}},
