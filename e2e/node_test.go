@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -329,6 +331,57 @@ spec:
 	for i := 1; i <= 2; i++ {
 		s.WaitNodeReady(t, s.Host(t, i)["NAME"], corev1.ConditionTrue, nil, 10*time.Second)
 	}
+}
+
+// A RemoteBuildNode named like a Node that is not a remote build node
+// (another kubelet's) is refused: the Node keeps its labels, taints and
+// pods, and deleting the RemoteBuildNode leaves the Node alone.
+func TestNodeNameTakenRefused(t *testing.T) {
+	s := newStack(t)
+	name := framework.UniqueName("e2e-taken")
+	// A Node another agent registered: no rbn label, one pod bound to it.
+	s.Apply(t, fmt.Sprintf("apiVersion: v1\nkind: Node\nmetadata: {name: %s, labels: {e2e: other-kubelet}}\n", name))
+	t.Cleanup(func() { _, _ = s.KubectlErr("delete", "node", name, "--ignore-not-found") })
+	ns := s.Namespace(t)
+	s.Apply(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: bound, namespace: %s}\nspec:\n  nodeName: %s\n  containers: [{name: c, image: %s}]\n", ns, name, framework.TestImage))
+	// No kubelet confirms its deletion: force it, before the namespace goes.
+	t.Cleanup(func() { _, _ = s.KubectlErr("-n", ns, "delete", "pod", "bound", "--force", "--grace-period=0", "--ignore-not-found") })
+	// The same spec as build host 1's node: a working host, which rbn
+	// would serve under that name if it took the Node over.
+	host, ok := s.RBN(t, s.Host(t, 1)["NAME"])
+	if !ok {
+		t.Fatal("no RemoteBuildNode for build host 1")
+	}
+	spec, err := json.Marshal(host.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Apply(t, fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "RemoteBuildNode", "metadata": {"name": %q}, "spec": %s}`, name, spec))
+	t.Cleanup(func() {
+		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+	})
+	framework.Eventually(t, name+" Invalid: NodeNameTaken", 60*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, name)
+		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "NodeNameTaken", fmt.Sprintf("%+v", r.Status)
+	})
+	untouched := func(when string) {
+		t.Helper()
+		n, ok := s.Node(t, name)
+		if !ok {
+			t.Fatalf("%s: the other Node is gone", when)
+		}
+		// (The node lifecycle controller may taint it: it has no kubelet.)
+		rbnTaint := slices.ContainsFunc(n.Spec.Taints, func(tn corev1.Taint) bool { return strings.HasPrefix(tn.Key, "rbn.dev/") })
+		if n.Labels["e2e"] != "other-kubelet" || n.Labels[rbnv1.LabelRemoteBuildNode] != "" || rbnTaint {
+			t.Errorf("%s: the other Node was changed: labels %v, taints %v", when, n.Labels, n.Spec.Taints)
+		}
+		if _, err := s.Client.CoreV1().Pods(ns).Get(context.Background(), "bound", metav1.GetOptions{}); err != nil {
+			t.Errorf("%s: its pod: %v", when, err)
+		}
+	}
+	untouched("refused")
+	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
+	untouched("after the RemoteBuildNode's deletion")
 }
 
 // Deleting a RemoteBuildNode removes its node and lease.

@@ -46,7 +46,14 @@ const (
 	ReasonInvalidSpec    = "InvalidSpec"
 	ReasonSecretNotFound = "SSHSecretNotFound"
 	ReasonSecretInvalid  = "SSHSecretInvalid"
+	// ReasonNodeNameTaken: a Node of the RemoteBuildNode's name exists
+	// that is not a remote build node (another kubelet's, say).
+	ReasonNodeNameTaken = "NodeNameTaken"
 )
+
+// foreignNodeRecheck is how often a RemoteBuildNode refused for
+// NodeNameTaken is looked at again: nothing watches Nodes for it.
+const foreignNodeRecheck = time.Minute
 
 const secretIndex = "sshSecret"
 
@@ -395,6 +402,17 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if c.waitingRetry(name, hash) {
 			return nil // queued again for the end of the back-off
 		}
+		foreign, err := c.foreignNode(ctx, name)
+		if err != nil {
+			return err
+		}
+		if foreign {
+			c.coolHost(name)
+			c.queue.AddAfter(name, foreignNodeRecheck)
+			return c.setInvalid(ctx, rbn, ReasonNodeNameTaken, fmt.Sprintf(
+				"a Node named %s exists and is not a remote build node (no label %s=true): rbn does not take it over (its taints, labels and pods); rename the RemoteBuildNode, or delete that Node",
+				name, rbnv1.LabelRemoteBuildNode))
+		}
 		c.mu.Lock()
 		ports := c.ports
 		c.mu.Unlock()
@@ -617,6 +635,18 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 	if !slices.Contains(rbn.Finalizers, rbnv1.Finalizer) {
 		return nil
 	}
+	removeFinalizer := func() error {
+		return c.rbn.setFinalizers(ctx, rbn, slices.DeleteFunc(slices.Clone(rbn.Finalizers), func(f string) bool { return f == rbnv1.Finalizer }))
+	}
+	foreign, err := c.foreignNode(ctx, rbn.Name)
+	if err != nil {
+		return err
+	}
+	if foreign {
+		// Refused with NodeNameTaken: its Node, pods and Lease are another's.
+		log.Info("the Node of this name is not a remote build node: left alone")
+		return removeFinalizer()
+	}
 	pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", rbn.Name).String(),
 	})
@@ -638,5 +668,19 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 		return fmt.Errorf("delete lease %s: %w", rbn.Name, err)
 	}
 	log.Info("node removed")
-	return c.rbn.setFinalizers(ctx, rbn, slices.DeleteFunc(slices.Clone(rbn.Finalizers), func(f string) bool { return f == rbnv1.Finalizer }))
+	return removeFinalizer()
+}
+
+// foreignNode says whether a Node named name exists that is not a remote
+// build node: rbn never takes such a Node over (it would rewrite its taints
+// and labels, serve its pods, and delete them with the RemoteBuildNode).
+func (c *Controller) foreignNode(ctx context.Context, name string) (bool, error) {
+	n, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get node %s: %w", name, err)
+	}
+	return n.Labels[rbnv1.LabelRemoteBuildNode] != "true", nil
 }

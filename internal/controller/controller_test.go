@@ -331,7 +331,11 @@ func TestFinalize(t *testing.T) {
 	pod := func(ns, name, node string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PodSpec{NodeName: node}}
 	}
-	node := func(name string) *corev1.Node { return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	node := func(name string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{rbnv1.LabelRemoteBuildNode: "true"}}}
+	}
+	// foreign is another kubelet's Node of the RemoteBuildNode's name.
+	foreign := func(name string) *corev1.Node { return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}} }
 	lease := func(name string) *coordinationv1.Lease {
 		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: name}}
 	}
@@ -360,6 +364,11 @@ func TestFinalize(t *testing.T) {
 			"pods a/p1", "pods b/p2", "nodes /n1", "leases " + corev1.NamespaceNodeLease + "/n1",
 		},
 		wantPatch: `{"metadata":{"finalizers":["example.com/keep"],"resourceVersion":"42"}}`,
+	}, {
+		name:       "another's Node of that name (refused NodeNameTaken): left alone, our finalizer removed",
+		finalizers: []string{rbnv1.Finalizer},
+		objects:    []runtime.Object{pod("a", "p1", "n1"), foreign("n1"), lease("n1")},
+		wantPatch:  `{"metadata":{"finalizers":[],"resourceVersion":"42"}}`,
 	}, {
 		name:        "node and lease already gone",
 		finalizers:  []string{rbnv1.Finalizer},

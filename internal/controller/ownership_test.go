@@ -475,3 +475,30 @@ func TestReadyWaitsForTheWarmHosts(t *testing.T) {
 		t.Errorf("a node added later took the replica out of service: %v", err)
 	}
 }
+
+// A RemoteBuildNode named like another kubelet's Node is refused: no
+// runtime (which would rewrite the Node's taints and labels and serve its
+// pods), an Invalid status saying why, and it is looked at again later.
+func TestNodeNameTakenRefused(t *testing.T) {
+	h := newShardHarness(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"kubernetes.io/hostname": "n1"}}})
+	h.acquire("n1")
+	if started, _ := h.runtimes.counts(); started != 0 {
+		t.Fatalf("a runtime started for another kubelet's Node")
+	}
+	var status string
+	for _, r := range h.api.requests() {
+		if strings.HasSuffix(r.path, "/status") {
+			status = r.body
+		}
+	}
+	if !strings.Contains(status, ReasonNodeNameTaken) || !strings.Contains(status, `"phase":"Invalid"`) {
+		t.Errorf("status written: %s, want phase Invalid with reason %s", status, ReasonNodeNameTaken)
+	}
+	n, err := h.client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Spec.Taints) != 0 || n.Labels[rbnv1.LabelRemoteBuildNode] != "" {
+		t.Errorf("the other Node was changed: %+v", n)
+	}
+}
