@@ -218,8 +218,8 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		case err != nil:
 			return 0, err
 		}
-		for _, probe := range plan.IgnoredProbes {
-			w.p.event(pd, corev1.EventTypeWarning, "ProbeIgnored", probe+" is not run on remote build nodes: the container counts as ready once running")
+		for _, warning := range plan.Warnings {
+			w.p.event(pd, corev1.EventTypeWarning, warning.Reason, warning.Message)
 		}
 		if len(plan.InvalidEnvKeys) > 0 {
 			w.p.event(pd, corev1.EventTypeWarning, "InvalidEnvironmentVariableNames",

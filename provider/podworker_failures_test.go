@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,4 +178,36 @@ func TestWorkerWaitsForTheHost(t *testing.T) {
 	h.sync()
 	h.wantCalls("create "+ctrName("main", 1), 1)
 	h.wantCalls("start "+ctrName("main", 1), 1)
+}
+
+// TestWorkerSpecDecisions: what the translation refuses fails the pod with
+// the refusal's reason, and what it only warns about runs, each warning a
+// Warning event (docs/podspec.md).
+func TestWorkerSpecDecisions(t *testing.T) {
+	t.Run("refused field fails the pod", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyNever, "main")
+		deadline := int64(600)
+		pd.Spec.ActiveDeadlineSeconds = &deadline
+		h := newHarness(t, pd)
+		h.sync()
+		h.wantPhase(corev1.PodFailed)
+		if st := h.status(); st.Reason != "UnsupportedField" || !strings.Contains(st.Message, "spec.activeDeadlineSeconds") {
+			t.Errorf("reason %q message %q", st.Reason, st.Message)
+		}
+		h.wantCalls("create-pod", 0)
+		h.wantEvent(h.events(), "Warning UnsupportedField spec.activeDeadlineSeconds: ")
+	})
+	t.Run("warned fields run, with an event each", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyNever, "main")
+		c := &pd.Spec.Containers[0]
+		c.TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+		c.LivenessProbe = &corev1.Probe{}
+		h := newHarness(t, pd)
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		ev := h.events()
+		h.wantEvent(ev, "Warning ProbeIgnored spec.containers[0].livenessProbe is not run")
+		h.wantEvent(ev, "Warning TerminationMessageIgnored terminationMessagePolicy FallbackToLogsOnError")
+	})
 }

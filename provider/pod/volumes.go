@@ -98,8 +98,17 @@ func (t *translator) emptyDir(field, name string, src *corev1.EmptyDirVolumeSour
 		// enforces it on disk by evicting the pod, which rbn does not do.
 		vol.SizeLimitBytes = src.SizeLimit.Value()
 	}
+	if src.Mode != nil {
+		// Podman creates a volume's directory with its own mode; there is
+		// no option to choose it.
+		return Volume{}, unsupported(field+".mode", ReasonUnsupportedVolume, "emptyDir mode is not supported")
+	}
 	switch src.Medium {
 	case corev1.StorageMediumDefault:
+		if vol.SizeLimitBytes > 0 {
+			t.warn(field+".sizeLimit", WarningNotEnforced,
+				"sizeLimit of emptyDir %q is not enforced on disk: the kubelet evicts a pod over it, rbn does not (a Memory emptyDir's limit is enforced)", name)
+		}
 	case corev1.StorageMediumMemory:
 		vol.Tmpfs = true
 		vol.SizeLimitBytes = tmpfsSize(vol.SizeLimitBytes, t.pod)
@@ -157,9 +166,12 @@ func (t *translator) hostPath(field, name string, src *corev1.HostPathVolumeSour
 		return Volume{}, unsupported(field+".path", ReasonHostPathNotAllowed,
 			"hostPath %q is outside the host paths this node allows %q", src.Path, t.in.HostPathAllowlist)
 	}
-	vol := Volume{K8sName: name, Kind: VolumeHostPath, HostPath: clean}
-	if src.Type != nil {
-		vol.HostPathType = *src.Type
+	if src.Type != nil && *src.Type != corev1.HostPathUnset {
+		// The kubelet checks (or creates) the path on its own disk before
+		// mounting; the path is on the build host, where nothing checks it
+		// yet. Mounting it unchecked would drop the type silently.
+		return Volume{}, unsupported(field+".type", ReasonUnsupportedVolume,
+			"hostPath type %q is not checked on remote build nodes; leave type empty (the path is bind-mounted as it is, and must exist)", *src.Type)
 	}
-	return vol, nil
+	return Volume{K8sName: name, Kind: VolumeHostPath, HostPath: clean}, nil
 }
