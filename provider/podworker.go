@@ -49,8 +49,13 @@ type podWorker struct {
 	waiting map[string]reason    // container -> waiting reason, message
 	emitted map[string]bool      // container IDs whose Started/Created events were sent
 	token   string               // the pod's service account token, once requested
-	failed  bool                 // the pod failed permanently (unsupported spec)
-	lastErr string               // last sync error reported as an event, to report each once
+	// planned is the spec the plan was made from, and unapplied the spec
+	// changes since then last reported (pod.UnappliedChanges), to report
+	// each once.
+	planned   *corev1.PodSpec
+	unapplied string
+	failed    bool   // the pod failed permanently (unsupported spec)
+	lastErr   string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 }
@@ -226,7 +231,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 				"Keys from envFrom were skipped since they are invalid environment variable names: "+strings.Join(plan.InvalidEnvKeys, ", "))
 		}
 		w.plan = plan
+		w.planned = pd.Spec.DeepCopy()
 	}
+	w.reportUnapplied(pd)
 	// A podman pod this sync created holds no container yet: nothing to
 	// observe before advance creates the first.
 	fresh := false
@@ -279,6 +286,20 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		w.report(ctx, pd, obs)
 	}
 	return next, nil
+}
+
+// reportUnapplied tells the pod's owner, once per distinct set, about the
+// changes to the running pod's spec that rbn does not apply.
+func (w *podWorker) reportUnapplied(pd *corev1.Pod) {
+	changes := strings.Join(pod.UnappliedChanges(w.planned, &pd.Spec), ", ")
+	if changes == w.unapplied {
+		return
+	}
+	w.unapplied = changes
+	if changes != "" {
+		w.p.event(pd, corev1.EventTypeWarning, pod.WarningSpecChangeIgnored,
+			"changed on the running pod, not applied on remote build nodes (recreate the pod to apply): "+changes)
+	}
 }
 
 // teardown stops the pod's containers within grace, removes everything of

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,5 +210,24 @@ func TestWorkerSpecDecisions(t *testing.T) {
 		ev := h.events()
 		h.wantEvent(ev, "Warning ProbeIgnored spec.containers[0].livenessProbe is not run")
 		h.wantEvent(ev, "Warning TerminationMessageIgnored terminationMessagePolicy FallbackToLogsOnError")
+	})
+	t.Run("a change to the running pod that is not applied", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		h.events()
+		pd := h.w.current()
+		pd.Spec.Containers[0].Image = "registry.test/main:2"
+		h.w.update(pd)
+		h.sync()
+		h.wantEvent(h.events(), "Warning SpecChangeIgnored changed on the running pod, not applied on remote build nodes (recreate the pod to apply): spec.containers[0].image")
+		h.wantCalls("create "+ctrName("main", 1), 0)
+		// Once per change.
+		h.w.update(pd)
+		h.sync()
+		if ev := h.events(); slices.ContainsFunc(ev, func(e string) bool { return strings.Contains(e, "SpecChangeIgnored") }) {
+			t.Errorf("reported again: %q", ev)
+		}
 	})
 }

@@ -16,6 +16,9 @@ package pod
 //     cluster DNS's), so the kubelet would not act on it either, or only in
 //     ways that cannot apply to a build host; the row says why;
 //   - Warned: the pod runs without it, and a Warning event says so.
+//
+// Changes to a running pod that the API allows and rbn does not apply get a
+// Warning event too (UnappliedChanges).
 
 // Handling is what rbn does with a field.
 type Handling string
@@ -48,10 +51,10 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes", Implemented, "Each volume as its source says (spec.volumes[] below)."},
 	{"spec.initContainers", Implemented, "Run one at a time, in order, each to completion, before the app containers, with the kubelet's restart rules."},
 	{"spec.containers", Implemented, "Run together in one podman pod (shared network, IPC and UTS namespaces). A pod without containers is refused (InvalidSpec)."},
-	{"spec.ephemeralContainers", Refused, "Refused (UnsupportedField): ephemeral containers (kubectl debug) are not supported."},
+	{"spec.ephemeralContainers", Refused, "Refused (UnsupportedField): ephemeral containers are not supported; added to a running pod (kubectl debug), they are not run and get a SpecChangeIgnored event."},
 	{"spec.restartPolicy", Implemented, "Always, OnFailure, Never, with the kubelet's crash-loop back-off (10 s doubling to 5 min)."},
 	{"spec.terminationGracePeriodSeconds", Implemented, "The grace period of a deletion that does not set its own."},
-	{"spec.activeDeadlineSeconds", Refused, "Refused (UnsupportedField): no timer fails the pod with DeadlineExceeded on a build host. A Job's own activeDeadlineSeconds works: the Job controller enforces it."},
+	{"spec.activeDeadlineSeconds", Refused, "Refused (UnsupportedField): no timer fails the pod with DeadlineExceeded on a build host; set on a running pod, it gets a SpecChangeIgnored event. A Job's own activeDeadlineSeconds works: the Job controller enforces it."},
 	{"spec.dnsPolicy", Implemented, "Containers use the build host's resolvers, which is dnsPolicy Default; ClusterFirst and ClusterFirstWithHostNet get the same, as cluster DNS is not reachable from a build host outside the cluster network. None is refused (UnsupportedField)."},
 	{"spec.nodeSelector", Ignored, whyScheduler},
 	{"spec.serviceAccountName", Implemented, "The account of the projected service account token (TokenRequest) and of the downward API's spec.serviceAccountName."},
@@ -107,7 +110,7 @@ var Fields = append([]FieldDecision{
 
 	// Container (and init container).
 	{"spec.containers[].name", Implemented, "Names the podman container rbn-<pod UID>-<name>-<restart count>."},
-	{"spec.containers[].image", Implemented, "Pulled per imagePullPolicy; an unparsable reference is refused (InvalidImageName). Taken when the pod starts: an image changed on a running pod is not applied."},
+	{"spec.containers[].image", Implemented, "Pulled per imagePullPolicy; an unparsable reference is refused (InvalidImageName). Taken when the pod starts: an image changed on a running pod is not applied (SpecChangeIgnored event)."},
 	{"spec.containers[].command", Implemented, "Replaces the image's ENTRYPOINT, with $(VAR) expansion."},
 	{"spec.containers[].args", Implemented, "Replaces the image's CMD, with $(VAR) expansion."},
 	{"spec.containers[].workingDir", Implemented, "Created when missing, as container runtimes under Kubernetes do."},
@@ -115,7 +118,7 @@ var Fields = append([]FieldDecision{
 	{"spec.containers[].envFrom", Implemented, "ConfigMaps and Secrets, with prefix; invalid names are skipped with an InvalidEnvironmentVariableNames event."},
 	{"spec.containers[].env", Implemented, "value with $(VAR) expansion, and valueFrom (below)."},
 	{"spec.containers[].resources", Implemented, "limits.cpu and limits.memory as cgroup limits, requests.cpu as CPU shares, as the kubelet computes them (below)."},
-	{"spec.containers[].resizePolicy", Ignored, "Only says how an in-place resize is applied; resources are applied when a container is created."},
+	{"spec.containers[].resizePolicy", Ignored, "Only says how an in-place resize is applied, and resources are applied when the pod starts: a resize of a running pod is not applied (SpecChangeIgnored event)."},
 	{"spec.containers[].restartPolicy", Refused, "Refused (UnsupportedField): sidecar init containers (Always) and per-container restart policies are not supported."},
 	{"spec.containers[].restartPolicyRules", Refused, "Refused (UnsupportedField)."},
 	{"spec.containers[].volumeMounts", Implemented, "Below (spec.containers[].volumeMounts[].*)."},
