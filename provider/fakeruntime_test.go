@@ -36,6 +36,7 @@ type fakeRuntime struct {
 	startErr map[string]error // container name -> what its start answers
 	calls    []string
 	nextID   int
+	files    map[string]string // host path -> type, as stat's %F names it
 }
 
 var _ podRuntime = (*fakeRuntime)(nil)
@@ -349,4 +350,32 @@ func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan p
 
 func (f *fakeRuntime) RealPaths(_ context.Context, paths []string) ([]string, error) {
 	return paths, nil
+}
+
+func (f *fakeRuntime) FileType(_ context.Context, p string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("stat %s", p)
+	if kind, ok := f.files[p]; ok {
+		return kind, nil
+	}
+	return "", fmt.Errorf("stat: cannot statx '%s': No such file or directory", p)
+}
+
+func (f *fakeRuntime) MakePath(_ context.Context, p string, dir bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("make-path %s dir=%t", p, dir)
+	if f.files == nil {
+		f.files = map[string]string{}
+	}
+	switch {
+	case dir && f.files[p] != "" && f.files[p] != "directory":
+		return fmt.Errorf("mkdir: cannot create directory '%s': File exists", p)
+	case dir:
+		f.files[p] = "directory"
+	case f.files[p] == "":
+		f.files[p] = "regular empty file"
+	}
+	return nil
 }

@@ -186,7 +186,11 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		if msg := err.Error(); msg != w.lastErr && w.p.rt.Ready() {
 			w.lastErr = msg
 			reason := "FailedSync"
-			if !w.sandbox.ready {
+			var hostPath *HostPathTypeError
+			switch {
+			case errors.As(err, &hostPath):
+				reason = "FailedMount" // the kubelet's, for the same check
+			case !w.sandbox.ready:
 				reason = "FailedCreatePodSandBox"
 			}
 			w.p.event(w.current(), corev1.EventTypeWarning, reason, msg)

@@ -217,7 +217,7 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes[].image", Refused, whyVolume},
 
 	{"spec.volumes[].hostPath.path", Implemented, "Must lie at or below an entry of the node's hostPathAllowlist (HostPathNotAllowed otherwise); mounted in clean form."},
-	{"spec.volumes[].hostPath.type", Refused, "Refused (UnsupportedVolume) unless empty (the API's default): the kubelet checks the path's type (or creates it) before mounting, and nothing does that on the build host yet. With an empty type the path is bind-mounted as it is, and must exist."},
+	{"spec.volumes[].hostPath.type", Implemented, "Checked on the host (GNU stat) before the pod's sandbox is created, as the kubelet checks it before mounting: DirectoryOrCreate and FileOrCreate create a missing path, and every type then requires the path to be what it names; a failed check keeps the pod waiting with FailedMount events and is retried. Empty (the default) checks nothing: the path is bind-mounted as it is, and must exist. A type the API does not define is refused (InvalidSpec)."},
 
 	{"spec.volumes[].emptyDir.medium", Implemented, "\"\" (the host's disk) or Memory (a tmpfs); HugePages are refused (UnsupportedVolume)."},
 	{"spec.volumes[].emptyDir.sizeLimit", Implemented, "Bounds a Memory emptyDir's tmpfs (with the pod's memory limit, as the kubelet does). On disk it is not enforced (LimitNotEnforced event): the kubelet evicts a pod over it, rbn does not."},

@@ -152,8 +152,11 @@ type Volume struct {
 	SizeLimitBytes int64
 	// Files to write into a Files volume, sorted by Path.
 	Files []File
-	// HostPath is the host directory of a VolumeHostPath, in clean form.
-	HostPath string
+	// HostPath is the host path of a VolumeHostPath, in clean form, and
+	// HostPathType its type, which the runtime checks (or creates the path
+	// for) on the host before mounting it, as the kubelet does.
+	HostPath     string
+	HostPathType corev1.HostPathType
 }
 
 // File is one file of a Files volume.

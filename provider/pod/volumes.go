@@ -166,12 +166,15 @@ func (t *translator) hostPath(field, name string, src *corev1.HostPathVolumeSour
 		return Volume{}, unsupported(field+".path", ReasonHostPathNotAllowed,
 			"hostPath %q is outside the host paths this node allows %q", src.Path, t.in.HostPathAllowlist)
 	}
-	if src.Type != nil && *src.Type != corev1.HostPathUnset {
-		// The kubelet checks (or creates) the path on its own disk before
-		// mounting; the path is on the build host, where nothing checks it
-		// yet. Mounting it unchecked would drop the type silently.
-		return Volume{}, unsupported(field+".type", ReasonUnsupportedVolume,
-			"hostPath type %q is not checked on remote build nodes; leave type empty (the path is bind-mounted as it is, and must exist)", *src.Type)
+	vol := Volume{K8sName: name, Kind: VolumeHostPath, HostPath: clean}
+	if src.Type != nil {
+		vol.HostPathType = *src.Type
 	}
-	return Volume{K8sName: name, Kind: VolumeHostPath, HostPath: clean}, nil
+	switch vol.HostPathType {
+	case corev1.HostPathUnset, corev1.HostPathDirectoryOrCreate, corev1.HostPathDirectory, corev1.HostPathFileOrCreate,
+		corev1.HostPathFile, corev1.HostPathSocket, corev1.HostPathCharDev, corev1.HostPathBlockDev:
+	default:
+		return Volume{}, unsupported(field+".type", ReasonInvalidSpec, "hostPath type %q is not a type the API defines", vol.HostPathType)
+	}
+	return vol, nil
 }
