@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type fakeRuntime struct {
 	calls    []string
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
+	logs     map[string]string // container name -> its whole log
 }
 
 var _ podRuntime = (*fakeRuntime)(nil)
@@ -265,7 +267,18 @@ func (f *fakeRuntime) ListContainers(_ context.Context, labels map[string]string
 	return out, nil
 }
 
-func (f *fakeRuntime) Logs(context.Context, string, podman.LogOptions) (io.ReadCloser, error) {
+func (f *fakeRuntime) Logs(_ context.Context, nameOrID string, o podman.LogOptions) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("logs %s tail=%d", nameOrID, o.Tail)
+	for name, c := range f.ctrs {
+		if name != nameOrID && c.ID != nameOrID {
+			continue
+		}
+		if out, ok := f.logs[name]; ok {
+			return io.NopCloser(strings.NewReader(out)), nil
+		}
+	}
 	return nil, errors.New("fake runtime: no logs")
 }
 

@@ -54,8 +54,11 @@ type podWorker struct {
 	// each once.
 	planned   *corev1.PodSpec
 	unapplied string
-	failed    bool   // the pod failed permanently (unsupported spec)
-	lastErr   string // last sync error reported as an event, to report each once
+	// messages holds the termination messages read from the logs, by
+	// container ID (see logMessages).
+	messages map[string]string
+	failed   bool   // the pod failed permanently (unsupported spec)
+	lastErr  string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 }

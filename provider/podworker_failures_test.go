@@ -201,7 +201,7 @@ func TestWorkerSpecDecisions(t *testing.T) {
 	t.Run("warned fields run, with an event each", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")
 		c := &pd.Spec.Containers[0]
-		c.TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+		c.TerminationMessagePath = "/tmp/result"
 		c.LivenessProbe = &corev1.Probe{}
 		h := newHarness(t, pd)
 		h.rt.images["registry.test/main:1"] = true
@@ -209,7 +209,7 @@ func TestWorkerSpecDecisions(t *testing.T) {
 		h.wantPhase(corev1.PodRunning)
 		ev := h.events()
 		h.wantEvent(ev, "Warning ProbeIgnored spec.containers[0].livenessProbe is not run")
-		h.wantEvent(ev, "Warning TerminationMessageIgnored terminationMessagePolicy FallbackToLogsOnError")
+		h.wantEvent(ev, `Warning TerminationMessageIgnored terminationMessagePath "/tmp/result" is not read`)
 	})
 	t.Run("a change to the running pod that is not applied", func(t *testing.T) {
 		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))

@@ -79,7 +79,7 @@ type Plan struct {
 	InitContainers []Container
 	Containers     []Container
 	// Warnings are the fields the pod sets that rbn runs it without (probes,
-	// limits it does not enforce, termination messages): accepted, because
+	// limits it does not enforce, a termination message path): accepted, because
 	// real specs are full of them, but listed so that the runtime tells the
 	// user with a Warning event each. In field order.
 	Warnings []Warning
@@ -101,7 +101,7 @@ const (
 	WarningProbeIgnored = "ProbeIgnored"
 	// WarningNotEnforced: a limit the kubelet enforces by eviction is not enforced.
 	WarningNotEnforced = "LimitNotEnforced"
-	// WarningTerminationMessage: the termination message is not reported.
+	// WarningTerminationMessage: the termination message file is not read.
 	WarningTerminationMessage = "TerminationMessageIgnored"
 	// WarningStdinOnce: stdinOnce is not passed to podman.
 	WarningStdinOnce = "StdinOnceIgnored"

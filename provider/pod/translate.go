@@ -277,16 +277,13 @@ func (t *translator) containerWarnings(field string, c *corev1.Container) {
 		}
 	}
 	// The kubelet reads the message from a host file it mounts at the
-	// path; rbn mounts none, so a container's message is never reported.
-	// Warned only when the pod asks for more than the API's defaults,
-	// which every pod carries.
+	// path; rbn mounts none, so a message written there is never reported
+	// (FallbackToLogsOnError's, from the logs, is). Warned only when the
+	// pod asks for another path than the API's default, which every pod
+	// carries.
 	if p := c.TerminationMessagePath; p != "" && p != defaultTerminationMessagePath {
 		t.warn(field+".terminationMessagePath", WarningTerminationMessage,
-			"terminationMessagePath %q is not read on remote build nodes: the container's termination message is not reported", p)
-	}
-	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
-		t.warn(field+".terminationMessagePolicy", WarningTerminationMessage,
-			"terminationMessagePolicy FallbackToLogsOnError is not honoured on remote build nodes: a failed container's status carries no message from its logs")
+			"terminationMessagePath %q is not read on remote build nodes: a termination message written there is not reported", p)
 	}
 	if lim, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok && !lim.IsZero() {
 		t.warn(field+".resources.limits", WarningNotEnforced,
