@@ -68,11 +68,12 @@ func containerStatus(o observed) corev1.ContainerStatus {
 const exitSIGKILL = 128 + 9
 
 // terminated renders an ended run, with message as its message unless the
-// run's end says more (the runtime's error, an inferred OOM kill). OOM kills are what podman reports; on
-// cgroup v1 hosts (runc, cgroupfs) podman never learns of them, so a SIGKILL
-// exit under a memory limit is reported as OOMKilled too, saying so: rbn
-// itself only kills containers when it deletes their pod, after which no
-// status is reported.
+// run's end says more (the runtime's error, an inferred OOM kill). OOM
+// kills are what podman reports; on cgroup v1 hosts (runc, cgroupfs) podman
+// never learns of them, so a SIGKILL exit under a memory limit is reported
+// as OOMKilled too, saying so: rbn itself only kills containers when it
+// deletes their pod, after which no status is reported, and past the pod's
+// deadline, when the caller passes memoryLimited false.
 func terminated(c *podman.ContainerState, memoryLimited bool, message string) *corev1.ContainerStateTerminated {
 	t := &corev1.ContainerStateTerminated{
 		ExitCode:    c.ExitCode,
@@ -218,7 +219,7 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 	in := statusInput{
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
-		Outputs: w.transfers.outputs(w.plan),
+		Outputs: w.transfers.outputs(w.plan), DeadlineExceeded: w.deadlineExceeded,
 	}
 	st, awaiting := podStatus(in)
 	if awaiting {
@@ -244,6 +245,8 @@ type statusInput struct {
 	// SandboxReady: the podman pod exists.
 	SandboxReady bool
 	Outputs      outputsState
+	// DeadlineExceeded: rbn stopped the pod past its activeDeadlineSeconds.
+	DeadlineExceeded bool
 }
 
 // outputsState is where a pod's outputs (rbn.dev/transfers) are.
@@ -275,7 +278,10 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 				o = *ob
 				o.image = c.Image
 			}
+			// rbn's own SIGKILL after the deadline's grace period is no
+			// OOM kill (see terminated).
 			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			o.memoryLimited = o.memoryLimited && !in.DeadlineExceeded
 			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
 				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
 			}
@@ -299,6 +305,9 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
 	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	if in.DeadlineExceeded {
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
+	}
 	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
 	st.Conditions = podConditions(st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
 	if outputs != nil {

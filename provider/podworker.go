@@ -57,8 +57,10 @@ type podWorker struct {
 	// messages holds the termination messages read from the logs, by
 	// container ID (see logMessages).
 	messages map[string]string
-	failed   bool   // the pod failed permanently (unsupported spec)
-	lastErr  string // last sync error reported as an event, to report each once
+	// deadlineExceeded: the pod was failed past its activeDeadlineSeconds.
+	deadlineExceeded bool
+	failed           bool   // the pod failed permanently (unsupported spec)
+	lastErr          string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 }
@@ -241,6 +243,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		w.planned = pd.Spec.DeepCopy()
 	}
 	w.reportUnapplied(pd)
+	if remaining, ok := untilDeadline(pd, w.p.cfg.Clock.Now()); ok && remaining <= 0 {
+		return 0, w.exceedDeadline(ctx, pd)
+	}
 	// A podman pod this sync created holds no container yet: nothing to
 	// observe before advance creates the first.
 	fresh := false
@@ -291,6 +296,11 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		w.failed = w.transfers.failure != nil
 		w.report(ctx, pd, obs)
+	}
+	// Wake up at the pod's deadline (counted from the startTime the first
+	// report sets), checked at the top; 0 would mean no wake-up at all.
+	if remaining, ok := untilDeadline(w.current(), w.p.cfg.Clock.Now()); ok && (next == 0 || remaining < next) {
+		next = max(remaining, time.Nanosecond)
 	}
 	return next, nil
 }

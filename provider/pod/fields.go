@@ -54,7 +54,7 @@ var Fields = append([]FieldDecision{
 	{"spec.ephemeralContainers", Refused, "Refused (UnsupportedField): ephemeral containers are not supported; added to a running pod (kubectl debug), they are not run and get a SpecChangeIgnored event."},
 	{"spec.restartPolicy", Implemented, "Always, OnFailure, Never, with the kubelet's crash-loop back-off (10 s doubling to 5 min)."},
 	{"spec.terminationGracePeriodSeconds", Implemented, "The grace period of a deletion that does not set its own."},
-	{"spec.activeDeadlineSeconds", Refused, "Refused (UnsupportedField): no timer fails the pod with DeadlineExceeded on a build host; set on a running pod, it gets a SpecChangeIgnored event. A Job's own activeDeadlineSeconds works: the Job controller enforces it."},
+	{"spec.activeDeadlineSeconds", Implemented, "Counted from the pod's startTime, as by the kubelet: past it, the running containers are stopped within the pod's grace period and the pod fails with DeadlineExceeded (and a Warning event of that reason). Applied to running pods too when it is set or lowered."},
 	{"spec.dnsPolicy", Implemented, "Containers use the build host's resolvers, which is dnsPolicy Default; ClusterFirst and ClusterFirstWithHostNet get the same, as cluster DNS is not reachable from a build host outside the cluster network. None is refused (UnsupportedField)."},
 	{"spec.nodeSelector", Ignored, whyScheduler},
 	{"spec.serviceAccountName", Implemented, "The account of the projected service account token (TokenRequest) and of the downward API's spec.serviceAccountName."},

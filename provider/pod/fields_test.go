@@ -143,9 +143,8 @@ its message names the field, and a Warning event says the same.
   says why.
 - **warned**: the pod runs without it, and a Warning event (reason given) says so.
 
-Changes to a running pod that the API allows (a container's image, an in-place resize,
-` + "`activeDeadlineSeconds`" + `, ephemeral containers) are not applied; a ` + "`SpecChangeIgnored`" + ` Warning
-event says so.
+Changes to a running pod that the API allows and rbn does not apply (a container's image, an
+in-place resize, ephemeral containers) get a ` + "`SpecChangeIgnored`" + ` Warning event.
 
 The fields of ` + "`spec.containers[]`" + ` hold for ` + "`spec.initContainers[]`" + ` too. The table is
 ` + "`provider/pod/fields.go`" + `; this page is rendered from it (` + "`go test ./provider/pod -run TestPodSpecDoc -update`" + `),

@@ -172,13 +172,6 @@ func (t *translator) checkPod() error {
 		return field("resourceClaims")
 	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
 		return field("resources")
-	case s.ActiveDeadlineSeconds != nil:
-		// The kubelet fails the pod (DeadlineExceeded) once it has been
-		// active that long; rbn has no such timer, and a pod running past
-		// its deadline is the silent failure this refusal prevents. A Job's
-		// own activeDeadlineSeconds works: the Job controller enforces it.
-		return unsupported("spec.activeDeadlineSeconds", ReasonUnsupportedField,
-			"activeDeadlineSeconds is not enforced on remote build nodes; set it on the Job instead (the Job controller enforces it)")
 	case len(s.ReadinessGates) > 0:
 		// The pod's status is the worker's own: conditions that other
 		// controllers set are not read back, so a gate could never hold

@@ -14,11 +14,11 @@ const WarningSpecChangeIgnored = "SpecChangeIgnored"
 // UnappliedChanges lists the changes from planned (the spec a pod's plan
 // was made from) to current that the API allows on a running pod and rbn
 // does not apply, by field path: a container's image (the kubelet restarts
-// the container with it), its resources (an in-place resize),
-// activeDeadlineSeconds (refused in a new pod) and ephemeral containers
-// (kubectl debug). The other mutable fields need nothing here: tolerations
-// and scheduling gates are the scheduler's, terminationGracePeriodSeconds
-// is read when the pod is deleted.
+// the container with it), its resources (an in-place resize) and
+// ephemeral containers (kubectl debug). The other mutable fields need
+// nothing here: tolerations and scheduling gates are the scheduler's,
+// terminationGracePeriodSeconds is read when the pod is deleted and
+// activeDeadlineSeconds at every sync.
 func UnappliedChanges(planned, current *corev1.PodSpec) []string {
 	var out []string
 	containers := func(kind string, was, is []corev1.Container) {
@@ -42,9 +42,6 @@ func UnappliedChanges(planned, current *corev1.PodSpec) []string {
 	}
 	containers("initContainers", planned.InitContainers, current.InitContainers)
 	containers("containers", planned.Containers, current.Containers)
-	if !equality.Semantic.DeepEqual(planned.ActiveDeadlineSeconds, current.ActiveDeadlineSeconds) {
-		out = append(out, "spec.activeDeadlineSeconds")
-	}
 	if !equality.Semantic.DeepEqual(planned.EphemeralContainers, current.EphemeralContainers) {
 		out = append(out, "spec.ephemeralContainers")
 	}

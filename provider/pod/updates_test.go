@@ -26,7 +26,7 @@ func TestUnappliedChanges(t *testing.T) {
 		{"resize", func(s *corev1.PodSpec) {
 			s.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}
 		}, []string{"spec.containers[0].resources"}},
-		{"deadline", func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = &deadline }, []string{"spec.activeDeadlineSeconds"}},
+		{"deadline is applied", func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = &deadline }, nil},
 		{"kubectl debug", func(s *corev1.PodSpec) {
 			s.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}}}
 		}, []string{"spec.ephemeralContainers"}},
