@@ -59,7 +59,7 @@ type podWorker struct {
 	messages map[string]string
 	// deadlineExceeded: the pod was failed past its activeDeadlineSeconds.
 	deadlineExceeded bool
-	failed           bool   // the pod failed permanently (unsupported spec)
+	failed           bool   // the pod failed permanently (unsupported spec, deadline)
 	lastErr          string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
