@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,8 @@ type fakeRuntime struct {
 	startErr map[string]error // container name -> what its start answers
 	calls    []string
 	nextID   int
+	files    map[string]string // host path -> type, as stat's %F names it
+	logs     map[string]string // container name -> its whole log
 }
 
 var _ podRuntime = (*fakeRuntime)(nil)
@@ -264,7 +267,18 @@ func (f *fakeRuntime) ListContainers(_ context.Context, labels map[string]string
 	return out, nil
 }
 
-func (f *fakeRuntime) Logs(context.Context, string, podman.LogOptions) (io.ReadCloser, error) {
+func (f *fakeRuntime) Logs(_ context.Context, nameOrID string, o podman.LogOptions) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("logs %s tail=%d", nameOrID, o.Tail)
+	for name, c := range f.ctrs {
+		if name != nameOrID && c.ID != nameOrID {
+			continue
+		}
+		if out, ok := f.logs[name]; ok {
+			return io.NopCloser(strings.NewReader(out)), nil
+		}
+	}
 	return nil, errors.New("fake runtime: no logs")
 }
 
@@ -349,4 +363,32 @@ func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan p
 
 func (f *fakeRuntime) RealPaths(_ context.Context, paths []string) ([]string, error) {
 	return paths, nil
+}
+
+func (f *fakeRuntime) FileType(_ context.Context, p string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("stat %s", p)
+	if kind, ok := f.files[p]; ok {
+		return kind, nil
+	}
+	return "", fmt.Errorf("stat: cannot statx '%s': No such file or directory", p)
+}
+
+func (f *fakeRuntime) MakePath(_ context.Context, p string, dir bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("make-path %s dir=%t", p, dir)
+	if f.files == nil {
+		f.files = map[string]string{}
+	}
+	switch {
+	case dir && f.files[p] != "" && f.files[p] != "directory":
+		return fmt.Errorf("mkdir: cannot create directory '%s': File exists", p)
+	case dir:
+		f.files[p] = "directory"
+	case f.files[p] == "":
+		f.files[p] = "regular empty file"
+	}
+	return nil
 }

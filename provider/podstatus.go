@@ -27,20 +27,23 @@ type observed struct {
 	image                         string
 	// memoryLimited: the container runs under a memory limit (see terminated).
 	memoryLimited bool
+	// currentMessage and previousMessage are the termination messages of
+	// current's and previous's runs, when they ended ("" for none).
+	currentMessage, previousMessage string
 }
 
 // containerStatus renders one container's Kubernetes status.
 func containerStatus(o observed) corev1.ContainerStatus {
 	st := corev1.ContainerStatus{Name: o.name, Image: o.image, RestartCount: int32(o.attempt)}
 	if o.previous != nil && o.previous.Exited() {
-		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited)}
+		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited, o.previousMessage)}
 	}
 	c := o.current
 	switch {
 	case o.waitingReason != "":
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: o.waitingReason, Message: o.waitingMessage}
 		if c != nil && c.Exited() {
-			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited)}
+			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited, o.currentMessage)}
 		}
 	case c == nil || (!c.Running && c.StartedAt.IsZero() && c.Error == ""):
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
@@ -50,7 +53,7 @@ func containerStatus(o observed) corev1.ContainerStatus {
 		started := true
 		st.Started = &started
 	default:
-		st.State.Terminated = terminated(c, o.memoryLimited)
+		st.State.Terminated = terminated(c, o.memoryLimited, o.currentMessage)
 		started := false
 		st.Started = &started
 	}
@@ -64,12 +67,14 @@ func containerStatus(o observed) corev1.ContainerStatus {
 // exitSIGKILL is the exit code of a process killed by SIGKILL.
 const exitSIGKILL = 128 + 9
 
-// terminated renders an ended run. OOM kills are what podman reports; on
-// cgroup v1 hosts (runc, cgroupfs) podman never learns of them, so a SIGKILL
-// exit under a memory limit is reported as OOMKilled too, saying so: rbn
-// itself only kills containers when it deletes their pod, after which no
-// status is reported.
-func terminated(c *podman.ContainerState, memoryLimited bool) *corev1.ContainerStateTerminated {
+// terminated renders an ended run, with message as its message unless the
+// run's end says more (the runtime's error, an inferred OOM kill). OOM
+// kills are what podman reports; on cgroup v1 hosts (runc, cgroupfs) podman
+// never learns of them, so a SIGKILL exit under a memory limit is reported
+// as OOMKilled too, saying so: rbn itself only kills containers when it
+// deletes their pod, after which no status is reported, and past the pod's
+// deadline, when the caller passes memoryLimited false.
+func terminated(c *podman.ContainerState, memoryLimited bool, message string) *corev1.ContainerStateTerminated {
 	t := &corev1.ContainerStateTerminated{
 		ExitCode:    c.ExitCode,
 		StartedAt:   metav1.NewTime(c.StartedAt),
@@ -92,6 +97,9 @@ func terminated(c *podman.ContainerState, memoryLimited bool) *corev1.ContainerS
 		t.Reason = "Completed"
 	default:
 		t.Reason = "Error"
+	}
+	if t.Message == "" {
+		t.Message = message
 	}
 	return t
 }
@@ -206,11 +214,12 @@ func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.
 }
 
 // report computes the pod's status and tells virtual-kubelet when it changed.
-func (w *podWorker) report(_ context.Context, pd *corev1.Pod, obs map[string]*observed) {
+func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) {
+	w.logMessages(ctx, &pd.Spec, obs)
 	in := statusInput{
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
-		Outputs: w.transfers.outputs(w.plan),
+		Outputs: w.transfers.outputs(w.plan), DeadlineExceeded: w.deadlineExceeded,
 	}
 	st, awaiting := podStatus(in)
 	if awaiting {
@@ -236,6 +245,8 @@ type statusInput struct {
 	// SandboxReady: the podman pod exists.
 	SandboxReady bool
 	Outputs      outputsState
+	// DeadlineExceeded: rbn stopped the pod past its activeDeadlineSeconds.
+	DeadlineExceeded bool
 }
 
 // outputsState is where a pod's outputs (rbn.dev/transfers) are.
@@ -267,7 +278,10 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 				o = *ob
 				o.image = c.Image
 			}
+			// rbn's own SIGKILL after the deadline's grace period is no
+			// OOM kill (see terminated).
 			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			o.memoryLimited = o.memoryLimited && !in.DeadlineExceeded
 			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
 				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
 			}
@@ -291,6 +305,9 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
 	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
+	if in.DeadlineExceeded {
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
+	}
 	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
 	st.Conditions = podConditions(st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
 	if outputs != nil {

@@ -49,8 +49,18 @@ type podWorker struct {
 	waiting map[string]reason    // container -> waiting reason, message
 	emitted map[string]bool      // container IDs whose Started/Created events were sent
 	token   string               // the pod's service account token, once requested
-	failed  bool                 // the pod failed permanently (unsupported spec)
-	lastErr string               // last sync error reported as an event, to report each once
+	// planned is the spec the plan was made from, and unapplied the spec
+	// changes since then last reported (pod.UnappliedChanges), to report
+	// each once.
+	planned   *corev1.PodSpec
+	unapplied string
+	// messages holds the termination messages read from the logs, by
+	// container ID (see logMessages).
+	messages map[string]string
+	// deadlineExceeded: the pod was failed past its activeDeadlineSeconds.
+	deadlineExceeded bool
+	failed           bool   // the pod failed permanently (unsupported spec, deadline)
+	lastErr          string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 }
@@ -181,7 +191,11 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		if msg := err.Error(); msg != w.lastErr && w.p.rt.Ready() {
 			w.lastErr = msg
 			reason := "FailedSync"
-			if !w.sandbox.ready {
+			var hostPath *HostPathTypeError
+			switch {
+			case errors.As(err, &hostPath):
+				reason = "FailedMount" // the kubelet's, for the same check
+			case !w.sandbox.ready:
 				reason = "FailedCreatePodSandBox"
 			}
 			w.p.event(w.current(), corev1.EventTypeWarning, reason, msg)
@@ -218,14 +232,19 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		case err != nil:
 			return 0, err
 		}
-		for _, probe := range plan.IgnoredProbes {
-			w.p.event(pd, corev1.EventTypeWarning, "ProbeIgnored", probe+" is not run on remote build nodes: the container counts as ready once running")
+		for _, warning := range plan.Warnings {
+			w.p.event(pd, corev1.EventTypeWarning, warning.Reason, warning.Message)
 		}
 		if len(plan.InvalidEnvKeys) > 0 {
 			w.p.event(pd, corev1.EventTypeWarning, "InvalidEnvironmentVariableNames",
 				"Keys from envFrom were skipped since they are invalid environment variable names: "+strings.Join(plan.InvalidEnvKeys, ", "))
 		}
 		w.plan = plan
+		w.planned = pd.Spec.DeepCopy()
+	}
+	w.reportUnapplied(pd)
+	if remaining, ok := untilDeadline(pd, w.p.cfg.Clock.Now()); ok && remaining <= 0 {
+		return 0, w.exceedDeadline(ctx, pd)
 	}
 	// A podman pod this sync created holds no container yet: nothing to
 	// observe before advance creates the first.
@@ -278,7 +297,26 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		w.failed = w.transfers.failure != nil
 		w.report(ctx, pd, obs)
 	}
+	// Wake up at the pod's deadline (counted from the startTime the first
+	// report sets), checked at the top; 0 would mean no wake-up at all.
+	if remaining, ok := untilDeadline(w.current(), w.p.cfg.Clock.Now()); ok && (next == 0 || remaining < next) {
+		next = max(remaining, time.Nanosecond)
+	}
 	return next, nil
+}
+
+// reportUnapplied tells the pod's owner, once per distinct set, about the
+// changes to the running pod's spec that rbn does not apply.
+func (w *podWorker) reportUnapplied(pd *corev1.Pod) {
+	changes := strings.Join(pod.UnappliedChanges(w.planned, &pd.Spec), ", ")
+	if changes == w.unapplied {
+		return
+	}
+	w.unapplied = changes
+	if changes != "" {
+		w.p.event(pd, corev1.EventTypeWarning, pod.WarningSpecChangeIgnored,
+			"changed on the running pod, not applied on remote build nodes (recreate the pod to apply): "+changes)
+	}
 }
 
 // teardown stops the pod's containers within grace, removes everything of

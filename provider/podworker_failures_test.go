@@ -2,6 +2,8 @@ package provider
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,4 +179,54 @@ func TestWorkerWaitsForTheHost(t *testing.T) {
 	h.sync()
 	h.wantCalls("create "+ctrName("main", 1), 1)
 	h.wantCalls("start "+ctrName("main", 1), 1)
+}
+
+// TestWorkerSpecDecisions: what the translation refuses fails the pod with
+// the refusal's reason, and what it only warns about runs, each warning a
+// Warning event (docs/podspec.md).
+func TestWorkerSpecDecisions(t *testing.T) {
+	t.Run("refused field fails the pod", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyNever, "main")
+		pd.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "example.com/ready"}}
+		h := newHarness(t, pd)
+		h.sync()
+		h.wantPhase(corev1.PodFailed)
+		if st := h.status(); st.Reason != "UnsupportedField" || !strings.Contains(st.Message, "spec.readinessGates") {
+			t.Errorf("reason %q message %q", st.Reason, st.Message)
+		}
+		h.wantCalls("create-pod", 0)
+		h.wantEvent(h.events(), "Warning UnsupportedField spec.readinessGates: ")
+	})
+	t.Run("warned fields run, with an event each", func(t *testing.T) {
+		pd := testPod(corev1.RestartPolicyNever, "main")
+		c := &pd.Spec.Containers[0]
+		c.TerminationMessagePath = "/tmp/result"
+		c.LivenessProbe = &corev1.Probe{}
+		h := newHarness(t, pd)
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		ev := h.events()
+		h.wantEvent(ev, "Warning ProbeIgnored spec.containers[0].livenessProbe is not run")
+		h.wantEvent(ev, `Warning TerminationMessageIgnored terminationMessagePath "/tmp/result" is not read`)
+	})
+	t.Run("a change to the running pod that is not applied", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		h.events()
+		pd := h.w.current()
+		pd.Spec.Containers[0].Image = "registry.test/main:2"
+		h.w.update(pd)
+		h.sync()
+		h.wantEvent(h.events(), "Warning SpecChangeIgnored changed on the running pod, not applied on remote build nodes (recreate the pod to apply): spec.containers[0].image")
+		h.wantCalls("create "+ctrName("main", 1), 0)
+		// Once per change.
+		h.w.update(pd)
+		h.sync()
+		if ev := h.events(); slices.ContainsFunc(ev, func(e string) bool { return strings.Contains(e, "SpecChangeIgnored") }) {
+			t.Errorf("reported again: %q", ev)
+		}
+	})
 }

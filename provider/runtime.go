@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"strings"
 	"time"
 
@@ -71,6 +72,14 @@ type podRuntime interface {
 	// RealPaths resolves paths on the host (every one must exist); a path
 	// the host cannot resolve is ErrSubPathUnresolvable.
 	RealPaths(ctx context.Context, paths []string) ([]string, error)
+	// FileType is the type of the file at path on the host, following
+	// symlinks, as GNU stat's %F names it ("directory", "regular file",
+	// "socket", ...); an error when the host cannot stat it (missing
+	// included).
+	FileType(ctx context.Context, path string) (string, error)
+	// MakePath creates path on the host as a directory (with its parents)
+	// or as an empty file (in a directory created with its parents).
+	MakePath(ctx context.Context, path string, dir bool) error
 }
 
 // hostRuntime is the podRuntime of a Host, pulling images the way the
@@ -132,4 +141,43 @@ func (r hostRuntime) RealPaths(ctx context.Context, paths []string) ([]string, e
 		return nil, fmt.Errorf("resolving subPaths: %w", err)
 	}
 	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
+}
+
+// FileType runs GNU stat on the host.
+func (r hostRuntime) FileType(ctx context.Context, p string) (string, error) {
+	out, err := r.host.SSH().Output(ctx, "stat", "-L", "-c", "%F", "--", p)
+	if err != nil {
+		return "", hostCommandError(err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// MakePath runs mkdir -p (and touch for a file) on the host. touch only
+// runs for a path FileType found missing, so it does not change an
+// existing file's times but in a race with whoever created it meanwhile.
+func (r hostRuntime) MakePath(ctx context.Context, p string, dir bool) error {
+	d := p
+	if !dir {
+		d = path.Dir(p)
+	}
+	if _, err := r.host.SSH().Output(ctx, "mkdir", "-p", "--", d); err != nil {
+		return hostCommandError(err)
+	}
+	if dir {
+		return nil
+	}
+	if _, err := r.host.SSH().Output(ctx, "touch", "--", p); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
+// hostCommandError is a failed host command's error, saying what the
+// command said when it ran and failed.
+func hostCommandError(err error) error {
+	var exit *sshconn.ExitError
+	if errors.As(err, &exit) && strings.TrimSpace(exit.Stderr) != "" {
+		return errors.New(strings.TrimSpace(exit.Stderr))
+	}
+	return err
 }

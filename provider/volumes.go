@@ -40,9 +40,13 @@ func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVol
 	return &podVolumes{rt: rt, clock: clk, uid: uid, filled: map[string]bool{}}
 }
 
-// create creates the pod's named volumes (idempotently) and learns each
-// one's host mountpoint.
+// create checks the pod's typed hostPath volumes on the host (creating
+// what DirectoryOrCreate and FileOrCreate ask for), creates its named
+// volumes (idempotently) and learns each one's host mountpoint.
 func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan) error {
+	if err := checkHostPaths(ctx, pv.rt, plan); err != nil {
+		return err
+	}
 	mountpoints := map[string]string{}
 	for _, v := range plan.Volumes {
 		if v.Kind == pod.VolumeHostPath {

@@ -6,5 +6,7 @@
 // PodSpec the podman pod. All are pure functions, tested with golden files
 // (testdata/*.yaml in, rendered output beside them). Anything the
 // translation cannot honour fails with an *UnsupportedError naming the
-// field, never silently.
+// field, never silently; what a pod can run without (probes, limits the
+// kubelet enforces by eviction) is listed in Plan.Warnings for the runtime's
+// Warning events. fields.go holds the decision for every field of the spec.
 package pod

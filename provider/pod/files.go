@@ -59,6 +59,9 @@ func modeOr(mode *int32) int32 {
 // files builds the content of a secret, configMap, downwardAPI or projected
 // volume, following the kubelet's volume plugins (MakePayload, CollectData).
 func (t *translator) files(field string, src *corev1.VolumeSource) ([]File, error) {
+	if err := checkFileOwners(field, src); err != nil {
+		return nil, err
+	}
 	fs := fileSet{}
 	var err error
 	switch {
@@ -194,6 +197,9 @@ func (t *translator) projectedFiles(fs fileSet, field string, src *corev1.Projec
 		case s.DownwardAPI != nil:
 			err = t.downwardAPIFiles(fs, f+".downwardAPI", s.DownwardAPI.Items, mode)
 		case s.ServiceAccountToken != nil:
+			if err := t.oneToken(f+".serviceAccountToken", s.ServiceAccountToken); err != nil {
+				return err
+			}
 			if t.in.ServiceAccountToken == "" {
 				return fmt.Errorf("%s: %w", f+".serviceAccountToken", ErrNoServiceAccountToken)
 			}
@@ -207,6 +213,94 @@ func (t *translator) projectedFiles(fs fileSet, field string, src *corev1.Projec
 		}
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// oneToken refuses a second serviceAccountToken projection that asks for a
+// different token than the first: the runtime requests one token per pod
+// (for the first projection), and would write it where another audience or
+// lifetime was asked for.
+func (t *translator) oneToken(field string, p *corev1.ServiceAccountTokenProjection) error {
+	if t.token == nil {
+		t.token, t.tokenField = p, field
+		return nil
+	}
+	if p.Audience != t.token.Audience || !ptrEqual(p.ExpirationSeconds, t.token.ExpirationSeconds) {
+		return unsupported(field, ReasonUnsupportedVolume,
+			"a second serviceAccountToken projection with another audience or expirationSeconds than %s is not supported (one token per pod)", t.tokenField)
+	}
+	return nil
+}
+
+func ptrEqual[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// checkFileOwners refuses the owner fields of a files volume (defaultUser,
+// items[].user, ...): the files are written owned by the host user podman
+// runs as (root inside the container), and choosing another owner is not
+// implemented. Found in field order.
+func checkFileOwners(field string, src *corev1.VolumeSource) error {
+	refuse := func(f string) error {
+		return unsupported(f, ReasonUnsupportedVolume, "file owners (defaultUser, user) are not supported: the files belong to root")
+	}
+	items := func(f string, its []corev1.KeyToPath) error {
+		for j := range its {
+			if its[j].User != nil {
+				return refuse(fmt.Sprintf("%s.items[%d].user", f, j))
+			}
+		}
+		return nil
+	}
+	downward := func(f string, its []corev1.DownwardAPIVolumeFile) error {
+		for j := range its {
+			if its[j].User != nil {
+				return refuse(fmt.Sprintf("%s.items[%d].user", f, j))
+			}
+		}
+		return nil
+	}
+	switch {
+	case src.Secret != nil:
+		if src.Secret.DefaultUser != nil {
+			return refuse(field + ".secret.defaultUser")
+		}
+		return items(field+".secret", src.Secret.Items)
+	case src.ConfigMap != nil:
+		if src.ConfigMap.DefaultUser != nil {
+			return refuse(field + ".configMap.defaultUser")
+		}
+		return items(field+".configMap", src.ConfigMap.Items)
+	case src.DownwardAPI != nil:
+		if src.DownwardAPI.DefaultUser != nil {
+			return refuse(field + ".downwardAPI.defaultUser")
+		}
+		return downward(field+".downwardAPI", src.DownwardAPI.Items)
+	case src.Projected != nil:
+		if src.Projected.DefaultUser != nil {
+			return refuse(field + ".projected.defaultUser")
+		}
+		for k, s := range src.Projected.Sources {
+			f := fmt.Sprintf("%s.projected.sources[%d]", field, k)
+			var err error
+			switch {
+			case s.Secret != nil:
+				err = items(f+".secret", s.Secret.Items)
+			case s.ConfigMap != nil:
+				err = items(f+".configMap", s.ConfigMap.Items)
+			case s.DownwardAPI != nil:
+				err = downward(f+".downwardAPI", s.DownwardAPI.Items)
+			case s.ServiceAccountToken != nil && s.ServiceAccountToken.User != nil:
+				err = refuse(f + ".serviceAccountToken.user")
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

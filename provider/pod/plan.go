@@ -78,11 +78,11 @@ type Plan struct {
 	// InitContainers run in order, each to completion, before Containers.
 	InitContainers []Container
 	Containers     []Container
-	// IgnoredProbes are the field paths of the liveness, readiness and
-	// startup probes the pod declares (e.g. spec.containers[0].livenessProbe).
-	// rbn does not run probes; they are accepted, because real specs are full
-	// of them, but listed so the runtime can tell the user with a Warning event.
-	IgnoredProbes []string
+	// Warnings are the fields the pod sets that rbn runs it without (probes,
+	// limits it does not enforce, a termination message path): accepted, because
+	// real specs are full of them, but listed so that the runtime tells the
+	// user with a Warning event each. In field order.
+	Warnings []Warning
 	// InvalidEnvKeys are the envFrom keys left out of the environment
 	// because they are not valid variable names, each as
 	// `configMap NAME: key "KEY"` or `secret NAME: key "KEY"` (KEY with the
@@ -93,6 +93,27 @@ type Plan struct {
 	// containers can only be created once the pod has its IP (see
 	// Input.PodIP).
 	UsesPodIP bool
+}
+
+// Reasons of the Warning events for Plan.Warnings.
+const (
+	// WarningProbeIgnored: a liveness, readiness or startup probe is not run.
+	WarningProbeIgnored = "ProbeIgnored"
+	// WarningNotEnforced: a limit the kubelet enforces by eviction is not enforced.
+	WarningNotEnforced = "LimitNotEnforced"
+	// WarningTerminationMessage: the termination message file is not read.
+	WarningTerminationMessage = "TerminationMessageIgnored"
+	// WarningStdinOnce: stdinOnce is not passed to podman.
+	WarningStdinOnce = "StdinOnceIgnored"
+)
+
+// Warning is a field the pod runs without.
+type Warning struct {
+	// Field is the field's path, e.g. spec.containers[0].livenessProbe.
+	Field string
+	// Reason is the event's reason (Warning*).
+	Reason  string
+	Message string
 }
 
 // HostPort is a port published on the host for the whole pod.
@@ -131,7 +152,9 @@ type Volume struct {
 	SizeLimitBytes int64
 	// Files to write into a Files volume, sorted by Path.
 	Files []File
-	// HostPath and HostPathType for VolumeHostPath.
+	// HostPath is the host path of a VolumeHostPath, in clean form, and
+	// HostPathType its type, which the runtime checks (or creates the path
+	// for) on the host before mounting it, as the kubelet does.
 	HostPath     string
 	HostPathType corev1.HostPathType
 }
@@ -180,8 +203,6 @@ type Container struct {
 	TTY       bool
 	Stdin     bool
 	StdinOnce bool
-	// TerminationMessagePath is ignored but kept for status (default /dev/termination-log).
-	TerminationMessagePath string
 }
 
 // Mount is a volume mounted into a container.

@@ -103,6 +103,7 @@ func TestTranslateErrors(t *testing.T) {
 // their own: each one names its field and reason.
 func TestTranslateRefusals(t *testing.T) {
 	ptrTo := func(b bool) *bool { return &b }
+	ptrTo64 := func(n int64) *int64 { return &n }
 	tests := []struct {
 		name       string
 		mutate     func(*corev1.Pod)
@@ -174,6 +175,48 @@ func TestTranslateRefusals(t *testing.T) {
 		{"image volume", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "x"}}}}
 		}, "spec.volumes[0].image", ReasonUnsupportedVolume},
+		{"dnsPolicy None", func(p *corev1.Pod) {
+			p.Spec.DNSPolicy = corev1.DNSNone
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.10"}}
+		}, "spec.dnsPolicy", ReasonUnsupportedField},
+		{"dnsConfig", func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}}
+		}, "spec.dnsConfig", ReasonUnsupportedField},
+		{"supplementalGroupsPolicy Strict", func(p *corev1.Pod) {
+			strict := corev1.SupplementalGroupsPolicyStrict
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroupsPolicy: &strict}
+		}, "spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField},
+		{"emptyDir mode", func(p *corev1.Pod) {
+			mode := int32(0o700)
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Mode: &mode}}}}
+		}, "spec.volumes[0].emptyDir.mode", ReasonUnsupportedVolume},
+		{"secret defaultUser", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s", DefaultUser: ptrTo64(1000)}}}}
+		}, "spec.volumes[0].secret.defaultUser", ReasonUnsupportedVolume},
+		{"configMap item user", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "c", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "c"},
+				Items:                []corev1.KeyToPath{{Key: "a", Path: "a"}, {Key: "b", Path: "b", User: ptrTo64(1000)}},
+			}}}}
+		}, "spec.volumes[0].configMap.items[1].user", ReasonUnsupportedVolume},
+		{"downwardAPI item user", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "name", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}, User: ptrTo64(1000)},
+			}}}}}
+		}, "spec.volumes[0].downwardAPI.items[0].user", ReasonUnsupportedVolume},
+		{"projected token user", func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "sa", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", User: ptrTo64(1000)}}},
+			}}}}
+		}, "spec.volumes[0].projected.sources[0].serviceAccountToken.user", ReasonUnsupportedVolume},
+		{"second token for another audience", func(p *corev1.Pod) {
+			token := func(aud string) corev1.Volume {
+				return corev1.Volume{Name: "sa-" + aud, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", Audience: aud}}},
+				}}}
+			}
+			p.Spec.Volumes = []corev1.Volume{token("vault"), token("vault"), token("s3")}
+		}, "spec.volumes[2].projected.sources[0].serviceAccountToken", ReasonUnsupportedVolume},
 		{"file and directory at once", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
 				{Path: "a", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
@@ -185,7 +228,7 @@ func TestTranslateRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := minimalPod()
 			tt.mutate(p)
-			_, err := Translate(Input{Pod: p, NodeName: "n"})
+			_, err := Translate(Input{Pod: p, NodeName: "n", ServiceAccountToken: "token"})
 			var ue *UnsupportedError
 			if !errors.As(err, &ue) {
 				t.Fatalf("error %v is not an *UnsupportedError", err)

@@ -26,6 +26,12 @@ type translator struct {
 	invalidSeen    map[string]bool
 	// usesPodIP becomes Plan.UsesPodIP.
 	usesPodIP bool
+	// warnings becomes Plan.Warnings.
+	warnings []Warning
+	// token is the pod's first serviceAccountToken projection and
+	// tokenField its path: the runtime requests one token per pod.
+	token      *corev1.ServiceAccountTokenProjection
+	tokenField string
 }
 
 // Translate turns a pod bound to this node into the plan of its podman
@@ -44,14 +50,10 @@ type translator struct {
 // among missing objects, volumes' come before env's, as the kubelet mounts
 // volumes before it builds a container's environment.
 //
-// Deliberately ignored, because they are scheduling or cluster-networking
-// matters already settled before the pod reaches a node: nodeSelector,
-// affinity, tolerations, priority, topology spread, scheduling gates,
-// readiness gates, overhead. dnsPolicy and dnsConfig are ignored too: pods
-// get podman's DNS (the build host's resolvers), not cluster DNS, which a
-// build host outside the cluster network could not reach anyway.
-// restartPolicy, activeDeadlineSeconds, terminationGracePeriodSeconds and
-// imagePullSecrets are the runtime's, read from the pod.
+// Every field of the pod spec has a decision, listed in fields.go (and
+// docs/podspec.md, rendered from it): implemented, refused here, ignored
+// because it is settled before the pod reaches a node (scheduling, cluster
+// DNS), or run without and reported in Plan.Warnings.
 func Translate(in Input) (*Plan, error) {
 	if in.Pod == nil {
 		return nil, errors.New("translate: no pod")
@@ -118,6 +120,7 @@ func Translate(in Input) (*Plan, error) {
 	plan.Volumes = vols
 	plan.InvalidEnvKeys = t.invalidEnvKeys
 	plan.UsesPodIP = t.usesPodIP
+	plan.Warnings = t.warnings
 	return plan, nil
 }
 
@@ -169,6 +172,16 @@ func (t *translator) checkPod() error {
 		return field("resourceClaims")
 	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
 		return field("resources")
+	case len(s.ReadinessGates) > 0:
+		// The pod's status is the worker's own: conditions that other
+		// controllers set are not read back, so a gate could never hold
+		// Ready back.
+		return unsupported("spec.readinessGates", ReasonUnsupportedField,
+			"readinessGates are not supported: rbn does not read conditions set by other controllers, so it could not hold the pod unready")
+	case s.DNSPolicy == corev1.DNSNone:
+		return unsupported("spec.dnsPolicy", ReasonUnsupportedField, "dnsPolicy None is not supported: containers use the build host's resolvers")
+	case s.DNSConfig != nil && (len(s.DNSConfig.Nameservers) > 0 || len(s.DNSConfig.Searches) > 0 || len(s.DNSConfig.Options) > 0):
+		return unsupported("spec.dnsConfig", ReasonUnsupportedField, "dnsConfig is not supported: containers use the build host's resolvers")
 	}
 	if sc := s.SecurityContext; sc != nil {
 		switch {
@@ -181,6 +194,11 @@ func (t *translator) checkPod() error {
 			return field("securityContext.supplementalGroups")
 		case len(sc.Sysctls) > 0:
 			return field("securityContext.sysctls")
+		case sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyMerge:
+			// Merge (the default) is what podman does: the groups of the
+			// image's /etc/group for the user are kept.
+			return unsupported("spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField,
+				"supplementalGroupsPolicy %q is not supported (only Merge)", *sc.SupplementalGroupsPolicy)
 		}
 	}
 	return nil
@@ -198,22 +216,19 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 		return Container{}, unsupported(field+".image", ReasonInvalidImageName, "image %q: %v", c.Image, err)
 	}
 	out := Container{
-		K8sName:                c.Name,
-		Init:                   init,
-		Image:                  image,
-		PullPolicy:             c.ImagePullPolicy,
-		WorkingDir:             c.WorkingDir,
-		TTY:                    c.TTY,
-		Stdin:                  c.Stdin,
-		StdinOnce:              c.StdinOnce,
-		TerminationMessagePath: c.TerminationMessagePath,
+		K8sName:    c.Name,
+		Init:       init,
+		Image:      image,
+		PullPolicy: c.ImagePullPolicy,
+		WorkingDir: c.WorkingDir,
+		TTY:        c.TTY,
+		Stdin:      c.Stdin,
+		StdinOnce:  c.StdinOnce,
 	}
 	if out.PullPolicy == "" {
 		out.PullPolicy = defaultPullPolicy(c.Image)
 	}
-	if out.TerminationMessagePath == "" {
-		out.TerminationMessagePath = defaultTerminationMessagePath
-	}
+	t.containerWarnings(field, c)
 
 	if out.Env, err = t.env(field, c); err != nil {
 		return Container{}, err
@@ -236,6 +251,11 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 		}
 		plan.HostPorts = append(plan.HostPorts, ports...)
 	}
+	return out, nil
+}
+
+// containerWarnings lists what the container runs without (Plan.Warnings).
+func (t *translator) containerWarnings(field string, c *corev1.Container) {
 	for _, probe := range []struct {
 		name string
 		set  bool
@@ -245,10 +265,32 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 		{"startupProbe", c.StartupProbe != nil},
 	} {
 		if probe.set {
-			plan.IgnoredProbes = append(plan.IgnoredProbes, field+"."+probe.name)
+			t.warn(field+"."+probe.name, WarningProbeIgnored,
+				"%s.%s is not run on remote build nodes: the container counts as ready once running", field, probe.name)
 		}
 	}
-	return out, nil
+	// The kubelet reads the message from a host file it mounts at the
+	// path; rbn mounts none, so a message written there is never reported
+	// (FallbackToLogsOnError's, from the logs, is). Warned only when the
+	// pod asks for another path than the API's default, which every pod
+	// carries.
+	if p := c.TerminationMessagePath; p != "" && p != defaultTerminationMessagePath {
+		t.warn(field+".terminationMessagePath", WarningTerminationMessage,
+			"terminationMessagePath %q is not read on remote build nodes: a termination message written there is not reported", p)
+	}
+	if lim, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok && !lim.IsZero() {
+		t.warn(field+".resources.limits", WarningNotEnforced,
+			"limits.ephemeral-storage of container %q is not enforced: the kubelet evicts a pod over it, rbn does not", c.Name)
+	}
+	if c.StdinOnce {
+		t.warn(field+".stdinOnce", WarningStdinOnce,
+			"stdinOnce is not passed to podman, which has no such setting: whether stdin closes after the first attach is up to the host's podman")
+	}
+}
+
+// warn adds a Plan warning.
+func (t *translator) warn(field, reason, format string, args ...any) {
+	t.warnings = append(t.warnings, Warning{Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
 
 // checkContainer refuses the container features rbn does not implement.

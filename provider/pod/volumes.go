@@ -98,8 +98,17 @@ func (t *translator) emptyDir(field, name string, src *corev1.EmptyDirVolumeSour
 		// enforces it on disk by evicting the pod, which rbn does not do.
 		vol.SizeLimitBytes = src.SizeLimit.Value()
 	}
+	if src.Mode != nil {
+		// Podman creates a volume's directory with its own mode; there is
+		// no option to choose it.
+		return Volume{}, unsupported(field+".mode", ReasonUnsupportedVolume, "emptyDir mode is not supported")
+	}
 	switch src.Medium {
 	case corev1.StorageMediumDefault:
+		if vol.SizeLimitBytes > 0 {
+			t.warn(field+".sizeLimit", WarningNotEnforced,
+				"sizeLimit of emptyDir %q is not enforced on disk: the kubelet evicts a pod over it, rbn does not (a Memory emptyDir's limit is enforced)", name)
+		}
 	case corev1.StorageMediumMemory:
 		vol.Tmpfs = true
 		vol.SizeLimitBytes = tmpfsSize(vol.SizeLimitBytes, t.pod)
@@ -160,6 +169,12 @@ func (t *translator) hostPath(field, name string, src *corev1.HostPathVolumeSour
 	vol := Volume{K8sName: name, Kind: VolumeHostPath, HostPath: clean}
 	if src.Type != nil {
 		vol.HostPathType = *src.Type
+	}
+	switch vol.HostPathType {
+	case corev1.HostPathUnset, corev1.HostPathDirectoryOrCreate, corev1.HostPathDirectory, corev1.HostPathFileOrCreate,
+		corev1.HostPathFile, corev1.HostPathSocket, corev1.HostPathCharDev, corev1.HostPathBlockDev:
+	default:
+		return Volume{}, unsupported(field+".type", ReasonInvalidSpec, "hostPath type %q is not a type the API defines", vol.HostPathType)
 	}
 	return vol, nil
 }

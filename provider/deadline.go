@@ -1,0 +1,72 @@
+package provider
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The kubelet's reason and message for a pod past its activeDeadlineSeconds.
+const (
+	reasonDeadlineExceeded  = "DeadlineExceeded"
+	messageDeadlineExceeded = "Pod was active on the node longer than the specified deadline"
+)
+
+// untilDeadline is how long the pod may still be active under its
+// activeDeadlineSeconds, counted from its status' startTime as the
+// kubelet counts it; ok is false when there is no deadline (none set, not
+// started yet, or the pod already ended).
+func untilDeadline(pd *corev1.Pod, now time.Time) (_ time.Duration, ok bool) {
+	ads, start := pd.Spec.ActiveDeadlineSeconds, pd.Status.StartTime
+	if ads == nil || start == nil || pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+		return 0, false
+	}
+	return start.Add(time.Duration(*ads) * time.Second).Sub(now), true
+}
+
+// exceedDeadline fails a pod past its deadline as the kubelet does: its
+// running containers are stopped within the pod's grace period, and it is
+// reported Failed (DeadlineExceeded) with their final states. The podman
+// objects stay until the pod is deleted, as for any ended pod.
+func (w *podWorker) exceedDeadline(ctx context.Context, pd *corev1.Pod) error {
+	w.p.event(pd, corev1.EventTypeWarning, reasonDeadlineExceeded, messageDeadlineExceeded)
+	grace := 30 * time.Second
+	if pd.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pd.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	obs, err := w.observe(ctx)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 0, len(obs))
+	var mu sync.Mutex
+	for cname, o := range obs {
+		if !o.current.Running {
+			continue
+		}
+		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+cname)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.p.rt.StopContainer(ctx, o.current.ID, grace); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errs[0] // the next sync stops what still runs
+	}
+	if obs, err = w.observe(ctx); err != nil {
+		return err
+	}
+	w.deadlineExceeded = true
+	w.failed = true
+	w.report(ctx, pd, obs)
+	return nil
+}

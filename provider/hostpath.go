@@ -1,0 +1,117 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// HostPathTypeError is a hostPath volume whose path on the host does not
+// have the type the pod asks for (or could not be created): the kubelet's
+// "hostPath type check failed", retried at the next sync as the kubelet
+// retries a mount, since someone may fix the host.
+type HostPathTypeError struct {
+	Volume, Path string
+	Type         corev1.HostPathType
+	// Detail is what the host said, when it said something.
+	Detail string
+}
+
+func (e *HostPathTypeError) Error() string {
+	msg := fmt.Sprintf("volume %q: hostPath type check failed: %s is not %s", e.Volume, e.Path, hostPathTypeNoun[e.Type])
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// hostPathTypeNoun names what each type wants, as the kubelet's messages do.
+var hostPathTypeNoun = map[corev1.HostPathType]string{
+	corev1.HostPathDirectoryOrCreate: "a directory",
+	corev1.HostPathDirectory:         "a directory",
+	corev1.HostPathFileOrCreate:      "a file",
+	corev1.HostPathFile:              "a file",
+	corev1.HostPathSocket:            "a socket file",
+	corev1.HostPathCharDev:           "a character device",
+	corev1.HostPathBlockDev:          "a block device",
+}
+
+// hostPathTypeOf maps GNU stat's %F to the hostPath type a file has; ""
+// for a kind no type accepts (a fifo), as for the kubelet.
+func hostPathTypeOf(kind string) corev1.HostPathType {
+	switch kind {
+	case "directory":
+		return corev1.HostPathDirectory
+	case "regular file", "regular empty file":
+		return corev1.HostPathFile
+	case "socket":
+		return corev1.HostPathSocket
+	case "character special file":
+		return corev1.HostPathCharDev
+	case "block special file":
+		return corev1.HostPathBlockDev
+	}
+	return ""
+}
+
+// checkHostPaths checks the plan's typed hostPath volumes on the host, as
+// the kubelet's hostPath plugin does before mounting: DirectoryOrCreate and
+// FileOrCreate create a missing path (a directory with its parents; a file
+// in such a directory), and every type then requires the path to be what it
+// names. An empty type checks nothing: the path is bind-mounted as it is.
+func checkHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan) error {
+	for _, v := range plan.Volumes {
+		if v.Kind != pod.VolumeHostPath || v.HostPathType == corev1.HostPathUnset {
+			continue
+		}
+		if err := checkHostPath(ctx, rt, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkHostPath(ctx context.Context, rt podRuntime, v pod.Volume) error {
+	fail := func(err error) error {
+		e := &HostPathTypeError{Volume: v.K8sName, Path: v.HostPath, Type: v.HostPathType}
+		if err != nil {
+			e.Detail = err.Error()
+		}
+		return e
+	}
+	kind, err := rt.FileType(ctx, v.HostPath)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	want := v.HostPathType
+	switch want {
+	case corev1.HostPathDirectoryOrCreate, corev1.HostPathFileOrCreate:
+		dir := want == corev1.HostPathDirectoryOrCreate
+		if err != nil {
+			// Missing, most likely; if not, creating says why.
+			if err := rt.MakePath(ctx, v.HostPath, dir); err != nil {
+				return fail(err)
+			}
+			if kind, err = rt.FileType(ctx, v.HostPath); err != nil {
+				return fail(err)
+			}
+		}
+		want = corev1.HostPathFile
+		if dir {
+			want = corev1.HostPathDirectory
+		}
+	case corev1.HostPathDirectory, corev1.HostPathFile, corev1.HostPathSocket, corev1.HostPathCharDev, corev1.HostPathBlockDev:
+		if err != nil {
+			return fail(err)
+		}
+	default:
+		return fail(fmt.Errorf("unknown hostPath type %q", want))
+	}
+	if hostPathTypeOf(kind) != want {
+		return fail(fmt.Errorf("it is a %s", kind))
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package provider
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	testingclock "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+func TestCheckHostPaths(t *testing.T) {
+	tests := []struct {
+		name     string
+		typ      corev1.HostPathType
+		existing string // the path's type on the host (stat's %F); "" when missing
+		wantErr  string // "" when the check passes
+		wantKind string // the path's type afterwards
+	}{
+		{name: "untyped is not checked", typ: "", existing: ""},
+		{name: "directory", typ: corev1.HostPathDirectory, existing: "directory", wantKind: "directory"},
+		{name: "directory missing", typ: corev1.HostPathDirectory, wantErr: "is not a directory (stat: cannot statx"},
+		{name: "directory is a file", typ: corev1.HostPathDirectory, existing: "regular file", wantErr: "is not a directory (it is a regular file)"},
+		{name: "directory created", typ: corev1.HostPathDirectoryOrCreate, wantKind: "directory"},
+		{name: "directory or create, is a file", typ: corev1.HostPathDirectoryOrCreate, existing: "regular file", wantErr: "is not a directory (it is a regular file)"},
+		{name: "file created", typ: corev1.HostPathFileOrCreate, wantKind: "regular empty file"},
+		{name: "file or create, is a directory", typ: corev1.HostPathFileOrCreate, existing: "directory", wantErr: "is not a file (it is a directory)"},
+		{name: "empty file", typ: corev1.HostPathFile, existing: "regular empty file", wantKind: "regular empty file"},
+		{name: "fifo is no file", typ: corev1.HostPathFile, existing: "fifo", wantErr: "is not a file (it is a fifo)"},
+		{name: "socket", typ: corev1.HostPathSocket, existing: "socket", wantKind: "socket"},
+		{name: "socket is a file", typ: corev1.HostPathSocket, existing: "regular file", wantErr: "is not a socket file"},
+		{name: "char device", typ: corev1.HostPathCharDev, existing: "character special file", wantKind: "character special file"},
+		{name: "block device", typ: corev1.HostPathBlockDev, existing: "block special file", wantKind: "block special file"},
+		{name: "block device is a char device", typ: corev1.HostPathBlockDev, existing: "character special file", wantErr: "is not a block device"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := newFakeRuntime(testingclock.NewFakeClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)))
+			const p = "/srv/cache/x"
+			if tt.existing != "" {
+				rt.files = map[string]string{p: tt.existing}
+			}
+			plan := &pod.Plan{Volumes: []pod.Volume{
+				{K8sName: "scratch", Kind: pod.VolumeEmptyDir},
+				{K8sName: "cache", Kind: pod.VolumeHostPath, HostPath: p, HostPathType: tt.typ},
+			}}
+			err := checkHostPaths(t.Context(), rt, plan)
+			var hp *HostPathTypeError
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tt.wantErr != "" && !errors.As(err, &hp):
+				t.Fatalf("error %v is not a *HostPathTypeError", err)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), `volume "cache": hostPath type check failed: /srv/cache/x `+tt.wantErr):
+				t.Fatalf("error %q lacks %q", err, tt.wantErr)
+			}
+			if got := rt.files[p]; tt.wantErr == "" && got != tt.wantKind {
+				t.Errorf("path is %q on the host, want %q", got, tt.wantKind)
+			}
+			if tt.typ == "" && len(rt.calls) > 0 {
+				t.Errorf("an untyped hostPath ran %q on the host", rt.calls)
+			}
+		})
+	}
+}
+
+// TestWorkerHostPathType: a failed check keeps the pod waiting with the
+// kubelet's FailedMount event, and it starts once the host is fixed.
+func TestWorkerHostPathType(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	pd.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+		Path: "/srv/cache", Type: ptr.To(corev1.HostPathDirectory),
+	}}}}
+	h := newHarness(t, pd)
+	h.pods.cfg.Spec.HostPathAllowlist = []string{"/srv"}
+	h.rt.images["registry.test/main:1"] = true
+	h.sync()
+	h.wantEvent(h.events(), `Warning FailedMount volume "cache": hostPath type check failed: /srv/cache is not a directory`)
+	h.wantCalls("create-pod", 0)
+	h.rt.files = map[string]string{"/srv/cache": "directory"}
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+}

@@ -1,0 +1,283 @@
+package pod
+
+// What rbn does with every field of a pod spec, one row per field, keyed by
+// its JSON path. The fields of a container are listed once, under
+// spec.containers[]; they hold for spec.initContainers[] too. TestFieldTable
+// walks the API types and fails on a field without a row (a field a newer
+// Kubernetes adds must be decided on, not dropped) and on a row that names
+// no field; docs/podspec.md is rendered from this table.
+//
+// A row's handling is what a pod that sets the field gets:
+//   - Implemented: done as the kubelet does it (values rbn cannot do are
+//     refused, and the row says which);
+//   - Refused: the pod fails with the reason (an UnsupportedError), before
+//     anything is created on the host;
+//   - Ignored: not a node's business (the scheduler's, the API server's,
+//     cluster DNS's), so the kubelet would not act on it either, or only in
+//     ways that cannot apply to a build host; the row says why;
+//   - Warned: the pod runs without it, and a Warning event says so.
+//
+// Changes to a running pod that the API allows and rbn does not apply get a
+// Warning event too (UnappliedChanges).
+
+// Handling is what rbn does with a field.
+type Handling string
+
+const (
+	Implemented Handling = "implemented"
+	Refused     Handling = "refused"
+	Ignored     Handling = "ignored"
+	Warned      Handling = "warned"
+)
+
+// FieldDecision is one row of the table.
+type FieldDecision struct {
+	// Path is the field's JSON path: spec.containers[].livenessProbe.
+	Path     string
+	Handling Handling
+	// Why says what rbn does and why: for a refused field, the reason the
+	// pod gets; for an ignored one, why it does not matter on a node.
+	Why string
+}
+
+const (
+	whyScheduler = "The scheduler's: settled before the pod is bound to the node."
+	whyFileOwner = "Refused (UnsupportedVolume): files are written owned by root; choosing their owner is not implemented."
+)
+
+// Fields is the table, grouped as docs/podspec.md shows it.
+var Fields = append([]FieldDecision{
+	// PodSpec.
+	{"spec.volumes", Implemented, "Each volume as its source says (spec.volumes[] below)."},
+	{"spec.initContainers", Implemented, "Run one at a time, in order, each to completion, before the app containers, with the kubelet's restart rules."},
+	{"spec.containers", Implemented, "Run together in one podman pod (shared network, IPC and UTS namespaces). A pod without containers is refused (InvalidSpec)."},
+	{"spec.ephemeralContainers", Refused, "Refused (UnsupportedField): ephemeral containers are not supported; added to a running pod (kubectl debug), they are not run and get a SpecChangeIgnored event."},
+	{"spec.restartPolicy", Implemented, "Always, OnFailure, Never, with the kubelet's crash-loop back-off (10 s doubling to 5 min)."},
+	{"spec.terminationGracePeriodSeconds", Implemented, "The grace period of a deletion that does not set its own."},
+	{"spec.activeDeadlineSeconds", Implemented, "Counted from the pod's startTime, as by the kubelet: past it, the running containers are stopped within the pod's grace period and the pod fails with DeadlineExceeded (and a Warning event of that reason). Applied to running pods too when it is set or lowered."},
+	{"spec.dnsPolicy", Implemented, "Containers use the build host's resolvers, which is dnsPolicy Default; ClusterFirst and ClusterFirstWithHostNet get the same, as cluster DNS is not reachable from a build host outside the cluster network. None is refused (UnsupportedField)."},
+	{"spec.nodeSelector", Ignored, whyScheduler},
+	{"spec.serviceAccountName", Implemented, "The account of the projected service account token (TokenRequest) and of the downward API's spec.serviceAccountName."},
+	{"spec.serviceAccount", Ignored, "Deprecated alias of serviceAccountName, which the API server keeps in step."},
+	{"spec.automountServiceAccountToken", Ignored, "The API server's ServiceAccount admission acts on it, adding (or not) the projected token volume, which rbn then mounts; the kubelet does not read it either."},
+	{"spec.nodeName", Ignored, "Set by the scheduler: rbn runs the pods bound to its node (the downward API's spec.nodeName reads it)."},
+	{"spec.hostNetwork", Refused, "Refused (UnsupportedField): pods get their own network namespace on the host."},
+	{"spec.hostPID", Refused, "Refused (UnsupportedField)."},
+	{"spec.hostIPC", Refused, "Refused (UnsupportedField)."},
+	{"spec.shareProcessNamespace", Refused, "Refused (UnsupportedField) when true: the pod's containers do not share a PID namespace."},
+	{"spec.securityContext", Implemented, "Field by field below (spec.securityContext.*)."},
+	{"spec.imagePullSecrets", Implemented, "Used to pull the pod's images, on the host or through rbn-kubelet (imagePull: ThroughKubelet)."},
+	{"spec.hostname", Implemented, "The containers' hostname (cut to 63 bytes as the kubelet does)."},
+	{"spec.subdomain", Ignored, "Only names the pod in cluster DNS, which rbn pods do not use."},
+	{"spec.affinity", Ignored, whyScheduler},
+	{"spec.schedulerName", Ignored, whyScheduler},
+	{"spec.tolerations", Ignored, whyScheduler + " (NoExecute taints are enforced by the controller manager, not the node.)"},
+	{"spec.hostAliases", Refused, "Refused (UnsupportedField): /etc/hosts entries are not written."},
+	{"spec.priorityClassName", Ignored, whyScheduler},
+	{"spec.priority", Ignored, whyScheduler + " The kubelet also uses it to order evictions; rbn evicts nothing."},
+	{"spec.dnsConfig", Refused, "Refused (UnsupportedField) when it sets nameservers, searches or options: containers use the build host's resolvers."},
+	{"spec.readinessGates", Refused, "Refused (UnsupportedField): Ready would have to wait for conditions other controllers set, and rbn's status does not read them back."},
+	{"spec.runtimeClassName", Refused, "Refused (UnsupportedField): the host's podman runs every pod with its default OCI runtime."},
+	{"spec.enableServiceLinks", Ignored, "Service variables (FOO_SERVICE_HOST, KUBERNETES_SERVICE_HOST, ...) are never injected: cluster IPs are not reachable from a build host."},
+	{"spec.preemptionPolicy", Ignored, whyScheduler},
+	{"spec.overhead", Ignored, whyScheduler + " rbn sets no pod-level cgroup limit for it to enlarge."},
+	{"spec.topologySpreadConstraints", Ignored, whyScheduler},
+	{"spec.setHostnameAsFQDN", Refused, "Refused (UnsupportedField) when true: there is no cluster domain for the FQDN."},
+	{"spec.os", Implemented, "linux runs; any other OS is refused (UnsupportedField): build hosts run Linux."},
+	{"spec.hostUsers", Implemented, "true (the default) is what rbn does; false (user namespaces) is refused (UnsupportedField)."},
+	{"spec.schedulingGates", Ignored, whyScheduler},
+	{"spec.resourceClaims", Refused, "Refused (UnsupportedField): dynamic resource allocation is not supported."},
+	{"spec.resources", Refused, "Refused (UnsupportedField) when it sets limits or requests: pod-level resources are not enforced."},
+	{"spec.hostnameOverride", Implemented, "Wins over hostname and the pod name, as for the kubelet."},
+	{"spec.schedulingGroup", Ignored, whyScheduler},
+	{"spec.evictionResponders", Ignored, "Read by the Eviction API's controllers, not by the node."},
+	{"spec.os.name", Implemented, "linux runs; any other OS is refused (UnsupportedField)."},
+
+	// PodSecurityContext.
+	{"spec.securityContext.seLinuxOptions", Refused, "Refused (UnsupportedField) when set."},
+	{"spec.securityContext.windowsOptions", Ignored, "Windows only; the kubelet on Linux ignores it too."},
+	{"spec.securityContext.runAsUser", Implemented, "The default of every container's runAsUser."},
+	{"spec.securityContext.runAsGroup", Implemented, "The default of every container's runAsGroup; without a runAsUser it is refused (UnsupportedField)."},
+	{"spec.securityContext.runAsNonRoot", Implemented, "Needs an explicit runAsUser (the image's USER is not checked): refused (UnsupportedField) without one, and a runAsUser of 0 fails the pod (CreateContainerConfigError)."},
+	{"spec.securityContext.supplementalGroups", Refused, "Refused (UnsupportedField)."},
+	{"spec.securityContext.supplementalGroupsPolicy", Implemented, "Merge (the default) is podman's behaviour: the user's groups in the image's /etc/group are kept. Strict is refused (UnsupportedField)."},
+	{"spec.securityContext.fsGroup", Refused, "Refused (UnsupportedField): volumes are not chowned to a group, so a non-root container could not read its secrets."},
+	{"spec.securityContext.sysctls", Refused, "Refused (UnsupportedField)."},
+	{"spec.securityContext.fsGroupChangePolicy", Ignored, "Only says how fsGroup is applied, and fsGroup is refused."},
+	{"spec.securityContext.seccompProfile", Implemented, "RuntimeDefault (podman's default profile); other types are refused (UnsupportedField)."},
+	{"spec.securityContext.appArmorProfile", Implemented, "RuntimeDefault (podman's default profile); other types are refused (UnsupportedField)."},
+	{"spec.securityContext.seLinuxChangePolicy", Ignored, "Only says how volumes are relabelled for seLinuxOptions, which are refused; rbn relabels nothing."},
+
+	// Container (and init container).
+	{"spec.containers[].name", Implemented, "Names the podman container rbn-<pod UID>-<name>-<restart count>."},
+	{"spec.containers[].image", Implemented, "Pulled per imagePullPolicy; an unparsable reference is refused (InvalidImageName). Taken when the pod starts: an image changed on a running pod is not applied (SpecChangeIgnored event)."},
+	{"spec.containers[].command", Implemented, "Replaces the image's ENTRYPOINT, with $(VAR) expansion."},
+	{"spec.containers[].args", Implemented, "Replaces the image's CMD, with $(VAR) expansion."},
+	{"spec.containers[].workingDir", Implemented, "Created when missing, as container runtimes under Kubernetes do."},
+	{"spec.containers[].ports", Implemented, "Ports with a hostPort are published on the host (app containers only, as for the kubelet); the others need nothing: the pod's containers share a network namespace."},
+	{"spec.containers[].envFrom", Implemented, "ConfigMaps and Secrets, with prefix; invalid names are skipped with an InvalidEnvironmentVariableNames event."},
+	{"spec.containers[].env", Implemented, "value with $(VAR) expansion, and valueFrom (below)."},
+	{"spec.containers[].resources", Implemented, "limits.cpu and limits.memory as cgroup limits, requests.cpu as CPU shares, as the kubelet computes them (below)."},
+	{"spec.containers[].resizePolicy", Ignored, "Only says how an in-place resize is applied, and resources are applied when the pod starts: a resize of a running pod is not applied (SpecChangeIgnored event)."},
+	{"spec.containers[].restartPolicy", Refused, "Refused (UnsupportedField): sidecar init containers (Always) and per-container restart policies are not supported."},
+	{"spec.containers[].restartPolicyRules", Refused, "Refused (UnsupportedField)."},
+	{"spec.containers[].volumeMounts", Implemented, "Below (spec.containers[].volumeMounts[].*)."},
+	{"spec.containers[].volumeDevices", Refused, "Refused (UnsupportedField): no block volumes."},
+	{"spec.containers[].livenessProbe", Warned, "Not run (ProbeIgnored event): a container is never restarted for failing it."},
+	{"spec.containers[].readinessProbe", Warned, "Not run (ProbeIgnored event): a container counts as ready once running."},
+	{"spec.containers[].startupProbe", Warned, "Not run (ProbeIgnored event): a container counts as started once running."},
+	{"spec.containers[].lifecycle", Refused, "Refused (UnsupportedField): postStart and preStop hooks and stopSignal are not supported."},
+	{"spec.containers[].terminationMessagePath", Warned, "The file is never read (the kubelet mounts a host file there; rbn mounts none), so a message written to it is not reported. The API's default (/dev/termination-log), which every pod carries, passes without an event; another path gets a TerminationMessageIgnored event."},
+	{"spec.containers[].terminationMessagePolicy", Implemented, "FallbackToLogsOnError: a failed container's message is the tail of its logs (last 80 lines, at most 2048 bytes), as for the kubelet. File (the default): no message, as the file is not read (terminationMessagePath)."},
+	{"spec.containers[].imagePullPolicy", Implemented, "Always, IfNotPresent, Never; defaulted from the tag as the API server does when unset."},
+	{"spec.containers[].securityContext", Implemented, "Field by field below (spec.containers[].securityContext.*)."},
+	{"spec.containers[].stdin", Implemented, "Keeps stdin open for kubectl attach."},
+	{"spec.containers[].stdinOnce", Warned, "Podman has no such setting (StdinOnceIgnored event): whether stdin closes after the first attach is up to the host's podman."},
+	{"spec.containers[].tty", Implemented, "Allocates a terminal (kubectl attach/exec -t, and logs read accordingly)."},
+
+	{"spec.containers[].ports[].name", Ignored, "Names the port for Services and probes; nothing to do on the host."},
+	{"spec.containers[].ports[].hostPort", Implemented, "Published on the host (app containers only)."},
+	{"spec.containers[].ports[].containerPort", Implemented, "The target of a hostPort."},
+	{"spec.containers[].ports[].protocol", Implemented, "TCP and UDP; SCTP with a hostPort is refused (UnsupportedField)."},
+	{"spec.containers[].ports[].hostIP", Implemented, "The host address a hostPort is published on."},
+
+	{"spec.containers[].envFrom[].prefix", Implemented, "Prepended to every key."},
+	{"spec.containers[].envFrom[].configMapRef", Implemented, "A missing ConfigMap keeps the pod waiting (CreateContainerConfigError) unless optional."},
+	{"spec.containers[].envFrom[].secretRef", Implemented, "A missing Secret keeps the pod waiting (CreateContainerConfigError) unless optional."},
+
+	{"spec.containers[].env[].name", Implemented, "As the API allows (printable ASCII but '=')."},
+	{"spec.containers[].env[].value", Implemented, "With $(VAR) expansion against the variables defined before it."},
+	{"spec.containers[].env[].valueFrom", Implemented, "Below (spec.containers[].env[].valueFrom.*)."},
+	{"spec.containers[].env[].valueFrom.fieldRef", Implemented, "metadata.name, namespace, uid, labels, annotations (whole or one key), spec.nodeName, spec.serviceAccountName, status.podIP(s), status.hostIP(s); others are refused (UnsupportedField)."},
+	{"spec.containers[].env[].valueFrom.resourceFieldRef", Implemented, "limits and requests of cpu, memory and ephemeral-storage, with divisor; a limit the container does not set is the node's allocatable, as for the kubelet."},
+	{"spec.containers[].env[].valueFrom.configMapKeyRef", Implemented, "A missing ConfigMap or key keeps the pod waiting (CreateContainerConfigError) unless optional."},
+	{"spec.containers[].env[].valueFrom.secretKeyRef", Implemented, "A missing Secret or key keeps the pod waiting (CreateContainerConfigError) unless optional."},
+	{"spec.containers[].env[].valueFrom.fileKeyRef", Refused, "Refused (UnsupportedField): the volume it reads lives on the build host, filled after the plan is made."},
+
+	{"spec.containers[].resources.limits", Implemented, "cpu as a CFS quota and memory as a memory limit without swap, as the kubelet sets them. ephemeral-storage is not enforced (LimitNotEnforced event): the kubelet evicts a pod over it, rbn does not. hugepages and extended resources cannot be scheduled here: the node does not offer them."},
+	{"spec.containers[].resources.requests", Implemented, "cpu as CPU shares, as the kubelet computes them; the other requests are the scheduler's."},
+	{"spec.containers[].resources.claims", Refused, "Refused (UnsupportedField): dynamic resource allocation is not supported."},
+
+	{"spec.containers[].volumeMounts[].name", Implemented, "A volume the pod does not declare is refused (InvalidSpec)."},
+	{"spec.containers[].volumeMounts[].readOnly", Implemented, "Secret, configMap, downwardAPI and projected volumes are always read-only, as for the kubelet."},
+	{"spec.containers[].volumeMounts[].recursiveReadOnly", Implemented, "Disabled, and IfPossible as a plain read-only mount; Enabled is refused (UnsupportedField): podman 4.3 has no recursive read-only mounts."},
+	{"spec.containers[].volumeMounts[].mountPath", Implemented, "Must be absolute (InvalidSpec otherwise)."},
+	{"spec.containers[].volumeMounts[].subPath", Implemented, "Checked on the host just before the container is created: a symlink leading out of the volume fails it (CreateContainerConfigError)."},
+	{"spec.containers[].volumeMounts[].mountPropagation", Implemented, "None; HostToContainer and Bidirectional are refused (UnsupportedField)."},
+	{"spec.containers[].volumeMounts[].subPathExpr", Refused, "Refused (UnsupportedField)."},
+	{"spec.containers[].volumeMounts[].bindMountOptions", Refused, "Refused (UnsupportedField)."},
+
+	{"spec.containers[].securityContext.capabilities", Implemented, "add and drop, as podman capabilities."},
+	{"spec.containers[].securityContext.capabilities.add", Implemented, "Added to podman's default set."},
+	{"spec.containers[].securityContext.capabilities.drop", Implemented, "Dropped from podman's default set (ALL drops all)."},
+	{"spec.containers[].securityContext.privileged", Implemented, "A privileged podman container."},
+	{"spec.containers[].securityContext.seLinuxOptions", Refused, "Refused (UnsupportedField) when set."},
+	{"spec.containers[].securityContext.windowsOptions", Ignored, "Windows only; the kubelet on Linux ignores it too."},
+	{"spec.containers[].securityContext.runAsUser", Implemented, "The container's user (the pod's runAsUser by default)."},
+	{"spec.containers[].securityContext.runAsGroup", Implemented, "The container's group; without a runAsUser it is refused (UnsupportedField)."},
+	{"spec.containers[].securityContext.runAsNonRoot", Implemented, "Needs an explicit runAsUser (the image's USER is not checked): refused (UnsupportedField) without one, and a runAsUser of 0 fails the pod (CreateContainerConfigError)."},
+	{"spec.containers[].securityContext.readOnlyRootFilesystem", Implemented, "A read-only root, without the tmpfs podman would add on /tmp, /var/tmp and /run."},
+	{"spec.containers[].securityContext.allowPrivilegeEscalation", Implemented, "false sets no_new_privs."},
+	{"spec.containers[].securityContext.procMount", Implemented, "Default; Unmasked is refused (UnsupportedField)."},
+	{"spec.containers[].securityContext.seccompProfile", Implemented, "RuntimeDefault (podman's default profile); other types are refused (UnsupportedField)."},
+	{"spec.containers[].securityContext.appArmorProfile", Implemented, "RuntimeDefault (podman's default profile); other types are refused (UnsupportedField)."},
+
+	// Volumes: the volume, then each source as a whole, then the fields of
+	// the sources rbn implements.
+	{"spec.volumes[].name", Implemented, "Names the podman volume rbn-<pod UID>-<name>."},
+	{"spec.volumes[].hostPath", Implemented, "A bind mount of a path at or below the node's hostPathAllowlist; any other path is refused (HostPathNotAllowed)."},
+	{"spec.volumes[].emptyDir", Implemented, "A podman volume removed with the pod; medium Memory is a tmpfs held by the pod's infra container."},
+	{"spec.volumes[].gcePersistentDisk", Refused, whyVolume},
+	{"spec.volumes[].awsElasticBlockStore", Refused, whyVolume},
+	{"spec.volumes[].gitRepo", Refused, whyVolume},
+	{"spec.volumes[].secret", Implemented, "Written into a podman volume before the first container that mounts it starts; a missing Secret or key keeps the pod waiting (CreateContainerConfigError) unless optional. Written once: later changes to the Secret are not propagated."},
+	{"spec.volumes[].nfs", Refused, whyVolume},
+	{"spec.volumes[].iscsi", Refused, whyVolume},
+	{"spec.volumes[].glusterfs", Refused, whyVolume},
+	{"spec.volumes[].persistentVolumeClaim", Refused, whyVolume},
+	{"spec.volumes[].rbd", Refused, whyVolume},
+	{"spec.volumes[].flexVolume", Refused, whyVolume},
+	{"spec.volumes[].cinder", Refused, whyVolume},
+	{"spec.volumes[].cephfs", Refused, whyVolume},
+	{"spec.volumes[].flocker", Refused, whyVolume},
+	{"spec.volumes[].downwardAPI", Implemented, "Written before the first container that mounts it starts. Fields known only once the pod runs (status.podIP, status.hostIP) are refused (UnsupportedField). Written once: later label or annotation changes are not propagated."},
+	{"spec.volumes[].fc", Refused, whyVolume},
+	{"spec.volumes[].azureFile", Refused, whyVolume},
+	{"spec.volumes[].configMap", Implemented, "Written into a podman volume before the first container that mounts it starts; a missing ConfigMap or key keeps the pod waiting (CreateContainerConfigError) unless optional. Written once: later changes to the ConfigMap are not propagated."},
+	{"spec.volumes[].vsphereVolume", Refused, whyVolume},
+	{"spec.volumes[].quobyte", Refused, whyVolume},
+	{"spec.volumes[].azureDisk", Refused, whyVolume},
+	{"spec.volumes[].photonPersistentDisk", Refused, whyVolume},
+	{"spec.volumes[].projected", Implemented, "secret, configMap, downwardAPI and serviceAccountToken sources, written as a secret volume is."},
+	{"spec.volumes[].portworxVolume", Refused, whyVolume},
+	{"spec.volumes[].scaleIO", Refused, whyVolume},
+	{"spec.volumes[].storageos", Refused, whyVolume},
+	{"spec.volumes[].csi", Refused, whyVolume},
+	{"spec.volumes[].ephemeral", Refused, whyVolume},
+	{"spec.volumes[].image", Refused, whyVolume},
+
+	{"spec.volumes[].hostPath.path", Implemented, "Must lie at or below an entry of the node's hostPathAllowlist (HostPathNotAllowed otherwise); mounted in clean form."},
+	{"spec.volumes[].hostPath.type", Implemented, "Checked on the host (GNU stat) before the pod's sandbox is created, as the kubelet checks it before mounting: DirectoryOrCreate and FileOrCreate create a missing path, and every type then requires the path to be what it names; a failed check keeps the pod waiting with FailedMount events and is retried. Empty (the default) checks nothing: the path is bind-mounted as it is, and must exist. A type the API does not define is refused (InvalidSpec)."},
+
+	{"spec.volumes[].emptyDir.medium", Implemented, "\"\" (the host's disk) or Memory (a tmpfs); HugePages are refused (UnsupportedVolume)."},
+	{"spec.volumes[].emptyDir.sizeLimit", Implemented, "Bounds a Memory emptyDir's tmpfs (with the pod's memory limit, as the kubelet does). On disk it is not enforced (LimitNotEnforced event): the kubelet evicts a pod over it, rbn does not."},
+	{"spec.volumes[].emptyDir.mode", Refused, "Refused (UnsupportedVolume): podman creates a volume's directory with its own mode."},
+
+	{"spec.volumes[].configMap.name", Implemented, "Read from the pod's namespace."},
+	{"spec.volumes[].configMap.items", Implemented, "Only the listed keys, at their paths."},
+	{"spec.volumes[].configMap.defaultMode", Implemented, "The files' mode (0644 by default)."},
+	{"spec.volumes[].configMap.optional", Implemented, "A missing ConfigMap or key is skipped instead of waited for."},
+	{"spec.volumes[].configMap.defaultUser", Refused, whyFileOwner},
+	{"spec.volumes[].secret.secretName", Implemented, "Read from the pod's namespace."},
+	{"spec.volumes[].secret.items", Implemented, "Only the listed keys, at their paths."},
+	{"spec.volumes[].secret.defaultMode", Implemented, "The files' mode (0644 by default)."},
+	{"spec.volumes[].secret.optional", Implemented, "A missing Secret or key is skipped instead of waited for."},
+	{"spec.volumes[].secret.defaultUser", Refused, whyFileOwner},
+	{"spec.volumes[].downwardAPI.items", Implemented, "As for env (fieldRef, resourceFieldRef naming a container), without the pod's and host's IPs."},
+	{"spec.volumes[].downwardAPI.defaultMode", Implemented, "The files' mode (0644 by default)."},
+	{"spec.volumes[].downwardAPI.defaultUser", Refused, whyFileOwner},
+	{"spec.volumes[].projected.sources", Implemented, "Each source below (spec.volumes[].projected.sources[].*)."},
+	{"spec.volumes[].projected.defaultMode", Implemented, "The files' mode (0644 by default)."},
+	{"spec.volumes[].projected.defaultUser", Refused, whyFileOwner},
+
+	{"spec.volumes[].configMap.items[].key", Implemented, "The key to write."},
+	{"spec.volumes[].configMap.items[].path", Implemented, "Relative, without \"..\" (InvalidSpec otherwise)."},
+	{"spec.volumes[].configMap.items[].mode", Implemented, "The file's mode."},
+	{"spec.volumes[].configMap.items[].user", Refused, whyFileOwner},
+	{"spec.volumes[].downwardAPI.items[].path", Implemented, "Relative, without \"..\" (InvalidSpec otherwise)."},
+	{"spec.volumes[].downwardAPI.items[].fieldRef", Implemented, "metadata.name, namespace, uid, labels, annotations (whole or one key), spec.nodeName, spec.serviceAccountName; others are refused (UnsupportedField)."},
+	{"spec.volumes[].downwardAPI.items[].resourceFieldRef", Implemented, "As for env, naming a container."},
+	{"spec.volumes[].downwardAPI.items[].mode", Implemented, "The file's mode."},
+	{"spec.volumes[].downwardAPI.items[].user", Refused, whyFileOwner},
+
+	{"spec.volumes[].projected.sources[].secret", Implemented, "As a secret volume (name, items, optional); the items' user is refused as for a secret volume."},
+	{"spec.volumes[].projected.sources[].downwardAPI", Implemented, "As a downwardAPI volume (items); the items' user is refused as there."},
+	{"spec.volumes[].projected.sources[].configMap", Implemented, "As a configMap volume (name, items, optional); the items' user is refused as there."},
+	{"spec.volumes[].projected.sources[].serviceAccountToken", Implemented, "A token requested once for the pod (TokenRequest, the first projection's audience and expirationSeconds) and written once: it is not rotated, so a pod outliving expirationSeconds holds an expired token. A second projection asking for another audience or lifetime is refused (UnsupportedVolume)."},
+	{"spec.volumes[].projected.sources[].clusterTrustBundle", Refused, "Refused (UnsupportedVolume)."},
+	{"spec.volumes[].projected.sources[].podCertificate", Refused, "Refused (UnsupportedVolume)."},
+	{"spec.volumes[].projected.sources[].serviceAccountToken.audience", Implemented, "The token's audience (the API server's by default)."},
+	{"spec.volumes[].projected.sources[].serviceAccountToken.expirationSeconds", Implemented, "The token's requested lifetime (1 hour by default); not rotated."},
+	{"spec.volumes[].projected.sources[].serviceAccountToken.path", Implemented, "Relative, without \"..\" (InvalidSpec otherwise)."},
+	{"spec.volumes[].projected.sources[].serviceAccountToken.user", Refused, whyFileOwner},
+}, ephemeralContainerFields()...)
+
+const whyVolume = "Refused (UnsupportedVolume): rbn provides emptyDir, hostPath, secret, configMap, downwardAPI and projected volumes only."
+
+// ephemeralContainerFields are the rows of spec.ephemeralContainers[]:
+// refused with their list, so each field is refused too. Spelled out, not
+// derived from the type, so that TestFieldTable sees a field added to it.
+func ephemeralContainerFields() []FieldDecision {
+	names := []string{
+		"name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
+		"resizePolicy", "restartPolicy", "restartPolicyRules", "volumeMounts", "volumeDevices",
+		"livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
+		"terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
+		"targetContainerName",
+	}
+	out := make([]FieldDecision, len(names))
+	for i, n := range names {
+		out[i] = FieldDecision{"spec.ephemeralContainers[]." + n, Refused, "Refused with spec.ephemeralContainers."}
+	}
+	return out
+}
