@@ -15,7 +15,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of provider/testdata/status")
+var update = flag.Bool("update", false, "rewrite the golden files of provider/testdata (status, metrics)")
 
 // statusCase is the input document of one golden case,
 // testdata/status/<case>.yaml: what podStatus is computed from.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
@@ -18,9 +19,10 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// StatsCollector reads what a node's kubelet API reports on /stats/summary
-// and /metrics/resource: the host's own CPU and memory (its /proc, over
-// SSH), its podman storage, and podman's figures for the node's containers.
+// StatsCollector reads what a node's kubelet API reports on /stats/summary,
+// /metrics/resource and /metrics/cadvisor: the host's own CPU and memory
+// (its /proc, over SSH), its podman storage, and podman's figures for the
+// node's containers (one podman call per reading, whatever the pods).
 // It keeps the previous reading of each CPU counter to report CPU as a rate
 // too (usageNanoCores), as kubelet does between two samples.
 type StatsCollector struct {
@@ -58,12 +60,21 @@ type usage struct {
 	containers []podman.ContainerStats
 	ctrErr     error
 	podStart   map[types.UID]time.Time
+	// images is each Kubernetes container's image as the provider knows
+	// it (its status, else its spec), for /metrics/cadvisor's image label.
+	images map[containerKey]string
+}
+
+// containerKey names a Kubernetes container: its pod's UID and its name.
+type containerKey struct {
+	uid  types.UID
+	name string
 }
 
 // read takes a reading: /proc and podman are asked at the same time.
 func (s *StatsCollector) read(ctx context.Context) *usage {
 	p := s.pods
-	u := &usage{node: p.cfg.NodeName, podStart: map[types.UID]time.Time{}}
+	u := &usage{node: p.cfg.NodeName, podStart: map[types.UID]time.Time{}, images: map[containerKey]string{}}
 	u.info, _ = p.cfg.Host.Snapshot()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -81,8 +92,25 @@ func (s *StatsCollector) read(ctx context.Context) *usage {
 		if pd.Status.StartTime != nil {
 			u.podStart[pd.UID] = pd.Status.StartTime.Time
 		}
+		podImages(pd, u.images)
 	}
 	return u
+}
+
+// podImages records the image of each of pd's containers: the one its
+// status reports (what the runtime was given), else its spec's.
+func podImages(pd *corev1.Pod, into map[containerKey]string) {
+	for _, st := range slices.Concat(pd.Status.InitContainerStatuses, pd.Status.ContainerStatuses) {
+		if st.Image != "" {
+			into[containerKey{pd.UID, st.Name}] = st.Image
+		}
+	}
+	for _, c := range slices.Concat(pd.Spec.InitContainers, pd.Spec.Containers) {
+		k := containerKey{pd.UID, c.Name}
+		if into[k] == "" {
+			into[k] = c.Image
+		}
+	}
 }
 
 // limited says whether a container runs under a memory limit: without
@@ -123,6 +151,16 @@ func (s *StatsCollector) ResourceMetrics(ctx context.Context) ([]*dto.MetricFami
 		return nil, err
 	}
 	return buildResourceMetrics(u), nil
+}
+
+// CadvisorMetrics is the node's /metrics/cadvisor, what Prometheus's
+// kubelet cAdvisor job scrapes, from the same reading (see cadvisor.go).
+func (s *StatsCollector) CadvisorMetrics(ctx context.Context) ([]*dto.MetricFamily, error) {
+	u := s.read(ctx)
+	if err := u.err(); err != nil {
+		return nil, err
+	}
+	return buildCadvisorMetrics(u), nil
 }
 
 // rates turns each CPU counter into nanocores: the node's between the
@@ -330,65 +368,37 @@ func buildSummary(u *usage, rates map[string]uint64) *statsv1alpha1.Summary {
 // buildResourceMetrics renders a reading as kubelet's /metrics/resource
 // families (names, help and labels as kubelet's, timestamps in ms).
 func buildResourceMetrics(u *usage) []*dto.MetricFamily {
-	family := func(name, help string, typ dto.MetricType) *dto.MetricFamily {
-		return &dto.MetricFamily{Name: ptr.To(name), Help: ptr.To(help), Type: typ.Enum()}
-	}
-	labels := func(kv ...string) []*dto.LabelPair {
-		out := make([]*dto.LabelPair, 0, len(kv)/2)
-		for i := 0; i+1 < len(kv); i += 2 {
-			out = append(out, &dto.LabelPair{Name: ptr.To(kv[i]), Value: ptr.To(kv[i+1])})
-		}
-		return out
-	}
-	add := func(f *dto.MetricFamily, value float64, t time.Time, lp []*dto.LabelPair) {
-		m := &dto.Metric{Label: lp}
-		if *f.Type == dto.MetricType_COUNTER {
-			m.Counter = &dto.Counter{Value: ptr.To(value)}
-		} else {
-			m.Gauge = &dto.Gauge{Value: ptr.To(value)}
-		}
-		if !t.IsZero() {
-			m.TimestampMs = ptr.To(t.UnixMilli())
-		}
-		f.Metric = append(f.Metric, m)
-	}
-	ctrCPU := family("container_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the container in core-seconds", dto.MetricType_COUNTER)
-	ctrMem := family("container_memory_working_set_bytes", "[STABLE] Current working set of the container in bytes", dto.MetricType_GAUGE)
-	ctrStart := family("container_start_time_seconds", "[STABLE] Start time of the container since unix epoch in seconds", dto.MetricType_GAUGE)
-	nodeCPU := family("node_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the node in core-seconds", dto.MetricType_COUNTER)
-	nodeMem := family("node_memory_working_set_bytes", "[STABLE] Current working set of the node in bytes", dto.MetricType_GAUGE)
-	podCPU := family("pod_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds", dto.MetricType_COUNTER)
-	podMem := family("pod_memory_working_set_bytes", "[STABLE] Current working set of the pod in bytes", dto.MetricType_GAUGE)
-	scrapeErr := family("resource_scrape_error", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise", dto.MetricType_GAUGE)
+	ctrCPU := newFamily("container_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the container in core-seconds", dto.MetricType_COUNTER)
+	ctrMem := newFamily("container_memory_working_set_bytes", "[STABLE] Current working set of the container in bytes", dto.MetricType_GAUGE)
+	ctrStart := newFamily("container_start_time_seconds", "[STABLE] Start time of the container since unix epoch in seconds", dto.MetricType_GAUGE)
+	nodeCPU := newFamily("node_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the node in core-seconds", dto.MetricType_COUNTER)
+	nodeMem := newFamily("node_memory_working_set_bytes", "[STABLE] Current working set of the node in bytes", dto.MetricType_GAUGE)
+	podCPU := newFamily("pod_cpu_usage_seconds_total", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds", dto.MetricType_COUNTER)
+	podMem := newFamily("pod_memory_working_set_bytes", "[STABLE] Current working set of the pod in bytes", dto.MetricType_GAUGE)
+	scrapeErr := newFamily("resource_scrape_error", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise", dto.MetricType_GAUGE)
 
 	if h := u.host; h != nil {
-		add(nodeCPU, float64(h.CPUNanos)/1e9, h.Time, nil)
-		add(nodeMem, float64(h.WorkingSet()), h.Time, nil)
+		addSample(nodeCPU, float64(h.CPUNanos)/1e9, h.Time, nil)
+		addSample(nodeMem, float64(h.WorkingSet()), h.Time, nil)
 	}
 	for _, pu := range groupByPod(u) {
 		for _, c := range pu.containers {
-			lp := labels("container", c.Labels[pod.LabelContainer], "namespace", pu.ref.Namespace, "pod", pu.ref.Name)
-			add(ctrCPU, float64(c.CPUNanos)/1e9, c.Time, lp)
-			add(ctrMem, float64(c.MemoryUsage), c.Time, lp)
+			lp := labelPairs("container", c.Labels[pod.LabelContainer], "namespace", pu.ref.Namespace, "pod", pu.ref.Name)
+			addSample(ctrCPU, float64(c.CPUNanos)/1e9, c.Time, lp)
+			addSample(ctrMem, float64(c.MemoryUsage), c.Time, lp)
 			if !c.StartedAt.IsZero() {
-				add(ctrStart, float64(c.StartedAt.Unix()), time.Time{}, lp)
+				addSample(ctrStart, float64(c.StartedAt.Unix()), time.Time{}, lp)
 			}
 		}
 		cpu, mem, t := pu.sums()
-		lp := labels("namespace", pu.ref.Namespace, "pod", pu.ref.Name)
-		add(podCPU, float64(cpu)/1e9, t, lp)
-		add(podMem, float64(mem), t, lp)
+		lp := labelPairs("namespace", pu.ref.Namespace, "pod", pu.ref.Name)
+		addSample(podCPU, float64(cpu)/1e9, t, lp)
+		addSample(podMem, float64(mem), t, lp)
 	}
 	failed := 0.0
 	if u.hostErr != nil || u.ctrErr != nil {
 		failed = 1
 	}
-	add(scrapeErr, failed, time.Time{}, nil)
-	var out []*dto.MetricFamily
-	for _, f := range []*dto.MetricFamily{ctrCPU, ctrMem, ctrStart, nodeCPU, nodeMem, podCPU, podMem, scrapeErr} {
-		if len(f.Metric) > 0 {
-			out = append(out, f)
-		}
-	}
-	return out
+	addSample(scrapeErr, failed, time.Time{}, nil)
+	return nonEmpty(ctrCPU, ctrMem, ctrStart, nodeCPU, nodeMem, podCPU, podMem, scrapeErr)
 }

@@ -59,6 +59,18 @@ func nodeHandlers(pods *provider.Pods) *kubeletapi.NodeHandlers {
 			m, err := stats.ResourceMetrics(ctx)
 			return m, apiError(err)
 		},
+		GetMetricsCadvisor: func(ctx context.Context) ([]*dto.MetricFamily, error) {
+			m, err := stats.CadvisorMetrics(ctx)
+			return m, apiError(err)
+		},
+		GetMetrics: func(ctx context.Context) ([]*dto.MetricFamily, error) {
+			m, err := pods.KubeletMetrics(ctx)
+			return m, apiError(err)
+		},
+		GetRunningPods: func(ctx context.Context) ([]*corev1.Pod, error) {
+			l, err := pods.RuntimePods(ctx)
+			return l, apiError(err)
+		},
 	}
 }
 

@@ -23,6 +23,8 @@ func TestRequestAttributes(t *testing.T) {
 		{"GET", "/statsfoo", "get", []string{"proxy"}},
 		{"GET", "/metrics/resource", "get", []string{"metrics"}},
 		{"GET", "/metrics", "get", []string{"metrics"}},
+		{"GET", "/metrics/cadvisor", "get", []string{"metrics"}},
+		{"GET", "/metrics/probes", "get", []string{"metrics"}},
 		{"GET", "/containerLogs/ns/p/c", "get", []string{"proxy"}},
 		{"POST", "/exec/ns/p/c", "create", []string{"proxy"}},
 		// A WebSocket upgrade is a GET: what runs code or opens a stream
@@ -37,6 +39,7 @@ func TestRequestAttributes(t *testing.T) {
 		{"GET", "/logs/messages", "get", []string{"log"}},
 		{"GET", "/pods", "get", []string{"pods", "proxy"}},
 		{"GET", "/runningpods/", "get", []string{"pods", "proxy"}},
+		{"GET", "/runningpods", "get", []string{"pods", "proxy"}},
 		{"GET", "/healthz", "get", []string{"healthz", "proxy"}},
 		{"GET", "/configz", "get", []string{"configz", "proxy"}},
 		{"POST", "/checkpoint/ns/p/c", "create", []string{"checkpoint"}},

@@ -27,6 +27,13 @@ type NodeHandlers struct {
 	GetPods            vkapi.PodListerFunc
 	GetStatsSummary    vkapi.PodStatsSummaryHandlerFunc
 	GetMetricsResource vkapi.PodMetricsResourceHandlerFunc
+	// GetMetricsCadvisor is the node's /metrics/cadvisor, GetMetrics its
+	// /metrics (kubelet's own series): rendered as /metrics/resource is.
+	GetMetricsCadvisor vkapi.PodMetricsResourceHandlerFunc
+	GetMetrics         vkapi.PodMetricsResourceHandlerFunc
+	// GetRunningPods lists the pods the runtime runs (GET /runningpods/),
+	// each with its running containers' names and images only.
+	GetRunningPods vkapi.PodListerFunc
 }
 
 // ContainerLogsFunc opens a container's log. tail is -1 without tailLines
@@ -92,6 +99,35 @@ func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, erro
 	}
 	m, err := h(ctx)
 	return m, apiError(err)
+}
+
+func (s *Server) metricsCadvisor(ctx context.Context) ([]*dto.MetricFamily, error) {
+	h := handlersOf(ctx).GetMetricsCadvisor
+	if h == nil {
+		return nil, errNotImplemented("cAdvisor metrics")
+	}
+	m, err := h(ctx)
+	return m, apiError(err)
+}
+
+func (s *Server) metricsKubelet(ctx context.Context) ([]*dto.MetricFamily, error) {
+	h := handlersOf(ctx).GetMetrics
+	if h == nil {
+		return nil, errNotImplemented("kubelet metrics")
+	}
+	m, err := h(ctx)
+	return m, apiError(err)
+}
+
+// runningPodsOf lists the pods the runtime of the node of the port runs
+// (GET /runningpods/).
+func (s *Server) runningPodsOf(ctx context.Context) ([]*corev1.Pod, error) {
+	h := handlersOf(ctx).GetRunningPods
+	if h == nil {
+		return nil, errNotImplemented("running pod list")
+	}
+	pods, err := h(ctx)
+	return pods, apiError(err)
 }
 
 // podsOf lists the pods of the node of the port (GET /pods).

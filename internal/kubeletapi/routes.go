@@ -47,12 +47,18 @@ func (s *Server) handler() http.Handler {
 	})).Methods(http.MethodPost, http.MethodGet)
 	r.Handle("/run/{namespace}/{pod}/{container}", pod(unsupported("/run is not served by rbn-kubelet: use exec"))).Methods(http.MethodPost)
 
+	// vkapi.HandleRunningPods encodes any pod list as kubelet's PodList:
+	// /pods gets the pods as the node knows them, /runningpods/ the
+	// runtime's view (kubelet's shape: names, UID, running containers).
 	r.Handle("/pods", node(vkapi.HandleRunningPods(s.podsOf))).Methods(http.MethodGet)
+	r.Handle("/runningpods/", node(vkapi.HandleRunningPods(s.runningPodsOf))).Methods(http.MethodGet)
 	r.Handle("/stats/summary", node(vkapi.HandlePodStatsSummary(s.statsSummary))).Methods(http.MethodGet)
+	// Every metrics endpoint renders metric families in the text format
+	// as virtual-kubelet renders /metrics/resource.
 	r.Handle(vkapi.MetricsResourceRouteSuffix, node(vkapi.HandlePodMetricsResource(s.metricsResource))).Methods(http.MethodGet)
-	for _, p := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes"} {
-		r.Handle(p, anyNode(unsupported(p+" is not served by rbn-kubelet: resource metrics are at /metrics/resource"))).Methods(http.MethodGet)
-	}
+	r.Handle("/metrics/cadvisor", node(vkapi.HandlePodMetricsResource(s.metricsCadvisor))).Methods(http.MethodGet)
+	r.Handle("/metrics", node(vkapi.HandlePodMetricsResource(s.metricsKubelet))).Methods(http.MethodGet)
+	r.Handle("/metrics/probes", anyNode(unsupported("/metrics/probes is not served by rbn-kubelet: probes do not run yet (issue #15)"))).Methods(http.MethodGet)
 	r.PathPrefix("/logs/").Handler(anyNode(unsupported("node logs (/logs/) are not served by rbn-kubelet")))
 	r.PathPrefix("/checkpoint/").Handler(unsupported("checkpoint is not supported by rbn-kubelet"))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,9 +5,11 @@
 // One http.Server serves a shared port and one port per node (see
 // ports.go for why). Pod routes carry namespace and pod name, which resolve
 // to the node running the pod through an informer's pod index: any node's
-// pods on the shared port, its own on a node's port. Node routes (/stats/summary, /metrics/resource, /pods)
-// are answered on a node's own port only. What serves a node comes as
-// NodeHandlers (function fields): this package knows no provider.
+// pods on the shared port, its own on a node's port. Node routes
+// (/stats/summary, /metrics, /metrics/resource, /metrics/cadvisor, /pods,
+// /runningpods/) are answered on a node's own port only. What serves a
+// node comes as NodeHandlers (function fields): this package knows no
+// provider.
 package kubeletapi
 
 import (

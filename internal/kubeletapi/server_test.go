@@ -243,8 +243,8 @@ func TestServerRoutesByPortAndAuthenticates(t *testing.T) {
 	if code != http.StatusNotFound {
 		t.Errorf("logs of an unknown pod on n1's port: %d", code)
 	}
-	if code, _ := get(p1, "GET", "/metrics/cadvisor", "good"); code != http.StatusNotImplemented {
-		t.Errorf("cadvisor metrics: %d, want 501", code)
+	if code, body := get(p1, "GET", "/metrics/probes", "good"); code != http.StatusNotImplemented || !strings.Contains(body, "probes do not run yet") {
+		t.Errorf("probe metrics: %d %q, want 501 saying why", code, body)
 	}
 
 	// A node the caller may not see.

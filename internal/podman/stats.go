@@ -13,9 +13,12 @@ import (
 
 // ContainerStats is one reading of a running container's resource usage.
 type ContainerStats struct {
-	ID        string
-	Name      string
-	Labels    map[string]string
+	ID     string
+	Name   string
+	Labels map[string]string
+	// Image is the image the container was created from, as podman's
+	// container list names it.
+	Image     string
 	StartedAt time.Time
 	// CPUNanos is the CPU time the container used since it started.
 	CPUNanos uint64
@@ -101,7 +104,7 @@ func (c *Client) Stats(ctx context.Context, labels map[string]string) (_ []Conta
 			continue // stopped meanwhile
 		}
 		s := ContainerStats{
-			ID: l.ID, Labels: l.Labels, Time: now,
+			ID: l.ID, Labels: l.Labels, Image: l.Image, Time: now,
 			CPUNanos: e.CPUNano, MemoryUsage: e.MemUsage, MemoryLimit: e.MemLimit,
 			NetworkRx: e.NetInput, NetworkTx: e.NetOutput, PIDs: e.PIDs,
 		}

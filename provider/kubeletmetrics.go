@@ -1,0 +1,142 @@
+package provider
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// KubeletMetrics is the node's /metrics: kubelet's own series that the
+// kubernetes-mixin dashboards read and that rbn can give truthfully, from
+// what the node's pod workers know (no podman call). See
+// buildKubeletMetrics for what is left out.
+func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) {
+	pods, err := p.GetPods(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return buildKubeletMetrics(p.cfg.NodeName, pods), nil
+}
+
+// RuntimePods is the node's /runningpods/: the pods whose sandbox runs,
+// each with its running containers, in the shape kubelet gives them (see
+// runningPods).
+func (p *Pods) RuntimePods(ctx context.Context) ([]*corev1.Pod, error) {
+	pods, err := p.GetPods(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return runningPods(pods), nil
+}
+
+// Container states as kubelet's kubelet_running_containers labels them
+// (its runtime's container states).
+const (
+	containerStateCreated = "created"
+	containerStateRunning = "running"
+	containerStateExited  = "exited"
+)
+
+// sandboxRunning says whether a pod's sandbox (its podman pod's infra
+// container) runs: as kubelet, a pod that ended has its sandbox stopped;
+// PodReadyToStartContainers is true once the sandbox is set up.
+func sandboxRunning(pd *corev1.Pod) bool {
+	if pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	for _, c := range pd.Status.Conditions {
+		if c.Type == corev1.PodReadyToStartContainers {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// runtimeState is the state of a container's newest run in the runtime,
+// from its status, "" when it has no container on the host (not created
+// yet: no ContainerID). Earlier runs are not counted: the pod worker
+// replaces a container's run with the next.
+func runtimeState(st corev1.ContainerStatus) string {
+	switch {
+	case st.ContainerID == "":
+		return ""
+	case st.State.Running != nil:
+		return containerStateRunning
+	case st.State.Terminated != nil:
+		return containerStateExited
+	case st.State.Waiting != nil && st.State.Waiting.Reason != "ContainerCreating" && st.LastTerminationState.Terminated != nil:
+		return containerStateExited // waiting to restart (back-off)
+	default:
+		return containerStateCreated
+	}
+}
+
+// buildKubeletMetrics renders kubelet's series of a node, with kubelet's
+// names, help texts (component-base prefixes ALPHA ones with "[ALPHA] ")
+// and labels:
+//   - kubelet_node_name{node} 1
+//   - kubelet_running_pods: pods whose sandbox runs
+//   - kubelet_running_containers{container_state}: the node's containers
+//     by runtime state (created, exited, running), sandboxes not counted,
+//     every state given (0 when none)
+//
+// Left out: go_* and process_* (they would describe the rbn-kubelet
+// process every node of the replica shares: they are on rbn-kubelet's own
+// metrics port, see docs/operations.md); kubelet's histograms
+// (kubelet_pod_start_duration_seconds, kubelet_pod_worker_duration_seconds,
+// kubelet_pleg_relist_*, kubelet_runtime_operations_*, ...) and the
+// volume/cgroup/eviction series: the pod workers do not observe them (yet),
+// and an empty histogram would read as "nothing happened".
+func buildKubeletMetrics(node string, pods []*corev1.Pod) []*dto.MetricFamily {
+	nodeName := newFamily("kubelet_node_name", "[ALPHA] The node's name. The count is always 1.", dto.MetricType_GAUGE)
+	runningPods := newFamily("kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox", dto.MetricType_GAUGE)
+	runningCtrs := newFamily("kubelet_running_containers", "[ALPHA] Number of containers currently running", dto.MetricType_GAUGE)
+
+	addSample(nodeName, 1, time.Time{}, labelPairs("node", node))
+	sandboxes := 0
+	states := map[string]int{}
+	for _, pd := range pods {
+		if sandboxRunning(pd) {
+			sandboxes++
+		}
+		for _, st := range slices.Concat(pd.Status.InitContainerStatuses, pd.Status.ContainerStatuses) {
+			if s := runtimeState(st); s != "" {
+				states[s]++
+			}
+		}
+	}
+	addSample(runningPods, float64(sandboxes), time.Time{}, nil)
+	for _, s := range []string{containerStateCreated, containerStateExited, containerStateRunning} {
+		addSample(runningCtrs, float64(states[s]), time.Time{}, labelPairs("container_state", s))
+	}
+	return []*dto.MetricFamily{nodeName, runningCtrs, runningPods}
+}
+
+// runningPods renders pods as kubelet's /runningpods/ does (its runtime's
+// pods turned into API pods): name, namespace and UID, and in spec only
+// the running containers' names and images; nothing else. Pods whose
+// sandbox does not run are left out; sorted by namespace and name.
+func runningPods(pods []*corev1.Pod) []*corev1.Pod {
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, pd := range pods {
+		if !sandboxRunning(pd) {
+			continue
+		}
+		rp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: pd.Name, Namespace: pd.Namespace, UID: pd.UID}}
+		for _, st := range slices.Concat(pd.Status.InitContainerStatuses, pd.Status.ContainerStatuses) {
+			if runtimeState(st) == containerStateRunning {
+				rp.Spec.Containers = append(rp.Spec.Containers, corev1.Container{Name: st.Name, Image: st.Image})
+			}
+		}
+		out = append(out, rp)
+	}
+	slices.SortFunc(out, func(a, b *corev1.Pod) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}

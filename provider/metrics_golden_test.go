@@ -1,0 +1,166 @@
+package provider
+
+import (
+	"bytes"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/remote-build-nodes/rbn/internal/golden"
+)
+
+// render encodes families in the text format, as the kubelet API serves them.
+func render(t *testing.T, fams []*dto.MetricFamily) string {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range fams {
+		if err := enc.Encode(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.String()
+}
+
+// cadvisorFixture is statsFixture with what /metrics/cadvisor adds:
+// podman's names and images, the host's cores, the pods' images.
+func cadvisorFixture(t0, now time.Time) *usage {
+	u := statsFixture(t0, now)
+	names := map[string]string{"infra": "build-a-infra", "c1": "build-a-build", "c2": "build-a-sidecar", "stray": "stray"}
+	for i := range u.containers {
+		c := &u.containers[i]
+		c.Name = names[c.ID]
+		c.Image = "docker.io/library/" + c.ID + ":podman" // what podman lists
+	}
+	u.containers[0].Image = "localhost/podman-pause:5.4.0"
+	u.info.CPUs = 8
+	u.images = map[containerKey]string{
+		{"uid-a", "build"}:   "docker.io/library/golang:1.25",
+		{"uid-a", "sidecar"}: "docker.io/library/busybox:1.37",
+	}
+	return u
+}
+
+func TestBuildCadvisorMetricsGolden(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	got := render(t, buildCadvisorMetrics(cadvisorFixture(t0, t0)))
+	golden.Check(t, filepath.Join("testdata", "metrics", "cadvisor.golden.txt"), []byte(got), *update)
+
+	// What the golden file must keep saying, whatever it is rewritten to.
+	for _, want := range []string{
+		// The Kubernetes containers carry their pod's image, not podman's.
+		`container_cpu_usage_seconds_total{container="build",cpu="total",id="c1",image="docker.io/library/golang:1.25",name="build-a-build",namespace="ns",pod="build-a"} 30 `,
+		// The network on the sandbox, container="" as kubelet with a CRI runtime.
+		`container_network_receive_bytes_total{container="",id="infra",image="localhost/podman-pause:5.4.0",interface="eth0",name="build-a-infra",namespace="ns",pod="build-a"} 500 `,
+		`container_spec_memory_limit_bytes{container="build",`,
+		`machine_cpu_cores{boot_id="",machine_id="",system_uuid=""} 8`,
+		"container_scrape_error 0",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	for _, not := range []string{
+		`container_spec_memory_limit_bytes{container="sidecar"`, // no limit: podman's limit is the host's memory
+		`container_network_receive_bytes_total{container="build"`,
+		`pod="",`, // the stray container is no pod's
+		`image=""`,
+	} {
+		if strings.Contains(got, not) {
+			t.Errorf("%q in\n%s", not, got)
+		}
+	}
+
+	failed := cadvisorFixture(t0, t0)
+	failed.containers, failed.ctrErr = nil, errTest
+	got = render(t, buildCadvisorMetrics(failed))
+	if !strings.Contains(got, "container_scrape_error 1\n") || strings.Contains(got, "container_cpu") || !strings.Contains(got, "machine_memory_bytes") {
+		t.Errorf("podman unreadable:\n%s", got)
+	}
+}
+
+// kubeletPods are a node's pods in every state kubelet's series tell apart.
+func kubeletPods() []*corev1.Pod {
+	ready := func(v corev1.ConditionStatus) []corev1.PodCondition {
+		return []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: v}}
+	}
+	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	exited := corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}
+	mk := func(name string, phase corev1.PodPhase, cond []corev1.PodCondition, init, app []corev1.ContainerStatus) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)},
+			Status:     corev1.PodStatus{Phase: phase, Conditions: cond, InitContainerStatuses: init, ContainerStatuses: app},
+		}
+	}
+	return []*corev1.Pod{
+		// Running: init done, one container up, a sidecar in back-off.
+		mk("web", corev1.PodRunning, ready(corev1.ConditionTrue),
+			[]corev1.ContainerStatus{{Name: "init", Image: "busybox", ContainerID: "podman://i1", State: exited}},
+			[]corev1.ContainerStatus{
+				{Name: "app", Image: "nginx:1.27", ContainerID: "podman://a1", State: running},
+				{Name: "log", Image: "fluent-bit", ContainerID: "podman://l1",
+					State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+					LastTerminationState: exited},
+			}),
+		// Sandbox up, container created, not started yet.
+		mk("starting", corev1.PodPending, ready(corev1.ConditionTrue), nil,
+			[]corev1.ContainerStatus{{Name: "app", Image: "golang", ContainerID: "podman://s1",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}),
+		// No sandbox yet: pulling.
+		mk("pulling", corev1.PodPending, ready(corev1.ConditionFalse), nil,
+			[]corev1.ContainerStatus{{Name: "app", Image: "big",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}),
+		// Ended: its sandbox is stopped, its container kept.
+		mk("done", corev1.PodSucceeded, ready(corev1.ConditionFalse), nil,
+			[]corev1.ContainerStatus{{Name: "app", Image: "alpine", ContainerID: "podman://d1", State: exited}}),
+	}
+}
+
+func TestBuildKubeletMetricsGolden(t *testing.T) {
+	got := render(t, buildKubeletMetrics("n1", kubeletPods()))
+	golden.Check(t, filepath.Join("testdata", "metrics", "kubelet.golden.txt"), []byte(got), *update)
+	for _, want := range []string{
+		`kubelet_node_name{node="n1"} 1`,
+		"kubelet_running_pods 2", // web, starting
+		`kubelet_running_containers{container_state="running"} 1`,
+		`kubelet_running_containers{container_state="exited"} 3`, // init, log (back-off), done's app
+		`kubelet_running_containers{container_state="created"} 1`,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	empty := render(t, buildKubeletMetrics("n1", nil))
+	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) {
+		t.Errorf("a node without pods:\n%s", empty)
+	}
+}
+
+func TestRunningPods(t *testing.T) {
+	got := runningPods(kubeletPods())
+	var names []string
+	for _, p := range got {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "starting,web" {
+		t.Fatalf("running pods %v, want starting,web (sandbox up)", names)
+	}
+	web := got[1]
+	want := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "uid-web"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27"}}}}
+	if web.Namespace != want.Namespace || web.UID != want.UID || len(web.Spec.Containers) != 1 || !reflect.DeepEqual(web.Spec.Containers, want.Spec.Containers) ||
+		web.Status.Phase != "" || len(web.Labels) != 0 {
+		t.Errorf("web %+v, want only names, UID and running containers: %+v", web, want)
+	}
+	if len(got[0].Spec.Containers) != 0 {
+		t.Errorf("starting lists containers %+v, none runs", got[0].Spec.Containers)
+	}
+}
