@@ -816,6 +816,66 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 			t.Errorf("missing %q", typ)
 		}
 	}
+
+	// /metrics/cadvisor and /metrics, as Prometheus's kubelet scrape reads
+	// them: cAdvisor's and kubelet's series, with the labels the
+	// kubernetes-mixin dashboards select on (container, image, namespace, pod).
+	sample := func(text, name string, want ...string) (float64, bool) {
+		t.Helper()
+		for _, l := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+				continue
+			}
+			if slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(l, w) }) {
+				continue
+			}
+			rest := l[len(name):]
+			if i := strings.LastIndex(rest, "} "); i >= 0 {
+				rest = rest[i+1:]
+			}
+			v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return v, true
+		}
+		return 0, false
+	}
+	cadvisor := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics/cadvisor")
+	burner := []string{`container="burn"`, `image="` + framework.TestImage + `"`, `namespace="` + ns + `"`, `pod="burner"`}
+	if v, ok := sample(cadvisor, "container_cpu_usage_seconds_total", append(burner, `cpu="total"`)...); !ok || v < 1 {
+		t.Errorf("/metrics/cadvisor: container_cpu_usage_seconds_total of burner %v (found %v)\n%s", v, ok, cadvisor)
+	}
+	if v, ok := sample(cadvisor, "container_memory_working_set_bytes", burner...); !ok || v <= 0 {
+		t.Errorf("/metrics/cadvisor: container_memory_working_set_bytes of burner %v (found %v)", v, ok)
+	}
+	if _, ok := sample(cadvisor, "container_network_receive_bytes_total", `pod="burner"`, `interface="eth0"`); !ok {
+		t.Errorf("/metrics/cadvisor: no container_network_receive_bytes_total for burner")
+	}
+	if v, ok := sample(cadvisor, "machine_cpu_cores"); !ok || v < 1 {
+		t.Errorf("/metrics/cadvisor: machine_cpu_cores %v (found %v)", v, ok)
+	}
+	kubelet := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics")
+	if v, ok := sample(kubelet, "kubelet_node_name", `node="`+busy+`"`); !ok || v != 1 {
+		t.Errorf("/metrics: kubelet_node_name{node=%q} %v (found %v)\n%s", busy, v, ok, kubelet)
+	}
+	if v, ok := sample(kubelet, "kubelet_running_pods"); !ok || v < 1 {
+		t.Errorf("/metrics: kubelet_running_pods %v (found %v)", v, ok)
+	}
+	if v, ok := sample(kubelet, "kubelet_running_containers", `container_state="running"`); !ok || v < 1 {
+		t.Errorf("/metrics: kubelet_running_containers{container_state=running} %v (found %v)", v, ok)
+	}
+	running := &corev1.PodList{}
+	raw := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/runningpods/")
+	if err := json.Unmarshal([]byte(raw), running); err != nil {
+		t.Fatalf("/runningpods/: %v\n%s", err, raw)
+	}
+	found := slices.ContainsFunc(running.Items, func(p corev1.Pod) bool {
+		return p.Namespace == ns && p.Name == "burner" && len(p.Spec.Containers) == 1 && p.Spec.Containers[0].Name == "burn"
+	})
+	if !found {
+		t.Errorf("/runningpods/ of %s lacks burner with its container burn:\n%s", busy, raw)
+	}
 }
 
 // The kubelet API refuses callers it cannot authenticate (401) and those
