@@ -2,7 +2,8 @@ package provider
 
 import (
 	"context"
-	"sync"
+	"errors"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,27 +41,12 @@ func (w *podWorker) exceedDeadline(ctx context.Context, pd *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 0, len(obs))
-	var mu sync.Mutex
-	for cname, o := range obs {
-		if !o.current.Running {
-			continue
+	if failed := w.stopRunning(ctx, pd, obs, grace); len(failed) > 0 {
+		errs := make([]error, 0, len(failed))
+		for cname, err := range failed {
+			errs = append(errs, fmt.Errorf("stop container %s: %w", cname, err))
 		}
-		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+cname)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.p.rt.StopContainer(ctx, o.current.ID, grace); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return errs[0] // the next sync stops what still runs
+		return errors.Join(errs...) // the next sync stops what still runs
 	}
 	if obs, err = w.observe(ctx); err != nil {
 		return err

@@ -319,6 +319,34 @@ func (w *podWorker) reportUnapplied(pd *corev1.Pod) {
 	}
 }
 
+// stopRunning stops every running container of obs within grace, all at
+// once, with the kubelet's Killing event for each, and says which could
+// not be stopped.
+func (w *podWorker) stopRunning(ctx context.Context, pd *corev1.Pod, obs map[string]*observed, grace time.Duration) map[string]error {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed = map[string]error{}
+	)
+	for cname, o := range obs {
+		if !o.current.Running {
+			continue
+		}
+		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+cname)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.p.rt.StopContainer(ctx, o.current.ID, grace); err != nil {
+				mu.Lock()
+				failed[cname] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
 // teardown stops the pod's containers within grace, removes everything of
 // the pod from the host and reports the final status.
 func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
@@ -328,22 +356,10 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 	if err != nil && !errors.Is(err, podman.ErrNotFound) {
 		return err
 	}
-	var wg sync.WaitGroup
-	for cname, o := range obs {
-		if !o.current.Running {
-			continue
-		}
-		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+cname)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Not fatal: removing the podman pod below kills what did not stop.
-			if err := w.p.rt.StopContainer(ctx, o.current.ID, grace); err != nil {
-				w.log.Warn("stop container failed, removing it by force", "container", cname, "err", err)
-			}
-		}()
+	for cname, err := range w.stopRunning(ctx, pd, obs, grace) {
+		// Not fatal: removing the podman pod below kills what did not stop.
+		w.log.Warn("stop container failed, removing it by force", "container", cname, "err", err)
 	}
-	wg.Wait()
 	if final, err := w.observe(ctx); err == nil {
 		obs = final
 	} else {
