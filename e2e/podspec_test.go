@@ -1,0 +1,99 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
+)
+
+// PodSpec fields that act on the host, as kubelet runs them:
+// activeDeadlineSeconds fails the pod (DeadlineExceeded) and stops its
+// container; hostPath types are checked (and the OrCreate ones created) on
+// the host; FallbackToLogsOnError puts a failed container's last log lines
+// in its termination message.
+func TestPodSpecOnTheHost(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	hostDir := filepath.Join(s.State, "hostpath", ns)
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
+	created := filepath.Join(hostDir, "made", "by", "rbn")
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: deadline, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  activeDeadlineSeconds: 5
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: %[3]s, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: not-a-dir, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  containers: [{name: main, image: %[3]s, command: ["true"], volumeMounts: [{name: h, mountPath: /h}]}]
+  volumes: [{name: h, hostPath: {path: %[4]s/missing, type: Directory}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: or-create, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  containers: [{name: main, image: %[3]s, command: [sh, -c, "test -d /h"], volumeMounts: [{name: h, mountPath: /h}]}]
+  volumes: [{name: h, hostPath: {path: %[5]s, type: DirectoryOrCreate}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: last-words, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: %[3]s
+      command: [sh, -c, "echo first; echo the build broke >&2; exit 3"]
+      terminationMessagePolicy: FallbackToLogsOnError
+`, ns, framework.PodSpec, framework.TestImage, hostDir, created))
+
+	p := s.WaitPodPhase(t, ns, "deadline", corev1.PodFailed, 2*time.Minute)
+	if p.Status.Reason != "DeadlineExceeded" {
+		t.Errorf("deadline: reason %q, message %q, want DeadlineExceeded", p.Status.Reason, p.Status.Message)
+	}
+	if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].State.Terminated == nil {
+		t.Errorf("deadline: its container still runs: %+v", st)
+	}
+
+	framework.Eventually(t, "not-a-dir: FailedMount naming the hostPath type", time.Minute, func() (bool, string) {
+		for _, e := range s.Events(t, ns, "Pod", "not-a-dir") {
+			if e.Reason == "FailedMount" && strings.Contains(e.Message, "hostPath type check failed") {
+				return true, ""
+			}
+		}
+		return false, "no FailedMount event"
+	})
+	if p := s.Pod(t, ns, "not-a-dir"); p.Status.Phase != corev1.PodPending {
+		t.Errorf("not-a-dir: phase %s, want Pending while the mount fails", p.Status.Phase)
+	}
+
+	s.WaitPodPhase(t, ns, "or-create", corev1.PodSucceeded, 2*time.Minute)
+	if fi, err := os.Stat(created); err != nil || !fi.IsDir() {
+		t.Errorf("DirectoryOrCreate did not create %s on the host: %v", created, err)
+	}
+
+	p = s.WaitPodPhase(t, ns, "last-words", corev1.PodFailed, 2*time.Minute)
+	if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].State.Terminated == nil ||
+		!strings.Contains(st[0].State.Terminated.Message, "the build broke") {
+		t.Errorf("last-words: termination message from the logs missing: %+v", st)
+	}
+}
