@@ -345,7 +345,9 @@ func TestNodeNameTakenRefused(t *testing.T) {
 	ns := s.Namespace(t)
 	s.Apply(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: bound, namespace: %s}\nspec:\n  nodeName: %s\n  containers: [{name: c, image: %s}]\n", ns, name, framework.TestImage))
 	// No kubelet confirms its deletion: force it, before the namespace goes.
-	t.Cleanup(func() { _, _ = s.KubectlErr("-n", ns, "delete", "pod", "bound", "--force", "--grace-period=0", "--ignore-not-found") })
+	t.Cleanup(func() {
+		_, _ = s.KubectlErr("-n", ns, "delete", "pod", "bound", "--force", "--grace-period=0", "--ignore-not-found")
+	})
 	// The same spec as build host 1's node: a working host, which rbn
 	// would serve under that name if it took the Node over.
 	host, ok := s.RBN(t, s.Host(t, 1)["NAME"])

@@ -65,6 +65,35 @@ func (srv *s3Server) put(t *testing.T, bucket, key string, data []byte) {
 	}
 }
 
+// zeroArchive is a tar.gz of one file of size zero bytes: a thousandth
+// of that gzipped.
+func zeroArchive(t *testing.T, size int64) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Size: size, Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(tw, zeroReader{}, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
 func (srv *s3Server) get(t *testing.T, bucket, key string) []byte {
 	t.Helper()
 	out, err := srv.client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
@@ -361,6 +390,7 @@ func TestS3TransferFailures(t *testing.T) {
 	ns := s.Namespace(t)
 	bucket := srv.bucket(t)
 	srv.put(t, bucket, "in/recipe", []byte("recipe"))
+	srv.put(t, bucket, "in/bomb.tar.gz", zeroArchive(t, 64<<20))
 	// The output takes 6 parts: the third upload on is cut, whatever the order.
 	proxy := newS3Proxy(t, srv.Endpoint, 2, nil)
 	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey)+"---\n"+
@@ -400,6 +430,11 @@ spec:
 			[]string{"s3://" + bucket + "/in/absent", "NoSuchKey"}},
 		{"upload-cut", podWith("upload-cut", output, "dd if=/dev/urandom of=/work/image.raw bs=1M count=48 2>/dev/null"), "OutputTransferFailed",
 			[]string{"s3://" + bucket + "/out/image.raw", "no object was written"}},
+		// 64 MiB of zeros, 64 KiB gzipped, into a volume of 16 MiB: refused at
+		// the archive's header, not once the host's disk is full.
+		{"bomb", strings.Replace(podWith("bomb", fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": %q, "key": "in/bomb.tar.gz", "volume": "work", "path": "recipe", "unpack": "tar.gz"}]}`, bucket), "true"),
+			"emptyDir: {}", "emptyDir: {sizeLimit: 16Mi}", 1), "InputTransferFailed",
+			[]string{"s3://" + bucket + "/in/bomb.tar.gz", "archive too large", "the volume's sizeLimit"}},
 		{"invalid-annotation", podWith("invalid-annotation", `{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": "b", "key": "k", "volume": "nope", "path": "../x"}]}`, "true"),
 			"InvalidTransfers", []string{"inputs[0].volume", "inputs[0].path", "inputs[0].bucket"}},
 	}

@@ -23,6 +23,8 @@ import (
 // until a test ends them (exit); time is the test's clock.
 type fakeRuntime struct {
 	clock clock.PassiveClock
+	// info is what Info reports; nil: a podman 5.4.0 with no storage figures.
+	info *podman.HostInfo
 
 	mu       sync.Mutex
 	ready    bool
@@ -128,7 +130,12 @@ func (f *fakeRuntime) Changed() <-chan struct{} {
 	return f.changed
 }
 
-func (f *fakeRuntime) Info() *podman.HostInfo { return &podman.HostInfo{PodmanVersion: "5.4.0"} }
+func (f *fakeRuntime) Info() *podman.HostInfo {
+	if f.info != nil {
+		return f.info
+	}
+	return &podman.HostInfo{PodmanVersion: "5.4.0"}
+}
 
 func (f *fakeRuntime) CreatePod(_ context.Context, spec *specgen.PodSpecGenerator) (string, error) {
 	f.mu.Lock()

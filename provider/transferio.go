@@ -12,6 +12,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/tarstream"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // The streams between S3 and a pod's volumes: an object goes into a volume
@@ -22,8 +23,12 @@ var errCopyEnded = errors.New("copy into the volume ended")
 
 // inputSink streams an object into the volume as a tar stream: the object
 // as one file, or the entries of the archive it is moved under in.Path.
-func (t *podTransfers) inputSink(ctr string, in rbnv1.TransferInput) s3relay.Sink {
+// lim bounds what it may put into the volume (see unpackLimits).
+func (t *podTransfers) inputSink(ctr string, in rbnv1.TransferInput, lim unpackLimits) s3relay.Sink {
 	return func(ctx context.Context, body io.Reader, size int64) error {
+		if in.Unpack == rbnv1.FormatFile && lim.MaxBytes > 0 && size > lim.MaxBytes {
+			return s3relay.Permanent(fmt.Errorf("%w: the object's %d bytes exceed %s", tarstream.ErrTooLarge, size, lim))
+		}
 		now := t.clock.Now()
 		pr, pw := io.Pipe()
 		produced := make(chan error, 1)
@@ -31,11 +36,11 @@ func (t *podTransfers) inputSink(ctr string, in rbnv1.TransferInput) s3relay.Sin
 			var err error
 			switch in.Unpack {
 			case rbnv1.FormatTar:
-				err = tarstream.Reroot(pw, body, in.Path, now)
+				err = tarstream.Reroot(pw, body, in.Path, now, lim.Limits)
 			case rbnv1.FormatTarGz:
 				var zr *gzip.Reader
 				if zr, err = gzip.NewReader(body); err == nil {
-					if err = tarstream.Reroot(pw, zr, in.Path, now); err == nil {
+					if err = tarstream.Reroot(pw, zr, in.Path, now, lim.Limits); err == nil {
 						_, err = io.Copy(io.Discard, zr) // to the gzip trailer, whose CRC it checks
 					}
 				}
@@ -49,6 +54,8 @@ func (t *podTransfers) inputSink(ctr string, in rbnv1.TransferInput) s3relay.Sin
 		pr.CloseWithError(errCopyEnded)
 		perr := <-produced
 		switch {
+		case errors.Is(perr, tarstream.ErrTooLarge):
+			return s3relay.Permanent(fmt.Errorf("unpack %s: %w (%s)", in.Unpack, perr, lim))
 		case perr != nil && !errors.Is(perr, errCopyEnded) && in.Unpack != rbnv1.FormatFile:
 			// The body's own failures are told apart by the relay; this is the content.
 			return s3relay.Permanent(fmt.Errorf("unpack %s: %w", in.Unpack, perr))
@@ -57,6 +64,46 @@ func (t *podTransfers) inputSink(ctr string, in rbnv1.TransferInput) s3relay.Sin
 		}
 		return cerr
 	}
+}
+
+// maxUnpackEntries bounds the entries of one input archive: a million
+// empty files would exhaust the volume's inodes long before its bytes.
+const maxUnpackEntries = 1 << 20
+
+// unpackLimits are an input's bounds and where its byte bound comes from.
+type unpackLimits struct {
+	tarstream.Limits
+	source string
+}
+
+func (l unpackLimits) String() string {
+	if l.MaxBytes == 0 {
+		return fmt.Sprintf("limit: %d entries", l.MaxEntries)
+	}
+	return fmt.Sprintf("limit: %d bytes, %s; %d entries", l.MaxBytes, l.source, l.MaxEntries)
+}
+
+// inputLimits bounds what an input may put into volume: the volume's
+// emptyDir sizeLimit, and for an emptyDir on disk (a podman named volume,
+// in the host's podman store) the store's free space as the host last reported
+// it, whichever is smaller; a hostPath or unsized volume of an unknown
+// store gets the entry bound only.
+func (t *podTransfers) inputLimits(plan *pod.Plan, volume string) unpackLimits {
+	lim := unpackLimits{Limits: tarstream.Limits{MaxEntries: maxUnpackEntries}}
+	for _, v := range plan.Volumes {
+		if v.K8sName != volume || v.Kind != pod.VolumeEmptyDir {
+			continue
+		}
+		if v.SizeLimitBytes > 0 {
+			lim.MaxBytes, lim.source = v.SizeLimitBytes, "the volume's sizeLimit"
+		}
+		if info := t.rt.Info(); !v.Tmpfs && info != nil && info.StorageTotal > info.StorageUsed {
+			if free := int64(info.StorageTotal - info.StorageUsed); lim.MaxBytes == 0 || free < lim.MaxBytes {
+				lim.MaxBytes, lim.source = free, "the free space of the host's podman store"
+			}
+		}
+	}
+	return lim
 }
 
 // outputSource streams a file as it is, or a path's content as a tar stream.

@@ -215,7 +215,7 @@ func (t *podTransfers) stageInputs(ctx context.Context, pd *corev1.Pod, plan *po
 		where := fmt.Sprintf("volume %s at %s", in.Volume, in.Path)
 		t.event(pd, corev1.EventTypeNormal, "Downloading", fmt.Sprintf("Downloading %s into %s (%s)", obj, where, in.Unpack))
 		start := t.clock.Now()
-		res, err := client.Download(ctx, in.Bucket, in.Key, t.inputSink(ctr, in), t.progress(pd, obj, start))
+		res, err := client.Download(ctx, in.Bucket, in.Key, t.inputSink(ctr, in, t.inputLimits(plan, in.Volume)), t.progress(pd, obj, start))
 		if err != nil {
 			if ctx.Err() != nil {
 				return err // interrupted (deletion, shutdown): not the pod's failure

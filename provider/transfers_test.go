@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -68,5 +69,30 @@ func TestOutputsConditionHoldsBackSucceeded(t *testing.T) {
 	st = &corev1.PodStatus{Phase: corev1.PodFailed}
 	if c, _ := outputsCondition(st, o); c != nil || st.Phase != corev1.PodFailed {
 		t.Errorf("a failed pod uploads nothing: %+v", c)
+	}
+}
+
+// An input's bounds: the volume's sizeLimit or the podman store's free
+// space, whichever is smaller, for an emptyDir on disk; the entry bound
+// only for a tmpfs without sizeLimit and for a hostPath.
+func TestInputLimits(t *testing.T) {
+	rt := newFakeRuntime(nil)
+	rt.info = &podman.HostInfo{StorageTotal: 100 << 30, StorageUsed: 90 << 30}
+	tr := &podTransfers{rt: rt}
+	plan := &pod.Plan{Volumes: []pod.Volume{
+		{K8sName: "small", Kind: pod.VolumeEmptyDir, SizeLimitBytes: 1 << 30},
+		{K8sName: "big", Kind: pod.VolumeEmptyDir, SizeLimitBytes: 50 << 30},
+		{K8sName: "unsized", Kind: pod.VolumeEmptyDir},
+		{K8sName: "ram", Kind: pod.VolumeEmptyDir, Tmpfs: true},
+		{K8sName: "host", Kind: pod.VolumeHostPath, HostPath: "/srv/cache"},
+	}}
+	for vol, want := range map[string]int64{"small": 1 << 30, "big": 10 << 30, "unsized": 10 << 30, "ram": 0, "host": 0} {
+		lim := tr.inputLimits(plan, vol)
+		if lim.MaxBytes != want || lim.MaxEntries != maxUnpackEntries {
+			t.Errorf("%s: %+v, want %d bytes and %d entries", vol, lim, want, maxUnpackEntries)
+		}
+	}
+	if s := tr.inputLimits(plan, "big").String(); !strings.Contains(s, "free space of the host's podman store") {
+		t.Errorf("the store's bound does not say so: %s", s)
 	}
 }

@@ -21,6 +21,17 @@ var ErrUnsafeName = errors.New("unsafe name in archive")
 // ErrNotRegular is a path that was expected to be a regular file.
 var ErrNotRegular = errors.New("not a regular file")
 
+// ErrTooLarge is an archive that would unpack to more than its Limits.
+var ErrTooLarge = errors.New("archive too large")
+
+// Limits bound what an archive may unpack to, against archive (and gzip)
+// bombs: the sum of its entries' sizes, and its number of entries. Zero:
+// no bound.
+type Limits struct {
+	MaxBytes   int64
+	MaxEntries int
+}
+
 // parents writes directory entries for every parent of name, outermost first.
 func parents(tw *tar.Writer, name string, now time.Time) error {
 	var dirs []string
@@ -65,7 +76,9 @@ func safeJoin(dir, name string) (string, error) {
 // itself. Absolute names, names with "..", and hard links that leave the
 // archive are refused; symbolic links are kept as they are (podman resolves
 // them inside the container when it extracts).
-func Reroot(w io.Writer, r io.Reader, dir string, now time.Time) error {
+// Entries are counted, and their sizes added up as their headers declare
+// them, before any content is copied: past lim, ErrTooLarge.
+func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) error {
 	tw := tar.NewWriter(w)
 	if dir != "." {
 		if err := parents(tw, dir+"/x", now); err != nil {
@@ -73,13 +86,20 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time) error {
 		}
 	}
 	tr := tar.NewReader(r)
-	for {
+	var total int64
+	for entries := 1; ; entries++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return tw.Close()
 		}
 		if err != nil {
 			return fmt.Errorf("read archive: %w", err)
+		}
+		if lim.MaxEntries > 0 && entries > lim.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrTooLarge, lim.MaxEntries)
+		}
+		if total += max(h.Size, 0); lim.MaxBytes > 0 && (total > lim.MaxBytes || h.Size > lim.MaxBytes) {
+			return fmt.Errorf("%w: more than %d bytes unpacked (at %s)", ErrTooLarge, lim.MaxBytes, h.Name)
 		}
 		if h.Name, err = safeJoin(dir, h.Name); err != nil {
 			return err

@@ -79,7 +79,7 @@ func TestReroot(t *testing.T) {
 		"stage": {"stage/", "stage/d/", "stage/d/f=x", "stage/h->stage/d/f", "stage/s->/etc"},
 	} {
 		var b bytes.Buffer
-		if err := Reroot(&b, bytes.NewReader(in), dir, time.Unix(0, 0)); err != nil {
+		if err := Reroot(&b, bytes.NewReader(in), dir, time.Unix(0, 0), Limits{}); err != nil {
 			t.Fatal(err)
 		}
 		if got := list(t, b.Bytes()); !slices.Equal(got, want) {
@@ -87,12 +87,41 @@ func TestReroot(t *testing.T) {
 		}
 	}
 	for _, bad := range []entry{{name: "../x", typ: tar.TypeReg}, {name: "/etc/passwd", typ: tar.TypeReg}, {name: "h", typ: tar.TypeLink, link: "../../etc/shadow"}} {
-		if err := Reroot(io.Discard, bytes.NewReader(archive(t, bad)), "d", time.Unix(0, 0)); !errors.Is(err, ErrUnsafeName) {
+		if err := Reroot(io.Discard, bytes.NewReader(archive(t, bad)), "d", time.Unix(0, 0), Limits{}); !errors.Is(err, ErrUnsafeName) {
 			t.Errorf("%+v: got %v, want ErrUnsafeName", bad, err)
 		}
 	}
-	if err := Reroot(io.Discard, strings.NewReader("not a tar archive, just text that is long enough to be read as a header block"), ".", time.Unix(0, 0)); err == nil {
+	if err := Reroot(io.Discard, strings.NewReader("not a tar archive, just text that is long enough to be read as a header block"), ".", time.Unix(0, 0), Limits{}); err == nil {
 		t.Error("garbage was taken for an archive")
+	}
+}
+
+// An archive past its limits is refused as soon as a header says so,
+// before the content is read: a bomb declaring a huge entry costs nothing.
+func TestRerootLimits(t *testing.T) {
+	three := archive(t, entry{name: "a", typ: tar.TypeReg, data: "1234"}, entry{name: "b", typ: tar.TypeReg, data: "5678"}, entry{name: "c/", typ: tar.TypeDir})
+	for _, tc := range []struct {
+		lim  Limits
+		fits bool
+	}{
+		{Limits{}, true},
+		{Limits{MaxBytes: 8, MaxEntries: 3}, true},
+		{Limits{MaxBytes: 7}, false},
+		{Limits{MaxEntries: 2}, false},
+	} {
+		err := Reroot(io.Discard, bytes.NewReader(three), ".", time.Unix(0, 0), tc.lim)
+		if tc.fits != (err == nil) || (!tc.fits && !errors.Is(err, ErrTooLarge)) {
+			t.Errorf("%+v: %v, want fits=%v (or ErrTooLarge)", tc.lim, err, tc.fits)
+		}
+	}
+	var bomb bytes.Buffer
+	tw := tar.NewWriter(&bomb)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "huge", Size: 1 << 40, Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	// No content follows: reading it would fail, refusing it must not read it.
+	if err := Reroot(io.Discard, bytes.NewReader(bomb.Bytes()), ".", time.Unix(0, 0), Limits{MaxBytes: 1 << 30}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("an entry declaring 1 TiB under a 1 GiB limit: %v, want ErrTooLarge", err)
 	}
 }
 
