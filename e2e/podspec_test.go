@@ -15,7 +15,8 @@ import (
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
-// PodSpec fields that act on the host, as kubelet runs them:
+// PodSpec fields that act on the host, as kubelet runs them (and a
+// hostPath symlink out of the node's allowlist, refused):
 // activeDeadlineSeconds fails the pod (DeadlineExceeded) and stops its
 // container; hostPath types are checked (and the OrCreate ones created) on
 // the host; FallbackToLogsOnError puts a failed container's last log lines
@@ -29,6 +30,20 @@ func TestPodSpecOnTheHost(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
 	created := filepath.Join(hostDir, "made", "by", "rbn")
+	// A symlink in an allowed directory that leads out of the allowlist,
+	// and one that stays in it.
+	if err := os.Symlink("/etc", filepath.Join(hostDir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(hostDir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "real", "f"), []byte("inside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(hostDir, "inside")); err != nil {
+		t.Fatal(err)
+	}
 	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: deadline, namespace: %[1]s}
@@ -53,6 +68,22 @@ spec:%[2]s
   restartPolicy: Never
   containers: [{name: main, image: %[3]s, command: [sh, -c, "test -d /h"], volumeMounts: [{name: h, mountPath: /h}]}]
   volumes: [{name: h, hostPath: {path: %[5]s, type: DirectoryOrCreate}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: escape, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  containers: [{name: main, image: %[3]s, command: [cat, /h/passwd], volumeMounts: [{name: h, mountPath: /h}]}]
+  volumes: [{name: h, hostPath: {path: %[4]s/escape}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inside, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  containers: [{name: main, image: %[3]s, command: [sh, -c, "test $(cat /h/f) = inside"], volumeMounts: [{name: h, mountPath: /h}]}]
+  volumes: [{name: h, hostPath: {path: %[4]s/inside}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -85,6 +116,21 @@ spec:%[2]s
 	if p := s.Pod(t, ns, "not-a-dir"); p.Status.Phase != corev1.PodPending {
 		t.Errorf("not-a-dir: phase %s, want Pending while the mount fails", p.Status.Phase)
 	}
+
+	// The allowlist holds for the path the bind mount follows, not only
+	// for the path as written.
+	framework.Eventually(t, "escape: FailedMount naming the symlink's target", time.Minute, func() (bool, string) {
+		for _, e := range s.Events(t, ns, "Pod", "escape") {
+			if e.Reason == "FailedMount" && strings.Contains(e.Message, "resolves on the host to /etc") {
+				return true, ""
+			}
+		}
+		return false, "no FailedMount event"
+	})
+	if p := s.Pod(t, ns, "escape"); p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Waiting == nil {
+		t.Errorf("escape: %s", framework.DescribeStatus(p))
+	}
+	s.WaitPodPhase(t, ns, "inside", corev1.PodSucceeded, 2*time.Minute)
 
 	s.WaitPodPhase(t, ns, "or-create", corev1.PodSucceeded, 2*time.Minute)
 	if fi, err := os.Stat(created); err != nil || !fi.IsDir() {

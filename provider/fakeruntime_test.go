@@ -25,6 +25,10 @@ type fakeRuntime struct {
 	clock clock.PassiveClock
 	// info is what Info reports; nil: a podman 5.4.0 with no storage figures.
 	info *podman.HostInfo
+	// links are the fake host's symlinks: a path to its target.
+	links map[string]string
+	// specs are the containers created, by name.
+	specs map[string]*specgen.SpecGenerator
 
 	mu       sync.Mutex
 	ready    bool
@@ -203,6 +207,10 @@ func (f *fakeRuntime) CreateContainer(_ context.Context, spec *specgen.SpecGener
 	c := &podman.ContainerState{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "image-" + spec.Image}
 	f.ctrs[spec.Name] = c
 	f.ctrPod[spec.Name] = spec.Pod
+	if f.specs == nil {
+		f.specs = map[string]*specgen.SpecGenerator{}
+	}
+	f.specs[spec.Name] = spec
 	return c.ID, nil
 }
 
@@ -370,6 +378,23 @@ func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan p
 
 func (f *fakeRuntime) RealPaths(_ context.Context, paths []string) ([]string, error) {
 	return paths, nil
+}
+
+// CanonicalPaths follows the fake host's links (f.links: a path prefix to
+// its target), as realpath -m would.
+func (f *fakeRuntime) CanonicalPaths(_ context.Context, paths []string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = p
+		for from, to := range f.links {
+			if p == from || strings.HasPrefix(p, from+"/") {
+				out[i] = to + strings.TrimPrefix(p, from)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeRuntime) FileType(_ context.Context, p string) (string, error) {

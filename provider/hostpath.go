@@ -28,6 +28,60 @@ func (e *HostPathTypeError) Error() string {
 	return msg
 }
 
+// HostPathEscapeError is a hostPath volume whose path leads, through a
+// symlink on the host, outside the node's hostPathAllowlist: the
+// translation's check of the path as written is lexical, and a bind mount
+// follows symlinks.
+type HostPathEscapeError struct {
+	Volume, Path, Resolved string
+}
+
+func (e *HostPathEscapeError) Error() string {
+	return fmt.Sprintf("volume %q: hostPath %s resolves on the host to %s, outside the host paths this node allows (hostPathAllowlist, resolved on the host too)",
+		e.Volume, e.Path, e.Resolved)
+}
+
+// resolveHostPaths resolves the plan's hostPath volumes and the allowlist
+// on the host, with one command for all, and refuses a volume whose real
+// path is not at or below an entry's real path. It returns each volume's
+// real path, by Kubernetes volume name: what is mounted, so that a symlink
+// swapped in after this check does not redirect the mount. (A process on
+// the host, or a pod with the parent directory mounted, could still swap
+// a directory of that real path between this check and podman's mount, as
+// for subPaths; podman's API cannot mount an opened file descriptor.)
+func resolveHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan, allowlist []string) (map[string]string, error) {
+	var vols []pod.Volume
+	for _, v := range plan.Volumes {
+		if v.Kind == pod.VolumeHostPath {
+			vols = append(vols, v)
+		}
+	}
+	if len(vols) == 0 {
+		return nil, nil
+	}
+	paths := make([]string, 0, len(vols)+len(allowlist))
+	for _, v := range vols {
+		paths = append(paths, v.HostPath)
+	}
+	paths = append(paths, allowlist...)
+	resolved, err := rt.CanonicalPaths(ctx, paths)
+	if err != nil {
+		return nil, fmt.Errorf("resolving hostPath volumes on the host: %w", err)
+	}
+	if len(resolved) != len(paths) {
+		return nil, fmt.Errorf("resolving hostPath volumes on the host: %d paths for %d asked", len(resolved), len(paths))
+	}
+	realAllowlist := resolved[len(vols):]
+	real := make(map[string]string, len(vols))
+	for i, v := range vols {
+		if _, ok := pod.HostPathAllowed(resolved[i], realAllowlist); !ok {
+			return nil, &HostPathEscapeError{Volume: v.K8sName, Path: v.HostPath, Resolved: resolved[i]}
+		}
+		real[v.K8sName] = resolved[i]
+	}
+	return real, nil
+}
+
 // hostPathTypeNoun names what each type wants, as the kubelet's messages do.
 var hostPathTypeNoun = map[corev1.HostPathType]string{
 	corev1.HostPathDirectoryOrCreate: "a directory",

@@ -85,3 +85,36 @@ func TestWorkerHostPathType(t *testing.T) {
 	h.sync()
 	h.wantPhase(corev1.PodRunning)
 }
+
+// TestWorkerHostPathSymlink: the allowlist is checked against the real
+// path on the host, and the real path is what is mounted. A symlink that
+// leads out of the allowlist keeps the pod waiting (FailedMount, nothing
+// created); an allowlisted directory that is itself a symlink is fine.
+func TestWorkerHostPathSymlink(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	pd.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/srv/cache"}}}}
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "cache", MountPath: "/cache"}}
+	h := newHarness(t, pd)
+	h.pods.cfg.Spec.HostPathAllowlist = []string{"/srv"}
+	h.rt.images["registry.test/main:1"] = true
+	h.rt.links = map[string]string{"/srv/cache": "/etc"}
+	h.sync()
+	h.wantEvent(h.events(), `Warning FailedMount volume "cache": hostPath /srv/cache resolves on the host to /etc, outside the host paths this node allows`)
+	h.wantCalls("create-pod", 0)
+
+	// /srv is a symlink to /data, and cache a directory in it.
+	h.rt.links = map[string]string{"/srv": "/data"}
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	var sources []string
+	for _, spec := range h.rt.specs {
+		for _, m := range spec.Mounts {
+			if m.Destination == "/cache" {
+				sources = append(sources, m.Source)
+			}
+		}
+	}
+	if len(sources) != 1 || sources[0] != "/data/cache" {
+		t.Errorf("mounted %v at /cache, want the real path /data/cache", sources)
+	}
+}

@@ -192,8 +192,9 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 			w.lastErr = msg
 			reason := "FailedSync"
 			var hostPath *HostPathTypeError
+			var escape *HostPathEscapeError
 			switch {
-			case errors.As(err, &hostPath):
+			case errors.As(err, &hostPath), errors.As(err, &escape):
 				reason = "FailedMount" // the kubelet's, for the same check
 			case !w.sandbox.ready:
 				reason = "FailedCreatePodSandBox"

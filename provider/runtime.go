@@ -72,6 +72,10 @@ type podRuntime interface {
 	// RealPaths resolves paths on the host (every one must exist); a path
 	// the host cannot resolve is ErrSubPathUnresolvable.
 	RealPaths(ctx context.Context, paths []string) ([]string, error)
+	// CanonicalPaths resolves paths on the host as realpath -m does: every
+	// symlink in the part of a path that exists is followed, the rest kept
+	// as it is.
+	CanonicalPaths(ctx context.Context, paths []string) ([]string, error)
 	// FileType is the type of the file at path on the host, following
 	// symlinks, as GNU stat's %F names it ("directory", "regular file",
 	// "socket", ...); an error when the host cannot stat it (missing
@@ -139,6 +143,16 @@ func (r hostRuntime) RealPaths(ctx context.Context, paths []string) ([]string, e
 			return nil, fmt.Errorf("%w: %s", ErrSubPathUnresolvable, strings.TrimSpace(exit.Stderr))
 		}
 		return nil, fmt.Errorf("resolving subPaths: %w", err)
+	}
+	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
+}
+
+// CanonicalPaths runs GNU realpath -m once for every path (-z:
+// NUL-separated, any byte in a name is safe).
+func (r hostRuntime) CanonicalPaths(ctx context.Context, paths []string) ([]string, error) {
+	out, err := r.host.SSH().Output(ctx, append([]string{"realpath", "-m", "-z", "--"}, paths...)...)
+	if err != nil {
+		return nil, hostCommandError(err)
 	}
 	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
 }

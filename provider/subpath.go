@@ -40,7 +40,7 @@ func subPathBinds(c pod.Container, plan *pod.Plan, spec *specgen.SpecGenerator, 
 			continue
 		}
 		base := mountpoints[v.K8sName]
-		if v.Kind == pod.VolumeHostPath {
+		if v.Kind == pod.VolumeHostPath && base == "" {
 			base = v.HostPath
 		}
 		if base == "" {

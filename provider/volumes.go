@@ -30,8 +30,9 @@ type podVolumes struct {
 	clock clock.PassiveClock
 	uid   types.UID
 
-	// mountpoints is each named volume's directory on the host, by
-	// Kubernetes volume name; nil until create.
+	// mountpoints is each named volume's directory on the host, and each
+	// hostPath volume's real path there, by Kubernetes volume name; nil
+	// until create.
 	mountpoints map[string]string
 	filled      map[string]bool // Files volumes written (by Kubernetes name)
 }
@@ -41,13 +42,20 @@ func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVol
 }
 
 // create checks the pod's typed hostPath volumes on the host (creating
-// what DirectoryOrCreate and FileOrCreate ask for), creates its named
+// what DirectoryOrCreate and FileOrCreate ask for) and their real paths
+// against the node's hostPathAllowlist's, creates its named
 // volumes (idempotently) and learns each one's host mountpoint.
-func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan) error {
+func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []string) error {
 	if err := checkHostPaths(ctx, pv.rt, plan); err != nil {
 		return err
 	}
-	mountpoints := map[string]string{}
+	mountpoints, err := resolveHostPaths(ctx, pv.rt, plan, allowlist)
+	if err != nil {
+		return err
+	}
+	if mountpoints == nil {
+		mountpoints = map[string]string{}
+	}
 	for _, v := range plan.Volumes {
 		if v.Kind == pod.VolumeHostPath {
 			continue

@@ -35,19 +35,19 @@ func TestHostPathAllowed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			clean, ok := hostPathAllowed(tt.path, allow)
+			clean, ok := HostPathAllowed(tt.path, allow)
 			if clean != tt.wantClean || ok != tt.wantOK {
-				t.Errorf("hostPathAllowed(%q) = %q, %v; want %q, %v", tt.path, clean, ok, tt.wantClean, tt.wantOK)
+				t.Errorf("HostPathAllowed(%q) = %q, %v; want %q, %v", tt.path, clean, ok, tt.wantClean, tt.wantOK)
 			}
 		})
 	}
 	t.Run("root entry allows everything", func(t *testing.T) {
-		if _, ok := hostPathAllowed("/etc/shadow", []string{"/"}); !ok {
+		if _, ok := HostPathAllowed("/etc/shadow", []string{"/"}); !ok {
 			t.Error("an allowlist of / must allow /etc/shadow")
 		}
 	})
 	t.Run("empty allowlist allows nothing", func(t *testing.T) {
-		if _, ok := hostPathAllowed("/srv/cache", nil); ok {
+		if _, ok := HostPathAllowed("/srv/cache", nil); ok {
 			t.Error("an empty allowlist must allow nothing")
 		}
 	})

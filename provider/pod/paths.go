@@ -68,11 +68,11 @@ func cleanSubPath(sub string) (string, error) {
 	return clean, nil
 }
 
-// hostPathAllowed reports whether the hostPath p lies at or below an entry of
+// HostPathAllowed reports whether the hostPath p lies at or below an entry of
 // the allowlist, and returns p in clean form (what gets mounted). The check
 // is on path segments, so /srv/cache2 is not below /srv/cache. It is lexical:
 // symlinks on the host are the runtime's to resolve before mounting.
-func hostPathAllowed(p string, allowlist []string) (string, bool) {
+func HostPathAllowed(p string, allowlist []string) (string, bool) {
 	if !strings.HasPrefix(p, "/") {
 		return "", false
 	}

@@ -31,7 +31,9 @@ var ErrNoMountpoint = errors.New("no host mountpoint for volume")
 
 // ContainerSpec renders one run of a planned container (attempt is its
 // restart count) as a podman container in the pod podID. mountpoints maps a
-// named volume's K8sName to its directory on the host, for subPath mounts.
+// named volume's K8sName to its directory on the host, for subPath mounts,
+// and a hostPath volume's to its real path on the host, which is mounted
+// instead of the path as written when present.
 //
 // Mounts: a whole EmptyDir or Files volume is a podman named volume. A
 // subPath of one is a bind mount of mountpoint/subPath, and a HostPath volume
@@ -108,7 +110,11 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 		}
 		switch {
 		case vol.Kind == VolumeHostPath:
-			s.Mounts = append(s.Mounts, bindMount(path.Join(vol.HostPath, m.SubPath), m.MountPath, mode))
+			src := vol.HostPath
+			if real := mountpoints[vol.K8sName]; real != "" {
+				src = real // as resolved on the host and checked against the allowlist
+			}
+			s.Mounts = append(s.Mounts, bindMount(path.Join(src, m.SubPath), m.MountPath, mode))
 		case m.SubPath == "":
 			s.Volumes = append(s.Volumes, &specgen.NamedVolume{Name: vol.PodmanName, Dest: m.MountPath, Options: []string{mode}})
 		default:

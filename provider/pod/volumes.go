@@ -161,7 +161,7 @@ func podMemoryLimit(pod *corev1.Pod) int64 {
 }
 
 func (t *translator) hostPath(field, name string, src *corev1.HostPathVolumeSource) (Volume, error) {
-	clean, ok := hostPathAllowed(src.Path, t.in.HostPathAllowlist)
+	clean, ok := HostPathAllowed(src.Path, t.in.HostPathAllowlist)
 	if !ok {
 		return Volume{}, unsupported(field+".path", ReasonHostPathNotAllowed,
 			"hostPath %q is outside the host paths this node allows %q", src.Path, t.in.HostPathAllowlist)
