@@ -137,7 +137,8 @@ type Progress func(bytes int64)
 // Result describes a finished transfer.
 type Result struct {
 	Bytes int64
-	// Checksum is how the content was verified, e.g. "crc32 AbCd==".
+	// Checksum is how the content was verified, e.g. "crc32 AbCd==", or
+	// LengthOnly.
 	Checksum string
 	Attempts int
 }
