@@ -395,7 +395,10 @@ func TestS3TransferFailures(t *testing.T) {
 	proxy := newS3Proxy(t, srv.Endpoint, 2, nil)
 	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey)+"---\n"+
 		srv.secretManifest(ns, "s3-wrong", srv.Endpoint, srv.SecretKey+"-wrong")+"---\n"+
-		srv.secretManifest(ns, "s3-cut", proxy.url, srv.SecretKey))
+		srv.secretManifest(ns, "s3-cut", proxy.url, srv.SecretKey)+"---\n"+
+		// The cloud's metadata service: refused by rbn-kubelet's egress policy
+		// before any packet is sent, whatever the network.
+		srv.secretManifest(ns, "s3-metadata", "http://169.254.169.254", srv.SecretKey))
 
 	podWith := func(name, transfers, script string) string {
 		return fmt.Sprintf(`apiVersion: v1
@@ -435,6 +438,8 @@ spec:
 		{"bomb", strings.Replace(podWith("bomb", fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": %q, "key": "in/bomb.tar.gz", "volume": "work", "path": "recipe", "unpack": "tar.gz"}]}`, bucket), "true"),
 			"emptyDir: {}", "emptyDir: {sizeLimit: 16Mi}", 1), "InputTransferFailed",
 			[]string{"s3://" + bucket + "/in/bomb.tar.gz", "archive too large", "the volume's sizeLimit"}},
+		{"denied-endpoint", podWith("denied-endpoint", input("s3-metadata", "in/recipe"), "true"), "InputTransferFailed",
+			[]string{"s3://" + bucket + "/in/recipe", "169.254.169.254:80", "link-local", "egress.allowedCIDRs", "after 1 attempt(s)"}},
 		{"invalid-annotation", podWith("invalid-annotation", `{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": "b", "key": "k", "volume": "nope", "path": "../x"}]}`, "true"),
 			"InvalidTransfers", []string{"inputs[0].volume", "inputs[0].path", "inputs[0].bucket"}},
 	}

@@ -182,6 +182,9 @@ openssl x509 -req -in "${KUBELET_DIR}/serving.csr" -CA "${RBN_CA_CERT}" -CAkey "
 
 KUBELET_PORT="${RBN_KUBELET_PORT:-10250}"
 rbn::port_in_use "${KUBELET_PORT}" && KUBELET_PORT="$(rbn::free_port)"
+# egress: the stack's S3 server and registry listen on loopback (or on the stack's link address),
+# which rbn-kubelet refuses to fetch from for pods unless allowed (docs/operations.md, "Egress").
+# The e2e replicas (e2e/framework/replica.go) copy this file.
 cat >"${KUBELET_DIR}/config.yaml" <<YAML
 apiVersion: rbn.dev/v1alpha1
 kind: KubeletConfiguration
@@ -194,6 +197,7 @@ tlsKeyFile: ${KUBELET_DIR}/serving.key
 clientCAFile: ${RBN_CA_CERT}
 metricsBindAddress: 127.0.0.1:0
 logLevel: ${RBN_LOG_LEVEL:-info}
+egress: {allowedCIDRs: [127.0.0.0/8, ${RBN_STACK_NET}.0/24, ${NODE_ADDRESS}]}
 YAML
 
 "${RBN_ROOT}/hack/kubelet.sh" restart

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 )
 
@@ -35,8 +36,11 @@ type PodsConfig struct {
 	ConfigMaps corev1listers.ConfigMapLister
 	Token      TokenFunc
 	// Relay carries the pods' S3 transfers (annotation rbn.dev/transfers);
-	// nil: a default one for this node alone.
+	// nil: a default one for this node alone, with Egress.
 	Relay *s3relay.Relay
+	// Egress is where rbn-kubelet may connect for the pods' images pulled
+	// through it (and S3 when Relay is nil); nil: anywhere.
+	Egress *egress.Policy
 	// Known reports whether a pod UID still exists in Kubernetes, and
 	// whether the answer can be trusted yet (informer synced). Podman pods
 	// of unknown UIDs are orphans and get removed.
@@ -146,13 +150,13 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		return nil, errors.New("pods: host, recorder and listers are required")
 	}
 	if cfg.Relay == nil {
-		r, err := s3relay.New(s3relay.Config{})
+		r, err := s3relay.New(s3relay.Config{Egress: cfg.Egress})
 		if err != nil {
 			return nil, err
 		}
 		cfg.Relay = r
 	}
-	return newPods(cfg, newHostRuntime(cfg.Host, cfg.Spec)), nil
+	return newPods(cfg, newHostRuntime(cfg.Host, cfg.Spec, cfg.Egress)), nil
 }
 
 // newPods returns the pod handler of a node whose pods run on rt, with

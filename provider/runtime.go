@@ -14,6 +14,7 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/imagerelay"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -92,12 +93,13 @@ type hostRuntime struct {
 	*podman.Client
 	host      *Host
 	imagePull rbnv1.ImagePullMode
+	egress    *egress.Policy
 }
 
 var _ podRuntime = hostRuntime{}
 
-func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec) hostRuntime {
-	rt := hostRuntime{Client: h.Podman(), host: h}
+func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec, policy *egress.Policy) hostRuntime {
+	rt := hostRuntime{Client: h.Podman(), host: h, egress: policy}
 	if spec != nil {
 		rt.imagePull = spec.ImagePull
 	}
@@ -121,7 +123,7 @@ func (r hostRuntime) PullImage(ctx context.Context, image string, creds *podman.
 		_, err := r.Client.PullImage(ctx, image, creds)
 		return "", err
 	}
-	req := imagerelay.Request{Image: image, Host: r.host.SSH(), Podman: r.Client, Logger: log}
+	req := imagerelay.Request{Image: image, Host: r.host.SSH(), Podman: r.Client, Egress: r.egress, Logger: log}
 	if creds != nil {
 		req.Credentials = &imagerelay.Credentials{Username: creds.Username, Password: creds.Password}
 	}

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 )
 
@@ -74,6 +75,8 @@ type KubeletConfiguration struct {
 
 	Sharding ShardingConfiguration `json:"sharding,omitempty"`
 
+	Egress EgressConfiguration `json:"egress,omitempty"`
+
 	// LogFormat is text or json. LogLevel is debug, info, warn or error.
 	LogFormat string `json:"logFormat,omitempty" default:"text"`
 	LogLevel  string `json:"logLevel,omitempty" default:"info"`
@@ -137,6 +140,44 @@ type ShardingConfiguration struct {
 	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty" default:"200"`
 }
 
+// EgressConfiguration is where rbn-kubelet may connect on a pod's behalf:
+// the S3 endpoint of its transfers and the registry of an image pulled
+// through the kubelet are the pod's user's choice, and rbn-kubelet runs in
+// the cluster. Loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16,
+// fe80::/10: cloud metadata), unspecified (0.0.0.0/8, ::) and multicast
+// addresses are always denied; the check is made on the address connected
+// to (internal/egress).
+type EgressConfiguration struct {
+	// DeniedCIDRs are denied besides those: list the cluster's pod and
+	// service networks (and the nodes' if need be). CIDRs or single IPs.
+	DeniedCIDRs []string `json:"deniedCIDRs,omitempty"`
+	// AllowedCIDRs override every denial, built-in ones included: an
+	// on-premises S3 service or registry at a private address inside a
+	// denied network, a test stack on loopback. CIDRs or single IPs.
+	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
+}
+
+// Policy is the egress policy the configuration describes; Validate has
+// checked the CIDRs.
+func (e *EgressConfiguration) Policy() (*egress.Policy, error) {
+	return egress.New(egress.Config{DeniedCIDRs: e.DeniedCIDRs, AllowedCIDRs: e.AllowedCIDRs})
+}
+
+func (e *EgressConfiguration) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, l := range []struct {
+		name  string
+		cidrs []string
+	}{{"deniedCIDRs", e.DeniedCIDRs}, {"allowedCIDRs", e.AllowedCIDRs}} {
+		for i, c := range l.cidrs {
+			if _, err := egress.ParseCIDRs([]string{c}); err != nil {
+				errs = append(errs, field.Invalid(p.Child(l.name).Index(i), c, "must be a CIDR (10.96.0.0/12) or an IP address"))
+			}
+		}
+	}
+	return errs
+}
+
 func (c *KubeletConfiguration) typeMeta() (*metav1.TypeMeta, string) { return &c.TypeMeta, KubeletKind }
 
 // Validate reports every problem of a defaulted configuration.
@@ -186,6 +227,7 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validatePositive(retry.Child("teardown"), c.PodRetry.Teardown)...)
 	errs = append(errs, validatePositive(retry.Child("resync"), c.PodRetry.Resync)...)
 	errs = append(errs, c.Sharding.validate(field.NewPath("sharding"))...)
+	errs = append(errs, c.Egress.validate(field.NewPath("egress"))...)
 	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
 	return errs
 }

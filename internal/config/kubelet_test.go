@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,41 @@ func TestShardingValidated(t *testing.T) {
 		if strings.HasPrefix(e.Field, "sharding.") {
 			t.Errorf("valid sharding timings rejected: %v", e)
 		}
+	}
+}
+
+// Every bad CIDR is reported with its index; good ones make the policy.
+func TestEgressValidated(t *testing.T) {
+	c := decodeKubelet(t, "egress: {deniedCIDRs: [10.96.0.0/12, 10.244.0.0/33], allowedCIDRs: [s3.internal, 192.168.7.10, 127.0.0.0/8]}\n")
+	errs := c.Validate().ToAggregate()
+	for _, f := range []string{"egress.deniedCIDRs[1]", "egress.allowedCIDRs[0]"} {
+		if !hasField(errs, f) {
+			t.Errorf("%s not reported: %v", f, errs)
+		}
+	}
+	for _, f := range []string{"egress.deniedCIDRs[0]", "egress.allowedCIDRs[1]", "egress.allowedCIDRs[2]"} {
+		if hasField(errs, f) {
+			t.Errorf("valid %s rejected: %v", f, errs)
+		}
+	}
+	c = decodeKubelet(t, "egress: {deniedCIDRs: [10.96.0.0/12], allowedCIDRs: [10.96.5.5]}\n")
+	if errs := c.Validate(); len(errs) > 0 {
+		for _, e := range errs {
+			if strings.HasPrefix(e.Field, "egress.") {
+				t.Errorf("valid egress rejected: %v", e)
+			}
+		}
+	}
+	p, err := c.Egress.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Check(netip.MustParseAddr("10.96.0.1"), "x") == nil || p.Check(netip.MustParseAddr("10.96.5.5"), "x") != nil {
+		t.Error("the policy does not follow the configuration")
+	}
+	// Nothing configured: the built-in denials hold.
+	p, err = decodeKubelet(t, "nodeAddress: 10.0.0.5\n").Egress.Policy()
+	if err != nil || p.Check(netip.MustParseAddr("169.254.169.254"), "x") == nil {
+		t.Errorf("default policy lets link-local through (%v)", err)
 	}
 }

@@ -35,6 +35,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -76,7 +77,9 @@ type Controller struct {
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
 	relay *s3relay.Relay
-	hosts *provider.HostPool // the nodes' hosts: one SSH connection and poller each
+	// egress is where rbn-kubelet may connect for pods (S3, relayed images).
+	egress *egress.Policy
+	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
 	// warm keeps every valid node's host up, served here or not; nil in
 	// tests that start no host.
 	warm   *warmHosts
@@ -131,12 +134,17 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if err := rbnv1.AddToScheme(scheme.Scheme); err != nil {
 		return nil, err
 	}
-	relay, err := s3relay.New(s3relay.Config{})
+	policy, err := cfg.Egress.Policy()
+	if err != nil {
+		return nil, err
+	}
+	relay, err := s3relay.New(s3relay.Config{Egress: policy})
 	if err != nil {
 		return nil, err
 	}
 	c := &Controller{
 		relay:     relay,
+		egress:    policy,
 		cfg:       cfg,
 		client:    client,
 		rbn:       rc,
@@ -420,7 +428,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)

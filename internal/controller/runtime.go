@@ -22,6 +22,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
@@ -50,6 +51,7 @@ type runtimeDeps struct {
 	cfg      *config.KubeletConfiguration
 	ports    NodePorts // nil: every node on cfg.KubeletPort
 	relay    *s3relay.Relay
+	egress   *egress.Policy
 	hosts    *provider.HostPool
 	clock    func() time.Time // nil: time.Now
 }
@@ -88,6 +90,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
 		Token:          tokenFunc(d.client),
 		Relay:          d.relay,
+		Egress:         d.egress,
 		Retry:          podRetry(d.cfg.PodRetry),
 		ResyncInterval: d.cfg.PodRetry.Resync.Duration,
 		Known: func(uid types.UID) (bool, bool) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -13,6 +15,8 @@ import (
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/cli/environment"
 	"go.podman.io/image/v5/types"
+
+	"github.com/remote-build-nodes/rbn/internal/egress"
 )
 
 // Credentials authenticate to the upstream registry.
@@ -48,7 +52,10 @@ type Request struct {
 	// (registries.conf or $CONTAINERS_REGISTRIES_CONF, certs.d), as for any
 	// containers tool.
 	SystemContext *types.SystemContext
-	Logger        *slog.Logger
+	// Egress is where the relay may connect: the registry is the pod's
+	// user's choice. Nil: anywhere (tests; rbn-kubelet always sets one).
+	Egress *egress.Policy
+	Logger *slog.Logger
 }
 
 // Result says what a relayed pull did.
@@ -73,7 +80,7 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	src, err := openUpstream(ctx, img.upstream, req.Credentials, req.SystemContext)
+	src, err := openUpstream(ctx, img.upstream, req.Credentials, req.SystemContext, req.Egress)
 	if err != nil {
 		return Result{}, err
 	}
@@ -157,7 +164,7 @@ func parseImage(s string) (image, error) {
 // openUpstream reaches the image in its registry; the docker transport does
 // the authentication and token exchange and resolves the manifest, so that a
 // missing image or refused credentials fail here, with the registry's words.
-func openUpstream(ctx context.Context, named reference.Named, creds *Credentials, base *types.SystemContext) (types.ImageSource, error) {
+func openUpstream(ctx context.Context, named reference.Named, creds *Credentials, base *types.SystemContext, policy *egress.Policy) (types.ImageSource, error) {
 	ref, err := docker.NewReference(named)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", named, err)
@@ -177,6 +184,9 @@ func openUpstream(ctx context.Context, named reference.Named, creds *Credentials
 	}
 	if sys.DockerRegistryUserAgent == "" {
 		sys.DockerRegistryUserAgent = "rbn-kubelet"
+	}
+	if policy != nil {
+		guardRequests(ctx, sys, policy)
 	}
 	src, err := ref.NewImageSource(ctx, sys)
 	if err != nil {
@@ -198,4 +208,36 @@ func loopbackPort(a net.Addr) (int, error) {
 		return 0, errors.New("the host gave no port for the forward")
 	}
 	return port, nil
+}
+
+// guardRequests makes every request of the docker transport (the ping, the
+// token exchange, manifests, blobs and any redirect, as to a blob store)
+// check its host against policy first. The transport's dialer cannot be
+// replaced, so its per-request proxy hook is where the check goes; it then
+// picks the proxy the transport would have picked. Unlike the S3 relay's
+// dial-time check, this one resolves the name itself: a name that resolves
+// differently a moment later could slip past it.
+func guardRequests(ctx context.Context, sys *types.SystemContext, policy *egress.Policy) {
+	next := sys.DockerProxy
+	if next == nil && sys.DockerProxyURL != nil {
+		fixed := sys.DockerProxyURL
+		next = func(*url.URL) (*url.URL, error) { return fixed, nil }
+	}
+	if next == nil {
+		next = func(u *url.URL) (*url.URL, error) { return http.ProxyFromEnvironment(&http.Request{URL: u}) }
+	}
+	sys.DockerProxy = func(u *url.URL) (*url.URL, error) {
+		host := u.Host
+		if u.Port() == "" {
+			port := "443"
+			if u.Scheme == "http" {
+				port = "80"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		if err := policy.CheckHost(ctx, host); err != nil {
+			return nil, err
+		}
+		return next(u)
+	}
 }

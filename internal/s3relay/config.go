@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/remote-build-nodes/rbn/internal/egress"
 )
 
 // Endpoint says where an S3 service is and how to authenticate to it.
@@ -57,14 +59,19 @@ func (e *Endpoint) Validate() error {
 }
 
 // newS3Client builds an SDK client for e. It reads nothing from the process
-// environment or the local AWS files: the credentials are e's alone.
-func newS3Client(e *Endpoint, maxAttempts int) (*s3.Client, *http.Transport, error) {
+// environment or the local AWS files: the credentials are e's alone. Every
+// connection it makes, redirects included, passes policy (nil: none).
+func newS3Client(e *Endpoint, maxAttempts int, policy *egress.Policy) (*s3.Client, *http.Transport, error) {
 	if err := e.Validate(); err != nil {
 		return nil, nil, err
 	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if policy != nil {
+		dialer = policy.Dialer(*dialer)
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 2 * time.Minute,
 		IdleConnTimeout:       90 * time.Second,
@@ -83,6 +90,15 @@ func newS3Client(e *Endpoint, maxAttempts int) (*s3.Client, *http.Transport, err
 		UsePathStyle: e.PathStyle,
 		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = maxAttempts
+			// A refused address stays refused: the SDK would retry it as a
+			// connection error.
+			o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				var d *egress.DeniedError
+				if errors.As(err, &d) {
+					return aws.FalseTernary
+				}
+				return aws.UnknownTernary
+			})}, o.Retryables...)
 		}),
 		// Checksums are computed here and sent as headers (see upload.go);
 		// the SDK's default streaming CRC trailer is not understood by

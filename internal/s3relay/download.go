@@ -63,7 +63,9 @@ func (c *Client) downloadOnce(ctx context.Context, bucket, key string, sink Sink
 		body.md5, body.wantMD5 = md5.New(), strings.Trim(aws.ToString(out.ETag), `"`) //nolint:gosec
 		res.Checksum = "md5 " + body.wantMD5
 	default:
-		res.Checksum = "length only (no full-object checksum or MD5 ETag)"
+		// The pod's Downloaded event carries this: its user should know the
+		// content was not checked.
+		res.Checksum = LengthOnly
 	}
 	if err := sink(ctx, body, size); err != nil {
 		if body.err != nil {
@@ -101,6 +103,11 @@ func fullObjectChecksum(out *s3.GetObjectOutput) string {
 	}
 	return ""
 }
+
+// LengthOnly is Result.Checksum of a download that had no checksum to verify
+// (neither a full-object checksum nor a plain MD5 ETag, as for a multipart
+// upload's composite checksum): only its length was.
+const LengthOnly = "verified by length only (no checksum)"
 
 // ErrIntegrity is a downloaded object that is not what S3 said it is.
 var ErrIntegrity = errors.New("integrity check failed")

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"k8s.io/utils/clock"
+
+	"github.com/remote-build-nodes/rbn/internal/egress"
 )
 
 // Defaults of Config.
@@ -40,6 +42,10 @@ type Config struct {
 	// Backoff is the wait before attempt n+1 (n >= 1). Default 2^(n-1) seconds.
 	Backoff func(n int) time.Duration
 	Clock   clock.Clock
+	// Egress is where the relay may connect: an endpoint comes from a pod's
+	// user, who must not reach rbn-kubelet's own network neighbours through
+	// it. Nil: anywhere (tools and tests; rbn-kubelet always sets one).
+	Egress *egress.Policy
 }
 
 // Relay moves objects; one Relay serves a whole process so that its
@@ -115,7 +121,7 @@ type Client struct {
 
 // Client returns a client for e; Close releases its connections.
 func (r *Relay) Client(e Endpoint) (*Client, error) {
-	c, tr, err := newS3Client(&e, 3)
+	c, tr, err := newS3Client(&e, 3, r.cfg.Egress)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +137,8 @@ type Progress func(bytes int64)
 // Result describes a finished transfer.
 type Result struct {
 	Bytes int64
-	// Checksum is how the content was verified, e.g. "crc32 AbCd==".
+	// Checksum is how the content was verified, e.g. "crc32 AbCd==", or
+	// LengthOnly.
 	Checksum string
 	Attempts int
 }
@@ -153,8 +160,9 @@ func Permanent(err error) error {
 // retryable tells whether another attempt of the whole transfer may succeed.
 func retryable(ctx context.Context, err error) bool {
 	var p *permanentError
+	var d *egress.DeniedError
 	switch {
-	case ctx.Err() != nil, errors.As(err, &p):
+	case ctx.Err() != nil, errors.As(err, &p), errors.As(err, &d):
 		return false
 	}
 	var re *awshttp.ResponseError
@@ -170,6 +178,11 @@ func retryable(ctx context.Context, err error) bool {
 // the object, S3's code and message.
 func describe(op, bucket, key string, err error) error {
 	obj := "s3://" + bucket + "/" + key
+	var denied *egress.DeniedError
+	if errors.As(err, &denied) {
+		// The SDK's wrapping (operation, retries, the URL) hides the point.
+		return &TransferError{Op: op, Object: obj, Err: err, Detail: denied.Error()}
+	}
 	var api smithy.APIError
 	var re *awshttp.ResponseError
 	if errors.As(err, &api) && errors.As(err, &re) {

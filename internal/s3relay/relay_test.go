@@ -3,11 +3,14 @@ package s3relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/remote-build-nodes/rbn/internal/egress"
 )
 
 func responseError(code int) error {
@@ -30,6 +33,7 @@ func TestRetryable(t *testing.T) {
 		{"forbidden", context.Background(), responseError(403), false},
 		{"not found", context.Background(), responseError(404), false},
 		{"permanent", context.Background(), Permanent(errors.New("bad archive")), false},
+		{"refused address", context.Background(), fmt.Errorf("dial: %w", &egress.DeniedError{Address: "169.254.169.254:80"}), false},
 		{"cancelled", cancelled, errors.New("connection reset"), false},
 	} {
 		if got := retryable(tc.ctx, tc.err); got != tc.want {
