@@ -171,6 +171,9 @@ func TestImagePullThroughKubeletFailures(t *testing.T) {
 	for _, tt := range []struct{ name, image, secret, want string }{
 		{"badcreds", reg["IMAGE"], "wrongcred", "authentication required"},
 		{"noimage", reg["REGISTRY"] + "/rbn/does-not-exist:1.0", "regcred", "manifest unknown"},
+		// The relay fetches for the pod from where the pod says: never the
+		// cloud metadata address (egress policy, docs/operations.md).
+		{"denied", "169.254.169.254/rbn/x:1", "regcred", "refuses to connect to 169.254.169.254"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s.imagePod(t, ns, tt.name, node, tt.image, tt.secret, "      imagePullPolicy: Always")
