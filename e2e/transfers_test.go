@@ -69,22 +69,13 @@ func (srv *s3Server) put(t *testing.T, bucket, key string, data []byte) {
 // of that gzipped.
 func zeroArchive(t *testing.T, size int64) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	tw := tar.NewWriter(zw)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Size: size, Mode: 0o644}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(tw, zeroReader{}, size); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return writeTarGz(t, func(tw *tar.Writer) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Size: size, Mode: 0o644}); err != nil {
+			return err
+		}
+		_, err := io.CopyN(tw, zeroReader{}, size)
+		return err
+	})
 }
 
 type zeroReader struct{}
@@ -134,16 +125,27 @@ stringData: {endpoint: %q, region: %s, accessKeyID: %s, secretAccessKey: %s}
 
 func tarGz(t *testing.T, files map[string]string) []byte {
 	t.Helper()
+	return writeTarGz(t, func(tw *tar.Writer) error {
+		for name, data := range files {
+			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := tw.Write([]byte(data)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// writeTarGz is the tar.gz that write makes.
+func writeTarGz(t *testing.T, write func(*tar.Writer) error) []byte {
+	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
 	tw := tar.NewWriter(zw)
-	for name, data := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(data)); err != nil {
-			t.Fatal(err)
-		}
+	if err := write(tw); err != nil {
+		t.Fatal(err)
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)

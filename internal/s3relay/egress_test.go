@@ -25,7 +25,7 @@ func countingServer(t *testing.T, addr string, h http.Handler) (*httptest.Server
 	}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", addr, err)
+		t.Fatalf("cannot listen on %s: %v", addr, err)
 	}
 	srv.Listener = ln
 	srv.Start()
