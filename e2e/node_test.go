@@ -386,12 +386,33 @@ func TestNodeNameTakenRefused(t *testing.T) {
 	untouched("after the RemoteBuildNode's deletion")
 }
 
-// Deleting a RemoteBuildNode removes its node and lease.
+// Deleting a RemoteBuildNode removes its node and lease, and what its pods
+// left on the host.
 func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	s := newStack(t)
 	name := framework.UniqueName("e2e-delete")
 	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]), "")
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
+	// A pod running on it, with a volume: its podman pod, containers and
+	// volume are on the host when the node goes.
+	ns := s.Namespace(t)
+	p := framework.JobPod(ns, "left", name, nil, []string{"sleep", "3600"})
+	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitPodPhase(t, ns, "left", corev1.PodRunning, 2*time.Minute)
+	onHost := func() string {
+		t.Helper()
+		label := "label=rbn.dev/node=" + name
+		return strings.TrimSpace(s.MustHostPodman(t, 2, "ps", "-a", "--filter", label, "--format", "{{.Names}}") +
+			s.MustHostPodman(t, 2, "volume", "ls", "--filter", label, "--format", "{{.Name}}"))
+	}
+	if onHost() == "" {
+		t.Fatal("the pod's containers and volume are not on host 2 under the node's label")
+	}
+
 	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
 	framework.Eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
 		_, ok := s.Node(t, name)
@@ -400,6 +421,10 @@ func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	_, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 	if err == nil {
 		t.Errorf("lease %s left behind", name)
+	}
+	// Nothing would sweep them later: they go with the node.
+	if left := onHost(); left != "" {
+		t.Errorf("left on host 2 after the RemoteBuildNode's deletion:\n%s", left)
 	}
 }
 

@@ -3,11 +3,9 @@ package provider
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -193,41 +191,5 @@ func (p *Pods) removeOrphans(ctx context.Context) error {
 		known, synced := p.cfg.Known(uid)
 		return synced && !known
 	}
-	var errs []error
-	// Pods first: removing one removes its containers.
-	if pods, err := p.rt.ListPods(ctx, sel); err != nil {
-		errs = append(errs, fmt.Errorf("list pods: %w", err))
-	} else {
-		for _, x := range pods {
-			if orphan(x.Labels) {
-				p.cfg.Logger.Info("removing orphaned podman pod", "name", x.Name)
-				if err := p.rt.RemovePod(ctx, x.Name, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
-					errs = append(errs, fmt.Errorf("orphaned pod %s: %w", x.Name, err))
-				}
-			}
-		}
-	}
-	if ctrs, err := p.rt.ListContainers(ctx, sel); err != nil {
-		errs = append(errs, fmt.Errorf("list containers: %w", err))
-	} else {
-		for _, x := range ctrs {
-			if orphan(x.Labels) {
-				if err := p.rt.RemoveContainer(ctx, x.ID, true); err != nil {
-					errs = append(errs, fmt.Errorf("orphaned container %s: %w", x.Name, err))
-				}
-			}
-		}
-	}
-	if vols, err := p.rt.ListVolumes(ctx, sel); err != nil {
-		errs = append(errs, fmt.Errorf("list volumes: %w", err))
-	} else {
-		for _, x := range vols {
-			if orphan(x.Labels) {
-				if err := p.rt.RemoveVolume(ctx, x.Name); err != nil && !errors.Is(err, podman.ErrNotFound) {
-					errs = append(errs, fmt.Errorf("orphaned volume %s: %w", x.Name, err))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return removeLabelled(ctx, p.rt, sel, orphan, "orphaned", p.cfg.Logger)
 }

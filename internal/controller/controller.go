@@ -661,6 +661,7 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 	if err != nil {
 		return fmt.Errorf("list pods of node %s: %w", rbn.Name, err)
 	}
+	c.sweepHost(ctx, rbn)
 	for _, p := range pods.Items {
 		err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -677,6 +678,56 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 	}
 	log.Info("node removed")
 	return removeFinalizer()
+}
+
+// sweepSettle bounds the wait for a deleted node's host to answer before
+// its leftovers are removed.
+const sweepSettle = 30 * time.Second
+
+// sweepHost removes what rbn made on a deleted RemoteBuildNode's host for
+// it (its pods' podman pods, containers and volumes), once its runtime has
+// stopped: nothing else would, since a node's orphan sweep runs only while
+// it is served. Best effort: a host that cannot be reached, or objects
+// that cannot be removed, do not hold the deletion up (a host gone for
+// good must not keep its RemoteBuildNode forever); a Warning event
+// (HostNotSwept) says what was left and why.
+func (c *Controller) sweepHost(ctx context.Context, rbn *rbnv1.RemoteBuildNode) {
+	if c.hosts == nil {
+		return // unit tests without hosts
+	}
+	log := logging.FromContext(ctx)
+	warn := func(msg string) {
+		log.Warn("host not swept", "msg", msg)
+		c.recorderFor(rbn.Name).Event(rbn, corev1.EventTypeWarning, "HostNotSwept",
+			"containers and volumes of this node may be left on its host: "+msg)
+	}
+	spec := rbnv1.Default(&rbn.Spec)
+	key, knownHosts, reason, msg := c.sshMaterial(spec)
+	if reason != "" {
+		warn(msg)
+		return
+	}
+	host, release, err := c.hosts.Acquire(hostConfig(ctx, c.cfg, spec, key, knownHosts))
+	if err != nil {
+		warn(err.Error())
+		return
+	}
+	defer release()
+	wctx, cancel := context.WithTimeout(ctx, sweepSettle)
+	defer cancel()
+	if !hostSettled(wctx, host, sweepSettle) {
+		warn("the host did not answer within " + sweepSettle.String())
+		return
+	}
+	if _, h := host.Snapshot(); !h.Ready {
+		warn(fmt.Sprintf("the host is not ready (%s: %s)", h.Reason, h.Message))
+		return
+	}
+	if err := provider.SweepNode(wctx, host, rbn.Name, log); err != nil {
+		warn(err.Error())
+		return
+	}
+	log.Info("removed the node's leftovers from its host")
 }
 
 // foreignNode says whether a Node named name exists that is not a remote
