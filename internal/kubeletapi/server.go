@@ -66,6 +66,7 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	tls    *tls.Config
+	cert   *servingCert // reloaded when its files change
 	srv    *http.Server
 	shared net.Listener
 	// sharedPort is the shared listener's port (Port, or the one the
@@ -98,11 +99,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NodePortFirst <= 0 || cfg.NodePortLast < cfg.NodePortFirst {
 		return nil, fmt.Errorf("kubelet API: invalid node port range %d-%d", cfg.NodePortFirst, cfg.NodePortLast)
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	cert, err := newServingCert(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("kubelet API serving certificate: %w", err)
+		return nil, err
 	}
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{GetCertificate: cert.getCertificate, MinVersion: tls.VersionTLS12}
 	if cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
@@ -116,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 		// Not Require: bearer-token callers (metrics-server, say) present none.
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	s := &Server{cfg: cfg, tls: tlsCfg}
+	s := &Server{cfg: cfg, tls: tlsCfg, cert: cert}
 	ln, err := s.listen(cfg.Port)
 	if err != nil {
 		return nil, err
@@ -226,6 +227,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range pending {
 		go s.serve(log, l)
 	}
+	go s.cert.run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.shared) }()
 	log.Info("kubelet API listening", "addr", s.shared.Addr().String(),

@@ -1,6 +1,7 @@
 package kubeletapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,6 +31,8 @@ import (
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 // fakeAuth knows one bearer token and allows its user on one node ("*": all).
@@ -289,4 +292,49 @@ func TestProbes(t *testing.T) {
 	if code, body := ts.get(t, ts.shared, "GET", "/readyz", ""); code != http.StatusOK || body != "ok" {
 		t.Errorf("readyz once ready: %d %q", code, body)
 	}
+}
+
+// The serving certificate is read again when its files change (a renewed
+// certificate, an updated Secret volume): new connections get the new one
+// without a restart.
+func TestServingCertificateReloads(t *testing.T) {
+	_, pods := podIndex(t)
+	nodes := &servedNodes{m: map[string]*NodeHandlers{}}
+	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: &fakeAuth{node: "*"}})
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ts.shared), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	leaf := func(certFile string) []byte {
+		t.Helper()
+		block, _ := pem.Decode([]byte(readTestFile(t, certFile)))
+		return block.Bytes
+	}
+	if !bytes.Equal(served(), leaf(ts.caFile)) {
+		t.Fatal("the server does not serve its certificate file's certificate")
+	}
+	// A new pair, moved over the old files as a Secret volume update does.
+	newCert, newKey, _ := selfSigned(t)
+	keyFile := strings.TrimSuffix(ts.caFile, "tls.crt") + "tls.key"
+	for src, dst := range map[string]string{newKey: keyFile, newCert: ts.caFile} {
+		if err := os.Rename(src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := leaf(ts.caFile)
+	testwait.Eventually(t, "the new certificate served", func() bool { return bytes.Equal(served(), want) })
+}
+
+func readTestFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
