@@ -134,11 +134,9 @@ func (r hostRuntime) PullImage(ctx context.Context, image string, creds *podman.
 	return fmt.Sprintf(" through rbn-kubelet (%d blobs, %d bytes sent to the host)", res.Blobs, res.Bytes), nil
 }
 
-// RealPaths runs GNU realpath once for every path (-z: NUL-separated, any
-// byte in a name is safe).
+// RealPaths runs GNU realpath -e once for every path.
 func (r hostRuntime) RealPaths(ctx context.Context, paths []string) ([]string, error) {
-	argv := append([]string{"realpath", "-e", "-z", "--"}, paths...)
-	out, err := r.host.SSH().Output(ctx, argv...)
+	out, err := r.realpath(ctx, "-e", paths)
 	if err != nil {
 		var exit *sshconn.ExitError
 		if errors.As(err, &exit) {
@@ -146,15 +144,24 @@ func (r hostRuntime) RealPaths(ctx context.Context, paths []string) ([]string, e
 		}
 		return nil, fmt.Errorf("resolving subPaths: %w", err)
 	}
-	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
+	return out, nil
 }
 
-// CanonicalPaths runs GNU realpath -m once for every path (-z:
-// NUL-separated, any byte in a name is safe).
+// CanonicalPaths runs GNU realpath -m once for every path.
 func (r hostRuntime) CanonicalPaths(ctx context.Context, paths []string) ([]string, error) {
-	out, err := r.host.SSH().Output(ctx, append([]string{"realpath", "-m", "-z", "--"}, paths...)...)
+	out, err := r.realpath(ctx, "-m", paths)
 	if err != nil {
 		return nil, hostCommandError(err)
+	}
+	return out, nil
+}
+
+// realpath runs GNU realpath with mode (-e, -m) on the host, one command
+// for all paths (-z: NUL-separated, any byte in a name is safe).
+func (r hostRuntime) realpath(ctx context.Context, mode string, paths []string) ([]string, error) {
+	out, err := r.host.SSH().Output(ctx, append([]string{"realpath", mode, "-z", "--"}, paths...)...)
+	if err != nil {
+		return nil, err
 	}
 	return strings.Split(string(bytes.TrimSuffix(out, []byte{0})), "\x00"), nil
 }
