@@ -60,6 +60,17 @@ type Input struct {
 	// that name a ConfigMap (filled through ConfigMaps) — kept for callers
 	// that add it; may be empty.
 	CACert []byte
+	// RuntimeHandler is the handler of the pod's RuntimeClass
+	// (spec.runtimeClassName), resolved by the caller as the kubelet does
+	// through the node.k8s.io API; empty when the pod names none.
+	RuntimeHandler string
+	// HostRuntimes are the OCI runtimes the host's podman has: a
+	// RuntimeHandler must be one of them.
+	HostRuntimes []string
+	// AllowedUnsafeSysctls are the sysctls outside the kubelet's safe set
+	// that this node allows (the kubelet's --allowed-unsafe-sysctls): names,
+	// or prefixes ending in "*".
+	AllowedUnsafeSysctls []string
 }
 
 // Plan is the podman side of one pod.
@@ -71,7 +82,20 @@ type Plan struct {
 	Labels map[string]string
 	// HostPorts are published on the host (containers[*].ports[*].hostPort).
 	HostPorts []HostPort
-	Volumes   []Volume
+	// HostAliases are the pod's /etc/hosts entries (spec.hostAliases), one
+	// "hostname:ip" per hostname, in the order the kubelet writes them.
+	HostAliases []string
+	// ShareProcessNamespace: the pod's containers share one PID namespace,
+	// the infra container's, whose pause process is PID 1.
+	ShareProcessNamespace bool
+	// Sysctls are the pod's namespaced sysctls (spec.securityContext.sysctls),
+	// by dotted name; set on the pod's network and IPC namespaces, which
+	// every container shares.
+	Sysctls map[string]string
+	// OCIRuntime is the host's OCI runtime that runs the pod's containers,
+	// the handler of its RuntimeClass; empty: podman's default.
+	OCIRuntime string
+	Volumes    []Volume
 	// Transfers are the pod's S3 transfers (annotation rbn.dev/transfers),
 	// defaulted and valid; nil when it declares none.
 	Transfers *rbnv1.Transfers
@@ -191,10 +215,14 @@ type Container struct {
 	CPUPeriodMicros  uint64
 	CPUShares        uint64 // from requests.cpu, as kubelet does (2 minimum)
 	// Security.
-	Privileged     bool
-	CapAdd         []string // as in the pod spec: "SYS_ADMIN"
-	CapDrop        []string
-	User           string // "uid" or "uid:gid"; empty: image default
+	Privileged bool
+	CapAdd     []string // as in the pod spec: "SYS_ADMIN"
+	CapDrop    []string
+	User       string // "uid" or "uid:gid"; empty: image default
+	// Groups are the supplemental group IDs (the pod's supplementalGroups),
+	// added to those of the user's image memberships (see translate's
+	// supplementalGroups).
+	Groups         []int64
 	ReadOnlyRootfs bool
 	// NoNewPrivileges from allowPrivilegeEscalation: false (the usual
 	// hardened spec), so that setuid binaries cannot regain privileges.

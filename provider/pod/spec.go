@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -93,6 +94,12 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 	s.CapAdd = capNames(c.CapAdd)
 	s.CapDrop = capNames(c.CapDrop)
 	s.User = c.User
+	for _, g := range c.Groups {
+		s.Groups = append(s.Groups, strconv.FormatInt(g, 10))
+	}
+	// The RuntimeClass's handler, for every container of the pod; the infra
+	// container keeps podman's default, as a pod's cannot be chosen.
+	s.OCIRuntime = p.OCIRuntime
 	s.ResourceLimits = resourceLimits(c)
 
 	vols := make(map[string]*Volume, len(p.Volumes))
@@ -176,11 +183,17 @@ func resourceLimits(c Container) *spec.LinuxResources {
 }
 
 // PodSpec renders the podman pod of a plan. Its infra container shares the
-// network, IPC and UTS namespaces as a Kubernetes pod sandbox does (the PID
-// namespace is not shared: shareProcessNamespace is refused), publishes the
-// host ports, and holds the tmpfs volumes mounted so their content outlives
-// each container. Note that podman lets every container of the pod inherit
-// the infra's volumes, so they also appear, read-only, under KeepDir.
+// network, IPC and UTS namespaces as a Kubernetes pod sandbox does, and the
+// PID namespace for shareProcessNamespace (its pause process is then PID 1,
+// as the kubelet's sandbox's is), carries the pod's /etc/hosts entries and
+// sysctls, publishes the host ports, and holds the tmpfs volumes mounted so
+// their content outlives each container. Note that podman lets every
+// container of the pod inherit the infra's volumes, so they also appear,
+// read-only, under KeepDir.
+//
+// podman sets a pod's sysctls on its infra container alone: they hold for
+// every container because the ones the kubelet allows are of the network
+// and IPC namespaces, which the containers join.
 func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 	s := specgen.NewPodSpecGenerator()
 	s.Name = p.PodName
@@ -189,6 +202,11 @@ func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 	s.Labels = maps.Clone(p.Labels)
 	s.NoInfra = false
 	s.SharedNamespaces = []string{"ipc", "net", "uts"}
+	if p.ShareProcessNamespace {
+		s.SharedNamespaces = []string{"ipc", "net", "pid", "uts"}
+	}
+	s.HostAdd = slices.Clone(p.HostAliases)
+	s.Sysctl = maps.Clone(p.Sysctls)
 	for _, hp := range p.HostPorts {
 		s.PortMappings = append(s.PortMappings, nettypes.PortMapping{
 			HostIP:        hp.HostIP,

@@ -85,6 +85,12 @@ func TestTranslateErrors(t *testing.T) {
 			}}}}
 			return Input{Pod: p}
 		}},
+		{name: "RuntimeClass but no handler resolved", wantIs: ErrNoRuntimeHandler, in: func() Input {
+			p := minimalPod()
+			rc := "gvisor"
+			p.Spec.RuntimeClassName = &rc
+			return Input{Pod: p, HostRuntimes: []string{"runc"}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,15 +118,25 @@ func TestTranslateRefusals(t *testing.T) {
 	}{
 		{"hostPID", func(p *corev1.Pod) { p.Spec.HostPID = true }, "spec.hostPID", ReasonUnsupportedField},
 		{"hostIPC", func(p *corev1.Pod) { p.Spec.HostIPC = true }, "spec.hostIPC", ReasonUnsupportedField},
-		{"shareProcessNamespace", func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = ptrTo(true) }, "spec.shareProcessNamespace", ReasonUnsupportedField},
 		{"ephemeralContainers", func(p *corev1.Pod) {
 			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
 		}, "spec.ephemeralContainers", ReasonUnsupportedField},
 		{"windows", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }, "spec.os.name", ReasonUnsupportedField},
 		{"hostUsers false", func(p *corev1.Pod) { p.Spec.HostUsers = ptrTo(false) }, "spec.hostUsers", ReasonUnsupportedField},
-		{"sysctls", func(p *corev1.Pod) {
-			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "net.core.somaxconn", Value: "1024"}}}
-		}, "spec.securityContext.sysctls", ReasonUnsupportedField},
+		{"unsafe sysctl", func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{
+				{Name: "net.ipv4.tcp_syncookies", Value: "1"}, {Name: "net.core.somaxconn", Value: "1024"},
+			}}
+		}, "spec.securityContext.sysctls[1]", ReasonSysctlForbidden},
+		{"unsafe sysctl with slashes", func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: "kernel/msgmax", Value: "1024"}}}
+		}, "spec.securityContext.sysctls[0]", ReasonSysctlForbidden},
+		{"hostAlias IP invalid", func(p *corev1.Pod) {
+			p.Spec.HostAliases = []corev1.HostAlias{{IP: "10.0.0.1:80", Hostnames: []string{"a"}}}
+		}, "spec.hostAliases[0].ip", ReasonInvalidSpec},
+		{"hostAlias hostname invalid", func(p *corev1.Pod) {
+			p.Spec.HostAliases = []corev1.HostAlias{{IP: "10.0.0.1", Hostnames: []string{"a", "b;c"}}}
+		}, "spec.hostAliases[0].hostnames[1]", ReasonInvalidSpec},
 		{"runAsGroup without runAsUser", func(p *corev1.Pod) {
 			g := int64(5)
 			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsGroup: &g}
@@ -182,10 +198,22 @@ func TestTranslateRefusals(t *testing.T) {
 		{"dnsConfig", func(p *corev1.Pod) {
 			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}}
 		}, "spec.dnsConfig", ReasonUnsupportedField},
-		{"supplementalGroupsPolicy Strict", func(p *corev1.Pod) {
+		{"supplementalGroupsPolicy Strict without a user", func(p *corev1.Pod) {
 			strict := corev1.SupplementalGroupsPolicyStrict
 			p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroupsPolicy: &strict}
 		}, "spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField},
+		{"supplementalGroupsPolicy Strict without runAsGroup", func(p *corev1.Pod) {
+			strict := corev1.SupplementalGroupsPolicyStrict
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroupsPolicy: &strict, RunAsUser: ptrTo64(1000)}
+		}, "spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField},
+		{"supplementalGroupsPolicy unknown", func(p *corev1.Pod) {
+			policy := corev1.SupplementalGroupsPolicy("Replace")
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroupsPolicy: &policy}
+		}, "spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField},
+		{"runtime handler the host lacks", func(p *corev1.Pod) {
+			rc := "gvisor"
+			p.Spec.RuntimeClassName = &rc
+		}, "spec.runtimeClassName", ReasonRuntimeHandlerNotFound},
 		{"emptyDir mode", func(p *corev1.Pod) {
 			mode := int32(0o700)
 			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Mode: &mode}}}}
@@ -228,7 +256,7 @@ func TestTranslateRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := minimalPod()
 			tt.mutate(p)
-			_, err := Translate(Input{Pod: p, NodeName: "n", ServiceAccountToken: "token"})
+			_, err := Translate(Input{Pod: p, NodeName: "n", ServiceAccountToken: "token", RuntimeHandler: "runsc", HostRuntimes: []string{"runc"}})
 			var ue *UnsupportedError
 			if !errors.As(err, &ue) {
 				t.Fatalf("error %v is not an *UnsupportedError", err)

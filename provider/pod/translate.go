@@ -3,6 +3,7 @@ package pod
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -75,6 +76,9 @@ func Translate(in Input) (*Plan, error) {
 			LabelPodName:      pod.Name,
 			LabelNode:         in.NodeName,
 		},
+	}
+	if err := t.sandbox(plan); err != nil {
+		return nil, err
 	}
 
 	vols, err := t.volumes()
@@ -154,20 +158,14 @@ func (t *translator) checkPod() error {
 		return field("hostPID")
 	case s.HostIPC:
 		return field("hostIPC")
-	case s.ShareProcessNamespace != nil && *s.ShareProcessNamespace:
-		return field("shareProcessNamespace")
 	case len(s.EphemeralContainers) > 0:
 		return field("ephemeralContainers")
 	case s.OS != nil && s.OS.Name != corev1.Linux:
 		return unsupported("spec.os.name", ReasonUnsupportedField, "os %q is not supported: build hosts run Linux", s.OS.Name)
 	case s.HostUsers != nil && !*s.HostUsers:
 		return unsupported("spec.hostUsers", ReasonUnsupportedField, "user namespaces (hostUsers: false) are not supported on remote build nodes")
-	case s.RuntimeClassName != nil && *s.RuntimeClassName != "":
-		return field("runtimeClassName")
 	case s.SetHostnameAsFQDN != nil && *s.SetHostnameAsFQDN:
 		return field("setHostnameAsFQDN")
-	case len(s.HostAliases) > 0:
-		return field("hostAliases")
 	case len(s.ResourceClaims) > 0:
 		return field("resourceClaims")
 	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
@@ -190,15 +188,10 @@ func (t *translator) checkPod() error {
 			// container's groups; without that, non-root containers could not
 			// read their secrets.
 			return field("securityContext.fsGroup")
-		case len(sc.SupplementalGroups) > 0:
-			return field("securityContext.supplementalGroups")
-		case len(sc.Sysctls) > 0:
-			return field("securityContext.sysctls")
-		case sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyMerge:
-			// Merge (the default) is what podman does: the groups of the
-			// image's /etc/group for the user are kept.
+		case sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyMerge &&
+			*sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyStrict:
 			return unsupported("spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField,
-				"supplementalGroupsPolicy %q is not supported (only Merge)", *sc.SupplementalGroupsPolicy)
+				"supplementalGroupsPolicy %q is not supported (only Merge and Strict)", *sc.SupplementalGroupsPolicy)
 		}
 	}
 	return nil
@@ -367,6 +360,10 @@ func (t *translator) security(field string, c *corev1.Container, out *Container)
 		return unsupported(pickField(sc.RunAsGroup != nil, "runAsGroup"), ReasonUnsupportedField, "runAsGroup without runAsUser is not supported")
 	}
 
+	if err := supplementalGroups(c.Name, psc, uid, gid, out); err != nil {
+		return err
+	}
+
 	nonRoot := sc.RunAsNonRoot
 	if nonRoot == nil {
 		nonRoot = psc.RunAsNonRoot
@@ -407,6 +404,25 @@ func (t *translator) security(field string, c *corev1.Container, out *Container)
 	}
 	if apparmor != nil && apparmor.Type != corev1.AppArmorProfileTypeRuntimeDefault {
 		return unsupported(apparmorField, ReasonUnsupportedField, "AppArmor profile %q is not supported (only RuntimeDefault)", apparmor.Type)
+	}
+	return nil
+}
+
+// supplementalGroups gives the container the pod's supplementalGroups, on
+// top of its user's memberships in the image's /etc/group (policy Merge),
+// or instead of them (Strict). podman looks those memberships up only for
+// a user given without a group, so Strict needs the container's runAsUser
+// and runAsGroup both (the image's /etc/passwd, which would name the
+// primary group, is not read), and Merge with a runAsGroup gets none of
+// them: the same groups as Strict.
+func supplementalGroups(container string, psc *corev1.PodSecurityContext, uid, gid *int64, out *Container) error {
+	if p := psc.SupplementalGroupsPolicy; p != nil && *p == corev1.SupplementalGroupsPolicyStrict && (uid == nil || gid == nil) {
+		return unsupported("spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField,
+			"supplementalGroupsPolicy Strict needs runAsUser and runAsGroup on remote build nodes (container %q lacks one): "+
+				"podman adds the image's /etc/group memberships of a user given without a group", container)
+	}
+	if len(psc.SupplementalGroups) > 0 {
+		out.Groups = slices.Clone(psc.SupplementalGroups)
 	}
 	return nil
 }

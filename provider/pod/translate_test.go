@@ -32,7 +32,12 @@ type goldenCase struct {
 	ServiceAccountToken string              `json:"serviceAccountToken,omitempty"`
 	Secrets             []corev1.Secret     `json:"secrets,omitempty"`
 	ConfigMaps          []corev1.ConfigMap  `json:"configMaps,omitempty"`
-	Pod                 corev1.Pod          `json:"pod"`
+	// RuntimeHandler is the handler of the pod's RuntimeClass, which the
+	// caller resolves; HostRuntimes the host podman's OCI runtimes.
+	RuntimeHandler       string     `json:"runtimeHandler,omitempty"`
+	HostRuntimes         []string   `json:"hostRuntimes,omitempty"`
+	AllowedUnsafeSysctls []string   `json:"allowedUnsafeSysctls,omitempty"`
+	Pod                  corev1.Pod `json:"pod"`
 }
 
 // goldenOutput is what a translated case renders to, testdata/<case>.golden.yaml.
@@ -102,16 +107,19 @@ func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
 		t.Fatalf("decode %s: %v", inputPath, err)
 	}
 	in := Input{
-		Pod:                 &gc.Pod,
-		NodeName:            gc.NodeName,
-		PodIP:               gc.PodIP,
-		HostIP:              gc.HostIP,
-		NodeAllocatable:     gc.NodeAllocatable,
-		ServiceEnv:          gc.ServiceEnv,
-		HostPathAllowlist:   gc.HostPathAllowlist,
-		ServiceAccountToken: gc.ServiceAccountToken,
-		Secrets:             map[string]*corev1.Secret{},
-		ConfigMaps:          map[string]*corev1.ConfigMap{},
+		Pod:                  &gc.Pod,
+		NodeName:             gc.NodeName,
+		PodIP:                gc.PodIP,
+		HostIP:               gc.HostIP,
+		NodeAllocatable:      gc.NodeAllocatable,
+		ServiceEnv:           gc.ServiceEnv,
+		HostPathAllowlist:    gc.HostPathAllowlist,
+		ServiceAccountToken:  gc.ServiceAccountToken,
+		RuntimeHandler:       gc.RuntimeHandler,
+		HostRuntimes:         gc.HostRuntimes,
+		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
+		Secrets:              map[string]*corev1.Secret{},
+		ConfigMaps:           map[string]*corev1.ConfigMap{},
 	}
 	for i := range gc.Secrets {
 		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]

@@ -105,6 +105,15 @@ type RemoteBuildNodeSpec struct {
 	// +optional
 	HostPathAllowlist []string `json:"hostPathAllowlist,omitempty"`
 
+	// AllowedUnsafeSysctls are the sysctls beyond the kubelet's safe set
+	// that pods may set (spec.securityContext.sysctls), as a kubelet's
+	// --allowed-unsafe-sysctls: names, or prefixes ending in "*" (net.core.*).
+	// Each must be of a namespace a pod has to itself (network, IPC or UTS:
+	// net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*,
+	// kernel.domainname). Empty: the safe set alone.
+	// +optional
+	AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls,omitempty"`
+
 	// ImagePull says who fetches pods' images from their registries. Direct
 	// (the default): the host's podman pulls them itself, so the host must
 	// reach the registries. ThroughKubelet: for a host that cannot, rbn-kubelet

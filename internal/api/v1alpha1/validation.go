@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/component-helpers/node/util/sysctl"
 )
 
 // hostLabels are set from the host's own facts and may not be overridden.
@@ -75,6 +76,28 @@ func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
 			errs = append(errs, field.Invalid(fp, dir, "must be a clean path (no trailing slash, '.', '..' or '//')"))
 		case dir == "/":
 			errs = append(errs, field.Forbidden(fp, "allowing / would expose the whole host"))
+		}
+	}
+	errs = append(errs, validateUnsafeSysctls(p.Child("allowedUnsafeSysctls"), spec.AllowedUnsafeSysctls)...)
+	return errs
+}
+
+// validateUnsafeSysctls applies the kubelet's rule for
+// --allowed-unsafe-sysctls: namespaced sysctls only, since any other would
+// change the build host's kernel for everything on it. A user namespace's
+// are refused too: pods share the host's (hostUsers: false is refused).
+func validateUnsafeSysctls(fp *field.Path, allowed []string) field.ErrorList {
+	var errs field.ErrorList
+	for i, name := range allowed {
+		ip := fp.Index(i)
+		if j := strings.IndexByte(name, '*'); j >= 0 && j != len(name)-1 {
+			errs = append(errs, field.Invalid(ip, name, "'*' may only end a prefix"))
+			continue
+		}
+		switch ns, _, _ := sysctl.GetNamespace(name); ns {
+		case sysctl.NetNamespace, sysctl.IPCNamespace, sysctl.UTSNamespace:
+		default:
+			errs = append(errs, field.Invalid(ip, name, "not a sysctl of a network, IPC or UTS namespace, which pods have to themselves"))
 		}
 	}
 	return errs

@@ -120,6 +120,7 @@ func TestValidate(t *testing.T) {
 					corev1.ResourceEphemeralStorage: resource.MustParse("0"),
 				}
 				s.HostPathAllowlist = []string{"/var/cache/ccache", "/srv/build"}
+				s.AllowedUnsafeSysctls = []string{"net.core.somaxconn", "kernel.shm*", "kernel.msgmax", "fs.mqueue.*", "net/ipv4/tcp_max_syn_backlog"}
 				s.ImagePull = ImagePullThroughKubelet
 			},
 		},
@@ -206,6 +207,16 @@ func TestValidate(t *testing.T) {
 		{name: "allowlist with ..", mutate: func(s *RemoteBuildNodeSpec) { s.HostPathAllowlist = []string{"/var/cache/../../etc"} }, want: []string{invalid("spec.hostPathAllowlist[0]")}},
 		{name: "allowlist with //", mutate: func(s *RemoteBuildNodeSpec) { s.HostPathAllowlist = []string{"//"} }, want: []string{invalid("spec.hostPathAllowlist[0]")}},
 		{name: "allowlist root", mutate: func(s *RemoteBuildNodeSpec) { s.HostPathAllowlist = []string{"/"} }, want: []string{forbidden("spec.hostPathAllowlist[0]")}},
+
+		// Unsafe sysctls: the kubelet's rule, namespaced ones only.
+		{name: "unsafe sysctl of the UTS namespace", mutate: func(s *RemoteBuildNodeSpec) { s.AllowedUnsafeSysctls = []string{"kernel.domainname"} }},
+		{name: "unsafe sysctl not namespaced", mutate: func(s *RemoteBuildNodeSpec) {
+			s.AllowedUnsafeSysctls = []string{"net.core.somaxconn", "vm.swappiness"}
+		}, want: []string{invalid("spec.allowedUnsafeSysctls[1]")}},
+		{name: "unsafe sysctl prefix not namespaced", mutate: func(s *RemoteBuildNodeSpec) { s.AllowedUnsafeSysctls = []string{"kernel.*"} }, want: []string{invalid("spec.allowedUnsafeSysctls[0]")}},
+		{name: "unsafe sysctl of the user namespace", mutate: func(s *RemoteBuildNodeSpec) { s.AllowedUnsafeSysctls = []string{"user.max_user_namespaces"} }, want: []string{invalid("spec.allowedUnsafeSysctls[0]")}},
+		{name: "unsafe sysctl with inner *", mutate: func(s *RemoteBuildNodeSpec) { s.AllowedUnsafeSysctls = []string{"net.*.somaxconn"} }, want: []string{invalid("spec.allowedUnsafeSysctls[0]")}},
+		{name: "all sysctls", mutate: func(s *RemoteBuildNodeSpec) { s.AllowedUnsafeSysctls = []string{"*"} }, want: []string{invalid("spec.allowedUnsafeSysctls[0]")}},
 
 		{
 			name:     "every problem at once",
