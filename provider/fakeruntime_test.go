@@ -23,12 +23,15 @@ import (
 // until a test ends them (exit); time is the test's clock.
 type fakeRuntime struct {
 	clock clock.PassiveClock
-	// info is what Info reports; nil: a podman 5.4.0 with no storage figures.
-	info *podman.HostInfo
+	// info is what Info reports; nil: a podman 5.4.0 with no storage figures,
+	// or nothing when noInfo (a host not probed yet).
+	info   *podman.HostInfo
+	noInfo bool
 	// links are the fake host's symlinks: a path to its target.
 	links map[string]string
-	// specs are the containers created, by name.
-	specs map[string]*specgen.SpecGenerator
+	// specs are the containers created, by name; podSpecs the podman pods.
+	specs    map[string]*specgen.SpecGenerator
+	podSpecs map[string]*specgen.PodSpecGenerator
 
 	mu       sync.Mutex
 	ready    bool
@@ -135,6 +138,9 @@ func (f *fakeRuntime) Changed() <-chan struct{} {
 }
 
 func (f *fakeRuntime) Info() *podman.HostInfo {
+	if f.noInfo {
+		return nil
+	}
 	if f.info != nil {
 		return f.info
 	}
@@ -152,6 +158,10 @@ func (f *fakeRuntime) CreatePod(_ context.Context, spec *specgen.PodSpecGenerato
 	f.ctrs[infra.Name] = infra
 	p := &podman.PodSummary{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), InfraID: infra.ID}
 	f.pods[spec.Name] = p
+	if f.podSpecs == nil {
+		f.podSpecs = map[string]*specgen.PodSpecGenerator{}
+	}
+	f.podSpecs[spec.Name] = spec
 	f.ctrPod[infra.Name] = p.Name
 	return p.ID, nil
 }

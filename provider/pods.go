@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	nodev1listers "k8s.io/client-go/listers/node/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -34,7 +35,10 @@ type PodsConfig struct {
 	// Secrets and ConfigMaps come from the process's shared informers.
 	Secrets    corev1listers.SecretLister
 	ConfigMaps corev1listers.ConfigMapLister
-	Token      TokenFunc
+	// RuntimeClasses resolve a pod's spec.runtimeClassName to its handler,
+	// as the kubelet's RuntimeClass manager does, from a shared informer.
+	RuntimeClasses nodev1listers.RuntimeClassLister
+	Token          TokenFunc
 	// Relay carries the pods' S3 transfers (annotation rbn.dev/transfers);
 	// nil: a default one for this node alone, with Egress.
 	Relay *s3relay.Relay
@@ -146,7 +150,7 @@ func (p *Pods) hostFailure() {
 
 // NewPods returns the pod handler of one host.
 func NewPods(cfg PodsConfig) (*Pods, error) {
-	if cfg.Host == nil || cfg.Recorder == nil || cfg.Secrets == nil || cfg.ConfigMaps == nil {
+	if cfg.Host == nil || cfg.Recorder == nil || cfg.Secrets == nil || cfg.ConfigMaps == nil || cfg.RuntimeClasses == nil {
 		return nil, errors.New("pods: host, recorder and listers are required")
 	}
 	if cfg.Relay == nil {

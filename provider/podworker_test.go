@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	nodev1listers "k8s.io/client-go/listers/node/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	testingclock "k8s.io/utils/clock/testing"
@@ -27,9 +28,12 @@ type harness struct {
 	rt    *fakeRuntime
 	clock *testingclock.FakeClock
 	rec   *record.FakeRecorder
-	pods  *Pods
-	w     *podWorker
-	final *corev1.Pod // the status reported once the pod is gone
+	// objects holds the Secrets, ConfigMaps and RuntimeClasses the pod's
+	// listers read.
+	objects cache.Indexer
+	pods    *Pods
+	w       *podWorker
+	final   *corev1.Pod // the status reported once the pod is gone
 }
 
 const testUID = "uid-1"
@@ -48,11 +52,12 @@ func restarted(t *testing.T, earlier *harness, pd *corev1.Pod) *harness {
 }
 
 func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.FakeClock) *harness {
-	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000)}
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000), objects: idx}
 	h.pods = newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
-		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx), Clock: clk,
+		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx),
+		RuntimeClasses: nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
 	}, h.rt)
 	h.pods.NotifyPods(h.ctx, func(p *corev1.Pod) {
 		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {

@@ -36,8 +36,22 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
 		PodIP: podIP, HostIP: p.hostIP(),
 	}
-	if info := p.rt.Info(); info != nil {
+	in.AllowedUnsafeSysctls = p.cfg.Spec.AllowedUnsafeSysctls
+	info := p.rt.Info()
+	if info != nil {
 		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)
+		in.HostRuntimes = info.OCIRuntimes
+	}
+	if name := pd.Spec.RuntimeClassName; name != nil && *name != "" {
+		if info == nil {
+			// Not a property of the pod: the host has not told its runtimes yet.
+			return nil, fmt.Errorf("RuntimeClass %q: the host's OCI runtimes are not known yet", *name)
+		}
+		h, err := p.runtimeHandler(*name)
+		if err != nil {
+			return nil, err
+		}
+		in.RuntimeHandler = h
 	}
 	secrets, configMaps := pod.ReferencedObjects(pd)
 	for _, name := range secrets {
@@ -72,6 +86,23 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 		in.ServiceAccountToken = *token
 	}
 	return pod.Translate(in)
+}
+
+// runtimeHandler resolves a RuntimeClass to its handler as the kubelet
+// does. A RuntimeClass that does not exist (yet) is not the pod's fault for
+// good: the kubelet fails the sandbox's creation (FailedCreatePodSandBox)
+// and retries, and so does the caller with this error, whose text is the
+// API's NotFound (runtimeclass.node.k8s.io "NAME" not found) as in the
+// kubelet's event.
+func (p *Pods) runtimeHandler(name string) (string, error) {
+	if p.cfg.RuntimeClasses == nil {
+		return "", fmt.Errorf("RuntimeClass %q: no RuntimeClass lister configured", name)
+	}
+	rc, err := p.cfg.RuntimeClasses.Get(name)
+	if err != nil {
+		return "", fmt.Errorf("failed to look up RuntimeClass: %w", err)
+	}
+	return rc.Handler, nil
 }
 
 // serviceAccountTokenSource returns the pod's first projected service account token source.

@@ -195,9 +195,11 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if c.podIndex, err = newPodIndex(client); err != nil {
 		return nil, err
 	}
-	// Pods need ConfigMaps and Services too; register them before Start.
+	// Pods need ConfigMaps, Services and RuntimeClasses too; register them
+	// before Start.
 	c.shared.Core().V1().ConfigMaps().Informer()
 	c.shared.Core().V1().Services().Informer()
+	c.shared.Node().V1().RuntimeClasses().Informer()
 	return c, nil
 }
 

@@ -88,6 +88,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
 		Secrets:        d.shared.Core().V1().Secrets().Lister(),
 		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
+		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
 		Token:          tokenFunc(d.client),
 		Relay:          d.relay,
 		Egress:         d.egress,

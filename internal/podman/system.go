@@ -32,6 +32,12 @@ type HostInfo struct {
 	StorageUsed   uint64
 	CgroupManager string
 	OCIRuntime    string
+	// OCIRuntimes are the OCI runtimes podman can run containers with, by
+	// the name a container's spec gives (specgen's OCIRuntime): as far as
+	// the API tells, which is the default runtime alone (host.ociRuntime).
+	// The others podman's containers.conf configures ([engine.runtimes])
+	// are not reported.
+	OCIRuntimes []string
 }
 
 // Info reads host facts. It is slow (hundreds of ms): cache its result.
@@ -56,8 +62,9 @@ func (c *Client) Info(ctx context.Context) (_ *HostInfo, err error) {
 		MemFree:       info.Host.MemFree,
 		CgroupManager: info.Host.CgroupManager,
 	}
-	if info.Host.OCIRuntime != nil {
+	if info.Host.OCIRuntime != nil && info.Host.OCIRuntime.Name != "" {
 		h.OCIRuntime = info.Host.OCIRuntime.Name
+		h.OCIRuntimes = []string{h.OCIRuntime}
 	}
 	if info.Version.Version != "" {
 		h.PodmanVersion = info.Version.Version

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -63,6 +64,7 @@ func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 		n.Status.NodeInfo.OSImage = h.Distribution
 		n.Status.NodeInfo.ContainerRuntimeVersion = "podman://" + h.PodmanVersion
 		n.Status.Capacity, n.Status.Allocatable = Resources(spec, h)
+		n.Status.RuntimeHandlers = RuntimeHandlers(h)
 	} else {
 		// Never reached: nothing to offer the scheduler.
 		zero := corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}
@@ -70,6 +72,23 @@ func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 	}
 	n.Status.Conditions = Conditions(f)
 	return n
+}
+
+// RuntimeHandlers are the node's status.runtimeHandlers: the default
+// handler (""), which pods without a RuntimeClass get, then each OCI
+// runtime of the host's podman by name, the handlers a RuntimeClass may
+// name, as a kubelet lists its container runtime's. Neither feature is
+// offered: rbn refuses recursiveReadOnly: Enabled and hostUsers: false.
+func RuntimeHandlers(h *podman.HostInfo) []corev1.NodeRuntimeHandler {
+	out := []corev1.NodeRuntimeHandler{{Name: "", Features: noRuntimeFeatures()}}
+	for _, name := range h.OCIRuntimes {
+		out = append(out, corev1.NodeRuntimeHandler{Name: name, Features: noRuntimeFeatures()})
+	}
+	return out
+}
+
+func noRuntimeFeatures() *corev1.NodeRuntimeHandlerFeatures {
+	return &corev1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: ptr.To(false), UserNamespaces: ptr.To(false)}
 }
 
 // Labels are the operator's labels plus those read from the host.

@@ -1,0 +1,157 @@
+package provider
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// withRuntimeClass names a RuntimeClass in the pod.
+func withRuntimeClass(pd *corev1.Pod, name string) *corev1.Pod {
+	pd.Spec.RuntimeClassName = &name
+	return pd
+}
+
+func (h *harness) addRuntimeClass(name, handler string) {
+	h.t.Helper()
+	if err := h.objects.Add(&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Handler: handler}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// hostWithRuntimes is a host whose podman reports these OCI runtimes.
+func hostWithRuntimes(runtimes ...string) *podman.HostInfo {
+	return &podman.HostInfo{PodmanVersion: "5.4.0", OCIRuntime: runtimes[0], OCIRuntimes: runtimes}
+}
+
+// TestWorkerRuntimeClass: the RuntimeClass is resolved through the lister
+// to its handler, which every container (init ones too) runs with.
+func TestWorkerRuntimeClass(t *testing.T) {
+	t.Run("the handler runs every container", func(t *testing.T) {
+		h := newHarness(t, withRuntimeClass(withInit(testPod(corev1.RestartPolicyNever, "main"), "setup"), "fast"))
+		h.rt.info = hostWithRuntimes("runc", "crun")
+		h.addRuntimeClass("fast", "crun")
+		h.rt.images["registry.test/main:1"], h.rt.images["registry.test/setup:1"] = true, true
+		h.sync()
+		h.rt.exit(ctrName("setup", 0), 0)
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		for _, name := range []string{ctrName("setup", 0), ctrName("main", 0)} {
+			if got := h.rt.specs[name].OCIRuntime; got != "crun" {
+				t.Errorf("%s: OCI runtime %q, want crun", name, got)
+			}
+		}
+	})
+	t.Run("a pod without RuntimeClass gets podman's default", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyNever, "main"))
+		h.rt.info = hostWithRuntimes("runc", "crun")
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		if got := h.rt.specs[ctrName("main", 0)].OCIRuntime; got != "" {
+			t.Errorf("OCI runtime %q, want podman's default (empty)", got)
+		}
+	})
+	t.Run("a missing RuntimeClass keeps the pod waiting, as on a kubelet", func(t *testing.T) {
+		h := newHarness(t, withRuntimeClass(testPod(corev1.RestartPolicyNever, "main"), "fast"))
+		h.rt.info = hostWithRuntimes("runc", "crun")
+		h.rt.images["registry.test/main:1"] = true
+		if r := h.sync(); r.next != 5*time.Second {
+			t.Fatalf("next sync in %s, want 5s (the sync retry)", r.next)
+		}
+		h.wantEvent(h.events(), `Warning FailedCreatePodSandBox failed to look up RuntimeClass: runtimeclass.node.k8s.io "fast" not found`)
+		h.wantCalls("create-pod", 0)
+		if phase := h.status().Phase; phase == corev1.PodFailed {
+			t.Fatalf("phase %s: a missing RuntimeClass must not fail the pod", phase)
+		}
+		// Created later: the retry finds it.
+		h.addRuntimeClass("fast", "crun")
+		h.clock.Step(5 * time.Second)
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		if got := h.rt.specs[ctrName("main", 0)].OCIRuntime; got != "crun" {
+			t.Errorf("OCI runtime %q, want crun", got)
+		}
+	})
+	t.Run("a handler the host lacks fails the pod", func(t *testing.T) {
+		h := newHarness(t, withRuntimeClass(testPod(corev1.RestartPolicyNever, "main"), "gvisor"))
+		h.rt.info = hostWithRuntimes("runc")
+		h.addRuntimeClass("gvisor", "runsc")
+		h.sync()
+		h.wantPhase(corev1.PodFailed)
+		st := h.status()
+		if st.Reason != pod.ReasonRuntimeHandlerNotFound || !strings.Contains(st.Message, `handler "runsc"`) || !strings.Contains(st.Message, "it has: runc") {
+			t.Errorf("reason %q message %q", st.Reason, st.Message)
+		}
+		h.wantCalls("create-pod", 0)
+	})
+	t.Run("the host's runtimes not known yet: retried", func(t *testing.T) {
+		h := newHarness(t, withRuntimeClass(testPod(corev1.RestartPolicyNever, "main"), "fast"))
+		h.addRuntimeClass("fast", "crun")
+		h.rt.noInfo = true
+		h.sync()
+		h.wantEvent(h.events(), `Warning FailedCreatePodSandBox RuntimeClass "fast": the host's OCI runtimes are not known yet`)
+		h.wantCalls("create-pod", 0)
+		h.rt.noInfo, h.rt.info = false, hostWithRuntimes("crun")
+		h.rt.images["registry.test/main:1"] = true
+		h.clock.Step(5 * time.Second)
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+	})
+}
+
+// TestWorkerPodLevelSettings: the pod's /etc/hosts entries, shared PID
+// namespace and sysctls reach the podman pod, with the node's
+// allowedUnsafeSysctls.
+func TestWorkerPodLevelSettings(t *testing.T) {
+	share := true
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	pd.Spec.ShareProcessNamespace = &share
+	pd.Spec.HostAliases = []corev1.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"cache.local", "db.local"}}}
+	pd.Spec.SecurityContext = &corev1.PodSecurityContext{
+		SupplementalGroups: []int64{4000},
+		Sysctls: []corev1.Sysctl{
+			{Name: "net.ipv4.ip_unprivileged_port_start", Value: "80"},
+			{Name: "net.core.somaxconn", Value: "1024"},
+		},
+	}
+	t.Run("allowed", func(t *testing.T) {
+		h := newHarness(t, pd.DeepCopy())
+		h.pods.cfg.Spec.AllowedUnsafeSysctls = []string{"net.core.*"}
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		ps := h.rt.podSpecs[pod.PodName(testUID)]
+		if ps == nil {
+			t.Fatal("no podman pod created")
+		}
+		if want := []string{"ipc", "net", "pid", "uts"}; !slices.Equal(ps.SharedNamespaces, want) {
+			t.Errorf("shared namespaces %q, want %q", ps.SharedNamespaces, want)
+		}
+		if want := []string{"cache.local:10.1.2.3", "db.local:10.1.2.3"}; !slices.Equal(ps.HostAdd, want) {
+			t.Errorf("host entries %q, want %q", ps.HostAdd, want)
+		}
+		if ps.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "80" || ps.Sysctl["net.core.somaxconn"] != "1024" || len(ps.Sysctl) != 2 {
+			t.Errorf("sysctls %v", ps.Sysctl)
+		}
+		if got := h.rt.specs[ctrName("main", 0)].Groups; !slices.Equal(got, []string{"4000"}) {
+			t.Errorf("groups %q, want [4000]", got)
+		}
+	})
+	t.Run("unsafe sysctl the node does not allow", func(t *testing.T) {
+		h := newHarness(t, pd.DeepCopy())
+		h.sync()
+		h.wantPhase(corev1.PodFailed)
+		if st := h.status(); st.Reason != pod.ReasonSysctlForbidden || !strings.Contains(st.Message, `"net.core.somaxconn" not allowlisted`) {
+			t.Errorf("reason %q message %q", st.Reason, st.Message)
+		}
+		h.wantCalls("create-pod", 0)
+	})
+}
