@@ -33,9 +33,10 @@ var ErrNoRuntimeHandler = errors.New("pod names a RuntimeClass but no runtime ha
 
 // safeSysctls is the kubelet's safe set (pkg/kubelet/sysctl, Kubernetes
 // 1.32 and later): namespaced, and isolated from the other pods of the node,
-// so every kubelet allows them. The kubelet drops the last six on kernels
-// older than 3.16 to 4.15, where they are not namespaced; build hosts run
-// newer ones.
+// so every kubelet allows them. The kubelet leaves out
+// ip_local_reserved_ports, tcp_keepalive_* and tcp_fin_timeout on kernels
+// older than 3.16 to 4.6, where they are not namespaced; build hosts run
+// newer ones, and rbn does not read the host's kernel version here.
 var safeSysctls = []string{
 	"kernel.shm_rmid_forced",
 	"net.ipv4.ip_local_port_range",
