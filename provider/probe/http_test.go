@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,8 +36,8 @@ func probeServer(t *testing.T, tlsServer bool) *httptest.Server {
 	})
 	mux.HandleFunc("/redirect-away", func(w http.ResponseWriter, r *http.Request) {
 		// Same server, another host name: kubelet does not follow it.
-		_, port := splitHostPort(t, r.Host)
-		http.Redirect(w, r, fmt.Sprintf("http://localhost:%d/ok", port), http.StatusMovedPermanently)
+		_, port, _ := net.SplitHostPort(r.Host)
+		http.Redirect(w, r, "http://"+net.JoinHostPort("localhost", port)+"/ok", http.StatusMovedPermanently)
 	})
 	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/loop", http.StatusFound)
