@@ -256,6 +256,9 @@ func TestAcquireCreatesTheNodeLease(t *testing.T) {
 		t.Errorf("lease = %s holder %q duration %d labels %v", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""),
 			ptr.Deref(l.Spec.LeaseDurationSeconds, 0), l.Labels)
 	}
+	// OnChange follows the hold that Acquire waits for, from the
+	// contender's goroutine.
+	testwait.Eventually(t, "OnChange for builder-1", func() bool { return len(a.changed()) > 0 })
 	if got := a.changed(); len(got) != 1 || got[0] != "builder-1" {
 		t.Errorf("OnChange calls = %v, want [builder-1]", got)
 	}
