@@ -143,3 +143,45 @@ spec:%[2]s
 		t.Errorf("last-words: termination message from the logs missing: %+v", st)
 	}
 }
+
+// kubectl debug on a remote pod: a debug container in the target
+// container's process namespace, its output in kubectl logs, and an
+// interactive one attached with -i: the supported way to look into a
+// running build without SSH access to its host.
+func TestKubectlDebug(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	s.runPod(t, ns, "job", fmt.Sprintf(`  containers: [{name: main, image: %s, command: [sleep, "3600"]}]
+`, framework.TestImage), corev1.PodRunning)
+	s.Kubectl(t, "-n", ns, "debug", "job", "--image="+framework.TestImage, "--image-pull-policy=IfNotPresent",
+		"--target=main", "--container=ps", "--", "ps", "-o", "pid,args")
+	framework.Eventually(t, "the debug container's output", 2*time.Minute, func() (bool, string) {
+		out, err := s.KubectlErr("-n", ns, "logs", "job", "-c", "ps")
+		return err == nil && strings.Contains(out, "sleep 3600"), fmt.Sprint(out, err)
+	})
+	var p *corev1.Pod
+	framework.Eventually(t, "the debug container's status", time.Minute, func() (bool, string) {
+		p = s.Pod(t, ns, "job")
+		st := p.Status.EphemeralContainerStatuses
+		return len(st) == 1 && st[0].Name == "ps" && st[0].State.Terminated != nil && st[0].State.Terminated.ExitCode == 0, framework.DescribeStatus(p)
+	})
+	// Interactive: kubectl debug -i attaches to the new container's stdin.
+	code, out, errOut := s.kubectlExit(t, []byte("echo from the debugger; ps -o args | grep -c '^sleep 3600'; exit 7\n"),
+		"-n", ns, "debug", "job", "-i", "--image="+framework.TestImage, "--image-pull-policy=IfNotPresent",
+		"--target=main", "--container=shell", "--", "sh")
+	if !strings.Contains(out, "from the debugger\n1\n") {
+		t.Errorf("kubectl debug -i: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	framework.Eventually(t, "the interactive debug container ended with its exit code", time.Minute, func() (bool, string) {
+		p = s.Pod(t, ns, "job")
+		for _, st := range p.Status.EphemeralContainerStatuses {
+			if st.Name == "shell" && st.State.Terminated != nil {
+				return st.State.Terminated.ExitCode == 7, framework.DescribeStatus(p)
+			}
+		}
+		return false, framework.DescribeStatus(p)
+	})
+	if p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Errorf("the debugged pod was disturbed: %s", framework.DescribeStatus(p))
+	}
+}

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/containers/podman/v5/pkg/specgen"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
+	"github.com/remote-build-nodes/rbn/provider/probe"
 )
 
 // observe lists the pod's containers on the host: newest and previous run of each.
@@ -51,33 +54,59 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 	return obs, nil
 }
 
-// advance starts what should run next: the first unfinished init container,
-// else every app container not running that the restart policy lets run.
-// It returns how soon to try again: a back-off that ends, a configuration
-// error to look at again (0: none pending).
+// advance starts what should run next: the init containers in order, each
+// to completion (a native sidecar only until it is started, then it keeps
+// running), then every app container not running that the restart policy
+// lets run; it kills what failed its liveness or startup probe, and stops
+// the sidecars once the app containers have ended for good. It returns how
+// soon to try again: a back-off that ends, a configuration error to look
+// at again (0: none pending).
 func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) time.Duration {
 	policy := pd.Spec.RestartPolicy
+	if w.appsEnded(pd, obs) {
+		// The pod has completed: its sidecars are not run again.
+		w.stopSidecars(ctx, pd, obs, podGracePeriod(pd))
+		return 0
+	}
+	var next time.Duration
+	soonest := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
 	for _, c := range w.plan.InitContainers {
 		o := obs[c.K8sName]
+		if c.Sidecar {
+			d, started := w.advanceSidecar(ctx, pd, c, o)
+			soonest(d)
+			if !started {
+				return next // the next init container waits for it
+			}
+			continue
+		}
 		if o != nil && o.current.Running {
-			return 0
+			return next
 		}
 		if o != nil && o.current.Exited() && o.current.ExitCode == 0 {
 			continue
 		}
 		if o != nil && o.current.Exited() || o != nil && o.current.Error != "" {
-			// Failed init container: the pod fails under Never, else retries.
+			// Failed init container: the pod fails under Never (and its
+			// sidecars stop), else retries.
 			if policy == corev1.RestartPolicyNever {
-				return 0
+				w.stopSidecars(ctx, pd, obs, podGracePeriod(pd))
+				return next
 			}
-			return w.restartContainer(ctx, pd, c, o)
+			soonest(w.restartContainer(ctx, pd, c, o))
+			return next
 		}
 		if o == nil {
-			return w.runContainer(ctx, pd, c, 0, false)
+			soonest(w.runContainer(ctx, pd, c, 0, false))
+			return next
 		}
-		return w.runContainer(ctx, pd, c, o.attempt, true) // created, never started
+		soonest(w.runContainer(ctx, pd, c, o.attempt, true)) // created, never started
+		return next
 	}
-	var next time.Duration
 	for _, c := range w.plan.Containers {
 		o := obs[c.K8sName]
 		var d time.Duration
@@ -85,20 +114,151 @@ func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]
 		case o == nil:
 			d = w.runContainer(ctx, pd, c, 0, false)
 		case o.current.Running:
-			continue
+			d = w.checkLiveness(ctx, pd, c, o)
 		case o.current.Exited() || o.current.Error != "":
-			if !shouldRestart(policy, o.current.ExitCode) {
+			if !shouldRestart(policy, o.current.ExitCode) && !(w.unhealthy[c.K8sName] && policy != corev1.RestartPolicyNever) {
 				continue
 			}
 			d = w.restartContainer(ctx, pd, c, o)
 		default: // created, not started: start it
 			d = w.runContainer(ctx, pd, c, o.attempt, true)
 		}
-		if d > 0 && (next == 0 || d < next) {
-			next = d
+		soonest(d)
+	}
+	// Debug containers run once, never again, as on a kubelet.
+	for _, c := range w.plan.EphemeralContainers {
+		switch o := obs[c.K8sName]; {
+		case o == nil:
+			soonest(w.runContainer(ctx, pd, c, 0, false))
+		case !o.current.Running && o.current.StartedAt.IsZero() && o.current.Error == "":
+			soonest(w.runContainer(ctx, pd, c, o.attempt, true))
 		}
 	}
 	return next
+}
+
+// appsEnded says whether every app container has run and ended for good
+// under the pod's restart policy: the pod has completed.
+func (w *podWorker) appsEnded(pd *corev1.Pod, obs map[string]*observed) bool {
+	for _, c := range w.plan.Containers {
+		o := obs[c.K8sName]
+		if o == nil || !(o.current.Exited() || o.current.Error != "") {
+			return false
+		}
+		if shouldRestart(pd.Spec.RestartPolicy, o.current.ExitCode) || w.unhealthy[c.K8sName] && pd.Spec.RestartPolicy != corev1.RestartPolicyNever {
+			return false
+		}
+	}
+	return len(w.plan.Containers) > 0
+}
+
+// advanceSidecar keeps a native sidecar running: started when it never
+// was, run again whenever it exited (whatever the pod's restart policy,
+// with the crash back-off), killed when its liveness or startup probe
+// failed. started says whether the init containers after it may run: it
+// runs and its startup probe, if any, succeeded; or it had started before
+// and is only being restarted.
+func (w *podWorker) advanceSidecar(ctx context.Context, pd *corev1.Pod, c pod.Container, o *observed) (_ time.Duration, started bool) {
+	switch {
+	case o == nil:
+		return w.runContainer(ctx, pd, c, 0, false), false
+	case o.current.Running:
+		spec := findContainer(pd, c.K8sName)
+		if spec != nil && hasProbes(spec) && !w.probes.verdict(spec, o.current.ID).started {
+			return w.checkLiveness(ctx, pd, c, o), false
+		}
+		return w.checkLiveness(ctx, pd, c, o), true
+	case o.current.Exited() || o.current.Error != "":
+		return w.restartContainer(ctx, pd, c, o), !o.current.StartedAt.IsZero()
+	default: // created, not started
+		return w.runContainer(ctx, pd, c, o.attempt, true), false
+	}
+}
+
+// checkLiveness kills the running container c when its liveness or
+// startup probe failed for good.
+func (w *podWorker) checkLiveness(ctx context.Context, pd *corev1.Pod, c pod.Container, o *observed) time.Duration {
+	spec := findContainer(pd, c.K8sName)
+	if spec == nil || !hasProbes(spec) {
+		return 0
+	}
+	failed := w.probes.verdict(spec, o.current.ID).failed
+	if failed == "" {
+		return 0
+	}
+	return w.killUnhealthy(ctx, pd, spec, o, failed)
+}
+
+// sidecarsRunning counts the plan's native sidecars that obs shows running.
+func sidecarsRunning(plan *pod.Plan, obs map[string]*observed) int {
+	n := 0
+	for _, c := range plan.InitContainers {
+		if o := obs[c.K8sName]; c.Sidecar && o != nil && o.current.Running {
+			n++
+		}
+	}
+	return n
+}
+
+// stopSidecars stops the running native sidecars one after another, the
+// last declared first, as kubelet does once the app containers have ended
+// or the pod goes; each within what is left of grace. It says which could
+// not be stopped.
+func (w *podWorker) stopSidecars(ctx context.Context, pd *corev1.Pod, obs map[string]*observed, grace time.Duration) map[string]error {
+	failed := map[string]error{}
+	deadline := w.p.cfg.Clock.Now().Add(grace)
+	for i := len(w.plan.InitContainers) - 1; i >= 0; i-- {
+		c := w.plan.InitContainers[i]
+		o := obs[c.K8sName]
+		if !c.Sidecar || o == nil || !o.current.Running {
+			continue
+		}
+		w.probes.forget(c.K8sName)
+		w.p.event(pd, corev1.EventTypeNormal, "Killing", "Stopping container "+c.K8sName)
+		left := max(deadline.Sub(w.p.cfg.Clock.Now()), 0)
+		if err := w.stopContainer(ctx, pd, findContainer(pd, c.K8sName), o.current.ID, left); err != nil {
+			failed[c.K8sName] = err
+		}
+	}
+	return failed
+}
+
+// killUnhealthy stops a container whose liveness or startup probe failed,
+// within the probe's terminationGracePeriodSeconds or else the pod's, as
+// kubelet does; the restart policy then runs it again, whatever its exit
+// code, unless it is Never. It returns how soon to look again when the
+// stop failed.
+func (w *podWorker) killUnhealthy(ctx context.Context, pd *corev1.Pod, c *corev1.Container, o *observed, failed probe.Kind) time.Duration {
+	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, strings.ToLower(string(failed)))
+	if pd.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		msg += ", will be restarted"
+	}
+	w.p.event(pd, corev1.EventTypeNormal, "Killing", msg)
+	spec := c.LivenessProbe
+	if failed == probe.Startup {
+		spec = c.StartupProbe
+	}
+	grace := podGracePeriod(pd)
+	if spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	w.killed[o.current.Name] = true
+	w.unhealthy[c.Name] = true
+	w.probes.forget(c.Name)
+	if err := w.stopContainer(ctx, pd, c, o.current.ID, grace); err != nil {
+		w.p.hostFailure()
+		w.log.Warn("stopping an unhealthy container failed", "container", c.Name, "err", err)
+		return w.p.cfg.Retry.Sync
+	}
+	return 0
+}
+
+// podGracePeriod is the pod's termination grace period (30 s by default).
+func podGracePeriod(pd *corev1.Pod) time.Duration {
+	if s := pd.Spec.TerminationGracePeriodSeconds; s != nil {
+		return time.Duration(*s) * time.Second
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds * time.Second
 }
 
 // restartContainer runs c again once its crash back-off since the last run
@@ -161,10 +321,12 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return 0
 	}
+	delete(w.unhealthy, c.K8sName)
 	if !w.emitted["started/"+name] {
 		w.emitted["started/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Started", "Started container "+c.K8sName)
 	}
+	w.postStart(ctx, pd, findContainer(pd, c.K8sName), name)
 	return 0
 }
 
@@ -197,6 +359,15 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return w.p.cfg.Retry.Config, false
 	}
+	if c.TargetContainer != "" {
+		id, err := w.runningID(ctx, c.TargetContainer)
+		if err != nil {
+			w.waiting[c.K8sName] = reason{"CreateContainerError", err.Error()}
+			w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+			return w.p.cfg.Retry.Config, false
+		}
+		spec.PidNS = specgen.Namespace{NSMode: specgen.FromContainer, Value: id}
+	}
 	if err := w.volumes.resolveSubPaths(ctx, w.plan, c, spec); err != nil {
 		why := "CreateContainerConfigError"
 		if !errors.Is(err, ErrSubPathOutsideVolume) && !errors.Is(err, ErrSubPathUnresolvable) {
@@ -215,6 +386,21 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 		return w.p.cfg.Retry.Create, false
 	}
 	return 0, true
+}
+
+// runningID is the container ID of the running run of the pod's
+// container name.
+func (w *podWorker) runningID(ctx context.Context, name string) (string, error) {
+	list, err := w.p.rt.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid()), pod.LabelContainer: name})
+	if err != nil {
+		return "", err
+	}
+	for _, c := range list {
+		if c.State == "running" {
+			return c.ID, nil
+		}
+	}
+	return "", fmt.Errorf("target container %q is not running", name)
 }
 
 // backOff records the failures-th consecutive failure to prepare a container

@@ -33,10 +33,7 @@ func untilDeadline(pd *corev1.Pod, now time.Time) (_ time.Duration, ok bool) {
 // objects stay until the pod is deleted, as for any ended pod.
 func (w *podWorker) exceedDeadline(ctx context.Context, pd *corev1.Pod) error {
 	w.p.event(pd, corev1.EventTypeWarning, reasonDeadlineExceeded, messageDeadlineExceeded)
-	grace := 30 * time.Second
-	if pd.Spec.TerminationGracePeriodSeconds != nil {
-		grace = time.Duration(*pd.Spec.TerminationGracePeriodSeconds) * time.Second
-	}
+	grace := podGracePeriod(pd)
 	obs, err := w.observe(ctx)
 	if err != nil {
 		return err

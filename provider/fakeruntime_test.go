@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,13 @@ type fakeRuntime struct {
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
 	logs     map[string]string // container name -> its whole log
+	// started, when set, is called after each successful start, with the
+	// container's name, without the fake's lock held.
+	started func(name string)
+	// execSync answers ExecSync (probes); nil: exit code 0, no output.
+	execSync func(ctx context.Context, container string, cmd []string, out io.Writer) (int, error)
+	// execTimeout, when set, is told each ExecSync's command timeout.
+	execTimeout func(time.Duration)
 }
 
 var _ podRuntime = (*fakeRuntime)(nil)
@@ -225,6 +233,16 @@ func (f *fakeRuntime) CreateContainer(_ context.Context, spec *specgen.SpecGener
 }
 
 func (f *fakeRuntime) StartContainer(_ context.Context, name string) error {
+	if err := f.start(name); err != nil {
+		return err
+	}
+	if f.started != nil {
+		f.started(name)
+	}
+	return nil
+}
+
+func (f *fakeRuntime) start(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("start %s", name)
@@ -433,4 +451,22 @@ func (f *fakeRuntime) MakePath(_ context.Context, p string, dir bool) error {
 		f.files[p] = "regular empty file"
 	}
 	return nil
+}
+
+func (f *fakeRuntime) ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error) {
+	f.mu.Lock()
+	f.record("exec-sync %s %s", container, strings.Join(cmd, " "))
+	fn := f.execSync
+	if f.execTimeout != nil {
+		f.execTimeout(timeout)
+	}
+	f.mu.Unlock()
+	if fn == nil {
+		return 0, nil
+	}
+	return fn(ctx, container, cmd, out)
+}
+
+func (f *fakeRuntime) Dial(_ context.Context, network, address string) (net.Conn, error) {
+	return nil, fmt.Errorf("dial %s %s: the fake host has no network", network, address)
 }

@@ -71,12 +71,20 @@ type limitedReadCloser struct {
 	io.Closer
 }
 
+// findContainer is the spec of the pod's container name (app, init or
+// ephemeral), nil if none.
 func findContainer(pd *corev1.Pod, name string) *corev1.Container {
 	for _, cs := range [][]corev1.Container{pd.Spec.Containers, pd.Spec.InitContainers} {
 		for i := range cs {
 			if cs[i].Name == name {
 				return &cs[i]
 			}
+		}
+	}
+	for i := range pd.Spec.EphemeralContainers {
+		if ec := &pd.Spec.EphemeralContainers[i]; ec.Name == name {
+			c := corev1.Container(ec.EphemeralContainerCommon)
+			return &c
 		}
 	}
 	return nil

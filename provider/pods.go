@@ -304,11 +304,9 @@ func (p *Pods) DeletePod(ctx context.Context, pd *corev1.Pod) error {
 	if !ok {
 		return errdefs.NotFoundf("pod %s/%s is not on this node", pd.Namespace, pd.Name)
 	}
-	grace := 30 * time.Second
+	grace := podGracePeriod(pd)
 	if pd.DeletionGracePeriodSeconds != nil {
 		grace = time.Duration(*pd.DeletionGracePeriodSeconds) * time.Second
-	} else if pd.Spec.TerminationGracePeriodSeconds != nil {
-		grace = time.Duration(*pd.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
 	w.terminate(grace)
 	select {
@@ -433,7 +431,7 @@ func (p *Pods) failPod(w *podWorker, reason, msg string) {
 				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: msg}}})
 		}
 	}
-	st.Conditions = podConditions(corev1.PodFailed, false, st.InitContainerStatuses, st.ContainerStatuses, nil, now)
+	st.Conditions = podConditions(&pd.Spec, corev1.PodFailed, false, st.InitContainerStatuses, st.ContainerStatuses, nil, now)
 	p.setStatus(w, st)
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // observed is what the worker knows of one Kubernetes container.
@@ -27,6 +28,9 @@ type observed struct {
 	image                         string
 	// memoryLimited: the container runs under a memory limit (see terminated).
 	memoryLimited bool
+	// killed holds the runs rbn killed for failing a probe or a postStart
+	// hook, by podman container name: their SIGKILL exit is no OOM kill.
+	killed map[string]bool
 	// currentMessage and previousMessage are the termination messages of
 	// current's and previous's runs, when they ended ("" for none).
 	currentMessage, previousMessage string
@@ -36,14 +40,14 @@ type observed struct {
 func containerStatus(o observed) corev1.ContainerStatus {
 	st := corev1.ContainerStatus{Name: o.name, Image: o.image, RestartCount: int32(o.attempt)}
 	if o.previous != nil && o.previous.Exited() {
-		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited, o.previousMessage)}
+		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited && !o.killed[o.previous.Name], o.previousMessage)}
 	}
 	c := o.current
 	switch {
 	case o.waitingReason != "":
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: o.waitingReason, Message: o.waitingMessage}
 		if c != nil && c.Exited() {
-			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited, o.currentMessage)}
+			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited && !o.killed[c.Name], o.currentMessage)}
 		}
 	case c == nil || (!c.Running && c.StartedAt.IsZero() && c.Error == ""):
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
@@ -53,7 +57,7 @@ func containerStatus(o observed) corev1.ContainerStatus {
 		started := true
 		st.Started = &started
 	default:
-		st.State.Terminated = terminated(c, o.memoryLimited, o.currentMessage)
+		st.State.Terminated = terminated(c, o.memoryLimited && !o.killed[c.Name], o.currentMessage)
 		started := false
 		st.Started = &started
 	}
@@ -72,8 +76,9 @@ const exitSIGKILL = 128 + 9
 // kills are what podman reports; on cgroup v1 hosts (runc, cgroupfs) podman
 // never learns of them, so a SIGKILL exit under a memory limit is reported
 // as OOMKilled too, saying so: rbn itself only kills containers when it
-// deletes their pod, after which no status is reported, and past the pod's
-// deadline, when the caller passes memoryLimited false.
+// deletes their pod, after which no status is reported, past the pod's
+// deadline and for a failed liveness or startup probe, when the caller
+// passes memoryLimited false.
 func terminated(c *podman.ContainerState, memoryLimited bool, message string) *corev1.ContainerStateTerminated {
 	t := &corev1.ContainerStateTerminated{
 		ExitCode:    c.ExitCode,
@@ -107,7 +112,14 @@ func terminated(c *podman.ContainerState, memoryLimited bool, message string) *c
 // podPhase follows kubelet's getPhase: init containers first, then the app
 // containers' states and the restart policy.
 func podPhase(spec *corev1.PodSpec, init, app []corev1.ContainerStatus) corev1.PodPhase {
-	for _, s := range init {
+	for i, s := range init {
+		if sidecarAt(spec, i) {
+			// Past it once it has started; its later exits do not count.
+			if s.Started != nil && *s.Started || s.State.Terminated != nil || s.LastTerminationState.Terminated != nil {
+				continue
+			}
+			return corev1.PodPending
+		}
 		if t := s.State.Terminated; t != nil && t.ExitCode == 0 {
 			continue
 		}
@@ -154,6 +166,11 @@ func podPhase(spec *corev1.PodSpec, init, app []corev1.ContainerStatus) corev1.P
 	return corev1.PodPending
 }
 
+// sidecarAt says whether the i-th init container of spec is a native sidecar.
+func sidecarAt(spec *corev1.PodSpec, i int) bool {
+	return i < len(spec.InitContainers) && pod.IsSidecar(&spec.InitContainers[i], true)
+}
+
 // shouldRestart says whether an exited container runs again under the policy.
 func shouldRestart(policy corev1.RestartPolicy, exitCode int32) bool {
 	switch policy {
@@ -175,14 +192,21 @@ func restartBackoff(restarts int) time.Duration {
 }
 
 // podConditions are the standard conditions for a computed status.
-func podConditions(phase corev1.PodPhase, sandboxReady bool, init, app []corev1.ContainerStatus, prev []corev1.PodCondition, now metav1.Time) []corev1.PodCondition {
+func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady bool, init, app []corev1.ContainerStatus, prev []corev1.PodCondition, now metav1.Time) []corev1.PodCondition {
 	initialized := true
-	for _, s := range init {
+	ready := len(app) > 0
+	for i, s := range init {
+		if sidecarAt(spec, i) {
+			// Initialized once started; the pod is ready only while its
+			// sidecars are, as on a kubelet.
+			initialized = initialized && (s.Started != nil && *s.Started || s.LastTerminationState.Terminated != nil)
+			ready = ready && s.Ready
+			continue
+		}
 		if t := s.State.Terminated; t == nil || t.ExitCode != 0 {
 			initialized = false
 		}
 	}
-	ready := len(app) > 0
 	for _, s := range app {
 		ready = ready && s.Ready
 	}
@@ -220,6 +244,7 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
 		Outputs: w.transfers.outputs(w.plan), DeadlineExceeded: w.deadlineExceeded,
+		Probes: w.probes.verdict, Killed: w.killed, Unhealthy: w.unhealthy,
 	}
 	st, awaiting := podStatus(in)
 	if awaiting {
@@ -247,6 +272,15 @@ type statusInput struct {
 	Outputs      outputsState
 	// DeadlineExceeded: rbn stopped the pod past its activeDeadlineSeconds.
 	DeadlineExceeded bool
+	// Probes is what the probes say of a running container's run (by
+	// container ID); nil: nothing, every running container is started and
+	// ready.
+	Probes func(c *corev1.Container, id string) probeVerdict
+	// Killed are the runs rbn killed for failing a probe or a postStart
+	// hook, by podman container name (one per run); Unhealthy, the
+	// containers killed for a probe, which run again whatever their exit
+	// code unless the policy is Never, by Kubernetes name.
+	Killed, Unhealthy map[string]bool
 }
 
 // outputsState is where a pod's outputs (rbn.dev/transfers) are.
@@ -273,29 +307,51 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	statuses := func(cs []corev1.Container, init bool) []corev1.ContainerStatus {
 		out := make([]corev1.ContainerStatus, 0, len(cs))
 		for _, c := range cs {
+			sidecar := pod.IsSidecar(&c, init)
 			o := observed{name: c.Name, image: c.Image}
 			if ob := in.Observed[c.Name]; ob != nil {
 				o = *ob
 				o.image = c.Image
 			}
-			// rbn's own SIGKILL after the deadline's grace period is no
-			// OOM kill (see terminated).
+			// rbn's own SIGKILL after the deadline's or a failed probe's
+			// grace period is no OOM kill (see terminated).
 			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
 			o.memoryLimited = o.memoryLimited && !in.DeadlineExceeded
+			o.killed = in.Killed
 			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
 				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
 			}
 			if !init && !initDone && o.current == nil && o.waitingReason == "" {
 				o.waitingReason = "PodInitializing"
 			}
-			if o.current != nil && o.current.Exited() && o.waitingReason == "" && shouldRestartNow(pd, init, o.current.ExitCode) {
+			restart := (!init || sidecar) && in.Unhealthy[c.Name] && pd.Spec.RestartPolicy != corev1.RestartPolicyNever
+			if o.current != nil && o.current.Exited() && o.waitingReason == "" && (restart || shouldRestartNow(pd, init, sidecar, o.current.ExitCode)) {
 				if until, ok := in.BackOff[c.Name]; ok && in.Now.Before(until) {
 					o.waitingReason = "CrashLoopBackOff"
 					o.waitingMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", until.Sub(in.Now).Round(time.Second), c.Name, pd.Name)
+				} else if restart {
+					// Killed for a failed probe and not yet in its back-off:
+					// never a terminated state, which with exit code 0 would
+					// make the pod Succeeded before it runs again.
+					o.waitingReason = "CrashLoopBackOff"
+					o.waitingMessage = fmt.Sprintf("restarting failed container=%s pod=%s", c.Name, pd.Name)
 				}
 			}
 			s := containerStatus(o)
-			if init && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0) {
+			if s.State.Running != nil && in.Probes != nil && hasProbes(&c) {
+				v := in.Probes(&c, o.current.ID)
+				s.Ready, *s.Started = v.ready, v.started
+			}
+			if init && !sidecar {
+				// kubelet's: an init container is ready once it completed.
+				s.Ready = s.State.Terminated != nil && s.State.Terminated.ExitCode == 0
+			}
+			switch {
+			case sidecar && s.State.Running != nil && (s.Started == nil || !*s.Started):
+				initDone = false
+			case sidecar && s.State.Running == nil && s.LastTerminationState.Terminated == nil && s.State.Terminated == nil:
+				initDone = false
+			case init && !sidecar && (s.State.Terminated == nil || s.State.Terminated.ExitCode != 0):
 				initDone = false
 			}
 			out = append(out, s)
@@ -304,12 +360,19 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	}
 	st.InitContainerStatuses = statuses(pd.Spec.InitContainers, true)
 	st.ContainerStatuses = statuses(pd.Spec.Containers, false)
+	if len(pd.Spec.EphemeralContainers) > 0 {
+		debug := make([]corev1.Container, len(pd.Spec.EphemeralContainers))
+		for i := range pd.Spec.EphemeralContainers {
+			debug[i] = corev1.Container(pd.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		}
+		st.EphemeralContainerStatuses = statuses(debug, false)
+	}
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
 	if in.DeadlineExceeded {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
 	}
 	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
-	st.Conditions = podConditions(st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	st.Conditions = podConditions(&pd.Spec, st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
 	if outputs != nil {
 		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
 	}
@@ -319,7 +382,10 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	return st, awaitingOutputs
 }
 
-func shouldRestartNow(pd *corev1.Pod, init bool, code int32) bool {
+func shouldRestartNow(pd *corev1.Pod, init, sidecar bool, code int32) bool {
+	if sidecar {
+		return true
+	}
 	if init {
 		return pd.Spec.RestartPolicy != corev1.RestartPolicyNever && code != 0
 	}

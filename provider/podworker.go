@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +44,7 @@ type podWorker struct {
 	images    *imagePuller
 	volumes   *podVolumes
 	transfers *podTransfers
+	probes    *podProbes
 
 	// Owned by the worker goroutine.
 	plan    *pod.Plan
@@ -63,12 +66,25 @@ type podWorker struct {
 	lastErr          string // last sync error reported as an event, to report each once
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
+	// unhealthy holds the containers killed for failing a liveness or
+	// startup probe, to be restarted whatever their exit code unless the
+	// policy is Never (kubelet's computePodActions), by name; and killed
+	// the runs killed so or for a failed postStart hook, by podman
+	// container name (one per run), whose SIGKILL is no OOM kill.
+	unhealthy map[string]bool
+	killed    map[string]bool
+	// ephemeralTried is how many ephemeral containers the spec had when
+	// they were last translated (see addEphemeral).
+	ephemeralTried int
+	// interrupt cancels the lifecycle hooks running (see interruptible):
+	// the pod is being deleted.
+	interrupt []context.CancelFunc
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 	log := p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID)
 	clk := p.cfg.Clock
-	return &podWorker{
+	w := &podWorker{
 		p: p, log: log,
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:       pd.DeepCopy(),
@@ -77,7 +93,12 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		volumes:   newPodVolumes(p.rt, clk, pd.UID),
 		transfers: newPodTransfers(p.rt, clk, p.event, p.cfg.Secrets, p.cfg.Relay, pd.UID),
 		backoff:   map[string]time.Time{}, waiting: map[string]reason{}, emitted: map[string]bool{},
+		unhealthy: map[string]bool{}, killed: map[string]bool{},
 	}
+	w.probes = newPodProbes(p.rt, clk, w.poke, func(eventType, reason, message string) {
+		p.event(w.current(), eventType, reason, message)
+	})
+	return w
 }
 
 func (w *podWorker) uid() types.UID {
@@ -122,6 +143,10 @@ func (w *podWorker) terminate(grace time.Duration) {
 	if w.deleting == nil || grace < *w.deleting {
 		w.deleting = &grace
 	}
+	for _, cancel := range w.interrupt {
+		cancel()
+	}
+	w.interrupt = nil
 	w.mu.Unlock()
 	w.transfers.interrupt()
 	w.poke()
@@ -172,6 +197,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 	deleting := w.deleting
 	w.mu.Unlock()
 	if deleting != nil {
+		w.probes.stop()
 		if err := w.teardown(ctx, *deleting); err != nil {
 			w.log.Warn("pod teardown failed, retrying", "err", err, "retryIn", w.p.cfg.Retry.Teardown)
 			return syncResult{next: w.p.cfg.Retry.Teardown}
@@ -179,6 +205,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		return syncResult{finished: true}
 	}
 	if w.failed || w.ended {
+		w.probes.stop()
 		return syncResult{}
 	}
 	if !w.p.rt.Ready() {
@@ -208,6 +235,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 	}
 	w.lastErr = ""
 	if phase := w.current().Status.Phase; phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+		w.probes.stop()
 		return syncResult{} // nothing changes without a kick: a deletion, a podman event
 	}
 	return syncResult{next: next}
@@ -243,6 +271,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		w.plan = plan
 		w.planned = pd.Spec.DeepCopy()
 	}
+	w.addEphemeral(ctx, pd)
 	w.reportUnapplied(pd)
 	if remaining, ok := untilDeadline(pd, w.p.cfg.Clock.Now()); ok && remaining <= 0 {
 		return 0, w.exceedDeadline(ctx, pd)
@@ -286,6 +315,18 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	if obs2, err := w.observe(ctx); err == nil {
 		obs = obs2
 	}
+	// The app containers may have ended since advance looked: the sidecars
+	// stop before the pod is reported complete, never after, as the
+	// status reported then is final.
+	if w.appsEnded(pd, obs) && sidecarsRunning(w.plan, obs) > 0 {
+		if failed := w.stopSidecars(ctx, pd, obs, podGracePeriod(pd)); len(failed) > 0 {
+			return 0, fmt.Errorf("stop the sidecars of the completed pod: %v", failed)
+		}
+		if obs2, err := w.observe(ctx); err == nil {
+			obs = obs2
+		}
+	}
+	w.probes.sync(ctx, slices.Concat(pd.Spec.InitContainers, pd.Spec.Containers), w.sandbox.ip, obs)
 	w.report(ctx, pd, obs)
 	if w.transfers.outputsDue() {
 		err := w.transfers.upload(ctx, pd, w.plan)
@@ -304,6 +345,27 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		next = max(remaining, time.Nanosecond)
 	}
 	return next, nil
+}
+
+// addEphemeral takes the debug containers added to the running pod (kubectl
+// debug) into the plan, from a translation of the current spec; the rest of
+// the plan stays as it was made. A debug container that cannot be run gets
+// a Failed event and waits with the reason, once per spec.
+func (w *podWorker) addEphemeral(ctx context.Context, pd *corev1.Pod) {
+	if len(pd.Spec.EphemeralContainers) == len(w.plan.EphemeralContainers) || w.ephemeralTried == len(pd.Spec.EphemeralContainers) {
+		return
+	}
+	w.ephemeralTried = len(pd.Spec.EphemeralContainers)
+	plan, err := w.p.translate(ctx, pd, w.sandbox.ip, &w.token)
+	if err != nil {
+		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		for _, ec := range pd.Spec.EphemeralContainers[len(w.plan.EphemeralContainers):] {
+			w.waiting[ec.Name] = reason{"CreateContainerConfigError", err.Error()}
+		}
+		return
+	}
+	w.plan.EphemeralContainers = plan.EphemeralContainers
+	w.planned.EphemeralContainers = pd.Spec.EphemeralContainers
 }
 
 // reportUnapplied tells the pod's owner, once per distinct set, about the
@@ -337,7 +399,7 @@ func (w *podWorker) stopRunning(ctx context.Context, pd *corev1.Pod, obs map[str
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.p.rt.StopContainer(ctx, o.current.ID, grace); err != nil {
+			if err := w.stopContainer(ctx, pd, findContainer(pd, cname), o.current.ID, grace); err != nil {
 				mu.Lock()
 				failed[cname] = err
 				mu.Unlock()
@@ -357,7 +419,26 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 	if err != nil && !errors.Is(err, podman.ErrNotFound) {
 		return err
 	}
-	for cname, err := range w.stopRunning(ctx, pd, obs, grace) {
+	// The app and init containers first, all at once; the native sidecars
+	// after them, one after another, within what is left of the grace period.
+	started := w.p.cfg.Clock.Now()
+	sidecars := map[string]bool{}
+	for i := range pd.Spec.InitContainers {
+		if c := &pd.Spec.InitContainers[i]; pod.IsSidecar(c, true) {
+			sidecars[c.Name] = true
+		}
+	}
+	first := map[string]*observed{}
+	for cname, o := range obs {
+		if !sidecars[cname] || w.plan == nil {
+			first[cname] = o
+		}
+	}
+	failed := w.stopRunning(ctx, pd, first, grace)
+	if w.plan != nil {
+		maps.Copy(failed, w.stopSidecars(ctx, pd, obs, grace-w.p.cfg.Clock.Since(started)))
+	}
+	for cname, err := range failed {
 		// Not fatal: removing the podman pod below kills what did not stop.
 		w.log.Warn("stop container failed, removing it by force", "container", cname, "err", err)
 	}

@@ -201,13 +201,11 @@ func TestWorkerSpecDecisions(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")
 		c := &pd.Spec.Containers[0]
 		c.TerminationMessagePath = "/tmp/result"
-		c.LivenessProbe = &corev1.Probe{}
 		h := newHarness(t, pd)
 		h.rt.images["registry.test/main:1"] = true
 		h.sync()
 		h.wantPhase(corev1.PodRunning)
 		ev := h.events()
-		h.wantEvent(ev, "Warning ProbeIgnored spec.containers[0].livenessProbe is not run")
 		h.wantEvent(ev, `Warning TerminationMessageIgnored terminationMessagePath "/tmp/result" is not read`)
 	})
 	t.Run("a change to the running pod that is not applied", func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path"
 	"strings"
 	"time"
@@ -85,6 +86,16 @@ type podRuntime interface {
 	// MakePath creates path on the host as a directory (with its parents)
 	// or as an empty file (in a directory created with its parents).
 	MakePath(ctx context.Context, path string, dir bool) error
+
+	// ExecSync runs cmd in a running container, its stdout and stderr
+	// to out, and returns its exit code; the process is killed when ctx
+	// ends first (probes and hooks, as a CRI ExecSync with a timeout), or
+	// timeout after it started when timeout is positive (then the error
+	// is context.DeadlineExceeded).
+	ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error)
+	// Dial connects from the host, on whose bridge network the pods' IPs
+	// are (network probes and hooks).
+	Dial(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // hostRuntime is the podRuntime of a Host, pulling images the way the
@@ -197,6 +208,14 @@ func (r hostRuntime) MakePath(ctx context.Context, p string, dir bool) error {
 
 // hostCommandError is a failed host command's error, saying what the
 // command said when it ran and failed.
+func (r hostRuntime) ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error) {
+	return r.Client.Exec(ctx, container, podman.ExecOptions{Cmd: cmd, Stdout: out, Stderr: out, KillOnCancel: true, Timeout: timeout})
+}
+
+func (r hostRuntime) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	return r.host.SSH().Dial(ctx, network, address)
+}
+
 func hostCommandError(err error) error {
 	var exit *sshconn.ExitError
 	if errors.As(err, &exit) && strings.TrimSpace(exit.Stderr) != "" {

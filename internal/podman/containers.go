@@ -68,7 +68,9 @@ func (c *Client) StopContainer(ctx context.Context, name string, timeout time.Du
 		return err
 	}
 	defer end(&err)
-	secs := uint(timeout / time.Second)
+	// Whole seconds, rounded up: what is left of a grace period (0.9 s,
+	// say) must not become an immediate SIGKILL.
+	secs := uint((max(timeout, 0) + time.Second - 1) / time.Second)
 	return wrap("stop container "+name, containers.Stop(cctx, name, new(containers.StopOptions).WithTimeout(secs).WithIgnore(true)))
 }
 

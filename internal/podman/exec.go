@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	dockercontainer "github.com/docker/docker/api/types/container"
@@ -35,6 +36,14 @@ type ExecOptions struct {
 	// the first one before starting, so the process starts at the
 	// client's size.
 	Resize <-chan TermSize
+	// KillOnCancel kills the process when ctx ends before it does, as a
+	// CRI ExecSync with a timeout does (probes and hooks); by default it
+	// runs on, as an interactive session's process does.
+	KillOnCancel bool
+	// Timeout, when positive, kills the process that long after it
+	// started: it bounds the command, not podman's session setup (which
+	// ctx bounds). Exec then fails with context.DeadlineExceeded.
+	Timeout time.Duration
 }
 
 // firstSizeWait bounds how long Exec and Attach wait for the client's
@@ -42,9 +51,9 @@ type ExecOptions struct {
 const firstSizeWait = 500 * time.Millisecond
 
 // Exec runs a process in a running container, streaming its input and
-// output, and returns its exit code once it ended. The process is not
-// killed when ctx ends (as with kubelet: the session ends, the process
-// may stay); only the streams are cut.
+// output, and returns its exit code once it ended. Unless o.KillOnCancel,
+// the process is not killed when ctx ends (as with kubelet: the session
+// ends, the process may stay); only the streams are cut.
 func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int, error) {
 	if len(o.Cmd) == 0 {
 		return -1, errors.New("exec: empty command")
@@ -83,6 +92,14 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	defer cancel()
 	stop := context.AfterFunc(sctx, func() { _ = s.Close() })
 	defer stop()
+	var timedOut atomic.Bool
+	if o.Timeout > 0 {
+		t := time.AfterFunc(o.Timeout, func() {
+			timedOut.Store(true)
+			cancel()
+		})
+		defer t.Stop()
+	}
 	if o.TTY && resize != nil {
 		// The first size went with the start.
 		go c.forwardResizes(sctx, opExecResize, resize, time.Now(), func(rctx context.Context, sz TermSize) error {
@@ -94,8 +111,20 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 		go pumpStdin(s, o.Stdin)
 	}
 	outErr := copyOutput(o.Stdout, o.Stderr, s, o.TTY)
-	if ctx.Err() != nil {
-		return -1, ctx.Err()
+	if ctx.Err() != nil || timedOut.Load() {
+		why := ctx.Err()
+		if timedOut.Load() {
+			why = fmt.Errorf("exec in %s: the process ran past %s: %w", container, o.Timeout, context.DeadlineExceeded)
+		}
+		if o.KillOnCancel || timedOut.Load() {
+			// A forced removal kills the session's process.
+			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+			defer cancel()
+			if err := c.execKill(kctx, id); err != nil {
+				return -1, fmt.Errorf("%w (and killing the process: %v)", why, err)
+			}
+		}
+		return -1, why
 	}
 	if outErr != nil {
 		return -1, fmt.Errorf("exec in %s: %w", container, outErr)
@@ -170,6 +199,20 @@ func (c *Client) execRemove(ctx context.Context, id string) (err error) {
 	}
 	defer end(&err)
 	return wrap("exec remove "+id, containers.ExecRemove(cctx, id, nil))
+}
+
+// killTimeout bounds the call that kills an exec session's process.
+const killTimeout = 10 * time.Second
+
+// execKill kills a running exec session's process and removes the session.
+func (c *Client) execKill(ctx context.Context, id string) (err error) {
+	cctx, end, err := c.call(ctx, opExecRemove)
+	if err != nil {
+		return err
+	}
+	defer end(&err)
+	force := true
+	return wrap("exec kill "+id, containers.ExecRemove(cctx, id, &containers.ExecRemoveOptions{Force: &force}))
 }
 
 // resizeGap spaces the terminal resizes of a session. Podman hands them

@@ -51,7 +51,7 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes", Implemented, "Each volume as its source says (spec.volumes[] below)."},
 	{"spec.initContainers", Implemented, "Run one at a time, in order, each to completion, before the app containers, with the kubelet's restart rules."},
 	{"spec.containers", Implemented, "Run together in one podman pod (shared network, IPC and UTS namespaces). A pod without containers is refused (InvalidSpec)."},
-	{"spec.ephemeralContainers", Refused, "Refused (UnsupportedField): ephemeral containers are not supported; added to a running pod (kubectl debug), they are not run and get a SpecChangeIgnored event."},
+	{"spec.ephemeralContainers", Implemented, "Each debug container added to the running pod (kubectl debug) is pulled, created in the pod (its network, IPC and UTS namespaces) and started once, never restarted, as kubelet does; its status is in status.ephemeralContainerStatuses; logs, exec and attach reach it."},
 	{"spec.restartPolicy", Implemented, "Always, OnFailure, Never, with the kubelet's crash-loop back-off (10 s doubling to 5 min)."},
 	{"spec.terminationGracePeriodSeconds", Implemented, "The grace period of a deletion that does not set its own."},
 	{"spec.activeDeadlineSeconds", Implemented, "Counted from the pod's startTime, as by the kubelet: past it, the running containers are stopped within the pod's grace period and the pod fails with DeadlineExceeded (and a Warning event of that reason). Applied to running pods too when it is set or lowered."},
@@ -119,14 +119,14 @@ var Fields = append([]FieldDecision{
 	{"spec.containers[].env", Implemented, "value with $(VAR) expansion, and valueFrom (below)."},
 	{"spec.containers[].resources", Implemented, "limits.cpu and limits.memory as cgroup limits, requests.cpu as CPU shares, as the kubelet computes them (below)."},
 	{"spec.containers[].resizePolicy", Ignored, "Only says how an in-place resize is applied, and resources are applied when the pod starts: a resize of a running pod is not applied (SpecChangeIgnored event)."},
-	{"spec.containers[].restartPolicy", Refused, "Refused (UnsupportedField): sidecar init containers (Always) and per-container restart policies are not supported."},
+	{"spec.containers[].restartPolicy", Implemented, "Always on an init container makes it a native sidecar, run as kubelet runs one: started in order (the next init container waits until it is started, after its startup probe if it has one), restarted whenever it exits whatever the pod's policy, not waited for at completion, stopped after the app containers (in reverse order) when they have ended or the pod is deleted. Refused (UnsupportedField) on app containers."},
 	{"spec.containers[].restartPolicyRules", Refused, "Refused (UnsupportedField)."},
 	{"spec.containers[].volumeMounts", Implemented, "Below (spec.containers[].volumeMounts[].*)."},
 	{"spec.containers[].volumeDevices", Refused, "Refused (UnsupportedField): no block volumes."},
-	{"spec.containers[].livenessProbe", Warned, "Not run (ProbeIgnored event): a container is never restarted for failing it."},
-	{"spec.containers[].readinessProbe", Warned, "Not run (ProbeIgnored event): a container counts as ready once running."},
-	{"spec.containers[].startupProbe", Warned, "Not run (ProbeIgnored event): a container counts as started once running."},
-	{"spec.containers[].lifecycle", Refused, "Refused (UnsupportedField): postStart and preStop hooks and stopSignal are not supported."},
+	{"spec.containers[].livenessProbe", Implemented, "Run by rbn-kubelet as kubelet runs it (exec in the container; httpGet, tcpSocket and grpc from the build host to the pod's IP over the node's SSH connection): after failureThreshold failures the container is killed within the probe's terminationGracePeriodSeconds, or else the pod's, and restarted unless the restart policy is Never, with kubelet's Unhealthy and Killing events. An exec probe's timeoutSeconds bounds the command from its start in the container: podman's setup of the exec session (hundreds of ms on a busy host) is not counted."},
+	{"spec.containers[].readinessProbe", Implemented, "Run as kubelet runs it: the container's ready, and the pod's ContainersReady and Ready conditions (and so Service endpoints), follow its result; not ready until its first success."},
+	{"spec.containers[].startupProbe", Implemented, "Run as kubelet runs it: the container is not started, and its liveness and readiness probes wait, until it succeeds; failureThreshold failures kill the container as a liveness failure does."},
+	{"spec.containers[].lifecycle", Implemented, "postStart and preStop hooks with the exec, httpGet (from the build host to the pod's IP) and sleep handlers, run by rbn-kubelet as kubelet runs them: postStart right after the start, a failure (FailedPostStartHook) killing the container; preStop before every stop (deletion, failed liveness probe, deadline, completed sidecars) within the grace period, SIGTERM after it with at least 2 s left. stopSignal is the container's stop signal on the host. A tcpSocket handler is refused (UnsupportedField), as kubelet cannot run it."},
 	{"spec.containers[].terminationMessagePath", Warned, "The file is never read (the kubelet mounts a host file there; rbn mounts none), so a message written to it is not reported. The API's default (/dev/termination-log), which every pod carries, passes without an event; another path gets a TerminationMessageIgnored event."},
 	{"spec.containers[].terminationMessagePolicy", Implemented, "FallbackToLogsOnError: a failed container's message is the tail of its logs (last 80 lines, at most 2048 bytes), as for the kubelet. File (the default): no message, as the file is not read (terminationMessagePath)."},
 	{"spec.containers[].imagePullPolicy", Implemented, "Always, IfNotPresent, Never; defaulted from the tag as the API server does when unset."},
@@ -264,9 +264,9 @@ var Fields = append([]FieldDecision{
 
 const whyVolume = "Refused (UnsupportedVolume): rbn provides emptyDir, hostPath, secret, configMap, downwardAPI and projected volumes only."
 
-// ephemeralContainerFields are the rows of spec.ephemeralContainers[]:
-// refused with their list, so each field is refused too. Spelled out, not
-// derived from the type, so that TestFieldTable sees a field added to it.
+// ephemeralContainerFields are the rows of spec.ephemeralContainers[]: as
+// the app containers' same fields. Spelled out, not derived from the type,
+// so that TestFieldTable sees a field added to it.
 func ephemeralContainerFields() []FieldDecision {
 	names := []string{
 		"name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
@@ -275,9 +275,13 @@ func ephemeralContainerFields() []FieldDecision {
 		"terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
 		"targetContainerName",
 	}
-	out := make([]FieldDecision, len(names))
-	for i, n := range names {
-		out[i] = FieldDecision{"spec.ephemeralContainers[]." + n, Refused, "Refused with spec.ephemeralContainers."}
+	out := make([]FieldDecision, 0, len(names))
+	for _, n := range names {
+		d := FieldDecision{"spec.ephemeralContainers[]." + n, Implemented, "As spec.containers[]." + n + " (the API refuses what an ephemeral container may not set)."}
+		if n == "targetContainerName" {
+			d.Why = "The debug container shares that container's process namespace (podman's --pid container:ID), found running when the debug container is created."
+		}
+		out = append(out, d)
 	}
 	return out
 }

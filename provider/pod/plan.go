@@ -102,8 +102,11 @@ type Plan struct {
 	// InitContainers run in order, each to completion, before Containers.
 	InitContainers []Container
 	Containers     []Container
-	// Warnings are the fields the pod sets that rbn runs it without (probes,
-	// limits it does not enforce, a termination message path): accepted, because
+	// EphemeralContainers are the debug containers added to the running
+	// pod (kubectl debug), each run once, never restarted.
+	EphemeralContainers []Container `json:",omitempty"`
+	// Warnings are the fields the pod sets that rbn runs it without (limits
+	// it does not enforce, a termination message path): accepted, because
 	// real specs are full of them, but listed so that the runtime tells the
 	// user with a Warning event each. In field order.
 	Warnings []Warning
@@ -121,8 +124,6 @@ type Plan struct {
 
 // Reasons of the Warning events for Plan.Warnings.
 const (
-	// WarningProbeIgnored: a liveness, readiness or startup probe is not run.
-	WarningProbeIgnored = "ProbeIgnored"
 	// WarningNotEnforced: a limit the kubelet enforces by eviction is not enforced.
 	WarningNotEnforced = "LimitNotEnforced"
 	// WarningTerminationMessage: the termination message file is not read.
@@ -196,8 +197,18 @@ type File struct {
 // Container is one planned container.
 type Container struct {
 	// K8sName is the container's name in the pod spec.
-	K8sName    string
-	Init       bool
+	K8sName string
+	Init    bool
+	// Sidecar: a native sidecar (an init container with restartPolicy
+	// Always), which keeps running beside the app containers.
+	Sidecar bool `json:",omitempty"`
+	// Ephemeral: a debug container (spec.ephemeralContainers), which runs
+	// in the process namespace of TargetContainer when set.
+	Ephemeral       bool   `json:",omitempty"`
+	TargetContainer string `json:",omitempty"`
+	// StopSignal stops the container (lifecycle.stopSignal, checked by
+	// SignalNumber); "": the image's, else SIGTERM.
+	StopSignal string `json:",omitempty"`
 	Image      string
 	PullPolicy corev1.PullPolicy
 	// Entrypoint and Command follow Kubernetes: command replaces the image's

@@ -58,6 +58,13 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 	if c.Init {
 		s.Labels[LabelInit] = "true"
 	}
+	if c.StopSignal != "" {
+		sig, err := SignalNumber(c.StopSignal)
+		if err != nil {
+			return nil, fmt.Errorf("container spec %s: lifecycle.stopSignal: %w", c.K8sName, err)
+		}
+		s.StopSignal = &sig
+	}
 	s.Entrypoint = c.Entrypoint
 	s.Command = c.Command
 	s.Env = maps.Clone(c.Env)

@@ -118,9 +118,9 @@ func TestTranslateRefusals(t *testing.T) {
 	}{
 		{"hostPID", func(p *corev1.Pod) { p.Spec.HostPID = true }, "spec.hostPID", ReasonUnsupportedField},
 		{"hostIPC", func(p *corev1.Pod) { p.Spec.HostIPC = true }, "spec.hostIPC", ReasonUnsupportedField},
-		{"ephemeralContainers", func(p *corev1.Pod) {
+		{"ephemeral container without an image", func(p *corev1.Pod) {
 			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
-		}, "spec.ephemeralContainers", ReasonUnsupportedField},
+		}, "spec.ephemeralContainers[0].image", ReasonInvalidImageName},
 		{"windows", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} }, "spec.os.name", ReasonUnsupportedField},
 		{"hostUsers false", func(p *corev1.Pod) { p.Spec.HostUsers = ptrTo(false) }, "spec.hostUsers", ReasonUnsupportedField},
 		{"unsafe sysctl", func(p *corev1.Pod) {

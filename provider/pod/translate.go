@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/imageref"
@@ -107,6 +109,16 @@ func Translate(in Input) (*Plan, error) {
 		}
 		plan.Containers = append(plan.Containers, c)
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		ec := &pod.Spec.EphemeralContainers[i]
+		spec := corev1.Container(ec.EphemeralContainerCommon)
+		c, err := t.container(fmt.Sprintf("spec.ephemeralContainers[%d]", i), &spec, false, byName, plan)
+		if err != nil {
+			return nil, err
+		}
+		c.Ephemeral, c.TargetContainer = true, ec.TargetContainerName
+		plan.EphemeralContainers = append(plan.EphemeralContainers, c)
+	}
 
 	// Files last: a missing Secret only delays a pod, so every permanent
 	// refusal is found first.
@@ -158,8 +170,6 @@ func (t *translator) checkPod() error {
 		return field("hostPID")
 	case s.HostIPC:
 		return field("hostIPC")
-	case len(s.EphemeralContainers) > 0:
-		return field("ephemeralContainers")
 	case s.OS != nil && s.OS.Name != corev1.Linux:
 		return unsupported("spec.os.name", ReasonUnsupportedField, "os %q is not supported: build hosts run Linux", s.OS.Name)
 	case s.HostUsers != nil && !*s.HostUsers:
@@ -211,6 +221,8 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 	out := Container{
 		K8sName:    c.Name,
 		Init:       init,
+		Sidecar:    IsSidecar(c, init),
+		StopSignal: stopSignal(c),
 		Image:      image,
 		PullPolicy: c.ImagePullPolicy,
 		WorkingDir: c.WorkingDir,
@@ -249,19 +261,6 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 
 // containerWarnings lists what the container runs without (Plan.Warnings).
 func (t *translator) containerWarnings(field string, c *corev1.Container) {
-	for _, probe := range []struct {
-		name string
-		set  bool
-	}{
-		{"livenessProbe", c.LivenessProbe != nil},
-		{"readinessProbe", c.ReadinessProbe != nil},
-		{"startupProbe", c.StartupProbe != nil},
-	} {
-		if probe.set {
-			t.warn(field+"."+probe.name, WarningProbeIgnored,
-				"%s.%s is not run on remote build nodes: the container counts as ready once running", field, probe.name)
-		}
-	}
 	// The kubelet reads the message from a host file it mounts at the
 	// path; rbn mounts none, so a message written there is never reported
 	// (FallbackToLogsOnError's, from the logs, is). Warned only when the
@@ -286,11 +285,24 @@ func (t *translator) warn(field, reason, format string, args ...any) {
 	t.warnings = append(t.warnings, Warning{Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)})
 }
 
+// stopSignal is the container's lifecycle.stopSignal, "" for the image's.
+func stopSignal(c *corev1.Container) string {
+	if c.Lifecycle == nil || c.Lifecycle.StopSignal == nil {
+		return ""
+	}
+	return string(*c.Lifecycle.StopSignal)
+}
+
+// IsSidecar says whether c, an init container when init, is a native
+// sidecar: an init container with restartPolicy Always.
+func IsSidecar(c *corev1.Container, init bool) bool {
+	return init && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
 // checkContainer refuses the container features rbn does not implement.
 func checkContainer(field string, c *corev1.Container, init bool) error {
 	switch {
-	case init && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways:
-		return unsupported(field+".restartPolicy", ReasonUnsupportedField, "sidecar init containers (restartPolicy: Always) are not supported")
+	case IsSidecar(c, init):
 	case c.RestartPolicy != nil:
 		return unsupported(field+".restartPolicy", ReasonUnsupportedField, "container restartPolicy %q is not supported", *c.RestartPolicy)
 	case len(c.RestartPolicyRules) > 0:
@@ -301,17 +313,57 @@ func checkContainer(field string, c *corev1.Container, init bool) error {
 		return unsupported(field+".resources.claims", ReasonUnsupportedField, "resource claims are not supported")
 	}
 	if lc := c.Lifecycle; lc != nil {
-		switch {
-		case lc.PostStart != nil:
-			return unsupported(field+".lifecycle.postStart", ReasonUnsupportedField, "lifecycle hooks are not supported")
-		case lc.PreStop != nil:
-			return unsupported(field+".lifecycle.preStop", ReasonUnsupportedField, "lifecycle hooks are not supported")
-		case lc.StopSignal != nil:
-			return unsupported(field+".lifecycle.stopSignal", ReasonUnsupportedField, "lifecycle stopSignal is not supported")
+		for _, h := range []struct {
+			name    string
+			handler *corev1.LifecycleHandler
+		}{{"postStart", lc.PostStart}, {"preStop", lc.PreStop}} {
+			// Refused here rather than failing at each start: kubelet
+			// cannot run it either ("Cannot run handler").
+			if h.handler != nil && h.handler.TCPSocket != nil {
+				return unsupported(field+".lifecycle."+h.name+".tcpSocket", ReasonUnsupportedField, "a tcpSocket lifecycle handler is deprecated and not run by kubelet: use exec, httpGet or sleep")
+			}
+		}
+		if lc.StopSignal != nil {
+			if _, err := SignalNumber(string(*lc.StopSignal)); err != nil {
+				return unsupported(field+".lifecycle.stopSignal", ReasonUnsupportedField, "%v", err)
+			}
 		}
 	}
 	return nil
 }
+
+// SignalNumber is the Linux number of a signal named as the API names them
+// (SIGTERM, SIGRTMIN+3, SIGRTMAX-1).
+func SignalNumber(name string) (syscall.Signal, error) {
+	rt := func(base int, off string, sign int) (syscall.Signal, error) {
+		n, err := strconv.Atoi(off)
+		if err != nil || n < 0 || base+sign*n < sigRTMin || base+sign*n > sigRTMax {
+			return 0, fmt.Errorf("unknown signal %q", name)
+		}
+		return syscall.Signal(base + sign*n), nil
+	}
+	switch {
+	case name == "SIGRTMIN":
+		return sigRTMin, nil
+	case name == "SIGRTMAX":
+		return sigRTMax, nil
+	case strings.HasPrefix(name, "SIGRTMIN+"):
+		return rt(sigRTMin, strings.TrimPrefix(name, "SIGRTMIN+"), 1)
+	case strings.HasPrefix(name, "SIGRTMAX-"):
+		return rt(sigRTMax, strings.TrimPrefix(name, "SIGRTMAX-"), -1)
+	}
+	if n := unix.SignalNum(name); n != 0 {
+		return n, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q", name)
+}
+
+// The real-time signals' range on Linux, as glibc exposes it (the
+// kernel's 32 and 33 are taken by the C library's threads).
+const (
+	sigRTMin = 34
+	sigRTMax = 64
+)
 
 // security applies the container's security context, with the pod's as the
 // fallback for the fields both have.

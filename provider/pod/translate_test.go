@@ -202,3 +202,16 @@ func readablePlan(t *testing.T, p *Plan) any {
 	}
 	return m
 }
+
+func TestSignalNumber(t *testing.T) {
+	for name, want := range map[string]int{
+		"SIGTERM": 15, "SIGKILL": 9, "SIGUSR1": 10, "SIGWINCH": 28,
+		"SIGRTMIN": 34, "SIGRTMIN+3": 37, "SIGRTMAX-1": 63, "SIGRTMAX": 64,
+		"SIGRTMIN+31": 0, "SIGRTMAX-31": 0, "SIGRTMIN+x": 0, "TERM": 0, "": 0,
+	} {
+		got, err := SignalNumber(name)
+		if want == 0 && err == nil || want != 0 && (err != nil || int(got) != want) {
+			t.Errorf("SignalNumber(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+}

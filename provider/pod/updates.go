@@ -14,9 +14,9 @@ const WarningSpecChangeIgnored = "SpecChangeIgnored"
 // UnappliedChanges lists the changes from planned (the spec a pod's plan
 // was made from) to current that the API allows on a running pod and rbn
 // does not apply, by field path: a container's image (the kubelet restarts
-// the container with it), its resources (an in-place resize) and
-// ephemeral containers (kubectl debug). The other mutable fields need
-// nothing here: tolerations and scheduling gates are the scheduler's,
+// the container with it) and its resources (an in-place resize). The other
+// mutable fields need nothing here: ephemeral containers are run as they
+// come (kubectl debug), tolerations and scheduling gates are the scheduler's,
 // terminationGracePeriodSeconds is read when the pod is deleted and
 // activeDeadlineSeconds at every sync.
 func UnappliedChanges(planned, current *corev1.PodSpec) []string {
@@ -42,8 +42,5 @@ func UnappliedChanges(planned, current *corev1.PodSpec) []string {
 	}
 	containers("initContainers", planned.InitContainers, current.InitContainers)
 	containers("containers", planned.Containers, current.Containers)
-	if !equality.Semantic.DeepEqual(planned.EphemeralContainers, current.EphemeralContainers) {
-		out = append(out, "spec.ephemeralContainers")
-	}
 	return out
 }

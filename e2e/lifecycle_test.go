@@ -1,0 +1,103 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
+)
+
+// Lifecycle hooks on a remote build node, as kubelet runs them: postStart
+// after the start; on deletion preStop before the stop signal (an exec
+// hook, and an httpGet hook from the host to the pod's IP); a postStart
+// hook that fails kills the container and, under restartPolicy Never,
+// fails the pod.
+func TestLifecycleHooks(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	dir := filepath.Join(s.State, "hostpath", ns)
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	s.Apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: hooks, namespace: %[1]s}
+spec:%[2]s
+  # httpd ignores SIGTERM as PID 1: SIGKILL after these.
+  terminationGracePeriodSeconds: 5
+  volumes: [{name: out, hostPath: {path: %[4]s}}]
+  containers:
+    - name: main
+      image: %[3]s
+      volumeMounts: [{name: out, mountPath: /out}]
+      command: [sh, -c, "trap 'echo main got TERM >>/out/log; exit 0' TERM; echo main up >>/out/log; while true; do sleep 0.2; done"]
+      lifecycle:
+        postStart:
+          exec: {command: [sh, -c, "echo postStart >>/out/log"]}
+        preStop:
+          exec: {command: [sh, -c, "echo preStop >>/out/log"]}
+    - name: web
+      image: %[3]s
+      volumeMounts: [{name: out, mountPath: /out}]
+      ports: [{name: http, containerPort: 8080}]
+      # httpd's CGI writes what the hook requested.
+      command: [sh, -c, "mkdir -p /www/cgi-bin; printf '#!/bin/sh\\necho web preStop $REQUEST_URI >>/out/log\\necho Content-Type: text/plain\\necho\\n' >/www/cgi-bin/drain; chmod +x /www/cgi-bin/drain; exec httpd -f -p 8080 -h /www"]
+      lifecycle:
+        preStop:
+          httpGet: {path: "/cgi-bin/drain?why=delete", port: http}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-hook, namespace: %[1]s}
+spec:%[2]s
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: main
+      image: %[3]s
+      command: [sleep, "3600"]
+      lifecycle:
+        postStart:
+          exec: {command: [sh, -c, "echo cannot set up; exit 4"]}
+`, ns, framework.PodSpec, framework.TestImage, dir))
+
+	s.WaitPodPhase(t, ns, "hooks", corev1.PodRunning, 2*time.Minute)
+	logFile := filepath.Join(dir, "log")
+	framework.Eventually(t, "the postStart hook's line", time.Minute, func() (bool, string) {
+		b, _ := os.ReadFile(logFile)
+		return strings.Contains(string(b), "postStart"), string(b)
+	})
+	s.Kubectl(t, "-n", ns, "delete", "pod", "hooks", "--wait=true", "--timeout=90s")
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	pre, term := strings.Index(log, "preStop\n"), strings.Index(log, "main got TERM")
+	if pre < 0 || term < 0 || term < pre {
+		t.Errorf("want the preStop hook before SIGTERM:\n%s", log)
+	}
+	if !strings.Contains(log, "web preStop /cgi-bin/drain?why=delete") {
+		t.Errorf("the httpGet preStop hook did not reach the pod:\n%s", log)
+	}
+
+	p := s.WaitPodPhase(t, ns, "bad-hook", corev1.PodFailed, 2*time.Minute)
+	found := false
+	for _, e := range s.Events(t, ns, "Pod", "bad-hook") {
+		if e.Reason == "FailedPostStartHook" && strings.Contains(e.Message, "exited with 4") && strings.Contains(e.Message, "cannot set up") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no FailedPostStartHook event naming the exit code and output: %s", framework.DescribeStatus(p))
+	}
+}
