@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,7 +26,8 @@ var fuzzDirs = []string{".", "stage", "a/b"}
 const volume = "/rbn-load/work"
 
 // FuzzReroot feeds archives (gzip-compressed when they start with gzip's
-// magic, as the transfers' tar.gz inputs are) through Reroot and extracts
+// magic, as the transfers' tar.gz inputs are; built from a description
+// when they start with "#entries", see build) through Reroot and extracts
 // what it writes the way podman does inside the loader container: links
 // resolved within the container's root. Properties:
 //   - Reroot fails with ErrUnsafeName, ErrTooLarge or the archive's own
@@ -44,6 +46,9 @@ func FuzzReroot(f *testing.F) {
 		// is for.
 		lim := Limits{MaxBytes: int64(maxBytes%(1<<20)) + 1, MaxEntries: int(maxEntries)}
 
+		if bytes.HasPrefix(data, []byte(entriesPrefix)) {
+			data = build(string(data))
+		}
 		in, err := decompressed(data)
 		if err != nil {
 			checkArchiveError(t, err)
@@ -63,6 +68,72 @@ func FuzzReroot(f *testing.F) {
 		}
 		extract(t, out.Bytes(), dir, lim)
 	})
+}
+
+// entriesPrefix starts an input that describes its archive rather than
+// being one: a mutated description is still an archive (tar's header
+// checksums turn almost every mutated raw header into ErrHeader), so the
+// fuzzer explores names, links and their order rather than tar's format.
+const entriesPrefix = "#entries"
+
+// build makes the archive a description stands for: a first line
+// "#entries" ("#entries gz": gzip-compressed), then one entry a line,
+// TYPE NAME [ARG]: f (regular file of ARG bytes, at most 64 KiB, all
+// written), F (regular file declaring ARG bytes, none written: the archive
+// ends there), d (directory), l and h (symbolic and hard link to ARG).
+// Lines that say nothing valid are left out.
+func build(desc string) []byte {
+	lines := strings.Split(desc, "\n")
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) < 2 || len(f[0]) != 1 {
+			continue
+		}
+		arg := ""
+		if len(f) > 2 {
+			arg = f[2]
+		}
+		h := &tar.Header{Name: f[1], Mode: 0o644, ModTime: time.Unix(0, 0)}
+		truncated := false
+		switch f[0][0] {
+		case 'f':
+			n, _ := strconv.Atoi(arg)
+			h.Typeflag, h.Size = tar.TypeReg, int64(min(max(n, 0), 1<<16))
+		case 'F':
+			n, _ := strconv.ParseInt(arg, 10, 64)
+			h.Typeflag, h.Size, truncated = tar.TypeReg, max(n, 0), true
+		case 'd':
+			h.Typeflag = tar.TypeDir
+		case 'l':
+			h.Typeflag, h.Linkname = tar.TypeSymlink, arg
+		case 'h':
+			h.Typeflag, h.Linkname = tar.TypeLink, arg
+		default:
+			continue
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return b.Bytes() // tar cannot say it: the archive ends here
+		}
+		if truncated {
+			return b.Bytes()
+		}
+		if _, err := tw.Write(bytes.Repeat([]byte("x"), int(h.Size))); err != nil {
+			return b.Bytes()
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return b.Bytes()
+	}
+	if !strings.Contains(lines[0], "gz") {
+		return b.Bytes()
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	_, _ = zw.Write(b.Bytes())
+	_ = zw.Close()
+	return z.Bytes()
 }
 
 // decompressed is data, gunzipped when it is gzip (read to the trailer,

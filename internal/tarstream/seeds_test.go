@@ -69,6 +69,16 @@ func TestWriteSeeds(t *testing.T) {
 		{"gzip-plain", gz(tarOf(entry{name: "d/", typ: tar.TypeDir}, entry{name: "d/f", typ: tar.TypeReg, data: "hello"})), 2, mib, 10},
 		{"garbage", []byte("not a tar archive, just text that is long enough to be read as a header block"), 0, mib, 100},
 		{"empty", nil, 0, mib, 100},
+		// Descriptions (see build), which mutate into other archives.
+		{"entries-plain", []byte("#entries\nd d/\nf d/f 1\nh h d/f\nl s /etc"), 1, mib, 100},
+		{"entries-symlink-then-file", []byte("#entries\nl s /etc\nf s/passwd 3"), 0, mib, 100},
+		{"entries-symlink-relative", []byte("#entries\nd a/\nl a/up ../..\nd a/up/x/\nf a/up/x/y 1"), 2, mib, 100},
+		{"entries-symlink-then-hardlink", []byte("#entries\nl s /\nh h s/etc/shadow"), 1, mib, 100},
+		{"entries-hardlink-to-symlink", []byte("#entries\nl s /etc/passwd\nh h s\nf h 2"), 0, mib, 100},
+		{"entries-dotdot", []byte("#entries\nf ./a/../../x 1\nh h ../../etc/shadow\nf /abs 1"), 1, mib, 100},
+		{"entries-root-link", []byte("#entries\nl . /etc\nf passwd 1"), 1, mib, 100},
+		{"entries-huge-declared", []byte("#entries\nf a 10\nF huge 1099511627776"), 0, mib, 100},
+		{"entries-limits", []byte("#entries gz\nf a 4\nf b 4\nd c/\nf c/d 65536"), 2, 20, 3},
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzReroot")
 	for _, s := range seeds {

@@ -90,8 +90,9 @@ func throughLink(links map[string]bool, name string) bool {
 // itself. Absolute names, names with "..", and hard links that leave the
 // archive are refused; symbolic links are kept as they are (podman resolves
 // them inside the container when it extracts), but no later entry may be
-// written at or through one, nor hard-link through one: a link to / and a
-// file under it would put the file wherever the link points, out of dir.
+// written at or through one, nor hard-link through one (a hard link to one
+// is one more): a link to / and a file under it would put the file
+// wherever the link points, out of dir.
 // Entries are counted, and their sizes added up as their headers declare
 // them, before any content is copied: past lim, ErrTooLarge.
 func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) error {
@@ -137,7 +138,8 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) err
 				return fmt.Errorf("%w: hard link %q goes through a symbolic link of the archive", ErrUnsafeName, h.Linkname)
 			}
 		}
-		if h.Typeflag == tar.TypeSymlink {
+		// A hard link to a symbolic link is one more symbolic link.
+		if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink && links[h.Linkname] {
 			links[h.Name] = true
 		}
 		if h.Typeflag == tar.TypeDir {

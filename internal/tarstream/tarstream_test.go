@@ -99,6 +99,7 @@ func TestReroot(t *testing.T) {
 		{{name: "s", typ: tar.TypeSymlink, link: "/etc"}, {name: "h", typ: tar.TypeLink, link: "s/shadow"}},
 		{{name: "s", typ: tar.TypeSymlink, link: "/etc/passwd"}, {name: "s", typ: tar.TypeReg}},
 		{{name: "./", typ: tar.TypeSymlink, link: "/etc"}},
+		{{name: "s", typ: tar.TypeSymlink, link: "/etc"}, {name: "h", typ: tar.TypeLink, link: "s"}, {name: "h/passwd", typ: tar.TypeReg}},
 	} {
 		if err := Reroot(io.Discard, bytes.NewReader(archive(t, bad...)), "d", time.Unix(0, 0), Limits{}); !errors.Is(err, ErrUnsafeName) {
 			t.Errorf("%+v: got %v, want ErrUnsafeName", bad, err)
