@@ -9,6 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "${RBN_ROOT}/hack/goenv.sh"
 cd "${RBN_ROOT}"
 FUZZTIME="${FUZZTIME:-10s}"
+log="$(mktemp)"
+trap 'rm -f "${log}"' EXIT
 
 # The targets come from the sources (not go test -list, which would build
 # each test binary once more), so that a new one is fuzzed without being
@@ -19,6 +21,20 @@ for pkg in "${pkgs[@]}"; do
   mapfile -t targets < <(git grep -h --untracked -o '^func Fuzz[A-Za-z0-9_]*(' -- "${pkg}/*_test.go" | sed 's/^func //; s/($//' | sort)
   for target in "${targets[@]}"; do
     rbn::log "fuzzing ${pkg} ${target} for ${FUZZTIME}"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME}" "./${pkg}"
+    corpus="${pkg}/testdata/fuzz/${target}"
+    before="$(ls "${corpus}" 2>/dev/null || true)"
+    rc=0
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME}" "./${pkg}" 2>&1 | tee "${log}" || rc=$?
+    ((rc == 0)) && continue
+    found="$(comm -13 <(echo "${before}") <(ls "${corpus}" 2>/dev/null || true))"
+    [[ -z "${found}" ]] || rbn::die "${target} failed on ${corpus}/${found}: fix the bug, commit the input"
+    # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as
+    # a failure when a busy machine delays a worker (go.dev/issue/75804,
+    # fixed in Go 1.27): no failing input was written, so none was found.
+    if grep -q '^    context deadline exceeded$' "${log}"; then
+      rbn::log "${target}: go's fuzztime deadline race (go.dev/issue/75804), no failing input: not a finding"
+      continue
+    fi
+    rbn::die "${target} failed"
   done
 done
