@@ -3,21 +3,16 @@ package pod
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 )
-
-var updateSeeds = flag.Bool("update-seeds", false, "rewrite the seed corpus testdata/fuzz/FuzzTranslate from testdata/*.pod.yaml")
 
 // fuzzInput decodes a golden case's document, JSON, into Translate's
 // input; ok is false for a document that does not decode.
@@ -26,18 +21,7 @@ func fuzzInput(doc []byte) (Input, *goldenCase, bool) {
 	if err := json.Unmarshal(doc, &gc); err != nil {
 		return Input{}, nil, false
 	}
-	in := Input{
-		Pod: &gc.Pod, NodeName: gc.NodeName, PodIP: gc.PodIP, HostIP: gc.HostIP,
-		NodeAllocatable: gc.NodeAllocatable, ServiceEnv: gc.ServiceEnv, HostPathAllowlist: gc.HostPathAllowlist,
-		ServiceAccountToken: gc.ServiceAccountToken,
-		Secrets:             map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
-	}
-	for i := range gc.Secrets {
-		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]
-	}
-	for i := range gc.ConfigMaps {
-		in.ConfigMaps[gc.ConfigMaps[i].Name] = &gc.ConfigMaps[i]
-	}
+	in := gc.input()
 	return in, &gc, true
 }
 
@@ -45,12 +29,31 @@ func fuzzInput(doc []byte) (Input, *goldenCase, bool) {
 // the pod, its Secrets and ConfigMaps, the node's facts) through
 // Translate, and every container of a plan through ContainerSpec.
 // Properties: no panic; errors are typed (UnsupportedError,
-// MissingObjectError, ErrNoServiceAccountToken; a pod without a UID the one
-// exception); the input is not modified; the same input twice gives equal
-// plans and specs; every podman object carries the pod's UID label, and
-// container names are the deterministic, distinct ContainerName of the pod
-// UID and the container's name.
+// MissingObjectError, ErrNoServiceAccountToken, ErrNoRuntimeHandler; a pod
+// without a UID the one exception); the input is not modified; the same
+// input twice gives equal plans and specs; every podman object carries
+// the pod's UID label, and container names are the deterministic,
+// distinct ContainerName of the pod UID and the container's name.
+//
+// Seeds: every golden input, added here so that a new golden case is a
+// seed at once, and testdata/fuzz/FuzzTranslate for the cases no golden
+// file holds.
 func FuzzTranslate(f *testing.F) {
+	inputs, err := filepath.Glob(filepath.Join("testdata", "*.pod.yaml"))
+	if err != nil || len(inputs) == 0 {
+		f.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range inputs {
+		raw, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		doc, err := yaml.YAMLToJSON(raw)
+		if err != nil {
+			f.Fatalf("%s: %v", in, err)
+		}
+		f.Add(doc)
+	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		in, gc, ok := fuzzInput(doc)
 		if !ok {
@@ -80,7 +83,7 @@ func FuzzTranslate(f *testing.F) {
 				if me.Reason != ReasonCreateContainerConfigError || me.Name == "" && me.Key == "" {
 					t.Fatalf("MissingObjectError %#v", me)
 				}
-			case errors.Is(err, ErrNoServiceAccountToken):
+			case errors.Is(err, ErrNoServiceAccountToken), errors.Is(err, ErrNoRuntimeHandler):
 			case gc.Pod.UID == "" && strings.Contains(err.Error(), "no UID"):
 			default:
 				t.Fatalf("untyped error %T: %v", err, err)
@@ -122,38 +125,4 @@ func FuzzTranslate(f *testing.F) {
 			names[s.Name] = c.K8sName
 		}
 	})
-}
-
-// TestFuzzSeeds keeps FuzzTranslate's seed corpus in step with the golden
-// inputs: one seed per testdata/*.pod.yaml, rewritten with -update-seeds.
-func TestFuzzSeeds(t *testing.T) {
-	inputs, err := filepath.Glob(filepath.Join("testdata", "*.pod.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzTranslate")
-	for _, in := range inputs {
-		raw, err := os.ReadFile(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := yaml.YAMLToJSON(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := "go test fuzz v1\n[]byte(" + strconv.Quote(string(doc)) + ")\n"
-		file := filepath.Join(dir, strings.TrimSuffix(filepath.Base(in), ".pod.yaml"))
-		if *updateSeeds {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(file, []byte(want), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if got, err := os.ReadFile(file); err != nil || string(got) != want {
-			t.Errorf("seed %s is missing or stale: run go test ./provider/pod -run TestFuzzSeeds -update-seeds", file)
-		}
-	}
 }
