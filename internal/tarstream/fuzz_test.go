@@ -167,16 +167,26 @@ func checkArchiveError(t *testing.T, err error) {
 	t.Fatalf("untyped error %T: %v", err, err)
 }
 
-// declared counts the input's entries and sums their declared sizes, as
-// far as its headers read, and says whether they exceed lim.
+// declared counts the input's entries, the directories their names imply
+// included, and sums their declared sizes, as far as its headers read,
+// and says whether they exceed lim.
 func declared(in []byte, lim Limits) (entries int, total int64, over bool) {
 	tr := tar.NewReader(bytes.NewReader(in))
+	dirs := map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if err != nil {
 			return entries, total, over
 		}
 		entries++
+		name := path.Clean("/" + h.Name)[1:]
+		for p := path.Dir(name); p != "." && !dirs[p]; p = path.Dir(p) {
+			dirs[p] = true
+			entries++
+		}
+		if h.Typeflag == tar.TypeDir {
+			dirs[name] = true
+		}
 		total += max(h.Size, 0)
 		if entries > lim.MaxEntries && lim.MaxEntries > 0 || total > lim.MaxBytes || h.Size > lim.MaxBytes {
 			return entries, total, true

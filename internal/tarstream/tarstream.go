@@ -25,8 +25,9 @@ var ErrNotRegular = errors.New("not a regular file")
 var ErrTooLarge = errors.New("archive too large")
 
 // Limits bound what an archive may unpack to, against archive (and gzip)
-// bombs: the sum of its entries' sizes, and its number of entries. Zero:
-// no bound.
+// bombs: the sum of its entries' sizes, and its number of entries, the
+// directories their names imply counted too (one entry a/b/.../z makes
+// every directory on its way). Zero: no bound.
 type Limits struct {
 	MaxBytes   int64
 	MaxEntries int
@@ -105,6 +106,9 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) err
 	tr := tar.NewReader(r)
 	var total int64
 	links := map[string]bool{}
+	// dirs: the directories the entries so far make, named or implied;
+	// kept only under an entry bound, which bounds them too.
+	dirs := map[string]bool{}
 	for entries := 1; ; entries++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -121,6 +125,18 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) err
 		}
 		if h.Name, err = safeJoin(dir, h.Name); err != nil {
 			return err
+		}
+		if lim.MaxEntries > 0 {
+			for p := path.Dir(h.Name); p != "." && p != "/" && p != path.Clean(dir) && !dirs[p]; p = path.Dir(p) {
+				dirs[p] = true
+				entries++
+			}
+			if h.Typeflag == tar.TypeDir {
+				dirs[h.Name] = true
+			}
+			if entries > lim.MaxEntries {
+				return fmt.Errorf("%w: more than %d entries (with the directories their names imply, at %s)", ErrTooLarge, lim.MaxEntries, h.Name)
+			}
 		}
 		if h.Name == path.Clean(dir) && h.Typeflag != tar.TypeDir {
 			// Only a directory may stand for dir itself: a link there would

@@ -128,6 +128,20 @@ func TestRerootLimits(t *testing.T) {
 			t.Errorf("%+v: %v, want fits=%v (or ErrTooLarge)", tc.lim, err, tc.fits)
 		}
 	}
+	// One entry deep down makes every directory on its way: each counts.
+	deep := archive(t, entry{name: "a/b/c/d", typ: tar.TypeReg}, entry{name: "a/b/e", typ: tar.TypeReg})
+	for _, tc := range []struct {
+		lim  Limits
+		fits bool
+	}{
+		{Limits{MaxEntries: 5}, true},
+		{Limits{MaxEntries: 4}, false},
+	} {
+		err := Reroot(io.Discard, bytes.NewReader(deep), "stage", time.Unix(0, 0), tc.lim)
+		if tc.fits != (err == nil) || (!tc.fits && !errors.Is(err, ErrTooLarge)) {
+			t.Errorf("%+v: %v, want fits=%v (or ErrTooLarge)", tc.lim, err, tc.fits)
+		}
+	}
 	var bomb bytes.Buffer
 	tw := tar.NewWriter(&bomb)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "huge", Size: 1 << 40, Mode: 0o644}); err != nil {
