@@ -14,16 +14,20 @@ demo: ## Bring the local stack up (registry, S3, an isolated host) and run a rea
 	hack/demo.sh
 
 .PHONY: test
-test: ## Unit tests, then end-to-end tests against a local stack (installs what it needs)
+test: ## Unit tests and a brief fuzz run, then end-to-end tests against a local stack (installs what it needs)
 	hack/test.sh
 
 .PHONY: test-unit
-test-unit: ## Unit tests only
+test-unit: ## Unit tests (and a brief fuzz run) only
 	hack/test.sh unit
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end tests only (brings its own stack up and down)
 	hack/test.sh e2e
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s): make fuzz FUZZTIME=5m
+	hack/fuzz.sh
 
 .PHONY: dev-up
 dev-up: ## Start control plane, NODES build hosts and rbn-kubelet in the background

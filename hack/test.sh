@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make test: installs what the tests need, runs unit tests, then brings up a
-# local stack (control plane, build hosts, rbn-kubelet) and runs the
-# end-to-end tests against it with the real kubectl. `hack/test.sh unit` or
+# make test: installs what the tests need, runs unit tests (and each fuzz
+# target briefly: hack/fuzz.sh), then brings up a local stack (control
+# plane, build hosts, rbn-kubelet) and runs the end-to-end tests against
+# it with the real kubectl. `hack/test.sh unit` or
 # `hack/test.sh e2e` runs one tier.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "${RBN_ROOT}/hack/goenv.sh"
@@ -18,6 +19,9 @@ if [[ "${tier}" == all || "${tier}" == unit ]]; then
   go vet -tags "${RBN_E2E_TAGS}" ./e2e/...
   # -race needs cgo; the build tags keep the podman tree free of C libraries.
   CGO_ENABLED=1 go test -race -count=1 ./...
+  # The seed corpora ran above; a few seconds of new inputs per target
+  # (make fuzz runs longer).
+  FUZZTIME="${FUZZTIME:-5s}" "${RBN_ROOT}/hack/fuzz.sh"
 fi
 
 if [[ "${tier}" == all || "${tier}" == e2e ]]; then

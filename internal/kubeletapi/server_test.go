@@ -70,7 +70,7 @@ func (f *fakeAuth) last() authorizer.Attributes {
 }
 
 // podIndex is an informer's pod cache holding pods, for Config.Pods.
-func podIndex(t *testing.T, pods ...*corev1.Pod) (cache.Indexer, corev1listers.PodLister) {
+func podIndex(t testing.TB, pods ...*corev1.Pod) (cache.Indexer, corev1listers.PodLister) {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	for _, pd := range pods {
@@ -97,7 +97,7 @@ type testServer struct {
 	caFile           string // the server's self-signed certificate
 }
 
-func startServer(t *testing.T, cfg Config, acquire ...string) *testServer {
+func startServer(t testing.TB, cfg Config, acquire ...string) *testServer {
 	t.Helper()
 	certFile, keyFile, pool := selfSigned(t)
 	ports := freePorts(t, 2)
@@ -145,7 +145,7 @@ func (ts *testServer) get(t *testing.T, port int32, method, path, token string) 
 	return resp.StatusCode, string(b)
 }
 
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+func selfSigned(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -179,7 +179,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-func freePorts(t *testing.T, n int) []int32 {
+func freePorts(t testing.TB, n int) []int32 {
 	t.Helper()
 	var out []int32
 	var lns []net.Listener

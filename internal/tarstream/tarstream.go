@@ -25,8 +25,9 @@ var ErrNotRegular = errors.New("not a regular file")
 var ErrTooLarge = errors.New("archive too large")
 
 // Limits bound what an archive may unpack to, against archive (and gzip)
-// bombs: the sum of its entries' sizes, and its number of entries. Zero:
-// no bound.
+// bombs: the sum of its entries' sizes, and its number of entries, the
+// directories their names imply counted too (one entry a/b/.../z makes
+// every directory on its way). Zero: no bound.
 type Limits struct {
 	MaxBytes   int64
 	MaxEntries int
@@ -71,11 +72,28 @@ func safeJoin(dir, name string) (string, error) {
 	return path.Join(dir, clean[1:]), nil
 }
 
+// throughLink says whether name, or one of its parents, is a symbolic link
+// an earlier entry made (links holds their names).
+func throughLink(links map[string]bool, name string) bool {
+	if len(links) == 0 {
+		return false
+	}
+	for p := name; p != "." && p != "/"; p = path.Dir(p) {
+		if links[p] {
+			return true
+		}
+	}
+	return false
+}
+
 // Reroot copies the archive r to w with every entry moved under dir
 // (relative, clean; "." for none), preceded by dir's parents and dir
 // itself. Absolute names, names with "..", and hard links that leave the
 // archive are refused; symbolic links are kept as they are (podman resolves
-// them inside the container when it extracts).
+// them inside the container when it extracts), but no later entry may be
+// written at or through one, nor hard-link through one (a hard link to one
+// is one more): a link to / and a file under it would put the file
+// wherever the link points, out of dir.
 // Entries are counted, and their sizes added up as their headers declare
 // them, before any content is copied: past lim, ErrTooLarge.
 func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) error {
@@ -87,6 +105,10 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) err
 	}
 	tr := tar.NewReader(r)
 	var total int64
+	links := map[string]bool{}
+	// dirs: the directories the entries so far make, named or implied;
+	// kept only under an entry bound, which bounds them too.
+	dirs := map[string]bool{}
 	for entries := 1; ; entries++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -104,10 +126,37 @@ func Reroot(w io.Writer, r io.Reader, dir string, now time.Time, lim Limits) err
 		if h.Name, err = safeJoin(dir, h.Name); err != nil {
 			return err
 		}
+		if lim.MaxEntries > 0 {
+			for p := path.Dir(h.Name); p != "." && p != "/" && p != path.Clean(dir) && !dirs[p]; p = path.Dir(p) {
+				dirs[p] = true
+				entries++
+			}
+			if h.Typeflag == tar.TypeDir {
+				dirs[h.Name] = true
+			}
+			if entries > lim.MaxEntries {
+				return fmt.Errorf("%w: more than %d entries (with the directories their names imply, at %s)", ErrTooLarge, lim.MaxEntries, h.Name)
+			}
+		}
+		if h.Name == path.Clean(dir) && h.Typeflag != tar.TypeDir {
+			// Only a directory may stand for dir itself: a link there would
+			// make every later entry go through it.
+			return fmt.Errorf("%w: %q replaces the directory it is unpacked into", ErrUnsafeName, h.Name)
+		}
+		if throughLink(links, h.Name) {
+			return fmt.Errorf("%w: %q is written through a symbolic link of the archive", ErrUnsafeName, h.Name)
+		}
 		if h.Typeflag == tar.TypeLink {
 			if h.Linkname, err = safeJoin(dir, h.Linkname); err != nil {
 				return err
 			}
+			if throughLink(links, path.Dir(h.Linkname)) {
+				return fmt.Errorf("%w: hard link %q goes through a symbolic link of the archive", ErrUnsafeName, h.Linkname)
+			}
+		}
+		// A hard link to a symbolic link is one more symbolic link.
+		if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink && links[h.Linkname] {
+			links[h.Name] = true
 		}
 		if h.Typeflag == tar.TypeDir {
 			h.Name += "/"

@@ -91,6 +91,20 @@ func TestReroot(t *testing.T) {
 			t.Errorf("%+v: got %v, want ErrUnsafeName", bad, err)
 		}
 	}
+	// A link the archive makes is never a way out: nothing is written or
+	// hard-linked through it, nor put in its place, nor in the place of dir.
+	for _, bad := range [][]entry{
+		{{name: "s", typ: tar.TypeSymlink, link: "/etc"}, {name: "s/passwd", typ: tar.TypeReg}},
+		{{name: "s", typ: tar.TypeSymlink, link: "../.."}, {name: "s/x/", typ: tar.TypeDir}},
+		{{name: "s", typ: tar.TypeSymlink, link: "/etc"}, {name: "h", typ: tar.TypeLink, link: "s/shadow"}},
+		{{name: "s", typ: tar.TypeSymlink, link: "/etc/passwd"}, {name: "s", typ: tar.TypeReg}},
+		{{name: "./", typ: tar.TypeSymlink, link: "/etc"}},
+		{{name: "s", typ: tar.TypeSymlink, link: "/etc"}, {name: "h", typ: tar.TypeLink, link: "s"}, {name: "h/passwd", typ: tar.TypeReg}},
+	} {
+		if err := Reroot(io.Discard, bytes.NewReader(archive(t, bad...)), "d", time.Unix(0, 0), Limits{}); !errors.Is(err, ErrUnsafeName) {
+			t.Errorf("%+v: got %v, want ErrUnsafeName", bad, err)
+		}
+	}
 	if err := Reroot(io.Discard, strings.NewReader("not a tar archive, just text that is long enough to be read as a header block"), ".", time.Unix(0, 0), Limits{}); err == nil {
 		t.Error("garbage was taken for an archive")
 	}
@@ -110,6 +124,20 @@ func TestRerootLimits(t *testing.T) {
 		{Limits{MaxEntries: 2}, false},
 	} {
 		err := Reroot(io.Discard, bytes.NewReader(three), ".", time.Unix(0, 0), tc.lim)
+		if tc.fits != (err == nil) || (!tc.fits && !errors.Is(err, ErrTooLarge)) {
+			t.Errorf("%+v: %v, want fits=%v (or ErrTooLarge)", tc.lim, err, tc.fits)
+		}
+	}
+	// One entry deep down makes every directory on its way: each counts.
+	deep := archive(t, entry{name: "a/b/c/d", typ: tar.TypeReg}, entry{name: "a/b/e", typ: tar.TypeReg})
+	for _, tc := range []struct {
+		lim  Limits
+		fits bool
+	}{
+		{Limits{MaxEntries: 5}, true},
+		{Limits{MaxEntries: 4}, false},
+	} {
+		err := Reroot(io.Discard, bytes.NewReader(deep), "stage", time.Unix(0, 0), tc.lim)
 		if tc.fits != (err == nil) || (!tc.fits && !errors.Is(err, ErrTooLarge)) {
 			t.Errorf("%+v: %v, want fits=%v (or ErrTooLarge)", tc.lim, err, tc.fits)
 		}

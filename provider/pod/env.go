@@ -41,6 +41,10 @@ func (t *translator) env(field string, c *corev1.Container) (map[string]string, 
 		default:
 			return nil, unsupported(f, ReasonInvalidSpec, "envFrom has neither configMapRef nor secretRef")
 		}
+		if name == "" {
+			// Refused by API validation; missing, it would be awaited forever.
+			return nil, unsupported(f+"."+lowerFirst(kind)+"Ref.name", ReasonInvalidSpec, "a %s name is required", kind)
+		}
 		if !found {
 			if optional == nil || !*optional {
 				t.deferMissing(missingObject(kind, t.pod.Namespace, name, ""))
@@ -112,11 +116,11 @@ func (t *translator) envValueFrom(field string, src *corev1.EnvVarSource, c *cor
 	case src.ConfigMapKeyRef != nil:
 		ref := src.ConfigMapKeyRef
 		data, found := t.configMapEnvData(ref.Name)
-		return t.keyRef("ConfigMap", ref.Name, ref.Key, data, found, ref.Optional)
+		return t.keyRef(field+".configMapKeyRef", "ConfigMap", ref.Name, ref.Key, data, found, ref.Optional)
 	case src.SecretKeyRef != nil:
 		ref := src.SecretKeyRef
 		data, found := t.secretEnvData(ref.Name)
-		return t.keyRef("Secret", ref.Name, ref.Key, data, found, ref.Optional)
+		return t.keyRef(field+".secretKeyRef", "Secret", ref.Name, ref.Key, data, found, ref.Optional)
 	case src.FileKeyRef != nil:
 		// The kubelet reads the file from the volume on its own disk; here
 		// the volume lives on the build host and is filled after the plan.
@@ -126,7 +130,15 @@ func (t *translator) envValueFrom(field string, src *corev1.EnvVarSource, c *cor
 }
 
 // keyRef reads one key of a Secret or ConfigMap for an env variable.
-func (t *translator) keyRef(kind, name, key string, data map[string]string, found bool, optional *bool) (string, bool, error) {
+func (t *translator) keyRef(field, kind, name, key string, data map[string]string, found bool, optional *bool) (string, bool, error) {
+	// Both are required by API validation; missing, an object of no name
+	// would be awaited forever.
+	switch {
+	case name == "":
+		return "", false, unsupported(field+".name", ReasonInvalidSpec, "a %s name is required", kind)
+	case key == "":
+		return "", false, unsupported(field+".key", ReasonInvalidSpec, "a key of %s %s is required", kind, name)
+	}
 	isOptional := optional != nil && *optional
 	if !found {
 		if !isOptional {

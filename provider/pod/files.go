@@ -67,6 +67,9 @@ func (t *translator) files(field string, src *corev1.VolumeSource) ([]File, erro
 	switch {
 	case src.Secret != nil:
 		s := src.Secret
+		if s.SecretName == "" { // keyFiles would say .name: a Secret volume's is secretName
+			return nil, unsupported(field+".secret.secretName", ReasonInvalidSpec, "a Secret name is required")
+		}
 		err = t.secretFiles(fs, field+".secret", s.SecretName, s.Items, modeOr(s.DefaultMode), s.Optional)
 	case src.ConfigMap != nil:
 		c := src.ConfigMap
@@ -115,6 +118,11 @@ func (t *translator) configMapFiles(fs fileSet, field, name string, items []core
 // names when there are no items, else the listed keys at their paths. A
 // missing object or key is skipped when optional and an error otherwise.
 func (t *translator) keyFiles(fs fileSet, field, kind, name string, data map[string][]byte, found bool, items []corev1.KeyToPath, mode int32, optional *bool) error {
+	// Required by API validation; missing, an object of no name would be
+	// awaited forever.
+	if name == "" {
+		return unsupported(field+".name", ReasonInvalidSpec, "a %s name is required", kind)
+	}
 	isOptional := optional != nil && *optional
 	if !found {
 		if isOptional {

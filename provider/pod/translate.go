@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/remote-build-nodes/rbn/internal/imageref"
 )
@@ -191,6 +192,9 @@ func (t *translator) checkPod() error {
 	case s.DNSConfig != nil && (len(s.DNSConfig.Nameservers) > 0 || len(s.DNSConfig.Searches) > 0 || len(s.DNSConfig.Options) > 0):
 		return unsupported("spec.dnsConfig", ReasonUnsupportedField, "dnsConfig is not supported: containers use the build host's resolvers")
 	}
+	if err := checkContainerNames(s); err != nil {
+		return err
+	}
 	if sc := s.SecurityContext; sc != nil {
 		switch {
 		case sc.FSGroup != nil:
@@ -205,6 +209,32 @@ func (t *translator) checkPod() error {
 		}
 	}
 	return nil
+}
+
+// checkContainerNames: API validation makes the names of a pod's init
+// containers and containers distinct DNS labels. Checked again because
+// each names its podman container (ContainerName): two containers of one
+// name would be one podman container, and the runtime would track one
+// as the other.
+func checkContainerNames(s *corev1.PodSpec) error {
+	seen := make(map[string]bool, len(s.InitContainers)+len(s.Containers))
+	check := func(list string, cs []corev1.Container) error {
+		for i := range cs {
+			name, field := cs[i].Name, fmt.Sprintf("spec.%s[%d].name", list, i)
+			if msgs := validation.IsDNS1123Label(name); len(msgs) > 0 {
+				return unsupported(field, ReasonInvalidSpec, "container name %q is invalid: %s", name, strings.Join(msgs, "; "))
+			}
+			if seen[name] {
+				return unsupported(field, ReasonInvalidSpec, "container name %q is used twice", name)
+			}
+			seen[name] = true
+		}
+		return nil
+	}
+	if err := check("initContainers", s.InitContainers); err != nil {
+		return err
+	}
+	return check("containers", s.Containers)
 }
 
 func (t *translator) container(field string, c *corev1.Container, init bool, vols map[string]*Volume, plan *Plan) (Container, error) {

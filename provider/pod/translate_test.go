@@ -40,6 +40,32 @@ type goldenCase struct {
 	Pod                  corev1.Pod `json:"pod"`
 }
 
+// input is the case as Translate's input (FuzzTranslate's too).
+func (gc *goldenCase) input() Input {
+	in := Input{
+		Pod:                  &gc.Pod,
+		NodeName:             gc.NodeName,
+		PodIP:                gc.PodIP,
+		HostIP:               gc.HostIP,
+		NodeAllocatable:      gc.NodeAllocatable,
+		ServiceEnv:           gc.ServiceEnv,
+		HostPathAllowlist:    gc.HostPathAllowlist,
+		ServiceAccountToken:  gc.ServiceAccountToken,
+		RuntimeHandler:       gc.RuntimeHandler,
+		HostRuntimes:         gc.HostRuntimes,
+		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
+		Secrets:              map[string]*corev1.Secret{},
+		ConfigMaps:           map[string]*corev1.ConfigMap{},
+	}
+	for i := range gc.Secrets {
+		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]
+	}
+	for i := range gc.ConfigMaps {
+		in.ConfigMaps[gc.ConfigMaps[i].Name] = &gc.ConfigMaps[i]
+	}
+	return in
+}
+
 // goldenOutput is what a translated case renders to, testdata/<case>.golden.yaml.
 type goldenOutput struct {
 	// Plan with file contents shown as text where they are text.
@@ -106,27 +132,7 @@ func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
 	if err := yaml.UnmarshalStrict(raw, &gc); err != nil {
 		t.Fatalf("decode %s: %v", inputPath, err)
 	}
-	in := Input{
-		Pod:                  &gc.Pod,
-		NodeName:             gc.NodeName,
-		PodIP:                gc.PodIP,
-		HostIP:               gc.HostIP,
-		NodeAllocatable:      gc.NodeAllocatable,
-		ServiceEnv:           gc.ServiceEnv,
-		HostPathAllowlist:    gc.HostPathAllowlist,
-		ServiceAccountToken:  gc.ServiceAccountToken,
-		RuntimeHandler:       gc.RuntimeHandler,
-		HostRuntimes:         gc.HostRuntimes,
-		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
-		Secrets:              map[string]*corev1.Secret{},
-		ConfigMaps:           map[string]*corev1.ConfigMap{},
-	}
-	for i := range gc.Secrets {
-		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]
-	}
-	for i := range gc.ConfigMaps {
-		in.ConfigMaps[gc.ConfigMaps[i].Name] = &gc.ConfigMaps[i]
-	}
+	in := gc.input()
 
 	plan, err := Translate(in)
 	if err != nil {

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -143,7 +144,9 @@ func cleanRel(p string) string {
 	if p == "" {
 		return "."
 	}
-	if strings.Contains(p, "..") || path.IsAbs(p) {
+	// A ".." component, not any "..": a name such as "v1..2" is cleaned too,
+	// for the runtime takes Path as clean (Reroot's dir).
+	if slices.Contains(strings.Split(p, "/"), "..") || path.IsAbs(p) {
 		return p // left for validation to refuse
 	}
 	return path.Clean(p)
