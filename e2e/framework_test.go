@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
@@ -36,4 +40,34 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// waitEvent waits until the pod has an event of reason whose message
+// contains text.
+func (s *stack) waitEvent(t *testing.T, ns, pod, reason, text string) {
+	t.Helper()
+	framework.Eventually(t, fmt.Sprintf("%s: a %s event with %q", pod, reason, text), 2*time.Minute, func() (bool, string) {
+		events := s.Events(t, ns, "Pod", pod)
+		if hasEvent(events, reason, text) {
+			return true, ""
+		}
+		seen := make([]string, 0, len(events))
+		for _, e := range events {
+			seen = append(seen, e.Reason+": "+e.Message)
+		}
+		return false, strings.Join(seen, "\n")
+	})
+}
+
+// hostPathDir is a directory of the stack's hostPath allowlist for the
+// test namespace ns (the build hosts share this machine's file system),
+// removed at the end of the test.
+func (s *stack) hostPathDir(t *testing.T, ns string) string {
+	t.Helper()
+	dir := filepath.Join(s.State, "hostpath", ns)
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }

@@ -23,11 +23,7 @@ import (
 func TestLifecycleHooks(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
-	dir := filepath.Join(s.State, "hostpath", ns)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	dir := s.hostPathDir(t, ns)
 	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: hooks, namespace: %[1]s}
@@ -90,14 +86,6 @@ spec:%[2]s
 		t.Errorf("the httpGet preStop hook did not reach the pod:\n%s", log)
 	}
 
-	p := s.WaitPodPhase(t, ns, "bad-hook", corev1.PodFailed, 2*time.Minute)
-	found := false
-	for _, e := range s.Events(t, ns, "Pod", "bad-hook") {
-		if e.Reason == "FailedPostStartHook" && strings.Contains(e.Message, "exited with 4") && strings.Contains(e.Message, "cannot set up") {
-			found = true
-		}
-	}
-	if !found {
-		t.Errorf("no FailedPostStartHook event naming the exit code and output: %s", framework.DescribeStatus(p))
-	}
+	s.WaitPodPhase(t, ns, "bad-hook", corev1.PodFailed, 2*time.Minute)
+	s.waitEvent(t, ns, "bad-hook", "FailedPostStartHook", `command 'sh -c echo cannot set up; exit 4' exited with 4, message: "cannot set up\n"`)
 }

@@ -24,11 +24,7 @@ import (
 func TestPodSpecOnTheHost(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
-	hostDir := filepath.Join(s.State, "hostpath", ns)
-	if err := os.MkdirAll(hostDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(hostDir) })
+	hostDir := s.hostPathDir(t, ns)
 	created := filepath.Join(hostDir, "made", "by", "rbn")
 	// A symlink in an allowed directory that leads out of the allowlist,
 	// and one that stays in it.
@@ -105,28 +101,14 @@ spec:%[2]s
 		t.Errorf("deadline: its container still runs: %+v", st)
 	}
 
-	framework.Eventually(t, "not-a-dir: FailedMount naming the hostPath type", time.Minute, func() (bool, string) {
-		for _, e := range s.Events(t, ns, "Pod", "not-a-dir") {
-			if e.Reason == "FailedMount" && strings.Contains(e.Message, "hostPath type check failed") {
-				return true, ""
-			}
-		}
-		return false, "no FailedMount event"
-	})
+	s.waitEvent(t, ns, "not-a-dir", "FailedMount", "hostPath type check failed")
 	if p := s.Pod(t, ns, "not-a-dir"); p.Status.Phase != corev1.PodPending {
 		t.Errorf("not-a-dir: phase %s, want Pending while the mount fails", p.Status.Phase)
 	}
 
 	// The allowlist holds for the path the bind mount follows, not only
 	// for the path as written.
-	framework.Eventually(t, "escape: FailedMount naming the symlink's target", time.Minute, func() (bool, string) {
-		for _, e := range s.Events(t, ns, "Pod", "escape") {
-			if e.Reason == "FailedMount" && strings.Contains(e.Message, "resolves on the host to /etc") {
-				return true, ""
-			}
-		}
-		return false, "no FailedMount event"
-	})
+	s.waitEvent(t, ns, "escape", "FailedMount", "resolves on the host to /etc")
 	if p := s.Pod(t, ns, "escape"); p.Status.Phase != corev1.PodPending || len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Waiting == nil {
 		t.Errorf("escape: %s", framework.DescribeStatus(p))
 	}

@@ -114,16 +114,7 @@ spec:%[2]s
 	}
 	waitEvent := func(pod, reason, text string) {
 		t.Helper()
-		framework.Eventually(t, fmt.Sprintf("%s: a %s event with %q", pod, reason, text), 2*time.Minute, func() (bool, string) {
-			var seen []string
-			for _, e := range s.Events(t, ns, "Pod", pod) {
-				if e.Reason == reason && strings.Contains(e.Message, text) {
-					return true, ""
-				}
-				seen = append(seen, e.Reason+": "+e.Message)
-			}
-			return false, strings.Join(seen, "\n")
-		})
+		s.waitEvent(t, ns, pod, reason, text)
 	}
 	execIn := func(pod string, cmd ...string) {
 		t.Helper()
@@ -270,14 +261,5 @@ func TestProbeGRPC(t *testing.T) {
 		}
 		return ready["server"] && !ready["down"], framework.DescribeStatus(p)
 	})
-	framework.Eventually(t, "grpc: an Unhealthy event for the \"down\" service", time.Minute, func() (bool, string) {
-		var seen []string
-		for _, e := range s.Events(t, ns, "Pod", "grpc") {
-			if e.Reason == "Unhealthy" && strings.Contains(e.Message, "Readiness probe failed:") && strings.Contains(e.Message, "NOT_SERVING") {
-				return true, ""
-			}
-			seen = append(seen, e.Reason+": "+e.Message)
-		}
-		return false, strings.Join(seen, "\n")
-	})
+	s.waitEvent(t, ns, "grpc", "Unhealthy", `Readiness probe failed: service unhealthy (responded with "NOT_SERVING")`)
 }

@@ -3,19 +3,16 @@ package provider
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/remote-build-nodes/rbn/provider/probe"
 )
 
 // Container lifecycle hooks, as kubelet runs them (its lifecycle handler
@@ -62,53 +59,18 @@ func (w *podWorker) runHook(ctx context.Context, pd *corev1.Pod, c *corev1.Conta
 	return fmt.Errorf("Cannot run handler: invalid handler for Container %q in Pod %q", c.Name, podName) //nolint:staticcheck // kubelet's wording
 }
 
-// hookHTTPGet makes an httpGet hook's request from the build host: only a
-// failure to get an answer fails the hook, whatever the status, as with
-// kubelet.
+// hookHTTPGet makes an httpGet hook's request from the build host, built as
+// a probe's: only a failure to get an answer fails the hook, whatever the
+// status, as with kubelet.
 func (w *podWorker) hookHTTPGet(ctx context.Context, c *corev1.Container, g *corev1.HTTPGetAction) error {
-	host := g.Host
-	if host == "" {
-		host = w.sandbox.ip
-	}
-	if host == "" {
+	if g.Host == "" && w.sandbox.ip == "" {
 		return errors.New("the pod has no IP address")
 	}
-	port, err := resolvePort(g.Port, c)
+	req, err := probe.NewHTTPRequest(ctx, g, c, w.sandbox.ip, hookUserAgent)
 	if err != nil {
 		return err
 	}
-	scheme := "http"
-	if g.Scheme == corev1.URISchemeHTTPS {
-		scheme = "https"
-	}
-	path := g.Path
-	if !strings.HasPrefix(path, "/") {
-		path = "/" + path
-	}
-	u := &url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port))}
-	if u, err = u.Parse(path); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	for _, hd := range g.HTTPHeaders {
-		if strings.EqualFold(hd.Name, "Host") {
-			req.Host = hd.Value
-			continue
-		}
-		req.Header.Add(hd.Name, hd.Value)
-	}
-	if req.Header.Get("User-Agent") == "" {
-		req.Header.Set("User-Agent", "kube-lifecycle/"+kubeletMinorVersion)
-	}
-	tr := &http.Transport{
-		DialContext:       w.p.rt.Dial,
-		DisableKeepAlives: true,
-		// As kubelet's: the pod's certificate is not checked.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // kubelet's behaviour
-	}
+	tr := probe.NewHTTPTransport(probeTarget{w.p.rt})
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
@@ -118,25 +80,9 @@ func (w *podWorker) hookHTTPGet(ctx context.Context, c *corev1.Container, g *cor
 	return resp.Body.Close()
 }
 
-// kubeletMinorVersion is the Kubernetes version rbn-kubelet stands in for,
-// in the User-Agent of its hook requests.
-const kubeletMinorVersion = "1.37"
-
-// resolvePort is a handler's port: a number, or the name of one of c's ports.
-func resolvePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
-	if p.Type == intstr.Int {
-		return p.IntValue(), nil
-	}
-	if n, err := strconv.Atoi(p.StrVal); err == nil {
-		return n, nil
-	}
-	for _, cp := range c.Ports {
-		if cp.Name == p.StrVal {
-			return int(cp.ContainerPort), nil
-		}
-	}
-	return 0, fmt.Errorf("couldn't find port: %s in container %s", p.StrVal, c.Name)
-}
+// hookUserAgent is kubelet's for hook requests, of the Kubernetes minor
+// release rbn-kubelet stands in for.
+const hookUserAgent = "kube-lifecycle/1.37"
 
 // postStart runs c's postStart hook, if any, on its run id that has just
 // started. A failure is reported as kubelet does (FailedPostStartHook), the

@@ -21,8 +21,14 @@ func expandAll(in []string, env map[string]string) []string {
 // when NAME is defined and kept verbatim otherwise; $$ is an escaped $; any
 // other $ is literal.
 func expand(s string, env map[string]string) string {
+	return Expand(s, env)
+}
+
+// Expand is the Kubernetes expansion of s against vars (see expand), for
+// the runtime's own expansions (exec probes' commands).
+func Expand(s string, vars map[string]string) string {
 	return expandWith(s, func(name string) (string, bool) {
-		v, ok := env[name]
+		v, ok := vars[name]
 		return v, ok
 	})
 }

@@ -23,22 +23,11 @@ const maxRedirects = 10
 // kubelet does: 2xx is a success, a 3xx kubelet did not follow (one to
 // another host) a warning, anything else or no response a failure.
 func runHTTP(ctx context.Context, t Target, podIP string, container *corev1.Container, a *corev1.HTTPGetAction, timeout time.Duration) (outcome, string, error) {
-	req, err := newHTTPRequest(ctx, a, container, podIP)
+	req, err := NewHTTPRequest(ctx, a, container, podIP, userAgent)
 	if err != nil {
 		return outcomeUnknown, "", err
 	}
-	transport := &http.Transport{
-		// Probes reach the pod network from the build host, never through
-		// a proxy from this process's environment.
-		Proxy:       nil,
-		DialContext: t.Dial,
-		// Kubelet probes HTTPS endpoints without verifying them: a pod's
-		// serving certificate is rarely issued for its IP.
-		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-		ForceAttemptHTTP2:  true,
-	}
+	transport := NewHTTPTransport(t)
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Timeout: timeout, Transport: transport, CheckRedirect: sameHostRedirects}
 	res, err := client.Do(req)
@@ -65,11 +54,29 @@ func runHTTP(ctx context.Context, t Target, podIP string, container *corev1.Cont
 	}
 }
 
-// newHTTPRequest builds the GET kubelet sends for a: host defaulting to the
-// pod IP, the port resolved by name, the path parsed as kubelet parses it,
-// its headers with kubelet's User-Agent and Accept defaults, and a Host
-// header as the request's host.
-func newHTTPRequest(ctx context.Context, a *corev1.HTTPGetAction, container *corev1.Container, podIP string) (*http.Request, error) {
+// NewHTTPTransport is the transport of kubelet's httpGet probes and hooks,
+// its connections made by t from the build host.
+func NewHTTPTransport(t Target) *http.Transport {
+	return &http.Transport{
+		// Probes reach the pod network from the build host, never through
+		// a proxy from this process's environment.
+		Proxy:       nil,
+		DialContext: t.Dial,
+		// Kubelet probes HTTPS endpoints without verifying them: a pod's
+		// serving certificate is rarely issued for its IP.
+		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as kubelet
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+		ForceAttemptHTTP2:  true,
+	}
+}
+
+// NewHTTPRequest builds the GET kubelet sends for a (a probe's, or a
+// lifecycle hook's with its own agent): host defaulting to the pod IP, the
+// port resolved by name, the path parsed as kubelet parses it, its headers
+// with kubelet's User-Agent and Accept defaults, and a Host header as the
+// request's host.
+func NewHTTPRequest(ctx context.Context, a *corev1.HTTPGetAction, container *corev1.Container, podIP, agent string) (*http.Request, error) {
 	scheme := strings.ToLower(string(a.Scheme))
 	if scheme == "" {
 		scheme = "http"
@@ -99,7 +106,7 @@ func newHTTPRequest(ctx context.Context, a *corev1.HTTPGetAction, container *cor
 		headers.Add(h.Name, h.Value)
 	}
 	if _, ok := headers["User-Agent"]; !ok {
-		headers.Set("User-Agent", userAgent)
+		headers.Set("User-Agent", agent)
 	}
 	if _, ok := headers["Accept"]; !ok {
 		headers.Set("Accept", "*/*")

@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 func TestRunExec(t *testing.T) {
@@ -194,7 +196,7 @@ func TestExpand(t *testing.T) {
 		"$(A $$(A)": "$(A $$(A)", // the first ) closes the name
 		"$(A)$(A)":  "aa",
 	} {
-		if got := expand(in, vars); got != want {
+		if got := pod.Expand(in, vars); got != want {
 			t.Errorf("expand(%q) = %q, want %q", in, got, want)
 		}
 	}
