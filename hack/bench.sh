@@ -11,7 +11,7 @@
 #   RBN_BENCH_NODES        build hosts (default 4)
 #   RBN_BENCH_OUT          where the report goes (default docs/benchmarks.md)
 #   RBN_BENCH_NOTES        hand-written notes appended to the report (default docs/benchmarks-notes.md)
-#   RBN_BENCH_SECTIONS     latency,burst,streams,scale (default all)
+#   RBN_BENCH_SECTIONS     latency,burst,streams,probes,scale,takeover (default all)
 #   RBN_BENCH_RUNS         measured pod start/status runs (default 20; RBN_BENCH_WARMUP 2 more first)
 #   RBN_BENCH_BURST_PODS   pods per burst (default 100); RBN_BENCH_BURST_ROUNDS rounds (default 3)
 #   RBN_BENCH_LOG_MIB      the streamed log's size (default 200); RBN_BENCH_LOG_RUNS reads each way (default 3)
@@ -19,6 +19,8 @@
 #   RBN_BENCH_SCALE_NODES  RemoteBuildNodes in the scale test (default 50)
 #   RBN_BENCH_SCALE_PODS_PER_NODE          default 20
 #   RBN_BENCH_IDLE_SECONDS each idle measurement window (default 60)
+#   RBN_BENCH_PROBE_PODS   pods per probe round (default 200); RBN_BENCH_PROBE_WINDOWS windows of
+#                          RBN_BENCH_PROBE_WINDOW_SECONDS each (default 3 of 20)
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.
 RBN_STATE="${RBN_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_output/bench}"
 export RBN_STATE

@@ -92,6 +92,7 @@ func Run(t *testing.T) {
 		"latency":  &latencySection{b: b},
 		"burst":    &burstSection{b: b},
 		"streams":  &streamsSection{b: b},
+		"probes":   &probesSection{b: b},
 		"scale":    &scaleSection{b: b},
 		"takeover": &takeoverSection{b: b},
 	}

@@ -25,30 +25,36 @@ type benchConfig struct {
 	scaleNodes, perNode int
 	kills               int           // takeover: measured kills of the serving rbn-kubelet
 	idle                time.Duration // each idle measurement window
+	probePods           int           // probes: pods per round
+	probeWindows        int           // probes: measurement windows per round
+	probeWindow         time.Duration // probes: each window
 	sections            map[string]bool
 }
 
 // benchSections are the sections in the order they run.
-var benchSections = []string{"latency", "burst", "streams", "scale", "takeover"}
+var benchSections = []string{"latency", "burst", "streams", "probes", "scale", "takeover"}
 
 func benchConfigFromEnv(t *testing.T) benchConfig {
 	t.Helper()
 	c := benchConfig{
-		out:        os.Getenv("RBN_BENCH_OUT"),
-		notes:      os.Getenv("RBN_BENCH_NOTES"),
-		command:    os.Getenv("RBN_BENCH_COMMAND"),
-		runs:       benchEnvInt(t, "RBN_BENCH_RUNS", 20),
-		warmup:     benchEnvInt(t, "RBN_BENCH_WARMUP", 2),
-		burstPods:  benchEnvInt(t, "RBN_BENCH_BURST_PODS", 100),
-		rounds:     benchEnvInt(t, "RBN_BENCH_BURST_ROUNDS", 3),
-		logMiB:     benchEnvInt(t, "RBN_BENCH_LOG_MIB", 200),
-		logRuns:    benchEnvInt(t, "RBN_BENCH_LOG_RUNS", 3),
-		execRuns:   benchEnvInt(t, "RBN_BENCH_EXEC_RUNS", 20),
-		scaleNodes: benchEnvInt(t, "RBN_BENCH_SCALE_NODES", 50),
-		perNode:    benchEnvInt(t, "RBN_BENCH_SCALE_PODS_PER_NODE", 20),
-		kills:      benchEnvInt(t, "RBN_BENCH_TAKEOVER_KILLS", 5),
-		idle:       time.Duration(benchEnvInt(t, "RBN_BENCH_IDLE_SECONDS", 60)) * time.Second,
-		sections:   map[string]bool{},
+		out:          os.Getenv("RBN_BENCH_OUT"),
+		notes:        os.Getenv("RBN_BENCH_NOTES"),
+		command:      os.Getenv("RBN_BENCH_COMMAND"),
+		runs:         benchEnvInt(t, "RBN_BENCH_RUNS", 20),
+		warmup:       benchEnvInt(t, "RBN_BENCH_WARMUP", 2),
+		burstPods:    benchEnvInt(t, "RBN_BENCH_BURST_PODS", 100),
+		rounds:       benchEnvInt(t, "RBN_BENCH_BURST_ROUNDS", 3),
+		logMiB:       benchEnvInt(t, "RBN_BENCH_LOG_MIB", 200),
+		logRuns:      benchEnvInt(t, "RBN_BENCH_LOG_RUNS", 3),
+		execRuns:     benchEnvInt(t, "RBN_BENCH_EXEC_RUNS", 20),
+		scaleNodes:   benchEnvInt(t, "RBN_BENCH_SCALE_NODES", 50),
+		perNode:      benchEnvInt(t, "RBN_BENCH_SCALE_PODS_PER_NODE", 20),
+		kills:        benchEnvInt(t, "RBN_BENCH_TAKEOVER_KILLS", 5),
+		idle:         time.Duration(benchEnvInt(t, "RBN_BENCH_IDLE_SECONDS", 60)) * time.Second,
+		probePods:    benchEnvInt(t, "RBN_BENCH_PROBE_PODS", 200),
+		probeWindows: benchEnvInt(t, "RBN_BENCH_PROBE_WINDOWS", 3),
+		probeWindow:  time.Duration(benchEnvInt(t, "RBN_BENCH_PROBE_WINDOW_SECONDS", 20)) * time.Second,
+		sections:     map[string]bool{},
 	}
 	if c.command == "" {
 		c.command = "go test -tags bench,... -run '^TestBench$' ./e2e/ (command line not given: set RBN_BENCH_COMMAND)"
