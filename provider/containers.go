@@ -244,12 +244,13 @@ func (w *podWorker) killUnhealthy(ctx context.Context, pd *corev1.Pod, c *corev1
 	}
 	w.killed[o.current.Name] = true
 	w.unhealthy[c.Name] = true
-	w.probes.forget(c.Name)
 	if err := w.stopContainer(ctx, pd, c, o.current.ID, grace); err != nil {
+		// The probe's verdict stands: the next sync tries again.
 		w.p.hostFailure()
 		w.log.Warn("stopping an unhealthy container failed", "container", c.Name, "err", err)
 		return w.p.cfg.Retry.Sync
 	}
+	w.probes.forget(c.Name)
 	return 0
 }
 

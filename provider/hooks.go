@@ -127,17 +127,22 @@ func (w *podWorker) stopContainer(ctx context.Context, pd *corev1.Pod, c *corev1
 }
 
 // interruptible is ctx, also cancelled when the pod is deleted: a hook
-// that hangs must not hold up the pod's teardown.
+// that hangs must not hold up the pod's teardown. The worker runs one hook
+// at a time; the returned cancel ends its interruptibility.
 func (w *podWorker) interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
 	hctx, cancel := context.WithCancel(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.deleting != nil {
 		cancel()
-		return hctx, cancel
 	}
-	w.interrupt = append(w.interrupt, cancel)
-	return hctx, cancel
+	w.interrupt = cancel
+	return hctx, func() {
+		cancel()
+		w.mu.Lock()
+		w.interrupt = nil
+		w.mu.Unlock()
+	}
 }
 
 // limitedBuffer keeps the first limit bytes written to it and drops the

@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 func TestPostStartHookFailureKillsTheContainer(t *testing.T) {
@@ -113,5 +115,30 @@ func TestLimitedBufferKeepsTheStart(t *testing.T) {
 	}
 	if b.String() != "abcd" {
 		t.Fatalf("kept %q, want abcd", b.String())
+	}
+}
+
+// A postStart hook that hangs does not hold up the pod's deletion.
+func TestPostStartHookInterruptedByDeletion(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	pd.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+		Exec: &corev1.ExecAction{Command: []string{"hang"}},
+	}}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	h.rt.execSync = func(ctx context.Context, _ string, _ []string, _ io.Writer) (int, error) {
+		<-ctx.Done()
+		return -1, ctx.Err()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.sync()
+	}()
+	testwait.Eventually(t, "the postStart hook to run", func() bool { return len(h.rt.called("exec-sync")) == 1 })
+	h.w.terminate(time.Second)
+	<-done
+	if r := h.sync(); !r.finished {
+		t.Fatalf("sync = %+v, want the pod torn down", r)
 	}
 }

@@ -76,9 +76,9 @@ type podWorker struct {
 	// ephemeralTried is how many ephemeral containers the spec had when
 	// they were last translated (see addEphemeral).
 	ephemeralTried int
-	// interrupt cancels the lifecycle hooks running (see interruptible):
-	// the pod is being deleted.
-	interrupt []context.CancelFunc
+	// interrupt cancels the lifecycle hook running, if any (see
+	// interruptible): the pod is being deleted.
+	interrupt context.CancelFunc
 }
 
 func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
@@ -143,10 +143,9 @@ func (w *podWorker) terminate(grace time.Duration) {
 	if w.deleting == nil || grace < *w.deleting {
 		w.deleting = &grace
 	}
-	for _, cancel := range w.interrupt {
-		cancel()
+	if w.interrupt != nil {
+		w.interrupt()
 	}
-	w.interrupt = nil
 	w.mu.Unlock()
 	w.transfers.interrupt()
 	w.poke()
