@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +51,7 @@ type fakeRuntime struct {
 	calls    []string
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
+	contents map[string]string // host path -> content of a regular file
 	logs     map[string]string // container name -> its whole log
 	// started, when set, is called after each successful start, with the
 	// container's name, without the fake's lock held.
@@ -394,8 +398,73 @@ func (f *fakeRuntime) CopyInto(_ context.Context, container, path string, tar io
 	return nil
 }
 
-func (f *fakeRuntime) CopyFrom(context.Context, string, string) (io.ReadCloser, error) {
-	return nil, errors.New("fake runtime: no archive to copy from")
+// CopyFrom archives a file the container has bind-mounted from the fake
+// host (f.contents); anything else is not found.
+func (f *fakeRuntime) CopyFrom(_ context.Context, container, p string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("copy-from %s %s", container, p)
+	c := f.byName(container)
+	if c == nil {
+		return nil, notFound("copy from " + container)
+	}
+	data, ok := f.contents[f.bindSource(c.Name, p)]
+	if !ok {
+		return nil, notFound("copy from " + container + ":" + p)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path.Base(p), Mode: 0o666, Size: int64(len(data))}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write([]byte(data)); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(&buf), nil
+}
+
+// bindSource is the host path the container name bind-mounts at dest, ""
+// for none. Caller holds f.mu.
+func (f *fakeRuntime) bindSource(name, dest string) string {
+	spec := f.specs[name]
+	if spec == nil {
+		return ""
+	}
+	for _, m := range spec.Mounts {
+		if m.Type == "bind" && m.Destination == dest {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// writeMounted writes data to the host file that container name
+// bind-mounts at dest, as the container's process would.
+func (f *fakeRuntime) writeMounted(name, dest, data string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	src := f.bindSource(name, dest)
+	if _, ok := f.contents[src]; !ok {
+		panic("writeMounted: " + name + " has no file mounted at " + dest)
+	}
+	f.contents[src] = data
+}
+
+func (f *fakeRuntime) EmptyFile(_ context.Context, p string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("empty-file %s", p)
+	if f.files == nil {
+		f.files = map[string]string{}
+	}
+	if f.contents == nil {
+		f.contents = map[string]string{}
+	}
+	f.files[p], f.contents[p] = "regular empty file", ""
+	return nil
 }
 
 func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan podman.Event, error) {

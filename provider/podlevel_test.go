@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -150,6 +151,44 @@ func TestWorkerPodLevelSettings(t *testing.T) {
 		h.sync()
 		h.wantPhase(corev1.PodFailed)
 		if st := h.status(); st.Reason != pod.ReasonSysctlForbidden || !strings.Contains(st.Message, `"net.core.somaxconn" not allowlisted`) {
+			t.Errorf("reason %q message %q", st.Reason, st.Message)
+		}
+		h.wantCalls("create-pod", 0)
+	})
+}
+
+// TestWorkerPodLevelResources: spec.resources bound the podman pod's
+// cgroup, and a container without limits of its own gets the pod's; a
+// rootless host, where podman creates no pod cgroup, fails the pod.
+func TestWorkerPodLevelResources(t *testing.T) {
+	withResources := func(pd *corev1.Pod) *corev1.Pod {
+		pd.Spec.Resources = &corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		}
+		return pd
+	}
+	t.Run("pod cgroup and container defaults", func(t *testing.T) {
+		h := newHarness(t, withResources(testPod(corev1.RestartPolicyNever, "main")))
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		ps := h.rt.podSpecs[pod.PodName(testUID)]
+		if ps == nil || ps.ResourceLimits == nil || ps.ResourceLimits.Memory == nil || *ps.ResourceLimits.Memory.Limit != 64<<20 ||
+			ps.ResourceLimits.CPU == nil || *ps.ResourceLimits.CPU.Quota != 100000 || *ps.ResourceLimits.CPU.Shares != 512 {
+			t.Fatalf("pod spec resources %+v, want memory 64Mi, quota 100000, shares 512", ps)
+		}
+		res := h.rt.specs[ctrName("main", 0)].ResourceLimits
+		if res == nil || res.Memory == nil || *res.Memory.Limit != 64<<20 || res.CPU == nil || res.CPU.Quota == nil || *res.CPU.Quota != 100000 {
+			t.Errorf("container resources %+v, want the pod's limits", res)
+		}
+	})
+	t.Run("rootless host", func(t *testing.T) {
+		h := newHarness(t, withResources(testPod(corev1.RestartPolicyNever, "main")))
+		h.rt.info = &podman.HostInfo{PodmanVersion: "5.4.0", Rootless: true}
+		h.sync()
+		h.wantPhase(corev1.PodFailed)
+		if st := h.status(); st.Reason != "UnsupportedField" || !strings.Contains(st.Message, "rootless") {
 			t.Errorf("reason %q message %q", st.Reason, st.Message)
 		}
 		h.wantCalls("create-pod", 0)

@@ -239,7 +239,7 @@ func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady boo
 
 // report computes the pod's status and tells virtual-kubelet when it changed.
 func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) {
-	w.logMessages(ctx, &pd.Spec, obs)
+	w.terminationMessages(ctx, &pd.Spec, obs)
 	in := statusInput{
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
@@ -316,6 +316,12 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 			// rbn's own SIGKILL after the deadline's or a failed probe's
 			// grace period is no OOM kill (see terminated).
 			_, o.memoryLimited = c.Resources.Limits[corev1.ResourceMemory]
+			if r := pd.Spec.Resources; r != nil {
+				// Under the pod's memory limit (pod-level resources): its
+				// container's cgroup has it too.
+				_, podLimited := r.Limits[corev1.ResourceMemory]
+				o.memoryLimited = o.memoryLimited || podLimited
+			}
 			o.memoryLimited = o.memoryLimited && !in.DeadlineExceeded
 			o.killed = in.Killed
 			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
@@ -367,6 +373,7 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 		}
 		st.EphemeralContainerStatuses = statuses(debug, false)
 	}
+	trimMessages(&pd.Spec, &st)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
 	if in.DeadlineExceeded {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded

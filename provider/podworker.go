@@ -57,8 +57,8 @@ type podWorker struct {
 	// each once.
 	planned   *corev1.PodSpec
 	unapplied string
-	// messages holds the termination messages read from the logs, by
-	// container ID (see logMessages).
+	// messages holds the termination messages read (from the runs' files
+	// or logs), by container ID (see terminationMessages).
 	messages map[string]string
 	// deadlineExceeded: the pod was failed past its activeDeadlineSeconds.
 	deadlineExceeded bool

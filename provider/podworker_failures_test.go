@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func TestWorkerImagePullFailures(t *testing.T) {
@@ -200,13 +201,13 @@ func TestWorkerSpecDecisions(t *testing.T) {
 	t.Run("warned fields run, with an event each", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")
 		c := &pd.Spec.Containers[0]
-		c.TerminationMessagePath = "/tmp/result"
+		c.Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("1Gi")}
 		h := newHarness(t, pd)
 		h.rt.images["registry.test/main:1"] = true
 		h.sync()
 		h.wantPhase(corev1.PodRunning)
 		ev := h.events()
-		h.wantEvent(ev, `Warning TerminationMessageIgnored terminationMessagePath "/tmp/result" is not read`)
+		h.wantEvent(ev, `Warning LimitNotEnforced limits.ephemeral-storage of container "main" is not enforced`)
 	})
 	t.Run("a change to the running pod that is not applied", func(t *testing.T) {
 		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))

@@ -86,6 +86,9 @@ type podRuntime interface {
 	// MakePath creates path on the host as a directory (with its parents)
 	// or as an empty file (in a directory created with its parents).
 	MakePath(ctx context.Context, path string, dir bool) error
+	// EmptyFile creates path on the host (its directory exists) as an
+	// empty file anyone may write (mode 0666), emptying it if it exists.
+	EmptyFile(ctx context.Context, path string) error
 
 	// ExecSync runs cmd in a running container, its stdout and stderr
 	// to out, and returns its exit code; the process is killed when ctx
@@ -206,8 +209,15 @@ func (r hostRuntime) MakePath(ctx context.Context, p string, dir bool) error {
 	return nil
 }
 
-// hostCommandError is a failed host command's error, saying what the
-// command said when it ran and failed.
+// EmptyFile runs GNU install on the host: it copies /dev/null (nothing)
+// to path and sets the mode whatever the umask, in one command.
+func (r hostRuntime) EmptyFile(ctx context.Context, p string) error {
+	if _, err := r.host.SSH().Output(ctx, "install", "-m", "0666", "--", "/dev/null", p); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
 func (r hostRuntime) ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error) {
 	return r.Client.Exec(ctx, container, podman.ExecOptions{Cmd: cmd, Stdout: out, Stderr: out, KillOnCancel: true, Timeout: timeout})
 }
@@ -216,6 +226,8 @@ func (r hostRuntime) Dial(ctx context.Context, network, address string) (net.Con
 	return r.host.SSH().Dial(ctx, network, address)
 }
 
+// hostCommandError is a failed host command's error, saying what the
+// command said when it ran and failed.
 func hostCommandError(err error) error {
 	var exit *sshconn.ExitError
 	if errors.As(err, &exit) && strings.TrimSpace(exit.Stderr) != "" {

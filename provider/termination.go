@@ -1,7 +1,9 @@
 package provider
 
 import (
+	"archive/tar"
 	"context"
+	"errors"
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
@@ -9,58 +11,123 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
-// The kubelet's bounds for a termination message taken from the logs
-// (MaxContainerTerminationMessageLogLines and ...LogLength).
+// The kubelet's bounds for termination messages (pkg/kubelet/container:
+// MaxContainerTerminationMessageLength, the last bytes of the file;
+// MaxContainerTerminationMessageLogLines and ...LogLength, for a message
+// from the logs; MaxPodTerminationMessageLogLength, across the pod).
 const (
+	messageFileBytes = 4096
 	fallbackLogLines = 80
 	fallbackLogBytes = 2048
+	podMessageBytes  = 12 << 10
 )
 
-// logMessages gives the failed runs in obs of the containers whose
-// terminationMessagePolicy is FallbackToLogsOnError the tail of their logs
-// as termination message, as the kubelet does (rbn never has a message
-// from the file, which the kubelet would prefer). Each run's logs are read
-// once: w.messages keeps them for the runs still observed. Worker
-// goroutine only (observe also serves logs and exec requests).
-func (w *podWorker) logMessages(ctx context.Context, spec *corev1.PodSpec, obs map[string]*observed) {
+// messageSource is where a container's termination message comes from.
+type messageSource struct {
+	// path is its terminationMessagePath ("": none).
+	path string
+	// fallback: FallbackToLogsOnError.
+	fallback bool
+}
+
+// messageSources are the message sources of the pod's containers, by name.
+func messageSources(spec *corev1.PodSpec) map[string]messageSource {
+	out := map[string]messageSource{}
+	add := func(c *corev1.Container) {
+		out[c.Name] = messageSource{path: c.TerminationMessagePath, fallback: c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError}
+	}
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range cs {
+			add(&cs[i])
+		}
+	}
+	for i := range spec.EphemeralContainers {
+		c := corev1.Container(spec.EphemeralContainers[i].EphemeralContainerCommon)
+		add(&c)
+	}
+	return out
+}
+
+// terminationMessages gives the ended runs in obs their termination
+// messages, as the kubelet reads them: the last 4096 bytes of the file the
+// run had at its terminationMessagePath (a file of its own, see
+// pod.TerminationFile); with FallbackToLogsOnError, when that is empty and
+// the run failed, the tail of its logs. Each run's message is read once:
+// w.messages keeps them for the runs still observed. Worker goroutine only
+// (observe also serves logs and exec requests).
+func (w *podWorker) terminationMessages(ctx context.Context, spec *corev1.PodSpec, obs map[string]*observed) {
 	if obs == nil {
 		return // nothing observed: keep what was read
 	}
-	fallback := map[string]bool{}
-	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
-		for _, c := range cs {
-			if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
-				fallback[c.Name] = true
-			}
-		}
-	}
+	sources := messageSources(spec)
 	kept := map[string]string{}
 	for name, o := range obs {
-		if !fallback[name] {
+		src, ok := sources[name]
+		if !ok {
 			continue
 		}
-		o.currentMessage = w.logMessage(ctx, o.current, kept)
-		o.previousMessage = w.logMessage(ctx, o.previous, kept)
+		o.currentMessage = w.terminationMessage(ctx, o.current, src, kept)
+		o.previousMessage = w.terminationMessage(ctx, o.previous, src, kept)
 	}
 	w.messages = kept
 }
 
-// logMessage is the message of one run: "" unless it failed.
-func (w *podWorker) logMessage(ctx context.Context, st *podman.ContainerState, kept map[string]string) string {
-	if st == nil || !st.Exited() || st.ExitCode == 0 {
+// terminationMessage is the message of one run: "" while it runs.
+func (w *podWorker) terminationMessage(ctx context.Context, st *podman.ContainerState, src messageSource, kept map[string]string) string {
+	if st == nil || !st.Exited() {
 		return ""
 	}
 	if m, ok := w.messages[st.ID]; ok {
 		kept[st.ID] = m
 		return m
 	}
-	m, err := logTail(ctx, w.p.rt, st.ID)
-	if err != nil {
-		// The kubelet's wording; not kept, so the next sync reads again.
-		return "Error on reading termination message from logs: " + err.Error()
+	var msg string
+	if src.path != "" && !st.StartedAt.IsZero() {
+		m, err := readMessageFile(ctx, w.p.rt, st.ID, src.path)
+		if err != nil {
+			// The kubelet's wording; not kept, so the next sync reads again.
+			return "Error on reading termination log " + src.path + ": " + err.Error()
+		}
+		msg = m
 	}
-	kept[st.ID] = m
-	return m
+	if msg == "" && src.fallback && st.ExitCode != 0 {
+		m, err := logTail(ctx, w.p.rt, st.ID)
+		if err != nil {
+			return "Error on reading termination message from logs: " + err.Error()
+		}
+		msg = m
+	}
+	kept[st.ID] = msg
+	return msg
+}
+
+// readMessageFile is the last messageFileBytes of the file at path in
+// the ended container id (its bind-mounted termination file), through
+// podman's archive API; "" when there is none (a run created before rbn
+// mounted one), as the kubelet's for a missing file.
+func readMessageFile(ctx context.Context, rt podRuntime, id, path string) (string, error) {
+	rc, err := rt.CopyFrom(ctx, id, path)
+	if errors.Is(err, podman.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	h, err := tr.Next()
+	switch {
+	case errors.Is(err, io.EOF):
+		return "", nil
+	case errors.Is(err, podman.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	case h.Typeflag != tar.TypeReg:
+		return "", nil
+	}
+	// The archive cannot seek: the file is read through, its end kept.
+	return lastBytes(tr, messageFileBytes)
 }
 
 // logTail is the last fallbackLogBytes of the last fallbackLogLines lines
@@ -71,19 +138,46 @@ func logTail(ctx context.Context, rt podRuntime, id string) (string, error) {
 		return "", err
 	}
 	defer rc.Close()
+	return lastBytes(rc, fallbackLogBytes)
+}
+
+// lastBytes reads r to its end and returns its last n bytes.
+func lastBytes(r io.Reader, n int) (string, error) {
 	var tail []byte
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := rc.Read(buf)
-		tail = append(tail, buf[:n]...)
-		if len(tail) > fallbackLogBytes {
-			tail = append(tail[:0], tail[len(tail)-fallbackLogBytes:]...)
+		k, err := r.Read(buf)
+		tail = append(tail, buf[:k]...)
+		if len(tail) > n {
+			tail = append(tail[:0], tail[len(tail)-n:]...)
 		}
 		switch {
 		case err == io.EOF:
 			return string(tail), nil
 		case err != nil:
 			return "", err
+		}
+	}
+}
+
+// trimMessages cuts the termination messages of st to the kubelet's
+// share of podMessageBytes per container (its status manager's
+// normalizeStatus: 12 KiB over the pod's init and app containers, each
+// message cut to its first bytes).
+func trimMessages(spec *corev1.PodSpec, st *corev1.PodStatus) {
+	per := podMessageBytes
+	if n := len(spec.Containers) + len(spec.InitContainers); n > 0 {
+		per /= n
+	}
+	trim := func(s *corev1.ContainerState) {
+		if t := s.Terminated; t != nil && len(t.Message) > per {
+			t.Message = t.Message[:per]
+		}
+	}
+	for _, list := range [][]corev1.ContainerStatus{st.InitContainerStatuses, st.ContainerStatuses, st.EphemeralContainerStatuses} {
+		for i := range list {
+			trim(&list[i].State)
+			trim(&list[i].LastTerminationState)
 		}
 	}
 }

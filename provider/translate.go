@@ -41,6 +41,7 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 	if info != nil {
 		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)
 		in.HostRuntimes = info.OCIRuntimes
+		in.RootlessHost = info.Rootless
 	}
 	if name := pd.Spec.RuntimeClassName; name != nil && *name != "" {
 		if info == nil {

@@ -75,7 +75,35 @@ func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []st
 		}
 		mountpoints[v.K8sName] = vol.Mountpoint
 	}
+	if plan.TerminationVolume != "" {
+		labels := copyLabels(plan.Labels)
+		labels[pod.LabelVolume] = pod.TerminationLogs
+		vol, err := pv.rt.EnsureVolume(ctx, plan.TerminationVolume, labels, map[string]string{})
+		if err != nil {
+			return err
+		}
+		mountpoints[pod.TerminationLogs] = vol.Mountpoint
+	}
 	pv.mountpoints = mountpoints
+	return nil
+}
+
+// terminationFile creates the empty file that one run of c gets at its
+// terminationMessagePath, as the kubelet does before it creates the
+// container: world-writable, so that a container of any user can write
+// it. Created anew (emptied) for a run whose container is created again
+// after a failed create, which never ran.
+func (pv *podVolumes) terminationFile(ctx context.Context, c pod.Container, attempt int) error {
+	if c.TerminationMessagePath == "" {
+		return nil
+	}
+	dir := pv.mountpoints[pod.TerminationLogs]
+	if dir == "" {
+		return fmt.Errorf("termination message file of %s: %w", c.K8sName, pod.ErrNoMountpoint)
+	}
+	if err := pv.rt.EmptyFile(ctx, path.Join(dir, pod.TerminationFile(c.K8sName, attempt))); err != nil {
+		return fmt.Errorf("termination message file of %s: %w", c.K8sName, err)
+	}
 	return nil
 }
 

@@ -31,7 +31,10 @@ type HostInfo struct {
 	StorageTotal  uint64
 	StorageUsed   uint64
 	CgroupManager string
-	OCIRuntime    string
+	// Rootless: the service runs as an unprivileged user (podman 4.3
+	// reports it too, in host.security).
+	Rootless   bool
+	OCIRuntime string
 	// OCIRuntimes are the OCI runtimes podman can run containers with, by
 	// the name a container's spec gives (specgen's OCIRuntime): as far as
 	// the API tells, which is the default runtime alone (host.ociRuntime).
@@ -61,6 +64,7 @@ func (c *Client) Info(ctx context.Context) (_ *HostInfo, err error) {
 		MemTotal:      info.Host.MemTotal,
 		MemFree:       info.Host.MemFree,
 		CgroupManager: info.Host.CgroupManager,
+		Rootless:      info.Host.Security.Rootless,
 	}
 	if info.Host.OCIRuntime != nil && info.Host.OCIRuntime.Name != "" {
 		h.OCIRuntime = info.Host.OCIRuntime.Name

@@ -103,6 +103,9 @@ func FuzzTranslate(f *testing.F) {
 				mountpoints[v.K8sName] = "/vol/" + v.K8sName
 			}
 		}
+		if plan.TerminationVolume != "" {
+			mountpoints[TerminationLogs] = "/vol/" + plan.TerminationVolume
+		}
 		names := map[string]string{}
 		for _, c := range append(append([]Container{}, plan.InitContainers...), plan.Containers...) {
 			s, err := ContainerSpec(c, plan, 0, "POD", mountpoints)

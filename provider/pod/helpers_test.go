@@ -220,7 +220,7 @@ func TestApplyResources(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var c Container
-			applyResources(&c, tt.res)
+			applyResources(&c, tt.res, nil)
 			if c.MemoryLimitBytes != tt.mem || c.CPUQuotaMicros != tt.quota || c.CPUPeriodMicros != tt.period || c.CPUShares != tt.cpuShares {
 				t.Errorf("got memory %d quota %d period %d shares %d; want %d %d %d %d",
 					c.MemoryLimitBytes, c.CPUQuotaMicros, c.CPUPeriodMicros, c.CPUShares, tt.mem, tt.quota, tt.period, tt.cpuShares)

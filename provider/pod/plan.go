@@ -71,6 +71,9 @@ type Input struct {
 	// that this node allows (the kubelet's --allowed-unsafe-sysctls): names,
 	// or prefixes ending in "*".
 	AllowedUnsafeSysctls []string
+	// RootlessHost: the host's podman runs rootless, where it creates no
+	// pod cgroup, so pod-level resources cannot be enforced.
+	RootlessHost bool
 }
 
 // Plan is the podman side of one pod.
@@ -95,7 +98,15 @@ type Plan struct {
 	// OCIRuntime is the host's OCI runtime that runs the pod's containers,
 	// the handler of its RuntimeClass; empty: podman's default.
 	OCIRuntime string
-	Volumes    []Volume
+	// Resources bound the podman pod's cgroup (spec.resources); nil when
+	// the pod sets no pod-level resources.
+	Resources *PodResources `json:",omitempty"`
+	Volumes   []Volume
+	// TerminationVolume is the podman named volume that holds one empty
+	// file per container run, bind-mounted at the container's
+	// terminationMessagePath (as the kubelet mounts a file of its pod
+	// directory there); "" when no container has a path.
+	TerminationVolume string `json:",omitempty"`
 	// Transfers are the pod's S3 transfers (annotation rbn.dev/transfers),
 	// defaulted and valid; nil when it declares none.
 	Transfers *rbnv1.Transfers
@@ -126,8 +137,6 @@ type Plan struct {
 const (
 	// WarningNotEnforced: a limit the kubelet enforces by eviction is not enforced.
 	WarningNotEnforced = "LimitNotEnforced"
-	// WarningTerminationMessage: the termination message file is not read.
-	WarningTerminationMessage = "TerminationMessageIgnored"
 	// WarningStdinOnce: stdinOnce is not passed to podman.
 	WarningStdinOnce = "StdinOnceIgnored"
 )
@@ -211,6 +220,9 @@ type Container struct {
 	StopSignal string `json:",omitempty"`
 	Image      string
 	PullPolicy corev1.PullPolicy
+	// TerminationMessagePath is where the run's termination message file
+	// is mounted ("": none).
+	TerminationMessagePath string `json:",omitempty"`
 	// Entrypoint and Command follow Kubernetes: command replaces the image's
 	// ENTRYPOINT, args its CMD; nil keeps the image's.
 	Entrypoint []string
@@ -244,6 +256,15 @@ type Container struct {
 	StdinOnce bool
 }
 
+// PodResources are the pod-level resources enforced on the pod's cgroup,
+// computed as for a container (Container's fields of the same names).
+type PodResources struct {
+	MemoryLimitBytes int64 // 0: none
+	CPUQuotaMicros   int64 // per CPUPeriodMicros; 0: none
+	CPUPeriodMicros  uint64
+	CPUShares        uint64
+}
+
 // Mount is a volume mounted into a container.
 type Mount struct {
 	// Volume is the K8sName of a Plan volume.
@@ -251,6 +272,22 @@ type Mount struct {
 	MountPath string
 	SubPath   string // relative to the volume root; "" for the whole volume
 	ReadOnly  bool
+}
+
+// TerminationLogs is the key of the termination volume's host directory in
+// ContainerSpec's mountpoints. Not a DNS label, so no pod volume's name.
+const TerminationLogs = ":termination"
+
+// TerminationVolumeName is the podman volume of a pod's termination message
+// files. Its suffix starts with '-', which a pod volume's name cannot.
+func TerminationVolumeName(uid types.UID) string { return VolumeName(uid, "-termination") }
+
+// TerminationFile is the name, in the termination volume, of the file of
+// one run of a container: a new run gets a new, empty file, so that it
+// never reports the message of the run before (the kubelet, too, mounts a
+// new file per run).
+func TerminationFile(k8sName string, attempt int) string {
+	return k8sName + "-" + strconv.Itoa(attempt)
 }
 
 // PodName is the podman pod name for a Kubernetes pod UID.

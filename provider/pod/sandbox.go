@@ -60,6 +60,15 @@ func (t *translator) sandbox(plan *Plan) error {
 		return err
 	}
 	plan.ShareProcessNamespace = s.ShareProcessNamespace != nil && *s.ShareProcessNamespace
+	if plan.Resources, err = podResources(s.Resources); err != nil {
+		return err
+	}
+	if plan.Resources != nil && t.in.RootlessHost {
+		// podman silently skips a rootless pod's cgroup (and its limits)
+		// with cgroupfs, and cannot delegate cpu limits on cgroup v1.
+		return unsupported("spec.resources", ReasonUnsupportedField,
+			"pod-level resources cannot be enforced on this build host: its podman runs rootless and creates no pod cgroup")
+	}
 	if s.SecurityContext != nil {
 		if plan.Sysctls, err = sysctls(s.SecurityContext.Sysctls, t.in.AllowedUnsafeSysctls); err != nil {
 			return err

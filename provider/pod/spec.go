@@ -107,7 +107,7 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 	// The RuntimeClass's handler, for every container of the pod; the infra
 	// container keeps podman's default, as a pod's cannot be chosen.
 	s.OCIRuntime = p.OCIRuntime
-	s.ResourceLimits = resourceLimits(c)
+	s.ResourceLimits = resourceLimits(c.MemoryLimitBytes, c.CPUShares, c.CPUQuotaMicros, c.CPUPeriodMicros)
 
 	vols := make(map[string]*Volume, len(p.Volumes))
 	for i := range p.Volumes {
@@ -139,6 +139,16 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 			s.Mounts = append(s.Mounts, bindMount(path.Join(mp, m.SubPath), m.MountPath, mode))
 		}
 	}
+	if c.TerminationMessagePath != "" {
+		// The run's own file, which the runtime creates before the
+		// container (world-writable, as the kubelet's, for a container
+		// of any user) and reads when it has ended.
+		mp := mountpoints[TerminationLogs]
+		if mp == "" {
+			return nil, fmt.Errorf("container spec %s: terminationMessagePath: %w", c.K8sName, ErrNoMountpoint)
+		}
+		s.Mounts = append(s.Mounts, bindMount(path.Join(mp, TerminationFile(c.K8sName, attempt)), c.TerminationMessagePath, "rw"))
+	}
 	return s, nil
 }
 
@@ -164,23 +174,24 @@ func capNames(caps []string) []string {
 	return out
 }
 
-// resourceLimits renders the enforced resources; nil when there are none.
-func resourceLimits(c Container) *spec.LinuxResources {
+// resourceLimits renders the enforced resources (of a container or of the
+// pod's cgroup); nil when there are none.
+func resourceLimits(memory int64, shares uint64, quota int64, period uint64) *spec.LinuxResources {
 	var res spec.LinuxResources
-	if c.MemoryLimitBytes > 0 {
+	if memory > 0 {
 		// Swap equal to the limit (memory+swap) means no swap, the kubelet's
 		// default (NoSwap); podman would otherwise allow as much swap again.
 		// Hosts without swap accounting drop it with a warning.
-		res.Memory = &spec.LinuxMemory{Limit: ptr.To(c.MemoryLimitBytes), Swap: ptr.To(c.MemoryLimitBytes)}
+		res.Memory = &spec.LinuxMemory{Limit: ptr.To(memory), Swap: ptr.To(memory)}
 	}
-	if c.CPUShares > 0 || c.CPUQuotaMicros > 0 {
+	if shares > 0 || quota > 0 {
 		res.CPU = &spec.LinuxCPU{}
-		if c.CPUShares > 0 {
-			res.CPU.Shares = ptr.To(c.CPUShares)
+		if shares > 0 {
+			res.CPU.Shares = ptr.To(shares)
 		}
-		if c.CPUQuotaMicros > 0 {
-			res.CPU.Quota = ptr.To(c.CPUQuotaMicros)
-			res.CPU.Period = ptr.To(c.CPUPeriodMicros)
+		if quota > 0 {
+			res.CPU.Quota = ptr.To(quota)
+			res.CPU.Period = ptr.To(period)
 		}
 	}
 	if res.Memory == nil && res.CPU == nil {
@@ -211,6 +222,12 @@ func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 	s.SharedNamespaces = []string{"ipc", "net", "uts"}
 	if p.ShareProcessNamespace {
 		s.SharedNamespaces = []string{"ipc", "net", "pid", "uts"}
+	}
+	if r := p.Resources; r != nil {
+		// The pod's cgroup (podman creates it under its cgroup parent,
+		// with cgroupfs on cgroup v1 too, and puts every container of
+		// the pod below it), as the kubelet's pod cgroup.
+		s.ResourceLimits = resourceLimits(r.MemoryLimitBytes, r.CPUShares, r.CPUQuotaMicros, r.CPUPeriodMicros)
 	}
 	s.HostAdd = slices.Clone(p.HostAliases)
 	s.Sysctl = maps.Clone(p.Sysctls)

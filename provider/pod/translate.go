@@ -15,9 +15,6 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/imageref"
 )
 
-// defaultTerminationMessagePath is the API's default terminationMessagePath.
-const defaultTerminationMessagePath = "/dev/termination-log"
-
 // translator carries the input through the translation of one pod.
 type translator struct {
 	in  Input
@@ -179,8 +176,6 @@ func (t *translator) checkPod() error {
 		return field("setHostnameAsFQDN")
 	case len(s.ResourceClaims) > 0:
 		return field("resourceClaims")
-	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
-		return field("resources")
 	case len(s.ReadinessGates) > 0:
 		// The pod's status is the worker's own: conditions that other
 		// controllers set are not read back, so a gate could never hold
@@ -260,6 +255,13 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 		Stdin:      c.Stdin,
 		StdinOnce:  c.StdinOnce,
 	}
+	if p := c.TerminationMessagePath; p != "" {
+		if !strings.HasPrefix(p, "/") {
+			return Container{}, unsupported(field+".terminationMessagePath", ReasonInvalidSpec, "terminationMessagePath %q must be absolute", p)
+		}
+		out.TerminationMessagePath = p
+		plan.TerminationVolume = TerminationVolumeName(t.pod.UID)
+	}
 	if out.PullPolicy == "" {
 		out.PullPolicy = defaultPullPolicy(c.Image)
 	}
@@ -271,7 +273,11 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 	out.Entrypoint = expandAll(c.Command, out.Env)
 	out.Command = expandAll(c.Args, out.Env)
 
-	applyResources(&out, c.Resources)
+	var podLimits corev1.ResourceList
+	if r := t.pod.Spec.Resources; r != nil {
+		podLimits = r.Limits
+	}
+	applyResources(&out, c.Resources, podLimits)
 	if err := t.security(field, c, &out); err != nil {
 		return Container{}, err
 	}
@@ -291,15 +297,6 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 
 // containerWarnings lists what the container runs without (Plan.Warnings).
 func (t *translator) containerWarnings(field string, c *corev1.Container) {
-	// The kubelet reads the message from a host file it mounts at the
-	// path; rbn mounts none, so a message written there is never reported
-	// (FallbackToLogsOnError's, from the logs, is). Warned only when the
-	// pod asks for another path than the API's default, which every pod
-	// carries.
-	if p := c.TerminationMessagePath; p != "" && p != defaultTerminationMessagePath {
-		t.warn(field+".terminationMessagePath", WarningTerminationMessage,
-			"terminationMessagePath %q is not read on remote build nodes: a termination message written there is not reported", p)
-	}
 	if lim, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok && !lim.IsZero() {
 		t.warn(field+".resources.limits", WarningNotEnforced,
 			"limits.ephemeral-storage of container %q is not enforced: the kubelet evicts a pod over it, rbn does not", c.Name)

@@ -37,6 +37,7 @@ type goldenCase struct {
 	RuntimeHandler       string     `json:"runtimeHandler,omitempty"`
 	HostRuntimes         []string   `json:"hostRuntimes,omitempty"`
 	AllowedUnsafeSysctls []string   `json:"allowedUnsafeSysctls,omitempty"`
+	RootlessHost         bool       `json:"rootlessHost,omitempty"`
 	Pod                  corev1.Pod `json:"pod"`
 }
 
@@ -54,6 +55,7 @@ func (gc *goldenCase) input() Input {
 		RuntimeHandler:       gc.RuntimeHandler,
 		HostRuntimes:         gc.HostRuntimes,
 		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
+		RootlessHost:         gc.RootlessHost,
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},
 	}
@@ -144,6 +146,9 @@ func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
 		if v.Kind == VolumeEmptyDir || v.Kind == VolumeFiles {
 			mountpoints[v.K8sName] = "/vol/" + v.K8sName
 		}
+	}
+	if plan.TerminationVolume != "" {
+		mountpoints[TerminationLogs] = "/vol/" + plan.TerminationVolume
 	}
 	out := goldenOutput{Plan: readablePlan(t, plan), PodSpec: PodSpec(plan)}
 	for _, c := range append(append([]Container{}, plan.InitContainers...), plan.Containers...) {

@@ -141,7 +141,15 @@ func tmpfsSize(sizeLimit int64, pod *corev1.Pod) int64 {
 // it for the pod cgroup: the larger of the sum over app containers and the
 // largest init container (init containers run one at a time, before the app
 // containers); 0 when some container has no limit, i.e. the pod is unbounded.
+//
+// With pod-level resources, the pod's own memory limit is that limit, as
+// the kubelet's (the pod cgroup's) is.
 func podMemoryLimit(pod *corev1.Pod) int64 {
+	if r := pod.Spec.Resources; r != nil {
+		if lim, ok := r.Limits[corev1.ResourceMemory]; ok && !lim.IsZero() {
+			return lim.Value()
+		}
+	}
 	var sum, initMax int64
 	for _, c := range pod.Spec.Containers {
 		lim, ok := c.Resources.Limits[corev1.ResourceMemory]
