@@ -52,6 +52,7 @@ type fakeRuntime struct {
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
 	contents map[string]string // host path -> content of a regular file
+	copied   []string          // entries written by CopyInto: "path mode gid"
 	logs     map[string]string // container name -> its whole log
 	// started, when set, is called after each successful start, with the
 	// container's name, without the fake's lock held.
@@ -357,9 +358,10 @@ func (f *fakeRuntime) PullImage(_ context.Context, ref string, _ *podman.Credent
 	return "", nil
 }
 
-func (f *fakeRuntime) EnsureVolume(_ context.Context, name string, labels, _ map[string]string) (*podman.Volume, error) {
+func (f *fakeRuntime) EnsureVolume(_ context.Context, name string, labels, opts map[string]string) (*podman.Volume, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.record("ensure-volume %s o=%s", name, opts["o"])
 	v, ok := f.volumes[name]
 	if !ok {
 		v = podman.Volume{Name: name, Labels: maps.Clone(labels), Mountpoint: "/volumes/" + name}
@@ -388,13 +390,25 @@ func (f *fakeRuntime) RemoveVolume(_ context.Context, name string) error {
 	return nil
 }
 
-func (f *fakeRuntime) CopyInto(_ context.Context, container, path string, tar io.Reader) error {
-	if _, err := io.Copy(io.Discard, tar); err != nil {
-		return err
+// CopyInto records the archive's entries in copied, each as
+// "path mode gid" (mode in octal).
+func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive io.Reader) error {
+	tr := tar.NewReader(archive)
+	var entries []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		entries = append(entries, fmt.Sprintf("%s %o %d", path.Join(p, h.Name), h.Mode, h.Gid))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("copy-into %s %s", container, path)
+	f.record("copy-into %s %s", container, p)
+	f.copied = append(f.copied, entries...)
 	return nil
 }
 
@@ -451,6 +465,13 @@ func (f *fakeRuntime) writeMounted(name, dest, data string) {
 		panic("writeMounted: " + name + " has no file mounted at " + dest)
 	}
 	f.contents[src] = data
+}
+
+func (f *fakeRuntime) Chmod(_ context.Context, p string, mode uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("chmod %o %s", mode, p)
+	return nil
 }
 
 func (f *fakeRuntime) EmptyFile(_ context.Context, p string) error {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +90,9 @@ type podRuntime interface {
 	// EmptyFile creates path on the host (its directory exists) as an
 	// empty file anyone may write (mode 0666), emptying it if it exists.
 	EmptyFile(ctx context.Context, path string) error
+	// Chmod sets the mode (permission, setuid, setgid and sticky bits) of
+	// path on the host, not following a symlink it ends in.
+	Chmod(ctx context.Context, path string, mode uint32) error
 
 	// ExecSync runs cmd in a running container, its stdout and stderr
 	// to out, and returns its exit code; the process is killed when ctx
@@ -213,6 +217,16 @@ func (r hostRuntime) MakePath(ctx context.Context, p string, dir bool) error {
 // to path and sets the mode whatever the umask, in one command.
 func (r hostRuntime) EmptyFile(ctx context.Context, p string) error {
 	if _, err := r.host.SSH().Output(ctx, "install", "-m", "0666", "--", "/dev/null", p); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
+// Chmod runs chmod on the host; given a symlink, GNU chmod would change
+// its target, so path must be one that no container can replace (a
+// volume's root).
+func (r hostRuntime) Chmod(ctx context.Context, p string, mode uint32) error {
+	if _, err := r.host.SSH().Output(ctx, "chmod", strconv.FormatUint(uint64(mode), 8), "--", p); err != nil {
 		return hostCommandError(err)
 	}
 	return nil

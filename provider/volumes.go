@@ -62,16 +62,37 @@ func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []st
 		}
 		labels := copyLabels(plan.Labels)
 		labels[pod.LabelVolume] = v.K8sName
+		var o []string
 		opts := map[string]string{}
 		if v.Tmpfs {
 			opts["type"], opts["device"] = "tmpfs", "tmpfs"
 			if v.SizeLimitBytes > 0 {
-				opts["o"] = tmpfsSizeOption(pv.rt.Info(), v.SizeLimitBytes)
+				o = append(o, tmpfsSizeOption(pv.rt.Info(), v.SizeLimitBytes))
 			}
+		}
+		fsGroup := plan.FSGroup != nil && v.Kind == pod.VolumeEmptyDir
+		if fsGroup {
+			// podman makes the volume's root group-owned by it, and does
+			// not chown it to the first container's user then; a tmpfs
+			// gets the group and the mode as mount options.
+			o = append(o, "gid="+strconv.FormatInt(*plan.FSGroup, 10))
+			if v.Tmpfs {
+				o = append(o, fmt.Sprintf("mode=%o", emptyDirFSGroupMode))
+			}
+		}
+		if len(o) > 0 {
+			opts["o"] = strings.Join(o, ",")
 		}
 		vol, err := pv.rt.EnsureVolume(ctx, v.PodmanName, labels, opts)
 		if err != nil {
 			return err
+		}
+		if fsGroup && !v.Tmpfs {
+			// podman has no mode option for a volume on disk: its root is
+			// made setgid and writable by all on the host.
+			if err := pv.rt.Chmod(ctx, vol.Mountpoint, emptyDirFSGroupMode); err != nil {
+				return fmt.Errorf("volume %s: fsGroup: %w", v.K8sName, err)
+			}
 		}
 		mountpoints[v.K8sName] = vol.Mountpoint
 	}
@@ -105,6 +126,27 @@ func (pv *podVolumes) terminationFile(ctx context.Context, c pod.Container, atte
 		return fmt.Errorf("termination message file of %s: %w", c.K8sName, err)
 	}
 	return nil
+}
+
+// emptyDirFSGroupMode is the mode of an emptyDir's root under an fsGroup:
+// the kubelet's emptyDir root (0777) with the setgid bit its
+// SetVolumeOwnership adds, so that what the containers create there
+// belongs to the group.
+const emptyDirFSGroupMode = 0o2777
+
+// fsGroupTar is the group and the directory mode of what is written into a
+// volume of kind: the fsGroup, with directories setgid (and, in an
+// emptyDir, group-writable), as the kubelet's SetVolumeOwnership; else
+// root's (gid -1: as the archive API writes it) and 0755.
+func fsGroupTar(plan *pod.Plan, kind pod.VolumeKind) (gid int64, dirMode int64) {
+	switch {
+	case plan.FSGroup == nil || kind == pod.VolumeHostPath:
+		return -1, 0o755
+	case kind == pod.VolumeEmptyDir:
+		return *plan.FSGroup, 0o2775
+	default:
+		return *plan.FSGroup, 0o2755
+	}
 }
 
 // tmpfsSizeOption limits a tmpfs volume. Podman 4 sends any "size" volume
@@ -152,7 +194,8 @@ func (pv *podVolumes) fillLoaded(ctx context.Context, plan *pod.Plan, image stri
 	}
 	defer remove()
 	for _, v := range files {
-		data, err := tarFiles(v.Files, subdirs[v.K8sName], pv.clock.Now())
+		gid, dirMode := fsGroupTar(plan, v.Kind)
+		data, err := tarFiles(v.Files, subdirs[v.K8sName], pv.clock.Now(), gid, dirMode)
 		if err != nil {
 			return err
 		}
@@ -222,7 +265,8 @@ func (pv *podVolumes) fillThrough(ctx context.Context, plan *pod.Plan, c pod.Con
 		if v == nil || v.Kind != pod.VolumeFiles || pv.filled[v.K8sName] || !mountedWhole(plan, v.K8sName) {
 			continue
 		}
-		data, err := tarFiles(v.Files, nil, pv.clock.Now())
+		gid, dirMode := fsGroupTar(plan, v.Kind)
+		data, err := tarFiles(v.Files, nil, pv.clock.Now(), gid, dirMode)
 		if err != nil {
 			return err
 		}
@@ -262,8 +306,16 @@ func subPathDirs(plan *pod.Plan) map[string][]string {
 	return out
 }
 
-// tarFiles packs files (relative paths) with their directories, plus extra directories.
-func tarFiles(files []pod.File, extraDirs []string, now time.Time) ([]byte, error) {
+// tarFiles packs files (relative paths) with their directories, plus extra
+// directories, the directories with dirMode; gid, when not negative, is
+// the group of every entry (an fsGroup).
+func tarFiles(files []pod.File, extraDirs []string, now time.Time, gid, dirMode int64) ([]byte, error) {
+	group := func(h *tar.Header) *tar.Header {
+		if gid >= 0 {
+			h.Gid = int(gid)
+		}
+		return h
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dirs := map[string]bool{}
@@ -278,13 +330,13 @@ func tarFiles(files []pod.File, extraDirs []string, now time.Time) ([]byte, erro
 		}
 	}
 	for _, d := range sortedKeys(dirs) {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: now}); err != nil {
+		if err := tw.WriteHeader(group(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: dirMode, ModTime: now})); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range files {
 		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.Path, Mode: int64(f.Mode), Size: int64(len(f.Data)), ModTime: now}
-		if err := tw.WriteHeader(h); err != nil {
+		if err := tw.WriteHeader(group(h)); err != nil {
 			return nil, err
 		}
 		if _, err := tw.Write(f.Data); err != nil {

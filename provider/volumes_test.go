@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -114,5 +115,45 @@ func TestNeedsInfraFirst(t *testing.T) {
 		if got := needsInfraFirst(&tc.plan); got != tc.want {
 			t.Errorf("%s: needsInfraFirst = %t, want %t", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestWorkerFSGroup: under an fsGroup, an emptyDir on disk is created
+// group-owned by it (podman's gid option, which also keeps podman from
+// chowning it to the first container's user) and made setgid and writable
+// by all on the host, a Memory one gets the group and mode as tmpfs
+// options, a secret volume is written with the group on every entry
+// (directories setgid), every container has the group, and a hostPath
+// volume is left alone.
+func TestWorkerFSGroup(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	fsGroup := int64(2000)
+	pd.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: &fsGroup, SupplementalGroups: []int64{3000}}
+	pd.Spec.Volumes = []corev1.Volume{
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "shm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds",
+			Items: []corev1.KeyToPath{{Key: "token", Path: "dir/token"}, {Key: "key", Path: "key", Mode: ptr.To[int32](0o600)}}}}},
+	}
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}, {Name: "shm", MountPath: "/dev/shm"}, {Name: "creds", MountPath: "/creds"}}
+	h := newHarness(t, pd)
+	if err := h.objects.Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "ns"}, Data: map[string][]byte{"token": []byte("t"), "key": []byte("k")}}); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.images["registry.test/main:1"] = true
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+
+	work, shm := pod.VolumeName(testUID, "work"), pod.VolumeName(testUID, "shm")
+	h.wantCalls("ensure-volume "+work+" o=gid=2000", 1)
+	h.wantCalls("ensure-volume "+shm+" o=gid=2000,mode=2777", 1)
+	h.wantCalls("chmod 2777 /volumes/"+work, 1)
+	h.wantCalls("chmod ", 1) // not the tmpfs, not the secret volume
+	if got := h.rt.specs[ctrName("main", 0)].Groups; !slices.Equal(got, []string{"2000", "3000"}) {
+		t.Errorf("groups %q, want the fsGroup, then the supplemental groups", got)
+	}
+	want := []string{"/creds/dir 2755 2000", "/creds/dir/token 644 2000", "/creds/key 640 2000"}
+	if !slices.Equal(h.rt.copied, want) {
+		t.Errorf("secret volume written as %q, want %q", h.rt.copied, want)
 	}
 }

@@ -98,6 +98,14 @@ type Plan struct {
 	// OCIRuntime is the host's OCI runtime that runs the pod's containers,
 	// the handler of its RuntimeClass; empty: podman's default.
 	OCIRuntime string
+	// FSGroup (spec.securityContext.fsGroup) owns the pod's emptyDir and
+	// Files volumes, as the kubelet's SetVolumeOwnership makes them: the
+	// runtime creates emptyDirs group-owned by it, setgid and writable by
+	// all (the kubelet's 0777 emptyDir root), and writes Files volumes'
+	// files and directories with it as group (their directories setgid;
+	// the files' modes, group-readable, are in Files). hostPath volumes
+	// are left as they are. Every container has it as a supplemental group.
+	FSGroup *int64 `json:",omitempty"`
 	// Resources bound the podman pod's cgroup (spec.resources); nil when
 	// the pod sets no pod-level resources.
 	Resources *PodResources `json:",omitempty"`
@@ -199,7 +207,9 @@ type File struct {
 	// and never escaping (no "..").
 	Path string
 	Data []byte
-	// Mode is the file's permission bits (defaultMode or the item's mode; 0644 by default).
+	// Mode is the file's permission bits (defaultMode or the item's mode;
+	// 0644 by default), made readable by owner and group (|0440) under an
+	// fsGroup, as the kubelet's SetVolumeOwnership does for a read-only volume.
 	Mode int32
 }
 

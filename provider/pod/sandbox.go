@@ -70,6 +70,7 @@ func (t *translator) sandbox(plan *Plan) error {
 			"pod-level resources cannot be enforced on this build host: its podman runs rootless and creates no pod cgroup")
 	}
 	if s.SecurityContext != nil {
+		plan.FSGroup = s.SecurityContext.FSGroup
 		if plan.Sysctls, err = sysctls(s.SecurityContext.Sysctls, t.in.AllowedUnsafeSysctls); err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package pod
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -192,11 +191,10 @@ func (t *translator) checkPod() error {
 	}
 	if sc := s.SecurityContext; sc != nil {
 		switch {
-		case sc.FSGroup != nil:
-			// The kubelet chowns volumes to fsGroup and adds it to every
-			// container's groups; without that, non-root containers could not
-			// read their secrets.
-			return field("securityContext.fsGroup")
+		case sc.FSGroupChangePolicy != nil && *sc.FSGroupChangePolicy != corev1.FSGroupChangeAlways &&
+			*sc.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch:
+			return unsupported("spec.securityContext.fsGroupChangePolicy", ReasonUnsupportedField,
+				"fsGroupChangePolicy %q is not supported (only Always and OnRootMismatch)", *sc.FSGroupChangePolicy)
 		case sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyMerge &&
 			*sc.SupplementalGroupsPolicy != corev1.SupplementalGroupsPolicyStrict:
 			return unsupported("spec.securityContext.supplementalGroupsPolicy", ReasonUnsupportedField,
@@ -487,7 +485,7 @@ func (t *translator) security(field string, c *corev1.Container, out *Container)
 	return nil
 }
 
-// supplementalGroups gives the container the pod's supplementalGroups, on
+// supplementalGroups gives the container the pod's fsGroup and supplementalGroups, on
 // top of its user's memberships in the image's /etc/group (policy Merge),
 // or instead of them (Strict). podman looks those memberships up only for
 // a user given without a group, so Strict needs the container's runAsUser
@@ -500,9 +498,11 @@ func supplementalGroups(container string, psc *corev1.PodSecurityContext, uid, g
 			"supplementalGroupsPolicy Strict needs runAsUser and runAsGroup on remote build nodes (container %q lacks one): "+
 				"podman adds the image's /etc/group memberships of a user given without a group", container)
 	}
-	if len(psc.SupplementalGroups) > 0 {
-		out.Groups = slices.Clone(psc.SupplementalGroups)
+	// fsGroup first, as the kubelet lists it (determineEffectiveSecurityContext).
+	if psc.FSGroup != nil {
+		out.Groups = append(out.Groups, *psc.FSGroup)
 	}
+	out.Groups = append(out.Groups, psc.SupplementalGroups...)
 	return nil
 }
 

@@ -43,6 +43,13 @@ func (t *translator) fillFiles(vols []Volume) error {
 		case err != nil:
 			return err
 		}
+		if sc := t.pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+			// The kubelet's SetVolumeOwnership for a read-only volume:
+			// readable by owner and group.
+			for j := range files {
+				files[j].Mode |= 0o440
+			}
+		}
 		vols[i].Files = files
 	}
 	if missing != nil {
