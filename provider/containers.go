@@ -352,7 +352,7 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 		w.p.event(pd, corev1.EventTypeWarning, "InspectFailed", fmt.Sprintf("Failed to inspect image %q: %v", c.Image, err))
 		return w.p.cfg.Retry.Sync, false
 	}
-	if err := w.volumes.terminationFile(ctx, c, attempt); err != nil {
+	if err := w.volumes.terminationFile(ctx, w.plan, c, attempt); err != nil {
 		w.p.hostFailure()
 		w.waiting[c.K8sName] = reason{"CreateContainerError", err.Error()}
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())

@@ -69,3 +69,26 @@ func TestEphemeralContainerWaitsForItsTarget(t *testing.T) {
 	h.sync()
 	h.wantCalls("start "+ctrName("dbg", 0), 1)
 }
+
+// TestEphemeralContainerTerminationMessage: a debug container's
+// terminationMessagePath gets its file too, the termination volume made
+// then when no other container of the pod had a path.
+func TestEphemeralContainerTerminationMessage(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.images["registry.test/main:1"], h.rt.images["registry.test/debug:1"] = true, true
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	pd := h.w.current()
+	pd.Spec.EphemeralContainers = []corev1.EphemeralContainer{{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: "registry.test/debug:1", ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePath: "/dev/termination-log"},
+	}}
+	h.w.update(pd)
+	h.sync()
+	h.wantCalls("start "+ctrName("dbg", 0), 1)
+	h.rt.writeMounted(ctrName("dbg", 0), "/dev/termination-log", "found it")
+	h.rt.exit(ctrName("dbg", 0), 0)
+	h.sync()
+	if s := h.status().EphemeralContainerStatuses; len(s) != 1 || s[0].State.Terminated == nil || s[0].State.Terminated.Message != "found it" {
+		t.Fatalf("ephemeral statuses %+v, want dbg terminated with its message", s)
+	}
+}

@@ -364,6 +364,11 @@ func (w *podWorker) addEphemeral(ctx context.Context, pd *corev1.Pod) {
 		return
 	}
 	w.plan.EphemeralContainers = plan.EphemeralContainers
+	if w.plan.TerminationVolume == "" {
+		// A debug container that is the pod's first with a
+		// terminationMessagePath (see terminationFile).
+		w.plan.TerminationVolume = plan.TerminationVolume
+	}
 	w.planned.EphemeralContainers = pd.Spec.EphemeralContainers
 }
 

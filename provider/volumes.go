@@ -96,16 +96,23 @@ func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []st
 		}
 		mountpoints[v.K8sName] = vol.Mountpoint
 	}
-	if plan.TerminationVolume != "" {
-		labels := copyLabels(plan.Labels)
-		labels[pod.LabelVolume] = pod.TerminationLogs
-		vol, err := pv.rt.EnsureVolume(ctx, plan.TerminationVolume, labels, map[string]string{})
-		if err != nil {
-			return err
-		}
-		mountpoints[pod.TerminationLogs] = vol.Mountpoint
-	}
 	pv.mountpoints = mountpoints
+	if plan.TerminationVolume != "" {
+		return pv.ensureTerminationVolume(ctx, plan)
+	}
+	return nil
+}
+
+// ensureTerminationVolume creates the pod's termination volume and learns
+// its mountpoint.
+func (pv *podVolumes) ensureTerminationVolume(ctx context.Context, plan *pod.Plan) error {
+	labels := copyLabels(plan.Labels)
+	labels[pod.LabelVolume] = pod.TerminationLogs
+	vol, err := pv.rt.EnsureVolume(ctx, plan.TerminationVolume, labels, map[string]string{})
+	if err != nil {
+		return err
+	}
+	pv.mountpoints[pod.TerminationLogs] = vol.Mountpoint
 	return nil
 }
 
@@ -114,9 +121,17 @@ func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []st
 // container: world-writable, so that a container of any user can write
 // it. Created anew (emptied) for a run whose container is created again
 // after a failed create, which never ran.
-func (pv *podVolumes) terminationFile(ctx context.Context, c pod.Container, attempt int) error {
+//
+// The volume is created with the pod's other volumes; also here, for a
+// debug container that is the pod's first with a path.
+func (pv *podVolumes) terminationFile(ctx context.Context, plan *pod.Plan, c pod.Container, attempt int) error {
 	if c.TerminationMessagePath == "" {
 		return nil
+	}
+	if pv.mountpoints[pod.TerminationLogs] == "" && pv.mountpoints != nil && plan.TerminationVolume != "" {
+		if err := pv.ensureTerminationVolume(ctx, plan); err != nil {
+			return fmt.Errorf("termination message file of %s: %w", c.K8sName, err)
+		}
 	}
 	dir := pv.mountpoints[pod.TerminationLogs]
 	if dir == "" {
