@@ -106,8 +106,10 @@ func formatMap(m map[string]string) string {
 // up, as the kubelet's ExtractContainerResourceValue. The container is the
 // one named, or self when none is (env refers to its own container; a
 // volume, with self nil, must name one). A limit the container does not set
-// is the node's allocatable amount, as for the kubelet
-// (defaultPodLimitsForDownwardAPI); if Input.NodeAllocatable lacks it too,
+// is the pod-level limit (spec.resources) if the pod sets one, else the
+// node's allocatable amount, as for the kubelet
+// (defaultPodLimitsForDownwardAPI, which takes the pod's only for a resource
+// the node reports); if Input.NodeAllocatable lacks it,
 // the value is unknown and the pod refused rather than given a guess.
 func (t *translator) resourceFieldRef(field string, ref *corev1.ResourceFieldSelector, self *corev1.Container) (string, error) {
 	c := self
@@ -149,6 +151,13 @@ func (t *translator) resourceFieldRef(field string, ref *corev1.ResourceFieldSel
 				"container %q sets no %s limit, which means the node's allocatable %s, and the node reports none; set the limit", c.Name, res, res)
 		}
 		q = alloc
+		// The pod-level limit, when the pod sets one, stands in for the
+		// node's allocatable (cpu and memory, the pod-level resources).
+		if r := t.pod.Spec.Resources; r != nil && name != corev1.ResourceEphemeralStorage {
+			if pl, ok := r.Limits[name]; ok && !pl.IsZero() {
+				q = pl
+			}
+		}
 	}
 	divisor := ref.Divisor
 	if divisor.IsZero() {
