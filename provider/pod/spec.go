@@ -228,6 +228,13 @@ func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 		// with cgroupfs on cgroup v1 too, and puts every container of
 		// the pod below it), as the kubelet's pod cgroup.
 		s.ResourceLimits = resourceLimits(r.MemoryLimitBytes, r.CPUShares, r.CPUQuotaMicros, r.CPUPeriodMicros)
+		if m := s.ResourceLimits.Memory; m != nil {
+			// No memory+swap limit on the pod cgroup, as the kubelet's
+			// (its containers have theirs): podman writes it to the pod
+			// cgroup without checking that the host accounts swap, and
+			// would fail the pod where it does not.
+			m.Swap = nil
+		}
 	}
 	s.HostAdd = slices.Clone(p.HostAliases)
 	s.Sysctl = maps.Clone(p.Sysctls)
