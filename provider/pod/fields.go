@@ -76,7 +76,7 @@ var Fields = append([]FieldDecision{
 	{"spec.priorityClassName", Ignored, whyScheduler},
 	{"spec.priority", Ignored, whyScheduler + " The kubelet also uses it to order evictions; rbn evicts nothing."},
 	{"spec.dnsConfig", Refused, "Refused (UnsupportedField) when it sets nameservers, searches or options: containers use the build host's resolvers."},
-	{"spec.readinessGates", Refused, "Refused (UnsupportedField): Ready would have to wait for conditions other controllers set, and rbn's status does not read them back."},
+	{"spec.readinessGates", Implemented, "Ready is True only once the containers are ready and every gate's condition is True, as on a kubelet (else Ready False, reason ReadinessGatesNotReady, kubelet's message). The conditions other controllers set are read from the API and written back with rbn's own, which virtual-kubelet writes whole."},
 	{"spec.runtimeClassName", Implemented, "The RuntimeClass (node.k8s.io/v1) is read when the pod starts; its handler names the OCI runtime of every container of the pod (the infra container keeps podman's default: a podman pod's cannot be chosen). A handler the host's podman does not have fails the pod (RuntimeHandlerNotFound); a RuntimeClass that does not exist keeps the pod waiting with FailedCreatePodSandBox events, as on a kubelet. The node's status.runtimeHandlers lists the host's runtimes: podman reports only its default one."},
 	{"spec.enableServiceLinks", Ignored, "Service variables (FOO_SERVICE_HOST, KUBERNETES_SERVICE_HOST, ...) are never injected: cluster IPs are not reachable from a build host."},
 	{"spec.preemptionPolicy", Ignored, whyScheduler},

@@ -181,12 +181,6 @@ func (t *translator) checkPod() error {
 		return field("resourceClaims")
 	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
 		return field("resources")
-	case len(s.ReadinessGates) > 0:
-		// The pod's status is the worker's own: conditions that other
-		// controllers set are not read back, so a gate could never hold
-		// Ready back.
-		return unsupported("spec.readinessGates", ReasonUnsupportedField,
-			"readinessGates are not supported: rbn does not read conditions set by other controllers, so it could not hold the pod unready")
 	case s.DNSPolicy == corev1.DNSNone:
 		return unsupported("spec.dnsPolicy", ReasonUnsupportedField, "dnsPolicy None is not supported: containers use the build host's resolvers")
 	case s.DNSConfig != nil && (len(s.DNSConfig.Nameservers) > 0 || len(s.DNSConfig.Searches) > 0 || len(s.DNSConfig.Options) > 0):
