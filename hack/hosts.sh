@@ -32,7 +32,8 @@
 # (wrappers chrooting into the read-only bind of this machine's / at /.machine). Their containers
 # run with seccomp "unconfined" (the arm64 profile blocks a call of the x86 qemu interpreter) on a
 # default network of their own name (netavark names its NAT chains after it). The host dir is bound
-# at its own path inside, so host.env's paths hold on both sides. A container starts in ~10 s.
+# at its own path inside, so host.env's paths hold on both sides. Slow: a container starts in
+# 10-20 s (`podman run` through the API), a podman CLI call takes 5-25 s.
 # `up` registers qemu-aarch64 in binfmt_misc (flag F); `down` restores binfmt_misc as it was
 # (hack/lib.sh rbn::binfmt_acquire). Their busybox image is the arm64 one (the root filesystem's
 # busybox-static). host.env has ARCH=arm64 for them, ARCH=amd64 (this machine's) for the others.
