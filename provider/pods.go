@@ -28,10 +28,12 @@ type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, exp
 // PodsConfig configures Pods.
 type PodsConfig struct {
 	NodeName string
-	Spec     *rbnv1.RemoteBuildNodeSpec
-	Host     *Host
-	Recorder record.EventRecorder
-	Logger   *slog.Logger
+	// ClusterDomain is the cluster's DNS domain (setHostnameAsFQDN).
+	ClusterDomain string
+	Spec          *rbnv1.RemoteBuildNodeSpec
+	Host          *Host
+	Recorder      record.EventRecorder
+	Logger        *slog.Logger
 	// Secrets and ConfigMaps come from the process's shared informers.
 	Secrets    corev1listers.SecretLister
 	ConfigMaps corev1listers.ConfigMapLister

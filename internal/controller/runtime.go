@@ -87,6 +87,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
+		ClusterDomain:  d.cfg.ClusterDomain,
 		Secrets:        d.shared.Core().V1().Secrets().Lister(),
 		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
 		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),

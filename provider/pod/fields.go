@@ -82,7 +82,7 @@ var Fields = append([]FieldDecision{
 	{"spec.preemptionPolicy", Ignored, whyScheduler},
 	{"spec.overhead", Ignored, whyScheduler + " rbn sets no pod-level cgroup limit for it to enlarge."},
 	{"spec.topologySpreadConstraints", Ignored, whyScheduler},
-	{"spec.setHostnameAsFQDN", Refused, "Refused (UnsupportedField) when true: the FQDN is hostname.subdomain.namespace.svc.<cluster domain>, a cluster DNS name; rbn pods do not use cluster DNS and rbn knows no cluster domain."},
+	{"spec.setHostnameAsFQDN", Implemented, "As on a kubelet: with a subdomain, the containers' hostname is hostname.subdomain.namespace.svc.<clusterDomain> (rbn-kubelet's configuration, default cluster.local); a name over the kernel's 64 characters fails the pod (UnsupportedField) with kubelet's message. Without a subdomain, the hostname stays the pod's. The name resolves in the pod's own /etc/hosts, not through cluster DNS, which build hosts do not use."},
 	{"spec.os", Implemented, "linux runs; any other OS is refused (UnsupportedField): build hosts run Linux."},
 	{"spec.hostUsers", Implemented, "true (the default) is what rbn does; false (user namespaces) is refused (UnsupportedField)."},
 	{"spec.schedulingGates", Ignored, whyScheduler},

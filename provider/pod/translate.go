@@ -70,9 +70,13 @@ func Translate(in Input) (*Plan, error) {
 		return nil, err
 	}
 	pod := t.pod
+	host, err := kernelHostname(pod, in.ClusterDomain)
+	if err != nil {
+		return nil, err
+	}
 	plan := &Plan{
 		PodName:  PodName(pod.UID),
-		Hostname: hostname(pod),
+		Hostname: host,
 		Labels: map[string]string{
 			LabelPodUID:       string(pod.UID),
 			LabelPodNamespace: pod.Namespace,
@@ -154,6 +158,32 @@ func hostname(pod *corev1.Pod) string {
 	return truncateHostname(pod.Name)
 }
 
+// kernelHostname is the hostname the pod's containers see, as the kubelet
+// sets it (GetNodenameForKernel): with setHostnameAsFQDN and a subdomain,
+// hostname.subdomain.namespace.svc.<cluster domain>, which must fit the
+// kernel's 64 bytes; else the pod's hostname.
+func kernelHostname(pod *corev1.Pod, clusterDomain string) (string, error) {
+	h := hostname(pod)
+	fqdn := pod.Spec.SetHostnameAsFQDN != nil && *pod.Spec.SetHostnameAsFQDN
+	if !fqdn || pod.Spec.Subdomain == "" {
+		return h, nil
+	}
+	if clusterDomain == "" {
+		return "", unsupported("spec.setHostnameAsFQDN", ReasonUnsupportedField,
+			"setHostnameAsFQDN needs the cluster domain, and rbn-kubelet's configuration sets no clusterDomain")
+	}
+	name := h + "." + pod.Spec.Subdomain + "." + pod.Namespace + ".svc." + clusterDomain
+	if len(name) > maxKernelHostname {
+		return "", unsupported("spec.setHostnameAsFQDN", ReasonUnsupportedField,
+			"failed to construct FQDN from pod hostname and cluster domain, FQDN %s is too long (%d characters is the max, %d characters requested)",
+			name, maxKernelHostname, len(name))
+	}
+	return name, nil
+}
+
+// maxKernelHostname is Linux's limit on a hostname (HOST_NAME_MAX).
+const maxKernelHostname = 64
+
 // checkPod refuses the pod-level features rbn does not implement. Each of
 // them changes what the containers can see or do, so running the pod without
 // them would be running a different pod.
@@ -175,8 +205,6 @@ func (t *translator) checkPod() error {
 		return unsupported("spec.os.name", ReasonUnsupportedField, "os %q is not supported: build hosts run Linux", s.OS.Name)
 	case s.HostUsers != nil && !*s.HostUsers:
 		return unsupported("spec.hostUsers", ReasonUnsupportedField, "user namespaces (hostUsers: false) are not supported on remote build nodes")
-	case s.SetHostnameAsFQDN != nil && *s.SetHostnameAsFQDN:
-		return field("setHostnameAsFQDN")
 	case len(s.ResourceClaims) > 0:
 		return field("resourceClaims")
 	case s.Resources != nil && (len(s.Resources.Limits) > 0 || len(s.Resources.Requests) > 0):
