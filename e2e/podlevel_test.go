@@ -17,7 +17,8 @@ import (
 
 // Pod-level PodSpec fields on a remote build node, seen from inside the
 // pod: hostAliases in /etc/hosts, a shared PID namespace, namespaced
-// sysctls, supplemental groups; and refusals with the kubelet's reasons.
+// sysctls, supplemental groups, setHostnameAsFQDN; and refusals with the
+// kubelet's reasons.
 func TestPodLevelFields(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
@@ -62,6 +63,16 @@ spec:%[2]s
     supplementalGroupsPolicy: Strict
     supplementalGroups: [4000]
   containers: [{name: main, image: %[3]s, command: ["true"], securityContext: {runAsUser: 1000}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fqdn, namespace: %[1]s}
+spec:%[2]s
+  terminationGracePeriodSeconds: 1
+  hostname: ims
+  subdomain: customize
+  setHostnameAsFQDN: true
+  containers: [{name: main, image: %[3]s, command: [sleep, "3600"]}]
 `, ns, framework.PodSpec, framework.TestImage))
 
 	s.WaitPodPhase(t, ns, "pod-level", corev1.PodRunning, 2*time.Minute)
@@ -87,6 +98,16 @@ spec:%[2]s
 	}
 	if got := strings.Fields(in("main", "id", "-G")); !slices.Equal(got, []string{"3000", "4000", "5000"}) {
 		t.Errorf("main's groups %v, want [3000 4000 5000]", got)
+	}
+
+	// The FQDN is the hostname, and resolves in the pod's /etc/hosts.
+	s.WaitPodPhase(t, ns, "fqdn", corev1.PodRunning, 2*time.Minute)
+	fqdn := "ims.customize." + ns + ".svc.cluster.local"
+	if got := strings.TrimSpace(s.Kubectl(t, "-n", ns, "exec", "fqdn", "--", "hostname")); got != fqdn {
+		t.Errorf("setHostnameAsFQDN: hostname %q, want %q", got, fqdn)
+	}
+	if hosts := s.Kubectl(t, "-n", ns, "exec", "fqdn", "--", "cat", "/etc/hosts"); !strings.Contains(hosts, fqdn) {
+		t.Errorf("setHostnameAsFQDN: /etc/hosts does not name %s:\n%s", fqdn, hosts)
 	}
 
 	for name, reason := range map[string]string{"unsafe-sysctl": "SysctlForbidden", "strict-groups": pod.ReasonUnsupportedField} {

@@ -11,7 +11,7 @@
 #        hack/hosts.sh ssh I [CMD..]   ssh into host I as root with the strict known_hosts file
 #
 # Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
-# KNOWN_HOSTS, PRIVATE_KEY, STORAGE. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
+# KNOWN_HOSTS, PRIVATE_KEY, STORAGE, NETNS, ARCH. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
 # every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
 # pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry.
 #
@@ -23,6 +23,21 @@
 # the registry or object store on this machine's 127.0.0.1, as a build host fenced off from the
 # cluster's services would. host.env has NETNS=<name> for them; `down` deletes namespace and veth.
 #
+# Emulated aarch64 hosts (RBN_ARM64_HOSTS="3", host indexes; combinable with isolation): an arm64
+# Debian root filesystem (hack/arm64-rootfs.sh, cached; its first build takes about 8 minutes)
+# unpacked under the host dir and run under qemu-user in a private mount namespace with that root
+# (hack/hosts-arm64-ns.sh): its own sshd and `podman system service` run there, emulated, so
+# `hosts.sh ssh I uname -m` prints aarch64 and podman reports arch arm64. What qemu-user cannot do
+# runs natively: this machine's x86 runc and conmon (copied in with their libraries) and iptables
+# (wrappers chrooting into the read-only bind of this machine's / at /.machine). Their containers
+# run with seccomp "unconfined" (the arm64 profile blocks a call of the x86 qemu interpreter) on a
+# default network of their own name (netavark names its NAT chains after it). The host dir is bound
+# at its own path inside, so host.env's paths hold on both sides. Slow: a container starts in
+# 10-20 s (`podman run` through the API), a podman CLI call takes 5-25 s.
+# `up` registers qemu-aarch64 in binfmt_misc (flag F); `down` restores binfmt_misc as it was
+# (hack/lib.sh rbn::binfmt_acquire). Their busybox image is the arm64 one (the root filesystem's
+# busybox-static). host.env has ARCH=arm64 for them, ARCH=amd64 (this machine's) for the others.
+#
 # In the in-cluster mode (hack/lib.sh), the other hosts' sshd listens on 10.254.<n>.<10+i> on the
 # stack's link instead of 127.0.1.<i>, where rbn-kubelet's pod reaches it (host.env ADDRESS).
 #
@@ -30,7 +45,7 @@
 # where overlay does not work), RBN_HOST_NET_PREFIX (first two octets of the hosts' container
 # subnets, default derived from the port), RBN_HOST_REGISTRIES_CONF (registries.conf for the hosts;
 # default $RBN_STATE/registry/registries.conf when hack/registry.sh wrote one),
-# RBN_ISOLATED_HOSTS (see above; read by `up` for the hosts it creates).
+# RBN_ISOLATED_HOSTS and RBN_ARM64_HOSTS (see above; read by `up` for the hosts it creates).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HOSTS_DIR="${RBN_STATE}/hosts"
@@ -116,6 +131,93 @@ hosts::netns_down() {
 }
 
 hosts::isolation_requested() { local l="${RBN_ISOLATED_HOSTS:-}"; [[ " ${l//,/ } " == *" $1 "* ]]; }
+hosts::arm64_requested() { local l="${RBN_ARM64_HOSTS:-}"; [[ " ${l//,/ } " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------------------
+# Emulated arm64 hosts.
+
+# hosts::arm64 I: host I is an emulated arm64 host (recorded when it was created).
+hosts::arm64() { [[ -f "$(hosts::dir "$1")/arm64" ]]; }
+hosts::arch() { if hosts::arm64 "$1"; then echo arm64; else dpkg --print-architecture; fi; }
+# The binfmt_misc user this stack's arm64 hosts count as (hack/lib.sh rbn::binfmt_acquire).
+HOSTS_BINFMT_USER="hosts:${HOSTS_DIR}"
+# Where the x86 runc and conmon live inside the root filesystem (their libraries go to the x86
+# library paths, which the arm64 ones do not use).
+HOSTS_X86_DIR=/usr/local/lib/rbn-x86
+
+# hosts::ns_pid I: the process holding arm64 host I's mount namespace, if it runs.
+hosts::ns_pid() { hosts::owned "host$1-ns" "$1" && cat "${RBN_STATE}/pids/host$1-ns.pid"; }
+
+# hosts::copy_x86 ROOT BIN...: copies this machine's BINs into ROOT$HOSTS_X86_DIR and their shared
+# libraries (the x86 loader included) to the same paths under ROOT.
+hosts::copy_x86() {
+  local root="$1" b path lib; shift
+  mkdir -p "${root}${HOSTS_X86_DIR}"
+  for b in "$@"; do
+    path="$(command -v "$b")"
+    cp -L "${path}" "${root}${HOSTS_X86_DIR}/${b}"
+    for lib in $(ldd "${path}" | grep -o '/[^ ]*'); do
+      mkdir -p "${root}$(dirname "${lib}")"
+      cp -L "${lib}" "${root}${lib}"
+    done
+  done
+}
+
+# hosts::arm64_rootfs I: unpacks the root filesystem of arm64 host I (building it first if it is
+# not cached) and readies it: the native helpers, iptables wrappers, DNS, mount points.
+hosts::arm64_rootfs() {
+  local i="$1" d root tarball t; d="$(hosts::dir "$1")"; root="$(hosts::dir "$1")/root"
+  tarball="$("${RBN_ROOT}/hack/arm64-rootfs.sh")"
+  mkdir -p "${root}"
+  # (Not its device nodes: the machine's /dev is bound there.)
+  tar -C "${root}" --numeric-owner --exclude='./dev/*' -xzf "${tarball}"
+  hosts::copy_x86 "${root}" runc conmon
+  for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    rm -f "${root}/usr/sbin/$t"
+    printf '#!/bin/sh\n# qemu-user cannot emulate netfilter sockets: the x86 %s of the machine.\nexec /usr/sbin/chroot /.machine %s "$@"\n' \
+      "$t" "$(command -v "$t")" >"${root}/usr/sbin/$t"
+    chmod 755 "${root}/usr/sbin/$t"
+  done
+  cp -L /etc/resolv.conf "${root}/etc/resolv.conf"
+  echo "rbn-host-${i}" >"${root}/etc/hostname"
+  mkdir -p "${root}/.machine" "${root}/.oldroot" "${root}${d}"
+}
+
+# hosts::ns_start I: the holder of arm64 host I's mount namespace (hack/hosts-arm64-ns.sh).
+hosts::ns_start() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  hosts::owned "host${i}-ns" "$i" && return 0
+  local in_netns=() ns; ns="$(hosts::netns "$i")"
+  [[ -z "$ns" ]] || in_netns=(nsenter --net="/run/netns/$ns" --)
+  rm -f "$d/ns-ready"
+  rbn::start "host${i}-ns" "$d/ns.log" "${in_netns[@]}" unshare --mount --propagation private -- \
+    /bin/sh "${RBN_ROOT}/hack/hosts-arm64-ns.sh" "$d/" 9>&-
+  rbn::wait_for_daemon "host${i}-ns" "host ${i} root filesystem mounted" 60 test -f "$d/ns-ready" ||
+    { tail -5 "$d/ns.log" >&2 || true; return 1; }
+}
+
+# hosts::ns_pids MNT: the processes in mount namespace MNT ("mnt:[inode]"), zombies aside.
+hosts::ns_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ "$(readlink "$p/ns/mnt" 2>/dev/null)" == "$1" ]] && rbn::alive "${p#/proc/}" && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+# hosts::ns_stop I: kills every process in arm64 host I's namespace, its holder included (the
+# namespace and its mounts go with the last one).
+hosts::ns_stop() {
+  local i="$1" pid mnt pids deadline=$((SECONDS + 10))
+  pid="$(hosts::ns_pid "$i")" || return 0
+  mnt="$(readlink "/proc/${pid}/ns/mnt")" || return 0
+  pids="$(hosts::ns_pids "${mnt}")"
+  # shellcheck disable=SC2086
+  [[ -z "${pids}" ]] || kill -KILL ${pids} 2>/dev/null || true
+  while [[ -n "$(hosts::ns_pids "${mnt}")" ]] && ((SECONDS < deadline)); do sleep 0.1; done
+  [[ -z "$(hosts::ns_pids "${mnt}")" ]] || rbn::log "host ${i}: processes left in its namespace: $(hosts::ns_pids "${mnt}" | tr '\n' ' ')"
+  rm -f "${RBN_STATE}/pids/host${i}-ns.pid"
+}
 
 hosts::check_index() {
   [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= HOSTS_MAX)) || rbn::die "host index must be 1..${HOSTS_MAX}, got '$1'"
@@ -142,9 +244,12 @@ hosts::podman() {
 
 hosts::write_podman_config() {
   local i="$1" d; d="$(hosts::dir "$1")"
-  local bridge="rbn${SSH_PORT}h${i}" net_id
+  local bridge="rbn${SSH_PORT}h${i}" net_id net=podman
   mkdir -p "$d/networks" "$d/tmp" "$d/storage" "$d/run"
   net_id="$(printf 'rbn-host-%s-%s' "${SSH_PORT}" "${i}" | sha256sum | cut -c1-64)"
+  # netavark names its NAT chains after the network: hosts whose networks share a name share
+  # chains, and one's teardown was seen to drop another's MASQUERADE rule.
+  if hosts::arm64 "$i"; then net="rbn-${SSH_PORT}-h${i}"; fi
 
   cat >"$d/containers.conf" <<EOF
 # rbn test build host ${i}. Everything that podman would otherwise share between instances on one
@@ -156,7 +261,7 @@ log_driver = "k8s-file"
 [network]
 network_backend = "netavark"
 network_config_dir = "$d/networks"
-default_network = "podman"
+default_network = "${net}"
 default_subnet = "${NET_PREFIX}.$((16 * i)).0/22"
 default_subnet_pools = [{"base" = "${NET_PREFIX}.$((16 * i + 8)).0/21", "size" = 24}]
 
@@ -170,6 +275,17 @@ lock_type = "file"
 exit_command_delay = 5
 service_timeout = 0
 EOF
+  if hosts::arm64 "$i"; then
+    # qemu-user cannot run runc or conmon (their clone flags): this machine's run natively. The
+    # arm64 seccomp profile would block the x86 qemu interpreter (setting the %fs base for TLS).
+    cat >>"$d/containers.conf" <<EOF
+conmon_path = ["${HOSTS_X86_DIR}/conmon"]
+
+[engine.runtimes]
+runc = ["${HOSTS_X86_DIR}/runc"]
+EOF
+    sed -i 's/^\[containers\]$/&\nseccomp_profile = "unconfined"/' "$d/containers.conf"
+  fi
 
   cat >"$d/storage.conf" <<EOF
 [storage]
@@ -181,9 +297,9 @@ EOF
   # The default network "podman" would be the bridge podman0 with 10.88.0.0/16 in every instance:
   # hosts would hand out the same addresses on one shared bridge and tear it down under each other.
   # A file named after the default network overrides the built-in one.
-  cat >"$d/networks/podman.json" <<EOF
+  cat >"$d/networks/${net}.json" <<EOF
 {
-  "name": "podman",
+  "name": "${net}",
   "id": "${net_id}",
   "driver": "bridge",
   "network_interface": "${bridge}",
@@ -200,6 +316,12 @@ EOF
   local reg="" conf="${RBN_HOST_REGISTRIES_CONF:-${RBN_STATE}/registry/registries.conf}" netns=""
   [[ -f "${conf}" ]] && reg="CONTAINERS_REGISTRIES_CONF=$(realpath "${conf}")"
   [[ -n "$(hosts::netns "$i")" ]] && netns="$(command -v nsenter) --net=/run/netns/$(hosts::netns "$i") --"
+  if hosts::arm64 "$i"; then
+    # Into the host's namespace (found by its holder's pid at each call), where registries.conf
+    # has to be under the host dir to be seen.
+    if [[ -f "${conf}" ]]; then cp "${conf}" "$d/registries.conf" && reg="CONTAINERS_REGISTRIES_CONF=$d/registries.conf"; fi
+    netns="$(command -v nsenter) -t \$(cat '${RBN_STATE}/pids/host${i}-ns.pid') -m -n -r -w --"
+  fi
   cat >"$d/podman" <<EOF
 #!/bin/sh
 exec ${netns} env -i PATH="${PATH}" HOME="${HOME}" TMPDIR="$d/tmp" ${reg} \\
@@ -267,6 +389,7 @@ KNOWN_HOSTS=$d/known_hosts
 PRIVATE_KEY=${HOSTS_DIR}/id_ed25519
 STORAGE=$d/storage
 NETNS=$(hosts::netns "$i")
+ARCH=$(hosts::arch "$i")
 EOF
 }
 
@@ -301,14 +424,17 @@ hosts::sshd_start() {
   mkdir -p /run/sshd && chmod 755 /run/sshd
   local in_netns=() ns; ns="$(hosts::netns "$i")"
   [[ -z "$ns" ]] || in_netns=(nsenter --net="/run/netns/$ns" --)
+  # The arm64 host's own (emulated) sshd, in its namespace.
+  if hosts::arm64 "$i"; then in_netns=(nsenter -t "$(hosts::ns_pid "$i")" -m -n -r -w --); fi
   rbn::start "host${i}-sshd" "$d/sshd.out" "${in_netns[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
 }
 
 hosts::sshd_wait() {
-  local i="$1" addr port; addr="$(hosts::addr "$1")"; port="$(hosts::port "$1")"
-  rbn::wait_for "host ${i} sshd on ${addr}:${port}" 20 hosts::tcp_accepts "${addr}" "${port}" ||
+  local i="$1" addr port t=20; addr="$(hosts::addr "$1")"; port="$(hosts::port "$1")"
+  if hosts::arm64 "$i"; then t=90; fi # emulated
+  rbn::wait_for "host ${i} sshd on ${addr}:${port}" "$t" hosts::tcp_accepts "${addr}" "${port}" ||
     { tail -5 "$(hosts::dir "$i")/sshd.log" >&2 || true; return 1; }
-  rbn::wait_for "ssh root@${addr}:${port} true" 20 hosts::ssh "$i" true ||
+  rbn::wait_for "ssh root@${addr}:${port} true" "$t" hosts::ssh "$i" true ||
     { hosts::ssh "$i" true || true; return 1; }
 }
 
@@ -378,8 +504,9 @@ hosts::podman_start() {
 hosts::ping() { [[ "$(curl -fsS --max-time 2 --unix-socket "$1" http://d/_ping 2>/dev/null)" == OK ]]; }
 
 hosts::podman_wait() {
-  local i="$1" d; d="$(hosts::dir "$1")"
-  rbn::wait_for "host ${i} podman API at $d/podman.sock" 30 hosts::ping "$d/podman.sock" ||
+  local i="$1" d t=30; d="$(hosts::dir "$1")"
+  if hosts::arm64 "$i"; then t=180; fi # emulated
+  rbn::wait_for "host ${i} podman API at $d/podman.sock" "$t" hosts::ping "$d/podman.sock" ||
     { tail -5 "$d/podman.log" >&2 || true; return 1; }
 }
 
@@ -444,12 +571,13 @@ hosts::clean() {
       [[ -d "$cg" ]] && { find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
     done
   done
+  hosts::ns_stop "$i"
   local bridge; bridge="rbn$(hosts::port "$i")h${i}"
   ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
   hosts::netns_down "$i"
   hosts::link_addr_down "$i"
   hosts::unmount_under "$d"
-  rm -rf "$d"
+  rm -rf --one-file-system "$d"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +603,11 @@ cmd_up() {
   for tool in podman runc conmon /usr/sbin/sshd ssh ssh-keygen curl findmnt flock; do
     command -v "$tool" >/dev/null || rbn::die "$tool not found (run hack/install-deps.sh)"
   done
+  if [[ -n "${RBN_ARM64_HOSTS:-}" ]]; then
+    for tool in debootstrap qemu-aarch64-static unshare nsenter pivot_root ldd; do
+      command -v "$tool" >/dev/null || rbn::die "$tool not found (run hack/install-deps.sh)"
+    done
+  fi
 
   [[ -f "${HOSTS_DIR}/id_ed25519" ]] ||
     ssh-keygen -q -t ed25519 -N '' -C "rbn-hosts-client" -f "${HOSTS_DIR}/id_ed25519"
@@ -506,6 +639,11 @@ cmd_up() {
     mkdir -p "$d"
     if hosts::isolation_requested "$i"; then echo "rbn-${SSH_PORT}-host${i}" >"$d/netns"
     elif rbn::in_cluster; then echo "${RBN_STACK_NET}.$((10 + i)) ${RBN_STACK_LINK}" >"$d/address"; fi
+    if hosts::arm64_requested "$i"; then
+      : >"$d/arm64"
+      rbn::binfmt_acquire "${HOSTS_BINFMT_USER}"
+      hosts::arm64_rootfs "$i"
+    fi
     hosts::write_podman_config "$i"
     hosts::write_ssh_config "$i"
     hosts::write_env "$i"
@@ -514,6 +652,10 @@ cmd_up() {
   for ((i = 1; i <= n; i++)); do
     [[ -z "$(hosts::netns "$i")" ]] || hosts::netns_up "$i"
     hosts::link_addr_up "$i"
+    if hosts::arm64 "$i"; then
+      rbn::binfmt_acquire "${HOSTS_BINFMT_USER}" # idempotent; again after a `down` of binfmt by hand
+      hosts::ns_start "$i" || rbn::die "host ${i}: its root filesystem could not be mounted (see $(hosts::dir "$i")/ns.log)"
+    fi
     hosts::podman_start "$i"
     hosts::sshd_start "$i"
   done
@@ -521,9 +663,15 @@ cmd_up() {
   local pids=()
   for i in "${fresh[@]}"; do
     (
-      "$(hosts::dir "$i")/podman" import --quiet --change 'CMD=["sh"]' \
-        "${HOSTS_DIR}/image/busybox.tar" "${IMAGE_REF}" >/dev/null
-      "$(hosts::dir "$i")/podman" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+      d="$(hosts::dir "$i")" tar="${HOSTS_DIR}/image/busybox.tar"
+      if hosts::arm64 "$i"; then
+        # The arm64 variant, from the root filesystem's busybox-static, where the host sees it.
+        tar="$d/busybox.tar"
+        RBN_BUSYBOX="$d/root/usr/bin/busybox" rbn::busybox_rootfs_tar "${tar}"
+      fi
+      "$d/podman" import --quiet --change 'CMD=["sh"]' "${tar}" "${IMAGE_REF}" >/dev/null
+      "$d/podman" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+      [[ "${tar}" != "$d/busybox.tar" ]] || rm -f "${tar}"
     ) &
     pids+=($!)
   done
@@ -551,12 +699,14 @@ cmd_down() {
   for i in "${pids[@]}"; do wait "$i" || true; done
   # pid files of hosts whose dirs are already gone
   local p
-  for p in "${RBN_STATE}"/pids/host*-sshd.pid "${RBN_STATE}"/pids/host*-podman.pid; do
+  for p in "${RBN_STATE}"/pids/host*-sshd.pid "${RBN_STATE}"/pids/host*-podman.pid "${RBN_STATE}"/pids/host*-ns.pid; do
     [[ -f "$p" ]] || continue
     p="${p##*/}"; p="${p%.pid}"; i="${p%-*}"; i="${i#host}"
     hosts::terminate "$p" "$i"
   done
   rm -rf "${HOSTS_DIR}"
+  # After the last arm64 host: binfmt_misc as before `up` (a no-op if this stack had none).
+  rbn::binfmt_release "${HOSTS_BINFMT_USER}"
   rbn::log "hosts down"
 }
 

@@ -7,12 +7,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The build hosts' podman needs runc (crun fails on hybrid cgroups), conmon, netavark and iptables
 # for its bridge network, and catatonit to build the pod pause image; busybox-static is the test
 # image; docker-registry, skopeo and apache2-utils (htpasswd) make the test registry; the rest is
-# used by the hack/ scripts (gettext-base: envsubst for the demo job).
+# used by the hack/ scripts (gettext-base: envsubst for the demo job). qemu-user-static,
+# binfmt-support and debootstrap make the emulated aarch64 build hosts (RBN_ARM64_HOSTS in
+# hack/hosts.sh): an arm64 Debian root filesystem run under qemu-user.
 PACKAGES=(
   podman runc conmon netavark aardvark-dns catatonit iptables
   openssh-server openssh-client busybox-static openssl iproute2 util-linux procps
   jq curl ca-certificates gettext-base docker-registry skopeo apache2-utils
   containerd containernetworking-plugins conntrack
+  qemu-user-static binfmt-support debootstrap
 )
 
 missing=()
@@ -25,8 +28,10 @@ if ((${#missing[@]})); then
   command -v apt-get >/dev/null || rbn::die "missing packages (${missing[*]}) and no apt-get here"
   rbn::log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
+  # Another install on this machine may hold dpkg's lock: wait for it rather than fail.
+  apt_wait=(-o DPkg::Lock::Timeout=600)
+  apt-get "${apt_wait[@]}" update -qq
+  apt-get "${apt_wait[@]}" install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
 else
   rbn::log "system packages: all present"
 fi

@@ -104,19 +104,26 @@ rbn::wait_for_daemon() {
 
 # rbn::busybox_rootfs_tar OUT [FILE CONTENT]: writes a root filesystem tarball with the static
 # busybox, its applets, passwd and group (the test image), plus FILE (a path below the root) holding
-# CONTENT if given. Owned by root, numeric ids.
+# CONTENT if given. Owned by root, numeric ids. RBN_BUSYBOX names another static busybox (another
+# architecture's: its applets are listed by this machine's busybox when it cannot run here).
 rbn::busybox_rootfs_tar() {
-  local out="$1" extra="${2:-}" content="${3:-}" bb dir a
+  local out="$1" extra="${2:-}" content="${3:-}" bb dir a applets
   bb="$(command -v busybox || true)"
   [[ -x /bin/busybox ]] && bb=/bin/busybox
   [[ -n "$bb" ]] || rbn::die "busybox not found (run hack/install-deps.sh)"
+  applets="$("$bb" --list)"
+  if [[ -n "${RBN_BUSYBOX:-}" ]]; then
+    bb="${RBN_BUSYBOX}"
+    [[ -f "$bb" ]] || rbn::die "$bb not found"
+    applets="$("$bb" --list 2>/dev/null || echo "${applets}")"
+  fi
   # A dynamically linked busybox would not run in the image. (no `file` on minimal machines)
   ! LC_ALL=C readelf -l "$bb" 2>/dev/null | grep -q 'Requesting program interpreter' ||
     rbn::die "$bb is not statically linked (install busybox-static)"
   dir="$(mktemp -d "${out}.rootfs.XXXXXX")"
   mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root"
   cp "$bb" "$dir/bin/busybox"
-  for a in $("$bb" --list); do
+  for a in ${applets}; do
     [[ -e "$dir/bin/$a" ]] || ln -s busybox "$dir/bin/$a"
   done
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
@@ -226,4 +233,104 @@ rbn::stack_link_up() {
 # 127.0.0.1, or the stack's address in the in-cluster mode (creating its link).
 rbn::service_address() {
   if rbn::in_cluster; then rbn::stack_link_up; else echo 127.0.0.1; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Emulated aarch64 (qemu-user): binfmt_misc with qemu-aarch64 registered with the F flag (the
+# kernel opens the interpreter at registration, so it runs inside other mount namespaces too).
+# The registration is machine-wide: its users (the rootfs build, each stack with arm64 hosts) take
+# and release it; the last release restores what was there before the first took it, recorded in
+# $RBN_BINFMT_STATE (on /run: a reboot resets binfmt_misc too).
+RBN_BINFMT_DIR=/proc/sys/fs/binfmt_misc
+RBN_BINFMT_STATE="${RBN_BINFMT_STATE:-/run/rbn-binfmt}"
+RBN_BINFMT_ENTRY=qemu-aarch64
+RBN_BINFMT_SPEC=/usr/share/binfmts/qemu-aarch64
+
+# rbn::binfmt_register [ENTRY_FILE_COPY]: registers qemu-aarch64 from qemu-user-static's spec with
+# flags PF, or (given a copy of an entry file as the kernel shows it) exactly that registration.
+rbn::binfmt_register() {
+  local name="${RBN_BINFMT_ENTRY}" interp magic mask offset flags enabled=enabled
+  if [[ -n "${1:-}" ]]; then
+    enabled="$(sed -n 1p "$1")"
+    interp="$(sed -n 's/^interpreter //p' "$1")"
+    flags="$(sed -n 's/^flags: //p' "$1")"
+    offset="$(sed -n 's/^offset //p' "$1")"
+    magic="$(sed -n 's/^magic //p' "$1" | sed 's/../\\x&/g')"
+    mask="$(sed -n 's/^mask //p' "$1" | sed 's/../\\x&/g')"
+  else
+    [[ -f "${RBN_BINFMT_SPEC}" ]] || rbn::die "${RBN_BINFMT_SPEC} missing (run hack/install-deps.sh)"
+    interp="$(sed -n 's/^interpreter //p' "${RBN_BINFMT_SPEC}")"
+    offset="$(sed -n 's/^offset //p' "${RBN_BINFMT_SPEC}")"
+    magic="$(sed -n 's/^magic //p' "${RBN_BINFMT_SPEC}")"
+    mask="$(sed -n 's/^mask //p' "${RBN_BINFMT_SPEC}")"
+    flags=PF
+  fi
+  printf ':%s:M:%s:%s:%s:%s:%s' "${name}" "${offset}" "${magic}" "${mask}" "${interp}" "${flags}" \
+    >"${RBN_BINFMT_DIR}/register"
+  [[ "${enabled}" == enabled ]] || echo 0 >"${RBN_BINFMT_DIR}/${name}"
+}
+
+# rbn::binfmt_acquire USER: qemu-aarch64 usable (also in other namespaces) until USER releases it.
+rbn::binfmt_acquire() {
+  local user="$1" s="${RBN_BINFMT_STATE}" e="${RBN_BINFMT_DIR}/${RBN_BINFMT_ENTRY}"
+  mkdir -p "$s/users"
+  (
+    flock 8
+    if [[ ! -f "$s/original" ]]; then
+      local mounted=0
+      findmnt -rn "${RBN_BINFMT_DIR}" >/dev/null && mounted=1
+      rm -f "$s/original.entry"
+      [[ ${mounted} == 1 && -f "$e" ]] && cp "$e" "$s/original.entry"
+      echo "mounted=${mounted}" >"$s/original"
+    fi
+    findmnt -rn "${RBN_BINFMT_DIR}" >/dev/null || mount -t binfmt_misc binfmt_misc "${RBN_BINFMT_DIR}"
+    if [[ -f "$e" ]] && ! grep -q '^flags: .*F' "$e"; then echo -1 >"$e"; fi # re-registered with F
+    [[ -f "$e" ]] || rbn::binfmt_register
+    [[ "$(head -1 "$e")" == enabled ]] || echo 1 >"$e"
+    : >"$s/users/$(printf '%s' "${user}" | sha256sum | cut -c1-16)"
+  ) 8>>"$s/lock"
+}
+
+# rbn::binfmt_release USER: USER no longer needs qemu-aarch64; the last user restores the state
+# recorded before the first one: the registration as it was (or none), binfmt_misc unmounted if it
+# was not mounted and no other registration appeared meanwhile.
+rbn::binfmt_release() {
+  local user="$1" s="${RBN_BINFMT_STATE}" e="${RBN_BINFMT_DIR}/${RBN_BINFMT_ENTRY}"
+  [[ -d "$s/users" ]] || return 0
+  (
+    flock 8
+    rm -f "$s/users/$(printf '%s' "${user}" | sha256sum | cut -c1-16)"
+    [[ -z "$(ls -A "$s/users")" && -f "$s/original" ]] || exit 0
+    if findmnt -rn "${RBN_BINFMT_DIR}" >/dev/null; then
+      if [[ -f "$s/original.entry" ]]; then
+        if ! cmp -s "$s/original.entry" "$e"; then
+          [[ -f "$e" ]] && echo -1 >"$e"
+          rbn::binfmt_register "$s/original.entry"
+        fi
+      elif [[ -f "$e" ]]; then
+        echo -1 >"$e"
+      fi
+      if grep -q '^mounted=0' "$s/original"; then
+        local others; others="$(ls "${RBN_BINFMT_DIR}" | grep -vxE 'register|status' || true)"
+        if [[ -z "${others}" ]]; then umount "${RBN_BINFMT_DIR}"
+        else rbn::log "binfmt_misc left mounted: registrations made meanwhile: ${others//$'\n'/ }"; fi
+      fi
+    fi
+    rm -f "$s/original" "$s/original.entry" # not the lock, which a waiting user may hold open
+  ) 8>>"$s/lock"
+}
+
+# The emulated hosts' root filesystem (hack/arm64-rootfs.sh): Debian minbase for arm64 with
+# podman and sshd. RBN_ARM64_SUITE defaults to this machine's Debian release.
+# catatonit: podman builds the pods' pause image from it; aardvark-dns as on the x86 hosts.
+RBN_ARM64_PACKAGES=(openssh-server podman runc conmon netavark aardvark-dns catatonit iptables busybox-static iproute2 ca-certificates)
+rbn::arm64_suite() {
+  [[ -n "${RBN_ARM64_SUITE:-}" ]] && { echo "${RBN_ARM64_SUITE}"; return; }
+  (. /etc/os-release && echo "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")
+}
+# rbn::arm64_rootfs_path: the cached tarball, keyed by the suite and the package list.
+rbn::arm64_rootfs_path() {
+  local suite key; suite="$(rbn::arm64_suite)"
+  key="$(printf '%s\n' "${suite}" "${RBN_ARM64_PACKAGES[@]}" | sha256sum | cut -c1-12)"
+  echo "${RBN_CACHE}/arm64-rootfs/${suite}-${key}.tar.gz"
 }

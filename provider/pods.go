@@ -28,10 +28,12 @@ type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, exp
 // PodsConfig configures Pods.
 type PodsConfig struct {
 	NodeName string
-	Spec     *rbnv1.RemoteBuildNodeSpec
-	Host     *Host
-	Recorder record.EventRecorder
-	Logger   *slog.Logger
+	// ClusterDomain is the cluster's DNS domain (setHostnameAsFQDN).
+	ClusterDomain string
+	Spec          *rbnv1.RemoteBuildNodeSpec
+	Host          *Host
+	Recorder      record.EventRecorder
+	Logger        *slog.Logger
 	// Secrets and ConfigMaps come from the process's shared informers.
 	Secrets    corev1listers.SecretLister
 	ConfigMaps corev1listers.ConfigMapLister
@@ -293,6 +295,20 @@ func (p *Pods) UpdatePod(_ context.Context, pd *corev1.Pod) error {
 	return nil
 }
 
+// PodConditionsChanged takes a pod as the API has it after a change of
+// its status, for the conditions other controllers own (readiness gates,
+// DisruptionTarget): virtual-kubelet hands the provider spec changes only,
+// and writes the status whole, so rbn reports those conditions with its
+// own, and Ready waits for the readiness gates they satisfy.
+func (p *Pods) PodConditionsChanged(pd *corev1.Pod) {
+	p.mu.Lock()
+	w := p.byUID[pd.UID]
+	p.mu.Unlock()
+	if w != nil {
+		w.observeConditions(pd)
+	}
+}
+
 // DeletePod stops the pod within its grace period and removes it from the
 // host, and returns when that is done, having reported the final status:
 // virtual-kubelet then deletes the pod object, so a pod is gone from the API
@@ -431,7 +447,7 @@ func (p *Pods) failPod(w *podWorker, reason, msg string) {
 				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: msg}}})
 		}
 	}
-	st.Conditions = podConditions(&pd.Spec, corev1.PodFailed, false, st.InitContainerStatuses, st.ContainerStatuses, nil, now)
+	st.Conditions = podConditions(&pd.Spec, corev1.PodFailed, false, st.InitContainerStatuses, st.ContainerStatuses, nil, w.externalConditions(), now)
 	p.setStatus(w, st)
 }
 

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -191,8 +192,11 @@ func restartBackoff(restarts int) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-// podConditions are the standard conditions for a computed status.
-func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady bool, init, app []corev1.ContainerStatus, prev []corev1.PodCondition, now metav1.Time) []corev1.PodCondition {
+// podConditions are the standard conditions for a computed status, then
+// the external ones (set by other controllers, see ownCondition) as they
+// are in the API. Ready also waits for the pod's readiness gates, which
+// name external conditions, as on a kubelet.
+func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady bool, init, app []corev1.ContainerStatus, prev, external []corev1.PodCondition, now metav1.Time) []corev1.PodCondition {
 	initialized := true
 	ready := len(app) > 0
 	for i, s := range init {
@@ -219,22 +223,77 @@ func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady boo
 		}
 		return corev1.ConditionFalse
 	}
+	podReady := corev1.PodCondition{Type: corev1.PodReady, Status: b(ready)}
+	if ready {
+		if msg := readinessGatesMessage(spec.ReadinessGates, external); msg != "" {
+			podReady = corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: reasonReadinessGatesNotReady, Message: msg}
+		}
+	}
 	want := []corev1.PodCondition{
 		{Type: corev1.PodReadyToStartContainers, Status: b(sandboxReady)},
 		{Type: corev1.PodInitialized, Status: b(initialized)},
 		{Type: corev1.ContainersReady, Status: b(ready)},
-		{Type: corev1.PodReady, Status: b(ready)},
+		podReady,
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
 	}
 	for i := range want {
-		want[i].LastTransitionTime = now
-		for _, p := range prev {
-			if p.Type == want[i].Type && p.Status == want[i].Status {
-				want[i].LastTransitionTime = p.LastTransitionTime
-			}
+		want[i] = withTransitionTime(want[i], prev, now)
+	}
+	return append(want, external...)
+}
+
+// reasonReadinessGatesNotReady is kubelet's reason for a pod whose
+// containers are ready while one of its readiness gates is not.
+const reasonReadinessGatesNotReady = "ReadinessGatesNotReady"
+
+// readinessGatesMessage says, in kubelet's words, which readiness gates
+// hold the pod unready ("" when none does).
+func readinessGatesMessage(gates []corev1.PodReadinessGate, conditions []corev1.PodCondition) string {
+	var msgs []string
+	for _, g := range gates {
+		c := findCondition(conditions, g.ConditionType)
+		switch {
+		case c == nil:
+			msgs = append(msgs, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", g.ConditionType))
+		case c.Status != corev1.ConditionTrue:
+			msgs = append(msgs, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", g.ConditionType, c.Status))
 		}
 	}
-	return want
+	return strings.Join(msgs, ", ")
+}
+
+func findCondition(conditions []corev1.PodCondition, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range conditions {
+		if conditions[i].Type == t {
+			return &conditions[i]
+		}
+	}
+	return nil
+}
+
+// ownCondition tells the pod conditions rbn-kubelet writes, as kubelet
+// owns its own (kubelet's PodConditionsByKubelet, and PodScheduled, which
+// kubelet also rewrites). The others belong to other controllers (readiness
+// gates, DisruptionTarget, ...): rbn reports them as the API has them.
+func ownCondition(t corev1.PodConditionType) bool {
+	switch t {
+	case corev1.PodScheduled, corev1.PodReady, corev1.PodInitialized, corev1.ContainersReady,
+		corev1.PodReadyToStartContainers, corev1.PodResizePending, corev1.PodResizeInProgress,
+		ConditionOutputsUploaded:
+		return true
+	}
+	return false
+}
+
+// externalConditions are the conditions of st that other controllers own.
+func externalConditions(st *corev1.PodStatus) []corev1.PodCondition {
+	var out []corev1.PodCondition
+	for _, c := range st.Conditions {
+		if !ownCondition(c.Type) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // report computes the pod's status and tells virtual-kubelet when it changed.
@@ -245,6 +304,7 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
 		Outputs: w.transfers.outputs(w.plan), DeadlineExceeded: w.deadlineExceeded,
 		Probes: w.probes.verdict, Killed: w.killed, Unhealthy: w.unhealthy,
+		External: w.externalConditions(),
 	}
 	st, awaiting := podStatus(in)
 	if awaiting {
@@ -281,6 +341,9 @@ type statusInput struct {
 	// containers killed for a probe, which run again whatever their exit
 	// code unless the policy is Never, by Kubernetes name.
 	Killed, Unhealthy map[string]bool
+	// External are the pod's conditions that other controllers own, as
+	// the API has them (see ownCondition).
+	External []corev1.PodCondition
 }
 
 // outputsState is where a pod's outputs (rbn.dev/transfers) are.
@@ -379,7 +442,7 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
 	}
 	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
-	st.Conditions = podConditions(&pd.Spec, st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, now)
+	st.Conditions = podConditions(&pd.Spec, st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, in.External, now)
 	if outputs != nil {
 		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -39,6 +40,10 @@ type podWorker struct {
 	mu       sync.Mutex
 	pod      *corev1.Pod // latest spec; Status is what we last reported
 	deleting *time.Duration
+	// external are the pod's conditions that other controllers own, as the
+	// API last had them (see ownCondition): reported with ours, and read by
+	// the readiness gates.
+	external []corev1.PodCondition
 
 	sandbox   *sandbox
 	images    *imagePuller
@@ -88,6 +93,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		p: p, log: log,
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:       pd.DeepCopy(),
+		external:  externalConditions(&pd.Status),
 		sandbox:   &sandbox{rt: p.rt},
 		images:    newImagePuller(p.rt, clk, p.event, log),
 		volumes:   newPodVolumes(p.rt, clk, pd.UID),
@@ -127,14 +133,37 @@ func (w *podWorker) poke() {
 	}
 }
 
-// update takes a new spec from Kubernetes (status stays ours).
+// update takes a new spec from Kubernetes (status stays ours, but for
+// the conditions other controllers own).
 func (w *podWorker) update(pd *corev1.Pod) {
 	w.mu.Lock()
 	st := w.pod.Status
 	w.pod = pd.DeepCopy()
 	w.pod.Status = st
+	w.external = externalConditions(&pd.Status)
 	w.mu.Unlock()
 	w.poke()
+}
+
+// observeConditions takes the conditions other controllers own from the
+// pod as the API has it, and reports the pod again when they changed.
+func (w *podWorker) observeConditions(pd *corev1.Pod) {
+	ext := externalConditions(&pd.Status)
+	w.mu.Lock()
+	changed := !equality.Semantic.DeepEqual(ext, w.external)
+	if changed {
+		w.external = ext
+	}
+	w.mu.Unlock()
+	if changed {
+		w.poke()
+	}
+}
+
+func (w *podWorker) externalConditions() []corev1.PodCondition {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.external)
 }
 
 // terminate asks the worker to stop the pod with a grace period and clean up.

@@ -142,6 +142,9 @@ func TestStartupProbeHoldsTheOthers(t *testing.T) {
 	if n, m := a.calls["alive?"].Load(), a.calls["ready?"].Load(); n+m > 0 {
 		t.Fatalf("liveness ran %d and readiness %d times before the startup probe succeeded", n, m)
 	}
+	// Healthy until seen started and ready: a failing liveness probe could
+	// kill the run before the poll sees it ready (the clock runs fast).
+	a.ok["alive?"].Store(true)
 	a.ok["started?"].Store(true)
 	testwait.Eventually(t, "started and ready", func() bool {
 		h.clock.Step(time.Second)
@@ -150,6 +153,7 @@ func TestStartupProbeHoldsTheOthers(t *testing.T) {
 		return s.Started != nil && *s.Started && s.Ready
 	})
 	// Now the liveness probe runs, and fails.
+	a.ok["alive?"].Store(false)
 	testwait.Eventually(t, "the container killed by its liveness probe", func() bool {
 		h.clock.Step(time.Second)
 		h.sync()

@@ -34,7 +34,7 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 	in := pod.Input{
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
-		PodIP: podIP, HostIP: p.hostIP(),
+		PodIP: podIP, HostIP: p.hostIP(), ClusterDomain: p.cfg.ClusterDomain,
 	}
 	in.AllowedUnsafeSysctls = p.cfg.Spec.AllowedUnsafeSysctls
 	info := p.rt.Info()

@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 		{&KubeletConfiguration{}, &KubeletConfiguration{
 			TypeMeta:   metav1.TypeMeta{APIVersion: APIVersion, Kind: KubeletKind},
 			KubeAPIQPS: 50, KubeAPIBurst: 100, EventRecordQPS: 50, EventBurst: 100,
-			ListenAddress: "0.0.0.0", KubeletPort: 10250, MetricsBindAddress: "0.0.0.0:10265",
+			ClusterDomain: "cluster.local", ListenAddress: "0.0.0.0", KubeletPort: 10250, MetricsBindAddress: "0.0.0.0:10265",
 			NodeLeaseDurationSeconds: 40, NodeStatusReportFrequency: dur(time.Minute),
 			HealthCheckInterval: dur(10 * time.Second), HostInfoRefreshInterval: dur(30 * time.Second),
 			SSH: SSHConfiguration{DialTimeout: dur(10 * time.Second), KeepaliveInterval: dur(10 * time.Second),

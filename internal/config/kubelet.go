@@ -37,6 +37,9 @@ type KubeletConfiguration struct {
 	// NodeAddress is the InternalIP every served node advertises: where the
 	// apiserver reaches this process's kubelet API (in-cluster: the pod IP).
 	NodeAddress string `json:"nodeAddress"`
+	// ClusterDomain is the cluster's DNS domain, as kubelet's clusterDomain:
+	// the FQDN a pod with setHostnameAsFQDN gets as its hostname ends in it.
+	ClusterDomain string `json:"clusterDomain,omitempty" default:"cluster.local"`
 	// ListenAddress is the kubelet API's bind address.
 	ListenAddress string `json:"listenAddress,omitempty" default:"0.0.0.0"`
 	// KubeletPort is the kubelet API's shared port: pod routes (logs, exec,

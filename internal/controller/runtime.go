@@ -10,6 +10,7 @@ import (
 	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -86,6 +87,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
+		ClusterDomain:  d.cfg.ClusterDomain,
 		Secrets:        d.shared.Core().V1().Secrets().Lister(),
 		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
 		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
@@ -124,6 +126,19 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	})
 	if err != nil {
 		return nil, transientError(ReasonStartFailed, fmt.Errorf("pods: %w", err))
+	}
+	// virtual-kubelet hands the provider spec changes only: the conditions
+	// that other controllers set (readiness gates) come from here.
+	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Pod)
+			n, ok2 := newObj.(*corev1.Pod)
+			if ok1 && ok2 && !equality.Semantic.DeepEqual(o.Status.Conditions, n.Status.Conditions) {
+				pods.PodConditionsChanged(n)
+			}
+		},
+	}); err != nil {
+		return nil, transientError(ReasonStartFailed, fmt.Errorf("pod informer handler: %w", err))
 	}
 	port, releasePort, err := acquirePort(parent, d, name)
 	if err != nil {

@@ -36,6 +36,10 @@ type Input struct {
 	// with the IP before it creates containers.
 	PodIP  string
 	HostIP string
+	// ClusterDomain is the cluster's DNS domain (kubelet's clusterDomain):
+	// the FQDN of a pod with setHostnameAsFQDN and a subdomain is
+	// hostname.subdomain.namespace.svc.<ClusterDomain>.
+	ClusterDomain string
 	// NodeAllocatable is the node's allocatable resources: a
 	// resourceFieldRef to a limit the container does not set (limits.cpu,
 	// limits.memory, limits.ephemeral-storage) resolves to it, as on a kubelet.

@@ -66,9 +66,13 @@ func Translate(in Input) (*Plan, error) {
 		return nil, err
 	}
 	pod := t.pod
+	host, err := kernelHostname(pod, in.ClusterDomain)
+	if err != nil {
+		return nil, err
+	}
 	plan := &Plan{
 		PodName:  PodName(pod.UID),
-		Hostname: hostname(pod),
+		Hostname: host,
 		Labels: map[string]string{
 			LabelPodUID:       string(pod.UID),
 			LabelPodNamespace: pod.Namespace,
@@ -150,6 +154,32 @@ func hostname(pod *corev1.Pod) string {
 	return truncateHostname(pod.Name)
 }
 
+// kernelHostname is the hostname the pod's containers see, as the kubelet
+// sets it (GetNodenameForKernel): with setHostnameAsFQDN and a subdomain,
+// hostname.subdomain.namespace.svc.<cluster domain>, which must fit the
+// kernel's 64 bytes; else the pod's hostname.
+func kernelHostname(pod *corev1.Pod, clusterDomain string) (string, error) {
+	h := hostname(pod)
+	fqdn := pod.Spec.SetHostnameAsFQDN != nil && *pod.Spec.SetHostnameAsFQDN
+	if !fqdn || pod.Spec.Subdomain == "" {
+		return h, nil
+	}
+	if clusterDomain == "" {
+		return "", unsupported("spec.setHostnameAsFQDN", ReasonUnsupportedField,
+			"setHostnameAsFQDN needs the cluster domain, and rbn-kubelet's configuration sets no clusterDomain")
+	}
+	name := h + "." + pod.Spec.Subdomain + "." + pod.Namespace + ".svc." + clusterDomain
+	if len(name) > maxKernelHostname {
+		return "", unsupported("spec.setHostnameAsFQDN", ReasonUnsupportedField,
+			"failed to construct FQDN from pod hostname and cluster domain, FQDN %s is too long (%d characters is the max, %d characters requested)",
+			name, maxKernelHostname, len(name))
+	}
+	return name, nil
+}
+
+// maxKernelHostname is Linux's limit on a hostname (HOST_NAME_MAX).
+const maxKernelHostname = 64
+
 // checkPod refuses the pod-level features rbn does not implement. Each of
 // them changes what the containers can see or do, so running the pod without
 // them would be running a different pod.
@@ -171,16 +201,8 @@ func (t *translator) checkPod() error {
 		return unsupported("spec.os.name", ReasonUnsupportedField, "os %q is not supported: build hosts run Linux", s.OS.Name)
 	case s.HostUsers != nil && !*s.HostUsers:
 		return unsupported("spec.hostUsers", ReasonUnsupportedField, "user namespaces (hostUsers: false) are not supported on remote build nodes")
-	case s.SetHostnameAsFQDN != nil && *s.SetHostnameAsFQDN:
-		return field("setHostnameAsFQDN")
 	case len(s.ResourceClaims) > 0:
 		return field("resourceClaims")
-	case len(s.ReadinessGates) > 0:
-		// The pod's status is the worker's own: conditions that other
-		// controllers set are not read back, so a gate could never hold
-		// Ready back.
-		return unsupported("spec.readinessGates", ReasonUnsupportedField,
-			"readinessGates are not supported: rbn does not read conditions set by other controllers, so it could not hold the pod unready")
 	case s.DNSPolicy == corev1.DNSNone:
 		return unsupported("spec.dnsPolicy", ReasonUnsupportedField, "dnsPolicy None is not supported: containers use the build host's resolvers")
 	case s.DNSConfig != nil && (len(s.DNSConfig.Nameservers) > 0 || len(s.DNSConfig.Searches) > 0 || len(s.DNSConfig.Options) > 0):

@@ -26,6 +26,7 @@ type goldenCase struct {
 	NodeName            string              `json:"nodeName"`
 	PodIP               string              `json:"podIP,omitempty"`
 	HostIP              string              `json:"hostIP,omitempty"`
+	ClusterDomain       string              `json:"clusterDomain,omitempty"`
 	NodeAllocatable     corev1.ResourceList `json:"nodeAllocatable,omitempty"`
 	ServiceEnv          map[string]string   `json:"serviceEnv,omitempty"`
 	HostPathAllowlist   []string            `json:"hostPathAllowlist,omitempty"`
@@ -48,6 +49,7 @@ func (gc *goldenCase) input() Input {
 		NodeName:             gc.NodeName,
 		PodIP:                gc.PodIP,
 		HostIP:               gc.HostIP,
+		ClusterDomain:        gc.ClusterDomain,
 		NodeAllocatable:      gc.NodeAllocatable,
 		ServiceEnv:           gc.ServiceEnv,
 		HostPathAllowlist:    gc.HostPathAllowlist,
