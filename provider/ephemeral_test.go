@@ -8,20 +8,28 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-func TestEphemeralContainerRunsOnceInItsTarget(t *testing.T) {
+// debugRunning runs the pod of container main, adds ec (named dbg, image
+// registry.test/debug:1) to it and syncs until dbg has started.
+func debugRunning(t *testing.T, ec corev1.EphemeralContainer) *harness {
+	t.Helper()
 	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
 	h.rt.images["registry.test/main:1"], h.rt.images["registry.test/debug:1"] = true, true
 	h.sync()
 	h.wantPhase(corev1.PodRunning)
-
 	pd := h.w.current()
-	pd.Spec.EphemeralContainers = []corev1.EphemeralContainer{{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: "registry.test/debug:1", ImagePullPolicy: corev1.PullIfNotPresent, Stdin: true, TTY: true},
-		TargetContainerName:      "main",
-	}}
+	ec.Name, ec.Image, ec.ImagePullPolicy = "dbg", "registry.test/debug:1", corev1.PullIfNotPresent
+	pd.Spec.EphemeralContainers = []corev1.EphemeralContainer{ec}
 	h.w.update(pd)
 	h.sync()
 	h.wantCalls("start "+ctrName("dbg", 0), 1)
+	return h
+}
+
+func TestEphemeralContainerRunsOnceInItsTarget(t *testing.T) {
+	h := debugRunning(t, corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Stdin: true, TTY: true},
+		TargetContainerName:      "main",
+	})
 	spec := h.rt.specs[ctrName("dbg", 0)]
 	target := h.rt.byName(ctrName("main", 0)).ID
 	if spec.PidNS != (specgen.Namespace{NSMode: specgen.FromContainer, Value: target}) || !*spec.Terminal || !*spec.Stdin {
@@ -74,17 +82,7 @@ func TestEphemeralContainerWaitsForItsTarget(t *testing.T) {
 // terminationMessagePath gets its file too, the termination volume made
 // then when no other container of the pod had a path.
 func TestEphemeralContainerTerminationMessage(t *testing.T) {
-	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
-	h.rt.images["registry.test/main:1"], h.rt.images["registry.test/debug:1"] = true, true
-	h.sync()
-	h.wantPhase(corev1.PodRunning)
-	pd := h.w.current()
-	pd.Spec.EphemeralContainers = []corev1.EphemeralContainer{{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg", Image: "registry.test/debug:1", ImagePullPolicy: corev1.PullIfNotPresent, TerminationMessagePath: "/dev/termination-log"},
-	}}
-	h.w.update(pd)
-	h.sync()
-	h.wantCalls("start "+ctrName("dbg", 0), 1)
+	h := debugRunning(t, corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{TerminationMessagePath: "/dev/termination-log"}})
 	h.rt.writeMounted(ctrName("dbg", 0), "/dev/termination-log", "found it")
 	h.rt.exit(ctrName("dbg", 0), 0)
 	h.sync()

@@ -10,6 +10,24 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
+// endWithMessage ends the first run of the container main with code and
+// checks its terminated state's message, and whether its logs were read.
+func endWithMessage(h *harness, code int32, want string, readLogs bool) {
+	h.t.Helper()
+	h.rt.exit(ctrName("main", 0), code)
+	h.sync()
+	term := h.state("main").State.Terminated
+	if term == nil {
+		h.t.Fatalf("not terminated: %+v", h.state("main"))
+	}
+	if term.Message != want {
+		h.t.Errorf("message %q, want %q", term.Message, want)
+	}
+	if n := len(h.rt.called("logs ")); (n > 0) != readLogs {
+		h.t.Errorf("%d log reads, want any: %t", n, readLogs)
+	}
+}
+
 // TestWorkerFallbackToLogsOnError: a failed container whose policy is
 // FallbackToLogsOnError has the tail of its logs as termination message
 // (the last 2048 bytes of the last 80 lines, as the kubelet); one that
@@ -40,18 +58,7 @@ func TestWorkerFallbackToLogsOnError(t *testing.T) {
 				h.rt.logs = map[string]string{ctrName("main", 0): tt.logs}
 			}
 			h.sync()
-			h.rt.exit(ctrName("main", 0), tt.code)
-			h.sync()
-			term := h.state("main").State.Terminated
-			if term == nil {
-				t.Fatalf("not terminated: %+v", h.state("main"))
-			}
-			if term.Message != tt.want {
-				t.Errorf("message %q, want %q", term.Message, tt.want)
-			}
-			if n := len(h.rt.called("logs ")); (n > 0) != tt.readLog {
-				t.Errorf("%d log reads, want any: %t", n, tt.readLog)
-			}
+			endWithMessage(h, tt.code, tt.want, tt.readLog)
 		})
 	}
 	t.Run("read once per run", func(t *testing.T) {
@@ -113,18 +120,7 @@ func TestWorkerTerminationMessageFile(t *testing.T) {
 			if !tt.writeNone {
 				h.rt.writeMounted(ctrName("main", 0), "/dev/termination-log", tt.written)
 			}
-			h.rt.exit(ctrName("main", 0), tt.code)
-			h.sync()
-			term := h.state("main").State.Terminated
-			if term == nil {
-				t.Fatalf("not terminated: %+v", h.state("main"))
-			}
-			if term.Message != tt.want {
-				t.Errorf("message %q, want %q", term.Message, tt.want)
-			}
-			if n := len(h.rt.called("logs ")); (n > 0) != tt.readLogs {
-				t.Errorf("%d log reads, want any: %t", n, tt.readLogs)
-			}
+			endWithMessage(h, tt.code, tt.want, tt.readLogs)
 			h.sync()
 			h.wantCalls("copy-from ", 1) // read once per run
 		})
