@@ -134,8 +134,8 @@ spec:%[2]s
 			t.Errorf("%s: writing as user 1000 gave %q, want \"hi\" and a file of group 2000", dir, got)
 		}
 	}
-	if got := in("cat", "/creds/token"); got != "s3cret" {
-		t.Errorf("secret read as user 1000: %q, want s3cret", got)
+	if got := in("sh", "-c", "cat /creds/token && echo && stat -L -c '%g %a' /creds/token"); got != "s3cret\n2000 640" {
+		t.Errorf("secret read as user 1000: %q, want s3cret from a file of group 2000, mode 640", got)
 	}
 }
 
