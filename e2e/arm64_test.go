@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -249,37 +248,16 @@ func (s *stack) directX86Host(t *testing.T) string {
 // this one never see it.
 func (s *stack) registerArm64(t *testing.T, h framework.BuildHost) {
 	t.Helper()
-	s.Apply(t, fmt.Sprintf(`apiVersion: v1
-kind: Secret
-metadata: {name: %[1]s-ssh, namespace: rbn-system}
-type: kubernetes.io/ssh-auth
-stringData:
-  ssh-privatekey: |
-%[2]s
-  known_hosts: |
-%[3]s
----
-apiVersion: rbn.dev/v1alpha1
-kind: RemoteBuildNode
-metadata: {name: %[1]s}
-spec:
-  address: %[4]s
-  port: %[5]d
-  user: %[6]s
-  podmanSocket: %[7]s
-  sshSecretRef: {name: %[1]s-ssh, namespace: rbn-system}
-  labels:
-    rbn.dev/local-test-host: "true"
-  imagePull: Direct
-`, h.Name, indent(readFile(t, h.Key), 4), indent(readFile(t, h.Known), 4), h.Address, h.Port, h.User, h.Socket))
+	// Registered before registerExtra's cleanup, so run after it.
 	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "remotebuildnode", h.Name, "--ignore-not-found", "--wait=true", "--timeout=120s")
-		_, _ = s.KubectlErr("-n", "rbn-system", "delete", "secret", h.Name+"-ssh", "--ignore-not-found")
 		framework.Eventually(t, "node "+h.Name+" deleted with its RemoteBuildNode", 2*time.Minute, func() (bool, string) {
 			_, err := s.Client.CoreV1().Nodes().Get(context.Background(), h.Name, metav1.GetOptions{})
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
 	})
+	s.registerExtra(t, h.Name, h.Index, readFile(t, h.Known), fmt.Sprintf(`  user: %s
+  labels: {rbn.dev/local-test-host: "true"}
+  imagePull: Direct`, h.User))
 }
 
 // imageJobPod is a job-shaped pod on node running `cat /arch` in image, pulled
@@ -382,7 +360,7 @@ func (s *stack) jobPodEvents(t *testing.T, ns, job string) string {
 func (s *stack) waitNoPlatform(t *testing.T, ns, pod, image string) {
 	t.Helper()
 	var msg string
-	framework.Eventually(t, pod+": a failed pull of "+image, 5*time.Minute, func() (bool, string) {
+	framework.Eventually(t, pod+": a failed pull of "+image, 8*time.Minute, func() (bool, string) {
 		p := s.Pod(t, ns, pod)
 		if len(p.Status.ContainerStatuses) == 1 {
 			cs := p.Status.ContainerStatuses[0]
@@ -434,26 +412,7 @@ func (s *stack) arm64Streams(t *testing.T, ns, pod string) {
 
 	// attach: what is written to the shell's stdin comes back, and logs -f,
 	// still following, sees it too.
-	attach := s.KubectlCmd(ctx, "-n", ns, "attach", "-i", pod, "-c", "main")
-	out := &output{}
-	attach.Stdout, attach.Stderr = out, out
-	stdin, err := attach.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attach.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = attach.Process.Kill(); _ = attach.Wait() }()
-	// What is written before the streams are up is lost, as with kubelet:
-	// written again at every poll until it comes back.
-	framework.Eventually(t, "the attached shell echoing its input", 2*time.Minute, func() (bool, string) {
-		if strings.Contains(out.String(), "got:hello") {
-			return true, ""
-		}
-		_, _ = io.WriteString(stdin, "hello\n")
-		return false, out.String()
-	})
+	s.attachEcho(t, ns, pod, "main", 2*time.Minute)
 	logs.waitFor(t, "got:hello\n", 0, time.Minute)
 
 	// exec, with and without stdin.
