@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,13 +196,8 @@ func TestArm64Host(t *testing.T) {
 			if err != nil {
 				return false, err.Error()
 			}
-			var pending []string
-			for _, p := range list.Items {
-				if p.Spec.NodeName == "" {
-					pending = append(pending, p.Name)
-				}
-			}
-			return len(list.Items) == burstSize && len(pending) == 0, fmt.Sprintf("%d pods, unbound: %v", len(list.Items), pending)
+			pending := slices.DeleteFunc(list.Items, func(p corev1.Pod) bool { return p.Spec.NodeName != "" })
+			return len(list.Items) == burstSize && len(pending) == 0, fmt.Sprintf("%d pods, unbound: %s", len(list.Items), podsBrief(pending))
 		})
 		perArch := map[string][]string{}
 		for name, arch := range burstArch {
@@ -250,7 +246,7 @@ func (s *stack) registerArm64(t *testing.T, h framework.BuildHost) {
 	t.Helper()
 	// Registered before registerExtra's cleanup, so run after it.
 	t.Cleanup(func() {
-		framework.Eventually(t, "node "+h.Name+" deleted with its RemoteBuildNode", 2*time.Minute, func() (bool, string) {
+		framework.Eventually(t, "node "+h.Name+" deleted with its RemoteBuildNode", 5*time.Minute, func() (bool, string) {
 			_, err := s.Client.CoreV1().Nodes().Get(context.Background(), h.Name, metav1.GetOptions{})
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
@@ -329,12 +325,28 @@ func (s *stack) waitJobPod(t *testing.T, ns, job string, timeout time.Duration) 
 			return false, err.Error()
 		}
 		pods = list.Items
-		return j.Status.Succeeded == 1, fmt.Sprintf("%+v, %d pod(s)", j.Status, len(pods))
+		return j.Status.Succeeded == 1, fmt.Sprintf("%+v, pods: %s", j.Status, podsBrief(pods))
 	})
 	if len(pods) != 1 {
 		t.Fatalf("job %s has %d pods, want the one that succeeded", job, len(pods))
 	}
 	return &pods[0]
+}
+
+// podsBrief says where each pod is and why it is not scheduled, if it is
+// not, for failure messages.
+func podsBrief(pods []corev1.Pod) string {
+	var b strings.Builder
+	for _, p := range pods {
+		fmt.Fprintf(&b, "[%s on %q: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+				fmt.Fprintf(&b, ", unschedulable: %s", c.Message)
+			}
+		}
+		b.WriteString("] ")
+	}
+	return b.String()
 }
 
 // jobPodEvents lists the events of the Job's pods, for failure messages.
