@@ -60,7 +60,7 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   rbn::log "S3 relay integration tests"
   go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
-  go test -tags "e2e,${RBN_GO_TAGS}" -count=1 -timeout 50m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
+  go test -tags "e2e,${RBN_GO_TAGS}" -count=1 -timeout 60m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
   # Tests of the other mode say why they did not run; list them, they are not passes.
   if grep -q -- '--- SKIP' "${RBN_STATE}/../e2e-test.log"; then
     rbn::log "not run in this mode (the reasons are in ${RBN_STATE}/../e2e-test.log):"
