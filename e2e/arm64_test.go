@@ -390,6 +390,11 @@ func (s *stack) waitNoPlatform(t *testing.T, ns, pod, image string) {
 	if !strings.Contains(msg, "arm64") || !strings.Contains(msg, image) {
 		t.Errorf("%s: waiting %q: want the image and the architecture it lacks (arm64)", pod, msg)
 	}
+	// Through the relay too, the message names the registry, never the
+	// relay's passing loopback address on the host.
+	if reg := s.registry(t)["REGISTRY"]; strings.Contains(strings.ReplaceAll(msg, reg, ""), "127.0.0.1:") {
+		t.Errorf("%s: waiting %q names an address other than the registry %s", pod, msg, reg)
+	}
 	failed := false
 	for _, e := range s.Events(t, ns, "Pod", pod) {
 		failed = failed || (e.Reason == "Failed" && strings.Contains(e.Message, "Failed to pull image") && strings.Contains(e.Message, "arm64"))
