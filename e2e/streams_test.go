@@ -526,28 +526,7 @@ func TestStreamsAttach(t *testing.T) {
       tty: true
       command: [sh]`, framework.TestImage), corev1.PodRunning)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := s.KubectlCmd(ctx, "-n", ns, "attach", "-i", "reader", "-c", "main")
-	out := &output{}
-	cmd.Stdout, cmd.Stderr = out, out
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	// Whatever arrives before the streams are up is lost, as with kubelet: resend.
-	framework.Eventually(t, "attached process echoing input", 30*time.Second, func() (bool, string) {
-		if strings.Contains(out.String(), "got:hello") {
-			return true, ""
-		}
-		_, _ = io.WriteString(stdin, "hello\n")
-		time.Sleep(300 * time.Millisecond)
-		return false, strconv.Quote(out.String())
-	})
+	out, stdin := s.attachEcho(t, ns, "reader", "main", 30*time.Second)
 	pos := out.waitFor(t, "got:hello", 0, time.Second)
 	_, _ = io.WriteString(stdin, "second line\n")
 	out.waitFor(t, "got:second line\n", pos, 10*time.Second)
@@ -556,6 +535,37 @@ func TestStreamsAttach(t *testing.T) {
 	pos = term.expectSize(30, 100, 0)
 	term.size(50, 150)
 	term.expectSize(50, 150, pos)
+}
+
+// attachEcho attaches kubectl to the stdin and output of a container that
+// echoes each line it reads as "got:<line>" (until the test ends), and waits
+// until "hello" came back.
+func (s *stack) attachEcho(t *testing.T, ns, pod, container string, timeout time.Duration) (*output, io.Writer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := s.KubectlCmd(ctx, "-n", ns, "attach", "-i", pod, "-c", container)
+	out := &output{}
+	cmd.Stdout, cmd.Stderr = out, out
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	// Whatever arrives before the streams are up is lost, as with kubelet:
+	// written again at every poll until it comes back.
+	framework.Eventually(t, "attached process echoing input", timeout, func() (bool, string) {
+		if strings.Contains(out.String(), "got:hello") {
+			return true, ""
+		}
+		_, _ = io.WriteString(stdin, "hello\n")
+		return false, strconv.Quote(out.String())
+	})
+	return out, stdin
 }
 
 // kubectl port-forward carries data both ways to a port inside the pod

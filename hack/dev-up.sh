@@ -11,6 +11,8 @@
 # manifests/extender/kube-scheduler-config.yaml).
 # RBN_S3=1 also starts a local S3 server (hack/s3.sh; built once, 2-4 minutes) for pods'
 # rbn.dev/transfers; `hack/s3.sh env` prints its endpoint and credentials.
+# RBN_ISOLATED_HOSTS and RBN_ARM64_HOSTS (host indexes, hack/hosts.sh) make hosts isolated or
+# emulated aarch64; RBN_UNREGISTERED_HOSTS (host indexes) starts hosts without registering them.
 #
 # rbn-kubelet and rbn-extender run as pods on the worker node, from rbn's images (hack/image.sh
 # push, to the stack's registry, which this then starts) and `kubectl apply -k` of the local
@@ -27,11 +29,12 @@ KUBELET_DIR="${RBN_STATE}/kubelet"
 EXTENDER_DIR="${RBN_STATE}/extender"
 kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 
-# wait_nodes: every build host's node registered and Ready.
+# wait_nodes: every registered build host's node (hack/register-hosts.sh) registered and Ready.
 wait_nodes() {
-  rbn::log "waiting for ${NODES} node(s) to be Ready"
+  rbn::log "waiting for the build hosts' nodes to be Ready"
   local dir name
   for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
+    rbn::host_unregistered "${dir##*/host}" && continue
     name="$(. "${dir}/host.env" && echo "${NAME}")"
     rbn::wait_for "node ${name} registered" 60 kubectl get node "${name}" || return 1
     kubectl wait --for=condition=Ready "node/${name}" --timeout=90s >/dev/null || return 1

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Registers every local build host as a RemoteBuildNode, with its SSH Secret.
 # Pods may mount hostPath volumes below $RBN_STATE/hostpath only. Isolated hosts (hosts.sh: NETNS set)
-# reach no registry: they pull through rbn-kubelet (spec.imagePull: ThroughKubelet).
+# reach no registry: they pull through rbn-kubelet (spec.imagePull: ThroughKubelet). Hosts listed in
+# RBN_UNREGISTERED_HOSTS (indexes, hack/lib.sh) are left out.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HOSTPATH_ALLOWED="${RBN_STATE}/hostpath"
 mkdir -p "${HOSTPATH_ALLOWED}"
 eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
 kubectl() { "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" "$@"; }
 for dir in $("${RBN_ROOT}/hack/hosts.sh" list); do
+  if rbn::host_unregistered "${dir##*/host}"; then
+    rbn::log "not registering ${dir##*/} (RBN_UNREGISTERED_HOSTS)"
+    continue
+  fi
   # shellcheck disable=SC1091
   (
     . "${dir}/host.env"

@@ -1,10 +1,12 @@
 package framework
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,9 @@ type BuildHost struct {
 	Index                                   int // N of hostN
 	Name, Address, User, Socket, Known, Key string
 	Port                                    int
+	// Arch is the host's architecture as Kubernetes names it (amd64,
+	// arm64): an emulated aarch64 host (RBN_ARM64_HOSTS) says arm64.
+	Arch string
 }
 
 func (s *Stack) hostEnvPath(i int) string {
@@ -52,8 +57,28 @@ func (s *Stack) HostIndex(t testing.TB, node string) int {
 	return 0
 }
 
-// BuildHosts reads every host.env, ordered by index.
+// BuildHosts reads the host.env of every host of this machine's
+// architecture, ordered by index: the hosts hack/test.sh registers as
+// RemoteBuildNodes. The emulated hosts of another architecture are left out
+// (the stack starts them unregistered, and the test that uses one registers
+// its node itself: e2e/arm64_test.go); HostsOfArch lists those.
 func (s *Stack) BuildHosts() ([]BuildHost, error) {
+	return s.HostsOfArch(runtime.GOARCH)
+}
+
+// HostsOfArch reads the host.env of every host of architecture arch,
+// ordered by index.
+func (s *Stack) HostsOfArch(arch string) ([]BuildHost, error) {
+	all, err := s.allBuildHosts()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(h BuildHost) bool { return h.Arch != arch }), nil
+}
+
+// allBuildHosts reads every host.env, ordered by index. A host.env without
+// ARCH (written before hosts.sh recorded it) is this machine's.
+func (s *Stack) allBuildHosts() ([]BuildHost, error) {
 	files, err := filepath.Glob(filepath.Join(s.State, "hosts", "host*", "host.env"))
 	if err != nil {
 		return nil, err
@@ -75,6 +100,7 @@ func (s *Stack) BuildHosts() ([]BuildHost, error) {
 		hosts = append(hosts, BuildHost{
 			Index: idx, Name: env["NAME"], Address: env["ADDRESS"], Port: port, User: env["USER"],
 			Socket: env["PODMAN_SOCKET"], Known: env["KNOWN_HOSTS"], Key: env["PRIVATE_KEY"],
+			Arch: cmp.Or(env["ARCH"], runtime.GOARCH),
 		})
 	}
 	slices.SortFunc(hosts, func(a, b BuildHost) int { return a.Index - b.Index })

@@ -1,6 +1,8 @@
 package framework
 
 import (
+	"runtime"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -14,20 +16,30 @@ const TestImage = "localhost/rbn/busybox:1.0"
 
 // PodSpec and TemplateSpec are the scheduling boilerplate every pod on a
 // remote build node carries, as YAML lines for a pod's spec (PodSpec) or a
-// Job's pod template (TemplateSpec).
-const (
+// Job's pod template (TemplateSpec). They pin the pod to the nodes of this
+// machine's architecture, the stack's ordinary hosts': a test that
+// registers an emulated aarch64 host (e2e/arm64_test.go) leaves the other
+// tests' pods where they expect to run.
+var (
 	PodSpec = `
-  nodeSelector: {rbn.dev/remote-build-node: "true"}
+  nodeSelector: {rbn.dev/remote-build-node: "true", kubernetes.io/arch: ` + runtime.GOARCH + `}
   tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
 	TemplateSpec = `
-      nodeSelector: {rbn.dev/remote-build-node: "true"}
+      nodeSelector: {rbn.dev/remote-build-node: "true", kubernetes.io/arch: ` + runtime.GOARCH + `}
       tolerations: [{key: rbn.dev/remote-build-node, operator: Exists, effect: NoSchedule}]`
 )
 
 // RemoteNodePlacement sets the scheduling boilerplate of PodSpec on spec:
-// the node selector and the toleration of the default taint.
+// the node selector (a remote build node of this machine's architecture)
+// and the toleration of the default taint.
 func RemoteNodePlacement(spec *corev1.PodSpec) {
-	spec.NodeSelector = map[string]string{rbnv1.LabelRemoteBuildNode: "true"}
+	ArchPlacement(spec, runtime.GOARCH)
+}
+
+// ArchPlacement is RemoteNodePlacement for a remote build node of
+// architecture arch (as Kubernetes names it: amd64, arm64).
+func ArchPlacement(spec *corev1.PodSpec, arch string) {
+	spec.NodeSelector = map[string]string{rbnv1.LabelRemoteBuildNode: "true", corev1.LabelArchStable: arch}
 	spec.Tolerations = []corev1.Toleration{{Key: rbnv1.TaintRemoteBuildNode, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 }
 

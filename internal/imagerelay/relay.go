@@ -107,7 +107,7 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	st := srv.stats()
 	res := Result{ImageID: id, Blobs: st.blobs, Bytes: st.bytes}
 	if err != nil {
-		return res, fmt.Errorf("pull %s through rbn-kubelet: %w", req.Image, err)
+		return res, fmt.Errorf("pull %s through rbn-kubelet: %w", req.Image, &hostPullError{err: err, local: local, upstream: img.upstream.Name()})
 	}
 	// The host's image takes the pod's name and loses the loopback one, whose
 	// port means nothing once this pull is over.
@@ -122,6 +122,19 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	req.Logger.Debug("image relayed", "image", req.Image, "imageID", id, "blobs", res.Blobs, "bytes", res.Bytes)
 	return res, nil
 }
+
+// hostPullError is the host's failed pull from the relay, its message
+// naming the registry's repository where the host named the relay's
+// loopback address: that port means nothing once the pull is over, and a
+// message such as "no image found in image index for architecture arm64"
+// must point at the registry's image.
+type hostPullError struct {
+	err             error
+	local, upstream string
+}
+
+func (e *hostPullError) Error() string { return strings.ReplaceAll(e.err.Error(), e.local, e.upstream) }
+func (e *hostPullError) Unwrap() error { return e.err }
 
 // image is a pod's image reference taken apart.
 type image struct {

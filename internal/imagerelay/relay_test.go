@@ -2,6 +2,7 @@ package imagerelay
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -50,21 +51,43 @@ func gzipped(s string) []byte {
 	return b.Bytes()
 }
 
-// image adds repo:tag with the given layer contents and returns its manifest digest.
+// image adds repo:tag, a linux/amd64 image with the given layer contents,
+// and returns its manifest digest.
 func (f *fakeRegistry) image(repo, tag string, layers ...string) digest.Digest {
+	return f.imageFor(repo, tag, "amd64", layers...)
+}
+
+// imageFor is image for architecture arch.
+func (f *fakeRegistry) imageFor(repo, tag, arch string, layers ...string) digest.Digest {
 	var ls []map[string]any
 	var diffs []digest.Digest
 	for _, l := range layers {
 		ls = append(ls, f.blob(gzipped(l)))
 		diffs = append(diffs, digest.FromString(l))
 	}
-	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "rootfs": map[string]any{"type": "layers", "diff_ids": diffs}})
+	cfg, _ := json.Marshal(map[string]any{"architecture": arch, "os": "linux", "rootfs": map[string]any{"type": "layers", "diff_ids": diffs}})
 	c := f.blob(cfg)
 	c["mediaType"] = "application/vnd.oci.image.config.v1+json"
 	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": ls})
 	d := digest.FromBytes(m)
 	f.manifests[repo+":"+tag], f.manifests[repo+"@"+d.String()] = m, m
 	return d
+}
+
+// index adds repo:tag, an OCI image index of the given linux manifests
+// (architecture -> manifest digest, added before).
+func (f *fakeRegistry) index(repo, tag string, instances map[string]digest.Digest) {
+	var ms []map[string]any
+	for arch, d := range instances {
+		p := map[string]any{"architecture": arch, "os": "linux"}
+		if arch == "arm64" {
+			p["variant"] = "v8"
+		}
+		ms = append(ms, map[string]any{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d,
+			"size": len(f.manifests[repo+"@"+d.String()]), "platform": p})
+	}
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": ms})
+	f.manifests[repo+":"+tag], f.manifests[repo+"@"+digest.FromBytes(m).String()] = m, m
 }
 
 func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +106,9 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			sep = "@"
 		}
 		if m, ok := f.manifests[repo+sep+ref]; ok {
-			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			var typed struct{ MediaType string }
+			_ = json.Unmarshal(m, &typed)
+			w.Header().Set("Content-Type", typed.MediaType)
 			_, _ = w.Write(m)
 			return
 		}
@@ -108,10 +133,13 @@ func (loopback) Listen(network, address string) (net.Listener, error) {
 }
 
 // fakePodman pulls with containers/image into an OCI layout, which, like
-// podman's store, reuses the blobs it already has; it records names.
+// podman's store, reuses the blobs it already has; it records names. From
+// an image index it picks the instance of its arch, as podman picks its
+// host's platform (default amd64).
 type fakePodman struct {
 	t     *testing.T
 	dir   string
+	arch  string
 	mu    sync.Mutex
 	names map[string]bool
 }
@@ -130,7 +158,10 @@ func (p *fakePodman) PullImageLoopbackPlain(ctx context.Context, ref string) (st
 		return "", err
 	}
 	defer pc.Destroy()
-	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, OSChoice: "linux", ArchitectureChoice: cmp.Or(p.arch, "amd64")}
+	if sys.ArchitectureChoice == "arm64" {
+		sys.VariantChoice = "v8"
+	}
 	m, err := copy.Image(ctx, pc, dst, src, &copy.Options{SourceCtx: sys, DestinationCtx: sys})
 	if err != nil {
 		return "", err
@@ -213,6 +244,54 @@ func TestPull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The relay serves a multi-arch index as the registry has it and each
+// instance by digest: the host picks its own platform's manifest, and an
+// index without one fails on the host with a message naming its platform.
+func TestPullMultiArchIndexHostPicksItsPlatform(t *testing.T) {
+	reg := newFakeRegistry()
+	amd := reg.imageFor("team/multi", "amd64-only-instance", "amd64", "amd64 layer")
+	arm := reg.imageFor("team/multi", "arm64-only-instance", "arm64", "arm64 layer, a bit longer")
+	reg.index("team/multi", "1", map[string]digest.Digest{"amd64": amd, "arm64": arm})
+	reg.index("team/multi", "amd64only", map[string]digest.Digest{"amd64": amd})
+	up := httptest.NewServer(reg)
+	defer up.Close()
+	registry := strings.TrimPrefix(up.URL, "http://")
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue}
+	good := &Credentials{Username: "u", Password: "p"}
+
+	for _, tt := range []struct {
+		arch string
+		want digest.Digest
+	}{{"arm64", arm}, {"amd64", amd}} {
+		t.Run(tt.arch, func(t *testing.T) {
+			host := &fakePodman{t: t, dir: filepath.Join(t.TempDir(), "store"), arch: tt.arch, names: map[string]bool{}}
+			res, err := Pull(context.Background(), Request{Image: registry + "/team/multi:1", Credentials: good, Host: loopback{}, Podman: host, SystemContext: sys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// fakePodman's image ID is the digest of the manifest it stored.
+			if res.ImageID != tt.want.Encoded() {
+				t.Errorf("%s host stored manifest %s, want its platform's %s (amd64 %s, arm64 %s)", tt.arch, res.ImageID, tt.want.Encoded(), amd.Encoded(), arm.Encoded())
+			}
+			if res.Blobs != 2 {
+				t.Errorf("%s host: %d blobs relayed, want 2 (its instance's config and layer)", tt.arch, res.Blobs)
+			}
+		})
+	}
+
+	host := &fakePodman{t: t, dir: filepath.Join(t.TempDir(), "store"), arch: "arm64", names: map[string]bool{}}
+	_, err := Pull(context.Background(), Request{Image: registry + "/team/multi:amd64only", Credentials: good, Host: loopback{}, Podman: host, SystemContext: sys})
+	if err == nil || !strings.Contains(err.Error(), "arm64") || !strings.Contains(err.Error(), "team/multi:amd64only") {
+		t.Fatalf("arm64 host pulling an index without arm64: %v, want an error naming the image and arm64", err)
+	}
+	// The host's words name the registry's image, not the relay's loopback
+	// address on the host.
+	if msg := strings.ReplaceAll(err.Error(), registry, "REGISTRY"); strings.Contains(msg, "127.0.0.1") {
+		t.Errorf("the error names the relay's loopback address: %v", err)
+	}
+	t.Logf("arm64 host, amd64-only index: %v", err)
 }
 
 func TestParseImage(t *testing.T) {
