@@ -53,7 +53,10 @@ type fakeRuntime struct {
 	files    map[string]string // host path -> type, as stat's %F names it
 	contents map[string]string // host path -> content of a regular file
 	copied   []string          // entries written by CopyInto: "path mode gid"
-	logs     map[string]string // container name -> its whole log
+	// tree is what CopyInto wrote into volumes on the fake host, by host
+	// path (see hostfiles_test.go).
+	tree map[string]fakeEntry
+	logs map[string]string // container name -> its whole log
 	// started, when set, is called after each successful start, with the
 	// container's name, without the fake's lock held.
 	started func(name string)
@@ -391,9 +394,14 @@ func (f *fakeRuntime) RemoveVolume(_ context.Context, name string) error {
 }
 
 // CopyInto records the archive's entries in copied, each as
-// "path mode gid" (mode in octal).
+// "path mode gid" (mode in octal), and writes them into the fake host's
+// tree when p is where the container mounts a volume.
 func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive io.Reader) error {
-	tr := tar.NewReader(archive)
+	data, err := io.ReadAll(archive)
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(bytes.NewReader(data))
 	var entries []string
 	for {
 		h, err := tr.Next()
@@ -409,7 +417,7 @@ func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive i
 	defer f.mu.Unlock()
 	f.record("copy-into %s %s", container, p)
 	f.copied = append(f.copied, entries...)
-	return nil
+	return f.extract(container, p, bytes.NewReader(data))
 }
 
 // CopyFrom archives a file the container has bind-mounted from the fake
@@ -494,8 +502,16 @@ func (f *fakeRuntime) Events(ctx context.Context, _ map[string]string) (<-chan p
 	return ch, nil
 }
 
+// RealPaths follows the symlinks that CopyInto wrote; other paths are
+// taken as real.
 func (f *fakeRuntime) RealPaths(_ context.Context, paths []string) ([]string, error) {
-	return paths, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = f.resolve(p)
+	}
+	return out, nil
 }
 
 // CanonicalPaths follows the fake host's links (f.links: a path prefix to

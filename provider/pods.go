@@ -22,8 +22,10 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 )
 
-// TokenFunc requests a service account token for a pod (TokenRequest API).
-type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, expirationSeconds int64) (string, error)
+// TokenFunc requests a service account token for a pod (TokenRequest API),
+// and says when it expires (status.expirationTimestamp; zero: unknown,
+// taken as expirationSeconds from now).
+type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, expirationSeconds int64) (token string, expires time.Time, err error)
 
 // PodsConfig configures Pods.
 type PodsConfig struct {

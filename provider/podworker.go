@@ -44,6 +44,9 @@ type podWorker struct {
 	// API last had them (see ownCondition): reported with ours, and read by
 	// the readiness gates.
 	external []corev1.PodCondition
+	// metaChanged: the pod's labels or annotations changed, which
+	// downwardAPI volumes show; they are refreshed at the next sync.
+	metaChanged bool
 
 	sandbox   *sandbox
 	images    *imagePuller
@@ -56,7 +59,11 @@ type podWorker struct {
 	backoff map[string]time.Time // container -> no restart before
 	waiting map[string]reason    // container -> waiting reason, message
 	emitted map[string]bool      // container IDs whose Started/Created events were sent
-	token   string               // the pod's service account token, once requested
+	token   podToken             // the pod's service account token, once requested
+	// nextRefresh is when the Files volumes are next refreshed, and
+	// refreshErr the last refresh failure reported (refresh.go).
+	nextRefresh time.Time
+	refreshErr  string
 	// planned is the spec the plan was made from, and unapplied the spec
 	// changes since then last reported (pod.UnappliedChanges), to report
 	// each once.
@@ -138,6 +145,9 @@ func (w *podWorker) poke() {
 func (w *podWorker) update(pd *corev1.Pod) {
 	w.mu.Lock()
 	st := w.pod.Status
+	if !maps.Equal(w.pod.Labels, pd.Labels) || !maps.Equal(w.pod.Annotations, pd.Annotations) {
+		w.metaChanged = true
+	}
 	w.pod = pd.DeepCopy()
 	w.pod.Status = st
 	w.external = externalConditions(&pd.Status)
@@ -328,6 +338,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.plan = plan
 		}
 	}
+	refresh := w.refreshVolumes(ctx, pd)
 	obs := map[string]*observed{}
 	if !fresh {
 		var err error
@@ -371,6 +382,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// report sets), checked at the top; 0 would mean no wake-up at all.
 	if remaining, ok := untilDeadline(w.current(), w.p.cfg.Clock.Now()); ok && (next == 0 || remaining < next) {
 		next = max(remaining, time.Nanosecond)
+	}
+	if refresh > 0 && (next == 0 || refresh < next) {
+		next = refresh
 	}
 	return next, nil
 }

@@ -93,6 +93,15 @@ type podRuntime interface {
 	// Chmod sets the mode (permission, setuid, setgid and sticky bits) of
 	// path on the host, not following a symlink it ends in.
 	Chmod(ctx context.Context, path string, mode uint32) error
+	// ListDirs lists the entries right inside each of dirs on the host,
+	// with each symlink's target (see atomicwrite.go).
+	ListDirs(ctx context.Context, dirs []string) ([]DirEntry, error)
+	// Rename renames from to to on the host with rename(2): a symlink at
+	// to is replaced atomically, never followed.
+	Rename(ctx context.Context, from, to string) error
+	// RemovePaths removes paths on the host, directories with their
+	// content; a missing path is no error.
+	RemovePaths(ctx context.Context, paths []string) error
 
 	// ExecSync runs cmd in a running container, its stdout and stderr
 	// to out, and returns its exit code; the process is killed when ctx
@@ -227,6 +236,61 @@ func (r hostRuntime) EmptyFile(ctx context.Context, p string) error {
 // volume's root).
 func (r hostRuntime) Chmod(ctx context.Context, p string, mode uint32) error {
 	if _, err := r.host.SSH().Output(ctx, "chmod", strconv.FormatUint(uint64(mode), 8), "--", p); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
+// DirEntry is an entry of a directory on the host: Dir/Name, and Link its
+// target when it is a symlink.
+type DirEntry struct {
+	Dir, Name, Link string
+}
+
+// ListDirs runs GNU find once for all dirs; -printf with NUL separators
+// (names are any bytes but NUL and /): the starting point, the name, the
+// symlink target (empty for anything else).
+func (r hostRuntime) ListDirs(ctx context.Context, dirs []string) ([]DirEntry, error) {
+	if len(dirs) == 0 {
+		return nil, nil
+	}
+	argv := append([]string{"find"}, dirs...)
+	argv = append(argv, "-mindepth", "1", "-maxdepth", "1", "-printf", `%H\0%f\0%l\0`)
+	out, err := r.host.SSH().Output(ctx, argv...)
+	if err != nil {
+		return nil, hostCommandError(err)
+	}
+	return parseDirEntries(out)
+}
+
+func parseDirEntries(out []byte) ([]DirEntry, error) {
+	fields := strings.Split(string(out), "\x00")
+	fields = fields[:len(fields)-1] // after the last NUL
+	if len(fields)%3 != 0 {
+		return nil, fmt.Errorf("listing directories: %d fields, not triples", len(fields))
+	}
+	entries := make([]DirEntry, 0, len(fields)/3)
+	for i := 0; i < len(fields); i += 3 {
+		entries = append(entries, DirEntry{Dir: fields[i], Name: fields[i+1], Link: fields[i+2]})
+	}
+	return entries, nil
+}
+
+// Rename runs GNU mv -T (no-target-directory: to is replaced, not entered
+// when it is a symlink to a directory), which is rename(2) on one file system.
+func (r hostRuntime) Rename(ctx context.Context, from, to string) error {
+	if _, err := r.host.SSH().Output(ctx, "mv", "-T", "--", from, to); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
+// RemovePaths runs rm -rf once for all paths.
+func (r hostRuntime) RemovePaths(ctx context.Context, paths []string) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	if _, err := r.host.SSH().Output(ctx, append([]string{"rm", "-rf", "--"}, paths...)...); err != nil {
 		return hostCommandError(err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -25,12 +26,21 @@ func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
 // translate gathers what the pod references and plans the pod. podIP is
 // empty before the pod's sandbox exists; env that names status.podIP is
 // resolved by a second translation once it does. Service link variables are
-// not injected: build hosts have no route to cluster IPs.
-// translate renders the pod's plan for the host. token holds the pod's
-// service account token when it has a projected one: requested when empty,
-// else reused, so that the plan made again once the pod has an IP costs no
-// second TokenRequest (kubelet, too, reuses a token until 80% of its life).
-func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *string) (*pod.Plan, error) {
+// not injected: build hosts have no route to cluster IPs. token holds the
+// pod's service account token when it has a projected one: requested when
+// empty, else reused, so that the plan made again once the pod has an IP
+// costs no second TokenRequest; renewing it is the refresh's (refresh.go).
+func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *podToken) (*pod.Plan, error) {
+	in, err := p.input(ctx, pd, podIP, token)
+	if err != nil {
+		return nil, err
+	}
+	return pod.Translate(in)
+}
+
+// input is what the pod references, read from the listers, for pod.Translate
+// and pod.RenderFiles; see translate.
+func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *podToken) (pod.Input, error) {
 	in := pod.Input{
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
@@ -46,11 +56,11 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 	if name := pd.Spec.RuntimeClassName; name != nil && *name != "" {
 		if info == nil {
 			// Not a property of the pod: the host has not told its runtimes yet.
-			return nil, fmt.Errorf("RuntimeClass %q: the host's OCI runtimes are not known yet", *name)
+			return in, fmt.Errorf("RuntimeClass %q: the host's OCI runtimes are not known yet", *name)
 		}
 		h, err := p.runtimeHandler(*name)
 		if err != nil {
-			return nil, err
+			return in, err
 		}
 		in.RuntimeHandler = h
 	}
@@ -65,28 +75,64 @@ func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, toke
 			in.ConfigMaps[name] = c
 		}
 	}
-	if src := serviceAccountTokenSource(pd); src != nil {
-		if p.cfg.Token == nil {
-			return nil, errors.New("no token source for projected service account token")
-		}
-		exp := int64(3600)
-		if src.ExpirationSeconds != nil {
-			exp = *src.ExpirationSeconds
-		}
-		var aud []string
-		if src.Audience != "" {
-			aud = []string{src.Audience}
-		}
-		if *token == "" {
-			tok, err := p.cfg.Token(ctx, pd, aud, exp)
-			if err != nil {
-				return nil, fmt.Errorf("service account token: %w", err)
+	if serviceAccountTokenSource(pd) != nil {
+		if token.value == "" {
+			if err := p.requestToken(ctx, pd, token); err != nil {
+				return in, err
 			}
-			*token = tok
 		}
-		in.ServiceAccountToken = *token
+		in.ServiceAccountToken = token.value
 	}
-	return pod.Translate(in)
+	return in, nil
+}
+
+// podToken is a pod's projected service account token, with its life.
+type podToken struct {
+	value           string
+	issued, expires time.Time
+}
+
+// refreshAt is when the token is to be renewed: by kubelet's token manager,
+// once older than 80% of its time to live or than 24 hours (kubelet adds up
+// to 10 s of jitter; one worker per pod spreads these already).
+func (t podToken) refreshAt() time.Time {
+	ttl := t.expires.Sub(t.issued)
+	at := t.expires.Add(-ttl / 5)
+	if day := t.issued.Add(24 * time.Hour); day.Before(at) {
+		at = day
+	}
+	return at
+}
+
+// requestToken asks for the token of the pod's first projected
+// serviceAccountToken source (the translation refuses others that differ)
+// and keeps it in token; token is left as it was on failure.
+func (p *Pods) requestToken(ctx context.Context, pd *corev1.Pod, token *podToken) error {
+	src := serviceAccountTokenSource(pd)
+	if p.cfg.Token == nil {
+		return errors.New("no token source for projected service account token")
+	}
+	exp := int64(3600)
+	if src.ExpirationSeconds != nil {
+		exp = *src.ExpirationSeconds
+	}
+	var aud []string
+	if src.Audience != "" {
+		aud = []string{src.Audience}
+	}
+	now := p.cfg.Clock.Now()
+	tok, expires, err := p.cfg.Token(ctx, pd, aud, exp)
+	if err != nil {
+		return fmt.Errorf("service account token: %w", err)
+	}
+	// The token lives what was asked (the status's expiration is that far
+	// from its issue, as kubelet's token manager takes it).
+	ttl := time.Duration(exp) * time.Second
+	if expires.IsZero() {
+		expires = now.Add(ttl)
+	}
+	*token = podToken{value: tok, issued: expires.Add(-ttl), expires: expires}
+	return nil
 }
 
 // runtimeHandler resolves a RuntimeClass to its handler as the kubelet

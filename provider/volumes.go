@@ -34,17 +34,20 @@ type podVolumes struct {
 	// hostPath volume's real path there, by Kubernetes volume name; nil
 	// until create.
 	mountpoints map[string]string
-	filled      map[string]bool // Files volumes written (by Kubernetes name)
+	// written is what each Files volume holds on the host (see
+	// atomicwrite.go), by Kubernetes name, once written or learned.
+	written map[string]*fileVolume
 }
 
 func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVolumes {
-	return &podVolumes{rt: rt, clock: clk, uid: uid, filled: map[string]bool{}}
+	return &podVolumes{rt: rt, clock: clk, uid: uid, written: map[string]*fileVolume{}}
 }
 
 // create checks the pod's typed hostPath volumes on the host (creating
 // what DirectoryOrCreate and FileOrCreate ask for) and their real paths
 // against the node's hostPathAllowlist's, creates its named
-// volumes (idempotently) and learns each one's host mountpoint.
+// volumes (idempotently), learns each one's host mountpoint and what its
+// Files volumes already hold.
 func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []string) error {
 	if err := checkHostPaths(ctx, pv.rt, plan); err != nil {
 		return err
@@ -98,9 +101,11 @@ func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []st
 	}
 	pv.mountpoints = mountpoints
 	if plan.TerminationVolume != "" {
-		return pv.ensureTerminationVolume(ctx, plan)
+		if err := pv.ensureTerminationVolume(ctx, plan); err != nil {
+			return err
+		}
 	}
-	return nil
+	return pv.learn(ctx, plan)
 }
 
 // ensureTerminationVolume creates the pod's termination volume and learns
@@ -196,10 +201,13 @@ func podmanMajor(version string) int {
 // as kubelet does, before any container of the pod has run: nothing could
 // have planted a symlink in the volume yet. They are written into a loader
 // container that mounts them and is never started (image: the pod's infra
-// image, always present).
+// image, always present). A Files volume that holds its layout already (the
+// pod adopted after a restart of rbn-kubelet) is left to refresh.
 func (pv *podVolumes) fillLoaded(ctx context.Context, plan *pod.Plan, image string) error {
 	subdirs := subPathDirs(plan)
-	files := loaderVolumes(plan)
+	files := slices.DeleteFunc(loaderVolumes(plan), func(v pod.Volume) bool {
+		return v.Kind == pod.VolumeFiles && pv.written[v.K8sName].filled()
+	})
 	if len(files) == 0 {
 		return nil
 	}
@@ -209,13 +217,22 @@ func (pv *podVolumes) fillLoaded(ctx context.Context, plan *pod.Plan, image stri
 	}
 	defer remove()
 	for _, v := range files {
-		gid, dirMode := fsGroupTar(plan, v.Kind)
-		data, err := tarFiles(v.Files, subdirs[v.K8sName], pv.clock.Now(), gid, dirMode)
+		var data []byte
+		var fv *fileVolume
+		if v.Kind == pod.VolumeFiles {
+			data, fv, err = pv.firstFill(plan, v)
+		} else {
+			gid, dirMode := fsGroupTar(plan, v.Kind)
+			data, err = tarFiles(nil, subdirs[v.K8sName], nil, pv.clock.Now(), gid, dirMode)
+		}
 		if err != nil {
 			return err
 		}
 		if err := pv.rt.CopyInto(ctx, loader, path.Join(loaderRoot, v.K8sName), bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
+		}
+		if fv != nil {
+			pv.written[v.K8sName] = fv
 		}
 	}
 	return nil
@@ -266,29 +283,28 @@ func mountedWhole(plan *pod.Plan, volume string) bool {
 	return true
 }
 
-// fillThrough writes the Files volumes that c mounts whole and that no
-// container of this pod has written yet into c's container, created and
-// not yet started. Only a container's first run fills: a restarted one
-// finds its volumes as they were (after a restart of rbn-kubelet, a
-// volume's first reader that had not run yet writes the same content again).
+// fillThrough writes the Files volumes that c mounts whole and that are
+// still empty into c's container, created and not yet started. Only a
+// container's first run fills: a restarted one finds its volumes as the
+// refresh keeps them, and so does the first reader of a volume another
+// container, or an earlier rbn-kubelet, filled (see learn).
 func (pv *podVolumes) fillThrough(ctx context.Context, plan *pod.Plan, c pod.Container, attempt int, container string) error {
 	if attempt > 0 {
 		return nil
 	}
 	for _, m := range c.Mounts {
 		v := planVolume(plan, m.Volume)
-		if v == nil || v.Kind != pod.VolumeFiles || pv.filled[v.K8sName] || !mountedWhole(plan, v.K8sName) {
+		if v == nil || v.Kind != pod.VolumeFiles || pv.written[v.K8sName].filled() || !mountedWhole(plan, v.K8sName) {
 			continue
 		}
-		gid, dirMode := fsGroupTar(plan, v.Kind)
-		data, err := tarFiles(v.Files, nil, pv.clock.Now(), gid, dirMode)
+		data, fv, err := pv.firstFill(plan, *v)
 		if err != nil {
 			return err
 		}
 		if err := pv.rt.CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
 		}
-		pv.filled[v.K8sName] = true
+		pv.written[v.K8sName] = fv
 	}
 	return nil
 }
@@ -321,10 +337,14 @@ func subPathDirs(plan *pod.Plan) map[string][]string {
 	return out
 }
 
+// tarLink is a symlink in an archive.
+type tarLink struct{ name, target string }
+
 // tarFiles packs files (relative paths) with their directories, plus extra
-// directories, the directories with dirMode; gid, when not negative, is
-// the group of every entry (an fsGroup).
-func tarFiles(files []pod.File, extraDirs []string, now time.Time, gid, dirMode int64) ([]byte, error) {
+// directories, the directories with dirMode, and symlinks (after
+// everything else); gid, when not negative, is the group of every entry
+// (an fsGroup).
+func tarFiles(files []pod.File, extraDirs []string, links []tarLink, now time.Time, gid, dirMode int64) ([]byte, error) {
 	group := func(h *tar.Header) *tar.Header {
 		if gid >= 0 {
 			h.Gid = int(gid)
@@ -355,6 +375,12 @@ func tarFiles(files []pod.File, extraDirs []string, now time.Time, gid, dirMode 
 			return nil, err
 		}
 		if _, err := tw.Write(f.Data); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range links {
+		h := &tar.Header{Typeflag: tar.TypeSymlink, Name: l.name, Linkname: l.target, Mode: 0o777, ModTime: now}
+		if err := tw.WriteHeader(group(h)); err != nil {
 			return nil, err
 		}
 	}

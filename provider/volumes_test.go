@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,9 +50,9 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 		Secrets: corev1listers.NewSecretLister(indexer()),
 		ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}})),
-		Token: func(context.Context, *corev1.Pod, []string, int64) (string, error) {
+		Token: func(context.Context, *corev1.Pod, []string, int64) (string, time.Time, error) {
 			requests++
-			return "token-1", nil
+			return "token-1", time.Time{}, nil
 		},
 	}, newFakeRuntime(clock.RealClock{}))
 	pd := &corev1.Pod{
@@ -68,7 +69,7 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 				}}}}},
 		},
 	}
-	var token string
+	var token podToken
 	for _, ip := range []string{"", "10.88.0.5"} {
 		plan, err := p.translate(context.Background(), pd, ip, &token)
 		if err != nil {
@@ -152,7 +153,10 @@ func TestWorkerFSGroup(t *testing.T) {
 	if got := h.rt.specs[ctrName("main", 0)].Groups; !slices.Equal(got, []string{"2000", "3000"}) {
 		t.Errorf("groups %q, want the fsGroup, then the supplemental groups", got)
 	}
-	want := []string{"/creds/dir 2755 2000", "/creds/dir/token 644 2000", "/creds/key 640 2000"}
+	// kubelet's ..data layout (atomicwrite.go), every entry the group's.
+	d := "/creds/" + dataDirName(h.clock.Now(), contentHash(testUID, []pod.File{{Path: "dir/token", Data: []byte("t"), Mode: 0o644}, {Path: "key", Data: []byte("k"), Mode: 0o640}}))
+	want := []string{d + " 2755 2000", d + "/dir 2755 2000", d + "/dir/token 644 2000", d + "/key 640 2000",
+		"/creds/..data 777 2000", "/creds/dir 777 2000", "/creds/key 777 2000"}
 	if !slices.Equal(h.rt.copied, want) {
 		t.Errorf("secret volume written as %q, want %q", h.rt.copied, want)
 	}

@@ -299,7 +299,7 @@ const (
 
 // tokenFunc requests service account tokens bound to the pod, as kubelet does for projected volumes.
 func tokenFunc(client kubernetes.Interface) provider.TokenFunc {
-	return func(ctx context.Context, pd *corev1.Pod, audiences []string, exp int64) (string, error) {
+	return func(ctx context.Context, pd *corev1.Pod, audiences []string, exp int64) (string, time.Time, error) {
 		sa := pd.Spec.ServiceAccountName
 		if sa == "" {
 			sa = "default"
@@ -312,9 +312,9 @@ func tokenFunc(client kubernetes.Interface) provider.TokenFunc {
 			},
 		}, metav1.CreateOptions{})
 		if err != nil {
-			return "", err
+			return "", time.Time{}, err
 		}
-		return tr.Status.Token, nil
+		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
 	}
 }
 

@@ -265,6 +265,7 @@ func TestTokenFunc(t *testing.T) {
 		{"named service account", "builder", "builder"},
 		{"no service account named", "", "default"},
 	}
+	expires := time.Date(2026, 1, 1, 13, 0, 0, 0, time.UTC)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := &corev1.Pod{
@@ -277,14 +278,17 @@ func TestTokenFunc(t *testing.T) {
 			client.PrependReactor("create", "serviceaccounts", func(a clienttesting.Action) (bool, runtime.Object, error) {
 				calls++
 				got = a.(clienttesting.CreateActionImpl)
-				return true, &authenticationv1.TokenRequest{Status: authenticationv1.TokenRequestStatus{Token: "tok-" + got.Name}}, nil
+				return true, &authenticationv1.TokenRequest{Status: authenticationv1.TokenRequestStatus{Token: "tok-" + got.Name, ExpirationTimestamp: metav1.NewTime(expires)}}, nil
 			})
-			token, err := tokenFunc(client)(context.Background(), pod, []string{"api", "vault"}, 3600)
+			token, exp, err := tokenFunc(client)(context.Background(), pod, []string{"api", "vault"}, 3600)
 			if err != nil {
 				t.Fatalf("token: %v", err)
 			}
 			if calls != 1 {
 				t.Fatalf("%d token requests, want 1", calls)
+			}
+			if !exp.Equal(expires) {
+				t.Errorf("expires %v, want the status's %v", exp, expires)
 			}
 			if token != "tok-"+tt.wantSA {
 				t.Errorf("token = %q, want the one returned for %q", token, tt.wantSA)
@@ -313,7 +317,7 @@ func TestTokenFuncError(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts"}, "default", nil)
 	})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}}
-	token, err := tokenFunc(client)(context.Background(), pod, nil, 600)
+	token, _, err := tokenFunc(client)(context.Background(), pod, nil, 600)
 	if !apierrors.IsForbidden(err) || token != "" {
 		t.Errorf("token %q, err %v; want no token and the Forbidden", token, err)
 	}

@@ -313,3 +313,30 @@ func checkFileOwners(field string, src *corev1.VolumeSource) error {
 	}
 	return nil
 }
+
+// RenderFiles renders the files of the pod's secret, configMap, downwardAPI
+// and projected volumes from in, as Translate does, by volume name: the
+// runtime writes them again while the pod runs, as kubelet's periodic
+// remount does. Each volume stands alone: one that cannot be rendered now
+// (a Secret deleted since the pod started) is in errs, not in files, and
+// keeps on the host what it last had, as on a kubelet.
+func RenderFiles(in Input) (files map[string][]File, errs map[string]error) {
+	files, errs = map[string][]File{}, map[string]error{}
+	if in.Pod == nil {
+		return files, errs
+	}
+	t := &translator{in: in, pod: in.Pod}
+	for i := range in.Pod.Spec.Volumes {
+		v := &in.Pod.Spec.Volumes[i]
+		if src := &v.VolumeSource; src.Secret == nil && src.ConfigMap == nil && src.DownwardAPI == nil && src.Projected == nil {
+			continue
+		}
+		fs, err := t.volumeFiles(i)
+		if err != nil {
+			errs[v.Name] = err
+			continue
+		}
+		files[v.Name] = fs
+	}
+	return files, errs
+}

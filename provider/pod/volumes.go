@@ -33,7 +33,7 @@ func (t *translator) fillFiles(vols []Volume) error {
 		if vols[i].Kind != VolumeFiles {
 			continue
 		}
-		files, err := t.files(fmt.Sprintf("spec.volumes[%d]", i), &t.pod.Spec.Volumes[i].VolumeSource)
+		files, err := t.volumeFiles(i)
 		var m *MissingObjectError
 		switch {
 		case errors.As(err, &m):
@@ -43,19 +43,25 @@ func (t *translator) fillFiles(vols []Volume) error {
 		case err != nil:
 			return err
 		}
-		if sc := t.pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
-			// The kubelet's SetVolumeOwnership for a read-only volume:
-			// readable by owner and group.
-			for j := range files {
-				files[j].Mode |= 0o440
-			}
-		}
 		vols[i].Files = files
 	}
 	if missing != nil {
 		return missing
 	}
 	return nil
+}
+
+// volumeFiles renders the files of the pod's i-th volume, a files volume.
+func (t *translator) volumeFiles(i int) ([]File, error) {
+	files, err := t.files(fmt.Sprintf("spec.volumes[%d]", i), &t.pod.Spec.Volumes[i].VolumeSource)
+	if sc := t.pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		// The kubelet's SetVolumeOwnership for a read-only volume:
+		// readable by owner and group.
+		for j := range files {
+			files[j].Mode |= 0o440
+		}
+	}
+	return files, err
 }
 
 func (t *translator) volume(field string, v *corev1.Volume) (Volume, error) {
