@@ -1,0 +1,315 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// refreshPod mounts a ConfigMap's key whole and through a subPath, and a
+// projected service account token of 600 s.
+func refreshPod() *corev1.Pod {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+		{Name: "config", MountPath: "/etc/config", ReadOnly: true},
+		{Name: "config", MountPath: "/etc/key.conf", SubPath: "key", ReadOnly: true},
+		{Name: "token", MountPath: "/var/run/secrets/tokens", ReadOnly: true},
+	}
+	pd.Spec.Volumes = []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "app"}}}},
+		{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](600)}},
+		}}}},
+	}
+	return pd
+}
+
+// tokens answers TokenRequests with token-1, token-2, ..., each living
+// what was asked from the fake clock's now, or with fail when set.
+type tokens struct {
+	requests int
+	fail     error
+}
+
+func refreshHarness(t *testing.T) (*harness, *tokens) {
+	t.Helper()
+	h := newHarness(t, refreshPod())
+	h.rt.images["registry.test/main:1"] = true
+	h.setConfig("v1")
+	tk := &tokens{}
+	h.pods.cfg.Token = func(_ context.Context, _ *corev1.Pod, _ []string, exp int64) (string, time.Time, error) {
+		if tk.fail != nil {
+			return "", time.Time{}, tk.fail
+		}
+		tk.requests++
+		return fmt.Sprintf("token-%d", tk.requests), h.clock.Now().Add(time.Duration(exp) * time.Second), nil
+	}
+	if r := h.sync(); r.finished {
+		t.Fatalf("first sync: %+v", r)
+	}
+	h.wantPhase(corev1.PodRunning)
+	return h, tk
+}
+
+func (h *harness) setConfig(value string) {
+	h.t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "ns"}, Data: map[string]string{"key": value}}
+	if err := h.objects.Update(cm); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func mountpoint(volume string) string { return "/volumes/" + pod.VolumeName(testUID, volume) }
+
+// dataDir is the data directory of content written at now.
+func dataDir(now time.Time, files ...pod.File) string {
+	return dataDirName(now, contentHash(testUID, files))
+}
+
+func (h *harness) wantFile(p, want string) {
+	h.t.Helper()
+	if got, ok := h.rt.read(p); !ok || got != want {
+		h.t.Fatalf("%s holds %q (found %t), want %q; volume: %q", p, got, ok, want, h.rt.listing(path0(p)))
+	}
+}
+
+func path0(p string) string { return p[:strings.LastIndexByte(p, '/')] }
+
+// callIndex is the position of the first call starting with prefix, -1 if none.
+func (h *harness) callIndex(prefix string) int {
+	h.rt.mu.Lock()
+	defer h.rt.mu.Unlock()
+	return slices.IndexFunc(h.rt.calls, func(c string) bool { return strings.HasPrefix(c, prefix) })
+}
+
+func TestFilesVolumeLayoutAfterFirstFill(t *testing.T) {
+	h, _ := refreshHarness(t)
+	start := h.clock.Now()
+	mp := mountpoint("config")
+	dir := dataDir(start, pod.File{Path: "key", Data: []byte("v1"), Mode: 0o644})
+	want := []string{dir + "/", dir + "/key=v1", "..data -> " + dir, "key -> ..data/key"}
+	if got := h.rt.listing(mp); !slices.Equal(got, want) {
+		t.Errorf("config volume:\n%q\nwant\n%q", got, want)
+	}
+	// Mounted whole only, the token volume is filled through the container.
+	tdir := dataDir(start, pod.File{Path: "token", Data: []byte("token-1"), Mode: 0o644})
+	want = []string{tdir + "/", tdir + "/token=token-1", "..data -> " + tdir, "token -> ..data/token"}
+	if got := h.rt.listing(mountpoint("token")); !slices.Equal(got, want) {
+		t.Errorf("token volume:\n%q\nwant\n%q", got, want)
+	}
+	h.wantCalls("copy-into "+ctrName("main", 0)+" /var/run/secrets/tokens", 1)
+	// The subPath mount binds the file in the data directory.
+	if src := mountSource(t, h, ctrName("main", 0), "/etc/key.conf"); src != mp+"/"+dir+"/key" {
+		t.Errorf("subPath mount source %s, want the file in %s", src, dir)
+	}
+}
+
+func mountSource(t *testing.T, h *harness, ctr, dest string) string {
+	t.Helper()
+	h.rt.mu.Lock()
+	defer h.rt.mu.Unlock()
+	for _, m := range h.rt.specs[ctr].Mounts {
+		if m.Destination == dest {
+			return m.Source
+		}
+	}
+	t.Fatalf("container %s mounts nothing at %s", ctr, dest)
+	return ""
+}
+
+func TestFilesVolumeUpdateSwapsData(t *testing.T) {
+	h, _ := refreshHarness(t)
+	mp := mountpoint("config")
+	oldDir := dataDir(h.clock.Now(), pod.File{Path: "key", Data: []byte("v1"), Mode: 0o644})
+	h.setConfig("v2")
+	// Not before the periodic resync (a minute at least).
+	h.clock.Step(59 * time.Second)
+	h.sync()
+	h.wantFile(mp+"/key", "v1")
+	h.wantCalls("rename ", 0)
+
+	h.clock.Step(31 * time.Second) // past a minute and a half: due whatever the jitter
+	r := h.sync()
+	newDir := dataDir(h.clock.Now(), pod.File{Path: "key", Data: []byte("v2"), Mode: 0o644})
+	h.wantFile(mp+"/key", "v2")
+	want := []string{newDir + "/", newDir + "/key=v2", "..data -> " + newDir, "key -> ..data/key"}
+	if got := h.rt.listing(mp); !slices.Equal(got, want) {
+		t.Errorf("config volume after the update:\n%q\nwant\n%q", got, want)
+	}
+	write := h.callIndex("copy-into rbn-" + testUID + "-refresh " + loaderRoot + "/config")
+	swap := h.callIndex("rename " + mp + "/..data_tmp " + mp + "/..data")
+	clean := h.callIndex("remove-paths " + mp + "/" + oldDir)
+	if write < 0 || swap < 0 || clean < 0 || !(write < swap && swap < clean) {
+		t.Errorf("new data written at call %d, ..data swapped at %d, old data removed at %d: want them in that order; calls %q", write, swap, clean, h.rt.calls)
+	}
+	// Only the config volume changed; the refresh container is gone.
+	h.wantCalls("rename ", 1)
+	h.wantCalls("remove rbn-"+testUID+"-refresh", 1)
+	// The running container's subPath mount keeps the file it started with.
+	if src := mountSource(t, h, ctrName("main", 0), "/etc/key.conf"); src != mp+"/"+oldDir+"/key" {
+		t.Errorf("subPath mount source %s changed", src)
+	}
+	if r.next <= 0 || r.next > 90*time.Second {
+		t.Errorf("next sync in %v, want the next resync within 90s", r.next)
+	}
+}
+
+func TestFilesVolumeUnchangedWritesNothing(t *testing.T) {
+	h, _ := refreshHarness(t)
+	h.rt.mu.Lock()
+	before := len(h.rt.calls)
+	h.rt.mu.Unlock()
+	for range 3 {
+		h.clock.Step(91 * time.Second)
+		h.sync()
+	}
+	h.rt.mu.Lock()
+	after := slices.Clone(h.rt.calls[before:])
+	h.rt.mu.Unlock()
+	for _, c := range after {
+		for _, write := range []string{"copy-into", "rename", "remove-paths", "create rbn-" + testUID + "-refresh"} {
+			if strings.HasPrefix(c, write) {
+				t.Errorf("%q with nothing changed; calls %q", c, after)
+			}
+		}
+	}
+}
+
+func TestTokenRefreshedAtEightyPercent(t *testing.T) {
+	h, tk := refreshHarness(t)
+	start := h.clock.Now()
+	mp := mountpoint("token")
+	// Resyncs until just before 80% of 600 s do not ask for a token.
+	var r syncResult
+	for h.clock.Since(start) < 479*time.Second {
+		h.clock.Step(min(60*time.Second, 479*time.Second-h.clock.Since(start)))
+		r = h.sync()
+	}
+	if tk.requests != 1 {
+		t.Fatalf("%d TokenRequests before 80%% of the token's life, want 1", tk.requests)
+	}
+	h.wantFile(mp+"/token", "token-1")
+	if r.next <= 0 || r.next > time.Second {
+		t.Fatalf("at 479s the next sync is in %v, want at 480s", r.next)
+	}
+	h.clock.Step(time.Second)
+	h.sync()
+	if tk.requests != 2 {
+		t.Fatalf("%d TokenRequests at 80%% of the token's life, want 2", tk.requests)
+	}
+	h.wantFile(mp+"/token", "token-2")
+	h.wantCalls("rename "+mp+"/..data_tmp", 1)
+}
+
+func TestTokenRefreshFailureRetriedWithEvent(t *testing.T) {
+	h, tk := refreshHarness(t)
+	mp := mountpoint("token")
+	h.events()
+	tk.fail = errors.New("serviceaccounts \"default\" is forbidden")
+	h.clock.Step(480 * time.Second)
+	r := h.sync()
+	h.wantEvent(h.events(), `Warning FailedMount MountVolume.SetUp failed for volume "token": failed to fetch token`)
+	h.wantPhase(corev1.PodRunning)
+	h.wantFile(mp+"/token", "token-1")
+	if r.next != h.pods.cfg.Retry.Config {
+		t.Errorf("next sync in %v, want the retry in %v", r.next, h.pods.cfg.Retry.Config)
+	}
+	// The same failure is reported once.
+	h.clock.Step(r.next)
+	h.sync()
+	if ev := h.events(); len(ev) != 0 {
+		t.Errorf("events for the same failure again: %q", ev)
+	}
+	tk.fail = nil
+	h.clock.Step(h.pods.cfg.Retry.Config)
+	h.sync()
+	h.wantFile(mp+"/token", "token-2")
+}
+
+// A Secret or ConfigMap deleted from under a running pod: the volume keeps
+// its last content, as on a kubelet.
+func TestFilesVolumeKeepsContentOfDeletedConfigMap(t *testing.T) {
+	h, _ := refreshHarness(t)
+	if err := h.objects.Delete(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "ns"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.events()
+	h.clock.Step(91 * time.Second)
+	h.sync()
+	h.wantFile(mountpoint("config")+"/key", "v1")
+	h.wantEvent(h.events(), `Warning FailedMount MountVolume.SetUp failed for volume "config"`)
+	h.wantPhase(corev1.PodRunning)
+}
+
+// A restarted rbn-kubelet adopts the pod: it learns the volumes with one
+// listing, rewrites none that holds what the pod asks for, and keeps
+// refreshing.
+func TestAdoptedPodVolumesNotRewritten(t *testing.T) {
+	h, _ := refreshHarness(t)
+	h2 := restarted(t, h, refreshPod())
+	h2.pods.cfg.Token = h.pods.cfg.Token
+	h2.setConfig("v1")
+	h.rt.mu.Lock()
+	before := len(h.rt.calls)
+	h.rt.mu.Unlock()
+	h2.sync()
+	h2.wantPhase(corev1.PodRunning)
+	h.rt.mu.Lock()
+	after := slices.Clone(h.rt.calls[before:])
+	h.rt.mu.Unlock()
+	cfg := mountpoint("config")
+	for _, c := range after {
+		if strings.Contains(c, cfg) && !strings.HasPrefix(c, "list-dirs") || strings.HasPrefix(c, "copy-into "+ctrName("main", 0)) {
+			t.Errorf("adoption wrote %q; calls %q", c, after)
+		}
+	}
+	// The new process's token is new content: written with a swap.
+	h2.wantFile(mountpoint("token")+"/token", "token-2")
+	h2.wantCalls("rename "+mountpoint("token")+"/..data_tmp", 1)
+	h2.setConfig("v3")
+	h2.clock.Step(91 * time.Second)
+	h2.sync()
+	h2.wantFile(cfg+"/key", "v3")
+}
+
+func TestPodTokenRefreshAt(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		ttl, want time.Duration
+	}{
+		{10 * time.Minute, 8 * time.Minute},
+		{time.Hour, 48 * time.Minute},
+		{48 * time.Hour, 24 * time.Hour}, // never older than a day
+	} {
+		tok := podToken{value: "t", issued: t0, expires: t0.Add(tc.ttl)}
+		if got := tok.refreshAt().Sub(t0); got != tc.want {
+			t.Errorf("ttl %v: refresh after %v, want %v", tc.ttl, got, tc.want)
+		}
+	}
+}
+
+func TestParseDirEntries(t *testing.T) {
+	out := []byte("/v\x00..data\x00..2026_01_01_00_00_00.ab\x00/v\x00key\x00..data/key\x00/v\x00..2026_01_01_00_00_00.ab\x00\x00")
+	got, err := parseDirEntries(out)
+	want := []DirEntry{{"/v", "..data", "..2026_01_01_00_00_00.ab"}, {"/v", "key", "..data/key"}, {"/v", "..2026_01_01_00_00_00.ab", ""}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("parseDirEntries = %q, %v; want %q", got, err, want)
+	}
+	if got, err := parseDirEntries(nil); err != nil || len(got) != 0 {
+		t.Errorf("parseDirEntries(empty) = %q, %v", got, err)
+	}
+	if _, err := parseDirEntries([]byte("/v\x00x\x00")); err == nil {
+		t.Error("parseDirEntries took a broken listing")
+	}
+}
