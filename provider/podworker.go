@@ -25,7 +25,9 @@ import (
 // (sandbox, pull, create, start, restart) and reports status. Syncs are
 // triggered by podman events for the pod, by spec updates, by back-off
 // timers and by the node's periodic relist (Pods.relist) when it sees the
-// pod's containers change: a worker does not poll on its own.
+// pod's containers change. A worker polls on its own only for a pod with
+// secret, configMap, downwardAPI or projected volumes, whose content it
+// renders again about every minute as kubelet does (refresh.go).
 //
 // The worker holds the pod's state machine; its collaborators hold their
 // own state: the sandbox (podman pod and infra container), the images, the

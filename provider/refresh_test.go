@@ -252,6 +252,32 @@ func TestFilesVolumeKeepsContentOfDeletedConfigMap(t *testing.T) {
 	h.wantPhase(corev1.PodRunning)
 }
 
+// An optional ConfigMap deleted later empties its volume, as kubelet
+// writes an optional source that is missing.
+func TestFilesVolumeOptionalConfigMapDeleted(t *testing.T) {
+	pd := refreshPod()
+	pd.Spec.Volumes[0].ConfigMap.Optional = ptr.To(true)
+	pd.Spec.Containers[0].VolumeMounts = slices.Delete(pd.Spec.Containers[0].VolumeMounts, 1, 2) // no subPath of a key that may go
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	h.setConfig("v1")
+	h.pods.cfg.Token = func(context.Context, *corev1.Pod, []string, int64) (string, time.Time, error) {
+		return "t", time.Time{}, nil
+	}
+	h.sync()
+	h.wantFile(mountpoint("config")+"/key", "v1")
+	if err := h.objects.Delete(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "ns"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Step(91 * time.Second)
+	h.sync()
+	dir := dataDir(h.clock.Now())
+	want := []string{dir + "/", "..data -> " + dir}
+	if got := h.rt.listing(mountpoint("config")); !slices.Equal(got, want) {
+		t.Errorf("config volume once its optional ConfigMap is gone:\n%q\nwant\n%q", got, want)
+	}
+}
+
 // A restarted rbn-kubelet adopts the pod: it learns the volumes with one
 // listing, rewrites none that holds what the pod asks for, and keeps
 // refreshing.
