@@ -17,10 +17,14 @@ import (
 // volumeResync is how often a running pod's Files volumes are rendered
 // again from the listers and written when they changed: kubelet remounts
 // them at each of a pod's periodic syncs, every minute with up to 50%
-// jitter. A change of the pod's labels or annotations (downwardAPI)
+// jitter; rbn takes up to 25% (volumeResyncJitter), so that a change shows
+// within 75 s of the informer seeing it. A change of the pod's labels or annotations (downwardAPI)
 // refreshes them at the next sync, and the service account token at 80%
 // of its life (podToken.refreshAt).
-const volumeResync = time.Minute
+const (
+	volumeResync       = time.Minute
+	volumeResyncJitter = 0.25
+)
 
 // refreshVolumes renders the pod's Files volumes and writes those that
 // changed (atomicwrite.go) when a refresh is due, renewing the service
@@ -66,7 +70,7 @@ func (w *podWorker) refreshVolumes(ctx context.Context, pd *corev1.Pod) time.Dur
 			errs = append(errs, err)
 		}
 	}
-	w.nextRefresh = now.Add(wait.Jitter(volumeResync, 0.5))
+	w.nextRefresh = now.Add(wait.Jitter(volumeResync, volumeResyncJitter))
 	err = errors.Join(errs...)
 	switch {
 	case err == nil:
