@@ -33,6 +33,9 @@ metadata: {name: follows, namespace: %[1]s}
 spec:%[2]s
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
+  # One token per pod on rbn (docs/podspec.md): this pod's own, not the
+  # admission-added kube-api-access one with another expiration.
+  automountServiceAccountToken: false
   containers:
     - name: main
       image: %[3]s

@@ -482,6 +482,19 @@ func (f *fakeRuntime) Chmod(_ context.Context, p string, mode uint32) error {
 	return nil
 }
 
+// FileTail reads a file of the fake host (f.contents), as the containers
+// that bind-mount it wrote it.
+func (f *fakeRuntime) FileTail(_ context.Context, p string, n int) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("file-tail %s", p)
+	data, ok := f.contents[p]
+	if !ok {
+		return nil, notFound("file " + p)
+	}
+	return []byte(data[max(len(data)-n, 0):]), nil
+}
+
 func (f *fakeRuntime) EmptyFile(_ context.Context, p string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

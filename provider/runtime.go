@@ -90,6 +90,9 @@ type podRuntime interface {
 	// EmptyFile creates path on the host (its directory exists) as an
 	// empty file anyone may write (mode 0666), emptying it if it exists.
 	EmptyFile(ctx context.Context, path string) error
+	// FileTail is the last n bytes of the regular file path on the host;
+	// podman.ErrNotFound when there is no such file.
+	FileTail(ctx context.Context, path string, n int) ([]byte, error)
 	// Chmod sets the mode (permission, setuid, setgid and sticky bits) of
 	// path on the host, not following a symlink it ends in.
 	Chmod(ctx context.Context, path string, mode uint32) error
@@ -229,6 +232,20 @@ func (r hostRuntime) EmptyFile(ctx context.Context, p string) error {
 		return hostCommandError(err)
 	}
 	return nil
+}
+
+// FileTail runs GNU tail on the host: it seeks to the end of a regular
+// file, so only n bytes cross the connection whatever the file's size.
+func (r hostRuntime) FileTail(ctx context.Context, p string, n int) ([]byte, error) {
+	out, err := r.host.SSH().Output(ctx, "tail", "-c", strconv.Itoa(n), "--", p)
+	var exit *sshconn.ExitError
+	if errors.As(err, &exit) && strings.Contains(exit.Stderr, "No such file or directory") {
+		return nil, fmt.Errorf("%s on the host: %w", p, podman.ErrNotFound)
+	}
+	if err != nil {
+		return nil, hostCommandError(err)
+	}
+	return out, nil
 }
 
 // Chmod runs chmod on the host; given a symlink, GNU chmod would change

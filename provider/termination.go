@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"io"
@@ -83,7 +82,7 @@ func (w *podWorker) terminationMessage(ctx context.Context, st *podman.Container
 	}
 	var msg string
 	if src.path != "" && !st.StartedAt.IsZero() {
-		m, err := readMessageFile(ctx, w.p.rt, st.ID, src.path)
+		m, err := readMessageFile(ctx, w.p.rt, w.volumes.terminationPath(st))
 		if err != nil {
 			// The kubelet's wording; not kept, so the next sync reads again.
 			return "Error on reading termination log " + src.path + ": " + err.Error()
@@ -101,33 +100,23 @@ func (w *podWorker) terminationMessage(ctx context.Context, st *podman.Container
 	return msg
 }
 
-// readMessageFile is the last messageFileBytes of the file at path in
-// the ended container id (its bind-mounted termination file), through
-// podman's archive API; "" when there is none (a run created before rbn
-// mounted one), as the kubelet's for a missing file.
-func readMessageFile(ctx context.Context, rt podRuntime, id, path string) (string, error) {
-	rc, err := rt.CopyFrom(ctx, id, path)
+// readMessageFile is the last messageFileBytes of a run's termination
+// file on the host ("" for none: a run created before rbn mounted one, as
+// the kubelet's for a missing file). It is read on the host, not through
+// podman's archive API on the ended container: that API cannot copy out of
+// a bind-mounted file (it takes the mount's source as a directory).
+func readMessageFile(ctx context.Context, rt podRuntime, hostPath string) (string, error) {
+	if hostPath == "" {
+		return "", nil
+	}
+	data, err := rt.FileTail(ctx, hostPath, messageFileBytes)
 	if errors.Is(err, podman.ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	h, err := tr.Next()
-	switch {
-	case errors.Is(err, io.EOF):
-		return "", nil
-	case errors.Is(err, podman.ErrNotFound):
-		return "", nil
-	case err != nil:
-		return "", err
-	case h.Typeflag != tar.TypeReg:
-		return "", nil
-	}
-	// The archive cannot seek: the file is read through, its end kept.
-	return lastBytes(tr, messageFileBytes)
+	return string(data), nil
 }
 
 // logTail is the last fallbackLogBytes of the last fallbackLogLines lines

@@ -122,7 +122,7 @@ func TestWorkerTerminationMessageFile(t *testing.T) {
 			}
 			endWithMessage(h, tt.code, tt.want, tt.readLogs)
 			h.sync()
-			h.wantCalls("copy-from ", 1) // read once per run
+			h.wantCalls("file-tail ", 1) // read once per run
 		})
 	}
 

@@ -121,6 +121,19 @@ func (pv *podVolumes) ensureTerminationVolume(ctx context.Context, plan *pod.Pla
 	return nil
 }
 
+// terminationPath is the host file of a run's termination message, from
+// the run's container labels ("" when unknown: no termination volume, or
+// a container without rbn's labels).
+func (pv *podVolumes) terminationPath(st *podman.ContainerState) string {
+	dir := pv.mountpoints[pod.TerminationLogs]
+	name, attempt := st.Labels[pod.LabelContainer], st.Labels[pod.LabelAttempt]
+	n, err := strconv.Atoi(attempt)
+	if dir == "" || name == "" || err != nil {
+		return ""
+	}
+	return path.Join(dir, pod.TerminationFile(name, n))
+}
+
 // terminationFile creates the empty file that one run of c gets at its
 // terminationMessagePath, as the kubelet does before it creates the
 // container: world-writable, so that a container of any user can write
