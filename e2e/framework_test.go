@@ -3,12 +3,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
@@ -56,6 +60,29 @@ func (s *stack) waitEvent(t *testing.T, ns, pod, reason, text string) {
 			seen = append(seen, e.Reason+": "+e.Message)
 		}
 		return false, strings.Join(seen, "\n")
+	})
+}
+
+// waitEndpointReady waits until the EndpointSlices of Service svc list
+// pod's endpoint with the readiness want.
+func (s *stack) waitEndpointReady(t *testing.T, ns, svc, pod string, want bool) {
+	t.Helper()
+	framework.Eventually(t, fmt.Sprintf("%s: the Service's endpoint ready=%t", pod, want), time.Minute, func() (bool, string) {
+		slices, err := s.Client.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				ready := ep.Conditions.Ready != nil && *ep.Conditions.Ready
+				if ep.TargetRef != nil && ep.TargetRef.Name == pod && ready == want {
+					return true, ""
+				}
+				seen = append(seen, fmt.Sprintf("%v ready=%t", ep.Addresses, ready))
+			}
+		}
+		return false, fmt.Sprint("endpoints: ", seen)
 	})
 }
 

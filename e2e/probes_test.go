@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
@@ -148,23 +145,7 @@ spec:%[2]s
 	}
 	endpointReady := func(want bool) {
 		t.Helper()
-		framework.Eventually(t, fmt.Sprintf("readiness: the Service's endpoint ready=%t", want), time.Minute, func() (bool, string) {
-			slices, err := s.Client.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=readiness"})
-			if err != nil {
-				return false, err.Error()
-			}
-			var seen []string
-			for _, sl := range slices.Items {
-				for _, ep := range sl.Endpoints {
-					ready := ep.Conditions.Ready != nil && *ep.Conditions.Ready
-					if ep.TargetRef != nil && ep.TargetRef.Name == "readiness" && ready == want {
-						return true, ""
-					}
-					seen = append(seen, fmt.Sprintf("%v ready=%t", ep.Addresses, ready))
-				}
-			}
-			return false, fmt.Sprint("endpoints: ", seen)
-		})
+		s.waitEndpointReady(t, ns, "readiness", "readiness", want)
 	}
 	endpointReady(false)
 	execIn("readiness", "touch", "/www/ready")

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -60,23 +59,7 @@ spec:
 	}
 	endpointReady := func(want bool) {
 		t.Helper()
-		framework.Eventually(t, fmt.Sprintf("the Service's endpoint ready=%t", want), time.Minute, func() (bool, string) {
-			slices, err := s.Client.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=gated"})
-			if err != nil {
-				return false, err.Error()
-			}
-			var seen []string
-			for _, sl := range slices.Items {
-				for _, ep := range sl.Endpoints {
-					ready := ep.Conditions.Ready != nil && *ep.Conditions.Ready
-					if ep.TargetRef != nil && ep.TargetRef.Name == "gated" && ready == want {
-						return true, ""
-					}
-					seen = append(seen, fmt.Sprintf("%v ready=%t", ep.Addresses, ready))
-				}
-			}
-			return false, fmt.Sprint("endpoints: ", seen)
-		})
+		s.waitEndpointReady(t, ns, "gated", "gated", want)
 	}
 	setGate := func(status corev1.ConditionStatus) {
 		t.Helper()
