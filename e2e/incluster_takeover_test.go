@@ -165,15 +165,39 @@ func (tk *takeover) openSessions(t *testing.T, ns, node string) *sessions {
 // ended waits until every session's kubectl has exited.
 func (ss *sessions) ended(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	deadline := time.After(timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	expired := false
+	var running []string
 	for what, done := range ss.done {
-		select {
-		case err := <-done:
-			done <- err // ended may be called again
-			t.Logf("kubectl %s ended (%v): %s", what, err, strings.TrimSpace(ss.outs[what].String()))
-		case <-deadline:
-			t.Fatalf("kubectl %s to %s still running %s after the takeover: the old replica kept its session", what, ss.pod, timeout)
+		var err error
+		ended := false
+		if expired { // only look at the others
+			select {
+			case err = <-done:
+				ended = true
+			default:
+			}
+		} else {
+			select {
+			case err = <-done:
+				ended = true
+			case <-deadline.C:
+				expired = true
+			}
 		}
+		if !ended {
+			running = append(running, what)
+			continue
+		}
+		done <- err // ended may be called again
+		t.Logf("kubectl %s ended (%v): %s", what, err, strings.TrimSpace(ss.outs[what].String()))
+	}
+	if running != nil {
+		for _, what := range running {
+			t.Logf("kubectl %s, still running, printed: %s", what, strings.TrimSpace(ss.outs[what].String()))
+		}
+		t.Fatalf("kubectl %v to %s still running %s after the takeover: the old replica kept its sessions", running, ss.pod, timeout)
 	}
 }
 

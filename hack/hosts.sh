@@ -364,6 +364,13 @@ MaxSessions 64
 MaxStartups 100:30:200
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
+# The hosts share this machine's root account, whose ~/.bashrc may be heavy
+# (pyenv init here: a second of CPU and a lock per shell). bash reads it for
+# every command sshd runs unless SHLVL shows a parent shell: rbn's commands
+# (tail, mv, cat /proc/meminfo, ...) would each pay for it, and a burst of
+# them on 2 cores starves podman (measured: podman info took 9-11 s, load
+# average 37). A real build host's rc files are its operator's business.
+SetEnv SHLVL=1
 EOF
   mkdir -p /run/sshd && chmod 755 /run/sshd # privilege separation dir
   /usr/sbin/sshd -t -f "$d/ssh/sshd_config" || rbn::die "host ${i}: invalid sshd config"

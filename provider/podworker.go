@@ -340,7 +340,6 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.plan = plan
 		}
 	}
-	refresh := w.refreshVolumes(ctx, pd)
 	obs := map[string]*observed{}
 	if !fresh {
 		var err error
@@ -379,6 +378,14 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		w.failed = w.transfers.failure != nil
 		w.report(ctx, pd, obs)
+	}
+	// The volumes are refreshed after the status is reported, which never
+	// waits for their writes (on a busy host, a container run per volume
+	// that changed, as after a takeover with new tokens); and only while
+	// some container may still read them.
+	var refresh time.Duration
+	if phase := w.current().Status.Phase; phase != corev1.PodSucceeded && phase != corev1.PodFailed {
+		refresh = w.refreshVolumes(ctx, pd)
 	}
 	// Wake up at the pod's deadline (counted from the startTime the first
 	// report sets), checked at the top; 0 would mean no wake-up at all.

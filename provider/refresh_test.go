@@ -44,7 +44,13 @@ type tokens struct {
 
 func refreshHarness(t *testing.T) (*harness, *tokens) {
 	t.Helper()
-	h := newHarness(t, refreshPod())
+	return refreshHarnessFor(t, refreshPod())
+}
+
+// refreshHarnessFor is refreshHarness with a pod of the test's own.
+func refreshHarnessFor(t *testing.T, pd *corev1.Pod) (*harness, *tokens) {
+	t.Helper()
+	h := newHarness(t, pd)
 	h.rt.images["registry.test/main:1"] = true
 	h.setConfig("v1")
 	tk := &tokens{}
@@ -85,6 +91,29 @@ func (h *harness) wantFile(p, want string) {
 }
 
 func path0(p string) string { return p[:strings.LastIndexByte(p, '/')] }
+
+// callCount is how many runtime calls were made so far.
+func (h *harness) callCount() int {
+	h.rt.mu.Lock()
+	defer h.rt.mu.Unlock()
+	return len(h.rt.calls)
+}
+
+// wantNoVolumeWrites fails on any write to a volume (or refresh container)
+// among the runtime calls made since the first before.
+func (h *harness) wantNoVolumeWrites(before int, why string) {
+	h.t.Helper()
+	h.rt.mu.Lock()
+	after := slices.Clone(h.rt.calls[before:])
+	h.rt.mu.Unlock()
+	for _, c := range after {
+		for _, write := range []string{"copy-into", "rename", "remove-paths", "create rbn-" + testUID + "-refresh"} {
+			if strings.HasPrefix(c, write) {
+				h.t.Errorf("%q %s; calls %q", c, why, after)
+			}
+		}
+	}
+}
 
 // callIndex is the position of the first call starting with prefix, -1 if none.
 func (h *harness) callIndex(prefix string) int {
@@ -167,23 +196,12 @@ func TestFilesVolumeUpdateSwapsData(t *testing.T) {
 
 func TestFilesVolumeUnchangedWritesNothing(t *testing.T) {
 	h, _ := refreshHarness(t)
-	h.rt.mu.Lock()
-	before := len(h.rt.calls)
-	h.rt.mu.Unlock()
+	before := h.callCount()
 	for range 3 {
 		h.clock.Step(91 * time.Second)
 		h.sync()
 	}
-	h.rt.mu.Lock()
-	after := slices.Clone(h.rt.calls[before:])
-	h.rt.mu.Unlock()
-	for _, c := range after {
-		for _, write := range []string{"copy-into", "rename", "remove-paths", "create rbn-" + testUID + "-refresh"} {
-			if strings.HasPrefix(c, write) {
-				t.Errorf("%q with nothing changed; calls %q", c, after)
-			}
-		}
-	}
+	h.wantNoVolumeWrites(before, "with nothing changed")
 }
 
 func TestTokenRefreshedAtEightyPercent(t *testing.T) {
@@ -307,6 +325,27 @@ func TestAdoptedPodVolumesNotRewritten(t *testing.T) {
 	h2.clock.Step(91 * time.Second)
 	h2.sync()
 	h2.wantFile(cfg+"/key", "v3")
+}
+
+// A pod whose containers ended before a takeover: the new process reports
+// it complete at its first sync, without writing its volumes first (its
+// new token would be new content, a container run on the host; and no
+// container reads them any more).
+func TestAdoptedEndedPodReportedWithoutVolumeWrites(t *testing.T) {
+	pd := refreshPod()
+	pd.Spec.RestartPolicy = corev1.RestartPolicyNever
+	h, _ := refreshHarnessFor(t, pd)
+	h.rt.exit(ctrName("main", 0), 0)
+	h2 := restarted(t, h, pd)
+	h2.pods.cfg.Token = h.pods.cfg.Token
+	h2.setConfig("v2") // changed too: still not written
+	before := h.callCount()
+	h2.sync()
+	h2.wantPhase(corev1.PodSucceeded)
+	if h2.final == nil {
+		t.Fatal("the completed pod was not reported")
+	}
+	h.wantNoVolumeWrites(before, "for a completed pod")
 }
 
 func TestPodTokenRefreshAt(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -165,4 +166,87 @@ func (s *Stack) rbnPIDs(app string, keep func(corev1.Pod) bool) ([]int, error) {
 		return nil, fmt.Errorf("%d running pods of %s/%s, %d processes named %s in their cgroups: %v", len(uids), RBNNamespace, app, len(pids), app, pids)
 	}
 	return pids, nil
+}
+
+// maxShownLogLines bounds what ShowKubeletLogs prints: a failing test's
+// output must stay readable where only a part of it is kept (CI).
+const maxShownLogLines = 200
+
+// ShowKubeletLogs logs, when t has failed, what rbn-kubelet logged since
+// since that concerns the test: the lines that contain match (the test's
+// namespace) and every warning and error, so that a failure seen only in
+// CI comes with what rbn did. It reads the log file of the local process,
+// or every pod's current and previous container's log in the in-cluster
+// mode (a replica killed by a test restarts, and what it logged before is
+// the part that matters). At most the last maxShownLogLines lines are shown.
+func (s *Stack) ShowKubeletLogs(t testing.TB, match string, since time.Time) {
+	t.Helper()
+	if !t.Failed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var lines []string
+	keep := func(from, text string) {
+		for _, l := range strings.Split(text, "\n") {
+			if logLineConcerns(l, match, since) {
+				lines = append(lines, from+": "+l)
+			}
+		}
+	}
+	if !s.InCluster {
+		b, err := os.ReadFile(s.KubeletLog())
+		if err != nil {
+			t.Logf("rbn-kubelet's log: %v", err)
+		}
+		keep("rbn-kubelet", string(b))
+	} else {
+		pods, err := s.RBNPods(ctx, KubeletApp)
+		if err != nil {
+			t.Logf("rbn-kubelet's logs: %v", err)
+		}
+		for _, p := range pods {
+			for _, previous := range []bool{true, false} {
+				argv := []string{s.KubectlBin, "--kubeconfig=" + s.Kubeconfig, "-n", RBNNamespace, "logs", p.Name,
+					"--since-time=" + since.UTC().Format(time.RFC3339)}
+				from := p.Name
+				if previous {
+					argv = append(argv, "--previous")
+					from += " (previous)"
+				}
+				out, err := Run(ctx, argv, nil)
+				if err != nil {
+					continue // no previous container
+				}
+				keep(from, out)
+			}
+		}
+	}
+	if len(lines) > maxShownLogLines {
+		t.Logf("rbn-kubelet since %s: %d lines about %s or warnings; the last %d:", since.Format(time.TimeOnly), len(lines), match, maxShownLogLines)
+		lines = lines[len(lines)-maxShownLogLines:]
+	} else {
+		t.Logf("rbn-kubelet since %s: %d lines about %s or warnings:", since.Format(time.TimeOnly), len(lines), match)
+	}
+	for _, l := range lines {
+		t.Log(l)
+	}
+}
+
+// logLineConcerns says whether a line of rbn-kubelet's JSON log, written at
+// or after since, mentions match or is a warning or an error; or is the
+// start of a crash.
+func logLineConcerns(line, match string, since time.Time) bool {
+	var head struct {
+		Time  time.Time `json:"time"`
+		Level string    `json:"level"`
+	}
+	if json.Unmarshal([]byte(line), &head) != nil {
+		// A crash is written by the runtime, not the logger.
+		return strings.Contains(line, match) || strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ")
+	}
+	if head.Time.Before(since) {
+		return false
+	}
+	return strings.Contains(line, match) || head.Level == "WARN" || head.Level == "ERROR"
 }

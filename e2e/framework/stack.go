@@ -123,12 +123,14 @@ func (s *Stack) KubeletSh(t testing.TB, action string) {
 func (s *Stack) Namespace(t testing.TB) string {
 	t.Helper()
 	ns := UniqueName("e2e")
+	created := time.Now()
 	s.Kubectl(t, "create", "namespace", ns)
 	Eventually(t, "default service account in "+ns, 30*time.Second, func() (bool, string) {
 		_, err := s.Client.CoreV1().ServiceAccounts(ns).Get(context.Background(), "default", metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
 	t.Cleanup(func() {
+		s.ShowKubeletLogs(t, ns, created)
 		_, _ = s.KubectlErr("delete", "namespace", ns, "--wait=true", "--timeout=120s")
 	})
 	return ns
