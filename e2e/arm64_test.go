@@ -58,7 +58,7 @@ func TestArm64Host(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(arms) == 0 {
-		t.Skip("no emulated arm64 build host: `E2E_ARM64=1 make test-e2e` starts one (hack/test.sh, RBN_ARM64_HOSTS)")
+		t.Skip("no emulated arm64 build host: `make test-e2e` starts one unless E2E_ARM64=0 (hack/test.sh, RBN_ARM64_HOSTS)")
 	}
 	arm := arms[0]
 	reg := s.registry(t)
