@@ -101,6 +101,12 @@ func TestArm64Host(t *testing.T) {
 		framework.ArchPlacement(&p.Spec, arch)
 		pods = append(pods, p)
 	}
+	// S3 inputs and outputs, relayed through rbn-kubelet like an x86 host's.
+	srv := newS3Server(t)
+	bucket := srv.bucket(t)
+	srv.put(t, bucket, "recipes/arm.tar.gz", tarGz(t, map[string]string{"config.kiwi": "<image name='arm'/>"}))
+	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey))
+	pods = append(pods, arm64S3Pod(ns, arm.Name, reg["IMAGE_MULTIARCH"], bucket))
 	s.createAtOnce(t, ns, pods)
 	for _, arch := range []string{"arm64", "amd64"} {
 		if _, err := s.Client.BatchV1().Jobs(ns).Create(context.Background(), unameJob(ns, "uname-"+arch, arch), metav1.CreateOptions{}); err != nil {
@@ -221,9 +227,42 @@ func TestArm64Host(t *testing.T) {
 		}
 	})
 
+	t.Run("s3", func(t *testing.T) {
+		s.WaitPodPhase(t, ns, "s3-arm64", corev1.PodSucceeded, 10*time.Minute)
+		if got := string(srv.get(t, bucket, "results/arch")); got != "aarch64 <image name='arm'/>\n" {
+			t.Errorf("results/arch holds %q, want the arm64 host's uname and the recipe", got)
+		}
+		events := s.Events(t, ns, "Pod", "s3-arm64")
+		for _, want := range [][2]string{
+			{"Downloaded", "s3://" + bucket + "/recipes/arm.tar.gz"}, {"Uploaded", "s3://" + bucket + "/results/arch"},
+		} {
+			if !hasEvent(events, want[0], want[1]) {
+				t.Errorf("no %s event for %s", want[0], want[1])
+			}
+		}
+	})
+
 	t.Run("relay", func(t *testing.T) {
 		s.arm64Relay(t, ns, arm, reg)
 	})
+}
+
+// arm64S3Pod is an image-create-shaped pod on node: its recipe comes from
+// S3 (unpacked into its work volume) and its result goes back there, both
+// through rbn-kubelet; it writes the host's `uname -m` and the recipe.
+func arm64S3Pod(ns, node, image, bucket string) *corev1.Pod {
+	p := framework.JobPod(ns, "s3-arm64", "", nil, []string{"sh", "-c",
+		`set -e; mkdir -p /work/out; ` +
+			`echo "$(uname -m) $(cat /work/recipe/config.kiwi)" > /work/out/arch`})
+	onNodeName(p, node)
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+	p.Spec.Containers[0].Image = image
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p.Annotations = map[string]string{"rbn.dev/transfers": fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3",`+
+		` "inputs": [{"bucket": %[1]q, "key": "recipes/arm.tar.gz", "volume": "work", "path": "recipe", "unpack": "tar.gz"}],`+
+		` "outputs": [{"volume": "work", "path": "out/arch", "bucket": %[1]q, "key": "results/arch"}]}`, bucket)}
+	return p
 }
 
 // directX86Host returns the name of an ordinary host that pulls directly.
