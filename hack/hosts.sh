@@ -600,6 +600,18 @@ hosts::lock() {
   flock -w 120 9 || rbn::die "another hosts.sh up/down is running"
 }
 
+# hosts::podman_bounded I ARGS...: host I's podman CLI, each try bounded to 2 minutes, 3 tries. Under
+# qemu-user emulation (the arm64 hosts) podman has been seen to hang for good in a futex wait at
+# its first `import` (no CPU used, nothing logged) while the same command takes seconds otherwise.
+hosts::podman_bounded() {
+  local i="$1" try; shift
+  for try in 1 2 3; do
+    timeout --kill-after=10 120 "$(hosts::dir "$i")/podman" "$@" && return 0
+    rbn::log "host ${i}: podman $1 failed or hung (try ${try} of 3)"
+  done
+  return 1
+}
+
 cmd_up() {
   local n="${1:-2}" i d tool pid start=${SECONDS}
   hosts::check_index "$n"
@@ -676,8 +688,8 @@ cmd_up() {
         tar="$d/busybox.tar"
         RBN_BUSYBOX="$d/root/usr/bin/busybox" rbn::busybox_rootfs_tar "${tar}"
       fi
-      "$d/podman" import --quiet --change 'CMD=["sh"]' "${tar}" "${IMAGE_REF}" >/dev/null
-      "$d/podman" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+      hosts::podman_bounded "$i" import --quiet --change 'CMD=["sh"]' "${tar}" "${IMAGE_REF}" >/dev/null
+      hosts::podman_bounded "$i" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
       [[ "${tar}" != "$d/busybox.tar" ]] || rm -f "${tar}"
     ) &
     pids+=($!)
