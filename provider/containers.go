@@ -57,16 +57,14 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 // advance starts what should run next: the init containers in order, each
 // to completion (a native sidecar only until it is started, then it keeps
 // running), then every app container not running that the restart policy
-// lets run; it kills what failed its liveness or startup probe, and stops
-// the sidecars once the app containers have ended for good. It returns how
-// soon to try again: a back-off that ends, a configuration error to look
-// at again (0: none pending).
+// lets run; it kills what failed its liveness or startup probe. Once the app
+// containers have ended for good it starts nothing (step stops the
+// sidecars). It returns how soon to try again: a back-off that ends, a
+// configuration error to look at again (0: none pending).
 func (w *podWorker) advance(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) time.Duration {
 	policy := pd.Spec.RestartPolicy
 	if w.appsEnded(pd, obs) {
-		// The pod has completed: its sidecars are not run again.
-		w.stopSidecars(ctx, pd, obs, podGracePeriod(pd))
-		return 0
+		return 0 // the pod has completed: its sidecars are not run again
 	}
 	var next time.Duration
 	soonest := func(d time.Duration) {

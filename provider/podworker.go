@@ -355,9 +355,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	if obs2, err := w.observe(ctx); err == nil {
 		obs = obs2
 	}
-	// The app containers may have ended since advance looked: the sidecars
-	// stop before the pod is reported complete, never after, as the
-	// status reported then is final.
+	// Once the app containers have ended for good (before advance looked,
+	// or since), the sidecars stop before the pod is reported complete,
+	// never after, as the status reported then is final.
 	if w.appsEnded(pd, obs) && sidecarsRunning(w.plan, obs) > 0 {
 		if failed := w.stopSidecars(ctx, pd, obs, podGracePeriod(pd)); len(failed) > 0 {
 			return 0, fmt.Errorf("stop the sidecars of the completed pod: %v", failed)

@@ -168,7 +168,8 @@ func (s *probesSection) summary() [][]string {
 		rows = append(rows, []string{"15", fmt.Sprintf("%s readiness probe every 1 s on %d pods: rbn-kubelet CPU", r.kind, r.pods),
 			fmt.Sprintf("%.1f%% of a core", 100*medianF(r.kubeletCores)),
 			fmt.Sprintf("%.1f%% (same pods, no probes)", 100*medianF(base.kubeletCores)),
-			fmt.Sprintf("+%.1f%% of a core", 100*extra), "< 5% of a core", fmt.Sprintf("%d conmons", r.conmons)})
+			fmt.Sprintf("+%.1f%% of a core (%s a probe; at 200 pods %.1f%%)", 100*extra, perProbe(extra, r.pods), 100*extra*200/float64(r.pods)),
+			"< 5% of a core at 200 pods", fmt.Sprintf("%d conmons (baseline %d)", r.conmons, base.conmons)})
 	}
 	if len(rows) == 0 {
 		rows = append(rows, failedRow("15", "probe cost", "", s.b.rep.errs[s]))
@@ -187,11 +188,29 @@ func (s *probesSection) render(p printer) {
 	p("of %s each: the CPU of rbn-kubelet (every replica) and of the hosts' podman services with what they fork,", b.cfg.probeWindow)
 	p("in cores; then the conmon processes on the hosts (podman keeps one per exec session until exit_command_delay).")
 	p("")
+	p("The CPU a probe costs (the round's median over the baseline's, divided by the probes per second) is what")
+	p("scales with the pod count: it gives the figure for other pod counts on a machine that can hold them.")
+	p("")
+	base := s.probeBaseline()
 	rows := [][]string{}
 	for _, r := range s.res {
-		rows = append(rows, []string{r.kind, fmt.Sprint(r.pods), coresRow(r.kubeletCores), coresRow(r.podmanCores), fmt.Sprint(r.conmons)})
+		kubeletPer, podmanPer := "-", "-"
+		if base != nil && r.kind != "none" && len(r.kubeletCores) > 0 {
+			kubeletPer = perProbe(medianF(r.kubeletCores)-medianF(base.kubeletCores), r.pods)
+			podmanPer = perProbe(medianF(r.podmanCores)-medianF(base.podmanCores), r.pods)
+		}
+		rows = append(rows, []string{r.kind, fmt.Sprint(r.pods), coresRow(r.kubeletCores), kubeletPer, coresRow(r.podmanCores), podmanPer, fmt.Sprint(r.conmons)})
 	}
-	table(p, []string{"probe", "pods", "rbn-kubelet CPU (median, min-max)", "hosts' podman CPU (median, min-max)", "conmons at the end"}, rows)
+	table(p, []string{"probe", "pods", "rbn-kubelet CPU (median, min-max)", "rbn-kubelet CPU a probe", "hosts' podman CPU (median, min-max)", "podman CPU a probe", "conmons at the end"}, rows)
+}
+
+// perProbe renders the CPU cores a round took over its baseline as CPU time
+// per probe, with one probe a second on each of pods.
+func perProbe(extraCores float64, pods int) string {
+	if pods == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f ms", 1000*extraCores/float64(pods))
 }
 
 // coresRow renders CPU samples in cores as a percentage of one core.
