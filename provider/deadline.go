@@ -7,6 +7,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // The kubelet's reason and message for a pod past its activeDeadlineSeconds.
@@ -21,7 +23,7 @@ const (
 // started yet, or the pod already ended).
 func untilDeadline(pd *corev1.Pod, now time.Time) (_ time.Duration, ok bool) {
 	ads, start := pd.Spec.ActiveDeadlineSeconds, pd.Status.StartTime
-	if ads == nil || start == nil || pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+	if ads == nil || start == nil || pod.Ended(pd.Status.Phase) {
 		return 0, false
 	}
 	return start.Add(time.Duration(*ads) * time.Second).Sub(now), true

@@ -9,6 +9,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // KubeletMetrics is the node's /metrics: kubelet's own series that the
@@ -46,7 +48,7 @@ const (
 // container) runs: as kubelet, a pod that ended has its sandbox stopped;
 // PodReadyToStartContainers is true once the sandbox is set up.
 func sandboxRunning(pd *corev1.Pod) bool {
-	if pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+	if pod.Ended(pd.Status.Phase) {
 		return false
 	}
 	for _, c := range pd.Status.Conditions {

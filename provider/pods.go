@@ -20,6 +20,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // TokenFunc requests a service account token for a pod (TokenRequest API),
@@ -124,7 +125,7 @@ func (p *Pods) RunningPods() int {
 		w.mu.Lock()
 		phase := w.pod.Status.Phase
 		w.mu.Unlock()
-		if phase != corev1.PodSucceeded && phase != corev1.PodFailed {
+		if !pod.Ended(phase) {
 			n++
 		}
 	}

@@ -214,7 +214,7 @@ func podConditions(spec *corev1.PodSpec, phase corev1.PodPhase, sandboxReady boo
 	for _, s := range app {
 		ready = ready && s.Ready
 	}
-	if phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+	if pod.Ended(phase) {
 		ready = false
 	}
 	b := func(v bool) corev1.ConditionStatus {

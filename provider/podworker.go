@@ -274,7 +274,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		return syncResult{next: next}
 	}
 	w.lastErr = ""
-	if phase := w.current().Status.Phase; phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+	if pod.Ended(w.current().Status.Phase) {
 		w.probes.stop()
 		return syncResult{} // nothing changes without a kick: a deletion, a podman event
 	}
@@ -384,7 +384,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// that changed, as after a takeover with new tokens); and only while
 	// some container may still read them.
 	var refresh time.Duration
-	if phase := w.current().Status.Phase; phase != corev1.PodSucceeded && phase != corev1.PodFailed {
+	if !pod.Ended(w.current().Status.Phase) {
 		refresh = w.refreshVolumes(ctx, pd)
 	}
 	// Wake up at the pod's deadline (counted from the startTime the first

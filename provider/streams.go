@@ -15,6 +15,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // NodeName is the node this handler serves.
@@ -137,7 +138,7 @@ func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int
 	if pd.Status.PodIP == "" {
 		return errdefs.InvalidInputf("pod %s/%s has no IP address yet", namespace, name)
 	}
-	if pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed {
+	if pod.Ended(pd.Status.Phase) {
 		return errdefs.InvalidInputf("pod %s/%s has ended (%s): nothing listens", namespace, name, pd.Status.Phase)
 	}
 	addr := net.JoinHostPort(pd.Status.PodIP, strconv.Itoa(int(port)))

@@ -30,6 +30,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
 	"github.com/remote-build-nodes/rbn/provider/node"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // nodeRuntime is everything that serves one RemoteBuildNode while its spec
@@ -117,7 +118,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			var ended []*corev1.Pod
 			for _, obj := range podInformer.GetStore().List() {
 				if pd := obj.(*corev1.Pod); pd.DeletionTimestamp == nil &&
-					(pd.Status.Phase == corev1.PodSucceeded || pd.Status.Phase == corev1.PodFailed) {
+					pod.Ended(pd.Status.Phase) {
 					ended = append(ended, pd)
 				}
 			}

@@ -340,6 +340,12 @@ func stopSignal(c *corev1.Container) string {
 	return string(*c.Lifecycle.StopSignal)
 }
 
+// Ended says whether a pod in phase has ended for good (Succeeded or
+// Failed): none of its containers runs again.
+func Ended(phase corev1.PodPhase) bool {
+	return phase == corev1.PodSucceeded || phase == corev1.PodFailed
+}
+
 // IsSidecar says whether c, an init container when init, is a native
 // sidecar: an init container with restartPolicy Always.
 func IsSidecar(c *corev1.Container, init bool) bool {
