@@ -51,7 +51,7 @@ func closedPort(t *testing.T) int {
 }
 
 // splitHostPort returns the host and numeric port of a listener's address.
-func splitHostPort(t *testing.T, addr string) (string, int) {
+func splitHostPort(t testing.TB, addr string) (string, int) {
 	t.Helper()
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
