@@ -26,30 +26,22 @@ func TestPodDNSConfig(t *testing.T) {
     nameservers: [192.0.2.53]
     searches: [rbn-e2e.example]
     options: [{name: ndots, value: "3"}]`
-	s.Apply(t, fmt.Sprintf(`apiVersion: v1
+	// Each pod prints its resolv.conf.
+	pod := func(name string, policy corev1.DNSPolicy, config string) string {
+		return fmt.Sprintf(`apiVersion: v1
 kind: Pod
-metadata: {name: dns-none, namespace: %[1]s}
-spec:%[2]s
+metadata: {name: %s, namespace: %s}
+spec:%s
   restartPolicy: Never
-  dnsPolicy: None%[4]s
-  containers: [{name: main, image: %[3]s, command: [cat, /etc/resolv.conf]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: dns-default, namespace: %[1]s}
-spec:%[2]s
-  restartPolicy: Never
-  dnsPolicy: Default%[4]s
-  containers: [{name: main, image: %[3]s, command: [cat, /etc/resolv.conf]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: dns-host, namespace: %[1]s}
-spec:%[2]s
-  restartPolicy: Never
-  dnsPolicy: Default
-  containers: [{name: main, image: %[3]s, command: [cat, /etc/resolv.conf]}]
-`, ns, framework.PodSpec, framework.TestImage, dnsConfig))
+  dnsPolicy: %s%s
+  containers: [{name: main, image: %s, command: [cat, /etc/resolv.conf]}]
+`, name, ns, framework.PodSpec, policy, config, framework.TestImage)
+	}
+	s.Apply(t, strings.Join([]string{
+		pod("dns-none", corev1.DNSNone, dnsConfig),
+		pod("dns-default", corev1.DNSDefault, dnsConfig),
+		pod("dns-host", corev1.DNSDefault, ""),
+	}, "---\n"))
 
 	resolvConf := func(name string) string {
 		t.Helper()

@@ -161,7 +161,9 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 // searches and options to given ones when it is given no nameserver. So the
 // nameservers are always given (the plan always has some but for an invalid
 // dnsPolicy None), and no searches is given as ".", no options as one empty
-// option, which podman writes as no search and no options line.
+// option, which podman writes as no search and no options line. (On a
+// network with DNS enabled, which podman's default network is not, podman 5
+// would write aardvark-dns's address instead of the given servers.)
 func podDNS(s *specgen.PodSpecGenerator, d *ResolvConf) {
 	if d == nil {
 		return
