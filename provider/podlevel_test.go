@@ -194,3 +194,80 @@ func TestWorkerPodLevelResources(t *testing.T) {
 		h.wantCalls("create-pod", 0)
 	})
 }
+
+// TestWorkerDNSConfig: a dnsConfig merged onto the host's resolvers is
+// merged onto the resolv.conf podman would read on the host (through a
+// systemd-resolved stub to its upstream servers), and the podman pod gets
+// the result whole; other pods cost no read of the host's files.
+func TestWorkerDNSConfig(t *testing.T) {
+	withDNS := func(policy corev1.DNSPolicy, c *corev1.PodDNSConfig) *corev1.Pod {
+		pd := testPod(corev1.RestartPolicyNever, "main")
+		pd.Spec.DNSPolicy, pd.Spec.DNSConfig = policy, c
+		return pd
+	}
+	ndots := "3"
+	config := &corev1.PodDNSConfig{
+		Nameservers: []string{"192.0.2.53"}, Searches: []string{"pod.example"},
+		Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &ndots}},
+	}
+	stub := "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n"
+	for _, tc := range []struct {
+		name    string
+		policy  corev1.DNSPolicy
+		files   map[string]string
+		servers []string
+		search  []string
+		options []string
+	}{
+		{"through the stub to its upstream servers", corev1.DNSClusterFirst,
+			map[string]string{"/etc/resolv.conf": stub, "/run/systemd/resolve/resolv.conf": "nameserver 10.0.0.2\nsearch lan\n"},
+			[]string{"10.0.0.2", "192.0.2.53"}, []string{"lan", "pod.example"}, []string{"ndots:3"}},
+		{"a stub without the upstream file: its servers are not reachable from the pod", corev1.DNSDefault,
+			map[string]string{"/etc/resolv.conf": stub},
+			[]string{"192.0.2.53"}, []string{"lan", "pod.example"}, []string{"edns0", "trust-ad", "ndots:3"}},
+		{"no resolv.conf on the host", corev1.DNSDefault, nil,
+			[]string{"192.0.2.53"}, []string{"pod.example"}, []string{"ndots:3"}},
+		{"None: the host's is not read", corev1.DNSNone, nil,
+			[]string{"192.0.2.53"}, []string{"pod.example"}, []string{"ndots:3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withDNS(tc.policy, config))
+			h.rt.images["registry.test/main:1"] = true
+			h.rt.contents = tc.files
+			h.sync()
+			h.wantPhase(corev1.PodRunning)
+			ps := h.rt.podSpecs[pod.PodName(testUID)]
+			if ps == nil {
+				t.Fatal("no podman pod created")
+			}
+			var servers []string
+			for _, ip := range ps.DNSServer {
+				servers = append(servers, ip.String())
+			}
+			if !slices.Equal(servers, tc.servers) || !slices.Equal(ps.DNSSearch, tc.search) || !slices.Equal(ps.DNSOption, tc.options) {
+				t.Errorf("DNS servers %q searches %q options %q; want %q %q %q", servers, ps.DNSSearch, ps.DNSOption, tc.servers, tc.search, tc.options)
+			}
+			if tc.policy == corev1.DNSNone {
+				h.wantCalls("file-tail", 0)
+			}
+		})
+	}
+	t.Run("without dnsConfig, podman's own and no read", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyNever, "main"))
+		h.rt.images["registry.test/main:1"] = true
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		if ps := h.rt.podSpecs[pod.PodName(testUID)]; ps.DNSServer != nil || ps.DNSSearch != nil || ps.DNSOption != nil {
+			t.Errorf("DNS servers %v searches %q options %q, want none", ps.DNSServer, ps.DNSSearch, ps.DNSOption)
+		}
+		h.wantCalls("file-tail", 0)
+	})
+	t.Run("limits: a Warning event DNSConfigForming", func(t *testing.T) {
+		h := newHarness(t, withDNS(corev1.DNSDefault, &corev1.PodDNSConfig{Nameservers: []string{"192.0.2.53"}}))
+		h.rt.images["registry.test/main:1"] = true
+		h.rt.contents = map[string]string{"/etc/resolv.conf": "nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"}
+		h.sync()
+		h.wantPhase(corev1.PodRunning)
+		h.wantEvent(h.events(), "Warning DNSConfigForming Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.0.0.1 10.0.0.2 10.0.0.3")
+	})
+}

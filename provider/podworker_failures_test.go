@@ -188,15 +188,15 @@ func TestWorkerWaitsForTheHost(t *testing.T) {
 func TestWorkerSpecDecisions(t *testing.T) {
 	t.Run("refused field fails the pod", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")
-		pd.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"192.0.2.53"}}
+		pd.Spec.HostIPC = true
 		h := newHarness(t, pd)
 		h.sync()
 		h.wantPhase(corev1.PodFailed)
-		if st := h.status(); st.Reason != "UnsupportedField" || !strings.Contains(st.Message, "spec.dnsConfig") {
+		if st := h.status(); st.Reason != "UnsupportedField" || !strings.Contains(st.Message, "spec.hostIPC") {
 			t.Errorf("reason %q message %q", st.Reason, st.Message)
 		}
 		h.wantCalls("create-pod", 0)
-		h.wantEvent(h.events(), "Warning UnsupportedField spec.dnsConfig: ")
+		h.wantEvent(h.events(), "Warning UnsupportedField spec.hostIPC: ")
 	})
 	t.Run("warned fields run, with an event each", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")

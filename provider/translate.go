@@ -30,10 +30,19 @@ func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
 // pod's service account token when it has a projected one: requested when
 // empty, else reused, so that the plan made again once the pod has an IP
 // costs no second TokenRequest; renewing it is the refresh's (refresh.go).
+// A pod whose dnsConfig is merged onto the host's resolvers has the host's
+// resolv.conf read (hostdns.go).
 func (p *Pods) translate(ctx context.Context, pd *corev1.Pod, podIP string, token *podToken) (*pod.Plan, error) {
 	in, err := p.input(ctx, pd, podIP, token)
 	if err != nil {
 		return nil, err
+	}
+	if pod.NeedsHostDNS(pd) {
+		// Read at each translation, as the kubelet reads its
+		// resolv.conf for each sandbox; only the first plan's is used.
+		if in.HostDNS, err = p.hostDNS(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return pod.Translate(in)
 }

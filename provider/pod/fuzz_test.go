@@ -29,7 +29,8 @@ func fuzzInput(doc []byte) (Input, *goldenCase, bool) {
 // the pod, its Secrets and ConfigMaps, the node's facts) through
 // Translate, and every container of a plan through ContainerSpec.
 // Properties: no panic; errors are typed (UnsupportedError,
-// MissingObjectError, ErrNoServiceAccountToken, ErrNoRuntimeHandler; a pod
+// MissingObjectError, ErrNoServiceAccountToken, ErrNoRuntimeHandler,
+// ErrNoHostDNS; a pod
 // without a UID the one exception); the input is not modified; the same
 // input twice gives equal plans and specs; every podman object carries
 // the pod's UID label, and container names are the deterministic,
@@ -62,7 +63,8 @@ func FuzzTranslate(f *testing.F) {
 		in2, _, _ := fuzzInput(doc)
 		before, _, _ := fuzzInput(doc)
 		plan, err := Translate(in)
-		if !reflect.DeepEqual(in.Pod, before.Pod) || !reflect.DeepEqual(in.Secrets, before.Secrets) || !reflect.DeepEqual(in.ConfigMaps, before.ConfigMaps) {
+		if !reflect.DeepEqual(in.Pod, before.Pod) || !reflect.DeepEqual(in.Secrets, before.Secrets) || !reflect.DeepEqual(in.ConfigMaps, before.ConfigMaps) ||
+			!reflect.DeepEqual(in.HostDNS, before.HostDNS) {
 			t.Fatal("Translate modified its input")
 		}
 		plan2, err2 := Translate(in2)
@@ -83,7 +85,7 @@ func FuzzTranslate(f *testing.F) {
 				if me.Reason != ReasonCreateContainerConfigError || me.Name == "" && me.Key == "" {
 					t.Fatalf("MissingObjectError %#v", me)
 				}
-			case errors.Is(err, ErrNoServiceAccountToken), errors.Is(err, ErrNoRuntimeHandler):
+			case errors.Is(err, ErrNoServiceAccountToken), errors.Is(err, ErrNoRuntimeHandler), errors.Is(err, ErrNoHostDNS):
 			case gc.Pod.UID == "" && strings.Contains(err.Error(), "no UID"):
 			default:
 				t.Fatalf("untyped error %T: %v", err, err)

@@ -78,6 +78,10 @@ type Input struct {
 	// RootlessHost: the host's podman runs rootless, where it creates no
 	// pod cgroup, so pod-level resources cannot be enforced.
 	RootlessHost bool
+	// HostDNS is the build host's resolv.conf as podman reads it for a pod
+	// (ParseResolvConf of it), the base a dnsConfig is merged onto; needed
+	// only when NeedsHostDNS says so.
+	HostDNS *ResolvConf
 }
 
 // Plan is the podman side of one pod.
@@ -102,6 +106,10 @@ type Plan struct {
 	// OCIRuntime is the host's OCI runtime that runs the pod's containers,
 	// the handler of its RuntimeClass; empty: podman's default.
 	OCIRuntime string
+	// DNS is the pod's resolv.conf, exactly (spec.dnsPolicy and
+	// spec.dnsConfig, as the kubelet forms it); nil: podman writes it from
+	// the host's, which is dnsPolicy Default.
+	DNS *ResolvConf `json:",omitempty"`
 	// FSGroup (spec.securityContext.fsGroup) owns the pod's emptyDir and
 	// Files volumes, as the kubelet's SetVolumeOwnership makes them: the
 	// runtime creates emptyDirs group-owned by it, setgid and writable by

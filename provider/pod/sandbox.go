@@ -13,8 +13,8 @@ import (
 )
 
 // The pod-level settings the kubelet gives a pod's sandbox, which rbn gives
-// its podman pod: /etc/hosts entries, a shared PID namespace, sysctls and
-// the OCI runtime of its RuntimeClass.
+// its podman pod: /etc/hosts entries, a shared PID namespace, sysctls, the
+// OCI runtime of its RuntimeClass and its resolv.conf (dns.go).
 
 const (
 	// ReasonSysctlForbidden is the kubelet's reason for a pod it rejects for
@@ -75,7 +75,10 @@ func (t *translator) sandbox(plan *Plan) error {
 			return err
 		}
 	}
-	plan.OCIRuntime, err = t.runtimeHandler()
+	if plan.OCIRuntime, err = t.runtimeHandler(); err != nil {
+		return err
+	}
+	plan.DNS, err = t.dns()
 	return err
 }
 

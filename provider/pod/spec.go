@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"path"
 	"slices"
 	"strconv"
@@ -152,6 +153,36 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 	return s, nil
 }
 
+// podDNS gives the podman pod (its infra container, whose resolv.conf every
+// container of the pod shares) the plan's resolv.conf, exactly. podman
+// replaces the host's nameservers, searches and options with the ones it is
+// given, but keeps the host's for a kind it is given none of; and podman
+// before 5.6 (go.podman.io/common before 0.64) also appends the host's
+// searches and options to given ones when it is given no nameserver. So the
+// nameservers are always given (the plan always has some but for an invalid
+// dnsPolicy None), and no searches is given as ".", no options as one empty
+// option, which podman writes as no search and no options line. (On a
+// network with DNS enabled, which podman's default network is not, podman 5
+// would write aardvark-dns's address instead of the given servers.)
+func podDNS(s *specgen.PodSpecGenerator, d *ResolvConf) {
+	if d == nil {
+		return
+	}
+	for _, ns := range d.Nameservers {
+		if ip := net.ParseIP(ns); ip != nil { // Translate checked them
+			s.DNSServer = append(s.DNSServer, ip)
+		}
+	}
+	s.DNSSearch = slices.Clone(d.Searches)
+	if len(s.DNSSearch) == 0 {
+		s.DNSSearch = []string{"."}
+	}
+	s.DNSOption = slices.Clone(d.Options)
+	if len(s.DNSOption) == 0 {
+		s.DNSOption = []string{""}
+	}
+}
+
 func bindMount(source, dest, mode string) spec.Mount {
 	return spec.Mount{Type: "bind", Source: source, Destination: dest, Options: []string{"rbind", mode}}
 }
@@ -203,8 +234,8 @@ func resourceLimits(memory int64, shares uint64, quota int64, period uint64) *sp
 // PodSpec renders the podman pod of a plan. Its infra container shares the
 // network, IPC and UTS namespaces as a Kubernetes pod sandbox does, and the
 // PID namespace for shareProcessNamespace (its pause process is then PID 1,
-// as the kubelet's sandbox's is), carries the pod's /etc/hosts entries and
-// sysctls, publishes the host ports, and holds the tmpfs volumes mounted so
+// as the kubelet's sandbox's is), carries the pod's /etc/hosts entries,
+// resolv.conf and sysctls, publishes the host ports, and holds the tmpfs volumes mounted so
 // their content outlives each container. Note that podman lets every
 // container of the pod inherit the infra's volumes, so they also appear,
 // read-only, under KeepDir.
@@ -238,6 +269,7 @@ func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 	}
 	s.HostAdd = slices.Clone(p.HostAliases)
 	s.Sysctl = maps.Clone(p.Sysctls)
+	podDNS(s, p.DNS)
 	for _, hp := range p.HostPorts {
 		s.PortMappings = append(s.PortMappings, nettypes.PortMapping{
 			HostIP:        hp.HostIP,

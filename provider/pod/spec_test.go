@@ -91,6 +91,11 @@ func TestTranslateErrors(t *testing.T) {
 			p.Spec.RuntimeClassName = &rc
 			return Input{Pod: p, HostRuntimes: []string{"runc"}}
 		}},
+		{name: "dnsConfig to merge but no host resolv.conf", wantIs: ErrNoHostDNS, in: func() Input {
+			p := minimalPod()
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}}
+			return Input{Pod: p}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,13 +196,6 @@ func TestTranslateRefusals(t *testing.T) {
 		{"image volume", func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "x"}}}}
 		}, "spec.volumes[0].image", ReasonUnsupportedVolume},
-		{"dnsPolicy None", func(p *corev1.Pod) {
-			p.Spec.DNSPolicy = corev1.DNSNone
-			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.10"}}
-		}, "spec.dnsPolicy", ReasonUnsupportedField},
-		{"dnsConfig", func(p *corev1.Pod) {
-			p.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}}
-		}, "spec.dnsConfig", ReasonUnsupportedField},
 		{"supplementalGroupsPolicy Strict without a user", func(p *corev1.Pod) {
 			strict := corev1.SupplementalGroupsPolicyStrict
 			p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroupsPolicy: &strict}

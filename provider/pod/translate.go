@@ -203,10 +203,6 @@ func (t *translator) checkPod() error {
 		return unsupported("spec.hostUsers", ReasonUnsupportedField, "user namespaces (hostUsers: false) are not supported on remote build nodes")
 	case len(s.ResourceClaims) > 0:
 		return field("resourceClaims")
-	case s.DNSPolicy == corev1.DNSNone:
-		return unsupported("spec.dnsPolicy", ReasonUnsupportedField, "dnsPolicy None is not supported: containers use the build host's resolvers")
-	case s.DNSConfig != nil && (len(s.DNSConfig.Nameservers) > 0 || len(s.DNSConfig.Searches) > 0 || len(s.DNSConfig.Options) > 0):
-		return unsupported("spec.dnsConfig", ReasonUnsupportedField, "dnsConfig is not supported: containers use the build host's resolvers")
 	}
 	if err := checkContainerNames(s); err != nil {
 		return err

@@ -35,11 +35,13 @@ type goldenCase struct {
 	ConfigMaps          []corev1.ConfigMap  `json:"configMaps,omitempty"`
 	// RuntimeHandler is the handler of the pod's RuntimeClass, which the
 	// caller resolves; HostRuntimes the host podman's OCI runtimes.
-	RuntimeHandler       string     `json:"runtimeHandler,omitempty"`
-	HostRuntimes         []string   `json:"hostRuntimes,omitempty"`
-	AllowedUnsafeSysctls []string   `json:"allowedUnsafeSysctls,omitempty"`
-	RootlessHost         bool       `json:"rootlessHost,omitempty"`
-	Pod                  corev1.Pod `json:"pod"`
+	RuntimeHandler       string   `json:"runtimeHandler,omitempty"`
+	HostRuntimes         []string `json:"hostRuntimes,omitempty"`
+	AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls,omitempty"`
+	RootlessHost         bool     `json:"rootlessHost,omitempty"`
+	// HostResolvConf is the build host's resolv.conf, as text.
+	HostResolvConf *string    `json:"hostResolvConf,omitempty"`
+	Pod            corev1.Pod `json:"pod"`
 }
 
 // input is the case as Translate's input (FuzzTranslate's too).
@@ -60,6 +62,10 @@ func (gc *goldenCase) input() Input {
 		RootlessHost:         gc.RootlessHost,
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},
+	}
+	if gc.HostResolvConf != nil {
+		rc := ParseResolvConf([]byte(*gc.HostResolvConf))
+		in.HostDNS = &rc
 	}
 	for i := range gc.Secrets {
 		in.Secrets[gc.Secrets[i].Name] = &gc.Secrets[i]
