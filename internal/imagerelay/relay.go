@@ -2,6 +2,7 @@ package imagerelay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,15 +26,18 @@ type Credentials struct {
 	Password string
 }
 
-// HostListener opens a listener on the host, forwarded to this process
-// (sshconn.Client).
+// HostListener opens a listener on the host's loopback, forwarded to this
+// process (sshconn.Client). It must fail rather than return a listener
+// reachable from beyond the host.
 type HostListener interface {
-	Listen(network, address string) (net.Listener, error)
+	ListenLoopback(ctx context.Context) (net.Listener, error)
 }
 
 // HostImages is the host's podman (podman.Client).
 type HostImages interface {
-	PullImageLoopbackPlain(ctx context.Context, ref string) (string, error)
+	// PullImageLoopbackPlain pulls ref from the relay over plain HTTP,
+	// authenticating with username and password.
+	PullImageLoopbackPlain(ctx context.Context, ref, username, password string) (string, error)
 	TagImage(ctx context.Context, nameOrID, repo, tag string) error
 	UntagImage(ctx context.Context, nameOrID, repo, tag string) error
 }
@@ -85,12 +89,16 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 		return Result{}, err
 	}
 	defer src.Close()
-	srv, err := newServer(ctx, src, reference.Path(img.upstream), img.localRef, req.Logger)
+	// The relay's listener is on the host's loopback, which every local user
+	// and host-network container shares: it answers only whoever holds this
+	// pull's credentials, which go to the host's podman with the pull request.
+	creds := pullCredentials()
+	srv, err := newServer(ctx, src, reference.Path(img.upstream), img.localRef, creds, req.Logger)
 	if err != nil {
 		return Result{}, err
 	}
 
-	ln, err := req.Host.Listen("tcp", "127.0.0.1:0")
+	ln, err := req.Host.ListenLoopback(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("relay %s: %w", req.Image, err)
 	}
@@ -103,7 +111,7 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	defer stop()
 
 	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) + "/" + reference.Path(img.upstream)
-	id, err := req.Podman.PullImageLoopbackPlain(ctx, local+img.localRef)
+	id, err := req.Podman.PullImageLoopbackPlain(ctx, local+img.localRef, creds.Username, creds.Password)
 	st := srv.stats()
 	res := Result{ImageID: id, Blobs: st.blobs, Bytes: st.bytes}
 	if err != nil {
@@ -121,6 +129,17 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	}
 	req.Logger.Debug("image relayed", "image", req.Image, "imageID", id, "blobs", res.Blobs, "bytes", res.Bytes)
 	return res, nil
+}
+
+// relayUser is the user name of every pull's relay; the password is what
+// differs.
+const relayUser = "rbn-relay"
+
+// pullCredentials returns new credentials for one pull's relay: a password
+// of at least 128 random bits (crypto/rand.Text), which nobody can guess
+// while the pull lasts and which is worth nothing afterwards.
+func pullCredentials() Credentials {
+	return Credentials{Username: relayUser, Password: rand.Text()}
 }
 
 // hostPullError is the host's failed pull from the relay, its message

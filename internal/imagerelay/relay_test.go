@@ -128,8 +128,8 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // loopback stands in for the host's SSH listener.
 type loopback struct{}
 
-func (loopback) Listen(network, address string) (net.Listener, error) {
-	return net.Listen(network, address)
+func (loopback) ListenLoopback(context.Context) (net.Listener, error) {
+	return net.Listen("tcp", "127.0.0.1:0")
 }
 
 // fakePodman pulls with containers/image into an OCI layout, which, like
@@ -142,9 +142,21 @@ type fakePodman struct {
 	arch  string
 	mu    sync.Mutex
 	names map[string]bool
+	// creds are the credentials of every pull, in order.
+	creds []Credentials
+	// intruder, if set, runs once the relay listens, before the pull: a
+	// local process trying its luck.
+	intruder func(hostPort string)
 }
 
-func (p *fakePodman) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+func (p *fakePodman) PullImageLoopbackPlain(ctx context.Context, ref, username, password string) (string, error) {
+	p.mu.Lock()
+	p.creds = append(p.creds, Credentials{Username: username, Password: password})
+	p.mu.Unlock()
+	if p.intruder != nil {
+		hostPort, _, _ := strings.Cut(ref, "/")
+		p.intruder(hostPort)
+	}
 	src, err := docker.ParseReference("//" + ref)
 	if err != nil {
 		return "", err
@@ -158,7 +170,8 @@ func (p *fakePodman) PullImageLoopbackPlain(ctx context.Context, ref string) (st
 		return "", err
 	}
 	defer pc.Destroy()
-	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, OSChoice: "linux", ArchitectureChoice: cmp.Or(p.arch, "amd64")}
+	sys := &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue, OSChoice: "linux", ArchitectureChoice: cmp.Or(p.arch, "amd64"),
+		DockerAuthConfig: &types.DockerAuthConfig{Username: username, Password: password}}
 	if sys.ArchitectureChoice == "arm64" {
 		sys.VariantChoice = "v8"
 	}
@@ -322,14 +335,16 @@ type cutPodman struct {
 	streaming <-chan struct{}
 }
 
-func (p *cutPodman) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
+func (p *cutPodman) PullImageLoopbackPlain(ctx context.Context, ref, username, password string) (string, error) {
 	host, rest, _ := strings.Cut(ref, "/")
 	repo, _, _ := strings.Cut(rest, ":")
 	c, err := net.Dial("tcp", host)
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(c, "GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: %s\r\n\r\n", repo, digest.FromString("x"), host)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+host+"/v2/"+repo+"/blobs/"+digest.FromString("x").String(), nil)
+	req.SetBasicAuth(username, password)
+	_ = req.Write(c)
 	<-p.streaming
 	_ = c.Close()
 	return "", fmt.Errorf("connection lost")

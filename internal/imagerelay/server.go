@@ -2,6 +2,7 @@ package imagerelay
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,13 +23,15 @@ import (
 )
 
 // server is the read-only registry of one pull: the manifests and blobs of
-// one repository, streamed from the upstream source.
+// one repository, streamed from the upstream source, to the holder of the
+// pull's credentials only.
 type server struct {
 	ctx      context.Context // the pull's: upstream requests end with it
 	src      types.ImageSource
-	repo     string // repository path served, as upstream ("rbn/busybox")
-	localRef string // ":tag" or "@digest" the host asks for
-	top      []byte // the manifest the pull resolved, served for localRef
+	creds    Credentials // the pull's own, asked of every request
+	repo     string      // repository path served, as upstream ("rbn/busybox")
+	localRef string      // ":tag" or "@digest" the host asks for
+	top      []byte      // the manifest the pull resolved, served for localRef
 	topType  string
 	topDig   digest.Digest
 	log      *slog.Logger
@@ -43,14 +46,14 @@ type stats struct {
 	bytes int64
 }
 
-func newServer(ctx context.Context, src types.ImageSource, repo, localRef string, log *slog.Logger) (*server, error) {
+func newServer(ctx context.Context, src types.ImageSource, repo, localRef string, creds Credentials, log *slog.Logger) (*server, error) {
 	// Resolved once, so that a tag moving upstream during the pull cannot mix
 	// two images; manifests are small, blobs are never held.
 	top, mime, err := src.GetManifest(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("rbn-kubelet reading the manifest of %s: %w", src.Reference().DockerReference(), err)
 	}
-	return &server{ctx: ctx, src: src, repo: repo, localRef: localRef, top: top, topType: mime, topDig: digest.FromBytes(top), log: log}, nil
+	return &server{ctx: ctx, src: src, creds: creds, repo: repo, localRef: localRef, top: top, topType: mime, topDig: digest.FromBytes(top), log: log}, nil
 }
 
 func (s *server) stats() stats { return stats{blobs: int(s.blobs.Load()), bytes: s.bytes.Load()} }
@@ -81,11 +84,19 @@ func (s *server) serve(ln net.Listener) func() {
 	}
 }
 
-// ServeHTTP implements the pull side of the distribution API v2.
+// ServeHTTP implements the pull side of the distribution API v2. A request
+// without the pull's credentials gets 401 and nothing else: no upstream
+// request, not even the version check (/v2/), whose 401 is what tells the
+// host's podman to send them (HTTP basic auth, as a registry asks).
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="rbn-kubelet image relay"`)
+		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is read-only")
 		return
@@ -109,6 +120,18 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		registryError(w, http.StatusNotFound, "UNSUPPORTED", "not served here")
 	}
+}
+
+// authorized reports whether r carries the pull's credentials, compared in
+// constant time.
+func (s *server) authorized(r *http.Request) bool {
+	u, p, ok := r.BasicAuth()
+	if !ok || s.creds.Password == "" {
+		return false
+	}
+	user := subtle.ConstantTimeCompare([]byte(u), []byte(s.creds.Username))
+	pass := subtle.ConstantTimeCompare([]byte(p), []byte(s.creds.Password))
+	return user&pass == 1
 }
 
 func (s *server) manifest(w http.ResponseWriter, r *http.Request, ref string) {

@@ -47,10 +47,13 @@ func (c *Client) PullImage(ctx context.Context, ref string, creds *Credentials) 
 // PullImageLoopbackPlain pulls ref from a registry on the host's own
 // loopback that speaks plain HTTP (rbn-kubelet's image relay, forwarded over
 // SSH): TLS is off for this pull only, podman retries nothing (the relay has
-// already reached the registry: a failure here is final), and no credentials
-// are sent. Layers already in the host's store are not fetched.
-func (c *Client) PullImageLoopbackPlain(ctx context.Context, ref string) (string, error) {
-	return c.pull(ctx, ref, new(images.PullOptions).WithSkipTLSVerify(true).WithRetry(0), nil)
+// already reached the registry: a failure here is final), and username and
+// password are the relay's own for this pull (never a registry's). They
+// travel as any pull's credentials, in the API request's X-Registry-Auth
+// header, which podman neither stores nor logs. Layers already in the
+// host's store are not fetched.
+func (c *Client) PullImageLoopbackPlain(ctx context.Context, ref, username, password string) (string, error) {
+	return c.pull(ctx, ref, new(images.PullOptions).WithSkipTLSVerify(true).WithRetry(0), &Credentials{Username: username, Password: password})
 }
 
 func (c *Client) pull(ctx context.Context, ref string, opts *images.PullOptions, creds *Credentials) (_ string, err error) {

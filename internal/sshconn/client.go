@@ -260,27 +260,6 @@ func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, e
 	return ch, nil
 }
 
-// Listen asks the host to listen on network ("tcp") address and forward what
-// it accepts over the current connection (an OpenSSH "tcpip-forward"; port 0
-// lets the host choose, the listener's Addr says which). sshd binds it to the
-// host's loopback unless its GatewayPorts allows more. The listener ends with
-// the connection: Accept then fails, and so does every accepted stream, so
-// nothing served on it outlives the connection. It fails at once with
-// ErrNotConnected while there is no connection.
-func (c *Client) Listen(network, address string) (net.Listener, error) {
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	if conn == nil {
-		return nil, &Error{Reason: ReasonNotConnected, Addr: c.addr, Err: errors.New("no ssh connection")}
-	}
-	ln, err := conn.Listen(network, address)
-	if err != nil {
-		return nil, fmt.Errorf("ssh %s: listen on %s %s on the host: %w", c.addr, network, address, err)
-	}
-	return ln, nil
-}
-
 // Run keeps a connection up until ctx ends, redialing with backoff.
 func (c *Client) Run(ctx context.Context) {
 	log := c.cfg.Logger.With("addr", c.addr)

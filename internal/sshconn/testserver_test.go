@@ -48,6 +48,9 @@ type testServer struct {
 	// exec answers "exec" requests: the command line as the client sent it
 	// in, what the command writes and its exit status out.
 	exec func(cmd string) (stdout, stderr string, status uint32)
+	// forwardPort, when set, is the port "tcpip-forward" requests are
+	// granted (nothing listens: the reply is all the client sees of it).
+	forwardPort uint32
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every recorded event
@@ -64,6 +67,9 @@ type serverStats struct {
 	// Sessions holds, per session channel, its request types in order.
 	Sessions     [][]string
 	OpenSessions int
+	// Forwards holds the address of every tcpip-forward request, and
+	// Cancels of every cancel-tcpip-forward.
+	Forwards, Cancels []string
 }
 
 type serverOptions struct {
@@ -279,6 +285,25 @@ func (s *testServer) globalRequests(reqs <-chan *ssh.Request) {
 			if ignore {
 				continue
 			}
+		}
+		if (r.Type == "tcpip-forward" || r.Type == "cancel-tcpip-forward") && s.forwardPort != 0 {
+			var m struct {
+				Addr string
+				Port uint32
+			}
+			if err := ssh.Unmarshal(r.Payload, &m); err != nil {
+				_ = r.Reply(false, nil)
+				continue
+			}
+			addr := net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port)))
+			if r.Type == "tcpip-forward" {
+				s.record(func(st *serverStats) { st.Forwards = append(st.Forwards, addr) })
+				_ = r.Reply(true, ssh.Marshal(struct{ Port uint32 }{s.forwardPort}))
+			} else {
+				s.record(func(st *serverStats) { st.Cancels = append(st.Cancels, addr) })
+				_ = r.Reply(true, nil)
+			}
+			continue
 		}
 		// OpenSSH answers keepalives, like any request it does not know, with a failure.
 		if r.WantReply {
