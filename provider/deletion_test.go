@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
 
@@ -52,13 +53,16 @@ func TestDeletionGrace(t *testing.T) {
 // DeletePod has returned.
 func deletedWhileDown(t *testing.T, down time.Duration) *harness {
 	t.Helper()
-	pd := testPod(corev1.RestartPolicyAlways, "main")
+	pd := testPod(corev1.RestartPolicyAlways, "main", "web")
 	pd.Spec.TerminationGracePeriodSeconds = ptr.To[int64](60)
 	pd.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
 		Exec: &corev1.ExecAction{Command: []string{"drain"}},
 	}}
+	pd.Spec.Containers[1].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+		HTTPGet: &corev1.HTTPGetAction{Path: "/drain", Port: intstr.FromInt32(8080)},
+	}}
 	first := newHarness(t, pd)
-	first.rt.images["registry.test/main:1"] = true
+	first.rt.images["registry.test/main:1"], first.rt.images["registry.test/web:1"] = true, true
 	first.sync()
 	first.wantPhase(corev1.PodRunning)
 
@@ -110,6 +114,15 @@ func TestPodDeletedWhileDownGetsWhatIsLeftOfItsGrace(t *testing.T) {
 	if h.final == nil || h.final.Status.Phase != corev1.PodFailed {
 		t.Fatalf("final status %+v, want the pod reported ended", h.final)
 	}
+	// The containers' exit after SIGTERM, not an unknown end.
+	for _, st := range h.final.Status.ContainerStatuses {
+		if st.State.Terminated == nil || st.State.Terminated.ExitCode != 143 {
+			t.Fatalf("final status of %s %+v, want terminated with exit code 143", st.Name, st.State)
+		}
+	}
+	// The httpGet hook is sent to the pod's IP (the fake host has no
+	// network to answer it).
+	h.wantEvent(h.events(), `Warning FailedPreStopHook HTTP lifecycle hook (/drain) for Container "web" in Pod "p_ns(`+testUID+`)" failed - error: Get "http://10.88.0.7:8080/drain"`)
 }
 
 func TestPodWhoseGraceRanOutWhileDownGetsTheMinimalWindow(t *testing.T) {

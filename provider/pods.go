@@ -329,6 +329,9 @@ func (p *Pods) DeletePod(ctx context.Context, pd *corev1.Pod) error {
 	w, ok := p.workers[key(pd.Namespace, pd.Name)]
 	if !ok && pd.DeletionTimestamp != nil && !p.stopping {
 		w = newPodWorker(p, pd)
+		// Its infra container's, as reported before: for httpGet preStop
+		// hooks, with no sandbox set up by this worker.
+		w.sandbox.ip = pd.Status.PodIP
 		p.addLocked(w)
 		if p.ctx == nil {
 			p.pending = append(p.pending, w)
