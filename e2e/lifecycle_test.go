@@ -18,6 +18,27 @@ import (
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
+// trapTERM is the command of a container that logs its start and its
+// SIGTERM to /out/log, and ends on SIGTERM: a SIGKILL leaves no line.
+const trapTERM = `[sh, -c, "trap 'echo main got TERM >>/out/log; exit 0' TERM; echo main up >>/out/log; while true; do sleep 0.2; done"]`
+
+// waitFileHas waits until the file at path, written by a pod through a
+// hostPath volume, holds text.
+func waitFileHas(t *testing.T, path, text string, timeout time.Duration) {
+	t.Helper()
+	framework.Eventually(t, fmt.Sprintf("%q in %s", text, path), timeout, func() (bool, string) {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), text), string(b)
+	})
+}
+
+// preStopBeforeTERM says whether the log of a trapTERM container shows
+// its preStop hook's line, then its SIGTERM.
+func preStopBeforeTERM(log string) bool {
+	pre, term := strings.Index(log, "preStop\n"), strings.Index(log, "main got TERM")
+	return pre >= 0 && term > pre
+}
+
 // Lifecycle hooks on a remote build node, as kubelet runs them: postStart
 // after the start; on deletion preStop before the stop signal (an exec
 // hook, and an httpGet hook from the host to the pod's IP); a postStart
@@ -38,7 +59,7 @@ spec:%[2]s
     - name: main
       image: %[3]s
       volumeMounts: [{name: out, mountPath: /out}]
-      command: [sh, -c, "trap 'echo main got TERM >>/out/log; exit 0' TERM; echo main up >>/out/log; while true; do sleep 0.2; done"]
+      command: %[5]s
       lifecycle:
         postStart:
           exec: {command: [sh, -c, "echo postStart >>/out/log"]}
@@ -67,22 +88,18 @@ spec:%[2]s
       lifecycle:
         postStart:
           exec: {command: [sh, -c, "echo cannot set up; exit 4"]}
-`, ns, framework.PodSpec, framework.TestImage, dir))
+`, ns, framework.PodSpec, framework.TestImage, dir, trapTERM))
 
 	s.WaitPodPhase(t, ns, "hooks", corev1.PodRunning, 2*time.Minute)
 	logFile := filepath.Join(dir, "log")
-	framework.Eventually(t, "the postStart hook's line", time.Minute, func() (bool, string) {
-		b, _ := os.ReadFile(logFile)
-		return strings.Contains(string(b), "postStart"), string(b)
-	})
+	waitFileHas(t, logFile, "postStart", time.Minute)
 	s.Kubectl(t, "-n", ns, "delete", "pod", "hooks", "--wait=true", "--timeout=90s")
 	b, err := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := string(b)
-	pre, term := strings.Index(log, "preStop\n"), strings.Index(log, "main got TERM")
-	if pre < 0 || term < 0 || term < pre {
+	if !preStopBeforeTERM(log) {
 		t.Errorf("want the preStop hook before SIGTERM:\n%s", log)
 	}
 	if !strings.Contains(log, "web preStop /cgi-bin/drain?why=delete") {
@@ -114,17 +131,14 @@ spec:%[2]s
     - name: main
       image: %[3]s
       volumeMounts: [{name: out, mountPath: /out}]
-      command: [sh, -c, "trap 'echo main got TERM >>/out/log; exit 0' TERM; echo main up >>/out/log; while true; do sleep 0.2; done"]
+      command: %[5]s
       lifecycle:
         preStop:
           exec: {command: [sh, -c, "echo preStop >>/out/log"]}
-`, ns, framework.PodSpec, framework.TestImage, dir))
+`, ns, framework.PodSpec, framework.TestImage, dir, trapTERM))
 	p := s.WaitPodPhase(t, ns, "graceful", corev1.PodRunning, 2*time.Minute)
 	logFile := filepath.Join(dir, "log")
-	framework.Eventually(t, "the container's SIGTERM trap set", time.Minute, func() (bool, string) {
-		b, _ := os.ReadFile(logFile)
-		return strings.Contains(string(b), "main up"), string(b)
-	})
+	waitFileHas(t, logFile, "main up", time.Minute) // its SIGTERM trap is set
 	host := s.HostIndex(t, p.Spec.NodeName)
 	name := "rbn-" + string(p.UID) + "-main-0"
 
@@ -142,10 +156,7 @@ spec:%[2]s
 	s.KubeletSh(t, "start")
 	restarted = true
 	start := time.Now()
-	framework.Eventually(t, "the container's SIGTERM trap run", 90*time.Second, func() (bool, string) {
-		b, _ := os.ReadFile(logFile)
-		return strings.Contains(string(b), "main got TERM"), string(b)
-	})
+	waitFileHas(t, logFile, "main got TERM", 90*time.Second)
 	t.Logf("SIGTERM %s after rbn-kubelet's start", time.Since(start).Round(100*time.Millisecond))
 	framework.Eventually(t, "the pod gone from the API", 90*time.Second, func() (bool, string) {
 		_, err := s.Client.CoreV1().Pods(ns).Get(context.Background(), "graceful", metav1.GetOptions{})
@@ -156,7 +167,7 @@ spec:%[2]s
 		t.Fatal(err)
 	}
 	log := string(b)
-	if pre, term := strings.Index(log, "preStop\n"), strings.Index(log, "main got TERM"); pre < 0 || term < pre {
+	if !preStopBeforeTERM(log) {
 		t.Errorf("want the preStop hook before SIGTERM:\n%s", log)
 	}
 	framework.Eventually(t, "the pod removed from the host", 90*time.Second, func() (bool, string) {
