@@ -158,20 +158,21 @@ spec:%[2]s
 	start := time.Now()
 	waitFileHas(t, logFile, "main got TERM", 90*time.Second)
 	t.Logf("SIGTERM %s after rbn-kubelet's start", time.Since(start).Round(100*time.Millisecond))
-	framework.Eventually(t, "the pod gone from the API", 90*time.Second, func() (bool, string) {
-		_, err := s.Client.CoreV1().Pods(ns).Get(context.Background(), "graceful", metav1.GetOptions{})
-		return apierrors.IsNotFound(err), fmt.Sprint(err)
-	})
 	b, err := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := string(b)
-	if !preStopBeforeTERM(log) {
+	if log := string(b); !preStopBeforeTERM(log) {
 		t.Errorf("want the preStop hook before SIGTERM:\n%s", log)
 	}
 	framework.Eventually(t, "the pod removed from the host", 90*time.Second, func() (bool, string) {
 		objs := s.HostObjects(t, host, string(p.UID))
 		return len(objs) == 0, fmt.Sprint(objs)
+	})
+	// virtual-kubelet deletes the pod object the deletion's grace period
+	// (60 s) after the provider's DeletePod returned.
+	framework.Eventually(t, "the pod gone from the API", 2*time.Minute, func() (bool, string) {
+		_, err := s.Client.CoreV1().Pods(ns).Get(context.Background(), "graceful", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 }
