@@ -312,28 +312,68 @@ func (p *Pods) PodConditionsChanged(pd *corev1.Pod) {
 	}
 }
 
-// DeletePod stops the pod within its grace period and removes it from the
-// host, and returns when that is done, having reported the final status:
-// virtual-kubelet then deletes the pod object, so a pod is gone from the API
-// only once nothing of it is left on the host, as with kubelet.
+// DeletePod stops the pod within what is left of its grace period and
+// removes it from the host, and returns when that is done, having reported
+// the final status: virtual-kubelet then deletes the pod object, so a pod
+// is gone from the API only once nothing of it is left on the host, as
+// with kubelet.
+//
+// A pod deleted while no rbn-kubelet served the node (a restart, a
+// takeover by another replica) has no worker: virtual-kubelet never
+// creates a pod marked for deletion, it deletes it. It is adopted here,
+// for its teardown alone, so that its containers get their preStop hooks
+// and SIGTERM; otherwise they would run on until virtual-kubelet
+// force-deleted the pod object and the orphan sweep SIGKILLed them.
 func (p *Pods) DeletePod(ctx context.Context, pd *corev1.Pod) error {
 	p.mu.Lock()
 	w, ok := p.workers[key(pd.Namespace, pd.Name)]
+	if !ok && pd.DeletionTimestamp != nil && !p.stopping {
+		w = newPodWorker(p, pd)
+		// Its infra container's, as reported before: for httpGet preStop
+		// hooks, with no sandbox set up by this worker.
+		w.sandbox.ip = pd.Status.PodIP
+		p.addLocked(w)
+		if p.ctx == nil {
+			p.pending = append(p.pending, w)
+		} else {
+			p.startLocked(w)
+		}
+		ok = true
+		w.log.Info("adopting a pod deleted while the node was not served, to stop it")
+	}
 	p.mu.Unlock()
 	if !ok {
 		return errdefs.NotFoundf("pod %s/%s is not on this node", pd.Namespace, pd.Name)
 	}
-	grace := podGracePeriod(pd)
-	if pd.DeletionGracePeriodSeconds != nil {
-		grace = time.Duration(*pd.DeletionGracePeriodSeconds) * time.Second
-	}
-	w.terminate(grace)
+	w.terminate(deletionGrace(pd, p.cfg.Clock.Now()))
 	select {
 	case <-w.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// deletionGrace is what is left at now of the grace period of pd, being
+// deleted: until its deletionTimestamp, which the API server sets to the
+// time of the delete plus deletionGracePeriodSeconds. Most of it is left
+// when virtual-kubelet hands the deletion over at once; less, or none, for
+// a pod deleted while no rbn-kubelet served the node. Rounded up to the
+// second, the timestamp's precision; never more than the grace period (a
+// clock behind the API server's); never less than minStopGrace (or the
+// grace period if shorter), kubelet's minimal shutdown window: a pod whose
+// grace ran out meanwhile still gets its preStop hooks and SIGTERM.
+func deletionGrace(pd *corev1.Pod, now time.Time) time.Duration {
+	grace := podGracePeriod(pd)
+	if pd.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*pd.DeletionGracePeriodSeconds) * time.Second
+	}
+	if pd.DeletionTimestamp == nil || grace <= 0 {
+		return max(grace, 0)
+	}
+	left := pd.DeletionTimestamp.Sub(now)
+	left = (left + time.Second - 1) / time.Second * time.Second
+	return min(grace, max(left, min(grace, minStopGrace)))
 }
 
 // finished forgets a worker whose pod is gone from the host.

@@ -503,7 +503,9 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 	} else {
 		w.log.Info("final status from the containers as last seen", "err", err)
 	}
-	if w.plan != nil {
+	// A pod adopted for its deletion alone (see DeletePod) has no plan, but
+	// its containers ran: their exit is its final status.
+	if w.plan != nil || len(obs) > 0 {
 		w.report(ctx, pd, obs)
 	}
 	if err := w.p.rt.RemovePod(ctx, name, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {

@@ -52,6 +52,15 @@ func restarted(t *testing.T, earlier *harness, pd *corev1.Pod) *harness {
 }
 
 func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.FakeClock) *harness {
+	h := podsOn(t, rt, clk)
+	h.w = newPodWorker(h.pods, pd)
+	h.pods.addLocked(h.w)
+	return h
+}
+
+// podsOn is a harness with no worker yet: a node's Pods over rt, as a
+// (re)started rbn-kubelet has them before virtual-kubelet hands them pods.
+func podsOn(t *testing.T, rt *fakeRuntime, clk *testingclock.FakeClock) *harness {
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000), objects: idx}
 	h.pods = newPods(PodsConfig{
@@ -64,8 +73,6 @@ func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.
 			h.final = p
 		}
 	})
-	h.w = newPodWorker(h.pods, pd)
-	h.pods.addLocked(h.w)
 	return h
 }
 
