@@ -92,7 +92,7 @@ func TestNodeMetricsAndRunningPodsRoutes(t *testing.T) {
 		{path: "/runningpods/", allow: []string{"pods"}, code: 200, body: `"kind":"PodList"`, asked: []string{"pods"}},
 		{path: "/runningpods/", allow: []string{"proxy"}, code: 200, body: `"name":"build","image":"alpine:3"`, asked: []string{"pods", "proxy"}},
 		{path: "/runningpods/", allow: []string{"metrics"}, code: 403, asked: []string{"pods", "proxy"}},
-		{path: "/metrics/probes", allow: []string{"metrics"}, code: 501, body: "issue #15", asked: []string{"metrics"}},
+		{path: "/metrics/probes", allow: []string{"metrics"}, code: 501, body: "issue #13", asked: []string{"metrics"}},
 	} {
 		t.Run(tc.path+"/"+strings.Join(tc.allow, ","), func(t *testing.T) {
 			auth.reset(tc.allow...)

@@ -246,7 +246,7 @@ func TestServerRoutesByPortAndAuthenticates(t *testing.T) {
 	if code != http.StatusNotFound {
 		t.Errorf("logs of an unknown pod on n1's port: %d", code)
 	}
-	if code, body := get(p1, "GET", "/metrics/probes", "good"); code != http.StatusNotImplemented || !strings.Contains(body, "probes do not run yet") {
+	if code, body := get(p1, "GET", "/metrics/probes", "good"); code != http.StatusNotImplemented || !strings.Contains(body, "not served by rbn-kubelet yet") {
 		t.Errorf("probe metrics: %d %q, want 501 saying why", code, body)
 	}
 
