@@ -600,9 +600,10 @@ hosts::lock() {
   flock -w 120 9 || rbn::die "another hosts.sh up/down is running"
 }
 
-# hosts::podman_bounded I ARGS...: host I's podman CLI, each try bounded to 2 minutes, 3 tries. Under
-# qemu-user emulation (the arm64 hosts) podman has been seen to hang for good in a futex wait at
-# its first `import` (no CPU used, nothing logged) while the same command takes seconds otherwise.
+# hosts::podman_bounded I ARGS...: host I's podman CLI, each try bounded to 2 minutes, 3 tries (timeout
+# signals the whole process group: podman's helper processes too). Under qemu-user emulation (the
+# arm64 hosts) podman has been seen to hang for good in a futex wait at its first `import` and in the
+# infra image's build (no CPU used, nothing logged) while the same command takes seconds otherwise.
 hosts::podman_bounded() {
   local i="$1" try; shift
   for try in 1 2 3; do
@@ -690,6 +691,12 @@ cmd_up() {
       fi
       hosts::podman_bounded "$i" import --quiet --change 'CMD=["sh"]' "${tar}" "${IMAGE_REF}" >/dev/null
       hosts::podman_bounded "$i" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+      # The pods' infra image (localhost/podman-pause), which podman builds at a host's first pod:
+      # built here, where a try that hangs is killed and tried again, rather than in a test's first
+      # pod. Under emulation that build's helper process once hung for good in a futex wait and
+      # held every later pod create on the host until it was killed by hand.
+      hosts::podman_bounded "$i" pod create --replace --name rbn-warmup >/dev/null
+      hosts::podman_bounded "$i" pod rm --force rbn-warmup >/dev/null
       [[ "${tar}" != "$d/busybox.tar" ]] || rm -f "${tar}"
     ) &
     pids+=($!)
