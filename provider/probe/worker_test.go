@@ -105,6 +105,9 @@ func startWorker(t *testing.T, target Target, cfg Config) *harness {
 		h.mu.Unlock()
 	}
 	if cfg.Gate != nil {
+		// Open or closed from the start as the test's gate says: the worker
+		// may ask before the test's first setGate.
+		h.gate = cfg.Gate()
 		cfg.Gate = func() bool {
 			h.mu.Lock()
 			defer h.mu.Unlock()
