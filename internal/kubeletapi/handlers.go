@@ -28,9 +28,11 @@ type NodeHandlers struct {
 	GetStatsSummary    vkapi.PodStatsSummaryHandlerFunc
 	GetMetricsResource vkapi.PodMetricsResourceHandlerFunc
 	// GetMetricsCadvisor is the node's /metrics/cadvisor, GetMetrics its
-	// /metrics (kubelet's own series): rendered as /metrics/resource is.
+	// /metrics (kubelet's own series), GetMetricsProbes its /metrics/probes
+	// (kubelet's prober series): rendered as /metrics/resource is.
 	GetMetricsCadvisor vkapi.PodMetricsResourceHandlerFunc
 	GetMetrics         vkapi.PodMetricsResourceHandlerFunc
+	GetMetricsProbes   vkapi.PodMetricsResourceHandlerFunc
 	// GetRunningPods lists the pods the runtime runs (GET /runningpods/),
 	// each with its running containers' names and images only.
 	GetRunningPods vkapi.PodListerFunc
@@ -114,6 +116,15 @@ func (s *Server) metricsKubelet(ctx context.Context) ([]*dto.MetricFamily, error
 	h := handlersOf(ctx).GetMetrics
 	if h == nil {
 		return nil, errNotImplemented("kubelet metrics")
+	}
+	m, err := h(ctx)
+	return m, apiError(err)
+}
+
+func (s *Server) metricsProbes(ctx context.Context) ([]*dto.MetricFamily, error) {
+	h := handlersOf(ctx).GetMetricsProbes
+	if h == nil {
+		return nil, errNotImplemented("probe metrics")
 	}
 	m, err := h(ctx)
 	return m, apiError(err)

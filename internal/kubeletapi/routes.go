@@ -58,7 +58,7 @@ func (s *Server) handler() http.Handler {
 	r.Handle(vkapi.MetricsResourceRouteSuffix, node(vkapi.HandlePodMetricsResource(s.metricsResource))).Methods(http.MethodGet)
 	r.Handle("/metrics/cadvisor", node(vkapi.HandlePodMetricsResource(s.metricsCadvisor))).Methods(http.MethodGet)
 	r.Handle("/metrics", node(vkapi.HandlePodMetricsResource(s.metricsKubelet))).Methods(http.MethodGet)
-	r.Handle("/metrics/probes", anyNode(unsupported("/metrics/probes is not served by rbn-kubelet yet: probe results show in pod status and Unhealthy events (issue #13)"))).Methods(http.MethodGet)
+	r.Handle("/metrics/probes", node(vkapi.HandlePodMetricsResource(s.metricsProbes))).Methods(http.MethodGet)
 	r.PathPrefix("/logs/").Handler(anyNode(unsupported("node logs (/logs/) are not served by rbn-kubelet")))
 	r.PathPrefix("/checkpoint/").Handler(unsupported("checkpoint is not supported by rbn-kubelet"))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
