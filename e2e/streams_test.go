@@ -830,49 +830,28 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	// /metrics/cadvisor and /metrics, as Prometheus's kubelet scrape reads
 	// them: cAdvisor's and kubelet's series, with the labels the
 	// kubernetes-mixin dashboards select on (container, image, namespace, pod).
-	sample := func(text, name string, want ...string) (float64, bool) {
-		t.Helper()
-		for _, l := range strings.Split(text, "\n") {
-			if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
-				continue
-			}
-			if slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(l, w) }) {
-				continue
-			}
-			rest := l[len(name):]
-			if i := strings.LastIndex(rest, "} "); i >= 0 {
-				rest = rest[i+1:]
-			}
-			v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			if err != nil {
-				t.Fatalf("%s: %v", l, err)
-			}
-			return v, true
-		}
-		return 0, false
-	}
 	cadvisor := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics/cadvisor")
 	burner := []string{`container="burn"`, `image="` + framework.TestImage + `"`, `namespace="` + ns + `"`, `pod="burner"`}
-	if v, ok := sample(cadvisor, "container_cpu_usage_seconds_total", append(burner, `cpu="total"`)...); !ok || v < 1 {
+	if v, ok := promSample(t, cadvisor, "container_cpu_usage_seconds_total", append(burner, `cpu="total"`)...); !ok || v < 1 {
 		t.Errorf("/metrics/cadvisor: container_cpu_usage_seconds_total of burner %v (found %v)\n%s", v, ok, cadvisor)
 	}
-	if v, ok := sample(cadvisor, "container_memory_working_set_bytes", burner...); !ok || v <= 0 {
+	if v, ok := promSample(t, cadvisor, "container_memory_working_set_bytes", burner...); !ok || v <= 0 {
 		t.Errorf("/metrics/cadvisor: container_memory_working_set_bytes of burner %v (found %v)", v, ok)
 	}
-	if _, ok := sample(cadvisor, "container_network_receive_bytes_total", `pod="burner"`, `interface="eth0"`); !ok {
+	if _, ok := promSample(t, cadvisor, "container_network_receive_bytes_total", `pod="burner"`, `interface="eth0"`); !ok {
 		t.Errorf("/metrics/cadvisor: no container_network_receive_bytes_total for burner")
 	}
-	if v, ok := sample(cadvisor, "machine_cpu_cores"); !ok || v < 1 {
+	if v, ok := promSample(t, cadvisor, "machine_cpu_cores"); !ok || v < 1 {
 		t.Errorf("/metrics/cadvisor: machine_cpu_cores %v (found %v)", v, ok)
 	}
 	kubelet := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/metrics")
-	if v, ok := sample(kubelet, "kubelet_node_name", `node="`+busy+`"`); !ok || v != 1 {
+	if v, ok := promSample(t, kubelet, "kubelet_node_name", `node="`+busy+`"`); !ok || v != 1 {
 		t.Errorf("/metrics: kubelet_node_name{node=%q} %v (found %v)\n%s", busy, v, ok, kubelet)
 	}
-	if v, ok := sample(kubelet, "kubelet_running_pods"); !ok || v < 1 {
+	if v, ok := promSample(t, kubelet, "kubelet_running_pods"); !ok || v < 1 {
 		t.Errorf("/metrics: kubelet_running_pods %v (found %v)", v, ok)
 	}
-	if v, ok := sample(kubelet, "kubelet_running_containers", `container_state="running"`); !ok || v < 1 {
+	if v, ok := promSample(t, kubelet, "kubelet_running_containers", `container_state="running"`); !ok || v < 1 {
 		t.Errorf("/metrics: kubelet_running_containers{container_state=running} %v (found %v)", v, ok)
 	}
 	running := &corev1.PodList{}
@@ -885,6 +864,88 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	})
 	if !found {
 		t.Errorf("/runningpods/ of %s lacks burner with its container burn:\n%s", busy, raw)
+	}
+}
+
+// promSample is the value of the first sample of the series name in a
+// scrape's text whose line contains every one of want (label pairs).
+func promSample(t testing.TB, text, name string, want ...string) (float64, bool) {
+	t.Helper()
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		if slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(l, w) }) {
+			continue
+		}
+		rest := l[len(name):]
+		if i := strings.LastIndex(rest, "} "); i >= 0 {
+			rest = rest[i+1:]
+		}
+		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// /metrics/probes of a node through the apiserver's node proxy, as
+// Prometheus's kubelet scrape reads it: a pod's httpGet readiness probe,
+// every second, counted in prober_probe_total as kubelet counts it, on its
+// node only, with its durations; its series go with the pod.
+func TestStreamsNodeProbeMetrics(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	p := s.runPod(t, ns, "probed", fmt.Sprintf(`  containers:
+    - name: web
+      image: %s
+      command: [sh, -c, "mkdir -p /www; echo ok >/www/ready; exec httpd -f -p 8080 -h /www"]
+      ports: [{name: http, containerPort: 8080}]
+      readinessProbe:
+        httpGet: {path: /ready, port: http}
+        periodSeconds: 1`, framework.TestImage), corev1.PodRunning)
+	node := p.Spec.NodeName
+	scrape := func(node string) string {
+		t.Helper()
+		return s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/metrics/probes")
+	}
+	series := []string{`container="web"`, `namespace="` + ns + `"`, `pod="probed"`, `pod_uid="` + string(p.UID) + `"`,
+		`probe_type="Readiness"`, `result="successful"`}
+	var first float64
+	framework.Eventually(t, "a successful readiness attempt of probed counted", time.Minute, func() (bool, string) {
+		text := scrape(node)
+		v, ok := promSample(t, text, "prober_probe_total", series...)
+		first = v
+		return ok && v >= 1, text
+	})
+	// Period 1 s: the next scrapes see more.
+	framework.Eventually(t, "probed's successful readiness count to grow between scrapes", 30*time.Second, func() (bool, string) {
+		text := scrape(node)
+		v, ok := promSample(t, text, "prober_probe_total", series...)
+		return ok && v > first, fmt.Sprintf("%v (found %v), first scrape %v:\n%s", v, ok, first, text)
+	})
+	text := scrape(node)
+	if !strings.Contains(text, "# TYPE prober_probe_total counter") || !strings.Contains(text, "# TYPE prober_probe_duration_seconds histogram") {
+		t.Errorf("/metrics/probes of %s: want the counter and the histogram:\n%s", node, text)
+	}
+	if v, ok := promSample(t, text, "prober_probe_duration_seconds_count", `container="web"`, `pod="probed"`, `probe_type="Readiness"`); !ok || v < 1 {
+		t.Errorf("/metrics/probes of %s: prober_probe_duration_seconds_count of probed %v (found %v)", node, v, ok)
+	}
+	if _, ok := promSample(t, text, "prober_probe_total", `pod="probed"`, `result="failed"`); ok {
+		t.Errorf("/metrics/probes of %s: failed attempts of a probe that always succeeds:\n%s", node, text)
+	}
+	for i := 1; i <= 2; i++ {
+		if other := s.Host(t, i)["NAME"]; other != node {
+			if text := scrape(other); strings.Contains(text, `pod="probed"`) {
+				t.Errorf("/metrics/probes of %s, which does not run probed, has its series:\n%s", other, text)
+			}
+		}
+	}
+	s.Kubectl(t, "-n", ns, "delete", "pod", "probed", "--wait=true", "--timeout=90s")
+	if text := scrape(node); strings.Contains(text, `pod="probed"`) {
+		t.Errorf("/metrics/probes of %s keeps the series of the deleted pod probed:\n%s", node, text)
 	}
 }
 

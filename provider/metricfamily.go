@@ -8,7 +8,7 @@ import (
 )
 
 // The kubelet API's metrics endpoints (/metrics/resource,
-// /metrics/cadvisor, /metrics) are rendered from metric families built
+// /metrics/cadvisor, /metrics, /metrics/probes) are rendered from metric families built
 // here rather than from a Prometheus registry: each scrape renders one
 // reading of a node, and the same process serves many nodes.
 

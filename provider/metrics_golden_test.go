@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/remote-build-nodes/rbn/internal/golden"
+	"github.com/remote-build-nodes/rbn/provider/probe"
 )
 
 // render encodes families in the text format, as the kubelet API serves them.
@@ -162,5 +163,58 @@ func TestRunningPods(t *testing.T) {
 	}
 	if len(got[0].Spec.Containers) != 0 {
 		t.Errorf("starting lists containers %+v, none runs", got[0].Spec.Containers)
+	}
+}
+
+// probeFixture is a node's probes as its pod workers read them: web's app
+// with readiness and liveness probes (readiness failed twice, a success
+// took 2 s), its sidecar started, and db's readiness probe that never
+// succeeded (no durations).
+func probeFixture() []podProbeCounts {
+	//                   .005 .01 .025 .05 .1 .25 .5 1  2.5 5  10
+	fast := []uint64{3, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6}
+	slow := []uint64{2, 3, 4, 4, 4, 4, 4, 4, 5, 5, 5}
+	return []podProbeCounts{
+		{namespace: "ns", name: "web", uid: "uid-web", probes: []probeCounts{
+			{container: "app", kind: probe.Readiness, StatsSnapshot: probe.StatsSnapshot{Successful: 5, Failed: 2, Buckets: slow, Count: 5, Sum: 2.0125}},
+			{container: "app", kind: probe.Liveness, StatsSnapshot: probe.StatsSnapshot{Successful: 6, Buckets: fast, Count: 6, Sum: 0.0375}},
+			{container: "sidecar", kind: probe.Startup, StatsSnapshot: probe.StatsSnapshot{Successful: 1, Failed: 4,
+				Buckets: []uint64{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, Count: 1, Sum: 0.002}},
+		}},
+		{namespace: "ns", name: "db", uid: "uid-db", probes: []probeCounts{
+			{container: "postgres", kind: probe.Readiness, StatsSnapshot: probe.StatsSnapshot{Failed: 3, Buckets: make([]uint64, 11)}},
+		}},
+	}
+}
+
+func TestBuildProbeMetricsGolden(t *testing.T) {
+	got := render(t, buildProbeMetrics(probeFixture()))
+	golden.Check(t, filepath.Join("testdata", "metrics", "probes.golden.txt"), []byte(got), *update)
+	for _, want := range []string{
+		"# HELP prober_probe_total [BETA] Cumulative number of a liveness, readiness or startup probe for a container by result.\n# TYPE prober_probe_total counter\n",
+		`prober_probe_total{container="app",namespace="ns",pod="web",pod_uid="uid-web",probe_type="Readiness",result="successful"} 5`,
+		`prober_probe_total{container="app",namespace="ns",pod="web",pod_uid="uid-web",probe_type="Readiness",result="failed"} 2`,
+		`prober_probe_total{container="postgres",namespace="ns",pod="db",pod_uid="uid-db",probe_type="Readiness",result="failed"} 3`,
+		"# HELP prober_probe_duration_seconds [ALPHA] Duration in seconds for a probe response.\n# TYPE prober_probe_duration_seconds histogram\n",
+		`prober_probe_duration_seconds_bucket{container="app",namespace="ns",pod="web",probe_type="Readiness",le="2.5"} 5`,
+		`prober_probe_duration_seconds_bucket{container="app",namespace="ns",pod="web",probe_type="Readiness",le="+Inf"} 5`,
+		`prober_probe_duration_seconds_sum{container="app",namespace="ns",pod="web",probe_type="Liveness"} 0.0375`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	for _, not := range []string{
+		`result="unknown"`,                            // kubelet's prober never reports it
+		`result="successful"} 0`,                      // no series before a first count
+		`duration_seconds_count{container="postgres"`, // failures have no duration
+		"process_start_time_seconds",
+	} {
+		if strings.Contains(got, not) {
+			t.Errorf("%q in\n%s", not, got)
+		}
+	}
+	if got := buildProbeMetrics(nil); len(got) != 0 {
+		t.Errorf("a node without probes: %d families, want none", len(got))
 	}
 }

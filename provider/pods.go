@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -112,14 +114,16 @@ func (p *Pods) signalLocked() {
 	p.changed = make(chan struct{})
 }
 
+// podWorkers lists the node's pod workers, in no order.
+func (p *Pods) podWorkers() []*podWorker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Collect(maps.Values(p.workers))
+}
+
 // RunningPods counts the pods this node runs that have not ended.
 func (p *Pods) RunningPods() int {
-	p.mu.Lock()
-	ws := make([]*podWorker, 0, len(p.workers))
-	for _, w := range p.workers {
-		ws = append(ws, w)
-	}
-	p.mu.Unlock()
+	ws := p.podWorkers()
 	n := 0
 	for _, w := range ws {
 		w.mu.Lock()
@@ -433,12 +437,7 @@ func (p *Pods) GetPodStatus(ctx context.Context, namespace, name string) (*corev
 
 // GetPods returns every pod on this node.
 func (p *Pods) GetPods(_ context.Context) ([]*corev1.Pod, error) {
-	p.mu.Lock()
-	ws := make([]*podWorker, 0, len(p.workers))
-	for _, w := range p.workers {
-		ws = append(ws, w)
-	}
-	p.mu.Unlock()
+	ws := p.podWorkers()
 	out := make([]*corev1.Pod, 0, len(ws))
 	for _, w := range ws {
 		out = append(out, w.current())

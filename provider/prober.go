@@ -28,9 +28,16 @@ type podProbes struct {
 	poke   func()
 	event  func(eventType, reason, message string)
 
-	mu   sync.Mutex
-	runs map[string]*probedRun // by container name
-	wg   sync.WaitGroup
+	mu    sync.Mutex
+	runs  map[string]*probedRun // by container name
+	stats map[probeKey]*probe.Stats
+	wg    sync.WaitGroup
+}
+
+// probeKey names a container's probe of one kind.
+type probeKey struct {
+	container string
+	kind      probe.Kind
 }
 
 // probedRun is the probes of one container run.
@@ -49,7 +56,7 @@ type probeVerdict struct {
 }
 
 func newPodProbes(rt podRuntime, clk clock.WithTicker, poke func(), event func(eventType, reason, message string)) *podProbes {
-	return &podProbes{target: probeTarget{rt}, clock: clk, poke: poke, event: event, runs: map[string]*probedRun{}}
+	return &podProbes{target: probeTarget{rt}, clock: clk, poke: poke, event: event, runs: map[string]*probedRun{}, stats: map[probeKey]*probe.Stats{}}
 }
 
 // hasProbes says whether c declares any probe.
@@ -79,7 +86,7 @@ func (pp *podProbes) sync(ctx context.Context, containers []corev1.Container, po
 	}
 }
 
-// start starts the probe workers of c's current run.
+// start starts the probe workers of c's current run. pp.mu is held.
 func (pp *podProbes) start(ctx context.Context, c *corev1.Container, o *observed, podIP string) *probedRun {
 	rctx, cancel := context.WithCancel(ctx)
 	r := &probedRun{id: o.current.ID, cancel: cancel}
@@ -87,12 +94,19 @@ func (pp *podProbes) start(ctx context.Context, c *corev1.Container, o *observed
 		if spec == nil {
 			return nil
 		}
+		k := probeKey{c.Name, kind}
+		st := pp.stats[k]
+		if st == nil {
+			st = &probe.Stats{}
+			pp.stats[k] = st
+		}
 		return probe.NewWorker(probe.Config{
 			Kind: kind, Probe: spec, Container: c.DeepCopy(),
 			ContainerID: o.current.ID, PodIP: podIP, StartedAt: o.current.StartedAt,
 			Target: pp.target, Clock: pp.clock, Gate: gate,
 			OnChange: onChange,
 			Event:    pp.event,
+			Stats:    st,
 		})
 	}
 	changed := func(probe.Result) { pp.poke() }
@@ -165,15 +179,37 @@ func (pp *podProbes) forget(name string) {
 	}
 }
 
-// stop stops every probe and waits for them: the pod ends or goes.
+// stop stops every probe and waits for them, and forgets their counts:
+// the pod ends or goes.
 func (pp *podProbes) stop() {
 	pp.mu.Lock()
 	for name, r := range pp.runs {
 		r.cancel()
 		delete(pp.runs, name)
 	}
+	clear(pp.stats)
 	pp.mu.Unlock()
 	pp.wg.Wait()
+}
+
+// probeCounts is one reading of a container's probe of one kind.
+type probeCounts struct {
+	container string
+	kind      probe.Kind
+	probe.StatsSnapshot
+}
+
+// counts reads the probes that counted an attempt, in no order.
+func (pp *podProbes) counts() []probeCounts {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	var out []probeCounts
+	for k, st := range pp.stats {
+		if s := st.Snapshot(); s.Observed() {
+			out = append(out, probeCounts{container: k.container, kind: k.kind, StatsSnapshot: s})
+		}
+	}
+	return out
 }
 
 // probeTarget runs probes through a pod runtime.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -211,5 +212,79 @@ func TestProbeTargetExecTimeoutIsTheCommands(t *testing.T) {
 	}
 	if time.Until(gotDeadline) < execSetupLimit/2 {
 		t.Errorf("setup deadline %s away, want about %s: the probe's deadline must not bound podman's setup", time.Until(gotDeadline), execSetupLimit)
+	}
+}
+
+// probeTotal is the node's prober_probe_total of p's main container for a
+// kind and result, -1 without the series.
+func (h *harness) probeTotal(kind, result string) float64 {
+	h.t.Helper()
+	fams, err := h.pods.ProbeMetrics(h.ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	want := map[string]string{"container": "main", "namespace": "ns", "pod": "p", "pod_uid": string(testUID), "probe_type": kind, "result": result}
+	for _, f := range fams {
+		if f.GetName() != "prober_probe_total" {
+			continue
+		}
+		for _, m := range f.Metric {
+			got := map[string]string{}
+			for _, l := range m.Label {
+				got[l.GetName()] = l.GetValue()
+			}
+			if maps.Equal(got, want) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+// The node's probe metrics count the attempts of its pods' probes; a
+// restarted container's run goes on counting in its series (they are the
+// container's, not the run's, as on a kubelet), and they go when the pod
+// ends, as kubelet's when it removes the pod's probe workers.
+func TestProbeMetricsFollowThePod(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyOnFailure, "main")
+	pd.Spec.Containers[0].ReadinessProbe = execProbe("ready?", 1)
+	pd.Spec.Containers[0].LivenessProbe = execProbe("alive?", 2)
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	a := newAnswers("ready?", "alive?")
+	a.ok["ready?"].Store(true)
+	h.rt.execSync = a.exec
+	if got := h.probeTotal("Liveness", "failed"); got != -1 {
+		t.Fatalf("a series before any attempt: %v", got)
+	}
+	h.sync()
+	testwait.Eventually(t, "the container killed after two liveness failures", func() bool {
+		h.clock.Step(time.Second)
+		h.sync()
+		return len(h.rt.called("stop ")) > 0
+	})
+	failed := h.probeTotal("Liveness", "failed")
+	if failed < 2 || h.probeTotal("Readiness", "successful") < 1 {
+		t.Fatalf("liveness failed %v, readiness successful %v: want the attempts counted",
+			failed, h.probeTotal("Readiness", "successful"))
+	}
+	if got := h.probeTotal("Liveness", "successful"); got != -1 {
+		t.Fatalf("liveness successful %v before any success, want no series", got)
+	}
+	a.ok["alive?"].Store(true)
+	testwait.Eventually(t, "the restarted run's liveness success counted", func() bool {
+		h.clock.Step(10 * time.Second)
+		h.sync()
+		return h.probeTotal("Liveness", "successful") >= 1
+	})
+	h.wantCalls("start "+ctrName("main", 1), 1)
+	if got := h.probeTotal("Liveness", "failed"); got != failed {
+		t.Errorf("liveness failed %v after the restart, want the first run's %v kept", got, failed)
+	}
+	h.rt.exit(ctrName("main", 1), 0)
+	h.sync()
+	h.wantPhase(corev1.PodSucceeded)
+	if fams, _ := h.pods.ProbeMetrics(h.ctx); len(fams) != 0 {
+		t.Errorf("probe metrics of an ended pod: %v", fams)
 	}
 }

@@ -67,6 +67,10 @@ func nodeHandlers(pods *provider.Pods) *kubeletapi.NodeHandlers {
 			m, err := pods.KubeletMetrics(ctx)
 			return m, apiError(err)
 		},
+		GetMetricsProbes: func(ctx context.Context) ([]*dto.MetricFamily, error) {
+			m, err := pods.ProbeMetrics(ctx)
+			return m, apiError(err)
+		},
 		GetRunningPods: func(ctx context.Context) ([]*corev1.Pod, error) {
 			l, err := pods.RuntimePods(ctx)
 			return l, apiError(err)

@@ -28,9 +28,11 @@ type NodeHandlers struct {
 	GetStatsSummary    vkapi.PodStatsSummaryHandlerFunc
 	GetMetricsResource vkapi.PodMetricsResourceHandlerFunc
 	// GetMetricsCadvisor is the node's /metrics/cadvisor, GetMetrics its
-	// /metrics (kubelet's own series): rendered as /metrics/resource is.
+	// /metrics (kubelet's own series), GetMetricsProbes its /metrics/probes
+	// (kubelet's prober series): rendered as /metrics/resource is.
 	GetMetricsCadvisor vkapi.PodMetricsResourceHandlerFunc
 	GetMetrics         vkapi.PodMetricsResourceHandlerFunc
+	GetMetricsProbes   vkapi.PodMetricsResourceHandlerFunc
 	// GetRunningPods lists the pods the runtime runs (GET /runningpods/),
 	// each with its running containers' names and images only.
 	GetRunningPods vkapi.PodListerFunc
@@ -92,31 +94,17 @@ func (s *Server) statsSummary(ctx context.Context) (*statsv1alpha1.Summary, erro
 	return sum, apiError(err)
 }
 
-func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
-	h := handlersOf(ctx).GetMetricsResource
-	if h == nil {
-		return nil, errNotImplemented("resource metrics")
+// metricsOf serves a metrics route from the handler pick chooses among
+// the request's node's; what names the route in a node's 501 without one.
+func metricsOf(what string, pick func(*NodeHandlers) vkapi.PodMetricsResourceHandlerFunc) vkapi.PodMetricsResourceHandlerFunc {
+	return func(ctx context.Context) ([]*dto.MetricFamily, error) {
+		h := pick(handlersOf(ctx))
+		if h == nil {
+			return nil, errNotImplemented(what)
+		}
+		m, err := h(ctx)
+		return m, apiError(err)
 	}
-	m, err := h(ctx)
-	return m, apiError(err)
-}
-
-func (s *Server) metricsCadvisor(ctx context.Context) ([]*dto.MetricFamily, error) {
-	h := handlersOf(ctx).GetMetricsCadvisor
-	if h == nil {
-		return nil, errNotImplemented("cAdvisor metrics")
-	}
-	m, err := h(ctx)
-	return m, apiError(err)
-}
-
-func (s *Server) metricsKubelet(ctx context.Context) ([]*dto.MetricFamily, error) {
-	h := handlersOf(ctx).GetMetrics
-	if h == nil {
-		return nil, errNotImplemented("kubelet metrics")
-	}
-	m, err := h(ctx)
-	return m, apiError(err)
 }
 
 // runningPodsOf lists the pods the runtime of the node of the port runs

@@ -60,7 +60,7 @@ func gauge(name string, v float64) []*dto.MetricFamily {
 		Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: ptr.To(v)}}}}}
 }
 
-// /metrics, /metrics/cadvisor and /runningpods/ are node routes: served on
+// /metrics, /metrics/cadvisor, /metrics/probes and /runningpods/ are node routes: served on
 // the node's own port from its handlers, to callers allowed the
 // subresource kubelet checks (nodes/metrics; nodes/pods, else nodes/proxy),
 // and nowhere else.
@@ -68,6 +68,11 @@ func TestNodeMetricsAndRunningPodsRoutes(t *testing.T) {
 	h := &NodeHandlers{
 		GetMetricsCadvisor: func(context.Context) ([]*dto.MetricFamily, error) { return gauge("machine_cpu_cores", 4), nil },
 		GetMetrics:         func(context.Context) ([]*dto.MetricFamily, error) { return gauge("kubelet_running_pods", 2), nil },
+		GetMetricsProbes: func(context.Context) ([]*dto.MetricFamily, error) {
+			return []*dto.MetricFamily{{Name: ptr.To("prober_probe_total"), Help: ptr.To("h"), Type: dto.MetricType_COUNTER.Enum(),
+				Metric: []*dto.Metric{{Label: []*dto.LabelPair{{Name: ptr.To("probe_type"), Value: ptr.To("Readiness")}},
+					Counter: &dto.Counter{Value: ptr.To(7.0)}}}}}, nil
+		},
 		GetRunningPods: func(context.Context) ([]*corev1.Pod, error) {
 			return []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", UID: "uid-a"},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "build", Image: "alpine:3"}}}}}, nil
@@ -92,7 +97,8 @@ func TestNodeMetricsAndRunningPodsRoutes(t *testing.T) {
 		{path: "/runningpods/", allow: []string{"pods"}, code: 200, body: `"kind":"PodList"`, asked: []string{"pods"}},
 		{path: "/runningpods/", allow: []string{"proxy"}, code: 200, body: `"name":"build","image":"alpine:3"`, asked: []string{"pods", "proxy"}},
 		{path: "/runningpods/", allow: []string{"metrics"}, code: 403, asked: []string{"pods", "proxy"}},
-		{path: "/metrics/probes", allow: []string{"metrics"}, code: 501, body: "issue #13", asked: []string{"metrics"}},
+		{path: "/metrics/probes", allow: []string{"metrics"}, code: 200, body: "# TYPE prober_probe_total counter\nprober_probe_total{probe_type=\"Readiness\"} 7\n", asked: []string{"metrics"}},
+		{path: "/metrics/probes", allow: []string{"proxy"}, code: 403, asked: []string{"metrics"}},
 	} {
 		t.Run(tc.path+"/"+strings.Join(tc.allow, ","), func(t *testing.T) {
 			auth.reset(tc.allow...)
@@ -107,7 +113,7 @@ func TestNodeMetricsAndRunningPodsRoutes(t *testing.T) {
 	}
 
 	auth.reset("metrics", "pods")
-	for _, path := range []string{"/metrics", "/metrics/cadvisor", "/runningpods/"} {
+	for _, path := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes", "/runningpods/"} {
 		if code, _ := ts.get(t, ts.nodePort, "GET", path, ""); code != http.StatusUnauthorized {
 			t.Errorf("anonymous GET %s: %d, want 401", path, code)
 		}
@@ -137,7 +143,7 @@ func TestNodeMetricsErrors(t *testing.T) {
 	_, pods := podIndex(t)
 	ts := startServer(t, Config{Pods: pods, Handlers: (&servedNodes{m: map[string]*NodeHandlers{"n1": h}}).handlers,
 		Auth: &fakeAuth{node: "n1"}}, "n1")
-	for _, path := range []string{"/metrics/cadvisor", "/metrics", "/runningpods/"} {
+	for _, path := range []string{"/metrics/cadvisor", "/metrics", "/metrics/probes", "/runningpods/"} {
 		if code, body := ts.get(t, ts.nodePort, "GET", path, "good"); code < 500 {
 			t.Errorf("GET %s: %d %q, want an error", path, code, body)
 		}

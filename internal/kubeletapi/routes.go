@@ -55,10 +55,17 @@ func (s *Server) handler() http.Handler {
 	r.Handle("/stats/summary", node(vkapi.HandlePodStatsSummary(s.statsSummary))).Methods(http.MethodGet)
 	// Every metrics endpoint renders metric families in the text format
 	// as virtual-kubelet renders /metrics/resource.
-	r.Handle(vkapi.MetricsResourceRouteSuffix, node(vkapi.HandlePodMetricsResource(s.metricsResource))).Methods(http.MethodGet)
-	r.Handle("/metrics/cadvisor", node(vkapi.HandlePodMetricsResource(s.metricsCadvisor))).Methods(http.MethodGet)
-	r.Handle("/metrics", node(vkapi.HandlePodMetricsResource(s.metricsKubelet))).Methods(http.MethodGet)
-	r.Handle("/metrics/probes", anyNode(unsupported("/metrics/probes is not served by rbn-kubelet yet: probe results show in pod status and Unhealthy events (issue #13)"))).Methods(http.MethodGet)
+	for _, m := range []struct {
+		path, what string
+		pick       func(*NodeHandlers) vkapi.PodMetricsResourceHandlerFunc
+	}{
+		{vkapi.MetricsResourceRouteSuffix, "resource metrics", func(h *NodeHandlers) vkapi.PodMetricsResourceHandlerFunc { return h.GetMetricsResource }},
+		{"/metrics/cadvisor", "cAdvisor metrics", func(h *NodeHandlers) vkapi.PodMetricsResourceHandlerFunc { return h.GetMetricsCadvisor }},
+		{"/metrics", "kubelet metrics", func(h *NodeHandlers) vkapi.PodMetricsResourceHandlerFunc { return h.GetMetrics }},
+		{"/metrics/probes", "probe metrics", func(h *NodeHandlers) vkapi.PodMetricsResourceHandlerFunc { return h.GetMetricsProbes }},
+	} {
+		r.Handle(m.path, node(vkapi.HandlePodMetricsResource(metricsOf(m.what, m.pick)))).Methods(http.MethodGet)
+	}
 	r.PathPrefix("/logs/").Handler(anyNode(unsupported("node logs (/logs/) are not served by rbn-kubelet")))
 	r.PathPrefix("/checkpoint/").Handler(unsupported("checkpoint is not supported by rbn-kubelet"))
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

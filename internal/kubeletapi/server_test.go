@@ -246,8 +246,8 @@ func TestServerRoutesByPortAndAuthenticates(t *testing.T) {
 	if code != http.StatusNotFound {
 		t.Errorf("logs of an unknown pod on n1's port: %d", code)
 	}
-	if code, body := get(p1, "GET", "/metrics/probes", "good"); code != http.StatusNotImplemented || !strings.Contains(body, "not served by rbn-kubelet yet") {
-		t.Errorf("probe metrics: %d %q, want 501 saying why", code, body)
+	if code, body := get(p1, "GET", "/metrics/probes", "good"); code != http.StatusNotFound || !strings.Contains(body, "node n1") {
+		t.Errorf("probe metrics of an unserved n1: %d %q, want 404 as its other node routes", code, body)
 	}
 
 	// A node the caller may not see.

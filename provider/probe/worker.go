@@ -47,6 +47,10 @@ type Config struct {
 	// (corev1.EventTypeWarning), reason (ReasonUnhealthy, or ReasonProbeWarning
 	// for kubelet's warning results) and message worded as kubelet words them.
 	Event func(eventType, reason, message string)
+	// Stats, when set, counts each attempt whose outcome is known, as
+	// kubelet's prober metrics do (see Stats); the workers of a
+	// container's successive runs share it.
+	Stats *Stats
 }
 
 // Worker probes one container run periodically, as kubelet's prober worker.
@@ -160,7 +164,9 @@ func (w *Worker) wait(ctx context.Context, due time.Time) (manual, ok bool) {
 // probe makes one attempt, records kubelet's events for it and folds it into
 // the thresholds; it reports whether the worker goes on.
 func (w *Worker) probe(ctx context.Context) bool {
+	start := w.cfg.Clock.Now()
 	o, out, err := w.attemptWithRetries(ctx)
+	took := w.cfg.Clock.Since(start)
 	if ctx.Err() != nil {
 		// The worker is stopping: whatever the attempt saw, a cancelled
 		// dial or exec, is ours, not the container's.
@@ -171,6 +177,7 @@ func (w *Worker) probe(ctx context.Context) bool {
 		w.event(ReasonUnhealthy, fmt.Sprintf("%s probe errored and resulted in %s state: %s", w.cfg.Kind, o, err))
 		return true
 	}
+	w.count(o, took)
 	var r Result
 	switch o {
 	case outcomeSuccess:
@@ -237,6 +244,20 @@ func (w *Worker) record(r Result) bool {
 		return false
 	}
 	return true
+}
+
+// count counts an attempt that did not error into the worker's Stats: a
+// success or a warning as successful, with its duration (retries
+// included, as kubelet times a probe from its start), anything else as
+// failed without one, as kubelet.
+func (w *Worker) count(o outcome, took time.Duration) {
+	switch st := w.cfg.Stats; {
+	case st == nil:
+	case o.result() == Success:
+		st.success(took)
+	default:
+		st.failure()
+	}
 }
 
 func (w *Worker) event(reason, message string) {

@@ -391,21 +391,28 @@ func TestWorkerHTTPEvents(t *testing.T) {
 		action    corev1.HTTPGetAction
 		want      Result
 		wantEvent string
+		// wantCounts: successful and failed in the probe's Stats; an
+		// errored attempt is not counted.
+		wantCounts [2]uint64
 	}{
-		{kind: Readiness, action: corev1.HTTPGetAction{Path: "/away", Port: intstr.FromString("web")}, want: Success,
+		{kind: Readiness, action: corev1.HTTPGetAction{Path: "/away", Port: intstr.FromString("web")}, want: Success, wantCounts: [2]uint64{1, 0},
 			wantEvent: `Warning ProbeWarning Readiness probe warning: Probe terminated redirects, Response body: <a href="http://elsewhere.test/">Found</a>.` + "\n\n"},
 		{kind: Liveness, action: corev1.HTTPGetAction{Path: "/fail", Port: intstr.FromString("web")}, want: Unknown,
-			wantEvent: "Warning Unhealthy Liveness probe failed: HTTP probe failed with statuscode: 503"},
+			wantEvent: "Warning Unhealthy Liveness probe failed: HTTP probe failed with statuscode: 503", wantCounts: [2]uint64{0, 1}},
 		{kind: Startup, action: corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("nope")}, want: Unknown,
 			wantEvent: `Warning Unhealthy Startup probe errored and resulted in unknown state: strconv.Atoi: parsing "nope": invalid syntax`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {
 			p := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &tt.action}}
-			h := startWorker(t, &netTarget{}, Config{Kind: tt.kind, Probe: p, Container: c})
+			st := &Stats{}
+			h := startWorker(t, &netTarget{}, Config{Kind: tt.kind, Probe: p, Container: c, Stats: st})
 			h.settle()
 			if got := h.w.Result(); got != tt.want {
 				t.Errorf("Result = %v, want %v", got, tt.want)
+			}
+			if s := st.Snapshot(); [2]uint64{s.Successful, s.Failed} != tt.wantCounts || s.Count != tt.wantCounts[0] {
+				t.Errorf("counted %+v, want successful, failed = %v (a warning is a success)", s, tt.wantCounts)
 			}
 			if _, events := h.recorded(); !slices.Equal(events, []string{tt.wantEvent}) {
 				t.Errorf("events = %q, want %q", events, tt.wantEvent)
