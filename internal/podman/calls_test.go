@@ -24,7 +24,7 @@ const step = 250 * time.Millisecond
 var apiPrefix = regexp.MustCompile(`^/v[^/]+/libpod`)
 
 // fakePodman serves routes (ServeMux patterns on the libpod paths without
-// their /vX/libpod prefix; /_ping is served) on a unix socket, the far end
+// their /vX/libpod prefix; /_ping is served unless routes serve it) on a unix socket, the far end
 // of the returned Client's Dial. Each request moves clk by step before it
 // is answered.
 func fakePodman(t *testing.T, clk *clocktesting.FakeClock, routes map[string]http.HandlerFunc) *Client {
@@ -36,10 +36,12 @@ func fakePodman(t *testing.T, clk *clocktesting.FakeClock, routes map[string]htt
 func fakePodmanWith(t *testing.T, clk *clocktesting.FakeClock, routes map[string]http.HandlerFunc, tune func(*Config)) *Client {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Libpod-API-Version", "5.0.0")
-		w.WriteHeader(http.StatusOK)
-	})
+	if routes["GET /_ping"] == nil {
+		mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Libpod-API-Version", "5.0.0")
+			w.WriteHeader(http.StatusOK)
+		})
+	}
 	for pattern, h := range routes {
 		mux.HandleFunc(pattern, h)
 	}

@@ -83,7 +83,14 @@ func TestCallDeadlines(t *testing.T) {
 		requestTO time.Duration
 		pullTO    time.Duration
 		wantAfter time.Duration
+		// unconnected: the call is Connect's.
+		unconnected bool
 	}{{
+		name:  "connect",
+		route: "GET /_ping",
+		call:  func(ctx context.Context, c *Client) error { return c.Connect(ctx) },
+		op:    opConnect, requestTO: short, pullTO: time.Hour, wantAfter: short, unconnected: true,
+	}, {
 		name:  "pod create",
 		route: "POST /pods/create",
 		call: func(ctx context.Context, c *Client) error {
@@ -121,8 +128,10 @@ func TestCallDeadlines(t *testing.T) {
 				cfg.Dial = conns.wrap(cfg.Dial)
 			})
 			t.Cleanup(func() { close(hung) }) // before the server closes: it waits for its handlers
-			if err := c.Connect(t.Context()); err != nil {
-				t.Fatal(err)
+			if !tt.unconnected {
+				if err := c.Connect(t.Context()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			done := make(chan error, 1)
 			go func() { done <- tt.call(t.Context(), c) }()
