@@ -50,7 +50,7 @@ type fakeRuntime struct {
 	startErr map[string]error // container name -> what its start answers
 	// faults are what the next calls of an operation answer ("create-pod",
 	// "remove-pod"), each once, before the fake does the call.
-	faults map[string][]error
+	faults   map[string][]error
 	calls    []string
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
