@@ -48,6 +48,9 @@ type fakeRuntime struct {
 	pullErr  map[string]error // image -> what its pulls answer
 	existErr error            // what image lookups answer, when set
 	startErr map[string]error // container name -> what its start answers
+	// faults are what the next calls of an operation answer ("create-pod",
+	// "remove-pod"), each once, before the fake does the call.
+	faults   map[string][]error
 	calls    []string
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
@@ -75,6 +78,16 @@ func newFakeRuntime(clk clock.PassiveClock) *fakeRuntime {
 		images: map[string]bool{}, volumes: map[string]podman.Volume{},
 		pullErr: map[string]error{}, startErr: map[string]error{},
 	}
+}
+
+// fault takes the next error injected for op, if any; f.mu held.
+func (f *fakeRuntime) fault(op string) error {
+	errs := f.faults[op]
+	if len(errs) == 0 {
+		return nil
+	}
+	f.faults[op] = errs[1:]
+	return errs[0]
 }
 
 func (f *fakeRuntime) record(format string, args ...any) {
@@ -167,6 +180,9 @@ func (f *fakeRuntime) CreatePod(_ context.Context, spec *specgen.PodSpecGenerato
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("create-pod %s", spec.Name)
+	if err := f.fault("create-pod"); err != nil {
+		return "", err
+	}
 	if _, ok := f.pods[spec.Name]; ok {
 		return "", fmt.Errorf("create pod %s: %w", spec.Name, podman.ErrConflict)
 	}
@@ -209,6 +225,9 @@ func (f *fakeRuntime) RemovePod(_ context.Context, name string, timeout time.Dur
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("remove-pod %s", name)
+	if err := f.fault("remove-pod"); err != nil {
+		return err
+	}
 	p, ok := f.pods[name]
 	if !ok {
 		return notFound("remove pod " + name)

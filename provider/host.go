@@ -37,8 +37,13 @@ type HostConfig struct {
 	// as KubeletConfiguration's.
 	HealthCheckInterval time.Duration
 	InfoRefreshInterval time.Duration
-	Clock               clock.WithTicker
-	Logger              *slog.Logger
+	// PodmanRequestTimeout and PodmanImagePullTimeout bound the podman
+	// calls (podman.Config's RequestTimeout and ImagePullTimeout). Zero:
+	// their defaults.
+	PodmanRequestTimeout   time.Duration
+	PodmanImagePullTimeout time.Duration
+	Clock                  clock.WithTicker
+	Logger                 *slog.Logger
 }
 
 // Host is one build host: its SSH connection, its podman client and what was
@@ -106,9 +111,11 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		}
 	}
 	pc, err := podman.New(podman.Config{
-		Name:   cfg.Name,
-		Logger: cfg.Logger,
-		Clock:  cfg.Clock,
+		Name:             cfg.Name,
+		Logger:           cfg.Logger,
+		Clock:            cfg.Clock,
+		RequestTimeout:   cfg.PodmanRequestTimeout,
+		ImagePullTimeout: cfg.PodmanImagePullTimeout,
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			return sc.Dial(ctx, "unix", cfg.PodmanSocket)
 		},

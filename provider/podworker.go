@@ -240,6 +240,13 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		w.probes.stop()
 		if err := w.teardown(ctx, *deleting); err != nil {
 			w.log.Warn("pod teardown failed, retrying", "err", err, "retryIn", w.p.cfg.Retry.Teardown)
+			// A deletion that does not end (a podman that does not
+			// answer) shows on the pod, once per distinct failure, with
+			// kubelet's reason.
+			if msg := "error killing pod: " + err.Error(); msg != w.lastErr {
+				w.lastErr = msg
+				w.p.event(w.current(), corev1.EventTypeWarning, "FailedKillPod", msg)
+			}
 			return syncResult{next: w.p.cfg.Retry.Teardown}
 		}
 		return syncResult{finished: true}

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
 func TestWorkerImagePullFailures(t *testing.T) {
@@ -228,4 +230,52 @@ func TestWorkerSpecDecisions(t *testing.T) {
 			t.Errorf("reported again: %q", ev)
 		}
 	})
+}
+
+// TestWorkerHungPodman: a podman call that ran out of its deadline fails
+// the step, which is retried as any failed step, and the pod's owner is
+// told once, not at every retry: a sandbox that could not be created, a
+// deletion that could not end.
+func TestWorkerHungPodman(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.images["registry.test/main:1"] = true
+	// As the podman client fails a call past its deadline.
+	hung := func(op string, after time.Duration) error {
+		return &podman.TimeoutError{Op: op, Host: "root@h:22", After: after}
+	}
+	h.rt.faults = map[string][]error{
+		"create-pod": {hung("pod_create", 2*time.Minute), hung("pod_create", 2*time.Minute)},
+		"remove-pod": {hung("pod_remove", 2*time.Minute), hung("pod_remove", 2*time.Minute)},
+	}
+	for range 2 {
+		if r := h.sync(); r.next != h.w.p.cfg.Retry.Sync || r.finished {
+			t.Fatalf("sync with podman not answering = %+v, want a retry in %s", r, h.w.p.cfg.Retry.Sync)
+		}
+	}
+	events := h.events()
+	want := "Warning FailedCreatePodSandBox podman did not answer pod_create on root@h:22 within 2m0s"
+	if n := len(slices.DeleteFunc(slices.Clone(events), func(e string) bool { return !strings.HasPrefix(e, want) })); n != 1 {
+		t.Fatalf("%d events %q among %q, want one for both failures", n, want, events)
+	}
+	h.sync()
+	h.wantCalls("create-pod ", 3)
+	h.wantPhase(corev1.PodRunning)
+
+	h.w.terminate(0)
+	for range 2 {
+		if r := h.sync(); r.next != h.w.p.cfg.Retry.Teardown || r.finished {
+			t.Fatalf("teardown with podman not answering = %+v, want a retry in %s", r, h.w.p.cfg.Retry.Teardown)
+		}
+	}
+	events = h.events()
+	want = "Warning FailedKillPod error killing pod: podman did not answer pod_remove on root@h:22 within 2m0s"
+	if n := len(slices.DeleteFunc(slices.Clone(events), func(e string) bool { return !strings.HasPrefix(e, want) })); n != 1 {
+		t.Fatalf("%d events %q among %q, want one for both failures", n, want, events)
+	}
+	if r := h.sync(); !r.finished {
+		t.Fatalf("sync = %+v, want the worker finished once podman answers", r)
+	}
+	if len(h.rt.pods) != 0 || len(h.rt.ctrs) != 0 {
+		t.Fatalf("left on the host: pods %v, containers %v", h.rt.pods, h.rt.ctrs)
+	}
 }

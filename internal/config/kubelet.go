@@ -74,6 +74,8 @@ type KubeletConfiguration struct {
 
 	SSH SSHConfiguration `json:"ssh,omitempty"`
 
+	Podman PodmanConfiguration `json:"podman,omitempty"`
+
 	PodRetry PodRetryConfiguration `json:"podRetry,omitempty"`
 
 	Sharding ShardingConfiguration `json:"sharding,omitempty"`
@@ -91,6 +93,24 @@ type SSHConfiguration struct {
 	KeepaliveInterval metav1.Duration `json:"keepaliveInterval,omitempty" default:"10s"`
 	KeepaliveTimeout  metav1.Duration `json:"keepaliveTimeout,omitempty" default:"15s"`
 	MaxBackoff        metav1.Duration `json:"maxBackoff,omitempty" default:"30s"`
+}
+
+// PodmanConfiguration bounds the calls to each host's podman service, as
+// kubelet's runtime-request-timeout bounds its CRI calls: a hung podman (or
+// a helper of it: conmon, the OCI runtime, a pull) must not hold a pod's
+// worker, or its deletion, for good. A call past its deadline fails, and
+// the pod's worker retries it as any failed step, with a Warning event.
+type PodmanConfiguration struct {
+	// RequestTimeout bounds each call that does not carry a stream (create,
+	// start, inspect, list, info, ping, ...); stopping and removing get the
+	// stop timeout they ask for on top. Logs, events, archive copies (the
+	// S3 transfers), exec and attach sessions have no such bound.
+	RequestTimeout metav1.Duration `json:"requestTimeout,omitempty" default:"2m"`
+	// ImagePullTimeout bounds an image pull as a whole. The libpod API
+	// reports a pull's progress a line per blob, not by bytes, so a pull
+	// cannot be bounded by a lack of progress: one large layer on a slow
+	// link shows none for long.
+	ImagePullTimeout metav1.Duration `json:"imagePullTimeout,omitempty" default:"1h"`
 }
 
 // PodRetryConfiguration is how soon each pod's worker looks again after
@@ -222,6 +242,9 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validatePositive(ssh.Child("keepaliveInterval"), c.SSH.KeepaliveInterval)...)
 	errs = append(errs, validatePositive(ssh.Child("keepaliveTimeout"), c.SSH.KeepaliveTimeout)...)
 	errs = append(errs, validatePositive(ssh.Child("maxBackoff"), c.SSH.MaxBackoff)...)
+	pm := field.NewPath("podman")
+	errs = append(errs, validatePositive(pm.Child("requestTimeout"), c.Podman.RequestTimeout)...)
+	errs = append(errs, validatePositive(pm.Child("imagePullTimeout"), c.Podman.ImagePullTimeout)...)
 	retry := field.NewPath("podRetry")
 	errs = append(errs, validatePositive(retry.Child("syncFailure"), c.PodRetry.SyncFailure)...)
 	errs = append(errs, validatePositive(retry.Child("configError"), c.PodRetry.ConfigError)...)

@@ -3,6 +3,7 @@ package podman
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/remote-build-nodes/rbn/internal/callstats"
 )
@@ -85,11 +86,21 @@ func (c *Client) begin(op string) (end func(err *error)) {
 	}
 }
 
-// call begins a call of op through the bindings: it returns ctx's deadline
-// and cancellation with the connection's values, for the bindings, and the
-// end of the call (see begin). Not being connected ends the call at once.
+// call begins a call of op through the bindings, within the deadline its
+// operation has (see budget). It returns ctx's deadline and cancellation,
+// bounded by that one, with the connection's values, for the bindings, and
+// the end of the call (see begin). Not being connected ends the call at once.
 func (c *Client) call(ctx context.Context, op string) (_ context.Context, end func(*error), err error) {
-	end = c.begin(op)
+	return c.callWithin(ctx, op, c.budget(op))
+}
+
+// callWithin is call with a deadline of its own: within from now (none when
+// not positive). A call that runs out of it ends with a *TimeoutError, which
+// replaces whatever the bindings said (their request was cut). The deadline
+// bounds the whole call, the bindings' own retries of a failed request
+// included: they re-send it with the same context.
+func (c *Client) callWithin(ctx context.Context, op string, within time.Duration) (_ context.Context, _ func(*error), err error) {
+	end := c.begin(op)
 	c.mu.Lock()
 	conn := c.conn
 	c.mu.Unlock()
@@ -98,5 +109,30 @@ func (c *Client) call(ctx context.Context, op string) (_ context.Context, end fu
 		end(&err)
 		return nil, nil, err
 	}
-	return withValues(ctx, conn), end, nil
+	if within <= 0 {
+		return withValues(ctx, conn), end, nil
+	}
+	timeout := &TimeoutError{Op: op, Host: c.cfg.Name, After: within}
+	dctx, cancel := context.WithTimeoutCause(ctx, within, timeout)
+	return withValues(dctx, conn), func(err *error) {
+		if *err != nil && context.Cause(dctx) == timeout {
+			*err = timeout
+		}
+		cancel()
+		end(err)
+	}, nil
+}
+
+// budget is how long a call of op may take: RequestTimeout, but no bound
+// for the calls that carry a stream (logs, events, archive copies: their
+// life is the stream's, which ends with its context) and ImagePullTimeout
+// for pulls. Exec and attach sessions (upgrade) bound their opening apart.
+func (c *Client) budget(op string) time.Duration {
+	switch op {
+	case opEvents, opLogs, opCopyInto, opCopyFrom:
+		return 0
+	case opImagePull:
+		return c.cfg.ImagePullTimeout
+	}
+	return c.cfg.RequestTimeout
 }

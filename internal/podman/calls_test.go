@@ -24,16 +24,24 @@ const step = 250 * time.Millisecond
 var apiPrefix = regexp.MustCompile(`^/v[^/]+/libpod`)
 
 // fakePodman serves routes (ServeMux patterns on the libpod paths without
-// their /vX/libpod prefix; /_ping is served) on a unix socket, the far end
+// their /vX/libpod prefix; /_ping is served unless routes serve it) on a unix socket, the far end
 // of the returned Client's Dial. Each request moves clk by step before it
 // is answered.
 func fakePodman(t *testing.T, clk *clocktesting.FakeClock, routes map[string]http.HandlerFunc) *Client {
 	t.Helper()
+	return fakePodmanWith(t, clk, routes, nil)
+}
+
+// fakePodmanWith is fakePodman with the client's Config adjusted by tune.
+func fakePodmanWith(t *testing.T, clk *clocktesting.FakeClock, routes map[string]http.HandlerFunc, tune func(*Config)) *Client {
+	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Libpod-API-Version", "5.0.0")
-		w.WriteHeader(http.StatusOK)
-	})
+	if routes["GET /_ping"] == nil {
+		mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Libpod-API-Version", "5.0.0")
+			w.WriteHeader(http.StatusOK)
+		})
+	}
 	for pattern, h := range routes {
 		mux.HandleFunc(pattern, h)
 	}
@@ -50,10 +58,14 @@ func fakePodman(t *testing.T, clk *clocktesting.FakeClock, routes map[string]htt
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c, err := New(Config{Name: "h", SocketDir: t.TempDir(), Clock: clk, Dial: func(ctx context.Context) (net.Conn, error) {
+	cfg := Config{Name: "h", SocketDir: t.TempDir(), Clock: clk, Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
-	}})
+	}}
+	if tune != nil {
+		tune(&cfg)
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,26 @@ type Config struct {
 	Logger    *slog.Logger
 	// Clock times the API calls (CallStats). Default: the real clock.
 	Clock clock.PassiveClock
+	// RequestTimeout bounds each API call that does not carry a stream, as
+	// kubelet's runtime-request-timeout bounds its CRI calls: a hung podman
+	// (or a helper of it) must not hold the caller for good. Stopping and
+	// removing get the stop timeout they ask for on top. Calls that carry
+	// a stream (logs, events, archive copies, exec and attach sessions) have
+	// no such bound. Default: DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// ImagePullTimeout bounds a pull as a whole: the libpod API reports a
+	// pull's progress a line per blob, not by bytes, so a large layer on a
+	// slow link shows none for long, and a pull cannot be bounded by the
+	// lack of it. Default: DefaultImagePullTimeout.
+	ImagePullTimeout time.Duration
 }
+
+// The defaults of Config's timeouts: kubelet's runtime-request-timeout, and
+// an hour for a pull (a 10 GB image at 40 Mbit/s takes about 35 minutes).
+const (
+	DefaultRequestTimeout   = 2 * time.Minute
+	DefaultImagePullTimeout = time.Hour
+)
 
 // Client is a podman API client for one host.
 //
@@ -42,8 +61,10 @@ type Config struct {
 // connection, so they cannot be given a custom dialer. Client therefore
 // listens on a private local unix socket and forwards every accepted
 // connection to a fresh stream from Dial; the bindings use that socket as if
-// podman ran locally. Streaming calls (exec, attach) that hijack their
-// connection work unchanged.
+// podman ran locally. A forwarded connection ends when its local end
+// closes: the bindings' calls that hijack their connection and half-close
+// it (their exec and attach) would not work through it, and are not used
+// (see upgrade).
 type Client struct {
 	cfg      Config
 	dir      string
@@ -71,6 +92,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.ImagePullTimeout <= 0 {
+		cfg.ImagePullTimeout = DefaultImagePullTimeout
 	}
 	c := &Client{cfg: cfg, dir: cfg.SocketDir, quit: make(chan struct{})}
 	if c.dir == "" {
@@ -142,7 +169,12 @@ func (c *Client) pipe(local net.Conn) {
 	}
 	defer remote.Close()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(remote, local); closeWrite(remote); done <- struct{}{} }()
+	// The local end's EOF is its close, not a half-close: only the
+	// bindings' HTTP client uses the forward (it never half-closes; exec
+	// and attach dial on their own, see upgrade). The remote end goes with
+	// it, else a request the client gave up on (its deadline passed) would
+	// hold the stream, and this goroutine, until podman answered.
+	go func() { _, _ = io.Copy(remote, local); remote.Close(); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(local, remote); closeWrite(local); done <- struct{}{} }()
 	quit := c.quit
 	for copies := 2; copies > 0; {
@@ -163,11 +195,20 @@ func closeWrite(c net.Conn) {
 	}
 }
 
-// Connect (re)establishes the bindings connection, pinging the service.
+// Connect (re)establishes the bindings connection, pinging the service
+// within RequestTimeout.
 func (c *Client) Connect(ctx context.Context) (err error) {
 	defer c.begin(opConnect)(&err)
-	conn, err := bindings.NewConnection(context.WithoutCancel(ctx), c.uri)
+	timeout := &TimeoutError{Op: opConnect, Host: c.cfg.Name, After: c.cfg.RequestTimeout}
+	dctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, timeout)
+	defer cancel()
+	// The connection keeps the context it was made with: it must hold the
+	// bindings' values alone, not this call's end (nor its values).
+	conn, err := bindings.NewConnection(valuesOnly{dctx}, c.uri)
 	if err != nil {
+		if context.Cause(dctx) == timeout {
+			return timeout
+		}
 		return &APIError{Op: "connect", Err: err}
 	}
 	c.mu.Lock()
@@ -217,3 +258,10 @@ func (v valuesContext) Value(key any) any {
 func withValues(ctx, values context.Context) context.Context {
 	return valuesContext{Context: ctx, values: values}
 }
+
+// valuesOnly has the cancellation of the context it wraps and no values:
+// the bindings' connection is made under it, and what it keeps is their
+// values alone (Cause and AfterFunc look for a parent through Value).
+type valuesOnly struct{ context.Context }
+
+func (valuesOnly) Value(any) any { return nil }

@@ -63,14 +63,14 @@ func (c *Client) StartContainer(ctx context.Context, name string) (err error) {
 
 // StopContainer sends the stop signal, then SIGKILL after timeout.
 func (c *Client) StopContainer(ctx context.Context, name string, timeout time.Duration) (err error) {
-	cctx, end, err := c.call(ctx, opContainerStop)
+	// Whole seconds, rounded up: what is left of a grace period (0.9 s,
+	// say) must not become an immediate SIGKILL.
+	secs := uint((max(timeout, 0) + time.Second - 1) / time.Second)
+	cctx, end, err := c.callWithin(ctx, opContainerStop, c.cfg.RequestTimeout+time.Duration(secs)*time.Second)
 	if err != nil {
 		return err
 	}
 	defer end(&err)
-	// Whole seconds, rounded up: what is left of a grace period (0.9 s,
-	// say) must not become an immediate SIGKILL.
-	secs := uint((max(timeout, 0) + time.Second - 1) / time.Second)
 	return wrap("stop container "+name, containers.Stop(cctx, name, new(containers.StopOptions).WithTimeout(secs).WithIgnore(true)))
 }
 

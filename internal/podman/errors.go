@@ -1,8 +1,11 @@
 package podman
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/errorhandling"
 )
@@ -12,7 +15,28 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrConflict    = errors.New("conflict")
 	ErrUnavailable = errors.New("podman service unavailable")
+	// ErrTimeout: podman did not answer a call within its deadline (see
+	// TimeoutError).
+	ErrTimeout = errors.New("podman did not answer in time")
 )
+
+// TimeoutError is a call podman did not answer within its deadline: a
+// hung service, or a helper of it (conmon, the OCI runtime, a pull) stuck.
+// The call may have taken effect on the host all the same. It matches
+// ErrTimeout, ErrUnavailable (no answer came) and context.DeadlineExceeded.
+type TimeoutError struct {
+	Op    string // the operation, as CallStats names it
+	Host  string
+	After time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("podman did not answer %s on %s within %s", e.Op, e.Host, e.After)
+}
+
+func (e *TimeoutError) Is(target error) bool {
+	return target == ErrTimeout || target == ErrUnavailable || target == context.DeadlineExceeded
+}
 
 // APIError is a failed podman API call.
 type APIError struct {

@@ -86,7 +86,7 @@ func (c *Client) ListPods(ctx context.Context, labels map[string]string) (_ []Po
 // RemovePod force-removes a pod and its containers; containers still
 // running get the stop signal and SIGKILL after timeout.
 func (c *Client) RemovePod(ctx context.Context, name string, timeout time.Duration) (err error) {
-	cctx, end, err := c.call(ctx, opPodRemove)
+	cctx, end, err := c.callWithin(ctx, opPodRemove, c.cfg.RequestTimeout+max(timeout, 0))
 	if err != nil {
 		return err
 	}
