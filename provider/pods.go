@@ -211,14 +211,19 @@ func (p *Pods) CreatePod(_ context.Context, pd *corev1.Pod) error {
 			return nil
 		}
 	}
-	w := newPodWorker(p, pd)
+	p.launchLocked(newPodWorker(p, pd))
+	return nil
+}
+
+// launchLocked registers w and starts it, or queues it for Run when the
+// node's runtime has not started yet.
+func (p *Pods) launchLocked(w *podWorker) {
 	p.addLocked(w)
 	if p.ctx == nil {
 		p.pending = append(p.pending, w)
 	} else {
 		p.startLocked(w)
 	}
-	return nil
 }
 
 // addLocked registers w as its pod's worker and wakes the requests
@@ -336,12 +341,7 @@ func (p *Pods) DeletePod(ctx context.Context, pd *corev1.Pod) error {
 		// Its infra container's, as reported before: for httpGet preStop
 		// hooks, with no sandbox set up by this worker.
 		w.sandbox.ip = pd.Status.PodIP
-		p.addLocked(w)
-		if p.ctx == nil {
-			p.pending = append(p.pending, w)
-		} else {
-			p.startLocked(w)
-		}
+		p.launchLocked(w)
 		ok = true
 		w.log.Info("adopting a pod deleted while the node was not served, to stop it")
 	}
