@@ -172,16 +172,17 @@ rbn::elf_closure() {
 }
 
 # rbn::sshd_rootfs_tar OUT [ROOT]: the rootfs tarball of the test image localhost/rbn/sshd, an
-# image-customization-shaped sshd: Debian's OpenSSH server (sshd, ssh-keygen, sftp-server for scp)
+# image-customization-shaped sshd: Debian's OpenSSH server (sshd, ssh-keygen, sftp-server for scp;
+# ssh and scp too, so that the worker node's pods can be the users' clients)
 # with the shared libraries it needs, from ROOT (default /, this machine's packages; an emulated
 # host's root file system for its architecture), on the busybox rootfs (RBN_BUSYBOX, as
 # rbn::busybox_rootfs_tar) for the shell. Its entrypoint makes host keys and runs sshd in the
 # foreground: root logs in with a key from /root/.ssh/authorized_keys (a Secret), no passwords.
 rbn::sshd_rootfs_tar() {
   local out="$1" root="${2:-/}" dir f
-  local bins=(/usr/sbin/sshd /usr/bin/ssh-keygen /usr/lib/openssh/sftp-server)
+  local bins=(/usr/sbin/sshd /usr/bin/ssh-keygen /usr/lib/openssh/sftp-server /usr/bin/ssh /usr/bin/scp)
   for f in "${bins[@]}"; do
-    [[ -e "${root%/}${f}" ]] || rbn::die "${root%/}${f} not found (install openssh-server and openssh-sftp-server)"
+    [[ -e "${root%/}${f}" ]] || rbn::die "${root%/}${f} not found (install openssh-server, openssh-sftp-server and openssh-client)"
   done
   rbn::busybox_rootfs_tar "${out}.busybox"
   dir="$(mktemp -d "${out}.rootfs.XXXXXX")"
