@@ -7,11 +7,15 @@
 #        hack/hosts.sh down            stop every host, remove its containers, mounts and state
 #        hack/hosts.sh list            print the host dirs, one per line
 #        hack/hosts.sh stop-sshd I | start-sshd I | stop-podman I | start-podman I
+#        hack/hosts.sh reboot I       simulate host I's reboot (hosts::reboot): its containers die
+#                                      unrecorded, podman resets their state, a new boot id
 #        hack/hosts.sh podman I ARGS.. run podman against host I's storage (same config as its service)
 #        hack/hosts.sh ssh I [CMD..]   ssh into host I as root with the strict known_hosts file
 #
 # Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
-# KNOWN_HOSTS, PRIVATE_KEY, STORAGE, NETNS, ARCH. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
+# KNOWN_HOSTS, PRIVATE_KEY, STORAGE, NETNS, ARCH. Each host but the emulated ones has a boot id of
+# its own (host_boot_id, bound over /proc/sys/kernel/random/boot_id in its sshd's mount namespace).
+# The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
 # every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
 # pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry. Every
 # host also has localhost/rbn/sshd:1.0, an image-customization-shaped sshd built from Debian's
@@ -437,7 +441,15 @@ hosts::sshd_start() {
   local in_netns=() ns; ns="$(hosts::netns "$i")"
   [[ -z "$ns" ]] || in_netns=(nsenter --net="/run/netns/$ns" --)
   # The arm64 host's own (emulated) sshd, in its namespace.
-  if hosts::arm64 "$i"; then in_netns=(nsenter -t "$(hosts::ns_pid "$i")" -m -n -r -w --); fi
+  if hosts::arm64 "$i"; then
+    in_netns=(nsenter -t "$(hosts::ns_pid "$i")" -m -n -r -w --)
+  else
+    # The host's own boot id (hosts::reboot gives it a new one), in a mount namespace of sshd's:
+    # what rbn-kubelet reads over SSH, as on a real host.
+    [[ -s "$d/host_boot_id" ]] || cat /proc/sys/kernel/random/uuid >"$d/host_boot_id"
+    in_netns=(unshare --mount --propagation slave -- /bin/sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"'
+      sh "$d/host_boot_id" "${in_netns[@]}")
+  fi
   rbn::start "host${i}-sshd" "$d/sshd.out" "${in_netns[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
 }
 
@@ -540,11 +552,71 @@ hosts::unmount_under() {
     done
 }
 
+# hosts::kill_containers I: kills host I's conmon processes (recognised by this host's paths on
+# their command line, as pid files may be stale), then the container processes they monitored:
+# conmon first, so that no exit is recorded, as when the machine goes down.
+hosts::kill_containers() {
+  local d u conmon pid conmons=() pids=(); d="$(hosts::dir "$1")"
+  for u in "$d"/run/*-containers/*/userdata; do
+    [[ -f "$u/conmon.pid" ]] || continue
+    conmon="$(cat "$u/conmon.pid" 2>/dev/null || true)"
+    [[ "$conmon" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null | grep -qF -- "$d/" || continue
+    conmons+=("$conmon")
+    pid="$(cat "$u/pidfile" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ && "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" == "$conmon" ]]; then
+      pids+=("$pid")
+    fi
+  done
+  ((${#conmons[@]} == 0)) || kill -KILL "${conmons[@]}" 2>/dev/null || true
+  ((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# hosts::remove_netns I: removes the network namespaces of host I's containers (bind mounts under
+# /run/netns, named in the containers' config; podman removes them with the containers, this is the
+# fallback), and with them the containers' ends of their veth pairs.
+hosts::remove_netns() {
+  local d ns; d="$(hosts::dir "$1")"
+  for ns in $(grep -ho '/run/netns/netns-[0-9a-f-]*' "$d"/storage/overlay-containers/*/userdata/config.json \
+    "$d"/storage/vfs-containers/*/userdata/config.json 2>/dev/null | sort -u); do
+    [[ -e "$ns" ]] && { umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
+  done
+}
+
+# hosts::reboot I: what a reboot does to host I, as podman and rbn-kubelet see it (this machine's
+# kernel stays up): sshd and the podman service stop, with every session; every container process
+# dies without podman recording its end; what a reboot clears goes (the run dir and podman's tmp
+# dir, with its "alive" marker, so that the service resets its containers' state at its next start,
+# as after a real boot; the container store's mounts; the containers' network namespaces); the
+# host gets a new boot id; sshd and podman start again. The events log stays (hosts::clean reads
+# it). Not on the emulated arm64 hosts.
+hosts::reboot() {
+  local i="$1" d; d="$(hosts::dir "$1")"
+  ! hosts::arm64 "$i" || rbn::die "host ${i}: reboots are not simulated on emulated arm64 hosts"
+  hosts::sshd_stop "$i"
+  hosts::podman_stop "$i"
+  hosts::kill_containers "$i"
+  hosts::remove_netns "$i"
+  hosts::unmount_under "$d/storage"
+  hosts::unmount_under "$d/run"
+  find "$d/run" "$d/tmp" -mindepth 1 -maxdepth 1 ! -name events -exec rm -rf --one-file-system {} +
+  # runc keeps its containers' state in this machine's /run/runc, which a boot clears.
+  local c
+  for c in "$d"/storage/*-containers/*/; do
+    c="$(basename "$c")"
+    [[ "$c" =~ ^[0-9a-f]{64}$ ]] && rm -rf "/run/runc/$c"
+  done
+  cat /proc/sys/kernel/random/uuid >"$d/host_boot_id"
+  hosts::podman_start "$i"
+  hosts::podman_wait "$i"
+  hosts::sshd_start "$i"
+  hosts::sshd_wait "$i"
+}
+
 # hosts::clean I: with the host's daemons stopped, removes its pods and containers (their
 # processes, network namespaces, bridge and firewall rules go with them), then anything podman
 # failed to clean, then the host dir.
 hosts::clean() {
-  local i="$1" d pid; d="$(hosts::dir "$1")"
+  local i="$1" d; d="$(hosts::dir "$1")"
   [[ -d "$d" ]] || return 0
   local pods="" bridges
   # The bridges of the host's networks (its default one, and the pod networks rbn-kubelet made):
@@ -556,26 +628,9 @@ hosts::clean() {
     timeout 60 "$d/podman" rm -af -t 0 >/dev/null 2>&1 || true
     timeout 60 "$d/podman" volume rm -af >/dev/null 2>&1 || true
   fi
-  # Whatever podman could not remove: conmon processes (recognised by this host's paths on their
-  # command line, as pid files may be stale) and the container processes they monitor.
-  local u conmon
-  for u in "$d"/run/*-containers/*/userdata; do
-    [[ -f "$u/conmon.pid" ]] || continue
-    conmon="$(cat "$u/conmon.pid" 2>/dev/null || true)"
-    [[ "$conmon" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$conmon/cmdline" 2>/dev/null | grep -qF -- "$d/" || continue
-    pid="$(cat "$u/pidfile" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ && "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" == "$conmon" ]]; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    kill -KILL "$conmon" 2>/dev/null || true
-  done
-  # Network namespaces of this host's containers (bind mounts under /run/netns) are named in the
-  # containers' config; podman removes them with the containers, this is the fallback.
-  local ns
-  for ns in $(grep -ho '/run/netns/netns-[0-9a-f-]*' "$d"/storage/overlay-containers/*/userdata/config.json \
-    "$d"/storage/vfs-containers/*/userdata/config.json 2>/dev/null | sort -u); do
-    [[ -e "$ns" ]] && { umount "$ns" 2>/dev/null || umount -l "$ns" 2>/dev/null || true; rm -f "$ns"; }
-  done
+  # Whatever podman could not remove.
+  hosts::kill_containers "$i"
+  hosts::remove_netns "$i"
   # With cgroupfs on hybrid cgroups, podman leaves a removed pod's (empty) cgroup in the
   # name=systemd and unified hierarchies: every pod this host ever had is in its events log.
   pods+=" $(jq -r 'select(.Type == "pod") | .ID' "$d/tmp/events/events.log" 2>/dev/null | sort -u || true)"
@@ -774,6 +829,7 @@ main() {
   stop-sshd) hosts::require "${1:-}"; hosts::sshd_stop "$1" ;;
   start-sshd) hosts::require "${1:-}"; hosts::sshd_start "$1"; hosts::sshd_wait "$1" ;;
   stop-podman) hosts::require "${1:-}"; hosts::podman_stop "$1" ;;
+  reboot) hosts::require "${1:-}"; hosts::reboot "$1" ;;
   start-podman) hosts::require "${1:-}"; hosts::podman_start "$1"; hosts::podman_wait "$1" ;;
   podman) hosts::require "${1:-}"; local i="$1"; shift; hosts::podman "$i" "$@" ;;
   ssh) hosts::require "${1:-}"; hosts::ssh "$@" ;;

@@ -37,10 +37,14 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 		a, _ := strconv.Atoi(c.Labels[pod.LabelAttempt])
 		runs[name] = append(runs[name], run{a, c.ID})
 	}
+	var bootID string
+	if info := pc.Info(); info != nil {
+		bootID = info.BootID
+	}
 	obs := map[string]*observed{}
 	for name, rs := range runs {
 		slices.SortFunc(rs, func(a, b run) int { return b.attempt - a.attempt })
-		o := &observed{name: name, attempt: rs[0].attempt}
+		o := &observed{name: name, attempt: rs[0].attempt, bootID: bootID}
 		if o.current, err = pc.InspectContainer(ctx, rs[0].id); err != nil {
 			return nil, err
 		}
@@ -51,6 +55,7 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 		}
 		obs[name] = o
 	}
+	w.withCarried(obs)
 	return obs, nil
 }
 
@@ -262,9 +267,14 @@ func podGracePeriod(pd *corev1.Pod) time.Duration {
 
 // restartContainer runs c again once its crash back-off since the last run
 // ended has passed: 10 s doubling per restart up to 5 min, as kubelet, and
-// back to 10 s after a run that lasted 10 minutes.
+// back to 10 s after a run that lasted 10 minutes. A lost run (its host
+// rebooted) did not crash: it runs again at once.
 func (w *podWorker) restartContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, o *observed) time.Duration {
 	next := o.attempt + 1
+	if o.current.Lost {
+		delete(w.backoff, c.K8sName)
+		return w.runContainer(ctx, pd, c, next, false)
+	}
 	wait := restartBackoff(next)
 	if last := o.current; !last.StartedAt.IsZero() && last.FinishedAt.Sub(last.StartedAt) >= 10*time.Minute {
 		wait = restartBackoff(1)
@@ -372,6 +382,9 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 			return w.p.cfg.Retry.Config, false
 		}
 		spec.PidNS = specgen.Namespace{NSMode: specgen.FromContainer, Value: id}
+	}
+	if info := w.p.rt.Info(); info != nil && info.BootID != "" {
+		spec.Labels[pod.LabelBootID] = info.BootID
 	}
 	if err := w.volumes.resolveSubPaths(ctx, w.plan, c, spec); err != nil {
 		why := "CreateContainerConfigError"

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -250,10 +251,11 @@ func (h *Host) probe(ctx context.Context, withInfo bool) bool {
 		h.podmanFailed(err)
 		return false
 	}
-	if avail, err := h.memAvailable(ctx); err != nil {
-		h.cfg.Logger.Debug("MemAvailable unknown: memory pressure from MemFree", "host", h.cfg.Name, "err", err)
-	} else {
-		info.MemAvailable = avail
+	// Unknown (""/0): lost runs are not told apart from reboots, memory
+	// pressure is judged from MemFree.
+	var factsErr error
+	if info.BootID, info.MemAvailable, factsErr = h.procFacts(ctx); factsErr != nil {
+		h.cfg.Logger.Warn("host's boot id or MemAvailable unknown", "host", h.cfg.Name, "err", factsErr)
 	}
 	h.update(info, true, "", "")
 	h.RefreshImages(ctx)
@@ -269,13 +271,29 @@ func (h *Host) podmanFailed(err error) {
 	h.update(nil, false, ReasonPodmanUnavailable, "podman API at "+h.cfg.PodmanSocket+": "+err.Error())
 }
 
-// memAvailable reads MemAvailable from the host's /proc/meminfo.
-func (h *Host) memAvailable(ctx context.Context) (int64, error) {
-	out, err := h.ssh.Output(ctx, "cat", "/proc/meminfo")
+// bootIDPath is the kernel's boot id: a random UUID made at every boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// procFacts reads the host's boot id and MemAvailable (from /proc/meminfo)
+// with one command.
+func (h *Host) procFacts(ctx context.Context) (bootID string, memAvailable int64, err error) {
+	out, err := h.ssh.Output(ctx, "cat", bootIDPath, "/proc/meminfo")
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
-	return parseMemAvailable(out)
+	return parseProcFacts(out)
+}
+
+// parseProcFacts splits `cat boot_id /proc/meminfo`: the boot id's line,
+// then meminfo's.
+func parseProcFacts(out []byte) (bootID string, memAvailable int64, err error) {
+	first, meminfo, _ := strings.Cut(string(out), "\n")
+	bootID = strings.TrimSpace(first)
+	if len(bootID) != 36 || strings.Count(bootID, "-") != 4 {
+		return "", 0, fmt.Errorf("%s: %q is not a boot id", bootIDPath, bootID)
+	}
+	memAvailable, err = parseMemAvailable([]byte(meminfo))
+	return bootID, memAvailable, err
 }
 
 // parseMemAvailable finds MemAvailable in /proc/meminfo's text, in bytes.

@@ -1,6 +1,9 @@
 package provider
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseMemAvailable(t *testing.T) {
 	for _, tc := range []struct {
@@ -17,6 +20,27 @@ func TestParseMemAvailable(t *testing.T) {
 			got, err := parseMemAvailable([]byte(tc.in))
 			if (err != nil) != tc.wantErr || got != tc.want {
 				t.Errorf("parseMemAvailable = %d, %v; want %d (error %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseProcFacts(t *testing.T) {
+	const boot = "800586f6-3897-4310-b88b-13b3aad556be"
+	for _, tc := range []struct {
+		name, in string
+		boot     string
+		avail    int64
+		wantErr  string
+	}{
+		{"both", boot + "\nMemTotal: 2 kB\nMemAvailable: 1 kB\n", boot, 1024, ""},
+		{"no boot id", "MemTotal: 2 kB\nMemAvailable: 1 kB\n", "", 0, "is not a boot id"},
+		{"old kernel", boot + "\nMemTotal: 2 kB\n", boot, 0, "no MemAvailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, avail, err := parseProcFacts([]byte(tc.in))
+			if b != tc.boot || avail != tc.avail || (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseProcFacts = %q, %d, %v; want %q, %d, error %q", b, avail, err, tc.boot, tc.avail, tc.wantErr)
 			}
 		})
 	}

@@ -35,20 +35,62 @@ type observed struct {
 	// currentMessage and previousMessage are the termination messages of
 	// current's and previous's runs, when they ended ("" for none).
 	currentMessage, previousMessage string
+	// bootID is the host's boot id as last read ("": unknown), to tell
+	// whether a lost run was ended by a reboot.
+	bootID string
+}
+
+// terminated renders one of o's ended runs.
+func (o *observed) terminated(c *podman.ContainerState, message string) *corev1.ContainerStateTerminated {
+	if c.Lost {
+		return lostRun(c, o.bootID)
+	}
+	return terminated(c, o.memoryLimited && !o.killed[c.Name], message)
+}
+
+// Reasons of a lost run (podman.ContainerState.Lost).
+const (
+	// ReasonHostRebooted: the host rebooted while the container ran.
+	ReasonHostRebooted = "HostRebooted"
+	// ReasonContainerStatusUnknown: the run's end was not recorded, and the
+	// host did not reboot (or its boot id is unknown): kubelet's reason for
+	// a container whose end it cannot know.
+	ReasonContainerStatusUnknown = "ContainerStatusUnknown"
+)
+
+// lostRun renders a run that podman lost track of, given the host's boot
+// id now: ended by a reboot when the boot id the container was created in
+// is another. Its exit code is podman.LostExitCode, its finish time unknown.
+func lostRun(c *podman.ContainerState, bootID string) *corev1.ContainerStateTerminated {
+	t := &corev1.ContainerStateTerminated{
+		ExitCode:    c.ExitCode,
+		StartedAt:   metav1.NewTime(c.StartedAt),
+		ContainerID: "podman://" + c.ID,
+	}
+	t.Reason, t.Message = lostReason(c, bootID)
+	return t
+}
+
+// lostReason says why a lost run ended, as far as the host tells.
+func lostReason(c *podman.ContainerState, bootID string) (reason, message string) {
+	if was := c.Labels[pod.LabelBootID]; was != "" && bootID != "" && was != bootID {
+		return ReasonHostRebooted, fmt.Sprintf("the build host rebooted while the container ran (boot id %s, now %s)", was, bootID)
+	}
+	return ReasonContainerStatusUnknown, "the container stopped without its exit being recorded: its host's podman lost its run-time state (a reboot, or its tmp dir wiped)"
 }
 
 // containerStatus renders one container's Kubernetes status.
 func containerStatus(o observed) corev1.ContainerStatus {
 	st := corev1.ContainerStatus{Name: o.name, Image: o.image, RestartCount: int32(o.attempt)}
 	if o.previous != nil && o.previous.Exited() {
-		st.LastTerminationState = corev1.ContainerState{Terminated: terminated(o.previous, o.memoryLimited && !o.killed[o.previous.Name], o.previousMessage)}
+		st.LastTerminationState = corev1.ContainerState{Terminated: o.terminated(o.previous, o.previousMessage)}
 	}
 	c := o.current
 	switch {
 	case o.waitingReason != "":
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: o.waitingReason, Message: o.waitingMessage}
 		if c != nil && c.Exited() {
-			st.LastTerminationState = corev1.ContainerState{Terminated: terminated(c, o.memoryLimited && !o.killed[c.Name], o.currentMessage)}
+			st.LastTerminationState = corev1.ContainerState{Terminated: o.terminated(c, o.currentMessage)}
 		}
 	case c == nil || (!c.Running && c.StartedAt.IsZero() && c.Error == ""):
 		st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
@@ -58,7 +100,7 @@ func containerStatus(o observed) corev1.ContainerStatus {
 		started := true
 		st.Started = &started
 	default:
-		st.State.Terminated = terminated(c, o.memoryLimited && !o.killed[c.Name], o.currentMessage)
+		st.State.Terminated = o.terminated(c, o.currentMessage)
 		started := false
 		st.Started = &started
 	}

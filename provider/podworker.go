@@ -87,6 +87,9 @@ type podWorker struct {
 	// container name (one per run), whose SIGKILL is no OOM kill.
 	unhealthy map[string]bool
 	killed    map[string]bool
+	// carried holds, by container, what the runs of a sandbox removed
+	// after its host rebooted leave for the status (reboot.go).
+	carried map[string]carriedRun
 	// ephemeralTried is how many ephemeral containers the spec had when
 	// they were last translated (see addEphemeral).
 	ephemeralTried int
@@ -108,7 +111,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		volumes:   newPodVolumes(p.rt, clk, pd.UID),
 		transfers: newPodTransfers(p.rt, clk, p.event, p.cfg.Secrets, p.cfg.Relay, pd.UID),
 		backoff:   map[string]time.Time{}, waiting: map[string]reason{}, emitted: map[string]bool{},
-		unhealthy: map[string]bool{}, killed: map[string]bool{},
+		unhealthy: map[string]bool{}, killed: map[string]bool{}, carried: map[string]carriedRun{},
 	}
 	w.probes = newPodProbes(p.rt, clk, w.poke, func(eventType, reason, message string) {
 		p.event(w.current(), eventType, reason, message)
@@ -353,6 +356,14 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		if obs, err = w.observe(ctx); err != nil {
 			return 0, err
 		}
+		if reset, err := w.lostRuns(ctx, pd, obs); err != nil {
+			return 0, err
+		} else if reset {
+			w.poke() // at once: the next sync sets the sandbox up again
+			return 0, nil
+		}
+	} else {
+		w.withCarried(obs) // a sandbox made again after a reboot
 	}
 	next := w.advance(ctx, pd, obs)
 	if err := w.sandbox.settle(); err != nil {

@@ -73,8 +73,8 @@ func (w *podWorker) terminationMessages(ctx context.Context, spec *corev1.PodSpe
 
 // terminationMessage is the message of one run: "" while it runs.
 func (w *podWorker) terminationMessage(ctx context.Context, st *podman.ContainerState, src messageSource, kept map[string]string) string {
-	if st == nil || !st.Exited() {
-		return ""
+	if st == nil || !st.Exited() || st.Lost {
+		return "" // a lost run's message says why it was lost (lostRun)
 	}
 	if m, ok := w.messages[st.ID]; ok {
 		kept[st.ID] = m

@@ -28,11 +28,35 @@ type ContainerState struct {
 	// IPAddress is the container's address on its first network (for a
 	// pod's infra container: the pod's IP).
 	IPAddress string
+	// Lost: the container was started but neither runs nor has a recorded
+	// end. Podman resets a container's state when it finds its own state
+	// from an earlier boot (its tmp dir's "alive" file gone): the host
+	// rebooted, or podman's run-time state was wiped, while it ran.
+	// Podman 4 then says "created", podman 5 "exited", either with the
+	// start time kept, no finish time and exit code 0, which reads as a
+	// container to start or one that succeeded. ExitCode is then
+	// LostExitCode.
+	Lost bool
 }
 
-// Exited reports whether the container ran and finished.
+// LostExitCode is a lost container's exit code: SIGKILL's, which kubelet
+// reports too for a container whose end it cannot know
+// (ContainerStatusUnknown). Never 0: a lost run did not succeed.
+const LostExitCode = 128 + 9
+
+// Exited reports whether the container ran and finished, or was lost.
 func (s *ContainerState) Exited() bool {
-	return !s.Running && (s.Status == "exited" || s.Status == "stopped") && !s.FinishedAt.IsZero()
+	return !s.Running && ((s.Status == "exited" || s.Status == "stopped") && !s.FinishedAt.IsZero() || s.Lost)
+}
+
+// lost says whether a container's state is one podman reset after a
+// reboot: started, not running, never finished.
+func lost(s *ContainerState) bool {
+	switch s.Status {
+	case "created", "configured", "exited", "stopped":
+		return !s.Running && !s.StartedAt.IsZero() && s.FinishedAt.IsZero()
+	}
+	return false
 }
 
 // CreateContainer creates a container from spec. An existing container of
@@ -96,6 +120,11 @@ func (c *Client) InspectContainer(ctx context.Context, name string) (_ *Containe
 	if err != nil {
 		return nil, wrap("inspect container "+name, err)
 	}
+	return containerState(d), nil
+}
+
+// containerState is what rbn reads of an inspected container.
+func containerState(d *define.InspectContainerData) *ContainerState {
 	s := &ContainerState{ID: d.ID, Name: d.Name, ImageID: d.Image, ImageName: d.ImageName}
 	if d.Config != nil {
 		s.Labels = d.Config.Labels
@@ -111,8 +140,11 @@ func (c *Client) InspectContainer(ctx context.Context, name string) (_ *Containe
 	if st := d.State; st != nil {
 		s.Status, s.Running, s.ExitCode, s.OOMKilled, s.Error = st.Status, st.Running, st.ExitCode, st.OOMKilled, st.Error
 		s.StartedAt, s.FinishedAt = st.StartedAt, st.FinishedAt
+		if s.Lost = lost(s); s.Lost {
+			s.ExitCode = LostExitCode
+		}
 	}
-	return s, nil
+	return s
 }
 
 // ContainerSummary is a container as listed.

@@ -25,7 +25,10 @@ type HostInfo struct {
 	// swapping (free plus reclaimable caches), from the host's
 	// /proc/meminfo: podman reports only MemFree. 0: unknown.
 	MemAvailable int64
-	GraphRoot    string
+	// BootID is the host kernel's boot id (/proc/sys/kernel/random/boot_id):
+	// another one means the host rebooted. "": unknown.
+	BootID    string
+	GraphRoot string
 	// StorageTotal and StorageUsed describe the filesystem of the image and
 	// container store (zero when the service does not report them).
 	StorageTotal  uint64

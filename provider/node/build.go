@@ -61,6 +61,7 @@ func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 		n.Status.NodeInfo.Architecture = h.Arch
 		n.Status.NodeInfo.OperatingSystem = h.OS
 		n.Status.NodeInfo.KernelVersion = h.Kernel
+		n.Status.NodeInfo.BootID = h.BootID
 		n.Status.NodeInfo.OSImage = h.Distribution
 		n.Status.NodeInfo.ContainerRuntimeVersion = "podman://" + h.PodmanVersion
 		n.Status.Capacity, n.Status.Allocatable = Resources(spec, h)

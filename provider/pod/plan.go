@@ -21,6 +21,10 @@ const (
 	LabelAttempt      = "rbn.dev/attempt"   // restart count of this instance, decimal
 	LabelVolume       = "rbn.dev/volume"    // Kubernetes volume name
 	LabelRole         = "rbn.dev/role"      // "loader" on the volume loader container
+	// LabelBootID is the host's boot id when the container was created
+	// (rbn-kubelet adds it, when known): a lost run whose boot id is not
+	// the host's now was ended by a reboot.
+	LabelBootID = "rbn.dev/boot-id"
 )
 
 // Input is everything Translate needs. The pod's env is resolved by
