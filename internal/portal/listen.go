@@ -1,0 +1,34 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ListenTransparent listens on addr ("ip:port") with IP_TRANSPARENT, so
+// that it may bind an address no interface holds. IP_FREEBIND is not
+// enough: the SYN-ACK's route lookup from such an address needs the
+// any-source flag that only IP_TRANSPARENT gives the socket.
+func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set IP_TRANSPARENT: %w", serr)
+		}
+		return nil
+	}}
+	ln, err := lc.Listen(ctx, "tcp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
