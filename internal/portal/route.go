@@ -33,6 +33,15 @@ type Routing struct {
 	Priority int
 	// InputInterfaces restricts capture to packets arriving on them.
 	InputInterfaces []string
+	// Handle is the namespace's netlink handle; nil is the process's.
+	Handle *netlink.Handle
+}
+
+func (r Routing) handle() *netlink.Handle {
+	if r.Handle == nil {
+		return &netlink.Handle{} // netlink's own functions use this one
+	}
+	return r.Handle
 }
 
 // route is `local CIDR dev lo table T`.
@@ -88,7 +97,8 @@ func ipNetEqual(a, b *net.IPNet) bool {
 // Ensure installs the route and the rules, leaving equal ones in place and
 // removing rules into our table that select anything else (left by an
 // earlier configuration).
-func (r Routing) Ensure(h *netlink.Handle) error {
+func (r Routing) Ensure() error {
+	h := r.handle()
 	route, err := r.route(h)
 	if err != nil {
 		return err
@@ -125,7 +135,8 @@ func (r Routing) Ensure(h *netlink.Handle) error {
 
 // Remove deletes every rule into our table and the route; what is already
 // gone is no error.
-func (r Routing) Remove(h *netlink.Handle) error {
+func (r Routing) Remove() error {
+	h := r.handle()
 	installed, err := h.RuleList(netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)

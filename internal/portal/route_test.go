@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func testRouting(t *testing.T, iifs ...string) Routing {
-	return Routing{CIDR: mustCIDR(t, "10.250.0.0/16"), Table: DefaultRouteTable, Priority: DefaultRulePriority, InputInterfaces: iifs}
+func testRouting(t *testing.T, h *netlink.Handle, iifs ...string) Routing {
+	return Routing{Handle: h, CIDR: mustCIDR(t, "10.250.0.0/16"), Table: DefaultRouteTable, Priority: DefaultRulePriority, InputInterfaces: iifs}
 }
 
 // ourRules lists the rules into the table of r.
@@ -57,16 +57,16 @@ func isLocal(t *testing.T, h *netlink.Handle, ip, iif string) bool {
 
 func TestRoutingCapturesFromInputInterfaceOnly(t *testing.T) {
 	n := newTestNet(t)
-	r := testRouting(t, "ptv0")
+	r := testRouting(t, n.nodeH, "ptv0")
 	// A stale rule of ours (an interface no longer configured) goes.
-	if err := testRouting(t, "ptv0", "gone0").Ensure(n.nodeH); err != nil {
+	if err := testRouting(t, n.nodeH, "ptv0", "gone0").Ensure(); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if got := len(ourRules(t, n.nodeH, r)); got != 2 {
 		t.Fatalf("rules with two interfaces: %d, want 2", got)
 	}
 	for range 2 { // idempotent
-		if err := r.Ensure(n.nodeH); err != nil {
+		if err := r.Ensure(); err != nil {
 			t.Fatalf("Ensure: %v", err)
 		}
 	}
@@ -116,7 +116,7 @@ func TestRoutingCapturesFromInputInterfaceOnly(t *testing.T) {
 		t.Errorf("served as %q (%v), want 10.250.1.5:2222", got, err)
 	}
 
-	if err := r.Remove(n.nodeH); err != nil {
+	if err := r.Remove(); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	if rules := ourRules(t, n.nodeH, r); len(rules) != 0 {
@@ -128,15 +128,15 @@ func TestRoutingCapturesFromInputInterfaceOnly(t *testing.T) {
 	if isLocal(t, n.nodeH, "10.250.1.5", "ptv0") {
 		t.Error("still captured after Remove")
 	}
-	if err := r.Remove(n.nodeH); err != nil {
+	if err := r.Remove(); err != nil {
 		t.Errorf("second Remove: %v", err)
 	}
 }
 
 func TestRoutingWithoutInputInterfaceCapturesAll(t *testing.T) {
 	n := newTestNet(t)
-	r := testRouting(t)
-	if err := r.Ensure(n.nodeH); err != nil {
+	r := testRouting(t, n.nodeH)
+	if err := r.Ensure(); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	if rules := ourRules(t, n.nodeH, r); len(rules) != 1 || rules[0].IifName != "" {
@@ -145,7 +145,7 @@ func TestRoutingWithoutInputInterfaceCapturesAll(t *testing.T) {
 	if !isLocal(t, n.nodeH, "10.250.1.5", "") || !isLocal(t, n.nodeH, "10.250.1.5", "ptv0") {
 		t.Error("not every packet to the range is delivered locally")
 	}
-	if err := r.Remove(n.nodeH); err != nil {
+	if err := r.Remove(); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	if isLocal(t, n.nodeH, "10.250.1.5", "") {
