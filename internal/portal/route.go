@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
@@ -28,13 +29,18 @@ const (
 // keeps reaching its own pods, since only traffic from the named
 // interfaces is captured.
 type Routing struct {
-	CIDR     *net.IPNet
+	CIDR     netip.Prefix
 	Table    int
 	Priority int
 	// InputInterfaces restricts capture to packets arriving on them.
 	InputInterfaces []string
 	// Handle is the namespace's netlink handle; nil is the process's.
 	Handle *netlink.Handle
+}
+
+// ipNet is the CIDR as netlink takes it.
+func (r Routing) ipNet() *net.IPNet {
+	return &net.IPNet{IP: r.CIDR.Addr().AsSlice(), Mask: net.CIDRMask(r.CIDR.Bits(), r.CIDR.Addr().BitLen())}
 }
 
 func (r Routing) handle() *netlink.Handle {
@@ -51,7 +57,7 @@ func (r Routing) route(h *netlink.Handle) (*netlink.Route, error) {
 		return nil, fmt.Errorf("loopback interface: %w", err)
 	}
 	return &netlink.Route{
-		Dst:       r.CIDR,
+		Dst:       r.ipNet(),
 		Type:      unix.RTN_LOCAL,
 		Table:     r.Table,
 		Scope:     netlink.SCOPE_HOST,
@@ -71,7 +77,7 @@ func (r Routing) rules() []*netlink.Rule {
 		rule.Family = netlink.FAMILY_V4
 		rule.Priority = r.Priority
 		rule.Table = r.Table
-		rule.Dst = r.CIDR
+		rule.Dst = r.ipNet()
 		rule.IifName = iif
 		out = append(out, rule)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 )
 
 func testRouting(t *testing.T, h *netlink.Handle, iifs ...string) Routing {
-	return Routing{Handle: h, CIDR: mustCIDR(t, "10.250.0.0/16"), Table: DefaultRouteTable, Priority: DefaultRulePriority, InputInterfaces: iifs}
+	return Routing{Handle: h, CIDR: netip.MustParsePrefix("10.250.0.0/16"), Table: DefaultRouteTable, Priority: DefaultRulePriority, InputInterfaces: iifs}
 }
 
 // ourRules lists the rules into the table of r.
