@@ -43,14 +43,23 @@ func newNetns(t *testing.T) netns.NsHandle {
 // inNetns runs f on a thread in ns: sockets f creates live in ns.
 func inNetns(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
+	if err := doInNetns(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// doInNetns is inNetns for goroutines other than the test's.
+func doInNetns(ns netns.NsHandle, f func()) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		t.Fatal(err)
+		runtime.UnlockOSThread()
+		return err
 	}
 	defer orig.Close()
 	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
+		runtime.UnlockOSThread()
+		return err
 	}
 	defer func() {
 		// A thread left in ns is not returned to the scheduler: it ends
@@ -60,6 +69,7 @@ func inNetns(t *testing.T, ns netns.NsHandle, f func()) {
 		}
 	}()
 	f()
+	return nil
 }
 
 // testNet is a node namespace and a client namespace joined by a veth

@@ -198,3 +198,56 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPortalInNetns runs the portal with its real routes and transparent
+// listeners in a node namespace, and a client behind its ptv0.
+func TestPortalInNetns(t *testing.T) {
+	n := newTestNet(t)
+	sl := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22)}, podEndpoint("a", true, "10.250.1.5"))
+	d := newFakeDialer()
+	p, err := New(Config{
+		Client: fake.NewClientset(sl), PodCIDR: netip.MustParsePrefix("10.250.0.0/16"),
+		Routes: testRouting(t, n.nodeH, "ptv0"), Dialer: d, Metrics: NewMetrics(),
+		Listen: func(ctx context.Context, addr string) (ln net.Listener, err error) {
+			if nsErr := doInNetns(n.node, func() { ln, err = ListenTransparent(ctx, addr) }); nsErr != nil {
+				return nil, nsErr
+			}
+			return ln, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	testwait.Eventually(t, "portal ready", p.Ready)
+
+	var conn net.Conn
+	inNetns(t, n.client, func() {
+		dctx, dcancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer dcancel()
+		if conn, err = (&net.Dialer{}).DialContext(dctx, "tcp4", "10.250.1.5:22"); err != nil {
+			t.Fatalf("dial the pod address from behind ptv0: %v", err)
+		}
+	})
+	defer conn.Close()
+	echo(t, dialed(t, d))
+	roundTrip(t, conn.(*net.TCPConn), "through the portal")
+
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return in 10s after its context ended")
+	}
+	if rules := ourRules(t, n.nodeH, testRouting(t, n.nodeH)); len(rules) != 0 {
+		t.Errorf("rules left after the portal stopped: %v", rules)
+	}
+	if routes := tableRoutes(t, n.nodeH, DefaultRouteTable); len(routes) != 0 {
+		t.Errorf("routes left after the portal stopped: %v", routes)
+	}
+}
