@@ -161,14 +161,7 @@ func TestPortalListensRelaysAndCleansUp(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return in 10s after its context ended")
-	}
+	waitRun(t, runErr)
 	wait(t, again.closed, "listeners close on stop")
 	if routes.removed != 1 {
 		t.Errorf("routes removed %d times on stop, want 1", routes.removed)
@@ -236,6 +229,18 @@ func TestPortalInNetns(t *testing.T) {
 	roundTrip(t, conn.(*net.TCPConn), "through the portal")
 
 	cancel()
+	waitRun(t, runErr)
+	if rules := ourRules(t, n.nodeH, testRouting(t, n.nodeH)); len(rules) != 0 {
+		t.Errorf("rules left after the portal stopped: %v", rules)
+	}
+	if routes := tableRoutes(t, n.nodeH, DefaultRouteTable); len(routes) != 0 {
+		t.Errorf("routes left after the portal stopped: %v", routes)
+	}
+}
+
+// waitRun waits for Run's error after its context ended.
+func waitRun(t *testing.T, runErr <-chan error) {
+	t.Helper()
 	select {
 	case err := <-runErr:
 		if err != nil {
@@ -243,11 +248,5 @@ func TestPortalInNetns(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return in 10s after its context ended")
-	}
-	if rules := ourRules(t, n.nodeH, testRouting(t, n.nodeH)); len(rules) != 0 {
-		t.Errorf("rules left after the portal stopped: %v", rules)
-	}
-	if routes := tableRoutes(t, n.nodeH, DefaultRouteTable); len(routes) != 0 {
-		t.Errorf("routes left after the portal stopped: %v", routes)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 
 	"k8s.io/client-go/kubernetes"
 
@@ -178,18 +177,8 @@ func serveHealth(ctx context.Context, ln net.Listener, ready func() bool) error 
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
+	if err := metrics.ServeHandler(ctx, ln, mux); err != nil {
 		return fmt.Errorf("health: %w", err)
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("health: %w", err)
-		}
-		return nil
 	}
+	return nil
 }
