@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -110,7 +111,9 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 		}
 	}()
 	ctx, cancel := context.WithCancel(ctx)
-	factory := informers.NewSharedInformerFactory(p.cfg.Client, 0)
+	// Every slice of the cluster is cached: without managed fields, which
+	// are most of a slice's size and of no use here.
+	factory := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTransform(stripManagedFields))
 	defer func() {
 		p.closeAll()
 		cancel() // ends the relayed connections (Serve) and the informer
@@ -230,4 +233,11 @@ func (p *Portal) closeAll() {
 		delete(p.listeners, addr)
 	}
 	p.cfg.Metrics.listeners.Set(0)
+}
+
+func stripManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
