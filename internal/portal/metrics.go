@@ -21,13 +21,14 @@ const (
 
 // Metrics are the portal's series, updated where things happen.
 type Metrics struct {
-	listeners    prometheus.Gauge
-	skipped      prometheus.Gauge
-	accepted     prometheus.Counter
-	failed       *prometheus.CounterVec
-	bytes        *prometheus.CounterVec
-	dials        prometheus.Counter
-	dialFailures prometheus.Counter
+	listeners      prometheus.Gauge
+	skipped        prometheus.Gauge
+	listenFailures prometheus.Counter
+	accepted       prometheus.Counter
+	failed         *prometheus.CounterVec
+	bytes          *prometheus.CounterVec
+	dials          prometheus.Counter
+	dialFailures   prometheus.Counter
 }
 
 // NewMetrics makes the portal's series; register them with Collectors.
@@ -40,6 +41,8 @@ func NewMetrics() *Metrics {
 			"Listeners open on remote pod addresses."))),
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts(opts("skipped_ports",
 			"Remote pod ports that EndpointSlices name but the portal does not relay (UDP, SCTP)."))),
+		listenFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("listen_failures_total",
+			"Listens on a remote pod address that failed (retried with backoff); a node's own listener on the port's wildcard address is one cause."))),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts(opts("connections_accepted_total",
 			"Connections accepted on remote pod addresses."))),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts(opts("connections_failed_total",
@@ -55,5 +58,5 @@ func NewMetrics() *Metrics {
 
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.listeners, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
+	return []prometheus.Collector{m.listeners, m.skipped, m.listenFailures, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
 }

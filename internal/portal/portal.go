@@ -103,7 +103,8 @@ func (p *Portal) Ready() bool { return p.ready.Load() }
 func (p *Portal) Run(ctx context.Context) (err error) {
 	log := logging.FromContext(ctx)
 	if err := p.cfg.Routes.Ensure(); err != nil {
-		return fmt.Errorf("portal: routes: %w", err)
+		// Take back what was installed before the failure.
+		return errors.Join(fmt.Errorf("portal: routes: %w", err), p.cfg.Routes.Remove())
 	}
 	defer func() {
 		if rerr := p.cfg.Routes.Remove(); rerr != nil {
@@ -122,15 +123,17 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	}()
 	slices := factory.Discovery().V1().EndpointSlices()
 	enqueue := func(any) { p.queue.Add(reconcileKey) }
-	if _, err := slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handler, err := slices.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue, UpdateFunc: func(_, _ any) { p.queue.Add(reconcileKey) }, DeleteFunc: enqueue,
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("portal: watch EndpointSlices: %w", err)
 	}
 	factory.Start(ctx.Done())
 	go func() { <-ctx.Done(); p.queue.ShutDown() }()
-	if !cache.WaitForCacheSync(ctx.Done(), slices.Informer().HasSynced) {
-		return ctx.Err()
+	// The handler's sync: the initial slices are queued (as one key).
+	if !cache.WaitForCacheSync(ctx.Done(), handler.HasSynced) {
+		return nil // stopped before the first sync
 	}
 	log.Info("portal serving", "podCIDR", p.cfg.PodCIDR.String())
 	p.queue.Add(reconcileKey)
@@ -179,6 +182,7 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 		}
 		ln, err := p.cfg.Listen(ctx, addr.String())
 		if err != nil {
+			p.cfg.Metrics.listenFailures.Inc()
 			errs = append(errs, err)
 			continue
 		}

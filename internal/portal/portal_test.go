@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,4 +250,34 @@ func waitRun(t *testing.T, runErr <-chan error) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return in 10s after its context ended")
 	}
+}
+
+func TestPortalRetriesFailedListen(t *testing.T) {
+	sl := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22)}, podEndpoint("a", true, "100.96.1.2"))
+	lf := loopbackListen{opened: make(chan *fakeListener, 16)}
+	var calls atomic.Int32
+	m := NewMetrics()
+	p, err := New(Config{Client: fake.NewClientset(sl), PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
+		Routes: &fakeRoutes{}, Dialer: newFakeDialer(), Metrics: m,
+		Listen: func(ctx context.Context, addr string) (net.Listener, error) {
+			if calls.Add(1) == 1 {
+				return nil, errors.New("bind: address already in use")
+			}
+			return lf.Listen(ctx, addr)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	// No slice changes: only the retry can open it.
+	if l := nextListener(t, lf.opened); l.addr != "100.96.1.2:22" {
+		t.Errorf("listening on %s, want 100.96.1.2:22", l.addr)
+	}
+	if got := testutil.ToFloat64(m.listenFailures); got != 1 {
+		t.Errorf("listen failures %v, want 1", got)
+	}
+	cancel()
+	waitRun(t, runErr)
 }
