@@ -68,7 +68,7 @@ type listener struct {
 // reconcile, and events during one coalesce into the next.
 const reconcileKey = "endpointslices"
 
-// New validates cfg.
+// New validates cfg. A Portal runs once.
 func New(cfg Config) (*Portal, error) {
 	var errs []error
 	if cfg.Client == nil {
@@ -95,7 +95,7 @@ func New(cfg Config) (*Portal, error) {
 	}, nil
 }
 
-// Ready tells whether the EndpointSlices are synced and listened on.
+// Ready tells whether the EndpointSlices are synced and reconciled once.
 func (p *Portal) Ready() bool { return p.ready.Load() }
 
 // Run installs the routes, serves until ctx ends, then closes the
@@ -147,8 +147,11 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 			p.queue.AddRateLimited(key)
 		} else {
 			p.queue.Forget(key)
-			p.ready.Store(true)
 		}
+		// Ready even if a port failed: the others are served, and the
+		// failure is counted and retried (a port the node holds itself
+		// may never succeed).
+		p.ready.Store(true)
 		p.queue.Done(key)
 	}
 }

@@ -166,7 +166,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // serveHealth answers GET /healthz (the process serves) and GET /readyz
-// (the EndpointSlices are synced and listened on) until ctx ends.
+// (the EndpointSlices are synced and reconciled once) until ctx ends.
 func serveHealth(ctx context.Context, ln net.Listener, ready func() bool) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
