@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/gorilla/mux"
@@ -15,14 +17,10 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// spdyRelay returns a Relay dialing a real port-forward server (the
-// kubelet side rbn-kubelet serves, at the apiserver's path) whose pods'
-// ports are served by pf.
-func spdyRelay(t *testing.T, pf vkapi.PortForwardHandlerFunc) (*Relay, *Metrics) {
+// apiForwarder returns an APIPortForwarder whose apiserver is h.
+func apiForwarder(t *testing.T, h http.Handler) *APIPortForwarder {
 	t.Helper()
-	r := mux.NewRouter()
-	r.Handle("/api/v1/namespaces/{namespace}/pods/{pod}/portforward", vkapi.HandlePortForward(pf))
-	srv := httptest.NewServer(r)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	cfg := &rest.Config{Host: srv.URL}
 	client, err := kubernetes.NewForConfig(cfg)
@@ -33,8 +31,34 @@ func spdyRelay(t *testing.T, pf vkapi.PortForwardHandlerFunc) (*Relay, *Metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+func TestAPIPortForwarderDialsThePodsSubresource(t *testing.T) {
+	type request struct{ method, path, protocol string }
+	got := make(chan request, 1)
+	f := apiForwarder(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- request{r.Method, r.URL.Path, r.Header.Get("X-Stream-Protocol-Version")}
+		http.Error(w, "forbidden", http.StatusForbidden)
+	}))
+	if _, err := f.Dial(Pod{Namespace: "ns", Name: "a"}); err == nil || !strings.Contains(err.Error(), "ns/a") {
+		t.Errorf("Dial refused: %v, want an error naming the pod", err)
+	}
+	want := request{http.MethodPost, "/api/v1/namespaces/ns/pods/a/portforward", "portforward.k8s.io"}
+	if r := <-got; r != want {
+		t.Errorf("request %+v, want %+v", r, want)
+	}
+}
+
+// spdyRelay returns a Relay dialing a real port-forward server (the
+// kubelet side rbn-kubelet serves, at the apiserver's path) whose pods'
+// ports are served by pf.
+func spdyRelay(t *testing.T, pf vkapi.PortForwardHandlerFunc) (*Relay, *Metrics) {
+	t.Helper()
+	r := mux.NewRouter()
+	r.Handle("/api/v1/namespaces/{namespace}/pods/{pod}/portforward", vkapi.HandlePortForward(pf))
 	m := NewMetrics()
-	return NewRelay(f, m), m
+	return NewRelay(apiForwarder(t, r), m), m
 }
 
 func TestRelayOverSPDY(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 )
 
 // fakeStream is one end of a port-forward stream: reads from r, writes to w.
@@ -374,31 +370,5 @@ func TestRelayRetainClosesIdleConnectionsOfOtherPods(t *testing.T) {
 	wait(t, done, "Serve")
 	if !conn.isClosed() {
 		t.Error("the connection of a pod no longer retained stays open after its last relayed connection")
-	}
-}
-
-func TestAPIPortForwarderDialsThePodsSubresource(t *testing.T) {
-	type request struct{ method, path, protocol string }
-	got := make(chan request, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- request{r.Method, r.URL.Path, r.Header.Get("X-Stream-Protocol-Version")}
-		http.Error(w, "forbidden", http.StatusForbidden)
-	}))
-	defer srv.Close()
-	cfg := &rest.Config{Host: srv.URL}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := NewAPIPortForwarder(cfg, client.CoreV1().RESTClient())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Dial(Pod{Namespace: "ns", Name: "a"}); err == nil || !strings.Contains(err.Error(), "ns/a") {
-		t.Errorf("Dial refused: %v, want an error naming the pod", err)
-	}
-	want := request{http.MethodPost, "/api/v1/namespaces/ns/pods/a/portforward", "portforward.k8s.io"}
-	if r := <-got; r != want {
-		t.Errorf("request %+v, want %+v", r, want)
 	}
 }
