@@ -143,7 +143,7 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	}
 	defer conn.RemoveStreams(errStream, data)
 	defer data.Reset()
-	stop := context.AfterFunc(ctx, func() { _ = data.Reset(); _ = client.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = data.Reset(); _ = errStream.Reset(); _ = client.Close() })
 	defer stop()
 
 	var wg sync.WaitGroup
@@ -163,9 +163,10 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	})
 	_, _ = io.Copy(counter{client, r.metrics.bytes.WithLabelValues("from_pod")}, data)
 	// The pod's side ended: so does the client's (kubectl port-forward's
-	// behaviour), which also ends the copy to the pod.
+	// behaviour), which also ends the copy to the pod. The kubelet closes
+	// the error stream when the request ends, after any message: wait for
+	// it, so that no error goes unreported.
 	_ = client.Close()
-	_ = errStream.Reset()
 	wg.Wait()
 }
 
