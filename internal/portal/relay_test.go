@@ -31,17 +31,23 @@ func (s *fakeStream) Reset() error {
 func (s *fakeStream) Headers() http.Header { return s.headers }
 func (s *fakeStream) Identifier() uint32   { return 0 }
 
-// fakeConn is a port-forward connection whose streams' far ends (the
-// kubelet's) arrive on kubelet.
+// fakeConn is a port-forward connection whose requests' far ends (the
+// kubelet's error and data streams) arrive on kubelet, paired by request ID.
 type fakeConn struct {
-	kubelet   chan *fakeStream
+	kubelet   chan fakeRequest
 	refuse    bool
 	closed    chan bool
 	closeOnce sync.Once
+
+	mu        sync.Mutex
+	errStream map[string]*fakeStream // by request ID, until its data stream comes
 }
 
+// fakeRequest is the kubelet's side of one request.
+type fakeRequest struct{ errStream, data *fakeStream }
+
 func newFakeConn() *fakeConn {
-	return &fakeConn{kubelet: make(chan *fakeStream, 16), closed: make(chan bool)}
+	return &fakeConn{kubelet: make(chan fakeRequest, 16), closed: make(chan bool), errStream: map[string]*fakeStream{}}
 }
 
 func (c *fakeConn) CreateStream(h http.Header) (httpstream.Stream, error) {
@@ -50,7 +56,16 @@ func (c *fakeConn) CreateStream(h http.Header) (httpstream.Stream, error) {
 	}
 	toKubelet, fromRelay := io.Pipe()
 	fromKubelet, toRelay := io.Pipe()
-	c.kubelet <- &fakeStream{headers: h.Clone(), r: toKubelet, w: toRelay}
+	far := &fakeStream{headers: h.Clone(), r: toKubelet, w: toRelay}
+	id := h.Get(corev1.PortForwardRequestIDHeader)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h.Get(corev1.StreamType) == corev1.StreamTypeError {
+		c.errStream[id] = far
+	} else {
+		c.kubelet <- fakeRequest{errStream: c.errStream[id], data: far}
+		delete(c.errStream, id)
+	}
 	return &fakeStream{headers: h, r: fromKubelet, w: fromRelay}, nil
 }
 
@@ -162,27 +177,25 @@ func serve(t *testing.T, r *Relay, tg Target) (*net.TCPConn, chan struct{}) {
 // kubeletRequest takes a request's error and data streams from c.
 func kubeletRequest(t *testing.T, c *fakeConn) (errStream, data *fakeStream) {
 	t.Helper()
-	next := func() *fakeStream {
-		select {
-		case s := <-c.kubelet:
-			return s
-		case <-time.After(10 * time.Second):
-			t.Fatal("no port-forward stream in 10s")
-			return nil
-		}
+	var req fakeRequest
+	select {
+	case req = <-c.kubelet:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no port-forward request in 10s")
 	}
-	errStream, data = next(), next()
-	if got := errStream.headers.Get(corev1.StreamType); got != corev1.StreamTypeError {
+	if req.errStream == nil {
+		t.Fatal("a data stream without an error stream before it")
+	}
+	if got := req.errStream.headers.Get(corev1.StreamType); got != corev1.StreamTypeError {
 		t.Errorf("first stream's type %q, want error", got)
 	}
-	if got := data.headers.Get(corev1.StreamType); got != corev1.StreamTypeData {
+	if got := req.data.headers.Get(corev1.StreamType); got != corev1.StreamTypeData {
 		t.Errorf("second stream's type %q, want data", got)
 	}
-	id := errStream.headers.Get(corev1.PortForwardRequestIDHeader)
-	if id == "" || data.headers.Get(corev1.PortForwardRequestIDHeader) != id {
-		t.Errorf("request IDs %q and %q, want one, the same", id, data.headers.Get(corev1.PortForwardRequestIDHeader))
+	if req.errStream.headers.Get(corev1.PortForwardRequestIDHeader) == "" {
+		t.Error("no request ID")
 	}
-	return errStream, data
+	return req.errStream, req.data
 }
 
 var podA = Target{Pod: Pod{Namespace: "ns", Name: "a"}, Port: 22}
