@@ -18,6 +18,8 @@ import (
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podnet"
+	"github.com/remote-build-nodes/rbn/provider"
 )
 
 // The local build hosts run on this machine, so the facts the node shows
@@ -407,10 +409,21 @@ func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 		t.Helper()
 		label := "label=rbn.dev/node=" + name
 		return strings.TrimSpace(s.MustHostPodman(t, 2, "ps", "-a", "--filter", label, "--format", "{{.Names}}") +
-			s.MustHostPodman(t, 2, "volume", "ls", "--filter", label, "--format", "{{.Name}}"))
+			s.MustHostPodman(t, 2, "volume", "ls", "--filter", label, "--format", "{{.Name}}") +
+			s.MustHostPodman(t, 2, "network", "ls", "--filter", label, "--format", "{{.Name}}"))
 	}
-	if onHost() == "" {
-		t.Fatal("the pod's containers and volume are not on host 2 under the node's label")
+	if left := onHost(); !strings.Contains(left, provider.PodNetworkName(name)) || !strings.Contains(left, "\n") {
+		t.Fatalf("the pod's containers, volume and the node's network are not on host 2 under the node's label:\n%s", left)
+	}
+	blocks := func() map[string]string {
+		cm, err := s.Client.CoreV1().ConfigMaps(framework.RBNNamespace).Get(context.Background(), podnet.ConfigMapName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cm.Data
+	}
+	if _, ok := blocks()[name]; !ok {
+		t.Fatalf("node %s has no block of the pod network: %v", name, blocks())
 	}
 
 	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
@@ -425,6 +438,9 @@ func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	// Nothing would sweep them later: they go with the node.
 	if left := onHost(); left != "" {
 		t.Errorf("left on host 2 after the RemoteBuildNode's deletion:\n%s", left)
+	}
+	if b, ok := blocks()[name]; ok {
+		t.Errorf("node %s's block %s not released", name, b)
 	}
 }
 

@@ -185,6 +185,8 @@ openssl x509 -req -in "${KUBELET_DIR}/serving.csr" -CA "${RBN_CA_CERT}" -CAkey "
 
 KUBELET_PORT="${RBN_KUBELET_PORT:-10250}"
 rbn::port_in_use "${KUBELET_PORT}" && KUBELET_PORT="$(rbn::free_port)"
+# podNetwork: as manifests/ ship it (the isolated hosts' /30s of 100.64.0.0/10 stay below 100.96 for
+# SSH ports under 32768, hack/hosts.sh).
 # egress: the stack's S3 server and registry listen on loopback (or on the stack's link address),
 # which rbn-kubelet refuses to fetch from for pods unless allowed (docs/operations.md, "Egress").
 # The e2e replicas (e2e/framework/replica.go) copy this file.
@@ -201,6 +203,7 @@ clientCAFile: ${RBN_CA_CERT}
 metricsBindAddress: 127.0.0.1:0
 logLevel: ${RBN_LOG_LEVEL:-info}
 egress: {allowedCIDRs: [127.0.0.0/8, ${RBN_STACK_NET}.0/24, ${NODE_ADDRESS}]}
+podNetwork: {cidr: 100.96.0.0/16}
 YAML
 
 "${RBN_ROOT}/hack/kubelet.sh" restart

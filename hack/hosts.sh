@@ -541,7 +541,10 @@ hosts::unmount_under() {
 hosts::clean() {
   local i="$1" d pid; d="$(hosts::dir "$1")"
   [[ -d "$d" ]] || return 0
-  local pods=""
+  local pods="" bridges
+  # The bridges of the host's networks (its default one, and the pod networks rbn-kubelet made):
+  # netavark removes a bridge with its last container, but not after a crash.
+  bridges="$(jq -r '.network_interface // empty' "$d"/networks/*.json 2>/dev/null || true)"
   if [[ -x "$d/podman" && -d "$d/storage" ]]; then
     pods="$(timeout 30 "$d/podman" pod ps -q --no-trunc 2>/dev/null || true)"
     timeout 60 "$d/podman" pod rm -af -t 0 >/dev/null 2>&1 || true
@@ -579,8 +582,11 @@ hosts::clean() {
     done
   done
   hosts::ns_stop "$i"
-  local bridge; bridge="rbn$(hosts::port "$i")h${i}"
-  ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
+  local bridge
+  for bridge in "rbn$(hosts::port "$i")h${i}" ${bridges}; do
+    [[ "$bridge" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || continue
+    ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge" 2>/dev/null || true
+  done
   hosts::netns_down "$i"
   hosts::link_addr_down "$i"
   hosts::unmount_under "$d"

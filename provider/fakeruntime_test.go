@@ -45,6 +45,7 @@ type fakeRuntime struct {
 	ctrPod   map[string]string                 // container name -> podman pod (name or ID)
 	images   map[string]bool
 	volumes  map[string]podman.Volume
+	networks map[string]podman.Network
 	pullErr  map[string]error // image -> what its pulls answer
 	existErr error            // what image lookups answer, when set
 	startErr map[string]error // container name -> what its start answers
@@ -186,6 +187,11 @@ func (f *fakeRuntime) CreatePod(_ context.Context, spec *specgen.PodSpecGenerato
 	if _, ok := f.pods[spec.Name]; ok {
 		return "", fmt.Errorf("create pod %s: %w", spec.Name, podman.ErrConflict)
 	}
+	for name := range spec.Networks {
+		if _, ok := f.networks[name]; !ok {
+			return "", fmt.Errorf("create pod %s: unable to find network with name or ID %s: network not found", spec.Name, name)
+		}
+	}
 	infra := &podman.ContainerState{ID: f.id(), Name: spec.InfraName, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "infra-image"}
 	f.ctrs[infra.Name] = infra
 	p := &podman.PodSummary{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), InfraID: infra.ID}
@@ -284,6 +290,10 @@ func (f *fakeRuntime) start(name string) error {
 	c.Running, c.Status, c.StartedAt, c.FinishedAt, c.Error = true, "running", f.clock.Now(), time.Time{}, ""
 	if c.Labels["rbn.dev/container"] == "" {
 		c.IPAddress = "10.88.0.7" // the infra container: the pod's IP
+		for net := range f.podSpecs[f.ctrPod[c.Name]].Networks {
+			// The first address after the bridge's, from the pod's network.
+			c.IPAddress = f.networks[net].Subnet.Addr().Next().Next().String()
+		}
 	}
 	return nil
 }
@@ -390,6 +400,51 @@ func (f *fakeRuntime) EnsureVolume(_ context.Context, name string, labels, opts 
 		f.volumes[name] = v
 	}
 	return &v, nil
+}
+
+func (f *fakeRuntime) EnsureNetwork(_ context.Context, want podman.Network) (*podman.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("ensure-network %s %s", want.Name, want.Subnet)
+	if err := f.fault("ensure-network"); err != nil {
+		return nil, err
+	}
+	if f.networks == nil {
+		f.networks = map[string]podman.Network{}
+	}
+	n, ok := f.networks[want.Name]
+	if !ok {
+		n = want
+		n.Labels = maps.Clone(want.Labels)
+		f.networks[want.Name] = n
+	}
+	return &n, nil
+}
+
+func (f *fakeRuntime) ListNetworks(_ context.Context, labels map[string]string) ([]podman.Network, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []podman.Network
+	for _, n := range f.networks {
+		if matches(n.Labels, labels) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// RemoveNetwork refuses a network a podman pod joined, as podman does.
+func (f *fakeRuntime) RemoveNetwork(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("remove-network %s", name)
+	for pod, spec := range f.podSpecs {
+		if _, joined := spec.Networks[name]; joined && f.pods[pod] != nil {
+			return fmt.Errorf("remove network %s: network is being used by pod %s", name, pod)
+		}
+	}
+	delete(f.networks, name)
+	return nil
 }
 
 func (f *fakeRuntime) ListVolumes(_ context.Context, labels map[string]string) ([]podman.Volume, error) {

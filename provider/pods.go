@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -68,6 +69,10 @@ type PodsConfig struct {
 	// adoptWait) instead of answering that the pod is not on this node.
 	// Nil: no wait.
 	Bound func(namespace, name string) bool
+	// PodNetwork is the node's block of rbn's pod network: its pods join
+	// the host's podman network of that subnet (PodNetworkName). Zero:
+	// they join the host's default network.
+	PodNetwork netip.Prefix
 	// ResyncInterval is how often the node's containers are relisted, which
 	// bounds how long a missed podman event can go unnoticed. Default 10s.
 	ResyncInterval time.Duration
@@ -82,6 +87,7 @@ type PodsConfig struct {
 type Pods struct {
 	cfg PodsConfig
 	rt  podRuntime
+	net *podNetwork // nil: the host's default network
 
 	mu      sync.Mutex
 	workers map[string]*podWorker // namespace/name
@@ -185,7 +191,7 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 		cfg.ResyncInterval = 10 * time.Second
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
-	return &Pods{cfg: cfg, rt: rt, workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
+	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
 
 // workerOf returns the worker of a pod UID, nil if none.

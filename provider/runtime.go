@@ -64,6 +64,9 @@ type podRuntime interface {
 	ListVolumes(ctx context.Context, labels map[string]string) ([]podman.Volume, error)
 	RemoveVolume(ctx context.Context, name string) error
 
+	// Networks: the node's block of rbn's pod network.
+	networkRuntime
+
 	// Archive copy into and out of a (created) container's file system.
 	CopyInto(ctx context.Context, container, path string, tar io.Reader) error
 	CopyFrom(ctx context.Context, container, path string) (io.ReadCloser, error)

@@ -126,7 +126,11 @@ func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 	if err := w.volumes.create(ctx, w.plan, w.p.cfg.Spec.HostPathAllowlist); err != nil {
 		return false, err
 	}
+	if err := w.p.net.ensure(ctx, w.p.rt); err != nil {
+		return false, err
+	}
 	if fresh, err = w.sandbox.create(ctx, w.plan); err != nil {
+		w.p.net.recheck() // in case someone removed it on the host
 		return false, err
 	}
 	if fresh && !needsInfraFirst(w.plan) {

@@ -70,6 +70,34 @@ func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]stri
 // would ever sweep them later, since the node's orphan sweep runs only
 // while it is served.
 func SweepNode(ctx context.Context, host *Host, node string, log *slog.Logger) error {
+	return sweepNode(ctx, host.Podman(), node, log)
+}
+
+// nodeObjects is what sweepNode needs of a host's podman.
+type nodeObjects interface {
+	labelledObjects
+	ListNetworks(ctx context.Context, labels map[string]string) ([]podman.Network, error)
+	RemoveNetwork(ctx context.Context, name string) error
+}
+
+// sweepNode removes node's podman objects from rt, then its pod network,
+// which no container of the node's uses any more.
+func sweepNode(ctx context.Context, rt nodeObjects, node string, log *slog.Logger) error {
+	sel := map[string]string{pod.LabelNode: node}
 	all := func(map[string]string) bool { return true }
-	return removeLabelled(ctx, host.Podman(), map[string]string{pod.LabelNode: node}, all, "deleted node's", log)
+	if err := removeLabelled(ctx, rt, sel, all, "deleted node's", log); err != nil {
+		return err
+	}
+	nets, err := rt.ListNetworks(ctx, sel)
+	if err != nil {
+		return fmt.Errorf("list networks: %w", err)
+	}
+	var errs []error
+	for _, n := range nets {
+		log.Info("removing deleted node's pod network", "name", n.Name, "subnet", n.Subnet)
+		if err := rt.RemoveNetwork(ctx, n.Name); err != nil {
+			errs = append(errs, fmt.Errorf("deleted node's network %s: %w", n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -54,6 +54,7 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		Pod: pd, NodeName: p.cfg.NodeName, HostPathAllowlist: p.cfg.Spec.HostPathAllowlist,
 		Secrets: map[string]*corev1.Secret{}, ConfigMaps: map[string]*corev1.ConfigMap{},
 		PodIP: podIP, HostIP: p.hostIP(), ClusterDomain: p.cfg.ClusterDomain,
+		Network: p.net.name(),
 	}
 	in.AllowedUnsafeSysctls = p.cfg.Spec.AllowedUnsafeSysctls
 	info := p.rt.Info()

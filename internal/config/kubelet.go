@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/podnet"
 )
 
 // KubeletKind is rbn-kubelet's configuration kind.
@@ -81,6 +83,8 @@ type KubeletConfiguration struct {
 	Sharding ShardingConfiguration `json:"sharding,omitempty"`
 
 	Egress EgressConfiguration `json:"egress,omitempty"`
+
+	PodNetwork PodNetworkConfiguration `json:"podNetwork,omitempty"`
 
 	// LogFormat is text or json. LogLevel is debug, info, warn or error.
 	LogFormat string `json:"logFormat,omitempty" default:"text"`
@@ -180,6 +184,45 @@ type EgressConfiguration struct {
 	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
 }
 
+// PodNetworkConfiguration is the pod network rbn owns (docs/services.md):
+// each node gets a block of it, the subnet of a podman network rbn makes on
+// its host, so that every pod on a build host has an address no other pod
+// in the cluster holds, and Services can reach it (rbn-portal).
+type PodNetworkConfiguration struct {
+	// CIDR is an IPv4 range that no other network of the cluster, its
+	// nodes or the build hosts uses. Empty: pods stay on each host's
+	// default podman network, whose addresses hosts share (10.88.0.0/16 by
+	// default), so that no Service can reach them.
+	CIDR string `json:"cidr,omitempty"`
+	// BlockSize is the prefix length of each node's block: a /24 holds 253
+	// pods (podman takes the first address for the host's bridge).
+	BlockSize int32 `json:"blockSize,omitempty" default:"24"`
+}
+
+// Enabled says whether pods get addresses from the rbn pod network.
+func (n *PodNetworkConfiguration) Enabled() bool { return n.CIDR != "" }
+
+// Blocks is the network's configuration for internal/podnet; Validate has
+// checked it.
+func (n *PodNetworkConfiguration) Blocks() (podnet.Config, error) {
+	p, err := netip.ParsePrefix(n.CIDR)
+	if err != nil {
+		return podnet.Config{}, err
+	}
+	c := podnet.Config{CIDR: p, BlockBits: int(n.BlockSize)}
+	return c, c.Validate()
+}
+
+func (n *PodNetworkConfiguration) validate(p *field.Path) field.ErrorList {
+	if !n.Enabled() {
+		return nil
+	}
+	if _, err := n.Blocks(); err != nil {
+		return field.ErrorList{field.Invalid(p, fmt.Sprintf("cidr %s, blockSize %d", n.CIDR, n.BlockSize), err.Error())}
+	}
+	return nil
+}
+
 // Policy is the egress policy the configuration describes; Validate has
 // checked the CIDRs.
 func (e *EgressConfiguration) Policy() (*egress.Policy, error) {
@@ -254,6 +297,7 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	errs = append(errs, validatePositive(retry.Child("resync"), c.PodRetry.Resync)...)
 	errs = append(errs, c.Sharding.validate(field.NewPath("sharding"))...)
 	errs = append(errs, c.Egress.validate(field.NewPath("egress"))...)
+	errs = append(errs, c.PodNetwork.validate(field.NewPath("podNetwork"))...)
 	errs = append(errs, logging.ValidateOptions(c.LogFormat, c.LogLevel)...)
 	return errs
 }

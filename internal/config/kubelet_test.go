@@ -134,3 +134,33 @@ func TestEgressValidated(t *testing.T) {
 		t.Errorf("default policy lets link-local through (%v)", err)
 	}
 }
+
+// The pod network is off unless a cidr is set; a bad one is reported.
+func TestPodNetworkValidated(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"podNetwork: {}\n", true},
+		{"podNetwork: {cidr: 100.96.0.0/16}\n", true},
+		{"podNetwork: {cidr: 100.96.0.0/16, blockSize: 26}\n", true},
+		{"podNetwork: {cidr: 100.96.0.0/16, blockSize: 31}\n", false},
+		{"podNetwork: {cidr: 100.96.0.0/25}\n", false},
+		{"podNetwork: {cidr: 100.96.0.5/16}\n", false},
+		{"podNetwork: {cidr: fd00::/48}\n", false},
+		{"podNetwork: {cidr: not-a-cidr}\n", false},
+	} {
+		c := decodeKubelet(t, tc.yaml)
+		if got := !hasField(c.Validate().ToAggregate(), "podNetwork"); got != tc.ok {
+			t.Errorf("%s: valid = %v, want %v (%v)", tc.yaml, got, tc.ok, c.Validate())
+		}
+	}
+	c := decodeKubelet(t, "podNetwork: {cidr: 100.96.0.0/16}\n")
+	b, err := c.PodNetwork.Blocks()
+	if !c.PodNetwork.Enabled() || err != nil || b.CIDR.String() != "100.96.0.0/16" || b.BlockBits != 24 {
+		t.Errorf("Blocks() = %+v, %v", b, err)
+	}
+	if c := decodeKubelet(t, "{}\n"); c.PodNetwork.Enabled() {
+		t.Error("enabled without a cidr")
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
@@ -80,6 +81,9 @@ type Controller struct {
 	// egress is where rbn-kubelet may connect for pods (S3, relayed images).
 	egress *egress.Policy
 	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
+	// blocks hands each node its block of rbn's pod network; nil: pods
+	// join their hosts' default networks.
+	blocks *podnet.Blocks
 	// warm keeps every valid node's host up, served here or not; nil in
 	// tests that start no host.
 	warm   *warmHosts
@@ -202,6 +206,10 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	c.shared.Node().V1().RuntimeClasses().Informer()
 	return c, nil
 }
+
+// SetPodNetwork makes each node's pods join its block of rbn's pod
+// network, handed out by blocks; call it before Run.
+func (c *Controller) SetPodNetwork(blocks *podnet.Blocks) { c.blocks = blocks }
 
 // Run serves until ctx ends, then stops every node runtime and releases
 // every node's Lease (see shutdown).
@@ -430,7 +438,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)
@@ -664,6 +672,14 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 		return fmt.Errorf("list pods of node %s: %w", rbn.Name, err)
 	}
 	c.sweepHost(ctx, rbn)
+	if c.blocks != nil {
+		// After the sweep: a host that could not be swept may keep the
+		// network (HostNotSwept says so); the block is free again anyway,
+		// since a host gone for good must not hold it forever.
+		if err := c.blocks.Release(ctx, rbn.Name); err != nil {
+			return err
+		}
+	}
 	for _, p := range pods.Items {
 		err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		if err != nil && !apierrors.IsNotFound(err) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
@@ -55,6 +57,7 @@ type runtimeDeps struct {
 	relay    *s3relay.Relay
 	egress   *egress.Policy
 	hosts    *provider.HostPool
+	blocks   *podnet.Blocks   // nil: no pod network
 	clock    func() time.Time // nil: time.Now
 }
 
@@ -75,6 +78,12 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			releaseHost()
 		}
 	}()
+	var block netip.Prefix
+	if d.blocks != nil {
+		if block, err = d.blocks.Block(parent, name); err != nil {
+			return nil, transientError(ReasonPodNetworkUnavailable, err)
+		}
+	}
 	recorder := d.recorder(name)
 	podFactory := informers.NewSharedInformerFactoryWithOptions(d.client, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -96,6 +105,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		Relay:          d.relay,
 		Egress:         d.egress,
 		Retry:          podRetry(d.cfg.PodRetry),
+		PodNetwork:     block,
 		ResyncInterval: d.cfg.PodRetry.Resync.Duration,
 		Known: func(uid types.UID) (bool, bool) {
 			if !podInformer.HasSynced() {
@@ -239,7 +249,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		}
 	})
 	served = true
-	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port)
+	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port, "podNetwork", block)
 	return rt, nil
 }
 

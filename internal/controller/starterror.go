@@ -10,6 +10,9 @@ const (
 	// ReasonAPIServerUnavailable: the apiserver did not answer a request
 	// the start needs.
 	ReasonAPIServerUnavailable = "APIServerUnavailable"
+	// ReasonPodNetworkUnavailable: the node got no block of rbn's pod
+	// network (all taken, or the apiserver did not answer).
+	ReasonPodNetworkUnavailable = "PodNetworkUnavailable"
 	// ReasonStartFailed: any other failure to start the node runtime.
 	ReasonStartFailed = "StartFailed"
 	// ReasonRuntimeFailed: a part of the running node runtime (node or pod

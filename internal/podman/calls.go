@@ -55,6 +55,10 @@ const (
 	opVolumeEnsure = "volume_ensure"
 	opVolumeList   = "volume_list"
 	opVolumeRemove = "volume_remove"
+
+	opNetworkEnsure = "network_ensure"
+	opNetworkList   = "network_list"
+	opNetworkRemove = "network_remove"
 )
 
 // CallStats returns a copy of the totals of the client's API calls since

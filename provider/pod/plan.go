@@ -82,6 +82,9 @@ type Input struct {
 	// (ParseResolvConf of it), the base a dnsConfig is merged onto; needed
 	// only when NeedsHostDNS says so.
 	HostDNS *ResolvConf
+	// Network is the host's podman network the pod joins (the node's
+	// block of rbn's pod network); empty: the host's default network.
+	Network string
 }
 
 // Plan is the podman side of one pod.
@@ -91,6 +94,9 @@ type Plan struct {
 	Hostname string
 	// Labels go on the podman pod, every volume and every container.
 	Labels map[string]string
+	// Network is the host's podman network the pod's sandbox joins; empty:
+	// podman's default network.
+	Network string `json:",omitempty"`
 	// HostPorts are published on the host (containers[*].ports[*].hostPort).
 	HostPorts []HostPort
 	// HostAliases are the pod's /etc/hosts entries (spec.hostAliases), one

@@ -267,6 +267,10 @@ func PodSpec(p *Plan) *specgen.PodSpecGenerator {
 			m.Swap = nil
 		}
 	}
+	if p.Network != "" {
+		s.NetNS = specgen.Namespace{NSMode: specgen.Bridge}
+		s.Networks = map[string]nettypes.PerNetworkOptions{p.Network: {}}
+	}
 	s.HostAdd = slices.Clone(p.HostAliases)
 	s.Sysctl = maps.Clone(p.Sysctls)
 	podDNS(s, p.DNS)

@@ -73,6 +73,7 @@ func Translate(in Input) (*Plan, error) {
 	plan := &Plan{
 		PodName:  PodName(pod.UID),
 		Hostname: host,
+		Network:  in.Network,
 		Labels: map[string]string{
 			LabelPodUID:       string(pod.UID),
 			LabelPodNamespace: pod.Namespace,

@@ -41,6 +41,7 @@ type goldenCase struct {
 	RootlessHost         bool     `json:"rootlessHost,omitempty"`
 	// HostResolvConf is the build host's resolv.conf, as text.
 	HostResolvConf *string    `json:"hostResolvConf,omitempty"`
+	Network        string     `json:"network,omitempty"`
 	Pod            corev1.Pod `json:"pod"`
 }
 
@@ -60,6 +61,7 @@ func (gc *goldenCase) input() Input {
 		HostRuntimes:         gc.HostRuntimes,
 		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
 		RootlessHost:         gc.RootlessHost,
+		Network:              gc.Network,
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},
 	}

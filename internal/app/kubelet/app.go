@@ -20,6 +20,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/metrics"
+	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
 	"github.com/remote-build-nodes/rbn/internal/version"
 )
@@ -114,6 +115,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	ctrl.SetNodePorts(srv)
+	if cfg.PodNetwork.Enabled() {
+		blocks, _ := cfg.PodNetwork.Blocks() // validated above
+		ctrl.SetPodNetwork(&podnet.Blocks{ConfigMaps: client.CoreV1().ConfigMaps(namespace()), Config: blocks})
+	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
 		metrics.NewPodmanCollector(podmanClients(ctrl)))
@@ -162,10 +167,19 @@ const (
 	DefaultNamespace = "rbn-system"
 )
 
+// namespace is rbn's: the replica's own, else DefaultNamespace. It holds the
+// nodes' ownership Leases and the pod network's blocks.
+func namespace() string {
+	if ns := os.Getenv(EnvPodNamespace); ns != "" {
+		return ns
+	}
+	return DefaultNamespace
+}
+
 // newElector builds the per-node Lease elector of this replica, with a
 // client of its own: renewals must never queue behind status updates.
 func newElector(restCfg *rest.Config, cfg config.ShardingConfiguration, onChange func(node string)) (*sharding.Elector, error) {
-	identity, namespace := os.Getenv(EnvPodName), os.Getenv(EnvPodNamespace)
+	identity, namespace := os.Getenv(EnvPodName), namespace()
 	if identity == "" {
 		// Unique per machine only: two processes on one machine need POD_NAME.
 		h, err := os.Hostname()
@@ -173,9 +187,6 @@ func newElector(restCfg *rest.Config, cfg config.ShardingConfiguration, onChange
 			return nil, fmt.Errorf("replica identity: %s not set and no hostname: %w", EnvPodName, err)
 		}
 		identity = h
-	}
-	if namespace == "" {
-		namespace = DefaultNamespace
 	}
 	leaseCfg := rest.CopyConfig(restCfg)
 	leaseCfg.QPS, leaseCfg.Burst = cfg.KubeAPIQPS, int(cfg.KubeAPIBurst)
