@@ -34,7 +34,7 @@ PORT_TAG="${RBN_APISERVER_PORT:-16443}"
 NODE_NAME="rbn-worker"
 NODE_IP="10.254.$((PORT_TAG % 250)).2"
 NODE_IF="rbnw${PORT_TAG}"
-BRIDGE="rbnbr${PORT_TAG}"
+BRIDGE="${RBN_WORKER_BRIDGE}"
 POD_CIDR="${RBN_WORKER_POD_CIDR:-10.42.0.0/24}"
 # The control plane's service CIDR is 10.0.0.0/24 (hack/cluster.sh); its .1 is the apiserver.
 DNS_IP="10.0.0.10"
