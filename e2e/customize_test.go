@@ -144,20 +144,7 @@ func TestCustomizationJobOverSSH(t *testing.T) {
 			ns := s.Namespace(t)
 			job := "ims-" + tc.name
 			s.customizeJob(t, ns, job, s.Host(t, tc.host)["NAME"], key)
-			var pod *corev1.Pod
-			framework.Eventually(t, "the job's pod Ready", 2*time.Minute, func() (bool, string) {
-				list, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job})
-				if err != nil || len(list.Items) != 1 {
-					return false, fmt.Sprint(err, list)
-				}
-				pod = &list.Items[0]
-				for _, c := range pod.Status.Conditions {
-					if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-						return true, ""
-					}
-				}
-				return false, podsBrief(list.Items)
-			})
+			pod := s.waitJobReady(t, ns, job)
 			addr := s.portForward(t, ns, pod.Name, 22)
 
 			if got := runSSH(t, key, addr, "cat /mnt/image/etc/image-id; hostname"); got != job+"\n"+pod.Name+"\n" {
@@ -184,4 +171,24 @@ func TestCustomizationJobOverSSH(t *testing.T) {
 			})
 		})
 	}
+}
+
+// waitJobReady waits for the one pod of job to be Ready and returns it.
+func (s *stack) waitJobReady(t *testing.T, ns, job string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	framework.Eventually(t, "job "+job+"'s pod Ready", 2*time.Minute, func() (bool, string) {
+		list, err := s.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job})
+		if err != nil || len(list.Items) != 1 {
+			return false, fmt.Sprint(err, list)
+		}
+		pod = &list.Items[0]
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, ""
+			}
+		}
+		return false, podsBrief(list.Items)
+	})
+	return pod
 }
