@@ -27,7 +27,9 @@ import (
 // workerNode is what hack/worker.sh wrote about the node (worker.env).
 type workerNode struct {
 	name, ip, image string
-	podCIDR         *net.IPNet
+	// sshdImage has the real ssh and scp clients (and sshd).
+	sshdImage string
+	podCIDR   *net.IPNet
 }
 
 func (s *stack) worker(t *testing.T) workerNode {
@@ -40,7 +42,7 @@ func (s *stack) worker(t *testing.T) workerNode {
 	if err != nil {
 		t.Fatalf("worker.env POD_CIDR: %v", err)
 	}
-	return workerNode{name: env["NODE_NAME"], ip: env["NODE_IP"], image: env["BUSYBOX_IMAGE"], podCIDR: cidr}
+	return workerNode{name: env["NODE_NAME"], ip: env["NODE_IP"], image: env["BUSYBOX_IMAGE"], sshdImage: env["SSHD_IMAGE"], podCIDR: cidr}
 }
 
 // ordinaryPod is a pod with no toleration and no node selector: only the worker can take it.

@@ -13,7 +13,10 @@
 # Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
 # KNOWN_HOSTS, PRIVATE_KEY, STORAGE, NETNS, ARCH. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
 # every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
-# pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry.
+# pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry. The
+# hosts of this machine's architecture also have localhost/rbn/sshd:1.0, an image-customization-
+# shaped sshd built from this machine's OpenSSH server (hack/lib.sh rbn::sshd_rootfs_tar; root by
+# key from /root/.ssh/authorized_keys, sftp for scp).
 #
 # Isolated hosts (RBN_ISOLATED_HOSTS="4 5", host indexes): sshd and the podman service (so every
 # container too) run in a network namespace of their own, "rbn-<port>-host<i>", joined to this
@@ -52,6 +55,7 @@ HOSTS_DIR="${RBN_STATE}/hosts"
 HOSTS_MAX=15
 IMAGE_REF="localhost/rbn/busybox:latest"
 IMAGE_TAGS=("localhost/rbn/busybox:1.0")
+SSHD_IMAGE_REF="localhost/rbn/sshd:1.0"
 SSH_PORT="${RBN_HOST_SSH_PORT:-2222}"
 STORAGE_DRIVER="${RBN_HOST_STORAGE_DRIVER:-overlay}"
 # Container subnets: host i's default network is <prefix>.<16*i>.0/22 (1021 pod addresses: every
@@ -404,6 +408,7 @@ EOF
 hosts::build_image() {
   mkdir -p "${HOSTS_DIR}/image"
   rbn::busybox_rootfs_tar "${HOSTS_DIR}/image/busybox.tar"
+  rbn::sshd_rootfs_tar "${HOSTS_DIR}/image/sshd.tar"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -689,7 +694,7 @@ cmd_up() {
   local pids=()
   for i in "${fresh[@]}"; do
     (
-      d="$(hosts::dir "$i")" tar="${HOSTS_DIR}/image/busybox.tar"
+      d="$(hosts::dir "$i")" tar="${HOSTS_DIR}/image/busybox.tar" sshd_tar=""
       if hosts::arm64 "$i"; then
         # The arm64 variant, from the root filesystem's busybox-static, where the host sees it.
         tar="$d/busybox.tar"
@@ -697,6 +702,14 @@ cmd_up() {
       fi
       hosts::podman_bounded "$i" import --quiet --change 'CMD=["sh"]' "${tar}" "${IMAGE_REF}" >/dev/null
       hosts::podman_bounded "$i" tag "${IMAGE_REF}" "${IMAGE_TAGS[@]}"
+      sshd_tar="${HOSTS_DIR}/image/sshd.tar"
+      if hosts::arm64 "$i"; then
+        sshd_tar="$d/sshd.tar"
+        RBN_BUSYBOX="$d/root/usr/bin/busybox" rbn::sshd_rootfs_tar "${sshd_tar}" "$d/root"
+      fi
+      hosts::podman_bounded "$i" import --quiet --change 'CMD=["/usr/local/bin/rbn-sshd"]' \
+        "${sshd_tar}" "${SSHD_IMAGE_REF}" >/dev/null
+      [[ "${sshd_tar}" != "$d/sshd.tar" ]] || rm -f "${sshd_tar}"
       # The pods' infra image (localhost/podman-pause), which podman builds at a host's first pod:
       # built here, where a try that hangs is killed and tried again, rather than in a test's first
       # pod. Under emulation that build's helper process once hung for good in a futex wait and

@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # hack/hosts.sh): an arm64 Debian root filesystem run under qemu-user.
 PACKAGES=(
   podman runc conmon netavark aardvark-dns catatonit iptables
-  openssh-server openssh-client busybox-static openssl iproute2 util-linux procps
+  openssh-server openssh-sftp-server openssh-client busybox-static openssl iproute2 util-linux procps
   jq curl ca-certificates gettext-base docker-registry skopeo apache2-utils
   containerd containernetworking-plugins conntrack
   qemu-user-static binfmt-support debootstrap

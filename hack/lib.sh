@@ -140,6 +140,77 @@ rbn::busybox_rootfs_tar() {
   rm -rf "$dir"
 }
 
+# rbn::elf_closure ROOT FILE...: each FILE (an absolute path inside the root file system ROOT, "/"
+# for this machine's), its program interpreter and every shared library it needs, recursively,
+# as paths inside ROOT, one a line. readelf reads any architecture's ELF files: an arm64 root works.
+rbn::elf_closure() {
+  local root="${1%/}" f lib dir interp multiarch
+  shift
+  local -A seen=()
+  local queue=("$@")
+  # The library directories of the files' architecture only: an emulated host's root file system
+  # also holds this machine's x86 libraries (for its native runc and conmon).
+  case "$(LC_ALL=C readelf -h "${root}$1" 2>/dev/null | sed -n 's/^ *Machine: *//p')" in
+    AArch64) multiarch=aarch64-linux-gnu ;;
+    *X86-64*) multiarch=x86_64-linux-gnu ;;
+    *) rbn::die "${root}$1: not an x86-64 or AArch64 ELF file" ;;
+  esac
+  while ((${#queue[@]})); do
+    f="${queue[0]}" queue=("${queue[@]:1}")
+    [[ -z "${seen[$f]:-}" ]] || continue
+    seen[$f]=1
+    [[ -e "${root}${f}" ]] || rbn::die "${root}${f} not found"
+    echo "$f"
+    interp="$(LC_ALL=C readelf -l "${root}${f}" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')"
+    [[ -z "${interp}" ]] || queue+=("${interp}")
+    for lib in $(LC_ALL=C readelf -d "${root}${f}" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+      for dir in "/lib/${multiarch}" "/usr/lib/${multiarch}" /lib /usr/lib; do
+        if [[ -e "${root}${dir}/${lib}" ]]; then queue+=("${dir}/${lib}") && break; fi
+      done
+    done
+  done
+}
+
+# rbn::sshd_rootfs_tar OUT [ROOT]: the rootfs tarball of the test image localhost/rbn/sshd, an
+# image-customization-shaped sshd: Debian's OpenSSH server (sshd, ssh-keygen, sftp-server for scp;
+# ssh and scp too, so that the worker node's pods can be the users' clients)
+# with the shared libraries it needs, from ROOT (default /, this machine's packages; an emulated
+# host's root file system for its architecture), on the busybox rootfs (RBN_BUSYBOX, as
+# rbn::busybox_rootfs_tar) for the shell. Its entrypoint makes host keys and runs sshd in the
+# foreground: root logs in with a key from /root/.ssh/authorized_keys (a Secret), no passwords.
+rbn::sshd_rootfs_tar() {
+  local out="$1" root="${2:-/}" dir f
+  local bins=(/usr/sbin/sshd /usr/bin/ssh-keygen /usr/lib/openssh/sftp-server /usr/bin/ssh /usr/bin/scp)
+  for f in "${bins[@]}"; do
+    [[ -e "${root%/}${f}" ]] || rbn::die "${root%/}${f} not found (install openssh-server, openssh-sftp-server and openssh-client)"
+  done
+  rbn::busybox_rootfs_tar "${out}.busybox"
+  dir="$(mktemp -d "${out}.rootfs.XXXXXX")"
+  tar -C "${dir}" -xf "${out}.busybox" && rm -f "${out}.busybox"
+  while read -r f; do
+    mkdir -p "${dir}$(dirname "${f}")"
+    cp -L "${root%/}${f}" "${dir}${f}"
+  done < <(rbn::elf_closure "${root}" "${bins[@]}")
+  mkdir -p "${dir}/etc/ssh" "${dir}/run/sshd" "${dir}/root/.ssh" "${dir}/usr/local/bin"
+  chmod 700 "${dir}/root/.ssh"
+  printf 'sshd:x:100:65534::/run/sshd:/bin/false\n' >>"${dir}/etc/passwd"
+  printf 'root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\n' >"${dir}/etc/shadow"
+  chmod 600 "${dir}/etc/shadow"
+  printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' >"${dir}/etc/nsswitch.conf"
+  printf '%s\n' '# rbn test image: root by key only, as an image-customization job'"'"'s sshd.' \
+    'PermitRootLogin prohibit-password' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+    'UsePAM no' \
+    '# authorized_keys comes from a Secret volume, whose files are links into a timestamped dir.' \
+    'StrictModes no' 'Subsystem sftp /usr/lib/openssh/sftp-server' 'PidFile /run/sshd.pid' \
+    >"${dir}/etc/ssh/sshd_config"
+  printf '%s\n' '#!/bin/sh' '# Host keys of the container'"'"'s own, then sshd in the foreground, logging to stderr.' \
+    'set -e' 'ssh-keygen -A >/dev/null' 'mkdir -p /run/sshd' 'exec /usr/sbin/sshd -D -e "$@"' \
+    >"${dir}/usr/local/bin/rbn-sshd"
+  chmod 755 "${dir}/usr/local/bin/rbn-sshd"
+  tar -C "${dir}" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "${out}" .
+  rm -rf "${dir}"
+}
+
 # rbn::oci_layout DIR REF CONFIG LAYER_TAR...: an OCI image layout holding one image (gzip layers)
 # named REF (a tag for skopeo's oci:DIR:REF, or a full name such as rbn.local/pause:1 for
 # `ctr images import`), CONFIG being the image config's "config" object ({"Cmd":["sh"]}).

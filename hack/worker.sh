@@ -40,6 +40,7 @@ POD_CIDR="${RBN_WORKER_POD_CIDR:-10.42.0.0/24}"
 DNS_IP="10.0.0.10"
 PAUSE_IMAGE="rbn.local/pause:1"
 BUSYBOX_IMAGE="rbn.local/busybox:1"
+SSHD_IMAGE="rbn.local/sshd:1"
 COREDNS_IMAGE="rbn.local/coredns:${COREDNS_VERSION}"
 # hack/manifests/metrics-server runs it (hack/dev-up.sh applies it).
 METRICS_SERVER_IMAGE="rbn.local/metrics-server:${METRICS_SERVER_VERSION}"
@@ -319,6 +320,9 @@ import_images() {
   # containerd kills sandboxes with SIGKILL: sleep is enough for a pause process.
   image_import "${PAUSE_IMAGE}" '{"Entrypoint":["/bin/sleep"],"Cmd":["2147483647"]}' "${bb}"
   image_import "${BUSYBOX_IMAGE}" '{"Cmd":["sh"]}' "${bb}"
+  # The users' side of image customization (ssh, scp), and a server for them as on build hosts.
+  rbn::sshd_rootfs_tar "${W}/images/sshd.tar"
+  image_import "${SSHD_IMAGE}" '{"Cmd":["/usr/local/bin/rbn-sshd"]}' "${W}/images/sshd.tar"
   local root="${W}/images/coredns-root"
   mkdir -p "${root}/etc/coredns"
   cp "${RBN_CACHE}/coredns-${COREDNS_VERSION}/coredns" "${root}/coredns"
@@ -472,6 +476,7 @@ NODE_IP=${NODE_IP}
 POD_CIDR=${POD_CIDR}
 DNS_IP=${DNS_IP}
 BUSYBOX_IMAGE=${BUSYBOX_IMAGE}
+SSHD_IMAGE=${SSHD_IMAGE}
 KUBELET_PORT=${KUBELET_PORT}
 CONTAINERD_SOCKET=${SOCK}
 EOF

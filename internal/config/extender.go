@@ -22,9 +22,9 @@ type ExtenderConfiguration struct {
 	ListenAddress string `json:"listenAddress,omitempty" default:"0.0.0.0"`
 	// Port is the extender's port (kube-scheduler's urlPrefix).
 	Port int32 `json:"port,omitempty" default:"10262"`
-	// TLSCertFile and TLSKeyFile serve HTTPS; both or neither. Without them
-	// the extender speaks plain HTTP (only for loopback: scheduling requests
-	// carry whole pod specs).
+	// TLSCertFile and TLSKeyFile serve HTTPS; both or neither, read again
+	// when they change. Without them the extender speaks plain HTTP (only
+	// for loopback: scheduling requests carry whole pod specs).
 	TLSCertFile string `json:"tlsCertFile,omitempty"`
 	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
 	// ClientCAFile, when set, requires callers (kube-scheduler) to present a

@@ -56,7 +56,8 @@ type KubeletConfiguration struct {
 	// a configured KubeletPort.
 	KubeletPortRange string `json:"kubeletPortRange,omitempty"`
 	// TLSCertFile and TLSKeyFile are the kubelet API's serving certificate;
-	// its SANs must include NodeAddress for the apiserver to verify it.
+	// its SANs must include NodeAddress for the apiserver to verify it. Read
+	// again when the files change (internal/servingcert).
 	TLSCertFile string `json:"tlsCertFile"`
 	TLSKeyFile  string `json:"tlsKeyFile"`
 	// ClientCAFile verifies client certificates (the apiserver's) on the kubelet API.

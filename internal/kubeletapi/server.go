@@ -29,6 +29,7 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/servingcert"
 )
 
 // Config configures the server.
@@ -66,7 +67,7 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	tls    *tls.Config
-	cert   *servingCert // reloaded when its files change
+	cert   *servingcert.Cert // reloaded when its files change
 	srv    *http.Server
 	shared net.Listener
 	// sharedPort is the shared listener's port (Port, or the one the
@@ -99,11 +100,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NodePortFirst <= 0 || cfg.NodePortLast < cfg.NodePortFirst {
 		return nil, fmt.Errorf("kubelet API: invalid node port range %d-%d", cfg.NodePortFirst, cfg.NodePortLast)
 	}
-	cert, err := newServingCert(cfg.CertFile, cfg.KeyFile)
+	cert, err := servingcert.New("kubelet API serving certificate", cfg.CertFile, cfg.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg := &tls.Config{GetCertificate: cert.getCertificate, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12}
 	if cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
@@ -227,7 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range pending {
 		go s.serve(log, l)
 	}
-	go s.cert.run(ctx)
+	go s.cert.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.shared) }()
 	log.Info("kubelet API listening", "addr", s.shared.Addr().String(),

@@ -3,21 +3,14 @@ package kubeletapi
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +25,7 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/remote-build-nodes/rbn/internal/testcert"
 	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
@@ -99,7 +93,7 @@ type testServer struct {
 
 func startServer(t testing.TB, cfg Config, acquire ...string) *testServer {
 	t.Helper()
-	certFile, keyFile, pool := selfSigned(t)
+	certFile, keyFile, pool := testcert.SelfSigned(t)
 	ports := freePorts(t, 2)
 	cfg.ListenAddress, cfg.Port, cfg.NodePortFirst, cfg.NodePortLast = "127.0.0.1", ports[0], ports[1], ports[1]
 	cfg.CertFile, cfg.KeyFile = certFile, keyFile
@@ -143,40 +137,6 @@ func (ts *testServer) get(t *testing.T, port int32, method, path, token string) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func selfSigned(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rbn-kubelet"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 func freePorts(t testing.TB, n int) []int32 {
@@ -319,14 +279,7 @@ func TestServingCertificateReloads(t *testing.T) {
 		t.Fatal("the server does not serve its certificate file's certificate")
 	}
 	// A new pair, moved over the old files as a Secret volume update does.
-	newCert, newKey, _ := selfSigned(t)
-	keyFile := strings.TrimSuffix(ts.caFile, "tls.crt") + "tls.key"
-	for src, dst := range map[string]string{newKey: keyFile, newCert: ts.caFile} {
-		if err := os.Rename(src, dst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := leaf(ts.caFile)
+	want := testcert.Replace(t, ts.caFile, strings.TrimSuffix(ts.caFile, "tls.crt")+"tls.key")
 	testwait.Eventually(t, "the new certificate served", func() bool { return bytes.Equal(served(), want) })
 }
 

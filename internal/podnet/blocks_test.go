@@ -14,7 +14,9 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-func cfg(cidr string, bits int) Config { return Config{CIDR: netip.MustParsePrefix(cidr), BlockBits: bits} }
+func cfg(cidr string, bits int) Config {
+	return Config{CIDR: netip.MustParsePrefix(cidr), BlockBits: bits}
+}
 
 func prefixes(ss ...string) []netip.Prefix {
 	var out []netip.Prefix

@@ -244,14 +244,24 @@ func (c *Client) setRTT(rtt time.Duration) {
 	c.state.RTT = rtt
 }
 
-// Dial opens a channel to network ("unix" or "tcp") address on the host.
-// It fails at once with ErrNotConnected while there is no connection.
-func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+// connected returns the current connection, or ErrNotConnected (an *Error
+// of ReasonNotConnected) while there is none.
+func (c *Client) connected() (*ssh.Client, error) {
 	c.mu.Lock()
 	conn := c.conn
 	c.mu.Unlock()
 	if conn == nil {
 		return nil, &Error{Reason: ReasonNotConnected, Addr: c.addr, Err: errors.New("no ssh connection")}
+	}
+	return conn, nil
+}
+
+// Dial opens a channel to network ("unix" or "tcp") address on the host.
+// It fails at once with ErrNotConnected while there is no connection.
+func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	conn, err := c.connected()
+	if err != nil {
+		return nil, err
 	}
 	ch, err := conn.DialContext(ctx, network, address)
 	if err != nil {

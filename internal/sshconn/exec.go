@@ -31,11 +31,9 @@ func (c *Client) session(argv []string) (*ssh.Session, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("sshconn: empty command")
 	}
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	if conn == nil {
-		return nil, &Error{Reason: ReasonNotConnected, Addr: c.addr, Err: errors.New("no ssh connection")}
+	conn, err := c.connected()
+	if err != nil {
+		return nil, err
 	}
 	sess, err := conn.NewSession()
 	if err != nil {

@@ -39,11 +39,9 @@ var (
 // listens, not who may connect: the loopback is every local user's, so what
 // is served there must still be authenticated.
 func (c *Client) ListenLoopback(ctx context.Context) (net.Listener, error) {
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	if conn == nil {
-		return nil, &Error{Reason: ReasonNotConnected, Addr: c.addr, Err: errors.New("no ssh connection")}
+	conn, err := c.connected()
+	if err != nil {
+		return nil, err
 	}
 	ln, err := conn.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

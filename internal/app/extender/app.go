@@ -24,6 +24,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/metrics"
+	"github.com/remote-build-nodes/rbn/internal/servingcert"
 	"github.com/remote-build-nodes/rbn/internal/version"
 	"github.com/remote-build-nodes/rbn/scheduler"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
@@ -86,7 +87,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, ln, err := listen(cfg, handler)
+	srv, ln, cert, err := listen(cfg, handler)
 	if err != nil {
 		return err
 	}
@@ -98,14 +99,18 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	var serveErr, metricsErr error
+	if cert != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); cert.Run(ctx) }()
+	}
 	wg.Add(4)
 	go func() { defer wg.Done(); cache.Run(ctx) }()
 	go func() { defer wg.Done(); defer cancel(); metricsErr = metrics.Serve(ctx, metricsLn, reg) }()
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		if cfg.TLSCertFile != "" {
-			serveErr = srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+		if srv.TLSConfig != nil {
+			serveErr = srv.ServeTLS(ln, "", "") // the certificate comes from cert
 		} else {
 			serveErr = srv.Serve(ln)
 		}
@@ -157,34 +162,43 @@ func policy(cfg *config.ExtenderConfiguration) scheduler.Policy {
 	}
 }
 
-func listen(cfg *config.ExtenderConfiguration, h http.Handler) (*http.Server, net.Listener, error) {
+// listen makes the extender's server and listener; with TLS, its serving
+// certificate too, read again when its files change (cert.Run).
+func listen(cfg *config.ExtenderConfiguration, h http.Handler) (*http.Server, net.Listener, *servingcert.Cert, error) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
+	var cert *servingcert.Cert
+	if cfg.TLSCertFile != "" {
+		var err error
+		if cert, err = servingcert.New("rbn-extender serving certificate", cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, nil, nil, err
+		}
+		srv.TLSConfig = &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12}
+	}
 	if cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("client CA: %w", err)
+			return nil, nil, nil, fmt.Errorf("client CA: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("client CA %s: no PEM certificate", cfg.ClientCAFile)
+			return nil, nil, nil, fmt.Errorf("client CA %s: no PEM certificate", cfg.ClientCAFile)
 		}
 		// Verified when given, required by requireClientCert except for the
-		// probes: kubelet's probes present no certificate.
-		srv.TLSConfig = &tls.Config{ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+		// probes: kubelet's probes present no certificate. (Validate has
+		// checked that a client CA comes with TLS.)
+		srv.TLSConfig.ClientCAs, srv.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
 		srv.Handler = requireClientCert(h)
-	} else if cfg.TLSCertFile != "" {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	addr := net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(int(cfg.Port)))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+		return nil, nil, nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return srv, ln, nil
+	return srv, ln, cert, nil
 }
 
 // requireClientCert refuses every request but the health probes that came

@@ -1,6 +1,7 @@
 package extender
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/testcert"
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 	"github.com/remote-build-nodes/rbn/scheduler"
 )
 
@@ -64,4 +67,34 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 	if err := Run(t.Context(), []string{"stray"}, &out); err == nil {
 		t.Error("stray argument accepted")
 	}
+}
+
+// The serving certificate is read again when its files change (a renewed
+// certificate, an updated Secret volume): new connections get the new one
+// without a restart.
+func TestServingCertificateReloads(t *testing.T) {
+	certFile, keyFile, _ := testcert.SelfSigned(t)
+	cfg := &config.ExtenderConfiguration{ListenAddress: "127.0.0.1", TLSCertFile: certFile, TLSKeyFile: keyFile}
+	srv, ln, cert, err := listen(cfg, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	go cert.Run(t.Context())
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	first := served()
+	want := testcert.Replace(t, certFile, keyFile)
+	if bytes.Equal(first, want) {
+		t.Fatal("the new certificate is the old one")
+	}
+	testwait.Eventually(t, "the new certificate served", func() bool { return bytes.Equal(served(), want) })
 }
