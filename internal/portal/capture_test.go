@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/nftables"
@@ -14,8 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes/fake"
-
-	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 func testCapture(n *testNet, iifs ...string) Capture {
@@ -48,15 +47,11 @@ func runPortal(t *testing.T, n *testNet, c Capture) *fakeDialer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	runErr := make(chan error, 1)
-	go func() { runErr <- p.Run(ctx) }()
+	stop := start(t, p)
 	t.Cleanup(func() {
-		cancel()
-		waitRun(t, runErr)
+		stop()
 		assertNothingLeft(t, n, c)
 	})
-	testwait.Eventually(t, "portal ready", p.Ready)
 	return d
 }
 
@@ -115,10 +110,7 @@ func TestCaptureWithInputInterface(t *testing.T) {
 // the pod's address and port, and the reply is translated back.
 func TestCaptureAfterKubeProxyDNAT(t *testing.T) {
 	n := newTestNet(t)
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := nftConn(t, n)
 	tbl := conn.AddTable(&nftables.Table{Name: "kube-proxy", Family: nftables.TableFamilyIPv4})
 	ch := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: tbl, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
@@ -187,10 +179,7 @@ func TestCaptureEnsureRemove(t *testing.T) {
 // chainRules lists the chain of each rule of our table, sorted.
 func chainRules(t *testing.T, n *testNet) []string {
 	t.Helper()
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := nftConn(t, n)
 	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		t.Fatal(err)
@@ -214,11 +203,7 @@ func chainRules(t *testing.T, n *testNet) []string {
 
 func assertNothingLeft(t *testing.T, n *testNet, c Capture) {
 	t.Helper()
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := nftConn(t, n).ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,4 +243,34 @@ func tableRoutes(t *testing.T, n *testNet, table int) []netlink.Route {
 		t.Fatal(err)
 	}
 	return routes
+}
+
+// nftConn is an nftables connection to the node namespace.
+func nftConn(t *testing.T, n *testNet) *nftables.Conn {
+	t.Helper()
+	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func TestCaptureValidate(t *testing.T) {
+	ok := Capture{CIDR: netip.MustParsePrefix("10.250.0.0/16"), Mark: 0x1000, Table: 196, Priority: 196, ListenPort: 15196}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	withMask := ok
+	withMask.Mark, withMask.Mask = 0x20000, 0xf0000
+	if err := withMask.Validate(); err != nil {
+		t.Errorf("Validate with a mask: %v", err)
+	}
+	// Every problem at once.
+	err := Capture{CIDR: netip.MustParsePrefix("fd00::/64"), Mark: 0x3000, Mask: 0x1000, Table: 255,
+		InputInterfaces: []string{"a-name-too-long-for-linux"}}.Validate()
+	for _, want := range []string{"IPv4", "listen port", "fwmark 0x3000/0x1000", "route table 255", "rule priority 0", "a-name-too-long"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want it to mention %q", err, want)
+		}
+	}
 }

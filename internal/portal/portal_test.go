@@ -111,23 +111,28 @@ func startPortal(t *testing.T, client *fake.Clientset) (*Portal, *origDstListene
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	runErr := make(chan error, 1)
-	go func() { runErr <- p.Run(ctx) }()
-	testwait.Eventually(t, "portal ready", p.Ready)
+	stop := start(t, p)
 	if listenedOn != "127.0.0.1:15196" {
 		t.Errorf("listened on %q, want the listen address", listenedOn)
 	}
 	if ensured, _ := capture.counts(); ensured != 1 {
 		t.Errorf("capture ensured %d times, want 1", ensured)
 	}
-	stop := func() {
-		t.Helper()
-		cancel()
-		waitRun(t, runErr)
-	}
-	t.Cleanup(cancel)
 	return p, ln, capture, d, m, stop
+}
+
+// start runs p, ready when start returns, until stop (at the latest at
+// the end of t), which waits for Run's end.
+func start(t *testing.T, p *Portal) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); waitRun(t, runErr) }) }
+	t.Cleanup(stop)
+	testwait.Eventually(t, "portal ready", p.Ready)
+	return stop
 }
 
 // closedByPortal checks that c is closed without a byte.
