@@ -17,12 +17,13 @@ type Pod struct {
 
 func (p Pod) String() string { return p.Namespace + "/" + p.Name }
 
-// Target is what a listener relays to: a port of a pod.
+// Target is what a connection is relayed to: a port of a pod.
 type Target struct {
 	Pod
 	UID types.UID
 	// Port is the pod's port number. kube-proxy DNATs to the pod's own
-	// port, so it equals the listener's, but the relay asks for it here.
+	// port, so it equals the connection's destination port, but the relay
+	// asks for it here.
 	Port int32
 }
 
@@ -33,20 +34,20 @@ type Skipped struct {
 	Target   Target
 }
 
-// Desired is what the portal listens on: one listener per (pod IP, port),
+// Desired is what the portal relays: one target per (pod IP, port),
 // however many Services name it.
 type Desired struct {
-	Listeners map[netip.AddrPort]Target
+	Endpoints map[netip.AddrPort]Target
 	// Skipped lists the non-TCP ports, sorted, once each.
 	Skipped []Skipped
 }
 
-// DesiredState computes the listeners for eps: the IPv4 TCP ports of
+// DesiredState computes the endpoints relayed for eps: the IPv4 TCP ports of
 // the endpoints that are pods with an address in podCIDR. Readiness does
 // not matter: kube-proxy decides where traffic goes, the portal only
 // has to accept it while an address is in any slice.
 func DesiredState(eps []*discoveryv1.EndpointSlice, podCIDR netip.Prefix) Desired {
-	d := Desired{Listeners: map[netip.AddrPort]Target{}}
+	d := Desired{Endpoints: map[netip.AddrPort]Target{}}
 	skipped := map[Skipped]bool{}
 	for _, s := range eps {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 {
@@ -65,7 +66,7 @@ func DesiredState(eps []*discoveryv1.EndpointSlice, podCIDR netip.Prefix) Desire
 				}
 				for _, p := range s.Ports {
 					if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
-						continue // no port: "all ports", nothing to listen on
+						continue // no port: "all ports", nothing to relay to
 					}
 					addr := netip.AddrPortFrom(ip, uint16(*p.Port))
 					t := Target{Pod: Pod{Namespace: ns, Name: ref.Name}, UID: ref.UID, Port: *p.Port}
@@ -77,8 +78,8 @@ func DesiredState(eps []*discoveryv1.EndpointSlice, podCIDR netip.Prefix) Desire
 						skipped[Skipped{Addr: addr, Protocol: proto, Target: t}] = true
 						continue
 					}
-					if _, ok := d.Listeners[addr]; !ok {
-						d.Listeners[addr] = t
+					if _, ok := d.Endpoints[addr]; !ok {
+						d.Endpoints[addr] = t
 					}
 				}
 			}

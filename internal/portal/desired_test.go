@@ -45,13 +45,13 @@ func TestDesiredState(t *testing.T) {
 		want   Desired
 	}{{
 		name: "nothing",
-		want: Desired{Listeners: map[netip.AddrPort]Target{}},
+		want: Desired{Endpoints: map[netip.AddrPort]Target{}},
 	}, {
 		name: "a pod's TCP ports, ready or not",
 		slices: []*discoveryv1.EndpointSlice{slice("ns", discoveryv1.AddressTypeIPv4,
 			[]discoveryv1.EndpointPort{tcp(22), {Port: ptr.To[int32](80)}}, // no protocol: TCP
 			podEndpoint("a", true, "100.96.1.2"), podEndpoint("b", false, "100.96.2.3"))},
-		want: Desired{Listeners: map[netip.AddrPort]Target{
+		want: Desired{Endpoints: map[netip.AddrPort]Target{
 			ap("100.96.1.2:22"): target("ns", "a", 22), ap("100.96.1.2:80"): target("ns", "a", 80),
 			ap("100.96.2.3:22"): target("ns", "b", 22), ap("100.96.2.3:80"): target("ns", "b", 80),
 		}},
@@ -67,9 +67,9 @@ func TestDesiredState(t *testing.T) {
 			slice("ns", discoveryv1.AddressTypeIPv6, []discoveryv1.EndpointPort{tcp(22)},
 				podEndpoint("a", true, "fd00::2")),
 		},
-		want: Desired{Listeners: map[netip.AddrPort]Target{}},
+		want: Desired{Endpoints: map[netip.AddrPort]Target{}},
 	}, {
-		name: "several Services naming one port: one listener; the targetRef's namespace wins",
+		name: "several Services naming one port: one endpoint; the targetRef's namespace wins",
 		slices: []*discoveryv1.EndpointSlice{
 			slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22)}, podEndpoint("a", true, "100.96.1.2")),
 			slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22), tcp(8080)}, podEndpoint("a", false, "100.96.1.2")),
@@ -79,7 +79,7 @@ func TestDesiredState(t *testing.T) {
 				return ep
 			}()),
 		},
-		want: Desired{Listeners: map[netip.AddrPort]Target{
+		want: Desired{Endpoints: map[netip.AddrPort]Target{
 			ap("100.96.1.2:22"): target("ns", "a", 22), ap("100.96.1.2:8080"): target("ns", "a", 8080),
 			ap("100.96.3.4:9000"): target("pods", "c", 9000),
 		}},
@@ -94,7 +94,7 @@ func TestDesiredState(t *testing.T) {
 				podEndpoint("dns", true, "100.96.1.2")),
 		},
 		want: Desired{
-			Listeners: map[netip.AddrPort]Target{ap("100.96.1.2:53"): target("ns", "dns", 53)},
+			Endpoints: map[netip.AddrPort]Target{ap("100.96.1.2:53"): target("ns", "dns", 53)},
 			Skipped: []Skipped{
 				{Addr: ap("100.96.1.2:9"), Protocol: corev1.ProtocolSCTP, Target: target("ns", "dns", 9)},
 				{Addr: ap("100.96.1.2:53"), Protocol: corev1.ProtocolUDP, Target: target("ns", "dns", 53)},

@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ListenTransparent listens on addr ("ip:port") with IP_TRANSPARENT, so
-// that it may bind an address no interface holds. IP_FREEBIND is not
-// enough: the SYN-ACK's route lookup from such an address needs the
-// any-source flag that only IP_TRANSPARENT gives the socket.
+// ListenTransparent listens on addr ("ip:port") with IP_TRANSPARENT. The
+// kernel's tproxy assigns only to transparent sockets, and the connections
+// accepted keep their original destination (an address no interface
+// holds) as their local address, which they may answer from.
 func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error

@@ -17,18 +17,21 @@ const (
 	// ReasonPortForward: the kubelet reported an error on the stream (the
 	// pod's port refused, the pod is gone).
 	ReasonPortForward = "PortForward"
+	// ReasonUnknownDestination: the connection's original destination is
+	// no endpoint of any EndpointSlice (it left them, or a client used a
+	// pod address directly).
+	ReasonUnknownDestination = "UnknownDestination"
 )
 
 // Metrics are the portal's series, updated where things happen.
 type Metrics struct {
-	listeners      prometheus.Gauge
-	skipped        prometheus.Gauge
-	listenFailures prometheus.Counter
-	accepted       prometheus.Counter
-	failed         *prometheus.CounterVec
-	bytes          *prometheus.CounterVec
-	dials          prometheus.Counter
-	dialFailures   prometheus.Counter
+	endpoints    prometheus.Gauge
+	skipped      prometheus.Gauge
+	accepted     prometheus.Counter
+	failed       *prometheus.CounterVec
+	bytes        *prometheus.CounterVec
+	dials        prometheus.Counter
+	dialFailures prometheus.Counter
 }
 
 // NewMetrics makes the portal's series; register them with Collectors.
@@ -37,16 +40,14 @@ func NewMetrics() *Metrics {
 		return prometheus.Opts{Namespace: metrics.Namespace, Subsystem: subsystem, Name: name, Help: help}
 	}
 	return &Metrics{
-		listeners: prometheus.NewGauge(prometheus.GaugeOpts(opts("listeners",
-			"Listeners open on remote pod addresses."))),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts(opts("endpoints",
+			"Remote pod (IPv4 address, TCP port) pairs that EndpointSlices name and the portal relays."))),
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts(opts("skipped_ports",
 			"Remote pod ports that EndpointSlices name but the portal does not relay (UDP, SCTP)."))),
-		listenFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("listen_failures_total",
-			"Listens on a remote pod address that failed (retried with backoff); a node's own listener on the port's wildcard address is one cause."))),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts(opts("connections_accepted_total",
-			"Connections accepted on remote pod addresses."))),
+			"Connections to remote pod addresses accepted."))),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts(opts("connections_failed_total",
-			"Accepted connections that could not be relayed, by reason (Dial, Stream, PortForward).")), []string{"reason"}),
+			"Accepted connections that could not be relayed, by reason (Dial, Stream, PortForward, UnknownDestination).")), []string{"reason"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts(opts("relayed_bytes_total",
 			"Bytes relayed, by direction (to_pod, from_pod).")), []string{"direction"}),
 		dials: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_dials_total",
@@ -58,5 +59,5 @@ func NewMetrics() *Metrics {
 
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.listeners, m.skipped, m.listenFailures, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
+	return []prometheus.Collector{m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
 }

@@ -1,10 +1,13 @@
 package portal
 
 import (
+	"context"
+	"io"
 	"net"
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -72,58 +75,149 @@ func doInNetns(ns netns.NsHandle, f func()) error {
 	return nil
 }
 
-// testNet is a node namespace and a client namespace joined by a veth
-// pair: ptv0 (10.99.0.1/24) in the node, ptc0 (10.99.0.2/24) in the
-// client, whose route to 10.250.0.0/16 goes through the node.
+// testNet is a node namespace joined by veth pairs to three others:
+//
+//   - client: ptv0 (10.99.0.1/24) in the node, ptc0 (10.99.0.2/24) in the
+//     client, whose routes to the pod range and to 10.96.0.0/12 (Service
+//     addresses) go through the node;
+//   - other: ptv2 (10.98.0.1/24) / ptc2 (10.98.0.2/24), the same routes:
+//     a client on an interface the capture may not name;
+//   - pod: ptv1 (10.250.1.1/24) / ptp1 (10.250.1.5/24, default route
+//     through the node), a pod of the range that the node reaches
+//     directly, as a build host's bridge sharing the node's namespace
+//     does in the test stack. Its listener on port 22 answers "pod".
+//
+// The node forwards, and listens on 0.0.0.0:22 itself, as sshd does on
+// real nodes.
 type testNet struct {
-	node, client   netns.NsHandle
-	nodeH, clientH *netlink.Handle
+	node, client, other, pod netns.NsHandle
+	nodeH                    *netlink.Handle
 }
 
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
 	requireRoot(t)
-	n := &testNet{node: newNetns(t), client: newNetns(t)}
-	var err error
-	if n.nodeH, err = netlink.NewHandleAt(n.node); err != nil {
+	n := &testNet{node: newNetns(t), client: newNetns(t), other: newNetns(t), pod: newNetns(t)}
+	n.nodeH = handleAt(t, n.node)
+	clientH, otherH, podH := handleAt(t, n.client), handleAt(t, n.other), handleAt(t, n.pod)
+	n.veth(t, "ptv0", "10.99.0.1/24", n.client, clientH, "ptc0", "10.99.0.2/24")
+	n.veth(t, "ptv2", "10.98.0.1/24", n.other, otherH, "ptc2", "10.98.0.2/24")
+	n.veth(t, "ptv1", "10.250.1.1/24", n.pod, podH, "ptp1", "10.250.1.5/24")
+	for _, r := range []struct {
+		h       *netlink.Handle
+		dst, gw string
+	}{
+		{clientH, "10.250.0.0/16", "10.99.0.1"}, {clientH, "10.96.0.0/12", "10.99.0.1"},
+		{otherH, "10.250.0.0/16", "10.98.0.1"}, {otherH, "10.96.0.0/12", "10.98.0.1"},
+		{podH, "0.0.0.0/0", "10.250.1.1"},
+	} {
+		if err := r.h.RouteAdd(&netlink.Route{Dst: mustCIDR(t, r.dst), Gw: net.ParseIP(r.gw)}); err != nil {
+			t.Fatalf("route %s via %s: %v", r.dst, r.gw, err)
+		}
+	}
+	inNetns(t, n.node, func() {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	serveName(t, n.node, "0.0.0.0:22", "node")
+	serveName(t, n.pod, "10.250.1.5:22", "pod")
+	return n
+}
+
+func handleAt(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(n.nodeH.Close)
-	if n.clientH, err = netlink.NewHandleAt(n.client); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.clientH.Close)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ptv0"}, PeerName: "ptc0", PeerNamespace: netlink.NsFd(n.client)}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// veth joins the node (name, addr) to ns (peer, peerAddr), both up.
+func (n *testNet) veth(t *testing.T, name, addr string, ns netns.NsHandle, h *netlink.Handle, peer, peerAddr string) {
+	t.Helper()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer, PeerNamespace: netlink.NsFd(ns)}
 	if err := n.nodeH.LinkAdd(veth); err != nil {
-		t.Fatalf("veth: %v", err)
+		t.Fatalf("veth %s: %v", name, err)
 	}
-	up := func(h *netlink.Handle, name, cidr string) {
-		t.Helper()
-		l, err := h.LinkByName(name)
+	up(t, n.nodeH, "lo", "")
+	up(t, n.nodeH, name, addr)
+	up(t, h, "lo", "")
+	up(t, h, peer, peerAddr)
+}
+
+func up(t *testing.T, h *netlink.Handle, name, cidr string) {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cidr != "" {
+		addr, err := netlink.ParseAddr(cidr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cidr != "" {
-			addr, err := netlink.ParseAddr(cidr)
+		if err := h.AddrAdd(l, addr); err != nil {
+			t.Fatalf("address %s on %s: %v", cidr, name, err)
+		}
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		t.Fatalf("%s up: %v", name, err)
+	}
+}
+
+// serveName listens on addr in ns and writes name to every connection.
+func serveName(t *testing.T, ns netns.NsHandle, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	inNetns(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
 			if err != nil {
-				t.Fatal(err)
+				return
 			}
-			if err := h.AddrAdd(l, addr); err != nil {
-				t.Fatalf("address %s on %s: %v", cidr, name, err)
-			}
+			_, _ = io.WriteString(c, name)
+			_ = c.Close()
 		}
-		if err := h.LinkSetUp(l); err != nil {
-			t.Fatalf("%s up: %v", name, err)
+	}()
+}
+
+// dialFrom connects to addr from ns; reads and writes fail after 10s.
+func dialFrom(t *testing.T, ns netns.NsHandle, addr string) *net.TCPConn {
+	t.Helper()
+	var conn net.Conn
+	inNetns(t, ns, func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		var err error
+		if conn, err = (&net.Dialer{}).DialContext(ctx, "tcp4", addr); err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
 		}
+	})
+	t.Cleanup(func() { conn.Close() })
+	// A test that expects an answer never waits forever for it.
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
 	}
-	up(n.nodeH, "lo", "")
-	up(n.nodeH, "ptv0", "10.99.0.1/24")
-	up(n.clientH, "lo", "")
-	up(n.clientH, "ptc0", "10.99.0.2/24")
-	if err := n.clientH.RouteAdd(&netlink.Route{Dst: mustCIDR(t, "10.250.0.0/16"), Gw: net.ParseIP("10.99.0.1")}); err != nil {
-		t.Fatalf("client route: %v", err)
+	return conn.(*net.TCPConn)
+}
+
+// answeredBy checks that the server behind c says name.
+func answeredBy(t *testing.T, c *net.TCPConn, name string) {
+	t.Helper()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != name {
+		t.Errorf("answered %q (%v), want %q", got, err, name)
 	}
-	return n
 }
 
 func mustCIDR(t *testing.T, s string) *net.IPNet {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,8 +21,9 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/logging"
 )
 
-// Routes make the node's kernel deliver the pod range locally (Routing).
-type Routes interface {
+// Captor makes the node's kernel deliver the pod range's connections to
+// the portal's listener (Capture).
+type Captor interface {
 	Ensure() error
 	Remove() error
 }
@@ -30,18 +32,23 @@ type Routes interface {
 type Config struct {
 	Client  kubernetes.Interface
 	PodCIDR netip.Prefix
-	Routes  Routes
-	Dialer  PortForwarder
-	Metrics *Metrics
-	// Listen opens a listener on a pod address; nil is ListenTransparent.
+	Capture Captor
+	// ListenAddress is where the transparent listener listens, the
+	// address the capture steers to (Capture.ListenAddress).
+	ListenAddress netip.AddrPort
+	Dialer        PortForwarder
+	Metrics       *Metrics
+	// Listen opens the listener; nil is ListenTransparent. Its accepted
+	// connections' local address is their original destination.
 	Listen func(ctx context.Context, addr string) (net.Listener, error)
 }
 
-// Portal listens on the remote pod addresses that EndpointSlices name and
-// relays what it accepts to the pods.
+// Portal accepts the connections the capture steers to its one listener
+// and relays each to the pod whose address and port (the connection's
+// original destination) an EndpointSlice names.
 //
 // When an address leaves every slice (the pod is gone, the Service
-// deleted), its listener closes but its open connections are left to
+// deleted), new connections to it are closed but open ones are left to
 // finish: kube-proxy leaves established flows alone too (conntrack keeps
 // their translation), and a deleted pod's end closes them anyway. They end
 // at the latest when the Portal stops.
@@ -51,17 +58,11 @@ type Portal struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 	ready atomic.Bool
 
-	// Owned by the reconciling goroutine.
-	listeners map[netip.AddrPort]*listener
-	skipped   int
-	wg        sync.WaitGroup // accept loops and relayed connections
-}
-
-// listener is an open listener and the pod it relays to.
-type listener struct {
-	ln     net.Listener
-	target Target
-	done   chan struct{} // closed when its accept loop ends
+	// endpoints is what the reconciler last computed; it replaces the
+	// map as a whole, never changes one.
+	endpoints atomic.Pointer[map[netip.AddrPort]Target]
+	skipped   int            // owned by the reconciling goroutine
+	wg        sync.WaitGroup // the accept loop and relayed connections
 }
 
 // reconcileKey is the queue's one key: every event asks for one full
@@ -77,8 +78,11 @@ func New(cfg Config) (*Portal, error) {
 	if !cfg.PodCIDR.IsValid() || !cfg.PodCIDR.Addr().Is4() {
 		errs = append(errs, fmt.Errorf("pod CIDR %q: not an IPv4 prefix", cfg.PodCIDR))
 	}
-	if cfg.Routes == nil || cfg.Dialer == nil || cfg.Metrics == nil {
-		errs = append(errs, errors.New("routes, dialer and metrics are required"))
+	if !cfg.ListenAddress.IsValid() {
+		errs = append(errs, errors.New("no listen address"))
+	}
+	if cfg.Capture == nil || cfg.Dialer == nil || cfg.Metrics == nil {
+		errs = append(errs, errors.New("capture, dialer and metrics are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("portal: %w", err)
@@ -86,29 +90,37 @@ func New(cfg Config) (*Portal, error) {
 	if cfg.Listen == nil {
 		cfg.Listen = ListenTransparent
 	}
-	return &Portal{
+	p := &Portal{
 		cfg:   cfg,
 		relay: NewRelay(cfg.Dialer, cfg.Metrics),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "portal"}),
-		listeners: map[netip.AddrPort]*listener{},
-	}, nil
+	}
+	p.endpoints.Store(&map[netip.AddrPort]Target{})
+	return p, nil
 }
 
 // Ready tells whether the EndpointSlices are synced and reconciled once.
 func (p *Portal) Ready() bool { return p.ready.Load() }
 
-// Run installs the routes, serves until ctx ends, then closes the
-// listeners, ends the relayed connections and removes the routes.
+// Run listens, installs the capture, serves until ctx ends, then removes
+// the capture, closes the listener and ends the relayed connections.
 func (p *Portal) Run(ctx context.Context) (err error) {
 	log := logging.FromContext(ctx)
-	if err := p.cfg.Routes.Ensure(); err != nil {
+	// The listener first: until it is there, the kernel's tproxy finds no
+	// socket and leaves packets alone.
+	ln, err := p.cfg.Listen(ctx, p.cfg.ListenAddress.String())
+	if err != nil {
+		return fmt.Errorf("portal: %w", err)
+	}
+	defer ln.Close()
+	if err := p.cfg.Capture.Ensure(); err != nil {
 		// Take back what was installed before the failure.
-		return errors.Join(fmt.Errorf("portal: routes: %w", err), p.cfg.Routes.Remove())
+		return errors.Join(fmt.Errorf("portal: capture: %w", err), p.cfg.Capture.Remove())
 	}
 	defer func() {
-		if rerr := p.cfg.Routes.Remove(); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("portal: remove routes: %w", rerr))
+		if rerr := p.cfg.Capture.Remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("portal: remove capture: %w", rerr))
 		}
 	}()
 	ctx, cancel := context.WithCancel(ctx)
@@ -116,8 +128,8 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	// are most of a slice's size and of no use here.
 	factory := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTransform(stripManagedFields))
 	defer func() {
-		p.closeAll()
-		cancel() // ends the relayed connections (Serve) and the informer
+		_ = ln.Close() // ends the accept loop
+		cancel()       // ends the relayed connections (Serve) and the informer
 		factory.Shutdown()
 		p.wg.Wait()
 	}()
@@ -131,11 +143,12 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	}
 	factory.Start(ctx.Done())
 	go func() { <-ctx.Done(); p.queue.ShutDown() }()
+	p.wg.Go(func() { p.accept(ctx, ln) })
 	// The handler's sync: the initial slices are queued (as one key).
 	if !cache.WaitForCacheSync(ctx.Done(), handler.HasSynced) {
 		return nil // stopped before the first sync
 	}
-	log.Info("portal serving", "podCIDR", p.cfg.PodCIDR.String())
+	log.Info("portal serving", "podCIDR", p.cfg.PodCIDR.String(), "listen", ln.Addr().String())
 	p.queue.Add(reconcileKey)
 	for {
 		key, shutdown := p.queue.Get()
@@ -143,20 +156,18 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 			return nil
 		}
 		if err := p.reconcile(ctx, slices.Lister().List); err != nil {
-			log.Warn("reconcile listeners", "err", err)
+			log.Warn("reconcile endpoints", "err", err)
 			p.queue.AddRateLimited(key)
 		} else {
 			p.queue.Forget(key)
+			p.ready.Store(true)
 		}
-		// Ready even if a port failed: the others are served, and the
-		// failure is counted and retried (a port the node holds itself
-		// may never succeed).
-		p.ready.Store(true)
 		p.queue.Done(key)
 	}
 }
 
-// reconcile opens and closes listeners to match the slices.
+// reconcile replaces the endpoints with the slices' and keeps the pods'
+// port-forward connections.
 func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*discoveryv1.EndpointSlice, error)) error {
 	log := logging.FromContext(ctx)
 	all, err := list(labels.Everything())
@@ -165,36 +176,22 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 	}
 	want := DesiredState(all, p.cfg.PodCIDR)
 	pods := map[Pod]bool{}
-	for _, t := range want.Listeners {
+	for _, t := range want.Endpoints {
 		pods[t.Pod] = true
 	}
 	p.relay.Retain(pods)
-	for addr, l := range p.listeners {
-		t, ok := want.Listeners[addr]
-		if ok && t == l.target && !l.closed() {
-			continue
+	old := *p.endpoints.Swap(&want.Endpoints)
+	for addr, t := range want.Endpoints {
+		if o, ok := old[addr]; !ok || o != t {
+			log.Info("relaying", "addr", addr.String(), "pod", t.Pod.String())
 		}
-		_ = l.ln.Close()
-		delete(p.listeners, addr)
-		log.Info("listener closed", "addr", addr.String(), "pod", l.target.Pod.String())
 	}
-	var errs []error
-	for addr, t := range want.Listeners {
-		if _, ok := p.listeners[addr]; ok {
-			continue
+	for addr, t := range old {
+		if _, ok := want.Endpoints[addr]; !ok {
+			log.Info("no longer relaying", "addr", addr.String(), "pod", t.Pod.String())
 		}
-		ln, err := p.cfg.Listen(ctx, addr.String())
-		if err != nil {
-			p.cfg.Metrics.listenFailures.Inc()
-			errs = append(errs, err)
-			continue
-		}
-		l := &listener{ln: ln, target: t, done: make(chan struct{})}
-		p.listeners[addr] = l
-		p.wg.Go(func() { p.accept(ctx, l) })
-		log.Info("listening", "addr", addr.String(), "pod", t.Pod.String())
 	}
-	p.cfg.Metrics.listeners.Set(float64(len(p.listeners)))
+	p.cfg.Metrics.endpoints.Set(float64(len(want.Endpoints)))
 	p.cfg.Metrics.skipped.Set(float64(len(want.Skipped)))
 	if len(want.Skipped) != p.skipped {
 		p.skipped = len(want.Skipped)
@@ -202,44 +199,57 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 			log.Info("port not relayed: TCP only", "addr", s.Addr.String(), "protocol", string(s.Protocol), "pod", s.Target.Pod.String())
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// accept relays l's connections until l closes. An accept that fails
-// otherwise ends the loop and asks for a reconcile, which opens the
-// listener anew (rate-limited).
-func (p *Portal) accept(ctx context.Context, l *listener) {
-	defer close(l.done)
+// Lookup is the target of a connection to dst, its original destination.
+func (p *Portal) Lookup(dst net.Addr) (Target, bool) {
+	tcp, ok := dst.(*net.TCPAddr)
+	if !ok {
+		return Target{}, false
+	}
+	ap := tcp.AddrPort()
+	t, ok := (*p.endpoints.Load())[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]
+	return t, ok
+}
+
+// Accept errors other than a closed listener (out of file descriptors)
+// are retried after a delay, doubled up to a limit, as net/http does.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// accept relays ln's connections until ln closes.
+func (p *Portal) accept(ctx context.Context, ln net.Listener) {
+	log := logging.FromContext(ctx)
+	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				logging.FromContext(ctx).Warn("accept failed", "addr", l.ln.Addr().String(), "err", err)
-				_ = l.ln.Close()
-				p.queue.AddRateLimited(reconcileKey)
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+			log.Warn("accept failed", "err", err, "retryIn", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
 		}
-		p.wg.Go(func() { p.relay.Serve(ctx, c, l.target) })
+		delay = 0
+		t, ok := p.Lookup(c.LocalAddr())
+		if !ok {
+			p.cfg.Metrics.accepted.Inc()
+			p.cfg.Metrics.failed.WithLabelValues(ReasonUnknownDestination).Inc()
+			log.Info("connection to an address no EndpointSlice names closed", "dst", c.LocalAddr().String(), "client", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
+		p.wg.Go(func() { p.relay.Serve(ctx, c, t) })
 	}
-}
-
-func (l *listener) closed() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// closeAll closes every listener.
-func (p *Portal) closeAll() {
-	for addr, l := range p.listeners {
-		_ = l.ln.Close()
-		delete(p.listeners, addr)
-	}
-	p.cfg.Metrics.listeners.Set(0)
 }
 
 func stripManagedFields(obj any) (any, error) {

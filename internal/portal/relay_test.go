@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -93,19 +94,21 @@ type fakeDialer struct {
 
 	mu     sync.Mutex
 	dials  int
+	pods   []Pod // dialed, in order
 	err    error
 	refuse bool // the conns refuse streams
 }
 
 func newFakeDialer() *fakeDialer { return &fakeDialer{dialed: make(chan *fakeConn, 16)} }
 
-func (d *fakeDialer) Dial(Pod) (httpstream.Connection, error) {
+func (d *fakeDialer) Dial(p Pod) (httpstream.Connection, error) {
 	if d.gate != nil {
 		<-d.gate
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dials++
+	d.pods = append(d.pods, p)
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -241,14 +244,17 @@ func TestRelayCopiesBothWaysWithHalfClose(t *testing.T) {
 	}
 }
 
-// echo serves one request on c as a pod that echoes until EOF.
-func echo(t *testing.T, c *fakeConn) {
+// echo serves one request on c as a pod that echoes until EOF, and
+// returns the port the request asked for.
+func echo(t *testing.T, c *fakeConn) string {
+	t.Helper()
 	errStream, data := kubeletRequest(t, c)
 	go func() {
 		_, _ = io.Copy(data, data)
 		_ = data.Close()
 		_ = errStream.Close()
 	}()
+	return data.headers.Get(corev1.PortHeader)
 }
 
 // roundTrip sends msg on client, half-closes, and checks the echo.
@@ -384,4 +390,11 @@ func TestRelayRetainClosesIdleConnectionsOfOtherPods(t *testing.T) {
 	if !conn.isClosed() {
 		t.Error("the connection of a pod no longer retained stays open after its last relayed connection")
 	}
+}
+
+// dialedPods are the pods dialed so far, in order.
+func (d *fakeDialer) dialedPods() []Pod {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.pods)
 }

@@ -4,6 +4,7 @@
 package portal
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -39,9 +41,26 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 // options are the parsed flags.
 type options struct {
 	kubeconfig, metricsAddress, healthAddress, logFormat, logLevel string
-	podCIDR                                                        netip.Prefix
-	routeTable, routePriority                                      int
-	inputInterfaces                                                []string
+	capture                                                        portal.Capture
+}
+
+// markFlag parses a packet mark (0x1000, 4096).
+type markFlag struct{ v *uint32 }
+
+func (f markFlag) String() string {
+	if f.v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%#x", *f.v)
+}
+
+func (f markFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return fmt.Errorf("not a 32-bit number: %w", err)
+	}
+	*f.v = uint32(v)
+	return nil
 }
 
 func parse(args []string, stderr io.Writer) (*options, bool, error) {
@@ -52,9 +71,15 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	var iifs stringList
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig path; empty: the in-cluster configuration")
 	fs.StringVar(&podCIDR, "pod-cidr", "", "the rbn pod range (IPv4 CIDR) whose addresses the portal captures and relays (required)")
-	fs.IntVar(&o.routeTable, "route-table", portal.DefaultRouteTable, "routing table of the pod range's local route")
-	fs.IntVar(&o.routePriority, "route-priority", portal.DefaultRulePriority, "priority of the policy rule(s) into the table")
-	fs.Var(&iifs, "input-interface", "capture only packets arriving on this interface (repeatable); none: every packet to the range, locally generated ones included")
+	c := &o.capture
+	c.Mark = portal.DefaultMark
+	fs.Var(markFlag{&c.Mark}, "fwmark", "packet mark of captured packets, routed by a policy rule to the local table; "+
+		"the default bit is clear of kube-proxy's 0x4000 and 0x8000, Calico's 0xffff0000 and Cilium's 0xf00")
+	fs.Var(markFlag{&c.Mask}, "fwmark-mask", "the mark's bits that are ours (the others are kept); default: the mark's")
+	fs.IntVar(&c.Table, "route-table", portal.DefaultRouteTable, "routing table of the local route for marked packets")
+	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rule into the table")
+	listenPort := fs.Uint("listen-port", portal.DefaultListenPort, "port of the transparent listener on 127.0.0.1 that captured connections are steered to")
+	fs.Var(&iifs, "input-interface", "capture only packets arriving on this interface (repeatable); none: every TCP packet to the range, locally generated ones included")
 	fs.StringVar(&o.metricsAddress, "metrics-address", DefaultMetricsAddress, `address (IP:port) of GET /metrics; "0" serves none`)
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -66,7 +91,7 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	if *showVersion {
 		return nil, true, nil
 	}
-	o.inputInterfaces = iifs
+	c.InputInterfaces = iifs
 	var errs []error
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
@@ -76,19 +101,15 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	} else if p, err := netip.ParsePrefix(podCIDR); err != nil || !p.Addr().Is4() || p != p.Masked() {
 		errs = append(errs, fmt.Errorf("--pod-cidr %q: not an IPv4 network address with a prefix length", podCIDR))
 	} else {
-		o.podCIDR = p
+		c.CIDR = p
 	}
-	// 0 and 253-255 are the kernel's unspec, default, main and local tables.
-	if o.routeTable <= 0 || (o.routeTable >= 253 && o.routeTable <= 255) {
-		errs = append(errs, fmt.Errorf("--route-table %d: not a free table (1-252 or above 255)", o.routeTable))
+	if *listenPort == 0 || *listenPort > 65535 {
+		errs = append(errs, fmt.Errorf("--listen-port %d: want 1-65535", *listenPort))
+	} else {
+		c.ListenPort = uint16(*listenPort)
 	}
-	if o.routePriority <= 0 || o.routePriority >= 32766 {
-		errs = append(errs, fmt.Errorf("--route-priority %d: want 1-32765, before the main table's rule", o.routePriority))
-	}
-	for _, iif := range o.inputInterfaces {
-		if iif == "" || len(iif) > 15 {
-			errs = append(errs, fmt.Errorf("--input-interface %q: not an interface name", iif))
-		}
+	if err := c.ValidateRouting(); err != nil {
+		errs = append(errs, err)
 	}
 	if agg := logging.ValidateOptions(o.logFormat, o.logLevel).ToAggregate(); agg != nil {
 		errs = append(errs, agg)
@@ -126,14 +147,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	m := portal.NewMetrics()
 	p, err := portal.New(portal.Config{
-		Client:  client,
-		PodCIDR: o.podCIDR,
-		Routes: portal.Routing{
-			CIDR: o.podCIDR, Table: o.routeTable, Priority: o.routePriority,
-			InputInterfaces: o.inputInterfaces,
-		},
-		Dialer:  dialer,
-		Metrics: m,
+		Client:        client,
+		PodCIDR:       o.capture.CIDR,
+		Capture:       o.capture,
+		ListenAddress: o.capture.ListenAddress(),
+		Dialer:        dialer,
+		Metrics:       m,
 	})
 	if err != nil {
 		return err
@@ -151,8 +170,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return fmt.Errorf("health: listen on %s: %w", o.healthAddress, err)
 	}
-	log.Info("rbn-portal starting", "version", version.Version, "podCIDR", o.podCIDR.String(),
-		"routeTable", o.routeTable, "routePriority", o.routePriority, "inputInterfaces", o.inputInterfaces)
+	c := o.capture
+	log.Info("rbn-portal starting", "version", version.Version, "podCIDR", c.CIDR.String(),
+		"fwmark", fmt.Sprintf("%#x/%#x", c.Mark, cmp.Or(c.Mask, c.Mark)), "routeTable", c.Table, "routePriority", c.Priority,
+		"listen", c.ListenAddress().String(), "inputInterfaces", c.InputInterfaces)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/remote-build-nodes/rbn/internal/portal"
 )
 
 func TestParse(t *testing.T) {
@@ -18,12 +20,21 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &options{
-		podCIDR: netip.MustParsePrefix("100.96.0.0/16"), routeTable: 300, routePriority: 196,
-		inputInterfaces: []string{"cni0", "podman0"}, metricsAddress: DefaultMetricsAddress,
-		healthAddress: DefaultHealthAddress, logFormat: "text", logLevel: "info",
+		capture: portal.Capture{
+			CIDR: netip.MustParsePrefix("100.96.0.0/16"), Mark: 0x1000, Table: 300, Priority: 196, ListenPort: 15196,
+			InputInterfaces: []string{"cni0", "podman0"},
+		},
+		metricsAddress: DefaultMetricsAddress, healthAddress: DefaultHealthAddress, logFormat: "text", logLevel: "info",
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("parse:\n got %+v\nwant %+v", o, want)
+	}
+	o, _, err = parse([]string{"--pod-cidr=100.96.0.0/16", "--fwmark=0x20000", "--fwmark-mask=0xf0000", "--listen-port=1234"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := o.capture; c.Mark != 0x20000 || c.Mask != 0xf0000 || c.ListenAddress().String() != "127.0.0.1:1234" {
+		t.Errorf("--fwmark, --fwmark-mask, --listen-port: %+v", c)
 	}
 	if _, showVersion, err := parse([]string{"--version"}, io.Discard); err != nil || !showVersion {
 		t.Errorf("--version: %v, %v", showVersion, err)
@@ -39,8 +50,10 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"--pod-cidr=fd00::/64"}, []string{"IPv4"}},
 		{[]string{"--pod-cidr=100.96.1.0/16"}, []string{"network address"}},
 		// Every problem at once.
-		{[]string{"--pod-cidr=100.96.0.0/16", "--route-table=254", "--route-priority=0", "--input-interface=", "--log-level=loud", "extra"},
-			[]string{"--route-table 254", "--route-priority 0", `--input-interface ""`, "logLevel", "unexpected arguments"}},
+		{[]string{"--fwmark=x"}, []string{"-fwmark", "32-bit"}},
+		{[]string{"--pod-cidr=100.96.0.0/16", "--route-table=254", "--route-priority=0", "--input-interface=",
+			"--fwmark=0x3000", "--fwmark-mask=0x1000", "--listen-port=0", "--log-level=loud", "extra"},
+			[]string{"route table 254", "rule priority 0", `input interface ""`, "fwmark 0x3000/0x1000", "--listen-port 0", "logLevel", "unexpected arguments"}},
 	} {
 		err := Run(t.Context(), tc.args, io.Discard)
 		if err == nil {
