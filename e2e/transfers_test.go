@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -554,6 +555,71 @@ spec:
 				t.Error("no AbortedIncompleteUpload event: the killed process's upload was not aborted before the new one")
 			}
 		})
+	}
+}
+
+// The build host's SSH connection cut in the middle of an upload (its sshd
+// killed with every session, back once the transfer says it waits): the
+// upload waits for the host instead of using up its attempts, starts over
+// when podman answers again, and the finished build's object arrives whole.
+func TestS3UploadWaitsForHostAfterSSHCut(t *testing.T) {
+	s := newStack(t)
+	srv := newS3Server(t)
+	ns := s.Namespace(t)
+	bucket := srv.bucket(t)
+	hold := make(chan struct{})
+	proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
+	const host = 3
+	node := s.Host(t, host)["NAME"]
+	s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: build
+  namespace: %[1]s
+  annotations:
+    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
+spec:
+  nodeName: %[5]s
+  restartPolicy: Never%[2]s
+  containers:
+    - name: build
+      image: %[3]s
+      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=160 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, ns, framework.PodSpec, framework.TestImage, bucket, node))
+	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
+		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
+	})
+	s.HostsSh(t, "stop-sshd", strconv.Itoa(host))
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			s.HostsSh(t, "start-sshd", strconv.Itoa(host))
+		}
+	})
+	// The parts in flight go through; the rest of the image, more than
+	// the relay's buffers hold (64 MiB), cannot be read from the host.
+	close(hold)
+	s.waitEvent(t, ns, "build", "WaitingForHost", "stopped answering during a transfer")
+	s.HostsSh(t, "start-sshd", strconv.Itoa(host))
+	restarted = true
+	s.waitEvent(t, ns, "build", "HostBack", "the transfer starts over")
+	s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
+	image := srv.get(t, bucket, "image.raw")
+	sum := sha256.Sum256(image)
+	want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
+	if len(image) != 160<<20 || hex.EncodeToString(sum[:]) != want {
+		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+	}
+	ups, err := srv.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ups.Uploads) > 0 {
+		t.Errorf("%d incomplete multipart upload(s) left in %s", len(ups.Uploads), bucket)
 	}
 }
 

@@ -48,6 +48,7 @@ type fakeRuntime struct {
 	networks map[string]podman.Network
 	pullErr  map[string]error // image -> what its pulls answer
 	existErr error            // what image lookups answer, when set
+	pingErr  error            // what Ping answers, when set
 	startErr map[string]error // container name -> what its start answers
 	// faults are what the next calls of an operation answer ("create-pod",
 	// "remove-pod"), each once, before the fake does the call.
@@ -154,6 +155,20 @@ func matches(labels, want map[string]string) bool {
 }
 
 func notFound(op string) error { return fmt.Errorf("%s: %w", op, podman.ErrNotFound) }
+
+// Ping answers what pingErr holds, or nothing when the host is ready.
+func (f *fakeRuntime) Ping(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("ping")
+	if f.pingErr != nil {
+		return f.pingErr
+	}
+	if !f.ready {
+		return errors.New("podman: no ssh connection")
+	}
+	return nil
+}
 
 func (f *fakeRuntime) Ready() bool {
 	f.mu.Lock()
@@ -471,6 +486,12 @@ func (f *fakeRuntime) RemoveVolume(_ context.Context, name string) error {
 // "path mode gid" (mode in octal), and writes them into the fake host's
 // tree when p is where the container mounts a volume.
 func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive io.Reader) error {
+	f.mu.Lock()
+	fault := f.fault("copy-into")
+	f.mu.Unlock()
+	if fault != nil {
+		return fault
+	}
 	data, err := io.ReadAll(archive)
 	if err != nil {
 		return err

@@ -34,6 +34,9 @@ type podRuntime interface {
 	Changed() <-chan struct{}
 	// Info is the host's facts, nil before the first contact.
 	Info() *podman.HostInfo
+	// Ping asks the host's podman service whether it answers, now (Ready
+	// is the health as last polled).
+	Ping(ctx context.Context) error
 
 	// Sandbox: the podman pod and its infra container.
 	CreatePod(ctx context.Context, spec *specgen.PodSpecGenerator) (string, error)

@@ -117,7 +117,42 @@ func (t *podTransfers) s3Client(pd *corev1.Pod, tr *rbnv1.Transfers) (*s3relay.C
 	if err != nil {
 		return nil, fmt.Errorf("Secret %s/%s: %w", pd.Namespace, tr.SecretName, err)
 	}
-	return c, nil
+	return c.WithHostWait(func(ctx context.Context) (bool, error) { return t.waitHost(ctx, pd) }), nil
+}
+
+// hostWaitTimeout bounds a transfer's wait for its build host after the
+// host was lost in the middle of it (the SSH connection cut, podman
+// restarted).
+const hostWaitTimeout = 5 * time.Minute
+
+// waitHost is the transfers' s3relay.HostWait: after a failed attempt, it
+// asks the host's podman whether it answers; if not, the host is gone (the
+// attempt broke because of it, not because of S3 or the data), and it
+// waits, on the host's health changes, until podman answers again, at most
+// hostWaitTimeout. waited tells that the host was gone.
+func (t *podTransfers) waitHost(ctx context.Context, pd *corev1.Pod) (waited bool, err error) {
+	if t.rt.Ping(ctx) == nil {
+		return false, nil
+	}
+	t.event(pd, corev1.EventTypeWarning, "WaitingForHost", fmt.Sprintf(
+		"The build host stopped answering during a transfer: waiting up to %s for it, then the transfer starts over", hostWaitTimeout))
+	wctx, cancel := context.WithTimeout(ctx, hostWaitTimeout)
+	defer cancel()
+	for {
+		changed := t.rt.Changed()
+		if t.rt.Ready() && t.rt.Ping(wctx) == nil {
+			t.event(pd, corev1.EventTypeNormal, "HostBack", "The build host answers again: the transfer starts over")
+			return true, nil
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			return true, fmt.Errorf("the build host did not answer again within %s", hostWaitTimeout)
+		}
+	}
 }
 
 // s3Endpoint reads an S3 endpoint and its credentials from a Secret (keys rbnv1.S3Key*).

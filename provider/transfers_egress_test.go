@@ -102,3 +102,68 @@ func TestDownloadWithoutChecksumSaysLengthOnly(t *testing.T) {
 		t.Errorf("Downloaded event %q does not say the content was verified by length only; events %q", downloaded, events)
 	}
 }
+
+// The build host lost in the middle of a download (its SSH connection
+// cut): the transfer waits for the host instead of using up its attempts,
+// and starts over once podman answers again; that attempt does not count.
+func TestDownloadWaitsForALostHost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		_, _ = w.Write([]byte("hello"))
+	}))
+	defer srv.Close()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	if err := idx.Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s3"}, Data: map[string][]byte{
+		rbnv1.S3KeyEndpoint: []byte(srv.URL), rbnv1.S3KeyAccessKeyID: []byte("a"), rbnv1.S3KeySecretAccessKey: []byte("s"),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	allow, err := egress.New(egress.Config{AllowedCIDRs: []string{"127.0.0.1/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One attempt: only an attempt that does not count can be retried.
+	relay, err := s3relay.New(s3relay.Config{Egress: allow, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	rt := newFakeRuntime(clk)
+	// The copy into the host breaks with its connection: the host is gone.
+	rt.faults = map[string][]error{"copy-into": {errors.New("ssh: connection lost")}}
+	var mu sync.Mutex
+	var events []string
+	waiting := make(chan struct{})
+	event := func(_ *corev1.Pod, _, reason, msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, reason+": "+msg)
+		if reason == "WaitingForHost" {
+			close(waiting)
+		}
+	}
+	rt.setReady(false)
+	go func() {
+		<-waiting
+		rt.setReady(true) // reconnected
+	}()
+	tr := newPodTransfers(rt, clk, event, corev1listers.NewSecretLister(idx), relay, "uid-1")
+	plan := &pod.Plan{PodName: "rbn-uid-1", Volumes: []pod.Volume{{K8sName: "work", Kind: pod.VolumeEmptyDir, PodmanName: "rbn-uid-1-work"}},
+		Transfers: &rbnv1.Transfers{SecretName: "s3", Inputs: []rbnv1.TransferInput{{Bucket: "b", Key: "k", Volume: "work", Path: "in.bin"}}}}
+	pd := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"}}
+	if err := tr.stage(context.Background(), pd, plan, "infra"); err != nil {
+		t.Fatalf("stage: %v; events %q", err, events)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var reasons []string
+	for _, e := range events {
+		reasons = append(reasons, strings.SplitN(e, ":", 2)[0])
+	}
+	if want := "Downloading WaitingForHost HostBack Downloaded"; strings.Join(reasons, " ") != want {
+		t.Errorf("events %q, want the reasons %s", events, want)
+	}
+	if got := len(rt.called("copy-into ")); got != 1 {
+		t.Errorf("%d copies reached the host, want the one after it came back", got)
+	}
+}

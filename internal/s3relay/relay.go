@@ -114,9 +114,30 @@ func (r *Relay) putBuf(b []byte) {
 
 // Client is a Relay bound to one endpoint and its credentials.
 type Client struct {
-	r  *Relay
-	s3 *s3.Client
-	tr *http.Transport
+	r        *Relay
+	s3       *s3.Client
+	tr       *http.Transport
+	hostWait HostWait
+}
+
+// HostWait is asked after each failed attempt whether the other end of the
+// transfer (the build host, whose files a sink writes or a source reads
+// over SSH) is gone, and if so waits until it is back. waited says it was
+// gone: that attempt does not count against Attempts, since the host's
+// outage is not the transfer's failure (the next attempt starts over). An
+// error ends the transfer: the host did not come back in time.
+type HostWait func(ctx context.Context) (waited bool, err error)
+
+// maxHostWaits bounds the attempts a transfer makes after waiting for its
+// host, on top of Attempts: a host that keeps dropping its connection
+// fails the transfer.
+const maxHostWaits = 5
+
+// WithHostWait makes the client wait for the host through w after a failed
+// attempt; it returns c.
+func (c *Client) WithHostWait(w HostWait) *Client {
+	c.hostWait = w
+	return c
 }
 
 // Client returns a client for e; Close releases its connections.
@@ -206,14 +227,30 @@ type TransferError struct {
 func (e *TransferError) Error() string { return e.Op + " " + e.Object + ": " + e.Detail }
 func (e *TransferError) Unwrap() error { return e.Err }
 
-// attempt runs fn up to Attempts times while its failures are retryable.
+// attempt runs fn up to Attempts times while its failures are retryable;
+// the attempts that failed while the host was gone (see HostWait) do not
+// count, up to maxHostWaits of them. It returns how many attempts it made.
 func (c *Client) attempt(ctx context.Context, fn func() error) (int, error) {
 	var err error
+	counted, waits := 0, 0
 	for n := 1; ; n++ {
-		if err = fn(); err == nil || n >= c.r.cfg.Attempts || !retryable(ctx, err) {
+		if err = fn(); err == nil || !retryable(ctx, err) {
 			return n, err
 		}
-		if !c.backOff(ctx, n) {
+		if c.hostWait != nil && waits < maxHostWaits {
+			waited, werr := c.hostWait(ctx)
+			if werr != nil {
+				return n, fmt.Errorf("%w; %v", err, werr)
+			}
+			if waited {
+				waits++
+				continue // the host is back: start over, at once
+			}
+		}
+		if counted++; counted >= c.r.cfg.Attempts {
+			return n, err
+		}
+		if !c.backOff(ctx, counted) {
 			return n, err
 		}
 	}

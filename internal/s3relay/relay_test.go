@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -64,4 +65,56 @@ func TestBufferPoolBoundsMemory(t *testing.T) {
 	}
 	r.putBuf(b)
 	r.putBuf(c)
+}
+
+// An attempt that failed while the host was gone does not count: the
+// transfer starts over once the host is back, at once, up to maxHostWaits
+// times; one that failed with the host there counts and backs off.
+func TestAttemptWaitsForTheHost(t *testing.T) {
+	r, err := New(Config{Attempts: 2, Backoff: func(int) time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("ssh: connection lost")
+	for _, tc := range []struct {
+		name      string
+		gone      []bool // what HostWait finds after each failure, in order
+		failures  int    // attempts that fail before one succeeds; -1: all
+		waitErr   error
+		wantTries int
+		wantErr   string
+	}{
+		{name: "host gone twice, then a success", gone: []bool{true, true}, failures: 2, wantTries: 3},
+		{name: "host there: attempts count", gone: []bool{false, false}, failures: -1, wantTries: 2, wantErr: "ssh: connection lost"},
+		{name: "gone then there: one counted", gone: []bool{true, false, false}, failures: -1, wantTries: 3, wantErr: "ssh: connection lost"},
+		{name: "host keeps dropping", gone: []bool{true, true, true, true, true, true, true, true}, failures: -1,
+			wantTries: maxHostWaits + 2, wantErr: "ssh: connection lost"},
+		{name: "host not back in time", gone: []bool{true}, failures: -1, waitErr: errors.New("the host did not come back within 5m0s"),
+			wantTries: 1, wantErr: "ssh: connection lost; the host did not come back within 5m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			waits := 0
+			c := (&Client{r: r}).WithHostWait(func(context.Context) (bool, error) {
+				defer func() { waits++ }()
+				if tc.waitErr != nil {
+					return true, tc.waitErr
+				}
+				return waits < len(tc.gone) && tc.gone[waits], nil
+			})
+			tries := 0
+			n, err := c.attempt(context.Background(), func() error {
+				tries++
+				if tc.failures < 0 || tries <= tc.failures {
+					return cut
+				}
+				return nil
+			})
+			if n != tries || n != tc.wantTries {
+				t.Errorf("attempt made %d tries (reported %d), want %d", tries, n, tc.wantTries)
+			}
+			if (err == nil) != (tc.wantErr == "") || err != nil && err.Error() != tc.wantErr {
+				t.Errorf("err %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
 }

@@ -61,6 +61,45 @@ func crcString(sum uint32) string {
 	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, sum))
 }
 
+// brokenSource is an error of the source itself, as sourceReader reports
+// it. io.ReadFull answers io.ErrUnexpectedEOF for the short last part of a
+// source that ended well, and passes a source's own io.ErrUnexpectedEOF
+// on as it is: a stream cut in the middle (a tar entry shorter than its
+// header says, when the host's connection broke) would pass for the end of
+// the object, and a truncated object would be stored as a whole one.
+type brokenSource struct{ err error }
+
+func (e *brokenSource) Error() string { return e.err.Error() }
+func (e *brokenSource) Unwrap() error { return e.err }
+
+// sourceReader wraps every error of its source but io.EOF in brokenSource.
+type sourceReader struct{ r io.Reader }
+
+func (s sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF { //nolint:errorlint // io.EOF itself, as Read returns it
+		err = &brokenSource{err}
+	}
+	return n, err
+}
+
+// readPart fills buf from a sourceReader; last says the source ended
+// (well) within it, after n bytes. A source's own error is an error, never
+// the short last part.
+func readPart(r sourceReader, buf []byte) (n int, last bool, err error) {
+	n, err = io.ReadFull(r, buf)
+	var broken *brokenSource
+	switch {
+	case errors.As(err, &broken):
+		return n, false, fmt.Errorf("read source: %w", broken.err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return n, true, nil
+	case err != nil:
+		return n, false, fmt.Errorf("read source: %w", err)
+	}
+	return n, false, nil
+}
+
 func (c *Client) uploadOnce(ctx context.Context, bucket, key string, src Source, progress Progress) (Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -73,16 +112,17 @@ func (c *Client) uploadOnce(ctx context.Context, bucket, key string, src Source,
 	if err != nil {
 		return Result{}, err
 	}
-	n, err := io.ReadFull(rc, buf)
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	in := sourceReader{rc}
+	n, last, err := readPart(in, buf)
+	if err != nil {
+		c.r.putBuf(buf)
+		return Result{}, err
+	}
+	if last {
 		defer c.r.putBuf(buf)
 		return c.putSmall(ctx, bucket, key, buf[:n], progress)
 	}
-	if err != nil {
-		c.r.putBuf(buf)
-		return Result{}, fmt.Errorf("read source: %w", err)
-	}
-	return c.putMultipart(ctx, bucket, key, rc, buf, progress)
+	return c.putMultipart(ctx, bucket, key, in, buf, progress)
 }
 
 func (c *Client) putSmall(ctx context.Context, bucket, key string, data []byte, progress Progress) (Result, error) {
@@ -104,7 +144,7 @@ func (c *Client) putSmall(ctx context.Context, bucket, key string, data []byte, 
 }
 
 // putMultipart uploads first (a full part) and the rest of rc.
-func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Reader, first []byte, progress Progress) (res Result, err error) {
+func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc sourceReader, first []byte, progress Progress) (res Result, err error) {
 	created, err := c.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(bucket), Key: aws.String(key),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32, ChecksumType: types.ChecksumTypeFullObject,
@@ -188,17 +228,16 @@ func (c *Client) putMultipart(ctx context.Context, bucket, key string, rc io.Rea
 		if buf, err = c.r.getBuf(stop); err != nil {
 			break
 		}
-		n, err = io.ReadFull(rc, buf)
+		var last bool
+		n, last, err = readPart(rc, buf)
 		switch {
-		case errors.Is(err, io.EOF):
-			c.r.putBuf(buf)
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			continue
 		case err != nil:
 			c.r.putBuf(buf)
-			cancel(fmt.Errorf("read source: %w", err))
+			cancel(err)
+		case last && n == 0:
+			c.r.putBuf(buf)
 		default:
-			continue
+			continue // a whole part, or the short last one
 		}
 		break
 	}

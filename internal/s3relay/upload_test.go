@@ -160,3 +160,67 @@ func TestUploadAbortRepeatsUntilGone(t *testing.T) {
 		})
 	}
 }
+
+// truncatedSource is n zero bytes, then the error a tar entry cut short
+// gives (archive/tar's io.ErrUnexpectedEOF), as an archive stream from a
+// host whose connection broke.
+func truncatedSource(n int) Source {
+	return func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(io.MultiReader(io.LimitReader(zeros{}, int64(n)), errReader{io.ErrUnexpectedEOF})), nil
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// A source that breaks off with io.ErrUnexpectedEOF is a failed upload,
+// never a short object: io.ReadFull's answer for a short last part must
+// not be confused with the source's own. In a small object and in the
+// middle of a multipart one.
+func TestUploadOfATruncatedSourceFails(t *testing.T) {
+	for _, size := range []int{3 << 20, 12 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			var puts int
+			var mu sync.Mutex
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				q := r.URL.Query()
+				switch {
+				case r.Method == http.MethodPost && q.Has("uploads"):
+					fmt.Fprint(w, `<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>u1</UploadId></InitiateMultipartUploadResult>`)
+				case r.Method == http.MethodPut:
+					puts++
+					_, _ = io.Copy(io.Discard, r.Body)
+					w.Header().Set("ETag", `"e"`)
+				case r.Method == http.MethodDelete:
+					w.WriteHeader(http.StatusNoContent)
+				case r.Method == http.MethodGet:
+					fmt.Fprint(w, `<ListPartsResult></ListPartsResult>`)
+				default:
+					t.Errorf("unexpected %s %s", r.Method, r.URL)
+				}
+			}))
+			defer srv.Close()
+			r, err := New(Config{PartSize: 5 << 20, Attempts: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := r.Client(Endpoint{URL: srv.URL, Region: "r", AccessKeyID: "a", SecretAccessKey: "s", PathStyle: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			res, err := c.Upload(context.Background(), "b", "k", truncatedSource(size), nil)
+			if err == nil || !strings.Contains(err.Error(), "read source: unexpected EOF") {
+				t.Fatalf("upload of a truncated source: %+v, %v; want it to fail", res, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if size < 5<<20 && puts != 0 {
+				t.Errorf("%d PUTs of a truncated small object", puts)
+			}
+		})
+	}
+}
