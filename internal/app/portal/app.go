@@ -42,6 +42,9 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type options struct {
 	kubeconfig, metricsAddress, healthAddress, logFormat, logLevel string
 	capture                                                        portal.Capture
+	// cleanup: remove the capture a portal installed with these flags,
+	// and exit (kube-proxy's --cleanup).
+	cleanup bool
 }
 
 // markFlag parses a packet mark (0x1000, 4096).
@@ -84,6 +87,7 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the nftables table, policy rule and route a portal with these --route-table and --fwmark installed, and exit (after its pod was killed: a stopping portal removes them itself)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, err
@@ -97,7 +101,9 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	if podCIDR == "" {
-		errs = append(errs, errors.New("--pod-cidr is required"))
+		if !o.cleanup {
+			errs = append(errs, errors.New("--pod-cidr is required"))
+		}
 	} else if p, err := netip.ParsePrefix(podCIDR); err != nil || !p.Addr().Is4() || p != p.Masked() {
 		errs = append(errs, fmt.Errorf("--pod-cidr %q: not an IPv4 network address with a prefix length", podCIDR))
 	} else {
@@ -132,6 +138,13 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	ctx = logging.IntoContext(ctx, log)
+	if o.cleanup {
+		if err := o.capture.Remove(); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		log.Info("rbn-portal's capture removed", "routeTable", o.capture.Table, "nftablesTable", portal.TableName)
+		return nil
+	}
 
 	restCfg, err := kubeclient.RESTConfig(o.kubeconfig, "rbn-portal/"+version.Version)
 	if err != nil {

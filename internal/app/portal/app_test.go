@@ -36,6 +36,10 @@ func TestParse(t *testing.T) {
 	if c := o.capture; c.Mark != 0x20000 || c.Mask != 0xf0000 || c.ListenAddress().String() != "127.0.0.1:1234" {
 		t.Errorf("--fwmark, --fwmark-mask, --listen-port: %+v", c)
 	}
+	// --cleanup needs no pod range: it removes what the table and mark name.
+	if o, _, err := parse([]string{"--cleanup", "--route-table=300"}, io.Discard); err != nil || !o.cleanup || o.capture.Table != 300 {
+		t.Errorf("--cleanup: %+v, %v", o, err)
+	}
 	if _, showVersion, err := parse([]string{"--version"}, io.Discard); err != nil || !showVersion {
 		t.Errorf("--version: %v, %v", showVersion, err)
 	}
