@@ -2,16 +2,20 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
-	"slices"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -19,14 +23,23 @@ import (
 
 func testCapture(n *testNet, iifs ...string) Capture {
 	return Capture{
-		CIDR: netip.MustParsePrefix("10.250.0.0/16"), Mark: DefaultMark, Table: DefaultRouteTable,
-		Priority: DefaultRulePriority, ListenPort: DefaultListenPort, InputInterfaces: iifs, Netns: n.node,
+		CIDR: netip.MustParsePrefix("10.250.0.0/16"), LinkCIDR: DefaultLinkCIDR, Table: DefaultRouteTable,
+		Priority: DefaultRulePriority, InputInterfaces: iifs, Netns: n.node,
 	}
 }
 
-// runPortal runs a portal with the real capture and transparent listener
-// in the node namespace, relaying over fake port-forward connections, to
-// pod a (10.250.1.5: 22 and 23) and pod b (10.250.1.6:8080).
+func testNamespace(t *testing.T, c Capture) *Namespace {
+	t.Helper()
+	ns, err := NewNamespace(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// runPortal runs a portal with its real namespace, routed from the node
+// namespace, relaying over fake port-forward connections, to pod a
+// (10.250.1.5: 22 and 23) and pod b (10.250.1.6:8080).
 func runPortal(t *testing.T, n *testNet, c Capture) *fakeDialer {
 	t.Helper()
 	sl := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22), tcp(23)}, podEndpoint("a", true, "10.250.1.5"))
@@ -34,16 +47,7 @@ func runPortal(t *testing.T, n *testNet, c Capture) *fakeDialer {
 	slB := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(8080)}, podEndpoint("b", true, "10.250.1.6"))
 	slB.Name = "svc-b"
 	d := newFakeDialer()
-	p, err := New(Config{
-		Client: fake.NewClientset(sl, slB), PodCIDR: c.CIDR, Capture: c, ListenAddress: c.ListenAddress(),
-		Dialer: d, Metrics: NewMetrics(),
-		Listen: func(ctx context.Context, addr string) (ln net.Listener, err error) {
-			if nsErr := doInNetns(n.node, func() { ln, err = ListenTransparent(ctx, addr) }); nsErr != nil {
-				return nil, nsErr
-			}
-			return ln, err
-		},
-	})
+	p, err := New(Config{Client: fake.NewClientset(sl, slB), PodCIDR: c.CIDR, Capture: testNamespace(t, c), Dialer: d, Metrics: NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,23 +74,49 @@ func relayed(t *testing.T, d *fakeDialer, c *net.TCPConn, pod, port string) *fak
 	return pf
 }
 
+// refused checks that a connection to addr from ns is refused: nothing
+// listens on its port in the portal's namespace.
+func refused(t *testing.T, ns netns.NsHandle, addr string) {
+	t.Helper()
+	inNetns(t, ns, func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", addr)
+		if err == nil {
+			c.Close()
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("dial %s: %v, want connection refused", addr, err)
+		}
+	})
+}
+
 // TestCaptureWithoutInputInterface is production's configuration: the
 // node listens on 0.0.0.0:22 itself (what made a listener per pod address
 // fail to bind), and connections to a pod's port 22 from behind ptv0 and
-// from the node itself are relayed.
+// from the node itself are relayed, with strict reverse path filtering
+// on the node.
 func TestCaptureWithoutInputInterface(t *testing.T) {
-	n := newTestNet(t)
+	n := newTestNet(t, false)
+	inNetns(t, n.node, func() {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 	d := runPortal(t, n, testCapture(n))
 	pf := relayed(t, d, dialFrom(t, n.client, "10.250.1.5:22"), "a", "22")
-	// Locally generated: the output chain reroutes it into prerouting. A
+	// Locally generated: the rule without iif routes it too. A
 	// port-forward connection per pod: the second is on the first's.
 	local := dialFrom(t, n.node, "10.250.1.5:23")
 	if got := echo(t, pf); got != "23" {
 		t.Errorf("local connection relayed to port %q, want 23", got)
 	}
 	roundTrip(t, local, "from the node")
-	// A destination no slice names is captured, then closed.
-	closedByPortal(t, dialFrom(t, n.client, "10.250.1.5:24"))
+	// A port a relayed endpoint uses, at an address no slice names with
+	// it: accepted, then closed.
+	closedByPortal(t, dialFrom(t, n.client, "10.250.1.6:22"))
+	// A port no endpoint uses: nothing listens.
+	refused(t, n.client, "10.250.1.5:24")
 	// The node's own port 22 is left alone.
 	answeredBy(t, dialFrom(t, n.client, "10.99.0.1:22"), "node")
 }
@@ -95,7 +125,7 @@ func TestCaptureWithoutInputInterface(t *testing.T) {
 // ptv0 is captured; another interface's traffic and the node's own reach
 // the pod as routed.
 func TestCaptureWithInputInterface(t *testing.T) {
-	n := newTestNet(t)
+	n := newTestNet(t, false)
 	d := runPortal(t, n, testCapture(n, "ptv0"))
 	relayed(t, d, dialFrom(t, n.client, "10.250.1.5:22"), "a", "22")
 	answeredBy(t, dialFrom(t, n.other, "10.250.1.5:22"), "pod")
@@ -105,17 +135,47 @@ func TestCaptureWithInputInterface(t *testing.T) {
 	}
 }
 
-// TestCaptureAfterKubeProxyDNAT simulates kube-proxy: a nat chain at
-// priority -100 translates a Service address to pod b's; the portal sees
-// the pod's address and port, and the reply is translated back.
+// TestCaptureAfterKubeProxyDNAT: kube-proxy translates a Service address
+// to pod b's; the portal sees the pod's address and port, and the reply
+// is translated back.
 func TestCaptureAfterKubeProxyDNAT(t *testing.T) {
-	n := newTestNet(t)
-	conn := nftConn(t, n)
+	n := newTestNet(t, false)
+	kubeProxyDNAT(t, n)
+	d := runPortal(t, n, testCapture(n, "ptv0"))
+	relayed(t, d, dialFrom(t, n.client, "10.96.0.10:80"), "b", "8080")
+}
+
+// TestCaptureBridgeNetfilter is a node whose pods sit on a Linux bridge
+// with br_netfilter, which kube-proxy needs on bridge CNIs: kube-proxy's
+// DNAT runs in the bridge layer, then the packet is routed (iif the
+// bridge) into the portal's namespace. A TPROXY capture failed here: the
+// socket it assigned in the bridge layer's prerouting was dropped by
+// ip_rcv (skb_orphan), and the SYN died with NO_SOCKET.
+func TestCaptureBridgeNetfilter(t *testing.T) {
+	n := newTestNet(t, true)
+	kubeProxyDNAT(t, n)
+	d := runPortal(t, n, testCapture(n, "ptbr0"))
+	pf := relayed(t, d, dialFrom(t, n.client, "10.96.0.10:80"), "b", "8080")
+	direct := dialFrom(t, n.client, "10.250.1.6:8080")
+	if got := echo(t, pf); got != "8080" {
+		t.Errorf("relayed to port %q, want 8080", got)
+	}
+	roundTrip(t, direct, "to the pod's address")
+	answeredBy(t, dialFrom(t, n.client, "10.99.0.1:22"), "node")
+}
+
+// kubeProxyDNAT simulates kube-proxy in the node namespace: a nat chain
+// at priority -100 translates 10.96.0.10:80 (a Service) to 10.250.1.6:8080.
+func kubeProxyDNAT(t *testing.T, n *testNet) {
+	t.Helper()
+	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tbl := conn.AddTable(&nftables.Table{Name: "kube-proxy", Family: nftables.TableFamilyIPv4})
 	ch := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: tbl, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
 	svc, pod := netip.MustParseAddr("10.96.0.10").As4(), netip.MustParseAddr("10.250.1.6").As4()
-	// ip daddr 10.96.0.10 tcp dport 80 dnat to 10.250.1.6:8080
 	conn.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: svc[:]},
@@ -130,93 +190,88 @@ func TestCaptureAfterKubeProxyDNAT(t *testing.T) {
 	if err := conn.Flush(); err != nil {
 		t.Fatalf("kube-proxy's nat table: %v", err)
 	}
-	d := runPortal(t, n, testCapture(n, "ptv0"))
-	c := dialFrom(t, n.client, "10.96.0.10:80")
-	relayed(t, d, c, "b", "8080")
 }
 
-// TestCaptureEnsureRemove installs twice over an earlier configuration,
-// then removes everything.
-func TestCaptureEnsureRemove(t *testing.T) {
-	n := newTestNet(t)
-	earlier := testCapture(n)
-	earlier.Mark, earlier.Mask = 0x2000, 0x3000
+// TestNamespaceEnsureRemove installs twice over an earlier configuration,
+// then removes everything; --cleanup removes what a killed portal left.
+func TestNamespaceEnsureRemove(t *testing.T) {
+	n := newTestNet(t, false)
+	earlierCfg := testCapture(n, "ptv2")
+	earlierCfg.CIDR = netip.MustParsePrefix("10.251.0.0/16")
+	earlier := testNamespace(t, earlierCfg)
 	if err := earlier.Ensure(); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	c := testCapture(n, "ptv0", "ptv2")
+	ns := testNamespace(t, c)
 	for range 2 {
-		if err := c.Ensure(); err != nil {
+		if err := ns.Ensure(); err != nil {
 			t.Fatalf("Ensure: %v", err)
 		}
 	}
-	rules := ourRules(t, n, c)
-	if len(rules) != 1 || rules[0].Mark != DefaultMark || rules[0].Mask == nil || *rules[0].Mask != DefaultMark ||
-		rules[0].Priority != DefaultRulePriority {
-		t.Errorf("rules after Ensure: %v, want one fwmark %#x/%#x", rules, DefaultMark, DefaultMark)
-	}
-	if routes := tableRoutes(t, n, c.Table); len(routes) != 1 || routes[0].Type != unix.RTN_LOCAL {
-		t.Errorf("routes after Ensure: %v, want local 0.0.0.0/0", routes)
-	}
-	// With input interfaces: a rule per interface, no output chain.
-	if got := chainRules(t, n); !slices.Equal(got, []string{"prerouting", "prerouting"}) {
-		t.Errorf("rules by chain %v, want two in prerouting", got)
-	}
-	if err := testCapture(n).Ensure(); err != nil {
-		t.Fatalf("Ensure: %v", err)
-	}
-	if got := chainRules(t, n); !slices.Equal(got, []string{"output", "prerouting"}) {
-		t.Errorf("rules by chain without input interfaces %v, want one in output and prerouting", got)
-	}
+	assertRouting(t, n, c, []string{"ptv0", "ptv2"})
 	for range 2 {
-		if err := c.Remove(); err != nil {
+		if err := ns.Remove(); err != nil {
 			t.Fatalf("Remove: %v", err)
 		}
 	}
+	if err := earlier.Remove(); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
 	assertNothingLeft(t, n, c)
+
+	// Without input interfaces: one rule without iif. Then the process
+	// "dies" without removing anything.
+	killed := testNamespace(t, testCapture(n))
+	if err := killed.Ensure(); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	assertRouting(t, n, c, []string{""})
+	if err := testCapture(n).Cleanup(); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	assertNothingLeft(t, n, c)
+	if err := killed.Remove(); err != nil {
+		t.Fatalf("Remove after Cleanup: %v", err)
+	}
 }
 
-// chainRules lists the chain of each rule of our table, sorted.
-func chainRules(t *testing.T, n *testNet) []string {
+// assertRouting checks the node's rules into the table (one per input
+// interface) and its route into the namespace.
+func assertRouting(t *testing.T, n *testNet, c Capture, iifs []string) {
 	t.Helper()
-	conn := nftConn(t, n)
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	rules := ourRules(t, n, c)
+	var got []string
+	for _, r := range rules {
+		if r.Dst == nil || r.Dst.String() != c.CIDR.String() || r.Priority != c.Priority || r.Mark != 0 {
+			t.Errorf("rule %v, want to %s at priority %d", r, c.CIDR, c.Priority)
+		}
+		got = append(got, r.IifName)
+	}
+	if strings.Join(got, ",") != strings.Join(iifs, ",") {
+		t.Errorf("rules' input interfaces %q, want %q", got, iifs)
+	}
+	routes := tableRoutes(t, n, c.Table)
+	link, err := n.nodeH.LinkByName(HostLink)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", HostLink, err)
 	}
-	var out []string
-	for _, ch := range chains {
-		if ch.Table.Name != TableName {
-			continue
-		}
-		rules, err := conn.GetRules(ch.Table, ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range rules {
-			out = append(out, ch.Name)
-		}
+	if len(routes) != 1 || routes[0].Dst.String() != c.CIDR.String() || !routes[0].Gw.Equal(net.ParseIP("169.254.196.2")) ||
+		routes[0].LinkIndex != link.Attrs().Index {
+		t.Errorf("routes of table %d: %v, want %s via 169.254.196.2 dev %s", c.Table, routes, c.CIDR, HostLink)
 	}
-	slices.Sort(out)
-	return out
 }
 
 func assertNothingLeft(t *testing.T, n *testNet, c Capture) {
 	t.Helper()
-	tables, err := nftConn(t, n).ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tbl := range tables {
-		if tbl.Name == TableName {
-			t.Errorf("table %s left", TableName)
-		}
-	}
 	if rules := ourRules(t, n, c); len(rules) != 0 {
 		t.Errorf("rules left: %v", rules)
 	}
 	if routes := tableRoutes(t, n, c.Table); len(routes) != 0 {
 		t.Errorf("routes left: %v", routes)
+	}
+	if _, err := n.nodeH.LinkByName(HostLink); err == nil {
+		t.Errorf("link %s left", HostLink)
 	}
 }
 
@@ -245,30 +300,20 @@ func tableRoutes(t *testing.T, n *testNet, table int) []netlink.Route {
 	return routes
 }
 
-// nftConn is an nftables connection to the node namespace.
-func nftConn(t *testing.T, n *testNet) *nftables.Conn {
-	t.Helper()
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 func TestCaptureValidate(t *testing.T) {
-	ok := Capture{CIDR: netip.MustParsePrefix("10.250.0.0/16"), Mark: 0x1000, Table: 196, Priority: 196, ListenPort: 15196}
+	ok := Capture{CIDR: netip.MustParsePrefix("10.250.0.0/16"), LinkCIDR: DefaultLinkCIDR, Table: 196, Priority: 196}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}
-	withMask := ok
-	withMask.Mark, withMask.Mask = 0x20000, 0xf0000
-	if err := withMask.Validate(); err != nil {
-		t.Errorf("Validate with a mask: %v", err)
+	overlap := ok
+	overlap.LinkCIDR = netip.MustParsePrefix("10.250.0.4/30")
+	if err := overlap.Validate(); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Errorf("Validate of a link in the pod range: %v", err)
 	}
 	// Every problem at once.
-	err := Capture{CIDR: netip.MustParsePrefix("fd00::/64"), Mark: 0x3000, Mask: 0x1000, Table: 255,
+	err := Capture{CIDR: netip.MustParsePrefix("fd00::/64"), LinkCIDR: netip.MustParsePrefix("169.254.196.0/29"), Table: 255,
 		InputInterfaces: []string{"a-name-too-long-for-linux"}}.Validate()
-	for _, want := range []string{"IPv4", "listen port", "fwmark 0x3000/0x1000", "route table 255", "rule priority 0", "a-name-too-long"} {
+	for _, want := range []string{"IPv4", "link CIDR", "route table 255", "rule priority 0", "a-name-too-long"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v, want it to mention %q", err, want)
 		}

@@ -25,6 +25,7 @@ const (
 
 // Metrics are the portal's series, updated where things happen.
 type Metrics struct {
+	listeners    prometheus.Gauge
 	endpoints    prometheus.Gauge
 	skipped      prometheus.Gauge
 	accepted     prometheus.Counter
@@ -40,6 +41,8 @@ func NewMetrics() *Metrics {
 		return prometheus.Opts{Namespace: metrics.Namespace, Subsystem: subsystem, Name: name, Help: help}
 	}
 	return &Metrics{
+		listeners: prometheus.NewGauge(prometheus.GaugeOpts(opts("listeners",
+			"TCP ports the portal listens on in its network namespace: every port a relayed endpoint uses."))),
 		endpoints: prometheus.NewGauge(prometheus.GaugeOpts(opts("endpoints",
 			"Remote pod (IPv4 address, TCP port) pairs that EndpointSlices name and the portal relays."))),
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts(opts("skipped_ports",
@@ -59,5 +62,5 @@ func NewMetrics() *Metrics {
 
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
+	return []prometheus.Collector{m.listeners, m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -22,21 +21,11 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// newNetns returns a fresh network namespace, closed at the end of t.
-func newNetns(t *testing.T) netns.NsHandle {
+// testNetns returns a fresh network namespace, closed at the end of t.
+func testNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	ns, err := newNetns()
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Set(orig); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
@@ -46,33 +35,9 @@ func newNetns(t *testing.T) netns.NsHandle {
 // inNetns runs f on a thread in ns: sockets f creates live in ns.
 func inNetns(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	if err := doInNetns(ns, f); err != nil {
+	if err := InNetns(ns, f); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// doInNetns is inNetns for goroutines other than the test's.
-func doInNetns(ns netns.NsHandle, f func()) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer func() {
-		// A thread left in ns is not returned to the scheduler: it ends
-		// with the goroutine.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	f()
-	return nil
 }
 
 // testNet is a node namespace joined by veth pairs to three others:
@@ -89,18 +54,27 @@ func doInNetns(ns netns.NsHandle, f func()) error {
 //
 // The node forwards, and listens on 0.0.0.0:22 itself, as sshd does on
 // real nodes.
+//
+// With bridge, ptv0 is a port of the bridge ptbr0 (which holds
+// 10.99.0.1/24 instead), and the node's bridge-nf-call-iptables is 1:
+// bridged IPv4 packets traverse the IPv4 prerouting hooks in the bridge
+// layer (br_netfilter), as on nodes whose CNI is a bridge.
 type testNet struct {
 	node, client, other, pod netns.NsHandle
 	nodeH                    *netlink.Handle
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t *testing.T, bridge bool) *testNet {
 	t.Helper()
 	requireRoot(t)
-	n := &testNet{node: newNetns(t), client: newNetns(t), other: newNetns(t), pod: newNetns(t)}
+	n := &testNet{node: testNetns(t), client: testNetns(t), other: testNetns(t), pod: testNetns(t)}
 	n.nodeH = handleAt(t, n.node)
 	clientH, otherH, podH := handleAt(t, n.client), handleAt(t, n.other), handleAt(t, n.pod)
-	n.veth(t, "ptv0", "10.99.0.1/24", n.client, clientH, "ptc0", "10.99.0.2/24")
+	if bridge {
+		n.bridgedVeth(t, "ptbr0", "10.99.0.1/24", "ptv0", n.client, clientH, "ptc0", "10.99.0.2/24")
+	} else {
+		n.veth(t, "ptv0", "10.99.0.1/24", n.client, clientH, "ptc0", "10.99.0.2/24")
+	}
 	n.veth(t, "ptv2", "10.98.0.1/24", n.other, otherH, "ptc2", "10.98.0.2/24")
 	n.veth(t, "ptv1", "10.250.1.1/24", n.pod, podH, "ptp1", "10.250.1.5/24")
 	for _, r := range []struct {
@@ -146,6 +120,38 @@ func (n *testNet) veth(t *testing.T, name, addr string, ns netns.NsHandle, h *ne
 	up(t, n.nodeH, name, addr)
 	up(t, h, "lo", "")
 	up(t, h, peer, peerAddr)
+}
+
+// bridgedVeth is veth with the node's end a port of the bridge br, which
+// holds addr, and the node's bridged IPv4 traffic traversing netfilter.
+func (n *testNet) bridgedVeth(t *testing.T, br, addr, name string, ns netns.NsHandle, h *netlink.Handle, peer, peerAddr string) {
+	t.Helper()
+	const sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	inNetns(t, n.node, func() {
+		if _, err := os.Stat(sysctl); err != nil {
+			t.Skipf("this kernel has no br_netfilter (%v): the bridge case cannot be reproduced", err)
+		}
+		// Per network namespace since Linux 5.3.
+		if err := os.WriteFile(sysctl, []byte("1"), 0o644); err != nil {
+			t.Fatalf("bridge-nf-call-iptables in the node namespace: %v", err)
+		}
+	})
+	if err := n.nodeH.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br}}); err != nil {
+		t.Fatalf("bridge %s: %v", br, err)
+	}
+	n.veth(t, name, "", ns, h, peer, peerAddr)
+	brLink, err := n.nodeH.LinkByName(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := n.nodeH.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.nodeH.LinkSetMaster(port, brLink); err != nil {
+		t.Fatalf("%s into %s: %v", name, br, err)
+	}
+	up(t, n.nodeH, br, addr)
 }
 
 func up(t *testing.T, h *netlink.Handle, name, cidr string) {

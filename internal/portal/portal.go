@@ -21,10 +21,16 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/logging"
 )
 
-// Captor makes the node's kernel deliver the pod range's connections to
-// the portal's listener (Capture).
+// Captor routes the pod range's connections to where the portal's
+// listeners are (Namespace).
 type Captor interface {
+	// Ensure installs the routing; doing it again changes nothing.
 	Ensure() error
+	// Listen listens for connections to every address of the pod range
+	// on port. The accepted connections' local address is the one the
+	// client connected to (after kube-proxy's DNAT: a pod's).
+	Listen(ctx context.Context, port uint16) (net.Listener, error)
+	// Remove takes back what Ensure installed.
 	Remove() error
 }
 
@@ -33,19 +39,14 @@ type Config struct {
 	Client  kubernetes.Interface
 	PodCIDR netip.Prefix
 	Capture Captor
-	// ListenAddress is where the transparent listener listens, the
-	// address the capture steers to (Capture.ListenAddress).
-	ListenAddress netip.AddrPort
-	Dialer        PortForwarder
-	Metrics       *Metrics
-	// Listen opens the listener; nil is ListenTransparent. Its accepted
-	// connections' local address is their original destination.
-	Listen func(ctx context.Context, addr string) (net.Listener, error)
+	Dialer  PortForwarder
+	Metrics *Metrics
 }
 
-// Portal accepts the connections the capture steers to its one listener
-// and relays each to the pod whose address and port (the connection's
-// original destination) an EndpointSlice names.
+// Portal listens, through the capture, on every TCP port an endpoint it
+// relays uses, and relays each accepted connection to the pod whose
+// address and port (the connection's destination) an EndpointSlice
+// names.
 //
 // When an address leaves every slice (the pod is gone, the Service
 // deleted), new connections to it are closed but open ones are left to
@@ -61,8 +62,11 @@ type Portal struct {
 	// endpoints is what the reconciler last computed; it replaces the
 	// map as a whole, never changes one.
 	endpoints atomic.Pointer[map[netip.AddrPort]Target]
-	skipped   int            // owned by the reconciling goroutine
-	wg        sync.WaitGroup // the accept loop and relayed connections
+	// listeners by port, and skipped, are owned by the reconciling
+	// goroutine.
+	listeners map[uint16]net.Listener
+	skipped   int
+	wg        sync.WaitGroup // the accept loops and relayed connections
 }
 
 // reconcileKey is the queue's one key: every event asks for one full
@@ -78,20 +82,15 @@ func New(cfg Config) (*Portal, error) {
 	if !cfg.PodCIDR.IsValid() || !cfg.PodCIDR.Addr().Is4() {
 		errs = append(errs, fmt.Errorf("pod CIDR %q: not an IPv4 prefix", cfg.PodCIDR))
 	}
-	if !cfg.ListenAddress.IsValid() {
-		errs = append(errs, errors.New("no listen address"))
-	}
 	if cfg.Capture == nil || cfg.Dialer == nil || cfg.Metrics == nil {
 		errs = append(errs, errors.New("capture, dialer and metrics are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("portal: %w", err)
 	}
-	if cfg.Listen == nil {
-		cfg.Listen = ListenTransparent
-	}
 	p := &Portal{
-		cfg:   cfg,
+		cfg:       cfg,
+		listeners: map[uint16]net.Listener{},
 		relay: NewRelay(cfg.Dialer, cfg.Metrics),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "portal"}),
@@ -103,17 +102,10 @@ func New(cfg Config) (*Portal, error) {
 // Ready tells whether the EndpointSlices are synced and reconciled once.
 func (p *Portal) Ready() bool { return p.ready.Load() }
 
-// Run listens, installs the capture, serves until ctx ends, then removes
-// the capture, closes the listener and ends the relayed connections.
+// Run installs the capture, serves until ctx ends, then closes the
+// listeners, ends the relayed connections and removes the capture.
 func (p *Portal) Run(ctx context.Context) (err error) {
 	log := logging.FromContext(ctx)
-	// The listener first: until it is there, the kernel's tproxy finds no
-	// socket and leaves packets alone.
-	ln, err := p.cfg.Listen(ctx, p.cfg.ListenAddress.String())
-	if err != nil {
-		return fmt.Errorf("portal: %w", err)
-	}
-	defer ln.Close()
 	if err := p.cfg.Capture.Ensure(); err != nil {
 		// Take back what was installed before the failure.
 		return errors.Join(fmt.Errorf("portal: capture: %w", err), p.cfg.Capture.Remove())
@@ -128,8 +120,8 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	// are most of a slice's size and of no use here.
 	factory := informers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0, informers.WithTransform(stripManagedFields))
 	defer func() {
-		_ = ln.Close() // ends the accept loop
-		cancel()       // ends the relayed connections (Serve) and the informer
+		p.closeListeners(func(uint16) bool { return false }) // ends the accept loops
+		cancel()                                             // ends the relayed connections (Serve) and the informer
 		factory.Shutdown()
 		p.wg.Wait()
 	}()
@@ -143,12 +135,11 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	}
 	factory.Start(ctx.Done())
 	go func() { <-ctx.Done(); p.queue.ShutDown() }()
-	p.wg.Go(func() { p.accept(ctx, ln) })
 	// The handler's sync: the initial slices are queued (as one key).
 	if !cache.WaitForCacheSync(ctx.Done(), handler.HasSynced) {
 		return nil // stopped before the first sync
 	}
-	log.Info("portal serving", "podCIDR", p.cfg.PodCIDR.String(), "listen", ln.Addr().String())
+	log.Info("portal serving", "podCIDR", p.cfg.PodCIDR.String())
 	p.queue.Add(reconcileKey)
 	for {
 		key, shutdown := p.queue.Get()
@@ -166,8 +157,8 @@ func (p *Portal) Run(ctx context.Context) (err error) {
 	}
 }
 
-// reconcile replaces the endpoints with the slices' and keeps the pods'
-// port-forward connections.
+// reconcile replaces the endpoints with the slices', listens on their
+// ports (and no others) and keeps the pods' port-forward connections.
 func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*discoveryv1.EndpointSlice, error)) error {
 	log := logging.FromContext(ctx)
 	all, err := list(labels.Everything())
@@ -191,6 +182,7 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 			log.Info("no longer relaying", "addr", addr.String(), "pod", t.Pod.String())
 		}
 	}
+	lerr := p.listen(ctx, want.Endpoints)
 	p.cfg.Metrics.endpoints.Set(float64(len(want.Endpoints)))
 	p.cfg.Metrics.skipped.Set(float64(len(want.Skipped)))
 	if len(want.Skipped) != p.skipped {
@@ -199,10 +191,50 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 			log.Info("port not relayed: TCP only", "addr", s.Addr.String(), "protocol", string(s.Protocol), "pod", s.Target.Pod.String())
 		}
 	}
-	return nil
+	return lerr
 }
 
-// Lookup is the target of a connection to dst, its original destination.
+// listen opens a listener for each port of endpoints that has none, and
+// closes those of the other ports (connections they accepted go on). A
+// port whose listener fails to open is retried with the next reconcile.
+func (p *Portal) listen(ctx context.Context, endpoints map[netip.AddrPort]Target) error {
+	log := logging.FromContext(ctx)
+	ports := map[uint16]bool{}
+	for addr := range endpoints {
+		ports[addr.Port()] = true
+	}
+	p.closeListeners(func(port uint16) bool { return ports[port] })
+	var errs []error
+	for port := range ports {
+		if p.listeners[port] != nil {
+			continue
+		}
+		ln, err := p.cfg.Capture.Listen(ctx, port)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("listening", "port", port)
+		p.listeners[port] = ln
+		p.wg.Go(func() { p.accept(ctx, ln) })
+	}
+	p.cfg.Metrics.listeners.Set(float64(len(p.listeners)))
+	return errors.Join(errs...)
+}
+
+// closeListeners closes the listeners of the ports not kept, which ends
+// their accept loops.
+func (p *Portal) closeListeners(keep func(port uint16) bool) {
+	for port, ln := range p.listeners {
+		if !keep(port) {
+			_ = ln.Close()
+			delete(p.listeners, port)
+		}
+	}
+	p.cfg.Metrics.listeners.Set(float64(len(p.listeners)))
+}
+
+// Lookup is the target of a connection to dst, its destination.
 func (p *Portal) Lookup(dst net.Addr) (Target, bool) {
 	tcp, ok := dst.(*net.TCPAddr)
 	if !ok {

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -20,11 +21,43 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
-// fakeCapture records Ensure and Remove.
+// fakeCapture records Ensure and Remove, and listens on loopback.
 type fakeCapture struct {
+	t                *testing.T
 	mu               sync.Mutex
 	ensured, removed int
-	err              error
+	listenCalls      int
+	err, listenErr   error
+	listeners        map[uint16]*origDstListener
+}
+
+func newFakeCapture(t *testing.T) *fakeCapture {
+	return &fakeCapture{t: t, listeners: map[uint16]*origDstListener{}}
+}
+
+func (c *fakeCapture) Listen(_ context.Context, port uint16) (net.Listener, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.listenCalls++
+	if c.listenErr != nil {
+		return nil, c.listenErr
+	}
+	ln := newOrigDstListener(c.t)
+	c.listeners[port] = ln
+	return ln, nil
+}
+
+// listener is the listener of port, once the portal opened it.
+func (c *fakeCapture) listener(t *testing.T, port uint16) *origDstListener {
+	t.Helper()
+	var ln *origDstListener
+	testwait.Eventually(t, fmt.Sprintf("a listener on port %d", port), func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		ln = c.listeners[port]
+		return ln != nil
+	})
+	return ln
 }
 
 func (c *fakeCapture) Ensure() error {
@@ -47,9 +80,9 @@ func (c *fakeCapture) counts() (ensured, removed int) {
 	return c.ensured, c.removed
 }
 
-// origDstListener stands in for the transparent listener: a loopback
-// listener whose accepted connections have, as local address, the
-// original destination the test sent on dst before dialing.
+// origDstListener stands in for a listener in the portal's namespace: a
+// loopback listener whose accepted connections have, as local address,
+// the destination the test sent on dst before dialing.
 type origDstListener struct {
 	net.Listener
 	dst    chan netip.AddrPort
@@ -98,27 +131,18 @@ type origDstConn struct {
 func (c origDstConn) LocalAddr() net.Addr { return c.dst }
 
 // startPortal runs a portal of the range 100.96.0.0/16 with fakes.
-func startPortal(t *testing.T, client *fake.Clientset) (*Portal, *origDstListener, *fakeCapture, *fakeDialer, *Metrics, func()) {
+func startPortal(t *testing.T, client *fake.Clientset) (*Portal, *fakeCapture, *fakeDialer, *Metrics, func()) {
 	t.Helper()
-	capture, d, m, ln := &fakeCapture{}, newFakeDialer(), NewMetrics(), newOrigDstListener(t)
-	var listenedOn string
-	p, err := New(Config{Client: client, PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-		Capture: capture, ListenAddress: netip.MustParseAddrPort("127.0.0.1:15196"), Dialer: d, Metrics: m,
-		Listen: func(_ context.Context, addr string) (net.Listener, error) {
-			listenedOn = addr
-			return ln, nil
-		}})
+	capture, d, m := newFakeCapture(t), newFakeDialer(), NewMetrics()
+	p, err := New(Config{Client: client, PodCIDR: netip.MustParsePrefix("100.96.0.0/16"), Capture: capture, Dialer: d, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := start(t, p)
-	if listenedOn != "127.0.0.1:15196" {
-		t.Errorf("listened on %q, want the listen address", listenedOn)
-	}
 	if ensured, _ := capture.counts(); ensured != 1 {
 		t.Errorf("capture ensured %d times, want 1", ensured)
 	}
-	return p, ln, capture, d, m, stop
+	return p, capture, d, m, stop
 }
 
 // start runs p, ready when start returns, until stop (at the latest at
@@ -143,36 +167,42 @@ func closedByPortal(t *testing.T, c *net.TCPConn) {
 	}
 }
 
-func TestPortalRelaysByOriginalDestination(t *testing.T) {
+func TestPortalRelaysByDestination(t *testing.T) {
 	sl := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22)},
 		podEndpoint("a", true, "100.96.1.2"), podEndpoint("real", true, "10.244.0.7"))
 	sl.Name = "svc-abc"
 	client := fake.NewClientset(sl)
-	p, ln, capture, d, m, stop := startPortal(t, client)
+	p, capture, d, m, stop := startPortal(t, client)
 	ctx := t.Context()
 	if got := testutil.ToFloat64(m.endpoints); got != 1 {
 		t.Errorf("endpoints gauge %v, want 1", got)
 	}
+	if got := testutil.ToFloat64(m.listeners); got != 1 {
+		t.Errorf("listeners gauge %v, want 1", got)
+	}
+	ln22 := capture.listener(t, 22)
 
-	c := ln.dial(t, "100.96.1.2:22")
+	c := ln22.dial(t, "100.96.1.2:22")
 	first := dialed(t, d)
 	if port := echo(t, first); port != "22" {
 		t.Errorf("relayed to port %q, want 22", port)
 	}
 	roundTrip(t, c, "hello pod")
 
-	// A port no slice names (yet): closed, counted.
-	closedByPortal(t, ln.dial(t, "100.96.1.2:80"))
+	// An address no slice names with the port: closed, counted.
+	closedByPortal(t, ln22.dial(t, "100.96.1.3:22"))
 	if got := testutil.ToFloat64(m.failed.WithLabelValues(ReasonUnknownDestination)); got != 1 {
 		t.Errorf("unknown destinations %v, want 1", got)
 	}
 
-	// A second Service names the same port and another: relayed too.
+	// A second Service names the same port and another: a listener for
+	// the new port, relayed too.
 	sl2 := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22), tcp(80)}, podEndpoint("a", false, "100.96.1.2"))
 	sl2.Name = "svc-def"
 	if _, err := client.DiscoveryV1().EndpointSlices("ns").Create(ctx, sl2, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ln80 := capture.listener(t, 80)
 	testwait.Eventually(t, "100.96.1.2:80 relayed", func() bool {
 		_, ok := p.Lookup(net.TCPAddrFromAddrPort(netip.MustParseAddrPort("100.96.1.2:80")))
 		return ok
@@ -180,32 +210,47 @@ func TestPortalRelaysByOriginalDestination(t *testing.T) {
 	if got := testutil.ToFloat64(m.endpoints); got != 2 {
 		t.Errorf("endpoints gauge %v, want 2", got)
 	}
-	c80 := ln.dial(t, "100.96.1.2:80")
+	if got := testutil.ToFloat64(m.listeners); got != 2 {
+		t.Errorf("listeners gauge %v, want 2", got)
+	}
+	c80 := ln80.dial(t, "100.96.1.2:80")
 	// The pod's connection is reused: its streams arrive on the first conn.
 	if port := echo(t, first); port != "80" {
 		t.Errorf("relayed to port %q, want 80", port)
 	}
 	roundTrip(t, c80, "port 80")
 
-	// A connection open when the pod leaves every slice is left to finish;
-	// new ones are closed.
-	open := ln.dial(t, "100.96.1.2:22")
+	// When no endpoint uses a port any more, its listener closes; the
+	// connections it accepted are left to finish.
+	open22, open80 := ln22.dial(t, "100.96.1.2:22"), ln80.dial(t, "100.96.1.2:80")
 	echo(t, first)
-	sl.Endpoints, sl2.Endpoints = sl.Endpoints[1:], nil
-	for _, s := range []*discoveryv1.EndpointSlice{sl, sl2} {
-		if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	echo(t, first)
+	sl2.Endpoints = nil
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, sl2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	testwait.Eventually(t, "endpoints gauge 0", func() bool { return testutil.ToFloat64(m.endpoints) == 0 })
-	closedByPortal(t, ln.dial(t, "100.96.1.2:22"))
-	roundTrip(t, open, "still here")
-	if got := testutil.ToFloat64(m.failed.WithLabelValues(ReasonUnknownDestination)); got != 2 {
-		t.Errorf("unknown destinations %v, want 2", got)
+	wait(t, ln80.closed, "port 80's listener closes")
+	if got := testutil.ToFloat64(m.listeners); got != 1 {
+		t.Errorf("listeners gauge %v, want 1", got)
 	}
+	roundTrip(t, open80, "port 80 still here")
+
+	// A connection open when the pod leaves every slice is left to
+	// finish.
+	sl.Endpoints = sl.Endpoints[1:]
+	if _, err := client.DiscoveryV1().EndpointSlices("ns").Update(ctx, sl, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ln22.closed, "port 22's listener closes")
+	if got := testutil.ToFloat64(m.endpoints); got != 0 {
+		t.Errorf("endpoints gauge %v, want 0", got)
+	}
+	roundTrip(t, open22, "still here")
 
 	stop()
-	wait(t, ln.closed, "listener closes on stop")
+	if got := testutil.ToFloat64(m.listeners); got != 0 {
+		t.Errorf("listeners gauge %v after stop, want 0", got)
+	}
 	if _, removed := capture.counts(); removed != 1 {
 		t.Errorf("capture removed %d times on stop, want 1", removed)
 	}
@@ -213,7 +258,7 @@ func TestPortalRelaysByOriginalDestination(t *testing.T) {
 
 func TestLookup(t *testing.T) {
 	p, err := New(Config{Client: fake.NewClientset(), PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-		Capture: &fakeCapture{}, ListenAddress: netip.MustParseAddrPort("127.0.0.1:15196"), Dialer: newFakeDialer(), Metrics: NewMetrics()})
+		Capture: newFakeCapture(t), Dialer: newFakeDialer(), Metrics: NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,11 +289,10 @@ func listOf(s ...*discoveryv1.EndpointSlice) func(labels.Selector) ([]*discovery
 }
 
 func TestPortalFailsWhenCaptureFails(t *testing.T) {
-	capture := &fakeCapture{err: errors.New("operation not permitted")}
-	ln := newOrigDstListener(t)
+	capture := newFakeCapture(t)
+	capture.err = errors.New("operation not permitted")
 	p, err := New(Config{Client: fake.NewClientset(), PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-		Capture: capture, ListenAddress: netip.MustParseAddrPort("127.0.0.1:15196"), Dialer: newFakeDialer(), Metrics: NewMetrics(),
-		Listen: func(context.Context, string) (net.Listener, error) { return ln, nil }})
+		Capture: capture, Dialer: newFakeDialer(), Metrics: NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,24 +302,36 @@ func TestPortalFailsWhenCaptureFails(t *testing.T) {
 	if _, removed := capture.counts(); removed != 1 {
 		t.Errorf("capture removed %d times after failing, want 1", removed)
 	}
-	wait(t, ln.closed, "listener closed")
 }
 
-func TestPortalFailsWhenListenFails(t *testing.T) {
-	capture := &fakeCapture{}
-	listenErr := errors.New("address already in use")
-	p, err := New(Config{Client: fake.NewClientset(), PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-		Capture: capture, ListenAddress: netip.MustParseAddrPort("127.0.0.1:15196"), Dialer: newFakeDialer(), Metrics: NewMetrics(),
-		Listen: func(context.Context, string) (net.Listener, error) { return nil, listenErr }})
+// TestPortalRetriesListen: a port whose listener fails to open is retried;
+// the portal is ready once it is open.
+func TestPortalRetriesListen(t *testing.T) {
+	capture := newFakeCapture(t)
+	capture.listenErr = errors.New("too many open files")
+	sl := slice("ns", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{tcp(22)}, podEndpoint("a", true, "100.96.1.2"))
+	p, err := New(Config{Client: fake.NewClientset(sl), PodCIDR: netip.MustParsePrefix("100.96.0.0/16"),
+		Capture: capture, Dialer: newFakeDialer(), Metrics: NewMetrics()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Run(t.Context()); !errors.Is(err, listenErr) {
-		t.Errorf("Run: %v, want the listen error", err)
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	defer func() { cancel(); waitRun(t, runErr) }()
+	testwait.Eventually(t, "a failed listen retried", func() bool {
+		capture.mu.Lock()
+		defer capture.mu.Unlock()
+		return capture.listenCalls >= 2
+	})
+	if p.Ready() {
+		t.Error("ready without a listener")
 	}
-	if ensured, _ := capture.counts(); ensured != 0 {
-		t.Errorf("capture ensured without a listener")
-	}
+	capture.mu.Lock()
+	capture.listenErr = nil
+	capture.mu.Unlock()
+	capture.listener(t, 22)
+	testwait.Eventually(t, "portal ready", p.Ready)
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -283,7 +339,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("New accepted an empty configuration")
 	}
-	for _, want := range []string{"client", "IPv4", "listen address", "required"} {
+	for _, want := range []string{"client", "IPv4", "required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

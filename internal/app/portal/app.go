@@ -1,10 +1,10 @@
 // Package portal is the rbn-portal program (the portal mode of the
 // rbn-kubelet binary): flags, clients, the Portal, its metrics and its
-// health probes. One runs on every real node, host network, NET_ADMIN.
+// health probes. One runs on every real node, host network, NET_ADMIN and
+// SYS_ADMIN (its own network namespace).
 package portal
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -47,25 +46,6 @@ type options struct {
 	cleanup bool
 }
 
-// markFlag parses a packet mark (0x1000, 4096).
-type markFlag struct{ v *uint32 }
-
-func (f markFlag) String() string {
-	if f.v == nil {
-		return ""
-	}
-	return fmt.Sprintf("%#x", *f.v)
-}
-
-func (f markFlag) Set(s string) error {
-	v, err := strconv.ParseUint(s, 0, 32)
-	if err != nil {
-		return fmt.Errorf("not a 32-bit number: %w", err)
-	}
-	*f.v = uint32(v)
-	return nil
-}
-
 func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs := flag.NewFlagSet("rbn-portal", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,19 +55,16 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig path; empty: the in-cluster configuration")
 	fs.StringVar(&podCIDR, "pod-cidr", "", "the rbn pod range (IPv4 CIDR) whose addresses the portal captures and relays (required)")
 	c := &o.capture
-	c.Mark = portal.DefaultMark
-	fs.Var(markFlag{&c.Mark}, "fwmark", "packet mark of captured packets, routed by a policy rule to the local table; "+
-		"the default bit is clear of kube-proxy's 0x4000 and 0x8000, Calico's 0xffff0000 and Cilium's 0xf00")
-	fs.Var(markFlag{&c.Mask}, "fwmark-mask", "the mark's bits that are ours (the others are kept); default: the mark's")
-	fs.IntVar(&c.Table, "route-table", portal.DefaultRouteTable, "routing table of the local route for marked packets")
-	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rule into the table")
-	listenPort := fs.Uint("listen-port", portal.DefaultListenPort, "port of the transparent listener on 127.0.0.1 that captured connections are steered to")
-	fs.Var(&iifs, "input-interface", "capture only packets arriving on this interface (repeatable); none: every TCP packet to the range, locally generated ones included")
+	linkCIDR := fs.String("link-cidr", portal.DefaultLinkCIDR.String(), "IPv4 /30 of the veth pair between the node ("+portal.HostLink+
+		", the first address) and the portal's network namespace (the second)")
+	fs.IntVar(&c.Table, "route-table", portal.DefaultRouteTable, "routing table of the node's route of the pod range into the portal's namespace")
+	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rules into the table")
+	fs.Var(&iifs, "input-interface", "route into the portal only packets to the range arriving on this interface (repeatable); none: every packet to the range, locally generated ones included")
 	fs.StringVar(&o.metricsAddress, "metrics-address", DefaultMetricsAddress, `address (IP:port) of GET /metrics; "0" serves none`)
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the nftables table, policy rule and route a portal with these --route-table and --fwmark installed, and exit (after its pod was killed: a stopping portal removes them itself)")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the policy rules into --route-table, its routes and the `+portal.HostLink+` link a portal left, and exit (after its pod was killed: a stopping portal removes them itself)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, err
@@ -109,13 +86,18 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	} else {
 		c.CIDR = p
 	}
-	if *listenPort == 0 || *listenPort > 65535 {
-		errs = append(errs, fmt.Errorf("--listen-port %d: want 1-65535", *listenPort))
+	if p, err := netip.ParsePrefix(*linkCIDR); err != nil {
+		errs = append(errs, fmt.Errorf("--link-cidr %q: %w", *linkCIDR, err))
 	} else {
-		c.ListenPort = uint16(*listenPort)
+		c.LinkCIDR = p
 	}
+	// Validate reports the pod range again, which is checked above.
 	if err := c.ValidateRouting(); err != nil {
 		errs = append(errs, err)
+	} else if c.CIDR.IsValid() && c.LinkCIDR.IsValid() {
+		if err := c.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if agg := logging.ValidateOptions(o.logFormat, o.logLevel).ToAggregate(); agg != nil {
 		errs = append(errs, agg)
@@ -139,10 +121,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx = logging.IntoContext(ctx, log)
 	if o.cleanup {
-		if err := o.capture.Remove(); err != nil {
+		if err := o.capture.Cleanup(); err != nil {
 			return fmt.Errorf("cleanup: %w", err)
 		}
-		log.Info("rbn-portal's capture removed", "routeTable", o.capture.Table, "nftablesTable", portal.TableName)
+		log.Info("rbn-portal's routing removed", "routeTable", o.capture.Table, "link", portal.HostLink)
 		return nil
 	}
 
@@ -158,15 +140,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ns, err := portal.NewNamespace(o.capture)
+	if err != nil {
+		return err
+	}
 	m := portal.NewMetrics()
-	p, err := portal.New(portal.Config{
-		Client:        client,
-		PodCIDR:       o.capture.CIDR,
-		Capture:       o.capture,
-		ListenAddress: o.capture.ListenAddress(),
-		Dialer:        dialer,
-		Metrics:       m,
-	})
+	p, err := portal.New(portal.Config{Client: client, PodCIDR: o.capture.CIDR, Capture: ns, Dialer: dialer, Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -184,9 +163,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("health: listen on %s: %w", o.healthAddress, err)
 	}
 	c := o.capture
-	log.Info("rbn-portal starting", "version", version.Version, "podCIDR", c.CIDR.String(),
-		"fwmark", fmt.Sprintf("%#x/%#x", c.Mark, cmp.Or(c.Mask, c.Mark)), "routeTable", c.Table, "routePriority", c.Priority,
-		"listen", c.ListenAddress().String(), "inputInterfaces", c.InputInterfaces)
+	log.Info("rbn-portal starting", "version", version.Version, "podCIDR", c.CIDR.String(), "linkCIDR", c.LinkCIDR.String(),
+		"routeTable", c.Table, "routePriority", c.Priority, "inputInterfaces", c.InputInterfaces)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -21,7 +21,7 @@ func TestParse(t *testing.T) {
 	}
 	want := &options{
 		capture: portal.Capture{
-			CIDR: netip.MustParsePrefix("100.96.0.0/16"), Mark: 0x1000, Table: 300, Priority: 196, ListenPort: 15196,
+			CIDR: netip.MustParsePrefix("100.96.0.0/16"), LinkCIDR: netip.MustParsePrefix("169.254.196.0/30"), Table: 300, Priority: 196,
 			InputInterfaces: []string{"cni0", "podman0"},
 		},
 		metricsAddress: DefaultMetricsAddress, healthAddress: DefaultHealthAddress, logFormat: "text", logLevel: "info",
@@ -29,12 +29,12 @@ func TestParse(t *testing.T) {
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("parse:\n got %+v\nwant %+v", o, want)
 	}
-	o, _, err = parse([]string{"--pod-cidr=100.96.0.0/16", "--fwmark=0x20000", "--fwmark-mask=0xf0000", "--listen-port=1234"}, io.Discard)
+	o, _, err = parse([]string{"--pod-cidr=100.96.0.0/16", "--link-cidr=169.254.7.4/30"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := o.capture; c.Mark != 0x20000 || c.Mask != 0xf0000 || c.ListenAddress().String() != "127.0.0.1:1234" {
-		t.Errorf("--fwmark, --fwmark-mask, --listen-port: %+v", c)
+	if c := o.capture; c.HostAddress().String() != "169.254.7.5" || c.NamespaceAddress().String() != "169.254.7.6" {
+		t.Errorf("--link-cidr: %+v", c)
 	}
 	// --cleanup needs no pod range: it removes what the table and mark name.
 	if o, _, err := parse([]string{"--cleanup", "--route-table=300"}, io.Discard); err != nil || !o.cleanup || o.capture.Table != 300 {
@@ -54,10 +54,11 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"--pod-cidr=fd00::/64"}, []string{"IPv4"}},
 		{[]string{"--pod-cidr=100.96.1.0/16"}, []string{"network address"}},
 		// Every problem at once.
-		{[]string{"--fwmark=x"}, []string{"-fwmark", "32-bit"}},
+		{[]string{"--pod-cidr=100.96.0.0/16", "--link-cidr=169.254.196.0/29"}, []string{"link CIDR", "/30"}},
+		{[]string{"--pod-cidr=169.254.0.0/16"}, []string{"overlaps"}},
 		{[]string{"--pod-cidr=100.96.0.0/16", "--route-table=254", "--route-priority=0", "--input-interface=",
-			"--fwmark=0x3000", "--fwmark-mask=0x1000", "--listen-port=0", "--log-level=loud", "extra"},
-			[]string{"route table 254", "rule priority 0", `input interface ""`, "fwmark 0x3000/0x1000", "--listen-port 0", "logLevel", "unexpected arguments"}},
+			"--link-cidr=x", "--log-level=loud", "extra"},
+			[]string{"route table 254", "rule priority 0", `input interface ""`, "--link-cidr", "logLevel", "unexpected arguments"}},
 	} {
 		err := Run(t.Context(), tc.args, io.Discard)
 		if err == nil {
