@@ -91,7 +91,7 @@ func New(cfg Config) (*Portal, error) {
 	p := &Portal{
 		cfg:       cfg,
 		listeners: map[uint16]net.Listener{},
-		relay: NewRelay(cfg.Dialer, cfg.Metrics),
+		relay:     NewRelay(cfg.Dialer, cfg.Metrics),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "portal"}),
 	}
@@ -182,7 +182,6 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 			log.Info("no longer relaying", "addr", addr.String(), "pod", t.Pod.String())
 		}
 	}
-	lerr := p.listen(ctx, want.Endpoints)
 	p.cfg.Metrics.endpoints.Set(float64(len(want.Endpoints)))
 	p.cfg.Metrics.skipped.Set(float64(len(want.Skipped)))
 	if len(want.Skipped) != p.skipped {
@@ -191,7 +190,7 @@ func (p *Portal) reconcile(ctx context.Context, list func(labels.Selector) ([]*d
 			log.Info("port not relayed: TCP only", "addr", s.Addr.String(), "protocol", string(s.Protocol), "pod", s.Target.Pod.String())
 		}
 	}
-	return lerr
+	return p.listen(ctx, want.Endpoints)
 }
 
 // listen opens a listener for each port of endpoints that has none, and
@@ -223,15 +222,20 @@ func (p *Portal) listen(ctx context.Context, endpoints map[netip.AddrPort]Target
 }
 
 // closeListeners closes the listeners of the ports not kept, which ends
-// their accept loops.
+// their accept loops. The gauge is set first: who sees a listener closed
+// sees the gauge without it.
 func (p *Portal) closeListeners(keep func(port uint16) bool) {
+	var closing []net.Listener
 	for port, ln := range p.listeners {
 		if !keep(port) {
-			_ = ln.Close()
+			closing = append(closing, ln)
 			delete(p.listeners, port)
 		}
 	}
 	p.cfg.Metrics.listeners.Set(float64(len(p.listeners)))
+	for _, ln := range closing {
+		_ = ln.Close()
+	}
 }
 
 // Lookup is the target of a connection to dst, its destination.
