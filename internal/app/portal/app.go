@@ -64,7 +64,7 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the policy rules into --route-table, its routes and the `+portal.HostLink+` link a portal left, and exit (after its pod was killed: a stopping portal removes them itself)")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove the policy rules into --route-table, its routes and the "+portal.HostLink+" link a portal left, and exit (after its pod was killed: a stopping portal removes them itself)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, err
