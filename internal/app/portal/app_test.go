@@ -36,7 +36,7 @@ func TestParse(t *testing.T) {
 	if c := o.capture; c.HostAddress().String() != "169.254.7.5" || c.NamespaceAddress().String() != "169.254.7.6" {
 		t.Errorf("--link-cidr: %+v", c)
 	}
-	// --cleanup needs no pod range: it removes what the table and mark name.
+	// --cleanup needs no pod range: it removes what the route table names.
 	if o, _, err := parse([]string{"--cleanup", "--route-table=300"}, io.Discard); err != nil || !o.cleanup || o.capture.Table != 300 {
 		t.Errorf("--cleanup: %+v, %v", o, err)
 	}
