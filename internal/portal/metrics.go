@@ -17,9 +17,9 @@ const (
 	// ReasonPortForward: the kubelet reported an error on the stream (the
 	// pod's port refused, the pod is gone).
 	ReasonPortForward = "PortForward"
-	// ReasonUnknownDestination: the connection's destination (the pod address and port it was sent to) is
-	// no endpoint of any EndpointSlice (it left them, or a client used a
-	// pod address directly).
+	// ReasonUnknownDestination: the connection's destination (the pod
+	// address and port it was sent to) is no endpoint of any EndpointSlice
+	// (it left them, or a client used a pod address directly).
 	ReasonUnknownDestination = "UnknownDestination"
 )
 
