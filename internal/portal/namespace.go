@@ -137,7 +137,7 @@ func (n *Namespace) Listen(ctx context.Context, port uint16) (net.Listener, erro
 	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(port)))
 	var ln net.Listener
 	var err error
-	if nsErr := InNetns(n.ns, func() { ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp4", addr) }); nsErr != nil {
+	if nsErr := doInNetns(n.ns, func() { ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp4", addr) }); nsErr != nil {
 		return nil, fmt.Errorf("listen on %s in the portal's namespace: %w", addr, nsErr)
 	}
 	if err != nil {
@@ -187,9 +187,9 @@ func newNetns() (netns.NsHandle, error) {
 	return ns, nil
 }
 
-// InNetns runs f on a thread in ns: sockets f creates live in ns; the
+// doInNetns runs f on a thread in ns: sockets f creates live in ns; the
 // other goroutines stay where they are.
-func InNetns(ns netns.NsHandle, f func()) error {
+func doInNetns(ns netns.NsHandle, f func()) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {

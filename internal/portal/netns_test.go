@@ -35,7 +35,7 @@ func testNetns(t *testing.T) netns.NsHandle {
 // inNetns runs f on a thread in ns: sockets f creates live in ns.
 func inNetns(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	if err := InNetns(ns, f); err != nil {
+	if err := doInNetns(ns, f); err != nil {
 		t.Fatal(err)
 	}
 }
