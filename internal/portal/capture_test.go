@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 func testCapture(n *testNet, iifs ...string) Capture {
@@ -221,19 +223,28 @@ func TestNamespaceEnsureRemove(t *testing.T) {
 	assertNothingLeft(t, n, c)
 
 	// Without input interfaces: one rule without iif. Then the process
-	// "dies" without removing anything.
+	// "dies": its namespace's last reference goes, and the kernel takes
+	// the veth pair and the node's route along; the rules stay, for
+	// --cleanup.
 	killed := testNamespace(t, testCapture(n))
 	if err := killed.Ensure(); err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
 	assertRouting(t, n, c, []string{""})
+	if err := killed.ns.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, HostLink+" and the route through it gone with the namespace", func() bool {
+		_, err := n.nodeH.LinkByName(HostLink)
+		return err != nil && len(tableRoutes(t, n, c.Table)) == 0
+	})
+	if rules := ourRules(t, n, c); len(rules) != 1 {
+		t.Errorf("rules after the namespace went: %v, want the one rule left", rules)
+	}
 	if err := testCapture(n).Cleanup(); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
 	assertNothingLeft(t, n, c)
-	if err := killed.Remove(); err != nil {
-		t.Fatalf("Remove after Cleanup: %v", err)
-	}
 }
 
 // assertRouting checks the node's rules into the table (one per input
