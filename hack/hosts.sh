@@ -13,10 +13,10 @@
 # Per host, "$RBN_STATE/hosts/host<i>/host.env" holds NAME, ADDRESS, PORT, USER, PODMAN_SOCKET,
 # KNOWN_HOSTS, PRIVATE_KEY, STORAGE, NETNS, ARCH. The client key "$RBN_STATE/hosts/id_ed25519" is authorized on
 # every host. Every host has the image localhost/rbn/busybox, tagged latest and 1.0 (CMD sh):
-# pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry. The
-# hosts of this machine's architecture also have localhost/rbn/sshd:1.0, an image-customization-
-# shaped sshd built from this machine's OpenSSH server (hack/lib.sh rbn::sshd_rootfs_tar; root by
-# key from /root/.ssh/authorized_keys, sftp for scp).
+# pods that name :1.0 default to imagePullPolicy IfNotPresent, as hosts reach no registry. Every
+# host also has localhost/rbn/sshd:1.0, an image-customization-shaped sshd built from Debian's
+# OpenSSH server of its architecture (this machine's packages, or the emulated host's root file
+# system; hack/lib.sh rbn::sshd_rootfs_tar): root by key from /root/.ssh/authorized_keys, sftp.
 #
 # Isolated hosts (RBN_ISOLATED_HOSTS="4 5", host indexes): sshd and the podman service (so every
 # container too) run in a network namespace of their own, "rbn-<port>-host<i>", joined to this

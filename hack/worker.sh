@@ -569,7 +569,7 @@ cmd_down() {
   rbn::stop kube-proxy-worker
   # kube-proxy's own chains (v4 and v6); kubelet's and the CNI's are purged below.
   "${K8S_BIN}/kube-proxy" --cleanup >>"${W}/logs/kube-proxy-cleanup.log" 2>&1 || true
-  # rbn-portal's nftables table, policy rule and route, if its pod was killed before it removed them.
+  # rbn-portal's policy rules and route (and its veth), if its pod was killed before it removed them.
   if [[ -x "${RBN_ROOT}/bin/rbn-kubelet" ]]; then
     "${RBN_ROOT}/bin/rbn-kubelet" portal --cleanup >>"${W}/logs/rbn-portal-cleanup.log" 2>&1 || true
   fi
