@@ -490,24 +490,7 @@ func TestS3UploadSurvivesKubeletRestart(t *testing.T) {
 			bucket := srv.bucket(t)
 			hold := make(chan struct{})
 			proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
-			s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: build
-  namespace: %[1]s
-  annotations:
-    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
-spec:
-  restartPolicy: Never%[2]s
-  containers:
-    - name: build
-      image: %[3]s
-      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=20 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
-      volumeMounts: [{name: work, mountPath: /work}]
-  volumes:
-    - {name: work, emptyDir: {}}
-`, ns, framework.PodSpec, framework.TestImage, bucket))
+			s.uploadingBuild(t, srv, ns, proxy.url, bucket, "", 20)
 			framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
 				return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
 			})
@@ -537,20 +520,7 @@ spec:
 				return false, framework.DescribeStatus(s.Pod(t, ns, "build"))
 			})
 			close(hold)
-			s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
-			image := srv.get(t, bucket, "image.raw")
-			sum := sha256.Sum256(image)
-			want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
-			if len(image) != 20<<20 || hex.EncodeToString(sum[:]) != want {
-				t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
-			}
-			ups, err := srv.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(ups.Uploads) > 0 {
-				t.Errorf("%d incomplete multipart upload(s) left in %s", len(ups.Uploads), bucket)
-			}
+			s.wholeUpload(t, srv, ns, bucket, 20)
 			if how == "kill -9" && !hasEvent(s.Events(t, ns, "Pod", "build"), "AbortedIncompleteUpload", "image.raw") {
 				t.Error("no AbortedIncompleteUpload event: the killed process's upload was not aborted before the new one")
 			}
@@ -571,25 +541,7 @@ func TestS3UploadWaitsForHostAfterSSHCut(t *testing.T) {
 	proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
 	const host = 3
 	node := s.Host(t, host)["NAME"]
-	s.Apply(t, srv.secretManifest(ns, "s3", proxy.url, srv.SecretKey)+fmt.Sprintf(`---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: build
-  namespace: %[1]s
-  annotations:
-    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
-spec:
-  nodeName: %[5]s
-  restartPolicy: Never%[2]s
-  containers:
-    - name: build
-      image: %[3]s
-      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=160 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
-      volumeMounts: [{name: work, mountPath: /work}]
-  volumes:
-    - {name: work, emptyDir: {}}
-`, ns, framework.PodSpec, framework.TestImage, bucket, node))
+	s.uploadingBuild(t, srv, ns, proxy.url, bucket, node, 160)
 	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
 		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
 	})
@@ -607,12 +559,50 @@ spec:
 	s.HostsSh(t, "start-sshd", strconv.Itoa(host))
 	restarted = true
 	s.waitEvent(t, ns, "build", "HostBack", "the transfer starts over")
+	s.wholeUpload(t, srv, ns, bucket, 160)
+}
+
+// uploadingBuild applies a build pod, on node when it is set, that writes
+// mib MiB of random data to image.raw in its emptyDir, prints their
+// sha256 and ends: its transfers upload the file to bucket through the S3
+// endpoint url (a proxy the test holds), with the stack's S3 credentials.
+func (s *stack) uploadingBuild(t *testing.T, srv *s3Server, ns, url, bucket, node string, mib int) {
+	t.Helper()
+	nodeName := ""
+	if node != "" {
+		nodeName = "\n  nodeName: " + node
+	}
+	s.Apply(t, srv.secretManifest(ns, "s3", url, srv.SecretKey)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: build
+  namespace: %[1]s
+  annotations:
+    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %[4]q, "key": "image.raw"}]}'
+spec:%[5]s
+  restartPolicy: Never%[2]s
+  containers:
+    - name: build
+      image: %[3]s
+      command: [sh, -c, "dd if=/dev/urandom of=/work/image.raw bs=1M count=%[6]d 2>/dev/null && sha256sum /work/image.raw | cut -d' ' -f1"]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, ns, framework.PodSpec, framework.TestImage, bucket, nodeName, mib))
+}
+
+// wholeUpload waits for uploadingBuild's pod to succeed and checks that
+// its object arrived whole (the size and the sha256 the build printed) and
+// that no incomplete multipart upload is left.
+func (s *stack) wholeUpload(t *testing.T, srv *s3Server, ns, bucket string, mib int) {
+	t.Helper()
 	s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
 	image := srv.get(t, bucket, "image.raw")
 	sum := sha256.Sum256(image)
 	want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
-	if len(image) != 160<<20 || hex.EncodeToString(sum[:]) != want {
-		t.Errorf("object: %d bytes, sha256 %x; the build wrote sha256 %s", len(image), sum, want)
+	if len(image) != mib<<20 || hex.EncodeToString(sum[:]) != want {
+		t.Errorf("object: %d bytes, sha256 %x; the build wrote %d MiB of sha256 %s", len(image), sum, mib, want)
 	}
 	ups, err := srv.client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
 	if err != nil {

@@ -3,7 +3,6 @@ package podman
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 
@@ -105,9 +104,4 @@ func fromPodmanNetwork(n nettypes.Network) *Network {
 		}
 	}
 	return out
-}
-
-// String names the network by its name, bridge and subnet.
-func (n *Network) String() string {
-	return fmt.Sprintf("%s (bridge %s, %s)", n.Name, n.Interface, n.Subnet)
 }
