@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,7 +30,9 @@ func newUserKey(t *testing.T) userKey {
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-user", "-f", key).CombinedOutput(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := framework.Command(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-user", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
 	return userKey{private: key, public: readFile(t, key+".pub")}
@@ -110,7 +111,7 @@ func runSSH(t *testing.T, key userKey, addr, command string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	opts, login := sshOptions(key, addr, "-p")
-	out, err := exec.CommandContext(ctx, "ssh", append(opts, login, command)...).CombinedOutput()
+	out, err := framework.Command(ctx, "ssh", append(opts, login, command)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ssh %s %q: %v\n%s", addr, command, err, out)
 	}
@@ -124,7 +125,7 @@ func runSCP(t *testing.T, key userKey, addr, file, path string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	opts, login := sshOptions(key, addr, "-P")
-	if out, err := exec.CommandContext(ctx, "scp", append(opts, file, login+":"+path)...).CombinedOutput(); err != nil {
+	if out, err := framework.Command(ctx, "scp", append(opts, file, login+":"+path)...).CombinedOutput(); err != nil {
 		t.Fatalf("scp %s to %s:%s: %v\n%s", file, addr, path, err, out)
 	}
 }

@@ -3,9 +3,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -206,7 +206,9 @@ func TestProbeGRPC(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
 	bin := filepath.Join(t.TempDir(), "grpchealth")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/grpchealth")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := framework.Command(ctx, "go", "build", "-o", bin, "./testdata/grpchealth")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build grpchealth: %v\n%s", err, out)

@@ -62,11 +62,21 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   rbn::log "S3 relay integration tests"
   go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
-  go test -tags "e2e,${RBN_GO_TAGS}" -count=1 -timeout 60m -v ./e2e/... 2>&1 | tee "${RBN_STATE}/../e2e-test.log"
+  log="${RBN_STATE}/../e2e-test.log"
+  rc=0
+  go test -tags "e2e,${RBN_GO_TAGS}" -count=1 -timeout 60m -v ./e2e/... 2>&1 | tee "${log}" || rc=$?
   # Tests of the other mode say why they did not run; list them, they are not passes.
-  if grep -q -- '--- SKIP' "${RBN_STATE}/../e2e-test.log"; then
-    rbn::log "not run in this mode (the reasons are in ${RBN_STATE}/../e2e-test.log):"
-    grep -- '--- SKIP' "${RBN_STATE}/../e2e-test.log" >&2
+  if grep -q -- '--- SKIP' "${log}"; then
+    rbn::log "not run in this mode (the reasons are in ${log}):"
+    grep -- '--- SKIP' "${log}" >&2
   fi
-  grep -- 'NOT RUN:' "${RBN_STATE}/../e2e-test.log" >&2 || true
+  grep -- 'NOT RUN:' "${log}" >&2 || true
+  if ((rc != 0)); then
+    # What failed is far above the end of a long log (a timeout's goroutine dump alone is thousands
+    # of lines): say it again, last, with the tests a timeout caught running.
+    rbn::log "end-to-end tests failed (exit ${rc}; the whole log is ${log}):"
+    grep -E -- '^ *--- FAIL|^(FAIL|ok) ' "${log}" >&2 || true
+    sed -n '/^panic: test timed out/,/^$/p' "${log}" >&2
+    exit "${rc}"
+  fi
 fi

@@ -143,6 +143,8 @@ func (s *Stack) MustHostPodman(t testing.TB, i int, args ...string) string {
 // UID label on build host i, through the host's own podman CLI.
 func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	var out []string
 	for _, what := range [][]string{
 		{"ps", "-a", "--format", "{{.Names}}"},
@@ -151,7 +153,7 @@ func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
 	} {
 		args := append([]string{"podman", fmt.Sprint(i)}, what...)
 		args = append(args, "--filter", "label=rbn.dev/pod-uid="+uid)
-		b, err := s.Script(context.Background(), "hosts.sh", args...).Output()
+		b, err := s.Script(ctx, "hosts.sh", args...).Output()
 		if err != nil {
 			t.Fatalf("hosts.sh %v: %v", args, err)
 		}
@@ -168,7 +170,9 @@ func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
 // "absent" when podman cannot inspect it.
 func (s *Stack) HostContainerState(t testing.TB, i int, name string) string {
 	t.Helper()
-	out, err := s.Script(context.Background(), "hosts.sh", "podman", fmt.Sprint(i), "inspect", "--format", "{{.State.Status}}", name).Output()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := s.Script(ctx, "hosts.sh", "podman", fmt.Sprint(i), "inspect", "--format", "{{.State.Status}}", name).Output()
 	if err != nil {
 		return "absent"
 	}

@@ -49,7 +49,7 @@ func Connect(env Env, tune func(*rest.Config)) (*Stack, error) {
 // Run executes argv and returns stdout; the error carries argv, stdout and
 // stderr.
 func Run(ctx context.Context, argv []string, stdin []byte) (string, error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := Command(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {
@@ -63,7 +63,7 @@ func Run(ctx context.Context, argv []string, stdin []byte) (string, error) {
 
 // KubectlCmd is the real kubectl against the stack, not started.
 func (s *Stack) KubectlCmd(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, s.KubectlBin, append([]string{"--kubeconfig=" + s.Kubeconfig}, args...)...)
+	return Command(ctx, s.KubectlBin, append([]string{"--kubeconfig=" + s.Kubeconfig}, args...)...)
 }
 
 // Kubectl runs the real kubectl against the stack and returns its stdout,
@@ -96,7 +96,7 @@ func (s *Stack) Apply(t testing.TB, manifest string) {
 
 // Script is hack/<name> with args, run against the stack's state dir.
 func (s *Stack) Script(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.Root, "hack", name), args...)
+	cmd := Command(ctx, filepath.Join(s.Root, "hack", name), args...)
 	cmd.Env = append(cmd.Environ(), "RBN_STATE="+s.State)
 	return cmd
 }
