@@ -430,6 +430,9 @@ func (s *stack) terminal(t *testing.T, rows, cols uint16, args ...string) *termi
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	cmd := s.KubectlCmd(ctx, args...)
+	// pty makes kubectl a session leader (setsid), which leads its own
+	// process group too: setpgid would fail after setsid.
+	cmd.SysProcAttr.Setpgid = false
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: rows, Cols: cols})
 	if err != nil {
 		t.Fatal(err)

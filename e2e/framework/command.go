@@ -17,7 +17,9 @@ const commandWaitDelay = 10 * time.Second
 // group is killed when ctx ends, and Wait returns at most commandWaitDelay
 // later even if something still holds its stdout or stderr. A test that
 // runs a tool therefore fails at its deadline instead of hanging the
-// suite until go test's own timeout.
+// suite until go test's own timeout. On a pseudo-terminal (setsid, which
+// makes the process a group leader too) clear SysProcAttr.Setpgid: the
+// kernel refuses setpgid after setsid.
 func Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
