@@ -18,3 +18,9 @@ func TestBench(t *testing.T) { bench.Run(t) }
 // TestBenchTransfer measures S3 transfers (hack/bench.sh appends its
 // section, $RBN_BENCH_TRANSFER_OUT, to the report).
 func TestBenchTransfer(t *testing.T) { bench.RunTransfer(t) }
+
+// TestBenchServices measures ssh and scp through a Service against the
+// direct SSH path (issue #14) on an in-cluster stack with a worker node
+// (hack/bench.sh brings one up for it and appends its section,
+// $RBN_BENCH_SERVICES_OUT, to the report).
+func TestBenchServices(t *testing.T) { bench.RunServices(t) }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make bench: brings up a local stack of its own (RBN_BENCH_NODES build hosts, default 4), runs
 # TestBench and TestBenchTransfer (e2e/bench_test.go, build tag bench; the harness is package
-# e2e/bench) against it, writes docs/benchmarks.md and tears the stack down whatever happens.
-# Nothing here fails on speed; it fails only on a broken stack.
+# e2e/bench) against it; then, in a second stack (rbn in the cluster, a worker node, one build
+# host), TestBenchServices (ssh and scp through a Service, issue #14). It writes
+# docs/benchmarks.md and tears each stack down whatever happens. Nothing here fails on speed; it
+# fails only on a broken stack.
 #
 # Environment (all optional):
 #   RBN_STATE, RBN_APISERVER_PORT, RBN_HOST_SSH_PORT, RBN_KUBELET_PORT
@@ -11,7 +13,9 @@
 #   RBN_BENCH_NODES        build hosts (default 4)
 #   RBN_BENCH_OUT          where the report goes (default docs/benchmarks.md)
 #   RBN_BENCH_NOTES        hand-written notes appended to the report (default docs/benchmarks-notes.md)
-#   RBN_BENCH_SECTIONS     latency,burst,streams,probes,scale,takeover (default all)
+#   RBN_BENCH_SECTIONS     latency,burst,streams,probes,scale,takeover,services (default all);
+#                          services alone replaces section 7 of the existing report
+#   RBN_BENCH_SSH_MIB      the services section's scp size (default 1024); RBN_BENCH_SSH_RUNS runs (default 3)
 #   RBN_BENCH_RUNS         measured pod start/status runs (default 20; RBN_BENCH_WARMUP 2 more first)
 #   RBN_BENCH_BURST_PODS   pods per burst (default 100); RBN_BENCH_BURST_ROUNDS rounds (default 3)
 #   RBN_BENCH_LOG_MIB      the streamed log's size (default 200); RBN_BENCH_LOG_RUNS reads each way (default 3)
@@ -24,9 +28,10 @@
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.
 RBN_STATE="${RBN_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_output/bench}"
 export RBN_STATE
-# rbn-kubelet runs as a local process here (the development mode): the benchmark reads its log file,
-# its process's CPU time and memory, and starts a second replica beside it (the takeover section).
-# The in-cluster replicas' takeover is measured by e2e/incluster_takeover_test.go (make test).
+# rbn-kubelet runs as a local process in the first stack (the development mode): the benchmark reads
+# its log file, its process's CPU time and memory, and starts a second replica beside it (the takeover
+# section). The in-cluster replicas' takeover is measured by e2e/incluster_takeover_test.go (make
+# test). The services section needs rbn-portal, which runs in the cluster: the second stack.
 export RBN_IN_CLUSTER=0
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,8 +52,26 @@ for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_S
   [[ "${v}" == RBN_STATE ]] && val="${val#"${RBN_ROOT}/"}"
   knobs+=("${v}=${val}")
 done
+# "services" is the second stack's; the other sections are the first's.
+run_local=1 run_services=1
+if [[ -n "${RBN_BENCH_SECTIONS:-}" ]]; then
+  IFS=, read -ra wanted <<<"${RBN_BENCH_SECTIONS}"
+  rest=()
+  run_services=0
+  for sec in "${wanted[@]}"; do
+    if [[ "${sec}" == services ]]; then run_services=1; else rest+=("${sec}"); fi
+  done
+  if ((${#rest[@]} == 0)); then
+    run_local=0
+  else
+    RBN_BENCH_SECTIONS="$(IFS=,; echo "${rest[*]}")"
+    export RBN_BENCH_SECTIONS
+  fi
+fi
 go_test=(go test -tags "${go_tags}" -count=1 -run '^TestBench(Transfer)?$' -v -timeout 120m ./e2e/)
+services_test=(go test -tags "${go_tags}" -count=1 -run '^TestBenchServices$' -v -timeout 60m ./e2e/)
 export RBN_BENCH_COMMAND="${knobs[*]} RBN_BENCH_NODES=${RBN_BENCH_NODES:-4} hack/bench.sh (make bench) → ${go_test[*]}"
+export RBN_BENCH_SERVICES_COMMAND="${knobs[*]} hack/bench.sh (make bench; in-cluster, NODES=1) → ${services_test[*]}"
 
 rbn::log "vetting and building the benchmark (tags ${go_tags})"
 go vet -tags "${go_tags}" ./e2e/ ./e2e/bench/ ./e2e/framework/
@@ -60,26 +83,55 @@ cleanup() {
 }
 trap cleanup EXIT
 "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
-rbn::log "bringing up the benchmark stack in ${RBN_STATE} (log: ${log})"
-# With the S3 server (hack/s3.sh) for TestBenchTransfer.
-RBN_S3=1 NODES="${RBN_BENCH_NODES:-4}" "${RBN_ROOT}/hack/dev-up.sh" >"${log}" 2>&1 || { tail -n 30 "${log}" >&2; exit 1; }
-eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
-eval "$("${RBN_ROOT}/hack/s3.sh" env)"
-export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+status=0
+
+# bench_env: the environment the benchmark's tests read, for the stack just brought up.
+bench_env() {
+  eval "$("${RBN_ROOT}/hack/cluster.sh" env)"
+  export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
+}
 
 report="${RBN_STATE}/benchmarks.md"
 transfer="${RBN_STATE}/transfer.md"
-rbn::log "running the benchmarks (~30-40 minutes)"
-status=0
-RBN_BENCH_NOTES="${RBN_BENCH_NOTES:-${RBN_ROOT}/docs/benchmarks-notes.md}" RBN_BENCH_OUT="${report}" \
-  RBN_BENCH_TRANSFER_OUT="${transfer}" "${go_test[@]}" 2>&1 | tee -a "${log}" || status=$?
-if [[ -f "${report}" ]]; then
-  # TestBenchTransfer (issue #7's 1 GiB upload) runs after TestBench: its section goes last.
-  if [[ -f "${transfer}" ]]; then
-    cat "${transfer}" >>"${report}"
-  else
-    printf '\n## 6. S3 transfers\n\nNot measured in this run: TestBenchTransfer wrote no report (see %s).\n' "${log##*/}" >>"${report}"
+services="${RBN_STATE}/services.md"
+if ((run_local)); then
+  rbn::log "bringing up the benchmark stack in ${RBN_STATE} (log: ${log})"
+  # With the S3 server (hack/s3.sh) for TestBenchTransfer.
+  RBN_S3=1 NODES="${RBN_BENCH_NODES:-4}" "${RBN_ROOT}/hack/dev-up.sh" >"${log}" 2>&1 || { tail -n 30 "${log}" >&2; exit 1; }
+  bench_env
+  eval "$("${RBN_ROOT}/hack/s3.sh" env)"
+  rbn::log "running the benchmarks (~30-40 minutes)"
+  RBN_BENCH_NOTES="${RBN_BENCH_NOTES:-${RBN_ROOT}/docs/benchmarks-notes.md}" RBN_BENCH_OUT="${report}" \
+    RBN_BENCH_TRANSFER_OUT="${transfer}" "${go_test[@]}" 2>&1 | tee -a "${log}" || status=$?
+  if [[ -f "${report}" ]]; then
+    # TestBenchTransfer (issue #7's 1 GiB upload) runs after TestBench: its section goes after it.
+    if [[ -f "${transfer}" ]]; then
+      cat "${transfer}" >>"${report}"
+    else
+      printf '\n## 6. S3 transfers\n\nNot measured in this run: TestBenchTransfer wrote no report (see %s).\n' "${log##*/}" >>"${report}"
+    fi
   fi
+  cp -f "${RBN_STATE}/kubelet/rbn-kubelet.log" "${RBN_STATE%/}.rbn-kubelet.log" 2>/dev/null || true
+  "${RBN_ROOT}/hack/dev-down.sh" >/dev/null 2>&1 || true
+elif [[ -f "${out}" ]]; then
+  # Only the services section: the rest of the report stays as it was.
+  awk '/^## 7\. ssh and scp through a Service/ {skip = 1; next} /^## / {skip = 0} !skip' "${out}" >"${report}"
+fi
+
+if ((run_services)); then
+  rbn::log "bringing up the in-cluster benchmark stack (a worker node, rbn-portal, one build host) in ${RBN_STATE}"
+  RBN_IN_CLUSTER=1 NODES=1 "${RBN_ROOT}/hack/dev-up.sh" >>"${log}" 2>&1 || { tail -n 30 "${log}" >&2; exit 1; }
+  bench_env
+  rbn::log "running the services benchmark (~5 minutes)"
+  RBN_IN_CLUSTER=1 RBN_BENCH_SERVICES_OUT="${services}" "${services_test[@]}" 2>&1 | tee -a "${log}" || status=$?
+  if [[ -f "${services}" ]]; then
+    { echo; cat "${services}"; } >>"${report}"
+  else
+    printf '\n## 7. ssh and scp through a Service\n\nNot measured in this run: TestBenchServices wrote no report (see %s).\n' "${log##*/}" >>"${report}"
+  fi
+fi
+
+if [[ -f "${report}" ]]; then
   cp -f "${report}" "${out}"
   rbn::log "wrote ${out}"
 fi

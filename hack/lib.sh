@@ -291,6 +291,9 @@ rbn::record_mode() {
 # host i (in-cluster mode).
 RBN_STACK_LINK="rbnk${RBN_APISERVER_PORT:-16443}"
 RBN_STACK_NET="10.254.$((${RBN_APISERVER_PORT:-16443} % 250))"
+# The worker node's CNI bridge (hack/worker.sh): its pods' traffic arrives on it, which is what
+# rbn-portal captures on this machine (hack/manifests.sh local).
+RBN_WORKER_BRIDGE="rbnbr${RBN_APISERVER_PORT:-16443}"
 
 # rbn::stack_link_up: creates the stack's link (idempotent) and prints the stack's address
 # (RBN_NODE_ADDRESS overrides it). dev-down deletes the link ($RBN_STATE/node-interface).

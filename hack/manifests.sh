@@ -5,7 +5,7 @@
 #                                   hack/manifests/local with the stack's registry, the version
 #                                   (hack/image.sh push pushes those images) and the stack's PKI;
 #                                   prints its directory: kubectl apply -k <it>
-#        hack/manifests.sh wait     wait until rbn's Deployments in rbn-system are Ready
+#        hack/manifests.sh wait     wait until rbn's Deployments and DaemonSet in rbn-system are Ready
 #                                   (RBN_IN_CLUSTER_TIMEOUT seconds each, default 180); if one is
 #                                   not, print rbn's pods, their events and logs, and fail
 #        hack/manifests.sh verify   render manifests/ and the local overlay with kubectl kustomize;
@@ -112,6 +112,13 @@ patches:
       - op: add
         path: /spec/clusterIP
         value: ${EXTENDER_IP}
+  # The build hosts of this stack share this machine's network namespace with the worker node:
+  # rbn-portal captures only what the worker's pods send (docs/services.md, "rbn-portal").
+  - target: {kind: DaemonSet, name: rbn-portal, namespace: rbn-system}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --input-interface=${RBN_WORKER_BRIDGE}
 EOF
   printf 'RBN_SCHEDULER_EXTENDER_URL=https://%s:10262\nRBN_SCHEDULER_EXTENDER_CA=%s\n' \
     "${EXTENDER_IP}" "${RBN_STATE}/cluster/pki/ca.crt" >"${OUT}/extender.env"
@@ -122,7 +129,7 @@ EOF
 explain() {
   local k=("$@") p
   {
-    "${k[@]}" get deployments,pods -o wide
+    "${k[@]}" get deployments,daemonsets,pods -o wide
     echo "--- warning events in rbn-system:"
     "${k[@]}" get events --field-selector type=Warning --sort-by=.lastTimestamp | tail -n 20
     for p in $("${k[@]}" get pods -o name); do
@@ -135,13 +142,13 @@ explain() {
 cmd_wait() {
   local k=("${KUBECTL}" --kubeconfig="${RBN_STATE}/cluster/admin.kubeconfig" -n rbn-system)
   local timeout="${RBN_IN_CLUSTER_TIMEOUT:-180}" d
-  for d in rbn-kubelet rbn-extender; do
-    if ! "${k[@]}" rollout status "deployment/${d}" --timeout="${timeout}s" >/dev/null 2>&1; then
-      rbn::log "ERROR: deployment rbn-system/${d} is not Ready after ${timeout}s; what rbn-system says:"
+  for d in deployment/rbn-kubelet deployment/rbn-extender daemonset/rbn-portal; do
+    if ! "${k[@]}" rollout status "${d}" --timeout="${timeout}s" >/dev/null 2>&1; then
+      rbn::log "ERROR: ${d} in rbn-system is not Ready after ${timeout}s; what rbn-system says:"
       explain "${k[@]}"
-      rbn::die "deployment rbn-system/${d} is not Ready (see above: the pods' events say why, e.g. ImagePullBackOff for a wrong image)"
+      rbn::die "${d} in rbn-system is not Ready (see above: the pods' events say why, e.g. ImagePullBackOff for a wrong image)"
     fi
-    rbn::log "deployment rbn-system/${d} Ready"
+    rbn::log "${d} in rbn-system Ready"
   done
 }
 

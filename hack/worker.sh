@@ -34,7 +34,7 @@ PORT_TAG="${RBN_APISERVER_PORT:-16443}"
 NODE_NAME="rbn-worker"
 NODE_IP="10.254.$((PORT_TAG % 250)).2"
 NODE_IF="rbnw${PORT_TAG}"
-BRIDGE="rbnbr${PORT_TAG}"
+BRIDGE="${RBN_WORKER_BRIDGE}"
 POD_CIDR="${RBN_WORKER_POD_CIDR:-10.42.0.0/24}"
 # The control plane's service CIDR is 10.0.0.0/24 (hack/cluster.sh); its .1 is the apiserver.
 DNS_IP="10.0.0.10"
@@ -569,6 +569,10 @@ cmd_down() {
   rbn::stop kube-proxy-worker
   # kube-proxy's own chains (v4 and v6); kubelet's and the CNI's are purged below.
   "${K8S_BIN}/kube-proxy" --cleanup >>"${W}/logs/kube-proxy-cleanup.log" 2>&1 || true
+  # rbn-portal's policy rules and route (and its veth), if its pod was killed before it removed them.
+  if [[ -x "${RBN_ROOT}/bin/rbn-kubelet" ]]; then
+    "${RBN_ROOT}/bin/rbn-kubelet" portal --cleanup >>"${W}/logs/rbn-portal-cleanup.log" 2>&1 || true
+  fi
   rbn::stop kubelet-worker
   if rbn::running containerd-worker; then
     local id

@@ -1,4 +1,6 @@
 // Command rbn-kubelet serves every RemoteBuildNode of a cluster as a virtual Kubernetes node.
+// `rbn-kubelet portal ...` is rbn-portal instead, which runs on every real node so that
+// Services reach pods on remote build nodes (docs/services.md).
 package main
 
 import (
@@ -9,13 +11,18 @@ import (
 	"syscall"
 
 	"github.com/remote-build-nodes/rbn/internal/app/kubelet"
+	"github.com/remote-build-nodes/rbn/internal/app/portal"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := kubelet.Run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "rbn-kubelet:", err)
+	name, run, args := "rbn-kubelet", kubelet.Run, os.Args[1:]
+	if len(args) > 0 && args[0] == "portal" {
+		name, run, args = "rbn-portal", portal.Run, args[1:]
+	}
+	if err := run(ctx, args, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
 }

@@ -138,7 +138,7 @@ var Fields = append([]FieldDecision{
 	{"spec.containers[].ports[].name", Ignored, "Names the port for Services and probes; nothing to do on the host."},
 	{"spec.containers[].ports[].hostPort", Implemented, "Published on the host (app containers only)."},
 	{"spec.containers[].ports[].containerPort", Implemented, "The target of a hostPort."},
-	{"spec.containers[].ports[].protocol", Implemented, "TCP and UDP; SCTP with a hostPort is refused (UnsupportedField)."},
+	{"spec.containers[].ports[].protocol", Implemented, "TCP and UDP; SCTP with a hostPort is refused (UnsupportedField). Services reach TCP ports only (rbn-portal): a UDP or SCTP port gets a PortNotRelayed Warning event."},
 	{"spec.containers[].ports[].hostIP", Implemented, "The host address a hostPort is published on."},
 
 	{"spec.containers[].envFrom[].prefix", Implemented, "Prepended to every key."},

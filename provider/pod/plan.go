@@ -169,6 +169,9 @@ const (
 	WarningNotEnforced = "LimitNotEnforced"
 	// WarningStdinOnce: stdinOnce is not passed to podman.
 	WarningStdinOnce = "StdinOnceIgnored"
+	// WarningPortNotRelayed: a UDP or SCTP port, which Services cannot
+	// reach (rbn-portal relays TCP).
+	WarningPortNotRelayed = "PortNotRelayed"
 )
 
 // Warning is a field the pod runs without.

@@ -318,6 +318,12 @@ func (t *translator) containerWarnings(field string, c *corev1.Container) {
 		t.warn(field+".resources.limits", WarningNotEnforced,
 			"limits.ephemeral-storage of container %q is not enforced: the kubelet evicts a pod over it, rbn does not", c.Name)
 	}
+	for i, p := range c.Ports {
+		if p.Protocol == corev1.ProtocolUDP || p.Protocol == corev1.ProtocolSCTP {
+			t.warn(fmt.Sprintf("%s.ports[%d].protocol", field, i), WarningPortNotRelayed,
+				"containerPort %d/%s of container %q is not reachable through Services: rbn-portal relays TCP only", p.ContainerPort, p.Protocol, c.Name)
+		}
+	}
 	if c.StdinOnce {
 		t.warn(field+".stdinOnce", WarningStdinOnce,
 			"stdinOnce is not passed to podman, which has no such setting: whether stdin closes after the first attach is up to the host's podman")

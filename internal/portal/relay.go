@@ -1,0 +1,267 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+
+	"github.com/remote-build-nodes/rbn/internal/logging"
+)
+
+// PortForwarder opens a port-forward connection to a pod.
+type PortForwarder interface {
+	Dial(pod Pod) (httpstream.Connection, error)
+}
+
+// APIPortForwarder dials the pods/portforward subresource through the
+// apiserver, which proxies it to the pod's kubelet (rbn-kubelet, which
+// opens an SSH direct-tcpip channel per stream): kubectl port-forward's
+// path.
+type APIPortForwarder struct {
+	pods     rest.Interface
+	upgrader spdy.Upgrader
+	client   *http.Client
+}
+
+// NewAPIPortForwarder dials with cfg's credentials; pods is a core/v1 REST
+// client (CoreV1().RESTClient()) that builds the subresource's URL.
+func NewAPIPortForwarder(cfg *rest.Config, pods rest.Interface) (*APIPortForwarder, error) {
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward transport: %w", err)
+	}
+	return &APIPortForwarder{pods: pods, upgrader: upgrader, client: &http.Client{Transport: rt}}, nil
+}
+
+// Dial opens a port-forward connection to pod.
+func (f *APIPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
+	u := f.pods.Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
+	conn, _, err := spdy.NewDialer(f.upgrader, f.client, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to pod %s: %w", pod, err)
+	}
+	return conn, nil
+}
+
+// Relay relays accepted connections to pods, over one port-forward
+// connection per pod, each relayed connection a pair of streams on it (the
+// port-forward protocol: an error stream and a data stream sharing a
+// request ID). A pod's connection is dialed when a relayed connection
+// first needs it, again when the last one closed, and closed when the pod
+// is no longer retained (Retain) and no relayed connection uses it.
+type Relay struct {
+	dialer  PortForwarder
+	metrics *Metrics
+	nextID  atomic.Int64
+
+	mu       sync.Mutex
+	pods     map[Pod]*podConn
+	retained map[Pod]bool
+}
+
+// podConn is a pod's port-forward connection and its users.
+type podConn struct {
+	dial   *dialing // the latest dial; nil before the first
+	active int      // relayed connections in Serve
+}
+
+// dialing is one dial that concurrent connections share.
+type dialing struct {
+	done chan struct{} // closed when conn, err are set
+	conn httpstream.Connection
+	err  error
+}
+
+// usable tells whether d is under way or gave a connection still open.
+func (d *dialing) usable() bool {
+	select {
+	case <-d.done:
+	default:
+		return true
+	}
+	if d.err != nil {
+		return false
+	}
+	select {
+	case <-d.conn.CloseChan():
+		return false
+	default:
+		return true
+	}
+}
+
+func (d *dialing) close() {
+	select {
+	case <-d.done:
+		if d.err == nil {
+			_ = d.conn.Close()
+		}
+	default: // under way: its users close it
+	}
+}
+
+// NewRelay relays through dialer and counts into m.
+func NewRelay(dialer PortForwarder, m *Metrics) *Relay {
+	return &Relay{dialer: dialer, metrics: m, pods: map[Pod]*podConn{}, retained: map[Pod]bool{}}
+}
+
+// Serve relays client to t until the pod closes its side, the kubelet
+// reports an error, or ctx ends; then it closes client. When the client
+// half-closes, the pod sees EOF and may still answer.
+func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
+	defer client.Close()
+	log := logging.FromContext(ctx).With("pod", t.Pod.String(), "port", t.Port, "client", client.RemoteAddr().String())
+	r.metrics.accepted.Inc()
+	pc := r.acquire(t.Pod)
+	defer r.release(t.Pod, pc)
+	conn, err := r.connection(t.Pod, pc)
+	if err != nil {
+		r.metrics.failed.WithLabelValues(ReasonDial).Inc()
+		log.Warn("port-forward dial failed", "err", err)
+		return
+	}
+	errStream, data, err := r.streams(conn, t.Port)
+	if err != nil {
+		// A connection that refuses streams is of no more use: the next
+		// connection dials anew.
+		_ = conn.Close()
+		r.metrics.failed.WithLabelValues(ReasonStream).Inc()
+		log.Warn("port-forward stream failed", "err", err)
+		return
+	}
+	defer conn.RemoveStreams(errStream, data)
+	defer data.Reset()
+	stop := context.AfterFunc(ctx, func() { _ = data.Reset(); _ = errStream.Reset(); _ = client.Close() })
+	defer stop()
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// The kubelet writes a message and closes the error stream when
+		// it cannot reach the pod's port; it closes it empty at the end.
+		msg, err := io.ReadAll(errStream)
+		if err == nil && len(msg) > 0 {
+			r.metrics.failed.WithLabelValues(ReasonPortForward).Inc()
+			log.Warn("port-forward error", "message", string(msg))
+			_ = data.Reset()
+		}
+	})
+	wg.Go(func() {
+		_, _ = io.Copy(counter{data, r.metrics.bytes.WithLabelValues("to_pod")}, client)
+		_ = data.Close() // half-close: the pod reads EOF
+	})
+	_, _ = io.Copy(counter{client, r.metrics.bytes.WithLabelValues("from_pod")}, data)
+	// The pod's side ended: so does the client's (kubectl port-forward's
+	// behaviour), which also ends the copy to the pod. The kubelet closes
+	// the error stream when the request ends, after any message: wait for
+	// it, so that no error goes unreported.
+	_ = client.Close()
+	wg.Wait()
+}
+
+// streams creates a request's error and data streams on conn.
+func (r *Relay) streams(conn httpstream.Connection, port int32) (errStream, data httpstream.Stream, err error) {
+	h := http.Header{}
+	h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
+	h.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(r.nextID.Add(1), 10))
+	h.Set(corev1.StreamType, corev1.StreamTypeError)
+	if errStream, err = conn.CreateStream(h); err != nil {
+		return nil, nil, fmt.Errorf("create error stream: %w", err)
+	}
+	_ = errStream.Close() // only the kubelet writes on it
+	h.Set(corev1.StreamType, corev1.StreamTypeData)
+	if data, err = conn.CreateStream(h); err != nil {
+		_ = errStream.Reset()
+		conn.RemoveStreams(errStream)
+		return nil, nil, fmt.Errorf("create data stream: %w", err)
+	}
+	return errStream, data, nil
+}
+
+func (r *Relay) acquire(p Pod) *podConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pc := r.pods[p]
+	if pc == nil {
+		pc = &podConn{}
+		r.pods[p] = pc
+	}
+	pc.active++
+	return pc
+}
+
+func (r *Relay) release(p Pod, pc *podConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pc.active--
+	if pc.active == 0 && !r.retained[p] {
+		r.drop(p, pc)
+	}
+}
+
+// drop closes a pod's connection; r.mu held.
+func (r *Relay) drop(p Pod, pc *podConn) {
+	if pc.dial != nil {
+		pc.dial.close()
+	}
+	delete(r.pods, p)
+}
+
+// connection returns the pod's open connection, or dials one; the
+// connections that ask while a dial is under way wait for it.
+func (r *Relay) connection(p Pod, pc *podConn) (httpstream.Connection, error) {
+	r.mu.Lock()
+	d := pc.dial
+	if d != nil && d.usable() {
+		r.mu.Unlock()
+		<-d.done
+		return d.conn, d.err
+	}
+	d = &dialing{done: make(chan struct{})}
+	pc.dial = d
+	r.mu.Unlock()
+	r.metrics.dials.Inc()
+	d.conn, d.err = r.dialer.Dial(p)
+	if d.err != nil {
+		r.metrics.dialFailures.Inc()
+	}
+	close(d.done)
+	return d.conn, d.err
+}
+
+// Retain keeps the connections of pods open while idle and closes the
+// idle ones of all other pods; a busy one closes when its last relayed
+// connection ends.
+func (r *Relay) Retain(pods map[Pod]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retained = pods
+	for p, pc := range r.pods {
+		if pc.active == 0 && !pods[p] {
+			r.drop(p, pc)
+		}
+	}
+}
+
+// counter counts the bytes written to w.
+type counter struct {
+	w io.Writer
+	c prometheus.Counter
+}
+
+func (c counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.c.Add(float64(n))
+	return n, err
+}
