@@ -33,12 +33,7 @@ const portalMetricsPort = 10268
 // nothing but its SSH connection reaches. A UDP port is not relayed, and
 // its pod has a Warning event saying so.
 func TestServicesReachRemotePods(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("rbn-portal runs in the cluster: bring the stack up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e)")
-	}
-	w := s.worker(t)
-	ns := s.Namespace(t)
+	s, w, ns := servicesStack(t)
 	iso := s.isolatedHost(t)
 	servers := []struct {
 		name string
@@ -73,15 +68,7 @@ func TestServicesReachRemotePods(t *testing.T) {
 	for _, srv := range servers {
 		s.WaitPodPhase(t, ns, srv.name, corev1.PodRunning, 2*time.Minute)
 		s.waitEndpointReady(t, ns, srv.name, srv.name, true)
-		svc, err := s.Client.CoreV1().Services(ns).Get(context.Background(), srv.name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, target := range []struct{ how, host, port string }{
-			{"ClusterIP", svc.Spec.ClusterIP, "22"},
-			{"DNS name", srv.name + "." + ns + ".svc.cluster.local", "22"},
-			{"NodePort", w.ip, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))},
-		} {
+		for _, target := range s.serviceTargets(t, w, ns, srv.name) {
 			// The portal opens the path once the EndpointSlice reaches it.
 			framework.Eventually(t, fmt.Sprintf("%s through its %s %s:%s", srv.name, target.how, target.host, target.port), time.Minute, func() (bool, string) {
 				out, err := s.KubectlErr("-n", ns, "exec", client.Name, "--", "nc", "-w", "10", target.host, target.port)
@@ -94,6 +81,18 @@ func TestServicesReachRemotePods(t *testing.T) {
 	if after := s.portalAccepted(t, w); after-before < float64(relayed) {
 		t.Errorf("rbn-portal accepted %v connections for the %d that reached the pods: they took another path", after-before, relayed)
 	}
+}
+
+// servicesStack is the stack of the tests of Services to pods on remote
+// build nodes, its worker node and a namespace of the test's: rbn-portal
+// runs in the cluster, so they need the in-cluster mode.
+func servicesStack(t *testing.T) (*stack, workerNode, string) {
+	t.Helper()
+	s := newStack(t)
+	if !s.InCluster {
+		t.Skip("rbn-portal runs in the cluster: bring the stack up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e)")
+	}
+	return s, s.worker(t), s.Namespace(t)
 }
 
 // portalAccepted is rbn_portal_connections_accepted_total of the worker's
@@ -210,6 +209,25 @@ spec:
 `, name, ns))
 }
 
+// serviceTarget is one way to reach a Service's port 22 from a pod on the
+// worker node.
+type serviceTarget struct{ how, host, port string }
+
+// serviceTargets are Service name's ClusterIP, DNS name and NodePort (on
+// the worker node's address), port 22 of its first port.
+func (s *stack) serviceTargets(t *testing.T, w workerNode, ns, name string) []serviceTarget {
+	t.Helper()
+	svc, err := s.Client.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []serviceTarget{
+		{"ClusterIP", svc.Spec.ClusterIP, "22"},
+		{"DNS name", name + "." + ns + ".svc.cluster.local", "22"},
+		{"NodePort", w.ip, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))},
+	}
+}
+
 // serviceIP is Service name's ClusterIP.
 func (s *stack) serviceIP(t *testing.T, ns, name string) string {
 	t.Helper()
@@ -227,12 +245,7 @@ func (s *stack) serviceIP(t *testing.T, ns, name string) string {
 // node by ClusterIP, DNS name and NodePort, copies a file in with scp, and
 // ends the job.
 func TestCustomizationJobThroughService(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("rbn-portal runs in the cluster: bring the stack up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e)")
-	}
-	w := s.worker(t)
-	ns := s.Namespace(t)
+	s, w, ns := servicesStack(t)
 	key := newUserKey(t)
 	jobs := []struct {
 		name string
@@ -245,15 +258,7 @@ func TestCustomizationJobThroughService(t *testing.T) {
 	for _, j := range jobs {
 		pod := s.waitJobReady(t, ns, j.name)
 		s.waitEndpointReady(t, ns, j.name, pod.Name, true)
-		svc, err := s.Client.CoreV1().Services(ns).Get(context.Background(), j.name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, target := range []struct{ how, host, port string }{
-			{"ClusterIP", svc.Spec.ClusterIP, "22"},
-			{"DNS name", j.name + "." + ns + ".svc.cluster.local", "22"},
-			{"NodePort", w.ip, strconv.Itoa(int(svc.Spec.Ports[0].NodePort))},
-		} {
+		for _, target := range s.serviceTargets(t, w, ns, j.name) {
 			framework.Eventually(t, fmt.Sprintf("ssh to %s by its %s", j.name, target.how), time.Minute, func() (bool, string) {
 				out, err := s.sshFrom(ns, client, target.host, target.port, "cat /mnt/image/etc/image-id; hostname")
 				return out == j.name+"\n"+pod.Name+"\n", fmt.Sprintf("%q (%v)", out, err)
@@ -261,7 +266,7 @@ func TestCustomizationJobThroughService(t *testing.T) {
 		}
 		// scp through the ClusterIP, from the client pod.
 		if out, err := s.KubectlErr("-n", ns, "exec", client, "--", "sh", "-c",
-			"echo customized >/tmp/overlay.conf && scp -i /key/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR /tmp/overlay.conf root@"+svc.Spec.ClusterIP+":/mnt/image/etc/overlay.conf"); err != nil {
+			"echo customized >/tmp/overlay.conf && scp -i /key/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR /tmp/overlay.conf root@"+s.serviceIP(t, ns, j.name)+":/mnt/image/etc/overlay.conf"); err != nil {
 			t.Fatalf("scp to %s: %v\n%s", j.name, err, out)
 		}
 		if got := s.Kubectl(t, "-n", ns, "exec", pod.Name, "-c", "sshd", "--", "cat", "/mnt/image/etc/overlay.conf"); got != "customized\n" {
@@ -293,12 +298,7 @@ const cutSSHFor = 30 * time.Second
 //     ends, new ones fail while it is down and work again once rbn-kubelet
 //     has reconnected; the job then ends as told.
 func TestCustomizationSessionFaults(t *testing.T) {
-	s := newStack(t)
-	if !s.InCluster {
-		t.Skip("rbn-portal runs in the cluster: bring the stack up in the in-cluster mode (the default of hack/dev-up.sh and hack/test.sh e2e)")
-	}
-	w := s.worker(t)
-	ns := s.Namespace(t)
+	s, w, ns := servicesStack(t)
 	key := newUserKey(t)
 	const host = 2
 	node := s.Host(t, host)["NAME"]

@@ -5,6 +5,7 @@ package kubeclient
 import (
 	"fmt"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -25,4 +26,17 @@ func RESTConfig(path, userAgent string) (*rest.Config, error) {
 	}
 	cfg.UserAgent = userAgent
 	return cfg, nil
+}
+
+// Clientset is RESTConfig and a clientset made from it.
+func Clientset(path, userAgent string) (*rest.Config, kubernetes.Interface, error) {
+	cfg, err := RESTConfig(path, userAgent)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cfg, client, nil
 }

@@ -18,8 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
@@ -66,13 +64,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx = logging.IntoContext(ctx, log)
 
-	restCfg, err := kubeclient.RESTConfig(cfg.Kubeconfig, "rbn-extender/"+version.Version)
+	_, client, err := kubeclient.Clientset(cfg.Kubeconfig, "rbn-extender/"+version.Version)
 	if err != nil {
 		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	cache, err := state.New(state.Config{Client: client})
 	if err != nil {

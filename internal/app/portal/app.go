@@ -16,8 +16,6 @@ import (
 	"strings"
 	"sync"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/metrics"
@@ -128,13 +126,9 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return nil
 	}
 
-	restCfg, err := kubeclient.RESTConfig(o.kubeconfig, "rbn-portal/"+version.Version)
+	restCfg, client, err := kubeclient.Clientset(o.kubeconfig, "rbn-portal/"+version.Version)
 	if err != nil {
 		return err
-	}
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	dialer, err := portal.NewAPIPortForwarder(restCfg, client.CoreV1().RESTClient())
 	if err != nil {
