@@ -88,8 +88,10 @@ type podWorker struct {
 	unhealthy map[string]bool
 	killed    map[string]bool
 	// carried holds, by container, what the runs of a sandbox removed
-	// after its host rebooted leave for the status (reboot.go).
-	carried map[string]carriedRun
+	// after its host rebooted leave for the status; sandboxLost: the
+	// sandbox is to be made again (reboot.go).
+	carried     map[string]carriedRun
+	sandboxLost bool
 	// ephemeralTried is how many ephemeral containers the spec had when
 	// they were last translated (see addEphemeral).
 	ephemeralTried int

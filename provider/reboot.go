@@ -30,33 +30,28 @@ type carriedRun struct {
 
 // lostRuns tells the user, once per run, about the runs the host lost:
 // a Warning event saying why and what follows. When the pod runs on (its
-// restart policy is not Never) and the sandbox's infra container was lost
-// too, its network namespace is gone: the sandbox is made again, as
-// kubelet makes a new one when it finds the old one dead. The old podman
-// pod goes with its containers (podman 4 with cgroupfs cannot add a
-// container to a pod that lived through a reboot: "pod cgroup is not
-// set", fixed in podman 4.6); what the status and the restart policy need
-// of their runs is carried (observe). It then returns true: the sync
-// starts over, with the new sandbox.
+// restart policy is not Never), the sandbox went with them (podman lost
+// its state: its infra container and network namespace too), so on a run
+// lost for the first time the sandbox is made again, as kubelet makes a
+// new one when it finds the old one dead. The old podman pod goes with its
+// containers (podman 4 with cgroupfs cannot add a container to a pod that
+// lived through a reboot: "pod cgroup is not set", fixed in podman 4.6;
+// and a restarted rbn-kubelet, which starts the old infra container again,
+// could not tell the sandbox was lost); what the status and the restart
+// policy need of their runs is carried (withCarried). It then returns
+// true: the sync starts over, with the new sandbox.
 func (w *podWorker) lostRuns(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) (resetSandbox bool, err error) {
-	names := make([]string, 0, len(obs))
+	var names []string
 	for name, o := range obs {
-		if o.current != nil && o.current.Lost {
+		if o.current != nil && o.current.Lost && !w.emitted["lost:"+o.current.ID] {
 			names = append(names, name)
 		}
-	}
-	if len(names) == 0 {
-		return false, nil
 	}
 	slices.Sort(names)
 	never := pd.Spec.RestartPolicy == corev1.RestartPolicyNever
 	for _, name := range names {
 		o := obs[name]
-		key := "lost:" + o.current.ID
-		if w.emitted[key] {
-			continue
-		}
-		w.emitted[key] = true
+		w.emitted["lost:"+o.current.ID] = true
 		reason, msg := lostReason(o.current, o.bootID)
 		next := "it runs again as the pod's restartPolicy says"
 		if never {
@@ -64,25 +59,22 @@ func (w *podWorker) lostRuns(ctx context.Context, pd *corev1.Pod, obs map[string
 		}
 		w.p.event(pd, corev1.EventTypeWarning, reason, fmt.Sprintf("Container %s: %s; %s", name, msg, next))
 	}
-	if never || !w.sandbox.ready || w.sandbox.infraName == "" {
+	if !never && len(names) > 0 {
+		w.sandboxLost = true
+		w.p.event(pd, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+	}
+	if !w.sandboxLost {
 		return false, nil
 	}
-	infra, err := w.p.rt.InspectContainer(ctx, w.sandbox.infraName)
-	if err != nil {
-		return false, fmt.Errorf("inspect the infra container after lost runs: %w", err)
-	}
-	if infra.Running {
-		return false, nil
-	}
-	w.p.event(pd, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
 	for name, o := range obs {
 		if o.current != nil {
 			w.carried[name] = carriedRun{last: o.current, attempt: o.attempt}
 		}
 	}
 	if err := w.p.rt.RemovePod(ctx, w.plan.PodName, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
-		return false, fmt.Errorf("remove the sandbox the reboot left: %w", err)
+		return false, fmt.Errorf("remove the sandbox the reboot left: %w", err) // again at the next sync
 	}
+	w.sandboxLost = false
 	w.sandbox.reset()
 	return true, nil
 }

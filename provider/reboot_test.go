@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,6 +125,31 @@ func TestWorkerHostRebootedOnFailure(t *testing.T) {
 	}
 	h.wantCalls("create "+ctrName("init", 0), 1)
 	h.wantCalls("create "+ctrName("done", 0), 1)
+}
+
+// rbn-kubelet restarts while the host reboots: the new worker starts the
+// old infra container again as it sets the sandbox up, and still makes the
+// sandbox again once it sees the lost run (podman 4 could not add a
+// container to the old pod); a failed removal is tried again.
+func TestWorkerHostRebootedWhileKubeletRestarted(t *testing.T) {
+	h := rebootHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.reboot(bootB)
+	h2 := restarted(t, h, testPod(corev1.RestartPolicyAlways, "main"))
+	h2.rt.faults = map[string][]error{"remove-pod": {errors.New("podman is busy")}}
+	h2.sync()
+	h2.wantEvent(h2.events(), "Warning HostRebooted Container main")
+	h2.wantCalls("remove-pod rbn-"+testUID, 1)
+	h2.sync()
+	h2.wantCalls("remove-pod rbn-"+testUID, 2)
+	h2.sync()
+	h2.wantPhase(corev1.PodRunning)
+	s := h2.state("main")
+	if s.State.Running == nil || s.RestartCount != 1 || s.LastTerminationState.Terminated == nil || s.LastTerminationState.Terminated.Reason != ReasonHostRebooted {
+		t.Fatalf("main after the reboot: %+v", s)
+	}
+	if ev := h2.events(); slices.ContainsFunc(ev, func(e string) bool { return strings.Contains(e, "HostRebooted") }) {
+		t.Errorf("the lost run reported again: %q", ev)
+	}
 }
 
 // Podman lost a run without a reboot (its tmp dir wiped under it): the
