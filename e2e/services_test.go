@@ -184,6 +184,18 @@ func (s *stack) openSSHSession(t *testing.T, ns, client, host string) *sshSessio
 	return ss
 }
 
+// waitLogin waits until a new ssh login from the client pod to host:22
+// works and reaches the pod (its hostname), and returns how long it took.
+func (s *stack) waitLogin(t *testing.T, ns, client, host, pod string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	framework.Eventually(t, "a new ssh login to "+host, timeout, func() (bool, string) {
+		out, err := s.sshFrom(ns, client, host, "22", "hostname")
+		return out == pod+"\n", fmt.Sprintf("%q (%v)", out, err)
+	})
+	return time.Since(start)
+}
+
 // endedWithin tells whether the session ends within timeout.
 func (ss *sshSession) endedWithin(timeout time.Duration) bool {
 	select {
@@ -309,7 +321,10 @@ func TestCustomizationSessionFaults(t *testing.T) {
 	t.Run("pod deleted mid-session", func(t *testing.T) {
 		pod := s.waitJobReady(t, ns, "ims-del")
 		s.waitEndpointReady(t, ns, "ims-del", pod.Name, true)
-		sess := s.openSSHSession(t, ns, client, s.serviceIP(t, ns, "ims-del"))
+		ip := s.serviceIP(t, ns, "ims-del")
+		// kube-proxy follows the endpoint a little later.
+		s.waitLogin(t, ns, client, ip, pod.Name, time.Minute)
+		sess := s.openSSHSession(t, ns, client, ip)
 		s.Kubectl(t, "-n", ns, "delete", "pod", pod.Name, "--wait=false")
 		if !sess.endedWithin(time.Minute) {
 			t.Errorf("the session to the deleted pod is still open a minute later:\n%s", sess.out)
@@ -342,21 +357,11 @@ func TestCustomizationSessionFaults(t *testing.T) {
 	ip := s.serviceIP(t, ns, "ims")
 	pod := s.waitJobReady(t, ns, "ims")
 	s.waitEndpointReady(t, ns, "ims", pod.Name, true)
-	// A new session works: it reads what the job's pod is.
-	newSession := func(t *testing.T, timeout time.Duration) time.Duration {
-		t.Helper()
-		start := time.Now()
-		framework.Eventually(t, "a new ssh session through the Service", timeout, func() (bool, string) {
-			out, err := s.sshFrom(ns, client, ip, "22", "hostname")
-			return out == pod.Name+"\n", fmt.Sprintf("%q (%v)", out, err)
-		})
-		return time.Since(start)
-	}
 
 	t.Run("serving replica killed", func(t *testing.T) {
 		sess := s.openSSHSession(t, ns, client, ip)
 		s.killServerOf(t, node)
-		took := newSession(t, 3*time.Minute)
+		took := s.waitLogin(t, ns, client, ip, pod.Name, 3*time.Minute)
 		t.Logf("the replica serving %s killed: a new session after %s; the open one ended: %t", node, took.Round(100*time.Millisecond), sess.endedWithin(0))
 	})
 
@@ -379,7 +384,7 @@ func TestCustomizationSessionFaults(t *testing.T) {
 		<-time.After(time.Until(cut.Add(cutSSHFor)))
 		s.HostsSh(t, "start-sshd", strconv.Itoa(host))
 		restarted = true
-		took := newSession(t, 3*time.Minute)
+		took := s.waitLogin(t, ns, client, ip, pod.Name, 3*time.Minute)
 		t.Logf("sshd of %s back after %s: a new session %s later", node, time.Since(cut).Round(time.Second), took.Round(100*time.Millisecond))
 	})
 
