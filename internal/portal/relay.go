@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -65,6 +66,8 @@ type Relay struct {
 	dialer  PortForwarder
 	metrics *Metrics
 	nextID  atomic.Int64
+	// streamTimeout bounds a request's stream creation (DefaultStreamTimeout).
+	streamTimeout time.Duration
 
 	mu       sync.Mutex
 	pods     map[Pod]*podConn
@@ -112,9 +115,16 @@ func (d *dialing) close() {
 	}
 }
 
+// DefaultStreamTimeout bounds the creation of a request's streams on a
+// pod's port-forward connection: a connection that lay idle can be dead
+// without a word (seen after its build host's SSH connection was cut and
+// came back), and SPDY's own wait is 30 s, longer than an ssh client waits
+// for the server's banner.
+const DefaultStreamTimeout = 5 * time.Second
+
 // NewRelay relays through dialer and counts into m.
 func NewRelay(dialer PortForwarder, m *Metrics) *Relay {
-	return &Relay{dialer: dialer, metrics: m, pods: map[Pod]*podConn{}, retained: map[Pod]bool{}}
+	return &Relay{dialer: dialer, metrics: m, streamTimeout: DefaultStreamTimeout, pods: map[Pod]*podConn{}, retained: map[Pod]bool{}}
 }
 
 // Serve relays client to t until the pod closes its side, the kubelet
@@ -126,20 +136,30 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	r.metrics.accepted.Inc()
 	pc := r.acquire(t.Pod)
 	defer r.release(t.Pod, pc)
-	conn, err := r.connection(t.Pod, pc)
-	if err != nil {
-		r.metrics.failed.WithLabelValues(ReasonDial).Inc()
-		log.Warn("port-forward dial failed", "err", err)
-		return
-	}
-	errStream, data, err := r.streams(conn, t.Port)
-	if err != nil {
-		// A connection that refuses streams is of no more use: the next
-		// connection dials anew.
-		_ = conn.Close()
-		r.metrics.failed.WithLabelValues(ReasonStream).Inc()
-		log.Warn("port-forward stream failed", "err", err)
-		return
+	var conn httpstream.Connection
+	var errStream, data httpstream.Stream
+	for try := 0; ; try++ {
+		c, fresh, err := r.connection(t.Pod, pc)
+		if err != nil {
+			r.metrics.failed.WithLabelValues(ReasonDial).Inc()
+			log.Warn("port-forward dial failed", "err", err)
+			return
+		}
+		if errStream, data, err = r.streams(c, t.Port); err == nil {
+			conn = c
+			break
+		}
+		// A connection that refuses streams is of no more use: closed, the
+		// next request dials anew. This one tries once more on a new
+		// connection when the failed one had been used before (it may have
+		// died while idle).
+		_ = c.Close()
+		if fresh || try > 0 {
+			r.metrics.failed.WithLabelValues(ReasonStream).Inc()
+			log.Warn("port-forward stream failed", "err", err)
+			return
+		}
+		log.Info("port-forward stream failed on a connection used before: dialing anew", "err", err)
 	}
 	defer conn.RemoveStreams(errStream, data)
 	defer data.Reset()
@@ -170,8 +190,21 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	wg.Wait()
 }
 
-// streams creates a request's error and data streams on conn.
+// streams creates a request's error and data streams on conn, within
+// r.streamTimeout: past it, conn is closed, which ends the wait.
 func (r *Relay) streams(conn httpstream.Connection, port int32) (errStream, data httpstream.Stream, err error) {
+	expired := atomic.Bool{}
+	timer := time.AfterFunc(r.streamTimeout, func() { expired.Store(true); _ = conn.Close() })
+	defer timer.Stop()
+	errStream, data, err = r.createStreams(conn, port)
+	if err != nil && expired.Load() {
+		err = fmt.Errorf("no stream within %s: %w", r.streamTimeout, err)
+	}
+	return errStream, data, err
+}
+
+// createStreams creates a request's error and data streams on conn.
+func (r *Relay) createStreams(conn httpstream.Connection, port int32) (errStream, data httpstream.Stream, err error) {
 	h := http.Header{}
 	h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
 	h.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(r.nextID.Add(1), 10))
@@ -219,14 +252,20 @@ func (r *Relay) drop(p Pod, pc *podConn) {
 }
 
 // connection returns the pod's open connection, or dials one; the
-// connections that ask while a dial is under way wait for it.
-func (r *Relay) connection(p Pod, pc *podConn) (httpstream.Connection, error) {
+// connections that ask while a dial is under way wait for it. fresh: the
+// connection was dialed for this call or while it waited, not used before.
+func (r *Relay) connection(p Pod, pc *podConn) (_ httpstream.Connection, fresh bool, _ error) {
 	r.mu.Lock()
 	d := pc.dial
 	if d != nil && d.usable() {
 		r.mu.Unlock()
-		<-d.done
-		return d.conn, d.err
+		select {
+		case <-d.done:
+		default:
+			fresh = true
+			<-d.done
+		}
+		return d.conn, fresh, d.err
 	}
 	d = &dialing{done: make(chan struct{})}
 	pc.dial = d
@@ -237,7 +276,7 @@ func (r *Relay) connection(p Pod, pc *podConn) (httpstream.Connection, error) {
 		r.metrics.dialFailures.Inc()
 	}
 	close(d.done)
-	return d.conn, d.err
+	return d.conn, true, d.err
 }
 
 // Retain keeps the connections of pods open while idle and closes the

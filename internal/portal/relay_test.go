@@ -36,7 +36,8 @@ func (s *fakeStream) Identifier() uint32   { return 0 }
 // kubelet's error and data streams) arrive on kubelet, paired by request ID.
 type fakeConn struct {
 	kubelet   chan fakeRequest
-	refuse    bool
+	refuse    bool // streams are refused
+	hang      bool // stream creation waits until the connection closes
 	closed    chan bool
 	closeOnce sync.Once
 
@@ -52,7 +53,14 @@ func newFakeConn() *fakeConn {
 }
 
 func (c *fakeConn) CreateStream(h http.Header) (httpstream.Stream, error) {
-	if c.refuse {
+	c.mu.Lock()
+	refuse, hang := c.refuse, c.hang
+	c.mu.Unlock()
+	if hang {
+		<-c.closed // as spdystream's wait ends when the connection closes
+		return nil, errors.New("connection closed")
+	}
+	if refuse {
 		return nil, errors.New("refused")
 	}
 	toKubelet, fromRelay := io.Pipe()
@@ -370,6 +378,44 @@ func TestRelayStreamRefusedClosesConnection(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.failed.WithLabelValues(ReasonStream)); got != 1 {
 		t.Errorf("failed{Stream} %v, want 1", got)
+	}
+}
+
+// A pod's connection that served before dies while idle without a word:
+// the next relayed connection's streams fail on it (refused, or not made
+// within the stream timeout, which closes it), and the relay dials a new
+// one for it at once instead of failing the client.
+func TestRelayRedialsWhenAUsedConnectionFails(t *testing.T) {
+	for _, how := range []string{"refused", "hang"} {
+		t.Run(how, func(t *testing.T) {
+			d := newFakeDialer()
+			m := NewMetrics()
+			r := NewRelay(d, m)
+			r.streamTimeout = 50 * time.Millisecond
+			r.Retain(map[Pod]bool{podA.Pod: true})
+			c1, done1 := serve(t, r, podA)
+			conn := dialed(t, d)
+			echo(t, conn)
+			roundTrip(t, c1, "one")
+			wait(t, done1, "first Serve")
+
+			conn.mu.Lock()
+			conn.refuse, conn.hang = how == "refused", how == "hang"
+			conn.mu.Unlock()
+			c2, done2 := serve(t, r, podA)
+			echo(t, dialed(t, d))
+			roundTrip(t, c2, "two")
+			wait(t, done2, "second Serve")
+			if !conn.isClosed() {
+				t.Error("the failed connection stays open")
+			}
+			if n := d.count(); n != 2 {
+				t.Errorf("%d dials, want 2", n)
+			}
+			if got := testutil.ToFloat64(m.failed.WithLabelValues(ReasonStream)); got != 0 {
+				t.Errorf("failed{Stream} %v, want 0: the client was served", got)
+			}
+		})
 	}
 }
 
