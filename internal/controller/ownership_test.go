@@ -439,6 +439,27 @@ func silentHost(t *testing.T) (port int32, conn <-chan net.Conn) {
 	return int32(ln.Addr().(*net.TCPAddr).Port), accepted
 }
 
+// firstAttempt waits for the first SSH connection attempt to reach node's
+// silent host; past a minute it fails, with what the controller wrote of
+// the node (once seen hanging for 10 minutes in CI, the client backing off
+// after attempts that never reached the listener).
+func (h *shardHarness) firstAttempt(accepted <-chan net.Conn, node string) net.Conn {
+	h.t.Helper()
+	select {
+	case c := <-accepted:
+		return c
+	case <-time.After(time.Minute):
+		var writes []string
+		for _, r := range h.api.requests() {
+			if strings.Contains(r.path, node) {
+				writes = append(writes, r.path+" "+r.body)
+			}
+		}
+		h.t.Fatalf("no SSH connection attempt reached %s's host in a minute; what was written of it: %q", node, writes)
+		return nil
+	}
+}
+
 // A replica is ready (and a rollout stops an old one) only once every node
 // it found at start has been reconciled and the first connection attempt to
 // each of their hosts has ended; a node added later, still connecting,
@@ -458,8 +479,8 @@ func TestReadyWaitsForTheWarmHosts(t *testing.T) {
 		t.Fatalf("Ready before n1 was reconciled: %v, want not reconciled", err)
 	}
 	h.reconcile("n1")
-	h.queued("n1")     // the Lease is taken: the Elector has synced
-	conn := <-accepted // the host is in its SSH handshake
+	h.queued("n1")                         // the Lease is taken: the Elector has synced
+	conn := h.firstAttempt(accepted, "n1") // the host is in its SSH handshake
 	if err := h.c.Ready(); err == nil || !strings.Contains(err.Error(), "connecting to the build hosts of n1") {
 		t.Fatalf("Ready while n1's host connects: %v, want connecting to the build hosts of n1", err)
 	}
@@ -470,7 +491,7 @@ func TestReadyWaitsForTheWarmHosts(t *testing.T) {
 	h.addRBNAt("n2", port2, false)
 	h.reconcile("n2")
 	h.queued("n2")
-	<-accepted2
+	h.firstAttempt(accepted2, "n2")
 	if err := h.c.Ready(); err != nil {
 		t.Errorf("a node added later took the replica out of service: %v", err)
 	}
