@@ -293,7 +293,7 @@ func (s *stack) registerArm64(t *testing.T, h framework.BuildHost) {
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
 	})
-	s.registerExtra(t, h.Name, h.Index, readFile(t, h.Known), fmt.Sprintf(`  user: %s
+	s.registerExtra(t, h.Name, h.Index, framework.ReadFile(t, h.Known), fmt.Sprintf(`  user: %s
   labels: {rbn.dev/local-test-host: "true"}
   imagePull: Direct`, h.User))
 }

@@ -22,28 +22,12 @@ import (
 // sshdImage is the test hosts' image-customization-shaped sshd (hack/hosts.sh).
 const sshdImage = "localhost/rbn/sshd:1.0"
 
-// userKey is an SSH key pair made with the real ssh-keygen: the private
-// key's file, for the real ssh and scp clients, and the public key's line.
-type userKey struct{ private, public string }
-
-func newUserKey(t *testing.T) userKey {
-	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "id_ed25519")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := framework.Command(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e-user", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
-	return userKey{private: key, public: readFile(t, key+".pub")}
-}
-
 // customizeJob applies an image-customization-shaped Job on node, as the
 // image service makes them: a privileged-free init container that lays the
 // image out under /mnt/image, a native sidecar, and sshd on port 22 with
 // the user's key from a Secret, until the user touches
 // /mnt/image/complete. Its pod carries the label app: <name>-customize.
-func (s *stack) customizeJob(t *testing.T, ns, name, node string, key userKey) {
+func (s *stack) customizeJob(t *testing.T, ns, name, node string, key framework.UserKey) {
 	t.Helper()
 	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -93,20 +77,20 @@ spec:
         volumeMounts:
         - {name: image, mountPath: /mnt/image}
         - {name: keys, mountPath: /root/.ssh, readOnly: true}
-`, name, ns, strings.TrimSpace(key.public), node, framework.TestImage, sshdImage))
+`, name, ns, strings.TrimSpace(key.Public), node, framework.TestImage, sshdImage))
 }
 
 // sshOptions are the real ssh client's options (scp's when portFlag is
 // -P) to log in as root at addr with key, trusting the host key the
 // container made at its start; login is the user@host to name.
-func sshOptions(key userKey, addr, portFlag string) (opts []string, login string) {
+func sshOptions(key framework.UserKey, addr, portFlag string) (opts []string, login string) {
 	host, port, _ := net.SplitHostPort(addr)
-	return []string{"-i", key.private, portFlag, port, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+	return []string{"-i", key.Private, portFlag, port, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
 		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"}, "root@" + host
 }
 
 // runSSH runs the real ssh client against addr and returns its output.
-func runSSH(t *testing.T, key userKey, addr, command string) string {
+func runSSH(t *testing.T, key framework.UserKey, addr, command string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -120,7 +104,7 @@ func runSSH(t *testing.T, key userKey, addr, command string) string {
 
 // runSCP copies the local file to path on addr with the real scp client
 // (the SFTP protocol, OpenSSH's default).
-func runSCP(t *testing.T, key userKey, addr, file, path string) {
+func runSCP(t *testing.T, key framework.UserKey, addr, file, path string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -136,7 +120,7 @@ func runSCP(t *testing.T, key userKey, addr, file, path string) {
 // the job by touching /mnt/image/complete; nothing of it stays on the host.
 func TestCustomizationJobOverSSH(t *testing.T) {
 	s := newStack(t)
-	key := newUserKey(t)
+	key := framework.NewUserKey(t)
 	for _, tc := range []struct {
 		name string
 		host int

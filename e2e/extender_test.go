@@ -231,7 +231,7 @@ func (s *stack) waitFailedScheduling(t *testing.T, ns, pod, want string) string 
 // (it is configured ignorable: an error would go unnoticed otherwise).
 func (s *stack) extenderSkips(t *testing.T) int {
 	t.Helper()
-	return strings.Count(readFile(t, filepath.Join(s.State, "cluster", "logs", "kube-scheduler.log")), "Skipping extender")
+	return strings.Count(framework.ReadFile(t, filepath.Join(s.State, "cluster", "logs", "kube-scheduler.log")), "Skipping extender")
 }
 
 // TestExtenderBurstSpread: 40 identical job pods created at once spread
@@ -396,7 +396,7 @@ func TestExtenderDrainingAndUnhealthyHosts(t *testing.T) {
 // the local process, or every pod's process in the in-cluster mode.
 func TestExtenderDownIsIgnored(t *testing.T) {
 	s := newStack(t)
-	if !strings.Contains(readFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
+	if !strings.Contains(framework.ReadFile(t, filepath.Join(s.State, "cluster", "kube-scheduler.yaml")), "ignorable: true") {
 		t.Skip("the stack's scheduler has rbn-extender with ignorable: false: scheduling waits for it by design")
 	}
 	nodes := s.buildNodes(t)
@@ -409,7 +409,7 @@ func TestExtenderDownIsIgnored(t *testing.T) {
 		}
 	} else {
 		var pid int
-		if _, err := fmt.Sscan(readFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
+		if _, err := fmt.Sscan(framework.ReadFile(t, filepath.Join(s.State, "pids", "rbn-extender.pid")), &pid); err != nil {
 			t.Fatal(err)
 		}
 		pids = []int{pid}

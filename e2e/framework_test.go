@@ -37,15 +37,6 @@ func newStack(t *testing.T) *stack {
 	return &stack{s}
 }
 
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // waitEvent waits until the pod has an event of reason whose message
 // contains text.
 func (s *stack) waitEvent(t *testing.T, ns, pod, reason, text string) {

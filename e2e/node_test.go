@@ -178,7 +178,7 @@ func TestPodmanDownThenBack(t *testing.T) {
 func (s *stack) registerExtra(t *testing.T, name string, i int, knownHosts string, extraSpec string) {
 	t.Helper()
 	h := s.Host(t, i)
-	key := readFile(t, h["PRIVATE_KEY"])
+	key := framework.ReadFile(t, h["PRIVATE_KEY"])
 	s.Apply(t, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: %[1]s-ssh, namespace: rbn-system}
@@ -220,7 +220,7 @@ func TestWrongHostKeyNeverConnects(t *testing.T) {
 	s := newStack(t)
 	h1, h2 := s.Host(t, 1), s.Host(t, 2)
 	// host 2's key, claimed for host 1's address.
-	_, key, ok := strings.Cut(strings.TrimSpace(readFile(t, h2["KNOWN_HOSTS"])), " ")
+	_, key, ok := strings.Cut(strings.TrimSpace(framework.ReadFile(t, h2["KNOWN_HOSTS"])), " ")
 	if !ok {
 		t.Fatal("unexpected known_hosts format")
 	}
@@ -267,7 +267,7 @@ spec:
   address: 127.0.9.9
   port: 2222
   sshSecretRef: {name: %[1]s-ssh, namespace: rbn-system}
-`, name, indent(readFile(t, h["PRIVATE_KEY"]), 4), strings.SplitN(strings.TrimSpace(readFile(t, h["KNOWN_HOSTS"])), " ", 2)[1]))
+`, name, indent(framework.ReadFile(t, h["PRIVATE_KEY"]), 4), strings.SplitN(strings.TrimSpace(framework.ReadFile(t, h["KNOWN_HOSTS"])), " ", 2)[1]))
 	t.Cleanup(func() {
 		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
 		_, _ = s.KubectlErr("-n", "rbn-system", "delete", "secret", name+"-ssh", "--ignore-not-found")
@@ -393,7 +393,7 @@ func TestNodeNameTakenRefused(t *testing.T) {
 func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	s := newStack(t)
 	name := framework.UniqueName("e2e-delete")
-	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]), "")
+	s.registerExtra(t, name, 2, framework.ReadFile(t, s.Host(t, 2)["KNOWN_HOSTS"]), "")
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
 	// A pod running on it, with a volume: its podman pod, containers and
 	// volume are on the host when the node goes.
@@ -521,13 +521,13 @@ func TestNodeLabelsAndTaintsFollowSpec(t *testing.T) {
 	spec := func(labels, taints string) string {
 		return "  labels: {" + labels + "}\n  taints: [" + taints + "]"
 	}
-	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
+	s.registerExtra(t, name, 2, framework.ReadFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
 		spec("team: a, tier: fast", "{key: rbn.dev/dedicated, value: a, effect: NoSchedule}, {key: drain, effect: NoExecute}"))
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 30*time.Second)
 	s.Kubectl(t, "label", "node", name, "owner=someone-else")
 	s.Kubectl(t, "taint", "node", name, "other=x:PreferNoSchedule")
 
-	s.registerExtra(t, name, 2, readFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
+	s.registerExtra(t, name, 2, framework.ReadFile(t, s.Host(t, 2)["KNOWN_HOSTS"]),
 		spec("team: b", "{key: rbn.dev/dedicated, value: b, effect: NoSchedule}"))
 	framework.Eventually(t, "node "+name+" to follow the new spec", 60*time.Second, func() (bool, string) {
 		n, ok := s.Node(t, name)

@@ -118,7 +118,7 @@ func (s *stack) portalAccepted(t *testing.T, w workerNode) float64 {
 // sshClient runs a pod on the worker node with the real OpenSSH client and
 // the user's private key (a Secret), from which the tests log in to
 // customization jobs through their Services, as users do from the cluster.
-func (s *stack) sshClient(t *testing.T, w workerNode, ns string, key userKey) string {
+func (s *stack) sshClient(t *testing.T, w workerNode, ns string, key framework.UserKey) string {
 	t.Helper()
 	if w.sshdImage == "" {
 		t.Fatal("the worker node has no sshd image (worker.env SSHD_IMAGE): bring the stack up again")
@@ -142,7 +142,7 @@ spec:
     imagePullPolicy: Never
     command: [sleep, "3600"]
     volumeMounts: [{name: key, mountPath: /key, readOnly: true}]
-`, ns, indent(readFile(t, key.private), 4), w.sshdImage))
+`, ns, indent(framework.ReadFile(t, key.Private), 4), w.sshdImage))
 	s.WaitPodPhase(t, ns, "ssh-client", corev1.PodRunning, 2*time.Minute)
 	return "ssh-client"
 }
@@ -208,7 +208,7 @@ func (ss *sshSession) endedWithin(timeout time.Duration) bool {
 
 // customizationService applies a customization job on node and its
 // LoadBalancer Service on port 22, as the image service makes them.
-func (s *stack) customizationService(t *testing.T, ns, name, node string, key userKey) {
+func (s *stack) customizationService(t *testing.T, ns, name, node string, key framework.UserKey) {
 	t.Helper()
 	s.customizeJob(t, ns, name, node, key)
 	s.Apply(t, fmt.Sprintf(`apiVersion: v1
@@ -258,7 +258,7 @@ func (s *stack) serviceIP(t *testing.T, ns, name string) string {
 // ends the job.
 func TestCustomizationJobThroughService(t *testing.T) {
 	s, w, ns := servicesStack(t)
-	key := newUserKey(t)
+	key := framework.NewUserKey(t)
 	jobs := []struct {
 		name string
 		host int
@@ -308,7 +308,7 @@ func TestCustomizationJobThroughService(t *testing.T) {
 // (docs/services.md, "Limits").
 func TestCustomizationSessionFaults(t *testing.T) {
 	s, w, ns := servicesStack(t)
-	key := newUserKey(t)
+	key := framework.NewUserKey(t)
 	const host = 2
 	node := s.Host(t, host)["NAME"]
 	s.customizationService(t, ns, "ims-del", node, key)

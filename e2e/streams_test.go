@@ -974,7 +974,7 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 	}
 	base := fmt.Sprintf("https://%s", net.JoinHostPort(ip, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port))))
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(readFile(t, filepath.Join(s.State, "cluster", "pki", "ca.crt")))) {
+	if !pool.AppendCertsFromPEM([]byte(framework.ReadFile(t, filepath.Join(s.State, "cluster", "pki", "ca.crt")))) {
 		t.Fatal("no cluster CA")
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}

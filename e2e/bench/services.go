@@ -74,18 +74,12 @@ func RunServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer deleteNamespace(kube, ns)
-	keyDir := t.TempDir()
-	userKey := filepath.Join(keyDir, "id_ed25519")
-	keygen, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if out, err := framework.Command(keygen, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", userKey).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
+	userKey := framework.NewUserKey(t)
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "keys"}, StringData: map[string]string{
-		"id_ed25519":      readFileT(t, userKey),
-		"authorized_keys": readFileT(t, userKey+".pub"),
-		"host_key":        readFileT(t, host.Key),
-		"known_hosts":     readFileT(t, host.Known),
+		"id_ed25519":      framework.ReadFile(t, userKey.Private),
+		"authorized_keys": userKey.Public,
+		"host_key":        framework.ReadFile(t, host.Key),
+		"known_hosts":     framework.ReadFile(t, host.Known),
 	}}
 	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -229,13 +223,4 @@ func RunServices(t *testing.T) {
 			t.Error(err)
 		}
 	}
-}
-
-func readFileT(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
