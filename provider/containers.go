@@ -37,10 +37,7 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 		a, _ := strconv.Atoi(c.Labels[pod.LabelAttempt])
 		runs[name] = append(runs[name], run{a, c.ID})
 	}
-	var bootID string
-	if info := pc.Info(); info != nil {
-		bootID = info.BootID
-	}
+	bootID := w.p.bootID()
 	obs := map[string]*observed{}
 	for name, rs := range runs {
 		slices.SortFunc(rs, func(a, b run) int { return b.attempt - a.attempt })
@@ -55,7 +52,7 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 		}
 		obs[name] = o
 	}
-	w.withCarried(obs)
+	w.withCarried(obs, bootID)
 	return obs, nil
 }
 
@@ -383,8 +380,8 @@ func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.C
 		}
 		spec.PidNS = specgen.Namespace{NSMode: specgen.FromContainer, Value: id}
 	}
-	if info := w.p.rt.Info(); info != nil && info.BootID != "" {
-		spec.Labels[pod.LabelBootID] = info.BootID
+	if boot := w.p.bootID(); boot != "" {
+		spec.Labels[pod.LabelBootID] = boot
 	}
 	if err := w.volumes.resolveSubPaths(ctx, w.plan, c, spec); err != nil {
 		why := "CreateContainerConfigError"

@@ -365,7 +365,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			return 0, nil
 		}
 	} else {
-		w.withCarried(obs) // a sandbox made again after a reboot
+		w.withCarried(obs, w.p.bootID()) // a sandbox made again after a reboot
 	}
 	next := w.advance(ctx, pd, obs)
 	if err := w.sandbox.settle(); err != nil {

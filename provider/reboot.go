@@ -79,7 +79,15 @@ func (w *podWorker) lostRuns(ctx context.Context, pd *corev1.Pod, obs map[string
 	return true, nil
 }
 
-// withCarried adds to obs what the runs of a sandbox removed after a
+// bootID is the host's boot id as last read, "" while unknown.
+func (p *Pods) bootID() string {
+	if info := p.rt.Info(); info != nil {
+		return info.BootID
+	}
+	return ""
+}
+
+// withCarried adds to obs (with the host's boot id now) what the runs of a sandbox removed after a
 // reboot tell (lostRuns), for each container whose runs went with it: with
 // no run in the new sandbox, its newest run then stands as its current one
 // (a lost run is then restarted at once, a completed one stays completed,
@@ -88,14 +96,7 @@ func (w *podWorker) lostRuns(ctx context.Context, pd *corev1.Pod, obs map[string
 // do not run again either); once its first run in the new sandbox exists,
 // that run is the previous one (lastState). Lost with rbn-kubelet's
 // restart: restart counts then start again from 0.
-func (w *podWorker) withCarried(obs map[string]*observed) {
-	if len(w.carried) == 0 {
-		return
-	}
-	var bootID string
-	if info := w.p.rt.Info(); info != nil {
-		bootID = info.BootID
-	}
+func (w *podWorker) withCarried(obs map[string]*observed, bootID string) {
 	for name, cr := range w.carried {
 		switch o := obs[name]; {
 		case o == nil:
