@@ -137,6 +137,8 @@ metadata: {name: rbn-kubelet-local-user, namespace: kube-node-lease}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: rbn-kubelet-node-lease}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: rbn-kubelet}]
 YAML
+# The admission policies fence that user as they fence the service account.
+sed 's/system:serviceaccount:rbn-system:rbn-kubelet/rbn-kubelet/' "${RBN_ROOT}/manifests/rbac/admission.yaml" | kubectl apply -f - >/dev/null
 rbn::wait_for "CRD remotebuildnodes.rbn.dev established" 30 \
   "${K8S_BIN}/kubectl" --kubeconfig="${KUBECONFIG}" wait --for=condition=Established crd/remotebuildnodes.rbn.dev --timeout=1s
 

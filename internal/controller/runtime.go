@@ -171,7 +171,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	// hostSettled): its first write is the node's status.
 	newNodeController := func() (*vknode.NodeController, error) {
 		return vknode.NewNodeController(np, np.Node(), nodes,
-			vknode.WithNodeEnableLeaseV1(d.client.CoordinationV1().Leases(corev1.NamespaceNodeLease), d.cfg.NodeLeaseDurationSeconds),
+			vknode.WithNodeEnableLeaseV1(labelledLeases{d.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)}, d.cfg.NodeLeaseDurationSeconds),
 			vknode.WithNodeStatusUpdateInterval(d.cfg.NodeStatusReportFrequency.Duration),
 			vknode.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
 				if !apierrors.IsNotFound(err) {
