@@ -237,20 +237,32 @@ func (s *stack) extenderSkips(t *testing.T) int {
 // TestExtenderBurstSpread: 40 identical job pods created at once spread
 // evenly over the build hosts (4 with NODES=4): max - min <= 1. Once with
 // requests, once without (the scheduler then accounts its non-zero
-// defaults).
+// defaults), and once as just after the nodes turned Ready, when only one
+// host has published its images (the others' are made unknown with the
+// facts override): that host must not draw the burst (a burst right after
+// the nodes turned Ready was spread 9/12/9/10 so).
 func TestExtenderBurstSpread(t *testing.T) {
 	s := newStack(t)
 	nodes := s.buildNodes(t)
 	const pods = 40
+	requests := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
 	for _, tc := range []struct {
-		name     string
-		requests corev1.ResourceList
+		name      string
+		requests  corev1.ResourceList
+		factsOnly bool // only nodes[0]'s images are known
 	}{
-		{"with requests", corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
-		{"without requests", nil},
+		{"with requests", requests, false},
+		{"without requests", nil, false},
+		{"one host's images known", requests, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.waitIdle(t, nodes)
+			if tc.factsOnly {
+				for _, n := range nodes[1:] {
+					s.override(t, n, `{"images": null}`)
+					s.waitExtender(t, n, "images unknown", func(d server.NodeDebug) bool { return d.Facts.Images == nil })
+				}
+			}
 			ns := s.Namespace(t)
 			var burst []*corev1.Pod
 			for i := range pods {

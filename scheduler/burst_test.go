@@ -45,12 +45,15 @@ type burstParams struct {
 	pickCost, setup time.Duration
 	randomTie       bool
 	// rbn.
-	cpuMilli, memBytes        int64 // each pod's requests (0: the scheduler's non-zero defaults)
-	allocCPUMilli, allocMem   int64 // each host's allocatable
-	informerLag, tolerance    int
-	weight                    int64
-	seed                      uint64
-	imageOnHost               int // -1: the image is on every host
+	cpuMilli, memBytes      int64 // each pod's requests (0: the scheduler's non-zero defaults)
+	allocCPUMilli, allocMem int64 // each host's allocatable
+	informerLag, tolerance  int
+	weight                  int64
+	seed                    uint64
+	imageOnHost             int // -1: the image is on every host
+	// factsOnHost >= 0: only this host has published facts yet (holding
+	// the image, as every host does); the others, just turned Ready, none.
+	factsOnHost               int
 	extenderOff, noAccounting bool
 }
 
@@ -59,7 +62,7 @@ func defaultBurst() burstParams {
 		pods: 40, hosts: 4,
 		pickCost: 200 * time.Millisecond, setup: 30 * time.Second,
 		cpuMilli: 100, memBytes: 64 * Mi, allocCPUMilli: 2000, allocMem: 24 * Gi,
-		informerLag: 3, tolerance: 2, weight: 1, seed: 1, imageOnHost: -1,
+		informerLag: 3, tolerance: 2, weight: 1, seed: 1, imageOnHost: -1, factsOnHost: -1,
 	}
 }
 
@@ -137,6 +140,9 @@ func rbnBurst(bp burstParams) []int {
 			}
 			facts(healthy(100*Gi, images...))(n)
 		}
+		if h == bp.factsOnHost {
+			facts(healthy(100*Gi, image))(n)
+		}
 		infos[h] = NewNodeInfo(n)
 	}
 	pod := NeedsOf(&corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "job", Image: image}}}})
@@ -207,6 +213,20 @@ func TestBurstReplay(t *testing.T) {
 					t.Errorf("rbn, informer lag %d, no requests %v, seed %d: %v, spread %d > 1", lag, noRequests, seed, got, spread(got))
 				}
 			}
+		}
+	}
+}
+
+// TestBurstFactsOnOneHost: just after the build nodes turned Ready, only
+// one host has published its facts; the others hold the image as well but
+// have not said so yet. The burst spreads evenly all the same: a host whose
+// images are known is not preferred over hosts whose images are unknown.
+func TestBurstFactsOnOneHost(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		bp := defaultBurst()
+		bp.factsOnHost, bp.seed = 1, seed
+		if got := rbnBurst(bp); spread(got) > 1 {
+			t.Errorf("seed %d: pods per host %v, spread %d > 1", seed, got, spread(got))
 		}
 	}
 }

@@ -71,6 +71,11 @@ func TestPrioritize(t *testing.T) {
 			want: []int64{4, 4},
 		},
 		{
+			name: "one host's facts not published yet: no image preference for the others",
+			in:   []n{{node("a", withImage), 0}, {node("b"), 0}, {node("c", withImage), 0}},
+			want: []int64{4, 4, 4},
+		},
+		{
 			name: "native architecture breaks ties",
 			pod:  PodNeeds{Images: []string{img}, NativeArch: "arm64"},
 			in:   []n{{node("a", arch("amd64")), 0}, {node("b", arch("arm64")), 0}},

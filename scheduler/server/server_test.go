@@ -58,7 +58,7 @@ func source() *fakeSource {
 		rbnNode("low-disk", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"storageFreeBytes": 1073741824}`}),
 		rbnNode("draining", map[string]string{rbnv1.LabelDraining: "true"}, nil),
 		rbnNode("has-image", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"images": ["localhost/rbn/only-here:1.0"]}`}),
-		rbnNode("busy", nil, nil),
+		rbnNode("busy", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"images": ["localhost/rbn/other:1.0"]}`}),
 		{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	} {
 		f.views[n.Name] = scheduler.NodeView{Info: scheduler.NewNodeInfo(n), Name: n.Name}
