@@ -43,6 +43,8 @@ var (
 		"SSH connections to the build host lost once made (keepalive unanswered, closed by the peer).", []string{"host", "user"}, nil)
 	sshRTT = prometheus.NewDesc(Namespace+"_ssh_keepalive_rtt_seconds",
 		"Round trip of the last answered SSH keepalive to the build host.", []string{"host", "user"}, nil)
+	sshChannels = prometheus.NewDesc(Namespace+"_ssh_channels_open",
+		"SSH channels open to the build host for rbn-kubelet's work (podman API streams, commands, port-forwards, image relay connections); one that only grows is a leak.", []string{"host", "user"}, nil)
 )
 
 // sshCollector turns each SSH connection's state into series. Two
@@ -54,7 +56,7 @@ type sshCollector struct{ conns SSHConnections }
 func NewSSHCollector(conns SSHConnections) prometheus.Collector { return sshCollector{conns} }
 
 func (sshCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sshUp, sshConnects, sshFailures, sshLosses, sshRTT} {
+	for _, d := range []*prometheus.Desc{sshUp, sshConnects, sshFailures, sshLosses, sshRTT, sshChannels} {
 		ch <- d
 	}
 }
@@ -63,7 +65,7 @@ func (c sshCollector) Collect(ch chan<- prometheus.Metric) {
 	type key struct{ host, user string }
 	type sums struct {
 		up, connects, losses float64
-		rtt                  float64
+		rtt, channels        float64
 		failures             map[sshconn.Reason]float64
 	}
 	byKey := map[key]*sums{}
@@ -81,6 +83,7 @@ func (c sshCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		s.connects += float64(st.Connects)
 		s.losses += float64(st.Losses)
+		s.channels += float64(st.Channels)
 		for r, n := range st.Failures {
 			s.failures[r] += float64(n)
 		}
@@ -89,6 +92,7 @@ func (c sshCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sshUp, prometheus.GaugeValue, min(s.up, 1), k.host, k.user)
 		ch <- prometheus.MustNewConstMetric(sshConnects, prometheus.CounterValue, s.connects, k.host, k.user)
 		ch <- prometheus.MustNewConstMetric(sshLosses, prometheus.CounterValue, s.losses, k.host, k.user)
+		ch <- prometheus.MustNewConstMetric(sshChannels, prometheus.GaugeValue, s.channels, k.host, k.user)
 		if s.up > 0 {
 			ch <- prometheus.MustNewConstMetric(sshRTT, prometheus.GaugeValue, s.rtt, k.host, k.user)
 		}

@@ -18,14 +18,18 @@ import (
 func TestSSHCollector(t *testing.T) {
 	conns := func() []SSHConn {
 		return []SSHConn{
-			{Host: "10.0.0.1:22", User: "root", State: sshconn.State{Connected: true, RTT: 3 * time.Millisecond, Connects: 2, Losses: 1,
+			{Host: "10.0.0.1:22", User: "root", State: sshconn.State{Connected: true, RTT: 3 * time.Millisecond, Connects: 2, Losses: 1, Channels: 4,
 				Failures: map[sshconn.Reason]uint64{sshconn.ReasonUnreachable: 4}}},
-			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connects: 1,
+			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connects: 1, Channels: 1,
 				Failures: map[sshconn.Reason]uint64{sshconn.ReasonHostKeyMismatch: 1}}},
-			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connected: true, RTT: 5 * time.Millisecond, Connects: 1}},
+			{Host: "10.0.0.2:22", User: "root", State: sshconn.State{Connected: true, RTT: 5 * time.Millisecond, Connects: 1, Channels: 2}},
 		}
 	}
 	want := `
+# HELP rbn_ssh_channels_open SSH channels open to the build host for rbn-kubelet's work (podman API streams, commands, port-forwards, image relay connections); one that only grows is a leak.
+# TYPE rbn_ssh_channels_open gauge
+rbn_ssh_channels_open{host="10.0.0.1:22",user="root"} 4
+rbn_ssh_channels_open{host="10.0.0.2:22",user="root"} 3
 # HELP rbn_ssh_connect_failures_total SSH connection attempts to the build host that failed, by reason (SSHUnreachable, HostKeyMismatch, ...).
 # TYPE rbn_ssh_connect_failures_total counter
 rbn_ssh_connect_failures_total{host="10.0.0.1:22",reason="SSHUnreachable",user="root"} 4

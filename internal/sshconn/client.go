@@ -88,6 +88,10 @@ type State struct {
 	Connects uint64
 	Failures map[Reason]uint64
 	Losses   uint64
+	// Channels counts the channels open now for callers (Dial, Output,
+	// Stream, connections accepted on ListenLoopback's listeners), on this
+	// connection and any earlier one whose channels were not closed yet.
+	Channels int64
 }
 
 // Client holds one SSH connection to a host, redialing as needed once Run is called.
@@ -102,6 +106,8 @@ type Client struct {
 	conn    *ssh.Client
 	state   State
 	changed chan struct{}
+
+	channels channelCount
 }
 
 // New validates cfg and parses its key material. It does not connect.
@@ -204,6 +210,7 @@ func (c *Client) State() State {
 	defer c.mu.Unlock()
 	st := c.state
 	st.Failures = maps.Clone(c.state.Failures)
+	st.Channels = c.channels.n.Load()
 	return st
 }
 
@@ -267,7 +274,7 @@ func (c *Client) Dial(ctx context.Context, network, address string) (net.Conn, e
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: open %s channel to %s: %w", c.addr, network, address, err)
 	}
-	return ch, nil
+	return c.channels.conn(ch), nil
 }
 
 // Run keeps a connection up until ctx ends, redialing with backoff.

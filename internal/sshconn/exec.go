@@ -26,40 +26,42 @@ func shellQuote(argv []string) string {
 	return b.String()
 }
 
-// session opens a session on the current connection for running argv.
-func (c *Client) session(argv []string) (*ssh.Session, error) {
+// session opens a session on the current connection for running argv,
+// and returns what closes it (any number of times).
+func (c *Client) session(argv []string) (*ssh.Session, func() error, error) {
 	if len(argv) == 0 {
-		return nil, errors.New("sshconn: empty command")
+		return nil, nil, errors.New("sshconn: empty command")
 	}
 	conn, err := c.connected()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sess, err := conn.NewSession()
 	if err != nil {
-		return nil, fmt.Errorf("ssh %s: new session: %w", c.addr, err)
+		return nil, nil, fmt.Errorf("ssh %s: new session: %w", c.addr, err)
 	}
-	return sess, nil
+	done := c.channels.opened()
+	return sess, func() error { done(); return sess.Close() }, nil
 }
 
 // Stream runs argv on the host and returns its standard output as it
 // comes. Closing the stream, or ctx ending, ends the command's session.
 func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, error) {
-	sess, err := c.session(argv)
+	sess, closeSession, err := c.session(argv)
 	if err != nil {
 		return nil, err
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		sess.Close()
+		_ = closeSession()
 		return nil, fmt.Errorf("ssh %s: %w", c.addr, err)
 	}
 	if err := sess.Start(shellQuote(argv)); err != nil {
-		sess.Close()
+		_ = closeSession()
 		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
-	return &sessionStream{Reader: stdout, close: func() error { stop(); return sess.Close() }}, nil
+	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
+	return &sessionStream{Reader: stdout, close: func() error { stop(); return closeSession() }}, nil
 }
 
 type sessionStream struct {
@@ -86,12 +88,12 @@ const maxOutput = 1 << 20
 // Output runs argv on the host and returns its standard output; a non-zero
 // exit is an *ExitError carrying the command's standard error.
 func (c *Client) Output(ctx context.Context, argv ...string) ([]byte, error) {
-	sess, err := c.session(argv)
+	sess, closeSession, err := c.session(argv)
 	if err != nil {
 		return nil, err
 	}
-	defer sess.Close()
-	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer closeSession()
+	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
 	defer stop()
 	var stdout, stderr limitedBuffer
 	sess.Stdout, sess.Stderr = &stdout, &stderr

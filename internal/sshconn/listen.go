@@ -55,7 +55,7 @@ func (c *Client) ListenLoopback(ctx context.Context) (net.Listener, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("ssh %s: %w", c.addr, err)
 	}
-	return ln, nil
+	return countedListener{Listener: ln, count: &c.channels}, nil
 }
 
 // procNetTCP is the command that lists the host's TCP sockets; tcp6 is

@@ -1,0 +1,51 @@
+package sshconn
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// channelCount counts the channels open on a client's connections for its
+// callers: Dial's streams (podman's API, port-forwards), the sessions of
+// Output and Stream, and the connections a ListenLoopback listener
+// accepted. A count that only grows is a leak: something never closed what
+// it opened.
+type channelCount struct{ n atomic.Int64 }
+
+// opened counts a channel and returns what closes its count, once however
+// often it is called.
+func (c *channelCount) opened() func() {
+	c.n.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { c.n.Add(-1) }) }
+}
+
+// conn counts nc as an open channel until it is closed.
+func (c *channelCount) conn(nc net.Conn) net.Conn {
+	return &countedConn{Conn: nc, done: c.opened()}
+}
+
+type countedConn struct {
+	net.Conn
+	done func()
+}
+
+func (cc *countedConn) Close() error {
+	cc.done()
+	return cc.Conn.Close()
+}
+
+// countedListener counts each accepted connection as an open channel.
+type countedListener struct {
+	net.Listener
+	count *channelCount
+}
+
+func (l countedListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.count.conn(nc), nil
+}
