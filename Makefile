@@ -29,6 +29,10 @@ test-e2e: ## End-to-end tests only (brings its own stack up and down)
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s): make fuzz FUZZTIME=5m
 	hack/fuzz.sh
 
+.PHONY: soak
+soak: ## Churn soak: pods created and deleted for RBN_SOAK_DURATION (30m) on a stack of its own; writes docs/soak.md
+	hack/soak.sh
+
 .PHONY: dev-up
 dev-up: ## Start control plane, NODES build hosts and rbn-kubelet in the background
 	hack/dev-up.sh

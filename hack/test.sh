@@ -17,6 +17,7 @@ if [[ "${tier}" == all || "${tier}" == unit ]]; then
   # The e2e tests and the benchmarks' entry points are behind build tags:
   # compile and vet them here, so that a broken harness fails the unit tier.
   go vet -tags "${RBN_E2E_TAGS}" ./e2e/...
+  go vet -tags "${RBN_E2E_TAGS},soak" ./e2e/
   # -race needs cgo; the build tags keep the podman tree free of C libraries.
   CGO_ENABLED=1 go test -race -count=1 ./...
   # The seed corpora ran above; a few seconds of new inputs per target

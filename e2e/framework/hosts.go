@@ -143,6 +143,14 @@ func (s *Stack) MustHostPodman(t testing.TB, i int, args ...string) string {
 // UID label on build host i, through the host's own podman CLI.
 func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
 	t.Helper()
+	return s.HostObjectsLabelled(t, i, "rbn.dev/pod-uid="+uid)
+}
+
+// HostObjectsLabelled lists podman containers, pods and volumes on build
+// host i that match a podman label filter ("key" or "key=value"), as
+// "ps:<name>", "pod:<name>", "volume:<name>".
+func (s *Stack) HostObjectsLabelled(t testing.TB, i int, label string) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out []string
@@ -152,7 +160,7 @@ func (s *Stack) HostObjects(t testing.TB, i int, uid string) []string {
 		{"volume", "ls", "--format", "{{.Name}}"},
 	} {
 		args := append([]string{"podman", fmt.Sprint(i)}, what...)
-		args = append(args, "--filter", "label=rbn.dev/pod-uid="+uid)
+		args = append(args, "--filter", "label="+label)
 		b, err := s.Script(ctx, "hosts.sh", args...).Output()
 		if err != nil {
 			t.Fatalf("hosts.sh %v: %v", args, err)
