@@ -55,6 +55,10 @@ func TestNotReadyEviction(t *testing.T) {
 		}
 		return created
 	}
+	fault := framework.RecordFault(t, "SSH dropped with jobs running")
+	fault.Jobs(2)
+	lost := 2 // each pod counts until it ended as expected
+	fault.Lost(lost)
 	short := pod("short", 5)
 	long := pod("long", 3600)
 	for _, p := range []*corev1.Pod{short, long} {
@@ -76,6 +80,7 @@ func TestNotReadyEviction(t *testing.T) {
 	cut := time.Now()
 	s.WaitNodeReady(t, node, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, time.Minute)
 	t.Logf("node %s NotReady %s after the cut", node, time.Since(cut).Round(100*time.Millisecond))
+	fault.Figure(fmt.Sprintf("NotReady %.1f s after the cut", time.Since(cut).Seconds()))
 
 	// The controller manager taints the node and evicts the pod whose
 	// toleration ran out, and only that one.
@@ -92,6 +97,7 @@ func TestNotReadyEviction(t *testing.T) {
 		return false, "deleted without a DisruptionTarget condition: " + framework.DescribeStatus(p)
 	})
 	t.Logf("pod short evicted %s after the cut", time.Since(cut).Round(100*time.Millisecond))
+	fault.Figure(fmt.Sprintf("the pod tolerating 5 s evicted %.1f s after the cut", time.Since(cut).Seconds()))
 	n, _ := s.Node(t, node)
 	if !hasTaint(n, corev1.TaintNodeNotReady, corev1.TaintEffectNoExecute) {
 		t.Fatalf("node %s: taints %v, want %s:NoExecute", node, n.Spec.Taints, corev1.TaintNodeNotReady)
@@ -104,16 +110,20 @@ func TestNotReadyEviction(t *testing.T) {
 	restarted = true
 	s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
 	t.Logf("node %s Ready again %s after the cut", node, time.Since(cut).Round(100*time.Millisecond))
+	fault.Figure(fmt.Sprintf("SSH back after %.1f s", time.Since(cut).Seconds()))
 
 	// The evicted pod: stopped and removed from the host, its object gone.
 	framework.Eventually(t, "pod short removed from the host", 2*time.Minute, func() (bool, string) {
 		objs := s.HostObjects(t, hostIndex, string(short.UID))
+		fault.Orphans(len(objs))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 	framework.Eventually(t, "pod short gone from the API", 2*time.Minute, func() (bool, string) {
 		_, err := s.Client.CoreV1().Pods(ns).Get(ctx, short.Name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
+	lost--
+	fault.Lost(lost)
 
 	// The other one carries on in the same container and succeeds.
 	if st := s.HostContainerState(t, hostIndex, longContainer); st != "running" {
@@ -123,12 +133,17 @@ func TestNotReadyEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := s.WaitPodPhase(t, ns, long.Name, corev1.PodSucceeded, 2*time.Minute)
+	if cs := p.Status.ContainerStatuses; len(cs) == 1 {
+		fault.Duplicated(int(cs[0].RestartCount))
+	}
 	if cs := p.Status.ContainerStatuses; len(cs) != 1 || cs[0].RestartCount != 0 {
 		t.Fatalf("pod long: container statuses %+v, want one, never restarted", cs)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, long.Name+".done")); err != nil || !strings.Contains(string(b), "done") {
 		t.Fatalf("pod long's output: %q, %v", b, err)
 	}
+	lost--
+	fault.Lost(lost)
 }
 
 // hasTaint says whether n has a taint of key and effect.

@@ -56,6 +56,9 @@ func TestKubeletWritesFenced(t *testing.T) {
 	}
 	admin := s.Client
 	dry := []string{metav1.DryRunAll}
+	fault := framework.RecordFault(t, "rbn-kubelet's credential used to write what it does not serve")
+	attempts, refusals := 0, 0
+	defer func() { fault.Figure(fmt.Sprintf("%d writes beyond what it serves attempted, %d refused by the policies", attempts, refusals)) }()
 
 	// refused checks that admin may do what op does and rbn-kubelet may not,
 	// for the reason policy gives.
@@ -64,6 +67,7 @@ func TestKubeletWritesFenced(t *testing.T) {
 		if err := op(admin); err != nil {
 			t.Fatalf("as admin: %v (want allowed: the request itself must be valid)", err)
 		}
+		attempts++
 		err := op(kubelet)
 		if err == nil {
 			t.Fatalf("as %s: allowed, want refused by the admission policy %s", rc.Impersonate.UserName, policy)
@@ -71,6 +75,7 @@ func TestKubeletWritesFenced(t *testing.T) {
 		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "'"+policy+"'") {
 			t.Fatalf("as %s: %v, want refused by the admission policy %s", rc.Impersonate.UserName, err, policy)
 		}
+		refusals++
 		t.Logf("refused: %v", err)
 	}
 	allowed := func(t *testing.T, op func(kubernetes.Interface) error) {

@@ -136,6 +136,9 @@ spec:%[2]s
         preStop:
           exec: {command: [sh, -c, "echo preStop >>/out/log"]}
 `, ns, framework.PodSpec, framework.TestImage, dir, trapTERM))
+	fault := framework.RecordFault(t, "pod deleted while rbn-kubelet is down")
+	fault.Jobs(1)
+	fault.Lost(1) // until it got its preStop hook and SIGTERM
 	p := s.WaitPodPhase(t, ns, "graceful", corev1.PodRunning, 2*time.Minute)
 	logFile := filepath.Join(dir, "log")
 	waitFileHas(t, logFile, "main up", time.Minute) // its SIGTERM trap is set
@@ -158,15 +161,19 @@ spec:%[2]s
 	start := time.Now()
 	waitFileHas(t, logFile, "main got TERM", 90*time.Second)
 	t.Logf("SIGTERM %s after rbn-kubelet's start", time.Since(start).Round(100*time.Millisecond))
+	fault.Figure(fmt.Sprintf("SIGTERM %.1f s after rbn-kubelet's start", time.Since(start).Seconds()))
 	b, err := os.ReadFile(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if log := string(b); !preStopBeforeTERM(log) {
 		t.Errorf("want the preStop hook before SIGTERM:\n%s", log)
+	} else {
+		fault.Lost(0)
 	}
 	framework.Eventually(t, "the pod removed from the host", 90*time.Second, func() (bool, string) {
 		objs := s.HostObjects(t, host, string(p.UID))
+		fault.Orphans(len(objs))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
 	// virtual-kubelet deletes the pod object the deletion's grace period

@@ -160,7 +160,9 @@ func TestSSHDownThenBack(t *testing.T) {
 func TestPodmanDownThenBack(t *testing.T) {
 	s := newStack(t)
 	name := s.Host(t, 1)["NAME"]
+	fault := framework.RecordFault(t, "podman stopped")
 	s.HostsSh(t, "stop-podman", "1")
+	stopped := time.Now()
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
@@ -168,9 +170,12 @@ func TestPodmanDownThenBack(t *testing.T) {
 		}
 	})
 	s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"PodmanUnavailable"}, 40*time.Second)
+	fault.Figure(fmt.Sprintf("NotReady with PodmanUnavailable %.1f s after the stop", time.Since(stopped).Seconds()))
 	s.HostsSh(t, "start-podman", "1")
 	restarted = true
+	started := time.Now()
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 40*time.Second)
+	fault.Figure(fmt.Sprintf("podman stopped for %.1f s; Ready %.1f s after its start", started.Sub(stopped).Seconds(), time.Since(started).Seconds()))
 }
 
 // registerExtra registers host i again under another name with the given
@@ -228,8 +233,11 @@ func TestWrongHostKeyNeverConnects(t *testing.T) {
 	name := framework.UniqueName("e2e-wrong-key")
 	s.registerExtra(t, name, 1, line, "")
 
+	fault := framework.RecordFault(t, "host key changed")
+	registered := time.Now()
 	c := s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"HostKeyMismatch"}, 30*time.Second)
 	t.Logf("node condition: %s: %s", c.Reason, c.Message)
+	fault.Figure(fmt.Sprintf("NotReady with HostKeyMismatch %.1f s after the registration", time.Since(registered).Seconds()))
 	framework.Eventually(t, "RemoteBuildNode "+name+" NotReady with HostKeyMismatch", 20*time.Second, func() (bool, string) {
 		r, _ := s.RBN(t, name)
 		return r.Status.Phase == rbnv1.PhaseNotReady && r.Status.LastError != nil && r.Status.LastError.Reason == "HostKeyMismatch",
@@ -426,17 +434,23 @@ func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 		t.Fatalf("node %s has no block of the pod network: %v", name, blocks())
 	}
 
+	fault := framework.RecordFault(t, "RemoteBuildNode deleted with running pods")
+	fault.Jobs(1)
+	deleted := time.Now()
 	s.Kubectl(t, "delete", "remotebuildnode", name, "--wait=true", "--timeout=60s")
 	framework.Eventually(t, "node "+name+" gone", 30*time.Second, func() (bool, string) {
 		_, ok := s.Node(t, name)
 		return !ok, "still there"
 	})
+	fault.Figure(fmt.Sprintf("Node gone %.1f s after the deletion", time.Since(deleted).Seconds()))
 	_, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 	if err == nil {
 		t.Errorf("lease %s left behind", name)
 	}
 	// Nothing would sweep them later: they go with the node.
-	if left := onHost(); left != "" {
+	left := onHost()
+	fault.Orphans(len(strings.Fields(left)))
+	if left != "" {
 		t.Errorf("left on host 2 after the RemoteBuildNode's deletion:\n%s", left)
 	}
 	if b, ok := blocks()[name]; ok {

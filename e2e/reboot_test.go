@@ -35,6 +35,10 @@ func TestHostReboot(t *testing.T) {
 	if before == "" {
 		t.Fatalf("node %s reports no bootID", node)
 	}
+	fault := framework.RecordFault(t, "host rebooted")
+	fault.Jobs(2)
+	lost := 2 // each pod counts until it ended as expected
+	fault.Lost(lost)
 	build := framework.JobPod(ns, "build", node, nil, []string{"sh", "-c", "echo half >/work/image.raw; exec sleep 3600"})
 	build.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
 	build.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
@@ -53,10 +57,12 @@ func TestHostReboot(t *testing.T) {
 	serviceIP := s.Pod(t, ns, "service").Status.PodIP
 
 	s.HostsSh(t, "reboot", strconv.Itoa(host))
+	rebooted := time.Now()
 	framework.Eventually(t, "node "+node+" reports the host's new boot id", 2*time.Minute, func() (bool, string) {
 		now := s.bootID(t, node)
 		return now != "" && now != before, now
 	})
+	fault.Figure(fmt.Sprintf("new boot id on the Node %.1f s after the reboot", time.Since(rebooted).Seconds()))
 	framework.Eventually(t, "build failed with HostRebooted", 2*time.Minute, func() (bool, string) {
 		p := s.Pod(t, ns, "build")
 		if p.Status.Phase == corev1.PodSucceeded {
@@ -66,9 +72,14 @@ func TestHostReboot(t *testing.T) {
 		return p.Status.Phase == corev1.PodFailed && term != nil && term.Reason == provider.ReasonHostRebooted && term.ExitCode == podman.LostExitCode,
 			framework.DescribeStatus(p)
 	})
-	if p := s.Pod(t, ns, "build"); p.Status.ContainerStatuses[0].RestartCount != 0 {
+	fault.Figure(fmt.Sprintf("build failed with HostRebooted %.1f s after the reboot", time.Since(rebooted).Seconds()))
+	p := s.Pod(t, ns, "build")
+	fault.Duplicated(int(p.Status.ContainerStatuses[0].RestartCount))
+	if p.Status.ContainerStatuses[0].RestartCount != 0 {
 		t.Errorf("the Never build ran again: %s", framework.DescribeStatus(p))
 	}
+	lost--
+	fault.Lost(lost)
 	s.waitEvent(t, ns, "build", provider.ReasonHostRebooted, "the build host rebooted while the container ran")
 	framework.Eventually(t, "service running again after the reboot", 2*time.Minute, func() (bool, string) {
 		p := s.Pod(t, ns, "service")
@@ -80,6 +91,9 @@ func TestHostReboot(t *testing.T) {
 		return st.State.Running != nil && st.RestartCount == 1 && last != nil && last.Reason == provider.ReasonHostRebooted,
 			framework.DescribeStatus(p)
 	})
+	fault.Figure(fmt.Sprintf("service running again %.1f s after the reboot", time.Since(rebooted).Seconds()))
+	lost--
+	fault.Lost(lost)
 	s.waitEvent(t, ns, "service", "SandboxChanged", "Pod sandbox changed")
 	if out, err := s.KubectlErr("-n", ns, "exec", "service", "--", "true"); err != nil {
 		t.Errorf("exec in the restarted pod: %v\n%s", err, out)
@@ -87,9 +101,12 @@ func TestHostReboot(t *testing.T) {
 	t.Logf("service's pod IP %s before the reboot, %s after", serviceIP, s.Pod(t, ns, "service").Status.PodIP)
 
 	s.Kubectl(t, "-n", ns, "delete", "pod", "build", "service", "--wait=true", "--timeout=2m")
-	for _, uid := range uids {
+	left := make([]int, len(uids))
+	for i, uid := range uids {
 		framework.Eventually(t, fmt.Sprintf("nothing of pod %s on host %d", uid, host), time.Minute, func() (bool, string) {
 			objs := s.HostObjects(t, host, uid)
+			left[i] = len(objs)
+			fault.Orphans(left[0] + left[1])
 			return len(objs) == 0, fmt.Sprint(objs)
 		})
 	}

@@ -541,11 +541,15 @@ func TestS3UploadWaitsForHostAfterSSHCut(t *testing.T) {
 	proxy := newS3Proxy(t, srv.Endpoint, 0, hold)
 	const host = 3
 	node := s.Host(t, host)["NAME"]
+	fault := framework.RecordFault(t, "SSH dropped during an upload")
+	fault.Jobs(1)
+	fault.Lost(1) // until the object arrived whole
 	s.uploadingBuild(t, srv, ns, proxy.url, bucket, node, 160)
 	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
 		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
 	})
 	s.HostsSh(t, "stop-sshd", strconv.Itoa(host))
+	cut := time.Now()
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
@@ -558,8 +562,34 @@ func TestS3UploadWaitsForHostAfterSSHCut(t *testing.T) {
 	s.waitEvent(t, ns, "build", "WaitingForHost", "stopped answering during a transfer")
 	s.HostsSh(t, "start-sshd", strconv.Itoa(host))
 	restarted = true
+	fault.Figure(fmt.Sprintf("SSH cut for %.1f s", time.Since(cut).Seconds()))
 	s.waitEvent(t, ns, "build", "HostBack", "the transfer starts over")
 	s.wholeUpload(t, srv, ns, bucket, 160)
+	if !t.Failed() {
+		fault.Lost(0)
+	}
+	fault.Figure(fmt.Sprintf("object whole %.1f s after the cut", time.Since(cut).Seconds()))
+	leaks := s.secretLeaks(t, ns, "build", srv.SecretKey)
+	fault.SecretsLeaked(leaks)
+	if leaks > 0 {
+		t.Errorf("the S3 secret key shows up %d time(s) in the pod's events, its log or rbn-kubelet's log", leaks)
+	}
+}
+
+// secretLeaks counts the places where secret value shows up that it must
+// not: the pod's events, its log, rbn-kubelet's log.
+func (s *stack) secretLeaks(t *testing.T, ns, pod, value string) int {
+	t.Helper()
+	n := 0
+	for _, e := range s.Events(t, ns, "Pod", pod) {
+		n += strings.Count(e.Message, value)
+	}
+	n += strings.Count(s.Kubectl(t, "-n", ns, "logs", pod), value)
+	logs, err := s.KubeletLogs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n + strings.Count(logs, value)
 }
 
 // uploadingBuild applies a build pod, on node when it is set, that writes

@@ -72,6 +72,14 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
     grep -- '--- SKIP' "${log}" >&2
   fi
   grep -- 'NOT RUN:' "${log}" >&2 || true
+  # The fault suite's figures of this run (docs/reliability.md is one such report, committed).
+  if go run ./e2e/cmd/faultreport -log "${log}" -out "${RBN_STATE}/../reliability.md" \
+    -run "\`make test\` at $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%d)"; then
+    rbn::log "fault suite report: ${RBN_STATE}/../reliability.md"
+    sed -n '/^\*\*/p' "${RBN_STATE}/../reliability.md" >&2
+  else
+    rbn::log "no fault suite report from this run (above: why)"
+  fi
   if ((rc != 0)); then
     # What failed is far above the end of a long log (a timeout's goroutine dump alone is thousands
     # of lines): say it again, last, with the tests a timeout caught running.

@@ -33,6 +33,9 @@ type ExtenderConfiguration struct {
 	// MetricsBindAddress (IP:port) serves rbn-extender's own Prometheus
 	// metrics at /metrics over plain HTTP; "0" serves none.
 	MetricsBindAddress string `json:"metricsBindAddress,omitempty" default:"0.0.0.0:10266"`
+	// EnableProfiling also serves Go's profiles (/debug/pprof/) on the
+	// metrics address: unauthenticated, so off unless asked for.
+	EnableProfiling bool `json:"enableProfiling,omitempty"`
 
 	// FactsMaxAge: published host facts older than this are treated as
 	// unknown (no disk filter, no image preference); a

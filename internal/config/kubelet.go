@@ -65,6 +65,9 @@ type KubeletConfiguration struct {
 	// MetricsBindAddress (IP:port) serves rbn-kubelet's own Prometheus
 	// metrics at /metrics over plain HTTP; "0" serves none.
 	MetricsBindAddress string `json:"metricsBindAddress,omitempty" default:"0.0.0.0:10265"`
+	// EnableProfiling also serves Go's profiles (/debug/pprof/) on the
+	// metrics address: unauthenticated, so off unless asked for.
+	EnableProfiling bool `json:"enableProfiling,omitempty"`
 
 	// NodeLeaseDurationSeconds is the duration of each node's Lease; it is renewed every quarter of it.
 	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty" default:"40"`

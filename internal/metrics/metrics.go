@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,8 +55,11 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // Serve serves reg at GET /metrics on ln (plain HTTP) until ctx ends; a
-// nil ln serves nothing and waits for ctx.
-func Serve(ctx context.Context, ln net.Listener, reg prometheus.Gatherer) error {
+// nil ln serves nothing and waits for ctx. With profiling, it also serves
+// Go's profiles at /debug/pprof/ (net/http/pprof): goroutine dumps, heap,
+// CPU profiles. They are unauthenticated, as the metrics are: an operator
+// turns them on (enableProfiling) on a port only they reach.
+func Serve(ctx context.Context, ln net.Listener, reg prometheus.Gatherer, profiling bool) error {
 	if ln == nil {
 		<-ctx.Done()
 		return nil
@@ -67,7 +71,14 @@ func Serve(ctx context.Context, ln net.Listener, reg prometheus.Gatherer) error 
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: true,
 	}))
-	log.Info("metrics listening", "addr", ln.Addr().String())
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	log.Info("metrics listening", "addr", ln.Addr().String(), "profiling", profiling)
 	if err := ServeHandler(ctx, ln, mux); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

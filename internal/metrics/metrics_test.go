@@ -19,7 +19,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, reg) }()
+	go func() { done <- Serve(ctx, ln, reg, false) }()
 	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -31,6 +31,9 @@ func TestServe(t *testing.T) {
 			t.Errorf("/metrics has no %q:\n%s", want, body)
 		}
 	}
+	if code, _ := get(t, "http://"+ln.Addr().String()+"/debug/pprof/goroutine?debug=1"); code != http.StatusNotFound {
+		t.Errorf("profiles served without enableProfiling: %d", code)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
@@ -41,4 +44,37 @@ func TestServe(t *testing.T) {
 			t.Errorf("Listen(%q) = %v, %v; want nothing served", off, ln, err)
 		}
 	}
+}
+
+// With profiling, Go's profiles are served beside the metrics.
+func TestServeProfiling(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, NewRegistry(), true) }()
+	code, body := get(t, "http://"+ln.Addr().String()+"/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile: total") {
+		t.Errorf("goroutine profile: %d %.200s", code, body)
+	}
+	if code, _ := get(t, "http://"+ln.Addr().String()+"/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics beside the profiles: %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

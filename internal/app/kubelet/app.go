@@ -137,7 +137,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	wg.Add(4)
-	go func() { defer wg.Done(); defer cancel(); errs[3] = metrics.Serve(ctx, metricsLn, reg) }()
+	go func() { defer wg.Done(); defer cancel(); errs[3] = metrics.Serve(ctx, metricsLn, reg, cfg.EnableProfiling) }()
 	go func() { defer wg.Done(); defer cancel(); errs[0] = srv.Run(ctx) }()
 	go func() { defer wg.Done(); defer cancel(); defer stopElector(); errs[1] = ctrl.Run(ctx, 4) }()
 	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()

@@ -165,7 +165,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	wg.Go(func() { defer cancel(); errs[0] = p.Run(ctx) })
-	wg.Go(func() { defer cancel(); errs[1] = metrics.Serve(ctx, metricsLn, reg) })
+	wg.Go(func() { defer cancel(); errs[1] = metrics.Serve(ctx, metricsLn, reg, false) })
 	wg.Go(func() { defer cancel(); errs[2] = serveHealth(ctx, healthLn, p.Ready) })
 	wg.Wait()
 	return errors.Join(errs...)
