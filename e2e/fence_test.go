@@ -58,7 +58,9 @@ func TestKubeletWritesFenced(t *testing.T) {
 	dry := []string{metav1.DryRunAll}
 	fault := framework.RecordFault(t, "rbn-kubelet's credential used to write what it does not serve")
 	attempts, refusals := 0, 0
-	defer func() { fault.Figure(fmt.Sprintf("%d writes beyond what it serves attempted, %d refused by the policies", attempts, refusals)) }()
+	defer func() {
+		fault.Figure(fmt.Sprintf("%d writes beyond what it serves attempted, %d refused by the policies", attempts, refusals))
+	}()
 
 	// refused checks that admin may do what op does and rbn-kubelet may not,
 	// for the reason policy gives.

@@ -5,10 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,19 +325,7 @@ func TestInClusterOwnMetrics(t *testing.T) {
 	}
 	s.WaitPodPhase(t, ns, "job", corev1.PodSucceeded, 2*time.Minute)
 
-	scrape := func(ip string, port int) (string, error) {
-		c := &http.Client{Timeout: 10 * time.Second}
-		resp, err := c.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/metrics")
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
-		}
-		return string(b), err
-	}
+	scrape := framework.ScrapeMetrics
 	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
 		pods, err := s.RBNPods(ctx, app)
 		if err != nil {

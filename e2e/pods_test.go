@@ -531,6 +531,34 @@ spec:%s
 		objs := s.HostObjects(t, host, string(p.UID))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
+	if !s.InCluster {
+		return // the metrics below are read from rbn-kubelet's pods
+	}
+	// The replicas started after the deletion count what their sweep removed.
+	h := s.Host(t, host)
+	label := fmt.Sprintf("host=%q", h["ADDRESS"]+":"+h["PORT"])
+	pods, err := s.RBNPods(context.Background(), framework.KubeletApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var removed float64
+	for _, pd := range pods {
+		if pd.Status.PodIP == "" {
+			continue
+		}
+		text, err := framework.ScrapeMetrics(pd.Status.PodIP, 10265)
+		if err != nil {
+			t.Fatalf("%s: %v", pd.Name, err)
+		}
+		n, _, err := framework.MetricSum(text, "rbn_orphans_removed_total", label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		removed += n
+	}
+	if removed == 0 {
+		t.Errorf("no replica counts an orphan removed from %s in rbn_orphans_removed_total", label)
+	}
 }
 
 // Logs of a pod that ended stay readable across an rbn-kubelet restart,

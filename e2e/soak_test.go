@@ -5,11 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -312,9 +308,17 @@ func (s *stack) kubeletFigures(t *testing.T) map[string]replicaFigures {
 		if p.DeletionTimestamp != nil || !podReady(&p) {
 			continue
 		}
-		sums, err := scrapeSums(p.Status.PodIP, 10265, "process_resident_memory_bytes", "go_goroutines", "rbn_ssh_channels_open")
+		text, err := framework.ScrapeMetrics(p.Status.PodIP, 10265)
 		if err != nil {
 			t.Fatalf("rbn-kubelet %s: %v", p.Name, err)
+		}
+		var sums [3]float64
+		for i, name := range []string{"process_resident_memory_bytes", "go_goroutines", "rbn_ssh_channels_open"} {
+			v, found, err := framework.MetricSum(text, name)
+			if err != nil || !found {
+				t.Fatalf("rbn-kubelet %s: %s: found %v, %v", p.Name, name, found, err)
+			}
+			sums[i] = v
 		}
 		out[p.Name] = replicaFigures{rssBytes: sums[0], goroutines: sums[1], channels: sums[2]}
 	}
@@ -322,57 +326,6 @@ func (s *stack) kubeletFigures(t *testing.T) map[string]replicaFigures {
 		t.Fatal("no Ready rbn-kubelet replica")
 	}
 	return out
-}
-
-// scrapeSums reads http://ip:port/metrics and sums each named metric over
-// its series.
-func scrapeSums(ip string, port int, names ...string) ([]float64, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	sums := make([]float64, len(names))
-	seen := make([]bool, len(names))
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, _, _ := strings.Cut(line, "{")
-		name, _, _ = strings.Cut(name, " ")
-		i := slices.Index(names, name)
-		if i < 0 {
-			continue
-		}
-		rest := line[len(name):]
-		if j := strings.LastIndex(line, "}"); j >= 0 {
-			rest = line[j+1:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", line, err)
-		}
-		sums[i] += v
-		seen[i] = true
-	}
-	for i, ok := range seen {
-		if !ok {
-			return nil, fmt.Errorf("no %s in /metrics", names[i])
-		}
-	}
-	return sums, nil
 }
 
 // rbnHostObjects counts the podman containers, pods and volumes carrying

@@ -62,6 +62,7 @@ type Host struct {
 	images  []string
 	health  node.Health
 	changed chan struct{}
+	sweeps  SweepStats
 }
 
 // Images returns the image references last listed on the host.

@@ -191,5 +191,9 @@ func (p *Pods) removeOrphans(ctx context.Context) error {
 		known, synced := p.cfg.Known(uid)
 		return synced && !known
 	}
-	return removeLabelled(ctx, p.rt, sel, orphan, "orphaned", p.cfg.Logger)
+	removed, err := removeLabelled(ctx, p.rt, sel, orphan, "orphaned", p.cfg.Logger)
+	if p.cfg.Host != nil {
+		p.cfg.Host.recordSweep(removed, err)
+	}
+	return err
 }

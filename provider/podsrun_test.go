@@ -79,6 +79,7 @@ func TestRemoveOrphansReportsWhatItCouldNotRemove(t *testing.T) {
 	h.pods.byUID = map[types.UID]*podWorker{}
 	h.pods.cfg.Known = func(types.UID) (bool, bool) { return false, true }
 	h.pods.rt = failingRuntime{h.rt}
+	h.pods.cfg.Host = testHost(t)
 	err := h.pods.removeOrphans(h.ctx)
 	if err == nil {
 		t.Fatal("removeOrphans = nil, want the failures")
@@ -91,5 +92,17 @@ func TestRemoveOrphansReportsWhatItCouldNotRemove(t *testing.T) {
 	// What could be removed was: the containers.
 	if len(h.rt.ctrs) != 0 {
 		t.Errorf("containers left: %v", h.rt.ctrs)
+	}
+	// The host counts the sweep, failed, and the orphans it removed.
+	st := h.pods.cfg.Host.SweepStats()
+	if st.Sweeps != 1 || st.Failed != 1 || st.Removed.Pods != 0 || st.Removed.Containers == 0 || st.Removed.Volumes != 0 {
+		t.Errorf("sweep stats %+v, want 1 sweep, failed, the containers removed", st)
+	}
+	h.pods.rt = h.rt
+	if err := h.pods.removeOrphans(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.pods.cfg.Host.SweepStats(); st.Sweeps != 2 || st.Failed != 1 || st.Removed.Pods != 1 {
+		t.Errorf("after a sweep that removed the pod: %+v, want 2 sweeps, 1 failed, 1 pod", st)
 	}
 }

@@ -21,12 +21,17 @@ type labelledObjects interface {
 	RemoveVolume(ctx context.Context, name string) error
 }
 
+// Removed counts the podman objects a sweep removed, by kind.
+type Removed struct{ Pods, Containers, Volumes int }
+
 // removeLabelled removes the host's podman pods, then containers, then
 // volumes that carry the labels sel and that remove approves (by their
 // labels), force and without a grace period. Pods go first: removing one
 // removes its containers. what names them in logs and errors ("orphaned").
-func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]string, remove func(labels map[string]string) bool, what string, log *slog.Logger) error {
+// It returns what it removed, and every failure.
+func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]string, remove func(labels map[string]string) bool, what string, log *slog.Logger) (Removed, error) {
 	var errs []error
+	var n Removed
 	if pods, err := rt.ListPods(ctx, sel); err != nil {
 		errs = append(errs, fmt.Errorf("list pods: %w", err))
 	} else {
@@ -35,6 +40,8 @@ func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]stri
 				log.Info("removing "+what+" podman pod", "name", x.Name)
 				if err := rt.RemovePod(ctx, x.Name, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
 					errs = append(errs, fmt.Errorf("%s pod %s: %w", what, x.Name, err))
+				} else if err == nil {
+					n.Pods++
 				}
 			}
 		}
@@ -46,6 +53,8 @@ func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]stri
 			if remove(x.Labels) {
 				if err := rt.RemoveContainer(ctx, x.ID, true); err != nil && !errors.Is(err, podman.ErrNotFound) {
 					errs = append(errs, fmt.Errorf("%s container %s: %w", what, x.Name, err))
+				} else if err == nil {
+					n.Containers++
 				}
 			}
 		}
@@ -57,11 +66,41 @@ func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]stri
 			if remove(x.Labels) {
 				if err := rt.RemoveVolume(ctx, x.Name); err != nil && !errors.Is(err, podman.ErrNotFound) {
 					errs = append(errs, fmt.Errorf("%s volume %s: %w", what, x.Name, err))
+				} else if err == nil {
+					n.Volumes++
 				}
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
+}
+
+// SweepStats are a host's orphan sweeps since rbn-kubelet started: how
+// many ran and failed (some object could not be listed or removed; the
+// next sweep tries again), and the orphans they removed.
+type SweepStats struct {
+	Sweeps, Failed uint64
+	Removed        struct{ Pods, Containers, Volumes uint64 }
+}
+
+// recordSweep counts one orphan sweep of a node on the host.
+func (h *Host) recordSweep(removed Removed, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sweeps.Sweeps++
+	if err != nil {
+		h.sweeps.Failed++
+	}
+	h.sweeps.Removed.Pods += uint64(removed.Pods)
+	h.sweeps.Removed.Containers += uint64(removed.Containers)
+	h.sweeps.Removed.Volumes += uint64(removed.Volumes)
+}
+
+// SweepStats returns the host's orphan sweep totals.
+func (h *Host) SweepStats() SweepStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sweeps
 }
 
 // SweepNode removes from host everything rbn made there for node: the
@@ -85,7 +124,7 @@ type nodeObjects interface {
 func sweepNode(ctx context.Context, rt nodeObjects, node string, log *slog.Logger) error {
 	sel := map[string]string{pod.LabelNode: node}
 	all := func(map[string]string) bool { return true }
-	if err := removeLabelled(ctx, rt, sel, all, "deleted node's", log); err != nil {
+	if _, err := removeLabelled(ctx, rt, sel, all, "deleted node's", log); err != nil {
 		return err
 	}
 	nets, err := rt.ListNetworks(ctx, sel)

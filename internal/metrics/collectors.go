@@ -196,3 +196,61 @@ func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(podmanSeconds, prometheus.CounterValue, o.Duration.Seconds(), k.host, k.op)
 	}
 }
+
+// HostSweeps are a build host's orphan sweep totals (provider.SweepStats).
+type HostSweeps struct {
+	// Host is the build host's address, as the SSH series name it.
+	Host                      string
+	Sweeps, Failed            uint64
+	Pods, Containers, Volumes uint64
+}
+
+// Sweeps lists the build hosts' orphan sweep totals at each scrape.
+type Sweeps func() []HostSweeps
+
+var (
+	orphanSweeps = prometheus.NewDesc(Namespace+"_orphan_sweeps_total",
+		"Sweeps of the build host for podman objects whose Kubernetes pod is gone, by result (error: some object could not be listed or removed; the next sweep tries again).",
+		[]string{"host", "result"}, nil)
+	orphansRemoved = prometheus.NewDesc(Namespace+"_orphans_removed_total",
+		"Podman objects the orphan sweeps removed from the build host, by kind (pod, container, volume): pods deleted while no replica served their node, leftovers of failed removals.",
+		[]string{"host", "kind"}, nil)
+)
+
+// sweepCollector turns the hosts' sweep totals into series; two entries for
+// one address add up.
+type sweepCollector struct{ sweeps Sweeps }
+
+// NewSweepCollector reports the orphan sweeps sweeps lists.
+func NewSweepCollector(sweeps Sweeps) prometheus.Collector { return sweepCollector{sweeps} }
+
+func (sweepCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- orphanSweeps
+	ch <- orphansRemoved
+}
+
+func (c sweepCollector) Collect(ch chan<- prometheus.Metric) {
+	byHost := map[string]*HostSweeps{}
+	var hosts []string
+	for _, h := range c.sweeps() {
+		sum := byHost[h.Host]
+		if sum == nil {
+			sum = &HostSweeps{Host: h.Host}
+			byHost[h.Host] = sum
+			hosts = append(hosts, h.Host)
+		}
+		sum.Sweeps += h.Sweeps
+		sum.Failed += h.Failed
+		sum.Pods += h.Pods
+		sum.Containers += h.Containers
+		sum.Volumes += h.Volumes
+	}
+	for _, host := range hosts {
+		s := byHost[host]
+		ch <- prometheus.MustNewConstMetric(orphanSweeps, prometheus.CounterValue, float64(s.Sweeps-s.Failed), host, "success")
+		ch <- prometheus.MustNewConstMetric(orphanSweeps, prometheus.CounterValue, float64(s.Failed), host, "error")
+		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Pods), host, "pod")
+		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Containers), host, "container")
+		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Volumes), host, "volume")
+	}
+}

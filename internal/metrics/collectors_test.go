@@ -136,3 +136,33 @@ rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result=
 		t.Errorf("no clients: %d series, want none", n)
 	}
 }
+
+// Each host's sweeps become its series; two entries for one address add up.
+func TestSweepCollector(t *testing.T) {
+	sweeps := func() []HostSweeps {
+		return []HostSweeps{
+			{Host: "10.0.0.1:22", Sweeps: 10, Failed: 1, Pods: 2, Containers: 5, Volumes: 1},
+			{Host: "10.0.0.2:22", Sweeps: 3},
+			{Host: "10.0.0.1:22", Sweeps: 4, Containers: 1},
+		}
+	}
+	want := `
+# HELP rbn_orphan_sweeps_total Sweeps of the build host for podman objects whose Kubernetes pod is gone, by result (error: some object could not be listed or removed; the next sweep tries again).
+# TYPE rbn_orphan_sweeps_total counter
+rbn_orphan_sweeps_total{host="10.0.0.1:22",result="error"} 1
+rbn_orphan_sweeps_total{host="10.0.0.1:22",result="success"} 13
+rbn_orphan_sweeps_total{host="10.0.0.2:22",result="error"} 0
+rbn_orphan_sweeps_total{host="10.0.0.2:22",result="success"} 3
+# HELP rbn_orphans_removed_total Podman objects the orphan sweeps removed from the build host, by kind (pod, container, volume): pods deleted while no replica served their node, leftovers of failed removals.
+# TYPE rbn_orphans_removed_total counter
+rbn_orphans_removed_total{host="10.0.0.1:22",kind="container"} 6
+rbn_orphans_removed_total{host="10.0.0.1:22",kind="pod"} 2
+rbn_orphans_removed_total{host="10.0.0.1:22",kind="volume"} 1
+rbn_orphans_removed_total{host="10.0.0.2:22",kind="container"} 0
+rbn_orphans_removed_total{host="10.0.0.2:22",kind="pod"} 0
+rbn_orphans_removed_total{host="10.0.0.2:22",kind="volume"} 0
+`
+	if err := testutil.CollectAndCompare(NewSweepCollector(sweeps), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+}

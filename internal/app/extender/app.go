@@ -99,7 +99,11 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	wg.Add(4)
 	go func() { defer wg.Done(); cache.Run(ctx) }()
-	go func() { defer wg.Done(); defer cancel(); metricsErr = metrics.Serve(ctx, metricsLn, reg, cfg.EnableProfiling) }()
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		metricsErr = metrics.Serve(ctx, metricsLn, reg, cfg.EnableProfiling)
+	}()
 	go func() {
 		defer wg.Done()
 		defer cancel()

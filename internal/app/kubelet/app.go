@@ -121,7 +121,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
-		metrics.NewPodmanCollector(podmanClients(ctrl)))
+		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewSweepCollector(hostSweeps(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -137,7 +137,11 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	wg.Add(4)
-	go func() { defer wg.Done(); defer cancel(); errs[3] = metrics.Serve(ctx, metricsLn, reg, cfg.EnableProfiling) }()
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		errs[3] = metrics.Serve(ctx, metricsLn, reg, cfg.EnableProfiling)
+	}()
 	go func() { defer wg.Done(); defer cancel(); errs[0] = srv.Run(ctx) }()
 	go func() { defer wg.Done(); defer cancel(); defer stopElector(); errs[1] = ctrl.Run(ctx, 4) }()
 	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()
@@ -153,6 +157,20 @@ func podmanClients(ctrl *controller.Controller) metrics.PodmanClients {
 		out := make([]metrics.PodmanClient, 0, len(hosts))
 		for _, h := range hosts {
 			out = append(out, metrics.PodmanClient{Host: h.SSH().Addr(), Calls: h.Podman().CallStats()})
+		}
+		return out
+	}
+}
+
+// hostSweeps lists the build hosts' orphan sweep totals for the metrics.
+func hostSweeps(ctrl *controller.Controller) metrics.Sweeps {
+	return func() []metrics.HostSweeps {
+		hosts := ctrl.BuildHosts()
+		out := make([]metrics.HostSweeps, 0, len(hosts))
+		for _, h := range hosts {
+			st := h.SweepStats()
+			out = append(out, metrics.HostSweeps{Host: h.SSH().Addr(), Sweeps: st.Sweeps, Failed: st.Failed,
+				Pods: st.Removed.Pods, Containers: st.Removed.Containers, Volumes: st.Removed.Volumes})
 		}
 		return out
 	}

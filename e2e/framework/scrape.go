@@ -1,0 +1,64 @@
+package framework
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ScrapeMetrics reads http://ip:port/metrics, the plain-HTTP metrics of
+// rbn's pods.
+func ScrapeMetrics(ip string, port int) (string, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
+	}
+	return string(b), err
+}
+
+// MetricSum sums the samples of metric name in the text exposition format
+// whose label set contains every one of labels (`host="10.0.0.1:22"`);
+// false when there is none.
+func MetricSum(text, name string, labels ...string) (float64, bool, error) {
+	var sum float64
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		metric, _, _ := strings.Cut(line, "{")
+		metric, _, _ = strings.Cut(metric, " ")
+		if metric != name {
+			continue
+		}
+		rest, set := line[len(metric):], ""
+		if j := strings.LastIndex(line, "}"); j >= 0 {
+			rest, set = line[j+1:], line[len(metric):j+1]
+		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(set, l)
+		}
+		fields := strings.Fields(rest)
+		if !match || len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("%s: %w", line, err)
+		}
+		sum += v
+		found = true
+	}
+	return sum, found, nil
+}
