@@ -89,3 +89,29 @@ func (s *stack) hostPathDir(t *testing.T, ns string) string {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
+
+// kubeletMetricSum sums metric name over the rbn-kubelet replicas' own
+// metrics (in the cluster), over the series whose labels contain labels.
+func (s *stack) kubeletMetricSum(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	pods, err := s.RBNPods(context.Background(), framework.KubeletApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, pd := range pods {
+		if pd.Status.PodIP == "" || pd.DeletionTimestamp != nil {
+			continue
+		}
+		text, err := framework.ScrapeMetrics(pd.Status.PodIP, 10265)
+		if err != nil {
+			t.Fatalf("%s: %v", pd.Name, err)
+		}
+		n, _, err := framework.MetricSum(text, name, labels...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += n
+	}
+	return sum
+}

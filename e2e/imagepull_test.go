@@ -161,6 +161,17 @@ func TestImagePullThroughKubeletOnIsolatedHost(t *testing.T) {
 		t.Errorf("second pull: relayed=%v %d blobs %d bytes, want 2 blobs and far fewer bytes than the first pull's %d", ok, blobs, bytes, firstBytes)
 	}
 	t.Logf("first pull: %d blobs, %d bytes; second pull (one shared layer): %d blobs, %d bytes", firstBlobs, firstBytes, blobs, bytes)
+
+	if s.InCluster { // rbn-kubelet's own metrics, read from its pods
+		h := s.Host(t, i)
+		label := fmt.Sprintf("host=%q", h["ADDRESS"]+":"+h["PORT"])
+		if n := s.kubeletMetricSum(t, "rbn_image_relay_pulls_total", label, `result="success"`); n < 2 {
+			t.Errorf("rbn_image_relay_pulls_total{%s,result=success} = %v, want at least this test's 2 pulls", label, n)
+		}
+		if n := s.kubeletMetricSum(t, "rbn_image_relay_bytes_total", label); n < float64(firstBytes+bytes) {
+			t.Errorf("rbn_image_relay_bytes_total{%s} = %v, want at least this test's %d", label, n, firstBytes+bytes)
+		}
+	}
 }
 
 // Through the relay, a missing image and refused credentials read as they do

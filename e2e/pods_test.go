@@ -537,26 +537,7 @@ spec:%s
 	// The replicas started after the deletion count what their sweep removed.
 	h := s.Host(t, host)
 	label := fmt.Sprintf("host=%q", h["ADDRESS"]+":"+h["PORT"])
-	pods, err := s.RBNPods(context.Background(), framework.KubeletApp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var removed float64
-	for _, pd := range pods {
-		if pd.Status.PodIP == "" {
-			continue
-		}
-		text, err := framework.ScrapeMetrics(pd.Status.PodIP, 10265)
-		if err != nil {
-			t.Fatalf("%s: %v", pd.Name, err)
-		}
-		n, _, err := framework.MetricSum(text, "rbn_orphans_removed_total", label)
-		if err != nil {
-			t.Fatal(err)
-		}
-		removed += n
-	}
-	if removed == 0 {
+	if removed := s.kubeletMetricSum(t, "rbn_orphans_removed_total", label); removed == 0 {
 		t.Errorf("no replica counts an orphan removed from %s in rbn_orphans_removed_total", label)
 	}
 }

@@ -63,6 +63,7 @@ type Host struct {
 	health  node.Health
 	changed chan struct{}
 	sweeps  SweepStats
+	relays  RelayStats
 }
 
 // Images returns the image references last listed on the host.

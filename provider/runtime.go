@@ -164,6 +164,7 @@ func (r hostRuntime) PullImage(ctx context.Context, image string, creds *podman.
 		req.Credentials = &imagerelay.Credentials{Username: creds.Username, Password: creds.Password}
 	}
 	res, err := imagerelay.Pull(ctx, req)
+	r.host.recordRelay(res.Blobs, res.Bytes, err)
 	if err != nil {
 		return "", err
 	}

@@ -75,34 +75,6 @@ func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]stri
 	return n, errors.Join(errs...)
 }
 
-// SweepStats are a host's orphan sweeps since rbn-kubelet started: how
-// many ran and failed (some object could not be listed or removed; the
-// next sweep tries again), and the orphans they removed.
-type SweepStats struct {
-	Sweeps, Failed uint64
-	Removed        struct{ Pods, Containers, Volumes uint64 }
-}
-
-// recordSweep counts one orphan sweep of a node on the host.
-func (h *Host) recordSweep(removed Removed, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.sweeps.Sweeps++
-	if err != nil {
-		h.sweeps.Failed++
-	}
-	h.sweeps.Removed.Pods += uint64(removed.Pods)
-	h.sweeps.Removed.Containers += uint64(removed.Containers)
-	h.sweeps.Removed.Volumes += uint64(removed.Volumes)
-}
-
-// SweepStats returns the host's orphan sweep totals.
-func (h *Host) SweepStats() SweepStats {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sweeps
-}
-
 // SweepNode removes from host everything rbn made there for node: the
 // podman pods, containers and volumes labelled with it. For a
 // RemoteBuildNode being deleted, once its runtime has stopped: nothing

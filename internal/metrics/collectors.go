@@ -197,16 +197,21 @@ func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// HostSweeps are a build host's orphan sweep totals (provider.SweepStats).
-type HostSweeps struct {
+// HostWork are a build host's totals of rbn's work on it
+// (provider.SweepStats, provider.RelayStats).
+type HostWork struct {
 	// Host is the build host's address, as the SSH series name it.
-	Host                      string
-	Sweeps, Failed            uint64
+	Host string
+	// Orphan sweeps: run, failed, and the objects removed by kind.
+	Sweeps, SweepsFailed      uint64
 	Pods, Containers, Volumes uint64
+	// Image pulls through rbn-kubelet's relay: asked, failed, and what the
+	// successful ones sent.
+	RelayPulls, RelayFailed, RelayBlobs, RelayBytes uint64
 }
 
-// Sweeps lists the build hosts' orphan sweep totals at each scrape.
-type Sweeps func() []HostSweeps
+// HostWorks lists the build hosts' totals at each scrape.
+type HostWorks func() []HostWork
 
 var (
 	orphanSweeps = prometheus.NewDesc(Namespace+"_orphan_sweeps_total",
@@ -215,42 +220,63 @@ var (
 	orphansRemoved = prometheus.NewDesc(Namespace+"_orphans_removed_total",
 		"Podman objects the orphan sweeps removed from the build host, by kind (pod, container, volume): pods deleted while no replica served their node, leftovers of failed removals.",
 		[]string{"host", "kind"}, nil)
+	relayPulls = prometheus.NewDesc(Namespace+"_image_relay_pulls_total",
+		"Image pulls for the build host through rbn-kubelet's image relay (imagePull: ThroughKubelet), by result.",
+		[]string{"host", "result"}, nil)
+	relayBlobs = prometheus.NewDesc(Namespace+"_image_relay_blobs_total",
+		"Blobs (layers and configs) the image relay sent the build host in successful pulls; those the host had are not sent.",
+		[]string{"host"}, nil)
+	relayBytes = prometheus.NewDesc(Namespace+"_image_relay_bytes_total",
+		"Bytes the image relay sent the build host in successful pulls.",
+		[]string{"host"}, nil)
 )
 
-// sweepCollector turns the hosts' sweep totals into series; two entries for
+// hostWorkCollector turns the hosts' totals into series; two entries for
 // one address add up.
-type sweepCollector struct{ sweeps Sweeps }
+type hostWorkCollector struct{ works HostWorks }
 
-// NewSweepCollector reports the orphan sweeps sweeps lists.
-func NewSweepCollector(sweeps Sweeps) prometheus.Collector { return sweepCollector{sweeps} }
+// NewHostWorkCollector reports the orphan sweeps and relayed pulls works lists.
+func NewHostWorkCollector(works HostWorks) prometheus.Collector { return hostWorkCollector{works} }
 
-func (sweepCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- orphanSweeps
-	ch <- orphansRemoved
+func (hostWorkCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{orphanSweeps, orphansRemoved, relayPulls, relayBlobs, relayBytes} {
+		ch <- d
+	}
 }
 
-func (c sweepCollector) Collect(ch chan<- prometheus.Metric) {
-	byHost := map[string]*HostSweeps{}
+func (c hostWorkCollector) Collect(ch chan<- prometheus.Metric) {
+	byHost := map[string]*HostWork{}
 	var hosts []string
-	for _, h := range c.sweeps() {
+	for _, h := range c.works() {
 		sum := byHost[h.Host]
 		if sum == nil {
-			sum = &HostSweeps{Host: h.Host}
+			sum = &HostWork{Host: h.Host}
 			byHost[h.Host] = sum
 			hosts = append(hosts, h.Host)
 		}
 		sum.Sweeps += h.Sweeps
-		sum.Failed += h.Failed
+		sum.SweepsFailed += h.SweepsFailed
 		sum.Pods += h.Pods
 		sum.Containers += h.Containers
 		sum.Volumes += h.Volumes
+		sum.RelayPulls += h.RelayPulls
+		sum.RelayFailed += h.RelayFailed
+		sum.RelayBlobs += h.RelayBlobs
+		sum.RelayBytes += h.RelayBytes
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	for _, host := range hosts {
 		s := byHost[host]
-		ch <- prometheus.MustNewConstMetric(orphanSweeps, prometheus.CounterValue, float64(s.Sweeps-s.Failed), host, "success")
-		ch <- prometheus.MustNewConstMetric(orphanSweeps, prometheus.CounterValue, float64(s.Failed), host, "error")
-		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Pods), host, "pod")
-		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Containers), host, "container")
-		ch <- prometheus.MustNewConstMetric(orphansRemoved, prometheus.CounterValue, float64(s.Volumes), host, "volume")
+		counter(orphanSweeps, s.Sweeps-s.SweepsFailed, host, "success")
+		counter(orphanSweeps, s.SweepsFailed, host, "error")
+		counter(orphansRemoved, s.Pods, host, "pod")
+		counter(orphansRemoved, s.Containers, host, "container")
+		counter(orphansRemoved, s.Volumes, host, "volume")
+		counter(relayPulls, s.RelayPulls-s.RelayFailed, host, "success")
+		counter(relayPulls, s.RelayFailed, host, "error")
+		counter(relayBlobs, s.RelayBlobs, host)
+		counter(relayBytes, s.RelayBytes, host)
 	}
 }

@@ -137,16 +137,30 @@ rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result=
 	}
 }
 
-// Each host's sweeps become its series; two entries for one address add up.
-func TestSweepCollector(t *testing.T) {
-	sweeps := func() []HostSweeps {
-		return []HostSweeps{
-			{Host: "10.0.0.1:22", Sweeps: 10, Failed: 1, Pods: 2, Containers: 5, Volumes: 1},
+// Each host's totals become its series; two entries for one address add up.
+func TestHostWorkCollector(t *testing.T) {
+	works := func() []HostWork {
+		return []HostWork{
+			{Host: "10.0.0.1:22", Sweeps: 10, SweepsFailed: 1, Pods: 2, Containers: 5, Volumes: 1, RelayPulls: 3, RelayFailed: 1, RelayBlobs: 4, RelayBytes: 1 << 20},
 			{Host: "10.0.0.2:22", Sweeps: 3},
-			{Host: "10.0.0.1:22", Sweeps: 4, Containers: 1},
+			{Host: "10.0.0.1:22", Sweeps: 4, Containers: 1, RelayPulls: 1, RelayBlobs: 1, RelayBytes: 10},
 		}
 	}
 	want := `
+# HELP rbn_image_relay_blobs_total Blobs (layers and configs) the image relay sent the build host in successful pulls; those the host had are not sent.
+# TYPE rbn_image_relay_blobs_total counter
+rbn_image_relay_blobs_total{host="10.0.0.1:22"} 5
+rbn_image_relay_blobs_total{host="10.0.0.2:22"} 0
+# HELP rbn_image_relay_bytes_total Bytes the image relay sent the build host in successful pulls.
+# TYPE rbn_image_relay_bytes_total counter
+rbn_image_relay_bytes_total{host="10.0.0.1:22"} 1.048586e+06
+rbn_image_relay_bytes_total{host="10.0.0.2:22"} 0
+# HELP rbn_image_relay_pulls_total Image pulls for the build host through rbn-kubelet's image relay (imagePull: ThroughKubelet), by result.
+# TYPE rbn_image_relay_pulls_total counter
+rbn_image_relay_pulls_total{host="10.0.0.1:22",result="error"} 1
+rbn_image_relay_pulls_total{host="10.0.0.1:22",result="success"} 3
+rbn_image_relay_pulls_total{host="10.0.0.2:22",result="error"} 0
+rbn_image_relay_pulls_total{host="10.0.0.2:22",result="success"} 0
 # HELP rbn_orphan_sweeps_total Sweeps of the build host for podman objects whose Kubernetes pod is gone, by result (error: some object could not be listed or removed; the next sweep tries again).
 # TYPE rbn_orphan_sweeps_total counter
 rbn_orphan_sweeps_total{host="10.0.0.1:22",result="error"} 1
@@ -162,7 +176,7 @@ rbn_orphans_removed_total{host="10.0.0.2:22",kind="container"} 0
 rbn_orphans_removed_total{host="10.0.0.2:22",kind="pod"} 0
 rbn_orphans_removed_total{host="10.0.0.2:22",kind="volume"} 0
 `
-	if err := testutil.CollectAndCompare(NewSweepCollector(sweeps), strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(NewHostWorkCollector(works), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 }

@@ -121,7 +121,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
-		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewSweepCollector(hostSweeps(ctrl)))
+		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -162,15 +162,17 @@ func podmanClients(ctrl *controller.Controller) metrics.PodmanClients {
 	}
 }
 
-// hostSweeps lists the build hosts' orphan sweep totals for the metrics.
-func hostSweeps(ctrl *controller.Controller) metrics.Sweeps {
-	return func() []metrics.HostSweeps {
+// hostWorks lists the build hosts' totals of orphan sweeps and relayed
+// pulls for the metrics.
+func hostWorks(ctrl *controller.Controller) metrics.HostWorks {
+	return func() []metrics.HostWork {
 		hosts := ctrl.BuildHosts()
-		out := make([]metrics.HostSweeps, 0, len(hosts))
+		out := make([]metrics.HostWork, 0, len(hosts))
 		for _, h := range hosts {
-			st := h.SweepStats()
-			out = append(out, metrics.HostSweeps{Host: h.SSH().Addr(), Sweeps: st.Sweeps, Failed: st.Failed,
-				Pods: st.Removed.Pods, Containers: st.Removed.Containers, Volumes: st.Removed.Volumes})
+			sw, rl := h.SweepStats(), h.RelayStats()
+			out = append(out, metrics.HostWork{Host: h.SSH().Addr(),
+				Sweeps: sw.Sweeps, SweepsFailed: sw.Failed, Pods: sw.Removed.Pods, Containers: sw.Removed.Containers, Volumes: sw.Removed.Volumes,
+				RelayPulls: rl.Pulls, RelayFailed: rl.Failed, RelayBlobs: rl.Blobs, RelayBytes: rl.Bytes})
 		}
 		return out
 	}
