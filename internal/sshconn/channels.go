@@ -1,6 +1,7 @@
 package sshconn
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,16 @@ type countedConn struct {
 func (cc *countedConn) Close() error {
 	cc.done()
 	return cc.Conn.Close()
+}
+
+// CloseWrite half-closes the channel (an SSH channel's EOF): exec's stdin
+// ends with it, a port-forward passes its client's EOF on with it. Callers
+// find it by a type assertion, which the wrapper must not hide.
+func (cc *countedConn) CloseWrite() error {
+	if cw, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // countedListener counts each accepted connection as an open channel.

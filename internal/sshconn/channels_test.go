@@ -33,6 +33,22 @@ func TestChannelsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	open(2, "two dials")
+	// The half-close of an SSH channel goes through the count: the test
+	// server ends the forward when it reads the channel's EOF, so reading
+	// reaches EOF too, instead of blocking.
+	echo(t, a, "before the half-close")
+	cw, ok := a.(interface{ CloseWrite() error })
+	if !ok {
+		_ = a.Close()
+		_ = b.Close()
+		t.Fatal("a dialed channel has no CloseWrite: exec's stdin and port-forwards could not half-close")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(a); err != nil || len(got) != 0 {
+		t.Fatalf("after CloseWrite read %q, %v; want EOF", got, err)
+	}
 	_ = a.Close()
 	_ = a.Close()
 	open(1, "one dial closed twice")
