@@ -12,7 +12,7 @@ type SweepStats struct {
 }
 
 // recordSweep counts one orphan sweep of a node on the host.
-func (h *Host) recordSweep(removed Removed, err error) {
+func (h *Host) recordSweep(removed removedCounts, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.sweeps.Sweeps++

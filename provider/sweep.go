@@ -21,17 +21,17 @@ type labelledObjects interface {
 	RemoveVolume(ctx context.Context, name string) error
 }
 
-// Removed counts the podman objects a sweep removed, by kind.
-type Removed struct{ Pods, Containers, Volumes int }
+// removedCounts counts the podman objects a sweep removed, by kind.
+type removedCounts struct{ Pods, Containers, Volumes int }
 
 // removeLabelled removes the host's podman pods, then containers, then
 // volumes that carry the labels sel and that remove approves (by their
 // labels), force and without a grace period. Pods go first: removing one
 // removes its containers. what names them in logs and errors ("orphaned").
 // It returns what it removed, and every failure.
-func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]string, remove func(labels map[string]string) bool, what string, log *slog.Logger) (Removed, error) {
+func removeLabelled(ctx context.Context, rt labelledObjects, sel map[string]string, remove func(labels map[string]string) bool, what string, log *slog.Logger) (removedCounts, error) {
 	var errs []error
-	var n Removed
+	var n removedCounts
 	if pods, err := rt.ListPods(ctx, sel); err != nil {
 		errs = append(errs, fmt.Errorf("list pods: %w", err))
 	} else {
