@@ -83,10 +83,10 @@ resources:
 images:
   - name: ghcr.io/remote-build-nodes/rbn-kubelet
     newName: ${registry}/rbn/rbn-kubelet
-    newTag: ${version}
+    newTag: "${version}"
   - name: ghcr.io/remote-build-nodes/rbn-extender
     newName: ${registry}/rbn/rbn-extender
-    newTag: ${version}
+    newTag: "${version}"
 generatorOptions:
   disableNameSuffixHash: true
 configMapGenerator:
