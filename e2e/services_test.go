@@ -5,8 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,16 +97,11 @@ func servicesStack(t *testing.T) (*stack, workerNode, string) {
 // rbn-portal (host network: the worker's address).
 func (s *stack) portalAccepted(t *testing.T, w workerNode) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", w.ip, portalMetricsPort))
+	b, err := framework.ScrapeMetrics(w.ip, portalMetricsPort)
 	if err != nil {
 		t.Fatalf("rbn-portal's metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, ok := promSample(t, string(b), "rbn_portal_connections_accepted_total")
+	v, ok := promSample(t, b, "rbn_portal_connections_accepted_total")
 	if !ok {
 		t.Fatalf("no rbn_portal_connections_accepted_total in rbn-portal's metrics:\n%s", b)
 	}

@@ -871,27 +871,14 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 }
 
 // promSample is the value of the first sample of the series name in a
-// scrape's text whose line contains every one of want (label pairs).
+// scrape's text whose labels contain every one of want (label pairs).
 func promSample(t testing.TB, text, name string, want ...string) (float64, bool) {
 	t.Helper()
-	for _, l := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
-			continue
-		}
-		if slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(l, w) }) {
-			continue
-		}
-		rest := l[len(name):]
-		if i := strings.LastIndex(rest, "} "); i >= 0 {
-			rest = rest[i+1:]
-		}
-		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-		if err != nil {
-			t.Fatalf("%s: %v", l, err)
-		}
-		return v, true
+	v, ok, err := framework.MetricSample(text, name, want...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0, false
+	return v, ok
 }
 
 // /metrics/probes of a node through the apiserver's node proxy, as

@@ -32,6 +32,30 @@ func ScrapeMetrics(ip string, port int) (string, error) {
 func MetricSum(text, name string, labels ...string) (float64, bool, error) {
 	var sum float64
 	found := false
+	err := metricSamples(text, name, labels, func(v float64) bool {
+		sum += v
+		found = true
+		return true
+	})
+	return sum, found && err == nil, err
+}
+
+// MetricSample is the first sample of metric name whose label set contains
+// every one of labels; false when there is none.
+func MetricSample(text, name string, labels ...string) (float64, bool, error) {
+	var first float64
+	found := false
+	err := metricSamples(text, name, labels, func(v float64) bool {
+		first, found = v, true
+		return false
+	})
+	return first, found && err == nil, err
+}
+
+// metricSamples calls each, in order, with the value of every sample of
+// metric name whose label set contains every one of labels, until each
+// returns false.
+func metricSamples(text, name string, labels []string, each func(float64) bool) error {
 	for _, line := range strings.Split(text, "\n") {
 		if line == "" || line[0] == '#' {
 			continue
@@ -55,10 +79,11 @@ func MetricSum(text, name string, labels ...string) (float64, bool, error) {
 		}
 		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil {
-			return 0, false, fmt.Errorf("%s: %w", line, err)
+			return fmt.Errorf("%s: %w", line, err)
 		}
-		sum += v
-		found = true
+		if !each(v) {
+			return nil
+		}
 	}
-	return sum, found, nil
+	return nil
 }

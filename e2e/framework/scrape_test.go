@@ -31,4 +31,11 @@ rbn_orphans_removed_total_other 1
 	if _, _, err := MetricSum("m{a=\"b\"} NaNx\n", "m"); err == nil {
 		t.Error("a bad value parsed")
 	}
+	// MetricSample: the first matching sample, not their sum.
+	if v, found, err := MetricSample(text, "rbn_orphans_removed_total", `host="10.0.0.1:22"`); err != nil || !found || v != 6 {
+		t.Errorf("MetricSample = %v, %v, %v; want the first match, 6", v, found, err)
+	}
+	if _, found, err := MetricSample(text, "absent"); err != nil || found {
+		t.Errorf("MetricSample of an absent metric: found %v, %v", found, err)
+	}
 }
