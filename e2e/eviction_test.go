@@ -70,13 +70,7 @@ func TestNotReadyEviction(t *testing.T) {
 		t.Fatalf("container %s of pod long is %s on the host, want running", longContainer, st)
 	}
 
-	s.HostsSh(t, "stop-sshd", fmt.Sprint(hostIndex))
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			s.HostsSh(t, "start-sshd", fmt.Sprint(hostIndex))
-		}
-	})
+	restoreSSH := s.cutSSH(t, hostIndex)
 	cut := time.Now()
 	s.WaitNodeReady(t, node, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, time.Minute)
 	t.Logf("node %s NotReady %s after the cut", node, time.Since(cut).Round(100*time.Millisecond))
@@ -106,8 +100,7 @@ func TestNotReadyEviction(t *testing.T) {
 		t.Fatalf("pod long, which tolerates the NotReady node for an hour, was deleted too: %s", framework.DescribeStatus(p))
 	}
 
-	s.HostsSh(t, "start-sshd", fmt.Sprint(hostIndex))
-	restarted = true
+	restoreSSH()
 	s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 90*time.Second)
 	t.Logf("node %s Ready again %s after the cut", node, time.Since(cut).Round(100*time.Millisecond))
 	fault.Figure(fmt.Sprintf("SSH back after %.1f s", time.Since(cut).Seconds()))

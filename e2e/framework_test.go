@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,18 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	return &stack{s}
+}
+
+// cutSSH stops build host i's sshd, with every session, and returns the
+// function that starts it again; the test's cleanup starts it if the test
+// ends first.
+func (s *stack) cutSSH(t *testing.T, i int) (restore func()) {
+	t.Helper()
+	s.HostsSh(t, "stop-sshd", strconv.Itoa(i))
+	var once sync.Once
+	restore = func() { once.Do(func() { s.HostsSh(t, "start-sshd", strconv.Itoa(i)) }) }
+	t.Cleanup(restore)
+	return restore
 }
 
 // waitEvent waits until the pod has an event of reason whose message

@@ -122,13 +122,7 @@ func TestSSHDownThenBack(t *testing.T) {
 	name := s.Host(t, 2)["NAME"]
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, time.Minute)
 
-	s.HostsSh(t, "stop-sshd", "2")
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			s.HostsSh(t, "start-sshd", "2")
-		}
-	})
+	restoreSSH := s.cutSSH(t, 2)
 	start := time.Now()
 	c := s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHConnectionLost", "SSHUnreachable"}, 40*time.Second)
 	t.Logf("NotReady after %s: %s: %s", time.Since(start).Round(time.Millisecond), c.Reason, c.Message)
@@ -146,8 +140,7 @@ func TestSSHDownThenBack(t *testing.T) {
 		t.Errorf("node %s not Ready while only %s was cut", other, name)
 	}
 
-	s.HostsSh(t, "start-sshd", "2")
-	restarted = true
+	restoreSSH()
 	// Redial backoff is capped at 30 s by default.
 	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 60*time.Second)
 	framework.Eventually(t, "RemoteBuildNode "+name+" Ready again", 20*time.Second, func() (bool, string) {

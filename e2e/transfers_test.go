@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -548,20 +547,13 @@ func TestS3UploadWaitsForHostAfterSSHCut(t *testing.T) {
 	framework.Eventually(t, "an upload under way", 2*time.Minute, func() (bool, string) {
 		return proxy.puts.Load() > 0, framework.DescribeStatus(s.Pod(t, ns, "build"))
 	})
-	s.HostsSh(t, "stop-sshd", strconv.Itoa(host))
+	restoreSSH := s.cutSSH(t, host)
 	cut := time.Now()
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			s.HostsSh(t, "start-sshd", strconv.Itoa(host))
-		}
-	})
 	// The parts in flight go through; the rest of the image, more than
 	// the relay's buffers hold (64 MiB), cannot be read from the host.
 	close(hold)
 	s.waitEvent(t, ns, "build", "WaitingForHost", "stopped answering during a transfer")
-	s.HostsSh(t, "start-sshd", strconv.Itoa(host))
-	restarted = true
+	restoreSSH()
 	fault.Figure(fmt.Sprintf("SSH cut for %.1f s", time.Since(cut).Seconds()))
 	s.waitEvent(t, ns, "build", "HostBack", "the transfer starts over")
 	s.wholeUpload(t, srv, ns, bucket, 160)

@@ -447,10 +447,24 @@ hosts::sshd_start() {
     # The host's own boot id (hosts::reboot gives it a new one), in a mount namespace of sshd's:
     # what rbn-kubelet reads over SSH, as on a real host.
     [[ -s "$d/host_boot_id" ]] || cat /proc/sys/kernel/random/uuid >"$d/host_boot_id"
-    in_netns=(unshare --mount --propagation slave -- /bin/sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"'
+    # --propagation unchanged: this machine's mounts are private, so the boot id stays sshd's;
+    # the volume root is a shared mount (hosts::volumes_share), so the volumes rbn-kubelet mounts
+    # over SSH are seen by the host's podman, which runs outside this namespace, as on a real host.
+    hosts::volumes_share "$i"
+    in_netns=(unshare --mount --propagation unchanged -- /bin/sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"'
       sh "$d/host_boot_id" "${in_netns[@]}")
   fi
   rbn::start "host${i}-sshd" "$d/sshd.out" "${in_netns[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/sshd.log" 9>&-
+}
+
+# hosts::volumes_share I: host I's volume root ($d/volumes, its RemoteBuildNode's spec.volumes.root)
+# as a shared bind mount of itself, so that mounts made below it in sshd's mount namespace
+# propagate to this machine's, where the host's podman runs.
+hosts::volumes_share() {
+  local d; d="$(hosts::dir "$1")"
+  mkdir -p "$d/volumes"
+  mountpoint -q "$d/volumes" || mount --bind "$d/volumes" "$d/volumes"
+  mount --make-shared "$d/volumes"
 }
 
 hosts::sshd_wait() {
@@ -598,6 +612,9 @@ hosts::reboot() {
   hosts::remove_netns "$i"
   hosts::unmount_under "$d/storage"
   hosts::unmount_under "$d/run"
+  # The volumes' file systems (rbn-kubelet mounts them again); the root's shared bind is made again
+  # by hosts::sshd_start.
+  hosts::unmount_under "$d/volumes"
   find "$d/run" "$d/tmp" -mindepth 1 -maxdepth 1 ! -name events -exec rm -rf --one-file-system {} +
   # runc keeps its containers' state in this machine's /run/runc, which a boot clears.
   local c

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Registers every local build host as a RemoteBuildNode, with its SSH Secret.
-# Pods may mount hostPath volumes below $RBN_STATE/hostpath only. Isolated hosts (hosts.sh: NETNS set)
+# Pods may mount hostPath volumes below $RBN_STATE/hostpath only; each host's provisioned volumes
+# are under its own dir (volumes/, a shared mount: hack/hosts.sh). Isolated hosts (hosts.sh: NETNS set)
 # reach no registry: they pull through rbn-kubelet (spec.imagePull: ThroughKubelet). Hosts listed in
 # RBN_UNREGISTERED_HOSTS (indexes, hack/lib.sh) are left out.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -37,6 +38,7 @@ spec:
     rbn.dev/local-test-host: "true"
   hostPathAllowlist: [${HOSTPATH_ALLOWED}]
   imagePull: ${pull}
+  volumes: {root: ${dir}/volumes}
 YAML
   )
 done

@@ -19,6 +19,7 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	"k8s.io/utils/clock"
 
+	"github.com/remote-build-nodes/rbn/internal/hostvolume"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
@@ -568,6 +569,14 @@ func (f *fakeRuntime) writeMounted(name, dest, data string) {
 		panic("writeMounted: " + name + " has no file mounted at " + dest)
 	}
 	f.contents[src] = data
+}
+
+// MountVolume records the mount and answers the "mount-volume" faults.
+func (f *fakeRuntime) MountVolume(_ context.Context, v hostvolume.Volume) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("mount-volume %s %s", v.Image, v.Dir)
+	return f.fault("mount-volume")
 }
 
 func (f *fakeRuntime) Chmod(_ context.Context, p string, mode uint32) error {

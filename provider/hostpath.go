@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/hostvolume"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -34,9 +36,16 @@ func (e *HostPathTypeError) Error() string {
 // follows symlinks.
 type HostPathEscapeError struct {
 	Volume, Path, Resolved string
+	// Provisioned: the volume is a claim's provisioned volume, which must
+	// lie below the node's volume root.
+	Provisioned bool
 }
 
 func (e *HostPathEscapeError) Error() string {
+	if e.Provisioned {
+		return fmt.Sprintf("volume %q: %s resolves on the host to %s, outside this node's volume root (spec.volumes.root, resolved on the host too)",
+			e.Volume, e.Path, e.Resolved)
+	}
 	return fmt.Sprintf("volume %q: hostPath %s resolves on the host to %s, outside the host paths this node allows (hostPathAllowlist, resolved on the host too)",
 		e.Volume, e.Path, e.Resolved)
 }
@@ -49,7 +58,10 @@ func (e *HostPathEscapeError) Error() string {
 // the host, or a pod with the parent directory mounted, could still swap
 // a directory of that real path between this check and podman's mount, as
 // for subPaths; podman's API cannot mount an opened file descriptor.)
-func resolveHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan, allowlist []string) (map[string]string, error) {
+//
+// A provisioned volume (of a claim) is checked against the node's volume
+// root instead, resolved the same way.
+func resolveHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan, allowlist []string, volumeRoot string) (map[string]string, error) {
 	var vols []pod.Volume
 	for _, v := range plan.Volumes {
 		if v.Kind == pod.VolumeHostPath {
@@ -59,10 +71,11 @@ func resolveHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan, allowl
 	if len(vols) == 0 {
 		return nil, nil
 	}
-	paths := make([]string, 0, len(vols)+len(allowlist))
+	paths := make([]string, 0, len(vols)+len(allowlist)+1)
 	for _, v := range vols {
 		paths = append(paths, v.HostPath)
 	}
+	paths = append(paths, volumeRoot)
 	paths = append(paths, allowlist...)
 	resolved, err := rt.CanonicalPaths(ctx, paths)
 	if err != nil {
@@ -71,15 +84,54 @@ func resolveHostPaths(ctx context.Context, rt podRuntime, plan *pod.Plan, allowl
 	if len(resolved) != len(paths) {
 		return nil, fmt.Errorf("resolving hostPath volumes on the host: %d paths for %d asked", len(resolved), len(paths))
 	}
-	realAllowlist := resolved[len(vols):]
+	realRoot, realAllowlist := resolved[len(vols):len(vols)+1], resolved[len(vols)+1:]
 	real := make(map[string]string, len(vols))
 	for i, v := range vols {
-		if _, ok := pod.HostPathAllowed(resolved[i], realAllowlist); !ok {
-			return nil, &HostPathEscapeError{Volume: v.K8sName, Path: v.HostPath, Resolved: resolved[i]}
+		within := realAllowlist
+		if v.Provisioned != nil {
+			within = realRoot
+		}
+		if _, ok := pod.HostPathAllowed(resolved[i], within); !ok {
+			return nil, &HostPathEscapeError{Volume: v.K8sName, Path: v.HostPath, Resolved: resolved[i], Provisioned: v.Provisioned != nil}
 		}
 		real[v.K8sName] = resolved[i]
 	}
 	return real, nil
+}
+
+// mountProvisioned mounts the file system of each of the plan's
+// provisioned volumes where it is not mounted (a host loses its mounts
+// when it reboots): until then the volume's data directory, which is
+// inside that file system, does not exist.
+func mountProvisioned(ctx context.Context, rt podRuntime, plan *pod.Plan) error {
+	for _, v := range plan.Volumes {
+		if p := v.Provisioned; p != nil {
+			if err := rt.MountVolume(ctx, hostvolume.Volume{Dir: p.Dir, Image: p.Image}); err != nil {
+				return &VolumeMountError{Volume: v.K8sName, Claim: v.Claim, Err: err}
+			}
+		}
+	}
+	return nil
+}
+
+// VolumeMountError is a claim's provisioned volume whose file system could
+// not be mounted on the host: the kubelet's FailedMount, retried.
+type VolumeMountError struct {
+	Volume, Claim string
+	Err           error
+}
+
+func (e *VolumeMountError) Error() string {
+	return fmt.Sprintf("volume %q: mounting the volume of claim %q: %v", e.Volume, e.Claim, e.Err)
+}
+func (e *VolumeMountError) Unwrap() error { return e.Err }
+
+// volumeRoot is the node's root of provisioned volumes.
+func volumeRoot(spec *rbnv1.RemoteBuildNodeSpec) string {
+	if spec == nil || spec.Volumes == nil || spec.Volumes.Root == "" {
+		return rbnv1.DefaultVolumeRoot
+	}
+	return spec.Volumes.Root
 }
 
 // hostPathTypeNoun names what each type wants, as the kubelet's messages do.

@@ -46,7 +46,11 @@ type PodsConfig struct {
 	// RuntimeClasses resolve a pod's spec.runtimeClassName to its handler,
 	// as the kubelet's RuntimeClass manager does, from a shared informer.
 	RuntimeClasses nodev1listers.RuntimeClassLister
-	Token          TokenFunc
+	// Claims and Volumes resolve a pod's persistentVolumeClaim volumes to
+	// their PersistentVolumes, from shared informers; nil: such a pod waits.
+	Claims  corev1listers.PersistentVolumeClaimLister
+	Volumes corev1listers.PersistentVolumeLister
+	Token   TokenFunc
 	// Relay carries the pods' S3 transfers (annotation rbn.dev/transfers);
 	// nil: a default one for this node alone, with Egress.
 	Relay *s3relay.Relay

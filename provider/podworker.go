@@ -78,6 +78,7 @@ type podWorker struct {
 	deadlineExceeded bool
 	failed           bool   // the pod failed permanently (unsupported spec, deadline)
 	lastErr          string // last sync error reported as an event, to report each once
+	lastNotReady     string // last claim not ready reported as an event (VolumeNotReadyError)
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 	// unhealthy holds the containers killed for failing a liveness or
@@ -272,8 +273,9 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 			reason := "FailedSync"
 			var hostPath *HostPathTypeError
 			var escape *HostPathEscapeError
+			var mount *VolumeMountError
 			switch {
-			case errors.As(err, &hostPath), errors.As(err, &escape):
+			case errors.As(err, &hostPath), errors.As(err, &escape), errors.As(err, &mount):
 				reason = "FailedMount" // the kubelet's, for the same check
 			case !w.sandbox.ready:
 				reason = "FailedCreatePodSandBox"
@@ -293,6 +295,10 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 	return syncResult{next: next}
 }
 
+// volumeNotReadyRetry is how soon a pod whose claim is not ready is looked
+// at again.
+const volumeNotReadyRetry = time.Second
+
 // step brings the pod one step closer to its spec, then reports status.
 func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	pd := w.current()
@@ -300,6 +306,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		plan, err := w.p.translate(ctx, pd, "", &w.token)
 		var unsupported *pod.UnsupportedError
 		var missing *pod.MissingObjectError
+		var notReady *pod.VolumeNotReadyError
 		switch {
 		case errors.As(err, &unsupported):
 			w.failed = true
@@ -310,6 +317,19 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 			w.report(ctx, pd, nil)
 			return w.p.cfg.Retry.Config, nil
+		case errors.As(err, &notReady):
+			// The kubelet's volume manager waits for the claim, in
+			// ContainerCreating, with FailedMount events, looking again
+			// every 300 ms: a claim bound just before the pod was
+			// scheduled may reach this process's informer just after it.
+			// One event per distinct cause.
+			w.setWaitingAll(pd, "ContainerCreating", "")
+			if msg := err.Error(); msg != w.lastNotReady {
+				w.lastNotReady = msg
+				w.p.event(pd, corev1.EventTypeWarning, "FailedMount", "Unable to attach or mount volumes: "+msg)
+			}
+			w.report(ctx, pd, nil)
+			return min(w.p.cfg.Retry.Config, volumeNotReadyRetry), nil
 		case err != nil:
 			return 0, err
 		}

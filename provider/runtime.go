@@ -17,6 +17,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/egress"
+	"github.com/remote-build-nodes/rbn/internal/hostvolume"
 	"github.com/remote-build-nodes/rbn/internal/imagerelay"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -111,6 +112,9 @@ type podRuntime interface {
 	// RemovePaths removes paths on the host, directories with their
 	// content; a missing path is no error.
 	RemovePaths(ctx context.Context, paths []string) error
+	// MountVolume mounts a provisioned volume's file system where it is
+	// not mounted (hostvolume.EnsureMounted).
+	MountVolume(ctx context.Context, v hostvolume.Volume) error
 
 	// ExecSync runs cmd in a running container, its stdout and stderr
 	// to out, and returns its exit code; the process is killed when ctx
@@ -318,6 +322,10 @@ func (r hostRuntime) RemovePaths(ctx context.Context, paths []string) error {
 		return hostCommandError(err)
 	}
 	return nil
+}
+
+func (r hostRuntime) MountVolume(ctx context.Context, v hostvolume.Volume) error {
+	return hostvolume.EnsureMounted(ctx, r.host.SSH(), v)
 }
 
 func (r hostRuntime) ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error) {

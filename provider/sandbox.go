@@ -123,7 +123,7 @@ func (s *sandbox) reset() {
 // container's creation, the infra container starts while that container is
 // created (runContainer waits for it before starting one).
 func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
-	if err := w.volumes.create(ctx, w.plan, w.p.cfg.Spec.HostPathAllowlist); err != nil {
+	if err := w.volumes.create(ctx, w.plan, w.p.cfg.Spec.HostPathAllowlist, volumeRoot(w.p.cfg.Spec)); err != nil {
 		return false, err
 	}
 	if err := w.p.net.ensure(ctx, w.p.rt); err != nil {

@@ -85,6 +85,10 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 			in.ConfigMaps[name] = c
 		}
 	}
+	in.Claims = p.claims(pd)
+	if v := p.cfg.Spec.Volumes; v != nil {
+		in.VolumeRoot = v.Root
+	}
 	if serviceAccountTokenSource(pd) != nil {
 		if token.value == "" {
 			if err := p.requestToken(ctx, pd, token); err != nil {
@@ -94,6 +98,28 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		in.ServiceAccountToken = token.value
 	}
 	return in, nil
+}
+
+// claims reads the pod's PersistentVolumeClaims and their volumes from the
+// listers; what is not there is left out (the translation waits for it).
+func (p *Pods) claims(pd *corev1.Pod) map[string]*pod.Claim {
+	names := pod.ReferencedClaims(pd)
+	if len(names) == 0 || p.cfg.Claims == nil || p.cfg.Volumes == nil {
+		return nil
+	}
+	out := make(map[string]*pod.Claim, len(names))
+	for _, name := range names {
+		pvc, err := p.cfg.Claims.PersistentVolumeClaims(pd.Namespace).Get(name)
+		if err != nil {
+			continue
+		}
+		c := &pod.Claim{PVC: pvc}
+		if pvc.Spec.VolumeName != "" {
+			c.PV, _ = p.cfg.Volumes.Get(pvc.Spec.VolumeName)
+		}
+		out[name] = c
+	}
+	return out
 }
 
 // podToken is a pod's projected service account token, with its life.

@@ -43,16 +43,20 @@ func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVol
 	return &podVolumes{rt: rt, clock: clk, uid: uid, written: map[string]*fileVolume{}}
 }
 
-// create checks the pod's typed hostPath volumes on the host (creating
+// create mounts the file systems of the pod's provisioned volumes that
+// are not (after a host reboot), checks the pod's typed hostPath volumes on the host (creating
 // what DirectoryOrCreate and FileOrCreate ask for) and their real paths
 // against the node's hostPathAllowlist's, creates its named
 // volumes (idempotently), learns each one's host mountpoint and what its
 // Files volumes already hold.
-func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []string) error {
+func (pv *podVolumes) create(ctx context.Context, plan *pod.Plan, allowlist []string, volumeRoot string) error {
+	if err := mountProvisioned(ctx, pv.rt, plan); err != nil {
+		return err
+	}
 	if err := checkHostPaths(ctx, pv.rt, plan); err != nil {
 		return err
 	}
-	mountpoints, err := resolveHostPaths(ctx, pv.rt, plan, allowlist)
+	mountpoints, err := resolveHostPaths(ctx, pv.rt, plan, allowlist, volumeRoot)
 	if err != nil {
 		return err
 	}

@@ -199,11 +199,14 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if c.podIndex, err = newPodIndex(client); err != nil {
 		return nil, err
 	}
-	// Pods need ConfigMaps, Services and RuntimeClasses too; register them
+	// Pods need ConfigMaps, Services, RuntimeClasses and their claims and
+	// volumes too; register them
 	// before Start.
 	c.shared.Core().V1().ConfigMaps().Informer()
 	c.shared.Core().V1().Services().Informer()
 	c.shared.Node().V1().RuntimeClasses().Informer()
+	c.shared.Core().V1().PersistentVolumeClaims().Informer()
+	c.shared.Core().V1().PersistentVolumes().Informer()
 	return c, nil
 }
 

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/hostvolume"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider"
@@ -25,6 +27,18 @@ func (c *Controller) Handlers(node string) (*kubeletapi.NodeHandlers, bool) {
 		return nil, false
 	}
 	return rt.api, true
+}
+
+// Served returns a served node's build host and its defaulted spec, for
+// the volume provisioner (provisioner.Hosts).
+func (c *Controller) Served(node string) (hostvolume.Runner, *rbnv1.RemoteBuildNodeSpec, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rt, ok := c.runtimes[node]
+	if !ok || rt.spec == nil {
+		return nil, nil, false
+	}
+	return rt.host.SSH(), rt.spec, true
 }
 
 // nodeHandlers serves the kubelet API of a node from its pods. The stats

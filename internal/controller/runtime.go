@@ -43,6 +43,7 @@ type nodeRuntime struct {
 	name    string
 	hash    string
 	host    *provider.Host
+	spec    *rbnv1.RemoteBuildNodeSpec // defaulted
 	api     *kubeletapi.NodeHandlers
 	started time.Time
 	parts   *group
@@ -101,6 +102,8 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		Secrets:        d.shared.Core().V1().Secrets().Lister(),
 		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
 		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
+		Claims:         d.shared.Core().V1().PersistentVolumeClaims().Lister(),
+		Volumes:        d.shared.Core().V1().PersistentVolumes().Lister(),
 		Token:          tokenFunc(d.client),
 		Relay:          d.relay,
 		Egress:         d.egress,
@@ -239,7 +242,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}
 		}},
 	}
-	rt := &nodeRuntime{name: name, hash: hash, host: host, api: nodeHandlers(pods), started: d.now()}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()

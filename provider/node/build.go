@@ -51,6 +51,7 @@ func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 		},
 		Spec: corev1.NodeSpec{Taints: append([]corev1.Taint(nil), spec.Taints...)},
 	}
+	n.Labels[rbnv1.LabelNode] = name
 	n.Status.DaemonEndpoints.KubeletEndpoint.Port = f.KubeletPort
 	if f.KubeletAddress != "" {
 		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: f.KubeletAddress})

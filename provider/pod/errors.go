@@ -24,6 +24,19 @@ const (
 	ReasonInvalidSpec = "InvalidSpec"
 )
 
+// VolumeNotReadyError is a PersistentVolumeClaim that a volume needs and
+// that is missing, unbound or being deleted, or whose PersistentVolume is
+// not seen yet. Like a MissingObjectError it may heal; the kubelet waits in
+// ContainerCreating with FailedMount events, and so does the caller.
+type VolumeNotReadyError struct {
+	Volume, Claim, Namespace string
+	Detail                   string
+}
+
+func (e *VolumeNotReadyError) Error() string {
+	return fmt.Sprintf("volume %q: persistentvolumeclaim %q %s", e.Volume, e.Namespace+"/"+e.Claim, e.Detail)
+}
+
 // MissingObjectError is a Secret or ConfigMap (or one of its keys) that a
 // volume or an env variable needs and does not mark optional. Unlike an UnsupportedError it may
 // heal: the kubelet keeps retrying until the object appears, and a caller may

@@ -194,7 +194,9 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes[].nfs", Refused, whyVolume},
 	{"spec.volumes[].iscsi", Refused, whyVolume},
 	{"spec.volumes[].glusterfs", Refused, whyVolume},
-	{"spec.volumes[].persistentVolumeClaim", Refused, whyVolume},
+	{"spec.volumes[].persistentVolumeClaim", Implemented, "A bind mount of the claim's PersistentVolume on the host: a volume of rbn's provisioner (rbn.dev/host-local, below the node's spec.volumes.root, its file system mounted again after a host reboot), or a local or hostPath PersistentVolume inside the node's hostPathAllowlist (resolved on the host). A claim missing, unbound or being deleted keeps the pod waiting (ContainerCreating, FailedMount events); a volume of any other kind, or a block volume, fails the pod (UnsupportedVolume), naming the claim and its volume. See docs/volumes.md."},
+	{"spec.volumes[].persistentVolumeClaim.claimName", Implemented, "Read from the pod's namespace, with its PersistentVolume."},
+	{"spec.volumes[].persistentVolumeClaim.readOnly", Implemented, "Every mount of the volume is read-only."},
 	{"spec.volumes[].rbd", Refused, whyVolume},
 	{"spec.volumes[].flexVolume", Refused, whyVolume},
 	{"spec.volumes[].cinder", Refused, whyVolume},
@@ -262,7 +264,7 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes[].projected.sources[].serviceAccountToken.user", Refused, whyFileOwner},
 }, ephemeralContainerFields()...)
 
-const whyVolume = "Refused (UnsupportedVolume): rbn provides emptyDir, hostPath, secret, configMap, downwardAPI and projected volumes only."
+const whyVolume = "Refused (UnsupportedVolume): rbn provides emptyDir, hostPath, persistentVolumeClaim, secret, configMap, downwardAPI and projected volumes only."
 
 // ephemeralContainerFields are the rows of spec.ephemeralContainers[]: as
 // the app containers' same fields. Spelled out, not derived from the type,

@@ -39,6 +39,7 @@ var fieldRoots = []struct {
 	{"spec.volumes[]", corev1.Volume{}},
 	{"spec.volumes[].hostPath", corev1.HostPathVolumeSource{}},
 	{"spec.volumes[].emptyDir", corev1.EmptyDirVolumeSource{}},
+	{"spec.volumes[].persistentVolumeClaim", corev1.PersistentVolumeClaimVolumeSource{}},
 	{"spec.volumes[].configMap", corev1.ConfigMapVolumeSource{}},
 	{"spec.volumes[].configMap.items[]", corev1.KeyToPath{}},
 	{"spec.volumes[].secret", corev1.SecretVolumeSource{}},

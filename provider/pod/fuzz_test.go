@@ -85,6 +85,7 @@ func FuzzTranslate(f *testing.F) {
 				if me.Reason != ReasonCreateContainerConfigError || me.Name == "" && me.Key == "" {
 					t.Fatalf("MissingObjectError %#v", me)
 				}
+			case errors.As(err, new(*VolumeNotReadyError)):
 			case errors.Is(err, ErrNoServiceAccountToken), errors.Is(err, ErrNoRuntimeHandler), errors.Is(err, ErrNoHostDNS):
 			case gc.Pod.UID == "" && strings.Contains(err.Error(), "no UID"):
 			default:

@@ -61,6 +61,15 @@ type Input struct {
 	// namespace. A missing entry that the pod does not mark optional is an error.
 	Secrets    map[string]*corev1.Secret
 	ConfigMaps map[string]*corev1.ConfigMap
+	// Claims are the PersistentVolumeClaims of the pod's volumes
+	// (ReferencedClaims lists their names), by name, each with the
+	// PersistentVolume it is bound to; a missing entry, or one without its
+	// volume, is a volume not ready yet.
+	Claims map[string]*Claim
+	// VolumeRoot is the node's root of provisioned volumes
+	// (spec.volumes.root): a volume of the rbn.dev/host-local provisioner
+	// must lie below it.
+	VolumeRoot string
 	// ServiceAccountToken is the token for projected serviceAccountToken
 	// sources (requested by the caller through the TokenRequest API).
 	ServiceAccountToken string
@@ -224,6 +233,29 @@ type Volume struct {
 	// for) on the host before mounting it, as the kubelet does.
 	HostPath     string
 	HostPathType corev1.HostPathType
+	// Claim is the PersistentVolumeClaim a VolumeHostPath comes from, a
+	// local or hostPath PersistentVolume, or one of rbn's (Provisioned).
+	Claim string `json:",omitempty"`
+	// Provisioned is the rbn.dev/host-local volume of Claim, which the
+	// runtime mounts on the host (after a reboot) before HostPath exists.
+	Provisioned *ProvisionedVolume `json:",omitempty"`
+	// ReadOnly mounts the volume read-only in every container (a claim's
+	// readOnly).
+	ReadOnly bool `json:",omitempty"`
+}
+
+// Claim is a PersistentVolumeClaim and the PersistentVolume it is bound
+// to (nil while it is not, or not seen yet).
+type Claim struct {
+	PVC *corev1.PersistentVolumeClaim
+	PV  *corev1.PersistentVolume
+}
+
+// ProvisionedVolume is where a volume of rbn's provisioner is on its host
+// (see internal/hostvolume): its directory, and the file holding its file
+// system ("" for a plain directory).
+type ProvisionedVolume struct {
+	Dir, Image string
 }
 
 // File is one file of a Files volume.

@@ -584,7 +584,7 @@ func mounts(field string, vms []corev1.VolumeMount, vols map[string]*Volume) ([]
 			Volume:    m.Name,
 			MountPath: m.MountPath,
 			SubPath:   sub,
-			ReadOnly:  m.ReadOnly || vol.Kind == VolumeFiles,
+			ReadOnly:  m.ReadOnly || vol.Kind == VolumeFiles || vol.ReadOnly,
 		})
 	}
 	return out, nil

@@ -40,9 +40,18 @@ type goldenCase struct {
 	AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls,omitempty"`
 	RootlessHost         bool     `json:"rootlessHost,omitempty"`
 	// HostResolvConf is the build host's resolv.conf, as text.
-	HostResolvConf *string    `json:"hostResolvConf,omitempty"`
-	Network        string     `json:"network,omitempty"`
-	Pod            corev1.Pod `json:"pod"`
+	HostResolvConf *string `json:"hostResolvConf,omitempty"`
+	Network        string  `json:"network,omitempty"`
+	// Claims are the pod's PersistentVolumeClaims, each with its volume;
+	// VolumeRoot the node's spec.volumes.root.
+	Claims     []goldenClaim `json:"claims,omitempty"`
+	VolumeRoot string        `json:"volumeRoot,omitempty"`
+	Pod        corev1.Pod    `json:"pod"`
+}
+
+type goldenClaim struct {
+	PVC corev1.PersistentVolumeClaim `json:"pvc"`
+	PV  *corev1.PersistentVolume     `json:"pv,omitempty"`
 }
 
 // input is the case as Translate's input (FuzzTranslate's too).
@@ -64,6 +73,11 @@ func (gc *goldenCase) input() Input {
 		Network:              gc.Network,
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},
+		Claims:               map[string]*Claim{},
+		VolumeRoot:           gc.VolumeRoot,
+	}
+	for i := range gc.Claims {
+		in.Claims[gc.Claims[i].PVC.Name] = &Claim{PVC: &gc.Claims[i].PVC, PV: gc.Claims[i].PV}
 	}
 	if gc.HostResolvConf != nil {
 		rc := ParseResolvConf([]byte(*gc.HostResolvConf))

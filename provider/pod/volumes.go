@@ -71,6 +71,8 @@ func (t *translator) volume(field string, v *corev1.Volume) (Volume, error) {
 		return t.emptyDir(field+".emptyDir", v.Name, src.EmptyDir)
 	case src.HostPath != nil:
 		return t.hostPath(field+".hostPath", v.Name, src.HostPath)
+	case src.PersistentVolumeClaim != nil:
+		return t.claim(field+".persistentVolumeClaim", v.Name, src.PersistentVolumeClaim)
 	case src.Secret != nil, src.ConfigMap != nil, src.DownwardAPI != nil, src.Projected != nil:
 		// The files come later, from fillFiles.
 		return Volume{K8sName: v.Name, Kind: VolumeFiles, PodmanName: VolumeName(t.pod.UID, v.Name)}, nil
@@ -80,14 +82,18 @@ func (t *translator) volume(field string, v *corev1.Volume) (Volume, error) {
 		return Volume{}, unsupported(field, ReasonUnsupportedVolume, "volume %q has no source", v.Name)
 	}
 	return Volume{}, unsupported(field+"."+kind, ReasonUnsupportedVolume,
-		"volume %q: %s volumes are not supported on remote build nodes (supported: emptyDir, secret, configMap, downwardAPI, projected, hostPath)", v.Name, kind)
+		"volume %q: %s volumes are not supported on remote build nodes (supported: emptyDir, secret, configMap, downwardAPI, projected, hostPath, persistentVolumeClaim)", v.Name, kind)
 }
 
 // volumeKind names the source of a volume by its field name in the API
 // (persistentVolumeClaim, csi, ...), so that the error quotes the pod spec.
 // Reading it from the JSON form keeps it right for sources added to the API
 // after this code was written.
-func volumeKind(src *corev1.VolumeSource) string {
+func volumeKind(src *corev1.VolumeSource) string { return fieldNames(src) }
+
+// fieldNames lists the JSON field names a struct sets, sorted and joined
+// by commas.
+func fieldNames(src any) string {
 	raw, err := json.Marshal(src)
 	if err != nil {
 		return ""

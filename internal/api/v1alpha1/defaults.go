@@ -16,6 +16,15 @@ func Default(in *RemoteBuildNodeSpec) *RemoteBuildNodeSpec {
 	if out.ImagePull == "" {
 		out.ImagePull = ImagePullDirect
 	}
+	if out.Volumes == nil {
+		out.Volumes = &VolumesSpec{}
+	}
+	if out.Volumes.Root == "" {
+		out.Volumes.Root = DefaultVolumeRoot
+	}
+	if out.Volumes.SizeLimit == "" {
+		out.Volumes.SizeLimit = VolumeSizeLimitLoopFile
+	}
 	if out.MaxPods == 0 {
 		out.MaxPods = DefaultMaxPods
 	}

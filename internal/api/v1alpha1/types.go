@@ -9,12 +9,26 @@ import (
 const (
 	// LabelRemoteBuildNode marks every Node that rbn-kubelet serves.
 	LabelRemoteBuildNode = GroupName + "/remote-build-node"
+	// LabelNode is the name of the Node it is on, on a remote build node:
+	// what node affinity can select one Node by (a PersistentVolume's may
+	// not use matchFields), since several nodes can share a host's
+	// kubernetes.io/hostname.
+	LabelNode = GroupName + "/node"
 	// TaintRemoteBuildNode is the key of the default taint that keeps pods
 	// which did not ask for a remote build node away from it.
 	TaintRemoteBuildNode = GroupName + "/remote-build-node"
 	// Finalizer lets rbn-kubelet remove a node and its pods before the
 	// RemoteBuildNode disappears.
 	Finalizer = GroupName + "/node-cleanup"
+
+	// ProvisionerHostLocal is rbn's volume provisioner (internal/provisioner),
+	// a StorageClass's provisioner; the PersistentVolumes it makes say where
+	// the volume is on its host: its directory (AnnotationVolumeDir) and the
+	// file holding its file system (AnnotationVolumeImage, absent for a plain
+	// directory volume).
+	ProvisionerHostLocal  = GroupName + "/host-local"
+	AnnotationVolumeDir   = GroupName + "/volume-dir"
+	AnnotationVolumeImage = GroupName + "/volume-image"
 
 	// SecretKeyPrivateKey holds the PEM private key rbn-kubelet authenticates with
 	// (the key of the kubernetes.io/ssh-auth Secret type).
@@ -123,7 +137,44 @@ type RemoteBuildNodeSpec struct {
 	// never reach the host, and the image keeps the name the pod gave.
 	// +optional
 	ImagePull ImagePullMode `json:"imagePull,omitempty"`
+
+	// Volumes says where and how rbn makes the host-local volumes of
+	// PersistentVolumeClaims of its StorageClass (provisioner
+	// rbn.dev/host-local) for pods of this node.
+	// +optional
+	Volumes *VolumesSpec `json:"volumes,omitempty"`
 }
+
+// VolumesSpec configures a host's dynamically provisioned volumes.
+type VolumesSpec struct {
+	// Root is the host directory under which each PersistentVolume gets a
+	// directory of its own (and, with sizeLimit LoopFile, the file that
+	// holds its file system). Default /var/lib/rbn/volumes.
+	// +optional
+	Root string `json:"root,omitempty"`
+
+	// SizeLimit says how a volume is held to its claim's size. LoopFile
+	// (the default): each volume is an ext4 file system in a sparse file of
+	// the claim's size, mounted through a loop device, so a write beyond the
+	// size fails with ENOSPC and one volume cannot fill the host's disk; the
+	// host needs mkfs.ext4 and loop devices. None: a plain directory under
+	// root; nothing limits what the pod writes.
+	// +optional
+	SizeLimit VolumeSizeLimit `json:"sizeLimit,omitempty"`
+}
+
+// VolumeSizeLimit is how a provisioned volume's size is enforced.
+// +kubebuilder:validation:Enum=LoopFile;None
+type VolumeSizeLimit string
+
+const (
+	VolumeSizeLimitLoopFile VolumeSizeLimit = "LoopFile"
+	VolumeSizeLimitNone     VolumeSizeLimit = "None"
+)
+
+// DefaultVolumeRoot is where volumes go on a host whose RemoteBuildNode
+// names no root.
+const DefaultVolumeRoot = "/var/lib/rbn/volumes"
 
 // ImagePullMode says who reaches the registries for a host's images.
 // +kubebuilder:validation:Enum=Direct;ThroughKubelet

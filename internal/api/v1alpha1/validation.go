@@ -14,7 +14,7 @@ import (
 )
 
 // hostLabels are set from the host's own facts and may not be overridden.
-var hostLabels = sets.New(corev1.LabelArchStable, corev1.LabelOSStable, corev1.LabelHostname, LabelRemoteBuildNode)
+var hostLabels = sets.New(corev1.LabelArchStable, corev1.LabelOSStable, corev1.LabelHostname, LabelRemoteBuildNode, LabelNode)
 
 var reservable = sets.New(corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourceEphemeralStorage)
 
@@ -76,6 +76,23 @@ func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
 			errs = append(errs, field.Invalid(fp, dir, "must be a clean path (no trailing slash, '.', '..' or '//')"))
 		case dir == "/":
 			errs = append(errs, field.Forbidden(fp, "allowing / would expose the whole host"))
+		}
+	}
+	if v := spec.Volumes; v != nil {
+		fp := p.Child("volumes")
+		switch {
+		case !path.IsAbs(v.Root):
+			errs = append(errs, field.Invalid(fp.Child("root"), v.Root, "must be an absolute path"))
+		case path.Clean(v.Root) != v.Root:
+			errs = append(errs, field.Invalid(fp.Child("root"), v.Root, "must be a clean path (no trailing slash, '.', '..' or '//')"))
+		case v.Root == "/":
+			errs = append(errs, field.Forbidden(fp.Child("root"), "volumes need a directory of their own"))
+		}
+		switch v.SizeLimit {
+		case VolumeSizeLimitLoopFile, VolumeSizeLimitNone:
+		default:
+			errs = append(errs, field.NotSupported(fp.Child("sizeLimit"), v.SizeLimit,
+				[]VolumeSizeLimit{VolumeSizeLimitLoopFile, VolumeSizeLimitNone}))
 		}
 	}
 	errs = append(errs, validateUnsafeSysctls(p.Child("allowedUnsafeSysctls"), spec.AllowedUnsafeSysctls)...)

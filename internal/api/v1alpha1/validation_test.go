@@ -31,6 +31,7 @@ func TestDefault(t *testing.T) {
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{{Key: "rbn.dev/remote-build-node", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+				s.Volumes = &VolumesSpec{Root: "/var/lib/rbn/volumes", SizeLimit: VolumeSizeLimitLoopFile}
 			},
 		},
 		{
@@ -38,10 +39,12 @@ func TestDefault(t *testing.T) {
 			in: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
 				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
+				s.Volumes = &VolumesSpec{Root: "/srv/volumes", SizeLimit: VolumeSizeLimitNone}
 			},
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
 				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
+				s.Volumes = &VolumesSpec{Root: "/srv/volumes", SizeLimit: VolumeSizeLimitNone}
 			},
 		},
 		{
@@ -50,6 +53,7 @@ func TestDefault(t *testing.T) {
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{}
+				s.Volumes = &VolumesSpec{Root: "/var/lib/rbn/volumes", SizeLimit: VolumeSizeLimitLoopFile}
 			},
 		},
 	}
@@ -164,6 +168,13 @@ func TestValidate(t *testing.T) {
 		{name: "label kubernetes.io/os", mutate: func(s *RemoteBuildNodeSpec) { s.Labels = map[string]string{"kubernetes.io/os": "linux"} }, want: []string{forbidden("spec.labels[kubernetes.io/os]")}},
 		{name: "label kubernetes.io/hostname", mutate: func(s *RemoteBuildNodeSpec) { s.Labels = map[string]string{"kubernetes.io/hostname": "x"} }, want: []string{forbidden("spec.labels[kubernetes.io/hostname]")}},
 		{name: "label rbn.dev/remote-build-node", mutate: func(s *RemoteBuildNodeSpec) { s.Labels = map[string]string{LabelRemoteBuildNode: "false"} }, want: []string{forbidden("spec.labels[rbn.dev/remote-build-node]")}},
+		{name: "label rbn.dev/node", mutate: func(s *RemoteBuildNodeSpec) { s.Labels = map[string]string{LabelNode: "other"} }, want: []string{forbidden("spec.labels[rbn.dev/node]")}},
+		{name: "volume root elsewhere", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/srv/rbn-volumes" }},
+		{name: "volumes without size limit", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.SizeLimit = VolumeSizeLimitNone }},
+		{name: "relative volume root", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "var/lib/rbn" }, want: []string{invalid("spec.volumes.root")}},
+		{name: "unclean volume root", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/var/lib/rbn/" }, want: []string{invalid("spec.volumes.root")}},
+		{name: "volume root /", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/" }, want: []string{forbidden("spec.volumes.root")}},
+		{name: "unknown volume size limit", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.SizeLimit = "Quota" }, want: []string{notSupported("spec.volumes.sizeLimit")}},
 
 		// Taints.
 		{name: "no taints", mutate: func(s *RemoteBuildNodeSpec) { s.Taints = nil }},

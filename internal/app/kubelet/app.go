@@ -8,11 +8,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	pvcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/controller"
@@ -21,6 +25,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/metrics"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
+	"github.com/remote-build-nodes/rbn/internal/provisioner"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
 	"github.com/remote-build-nodes/rbn/internal/version"
 )
@@ -128,6 +133,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("rbn-kubelet starting", "version", version.Version, "kubeletAPI", srv.Addr().String(), "nodeAddress", cfg.NodeAddress)
 
+	volumes := newVolumeProvisioner(ctx, client, ctrl, log)
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// The elector outlives the controller: after ctx ends, the controller
@@ -136,7 +143,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer stopElector()
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); defer cancel(); volumes.Run(ctx) }()
 	go func() {
 		defer wg.Done()
 		defer cancel()
@@ -147,6 +155,25 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { defer wg.Done(); defer cancel(); errs[2] = elector.Run(electorCtx) }()
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// newVolumeProvisioner is the rbn.dev/host-local provisioner of the nodes
+// ctrl serves (see internal/provisioner). A claim or volume whose host
+// work fails is tried again without end, backing off up to two minutes: a
+// host comes back, and a volume's data must go from it then. Its own
+// metrics are not served (rbn-kubelet's registry has rbn's).
+func newVolumeProvisioner(ctx context.Context, client kubernetes.Interface, ctrl *controller.Controller, log *slog.Logger) *pvcontroller.ProvisionController {
+	return pvcontroller.NewProvisionController(ctx, client, provisioner.Name, provisioner.New(ctrl, log.With("part", "provisioner")),
+		pvcontroller.LeaderElection(false),
+		pvcontroller.MetricsPort(0),
+		pvcontroller.AddFinalizer(true),
+		pvcontroller.ResyncPeriod(time.Minute),
+		pvcontroller.FailedProvisionThreshold(0),
+		pvcontroller.FailedDeleteThreshold(0),
+		pvcontroller.RateLimiter(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute)),
+		pvcontroller.ProvisionTimeout(5*time.Minute),
+		pvcontroller.DeletionTimeout(5*time.Minute),
+	)
 }
 
 // podmanClients lists the podman clients of ctrl's build hosts at each

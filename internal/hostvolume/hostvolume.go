@@ -1,0 +1,300 @@
+// Package hostvolume makes, mounts, measures and removes rbn's host-local
+// volumes on a build host: the storage behind PersistentVolumes of the
+// rbn.dev/host-local provisioner. Each operation is a few commands over the
+// host's SSH connection, every one an argv (never a shell string), each
+// safe to run again after a failure part way.
+//
+// A volume named N under root R is the directory R/N. With a loop file
+// (rbnv1.VolumeSizeLimitLoopFile) R/N is the mount point of an ext4 file
+// system held in the sparse file R/N.img, of the claim's size: a write
+// beyond it fails with ENOSPC inside the volume, and the host's disk only
+// gives the volume what it writes. Pods mount R/N/data, which, with a loop
+// file, is inside that file system: a volume whose file system is not
+// mounted (after a reboot, before EnsureMounted) has no data directory, so
+// a pod can never write to the host's disk through it by mistake.
+package hostvolume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
+)
+
+// Runner runs a command on the host and returns its standard output; a
+// command that exits non-zero is an *sshconn.ExitError.
+type Runner interface {
+	Output(ctx context.Context, argv ...string) ([]byte, error)
+}
+
+// MinImageSize is the smallest file system a loop volume gets: mkfs.ext4
+// refuses much smaller ones, and its own metadata needs a few MiB. A claim
+// for less gets this much.
+const MinImageSize = 16 << 20
+
+// imageSuffix and tmpSuffix name a loop volume's file system file, and the
+// file it is made in until whole.
+const (
+	imageSuffix = ".img"
+	tmpSuffix   = ".img.tmp"
+)
+
+// mountOptions: a volume holds build data, never devices or setuid
+// programs that would act on the host.
+const mountOptions = "loop,nodev,nosuid"
+
+// Volume is one volume's place on its host.
+type Volume struct {
+	// Dir is the volume's directory, the loop file system's mount point.
+	Dir string
+	// Image is the file that holds the volume's file system; "" when the
+	// volume is a plain directory (rbnv1.VolumeSizeLimitNone).
+	Image string
+}
+
+// Layout is the volume name's place under root; limit says whether it has
+// a file system of its own.
+func Layout(root, name string, limit rbnv1.VolumeSizeLimit) Volume {
+	v := Volume{Dir: path.Join(root, name)}
+	if limit != rbnv1.VolumeSizeLimitNone {
+		v.Image = v.Dir + imageSuffix
+	}
+	return v
+}
+
+// Data is the directory pods mount.
+func (v Volume) Data() string { return path.Join(v.Dir, "data") }
+
+// Error is a failed host operation on a volume, with what the host said.
+type Error struct {
+	Op, Path string
+	Err      error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s %s on the host: %v", e.Op, e.Path, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// run runs argv; a failure is an *Error.
+func run(ctx context.Context, r Runner, op, p string, argv ...string) ([]byte, error) {
+	out, err := r.Output(ctx, argv...)
+	if err != nil {
+		// An *sshconn.ExitError says the command and its stderr.
+		return nil, &Error{Op: op, Path: p, Err: err}
+	}
+	return out, nil
+}
+
+// exitCode is the exit status of a command that ran and failed; -1 for
+// any other error.
+func exitCode(err error) int {
+	var exit *sshconn.ExitError
+	if errors.As(err, &exit) {
+		return exit.Status
+	}
+	return -1
+}
+
+// mounted says whether something is mounted at dir (findmnt exits 1 when
+// nothing is).
+func mounted(ctx context.Context, r Runner, dir string) (bool, error) {
+	_, err := r.Output(ctx, "findmnt", "--noheadings", "--output", "TARGET", "--mountpoint", dir)
+	switch {
+	case err == nil:
+		return true, nil
+	case exitCode(err) == 1:
+		return false, nil
+	}
+	return false, &Error{Op: "findmnt", Path: dir, Err: err}
+}
+
+// exists says whether p exists on the host (test exits 1 when not).
+func exists(ctx context.Context, r Runner, p string) (bool, error) {
+	_, err := r.Output(ctx, "test", "-e", p)
+	switch {
+	case err == nil:
+		return true, nil
+	case exitCode(err) == 1:
+		return false, nil
+	}
+	return false, &Error{Op: "test", Path: p, Err: err}
+}
+
+// Create makes v, holding size bytes, and leaves it ready for pods (its
+// file system mounted, its data directory writable by any user, as
+// local-path-provisioner's: the pod's securityContext decides who writes).
+// A loop volume's file system is made in a temporary file renamed once
+// whole, so that a Create cut short is finished by the next one.
+func Create(ctx context.Context, r Runner, v Volume, size int64) error {
+	if v.Image != "" {
+		if err := createImage(ctx, r, v, max(size, MinImageSize)); err != nil {
+			return err
+		}
+		if err := EnsureMounted(ctx, r, v); err != nil {
+			return err
+		}
+	}
+	_, err := run(ctx, r, "install -d", v.Data(), "install", "-d", "-m", "0777", "--", v.Data())
+	return err
+}
+
+func createImage(ctx context.Context, r Runner, v Volume, size int64) error {
+	ok, err := exists(ctx, r, v.Image)
+	if err != nil || ok {
+		return err
+	}
+	tmp := strings.TrimSuffix(v.Image, imageSuffix) + tmpSuffix
+	if _, err := run(ctx, r, "mkdir", path.Dir(v.Image), "mkdir", "-p", "--", path.Dir(v.Image)); err != nil {
+		return err
+	}
+	// A file of the size, sparse: the disk gives it what is written.
+	if _, err := run(ctx, r, "truncate", tmp, "truncate", "-s", strconv.FormatInt(size, 10), "--", tmp); err != nil {
+		return err
+	}
+	// -m 0: no blocks reserved for root (the pod gets the whole size);
+	// lazy init: mkfs writes neither inode tables nor the journal in full,
+	// so a 300 GiB volume costs seconds and a few MiB.
+	if _, err := run(ctx, r, "mkfs.ext4", tmp, "mkfs.ext4", "-q", "-F", "-m", "0",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", "--", tmp); err != nil {
+		return err
+	}
+	_, err = run(ctx, r, "mv", v.Image, "mv", "-T", "--", tmp, v.Image)
+	return err
+}
+
+// EnsureMounted mounts a loop volume's file system at its directory when
+// nothing is mounted there (a host's mounts do not survive its reboot). A
+// plain directory volume needs nothing.
+func EnsureMounted(ctx context.Context, r Runner, v Volume) error {
+	if v.Image == "" {
+		return nil
+	}
+	ok, err := mounted(ctx, r, v.Dir)
+	if err != nil || ok {
+		return err
+	}
+	ok, err = exists(ctx, r, v.Image)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &Error{Op: "mount", Path: v.Dir, Err: fmt.Errorf("the volume's file system %s is missing", v.Image)}
+	}
+	if _, err := run(ctx, r, "mkdir", v.Dir, "mkdir", "-p", "--", v.Dir); err != nil {
+		return err
+	}
+	_, err = run(ctx, r, "mount", v.Dir, "mount", "-o", mountOptions, "--", v.Image, v.Dir)
+	return err
+}
+
+// maxUnmounts bounds the unmounts of one Remove: a volume's directory has
+// its own file system mounted once; more mounts stacked there are someone
+// else's doing, and Remove does not chase them forever.
+const maxUnmounts = 4
+
+// Remove unmounts v's file system and removes its directory and file: the
+// volume's data is gone. A volume already gone is no error. A file system
+// that cannot be unmounted (busy) fails Remove with nothing removed.
+func Remove(ctx context.Context, r Runner, v Volume) error {
+	if v.Image != "" {
+		for i := 0; ; i++ {
+			ok, err := mounted(ctx, r, v.Dir)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			if i == maxUnmounts {
+				return &Error{Op: "umount", Path: v.Dir, Err: fmt.Errorf("still mounted after %d unmounts", maxUnmounts)}
+			}
+			if _, err := run(ctx, r, "umount", v.Dir, "umount", "--", v.Dir); err != nil {
+				return err
+			}
+		}
+	}
+	// --one-file-system: rm never descends into anything mounted below the
+	// directory.
+	argv := []string{"rm", "-rf", "--one-file-system", "--", v.Dir}
+	if v.Image != "" {
+		argv = append(argv, v.Image, strings.TrimSuffix(v.Image, imageSuffix)+tmpSuffix)
+	}
+	_, err := run(ctx, r, "rm", v.Dir, argv...)
+	return err
+}
+
+// Space is the disk space under a volume root.
+type Space struct {
+	// Available is what the root's file system has free for unprivileged
+	// writes.
+	Available int64
+	// Promised is what the loop volumes under the root may still take of
+	// it: each one's size less what its file holds already.
+	Promised int64
+}
+
+// Free is the space a new volume may have without taking what existing
+// volumes were promised.
+func (s Space) Free() int64 { return s.Available - s.Promised }
+
+// ReadSpace reads root's file system's free space and what the loop
+// volumes under it were promised, creating root if it is missing. The
+// files of the volume named except (one an earlier attempt left) are not
+// counted: that volume is the one being made.
+func ReadSpace(ctx context.Context, r Runner, root, except string) (Space, error) {
+	if _, err := run(ctx, r, "mkdir", root, "mkdir", "-p", "--", root); err != nil {
+		return Space{}, err
+	}
+	out, err := run(ctx, r, "stat -f", root, "stat", "-f", "-c", "%a %S", "--", root)
+	if err != nil {
+		return Space{}, err
+	}
+	var sp Space
+	blocks, bsize, err := twoInts(string(out))
+	if err != nil {
+		return Space{}, &Error{Op: "stat -f", Path: root, Err: err}
+	}
+	sp.Available = blocks * bsize
+	// %s: the file's size; %b: 512-byte blocks it holds; %f: its name.
+	out, err = run(ctx, r, "find", root, "find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "f",
+		"(", "-name", "*"+imageSuffix, "-o", "-name", "*"+tmpSuffix, ")", "-printf", `%s %b %f\n`)
+	if err != nil {
+		return Space{}, err
+	}
+	for line := range strings.Lines(string(out)) {
+		fields := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 3)
+		if len(fields) != 3 {
+			return Space{}, &Error{Op: "find", Path: root, Err: fmt.Errorf("unexpected output %q", line)}
+		}
+		size, held, err := twoInts(fields[0] + " " + fields[1])
+		if err != nil {
+			return Space{}, &Error{Op: "find", Path: root, Err: err}
+		}
+		if except != "" && (fields[2] == except+imageSuffix || fields[2] == except+tmpSuffix) {
+			continue
+		}
+		sp.Promised += max(0, size-held*512)
+	}
+	return sp, nil
+}
+
+// twoInts parses "A B".
+func twoInts(s string) (int64, int64, error) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return 0, 0, fmt.Errorf("unexpected output %q", s)
+	}
+	a, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("unexpected output %q", s)
+	}
+	b, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("unexpected output %q", s)
+	}
+	return a, b, nil
+}
