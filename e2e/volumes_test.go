@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/scheduler/server"
 )
 
 // hostLocalClass is the StorageClass manifests/storage ships.
@@ -263,6 +265,22 @@ func claimPod(ns, name, claim, script string) *corev1.Pod {
 	return p
 }
 
+// writtenVolume provisions claim (rbn's class, 32Mi) for a pod named
+// writer that writes "kept" into /data/out and ends, and returns the
+// claim's volume, its node, host and directory on the host.
+func (s *stack) writtenVolume(t *testing.T, ns, claim string) (pv *corev1.PersistentVolume, node string, hostIndex int, dir string) {
+	t.Helper()
+	s.claim(t, ns, claim, ptr.To(hostLocalClass), "32Mi")
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), claimPod(ns, "writer", claim, "echo kept >/data/out"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitPodPhase(t, ns, "writer", corev1.PodSucceeded, 2*time.Minute)
+	pv = s.boundVolume(t, ns, claim)
+	node = pv.Labels[rbnv1.LabelNode]
+	hostIndex = s.HostIndex(t, node)
+	return pv, node, hostIndex, s.checkHostVolume(t, pv, node, hostIndex)
+}
+
 // TestProvisionedVolumeSharedByTwoPods: two pods share one ReadWriteOnce
 // claim, as Kubernetes allows for pods of one node: the second is
 // scheduled to the node of the volume (its node affinity), both run at
@@ -298,9 +316,17 @@ func TestProvisionedVolumeSharedByTwoPods(t *testing.T) {
 // is never made: each host refuses it before anything is created, saying
 // how much is free, and gives the claim back to the scheduler (which tries
 // another node); the pod waits, Pending, and nothing is left on the hosts.
+// rbn-extender would keep such a pod from every host
+// (TestExtenderVolumeSpace); here it does not know the hosts' volume space
+// (as before their first reading, or with facts gone stale), so the
+// provisioner's own check is what stops it.
 func TestProvisionedVolumeNoSpace(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
+	for _, n := range s.volumeNodes(t) {
+		s.override(t, n, `{"volumeFreeBytes": null}`)
+		s.waitExtender(t, n, "volume space unknown", func(d server.NodeDebug) bool { return d.Facts.VolumeFreeBytes == nil })
+	}
 	ns := s.Namespace(t)
 	s.claim(t, ns, "huge", ptr.To(hostLocalClass), "1000Ti")
 	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, claimPod(ns, "huge", "huge", "true"), metav1.CreateOptions{}); err != nil {
@@ -346,15 +372,7 @@ func TestProvisionedVolumeDeletedWhileHostDown(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
 	ns := s.Namespace(t)
-	s.claim(t, ns, "work", ptr.To(hostLocalClass), "32Mi")
-	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, claimPod(ns, "writer", "work", "echo kept >/data/out"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s.WaitPodPhase(t, ns, "writer", corev1.PodSucceeded, 2*time.Minute)
-	pv := s.boundVolume(t, ns, "work")
-	node := pv.Labels[rbnv1.LabelNode]
-	hostIndex := s.HostIndex(t, node)
-	dir := s.checkHostVolume(t, pv, node, hostIndex)
+	pv, node, hostIndex, dir := s.writtenVolume(t, ns, "work")
 	waitFileHas(t, filepath.Join(dir, "data", "out"), "kept", time.Minute)
 	if err := s.Client.CoreV1().Pods(ns).Delete(ctx, "writer", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -578,15 +596,7 @@ func TestProvisionedVolumeAfterReboot(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
 	ns := s.Namespace(t)
-	s.claim(t, ns, "work", ptr.To(hostLocalClass), "32Mi")
-	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, claimPod(ns, "before", "work", "echo kept >/data/out"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s.WaitPodPhase(t, ns, "before", corev1.PodSucceeded, 2*time.Minute)
-	pv := s.boundVolume(t, ns, "work")
-	node := pv.Labels[rbnv1.LabelNode]
-	hostIndex := s.HostIndex(t, node)
-	dir := s.checkHostVolume(t, pv, node, hostIndex)
+	_, node, hostIndex, dir := s.writtenVolume(t, ns, "work")
 
 	s.HostsSh(t, "reboot", strconv.Itoa(hostIndex))
 	if mountedAt(t, dir) {
@@ -602,5 +612,84 @@ func TestProvisionedVolumeAfterReboot(t *testing.T) {
 	}
 	if !mountedAt(t, dir) {
 		t.Fatalf("%s not mounted again", dir)
+	}
+}
+
+// TestVolumeRootWatch: rbn-kubelet reads each node's volume root on its
+// host: the space there is in the node's facts (rbn-extender filters on it)
+// and in rbn's metrics; and volumes that belong to no PersistentVolume (a
+// provisioning cut short whose claim went, a PersistentVolume deleted by
+// hand) are removed once ten minutes old, with a Warning on the
+// RemoteBuildNode, while a live volume and fresh files are kept. The sweep
+// runs when the node is served and every ten minutes: a change of the
+// RemoteBuildNode's labels serves it anew.
+func TestVolumeRootWatch(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	_, node, _, dir := s.writtenVolume(t, ns, "live")
+	root := filepath.Dir(dir)
+
+	// The node's facts say how much a new volume may have there.
+	framework.Eventually(t, "node "+node+" publishing its volume space", time.Minute, func() (bool, string) {
+		n, _ := s.Node(t, node)
+		var facts rbnv1.HostFacts
+		if err := json.Unmarshal([]byte(n.Annotations[rbnv1.AnnotationHostFacts]), &facts); err != nil {
+			return false, err.Error()
+		}
+		return facts.VolumeFreeBytes > 0, fmt.Sprint("volumeFreeBytes ", facts.VolumeFreeBytes)
+	})
+	if s.InCluster {
+		framework.Eventually(t, "rbn_host_volumes of "+node, time.Minute, func() (bool, string) {
+			n := s.kubeletMetricSum(t, "rbn_host_volumes", `node="`+node+`"`)
+			return n >= 1, fmt.Sprint(n)
+		})
+	}
+
+	// An orphan an hour old (a directory and its file system file), and
+	// one made a moment ago.
+	orphan := filepath.Join(root, "pvc-orphan-"+ns)
+	fresh := filepath.Join(root, "pvc-fresh-"+ns)
+	for _, d := range []string{orphan, fresh} {
+		if err := os.MkdirAll(filepath.Join(d, "data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(d); _ = os.Remove(d + ".img") })
+	}
+	if err := os.WriteFile(orphan+".img", []byte("not a file system"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	for _, p := range []string{filepath.Join(orphan, "data"), orphan, orphan + ".img"} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch := fmt.Sprintf(`{"spec":{"labels":{"e2e.rbn.dev/sweep":%q}}}`, ns)
+	s.Kubectl(t, "patch", "remotebuildnode", node, "--type=merge", "-p", patch)
+	t.Cleanup(func() {
+		_, _ = s.KubectlErr("patch", "remotebuildnode", node, "--type=merge", "-p", `{"spec":{"labels":{"e2e.rbn.dev/sweep":null}}}`)
+	})
+	framework.Eventually(t, "the orphan volume swept", 2*time.Minute, func() (bool, string) {
+		if !hasEvent(s.Events(t, "", "RemoteBuildNode", node), "OrphanVolumeRemoved", orphan) {
+			return false, "no OrphanVolumeRemoved event naming it"
+		}
+		return true, ""
+	})
+	for _, p := range []string{orphan, orphan + ".img"} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s left after the sweep (%v)", p, err)
+		}
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("the fresh volume directory went: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "data", "out")); err != nil || strings.TrimSpace(string(b)) != "kept" {
+		t.Fatalf("the live volume's data after the sweep: %q, %v", b, err)
+	}
+	if s.InCluster {
+		framework.Eventually(t, "rbn_host_volume_orphans_removed_total of "+node, time.Minute, func() (bool, string) {
+			n := s.kubeletMetricSum(t, "rbn_host_volume_orphans_removed_total", `node="`+node+`"`)
+			return n >= 1, fmt.Sprint(n)
+		})
 	}
 }

@@ -23,10 +23,13 @@ type PodCounts interface {
 
 // NodeConfig configures a NodeProvider.
 type NodeConfig struct {
-	Name           string
-	Spec           *rbnv1.RemoteBuildNodeSpec // defaulted and valid
-	Host           *Host
-	Pods           PodCounts
+	Name string
+	Spec *rbnv1.RemoteBuildNodeSpec // defaulted and valid
+	Host *Host
+	Pods PodCounts
+	// Volumes is the watch of the node's volume root; nil: its space is
+	// unknown.
+	Volumes        *HostVolumes
 	KubeletAddress string
 	KubeletPort    int32
 	// PodUpdateInterval coalesces node updates caused by pod churn: a burst
@@ -72,11 +75,17 @@ func (p *NodeProvider) Node() *corev1.Node {
 		ObservedAt:         metav1.NewTime(now),
 		Healthy:            health.Ready,
 		TmpFreeBytes:       -1, // podman reports no figure for its temporary area
+		VolumeFreeBytes:    -1,
 		SSHRoundTripMillis: p.cfg.Host.SSH().State().RTT.Milliseconds(),
 		Images:             p.cfg.Host.Images(),
 	}
 	if info != nil && info.StorageTotal > 0 {
 		facts.StorageFreeBytes = int64(info.StorageTotal) - int64(info.StorageUsed)
+	}
+	if p.cfg.Volumes != nil {
+		if sp, ok := p.cfg.Volumes.Space(); ok {
+			facts.VolumeFreeBytes = max(sp.Free(), 0)
+		}
 	}
 	if p.cfg.Pods != nil {
 		facts.RunningPods = p.cfg.Pods.RunningPods()
@@ -121,13 +130,16 @@ func (p *NodeProvider) deliver(ctx context.Context, cb func(*corev1.Node)) bool 
 	}
 }
 
-// Run sends the Node to virtual-kubelet each time the host changes, and
-// after pod churn at most once per PodUpdateInterval, until ctx ends; it
-// returns nil then.
+// Run sends the Node to virtual-kubelet each time the host or the space of
+// its volume root changes, and after pod churn at most once per
+// PodUpdateInterval, until ctx ends; it returns nil then.
 func (p *NodeProvider) Run(ctx context.Context) error {
-	var podsChanged <-chan struct{}
+	var podsChanged, volumesChanged <-chan struct{}
 	for {
 		hostChanged := p.cfg.Host.Changed()
+		if p.cfg.Volumes != nil {
+			volumesChanged = p.cfg.Volumes.Changed()
+		}
 		if p.cfg.Pods != nil {
 			podsChanged = p.cfg.Pods.Changed()
 		}
@@ -142,6 +154,7 @@ func (p *NodeProvider) Run(ctx context.Context) error {
 			return nil
 		case <-hostChanged:
 		case <-p.kick:
+		case <-volumesChanged:
 		case <-podsChanged:
 			t := p.cfg.Clock.NewTimer(p.cfg.PodUpdateInterval)
 			select {

@@ -13,8 +13,10 @@
 //   - Nodes without the label rbn.dev/remote-build-node=true pass the filter
 //     untouched and score as well as the best build host of the same call.
 //   - Filter excludes a build host that is draining, fails its health checks,
-//     has too many recent host-caused failures (optional), or lacks the free
-//     podman storage / temp space the pod needs.
+//     has too many recent host-caused failures (optional), lacks the free
+//     podman storage / temp space the pod needs, or lacks the volume space
+//     the pod's unbound claims of rbn.dev/host-local will take there
+//     (VolumeBytes; the provisioner would refuse them and hand them back).
 //   - Prioritize ranks build hosts by: the pod's images present, then fewer
 //     jobs (with a tolerance, so as not to fight kube-scheduler's own exact
 //     accounting of pods it has just placed), then the pod's native

@@ -26,28 +26,47 @@ type Published struct {
 	Healthy          bool
 	StorageFreeBytes int64
 	// TmpFreeBytes is -1 when rbn-kubelet could not measure it.
-	TmpFreeBytes   int64
-	RunningPods    int
-	RecentFailures int
-	Images         ImageSet
+	TmpFreeBytes int64
+	// VolumeFreeBytes is the space a new rbn.dev/host-local volume may
+	// have on the host; -1 when unknown, also when the annotation lacks the
+	// field (an rbn-kubelet older than it).
+	VolumeFreeBytes int64
+	RunningPods     int
+	RecentFailures  int
+	Images          ImageSet
+}
+
+// publishedJSON is HostFacts as the annotation carries it, with the fields
+// whose absence must read as unknown rather than as Go's zero: a missing
+// volumeFreeBytes is not "0 bytes free" (that would filter every pod with a
+// claim off hosts whose rbn-kubelet predates the field). The outer field
+// shadows HostFacts' of the same JSON name.
+type publishedJSON struct {
+	rbnv1.HostFacts
+	VolumeFreeBytes *int64 `json:"volumeFreeBytes"`
 }
 
 // ParsePublished decodes the rbn.dev/host-facts annotation. Unknown fields
 // are accepted: a newer rbn-kubelet may publish more than this extender
 // reads.
 func ParsePublished(value string) (*Published, error) {
-	var f rbnv1.HostFacts
+	var f publishedJSON
 	if err := json.Unmarshal([]byte(value), &f); err != nil {
 		return nil, fmt.Errorf("annotation %s: %w", rbnv1.AnnotationHostFacts, err)
 	}
 	if f.ObservedAt.IsZero() {
 		return nil, fmt.Errorf("annotation %s: observedAt is missing", rbnv1.AnnotationHostFacts)
 	}
+	volumeFree := int64(-1)
+	if f.VolumeFreeBytes != nil {
+		volumeFree = *f.VolumeFreeBytes
+	}
 	return &Published{
 		ObservedAt:       f.ObservedAt.Time,
 		Healthy:          f.Healthy,
 		StorageFreeBytes: f.StorageFreeBytes,
 		TmpFreeBytes:     f.TmpFreeBytes,
+		VolumeFreeBytes:  volumeFree,
 		RunningPods:      f.RunningPods,
 		RecentFailures:   f.RecentFailures,
 		Images:           NewImageSet(f.Images),
@@ -66,6 +85,7 @@ type Override struct {
 	Healthy          pin[bool]
 	StorageFreeBytes pin[int64]
 	TmpFreeBytes     pin[int64]
+	VolumeFreeBytes  pin[int64]
 	RunningPods      pin[int]
 	RecentFailures   pin[int]
 	Images           pin[ImageSet]
@@ -94,6 +114,8 @@ func ParseOverride(value string) (*Override, error) {
 			err = setPin(&o.StorageFreeBytes, msg, func(v int64) int64 { return v })
 		case "tmpFreeBytes":
 			err = setPin(&o.TmpFreeBytes, msg, func(v int64) int64 { return v })
+		case "volumeFreeBytes":
+			err = setPin(&o.VolumeFreeBytes, msg, func(v int64) int64 { return v })
 		case "runningPods":
 			err = setPin(&o.RunningPods, msg, func(v int) int { return v })
 		case "recentFailures":
@@ -150,8 +172,10 @@ type Facts struct {
 	Healthy          Opt[bool]
 	StorageFreeBytes Opt[int64]
 	TmpFreeBytes     Opt[int64]
-	RunningPods      Opt[int]
-	RecentFailures   Opt[int]
+	// VolumeFreeBytes is the space a new rbn.dev/host-local volume may have.
+	VolumeFreeBytes Opt[int64]
+	RunningPods     Opt[int]
+	RecentFailures  Opt[int]
 	// Images is unknown when Known is false; Value is then nil.
 	Images Opt[ImageSet]
 
@@ -184,6 +208,9 @@ func Resolve(p *Published, o *Override, now time.Time, maxAge time.Duration) Fac
 			if p.TmpFreeBytes >= 0 {
 				f.TmpFreeBytes = known(p.TmpFreeBytes)
 			}
+			if p.VolumeFreeBytes >= 0 {
+				f.VolumeFreeBytes = known(p.VolumeFreeBytes)
+			}
 			f.RunningPods = known(p.RunningPods)
 			f.RecentFailures = known(p.RecentFailures)
 			f.Images = known(p.Images)
@@ -200,6 +227,10 @@ func Resolve(p *Published, o *Override, now time.Time, maxAge time.Duration) Fac
 		o.TmpFreeBytes.apply(&f.TmpFreeBytes)
 		if f.TmpFreeBytes.Known && f.TmpFreeBytes.Value < 0 {
 			f.TmpFreeBytes = Opt[int64]{}
+		}
+		o.VolumeFreeBytes.apply(&f.VolumeFreeBytes)
+		if f.VolumeFreeBytes.Known && f.VolumeFreeBytes.Value < 0 {
+			f.VolumeFreeBytes = Opt[int64]{}
 		}
 		o.RunningPods.apply(&f.RunningPods)
 		o.RecentFailures.apply(&f.RecentFailures)

@@ -13,7 +13,7 @@ import (
 
 func TestResolve(t *testing.T) {
 	fresh := healthy(10*Gi, "localhost/rbn/busybox:1.0")
-	fresh.RunningPods, fresh.RecentFailures, fresh.TmpFreeBytes = 3, 1, 5*Gi
+	fresh.RunningPods, fresh.RecentFailures, fresh.TmpFreeBytes, fresh.VolumeFreeBytes = 3, 1, 5*Gi, 4*Gi
 	stale := fresh
 	stale.ObservedAt = metav1.NewTime(now.Add(-3 * time.Minute))
 	staleSick := stale
@@ -36,7 +36,7 @@ func TestResolve(t *testing.T) {
 			name: "fresh facts: everything known",
 			opts: []func(*corev1.Node){facts(fresh)},
 			check: func(t *testing.T, f Facts) {
-				if !f.Healthy.Value || f.StorageFreeBytes.Value != 10*Gi || f.TmpFreeBytes.Value != 5*Gi ||
+				if !f.Healthy.Value || f.StorageFreeBytes.Value != 10*Gi || f.TmpFreeBytes.Value != 5*Gi || f.VolumeFreeBytes.Value != 4*Gi ||
 					f.RunningPods.Value != 3 || f.RecentFailures.Value != 1 || !f.Images.Value.Has("localhost/rbn/busybox:1.0") {
 					t.Errorf("facts = %+v", f)
 				}
@@ -52,10 +52,47 @@ func TestResolve(t *testing.T) {
 			},
 		},
 		{
+			name: "volumeFreeBytes -1 is unknown",
+			opts: []func(*corev1.Node){facts(healthy(Gi))},
+			check: func(t *testing.T, f Facts) {
+				if f.VolumeFreeBytes.Known {
+					t.Errorf("volume space known: %+v", f.VolumeFreeBytes)
+				}
+			},
+		},
+		{
+			// An rbn-kubelet older than the field: its absence is not "0 bytes free".
+			name: "volumeFreeBytes absent is unknown",
+			opts: []func(*corev1.Node){published(`{"observedAt":"2026-05-01T12:00:00Z","healthy":true,"storageFreeBytes":1073741824,"tmpFreeBytes":-1}`)},
+			check: func(t *testing.T, f Facts) {
+				if f.VolumeFreeBytes.Known || !f.StorageFreeBytes.Known {
+					t.Errorf("facts = %+v", f)
+				}
+			},
+		},
+		{
+			name: "volumeFreeBytes null is unknown",
+			opts: []func(*corev1.Node){published(`{"observedAt":"2026-05-01T12:00:00Z","healthy":true,"volumeFreeBytes":null}`)},
+			check: func(t *testing.T, f Facts) {
+				if f.VolumeFreeBytes.Known {
+					t.Errorf("volume space known: %+v", f.VolumeFreeBytes)
+				}
+			},
+		},
+		{
+			name: "volumeFreeBytes 0 is known",
+			opts: []func(*corev1.Node){published(`{"observedAt":"2026-05-01T12:00:00Z","healthy":true,"volumeFreeBytes":0}`)},
+			check: func(t *testing.T, f Facts) {
+				if !f.VolumeFreeBytes.Known || f.VolumeFreeBytes.Value != 0 {
+					t.Errorf("volume space: %+v", f.VolumeFreeBytes)
+				}
+			},
+		},
+		{
 			name: "stale healthy facts: all unknown",
 			opts: []func(*corev1.Node){facts(stale)},
 			check: func(t *testing.T, f Facts) {
-				if !f.Stale || f.Healthy.Known || f.StorageFreeBytes.Known || f.Images.Known || f.RunningPods.Known {
+				if !f.Stale || f.Healthy.Known || f.StorageFreeBytes.Known || f.VolumeFreeBytes.Known || f.Images.Known || f.RunningPods.Known {
 					t.Errorf("stale facts used: %+v", f)
 				}
 			},
@@ -84,6 +121,33 @@ func TestResolve(t *testing.T) {
 			check: func(t *testing.T, f Facts) {
 				if !f.Healthy.Value || f.StorageFreeBytes.Known {
 					t.Errorf("facts = %+v", f)
+				}
+			},
+		},
+		{
+			name: "override sets volume space over stale facts",
+			opts: []func(*corev1.Node){facts(stale), override(`{"volumeFreeBytes": 1048576}`)},
+			check: func(t *testing.T, f Facts) {
+				if !f.VolumeFreeBytes.Known || f.VolumeFreeBytes.Value != Mi || f.StorageFreeBytes.Known {
+					t.Errorf("facts = %+v", f)
+				}
+			},
+		},
+		{
+			name: "override of volume space: null forgets, negative is unknown",
+			opts: []func(*corev1.Node){facts(fresh), override(`{"volumeFreeBytes": null, "tmpFreeBytes": -1}`)},
+			check: func(t *testing.T, f Facts) {
+				if f.VolumeFreeBytes.Known || f.TmpFreeBytes.Known || f.StorageFreeBytes.Value != 10*Gi {
+					t.Errorf("facts = %+v", f)
+				}
+			},
+		},
+		{
+			name: "override of volume space below 0 is unknown",
+			opts: []func(*corev1.Node){facts(fresh), override(`{"volumeFreeBytes": -1}`)},
+			check: func(t *testing.T, f Facts) {
+				if f.VolumeFreeBytes.Known {
+					t.Errorf("volume space known: %+v", f.VolumeFreeBytes)
 				}
 			},
 		},
@@ -126,6 +190,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "published without observedAt", published: `{"healthy": true}`, want: []string{"observedAt is missing"}},
 		{name: "override not an object", override: `[1]`, want: []string{"must be a JSON object"}},
 		{name: "override null", override: `null`, want: []string{"not null"}},
+		{name: "override: volumeFreeBytes as a quantity", override: `{"volumeFreeBytes": "1Gi"}`, want: []string{"volumeFreeBytes: json"}},
 		{
 			name:     "override: every problem",
 			override: `{"storageFreBytes": 1, "healthy": "yes", "observedAt": "2026-01-01T00:00:00Z"}`,

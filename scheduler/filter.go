@@ -105,6 +105,13 @@ func (c *checker) check(v *NodeView, now time.Time) (reason string, ok bool) {
 		return fmt.Sprintf("rbn: temp area has %s free, pulling the pod's %d image(s) needs %s",
 			HumanBytes(f.TmpFreeBytes.Value), missing, HumanBytes(imageBytes)), false
 	}
+	// The provisioner would refuse the claims on this host and hand them
+	// back to the scheduler: a round trip of a scheduling cycle, a
+	// provisioning attempt and a claim update per host tried.
+	if pod.VolumeBytes > 0 && f.VolumeFreeBytes.Known && pod.VolumeBytes > f.VolumeFreeBytes.Value {
+		return fmt.Sprintf("rbn: build host has %s free for volumes, the pod's unbound claims of %s ask for %s",
+			HumanBytes(f.VolumeFreeBytes.Value), rbnv1.ProvisionerHostLocal, HumanBytes(pod.VolumeBytes)), false
+	}
 	return "", true
 }
 

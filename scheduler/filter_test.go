@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
 func TestFilterNode(t *testing.T) {
@@ -22,6 +24,10 @@ func TestFilterNode(t *testing.T) {
 	failing.RecentFailures = 5
 	lowTmp := healthy(100*Gi, "other:1")
 	lowTmp.TmpFreeBytes = 500 * Mi
+	volumes := func(free int64) rbnv1.HostFacts { f := healthy(100*Gi, img); f.VolumeFreeBytes = free; return f }
+	staleVolumes := volumes(Gi)
+	staleVolumes.ObservedAt = metav1.NewTime(now.Add(-3 * time.Minute))
+	claims2Gi := &PodNeeds{Images: []string{img}, VolumeBytes: 2 * Gi}
 	withImages := func(p Policy) Policy { p.DefaultImageSizeBytes = Gi; return p }
 	withFailLimit := func(p Policy) Policy { p.RecentFailuresLimit = 5; return p }
 
@@ -67,6 +73,33 @@ func TestFilterNode(t *testing.T) {
 			want: []string{"podman storage has 1.0GiB free"},
 		},
 		{name: "override marks healthy", node: node("h", facts(sick), override(`{"healthy": true}`))},
+		{
+			name: "volume space below the claims' need",
+			node: node("h", facts(volumes(Gi))),
+			pod:  claims2Gi,
+			want: []string{"rbn: build host has 1.0GiB free for volumes, the pod's unbound claims of rbn.dev/host-local ask for 2.0GiB"},
+		},
+		{name: "volume space exactly the claims' need", node: node("h", facts(volumes(2*Gi))), pod: claims2Gi},
+		{name: "volume space unknown (-1): passes", node: node("h", facts(volumes(-1))), pod: claims2Gi},
+		{
+			name: "volume space absent (older rbn-kubelet): passes",
+			node: node("h", published(`{"observedAt":"2026-05-01T12:00:00Z","healthy":true,"storageFreeBytes":1,"tmpFreeBytes":-1}`)),
+			pod:  claims2Gi,
+		},
+		{name: "stale volume space is unknown: passes", node: node("h", facts(staleVolumes)), pod: claims2Gi},
+		{name: "no unbound claims: passes with no volume space", node: node("h", facts(volumes(0))), pod: &PodNeeds{Images: []string{img}}},
+		{
+			name: "override lowers volume space",
+			node: node("h", facts(volumes(100*Gi)), override(`{"volumeFreeBytes": 1048576}`)),
+			pod:  claims2Gi,
+			want: []string{"has 1.0MiB free for volumes", "ask for 2.0GiB"},
+		},
+		{
+			name: "podman storage is checked first",
+			node: node("h", facts(healthy(Gi, img)), override(`{"volumeFreeBytes": 0}`)),
+			pod:  &PodNeeds{EphemeralBytes: 2 * Gi, Images: []string{img}, VolumeBytes: Gi},
+			want: []string{"podman storage has 1.0GiB free"},
+		},
 		{name: "unusable override", node: node("h", facts(healthy(100*Gi)), override(`{"healthy": 1}`)), want: []string{"unusable rbn.dev/host-facts-override", "healthy"}},
 	}
 	for _, tt := range tests {

@@ -56,12 +56,18 @@ func facts(f rbnv1.HostFacts) func(*corev1.Node) {
 	}
 }
 
+// published sets the host-facts annotation verbatim, for JSON that
+// rbnv1.HostFacts cannot produce (a field missing, null).
+func published(s string) func(*corev1.Node) {
+	return func(n *corev1.Node) { n.Annotations[rbnv1.AnnotationHostFacts] = s }
+}
+
 func override(s string) func(*corev1.Node) {
 	return func(n *corev1.Node) { n.Annotations[rbnv1.AnnotationHostFactsOverride] = s }
 }
 
 func healthy(free int64, images ...string) rbnv1.HostFacts {
-	return rbnv1.HostFacts{Healthy: true, StorageFreeBytes: free, TmpFreeBytes: -1, Images: images}
+	return rbnv1.HostFacts{Healthy: true, StorageFreeBytes: free, TmpFreeBytes: -1, VolumeFreeBytes: -1, Images: images}
 }
 
 func view(n *corev1.Node, bound int) NodeView {

@@ -16,6 +16,10 @@ type PodNeeds struct {
 	Images []string
 	// NativeArch is the rbnv1.AnnotationNativeArch value, or empty.
 	NativeArch string
+	// VolumeBytes is what the pod's unbound claims of rbn.dev/host-local
+	// will take on the chosen host (VolumeBytes). NeedsOf leaves it 0: it
+	// depends on claims, not on the pod alone.
+	VolumeBytes int64
 }
 
 // NeedsOf reads a pod.

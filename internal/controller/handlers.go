@@ -41,6 +41,31 @@ func (c *Controller) Served(node string) (hostvolume.Runner, *rbnv1.RemoteBuildN
 	return rt.host.SSH(), rt.spec, true
 }
 
+// VolumesChanged has a served node's volume root read again (a volume was
+// made or removed there).
+func (c *Controller) VolumesChanged(node string) {
+	c.mu.Lock()
+	rt, ok := c.runtimes[node]
+	c.mu.Unlock()
+	if ok && rt.volumes != nil {
+		rt.volumes.Poke()
+	}
+}
+
+// HostVolumes returns the watches of the served nodes' volume roots, by
+// node, for rbn's metrics.
+func (c *Controller) HostVolumes() map[string]*provider.HostVolumes {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]*provider.HostVolumes, len(c.runtimes))
+	for name, rt := range c.runtimes {
+		if rt.volumes != nil {
+			out[name] = rt.volumes
+		}
+	}
+	return out
+}
+
 // nodeHandlers serves the kubelet API of a node from its pods. The stats
 // collector lives as long as the runtime: it remembers its previous reading
 // to turn cumulative CPU time into a rate.

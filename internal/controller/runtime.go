@@ -44,6 +44,7 @@ type nodeRuntime struct {
 	hash    string
 	host    *provider.Host
 	spec    *rbnv1.RemoteBuildNodeSpec // defaulted
+	volumes *provider.HostVolumes
 	api     *kubeletapi.NodeHandlers
 	started time.Time
 	parts   *group
@@ -164,8 +165,23 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			releasePort()
 		}
 	}()
+	pvs := d.shared.Core().V1().PersistentVolumes()
+	volumes := provider.NewHostVolumes(provider.HostVolumesConfig{
+		Node: name, Root: spec.Volumes.Root, Host: host, Log: log,
+		Known: func(pv string) (bool, bool) {
+			if !pvs.Informer().HasSynced() {
+				return false, false
+			}
+			_, err := pvs.Lister().Get(pv)
+			return err == nil, err == nil || apierrors.IsNotFound(err)
+		},
+		Event: func(eventType, reason, message string) {
+			recorder.Event(&corev1.ObjectReference{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode", Name: name},
+				eventType, reason, message)
+		},
+	})
 	np := provider.NewNodeProvider(provider.NodeConfig{
-		Name: name, Spec: spec, Host: host, Pods: pods,
+		Name: name, Spec: spec, Host: host, Pods: pods, Volumes: volumes,
 		KubeletAddress: d.cfg.NodeAddress, KubeletPort: port,
 	})
 	initial := np.Node()
@@ -213,6 +229,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	parts := []part{
 		{"node provider", np.Run},
 		{"pods", pods.Run},
+		{"host volumes", volumes.Run},
 		{"node controller", func(ctx context.Context) error {
 			if !hostSettled(ctx, host, d.cfg.SSH.DialTimeout.Duration) {
 				return nil // stopped
@@ -242,7 +259,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}
 		}},
 	}
-	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, api: nodeHandlers(pods), started: d.now()}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()

@@ -19,8 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -229,12 +231,19 @@ func Remove(ctx context.Context, r Runner, v Volume) error {
 
 // Space is the disk space under a volume root.
 type Space struct {
+	// Total is the size of the root's file system.
+	Total int64
 	// Available is what the root's file system has free for unprivileged
 	// writes.
 	Available int64
 	// Promised is what the loop volumes under the root may still take of
 	// it: each one's size less what its file holds already.
 	Promised int64
+	// Volumes counts the loop volumes' files under the root (a volume
+	// being made may have two), Size sums their sizes and Used what they
+	// hold on the disk.
+	Volumes    int
+	Size, Used int64
 }
 
 // Free is the space a new volume may have without taking what existing
@@ -249,16 +258,27 @@ func ReadSpace(ctx context.Context, r Runner, root, except string) (Space, error
 	if _, err := run(ctx, r, "mkdir", root, "mkdir", "-p", "--", root); err != nil {
 		return Space{}, err
 	}
-	out, err := run(ctx, r, "stat -f", root, "stat", "-f", "-c", "%a %S", "--", root)
+	// %b: blocks in all; %a: blocks free for unprivileged users; %S: the
+	// size of a block.
+	out, err := run(ctx, r, "stat -f", root, "stat", "-f", "-c", "%b %a %S", "--", root)
 	if err != nil {
 		return Space{}, err
 	}
 	var sp Space
-	blocks, bsize, err := twoInts(string(out))
-	if err != nil {
-		return Space{}, &Error{Op: "stat -f", Path: root, Err: err}
+	f := strings.Fields(string(out))
+	if len(f) != 3 {
+		return Space{}, &Error{Op: "stat -f", Path: root, Err: fmt.Errorf("unexpected output %q", out)}
 	}
-	sp.Available = blocks * bsize
+	total, avail, err := twoInts(f[0] + " " + f[1])
+	if err == nil {
+		var bsize int64
+		if bsize, err = strconv.ParseInt(f[2], 10, 64); err == nil {
+			sp.Total, sp.Available = total*bsize, avail*bsize
+		}
+	}
+	if err != nil {
+		return Space{}, &Error{Op: "stat -f", Path: root, Err: fmt.Errorf("unexpected output %q", out)}
+	}
 	// %s: the file's size; %b: 512-byte blocks it holds; %f: its name.
 	out, err = run(ctx, r, "find", root, "find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "f",
 		"(", "-name", "*"+imageSuffix, "-o", "-name", "*"+tmpSuffix, ")", "-printf", `%s %b %f\n`)
@@ -277,9 +297,62 @@ func ReadSpace(ctx context.Context, r Runner, root, except string) (Space, error
 		if except != "" && (fields[2] == except+imageSuffix || fields[2] == except+tmpSuffix) {
 			continue
 		}
+		sp.Volumes++
+		sp.Size += size
+		sp.Used += held * 512
 		sp.Promised += max(0, size-held*512)
 	}
 	return sp, nil
+}
+
+// Entry is one volume's files right below a root: its name (a
+// PersistentVolume's), whether it has a file system file, and the newest
+// modification time of its files.
+type Entry struct {
+	Name     string
+	Image    bool
+	Modified time.Time
+}
+
+// List lists the volumes below root, sorted by name: every entry right
+// below it, a file system file and its temporary one counted with the
+// volume they belong to.
+func List(ctx context.Context, r Runner, root string) ([]Entry, error) {
+	// %T@: modification time in seconds since the epoch; %f: the name.
+	out, err := run(ctx, r, "find", root, "find", root, "-mindepth", "1", "-maxdepth", "1", "-printf", `%T@ %f\n`)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*Entry{}
+	for line := range strings.Lines(string(out)) {
+		stamp, name, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		secs, err := strconv.ParseFloat(stamp, 64)
+		if !ok || err != nil || name == "" {
+			return nil, &Error{Op: "find", Path: root, Err: fmt.Errorf("unexpected output %q", line)}
+		}
+		image := false
+		for _, suffix := range []string{tmpSuffix, imageSuffix} {
+			if base, found := strings.CutSuffix(name, suffix); found {
+				name, image = base, true
+				break
+			}
+		}
+		e := byName[name]
+		if e == nil {
+			e = &Entry{Name: name}
+			byName[name] = e
+		}
+		e.Image = e.Image || image
+		if t := time.Unix(0, int64(secs*float64(time.Second))); t.After(e.Modified) {
+			e.Modified = t
+		}
+	}
+	entries := make([]Entry, 0, len(byName))
+	for _, e := range byName {
+		entries = append(entries, *e)
+	}
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+	return entries, nil
 }
 
 // twoInts parses "A B".

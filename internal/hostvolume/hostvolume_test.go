@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -646,7 +647,7 @@ func TestReadSpace(t *testing.T) {
 	const gib = 1 << 30
 	wantArgv := [][]string{
 		argv("mkdir", "-p", "--", root),
-		argv("stat", "-f", "-c", "%a %S", "--", root),
+		argv("stat", "-f", "-c", "%b %a %S", "--", root),
 		argv("find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "f",
 			"(", "-name", "*.img", "-o", "-name", "*.img.tmp", ")", "-printf", `%s %b %f\n`),
 	}
@@ -665,55 +666,57 @@ func TestReadSpace(t *testing.T) {
 	}{
 		{
 			name:    "no volumes",
-			statOut: "1000 4096\n",
-			want:    Space{Available: 4096000}, wantFree: 4096000,
+			statOut: "2000 1000 4096\n",
+			want:    Space{Total: 8192000, Available: 4096000}, wantFree: 4096000,
 			wantCalls: 3,
 		},
 		{
 			name:    "volumes",
-			statOut: "26214400 4096\n", // 100 GiB
+			statOut: "52428800 26214400 4096\n", // 100 GiB of 200
 			// A 10 GiB image holding 1 GiB; a 16 MiB image holding
 			// nothing; a tmp image of 2 GiB holding 2 GiB.
-			findOut:  fmt.Sprintf("%d %d a.img\n%d 0 b c.img\n%d %d d.img.tmp\n", 10*gib, gib/512, MinImageSize, 2*gib, 2*gib/512),
-			want:     Space{Available: 100 * gib, Promised: 9*gib + MinImageSize},
+			findOut: fmt.Sprintf("%d %d a.img\n%d 0 b c.img\n%d %d d.img.tmp\n", 10*gib, gib/512, MinImageSize, 2*gib, 2*gib/512),
+			want: Space{Total: 200 * gib, Available: 100 * gib, Promised: 9*gib + MinImageSize,
+				Volumes: 3, Size: 12*gib + MinImageSize, Used: 3 * gib},
 			wantFree: 100*gib - 9*gib - MinImageSize, wantCalls: 3,
 		},
 		{
 			name:     "file holding more than its size",
-			statOut:  "10 512",
+			statOut:  "20 10 512",
 			findOut:  "100 8 a.img\n4096 4 b.img", // no final newline
-			want:     Space{Available: 5120, Promised: 4096 - 2048},
+			want:     Space{Total: 10240, Available: 5120, Promised: 4096 - 2048, Volumes: 2, Size: 4196, Used: 6144},
 			wantFree: 5120 - 2048, wantCalls: 3,
 		},
 		{
 			name:     "promised beyond available",
-			statOut:  "1 4096\n",
+			statOut:  "1 1 4096\n",
 			findOut:  fmt.Sprintf("%d 0 a.img\n", gib),
-			want:     Space{Available: 4096, Promised: gib},
+			want:     Space{Total: 4096, Available: 4096, Promised: gib, Volumes: 1, Size: gib},
 			wantFree: 4096 - gib, wantCalls: 3,
 		},
 		{
-			name:    "the volume being made is not counted",
-			statOut: "1000 4096\n",
-			except:  "pv-1",
-			findOut: fmt.Sprintf("%d 0 pv-1.img\n%d 0 pv-1.img.tmp\n%d 0 pv-10.img\n", gib, gib, MinImageSize),
-			want:    Space{Available: 4096000, Promised: MinImageSize}, wantFree: 4096000 - MinImageSize,
+			name:      "the volume being made is not counted",
+			statOut:   "1000 1000 4096\n",
+			except:    "pv-1",
+			findOut:   fmt.Sprintf("%d 0 pv-1.img\n%d 0 pv-1.img.tmp\n%d 0 pv-10.img\n", gib, gib, MinImageSize),
+			want:      Space{Total: 4096000, Available: 4096000, Promised: MinImageSize, Volumes: 1, Size: MinImageSize},
+			wantFree:  4096000 - MinImageSize,
 			wantCalls: 3,
 		},
 		{
-			name: "stat prints one field", statOut: "1000\n",
+			name: "stat prints two fields", statOut: "1000 4096\n",
 			wantErr: "unexpected output", wantOp: "stat -f", wantCalls: 2,
 		},
 		{
-			name: "stat prints three fields", statOut: "1 2 3\n",
+			name: "stat prints four fields", statOut: "1 2 3 4\n",
 			wantErr: "unexpected output", wantOp: "stat -f", wantCalls: 2,
 		},
 		{
-			name: "stat prints words", statOut: "lots 4096\n",
+			name: "stat prints words", statOut: "lots 1000 4096\n",
 			wantErr: "unexpected output", wantOp: "stat -f", wantCalls: 2,
 		},
 		{
-			name: "stat prints a bad block size", statOut: "1000 4k\n",
+			name: "stat prints a bad block size", statOut: "2000 1000 4k\n",
 			wantErr: "unexpected output", wantOp: "stat -f", wantCalls: 2,
 		},
 		{
@@ -721,15 +724,15 @@ func TestReadSpace(t *testing.T) {
 			wantErr: "unexpected output", wantOp: "stat -f", wantCalls: 2,
 		},
 		{
-			name: "find prints a bad line", statOut: "1000 4096\n", findOut: "100 8 a.img\n12\n",
+			name: "find prints a bad line", statOut: "2000 1000 4096\n", findOut: "100 8 a.img\n12\n",
 			wantErr: "unexpected output", wantOp: "find", wantCalls: 3,
 		},
 		{
-			name: "find prints a blank line", statOut: "1000 4096\n", findOut: "100 8 a.img\n\n200 0 b.img\n",
+			name: "find prints a blank line", statOut: "2000 1000 4096\n", findOut: "100 8 a.img\n\n200 0 b.img\n",
 			wantErr: "unexpected output", wantOp: "find", wantCalls: 3,
 		},
 		{
-			name: "find prints a bad size", statOut: "1000 4096\n", findOut: "1e9 8 a.img\n",
+			name: "find prints a bad size", statOut: "2000 1000 4096\n", findOut: "1e9 8 a.img\n",
 			wantErr: "unexpected output", wantOp: "find", wantCalls: 3,
 		},
 		{
@@ -741,7 +744,7 @@ func TestReadSpace(t *testing.T) {
 			wantErr: "Input/output error", wantOp: "stat -f", wantCalls: 2, wantExitErrWrap: true,
 		},
 		{
-			name: "find fails", statOut: "1000 4096\n", fail: failOn("find", 1, "find: Permission denied"),
+			name: "find fails", statOut: "2000 1000 4096\n", fail: failOn("find", 1, "find: Permission denied"),
 			wantErr: "Permission denied", wantOp: "find", wantCalls: 3, wantExitErrWrap: true,
 		},
 	} {
@@ -794,5 +797,51 @@ func TestErrorMessage(t *testing.T) {
 	}
 	if !errors.Is(err, exit) {
 		t.Errorf("errors.Is(%v, its ExitError) = false", err)
+	}
+}
+
+func TestList(t *testing.T) {
+	at := func(sec float64) time.Time { return time.Unix(0, int64(sec*float64(time.Second))) }
+	for _, tc := range []struct {
+		name, findOut string
+		want          []Entry
+		wantErr       string
+	}{
+		{name: "empty"},
+		{
+			name: "volumes with and without their files",
+			// pv-b's directory is newer than its file; pv-c is a file
+			// system half made; pv-a a plain directory.
+			findOut: "1700000000.5 pv-b.img\n1700000100.25 pv-b\n1600000000 pv-a\n1700000200 pv-c.img.tmp\n",
+			want: []Entry{
+				{Name: "pv-a", Modified: at(1600000000)},
+				{Name: "pv-b", Image: true, Modified: at(1700000100.25)},
+				{Name: "pv-c", Image: true, Modified: at(1700000200)},
+			},
+		},
+		{name: "a name with a space", findOut: "1 a b\n", want: []Entry{{Name: "a b", Modified: at(1)}}},
+		{name: "no time", findOut: "pv-a\n", wantErr: "unexpected output"},
+		{name: "bad time", findOut: "yesterday pv-a\n", wantErr: "unexpected output"},
+		{name: "no name", findOut: "1 \n", wantErr: "unexpected output"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			h.findOut = tc.findOut
+			got, err := List(t.Context(), h, root)
+			checkCalls(t, h.calls, [][]string{argv("find", root, "-mindepth", "1", "-maxdepth", "1", "-printf", `%T@ %f\n`)})
+			if tc.wantErr != "" {
+				var herr *Error
+				if !errors.As(err, &herr) || herr.Op != "find" || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("List: %v, want a find *Error saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("List:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -280,3 +280,73 @@ func (c hostWorkCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(relayBytes, s.RelayBytes, host)
 	}
 }
+
+// VolumeRoot is a served node's volume root on its build host, as last read
+// (internal/hostvolume's Space), for the volumes of rbn.dev/host-local.
+type VolumeRoot struct {
+	Node string
+	// Known: read at least once; the gauges are left out until then.
+	Known bool
+	// Size and Available are the root file system's; Volumes counts the
+	// volumes' files, VolumesSize sums the sizes they were given and
+	// VolumesUsed what they hold on the disk.
+	Size, Available          int64
+	Volumes                  int
+	VolumesSize, VolumesUsed int64
+	// OrphansRemoved counts the volumes of no PersistentVolume swept.
+	OrphansRemoved uint64
+}
+
+// VolumeRoots lists the served nodes' volume roots at each scrape.
+type VolumeRoots func() []VolumeRoot
+
+var (
+	volumeRootSize = prometheus.NewDesc(Namespace+"_host_volume_root_size_bytes",
+		"Size of the file system of the node's volume root on its build host (spec.volumes.root).",
+		[]string{"node"}, nil)
+	volumeRootAvailable = prometheus.NewDesc(Namespace+"_host_volume_root_available_bytes",
+		"Space free for unprivileged writes on the file system of the node's volume root.",
+		[]string{"node"}, nil)
+	hostVolumes = prometheus.NewDesc(Namespace+"_host_volumes",
+		"Volumes of rbn.dev/host-local on the node's build host (their file system files; one being made may count twice).",
+		[]string{"node"}, nil)
+	hostVolumesSize = prometheus.NewDesc(Namespace+"_host_volumes_size_bytes",
+		"Sizes given to the node's volumes of rbn.dev/host-local, summed: the most they may take of the root's file system.",
+		[]string{"node"}, nil)
+	hostVolumesUsed = prometheus.NewDesc(Namespace+"_host_volumes_used_bytes",
+		"Disk space the node's volumes of rbn.dev/host-local hold on the root's file system.",
+		[]string{"node"}, nil)
+	hostVolumeOrphans = prometheus.NewDesc(Namespace+"_host_volume_orphans_removed_total",
+		"Volumes below the node's volume root that belonged to no PersistentVolume, removed by the sweep.",
+		[]string{"node"}, nil)
+)
+
+type volumeRootCollector struct{ roots VolumeRoots }
+
+// NewVolumeRootCollector reports the volume roots roots lists.
+func NewVolumeRootCollector(roots VolumeRoots) prometheus.Collector {
+	return volumeRootCollector{roots}
+}
+
+func (volumeRootCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{volumeRootSize, volumeRootAvailable, hostVolumes, hostVolumesSize, hostVolumesUsed, hostVolumeOrphans} {
+		ch <- d
+	}
+}
+
+func (c volumeRootCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, node string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, node)
+	}
+	for _, r := range c.roots() {
+		ch <- prometheus.MustNewConstMetric(hostVolumeOrphans, prometheus.CounterValue, float64(r.OrphansRemoved), r.Node)
+		if !r.Known {
+			continue
+		}
+		gauge(volumeRootSize, float64(r.Size), r.Node)
+		gauge(volumeRootAvailable, float64(r.Available), r.Node)
+		gauge(hostVolumes, float64(r.Volumes), r.Node)
+		gauge(hostVolumesSize, float64(r.VolumesSize), r.Node)
+		gauge(hostVolumesUsed, float64(r.VolumesUsed), r.Node)
+	}
+}

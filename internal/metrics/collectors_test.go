@@ -180,3 +180,40 @@ rbn_orphans_removed_total{host="10.0.0.2:22",kind="volume"} 0
 		t.Error(err)
 	}
 }
+
+func TestVolumeRootCollector(t *testing.T) {
+	roots := func() []VolumeRoot {
+		return []VolumeRoot{
+			{Node: "build-1", Known: true, Size: 100 << 30, Available: 60 << 30, Volumes: 2, VolumesSize: 40 << 30, VolumesUsed: 1 << 30, OrphansRemoved: 1},
+			// Not read yet: the sweep's counter only.
+			{Node: "build-2"},
+		}
+	}
+	want := `
+# HELP rbn_host_volume_orphans_removed_total Volumes below the node's volume root that belonged to no PersistentVolume, removed by the sweep.
+# TYPE rbn_host_volume_orphans_removed_total counter
+rbn_host_volume_orphans_removed_total{node="build-1"} 1
+rbn_host_volume_orphans_removed_total{node="build-2"} 0
+# HELP rbn_host_volume_root_available_bytes Space free for unprivileged writes on the file system of the node's volume root.
+# TYPE rbn_host_volume_root_available_bytes gauge
+rbn_host_volume_root_available_bytes{node="build-1"} 6.4424509440e+10
+# HELP rbn_host_volume_root_size_bytes Size of the file system of the node's volume root on its build host (spec.volumes.root).
+# TYPE rbn_host_volume_root_size_bytes gauge
+rbn_host_volume_root_size_bytes{node="build-1"} 1.073741824e+11
+# HELP rbn_host_volumes Volumes of rbn.dev/host-local on the node's build host (their file system files; one being made may count twice).
+# TYPE rbn_host_volumes gauge
+rbn_host_volumes{node="build-1"} 2
+# HELP rbn_host_volumes_size_bytes Sizes given to the node's volumes of rbn.dev/host-local, summed: the most they may take of the root's file system.
+# TYPE rbn_host_volumes_size_bytes gauge
+rbn_host_volumes_size_bytes{node="build-1"} 4.294967296e+10
+# HELP rbn_host_volumes_used_bytes Disk space the node's volumes of rbn.dev/host-local hold on the root's file system.
+# TYPE rbn_host_volumes_used_bytes gauge
+rbn_host_volumes_used_bytes{node="build-1"} 1.073741824e+09
+`
+	if err := testutil.CollectAndCompare(NewVolumeRootCollector(roots), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.CollectAndLint(NewVolumeRootCollector(roots)); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}

@@ -45,6 +45,9 @@ type Hosts interface {
 	// Served returns node's build host and its RemoteBuildNode's
 	// defaulted spec, when this replica serves node.
 	Served(node string) (hostvolume.Runner, *rbnv1.RemoteBuildNodeSpec, bool)
+	// VolumesChanged tells that a volume was made or removed on node's
+	// host: its free space changed.
+	VolumesChanged(node string)
 }
 
 // Provisioner implements the library's Provisioner, Qualifier and
@@ -135,7 +138,9 @@ func (p *Provisioner) Provision(ctx context.Context, o controller.ProvisionOptio
 			Root: vs.Root, Available: space.Available, Taken: space.Promised}
 	}
 	v := hostvolume.Layout(vs.Root, o.PVName, vs.SizeLimit)
-	if err := hostvolume.Create(ctx, r, v, size); err != nil {
+	err = hostvolume.Create(ctx, r, v, size)
+	p.hosts.VolumesChanged(node)
+	if err != nil {
 		// Nothing goes on in the background: the next attempt finishes
 		// what this one began.
 		return nil, controller.ProvisioningFinished, err
@@ -231,7 +236,9 @@ func (p *Provisioner) Delete(ctx context.Context, pv *corev1.PersistentVolume) e
 	if !ok {
 		return &controller.IgnoredError{Reason: "node " + node + " is not served by this replica"}
 	}
-	if err := hostvolume.Remove(ctx, r, v); err != nil {
+	err := hostvolume.Remove(ctx, r, v)
+	p.hosts.VolumesChanged(node)
+	if err != nil {
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 	p.log.Info("volume removed", "node", node, "pv", pv.Name, "dir", v.Dir)

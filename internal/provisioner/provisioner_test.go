@@ -34,6 +34,8 @@ type fakeRunner struct {
 	// fail, when it returns an error for an argv, makes that command fail.
 	fail  func(argv []string) error
 	calls [][]string
+	// changed counts the provisioner's VolumesChanged of this host's node.
+	changed int
 }
 
 func newFakeRunner(t *testing.T, statOut, findOut string) *fakeRunner {
@@ -138,6 +140,13 @@ type served struct {
 // fakeHosts serves the nodes in its map.
 type fakeHosts map[string]served
 
+// VolumesChanged counts the provisioner's calls in the node's runner.
+func (h fakeHosts) VolumesChanged(node string) {
+	if s, ok := h[node]; ok {
+		s.r.changed++
+	}
+}
+
 func (h fakeHosts) Served(node string) (hostvolume.Runner, *rbnv1.RemoteBuildNodeSpec, bool) {
 	s, ok := h[node]
 	if !ok {
@@ -158,9 +167,9 @@ const (
 // statFree is stat -f's output for a file system with n bytes available.
 func statFree(n int64) string {
 	if n%4096 != 0 {
-		return fmt.Sprintf("%d 1\n", n)
+		return fmt.Sprintf("%d %d 1\n", 2*n, n)
 	}
-	return fmt.Sprintf("%d 4096\n", n/4096)
+	return fmt.Sprintf("%d %d 4096\n", 2*n/4096, n/4096)
 }
 
 func newProvisioner(hosts Hosts) *Provisioner {
@@ -805,6 +814,10 @@ func TestProvisionThenDelete(t *testing.T) {
 	}
 	if n := r.mounts[root+"/"+pvName]; n != 0 {
 		t.Errorf("%d mounts left after Delete", n)
+	}
+	// The node's volume root is read again after each.
+	if r.changed != 2 {
+		t.Errorf("VolumesChanged %d times for one volume made and removed, want 2", r.changed)
 	}
 }
 

@@ -8,10 +8,11 @@ import (
 )
 
 // args is extenderv1.ExtenderArgs with only the pod fields the decisions
-// read (scheduler.NeedsOf): the JSON decoder skips everything else without
-// allocating it. Whole pods (env, volumes, status, managed fields) made up
-// most of a call's time and garbage, and so of its tail latency. The field
-// names are ExtenderArgs' Go names, and the pod's its JSON tags.
+// read (scheduler.NeedsOf, scheduler.ClaimNames): the JSON decoder skips
+// everything else without allocating it. Whole pods (env, volume sources,
+// status, managed fields) made up most of a call's time and garbage, and so
+// of its tail latency. The field names are ExtenderArgs' Go names, and the
+// pod's its JSON tags.
 type args struct {
 	Pod       *podFields
 	Nodes     *corev1.NodeList
@@ -29,7 +30,19 @@ type podFields struct {
 		Containers     []containerFields            `json:"containers"`
 		Overhead       corev1.ResourceList          `json:"overhead"`
 		Resources      *corev1.ResourceRequirements `json:"resources"`
+		Volumes        []volumeFields               `json:"volumes"`
 	} `json:"spec"`
+}
+
+// volumeFields is what scheduler.ClaimNames reads of a volume: its name,
+// and which claim it uses. An ephemeral volume's template is skipped: only
+// its presence matters (its claim is named after the pod and the volume).
+type volumeFields struct {
+	Name                  string `json:"name"`
+	PersistentVolumeClaim *struct {
+		ClaimName string `json:"claimName"`
+	} `json:"persistentVolumeClaim"`
+	Ephemeral *struct{} `json:"ephemeral"`
 }
 
 type containerFields struct {
@@ -59,5 +72,17 @@ func (p *podFields) pod() *corev1.Pod {
 		return cs
 	}
 	out.Spec.InitContainers, out.Spec.Containers = conv(p.Spec.InitContainers), conv(p.Spec.Containers)
+	for _, v := range p.Spec.Volumes {
+		vol := corev1.Volume{Name: v.Name}
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			vol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: v.PersistentVolumeClaim.ClaimName}
+		case v.Ephemeral != nil:
+			vol.Ephemeral = &corev1.EphemeralVolumeSource{}
+		default:
+			continue // no claim: nothing the decisions read
+		}
+		out.Spec.Volumes = append(out.Spec.Volumes, vol)
+	}
 	return out
 }

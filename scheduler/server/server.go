@@ -34,6 +34,9 @@ const maxRequestBytes = 64 << 20
 type Source interface {
 	// Ready: the caches have synced.
 	Ready() bool
+	// Claims are the pods' claims and storage classes, for the filter's
+	// volume space check.
+	scheduler.Claims
 	// Views appends a view of each named node to dst, in order.
 	Views(names []string, dst []scheduler.NodeView) []scheduler.NodeView
 	// View is one node's view; false when the node is unknown.
@@ -83,7 +86,7 @@ func New(cfg Config) (http.Handler, error) {
 
 func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !h.src.Ready() {
-		writeText(w, http.StatusServiceUnavailable, "node and pod caches not synced yet")
+		writeText(w, http.StatusServiceUnavailable, "caches (nodes, pods, claims, storage classes) not synced yet")
 		return
 	}
 	writeText(w, http.StatusOK, "ok")
@@ -94,7 +97,7 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
 // names of the Nodes it sent.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request) (*args, *corev1.Pod, []string, int, error) {
 	if !h.src.Ready() {
-		return nil, nil, nil, http.StatusServiceUnavailable, errors.New("rbn-extender: node and pod caches not synced yet")
+		return nil, nil, nil, http.StatusServiceUnavailable, errors.New("rbn-extender: caches (nodes, pods, claims, storage classes) not synced yet")
 	}
 	a, err := decodeArgs(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	if err != nil {
@@ -127,7 +130,11 @@ func (h *handler) filter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	views := h.src.Views(names, make([]scheduler.NodeView, 0, len(names)))
-	res := scheduler.Filter(scheduler.NeedsOf(pod), views, h.now(), h.policy)
+	needs := scheduler.NeedsOf(pod)
+	// Only the filter looks at volumes: prioritize ranks the hosts that
+	// passed, all of which have room.
+	needs.VolumeBytes = scheduler.VolumeBytes(pod, h.src)
+	res := scheduler.Filter(needs, views, h.now(), h.policy)
 	out := extenderv1.ExtenderFilterResult{
 		FailedNodes:                extenderv1.FailedNodesMap{},
 		FailedAndUnresolvableNodes: res.Failed,
@@ -150,7 +157,7 @@ func (h *handler) filter(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 	h.metrics.observe("filter", http.StatusOK, time.Since(start))
 	h.metrics.filtered(len(res.Passed), len(res.Failed))
-	h.log.Debug("filter", "pod", pod.Namespace+"/"+pod.Name, "nodes", len(names),
+	h.log.Debug("filter", "pod", pod.Namespace+"/"+pod.Name, "nodes", len(names), "volumeBytes", needs.VolumeBytes,
 		"passed", len(res.Passed), "failed", res.Failed, "duration", time.Since(start))
 }
 
@@ -200,6 +207,7 @@ type FactsDebug struct {
 	Healthy          *bool      `json:"healthy"`
 	StorageFreeBytes *int64     `json:"storageFreeBytes"`
 	TmpFreeBytes     *int64     `json:"tmpFreeBytes"`
+	VolumeFreeBytes  *int64     `json:"volumeFreeBytes"`
 	RunningPods      *int       `json:"runningPods"`
 	RecentFailures   *int       `json:"recentFailures"`
 	Images           []string   `json:"images"`
@@ -231,6 +239,7 @@ func (h *handler) debugNode(w http.ResponseWriter, r *http.Request) {
 			Healthy:          ptr(f.Healthy),
 			StorageFreeBytes: ptr(f.StorageFreeBytes),
 			TmpFreeBytes:     ptr(f.TmpFreeBytes),
+			VolumeFreeBytes:  ptr(f.VolumeFreeBytes),
 			RunningPods:      ptr(f.RunningPods),
 			RecentFailures:   ptr(f.RecentFailures),
 		},

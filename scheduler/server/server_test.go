@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+	utilptr "k8s.io/utils/ptr"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/scheduler"
@@ -22,10 +24,22 @@ import (
 
 var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-// fakeSource serves fixed views.
+// fakeSource serves fixed views, claims (by namespace/name) and classes.
 type fakeSource struct {
-	ready bool
-	views map[string]scheduler.NodeView
+	ready   bool
+	views   map[string]scheduler.NodeView
+	claims  map[string]*corev1.PersistentVolumeClaim
+	classes map[string]string
+}
+
+func (f *fakeSource) Claim(namespace, name string) (*corev1.PersistentVolumeClaim, bool) {
+	c, ok := f.claims[namespace+"/"+name]
+	return c, ok
+}
+
+func (f *fakeSource) Provisioner(class string) (string, bool) {
+	p, ok := f.classes[class]
+	return p, ok
 }
 
 func (f *fakeSource) Ready() bool { return f.ready }
@@ -53,12 +67,24 @@ func rbnNode(name string, labels, annotations map[string]string) *corev1.Node {
 }
 
 func source() *fakeSource {
-	f := &fakeSource{ready: true, views: map[string]scheduler.NodeView{}}
+	f := &fakeSource{
+		ready: true,
+		views: map[string]scheduler.NodeView{},
+		claims: map[string]*corev1.PersistentVolumeClaim{"ns/work": {
+			ObjectMeta: metav1.ObjectMeta{Name: "work", Namespace: "ns"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				StorageClassName: utilptr.To("rbn-host-local"),
+				Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("2Gi")}},
+			},
+		}},
+		classes: map[string]string{"rbn-host-local": rbnv1.ProvisionerHostLocal},
+	}
 	for _, n := range []*corev1.Node{
 		rbnNode("low-disk", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"storageFreeBytes": 1073741824}`}),
 		rbnNode("draining", map[string]string{rbnv1.LabelDraining: "true"}, nil),
 		rbnNode("has-image", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"images": ["localhost/rbn/only-here:1.0"]}`}),
 		rbnNode("busy", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"images": ["localhost/rbn/other:1.0"]}`}),
+		rbnNode("low-volumes", nil, map[string]string{rbnv1.AnnotationHostFactsOverride: `{"volumeFreeBytes": 1048576}`}),
 		{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 	} {
 		f.views[n.Name] = scheduler.NodeView{Info: scheduler.NewNodeInfo(n), Name: n.Name}
@@ -123,6 +149,41 @@ func TestFilterNodeNames(t *testing.T) {
 	if !strings.Contains(res.FailedAndUnresolvableNodes["low-disk"], "podman storage has 1.0GiB free, the pod needs 2.0GiB") ||
 		!strings.Contains(res.FailedAndUnresolvableNodes["draining"], "draining") || res.Error != "" {
 		t.Errorf("result %+v", res)
+	}
+}
+
+// TestFilterClaims: the pod's unbound claims of rbn.dev/host-local are
+// looked up in the Source and weighed against each host's volume space.
+func TestFilterClaims(t *testing.T) {
+	h := newHandler(t, source())
+	names := []string{"low-volumes", "has-image", "plain"}
+	withClaim := func(claim string) *corev1.Pod {
+		p := testPod()
+		p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
+		}}}
+		return p
+	}
+	for _, tc := range []struct {
+		name, claim, passed, reason string
+	}{
+		{name: "a 2Gi claim", claim: "work", passed: "has-image,plain",
+			reason: "rbn: build host has 1.0MiB free for volumes, the pod's unbound claims of rbn.dev/host-local ask for 2.0GiB"},
+		{name: "a claim not in the cache counts nothing", claim: "unknown", passed: "low-volumes,has-image,plain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := post(t, h, "/filter", extenderv1.ExtenderArgs{Pod: withClaim(tc.claim), NodeNames: &names})
+			var res extenderv1.ExtenderFilterResult
+			if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(*res.NodeNames, ","); got != tc.passed {
+				t.Errorf("passed %s, want %s", got, tc.passed)
+			}
+			if got := res.FailedAndUnresolvableNodes["low-volumes"]; got != tc.reason {
+				t.Errorf("low-volumes: reason %q, want %q", got, tc.reason)
+			}
+		})
 	}
 }
 
@@ -213,8 +274,19 @@ func TestDebugNode(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Facts.StorageFreeBytes == nil || *d.Facts.StorageFreeBytes != 1<<30 || len(d.Overridden) != 1 {
+	if d.Facts.StorageFreeBytes == nil || *d.Facts.StorageFreeBytes != 1<<30 || len(d.Overridden) != 1 || d.Facts.VolumeFreeBytes != nil {
 		t.Errorf("debug %+v", d)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/nodes/low-volumes", nil))
+	d = NodeDebug{}
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	// A pod that declares nothing has no claims: no filter reason.
+	if d.Facts.VolumeFreeBytes == nil || *d.Facts.VolumeFreeBytes != 1<<20 || d.FilterReason != "" ||
+		!strings.Contains(rec.Body.String(), `"volumeFreeBytes":1048576`) {
+		t.Errorf("debug %s", rec.Body)
 	}
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/nodes/nope", nil))
@@ -232,7 +304,15 @@ func TestDecodeKeepsWhatDecisionsRead(t *testing.T) {
 	rich.Spec.Overhead = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("100Mi")}
 	withPodLevel := benchPod()
 	withPodLevel.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("7Gi")}}
-	for name, p := range map[string]*corev1.Pod{"bench pod": benchPod(), "sidecar and overhead": rich, "pod-level resources": withPodLevel, "test pod": testPod()} {
+	withClaims := benchPod()
+	withClaims.Spec.Volumes = append(withClaims.Spec.Volumes,
+		corev1.Volume{Name: "image-vol", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "image-work", ReadOnly: true}}},
+		corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{VolumeClaimTemplate: &corev1.PersistentVolumeClaimTemplate{
+			Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: utilptr.To("rbn-host-local")},
+		}}}},
+		corev1.Volume{Name: "again", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "image-work"}}},
+	)
+	for name, p := range map[string]*corev1.Pod{"bench pod": benchPod(), "sidecar and overhead": rich, "pod-level resources": withPodLevel, "test pod": testPod(), "claims": withClaims} {
 		t.Run(name, func(t *testing.T) {
 			b, err := json.Marshal(extenderv1.ExtenderArgs{Pod: p})
 			if err != nil {
@@ -245,6 +325,9 @@ func TestDecodeKeepsWhatDecisionsRead(t *testing.T) {
 			got, want := scheduler.NeedsOf(a.Pod.pod()), scheduler.NeedsOf(p)
 			if got.EphemeralBytes != want.EphemeralBytes || got.NativeArch != want.NativeArch || strings.Join(got.Images, ",") != strings.Join(want.Images, ",") {
 				t.Errorf("needs from the decoded pod %+v, from the pod %+v", got, want)
+			}
+			if got, want := scheduler.ClaimNames(a.Pod.pod()), scheduler.ClaimNames(p); !slices.Equal(got, want) {
+				t.Errorf("claims of the decoded pod %v, of the pod %v", got, want)
 			}
 			if a.Pod.Metadata.Name != p.Name || a.Pod.Metadata.Namespace != p.Namespace {
 				t.Errorf("name %s/%s", a.Pod.Metadata.Namespace, a.Pod.Metadata.Name)

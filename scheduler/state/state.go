@@ -1,8 +1,10 @@
-// Package state keeps what rbn-extender knows of the cluster, from two
+// Package state keeps what rbn-extender knows of the cluster, from four
 // informers: every Node, parsed into a scheduler.NodeInfo once per change of
-// its labels or annotations, and every bound, not yet terminated pod,
-// indexed by node so that a scheduling call counts a node's pods without
-// listing anything.
+// its labels or annotations; every bound, not yet terminated pod, indexed by
+// node so that a scheduling call counts a node's pods without listing
+// anything; and every PersistentVolumeClaim and StorageClass, slimmed to
+// what tells how much of a host's volume space a pod's claims will take
+// (scheduler.VolumeBytes).
 package state
 
 import (
@@ -14,10 +16,14 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	coreinformers "k8s.io/client-go/informers/core/v1"
+	storageinformers "k8s.io/client-go/informers/storage/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/tools/cache"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
@@ -32,13 +38,15 @@ type Config struct {
 	Client kubernetes.Interface
 }
 
-// Cache is the informer-fed view of nodes and pods. Its methods are safe for
-// concurrent use.
+// Cache is the informer-fed view of nodes, pods, claims and storage classes.
+// Its methods are safe for concurrent use.
 type Cache struct {
-	nodes, pods     cache.SharedIndexInformer
-	nodeReg, podReg cache.ResourceEventHandlerRegistration
-	mu              sync.RWMutex
-	infos           map[string]*scheduler.NodeInfo
+	nodes, pods, claims, classes        cache.SharedIndexInformer
+	nodeReg, podReg, claimReg, classReg cache.ResourceEventHandlerRegistration
+	claimLister                         corelisters.PersistentVolumeClaimLister
+	classLister                         storagelisters.StorageClassLister
+	mu                                  sync.RWMutex
+	infos                               map[string]*scheduler.NodeInfo
 	// log is set by Run before the informers start, so before any handler runs.
 	log *slog.Logger
 }
@@ -68,6 +76,18 @@ func New(cfg Config) (*Cache, error) {
 	if err := c.pods.SetTransform(slimPod); err != nil {
 		return nil, fmt.Errorf("state: pod transform: %w", err)
 	}
+	// Every claim: the API cannot select unbound ones (no field selector
+	// on spec.volumeName), and a claim is small once slimmed.
+	c.claims = coreinformers.NewPersistentVolumeClaimInformer(cfg.Client, metav1.NamespaceAll, 0, cache.Indexers{})
+	c.classes = storageinformers.NewStorageClassInformer(cfg.Client, 0, cache.Indexers{})
+	c.claimLister = corelisters.NewPersistentVolumeClaimLister(c.claims.GetIndexer())
+	c.classLister = storagelisters.NewStorageClassLister(c.classes.GetIndexer())
+	if err := c.claims.SetTransform(slimClaim); err != nil {
+		return nil, fmt.Errorf("state: claim transform: %w", err)
+	}
+	if err := c.classes.SetTransform(slimClass); err != nil {
+		return nil, fmt.Errorf("state: storage class transform: %w", err)
+	}
 	var err error
 	c.nodeReg, err = c.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.setNode(obj) },
@@ -77,10 +97,18 @@ func New(cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: node handler: %w", err)
 	}
-	// A handler with nothing to do, for its HasSynced.
+	// Handlers with nothing to do, for their HasSynced.
 	c.podReg, err = c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{})
 	if err != nil {
 		return nil, fmt.Errorf("state: pod handler: %w", err)
+	}
+	c.claimReg, err = c.claims.AddEventHandler(cache.ResourceEventHandlerFuncs{})
+	if err != nil {
+		return nil, fmt.Errorf("state: claim handler: %w", err)
+	}
+	c.classReg, err = c.classes.AddEventHandler(cache.ResourceEventHandlerFuncs{})
+	if err != nil {
+		return nil, fmt.Errorf("state: storage class handler: %w", err)
 	}
 	return c, nil
 }
@@ -89,15 +117,37 @@ func New(cfg Config) (*Cache, error) {
 func (c *Cache) Run(ctx context.Context) {
 	c.log = logging.FromContext(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.nodes.RunWithContext(ctx) }()
-	go func() { defer wg.Done(); c.pods.RunWithContext(ctx) }()
+	for _, inf := range []cache.SharedIndexInformer{c.nodes, c.pods, c.claims, c.classes} {
+		wg.Add(1)
+		go func() { defer wg.Done(); inf.RunWithContext(ctx) }()
+	}
 	wg.Wait()
 }
 
-// Ready reports whether both informers have listed once and the nodes were
-// parsed: before that, a decision would see an empty cluster.
-func (c *Cache) Ready() bool { return c.nodeReg.HasSynced() && c.podReg.HasSynced() }
+// Ready reports whether every informer has listed once and the nodes were
+// parsed: before that, a decision would see an empty cluster, or pods
+// whose claims it does not know.
+func (c *Cache) Ready() bool {
+	return c.nodeReg.HasSynced() && c.podReg.HasSynced() && c.claimReg.HasSynced() && c.classReg.HasSynced()
+}
+
+// Claim returns a PersistentVolumeClaim as the cache holds it (slimmed:
+// its class, volume name and storage request); false when not in the
+// cache. The caller must not modify it.
+func (c *Cache) Claim(namespace, name string) (*corev1.PersistentVolumeClaim, bool) {
+	pvc, err := c.claimLister.PersistentVolumeClaims(namespace).Get(name)
+	return pvc, err == nil
+}
+
+// Provisioner returns the provisioner of a StorageClass; false when the
+// class is not in the cache.
+func (c *Cache) Provisioner(storageClass string) (string, bool) {
+	sc, err := c.classLister.Get(storageClass)
+	if err != nil {
+		return "", false
+	}
+	return sc.Provisioner, true
+}
 
 // Views appends to dst a view of each named node, in order.
 func (c *Cache) Views(names []string, dst []scheduler.NodeView) []scheduler.NodeView {
@@ -229,5 +279,45 @@ func slimPod(obj any) (any, error) {
 		},
 		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}, nil
+}
+
+// slimClaim keeps what scheduler.VolumeBytes reads of a claim.
+func slimClaim(obj any) (any, error) {
+	c, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            c.Name,
+			Namespace:       c.Namespace,
+			UID:             c.UID,
+			ResourceVersion: c.ResourceVersion,
+		},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: c.Spec.StorageClassName,
+			VolumeName:       c.Spec.VolumeName,
+		},
+	}
+	if q, ok := c.Spec.Resources.Requests[corev1.ResourceStorage]; ok {
+		slim.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: q}
+	}
+	return slim, nil
+}
+
+// slimClass keeps a StorageClass's name and provisioner.
+func slimClass(obj any) (any, error) {
+	sc, ok := obj.(*storagev1.StorageClass)
+	if !ok {
+		return obj, nil
+	}
+	return &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            sc.Name,
+			UID:             sc.UID,
+			ResourceVersion: sc.ResourceVersion,
+		},
+		Provisioner: sc.Provisioner,
 	}, nil
 }

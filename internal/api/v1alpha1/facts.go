@@ -48,6 +48,12 @@ type HostFacts struct {
 	// TmpFreeBytes is the free space of the host's temporary area (image
 	// copies, build scratch); -1 when unknown.
 	TmpFreeBytes int64 `json:"tmpFreeBytes"`
+	// VolumeFreeBytes is the space a new volume of the rbn.dev/host-local
+	// provisioner may have on the host: the free space of the node's volume
+	// root less what the host's volumes were promised and have not written
+	// yet (internal/hostvolume's Space.Free); -1 when unknown (not read
+	// yet, or the host could not be asked).
+	VolumeFreeBytes int64 `json:"volumeFreeBytes"`
 	// RunningPods counts pods rbn-kubelet runs on the host now.
 	RunningPods int `json:"runningPods"`
 	// RecentFailures counts pods that failed on the host for host reasons

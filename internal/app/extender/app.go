@@ -135,8 +135,10 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// logWhenReady says once when the caches have synced: from then on /readyz
-// is ok and decisions are made (before, calls fail with 503).
+// logWhenReady says once when the caches (nodes, pods, claims, storage
+// classes) have synced: from then on /readyz is ok and decisions are made
+// (before, calls fail with 503). Without the RBAC to list one of them, this
+// never comes: the informer's errors in the log say which.
 func logWhenReady(ctx context.Context, cache *state.Cache) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -147,7 +149,7 @@ func logWhenReady(ctx context.Context, cache *state.Cache) {
 		case <-t.C:
 		}
 	}
-	logging.FromContext(ctx).Info("node and pod caches synced: serving decisions")
+	logging.FromContext(ctx).Info("caches of nodes, pods, claims and storage classes synced: serving decisions")
 }
 
 // policy is the decisions' part of a defaulted, valid configuration.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,7 +128,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
-		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)))
+		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
+		metrics.NewVolumeRootCollector(volumeRoots(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -201,6 +204,23 @@ func hostWorks(ctrl *controller.Controller) metrics.HostWorks {
 				Sweeps: sw.Sweeps, SweepsFailed: sw.Failed, Pods: sw.Removed.Pods, Containers: sw.Removed.Containers, Volumes: sw.Removed.Volumes,
 				RelayPulls: rl.Pulls, RelayFailed: rl.Failed, RelayBlobs: rl.Blobs, RelayBytes: rl.Bytes})
 		}
+		return out
+	}
+}
+
+// volumeRoots lists the served nodes' volume roots, as last read, for the
+// metrics, sorted by node.
+func volumeRoots(ctrl *controller.Controller) metrics.VolumeRoots {
+	return func() []metrics.VolumeRoot {
+		watches := ctrl.HostVolumes()
+		out := make([]metrics.VolumeRoot, 0, len(watches))
+		for node, w := range watches {
+			sp, known := w.Space()
+			out = append(out, metrics.VolumeRoot{Node: node, Known: known,
+				Size: sp.Total, Available: sp.Available, Volumes: sp.Volumes, VolumesSize: sp.Size, VolumesUsed: sp.Used,
+				OrphansRemoved: w.Swept()})
+		}
+		slices.SortFunc(out, func(a, b metrics.VolumeRoot) int { return strings.Compare(a.Node, b.Node) })
 		return out
 	}
 }
