@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +32,10 @@ import (
 
 // hostLocalClass is the StorageClass manifests/storage ships.
 const hostLocalClass = "rbn-host-local"
+
+// provisionerFinalizer is sig-storage-lib-external-provisioner's, on the
+// volumes it must delete.
+const provisionerFinalizer = "external-provisioner.volume.kubernetes.io/finalizer"
 
 // claim creates a PersistentVolumeClaim of class (nil: none named) for size.
 func (s *stack) claim(t *testing.T, ns, name string, class *string, size string) *corev1.PersistentVolumeClaim {
@@ -98,6 +104,14 @@ func mountedAt(t *testing.T, dir string) bool {
 	return true
 }
 
+// onNode is the node affinity of a volume on node's host: its
+// rbn.dev/node label, as rbn's provisioner writes it.
+func onNode(node string) *corev1.VolumeNodeAffinity {
+	return &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+		MatchExpressions: []corev1.NodeSelectorRequirement{{Key: rbnv1.LabelNode, Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
+	}}}}
+}
+
 // checkHostVolume checks that pv is a host-local volume of node, below the
 // host's volume root, its file system mounted, and returns its directory.
 func (s *stack) checkHostVolume(t *testing.T, pv *corev1.PersistentVolume, node string, hostIndex int) string {
@@ -113,8 +127,7 @@ func (s *stack) checkHostVolume(t *testing.T, pv *corev1.PersistentVolume, node 
 		t.Fatalf("pv %s: volume dir %s, want one below %s", pv.Name, dir, root)
 	case pv.Annotations["rbn.dev/volume-image"] != dir+".img":
 		t.Fatalf("pv %s: image %q, want %s.img", pv.Name, pv.Annotations["rbn.dev/volume-image"], dir)
-	case pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil ||
-		fmt.Sprint(pv.Spec.NodeAffinity.Required.NodeSelectorTerms) != fmt.Sprint([]corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: rbnv1.LabelNode, Operator: corev1.NodeSelectorOpIn, Values: []string{node}}}}}):
+	case !equality.Semantic.DeepEqual(pv.Spec.NodeAffinity, onNode(node)):
 		t.Fatalf("pv %s: node affinity %+v, want %s in [%s]", pv.Name, pv.Spec.NodeAffinity, rbnv1.LabelNode, node)
 	}
 	if !mountedAt(t, dir) {
@@ -399,7 +412,7 @@ func TestProvisionedVolumeDeletedWhileHostDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pv %s gone while its host was down: %v", pv.Name, err)
 	}
-	if got.Status.Phase != corev1.VolumeReleased || len(got.Finalizers) == 0 {
+	if got.Status.Phase != corev1.VolumeReleased || !slices.Contains(got.Finalizers, provisionerFinalizer) {
 		t.Fatalf("pv %s with its host down: phase %s, finalizers %v, want Released with the provisioner's finalizer", pv.Name, got.Status.Phase, got.Finalizers)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "out")); err != nil {
@@ -476,9 +489,7 @@ func TestStaticVolumes(t *testing.T) {
 
 	t.Run("local", func(t *testing.T) {
 		static("local", corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir}},
-			&corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: rbnv1.LabelNode, Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
-			}}}})
+			onNode(node))
 		p := claimPod(ns, "local", "local", "cat /data/seed; echo written >/data/out")
 		if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -491,6 +502,24 @@ func TestStaticVolumes(t *testing.T) {
 			t.Fatalf("log %q, want the seed the host holds", out)
 		}
 		waitFileHas(t, filepath.Join(dir, "out"), "written", time.Minute)
+	})
+
+	t.Run("hostPath escaping through a symlink", func(t *testing.T) {
+		// Inside the allowlist as written, /etc once resolved on the host.
+		link := filepath.Join(dir, "escape")
+		if err := os.Symlink("/etc", link); err != nil {
+			t.Fatal(err)
+		}
+		static("escape", corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: link}},
+			onNode(node))
+		p := claimPod(ns, "escape", "escape", "cat /data/hostname")
+		if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s.waitEvent(t, ns, "escape", "FailedMount", "resolves on the host to /etc, outside the host paths this node allows")
+		if got := s.Pod(t, ns, "escape"); got.Status.Phase != corev1.PodPending {
+			t.Fatalf("pod escape: %s, want Pending with nothing started", framework.DescribeStatus(got))
+		}
 	})
 
 	t.Run("nfs", func(t *testing.T) {
@@ -587,6 +616,62 @@ volumeBindingMode: WaitForFirstConsumer
 			t.Fatalf(`claim naming class "": class %q, want it kept`, got)
 		}
 	})
+}
+
+// TestProvisionedVolumeRetained: with a class of reclaimPolicy Retain, a
+// deleted claim leaves its PersistentVolume Released, without the
+// provisioner's finalizer, and its data on the host; the PersistentVolume
+// deleted by hand leaves the data too, for the sweep (TestVolumeRootWatch)
+// once it is ten minutes old.
+func TestProvisionedVolumeRetained(t *testing.T) {
+	s := newStack(t)
+	ctx := context.Background()
+	ns := s.Namespace(t)
+	class := "e2e-retain-" + ns
+	s.Apply(t, fmt.Sprintf(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: %s}
+provisioner: rbn.dev/host-local
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Retain
+`, class))
+	t.Cleanup(func() { _, _ = s.KubectlErr("delete", "storageclass", class, "--ignore-not-found") })
+	s.claim(t, ns, "kept", ptr.To(class), "32Mi")
+	if _, err := s.Client.CoreV1().Pods(ns).Create(ctx, claimPod(ns, "writer", "kept", "echo kept >/data/out"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitPodPhase(t, ns, "writer", corev1.PodSucceeded, 2*time.Minute)
+	pv := s.boundVolume(t, ns, "kept")
+	if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
+		t.Fatalf("pv %s: reclaim policy %s, want the class's Retain", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
+	}
+	node := pv.Labels[rbnv1.LabelNode]
+	dir := s.checkHostVolume(t, pv, node, s.HostIndex(t, node))
+	t.Cleanup(func() {
+		_ = exec.Command("umount", dir).Run()
+		_ = os.RemoveAll(dir)
+		_ = os.Remove(dir + ".img")
+	})
+	if err := s.Client.CoreV1().Pods(ns).Delete(ctx, "writer", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, "kept", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, "pv "+pv.Name+" Released", 2*time.Minute, func() (bool, string) {
+		got, err := s.Client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Phase == corev1.VolumeReleased && !slices.Contains(got.Finalizers, provisionerFinalizer),
+			fmt.Sprintf("phase %s, finalizers %v", got.Status.Phase, got.Finalizers)
+	})
+	waitFileHas(t, filepath.Join(dir, "data", "out"), "kept", time.Minute)
+	if err := s.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitVolumeGone(t, pv.Name, time.Minute)
+	waitFileHas(t, filepath.Join(dir, "data", "out"), "kept", time.Minute)
 }
 
 // TestProvisionedVolumeAfterReboot: a host's mounts do not survive its
