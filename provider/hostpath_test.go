@@ -7,9 +7,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -116,5 +118,75 @@ func TestWorkerHostPathSymlink(t *testing.T) {
 	}
 	if len(sources) != 1 || sources[0] != "/data/cache" {
 		t.Errorf("mounted %v at /cache, want the real path /data/cache", sources)
+	}
+}
+
+// TestWorkerClaimVolume: a pod's claim that is not there yet keeps it
+// waiting (ContainerCreating, one FailedMount event per cause, looked at
+// again within a second); once bound to a volume of rbn's provisioner,
+// the volume's file system is mounted on the host before anything of the
+// pod is created (a failure is a FailedMount, retried), and its data
+// directory is what the container mounts.
+func TestWorkerClaimVolume(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	pd.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "image-work"},
+	}}}
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/mnt/image"}}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+
+	res := h.sync()
+	h.wantEvent(h.events(), `Warning FailedMount Unable to attach or mount volumes: volume "work": persistentvolumeclaim "ns/image-work" not found`)
+	if res.next <= 0 || res.next > time.Second {
+		t.Errorf("next sync in %s, want within a second", res.next)
+	}
+	if st := h.state("main"); st.State.Waiting == nil || st.State.Waiting.Reason != "ContainerCreating" {
+		t.Errorf("container state %+v, want waiting in ContainerCreating", st.State)
+	}
+	h.sync()
+	if ev := h.events(); len(ev) > 0 {
+		t.Errorf("the same cause again: events %q, want none", ev)
+	}
+	h.wantCalls("create-pod", 0)
+
+	const dir = "/var/lib/rbn/volumes/pv-1"
+	claim := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "image-work", Namespace: "ns"},
+		Spec:       corev1.PersistentVolumeClaimSpec{VolumeName: "pv-1"},
+		Status:     corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound},
+	}
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "pv-1", Annotations: map[string]string{
+			"pv.kubernetes.io/provisioned-by": rbnv1.ProvisionerHostLocal,
+			rbnv1.AnnotationVolumeDir:         dir, rbnv1.AnnotationVolumeImage: dir + ".img",
+		}},
+		Spec: corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: dir + "/data"}}},
+	}
+	for _, obj := range []any{claim, pv} {
+		if err := h.objects.Add(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.rt.faults = map[string][]error{"mount-volume": {errors.New("mount: /dev/loop7: can't read superblock")}}
+	h.sync()
+	h.wantEvent(h.events(), `Warning FailedMount volume "work": mounting the volume of claim "image-work": mount: /dev/loop7: can't read superblock`)
+	h.wantCalls("create-pod", 0)
+
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	if got := h.rt.called("mount-volume"); len(got) != 2 || got[1] != "mount-volume "+dir+".img "+dir {
+		t.Errorf("mounts %q, want the volume's file system mounted at %s (twice: the first failed)", got, dir)
+	}
+	var sources []string
+	for _, spec := range h.rt.specs {
+		for _, m := range spec.Mounts {
+			if m.Destination == "/mnt/image" {
+				sources = append(sources, m.Source)
+			}
+		}
+	}
+	if len(sources) != 1 || sources[0] != dir+"/data" {
+		t.Errorf("mounted %v at /mnt/image, want %s/data", sources, dir)
 	}
 }

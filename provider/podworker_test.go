@@ -28,7 +28,7 @@ type harness struct {
 	rt    *fakeRuntime
 	clock *testingclock.FakeClock
 	rec   *record.FakeRecorder
-	// objects holds the Secrets, ConfigMaps and RuntimeClasses the pod's
+	// objects holds the Secrets, ConfigMaps, RuntimeClasses, claims and volumes the pod's
 	// listers read.
 	objects cache.Indexer
 	pods    *Pods
@@ -67,6 +67,7 @@ func podsOn(t *testing.T, rt *fakeRuntime, clk *testingclock.FakeClock) *harness
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
 		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx),
 		RuntimeClasses: nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
+		Claims: corev1listers.NewPersistentVolumeClaimLister(idx), Volumes: corev1listers.NewPersistentVolumeLister(idx),
 	}, h.rt)
 	h.pods.NotifyPods(h.ctx, func(p *corev1.Pod) {
 		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {

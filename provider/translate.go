@@ -85,10 +85,7 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 			in.ConfigMaps[name] = c
 		}
 	}
-	in.Claims = p.claims(pd)
-	if v := p.cfg.Spec.Volumes; v != nil {
-		in.VolumeRoot = v.Root
-	}
+	in.Claims, in.VolumeRoot = p.claims(pd), volumeRoot(p.cfg.Spec)
 	if serviceAccountTokenSource(pd) != nil {
 		if token.value == "" {
 			if err := p.requestToken(ctx, pd, token); err != nil {
