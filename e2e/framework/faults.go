@@ -98,5 +98,6 @@ var Catalogue = []CatalogueEntry{
 	{"pod deleted while rbn-kubelet is down", "once served again, the pod gets its preStop hook and SIGTERM within its grace period; nothing is left on the host"},
 	{"host key changed", "rbn never connects, the node is NotReady with HostKeyMismatch and offers no pods"},
 	{"RemoteBuildNode deleted with running pods", "the pods' containers are stopped and removed from the host, the Node goes"},
+	{"SSH dropped when a volume is deleted", "the PersistentVolume waits, Released with its finalizer and its data, and goes with its data once the host is back"},
 	{"rbn-kubelet's credential used to write what it does not serve", "refused by the admission policies: other Nodes, other node Leases, unbound tokens"},
 }
