@@ -26,13 +26,25 @@ const (
 	NotFound
 )
 
+// Bounds are the upper bounds of the latency buckets: from a local
+// inspect's milliseconds to an image pull's minute. A call slower than the
+// last bound is counted in Calls only (Prometheus' +Inf bucket).
+var Bounds = [...]time.Duration{
+	5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute,
+}
+
 // Op is one operation's totals since the Recorder was made: cumulative,
 // never reset. Calls counts the calls that ended, whatever their Result;
 // Errors and NotFound those that ended so (neither counts the other), and
-// the rest succeeded. Duration is the time the calls took, all results.
+// the rest succeeded. Duration is the time the calls took, all results,
+// and Buckets[i] counts those that took more than Bounds[i-1] and at most
+// Bounds[i] (not cumulative).
 type Op struct {
 	Calls, Errors, NotFound uint64
 	Duration                time.Duration
+	Buckets                 [len(Bounds)]uint64
 }
 
 // Succeeded is the number of calls that ended with Success.
@@ -40,7 +52,23 @@ func (o Op) Succeeded() uint64 { return o.Calls - o.Errors - o.NotFound }
 
 // Add returns the totals of o and p together (two clients of one service).
 func (o Op) Add(p Op) Op {
-	return Op{Calls: o.Calls + p.Calls, Errors: o.Errors + p.Errors, NotFound: o.NotFound + p.NotFound, Duration: o.Duration + p.Duration}
+	sum := Op{Calls: o.Calls + p.Calls, Errors: o.Errors + p.Errors, NotFound: o.NotFound + p.NotFound, Duration: o.Duration + p.Duration}
+	for i := range sum.Buckets {
+		sum.Buckets[i] = o.Buckets[i] + p.Buckets[i]
+	}
+	return sum
+}
+
+// Cumulative returns the number of calls that took at most each of
+// Bounds, as a Prometheus histogram's buckets count them.
+func (o Op) Cumulative() [len(Bounds)]uint64 {
+	var out [len(Bounds)]uint64
+	var n uint64
+	for i, c := range o.Buckets {
+		n += c
+		out[i] = n
+	}
+	return out
 }
 
 // Recorder keeps the totals by operation. Its zero value is ready to use;
@@ -66,6 +94,12 @@ func (r *Recorder) Record(op string, res Result, took time.Duration) {
 		o.NotFound++
 	}
 	o.Duration += took
+	for i, b := range Bounds {
+		if took <= b {
+			o.Buckets[i]++
+			break
+		}
+	}
 	r.ops[op] = o
 }
 

@@ -160,8 +160,8 @@ var (
 	podmanRequests = prometheus.NewDesc(Namespace+"_podman_requests_total",
 		"Calls rbn-kubelet made to the build host's podman API, by operation and result (success, error, not_found: an answer that the object does not exist). A call that opens a stream (events, logs, copy_from, attach, exec_start) counts once the stream is open.",
 		[]string{"host", "operation", "result"}, nil)
-	podmanSeconds = prometheus.NewDesc(Namespace+"_podman_request_seconds_total",
-		"Time spent in calls to the build host's podman API, by operation, whatever their result (its rate over the requests' rate: the mean latency). A stream's time is the time podman took to open it.",
+	podmanSeconds = prometheus.NewDesc(Namespace+"_podman_request_duration_seconds",
+		"Latency of calls to the build host's podman API, by operation, whatever their result. A stream's time is the time podman took to open it.",
 		[]string{"host", "operation"}, nil)
 )
 
@@ -193,7 +193,11 @@ func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Succeeded()), k.host, k.op, "success")
 		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Errors), k.host, k.op, "error")
 		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.NotFound), k.host, k.op, "not_found")
-		ch <- prometheus.MustNewConstMetric(podmanSeconds, prometheus.CounterValue, o.Duration.Seconds(), k.host, k.op)
+		buckets := make(map[float64]uint64, len(callstats.Bounds))
+		for i, n := range o.Cumulative() {
+			buckets[callstats.Bounds[i].Seconds()] = n
+		}
+		ch <- prometheus.MustNewConstHistogram(podmanSeconds, o.Calls, o.Duration.Seconds(), buckets, k.host, k.op)
 	}
 }
 

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,28 +97,70 @@ rbn_s3_transfer_attempts_total{direction="upload"} 5
 // Each host's operations become series by result, and their time; two
 // clients on one host add up (never two series with the same labels).
 func TestPodmanCollector(t *testing.T) {
+	type call struct {
+		op   string
+		res  callstats.Result
+		took time.Duration
+	}
+	record := func(calls ...call) map[string]callstats.Op {
+		var r callstats.Recorder
+		for _, c := range calls {
+			r.Record(c.op, c.res, c.took)
+		}
+		return r.Snapshot()
+	}
+	ms := time.Millisecond
 	clients := func() []PodmanClient {
 		return []PodmanClient{
-			{Host: "10.0.0.1:22", Calls: map[string]callstats.Op{
-				"container_start":   {Calls: 5, Errors: 1, Duration: 1500 * time.Millisecond},
-				"container_inspect": {Calls: 4, NotFound: 3, Duration: 200 * time.Millisecond},
-			}},
-			{Host: "10.0.0.2:22", Calls: map[string]callstats.Op{
-				"container_start": {Calls: 2, Errors: 2, Duration: 4 * time.Second},
-			}},
+			{Host: "10.0.0.1:22", Calls: record(
+				call{"container_start", callstats.Success, 300 * ms}, call{"container_start", callstats.Success, 300 * ms},
+				call{"container_start", callstats.Success, 300 * ms}, call{"container_start", callstats.Success, 300 * ms},
+				call{"container_start", callstats.Error, 300 * ms},
+				call{"container_inspect", callstats.Success, 20 * ms}, call{"container_inspect", callstats.NotFound, 60 * ms},
+				call{"container_inspect", callstats.NotFound, 60 * ms}, call{"container_inspect", callstats.NotFound, 60 * ms},
+			)},
+			{Host: "10.0.0.2:22", Calls: record(
+				call{"container_start", callstats.Error, 2 * time.Second}, call{"container_start", callstats.Error, 2 * time.Second},
+			)},
 			// Another podman socket on the first host.
-			{Host: "10.0.0.1:22", Calls: map[string]callstats.Op{
-				"container_start": {Calls: 1, Duration: 500 * time.Millisecond},
-			}},
+			{Host: "10.0.0.1:22", Calls: record(call{"container_start", callstats.Success, 500 * ms})},
+		}
+	}
+	// Bucket bounds in seconds, and a histogram's lines from the cumulative
+	// count at each bound.
+	bounds := []string{"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60"}
+	histogram := func(labels string, sum string, count int, cumulative func(i int) int) string {
+		var b strings.Builder
+		for i, le := range bounds {
+			fmt.Fprintf(&b, "rbn_podman_request_duration_seconds_bucket{%s,le=%q} %d\n", labels, le, cumulative(i))
+		}
+		fmt.Fprintf(&b, "rbn_podman_request_duration_seconds_bucket{%s,le=\"+Inf\"} %d\n", labels, count)
+		fmt.Fprintf(&b, "rbn_podman_request_duration_seconds_sum{%s} %s\n", labels, sum)
+		fmt.Fprintf(&b, "rbn_podman_request_duration_seconds_count{%s} %d\n", labels, count)
+		return b.String()
+	}
+	from := func(first, n int) func(int) int {
+		return func(i int) int {
+			if i >= first {
+				return n
+			}
+			return 0
 		}
 	}
 	want := `
-# HELP rbn_podman_request_seconds_total Time spent in calls to the build host's podman API, by operation, whatever their result (its rate over the requests' rate: the mean latency). A stream's time is the time podman took to open it.
-# TYPE rbn_podman_request_seconds_total counter
-rbn_podman_request_seconds_total{host="10.0.0.1:22",operation="container_inspect"} 0.2
-rbn_podman_request_seconds_total{host="10.0.0.1:22",operation="container_start"} 2
-rbn_podman_request_seconds_total{host="10.0.0.2:22",operation="container_start"} 4
-# HELP rbn_podman_requests_total Calls rbn-kubelet made to the build host's podman API, by operation and result (success, error, not_found: an answer that the object does not exist). A call that opens a stream (events, logs, copy_from, attach, exec_start) counts once the stream is open.
+# HELP rbn_podman_request_duration_seconds Latency of calls to the build host's podman API, by operation, whatever their result. A stream's time is the time podman took to open it.
+# TYPE rbn_podman_request_duration_seconds histogram
+` + histogram(`host="10.0.0.1:22",operation="container_inspect"`, "0.2", 4, func(i int) int {
+		// 20 ms in the 25 ms bucket, 3 x 60 ms in the 100 ms one.
+		switch {
+		case i >= 4:
+			return 4
+		case i >= 2:
+			return 1
+		}
+		return 0
+	}) + histogram(`host="10.0.0.1:22",operation="container_start"`, "2", 6, from(6, 6)) +
+		histogram(`host="10.0.0.2:22",operation="container_start"`, "4", 2, from(8, 2)) + `# HELP rbn_podman_requests_total Calls rbn-kubelet made to the build host's podman API, by operation and result (success, error, not_found: an answer that the object does not exist). A call that opens a stream (events, logs, copy_from, attach, exec_start) counts once the stream is open.
 # TYPE rbn_podman_requests_total counter
 rbn_podman_requests_total{host="10.0.0.1:22",operation="container_inspect",result="error"} 0
 rbn_podman_requests_total{host="10.0.0.1:22",operation="container_inspect",result="not_found"} 3
