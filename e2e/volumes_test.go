@@ -346,14 +346,13 @@ func TestProvisionedVolumeNoSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, "claim huge refused for want of space", 2*time.Minute, func() (bool, string) {
-		events := s.Events(t, ns, "PersistentVolumeClaim", "huge")
-		for _, e := range events {
-			if e.Reason == "ProvisioningFailed" && strings.Contains(e.Message, "but the host has") &&
-				strings.Contains(e.Message, "asking the scheduler for another node") {
+		failed := s.provisioningFailures(t, ns, "huge")
+		for _, msg := range failed {
+			if strings.Contains(msg, "but the host has") && strings.Contains(msg, "asking the scheduler for another node") {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprint(len(events), " events")
+		return false, fmt.Sprint(failed)
 	})
 	c, err := s.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "huge", metav1.GetOptions{})
 	if err != nil {
@@ -401,12 +400,7 @@ func TestProvisionedVolumeDeletedWhileHostDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, "a failed delete of "+pv.Name, 2*time.Minute, func() (bool, string) {
-		for _, e := range s.Events(t, "", "PersistentVolume", pv.Name) {
-			if e.Reason == "VolumeFailedDelete" {
-				return true, ""
-			}
-		}
-		return false, ""
+		return hasEvent(s.Events(t, "", "PersistentVolume", pv.Name), "VolumeFailedDelete", ""), ""
 	})
 	got, err := s.Client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
 	if err != nil {

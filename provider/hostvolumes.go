@@ -172,10 +172,7 @@ func (v *HostVolumes) sweep(ctx context.Context) {
 	v.sweepAt = now.Add(volumeSweepInterval)
 	v.mu.Unlock()
 	for _, e := range orphans {
-		vol := hostvolume.Volume{Dir: v.cfg.Root + "/" + e.Name}
-		if e.Image {
-			vol.Image = vol.Dir + ".img"
-		}
+		vol := e.Volume(v.cfg.Root)
 		if err := hostvolume.Remove(ctx, v.cfg.Host.SSH(), vol); err != nil {
 			v.cfg.Log.Warn("removing an orphan volume", "dir", vol.Dir, "err", err)
 			continue

@@ -72,6 +72,9 @@ func Layout(root, name string, limit rbnv1.VolumeSizeLimit) Volume {
 // Data is the directory pods mount.
 func (v Volume) Data() string { return path.Join(v.Dir, "data") }
 
+// tmpImage is the file a loop volume's file system is made in until whole.
+func (v Volume) tmpImage() string { return strings.TrimSuffix(v.Image, imageSuffix) + tmpSuffix }
+
 // Error is a failed host operation on a volume, with what the host said.
 type Error struct {
 	Op, Path string
@@ -149,7 +152,7 @@ func createImage(ctx context.Context, r Runner, v Volume, size int64) error {
 	if err != nil || ok {
 		return err
 	}
-	tmp := strings.TrimSuffix(v.Image, imageSuffix) + tmpSuffix
+	tmp := v.tmpImage()
 	if _, err := run(ctx, r, "mkdir", path.Dir(v.Image), "mkdir", "-p", "--", path.Dir(v.Image)); err != nil {
 		return err
 	}
@@ -223,7 +226,7 @@ func Remove(ctx context.Context, r Runner, v Volume) error {
 	// directory.
 	argv := []string{"rm", "-rf", "--one-file-system", "--", v.Dir}
 	if v.Image != "" {
-		argv = append(argv, v.Image, strings.TrimSuffix(v.Image, imageSuffix)+tmpSuffix)
+		argv = append(argv, v.Image, v.tmpImage())
 	}
 	_, err := run(ctx, r, "rm", v.Dir, argv...)
 	return err
@@ -264,21 +267,15 @@ func ReadSpace(ctx context.Context, r Runner, root, except string) (Space, error
 	if err != nil {
 		return Space{}, err
 	}
-	var sp Space
 	f := strings.Fields(string(out))
-	if len(f) != 3 {
-		return Space{}, &Error{Op: "stat -f", Path: root, Err: fmt.Errorf("unexpected output %q", out)}
-	}
-	total, avail, err := twoInts(f[0] + " " + f[1])
-	if err == nil {
-		var bsize int64
-		if bsize, err = strconv.ParseInt(f[2], 10, 64); err == nil {
-			sp.Total, sp.Available = total*bsize, avail*bsize
-		}
+	n, err := ints(string(out), f...)
+	if err == nil && len(n) != 3 {
+		err = fmt.Errorf("unexpected output %q", out)
 	}
 	if err != nil {
-		return Space{}, &Error{Op: "stat -f", Path: root, Err: fmt.Errorf("unexpected output %q", out)}
+		return Space{}, &Error{Op: "stat -f", Path: root, Err: err}
 	}
+	sp := Space{Total: n[0] * n[2], Available: n[1] * n[2]}
 	// %s: the file's size; %b: 512-byte blocks it holds; %f: its name.
 	out, err = run(ctx, r, "find", root, "find", root, "-mindepth", "1", "-maxdepth", "1", "-type", "f",
 		"(", "-name", "*"+imageSuffix, "-o", "-name", "*"+tmpSuffix, ")", "-printf", `%s %b %f\n`)
@@ -290,10 +287,11 @@ func ReadSpace(ctx context.Context, r Runner, root, except string) (Space, error
 		if len(fields) != 3 {
 			return Space{}, &Error{Op: "find", Path: root, Err: fmt.Errorf("unexpected output %q", line)}
 		}
-		size, held, err := twoInts(fields[0] + " " + fields[1])
+		n, err := ints(line, fields[0], fields[1])
 		if err != nil {
 			return Space{}, &Error{Op: "find", Path: root, Err: err}
 		}
+		size, held := n[0], n[1]
 		if except != "" && (fields[2] == except+imageSuffix || fields[2] == except+tmpSuffix) {
 			continue
 		}
@@ -312,6 +310,16 @@ type Entry struct {
 	Name     string
 	Image    bool
 	Modified time.Time
+}
+
+// Volume is the entry's volume below root, with its file system file when
+// it has one.
+func (e Entry) Volume(root string) Volume {
+	limit := rbnv1.VolumeSizeLimitNone
+	if e.Image {
+		limit = rbnv1.VolumeSizeLimitLoopFile
+	}
+	return Layout(root, e.Name, limit)
 }
 
 // List lists the volumes below root, sorted by name: every entry right
@@ -355,19 +363,16 @@ func List(ctx context.Context, r Runner, root string) ([]Entry, error) {
 	return entries, nil
 }
 
-// twoInts parses "A B".
-func twoInts(s string) (int64, int64, error) {
-	f := strings.Fields(s)
-	if len(f) != 2 {
-		return 0, 0, fmt.Errorf("unexpected output %q", s)
+// ints parses fields, words of a command's output line, as decimal
+// integers; the error quotes line.
+func ints(line string, fields ...string) ([]int64, error) {
+	out := make([]int64, len(fields))
+	for i, f := range fields {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("unexpected output %q", line)
+		}
+		out[i] = n
 	}
-	a, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("unexpected output %q", s)
-	}
-	b, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("unexpected output %q", s)
-	}
-	return a, b, nil
+	return out, nil
 }

@@ -844,4 +844,11 @@ func TestList(t *testing.T) {
 			}
 		})
 	}
+	// An entry is its volume: with its file system file when it has one.
+	if v := (Entry{Name: "pv-b", Image: true}).Volume(root); v != (Volume{Dir: root + "/pv-b", Image: root + "/pv-b.img"}) {
+		t.Errorf("Volume of a loop entry: %+v", v)
+	}
+	if v := (Entry{Name: "pv-a"}).Volume(root); v != (Volume{Dir: root + "/pv-a"}) {
+		t.Errorf("Volume of a plain entry: %+v", v)
+	}
 }
