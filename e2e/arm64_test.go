@@ -140,10 +140,14 @@ func TestArm64Host(t *testing.T) {
 		}
 		// What the host's own podman reports, asked independently of rbn
 		// (its last line: the emulated podman logs a harmless error about
-		// the machine's x86 /proc/cpuinfo before it).
-		out := strings.TrimSpace(s.MustHostPodman(t, arm.Index, "info", "--format", "{{.Host.Arch}}"))
-		if lines := strings.Split(out, "\n"); lines[len(lines)-1] != "arm64" {
-			t.Errorf("the host's podman reports arch %q, want arm64", out)
+		// the machine's x86 /proc/cpuinfo before it). `podman version`, not
+		// `podman info`: info takes every container's lock and the store's,
+		// and with the pods above starting side by side on the emulated
+		// host it once waited past HostPodman's 2 minutes in a clean-clone
+		// run.
+		out := strings.TrimSpace(s.MustHostPodman(t, arm.Index, "version", "--format", "{{.Client.OsArch}}"))
+		if lines := strings.Split(out, "\n"); lines[len(lines)-1] != "linux/arm64" {
+			t.Errorf("the host's podman reports %q, want linux/arm64", out)
 		}
 		// What an operator sees (docs/operations.md): the x86 nodes amd64, this one arm64.
 		out = s.Kubectl(t, "get", "nodes", "-l", rbnv1.LabelRemoteBuildNode+"=true", "-L", corev1.LabelArchStable, "--no-headers")
