@@ -34,8 +34,26 @@ func untilDeadline(pd *corev1.Pod, now time.Time) (_ time.Duration, ok bool) {
 // reported Failed (DeadlineExceeded) with their final states. The podman
 // objects stay until the pod is deleted, as for any ended pod.
 func (w *podWorker) exceedDeadline(ctx context.Context, pd *corev1.Pod) error {
-	w.p.event(pd, corev1.EventTypeWarning, reasonDeadlineExceeded, messageDeadlineExceeded)
-	grace := podGracePeriod(pd)
+	return w.stopAndFail(ctx, pd, reason{reasonDeadlineExceeded, messageDeadlineExceeded}, podGracePeriod(pd))
+}
+
+// stopGrace is the grace period of stopping a pod for why: none for an
+// eviction for local storage (the kubelet's), the pod's own past its
+// deadline.
+func stopGrace(pd *corev1.Pod, why reason) time.Duration {
+	if why.Reason == reasonEvicted {
+		return 0
+	}
+	return podGracePeriod(pd)
+}
+
+// stopAndFail stops the pod's running containers within grace, then
+// reports it Failed with why (an event with it too, once).
+func (w *podWorker) stopAndFail(ctx context.Context, pd *corev1.Pod, why reason, grace time.Duration) error {
+	if w.stoppedBy == nil || *w.stoppedBy != why {
+		w.p.event(pd, corev1.EventTypeWarning, why.Reason, why.Message)
+	}
+	w.stoppedBy = &why
 	obs, err := w.observe(ctx)
 	if err != nil {
 		return err
@@ -50,7 +68,6 @@ func (w *podWorker) exceedDeadline(ctx context.Context, pd *corev1.Pod) error {
 	if obs, err = w.observe(ctx); err != nil {
 		return err
 	}
-	w.deadlineExceeded = true
 	w.failed = true
 	w.report(ctx, pd, obs)
 	return nil

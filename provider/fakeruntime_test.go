@@ -58,7 +58,9 @@ type fakeRuntime struct {
 	nextID   int
 	files    map[string]string // host path -> type, as stat's %F names it
 	contents map[string]string // host path -> content of a regular file
-	copied   []string          // entries written by CopyInto: "path mode gid"
+	// du is the disk space of host paths, as DiskUsage answers it.
+	du     map[string]int64
+	copied []string // entries written by CopyInto: "path mode gid"
 	// tree is what CopyInto wrote into volumes on the fake host, by host
 	// path (see hostfiles_test.go).
 	tree map[string]fakeEntry
@@ -271,7 +273,8 @@ func (f *fakeRuntime) CreateContainer(_ context.Context, spec *specgen.SpecGener
 	if _, ok := f.ctrs[spec.Name]; ok {
 		return "", fmt.Errorf("create container %s: %w", spec.Name, podman.ErrConflict)
 	}
-	c := &podman.ContainerState{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "image-" + spec.Image}
+	c := &podman.ContainerState{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "image-" + spec.Image,
+		UpperDir: "/overlay/" + spec.Name + "/diff", LogPath: "/containers/" + spec.Name + "/ctr.log"}
 	f.ctrs[spec.Name] = c
 	f.ctrPod[spec.Name] = spec.Pod
 	if f.specs == nil {
@@ -584,6 +587,20 @@ func (f *fakeRuntime) Chmod(_ context.Context, p string, mode uint32) error {
 	defer f.mu.Unlock()
 	f.record("chmod %o %s", mode, p)
 	return nil
+}
+
+// DiskUsage answers f.du for the paths it has.
+func (f *fakeRuntime) DiskUsage(_ context.Context, paths []string) (map[string]int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("du %s", strings.Join(paths, " "))
+	out := map[string]int64{}
+	for _, p := range paths {
+		if n, ok := f.du[p]; ok {
+			out[p] = n
+		}
+	}
+	return out, nil
 }
 
 // FileTail reads a file of the fake host (f.contents), as the containers

@@ -344,7 +344,7 @@ func (w *podWorker) report(ctx context.Context, pd *corev1.Pod, obs map[string]*
 	in := statusInput{
 		Pod: pd, Observed: obs, Waiting: w.waiting, BackOff: w.backoff, Now: w.p.cfg.Clock.Now(),
 		HostIP: w.p.hostIP(), PodIP: w.sandbox.ip, SandboxReady: w.sandbox.ready,
-		Outputs: w.transfers.outputs(w.plan), DeadlineExceeded: w.deadlineExceeded,
+		Outputs: w.transfers.outputs(w.plan), StoppedBy: w.stoppedBy,
 		Probes: w.probes.verdict, Killed: w.killed, Unhealthy: w.unhealthy,
 		External: w.externalConditions(),
 	}
@@ -372,8 +372,10 @@ type statusInput struct {
 	// SandboxReady: the podman pod exists.
 	SandboxReady bool
 	Outputs      outputsState
-	// DeadlineExceeded: rbn stopped the pod past its activeDeadlineSeconds.
-	DeadlineExceeded bool
+	// StoppedBy, when set, is why rbn stopped the pod and failed it: past
+	// its activeDeadlineSeconds (DeadlineExceeded), or evicted for its
+	// local storage (Evicted).
+	StoppedBy *reason
 	// Probes is what the probes say of a running container's run (by
 	// container ID); nil: nothing, every running container is started and
 	// ready.
@@ -427,7 +429,7 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 				_, podLimited := r.Limits[corev1.ResourceMemory]
 				o.memoryLimited = o.memoryLimited || podLimited
 			}
-			o.memoryLimited = o.memoryLimited && !in.DeadlineExceeded
+			o.memoryLimited = o.memoryLimited && in.StoppedBy == nil
 			o.killed = in.Killed
 			if wr, ok := in.Waiting[c.Name]; ok && (o.current == nil || !o.current.Running) {
 				o.waitingReason, o.waitingMessage = wr.Reason, wr.Message
@@ -480,13 +482,20 @@ func podStatus(in statusInput) (_ corev1.PodStatus, awaitingOutputs bool) {
 	}
 	trimMessages(&pd.Spec, &st)
 	st.Phase = podPhase(&pd.Spec, st.InitContainerStatuses, st.ContainerStatuses)
-	if in.DeadlineExceeded {
-		st.Phase, st.Reason, st.Message = corev1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
+	if in.StoppedBy != nil {
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, in.StoppedBy.Reason, in.StoppedBy.Message
 	}
 	outputs, awaitingOutputs := outputsCondition(&st, in.Outputs)
 	st.Conditions = podConditions(&pd.Spec, st.Phase, in.SandboxReady, st.InitContainerStatuses, st.ContainerStatuses, prev.Conditions, in.External, now)
 	if outputs != nil {
 		st.Conditions = append(st.Conditions, withTransitionTime(*outputs, prev.Conditions, now))
+	}
+	if in.StoppedBy != nil && in.StoppedBy.Reason == reasonEvicted {
+		// The kubelet's mark of a pod it evicted (PodDisruptionConditions).
+		st.Conditions = append(st.Conditions, withTransitionTime(corev1.PodCondition{
+			Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+			Reason: "TerminationByKubelet", Message: in.StoppedBy.Message,
+		}, prev.Conditions, now))
 	}
 	if in.PodIP != "" {
 		st.PodIP, st.PodIPs = in.PodIP, []corev1.PodIP{{IP: in.PodIP}}

@@ -74,8 +74,12 @@ type podWorker struct {
 	// messages holds the termination messages read (from the runs' files
 	// or logs), by container ID (see terminationMessages).
 	messages map[string]string
-	// deadlineExceeded: the pod was failed past its activeDeadlineSeconds.
-	deadlineExceeded bool
+	// stoppedBy is why rbn stopped the pod and failed it (past its
+	// activeDeadlineSeconds, evicted for its local storage); nil: it did not.
+	stoppedBy *reason
+	// nextStorageCheck is when the pod's local storage is next measured
+	// against its limits (evict.go).
+	nextStorageCheck time.Time
 	failed           bool   // the pod failed permanently (unsupported spec, deadline)
 	lastErr          string // last sync error reported as an event, to report each once
 	lastNotReady     string // last claim not ready reported as an event (VolumeNotReadyError)
@@ -345,6 +349,10 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	}
 	w.addEphemeral(ctx, pd)
 	w.reportUnapplied(pd)
+	if why := w.stoppedBy; why != nil {
+		// Stopping it failed part way: again.
+		return 0, w.stopAndFail(ctx, pd, *why, stopGrace(pd, *why))
+	}
 	if remaining, ok := untilDeadline(pd, w.p.cfg.Clock.Now()); ok && remaining <= 0 {
 		return 0, w.exceedDeadline(ctx, pd)
 	}
@@ -386,6 +394,10 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 	} else {
 		w.withCarried(obs, w.p.bootID()) // a sandbox made again after a reboot
+	}
+	evicted, storageCheck, err := w.checkStorage(ctx, pd, obs)
+	if evicted || err != nil {
+		return 0, err
 	}
 	next := w.advance(ctx, pd, obs)
 	if err := w.sandbox.settle(); err != nil {
@@ -434,6 +446,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	}
 	if refresh > 0 && (next == 0 || refresh < next) {
 		next = refresh
+	}
+	if storageCheck > 0 && (next == 0 || storageCheck < next) {
+		next = storageCheck
 	}
 	return next, nil
 }

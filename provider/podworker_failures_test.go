@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
@@ -203,13 +202,13 @@ func TestWorkerSpecDecisions(t *testing.T) {
 	t.Run("warned fields run, with an event each", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyNever, "main")
 		c := &pd.Spec.Containers[0]
-		c.Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("1Gi")}
+		c.Ports = []corev1.ContainerPort{{ContainerPort: 53, Protocol: corev1.ProtocolUDP}}
 		h := newHarness(t, pd)
 		h.rt.images["registry.test/main:1"] = true
 		h.sync()
 		h.wantPhase(corev1.PodRunning)
 		ev := h.events()
-		h.wantEvent(ev, `Warning LimitNotEnforced limits.ephemeral-storage of container "main" is not enforced`)
+		h.wantEvent(ev, `Warning PortNotRelayed containerPort 53/UDP of container "main" is not reachable through Services`)
 	})
 	t.Run("a change to the running pod that is not applied", func(t *testing.T) {
 		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))

@@ -71,6 +71,10 @@ type podRuntime interface {
 	// Networks: the node's block of rbn's pod network.
 	networkRuntime
 
+	// DiskUsage is the disk space each path on the host takes, in bytes;
+	// paths gone are absent.
+	DiskUsage(ctx context.Context, paths []string) (map[string]int64, error)
+
 	// Archive copy into and out of a (created) container's file system.
 	CopyInto(ctx context.Context, container, path string, tar io.Reader) error
 	CopyFrom(ctx context.Context, container, path string) (io.ReadCloser, error)
@@ -311,6 +315,39 @@ func (r hostRuntime) Rename(ctx context.Context, from, to string) error {
 		return hostCommandError(err)
 	}
 	return nil
+}
+
+// DiskUsage runs GNU du once for all paths: the disk space each takes
+// (blocks, not apparent size, as the kubelet's figures), staying on its
+// file system. A path that is gone is left out of the answer.
+func (r hostRuntime) DiskUsage(ctx context.Context, paths []string) (map[string]int64, error) {
+	if len(paths) == 0 {
+		return map[string]int64{}, nil
+	}
+	out, err := r.host.SSH().Output(ctx, append([]string{"du", "-s", "-x", "-B1", "-0", "--"}, paths...)...)
+	var exit *sshconn.ExitError
+	if err != nil && !(errors.As(err, &exit) && len(out) > 0) {
+		// du exits 1 for a path gone meanwhile, and says the others.
+		return nil, hostCommandError(err)
+	}
+	return parseDiskUsage(out)
+}
+
+// parseDiskUsage reads du -0's "<bytes>\t<path>\0" records.
+func parseDiskUsage(out []byte) (map[string]int64, error) {
+	sizes := map[string]int64{}
+	for rec := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		if rec == "" {
+			continue
+		}
+		n, p, ok := strings.Cut(rec, "\t")
+		size, err := strconv.ParseInt(n, 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("du: unexpected record %q", rec)
+		}
+		sizes[p] = size
+	}
+	return sizes, nil
 }
 
 // RemovePaths runs rm -rf once for all paths.

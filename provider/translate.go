@@ -57,6 +57,9 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		Network: p.net.name(),
 	}
 	in.AllowedUnsafeSysctls = p.cfg.Spec.AllowedUnsafeSysctls
+	if q := p.cfg.Spec.ContainerLogMaxSize; q != nil {
+		in.ContainerLogMaxBytes = q.Value()
+	}
 	info := p.rt.Info()
 	if info != nil {
 		_, in.NodeAllocatable = node.Resources(p.cfg.Spec, info)

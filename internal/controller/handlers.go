@@ -55,12 +55,24 @@ func (c *Controller) VolumesChanged(node string) {
 // HostVolumes returns the watches of the served nodes' volume roots, by
 // node, for rbn's metrics.
 func (c *Controller) HostVolumes() map[string]*provider.HostVolumes {
+	return servedParts(c, func(rt *nodeRuntime) *provider.HostVolumes { return rt.volumes })
+}
+
+// ImageGCs returns the image garbage collections of the served nodes, by
+// node, for rbn's metrics.
+func (c *Controller) ImageGCs() map[string]*provider.ImageGC {
+	return servedParts(c, func(rt *nodeRuntime) *provider.ImageGC { return rt.imageGC })
+}
+
+// servedParts collects one part of each served node's runtime, by node;
+// nodes without it are left out.
+func servedParts[T any](c *Controller, part func(*nodeRuntime) *T) map[string]*T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]*provider.HostVolumes, len(c.runtimes))
+	out := make(map[string]*T, len(c.runtimes))
 	for name, rt := range c.runtimes {
-		if rt.volumes != nil {
-			out[name] = rt.volumes
+		if p := part(rt); p != nil {
+			out[name] = p
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,6 +46,7 @@ type nodeRuntime struct {
 	host    *provider.Host
 	spec    *rbnv1.RemoteBuildNodeSpec // defaulted
 	volumes *provider.HostVolumes
+	imageGC *provider.ImageGC
 	api     *kubeletapi.NodeHandlers
 	started time.Time
 	parts   *group
@@ -180,6 +182,14 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 				eventType, reason, message)
 		},
 	})
+	imageGC := provider.NewImageGC(provider.ImageGCConfig{
+		Node: name, Policy: spec.ImageGC, Host: host, Log: log,
+		Named: func() []string { return podImageRefs(podInformer.GetStore().List()) },
+		Event: func(eventType, reason, message string) {
+			// On the Node, as the kubelet reports its image collection.
+			recorder.Event(&corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}, eventType, reason, message)
+		},
+	})
 	np := provider.NewNodeProvider(provider.NodeConfig{
 		Name: name, Spec: spec, Host: host, Pods: pods, Volumes: volumes,
 		KubeletAddress: d.cfg.NodeAddress, KubeletPort: port,
@@ -230,6 +240,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		{"node provider", np.Run},
 		{"pods", pods.Run},
 		{"host volumes", volumes.Run},
+		{"image garbage collection", imageGC.Run},
 		{"node controller", func(ctx context.Context) error {
 			if !hostSettled(ctx, host, d.cfg.SSH.DialTimeout.Duration) {
 				return nil // stopped
@@ -259,7 +270,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}
 		}},
 	}
-	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, api: nodeHandlers(pods), started: d.now()}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()
@@ -427,4 +438,23 @@ func podRetry(c config.PodRetryConfiguration) provider.RetryConfig {
 		Sync: c.SyncFailure.Duration, Config: c.ConfigError.Duration, Create: c.CreateFailure.Duration,
 		Teardown: c.Teardown.Duration, Events: c.EventsReopen.Duration,
 	}
+}
+
+// podImageRefs lists the images of the pods (informer objects) that have
+// not ended: the image garbage collection keeps them.
+func podImageRefs(objs []any) []string {
+	var refs []string
+	for _, obj := range objs {
+		pd, ok := obj.(*corev1.Pod)
+		if !ok || pod.Ended(pd.Status.Phase) {
+			continue
+		}
+		for _, c := range slices.Concat(pd.Spec.InitContainers, pd.Spec.Containers) {
+			refs = append(refs, c.Image)
+		}
+		for _, c := range pd.Spec.EphemeralContainers {
+			refs = append(refs, c.Image)
+		}
+	}
+	return refs
 }

@@ -354,3 +354,52 @@ func (c volumeRootCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(hostVolumesUsed, float64(r.VolumesUsed), r.Node)
 	}
 }
+
+// ImageCollection is a node's image garbage collection's totals.
+type ImageCollection struct {
+	Node string
+	// Removed counts the images removed by reason ("space", "age"); Bytes
+	// sums their sizes; Failures counts the collections that failed or
+	// could not free enough.
+	Removed  map[string]uint64
+	Bytes    uint64
+	Failures uint64
+}
+
+// ImageCollections lists the served nodes' image collections at each scrape.
+type ImageCollections func() []ImageCollection
+
+var (
+	imagesRemoved = prometheus.NewDesc(Namespace+"_images_removed_total",
+		"Images the node's image garbage collection removed from its build host, by reason: space (the store above spec.imageGC.highThresholdPercent) or age (unused beyond maximumAge).",
+		[]string{"node", "reason"}, nil)
+	imagesRemovedBytes = prometheus.NewDesc(Namespace+"_images_removed_bytes_total",
+		"Sizes of the images the node's image garbage collection removed, summed (shared layers counted in each).",
+		[]string{"node"}, nil)
+	imageGCFailures = prometheus.NewDesc(Namespace+"_image_gc_failures_total",
+		"Image garbage collections of the node that failed or could not free what they had to (events FreeDiskSpaceFailed, ImageGCFailed).",
+		[]string{"node"}, nil)
+)
+
+type imageCollectionCollector struct{ list ImageCollections }
+
+// NewImageCollectionCollector reports the image collections list lists.
+func NewImageCollectionCollector(list ImageCollections) prometheus.Collector {
+	return imageCollectionCollector{list}
+}
+
+func (imageCollectionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{imagesRemoved, imagesRemovedBytes, imageGCFailures} {
+		ch <- d
+	}
+}
+
+func (c imageCollectionCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, gc := range c.list() {
+		for _, reason := range []string{"age", "space"} {
+			ch <- prometheus.MustNewConstMetric(imagesRemoved, prometheus.CounterValue, float64(gc.Removed[reason]), gc.Node, reason)
+		}
+		ch <- prometheus.MustNewConstMetric(imagesRemovedBytes, prometheus.CounterValue, float64(gc.Bytes), gc.Node)
+		ch <- prometheus.MustNewConstMetric(imageGCFailures, prometheus.CounterValue, float64(gc.Failures), gc.Node)
+	}
+}

@@ -260,3 +260,34 @@ rbn_host_volumes_used_bytes{node="build-1"} 1.073741824e+09
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }
+
+func TestImageCollectionCollector(t *testing.T) {
+	list := func() []ImageCollection {
+		return []ImageCollection{
+			{Node: "build-1", Removed: map[string]uint64{"space": 3, "age": 1}, Bytes: 512 << 20, Failures: 2},
+			{Node: "build-2"},
+		}
+	}
+	want := `
+# HELP rbn_image_gc_failures_total Image garbage collections of the node that failed or could not free what they had to (events FreeDiskSpaceFailed, ImageGCFailed).
+# TYPE rbn_image_gc_failures_total counter
+rbn_image_gc_failures_total{node="build-1"} 2
+rbn_image_gc_failures_total{node="build-2"} 0
+# HELP rbn_images_removed_bytes_total Sizes of the images the node's image garbage collection removed, summed (shared layers counted in each).
+# TYPE rbn_images_removed_bytes_total counter
+rbn_images_removed_bytes_total{node="build-1"} 5.36870912e+08
+rbn_images_removed_bytes_total{node="build-2"} 0
+# HELP rbn_images_removed_total Images the node's image garbage collection removed from its build host, by reason: space (the store above spec.imageGC.highThresholdPercent) or age (unused beyond maximumAge).
+# TYPE rbn_images_removed_total counter
+rbn_images_removed_total{node="build-1",reason="age"} 1
+rbn_images_removed_total{node="build-1",reason="space"} 3
+rbn_images_removed_total{node="build-2",reason="age"} 0
+rbn_images_removed_total{node="build-2",reason="space"} 0
+`
+	if err := testutil.CollectAndCompare(NewImageCollectionCollector(list), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.CollectAndLint(NewImageCollectionCollector(list)); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}

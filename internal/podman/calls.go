@@ -45,6 +45,7 @@ const (
 	opImageTag     = "image_tag"
 	opImageUntag   = "image_untag"
 	opImageList    = "image_list"
+	opImageRemove  = "image_remove"
 
 	opPodCreate  = "pod_create"
 	opPodStart   = "pod_start"

@@ -25,6 +25,10 @@ type ContainerState struct {
 	FinishedAt time.Time
 	ImageID    string
 	ImageName  string
+	// UpperDir is the container's writable layer on the host (overlay's
+	// upper directory; "" with other storage drivers), LogPath its log
+	// file ("" with the journald driver).
+	UpperDir, LogPath string
 	// IPAddress is the container's address on its first network (for a
 	// pod's infra container: the pod's IP).
 	IPAddress string
@@ -126,6 +130,12 @@ func (c *Client) InspectContainer(ctx context.Context, name string) (_ *Containe
 // containerState is what rbn reads of an inspected container.
 func containerState(d *define.InspectContainerData) *ContainerState {
 	s := &ContainerState{ID: d.ID, Name: d.Name, ImageID: d.Image, ImageName: d.ImageName}
+	if d.GraphDriver != nil {
+		s.UpperDir = d.GraphDriver.Data["UpperDir"]
+	}
+	if hc := d.HostConfig; hc != nil && hc.LogConfig != nil {
+		s.LogPath = hc.LogConfig.Path
+	}
 	if d.Config != nil {
 		s.Labels = d.Config.Labels
 	}
@@ -153,6 +163,10 @@ type ContainerSummary struct {
 	Name   string
 	Labels map[string]string
 	State  string
+	// ImageID is the image it was made from.
+	ImageID string
+	// Infra: the infra container of a podman pod.
+	Infra bool
 }
 
 // ListContainers lists all containers (running or not) carrying every given label.
@@ -172,7 +186,7 @@ func (c *Client) ListContainers(ctx context.Context, labels map[string]string) (
 		if len(l.Names) > 0 {
 			name = l.Names[0]
 		}
-		out = append(out, ContainerSummary{ID: l.ID, Name: name, Labels: l.Labels, State: l.State})
+		out = append(out, ContainerSummary{ID: l.ID, Name: name, Labels: l.Labels, State: l.State, ImageID: l.ImageID, Infra: l.IsInfra})
 	}
 	return out, nil
 }

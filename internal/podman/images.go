@@ -2,8 +2,10 @@ package podman
 
 import (
 	"context"
+	"errors"
 	"io"
-	"sort"
+	"slices"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
 )
@@ -96,9 +98,18 @@ func (c *Client) UntagImage(ctx context.Context, nameOrID, repo, tag string) (er
 	return wrap("untag "+repo+":"+tag+" from "+nameOrID, images.Untag(cctx, nameOrID, tag, repo, nil))
 }
 
-// ListImages returns the references (repo:tag and repo@digest) of every
-// image in the host's store, sorted.
-func (c *Client) ListImages(ctx context.Context) (_ []string, err error) {
+// ImageSummary is an image of the host's store as listed.
+type ImageSummary struct {
+	ID string
+	// Names are its references: repo:tag and repo@digest.
+	Names []string
+	// Size is the image's size, its layers shared with others included.
+	Size    int64
+	Created time.Time
+}
+
+// ListImageSummaries lists the images of the host's store.
+func (c *Client) ListImageSummaries(ctx context.Context) (_ []ImageSummary, err error) {
 	cctx, end, err := c.call(ctx, opImageList)
 	if err != nil {
 		return nil, err
@@ -108,16 +119,42 @@ func (c *Client) ListImages(ctx context.Context) (_ []string, err error) {
 	if err != nil {
 		return nil, wrap("list images", err)
 	}
-	seen := map[string]bool{}
-	var refs []string
+	out := make([]ImageSummary, 0, len(list))
 	for _, im := range list {
+		s := ImageSummary{ID: im.ID, Size: im.Size, Created: time.Unix(im.Created, 0)}
 		for _, r := range append(append([]string(nil), im.RepoTags...), im.RepoDigests...) {
-			if r != "" && r != "<none>:<none>" && !seen[r] {
-				seen[r] = true
-				refs = append(refs, r)
+			if r != "" && r != "<none>:<none>" && !slices.Contains(s.Names, r) {
+				s.Names = append(s.Names, r)
 			}
 		}
+		out = append(out, s)
 	}
-	sort.Strings(refs)
-	return refs, nil
+	return out, nil
+}
+
+// ListImages returns the references (repo:tag and repo@digest) of every
+// image in the host's store, sorted.
+func (c *Client) ListImages(ctx context.Context) ([]string, error) {
+	list, err := c.ListImageSummaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var refs []string
+	for _, im := range list {
+		refs = append(refs, im.Names...)
+	}
+	slices.Sort(refs)
+	return slices.Compact(refs), nil
+}
+
+// RemoveImage removes the image id and every name it has. It fails, and
+// removes nothing, while a container was made from it.
+func (c *Client) RemoveImage(ctx context.Context, id string) (err error) {
+	cctx, end, err := c.call(ctx, opImageRemove)
+	if err != nil {
+		return err
+	}
+	defer end(&err)
+	_, errs := images.Remove(cctx, []string{id}, nil)
+	return wrap("remove image "+id, errors.Join(errs...))
 }

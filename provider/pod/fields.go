@@ -154,7 +154,7 @@ var Fields = append([]FieldDecision{
 	{"spec.containers[].env[].valueFrom.secretKeyRef", Implemented, "A missing Secret or key keeps the pod waiting (CreateContainerConfigError) unless optional."},
 	{"spec.containers[].env[].valueFrom.fileKeyRef", Refused, "Refused (UnsupportedField): the volume it reads lives on the build host, filled after the plan is made."},
 
-	{"spec.containers[].resources.limits", Implemented, "cpu as a CFS quota and memory as a memory limit without swap, as the kubelet sets them. ephemeral-storage is not enforced (LimitNotEnforced event): the kubelet evicts a pod over it, rbn does not. hugepages and extended resources cannot be scheduled here: the node does not offer them."},
+	{"spec.containers[].resources.limits", Implemented, "cpu as a CFS quota and memory as a memory limit without swap, as the kubelet sets them. ephemeral-storage as the kubelet's eviction manager does: the container's writable layer and log are measured on the host every 15 s, and past the limit the pod is evicted (Failed, reason Evicted, the kubelet's message, a DisruptionTarget condition), as it is when its containers and disk emptyDirs together pass the sum of their limits. hugepages and extended resources cannot be scheduled here: the node does not offer them."},
 	{"spec.containers[].resources.requests", Implemented, "cpu as CPU shares, as the kubelet computes them; the other requests are the scheduler's."},
 	{"spec.containers[].resources.claims", Refused, "Refused (UnsupportedField): dynamic resource allocation is not supported."},
 
@@ -222,7 +222,7 @@ var Fields = append([]FieldDecision{
 	{"spec.volumes[].hostPath.type", Implemented, "Checked on the host (GNU stat) before the pod's sandbox is created, as the kubelet checks it before mounting: DirectoryOrCreate and FileOrCreate create a missing path, and every type then requires the path to be what it names; a failed check keeps the pod waiting with FailedMount events and is retried. Empty (the default) checks nothing: the path is bind-mounted as it is, and must exist. A type the API does not define is refused (InvalidSpec)."},
 
 	{"spec.volumes[].emptyDir.medium", Implemented, "\"\" (the host's disk) or Memory (a tmpfs); HugePages are refused (UnsupportedVolume)."},
-	{"spec.volumes[].emptyDir.sizeLimit", Implemented, "Bounds a Memory emptyDir's tmpfs (with the pod's memory limit, as the kubelet does). On disk it is not enforced (LimitNotEnforced event): the kubelet evicts a pod over it, rbn does not."},
+	{"spec.volumes[].emptyDir.sizeLimit", Implemented, "Bounds a Memory emptyDir's tmpfs (with the pod's memory limit, as the kubelet does). On disk the directory is measured on the host every 15 s and the pod evicted past the limit, as by the kubelet (Failed, reason Evicted, the kubelet's message)."},
 	{"spec.volumes[].emptyDir.mode", Refused, "Refused (UnsupportedVolume): podman creates a volume's directory with its own mode."},
 
 	{"spec.volumes[].configMap.name", Implemented, "Read from the pod's namespace."},

@@ -88,6 +88,9 @@ type Input struct {
 	// that this node allows (the kubelet's --allowed-unsafe-sysctls): names,
 	// or prefixes ending in "*".
 	AllowedUnsafeSysctls []string
+	// ContainerLogMaxBytes bounds each container's log file (the node's
+	// spec.containerLogMaxSize); 0: the host's podman default.
+	ContainerLogMaxBytes int64
 	// RootlessHost: the host's podman runs rootless, where it creates no
 	// pod cgroup, so pod-level resources cannot be enforced.
 	RootlessHost bool
@@ -122,6 +125,10 @@ type Plan struct {
 	// by dotted name; set on the pod's network and IPC namespaces, which
 	// every container shares.
 	Sysctls map[string]string
+	// ContainerLogMaxBytes: each container's log is a file that conmon
+	// starts again empty when it reaches this size; 0: the host's podman
+	// decides (its log driver and size).
+	ContainerLogMaxBytes int64 `json:",omitempty"`
 	// OCIRuntime is the host's OCI runtime that runs the pod's containers,
 	// the handler of its RuntimeClass; empty: podman's default.
 	OCIRuntime string
@@ -174,8 +181,6 @@ type Plan struct {
 
 // Reasons of the Warning events for Plan.Warnings.
 const (
-	// WarningNotEnforced: a limit the kubelet enforces by eviction is not enforced.
-	WarningNotEnforced = "LimitNotEnforced"
 	// WarningStdinOnce: stdinOnce is not passed to podman.
 	WarningStdinOnce = "StdinOnceIgnored"
 	// WarningPortNotRelayed: a UDP or SCTP port, which Services cannot

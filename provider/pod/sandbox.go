@@ -75,6 +75,7 @@ func (t *translator) sandbox(plan *Plan) error {
 			return err
 		}
 	}
+	plan.ContainerLogMaxBytes = t.in.ContainerLogMaxBytes
 	if plan.OCIRuntime, err = t.runtimeHandler(); err != nil {
 		return err
 	}

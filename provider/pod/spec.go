@@ -108,6 +108,11 @@ func ContainerSpec(c Container, p *Plan, attempt int, podID string, mountpoints 
 	// The RuntimeClass's handler, for every container of the pod; the infra
 	// container keeps podman's default, as a pod's cannot be chosen.
 	s.OCIRuntime = p.OCIRuntime
+	if p.ContainerLogMaxBytes > 0 {
+		// k8s-file, whatever the host's default: journald's size is the
+		// host's journal's, not the container's.
+		s.LogConfiguration = &specgen.LogConfig{Driver: "k8s-file", Size: p.ContainerLogMaxBytes}
+	}
 	s.ResourceLimits = resourceLimits(c.MemoryLimitBytes, c.CPUShares, c.CPUQuotaMicros, c.CPUPeriodMicros)
 
 	vols := make(map[string]*Volume, len(p.Volumes))

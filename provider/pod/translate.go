@@ -314,10 +314,6 @@ func (t *translator) container(field string, c *corev1.Container, init bool, vol
 
 // containerWarnings lists what the container runs without (Plan.Warnings).
 func (t *translator) containerWarnings(field string, c *corev1.Container) {
-	if lim, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok && !lim.IsZero() {
-		t.warn(field+".resources.limits", WarningNotEnforced,
-			"limits.ephemeral-storage of container %q is not enforced: the kubelet evicts a pod over it, rbn does not", c.Name)
-	}
 	for i, p := range c.Ports {
 		if p.Protocol == corev1.ProtocolUDP || p.Protocol == corev1.ProtocolSCTP {
 			t.warn(fmt.Sprintf("%s.ports[%d].protocol", field, i), WarningPortNotRelayed,

@@ -39,6 +39,7 @@ type goldenCase struct {
 	HostRuntimes         []string `json:"hostRuntimes,omitempty"`
 	AllowedUnsafeSysctls []string `json:"allowedUnsafeSysctls,omitempty"`
 	RootlessHost         bool     `json:"rootlessHost,omitempty"`
+	ContainerLogMaxBytes int64    `json:"containerLogMaxBytes,omitempty"`
 	// HostResolvConf is the build host's resolv.conf, as text.
 	HostResolvConf *string `json:"hostResolvConf,omitempty"`
 	Network        string  `json:"network,omitempty"`
@@ -70,6 +71,7 @@ func (gc *goldenCase) input() Input {
 		HostRuntimes:         gc.HostRuntimes,
 		AllowedUnsafeSysctls: gc.AllowedUnsafeSysctls,
 		RootlessHost:         gc.RootlessHost,
+		ContainerLogMaxBytes: gc.ContainerLogMaxBytes,
 		Network:              gc.Network,
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},

@@ -113,8 +113,8 @@ func fieldNames(src any) string {
 func (t *translator) emptyDir(field, name string, src *corev1.EmptyDirVolumeSource) (Volume, error) {
 	vol := Volume{K8sName: name, Kind: VolumeEmptyDir, PodmanName: VolumeName(t.pod.UID, name)}
 	if src.SizeLimit != nil {
-		// Kept for disk too, though only a tmpfs enforces it: the kubelet
-		// enforces it on disk by evicting the pod, which rbn does not do.
+		// A tmpfs's size; on disk the pod is evicted past it, as by the
+		// kubelet (provider's checkStorage).
 		vol.SizeLimitBytes = src.SizeLimit.Value()
 	}
 	if src.Mode != nil {
@@ -124,10 +124,6 @@ func (t *translator) emptyDir(field, name string, src *corev1.EmptyDirVolumeSour
 	}
 	switch src.Medium {
 	case corev1.StorageMediumDefault:
-		if vol.SizeLimitBytes > 0 {
-			t.warn(field+".sizeLimit", WarningNotEnforced,
-				"sizeLimit of emptyDir %q is not enforced on disk: the kubelet evicts a pod over it, rbn does not (a Memory emptyDir's limit is enforced)", name)
-		}
 	case corev1.StorageMediumMemory:
 		vol.Tmpfs = true
 		vol.SizeLimitBytes = tmpfsSize(vol.SizeLimitBytes, t.pod)

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
 // Default fills unset optional fields. It is the one place defaults live and
 // returns a copy: the stored object is never modified.
 func Default(in *RemoteBuildNodeSpec) *RemoteBuildNodeSpec {
@@ -24,6 +29,26 @@ func Default(in *RemoteBuildNodeSpec) *RemoteBuildNodeSpec {
 	}
 	if out.Volumes.SizeLimit == "" {
 		out.Volumes.SizeLimit = VolumeSizeLimitLoopFile
+	}
+	if out.ContainerLogMaxSize == nil {
+		out.ContainerLogMaxSize = ptr.To(DefaultContainerLogMaxSize.DeepCopy())
+	}
+	if out.ImageGC == nil {
+		out.ImageGC = &ImageGCSpec{}
+	}
+	if gc := out.ImageGC; gc != nil {
+		if gc.HighThresholdPercent == nil {
+			gc.HighThresholdPercent = ptr.To[int32](DefaultImageGCHighThresholdPercent)
+		}
+		if gc.LowThresholdPercent == nil {
+			gc.LowThresholdPercent = ptr.To[int32](DefaultImageGCLowThresholdPercent)
+		}
+		if gc.MinimumAge == nil {
+			gc.MinimumAge = &metav1.Duration{Duration: DefaultImageMinimumGCAge}
+		}
+		if gc.MaximumAge == nil {
+			gc.MaximumAge = &metav1.Duration{}
+		}
 	}
 	if out.MaxPods == 0 {
 		out.MaxPods = DefaultMaxPods

@@ -1,7 +1,10 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -143,7 +146,80 @@ type RemoteBuildNodeSpec struct {
 	// rbn.dev/host-local) for pods of this node.
 	// +optional
 	Volumes *VolumesSpec `json:"volumes,omitempty"`
+
+	// ContainerLogMaxSize bounds each container's log file on the host, as
+	// the kubelet's containerLogMaxSize and containerLogMaxFiles together
+	// bound its log files: podman's conmon writes the log as a file
+	// (podman's k8s-file driver, whatever the host's default) and, when the
+	// file reaches this size, starts it again empty, so `kubectl logs` then
+	// shows what came after. Default 100Mi: the file holds podman's
+	// timestamp and stream tag on every line (about 36 bytes), and a build's
+	// log is its record, so the one file gets twice the kubelet's 5 files of
+	// 10Mi. At least 1Mi.
+	// +optional
+	ContainerLogMaxSize *resource.Quantity `json:"containerLogMaxSize,omitempty"`
+
+	// ImageGC says when rbn removes images from the host's podman store, as
+	// the kubelet's image garbage collection does: when the store's file
+	// system is fuller than highThresholdPercent, unused images go, least
+	// recently used first, until it is down to lowThresholdPercent.
+	// +optional
+	ImageGC *ImageGCSpec `json:"imageGC,omitempty"`
 }
+
+// ImageGCSpec configures a host's image garbage collection. The fields and
+// their defaults are the KubeletConfiguration's (imageGCHighThresholdPercent,
+// imageGCLowThresholdPercent, imageMinimumGCAge, imageMaximumGCAge).
+//
+// An image is unused when no container on the host (of any pod, ended or
+// not, and of anything else podman runs there) was made from it, and no pod
+// of the node that has not ended names it. Every unused image may go, not
+// only those rbn pulled: a build host is the cluster's, as a kubelet's node
+// is. Pinned keeps the ones an operator wants kept.
+type ImageGCSpec struct {
+	// HighThresholdPercent of the store's file system in use starts a
+	// collection. Default 85; 100 turns collection by disk use off.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	HighThresholdPercent *int32 `json:"highThresholdPercent,omitempty"`
+
+	// LowThresholdPercent is what a collection frees down to. Default 80;
+	// must be below highThresholdPercent.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	LowThresholdPercent *int32 `json:"lowThresholdPercent,omitempty"`
+
+	// MinimumAge: an image first seen on the host less than this long ago
+	// is never removed (it may be about to be used). Default 2m.
+	// +optional
+	MinimumAge *metav1.Duration `json:"minimumAge,omitempty"`
+
+	// MaximumAge: an image unused for longer than this is removed whatever
+	// the disk use. Default 0: never for age alone.
+	// +optional
+	MaximumAge *metav1.Duration `json:"maximumAge,omitempty"`
+
+	// Pinned images are never removed: references as a pod names them
+	// (registry.example/builder:1, or by digest).
+	// +optional
+	Pinned []string `json:"pinned,omitempty"`
+}
+
+// DefaultContainerLogMaxSize and MinContainerLogMaxSize bound
+// spec.containerLogMaxSize.
+var (
+	DefaultContainerLogMaxSize = resource.MustParse("100Mi")
+	MinContainerLogMaxSize     = resource.MustParse("1Mi")
+)
+
+// Defaults of the image garbage collection: the kubelet's.
+const (
+	DefaultImageGCHighThresholdPercent = 85
+	DefaultImageGCLowThresholdPercent  = 80
+	DefaultImageMinimumGCAge           = 2 * time.Minute
+)
 
 // VolumesSpec configures a host's dynamically provisioned volumes.
 type VolumesSpec struct {

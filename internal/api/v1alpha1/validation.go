@@ -1,16 +1,20 @@
 package v1alpha1
 
 import (
+	"fmt"
 	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/component-helpers/node/util/sysctl"
+
+	"github.com/remote-build-nodes/rbn/internal/imageref"
 )
 
 // hostLabels are set from the host's own facts and may not be overridden.
@@ -96,6 +100,50 @@ func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
 		}
 	}
 	errs = append(errs, validateUnsafeSysctls(p.Child("allowedUnsafeSysctls"), spec.AllowedUnsafeSysctls)...)
+	if q := spec.ContainerLogMaxSize; q != nil && q.Cmp(MinContainerLogMaxSize) < 0 {
+		errs = append(errs, field.Invalid(p.Child("containerLogMaxSize"), q.String(), "must be at least "+MinContainerLogMaxSize.String()))
+	}
+	errs = append(errs, validateImageGC(p.Child("imageGC"), spec.ImageGC)...)
+	return errs
+}
+
+// validateImageGC applies the kubelet's rules for its image garbage
+// collection settings.
+func validateImageGC(fp *field.Path, gc *ImageGCSpec) field.ErrorList {
+	if gc == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	high, low := gc.HighThresholdPercent, gc.LowThresholdPercent
+	for _, th := range []struct {
+		name string
+		v    *int32
+	}{{"highThresholdPercent", high}, {"lowThresholdPercent", low}} {
+		if th.v != nil && (*th.v < 0 || *th.v > 100) {
+			errs = append(errs, field.Invalid(fp.Child(th.name), *th.v, "must be between 0 and 100"))
+		}
+	}
+	if high != nil && low != nil && *low >= *high {
+		errs = append(errs, field.Invalid(fp.Child("lowThresholdPercent"), *low,
+			fmt.Sprintf("must be below highThresholdPercent (%d)", *high)))
+	}
+	for _, d := range []struct {
+		name string
+		v    *metav1.Duration
+	}{{"minimumAge", gc.MinimumAge}, {"maximumAge", gc.MaximumAge}} {
+		if d.v != nil && d.v.Duration < 0 {
+			errs = append(errs, field.Invalid(fp.Child(d.name), d.v.Duration.String(), "must not be negative"))
+		}
+	}
+	if gc.MinimumAge != nil && gc.MaximumAge != nil && gc.MaximumAge.Duration > 0 && gc.MaximumAge.Duration < gc.MinimumAge.Duration {
+		errs = append(errs, field.Invalid(fp.Child("maximumAge"), gc.MaximumAge.Duration.String(),
+			fmt.Sprintf("must be 0 or at least minimumAge (%s)", gc.MinimumAge.Duration)))
+	}
+	for i, ref := range gc.Pinned {
+		if _, err := imageref.Normalize(ref); err != nil {
+			errs = append(errs, field.Invalid(fp.Child("pinned").Index(i), ref, err.Error()))
+		}
+	}
 	return errs
 }
 

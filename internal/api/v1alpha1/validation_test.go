@@ -5,10 +5,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 )
 
 // minimalSpec sets only the required fields.
@@ -32,6 +35,9 @@ func TestDefault(t *testing.T) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{{Key: "rbn.dev/remote-build-node", Value: "true", Effect: corev1.TaintEffectNoSchedule}}
 				s.Volumes = &VolumesSpec{Root: "/var/lib/rbn/volumes", SizeLimit: VolumeSizeLimitLoopFile}
+				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](85), LowThresholdPercent: ptr.To[int32](80),
+					MinimumAge: &metav1.Duration{Duration: 2 * time.Minute}, MaximumAge: &metav1.Duration{}}
+				s.ContainerLogMaxSize = ptr.To(resource.MustParse("100Mi"))
 			},
 		},
 		{
@@ -40,11 +46,17 @@ func TestDefault(t *testing.T) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
 				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
 				s.Volumes = &VolumesSpec{Root: "/srv/volumes", SizeLimit: VolumeSizeLimitNone}
+				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](0),
+					MinimumAge: &metav1.Duration{}, MaximumAge: &metav1.Duration{Duration: time.Hour}, Pinned: []string{"registry.test/builder:1"}}
+				s.ContainerLogMaxSize = ptr.To(resource.MustParse("2Gi"))
 			},
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
 				s.Taints, s.ImagePull = custom, ImagePullThroughKubelet
 				s.Volumes = &VolumesSpec{Root: "/srv/volumes", SizeLimit: VolumeSizeLimitNone}
+				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](0),
+					MinimumAge: &metav1.Duration{}, MaximumAge: &metav1.Duration{Duration: time.Hour}, Pinned: []string{"registry.test/builder:1"}}
+				s.ContainerLogMaxSize = ptr.To(resource.MustParse("2Gi"))
 			},
 		},
 		{
@@ -54,6 +66,9 @@ func TestDefault(t *testing.T) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods, s.ImagePull = 22, "root", "/run/podman/podman.sock", 110, ImagePullDirect
 				s.Taints = []corev1.Taint{}
 				s.Volumes = &VolumesSpec{Root: "/var/lib/rbn/volumes", SizeLimit: VolumeSizeLimitLoopFile}
+				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](85), LowThresholdPercent: ptr.To[int32](80),
+					MinimumAge: &metav1.Duration{Duration: 2 * time.Minute}, MaximumAge: &metav1.Duration{}}
+				s.ContainerLogMaxSize = ptr.To(resource.MustParse("100Mi"))
 			},
 		},
 	}
@@ -175,6 +190,18 @@ func TestValidate(t *testing.T) {
 		{name: "unclean volume root", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/var/lib/rbn/" }, want: []string{invalid("spec.volumes.root")}},
 		{name: "volume root /", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/" }, want: []string{forbidden("spec.volumes.root")}},
 		{name: "unknown volume size limit", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.SizeLimit = "Quota" }, want: []string{notSupported("spec.volumes.sizeLimit")}},
+		{name: "container log max size 1Mi", mutate: func(s *RemoteBuildNodeSpec) { s.ContainerLogMaxSize = ptr.To(resource.MustParse("1Mi")) }},
+		{name: "container log max size below 1Mi", mutate: func(s *RemoteBuildNodeSpec) { s.ContainerLogMaxSize = ptr.To(resource.MustParse("1000Ki")) }, want: []string{invalid("spec.containerLogMaxSize")}},
+		{name: "image GC thresholds 100 and 0", mutate: func(s *RemoteBuildNodeSpec) {
+			s.ImageGC.HighThresholdPercent, s.ImageGC.LowThresholdPercent = ptr.To[int32](100), ptr.To[int32](0)
+		}},
+		{name: "image GC threshold above 100", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.HighThresholdPercent = ptr.To[int32](101) }, want: []string{invalid("spec.imageGC.highThresholdPercent")}},
+		{name: "image GC low threshold negative", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.LowThresholdPercent = ptr.To[int32](-1) }, want: []string{invalid("spec.imageGC.lowThresholdPercent")}},
+		{name: "image GC low threshold not below high", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.LowThresholdPercent = ptr.To[int32](85) }, want: []string{invalid("spec.imageGC.lowThresholdPercent")}},
+		{name: "image GC negative minimum age", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.MinimumAge.Duration = -time.Second }, want: []string{invalid("spec.imageGC.minimumAge")}},
+		{name: "image GC maximum age below minimum", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.MaximumAge.Duration = time.Minute }, want: []string{invalid("spec.imageGC.maximumAge")}},
+		{name: "image GC maximum age", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.MaximumAge.Duration = 24 * time.Hour }},
+		{name: "image GC pinned reference invalid", mutate: func(s *RemoteBuildNodeSpec) { s.ImageGC.Pinned = []string{"registry.test/builder:1", "Builder:latest"} }, want: []string{invalid("spec.imageGC.pinned[1]")}},
 
 		// Taints.
 		{name: "no taints", mutate: func(s *RemoteBuildNodeSpec) { s.Taints = nil }},

@@ -129,7 +129,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
 		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
-		metrics.NewVolumeRootCollector(volumeRoots(ctrl)))
+		metrics.NewVolumeRootCollector(volumeRoots(ctrl)),
+		metrics.NewImageCollectionCollector(imageCollections(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -221,6 +222,21 @@ func volumeRoots(ctrl *controller.Controller) metrics.VolumeRoots {
 				OrphansRemoved: w.Swept()})
 		}
 		slices.SortFunc(out, func(a, b metrics.VolumeRoot) int { return strings.Compare(a.Node, b.Node) })
+		return out
+	}
+}
+
+// imageCollections lists the served nodes' image garbage collections'
+// totals for the metrics, sorted by node.
+func imageCollections(ctrl *controller.Controller) metrics.ImageCollections {
+	return func() []metrics.ImageCollection {
+		gcs := ctrl.ImageGCs()
+		out := make([]metrics.ImageCollection, 0, len(gcs))
+		for node, gc := range gcs {
+			st := gc.Stats()
+			out = append(out, metrics.ImageCollection{Node: node, Removed: st.Removed, Bytes: st.Bytes, Failures: st.Failures})
+		}
+		slices.SortFunc(out, func(a, b metrics.ImageCollection) int { return strings.Compare(a.Node, b.Node) })
 		return out
 	}
 }

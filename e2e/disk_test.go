@@ -1,0 +1,251 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/e2e/framework"
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+)
+
+// TestImageGarbageCollection: a build host's podman store above the node's
+// spec.imageGC.highThresholdPercent loses its unused images, as a kubelet's
+// node does, and keeps the image of a running pod and the pinned ones; when
+// it cannot get down to lowThresholdPercent the Node says so with the
+// kubelet's FreeDiskSpaceFailed warning, and rbn's metrics count the
+// removals.
+//
+// The thresholds are set so that any host is above them (1% and 0%): the
+// test's own images are the only unpinned ones, and every other image of
+// the host is pinned, so the tests after this one find the host's store as
+// it was, less the test's unused image.
+func TestImageGarbageCollection(t *testing.T) {
+	s := newStack(t)
+	reg := s.registry(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	s.pullSecret(t, ns, "regcred", reg, reg["PASSWORD"])
+
+	// The unused image: pulled by a pod that ran and went, with its
+	// containers.
+	s.runImageOnNode(t, ns, "pull-extra", node, reg["IMAGE_EXTRA"], "regcred", "true")
+	done := s.Pod(t, ns, "pull-extra")
+	s.Kubectl(t, "-n", ns, "delete", "pod", "pull-extra", "--wait=true")
+	framework.Eventually(t, "pull-extra's containers gone from the host", time.Minute, func() (bool, string) {
+		objs := s.HostObjects(t, host, string(done.UID))
+		return len(objs) == 0, fmt.Sprint(objs)
+	})
+	// The image in use: a running pod's.
+	s.imagePod(t, ns, "running", node, reg["IMAGE"], "regcred", `      command: [sleep, "3600"]`)
+	s.WaitPodPhase(t, ns, "running", corev1.PodRunning, 3*time.Minute)
+
+	images := s.hostImages(t, host)
+	for _, ref := range []string{reg["IMAGE"], reg["IMAGE_EXTRA"]} {
+		if !slices.Contains(images, ref) {
+			t.Fatalf("%s not on the host before the collection: %v", ref, images)
+		}
+	}
+	var pinned []string
+	for _, ref := range images {
+		if ref != reg["IMAGE"] && ref != reg["IMAGE_EXTRA"] {
+			pinned = append(pinned, ref)
+		}
+	}
+	policy, err := json.Marshal(map[string]any{"spec": map[string]any{"imageGC": map[string]any{
+		"highThresholdPercent": 1, "lowThresholdPercent": 0, "minimumAge": "0s", "pinned": pinned,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	s.patchNodeSpec(t, node, string(policy), `{"spec":{"imageGC":null}}`)
+
+	framework.Eventually(t, reg["IMAGE_EXTRA"]+" removed from the host", 2*time.Minute, func() (bool, string) {
+		now := s.hostImages(t, host)
+		return !slices.Contains(now, reg["IMAGE_EXTRA"]), fmt.Sprint(now)
+	})
+	after := s.hostImages(t, host)
+	for _, ref := range append([]string{reg["IMAGE"]}, pinned...) {
+		if !slices.Contains(after, ref) {
+			t.Errorf("%s removed: in use or pinned, it had to stay (left: %v)", ref, after)
+		}
+	}
+	// 0% cannot be reached with the pinned images there.
+	framework.Eventually(t, "FreeDiskSpaceFailed on node "+node, time.Minute, func() (bool, string) {
+		for _, e := range s.Events(t, "", "Node", node) {
+			if e.Reason == "FreeDiskSpaceFailed" && e.Type == corev1.EventTypeWarning && !e.LastTimestamp.Time.Before(before.Truncate(time.Second)) &&
+				strings.Contains(e.Message, "Failed to garbage collect required amount of images") {
+				return true, e.Message
+			}
+		}
+		return false, "no FreeDiskSpaceFailed event since the patch"
+	})
+	if got := s.Pod(t, ns, "running"); got.Status.Phase != corev1.PodRunning {
+		t.Errorf("the running pod is %s after the collection", got.Status.Phase)
+	}
+	if s.InCluster {
+		framework.Eventually(t, "rbn_images_removed_total of "+node, time.Minute, func() (bool, string) {
+			n := s.kubeletMetricSum(t, "rbn_images_removed_total", `node="`+node+`"`, `reason="space"`)
+			return n >= 1, fmt.Sprint(n)
+		})
+	}
+}
+
+// TestContainerLogMaxSize: with the node's spec.containerLogMaxSize at 1Mi,
+// a container that logs 3 MiB leaves a log file of at most 1 MiB on the
+// host, and `kubectl logs` shows the end of what it wrote (conmon starts the
+// file again when it is full).
+func TestContainerLogMaxSize(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	s.patchNodeSpec(t, node, `{"spec":{"containerLogMaxSize":"1Mi"}}`, `{"spec":{"containerLogMaxSize":null}}`)
+
+	// 30000 lines of 100 bytes, then a last line.
+	p := framework.JobPod(ns, "chatty", node, nil, []string{"sh", "-c",
+		`i=0; while [ $i -lt 30000 ]; do printf 'line %08d %s\n' $i 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234; i=$((i+1)); done; echo last-line`})
+	onNodeName(p, node)
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done := s.WaitPodPhase(t, ns, "chatty", corev1.PodSucceeded, 3*time.Minute)
+
+	var ctr string
+	for _, o := range s.HostObjects(t, host, string(done.UID)) {
+		if name, ok := strings.CutPrefix(o, "ps:"); ok && strings.Contains(name, "-main-") {
+			ctr = name
+		}
+	}
+	if ctr == "" {
+		t.Fatalf("no container of chatty on the host: %v", s.HostObjects(t, host, string(done.UID)))
+	}
+	logPath := strings.TrimSpace(s.MustHostPodman(t, host, "inspect", "--format", "{{.HostConfig.LogConfig.Type}} {{.HostConfig.LogConfig.Path}}", ctr))
+	driver, path, _ := strings.Cut(logPath, " ")
+	if driver != "k8s-file" {
+		t.Errorf("log driver %q, want k8s-file", driver)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("the container's log file: %v", err)
+	}
+	if fi.Size() > 1<<20 {
+		t.Errorf("log file %s is %d bytes, over 1 MiB", path, fi.Size())
+	}
+	logs := s.Kubectl(t, "-n", ns, "logs", "chatty")
+	if !strings.HasSuffix(logs, "line 00029999 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234\nlast-line\n") {
+		t.Errorf("kubectl logs does not end with the last lines written: ...%q", logs[max(0, len(logs)-200):])
+	}
+	if strings.Contains(logs, "line 00000000 ") || len(logs) > 1<<20 {
+		t.Errorf("kubectl logs gave %d bytes starting %q: want at most 1 MiB, the first lines gone", len(logs), logs[:min(len(logs), 40)])
+	}
+	t.Logf("3 MB logged; %d bytes on the host, %d from kubectl logs", fi.Size(), len(logs))
+}
+
+// TestLocalStorageEviction: pods over their local storage limits are
+// evicted as a kubelet evicts them: one whose disk emptyDir outgrows its
+// sizeLimit, and one whose container writes past its
+// limits.ephemeral-storage (a pod of one container: the pod's total,
+// which the kubelet looks at first, says so). Each fails with reason
+// Evicted, the kubelet's message and a DisruptionTarget condition, and its
+// container no longer runs on the host.
+func TestLocalStorageEviction(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	// 4 MiB written, then the container waits to be stopped.
+	const write = "dd if=/dev/zero of=%s bs=1048576 count=4 2>/dev/null && sync && echo written && sleep 3600"
+	scratch := framework.JobPod(ns, "scratch", "", nil, []string{"sh", "-c", fmt.Sprintf(write, "/scratch/fill")})
+	scratch.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}}}
+	scratch.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+	rootfs := framework.JobPod(ns, "rootfs", "", nil, []string{"sh", "-c", fmt.Sprintf(write, "/fill")})
+	rootfs.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("2Mi")}
+	want := map[string]string{
+		"scratch": `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `,
+		"rootfs":  "Pod ephemeral local storage usage exceeds the total limit of containers 2Mi. ",
+	}
+	for _, p := range []*corev1.Pod{scratch, rootfs} {
+		onNodeName(p, node)
+		if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, msg := range want {
+		p := s.WaitPodPhase(t, ns, name, corev1.PodFailed, 3*time.Minute)
+		if p.Status.Reason != "Evicted" || p.Status.Message != msg {
+			t.Errorf("%s: reason %q message %q, want Evicted %q", name, p.Status.Reason, p.Status.Message, msg)
+		}
+		disruption := false
+		for _, c := range p.Status.Conditions {
+			disruption = disruption || c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && c.Reason == "TerminationByKubelet"
+		}
+		if !disruption {
+			t.Errorf("%s: no DisruptionTarget condition: %+v", name, p.Status.Conditions)
+		}
+		if got := s.Kubectl(t, "-n", ns, "logs", name); got != "written\n" {
+			t.Errorf("%s logged %q, want written (evicted after the write)", name, got)
+		}
+		if !hasEvent(s.Events(t, ns, "Pod", name), "Evicted", msg) {
+			t.Errorf("%s: no Evicted event saying %q", name, msg)
+		}
+		for _, o := range s.HostObjects(t, host, string(p.UID)) {
+			// The infra container stays until the pod is deleted, as for
+			// any ended pod.
+			if ctr, ok := strings.CutPrefix(o, "ps:"); ok && strings.Contains(ctr, "-main-") {
+				if st := s.HostContainerState(t, host, ctr); st == "running" {
+					t.Errorf("%s: container %s still running on the host", name, ctr)
+				}
+			}
+		}
+	}
+}
+
+// patchNodeSpec merge-patches node's RemoteBuildNode and waits until rbn
+// serves it with the change (the node's runtime restarts), then Ready; at
+// the end, restore is applied the same way.
+func (s *stack) patchNodeSpec(t *testing.T, node, patch, restore string) {
+	t.Helper()
+	apply := func(t *testing.T, patch string) {
+		s.Kubectl(t, "patch", "remotebuildnode", node, "--type=merge", "-p", patch)
+		framework.Eventually(t, node+" served with "+patch, 3*time.Minute, func() (bool, string) {
+			r, ok := s.RBN(t, node)
+			if !ok {
+				return false, "RemoteBuildNode absent"
+			}
+			return r.Status.ObservedGeneration == r.Generation && r.Status.Phase == rbnv1.PhaseReady,
+				fmt.Sprintf("generation %d, %+v", r.Generation, r.Status)
+		})
+		s.WaitNodeReady(t, node, corev1.ConditionTrue, nil, 3*time.Minute)
+	}
+	t.Cleanup(func() { apply(t, restore) })
+	apply(t, patch)
+}
+
+// hostImages lists the references (repository:tag) of build host i's
+// images, through the host's own podman.
+func (s *stack) hostImages(t *testing.T, i int) []string {
+	t.Helper()
+	out := s.MustHostPodman(t, i, "images", "--format", "{{.Repository}}:{{.Tag}}")
+	var refs []string
+	for l := range strings.Lines(out) {
+		if l = strings.TrimSpace(l); l != "" && l != "<none>:<none>" {
+			refs = append(refs, l)
+		}
+	}
+	return refs
+}

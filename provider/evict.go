@@ -1,0 +1,196 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// The kubelet's reason and messages for a pod evicted for its local
+// storage (pkg/kubelet/eviction: localStorageEviction), trailing space
+// included.
+const (
+	reasonEvicted         = "Evicted"
+	emptyDirLimitMessage  = "Usage of EmptyDir volume %q exceeds the limit %q. "
+	podLimitMessage       = "Pod ephemeral local storage usage exceeds the total limit of containers %s. "
+	containerLimitMessage = "Container %s exceeded its local ephemeral storage limit %q. "
+)
+
+// storageCheckInterval is how often a running pod with local storage
+// limits has its usage measured on the host (the kubelet's eviction manager
+// looks every 10 s at figures its file system stats refresh about every
+// minute).
+const storageCheckInterval = 15 * time.Second
+
+// storageLimits is what a pod's local storage is held to, as the kubelet's
+// eviction manager holds it: each disk emptyDir to its sizeLimit, each
+// container (its writable layer and log) to its limits.ephemeral-storage,
+// and the pod (those together) to the sum of its containers' limits.
+type storageLimits struct {
+	emptyDirs  map[string]resource.Quantity // by volume
+	containers map[string]resource.Quantity // by container
+	// pod is the containers' limits summed, the largest init container's
+	// when larger (resourcehelper.PodLimits); nil when none has one.
+	pod *resource.Quantity
+}
+
+// podStorageLimits reads pd's local storage limits.
+func podStorageLimits(pd *corev1.Pod) storageLimits {
+	l := storageLimits{emptyDirs: map[string]resource.Quantity{}, containers: map[string]resource.Quantity{}}
+	for _, v := range pd.Spec.Volumes {
+		if ed := v.EmptyDir; ed != nil && ed.Medium != corev1.StorageMediumMemory && ed.SizeLimit != nil && !ed.SizeLimit.IsZero() {
+			l.emptyDirs[v.Name] = *ed.SizeLimit
+		}
+	}
+	var apps, initMax resource.Quantity
+	limited := false
+	for _, c := range pd.Spec.Containers {
+		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+			l.containers[c.Name] = q
+			apps.Add(q)
+			limited = true
+		}
+	}
+	for _, c := range pd.Spec.InitContainers {
+		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+			l.containers[c.Name] = q
+			limited = true
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				apps.Add(q) // a sidecar runs beside the app containers
+			} else if q.Cmp(initMax) > 0 {
+				initMax = q
+			}
+		}
+	}
+	if limited {
+		if initMax.Cmp(apps) > 0 {
+			apps = initMax
+		}
+		l.pod = &apps
+	}
+	return l
+}
+
+// any says whether there is anything to measure.
+func (l storageLimits) any() bool {
+	return len(l.emptyDirs) > 0 || len(l.containers) > 0 || l.pod != nil
+}
+
+// storageUsage is a pod's local storage in use on the host, in bytes: each
+// disk emptyDir's, each running container's (writable layer and log).
+type storageUsage struct {
+	emptyDirs  map[string]int64
+	containers map[string]int64
+}
+
+// exceeded says which limit usage is over, with the kubelet's message, in
+// the kubelet's order: emptyDirs, the pod, the containers.
+func (l storageLimits) exceeded(u storageUsage) (string, bool) {
+	for _, name := range sortedKeys(l.emptyDirs) {
+		if lim := l.emptyDirs[name]; u.emptyDirs[name] > lim.Value() {
+			return fmt.Sprintf(emptyDirLimitMessage, name, lim.String()), true
+		}
+	}
+	if l.pod != nil {
+		var total int64
+		for _, n := range u.emptyDirs {
+			total += n
+		}
+		for _, n := range u.containers {
+			total += n
+		}
+		if total > l.pod.Value() {
+			return fmt.Sprintf(podLimitMessage, l.pod.String()), true
+		}
+	}
+	for _, name := range sortedKeys(l.containers) {
+		if lim := l.containers[name]; u.containers[name] > lim.Value() {
+			return fmt.Sprintf(containerLimitMessage, name, lim.String()), true
+		}
+	}
+	return "", false
+}
+
+// storagePaths lists what to measure for limits: the disk emptyDirs'
+// directories on the host by volume (all of them when the pod has a limit
+// of its own, those with a sizeLimit otherwise), and the running
+// containers' writable layers and log files by container.
+func storagePaths(l storageLimits, plan *pod.Plan, mountpoints map[string]string, obs map[string]*observed) (vols map[string]string, ctrs map[string][]string) {
+	vols, ctrs = map[string]string{}, map[string][]string{}
+	for _, v := range plan.Volumes {
+		if v.Kind != pod.VolumeEmptyDir || v.Tmpfs || mountpoints[v.K8sName] == "" {
+			continue
+		}
+		if _, ok := l.emptyDirs[v.K8sName]; ok || l.pod != nil {
+			vols[v.K8sName] = mountpoints[v.K8sName]
+		}
+	}
+	for name, o := range obs {
+		_, ok := l.containers[name]
+		if (!ok && l.pod == nil) || o.current == nil || !o.current.Running {
+			continue
+		}
+		for _, p := range []string{o.current.UpperDir, o.current.LogPath} {
+			if p != "" {
+				ctrs[name] = append(ctrs[name], p)
+			}
+		}
+	}
+	return vols, ctrs
+}
+
+// checkStorage measures the running pod's local storage when it has limits
+// and a measurement is due, and evicts it, as the kubelet does, when one is
+// exceeded: its containers are killed (no grace period) and it fails with
+// reason Evicted. It returns whether the pod was evicted, and when the next
+// measurement is due (0: none).
+func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) (bool, time.Duration, error) {
+	limits := podStorageLimits(pd)
+	if !limits.any() || pod.Ended(pd.Status.Phase) {
+		return false, 0, nil
+	}
+	now := w.p.cfg.Clock.Now()
+	if now.Before(w.nextStorageCheck) {
+		return false, w.nextStorageCheck.Sub(now), nil
+	}
+	w.nextStorageCheck = now.Add(storageCheckInterval)
+	vols, ctrs := storagePaths(limits, w.plan, w.volumes.mountpoints, obs)
+	var paths []string
+	for _, p := range vols {
+		paths = append(paths, p)
+	}
+	for _, ps := range ctrs {
+		paths = append(paths, ps...)
+	}
+	if len(paths) == 0 {
+		return false, storageCheckInterval, nil
+	}
+	slices.Sort(paths)
+	sizes, err := w.p.rt.DiskUsage(ctx, slices.Compact(paths))
+	if err != nil {
+		// Not a reason to fail the pod: measured again at the next check.
+		w.log.Info("measuring the pod's local storage", "err", err)
+		return false, storageCheckInterval, nil
+	}
+	u := storageUsage{emptyDirs: map[string]int64{}, containers: map[string]int64{}}
+	for name, p := range vols {
+		u.emptyDirs[name] = sizes[p]
+	}
+	for name, ps := range ctrs {
+		for _, p := range ps {
+			u.containers[name] += sizes[p]
+		}
+	}
+	msg, over := limits.exceeded(u)
+	if !over {
+		return false, storageCheckInterval, nil
+	}
+	w.log.Warn("evicting the pod for its local storage", "message", msg)
+	return true, 0, w.stopAndFail(ctx, pd, reason{reasonEvicted, msg}, 0)
+}

@@ -1,0 +1,112 @@
+package provider
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+func TestStorageLimitsExceeded(t *testing.T) {
+	q := resource.MustParse
+	pd := testPod(corev1.RestartPolicyNever, "build", "side")
+	pd.Spec.Volumes = []corev1.Volume{
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(q("1Mi"))}}},
+		{Name: "ram", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(q("1Mi"))}}},
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	pd.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: q("2Mi")}
+	pd.Spec.Containers[1].Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: q("1Mi")}
+	withInit(pd, "fetch").Spec.InitContainers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: q("5Mi")}
+	l := podStorageLimits(pd)
+	if _, ok := l.emptyDirs["ram"]; ok || len(l.emptyDirs) != 1 {
+		t.Errorf("emptyDir limits %v, want scratch's only (a Memory one is a tmpfs of its size)", l.emptyDirs)
+	}
+	if l.pod == nil || l.pod.String() != "5Mi" {
+		t.Errorf("pod limit %v, want 5Mi (the init container's, above the apps' 3Mi)", l.pod)
+	}
+	const mi = 1 << 20
+	for _, tc := range []struct {
+		name string
+		u    storageUsage
+		want string
+	}{
+		{"within", storageUsage{emptyDirs: map[string]int64{"scratch": mi, "work": mi}, containers: map[string]int64{"build": mi, "side": mi}}, ""},
+		{"emptyDir", storageUsage{emptyDirs: map[string]int64{"scratch": mi + 1}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `},
+		{"pod", storageUsage{emptyDirs: map[string]int64{"work": 4 * mi}, containers: map[string]int64{"build": mi + 1}}, "Pod ephemeral local storage usage exceeds the total limit of containers 5Mi. "},
+		{"container", storageUsage{containers: map[string]int64{"side": 2 * mi}}, `Container side exceeded its local ephemeral storage limit "1Mi". `},
+		{"emptyDir first", storageUsage{emptyDirs: map[string]int64{"scratch": 6 * mi}, containers: map[string]int64{"side": 2 * mi}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, over := l.exceeded(tc.u)
+			if over != (tc.want != "") || msg != tc.want {
+				t.Errorf("exceeded = %q, %v; want %q", msg, over, tc.want)
+			}
+		})
+	}
+	if podStorageLimits(testPod(corev1.RestartPolicyNever, "a")).any() {
+		t.Error("a pod without limits has some")
+	}
+}
+
+func TestParseDiskUsage(t *testing.T) {
+	got, err := parseDiskUsage([]byte("4096\t/var/lib/a\x0012288\t/var/lib/b c\x00"))
+	if err != nil || len(got) != 2 || got["/var/lib/a"] != 4096 || got["/var/lib/b c"] != 12288 {
+		t.Errorf("parseDiskUsage = %v, %v", got, err)
+	}
+	if _, err := parseDiskUsage([]byte("x\t/a\x00")); err == nil {
+		t.Error("want an error for a record that is not du's")
+	}
+}
+
+// TestWorkerEvictsForLocalStorage: a running pod whose emptyDir grows past
+// its sizeLimit is measured within storageCheckInterval and evicted as the
+// kubelet does: its containers killed at once, Failed with reason Evicted
+// and the kubelet's message, a DisruptionTarget condition and an Evicted
+// event; nothing restarts it.
+func TestWorkerEvictsForLocalStorage(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	pd.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30)
+	pd.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("1Mi"))}}}}
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	dir := "/volumes/" + pod.VolumeName(testUID, "scratch")
+	h.rt.du = map[string]int64{dir: 512 << 10}
+	if r := h.sync(); r.next <= 0 || r.next > storageCheckInterval {
+		t.Fatalf("next sync in %s, want within %s (the next measurement)", r.next, storageCheckInterval)
+	}
+	h.wantPhase(corev1.PodRunning)
+	h.wantCalls("du "+dir, 1)
+
+	h.rt.du[dir] = 2 << 20
+	h.clock.Step(5 * time.Second)
+	h.sync()
+	h.wantCalls("du "+dir, 1) // not due yet
+	h.clock.Step(storageCheckInterval)
+	h.sync()
+	h.wantCalls("du "+dir, 2)
+	h.wantCalls("stop "+ctrName("main", 0)+" 0s", 1)
+	h.wantPhase(corev1.PodFailed)
+	st := h.status()
+	const msg = `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `
+	if st.Reason != "Evicted" || st.Message != msg {
+		t.Errorf("reason %q message %q", st.Reason, st.Message)
+	}
+	disruption := false
+	for _, c := range st.Conditions {
+		disruption = disruption || c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && c.Reason == "TerminationByKubelet"
+	}
+	if !disruption {
+		t.Errorf("no DisruptionTarget condition: %+v", st.Conditions)
+	}
+	h.wantEvent(h.events(), "Warning Evicted "+msg)
+	h.clock.Step(time.Minute)
+	h.sync()
+	h.wantCalls("create "+ctrName("main", 1), 0)
+	h.wantCalls("du ", 2)
+}
