@@ -215,6 +215,39 @@ func TestLocalStorageEviction(t *testing.T) {
 	}
 }
 
+// TestEndedPodEmptyDirReleased: what a pod wrote in its emptyDir leaves the
+// host once the pod has ended, as the kubelet tears an ended pod's volumes
+// down, while the pod object, its container and its log stay.
+func TestEndedPodEmptyDirReleased(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	p := framework.JobPod(ns, "writer", "", nil, []string{"sh", "-c", "dd if=/dev/zero of=/work/out bs=1048576 count=2 2>/dev/null && echo wrote"})
+	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	onNodeName(p, node)
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done := s.WaitPodPhase(t, ns, "writer", corev1.PodSucceeded, 3*time.Minute)
+	vol := "rbn-" + string(done.UID) + "-work"
+	dir := strings.TrimSpace(s.MustHostPodman(t, host, "volume", "inspect", "--format", "{{.Mountpoint}}", vol))
+	framework.Eventually(t, "the ended pod's emptyDir emptied on the host", time.Minute, func() (bool, string) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(entries) == 0, fmt.Sprint(len(entries), " entries in ", dir)
+	})
+	if got := s.Kubectl(t, "-n", ns, "logs", "writer"); got != "wrote\n" {
+		t.Errorf("kubectl logs writer: %q, want wrote", got)
+	}
+	if objs := s.HostObjects(t, host, string(done.UID)); !slices.Contains(objs, "volume:"+vol) {
+		t.Errorf("the volume itself went before the pod: %v", objs)
+	}
+}
+
 // patchNodeSpec merge-patches node's RemoteBuildNode and waits until rbn
 // serves it with the change (the node's runtime restarts), then Ready; at
 // the end, restore is applied the same way.

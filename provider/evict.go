@@ -194,3 +194,27 @@ func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[st
 	w.log.Warn("evicting the pod for its local storage", "message", msg)
 	return true, 0, w.stopAndFail(ctx, pd, reason{reasonEvicted, msg}, 0)
 }
+
+// releaseEnded empties the disk emptyDirs of the pod once it has ended, as
+// the kubelet tears an ended pod's volumes down: its containers and their
+// logs stay until the pod is deleted, what they wrote in its emptyDirs does
+// not hold the host's disk meanwhile. The outputs are uploaded before the
+// pod ends. A Memory emptyDir's tmpfs stays mounted by the infra container
+// until the pod is deleted. A failure is tried again after Retry.Sync.
+func (w *podWorker) releaseEnded(ctx context.Context) syncResult {
+	if w.released || w.plan == nil || !pod.Ended(w.current().Status.Phase) {
+		return syncResult{}
+	}
+	var dirs []string
+	for _, v := range w.plan.Volumes {
+		if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && !v.Tmpfs && mp != "" {
+			dirs = append(dirs, mp)
+		}
+	}
+	if err := w.p.rt.EmptyDirs(ctx, dirs); err != nil {
+		w.log.Info("emptying the ended pod's emptyDirs", "err", err)
+		return syncResult{next: w.p.cfg.Retry.Sync}
+	}
+	w.released = true
+	return syncResult{}
+}

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -109,4 +110,31 @@ func TestWorkerEvictsForLocalStorage(t *testing.T) {
 	h.sync()
 	h.wantCalls("create "+ctrName("main", 1), 0)
 	h.wantCalls("du ", 2)
+}
+
+// TestWorkerEmptiesEndedPodsEmptyDirs: once the pod has ended its disk
+// emptyDirs are emptied on the host, once (again after a failure), while a
+// Memory emptyDir is left to the pod's deletion.
+func TestWorkerEmptiesEndedPodsEmptyDirs(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	pd.Spec.Volumes = []corev1.Volume{
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "ram", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+	}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	h.wantCalls("empty-dirs", 0)
+	h.rt.faults = map[string][]error{"empty-dirs": {errors.New("ssh: connection lost")}}
+	h.rt.exit(ctrName("main", 0), 0)
+	if r := h.sync(); r.next != h.w.p.cfg.Retry.Sync {
+		t.Fatalf("next sync in %s after a failure, want Retry.Sync", r.next)
+	}
+	h.wantPhase(corev1.PodSucceeded)
+	h.wantCalls("empty-dirs", 0)
+	h.sync()
+	h.wantCalls("empty-dirs /volumes/"+pod.VolumeName(testUID, "work"), 1)
+	h.sync()
+	h.wantCalls("empty-dirs", 1)
 }

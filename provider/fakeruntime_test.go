@@ -589,6 +589,17 @@ func (f *fakeRuntime) Chmod(_ context.Context, p string, mode uint32) error {
 	return nil
 }
 
+// EmptyDirs records the directories emptied.
+func (f *fakeRuntime) EmptyDirs(_ context.Context, dirs []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("empty-dirs"); err != nil {
+		return err
+	}
+	f.record("empty-dirs %s", strings.Join(dirs, " "))
+	return nil
+}
+
 // DiskUsage answers f.du for the paths it has.
 func (f *fakeRuntime) DiskUsage(_ context.Context, paths []string) (map[string]int64, error) {
 	f.mu.Lock()

@@ -78,8 +78,10 @@ type podWorker struct {
 	// activeDeadlineSeconds, evicted for its local storage); nil: it did not.
 	stoppedBy *reason
 	// nextStorageCheck is when the pod's local storage is next measured
-	// against its limits (evict.go).
+	// against its limits (evict.go); released: the ended pod's disk
+	// emptyDirs were emptied.
 	nextStorageCheck time.Time
+	released         bool
 	failed           bool   // the pod failed permanently (unsupported spec, deadline)
 	lastErr          string // last sync error reported as an event, to report each once
 	lastNotReady     string // last claim not ready reported as an event (VolumeNotReadyError)
@@ -263,7 +265,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 	}
 	if w.failed || w.ended {
 		w.probes.stop()
-		return syncResult{}
+		return w.releaseEnded(ctx)
 	}
 	if !w.p.rt.Ready() {
 		return syncResult{}
@@ -294,7 +296,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 	w.lastErr = ""
 	if pod.Ended(w.current().Status.Phase) {
 		w.probes.stop()
-		return syncResult{} // nothing changes without a kick: a deletion, a podman event
+		return w.releaseEnded(ctx) // then nothing changes without a kick: a deletion, a podman event
 	}
 	return syncResult{next: next}
 }

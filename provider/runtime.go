@@ -74,6 +74,8 @@ type podRuntime interface {
 	// DiskUsage is the disk space each path on the host takes, in bytes;
 	// paths gone are absent.
 	DiskUsage(ctx context.Context, paths []string) (map[string]int64, error)
+	// EmptyDirs removes the content of each directory, keeping it.
+	EmptyDirs(ctx context.Context, dirs []string) error
 
 	// Archive copy into and out of a (created) container's file system.
 	CopyInto(ctx context.Context, container, path string, tar io.Reader) error
@@ -356,6 +358,21 @@ func (r hostRuntime) RemovePaths(ctx context.Context, paths []string) error {
 		return nil
 	}
 	if _, err := r.host.SSH().Output(ctx, append([]string{"rm", "-rf", "--"}, paths...)...); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
+}
+
+// EmptyDirs removes what is inside each of dirs, keeping the directories:
+// one GNU find, which neither follows symlinks nor leaves the directory's
+// file system, removing each entry below it with rm -rf.
+func (r hostRuntime) EmptyDirs(ctx context.Context, dirs []string) error {
+	if len(dirs) == 0 {
+		return nil
+	}
+	argv := append([]string{"find"}, dirs...)
+	argv = append(argv, "-xdev", "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "--", "{}", "+")
+	if _, err := r.host.SSH().Output(ctx, argv...); err != nil {
 		return hostCommandError(err)
 	}
 	return nil
