@@ -152,7 +152,9 @@ func storagePaths(l storageLimits, plan *pod.Plan, mountpoints map[string]string
 // measurement is due (0: none).
 func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) (bool, time.Duration, error) {
 	limits := podStorageLimits(pd)
-	if !limits.any() || pod.Ended(pd.Status.Phase) {
+	if !limits.any() || pod.Ended(pd.Status.Phase) || !anyRunning(obs) {
+		// As the kubelet's eviction manager, only a pod with a container
+		// running; one that starts kicks the worker.
 		return false, 0, nil
 	}
 	now := w.p.cfg.Clock.Now()
@@ -193,6 +195,15 @@ func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[st
 	}
 	w.log.Warn("evicting the pod for its local storage", "message", msg)
 	return true, 0, w.stopAndFail(ctx, pd, reason{reasonEvicted, msg}, 0)
+}
+
+func anyRunning(obs map[string]*observed) bool {
+	for _, o := range obs {
+		if o.current != nil && o.current.Running {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseEnded empties the disk emptyDirs of the pod once it has ended, as

@@ -78,10 +78,12 @@ func TestWorkerEvictsForLocalStorage(t *testing.T) {
 	h.rt.images["registry.test/main:1"] = true
 	dir := "/volumes/" + pod.VolumeName(testUID, "scratch")
 	h.rt.du = map[string]int64{dir: 512 << 10}
-	if r := h.sync(); r.next <= 0 || r.next > storageCheckInterval {
+	h.sync() // creates and starts the container: nothing ran when it looked
+	h.wantPhase(corev1.PodRunning)
+	h.wantCalls("du ", 0)
+	if r := h.sync(); r.next <= 0 || r.next > storageCheckInterval { // as the start's event kicks it
 		t.Fatalf("next sync in %s, want within %s (the next measurement)", r.next, storageCheckInterval)
 	}
-	h.wantPhase(corev1.PodRunning)
 	h.wantCalls("du "+dir, 1)
 
 	h.rt.du[dir] = 2 << 20

@@ -82,7 +82,7 @@ type podWorker struct {
 	// emptyDirs were emptied.
 	nextStorageCheck time.Time
 	released         bool
-	failed           bool   // the pod failed permanently (unsupported spec, deadline)
+	failed           bool   // the pod failed permanently (unsupported spec, deadline, eviction)
 	lastErr          string // last sync error reported as an event, to report each once
 	lastNotReady     string // last claim not ready reported as an event (VolumeNotReadyError)
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
