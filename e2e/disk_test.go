@@ -49,6 +49,12 @@ func TestImageGarbageCollection(t *testing.T) {
 		objs := s.HostObjects(t, host, string(done.UID))
 		return len(objs) == 0, fmt.Sprint(objs)
 	})
+	// Earlier tests' pods on this host go with their namespaces, maybe
+	// not yet: until then their containers keep the image in use.
+	framework.Eventually(t, "no container on the host made from "+reg["IMAGE_EXTRA"], 2*time.Minute, func() (bool, string) {
+		out := s.MustHostPodman(t, host, "ps", "-a", "--filter", "ancestor="+reg["IMAGE_EXTRA"], "--format", "{{.Names}}")
+		return strings.TrimSpace(out) == "", out
+	})
 	// The image in use: a running pod's.
 	s.imagePod(t, ns, "running", node, reg["IMAGE"], "regcred", `      command: [sleep, "3600"]`)
 	s.WaitPodPhase(t, ns, "running", corev1.PodRunning, 3*time.Minute)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -45,7 +46,6 @@ type imageStore interface {
 
 // ImageGCConfig configures an ImageGC.
 type ImageGCConfig struct {
-	Node string
 	// Policy is the node's spec.imageGC, defaulted.
 	Policy *rbnv1.ImageGCSpec
 	Host   *Host
@@ -133,10 +133,7 @@ func (g *ImageGC) Stats() ImageGCStats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s := g.stats
-	s.Removed = map[string]uint64{}
-	for k, v := range g.stats.Removed {
-		s.Removed[k] = v
-	}
+	s.Removed = maps.Clone(g.stats.Removed)
 	return s
 }
 

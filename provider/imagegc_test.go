@@ -62,7 +62,7 @@ func newTestImageGC(store *fakeImageStore, clk *clocktesting.FakeClock, policy r
 	spec := rbnv1.Default(&rbnv1.RemoteBuildNodeSpec{ImageGC: &policy})
 	var events []gcEvent
 	g := NewImageGC(ImageGCConfig{
-		Node: "build-1", Policy: spec.ImageGC, Clock: clk,
+		Policy: spec.ImageGC, Clock: clk,
 		Named: func() []string { return named },
 		Event: func(typ, reason, msg string) { events = append(events, gcEvent{typ, reason, msg}) },
 		store: store, usage: store.usage,

@@ -183,7 +183,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		},
 	})
 	imageGC := provider.NewImageGC(provider.ImageGCConfig{
-		Node: name, Policy: spec.ImageGC, Host: host, Log: log,
+		Policy: spec.ImageGC, Host: host, Log: log,
 		Named: func() []string { return podImageRefs(podInformer.GetStore().List()) },
 		Event: func(eventType, reason, message string) {
 			// On the Node, as the kubelet reports its image collection.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
 )
@@ -104,8 +103,7 @@ type ImageSummary struct {
 	// Names are its references: repo:tag and repo@digest.
 	Names []string
 	// Size is the image's size, its layers shared with others included.
-	Size    int64
-	Created time.Time
+	Size int64
 }
 
 // ListImageSummaries lists the images of the host's store.
@@ -121,7 +119,7 @@ func (c *Client) ListImageSummaries(ctx context.Context) (_ []ImageSummary, err 
 	}
 	out := make([]ImageSummary, 0, len(list))
 	for _, im := range list {
-		s := ImageSummary{ID: im.ID, Size: im.Size, Created: time.Unix(im.Created, 0)}
+		s := ImageSummary{ID: im.ID, Size: im.Size}
 		for _, r := range append(append([]string(nil), im.RepoTags...), im.RepoDigests...) {
 			if r != "" && r != "<none>:<none>" && !slices.Contains(s.Names, r) {
 				s.Names = append(s.Names, r)
