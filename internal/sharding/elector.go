@@ -457,9 +457,13 @@ func (e *Elector) renew(ctx context.Context, c *contender) time.Duration {
 	now := e.cfg.Clock.Now()
 	e.mu.Lock()
 	if !e.heldLocked(c) {
-		e.lostLocked(c, "not renewed within the renew deadline")
+		// The watchdog (expire) may have ended the hold since step looked:
+		// the change is told once, by whoever ended it.
+		ended := e.lostLocked(c, "not renewed within the renew deadline")
 		e.mu.Unlock()
-		e.notify(c.node)
+		if ended {
+			e.notify(c.node)
+		}
 		return 0
 	}
 	if due := c.renewedAt.Add(e.cfg.RenewInterval); now.Before(due) {
@@ -479,9 +483,11 @@ func (e *Elector) renew(ctx context.Context, c *contender) time.Duration {
 		if err == nil {
 			if ptr.Deref(cur.Spec.HolderIdentity, "") != e.cfg.Identity {
 				e.mu.Lock()
-				e.lostLocked(c, "taken by "+ptr.Deref(cur.Spec.HolderIdentity, "nobody"))
+				ended := e.lostLocked(c, "taken by "+ptr.Deref(cur.Spec.HolderIdentity, "nobody"))
 				e.mu.Unlock()
-				e.notify(c.node)
+				if ended {
+					e.notify(c.node)
+				}
 				return 0
 			}
 			got, err = e.write(ctx, held(cur, e.cfg.Identity, now, e.cfg.LeaseDuration))
@@ -575,10 +581,7 @@ func (e *Elector) holdLocked(c *contender, got *coordinationv1.Lease, start time
 // expire ends c's hold if its last renewal is still the one that started at start.
 func (e *Elector) expire(c *contender, start time.Time) {
 	e.mu.Lock()
-	ended := c.held && c.renewedAt.Equal(start)
-	if ended {
-		e.lostLocked(c, "not renewed within the renew deadline")
-	}
+	ended := c.renewedAt.Equal(start) && e.lostLocked(c, "not renewed within the renew deadline")
 	e.mu.Unlock()
 	if ended {
 		e.notify(c.node)
@@ -586,12 +589,15 @@ func (e *Elector) expire(c *contender, start time.Time) {
 	}
 }
 
-func (e *Elector) lostLocked(c *contender, why string) {
+// lostLocked ends c's hold, if any, for why; it says whether it ended one
+// (only then is the change to be told).
+func (e *Elector) lostLocked(c *contender, why string) bool {
 	if !c.held {
-		return
+		return false
 	}
 	e.log.Warn("node lease lost", "node", c.node, "lease", c.lease, "reason", why)
 	e.endHoldLocked(c)
+	return true
 }
 
 func (e *Elector) endHoldLocked(c *contender) {

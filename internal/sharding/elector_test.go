@@ -488,3 +488,26 @@ func TestRunFailsWhenTheLeasesAreDenied(t *testing.T) {
 		t.Fatal("Run still waiting for Leases it is not allowed to read")
 	}
 }
+
+// TestLossToldOnce: the watchdog ends a hold past its renew deadline while
+// the renewal loop, which saw the hold before, finds it gone too: the loss
+// is told (OnChange) once, by whoever ended the hold. It was told twice,
+// which TestHolderLosesTheNodeWhenItCannotRenew caught under load.
+func TestLossToldOnce(t *testing.T) {
+	h := newHarness(t)
+	a := h.start("a")
+	acquire(t, a, "n")
+	testwait.Eventually(t, "OnChange for the hold", func() bool { return len(a.changed()) == 1 })
+	a.fail.Store(true)
+	a.e.mu.Lock()
+	c := a.e.nodes["n"]
+	start := c.renewedAt
+	a.e.mu.Unlock()
+	// The watchdog's call, made here (the clock stays, so its own never
+	// fires), then the loop's renewal.
+	a.e.expire(c, start)
+	a.e.renew(context.Background(), c)
+	if got := a.changed(); len(got) != 2 {
+		t.Fatalf("OnChange calls %q, want 2 (the hold, its loss)", got)
+	}
+}
