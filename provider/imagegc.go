@@ -146,7 +146,7 @@ func (g *ImageGC) Run(ctx context.Context) error {
 	for {
 		hostChanged := g.cfg.Host.Changed()
 		if g.cfg.Host.ready() {
-			above := g.above()
+			_, _, above := g.above()
 			if due || (above && !wasAbove) {
 				// A failure is reported; the next period tries again.
 				_ = g.Collect(ctx)
@@ -164,10 +164,11 @@ func (g *ImageGC) Run(ctx context.Context) error {
 	}
 }
 
-// above says whether the store is fuller than the high threshold.
-func (g *ImageGC) above() bool {
+// above reads the store's use and says whether it is at or above the high
+// threshold (false while the host's figures are unknown).
+func (g *ImageGC) above() (used, total uint64, above bool) {
 	used, total, ok := g.cfg.usage()
-	return ok && used*100 >= total*uint64(*g.cfg.Policy.HighThresholdPercent)
+	return used, total, ok && used*100 >= total*uint64(*g.cfg.Policy.HighThresholdPercent)
 }
 
 // Collect looks at the host's images once: notes their use, removes those
@@ -201,9 +202,8 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 			removed = true
 		}
 	}
-	used, total, ok := g.cfg.usage()
 	var goal, freed int64
-	if ok && used*100 >= total*uint64(*g.cfg.Policy.HighThresholdPercent) {
+	if used, total, above := g.above(); above {
 		goal = int64(used) - int64(total)*int64(*g.cfg.Policy.LowThresholdPercent)/100
 		for _, id := range g.candidates(now, nil) {
 			if freed >= goal {
