@@ -382,11 +382,7 @@ func (e *Elector) loop(ctx context.Context, c *contender) {
 		// a step due by the time this one ends runs at once.
 		began := e.cfg.Clock.Now()
 		wait := e.step(ctx, c)
-		timeout, stop := alreadyDue, func() bool { return false }
-		if d := began.Add(wait).Sub(e.cfg.Clock.Now()); d > 0 {
-			t := e.cfg.Clock.NewTimer(d)
-			timeout, stop = t.C(), t.Stop
-		}
+		timeout, stop := e.timerAt(began.Add(wait))
 		woke := e.await(ctx, c, timeout)
 		stop()
 		switch woke {
@@ -412,6 +408,26 @@ const (
 	wokeDone
 	wokeStopped
 )
+
+// timerAt returns a channel that fires at the clock's time at, and its
+// stop. The clock may move between reading it and arming the timer (a
+// fake clock stepped by another goroutine, a real one descheduled), and
+// the timer then fires that much late: so if the clock has reached at
+// once the timer is armed, the time is due at once. Otherwise a fake
+// clock stepped to exactly at would leave the timer waiting a step more.
+func (e *Elector) timerAt(at time.Time) (<-chan time.Time, func() bool) {
+	never := func() bool { return false }
+	d := at.Sub(e.cfg.Clock.Now())
+	if d <= 0 {
+		return alreadyDue, never
+	}
+	t := e.cfg.Clock.NewTimer(d)
+	if !e.cfg.Clock.Now().Before(at) {
+		t.Stop()
+		return alreadyDue, never
+	}
+	return t.C(), t.Stop
+}
 
 // alreadyDue is the timeout of a step due at once.
 var alreadyDue = func() <-chan time.Time {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
@@ -509,5 +510,68 @@ func TestLossToldOnce(t *testing.T) {
 	a.e.renew(context.Background(), c)
 	if got := a.changed(); len(got) != 2 {
 		t.Fatalf("OnChange calls %q, want 2 (the hold, its loss)", got)
+	}
+}
+
+// movingClock moves its fake clock by the duration of the next timer in
+// the moment between the caller reading the time and arming the timer,
+// once armed is set: an interleaving a goroutine stepping the clock can
+// make.
+type movingClock struct {
+	*clocktesting.FakeClock
+	armed atomic.Bool
+}
+
+func (c *movingClock) NewTimer(d time.Duration) clock.Timer {
+	if c.armed.CompareAndSwap(true, false) {
+		c.Step(d)
+	}
+	return c.FakeClock.NewTimer(d)
+}
+
+// TestTimerAtWithTheClockMovingWhileArming: a timer for a time the clock
+// reaches between timerAt reading it and arming the timer is due at once.
+// The renewal loop armed it for the duration read before, so it fired one
+// interval late, which TestHolderRenewsAndKeepsTheNode caught under load,
+// waiting for a renewal the fake clock never reached.
+func TestTimerAtWithTheClockMovingWhileArming(t *testing.T) {
+	h := newHarness(t)
+	mc := &movingClock{FakeClock: h.clock}
+	e := &Elector{cfg: Config{Clock: mc}}
+	at := h.clock.Now().Add(DefaultRenewInterval)
+
+	mc.armed.Store(true)
+	due, stop := e.timerAt(at)
+	defer stop()
+	if !h.clock.Now().Equal(at) {
+		t.Fatalf("clock at %s, want %s", h.clock.Now(), at)
+	}
+	if !fired(due) {
+		t.Error("not due with the clock at its time")
+	}
+
+	// Unmoved, it waits for its time, and no longer.
+	at = at.Add(DefaultRenewInterval)
+	due, stop = e.timerAt(at)
+	defer stop()
+	h.clock.Step(DefaultRenewInterval - time.Millisecond)
+	if fired(due) {
+		t.Fatal("due before its time")
+	}
+	h.clock.Step(time.Millisecond)
+	select {
+	case <-due:
+	case <-time.After(testwait.Timeout):
+		t.Fatal("not due at its time")
+	}
+}
+
+// fired reports whether a timer's channel has fired, without waiting.
+func fired(ch <-chan time.Time) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
