@@ -221,6 +221,138 @@ func TestLocalStorageEviction(t *testing.T) {
 	}
 }
 
+// TestDiskPressureEviction: a build host whose podman store has less
+// available than the node's spec.diskPressure.availableBelow (set to 100%
+// here, so that the host's disk counts as short) is under disk pressure as
+// a kubelet's node: the Node's DiskPressure condition turns True and the
+// node lifecycle controller taints it; the unused images go first, then the
+// node's pods are evicted one at a time, in the kubelet's order: the pod
+// using more local storage than it requested before the one within its
+// request. Each fails with reason Evicted and the kubelet's message, and the
+// Node gets the kubelet's EvictionThresholdMet warning. Every image of the
+// host is pinned, so the tests after this one find its store as it was.
+func TestDiskPressureEviction(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	// over writes 8 MiB in its emptyDir and requested none; within asked
+	// for 1Gi and writes nothing.
+	over := framework.JobPod(ns, "over", "", nil, []string{"sh", "-c",
+		"dd if=/dev/zero of=/work/fill bs=1048576 count=8 2>/dev/null && sync && echo written && sleep 3600"})
+	over.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	over.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	within := framework.JobPod(ns, "within", "", nil, []string{"sh", "-c", "echo started && sleep 3600"})
+	within.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("1Gi")}
+	for _, p := range []*corev1.Pod{over, within} {
+		onNodeName(p, node)
+		// Through the taint the node lifecycle controller sets, as the
+		// pods already running on a node that comes under pressure.
+		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: corev1.TaintNodeDiskPressure, Operator: corev1.TolerationOpExists})
+		if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"over", "within"} {
+		s.WaitPodPhase(t, ns, name, corev1.PodRunning, 3*time.Minute)
+	}
+	framework.Eventually(t, "over wrote its 8 MiB", time.Minute, func() (bool, string) {
+		out := s.Kubectl(t, "-n", ns, "logs", "over")
+		return out == "written\n", out
+	})
+
+	policy, err := json.Marshal(map[string]any{"spec": map[string]any{
+		"diskPressure": map[string]any{"availableBelow": "100%"},
+		"imageGC":      map[string]any{"pinned": s.hostImages(t, host)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	t.Cleanup(func() {
+		// After the restore (cleanups run last first): the node takes
+		// pods again.
+		framework.Eventually(t, node+" without DiskPressure and its taint", 3*time.Minute, func() (bool, string) {
+			n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeDiskPressure && c.Status != corev1.ConditionFalse {
+					return false, c.Message
+				}
+			}
+			for _, taint := range n.Spec.Taints {
+				if taint.Key == corev1.TaintNodeDiskPressure {
+					return false, "tainted " + taint.Key
+				}
+			}
+			return true, ""
+		})
+	})
+	s.patchNodeSpec(t, node, string(policy), `{"spec":{"diskPressure":null,"imageGC":null}}`)
+
+	framework.Eventually(t, node+" DiskPressure and tainted", 2*time.Minute, func() (bool, string) {
+		n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		pressure, tainted := "", false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeDiskPressure && c.Status == corev1.ConditionTrue {
+				pressure = c.Message
+			}
+		}
+		for _, taint := range n.Spec.Taints {
+			tainted = tainted || taint.Key == corev1.TaintNodeDiskPressure
+		}
+		return pressure != "" && tainted, fmt.Sprintf("condition %q, tainted %v", pressure, tainted)
+	})
+	const nodeLow = "The node was low on resource: ephemeral-storage. Threshold quantity: "
+	evictedAt := map[string]time.Time{}
+	for _, name := range []string{"over", "within"} {
+		p := s.WaitPodPhase(t, ns, name, corev1.PodFailed, 3*time.Minute)
+		if p.Status.Reason != "Evicted" || !strings.HasPrefix(p.Status.Message, nodeLow) {
+			t.Errorf("%s: reason %q message %q, want Evicted %q...", name, p.Status.Reason, p.Status.Message, nodeLow)
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && c.Reason == "TerminationByKubelet" {
+				evictedAt[name] = c.LastTransitionTime.Time
+			}
+		}
+		if _, ok := evictedAt[name]; !ok {
+			t.Errorf("%s: no DisruptionTarget condition: %+v", name, p.Status.Conditions)
+		}
+		if !hasEvent(s.Events(t, ns, "Pod", name), "Evicted", nodeLow) {
+			t.Errorf("%s: no Evicted event", name)
+		}
+	}
+	if over := s.Pod(t, ns, "over"); !strings.Contains(over.Status.Message, "Container main was using ") {
+		t.Errorf("over's message does not name its container's use above its request: %q", over.Status.Message)
+	}
+	if within := s.Pod(t, ns, "within"); strings.Contains(within.Status.Message, "Container ") {
+		t.Errorf("within's message names a container, though it used less than it requested: %q", within.Status.Message)
+	}
+	if !evictedAt["over"].Before(evictedAt["within"]) {
+		t.Errorf("evicted over at %s, within at %s: want over (above its request) first", evictedAt["over"], evictedAt["within"])
+	}
+	thresholdMet := false
+	for _, e := range s.Events(t, "", "Node", node) {
+		thresholdMet = thresholdMet || e.Reason == "EvictionThresholdMet" && e.Type == corev1.EventTypeWarning &&
+			!e.LastTimestamp.Time.Before(before.Truncate(time.Second))
+	}
+	if !thresholdMet {
+		t.Error("no EvictionThresholdMet warning on the node since the patch")
+	}
+	if s.InCluster {
+		framework.Eventually(t, "rbn_disk_pressure_evictions_total of "+node, time.Minute, func() (bool, string) {
+			n := s.kubeletMetricSum(t, "rbn_disk_pressure_evictions_total", `node="`+node+`"`)
+			return n >= 2, fmt.Sprint(n)
+		})
+	}
+	t.Logf("evicted over at %s, within at %s", evictedAt["over"].Format(time.TimeOnly), evictedAt["within"].Format(time.TimeOnly))
+}
+
 // TestEndedPodEmptyDirReleased: what a pod wrote in its emptyDir leaves the
 // host once the pod has ended, as the kubelet tears an ended pod's volumes
 // down, while the pod object, its container and its log stay.

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -42,25 +43,33 @@ type storageLimits struct {
 
 // podStorageLimits reads pd's local storage limits.
 func podStorageLimits(pd *corev1.Pod) storageLimits {
-	l := storageLimits{emptyDirs: map[string]resource.Quantity{}, containers: map[string]resource.Quantity{}}
+	l := storageLimits{emptyDirs: map[string]resource.Quantity{}}
 	for _, v := range pd.Spec.Volumes {
 		if ed := v.EmptyDir; ed != nil && ed.Medium != corev1.StorageMediumMemory && ed.SizeLimit != nil && !ed.SizeLimit.IsZero() {
 			l.emptyDirs[v.Name] = *ed.SizeLimit
 		}
 	}
+	l.containers, l.pod = podEphemeralStorage(pd, func(r corev1.ResourceRequirements) corev1.ResourceList { return r.Limits })
+	return l
+}
+
+// podEphemeralStorage reads the containers' ephemeral-storage in the
+// resource list that list picks (limits or requests), by container, and
+// the pod's as resourcehelper.PodRequests/PodLimits add them: the app
+// containers and sidecars summed, the largest init container's when
+// larger; nil when no container has one.
+func podEphemeralStorage(pd *corev1.Pod, list func(corev1.ResourceRequirements) corev1.ResourceList) (map[string]resource.Quantity, *resource.Quantity) {
+	containers := map[string]resource.Quantity{}
 	var apps, initMax resource.Quantity
-	limited := false
 	for _, c := range pd.Spec.Containers {
-		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
-			l.containers[c.Name] = q
+		if q, ok := list(c.Resources)[corev1.ResourceEphemeralStorage]; ok {
+			containers[c.Name] = q
 			apps.Add(q)
-			limited = true
 		}
 	}
 	for _, c := range pd.Spec.InitContainers {
-		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
-			l.containers[c.Name] = q
-			limited = true
+		if q, ok := list(c.Resources)[corev1.ResourceEphemeralStorage]; ok {
+			containers[c.Name] = q
 			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
 				apps.Add(q) // a sidecar runs beside the app containers
 			} else if q.Cmp(initMax) > 0 {
@@ -68,13 +77,13 @@ func podStorageLimits(pd *corev1.Pod) storageLimits {
 			}
 		}
 	}
-	if limited {
-		if initMax.Cmp(apps) > 0 {
-			apps = initMax
-		}
-		l.pod = &apps
+	if len(containers) == 0 {
+		return containers, nil
 	}
-	return l
+	if initMax.Cmp(apps) > 0 {
+		apps = initMax
+	}
+	return containers, &apps
 }
 
 // any says whether there is anything to measure.
@@ -121,19 +130,20 @@ func (l storageLimits) exceeded(u storageUsage) (string, bool) {
 // directories on the host by volume (all of them when the pod has a limit
 // of its own, those with a sizeLimit otherwise), and the running
 // containers' writable layers and log files by container.
-func storagePaths(l storageLimits, plan *pod.Plan, mountpoints map[string]string, obs map[string]*observed) (vols map[string]string, ctrs map[string][]string) {
+func storagePaths(l storageLimits, all bool, plan *pod.Plan, mountpoints map[string]string, obs map[string]*observed) (vols map[string]string, ctrs map[string][]string) {
+	all = all || l.pod != nil
 	vols, ctrs = map[string]string{}, map[string][]string{}
 	for _, v := range plan.Volumes {
 		if v.Kind != pod.VolumeEmptyDir || v.Tmpfs || mountpoints[v.K8sName] == "" {
 			continue
 		}
-		if _, ok := l.emptyDirs[v.K8sName]; ok || l.pod != nil {
+		if _, ok := l.emptyDirs[v.K8sName]; ok || all {
 			vols[v.K8sName] = mountpoints[v.K8sName]
 		}
 	}
 	for name, o := range obs {
 		_, ok := l.containers[name]
-		if (!ok && l.pod == nil) || o.current == nil || !o.current.Running {
+		if (!ok && !all) || o.current == nil || !o.current.Running {
 			continue
 		}
 		for _, p := range []string{o.current.UpperDir, o.current.LogPath} {
@@ -152,7 +162,8 @@ func storagePaths(l storageLimits, plan *pod.Plan, mountpoints map[string]string
 // measurement is due (0: none).
 func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[string]*observed) (bool, time.Duration, error) {
 	limits := podStorageLimits(pd)
-	if !limits.any() || pod.Ended(pd.Status.Phase) || !anyRunning(obs) {
+	pressure := w.p.diskPressure.Load()
+	if (!limits.any() && !pressure) || pod.Ended(pd.Status.Phase) || !anyRunning(obs) {
 		// As the kubelet's eviction manager, only a pod with a container
 		// running; one that starts kicks the worker.
 		return false, 0, nil
@@ -162,7 +173,7 @@ func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[st
 		return false, w.nextStorageCheck.Sub(now), nil
 	}
 	w.nextStorageCheck = now.Add(storageCheckInterval)
-	vols, ctrs := storagePaths(limits, w.plan, w.volumes.mountpoints, obs)
+	vols, ctrs := storagePaths(limits, pressure, w.plan, w.volumes.mountpoints, obs)
 	var paths []string
 	for _, p := range vols {
 		paths = append(paths, p)
@@ -189,12 +200,32 @@ func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[st
 			u.containers[name] += sizes[p]
 		}
 	}
+	w.diskUsage.Store(measuredUsage(pd, u, now))
 	msg, over := limits.exceeded(u)
 	if !over {
 		return false, storageCheckInterval, nil
 	}
 	w.log.Warn("evicting the pod for its local storage", "message", msg)
 	return true, 0, w.stopAndFail(ctx, pd, reason{reasonEvicted, msg}, 0)
+}
+
+// measuredUsage is u as DiskPressure ranks pd by it, measured at.
+func measuredUsage(pd *corev1.Pod, u storageUsage, at time.Time) *podDiskUsage {
+	m := &podDiskUsage{uid: pd.UID, name: pd.Namespace + "/" + pd.Name, priority: ptr.Deref(pd.Spec.Priority, 0), at: at,
+		containers: map[string]containerDiskUsage{}}
+	for _, n := range u.emptyDirs {
+		m.total += n
+	}
+	requests, total := podEphemeralStorage(pd, func(r corev1.ResourceRequirements) corev1.ResourceList { return r.Requests })
+	if total != nil {
+		m.request = total.Value()
+	}
+	for name, n := range u.containers {
+		m.total += n
+		q := requests[name]
+		m.containers[name] = containerDiskUsage{used: n, request: q.Value()}
+	}
+	return m
 }
 
 func anyRunning(obs map[string]*observed) bool {

@@ -140,3 +140,52 @@ func TestWorkerEmptiesEndedPodsEmptyDirs(t *testing.T) {
 	h.sync()
 	h.wantCalls("empty-dirs", 1)
 }
+
+// TestWorkerUnderDiskPressure: a pod without local storage limits is not
+// measured until its host is under disk pressure; then it measures its
+// disk emptyDirs and containers for DiskPressure's ranking, and an
+// eviction DiskPressure asks for kills its containers at once and fails it
+// with reason Evicted and the message given.
+func TestWorkerUnderDiskPressure(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	pd.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	pd.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	pd.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("1Mi")}
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	dir := "/volumes/" + pod.VolumeName(testUID, "work")
+	h.rt.du = map[string]int64{dir: 3 << 20}
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	h.sync()
+	h.wantCalls("du ", 0)
+	if u := h.w.diskUsage.Load(); u != nil {
+		t.Fatalf("measured without limits or pressure: %+v", u)
+	}
+
+	h.w.p.setDiskPressure(true)
+	h.sync()
+	h.wantCalls("du ", 1)
+	u := h.w.diskUsage.Load()
+	if u == nil || u.uid != testUID || u.total < 3<<20 || u.request != 1<<20 {
+		t.Fatalf("measured %+v, want the pod's uid, at least its emptyDir's 3Mi, its 1Mi request", u)
+	}
+
+	const msg = "The node was low on resource: ephemeral-storage. Threshold quantity: 10Gi, available: 5Gi. "
+	if !h.w.p.evict(testUID, msg) {
+		t.Fatal("evict found no worker")
+	}
+	h.sync()
+	h.wantCalls("stop "+ctrName("main", 0)+" 0s", 1)
+	h.wantPhase(corev1.PodFailed)
+	if st := h.status(); st.Reason != "Evicted" || st.Message != msg {
+		t.Errorf("reason %q message %q", st.Reason, st.Message)
+	}
+	h.wantEvent(h.events(), "Warning Evicted "+msg)
+	if !h.w.p.stopped(testUID) {
+		t.Error("stopped() false for the evicted pod")
+	}
+	if got := h.w.p.diskUsages(time.Time{}); len(got) != 0 {
+		t.Errorf("an ended pod still ranks: %+v", got)
+	}
+}

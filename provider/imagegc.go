@@ -84,6 +84,9 @@ type ImageGC struct {
 	cfg    ImageGCConfig
 	pinned []string // normalised
 
+	// collecting serialises Collect and FreeUnused.
+	collecting sync.Mutex
+
 	mu      sync.Mutex
 	records map[string]*imageRecord // by image ID
 	stats   ImageGCStats
@@ -176,6 +179,8 @@ func (g *ImageGC) above() (used, total uint64, above bool) {
 // threshold. A failure is reported on the node (the kubelet's events) and
 // returned.
 func (g *ImageGC) Collect(ctx context.Context) error {
+	g.collecting.Lock()
+	defer g.collecting.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	now := g.cfg.Clock.Now()
@@ -229,6 +234,35 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// FreeUnused removes every image that may go (the kubelet's
+// DeleteUnusedImages, its eviction manager's first reclaim under disk
+// pressure): unused, older than the minimum age, neither pinned nor named
+// by a pod that has not ended, whatever the thresholds. It returns the
+// bytes freed; images that could not be removed are passed over and
+// reported together.
+func (g *ImageGC) FreeUnused(ctx context.Context) (int64, error) {
+	g.collecting.Lock()
+	defer g.collecting.Unlock()
+	now := g.cfg.Clock.Now()
+	if err := g.detect(ctx, now); err != nil {
+		return 0, err
+	}
+	var freed int64
+	var errs []error
+	for _, id := range g.candidates(now, nil) {
+		size, err := g.remove(ctx, id, ImageGCReasonSpace)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		freed += size
+	}
+	if freed > 0 && g.cfg.Host != nil {
+		g.cfg.Host.RefreshImages(ctx)
+	}
+	return freed, errors.Join(errs...)
 }
 
 // FreeDiskSpaceError: a collection found too few images it could remove.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -103,6 +104,10 @@ type Pods struct {
 	running  sync.WaitGroup
 	stopping bool // Run is returning: no worker starts any more
 	done     chan struct{}
+
+	// diskPressure: the host is under disk pressure (DiskPressure), and
+	// running pods measure their local storage for the ranking.
+	diskPressure atomic.Bool
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,9 +83,14 @@ type podWorker struct {
 	// emptyDirs were emptied.
 	nextStorageCheck time.Time
 	released         bool
-	failed           bool   // the pod failed permanently (unsupported spec, deadline, eviction)
-	lastErr          string // last sync error reported as an event, to report each once
-	lastNotReady     string // last claim not ready reported as an event (VolumeNotReadyError)
+	// diskUsage is the pod's local storage as last measured (while it has
+	// limits or the host is under disk pressure), for DiskPressure's
+	// ranking; evictNow (under mu) is DiskPressure's request to evict it.
+	diskUsage    atomic.Pointer[podDiskUsage]
+	evictNow     *reason
+	failed       bool   // the pod failed permanently (unsupported spec, deadline, eviction)
+	lastErr      string // last sync error reported as an event, to report each once
+	lastNotReady string // last claim not ready reported as an event (VolumeNotReadyError)
 	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
 	ended bool
 	// unhealthy holds the containers killed for failing a liveness or
@@ -396,6 +402,12 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 	} else {
 		w.withCarried(obs, w.p.bootID()) // a sandbox made again after a reboot
+	}
+	w.mu.Lock()
+	evict := w.evictNow
+	w.mu.Unlock()
+	if evict != nil && !pod.Ended(pd.Status.Phase) {
+		return 0, w.stopAndFail(ctx, pd, *evict, 0)
 	}
 	evicted, storageCheck, err := w.checkStorage(ctx, pd, obs)
 	if evicted || err != nil {

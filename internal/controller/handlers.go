@@ -64,6 +64,12 @@ func (c *Controller) ImageGCs() map[string]*provider.ImageGC {
 	return servedParts(c, func(rt *nodeRuntime) *provider.ImageGC { return rt.imageGC })
 }
 
+// DiskPressures returns the disk pressure eviction managers of the served
+// nodes, by node, for rbn's metrics.
+func (c *Controller) DiskPressures() map[string]*provider.DiskPressure {
+	return servedParts(c, func(rt *nodeRuntime) *provider.DiskPressure { return rt.diskPressure })
+}
+
 // servedParts collects one part of each served node's runtime, by node;
 // nodes without it are left out.
 func servedParts[T any](c *Controller, part func(*nodeRuntime) *T) map[string]*T {

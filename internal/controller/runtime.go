@@ -47,9 +47,11 @@ type nodeRuntime struct {
 	spec    *rbnv1.RemoteBuildNodeSpec // defaulted
 	volumes *provider.HostVolumes
 	imageGC *provider.ImageGC
-	api     *kubeletapi.NodeHandlers
-	started time.Time
-	parts   *group
+	// diskPressure is the node's eviction manager for its host's disk.
+	diskPressure *provider.DiskPressure
+	api          *kubeletapi.NodeHandlers
+	started      time.Time
+	parts        *group
 }
 
 type runtimeDeps struct {
@@ -182,13 +184,19 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 				eventType, reason, message)
 		},
 	})
+	// On the Node, as the kubelet reports its image collection and its
+	// evictions.
+	nodeEvent := func(eventType, reason, message string) {
+		recorder.Event(&corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}, eventType, reason, message)
+	}
 	imageGC := provider.NewImageGC(provider.ImageGCConfig{
 		Policy: spec.ImageGC, Host: host, Log: log,
 		Named: func() []string { return podImageRefs(podInformer.GetStore().List()) },
-		Event: func(eventType, reason, message string) {
-			// On the Node, as the kubelet reports its image collection.
-			recorder.Event(&corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}, eventType, reason, message)
-		},
+		Event: nodeEvent,
+	})
+	diskPressure := provider.NewDiskPressure(provider.DiskPressureConfig{
+		Spec: spec, Host: host, Pods: pods, ImageGC: imageGC, Log: log,
+		Event: nodeEvent,
 	})
 	np := provider.NewNodeProvider(provider.NodeConfig{
 		Name: name, Spec: spec, Host: host, Pods: pods, Volumes: volumes,
@@ -241,6 +249,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		{"pods", pods.Run},
 		{"host volumes", volumes.Run},
 		{"image garbage collection", imageGC.Run},
+		{"disk pressure eviction", diskPressure.Run},
 		{"node controller", func(ctx context.Context) error {
 			if !hostSettled(ctx, host, d.cfg.SSH.DialTimeout.Duration) {
 				return nil // stopped
@@ -270,7 +279,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}
 		}},
 	}
-	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, api: nodeHandlers(pods), started: d.now()}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, diskPressure: diskPressure, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()

@@ -355,7 +355,8 @@ func (c volumeRootCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// ImageCollection is a node's image garbage collection's totals.
+// ImageCollection is a node's image garbage collection's totals, and the
+// evictions that follow it under disk pressure.
 type ImageCollection struct {
 	Node string
 	// Removed counts the images removed by reason ("space", "age"); Bytes
@@ -364,6 +365,9 @@ type ImageCollection struct {
 	Removed  map[string]uint64
 	Bytes    uint64
 	Failures uint64
+	// Evictions counts the pods evicted because removing images did not
+	// relieve the host's disk pressure.
+	Evictions uint64
 }
 
 // ImageCollections lists the served nodes' image collections at each scrape.
@@ -379,6 +383,9 @@ var (
 	imageGCFailures = prometheus.NewDesc(Namespace+"_image_gc_failures_total",
 		"Image garbage collections of the node that failed or could not free what they had to (events FreeDiskSpaceFailed, ImageGCFailed).",
 		[]string{"node"}, nil)
+	diskPressureEvictions = prometheus.NewDesc(Namespace+"_disk_pressure_evictions_total",
+		"Pods of the node evicted because its build host's disk was under pressure (spec.diskPressure) and removing unused images did not relieve it.",
+		[]string{"node"}, nil)
 )
 
 type imageCollectionCollector struct{ list ImageCollections }
@@ -389,7 +396,7 @@ func NewImageCollectionCollector(list ImageCollections) prometheus.Collector {
 }
 
 func (imageCollectionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{imagesRemoved, imagesRemovedBytes, imageGCFailures} {
+	for _, d := range []*prometheus.Desc{imagesRemoved, imagesRemovedBytes, imageGCFailures, diskPressureEvictions} {
 		ch <- d
 	}
 }
@@ -401,5 +408,6 @@ func (c imageCollectionCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(imagesRemovedBytes, prometheus.CounterValue, float64(gc.Bytes), gc.Node)
 		ch <- prometheus.MustNewConstMetric(imageGCFailures, prometheus.CounterValue, float64(gc.Failures), gc.Node)
+		ch <- prometheus.MustNewConstMetric(diskPressureEvictions, prometheus.CounterValue, float64(gc.Evictions), gc.Node)
 	}
 }

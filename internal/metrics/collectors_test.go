@@ -264,11 +264,15 @@ rbn_host_volumes_used_bytes{node="build-1"} 1.073741824e+09
 func TestImageCollectionCollector(t *testing.T) {
 	list := func() []ImageCollection {
 		return []ImageCollection{
-			{Node: "build-1", Removed: map[string]uint64{"space": 3, "age": 1}, Bytes: 512 << 20, Failures: 2},
+			{Node: "build-1", Removed: map[string]uint64{"space": 3, "age": 1}, Bytes: 512 << 20, Failures: 2, Evictions: 4},
 			{Node: "build-2"},
 		}
 	}
 	want := `
+# HELP rbn_disk_pressure_evictions_total Pods of the node evicted because its build host's disk was under pressure (spec.diskPressure) and removing unused images did not relieve it.
+# TYPE rbn_disk_pressure_evictions_total counter
+rbn_disk_pressure_evictions_total{node="build-1"} 4
+rbn_disk_pressure_evictions_total{node="build-2"} 0
 # HELP rbn_image_gc_failures_total Image garbage collections of the node that failed or could not free what they had to (events FreeDiskSpaceFailed, ImageGCFailed).
 # TYPE rbn_image_gc_failures_total counter
 rbn_image_gc_failures_total{node="build-1"} 2

@@ -14,11 +14,9 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/version"
 )
 
-// Pressure thresholds, as kubelet's default hard eviction thresholds.
-var (
-	memoryPressureBelow = resource.MustParse("100Mi")
-	diskPressurePercent = int64(10)
-)
+// memoryPressureBelow is the memory pressure threshold, the kubelet's
+// default hard eviction threshold.
+var memoryPressureBelow = resource.MustParse("100Mi")
 
 // Health is the host's state as rbn-kubelet last saw it.
 type Health struct {
@@ -72,7 +70,7 @@ func Build(name string, spec *rbnv1.RemoteBuildNodeSpec, f Facts) *corev1.Node {
 		zero := corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}
 		n.Status.Capacity, n.Status.Allocatable = zero, zero.DeepCopy()
 	}
-	n.Status.Conditions = Conditions(f)
+	n.Status.Conditions = Conditions(spec, f)
 	return n
 }
 
@@ -137,7 +135,7 @@ func Resources(spec *rbnv1.RemoteBuildNodeSpec, h *podman.HostInfo) (capacity, a
 
 // Conditions reports Ready from the host's health and the pressure
 // conditions from its figures, as kubelet's defaults judge them.
-func Conditions(f Facts) []corev1.NodeCondition {
+func Conditions(spec *rbnv1.RemoteBuildNodeSpec, f Facts) []corev1.NodeCondition {
 	since := metav1.NewTime(f.Health.Since)
 	now := metav1.NewTime(f.Now)
 	cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason, msg string) corev1.NodeCondition {
@@ -168,13 +166,29 @@ func Conditions(f Facts) []corev1.NodeCondition {
 			fmt.Sprintf("%d bytes %s, below %s", avail, what, memoryPressureBelow.String()))
 	}
 	disk := cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "podman storage has room")
-	if h.StorageTotal > 0 {
-		free := int64(h.StorageTotal) - int64(h.StorageUsed)
-		if free*100 < int64(h.StorageTotal)*diskPressurePercent {
-			disk = cond(corev1.NodeDiskPressure, corev1.ConditionTrue, "KubeletHasDiskPressure",
-				fmt.Sprintf("podman storage %s: %d of %d bytes free, below %d%%", h.GraphRoot, free, h.StorageTotal, diskPressurePercent))
-		}
+	if under, avail, below := UnderDiskPressure(spec, h); under {
+		disk = cond(corev1.NodeDiskPressure, corev1.ConditionTrue, "KubeletHasDiskPressure",
+			fmt.Sprintf("podman storage %s: %d of %d bytes available, below %s", h.GraphRoot, avail, h.StorageTotal, below))
 	}
 	pid := cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "no PID pressure reported")
 	return append(conds, mem, disk, pid)
+}
+
+// UnderDiskPressure says whether the host's podman store has less available
+// than the spec's diskPressure.availableBelow, with what is available and
+// that threshold as the spec wrote it; false while the store's figures are
+// unknown.
+func UnderDiskPressure(spec *rbnv1.RemoteBuildNodeSpec, h *podman.HostInfo) (under bool, avail uint64, below string) {
+	below = rbnv1.DefaultDiskAvailableBelow
+	if spec.DiskPressure != nil && spec.DiskPressure.AvailableBelow != "" {
+		below = spec.DiskPressure.AvailableBelow
+	}
+	if h == nil || h.StorageTotal == 0 {
+		return false, 0, below
+	}
+	if h.StorageUsed < h.StorageTotal {
+		avail = h.StorageTotal - h.StorageUsed
+	}
+	threshold, err := rbnv1.DiskThreshold(below, h.StorageTotal)
+	return err == nil && avail < threshold, avail, below
 }

@@ -33,6 +33,7 @@ var wantCases = []string{
 	"never-reached",
 	"memory-pressure",
 	"disk-pressure",
+	"disk-pressure-threshold",
 	"empty-taints-list",
 	"no-storage-figures",
 	"page-cache-is-available",

@@ -50,6 +50,12 @@ func Default(in *RemoteBuildNodeSpec) *RemoteBuildNodeSpec {
 			gc.MaximumAge = &metav1.Duration{}
 		}
 	}
+	if out.DiskPressure == nil {
+		out.DiskPressure = &DiskPressureSpec{}
+	}
+	if out.DiskPressure.AvailableBelow == "" {
+		out.DiskPressure.AvailableBelow = DefaultDiskAvailableBelow
+	}
 	if out.MaxPods == 0 {
 		out.MaxPods = DefaultMaxPods
 	}

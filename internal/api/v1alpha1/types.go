@@ -165,7 +165,29 @@ type RemoteBuildNodeSpec struct {
 	// recently used first, until it is down to lowThresholdPercent.
 	// +optional
 	ImageGC *ImageGCSpec `json:"imageGC,omitempty"`
+
+	// DiskPressure says when the host's disk is short, as the kubelet's
+	// evictionHard nodefs.available and imagefs.available say it (podman's
+	// store holds both here). Then the Node's DiskPressure condition turns
+	// True (and the node lifecycle controller taints it), rbn removes the
+	// host's unused images, and when that is not enough it evicts the
+	// node's pods one at a time, as the kubelet's eviction manager does.
+	// +optional
+	DiskPressure *DiskPressureSpec `json:"diskPressure,omitempty"`
 }
+
+// DiskPressureSpec configures a host's disk pressure.
+type DiskPressureSpec struct {
+	// AvailableBelow: podman's store's file system with less than this
+	// available is under pressure: a percentage of its size ("10%") or a
+	// quantity ("20Gi"). Default "10%", the kubelet's nodefs.available;
+	// "0%" turns disk pressure off.
+	// +optional
+	AvailableBelow string `json:"availableBelow,omitempty"`
+}
+
+// DefaultDiskAvailableBelow is spec.diskPressure.availableBelow's default.
+const DefaultDiskAvailableBelow = "10%"
 
 // ImageGCSpec configures a host's image garbage collection. The fields and
 // their defaults are the KubeletConfiguration's (imageGCHighThresholdPercent,

@@ -104,6 +104,11 @@ func Validate(name string, spec *RemoteBuildNodeSpec) field.ErrorList {
 		errs = append(errs, field.Invalid(p.Child("containerLogMaxSize"), q.String(), "must be at least "+MinContainerLogMaxSize.String()))
 	}
 	errs = append(errs, validateImageGC(p.Child("imageGC"), spec.ImageGC)...)
+	if d := spec.DiskPressure; d != nil && d.AvailableBelow != "" {
+		if _, err := DiskThreshold(d.AvailableBelow, 0); err != nil {
+			errs = append(errs, field.Invalid(p.Child("diskPressure", "availableBelow"), d.AvailableBelow, err.Error()))
+		}
+	}
 	return errs
 }
 

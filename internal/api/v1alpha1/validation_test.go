@@ -38,6 +38,7 @@ func TestDefault(t *testing.T) {
 				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](85), LowThresholdPercent: ptr.To[int32](80),
 					MinimumAge: &metav1.Duration{Duration: 2 * time.Minute}, MaximumAge: &metav1.Duration{}}
 				s.ContainerLogMaxSize = ptr.To(resource.MustParse("100Mi"))
+				s.DiskPressure = &DiskPressureSpec{AvailableBelow: "10%"}
 			},
 		},
 		{
@@ -49,6 +50,7 @@ func TestDefault(t *testing.T) {
 				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](0),
 					MinimumAge: &metav1.Duration{}, MaximumAge: &metav1.Duration{Duration: time.Hour}, Pinned: []string{"registry.test/builder:1"}}
 				s.ContainerLogMaxSize = ptr.To(resource.MustParse("2Gi"))
+				s.DiskPressure = &DiskPressureSpec{AvailableBelow: "20Gi"}
 			},
 			want: func(s *RemoteBuildNodeSpec) {
 				s.Port, s.User, s.PodmanSocket, s.MaxPods = 2222, "builder", "/run/user/1000/podman/podman.sock", 8
@@ -57,6 +59,7 @@ func TestDefault(t *testing.T) {
 				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](0),
 					MinimumAge: &metav1.Duration{}, MaximumAge: &metav1.Duration{Duration: time.Hour}, Pinned: []string{"registry.test/builder:1"}}
 				s.ContainerLogMaxSize = ptr.To(resource.MustParse("2Gi"))
+				s.DiskPressure = &DiskPressureSpec{AvailableBelow: "20Gi"}
 			},
 		},
 		{
@@ -69,6 +72,7 @@ func TestDefault(t *testing.T) {
 				s.ImageGC = &ImageGCSpec{HighThresholdPercent: ptr.To[int32](85), LowThresholdPercent: ptr.To[int32](80),
 					MinimumAge: &metav1.Duration{Duration: 2 * time.Minute}, MaximumAge: &metav1.Duration{}}
 				s.ContainerLogMaxSize = ptr.To(resource.MustParse("100Mi"))
+				s.DiskPressure = &DiskPressureSpec{AvailableBelow: "10%"}
 			},
 		},
 	}
@@ -191,6 +195,9 @@ func TestValidate(t *testing.T) {
 		{name: "volume root /", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.Root = "/" }, want: []string{forbidden("spec.volumes.root")}},
 		{name: "unknown volume size limit", mutate: func(s *RemoteBuildNodeSpec) { s.Volumes.SizeLimit = "Quota" }, want: []string{notSupported("spec.volumes.sizeLimit")}},
 		{name: "container log max size 1Mi", mutate: func(s *RemoteBuildNodeSpec) { s.ContainerLogMaxSize = ptr.To(resource.MustParse("1Mi")) }},
+		{name: "disk pressure percentage above 100", mutate: func(s *RemoteBuildNodeSpec) { s.DiskPressure = &DiskPressureSpec{AvailableBelow: "101%"} }, want: []string{invalid("spec.diskPressure.availableBelow")}},
+		{name: "disk pressure neither percentage nor quantity", mutate: func(s *RemoteBuildNodeSpec) { s.DiskPressure = &DiskPressureSpec{AvailableBelow: "ten"} }, want: []string{invalid("spec.diskPressure.availableBelow")}},
+		{name: "disk pressure negative quantity", mutate: func(s *RemoteBuildNodeSpec) { s.DiskPressure = &DiskPressureSpec{AvailableBelow: "-1Gi"} }, want: []string{invalid("spec.diskPressure.availableBelow")}},
 		{name: "container log max size below 1Mi", mutate: func(s *RemoteBuildNodeSpec) { s.ContainerLogMaxSize = ptr.To(resource.MustParse("1000Ki")) }, want: []string{invalid("spec.containerLogMaxSize")}},
 		{name: "image GC thresholds 100 and 0", mutate: func(s *RemoteBuildNodeSpec) {
 			s.ImageGC.HighThresholdPercent, s.ImageGC.LowThresholdPercent = ptr.To[int32](100), ptr.To[int32](0)
@@ -356,5 +363,25 @@ func TestReservedOrZero(t *testing.T) {
 				t.Errorf("ReservedOrZero(%s) = %s, want %s", tt.name, got.String(), tt.want)
 			}
 		})
+	}
+}
+
+func TestDiskThreshold(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		total uint64
+		want  uint64
+	}{
+		{"10%", 1000, 100},
+		{"0%", 1000, 0},
+		{"100%", 1000, 1000},
+		{"12.5%", 1000, 125},
+		{"20Gi", 1000, 20 << 30},
+		{"0", 1000, 0},
+	} {
+		got, err := DiskThreshold(tt.in, tt.total)
+		if err != nil || got != tt.want {
+			t.Errorf("DiskThreshold(%q, %d) = %d, %v; want %d", tt.in, tt.total, got, err, tt.want)
+		}
 	}
 }

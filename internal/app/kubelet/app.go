@@ -227,14 +227,19 @@ func volumeRoots(ctrl *controller.Controller) metrics.VolumeRoots {
 }
 
 // imageCollections lists the served nodes' image garbage collections'
-// totals for the metrics, sorted by node.
+// totals, and their evictions for disk pressure, for the metrics, sorted
+// by node.
 func imageCollections(ctrl *controller.Controller) metrics.ImageCollections {
 	return func() []metrics.ImageCollection {
-		gcs := ctrl.ImageGCs()
+		gcs, pressures := ctrl.ImageGCs(), ctrl.DiskPressures()
 		out := make([]metrics.ImageCollection, 0, len(gcs))
 		for node, gc := range gcs {
 			st := gc.Stats()
-			out = append(out, metrics.ImageCollection{Node: node, Removed: st.Removed, Bytes: st.Bytes, Failures: st.Failures})
+			c := metrics.ImageCollection{Node: node, Removed: st.Removed, Bytes: st.Bytes, Failures: st.Failures}
+			if dp := pressures[node]; dp != nil {
+				c.Evictions = dp.Evictions()
+			}
+			out = append(out, c)
 		}
 		slices.SortFunc(out, func(a, b metrics.ImageCollection) int { return strings.Compare(a.Node, b.Node) })
 		return out
