@@ -185,6 +185,7 @@ func TestLocalStorageEviction(t *testing.T) {
 		"scratch": `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `,
 		"rootfs":  "Pod ephemeral local storage usage exceeds the total limit of containers 2Mi. ",
 	}
+	signals := map[string]string{"scratch": "emptydirfs.limit", "rootfs": "ephemeralpodfs.limit"}
 	for _, p := range []*corev1.Pod{scratch, rootfs} {
 		onNodeName(p, node)
 		if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -209,6 +210,10 @@ func TestLocalStorageEviction(t *testing.T) {
 		if !hasEvent(s.Events(t, ns, "Pod", name), "Evicted", msg) {
 			t.Errorf("%s: no Evicted event saying %q", name, msg)
 		}
+		kubelet := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/metrics")
+		if n, _, err := framework.MetricSum(kubelet, "kubelet_evictions", `eviction_signal="`+signals[name]+`"`); err != nil || n < 1 {
+			t.Errorf("%s: kubelet_evictions{eviction_signal=%q} of %s = %v (%v), want at least 1", name, signals[name], node, n, err)
+		}
 		for _, o := range s.HostObjects(t, host, string(p.UID)) {
 			// The infra container stays until the pod is deleted, as for
 			// any ended pod.
@@ -229,8 +234,10 @@ func TestLocalStorageEviction(t *testing.T) {
 // node's pods are evicted one at a time, in the kubelet's order: the pod
 // using more local storage than it requested before the one within its
 // request. Each fails with reason Evicted and the kubelet's message, and the
-// Node gets the kubelet's EvictionThresholdMet warning. Every image of the
-// host is pinned, so the tests after this one find its store as it was.
+// Node gets the kubelet's EvictionThresholdMet warning. The containers of a
+// pod that had ended before go from the host (its log with them, which
+// `kubectl logs` says), its object stays Succeeded. Every image of the host
+// is pinned, so the tests after this one find its store as it was.
 func TestDiskPressureEviction(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
@@ -253,6 +260,12 @@ func TestDiskPressureEviction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	done := framework.JobPod(ns, "done", "", nil, []string{"sh", "-c", "echo done"})
+	onNodeName(done, node)
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), done, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	doneUID := string(s.WaitPodPhase(t, ns, "done", corev1.PodSucceeded, 3*time.Minute).UID)
 	for _, name := range []string{"over", "within"} {
 		s.WaitPodPhase(t, ns, name, corev1.PodRunning, 3*time.Minute)
 	}
@@ -327,6 +340,21 @@ func TestDiskPressureEviction(t *testing.T) {
 			t.Errorf("%s: no Evicted event", name)
 		}
 	}
+	framework.Eventually(t, "the ended pod's containers and podman pod gone from the host", time.Minute, func() (bool, string) {
+		var left []string
+		for _, o := range s.HostObjects(t, host, doneUID) {
+			if !strings.HasPrefix(o, "volume:") {
+				left = append(left, o)
+			}
+		}
+		return len(left) == 0, fmt.Sprint(left)
+	})
+	if p := s.Pod(t, ns, "done"); p.Status.Phase != corev1.PodSucceeded {
+		t.Errorf("done is %s after its containers went, want Succeeded", p.Status.Phase)
+	}
+	if out, err := s.KubectlErr("-n", ns, "logs", "done"); err == nil || !strings.Contains(out+fmt.Sprint(err), "removed from the host with its log") {
+		t.Errorf("kubectl logs done: %v %q, want an error saying its log was removed", err, out)
+	}
 	if over := s.Pod(t, ns, "over"); !strings.Contains(over.Status.Message, "Container main was using ") {
 		t.Errorf("over's message does not name its container's use above its request: %q", over.Status.Message)
 	}
@@ -343,6 +371,11 @@ func TestDiskPressureEviction(t *testing.T) {
 	}
 	if !thresholdMet {
 		t.Error("no EvictionThresholdMet warning on the node since the patch")
+	}
+	// The node's kubelet /metrics, as Prometheus's kubelet scrape reads it.
+	kubelet := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+node+"/proxy/metrics")
+	if n, _, err := framework.MetricSum(kubelet, "kubelet_evictions", `eviction_signal="nodefs.available"`); err != nil || n < 2 {
+		t.Errorf("kubelet_evictions{eviction_signal=\"nodefs.available\"} of %s = %v (%v), want at least 2", node, n, err)
 	}
 	if s.InCluster {
 		framework.Eventually(t, "rbn_disk_pressure_evictions_total of "+node, time.Minute, func() (bool, string) {

@@ -98,12 +98,22 @@ type storageUsage struct {
 	containers map[string]int64
 }
 
-// exceeded says which limit usage is over, with the kubelet's message, in
-// the kubelet's order: emptyDirs, the pod, the containers.
-func (l storageLimits) exceeded(u storageUsage) (string, bool) {
+// The kubelet's eviction signals (kubelet_evictions' eviction_signal):
+// local storage limits, and the node's disk under pressure.
+const (
+	signalEmptyDirFsLimit           = "emptydirfs.limit"
+	signalEphemeralPodFsLimit       = "ephemeralpodfs.limit"
+	signalEphemeralContainerFsLimit = "ephemeralcontainerfs.limit"
+	signalNodeFsAvailable           = "nodefs.available"
+)
+
+// exceeded says which limit usage is over, with the kubelet's message and
+// eviction signal, in the kubelet's order: emptyDirs, the pod, the
+// containers.
+func (l storageLimits) exceeded(u storageUsage) (msg, signal string, over bool) {
 	for _, name := range sortedKeys(l.emptyDirs) {
 		if lim := l.emptyDirs[name]; u.emptyDirs[name] > lim.Value() {
-			return fmt.Sprintf(emptyDirLimitMessage, name, lim.String()), true
+			return fmt.Sprintf(emptyDirLimitMessage, name, lim.String()), signalEmptyDirFsLimit, true
 		}
 	}
 	if l.pod != nil {
@@ -115,15 +125,15 @@ func (l storageLimits) exceeded(u storageUsage) (string, bool) {
 			total += n
 		}
 		if total > l.pod.Value() {
-			return fmt.Sprintf(podLimitMessage, l.pod.String()), true
+			return fmt.Sprintf(podLimitMessage, l.pod.String()), signalEphemeralPodFsLimit, true
 		}
 	}
 	for _, name := range sortedKeys(l.containers) {
 		if lim := l.containers[name]; u.containers[name] > lim.Value() {
-			return fmt.Sprintf(containerLimitMessage, name, lim.String()), true
+			return fmt.Sprintf(containerLimitMessage, name, lim.String()), signalEphemeralContainerFsLimit, true
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
 // storagePaths lists what to measure for limits: the disk emptyDirs'
@@ -201,10 +211,11 @@ func (w *podWorker) checkStorage(ctx context.Context, pd *corev1.Pod, obs map[st
 		}
 	}
 	w.diskUsage.Store(measuredUsage(pd, u, now))
-	msg, over := limits.exceeded(u)
+	msg, signal, over := limits.exceeded(u)
 	if !over {
 		return false, storageCheckInterval, nil
 	}
+	w.p.countEviction(signal)
 	w.log.Warn("evicting the pod for its local storage", "message", msg)
 	return true, 0, w.stopAndFail(ctx, pd, reason{reasonEvicted, msg}, 0)
 }
@@ -242,21 +253,40 @@ func anyRunning(obs map[string]*observed) bool {
 // logs stay until the pod is deleted, what they wrote in its emptyDirs does
 // not hold the host's disk meanwhile. The outputs are uploaded before the
 // pod ends. A Memory emptyDir's tmpfs stays mounted by the infra container
-// until the pod is deleted. A failure is tried again after Retry.Sync.
+// until the pod is deleted. Under disk pressure (reclaimNow), the
+// containers and the podman pod go too, logs and tmpfs with them, as the
+// kubelet removes a terminated pod's containers and sandbox then; the pod
+// object stays with its final status. A failure is tried again after
+// Retry.Sync.
 func (w *podWorker) releaseEnded(ctx context.Context) syncResult {
-	if w.released || w.plan == nil || !pod.Ended(w.current().Status.Phase) {
+	pd := w.current()
+	if !pod.Ended(pd.Status.Phase) {
 		return syncResult{}
 	}
-	var dirs []string
-	for _, v := range w.plan.Volumes {
-		if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && !v.Tmpfs && mp != "" {
-			dirs = append(dirs, mp)
+	if !w.released && w.plan != nil {
+		var dirs []string
+		for _, v := range w.plan.Volumes {
+			if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && !v.Tmpfs && mp != "" {
+				dirs = append(dirs, mp)
+			}
 		}
+		if err := w.p.rt.EmptyDirs(ctx, dirs); err != nil {
+			w.log.Info("emptying the ended pod's emptyDirs", "err", err)
+			return syncResult{next: w.p.cfg.Retry.Sync}
+		}
+		w.released = true
 	}
-	if err := w.p.rt.EmptyDirs(ctx, dirs); err != nil {
-		w.log.Info("emptying the ended pod's emptyDirs", "err", err)
-		return syncResult{next: w.p.cfg.Retry.Sync}
+	w.mu.Lock()
+	reclaim := w.reclaimNow
+	w.mu.Unlock()
+	if reclaim && !w.reclaimed.Load() {
+		if err := w.removeFromHost(ctx, pd); err != nil {
+			w.log.Info("removing the ended pod's containers under disk pressure", "err", err)
+			return syncResult{next: w.p.cfg.Retry.Sync}
+		}
+		w.log.Info("ended pod's containers removed under disk pressure")
+		w.reclaimed.Store(true)
+		w.ended = true // nothing of it runs, or is observed, again
 	}
-	w.released = true
 	return syncResult{}
 }

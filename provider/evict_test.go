@@ -1,9 +1,13 @@
 package provider
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -32,20 +36,21 @@ func TestStorageLimitsExceeded(t *testing.T) {
 	}
 	const mi = 1 << 20
 	for _, tc := range []struct {
-		name string
-		u    storageUsage
-		want string
+		name   string
+		u      storageUsage
+		want   string
+		signal string
 	}{
-		{"within", storageUsage{emptyDirs: map[string]int64{"scratch": mi, "work": mi}, containers: map[string]int64{"build": mi, "side": mi}}, ""},
-		{"emptyDir", storageUsage{emptyDirs: map[string]int64{"scratch": mi + 1}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `},
-		{"pod", storageUsage{emptyDirs: map[string]int64{"work": 4 * mi}, containers: map[string]int64{"build": mi + 1}}, "Pod ephemeral local storage usage exceeds the total limit of containers 5Mi. "},
-		{"container", storageUsage{containers: map[string]int64{"side": 2 * mi}}, `Container side exceeded its local ephemeral storage limit "1Mi". `},
-		{"emptyDir first", storageUsage{emptyDirs: map[string]int64{"scratch": 6 * mi}, containers: map[string]int64{"side": 2 * mi}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `},
+		{"within", storageUsage{emptyDirs: map[string]int64{"scratch": mi, "work": mi}, containers: map[string]int64{"build": mi, "side": mi}}, "", ""},
+		{"emptyDir", storageUsage{emptyDirs: map[string]int64{"scratch": mi + 1}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `, "emptydirfs.limit"},
+		{"pod", storageUsage{emptyDirs: map[string]int64{"work": 4 * mi}, containers: map[string]int64{"build": mi + 1}}, "Pod ephemeral local storage usage exceeds the total limit of containers 5Mi. ", "ephemeralpodfs.limit"},
+		{"container", storageUsage{containers: map[string]int64{"side": 2 * mi}}, `Container side exceeded its local ephemeral storage limit "1Mi". `, "ephemeralcontainerfs.limit"},
+		{"emptyDir first", storageUsage{emptyDirs: map[string]int64{"scratch": 6 * mi}, containers: map[string]int64{"side": 2 * mi}}, `Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `, "emptydirfs.limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, over := l.exceeded(tc.u)
-			if over != (tc.want != "") || msg != tc.want {
-				t.Errorf("exceeded = %q, %v; want %q", msg, over, tc.want)
+			msg, signal, over := l.exceeded(tc.u)
+			if over != (tc.want != "") || msg != tc.want || signal != tc.signal {
+				t.Errorf("exceeded = %q, %q, %v; want %q, %q", msg, signal, over, tc.want, tc.signal)
 			}
 		})
 	}
@@ -108,6 +113,9 @@ func TestWorkerEvictsForLocalStorage(t *testing.T) {
 		t.Errorf("no DisruptionTarget condition: %+v", st.Conditions)
 	}
 	h.wantEvent(h.events(), "Warning Evicted "+msg)
+	if got := h.w.p.evictionCounts(); len(got) != 1 || got["emptydirfs.limit"] != 1 {
+		t.Errorf("evictions by signal %v, want emptydirfs.limit 1", got)
+	}
 	h.clock.Step(time.Minute)
 	h.sync()
 	h.wantCalls("create "+ctrName("main", 1), 0)
@@ -182,10 +190,42 @@ func TestWorkerUnderDiskPressure(t *testing.T) {
 		t.Errorf("reason %q message %q", st.Reason, st.Message)
 	}
 	h.wantEvent(h.events(), "Warning Evicted "+msg)
+	if got := h.w.p.evictionCounts(); len(got) != 1 || got["nodefs.available"] != 1 {
+		t.Errorf("evictions by signal %v, want nodefs.available 1", got)
+	}
 	if !h.w.p.stopped(testUID) {
 		t.Error("stopped() false for the evicted pod")
 	}
 	if got := h.w.p.diskUsages(time.Time{}); len(got) != 0 {
 		t.Errorf("an ended pod still ranks: %+v", got)
+	}
+
+	// Ended, its containers and podman pod go when DiskPressure reclaims,
+	// once; its log with them, which `kubectl logs` says.
+	if n := h.w.p.reclaimEnded(); n != 1 {
+		t.Fatalf("reclaimEnded asked %d pods, want 1", n)
+	}
+	h.sync()
+	h.wantCalls("remove-pod "+pod.PodName(testUID), 1) // its containers with it
+	if n := h.w.p.reclaimEnded(); n != 0 {
+		t.Errorf("reclaimEnded asked %d pods again", n)
+	}
+	h.sync()
+	h.wantCalls("remove-pod ", 1)
+	h.wantPhase(corev1.PodFailed)
+	_, err := h.w.p.ContainerLogs(context.Background(), pd.Namespace, pd.Name, "main", vkapi.ContainerLogOpts{}, -1)
+	if err == nil || !strings.Contains(err.Error(), "removed from the host with its log") {
+		t.Errorf("logs of a reclaimed container: %v", err)
+	}
+
+	// Its deletion keeps the final status: no container is left to report.
+	final := h.status()
+	h.w.terminate(0)
+	if r := h.sync(); !r.finished {
+		t.Fatalf("deletion not finished: %+v", r)
+	}
+	if st := h.status(); st.Phase != corev1.PodFailed || st.Reason != "Evicted" || len(st.ContainerStatuses) != len(final.ContainerStatuses) ||
+		st.ContainerStatuses[0].State.Terminated == nil {
+		t.Errorf("status after the deletion: %+v, want the final one: %+v", st, final)
 	}
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -22,7 +23,7 @@ func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) 
 	if err != nil {
 		return nil, err
 	}
-	return buildKubeletMetrics(p.cfg.NodeName, pods), nil
+	return buildKubeletMetrics(p.cfg.NodeName, pods, p.evictionCounts()), nil
 }
 
 // RuntimePods is the node's /runningpods/: the pods whose sandbox runs,
@@ -86,15 +87,19 @@ func runtimeState(st corev1.ContainerStatus) string {
 //   - kubelet_running_containers{container_state}: the node's containers
 //     by runtime state (created, exited, running), sandboxes not counted,
 //     every state given (0 when none)
+//   - kubelet_evictions{eviction_signal}: the pods evicted, by the
+//     kubelet's signal (emptydirfs.limit, ephemeralpodfs.limit,
+//     ephemeralcontainerfs.limit, nodefs.available), the signals seen only
+//     (as kubelet's counter vector)
 //
 // Left out: go_* and process_* (they would describe the rbn-kubelet
 // process every node of the replica shares: they are on rbn-kubelet's own
 // metrics port, see docs/operations.md); kubelet's histograms
 // (kubelet_pod_start_duration_seconds, kubelet_pod_worker_duration_seconds,
 // kubelet_pleg_relist_*, kubelet_runtime_operations_*, ...) and the
-// volume/cgroup/eviction series: the pod workers do not observe them (yet),
+// volume/cgroup series: the pod workers do not observe them (yet),
 // and an empty histogram would read as "nothing happened".
-func buildKubeletMetrics(node string, pods []*corev1.Pod) []*dto.MetricFamily {
+func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]uint64) []*dto.MetricFamily {
 	nodeName := newFamily("kubelet_node_name", "[ALPHA] The node's name. The count is always 1.", dto.MetricType_GAUGE)
 	runningPods := newFamily("kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox", dto.MetricType_GAUGE)
 	runningCtrs := newFamily("kubelet_running_containers", "[ALPHA] Number of containers currently running", dto.MetricType_GAUGE)
@@ -116,7 +121,15 @@ func buildKubeletMetrics(node string, pods []*corev1.Pod) []*dto.MetricFamily {
 	for _, s := range []string{containerStateCreated, containerStateExited, containerStateRunning} {
 		addSample(runningCtrs, float64(states[s]), time.Time{}, labelPairs("container_state", s))
 	}
-	return []*dto.MetricFamily{nodeName, runningCtrs, runningPods}
+	families := []*dto.MetricFamily{nodeName, runningCtrs, runningPods}
+	if len(evictions) > 0 {
+		evicted := newFamily("kubelet_evictions", "[ALPHA] Cumulative number of pod evictions by eviction signal", dto.MetricType_COUNTER)
+		for _, signal := range slices.Sorted(maps.Keys(evictions)) {
+			addSample(evicted, float64(evictions[signal]), time.Time{}, labelPairs("eviction_signal", signal))
+		}
+		families = append([]*dto.MetricFamily{evicted}, families...)
+	}
+	return families
 }
 
 // runningPods renders pods as kubelet's /runningpods/ does (its runtime's

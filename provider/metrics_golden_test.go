@@ -126,7 +126,7 @@ func kubeletPods() []*corev1.Pod {
 }
 
 func TestBuildKubeletMetricsGolden(t *testing.T) {
-	got := render(t, buildKubeletMetrics("n1", kubeletPods()))
+	got := render(t, buildKubeletMetrics("n1", kubeletPods(), map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}))
 	golden.Check(t, filepath.Join("testdata", "metrics", "kubelet.golden.txt"), []byte(got), *update)
 	for _, want := range []string{
 		`kubelet_node_name{node="n1"} 1`,
@@ -134,13 +134,16 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 		`kubelet_running_containers{container_state="running"} 1`,
 		`kubelet_running_containers{container_state="exited"} 3`, // init, log (back-off), done's app
 		`kubelet_running_containers{container_state="created"} 1`,
+		`kubelet_evictions{eviction_signal="emptydirfs.limit"} 1`,
+		`kubelet_evictions{eviction_signal="nodefs.available"} 2`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	empty := render(t, buildKubeletMetrics("n1", nil))
-	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) {
+	empty := render(t, buildKubeletMetrics("n1", nil, nil))
+	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) ||
+		strings.Contains(empty, "kubelet_evictions") {
 		t.Errorf("a node without pods:\n%s", empty)
 	}
 }

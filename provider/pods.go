@@ -109,6 +109,9 @@ type Pods struct {
 	// running pods measure their local storage for the ranking.
 	diskPressure atomic.Bool
 
+	// evictions counts the pods evicted, by the kubelet's eviction signal.
+	evictions map[string]uint64
+
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
 	added    chan struct{} // closed when a worker is added

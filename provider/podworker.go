@@ -86,12 +86,17 @@ type podWorker struct {
 	// diskUsage is the pod's local storage as last measured (while it has
 	// limits or the host is under disk pressure), for DiskPressure's
 	// ranking; evictNow (under mu) is DiskPressure's request to evict it.
-	diskUsage    atomic.Pointer[podDiskUsage]
-	evictNow     *reason
+	diskUsage atomic.Pointer[podDiskUsage]
+	evictNow  *reason
+	// reclaimNow (under mu) is DiskPressure's request to remove the ended
+	// pod's containers from the host; reclaimed: they were.
+	reclaimNow   bool
+	reclaimed    atomic.Bool
 	failed       bool   // the pod failed permanently (unsupported spec, deadline, eviction)
 	lastErr      string // last sync error reported as an event, to report each once
 	lastNotReady string // last claim not ready reported as an event (VolumeNotReadyError)
-	// ended: adopted after it ended; only serves logs and cleanup, never runs anything.
+	// ended: adopted after it ended, or its containers removed under disk
+	// pressure; only serves logs and cleanup, never runs anything.
 	ended bool
 	// unhealthy holds the containers killed for failing a liveness or
 	// startup probe, to be restarted whatever their exit code unless the
@@ -539,7 +544,6 @@ func (w *podWorker) stopRunning(ctx context.Context, pd *corev1.Pod, obs map[str
 // the pod from the host and reports the final status.
 func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 	pd := w.current()
-	name := pod.PodName(pd.UID)
 	obs, err := w.observe(ctx)
 	if err != nil && !errors.Is(err, podman.ErrNotFound) {
 		return err
@@ -573,14 +577,29 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 		w.log.Info("final status from the containers as last seen", "err", err)
 	}
 	// A pod adopted for its deletion alone (see DeletePod) has no plan, but
-	// its containers ran: their exit is its final status.
-	if w.plan != nil || len(obs) > 0 {
+	// its containers ran: their exit is its final status. One whose
+	// containers went under disk pressure has its final status already.
+	if !w.reclaimed.Load() && (w.plan != nil || len(obs) > 0) {
 		w.report(ctx, pd, obs)
 	}
-	if err := w.p.rt.RemovePod(ctx, name, 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
+	if err := w.removeFromHost(ctx, pd); err != nil {
 		return err
 	}
-	// Containers of a pod that never got its podman pod (or the loader).
+	if err := w.volumes.remove(ctx); err != nil {
+		return err
+	}
+	w.log.Info("pod removed from host")
+	w.p.finished(w)
+	return nil
+}
+
+// removeFromHost removes the pod's podman pod, with its containers, and
+// any container of the pod outside it (one that never got its podman pod,
+// the loader), killing what still runs.
+func (w *podWorker) removeFromHost(ctx context.Context, pd *corev1.Pod) error {
+	if err := w.p.rt.RemovePod(ctx, pod.PodName(pd.UID), 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
+		return err
+	}
 	list, err := w.p.rt.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(pd.UID)})
 	if err != nil {
 		return fmt.Errorf("list the pod's containers: %w", err)
@@ -591,15 +610,7 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if err := w.volumes.remove(ctx); err != nil {
-		return err
-	}
-	w.log.Info("pod removed from host")
-	w.p.finished(w)
-	return nil
+	return errors.Join(errs...)
 }
 
 func (p *Pods) hostIP() string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -57,6 +58,7 @@ type DiskPressureConfig struct {
 type evictablePods interface {
 	setDiskPressure(bool)
 	diskUsages(since time.Time) []podDiskUsage
+	reclaimEnded() int
 	evict(uid types.UID, message string) bool
 	stopped(uid types.UID) bool
 }
@@ -81,13 +83,14 @@ type containerDiskUsage struct{ used, request int64 }
 // DiskPressure is a node's eviction manager for its host's disk, as the
 // kubelet's (pkg/kubelet/eviction) for nodefs/imagefs.available: while the
 // podman store's file system has less available than the node's
-// spec.diskPressure.availableBelow, it first removes the unused images,
-// then, when that is not enough, evicts one pod (Failed, reason Evicted, no
-// grace period), waits until it has stopped and the host's figures have
-// been read again, and looks again. The node's Pods measure their local
-// storage meanwhile, which ranks them as the kubelet ranks pods under disk
-// pressure: those using more than they requested first, then lower
-// priority, then more use above the request.
+// spec.diskPressure.availableBelow, it first removes the unused images and
+// the containers of the node's ended pods, then, when that is not enough,
+// evicts one pod (Failed, reason Evicted, no grace period), waits until it
+// has stopped and the host's figures have been read again, and looks
+// again. The node's Pods measure their local storage meanwhile, which
+// ranks them as the kubelet ranks pods under disk pressure: those using
+// more than they requested first, then lower priority, then more use above
+// the request.
 type DiskPressure struct {
 	cfg DiskPressureConfig
 
@@ -95,11 +98,14 @@ type DiskPressure struct {
 	under bool
 	since time.Time // pressure began
 	// victim is the pod last evicted, until it has stopped; seq counts the
-	// host's fact changes, and stoppedAt is the count when the victim had
-	// stopped: the next eviction waits for figures read after that.
-	victim         types.UID
-	seq, stoppedAt uint64
-	evictions      uint64
+	// host's fact changes; while waiting, the next eviction waits for
+	// figures read after the count was waitSeq (the victim stopped, or
+	// ended pods' containers were removed).
+	victim    types.UID
+	seq       uint64
+	waiting   bool
+	waitSeq   uint64
+	evictions uint64
 }
 
 // NewDiskPressure returns cfg's eviction manager; Run runs it.
@@ -171,8 +177,17 @@ func (d *DiskPressure) synchronize(ctx context.Context) {
 	if err != nil {
 		d.cfg.Log.Warn("disk pressure: removing unused images", "err", err)
 	}
+	reclaimed := d.cfg.pods.reclaimEnded()
 	if avail+uint64(max(freed, 0)) >= threshold {
 		d.cfg.Log.Info("disk pressure: unused images removed, enough", "freedBytes", freed)
+		return
+	}
+	if reclaimed > 0 {
+		// What they held shows in the next figures.
+		d.cfg.Log.Info("disk pressure: removing the containers of ended pods", "pods", reclaimed)
+		d.mu.Lock()
+		d.waiting, d.waitSeq = true, d.seq
+		d.mu.Unlock()
 		return
 	}
 	if !d.readyToEvict() {
@@ -199,8 +214,9 @@ func (d *DiskPressure) synchronize(ctx context.Context) {
 }
 
 // readyToEvict says whether the pod evicted last has stopped and the host's
-// figures were read since, as the kubelet waits for an evicted pod's
-// cleanup before evicting another.
+// figures were read since (and since ended pods' containers were removed),
+// as the kubelet waits for an evicted pod's cleanup before evicting
+// another.
 func (d *DiskPressure) readyToEvict() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -208,9 +224,9 @@ func (d *DiskPressure) readyToEvict() bool {
 		if !d.cfg.pods.stopped(d.victim) {
 			return false
 		}
-		d.victim, d.stoppedAt = "", d.seq
+		d.victim, d.waiting, d.waitSeq = "", true, d.seq
 	}
-	return d.evictions == 0 || d.seq > d.stoppedAt
+	return !d.waiting || d.seq > d.waitSeq
 }
 
 // rankForDiskPressure orders pods as the kubelet's rankDiskPressureFunc:
@@ -277,6 +293,27 @@ func (p *Pods) diskUsages(since time.Time) []podDiskUsage {
 	return out
 }
 
+// reclaimEnded asks the workers of the ended pods that are not being
+// deleted to remove their containers and podman pod from the host (the
+// kubelet removes a terminated pod's containers and sandbox under disk
+// pressure); it returns how many were asked this time.
+func (p *Pods) reclaimEnded() int {
+	n := 0
+	for _, w := range p.podWorkers() {
+		w.mu.Lock()
+		ask := !w.reclaimNow && w.deleting == nil && pod.Ended(w.pod.Status.Phase)
+		if ask {
+			w.reclaimNow = true
+		}
+		w.mu.Unlock()
+		if ask {
+			n++
+			w.poke()
+		}
+	}
+	return n
+}
+
 // evict asks the worker of the pod with uid to evict it with message; false
 // when there is none.
 func (p *Pods) evict(uid types.UID, message string) bool {
@@ -287,8 +324,27 @@ func (p *Pods) evict(uid types.UID, message string) bool {
 	w.mu.Lock()
 	w.evictNow = &reason{reasonEvicted, message}
 	w.mu.Unlock()
+	p.countEviction(signalNodeFsAvailable)
 	w.poke()
 	return true
+}
+
+// countEviction counts an eviction of one of the node's pods for signal
+// (kubelet_evictions).
+func (p *Pods) countEviction(signal string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.evictions == nil {
+		p.evictions = map[string]uint64{}
+	}
+	p.evictions[signal]++
+}
+
+// evictionCounts returns the node's evictions by signal so far.
+func (p *Pods) evictionCounts() map[string]uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.evictions)
 }
 
 // stopped says whether the pod with uid has ended or gone.

@@ -23,6 +23,14 @@ type fakeEvictable struct {
 	evicted  []types.UID
 	messages []string
 	ended    map[types.UID]bool
+	// toReclaim is how many ended pods the next reclaimEnded asks.
+	toReclaim int
+}
+
+func (f *fakeEvictable) reclaimEnded() int {
+	n := f.toReclaim
+	f.toReclaim = 0
+	return n
 }
 
 func (f *fakeEvictable) setDiskPressure(under bool) { f.pressure = under }
@@ -225,5 +233,30 @@ func TestMeasuredUsage(t *testing.T) {
 	}
 	if c := m.containers["main"]; c.used != gi(2) || c.request != gi(1) {
 		t.Errorf("main %+v", c)
+	}
+}
+
+// The ended pods' containers go with the images, and no pod is evicted
+// before the host's figures show what their removal gave back.
+func TestDiskPressureReclaimsEndedPodsFirst(t *testing.T) {
+	h := newPressureHarness(t, "")
+	h.d.synchronize(context.Background()) // pressure begins
+	h.clock.Step(time.Second)
+	h.measured("running", 0, 0, map[string]int64{"main": gi(1)})
+	h.pods.toReclaim = 2
+	h.d.synchronize(context.Background())
+	if len(h.pods.evicted) != 0 {
+		t.Fatalf("evicted %v while ended pods' containers were being removed", h.pods.evicted)
+	}
+	h.d.synchronize(context.Background())
+	if len(h.pods.evicted) != 0 {
+		t.Fatalf("evicted %v on figures read before the ended pods' containers went", h.pods.evicted)
+	}
+	h.d.mu.Lock()
+	h.d.seq++
+	h.d.mu.Unlock()
+	h.d.synchronize(context.Background())
+	if len(h.pods.evicted) != 1 {
+		t.Fatalf("evicted %v, want [running] once the figures still show pressure", h.pods.evicted)
 	}
 }
