@@ -26,7 +26,7 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 		return nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, namespace, name)
 	}
 	if w.reclaimed.Load() {
-		return nil, errdefs.NotFoundf("container %q of pod %s/%s was removed from the host with its log: the pod had ended and the host was under disk pressure", container, namespace, name)
+		return nil, errdefs.InvalidInputf("container %q of pod %s/%s was removed from the host with its log: the pod had ended and the host was under disk pressure", container, namespace, name)
 	}
 	obs, err := w.observe(ctx)
 	if err != nil {
