@@ -159,26 +159,24 @@ func (d *DiskPressure) Run(ctx context.Context) error {
 // synchronize does what is due once: note whether the host is under
 // pressure, reclaim images, and evict a pod when that was not enough.
 func (d *DiskPressure) synchronize(ctx context.Context) {
-	info := d.cfg.facts()
-	under, avail, below := node.UnderDiskPressure(d.cfg.Spec, info)
+	disk := node.DiskPressure(d.cfg.Spec, d.cfg.facts())
 	d.mu.Lock()
-	if under != d.under {
-		d.under, d.since = under, d.cfg.Clock.Now()
-		d.cfg.Log.Info("disk pressure", "under", under, "availableBytes", avail, "availableBelow", below)
+	if disk.Under != d.under {
+		d.under, d.since = disk.Under, d.cfg.Clock.Now()
+		d.cfg.Log.Info("disk pressure", "under", disk.Under, "availableBytes", disk.Available, "availableBelow", disk.Below)
 	}
 	since := d.since
 	d.mu.Unlock()
-	d.cfg.pods.setDiskPressure(under)
-	if !under {
+	d.cfg.pods.setDiskPressure(disk.Under)
+	if !disk.Under {
 		return
 	}
-	threshold, _ := rbnv1.DiskThreshold(below, info.StorageTotal)
 	freed, err := d.cfg.images(ctx)
 	if err != nil {
 		d.cfg.Log.Warn("disk pressure: removing unused images", "err", err)
 	}
 	reclaimed := d.cfg.pods.reclaimEnded()
-	if avail+uint64(max(freed, 0)) >= threshold {
+	if disk.Available+uint64(max(freed, 0)) >= disk.Threshold {
 		d.cfg.Log.Info("disk pressure: unused images removed, enough", "freedBytes", freed)
 		return
 	}
@@ -200,8 +198,8 @@ func (d *DiskPressure) synchronize(ctx context.Context) {
 	}
 	rankForDiskPressure(usages)
 	v := usages[0]
-	thresholdQ := resource.NewQuantity(int64(threshold), resource.BinarySI)
-	availQ := resource.NewQuantity(int64(avail), resource.BinarySI)
+	thresholdQ := resource.NewQuantity(int64(disk.Threshold), resource.BinarySI)
+	availQ := resource.NewQuantity(int64(disk.Available), resource.BinarySI)
 	d.cfg.Event(corev1.EventTypeWarning, ReasonEvictionThresholdMet, "Attempting to reclaim ephemeral-storage")
 	if !d.cfg.pods.evict(v.uid, evictionMessage(v, thresholdQ, availQ)) {
 		return // gone meanwhile: the next look ranks again

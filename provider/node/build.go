@@ -166,29 +166,41 @@ func Conditions(spec *rbnv1.RemoteBuildNodeSpec, f Facts) []corev1.NodeCondition
 			fmt.Sprintf("%d bytes %s, below %s", avail, what, memoryPressureBelow.String()))
 	}
 	disk := cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "podman storage has room")
-	if under, avail, below := UnderDiskPressure(spec, h); under {
+	if d := DiskPressure(spec, h); d.Under {
 		disk = cond(corev1.NodeDiskPressure, corev1.ConditionTrue, "KubeletHasDiskPressure",
-			fmt.Sprintf("podman storage %s: %d of %d bytes available, below %s", h.GraphRoot, avail, h.StorageTotal, below))
+			fmt.Sprintf("podman storage %s: %d of %d bytes available, below %s", h.GraphRoot, d.Available, h.StorageTotal, d.Below))
 	}
 	pid := cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "no PID pressure reported")
 	return append(conds, mem, disk, pid)
 }
 
-// UnderDiskPressure says whether the host's podman store has less available
-// than the spec's diskPressure.availableBelow, with what is available and
-// that threshold as the spec wrote it; false while the store's figures are
-// unknown.
-func UnderDiskPressure(spec *rbnv1.RemoteBuildNodeSpec, h *podman.HostInfo) (under bool, avail uint64, below string) {
-	below = rbnv1.DefaultDiskAvailableBelow
+// DiskAvailability is the host's podman store against the spec's
+// diskPressure.availableBelow.
+type DiskAvailability struct {
+	// Under: less is available than the threshold (false while the
+	// store's figures are unknown).
+	Under bool
+	// Available and Threshold are in bytes; Below is the threshold as the
+	// spec wrote it.
+	Available, Threshold uint64
+	Below                string
+}
+
+// DiskPressure reads the host's podman store against the spec's
+// diskPressure.availableBelow.
+func DiskPressure(spec *rbnv1.RemoteBuildNodeSpec, h *podman.HostInfo) DiskAvailability {
+	d := DiskAvailability{Below: rbnv1.DefaultDiskAvailableBelow}
 	if spec.DiskPressure != nil && spec.DiskPressure.AvailableBelow != "" {
-		below = spec.DiskPressure.AvailableBelow
+		d.Below = spec.DiskPressure.AvailableBelow
 	}
 	if h == nil || h.StorageTotal == 0 {
-		return false, 0, below
+		return d
 	}
 	if h.StorageUsed < h.StorageTotal {
-		avail = h.StorageTotal - h.StorageUsed
+		d.Available = h.StorageTotal - h.StorageUsed
 	}
-	threshold, err := rbnv1.DiskThreshold(below, h.StorageTotal)
-	return err == nil && avail < threshold, avail, below
+	threshold, err := rbnv1.DiskThreshold(d.Below, h.StorageTotal)
+	d.Threshold = threshold
+	d.Under = err == nil && d.Available < threshold
+	return d
 }
