@@ -61,6 +61,7 @@ type evictablePods interface {
 	reclaimEnded() int
 	evict(uid types.UID, message string) bool
 	stopped(uid types.UID) bool
+	evictionCounts() map[string]uint64
 }
 
 // podDiskUsage is a running pod's local storage as its worker last
@@ -101,11 +102,10 @@ type DiskPressure struct {
 	// host's fact changes; while waiting, the next eviction waits for
 	// figures read after the count was waitSeq (the victim stopped, or
 	// ended pods' containers were removed).
-	victim    types.UID
-	seq       uint64
-	waiting   bool
-	waitSeq   uint64
-	evictions uint64
+	victim  types.UID
+	seq     uint64
+	waiting bool
+	waitSeq uint64
 }
 
 // NewDiskPressure returns cfg's eviction manager; Run runs it.
@@ -128,11 +128,10 @@ func NewDiskPressure(cfg DiskPressureConfig) *DiskPressure {
 	return &DiskPressure{cfg: cfg}
 }
 
-// Evictions counts the pods evicted for disk pressure since Run began.
+// Evictions counts the pods evicted for disk pressure since Run began (the
+// node's kubelet_evictions for nodefs.available).
 func (d *DiskPressure) Evictions() uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.evictions
+	return d.cfg.pods.evictionCounts()[signalNodeFsAvailable]
 }
 
 // Run looks at the host's disk whenever its facts change, and every
@@ -207,7 +206,6 @@ func (d *DiskPressure) synchronize(ctx context.Context) {
 	d.cfg.Log.Warn("disk pressure: pod evicted", "pod", v.name, "usedBytes", v.total, "requestBytes", v.request)
 	d.mu.Lock()
 	d.victim = v.uid
-	d.evictions++
 	d.mu.Unlock()
 }
 

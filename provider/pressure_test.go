@@ -53,6 +53,10 @@ func (f *fakeEvictable) evict(uid types.UID, message string) bool {
 
 func (f *fakeEvictable) stopped(uid types.UID) bool { return f.ended[uid] }
 
+func (f *fakeEvictable) evictionCounts() map[string]uint64 {
+	return map[string]uint64{"nodefs.available": uint64(len(f.evicted))}
+}
+
 type pressureHarness struct {
 	d      *DiskPressure
 	clock  *clocktesting.FakeClock
