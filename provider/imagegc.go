@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -188,40 +189,26 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 		g.failed(ReasonImageGCFailed, fmt.Sprintf("image garbage collection failed: %v", err))
 		return err
 	}
-	// An image that cannot be removed (a container made from it since the
-	// listing, say) is passed over, as the kubelet does; the errors are
-	// reported together.
+	// The images that could not be removed are reported together.
 	var errs []error
-	removed := false
+	removed := 0
 	defer func() {
-		if removed && g.cfg.Host != nil {
+		if removed > 0 && g.cfg.Host != nil {
 			g.cfg.Host.RefreshImages(ctx) // rbn-extender's view of the host
 		}
 	}()
 	if maxAge := g.cfg.Policy.MaximumAge.Duration; maxAge > 0 {
-		for _, id := range g.candidates(now, func(r *imageRecord) bool { return now.Sub(r.lastSeenUsed()) > maxAge }) {
-			if _, err := g.remove(ctx, id, ImageGCReasonAge); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			removed = true
-		}
+		ids := g.candidates(now, func(r *imageRecord) bool { return now.Sub(r.lastSeenUsed()) > maxAge })
+		_, n, err := g.removeUntil(ctx, ids, ImageGCReasonAge, math.MaxInt64)
+		removed, errs = removed+n, append(errs, err)
 	}
 	var goal, freed int64
 	if used, total, above := g.above(); above {
 		goal = int64(used) - int64(total)*int64(*g.cfg.Policy.LowThresholdPercent)/100
-		for _, id := range g.candidates(now, nil) {
-			if freed >= goal {
-				break
-			}
-			size, err := g.remove(ctx, id, ImageGCReasonSpace)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			removed = true
-			freed += size
-		}
+		var n int
+		var err error
+		freed, n, err = g.removeUntil(ctx, g.candidates(now, nil), ImageGCReasonSpace, goal)
+		removed, errs = removed+n, append(errs, err)
 		g.cfg.Log.Info("image garbage collection", "usedBytes", used, "totalBytes", total, "goalBytes", goal, "freedBytes", freed)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -249,20 +236,33 @@ func (g *ImageGC) FreeUnused(ctx context.Context) (int64, error) {
 	if err := g.detect(ctx, now); err != nil {
 		return 0, err
 	}
-	var freed int64
+	freed, n, err := g.removeUntil(ctx, g.candidates(now, nil), ImageGCReasonSpace, math.MaxInt64)
+	if n > 0 && g.cfg.Host != nil {
+		g.cfg.Host.RefreshImages(ctx) // rbn-extender's view of the host
+	}
+	return freed, err
+}
+
+// removeUntil removes the images ids in order, for reason, until their
+// sizes add up to goal (math.MaxInt64: all of them). An image that cannot be
+// removed (a container made from it since the listing, say) is passed over,
+// as the kubelet does, its error joined with the others. It returns the
+// bytes freed and how many images went.
+func (g *ImageGC) removeUntil(ctx context.Context, ids []string, reason string, goal int64) (freed int64, removed int, _ error) {
 	var errs []error
-	for _, id := range g.candidates(now, nil) {
-		size, err := g.remove(ctx, id, ImageGCReasonSpace)
+	for _, id := range ids {
+		if freed >= goal {
+			break
+		}
+		size, err := g.remove(ctx, id, reason)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		removed++
 		freed += size
 	}
-	if freed > 0 && g.cfg.Host != nil {
-		g.cfg.Host.RefreshImages(ctx)
-	}
-	return freed, errors.Join(errs...)
+	return freed, removed, errors.Join(errs...)
 }
 
 // FreeDiskSpaceError: a collection found too few images it could remove.
