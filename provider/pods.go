@@ -24,7 +24,6 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
-	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // TokenFunc requests a service account token for a pod (TokenRequest API),
@@ -141,13 +140,9 @@ func (p *Pods) podWorkers() []*podWorker {
 
 // RunningPods counts the pods this node runs that have not ended.
 func (p *Pods) RunningPods() int {
-	ws := p.podWorkers()
 	n := 0
-	for _, w := range ws {
-		w.mu.Lock()
-		phase := w.pod.Status.Phase
-		w.mu.Unlock()
-		if !pod.Ended(phase) {
+	for _, w := range p.podWorkers() {
+		if !w.hasEnded() {
 			n++
 		}
 	}

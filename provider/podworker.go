@@ -151,6 +151,13 @@ func (w *podWorker) current() *corev1.Pod {
 	return w.pod.DeepCopy()
 }
 
+// hasEnded says whether the pod's phase, as last reported, is final.
+func (w *podWorker) hasEnded() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return pod.Ended(w.pod.Status.Phase)
+}
+
 func (w *podWorker) isDeleting() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -305,7 +312,7 @@ func (w *podWorker) sync(ctx context.Context) syncResult {
 		return syncResult{next: next}
 	}
 	w.lastErr = ""
-	if pod.Ended(w.current().Status.Phase) {
+	if w.hasEnded() {
 		w.probes.stop()
 		return w.releaseEnded(ctx) // then nothing changes without a kick: a deletion, a podman event
 	}

@@ -281,7 +281,7 @@ func (p *Pods) diskUsages(since time.Time) []podDiskUsage {
 	var out []podDiskUsage
 	for _, w := range p.podWorkers() {
 		u := w.diskUsage.Load()
-		if u == nil || u.at.Before(since) || pod.Ended(w.current().Status.Phase) {
+		if u == nil || u.at.Before(since) || w.hasEnded() {
 			continue
 		}
 		out = append(out, *u)
@@ -346,5 +346,5 @@ func (p *Pods) evictionCounts() map[string]uint64 {
 // stopped says whether the pod with uid has ended or gone.
 func (p *Pods) stopped(uid types.UID) bool {
 	w := p.workerOf(uid)
-	return w == nil || pod.Ended(w.current().Status.Phase)
+	return w == nil || w.hasEnded()
 }
