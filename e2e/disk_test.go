@@ -285,42 +285,11 @@ func TestDiskPressureEviction(t *testing.T) {
 	t.Cleanup(func() {
 		// After the restore (cleanups run last first): the node takes
 		// pods again.
-		framework.Eventually(t, node+" without DiskPressure and its taint", 3*time.Minute, func() (bool, string) {
-			n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-			if err != nil {
-				return false, err.Error()
-			}
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeDiskPressure && c.Status != corev1.ConditionFalse {
-					return false, c.Message
-				}
-			}
-			for _, taint := range n.Spec.Taints {
-				if taint.Key == corev1.TaintNodeDiskPressure {
-					return false, "tainted " + taint.Key
-				}
-			}
-			return true, ""
-		})
+		s.waitDiskPressure(t, node, false)
 	})
 	s.patchNodeSpec(t, node, string(policy), `{"spec":{"diskPressure":null,"imageGC":null}}`)
 
-	framework.Eventually(t, node+" DiskPressure and tainted", 2*time.Minute, func() (bool, string) {
-		n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		pressure, tainted := "", false
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeDiskPressure && c.Status == corev1.ConditionTrue {
-				pressure = c.Message
-			}
-		}
-		for _, taint := range n.Spec.Taints {
-			tainted = tainted || taint.Key == corev1.TaintNodeDiskPressure
-		}
-		return pressure != "" && tainted, fmt.Sprintf("condition %q, tainted %v", pressure, tainted)
-	})
+	s.waitDiskPressure(t, node, true)
 	const nodeLow = "The node was low on resource: ephemeral-storage. Threshold quantity: "
 	evictedAt := map[string]time.Time{}
 	for _, name := range []string{"over", "within"} {
@@ -384,6 +353,103 @@ func TestDiskPressureEviction(t *testing.T) {
 		})
 	}
 	t.Logf("evicted over at %s, within at %s", evictedAt["over"].Format(time.TimeOnly), evictedAt["within"].Format(time.TimeOnly))
+}
+
+// waitDiskPressure waits until node's DiskPressure condition is True and
+// the node lifecycle controller's taint is on it (want), or the condition
+// is False and the taint gone.
+func (s *stack) waitDiskPressure(t *testing.T, node string, want bool) {
+	t.Helper()
+	framework.Eventually(t, fmt.Sprintf("%s: DiskPressure and its taint %v", node, want), 3*time.Minute, func() (bool, string) {
+		n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		status, msg, tainted := corev1.ConditionUnknown, "", false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeDiskPressure {
+				status, msg = c.Status, c.Message
+			}
+		}
+		for _, taint := range n.Spec.Taints {
+			tainted = tainted || taint.Key == corev1.TaintNodeDiskPressure
+		}
+		wantStatus := corev1.ConditionFalse
+		if want {
+			wantStatus = corev1.ConditionTrue
+		}
+		return status == wantStatus && tainted == want, fmt.Sprintf("condition %s %q, tainted %v", status, msg, tainted)
+	})
+}
+
+// TestHostDiskFilled: a job fills its build host's disk past the node's
+// threshold for real (it writes, the host's free space falls): the node
+// reports DiskPressure, the job filling it is evicted as the kubelet
+// evicts, its data leaves the host, and the pressure ends. The test hosts
+// share this machine's file system, which must not be filled to the brim:
+// the threshold is put 256 MiB under the host's free space at the start,
+// and the job writes 512 MiB.
+func TestHostDiskFilled(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	node := s.directX86Host(t)
+	host := s.HostIndex(t, node)
+	fault := framework.RecordFault(t, "host disk filled")
+	fault.Jobs(1)
+	fault.Orphans(1) // until the filler's data left the host
+
+	var allocated, used int64
+	if _, err := fmt.Sscan(s.MustHostPodman(t, host, "info", "--format", "{{.Store.GraphRootAllocated}} {{.Store.GraphRootUsed}}"), &allocated, &used); err != nil {
+		t.Fatal(err)
+	}
+	threshold := allocated - used - 256<<20
+	policy, err := json.Marshal(map[string]any{"spec": map[string]any{
+		"diskPressure": map[string]any{"availableBelow": fmt.Sprint(threshold)},
+		// Images could give the space back first: all stay, so that it is the job's to give.
+		"imageGC": map[string]any{"pinned": s.hostImages(t, host)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.waitDiskPressure(t, node, false) }) // after the restore: cleanups run last first
+	s.patchNodeSpec(t, node, string(policy), `{"spec":{"diskPressure":null,"imageGC":null}}`)
+	s.waitDiskPressure(t, node, false)
+
+	filler := framework.JobPod(ns, "filler", "", nil, []string{"sh", "-c",
+		"dd if=/dev/zero of=/work/fill bs=1048576 count=512 2>/dev/null; sync; echo written; sleep 3600"})
+	filler.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	filler.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	onNodeName(filler, node)
+	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), filler, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	started := s.WaitPodPhase(t, ns, "filler", corev1.PodRunning, 3*time.Minute)
+	filling := time.Now()
+	s.waitDiskPressure(t, node, true)
+	fault.Figure(fmt.Sprintf("DiskPressure %.1f s after the job started writing 512 MiB (threshold %d MiB free)", time.Since(filling).Seconds(), threshold>>20))
+	p := s.WaitPodPhase(t, ns, "filler", corev1.PodFailed, 3*time.Minute)
+	const nodeLow = "The node was low on resource: ephemeral-storage. Threshold quantity: "
+	if p.Status.Reason != "Evicted" || !strings.HasPrefix(p.Status.Message, nodeLow) {
+		t.Errorf("filler: reason %q message %q, want Evicted %q...", p.Status.Reason, p.Status.Message, nodeLow)
+	}
+	fault.Figure(fmt.Sprintf("the job evicted %.1f s after it started writing", time.Since(filling).Seconds()))
+	s.waitDiskPressure(t, node, false)
+	fault.Figure(fmt.Sprintf("DiskPressure over %.1f s after it started writing", time.Since(filling).Seconds()))
+	framework.Eventually(t, "the filler's data gone from the host", time.Minute, func() (bool, string) {
+		vol := "rbn-" + string(started.UID) + "-work"
+		out, err := s.HostPodman(host, "volume", "inspect", "--format", "{{.Mountpoint}}", vol)
+		if err != nil {
+			return true, "" // the volume itself went
+		}
+		entries, err := os.ReadDir(strings.TrimSpace(out))
+		if err != nil {
+			return os.IsNotExist(err), err.Error()
+		}
+		return len(entries) == 0, fmt.Sprint(len(entries), " entries in ", out)
+	})
+	if !t.Failed() {
+		fault.Orphans(0)
+	}
 }
 
 // TestEndedPodEmptyDirReleased: what a pod wrote in its emptyDir leaves the

@@ -10,10 +10,12 @@
 #        hack/registry.sh down       stop it and remove its state
 #        hack/registry.sh env        print its settings as shell assignments (registry.env)
 #
-# `up` writes $RBN_STATE/registry/registry.env (REGISTRY, USER, PASSWORD, IMAGE, IMAGE_EXTRA) and
-# $RBN_STATE/registry/registries.conf (this machine's registries.conf plus the registry as an
-# insecure, plain-HTTP one), which hosts.sh gives the build hosts' podman and kubelet.sh gives
-# rbn-kubelet. Test images, built here from the static busybox (no network needed):
+# `up` writes $RBN_STATE/registry/registry.env (REGISTRY, USER, PASSWORD, IMAGE, IMAGE_EXTRA,
+# FAULT_REGISTRY) and $RBN_STATE/registry/registries.conf (this machine's registries.conf plus the
+# registry as an insecure, plain-HTTP one), which hosts.sh gives the build hosts' podman and
+# kubelet.sh gives rbn-kubelet. FAULT_REGISTRY (the next port, ${RBN_REGISTRY_FAULT_PORT}) is
+# listed there as plain HTTP too, and nothing listens on it: the end-to-end tests put a proxy of
+# the registry there that stalls or cuts what it relays (e2e/registryproxy_test.go). Test images, built here from the static busybox (no network needed):
 #   IMAGE       = <registry>/rbn/busybox:1.0        one layer L1 (busybox root filesystem)
 #   IMAGE_EXTRA = <registry>/rbn/busybox-extra:1.0  layers L1 and L2 (one more file): pulling it
 #                 after IMAGE must fetch L2 and its config only.
@@ -30,6 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DIR="${RBN_STATE}/registry"
 PORT="${RBN_REGISTRY_PORT:-15000}"
+FAULT_PORT="${RBN_REGISTRY_FAULT_PORT:-$((PORT + 1))}"
 ADDR="127.0.0.1:${PORT}" # cmd_up sets the address it listens on
 USER_NAME="rbn"
 
@@ -126,9 +129,11 @@ USER=${USER_NAME}
 PASSWORD=${password}
 IMAGE=${ADDR}/rbn/busybox:1.0
 IMAGE_EXTRA=${ADDR}/rbn/busybox-extra:1.0
+FAULT_REGISTRY=${ADDR%:*}:${FAULT_PORT}
 EOF
     { cat /etc/containers/registries.conf 2>/dev/null || true
       printf '\n# hack/registry.sh: the test registry speaks plain HTTP\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "${ADDR}"
+      printf '\n# hack/registry.sh: where the e2e tests proxy the registry, plain HTTP too\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "${ADDR%:*}:${FAULT_PORT}"
     } >"${DIR}/registries.conf"
     rbn::log "starting docker-registry on ${ADDR} (log: ${DIR}/registry.log)"
     rbn::start registry "${DIR}/registry.log" docker-registry serve "${DIR}/config.yml"

@@ -342,7 +342,12 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) (time.Duration, bool) {
 	if err := w.images.ensure(ctx, pd, c, w.p.pullSecrets(pd), w.p.hostFailure); err != nil {
 		var ie *imageError
+		var lost *hostLostError
 		switch {
+		case errors.As(err, &lost):
+			// No back-off: the worker waits for the host (not Ready), then
+			// pulls again at once.
+			return w.p.cfg.Retry.Sync, false
 		case errors.As(err, &ie) && ie.Failures > 0:
 			return w.backOff(pd, c.K8sName, ie.Failures, "ImagePullBackOff", err), false
 		case errors.As(err, &ie):

@@ -43,8 +43,12 @@ type HostConfig struct {
 	// their defaults.
 	PodmanRequestTimeout   time.Duration
 	PodmanImagePullTimeout time.Duration
-	Clock                  clock.WithTicker
-	Logger                 *slog.Logger
+	// ImagePullProgressDeadline cancels a relayed pull whose registry sends
+	// nothing for that long (imagerelay.Request's ProgressDeadline). Zero:
+	// no bound.
+	ImagePullProgressDeadline time.Duration
+	Clock                     clock.WithTicker
+	Logger                    *slog.Logger
 }
 
 // Host is one build host: its SSH connection, its podman client and what was

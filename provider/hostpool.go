@@ -45,8 +45,8 @@ func (p *HostPool) Acquire(cfg HostConfig) (*Host, func(), error) {
 	if cfg.SSH.Clock == nil {
 		cfg.SSH.Clock = cfg.Clock
 	}
-	key := fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s\x00%s", sshconn.Key(cfg.SSH), cfg.PodmanSocket, cfg.HealthCheckInterval, cfg.InfoRefreshInterval,
-		cfg.PodmanRequestTimeout, cfg.PodmanImagePullTimeout)
+	key := fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s", sshconn.Key(cfg.SSH), cfg.PodmanSocket, cfg.HealthCheckInterval, cfg.InfoRefreshInterval,
+		cfg.PodmanRequestTimeout, cfg.PodmanImagePullTimeout, cfg.ImagePullProgressDeadline)
 	return p.hosts.Acquire(key, func() (*Host, func(context.Context), error) {
 		sc, releaseSSH, err := p.ssh.Acquire(cfg.SSH)
 		if err != nil {

@@ -25,10 +25,11 @@ type imagePuller struct {
 
 	present  map[string]bool // images pulled or found
 	failures map[string]int  // container -> consecutive failed pulls
+	lost     map[string]bool // containers whose pull the host's loss broke
 }
 
 func newImagePuller(rt podRuntime, clk clock.PassiveClock, event eventFunc, log *slog.Logger) *imagePuller {
-	return &imagePuller{rt: rt, clock: clk, event: event, log: log, present: map[string]bool{}, failures: map[string]int{}}
+	return &imagePuller{rt: rt, clock: clk, event: event, log: log, present: map[string]bool{}, failures: map[string]int{}, lost: map[string]bool{}}
 }
 
 // imageError is why a container's image is not there: Reason is the
@@ -43,6 +44,20 @@ type imageError struct {
 
 func (e *imageError) Error() string { return e.Err.Error() }
 func (e *imageError) Unwrap() error { return e.Err }
+
+// hostLostError is a pull broken by the loss of its host (the SSH
+// connection cut, podman gone) rather than by the image or its registry:
+// it is not counted against the image, and the pull starts over as soon
+// as the host answers again.
+type hostLostError struct {
+	Image string
+	Err   error
+}
+
+func (e *hostLostError) Error() string {
+	return fmt.Sprintf("the build host stopped answering while pulling image %q: %v", e.Image, e.Err)
+}
+func (e *hostLostError) Unwrap() error { return e.Err }
 
 // ensure makes c's image present per its pull policy; an *imageError when
 // it is not. A failed pull is the host's failure (hostFailure is told).
@@ -63,11 +78,21 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 	case present && c.PullPolicy != corev1.PullAlways:
 		ip.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
 	default:
+		if ip.lost[c.K8sName] {
+			delete(ip.lost, c.K8sName)
+			ip.event(pd, corev1.EventTypeNormal, "HostBack", fmt.Sprintf("The build host answers again: the pull of image %q starts over", c.Image))
+		}
 		ip.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		start := ip.clock.Now()
 		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
 		if err != nil {
 			hostFailure()
+			if ctx.Err() == nil && ip.hostGone(ctx) {
+				ip.lost[c.K8sName] = true
+				lost := &hostLostError{Image: c.Image, Err: err}
+				ip.event(pd, corev1.EventTypeWarning, "WaitingForHost", lost.Error()+": the pull starts over once it is back")
+				return lost
+			}
 			ip.failures[c.K8sName]++
 			ip.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
 			return &imageError{Reason: "ErrImagePull", Err: err, Failures: ip.failures[c.K8sName]}
@@ -78,6 +103,13 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 	ip.present[c.Image] = true
 	delete(ip.failures, c.K8sName)
 	return nil
+}
+
+// hostGone tells whether the host stopped answering: a pull that failed
+// then failed because of it, whatever the error says (a stream cut short,
+// a closed connection).
+func (ip *imagePuller) hostGone(ctx context.Context) bool {
+	return !ip.rt.Ready() || ip.rt.Ping(ctx) != nil
 }
 
 // forget drops what ip knows of image: it may have left the host since it

@@ -39,6 +39,31 @@ func TestWorkerImagePullFailures(t *testing.T) {
 		h.sync()
 		h.wantPhase(corev1.PodRunning)
 	})
+	t.Run("the host lost mid-pull: no back-off, pulled again once back", func(t *testing.T) {
+		h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+		h.rt.pullErr["registry.test/main:1"] = errors.New("reading blob: unexpected EOF")
+		h.rt.pingErr = errors.New("ssh: the connection is closed")
+		if r := h.sync(); r.next != 5*time.Second {
+			t.Fatalf("next sync in %s, want 5s (the sync retry)", r.next)
+		}
+		ev := h.events()
+		h.wantEvent(ev, `Warning WaitingForHost the build host stopped answering while pulling image "registry.test/main:1": reading blob: unexpected EOF: the pull starts over once it is back`)
+		for _, e := range ev {
+			if strings.Contains(e, "BackOff") || strings.Contains(e, "Failed") {
+				t.Errorf("event %q: a pull the host's loss broke is not the image's failure", e)
+			}
+		}
+		if w := h.state("main").State.Waiting; w == nil || w.Reason != "ContainerCreating" {
+			t.Errorf("waiting %+v, want ContainerCreating: no image failure", w)
+		}
+		// Back: pulled again at once, no back-off to wait out.
+		delete(h.rt.pullErr, "registry.test/main:1")
+		h.rt.pingErr = nil
+		h.sync()
+		h.wantCalls("pull ", 2)
+		h.wantEvent(h.events(), `Normal HostBack The build host answers again: the pull of image "registry.test/main:1" starts over`)
+		h.wantPhase(corev1.PodRunning)
+	})
 	t.Run("Never and absent", func(t *testing.T) {
 		pd := testPod(corev1.RestartPolicyAlways, "main")
 		pd.Spec.Containers[0].ImagePullPolicy = corev1.PullNever

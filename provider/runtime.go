@@ -169,7 +169,8 @@ func (r hostRuntime) PullImage(ctx context.Context, image string, creds *podman.
 		_, err := r.Client.PullImage(ctx, image, creds)
 		return "", err
 	}
-	req := imagerelay.Request{Image: image, Host: r.host.SSH(), Podman: r.Client, Egress: r.egress, Logger: log}
+	req := imagerelay.Request{Image: image, Host: r.host.SSH(), Podman: r.Client, Egress: r.egress, Logger: log,
+		ProgressDeadline: r.host.cfg.ImagePullProgressDeadline, Clock: r.host.cfg.Clock}
 	if creds != nil {
 		req.Credentials = &imagerelay.Credentials{Username: creds.Username, Password: creds.Password}
 	}

@@ -27,7 +27,7 @@ func TestDefaults(t *testing.T) {
 			HealthCheckInterval: dur(10 * time.Second), HostInfoRefreshInterval: dur(30 * time.Second),
 			SSH: SSHConfiguration{DialTimeout: dur(10 * time.Second), KeepaliveInterval: dur(10 * time.Second),
 				KeepaliveTimeout: dur(15 * time.Second), MaxBackoff: dur(30 * time.Second)},
-			Podman: PodmanConfiguration{RequestTimeout: dur(2 * time.Minute), ImagePullTimeout: dur(time.Hour)},
+			Podman: PodmanConfiguration{RequestTimeout: dur(2 * time.Minute), ImagePullTimeout: dur(time.Hour), ImagePullProgressDeadline: dur(time.Minute)},
 			PodRetry: PodRetryConfiguration{SyncFailure: dur(5 * time.Second), ConfigError: dur(10 * time.Second),
 				CreateFailure: dur(10 * time.Second), EventsReopen: dur(2 * time.Second), Teardown: dur(5 * time.Second),
 				Resync: dur(10 * time.Second)},

@@ -119,6 +119,14 @@ type PodmanConfiguration struct {
 	// cannot be bounded by a lack of progress: one large layer on a slow
 	// link shows none for long.
 	ImagePullTimeout metav1.Duration `json:"imagePullTimeout,omitempty" default:"1h"`
+	// ImagePullProgressDeadline cancels a pull through rbn-kubelet's image
+	// relay (imagePull: ThroughKubelet) when the registry sends nothing of a
+	// blob for that long, as kubelet's old --image-pull-progress-deadline
+	// did: there the bytes pass through rbn-kubelet, which sees them. The
+	// pull fails as ErrImagePull, naming the registry and the blob, and
+	// backs off. A host's own pulls (Direct) cannot be watched so, and only
+	// ImagePullTimeout bounds them.
+	ImagePullProgressDeadline metav1.Duration `json:"imagePullProgressDeadline,omitempty" default:"1m"`
 }
 
 // PodRetryConfiguration is how soon each pod's worker looks again after
@@ -292,6 +300,7 @@ func (c *KubeletConfiguration) Validate() field.ErrorList {
 	pm := field.NewPath("podman")
 	errs = append(errs, validatePositive(pm.Child("requestTimeout"), c.Podman.RequestTimeout)...)
 	errs = append(errs, validatePositive(pm.Child("imagePullTimeout"), c.Podman.ImagePullTimeout)...)
+	errs = append(errs, validatePositive(pm.Child("imagePullProgressDeadline"), c.Podman.ImagePullProgressDeadline)...)
 	retry := field.NewPath("podRetry")
 	errs = append(errs, validatePositive(retry.Child("syncFailure"), c.PodRetry.SyncFailure)...)
 	errs = append(errs, validatePositive(retry.Child("configError"), c.PodRetry.ConfigError)...)

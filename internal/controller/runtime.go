@@ -328,11 +328,12 @@ func hostConfig(ctx context.Context, cfg *config.KubeletConfiguration, spec *rbn
 			KeepaliveTimeout:  cfg.SSH.KeepaliveTimeout.Duration,
 			MaxBackoff:        cfg.SSH.MaxBackoff.Duration,
 		},
-		PodmanSocket:           spec.PodmanSocket,
-		HealthCheckInterval:    cfg.HealthCheckInterval.Duration,
-		InfoRefreshInterval:    cfg.HostInfoRefreshInterval.Duration,
-		PodmanRequestTimeout:   cfg.Podman.RequestTimeout.Duration,
-		PodmanImagePullTimeout: cfg.Podman.ImagePullTimeout.Duration,
+		PodmanSocket:              spec.PodmanSocket,
+		HealthCheckInterval:       cfg.HealthCheckInterval.Duration,
+		InfoRefreshInterval:       cfg.HostInfoRefreshInterval.Duration,
+		PodmanRequestTimeout:      cfg.Podman.RequestTimeout.Duration,
+		PodmanImagePullTimeout:    cfg.Podman.ImagePullTimeout.Duration,
+		ImagePullProgressDeadline: cfg.Podman.ImagePullProgressDeadline.Duration,
 		// The host may serve several nodes: its log names none.
 		Logger: logging.FromContext(ctx),
 	}

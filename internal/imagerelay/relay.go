@@ -11,11 +11,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/cli/environment"
 	"go.podman.io/image/v5/types"
+	"k8s.io/utils/clock"
 
 	"github.com/remote-build-nodes/rbn/internal/egress"
 )
@@ -59,6 +61,13 @@ type Request struct {
 	// Egress is where the relay may connect: the registry is the pod's
 	// user's choice. Nil: anywhere (tests; rbn-kubelet always sets one).
 	Egress *egress.Policy
+	// ProgressDeadline cancels the pull when the registry sends nothing of
+	// a blob for that long (kubelet's old --image-pull-progress-deadline):
+	// a registry that stalls mid-blob fails the pull with a *StalledError
+	// instead of holding it until the pull's own deadline. Zero: no bound.
+	ProgressDeadline time.Duration
+	// Clock times ProgressDeadline; nil: the real clock.
+	Clock  clock.Clock
 	Logger *slog.Logger
 }
 
@@ -97,6 +106,12 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	srv.progress = req.ProgressDeadline
+	srv.clock = req.Clock
+	if srv.clock == nil {
+		srv.clock = clock.RealClock{}
+	}
+	srv.registry = reference.Domain(img.upstream)
 
 	ln, err := req.Host.ListenLoopback(ctx)
 	if err != nil {
@@ -115,6 +130,11 @@ func Pull(ctx context.Context, req Request) (Result, error) {
 	st := srv.stats()
 	res := Result{ImageID: id, Blobs: st.blobs, Bytes: st.bytes}
 	if err != nil {
+		// A blob the registry stopped sending is why the host's pull broke:
+		// the host only saw its stream cut.
+		if stalled := srv.stalled(); stalled != nil {
+			return res, fmt.Errorf("pull %s through rbn-kubelet: %w", req.Image, stalled)
+		}
 		return res, fmt.Errorf("pull %s through rbn-kubelet: %w", req.Image, &hostPullError{err: err, local: local, upstream: img.upstream.Name()})
 	}
 	// The host's image takes the pod's name and loses the loopback one, whose

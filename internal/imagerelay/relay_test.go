@@ -7,7 +7,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +25,8 @@ import (
 	"go.podman.io/image/v5/oci/layout"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // fakeRegistry is an upstream registry with basic auth holding images made
@@ -130,6 +134,52 @@ type loopback struct{}
 
 func (loopback) ListenLoopback(context.Context) (net.Listener, error) {
 	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// sshLoopback stands in for the host's SSH listener as the relay gets it:
+// its connections are SSH channels, which take no deadlines (x/crypto/ssh's
+// forwarded connections refuse them).
+type sshLoopback struct{}
+
+func (sshLoopback) ListenLoopback(context.Context) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return noDeadlineListener{ln}, err
+}
+
+type noDeadlineListener struct{ net.Listener }
+
+func (l noDeadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return noDeadlineConn{c}, err
+}
+
+type noDeadlineConn struct{ net.Conn }
+
+var errNoDeadline = errors.New("ssh: tcpChan: deadline not supported")
+
+func (noDeadlineConn) SetDeadline(time.Time) error      { return errNoDeadline }
+func (noDeadlineConn) SetReadDeadline(time.Time) error  { return errNoDeadline }
+func (noDeadlineConn) SetWriteDeadline(time.Time) error { return errNoDeadline }
+
+// resetNotifyingClock is a fake clock whose timers tell resets when rearmed.
+type resetNotifyingClock struct {
+	*clocktesting.FakeClock
+	resets chan struct{}
+}
+
+func (c resetNotifyingClock) NewTimer(d time.Duration) clock.Timer {
+	return resetNotifyingTimer{c.FakeClock.NewTimer(d), c.resets}
+}
+
+type resetNotifyingTimer struct {
+	clock.Timer
+	resets chan<- struct{}
+}
+
+func (t resetNotifyingTimer) Reset(d time.Duration) bool {
+	ok := t.Timer.Reset(d)
+	t.resets <- struct{}{}
+	return ok
 }
 
 // fakePodman pulls with containers/image into an OCI layout, which, like
@@ -386,5 +436,114 @@ func TestPullReturnsWhenTheHostGoesAway(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Pull still waits on a stalled upstream blob after the host's pull failed")
+	}
+}
+
+// A registry that stops sending in the middle of a blob fails the pull
+// once ProgressDeadline passes with no byte, with a StalledError naming
+// the registry and the blob, rather than holding it for the pull's whole
+// deadline.
+func TestPullCancelledWhenTheRegistryStallsMidBlob(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.image("team/app", "1.0", "layer")
+	layer := digest.FromBytes(gzipped("layer")).String()
+	requested, send, hang := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(hang)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+layer) {
+			w.Header().Set("Content-Length", "1000000")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			close(requested)
+			select {
+			case <-send:
+			case <-hang:
+				return
+			}
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			select { // stalls until the client goes
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	registry := strings.TrimPrefix(up.URL, "http://")
+	const deadline = time.Minute
+	fc := resetNotifyingClock{clocktesting.NewFakeClock(time.Now()), make(chan struct{}, 64)}
+	host := &fakePodman{t: t, dir: filepath.Join(t.TempDir(), "store"), names: map[string]bool{}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Pull(context.Background(), Request{
+			Image: registry + "/team/app:1.0", Credentials: &Credentials{Username: "u", Password: "p"},
+			Host: sshLoopback{}, Podman: host, SystemContext: &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue},
+			ProgressDeadline: deadline, Clock: fc,
+		})
+		done <- err
+	}()
+	// The config blob went through before the layer was asked for: its
+	// resets are not the layer's.
+	<-requested
+	for len(fc.resets) > 0 {
+		<-fc.resets
+	}
+	close(send)
+	var err error
+	for waiting := true; waiting; {
+		select {
+		case <-fc.resets:
+			// The relay read what the registry sent, which rearmed the
+			// deadline: a deadline on from there, it has read nothing.
+			fc.Step(deadline)
+		case err = <-done:
+			waiting = false
+		case <-time.After(10 * time.Second):
+			t.Fatal("Pull still waits on the stalled blob after its progress deadline passed")
+		}
+	}
+	var stalled *StalledError
+	if !errors.As(err, &stalled) {
+		t.Fatalf("error %v, want a *StalledError", err)
+	}
+	if stalled.Registry != registry || stalled.Blob.String() != layer || stalled.After != deadline || stalled.Sent != int64(len("partial")) {
+		t.Errorf("stall %+v, want registry %s, blob %s, the 7 bytes sent and %s", stalled, registry, layer, deadline)
+	}
+	if !strings.Contains(err.Error(), "sent nothing of blob") || !strings.Contains(err.Error(), "team/app:1.0") {
+		t.Errorf("error %q, want the image and the stall", err)
+	}
+	if len(host.names) != 0 {
+		t.Errorf("the host got an image from a cancelled pull: %v", host.names)
+	}
+}
+
+// Each read that brings bytes rearms the deadline: a slow blob that keeps
+// coming is never cut, one that stops is, a deadline after its last byte.
+func TestProgressWatchRearmsOnEachRead(t *testing.T) {
+	const deadline = time.Minute
+	fc := clocktesting.NewFakeClock(time.Now())
+	s := &server{progress: deadline, clock: fc, registry: "r.example"}
+	ctx, pw := s.watchProgress(context.Background(), digest.FromString("blob"))
+	defer pw.stop()
+	pr, pwr := io.Pipe()
+	r := pw.reader(pr)
+	buf := make([]byte, 16)
+	for range 5 {
+		go func() { _, _ = pwr.Write([]byte("chunk")) }()
+		if n, err := r.Read(buf); n != 5 || err != nil {
+			t.Fatalf("read %d, %v", n, err)
+		}
+		fc.Step(deadline - time.Second)
+		if pw.stalled() != nil || ctx.Err() != nil {
+			t.Fatalf("cut %s after a read, before its deadline", deadline-time.Second)
+		}
+	}
+	fc.Step(time.Second)
+	<-ctx.Done()
+	stalled := pw.stalled()
+	if stalled == nil || stalled.Sent != 25 || stalled.Registry != "r.example" || s.stalled() != stalled {
+		t.Fatalf("stall %+v, want the blob's 25 bytes sent, recorded on the server too", stalled)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/types"
+	"k8s.io/utils/clock"
 )
 
 // server is the read-only registry of one pull: the manifests and blobs of
@@ -35,7 +36,11 @@ type server struct {
 	topType  string
 	topDig   digest.Digest
 	log      *slog.Logger
+	registry string        // the upstream registry's host, for errors
+	progress time.Duration // ProgressDeadline: 0, none
+	clock    clock.Clock
 
+	stall    atomic.Pointer[StalledError] // the first blob the registry stopped sending
 	blobs    atomic.Int64
 	bytes    atomic.Int64
 	handlers sync.WaitGroup
@@ -68,6 +73,7 @@ func (s *server) serve(ln net.Listener) func() {
 		Handler:           s,
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	var wg sync.WaitGroup
@@ -99,6 +105,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "this registry is read-only")
+		return
+	}
+	if stalled := s.stalled(); stalled != nil {
+		// The pull is lost: the host's retry of the blob (a Range request
+		// after the cut) fails at once instead of asking the registry again.
+		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "rbn-kubelet: "+stalled.Error())
 		return
 	}
 	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
@@ -163,12 +175,18 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, ref string) {
 		registryError(w, http.StatusNotFound, "DIGEST_INVALID", err.Error())
 		return
 	}
-	rc, size, err := s.src.GetBlob(r.Context(), types.BlobInfo{Digest: d, Size: -1}, none.NoCache)
+	ctx, watch := s.watchProgress(r.Context(), d)
+	defer watch.stop()
+	rc, size, err := s.src.GetBlob(ctx, types.BlobInfo{Digest: d, Size: -1}, none.NoCache)
 	if err != nil {
+		if stalled := watch.stalled(); stalled != nil {
+			err = stalled
+		}
 		s.upstreamError(w, "blob "+ref, err)
 		return
 	}
 	defer rc.Close()
+	watch.size.Store(size)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Docker-Content-Digest", d.String())
 	if size >= 0 {
@@ -179,12 +197,113 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, ref string) {
 	}
 	s.blobs.Add(1)
 	// Streamed: io.Copy holds one buffer, the host's podman checks the digest.
-	n, err := io.Copy(w, rc)
+	n, err := io.Copy(w, watch.reader(rc))
 	s.bytes.Add(n)
+	if stalled := watch.stalled(); stalled != nil {
+		s.log.Info("image relay: the registry stalled mid-blob", "blob", d, "sent", n, "size", size, "after", s.progress)
+		// Cut: the host's pull must fail now, not wait for the bytes left.
+		// The connection is closed here, not by net/http's abort alone:
+		// that first waits for its background read of the connection to
+		// end, which a read deadline ends on TCP, but an SSH channel takes
+		// no deadline, and the host, waiting for the blob, sends nothing.
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			_ = c.Close()
+		}
+		panic(http.ErrAbortHandler)
+	}
 	if err != nil {
 		s.log.Debug("image relay: blob cut short", "blob", d, "sent", n, "err", err)
 	}
 }
+
+// connKey holds a request's connection in its context.
+type connKey struct{}
+
+// stalled is the first blob the registry stopped sending, or nil.
+func (s *server) stalled() *StalledError { return s.stall.Load() }
+
+// StalledError is a blob the registry sent nothing of for the pull's
+// ProgressDeadline: the pull was cancelled.
+type StalledError struct {
+	Registry string
+	Blob     digest.Digest
+	// Sent and Size count the blob's bytes relayed before the stall and
+	// its whole size (-1: unknown).
+	Sent, Size int64
+	After      time.Duration
+}
+
+func (e *StalledError) Error() string {
+	size := "of unknown size"
+	if e.Size >= 0 {
+		size = fmt.Sprintf("of %d", e.Size)
+	}
+	return fmt.Sprintf("registry %s sent nothing of blob %s for %s (%d bytes %s received): the pull was cancelled",
+		e.Registry, e.Blob, e.After, e.Sent, size)
+}
+
+// progressWatch cancels one blob's upstream request when no byte of it
+// arrives for the server's progress deadline, from the request's start.
+type progressWatch struct {
+	s      *server
+	size   atomic.Int64 // -1 until the registry said
+	sent   atomic.Int64
+	stall  atomic.Pointer[StalledError]
+	cancel context.CancelFunc
+	timer  clock.Timer // nil: no deadline
+	done   chan struct{}
+}
+
+func (s *server) watchProgress(ctx context.Context, d digest.Digest) (context.Context, *progressWatch) {
+	ctx, cancel := context.WithCancel(ctx)
+	pw := &progressWatch{s: s, cancel: cancel, done: make(chan struct{})}
+	pw.size.Store(-1)
+	if s.progress <= 0 {
+		return ctx, pw
+	}
+	pw.timer = s.clock.NewTimer(s.progress)
+	go func() {
+		select {
+		case <-pw.timer.C():
+			stalled := &StalledError{Registry: s.registry, Blob: d, Sent: pw.sent.Load(), Size: pw.size.Load(), After: s.progress}
+			pw.stall.Store(stalled)
+			s.stall.CompareAndSwap(nil, stalled)
+			cancel()
+		case <-pw.done:
+		}
+	}()
+	return ctx, pw
+}
+
+// reader counts r's bytes and rearms the deadline with each read that
+// brought some.
+func (pw *progressWatch) reader(r io.Reader) io.Reader {
+	return readerFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p)
+		if n > 0 {
+			pw.sent.Add(int64(n))
+			if pw.timer != nil && pw.stall.Load() == nil {
+				pw.timer.Reset(pw.s.progress)
+			}
+		}
+		return n, err
+	})
+}
+
+// stalled is the watch's stall, if its deadline passed.
+func (pw *progressWatch) stalled() *StalledError { return pw.stall.Load() }
+
+func (pw *progressWatch) stop() {
+	if pw.timer != nil {
+		pw.timer.Stop()
+	}
+	close(pw.done)
+	pw.cancel()
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // upstreamError answers with the registry's verdict as well as it is known.
 func (s *server) upstreamError(w http.ResponseWriter, what string, err error) {
