@@ -117,8 +117,9 @@ func TestImagePullThroughKubeletOnIsolatedHost(t *testing.T) {
 	if r, _ := s.RBN(t, node); r.Spec.ImagePull != "ThroughKubelet" {
 		t.Fatalf("%s: spec.imagePull %q, want ThroughKubelet (hack/register-hosts.sh)", node, r.Spec.ImagePull)
 	}
-	// A clean start: none of the test images or their layers on the host.
-	_, _ = s.HostPodman(i, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"], reg["IMAGE"])
+	// A clean start: none of the test images or their layers on the host
+	// (the fault tests' proxied name of IMAGE shares its layer).
+	_, _ = s.HostPodman(i, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"], reg["IMAGE"], proxiedImage(reg))
 
 	// The host itself cannot reach the registry, credentials or not.
 	if out, err := s.HostPodman(i, "pull", "--creds", reg["USER"]+":"+reg["PASSWORD"], reg["IMAGE"]); err == nil {

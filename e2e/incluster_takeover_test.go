@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
@@ -471,4 +472,85 @@ func containersRunning(p *corev1.Pod) bool {
 		}
 	}
 	return true
+}
+
+// The replica serving a node killed (SIGKILL) at each step of a pod's
+// start, as soon as the step's event is seen: right after the pod is bound
+// (its sandbox under way), once its image is there (Pulled), once its
+// container is created (Created), once it started (Started). Whoever serves
+// the node next (the other replica, or the killed one back) completes the
+// start: each job runs its container once, with its output.
+func TestKubeletKilledAtEachStartStep(t *testing.T) {
+	tk := newInClusterTakeover(t)
+	s := tk.stack
+	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+	node := s.directX86Host(t)
+	fault := framework.RecordFault(t, "rbn-kubelet killed at each step of a pod's start")
+	ns := s.Namespace(t)
+	steps := []string{"bound", "Pulled", "Created", "Started"}
+	fault.Jobs(len(steps))
+	lost, duplicated := 0, 0
+	for _, step := range steps {
+		name := "start-" + strings.ToLower(step)
+		since := time.Now().Add(-time.Second)
+		victim := tk.holderOf(t, node)
+		events, err := s.Client.CoreV1().Events(ns).Watch(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := framework.JobPod(ns, name, node, nil, []string{"sh", "-c", "echo started; sleep 3; echo done " + name})
+		if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		seen := "the pod's creation"
+		if step != "bound" {
+			seen = waitEventReason(t, events.ResultChan(), step, 2*time.Minute)
+		}
+		events.Stop()
+		pid, err := s.RBNPodPID(framework.KubeletApp, victim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		tk.servedByLiveReplicas(t, "", 2*time.Minute)
+		done := s.WaitPodPhase(t, ns, name, corev1.PodSucceeded, 3*time.Minute)
+		starts := s.mainStarts(t, done, since)
+		switch {
+		case len(starts) == 0:
+			lost++
+			t.Errorf("%s: the main container never started on the host", name)
+		case len(starts) > 1:
+			duplicated++
+			t.Errorf("%s: the main container started %d times: %v", name, len(starts), starts)
+		}
+		if logs := s.Kubectl(t, "logs", "-n", ns, name); !strings.Contains(logs, "done "+name) {
+			t.Errorf("%s: logs %q, want its output", name, logs)
+		}
+		fault.Figure(fmt.Sprintf("killed after %s: the job succeeded %.1f s later", seen, time.Since(killed).Seconds()))
+	}
+	fault.Lost(lost)
+	fault.Duplicated(duplicated)
+}
+
+// waitEventReason waits on an event watch for an event of reason and
+// returns what was seen.
+func waitEventReason(t *testing.T, ch <-chan watch.Event, reason string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("the event watch ended before a %s event", reason)
+			}
+			if e, isEvent := ev.Object.(*corev1.Event); isEvent && e.Reason == reason {
+				return "the " + reason + " event"
+			}
+		case <-deadline:
+			t.Fatalf("no %s event within %s", reason, timeout)
+		}
+	}
 }

@@ -111,12 +111,15 @@ func (b *stallingBody) Read(p []byte) (int, error) {
 
 func (b *stallingBody) Close() error { return b.rc.Close() }
 
+// proxiedImage is the test registry's IMAGE as pulled through the proxy.
+func proxiedImage(reg map[string]string) string { return reg["FAULT_REGISTRY"] + "/rbn/busybox:1.0" }
+
 // proxiedPullPod starts a pod on the isolated host (imagePull:
 // ThroughKubelet) whose image comes from the registry through rp, with none
 // of its layers on the host beforehand, so that the relay fetches them.
 func (s *stack) proxiedPullPod(t *testing.T, rp *registryProxy, reg map[string]string, host int, ns, name string) (image string) {
 	t.Helper()
-	image = rp.addr + "/rbn/busybox:1.0"
+	image = proxiedImage(reg)
 	// Every image holding the layer goes, or the host's podman skips the blob.
 	_, _ = s.HostPodman(host, "rmi", "--force", "--ignore", reg["IMAGE_EXTRA"], reg["IMAGE"], image)
 	s.Kubectl(t, "-n", ns, "create", "secret", "docker-registry", name,

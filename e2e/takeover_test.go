@@ -247,16 +247,7 @@ func (tk *takeover) checkRanOnce(t *testing.T, ns string, names []string, since 
 				t.Errorf("%s: container %s restarted %d times", name, cs.Name, cs.RestartCount)
 			}
 		}
-		host := tk.HostIndex(t, p.Spec.NodeName)
-		out := tk.MustHostPodman(t, host, "events", "--stream=false", "--since", since.UTC().Format(time.RFC3339),
-			"--filter", "event=start", "--filter", "label=rbn.dev/pod-uid="+string(p.UID), "--format", "{{.Name}}")
-		var mains []string
-		for _, c := range strings.Fields(out) {
-			if strings.Contains(c, "-main-") {
-				mains = append(mains, c)
-			}
-		}
-		if len(mains) != 1 {
+		if mains := tk.mainStarts(t, p, since); len(mains) != 1 {
 			t.Errorf("%s: main container started %d times on %s: %v", name, len(mains), p.Spec.NodeName, mains)
 		}
 		logs := tk.Kubectl(t, "logs", "-n", ns, name)
@@ -264,6 +255,22 @@ func (tk *takeover) checkRanOnce(t *testing.T, ns string, names []string, since 
 			t.Errorf("%s: logs %q, want %q", name, logs, want)
 		}
 	}
+}
+
+// mainStarts lists the starts of pod p's main container on its host since
+// then, as the host's podman recorded them.
+func (s *stack) mainStarts(t *testing.T, p *corev1.Pod, since time.Time) []string {
+	t.Helper()
+	host := s.HostIndex(t, p.Spec.NodeName)
+	out := s.MustHostPodman(t, host, "events", "--stream=false", "--since", since.UTC().Format(time.RFC3339),
+		"--filter", "event=start", "--filter", "label=rbn.dev/pod-uid="+string(p.UID), "--format", "{{.Name}}")
+	var mains []string
+	for _, c := range strings.Fields(out) {
+		if strings.Contains(c, "-main-") {
+			mains = append(mains, c)
+		}
+	}
+	return mains
 }
 
 // kill -9 of the serving replica during a burst of jobs: the other replica
