@@ -484,6 +484,10 @@ func TestKubeletKilledAtEachStartStep(t *testing.T) {
 	tk := newInClusterTakeover(t)
 	s := tk.stack
 	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+	// The killed containers restart with the kubelet's crash back-off
+	// (10 s, 20 s, 40 s, ...): the Deployment is left as found, every
+	// replica Ready, for the tests after this one.
+	t.Cleanup(func() { tk.replicasReady(t, 3*time.Minute) })
 	node := s.directX86Host(t)
 	fault := framework.RecordFault(t, "rbn-kubelet killed at each step of a pod's start")
 	ns := s.Namespace(t)
@@ -533,6 +537,23 @@ func TestKubeletKilledAtEachStartStep(t *testing.T) {
 	}
 	fault.Lost(lost)
 	fault.Duplicated(duplicated)
+}
+
+// replicasReady waits until every rbn-kubelet pod is Ready.
+func (tk *takeover) replicasReady(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	framework.Eventually(t, "every rbn-kubelet replica Ready", timeout, func() (bool, string) {
+		pods, err := tk.RBNPods(context.Background(), framework.KubeletApp)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods {
+			if p.DeletionTimestamp == nil && !podReady(&p) {
+				return false, p.Name + " not Ready"
+			}
+		}
+		return len(pods) > 0, fmt.Sprint(len(pods), " pods")
+	})
 }
 
 // waitEventReason waits on an event watch for an event of reason and
