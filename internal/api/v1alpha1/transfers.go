@@ -124,8 +124,16 @@ func shorten(s string) string {
 	return strings.TrimSpace(s)
 }
 
-// DefaultTransfers fills unset optional fields.
+// DefaultTransfers fills unset optional fields. An empty list is no list
+// (`inputs: []` reads as no inputs), so that a Transfers encodes and reads
+// back as the same value: the lists are omitted when empty.
 func DefaultTransfers(t *Transfers) {
+	if len(t.Inputs) == 0 {
+		t.Inputs = nil
+	}
+	if len(t.Outputs) == 0 {
+		t.Outputs = nil
+	}
 	for i := range t.Inputs {
 		if t.Inputs[i].Unpack == "" {
 			t.Inputs[i].Unpack = FormatFile
