@@ -547,3 +547,40 @@ func TestProgressWatchRearmsOnEachRead(t *testing.T) {
 		t.Fatalf("stall %+v, want the blob's 25 bytes sent, recorded on the server too", stalled)
 	}
 }
+
+// A registry that drops the connection in the middle of a blob fails the
+// pull at once: the relay cuts the host's connection too, which would
+// otherwise wait for the rest of the blob (over SSH, net/http's own abort
+// waits for the host to send something first).
+func TestPullFailsWhenTheRegistryCutsABlob(t *testing.T) {
+	reg := newFakeRegistry()
+	reg.image("team/app", "1.0", "layer")
+	layer := digest.FromBytes(gzipped("layer")).String()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+layer) && r.Header.Get("Range") == "" {
+			w.Header().Set("Content-Length", "1000000")
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the connection drops
+		}
+		reg.ServeHTTP(w, r) // a Range request gets the whole blob: no resumption
+	}))
+	defer up.Close()
+	host := &fakePodman{t: t, dir: filepath.Join(t.TempDir(), "store"), names: map[string]bool{}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Pull(context.Background(), Request{
+			Image: strings.TrimPrefix(up.URL, "http://") + "/team/app:1.0", Credentials: &Credentials{Username: "u", Password: "p"},
+			Host: sshLoopback{}, Podman: host, SystemContext: &types.SystemContext{DockerInsecureSkipTLSVerify: types.OptionalBoolTrue},
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Pull succeeded with a blob the registry cut")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Pull still waits after the registry cut the blob")
+	}
+}

@@ -199,21 +199,24 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, ref string) {
 	// Streamed: io.Copy holds one buffer, the host's podman checks the digest.
 	n, err := io.Copy(w, watch.reader(rc))
 	s.bytes.Add(n)
+	if err == nil && (size < 0 || n == size) {
+		return
+	}
 	if stalled := watch.stalled(); stalled != nil {
 		s.log.Info("image relay: the registry stalled mid-blob", "blob", d, "sent", n, "size", size, "after", s.progress)
-		// Cut: the host's pull must fail now, not wait for the bytes left.
-		// The connection is closed here, not by net/http's abort alone:
-		// that first waits for its background read of the connection to
-		// end, which a read deadline ends on TCP, but an SSH channel takes
-		// no deadline, and the host, waiting for the blob, sends nothing.
-		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
-			_ = c.Close()
-		}
-		panic(http.ErrAbortHandler)
+	} else {
+		s.log.Debug("image relay: blob cut short", "blob", d, "sent", n, "size", size, "err", err)
 	}
-	if err != nil {
-		s.log.Debug("image relay: blob cut short", "blob", d, "sent", n, "err", err)
+	// Cut: the host's pull must fail now, not wait for the bytes that will
+	// not come. The connection is closed here, not by net/http's abort
+	// alone: that (as the end of any response) first waits for its
+	// background read of the connection to end, which a read deadline ends
+	// on TCP, but an SSH channel takes no deadline, and the host, waiting
+	// for the rest of the blob, sends nothing.
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		_ = c.Close()
 	}
+	panic(http.ErrAbortHandler)
 }
 
 // connKey holds a request's connection in its context.
