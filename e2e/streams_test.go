@@ -857,6 +857,10 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	if v, ok := promSample(t, kubelet, "kubelet_running_containers", `container_state="running"`); !ok || v < 1 {
 		t.Errorf("/metrics: kubelet_running_containers{container_state=running} %v (found %v)", v, ok)
 	}
+	// burner started on this node, served by the same replica since.
+	if v, ok := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_count"); !ok || v < 1 {
+		t.Errorf("/metrics: kubelet_pod_start_duration_seconds_count %v (found %v), want burner's start at least", v, ok)
+	}
 	running := &corev1.PodList{}
 	raw := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/runningpods/")
 	if err := json.Unmarshal([]byte(raw), running); err != nil {

@@ -7,9 +7,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -23,7 +25,21 @@ func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) 
 	if err != nil {
 		return nil, err
 	}
-	return buildKubeletMetrics(p.cfg.NodeName, pods, p.evictionCounts()), nil
+	return buildKubeletMetrics(p.cfg.NodeName, pods, p.evictionCounts(), p.startDurations), nil
+}
+
+// podStartBuckets are the kubelet's buckets of
+// kubelet_pod_start_duration_seconds (its podStartupDurationBuckets), so
+// that dashboards' quantiles read the same on every node.
+var podStartBuckets = []float64{0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600}
+
+const podStartHelp = "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run"
+
+// newPodStartHistogram is one node's kubelet_pod_start_duration_seconds.
+// It is rendered into the node's /metrics by buildKubeletMetrics, not
+// registered: each node has its own, as each kubelet.
+func newPodStartHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kubelet_pod_start_duration_seconds", Help: podStartHelp, Buckets: podStartBuckets})
 }
 
 // RuntimePods is the node's /runningpods/: the pods whose sandbox runs,
@@ -91,15 +107,19 @@ func runtimeState(st corev1.ContainerStatus) string {
 //     kubelet's signal (emptydirfs.limit, ephemeralpodfs.limit,
 //     ephemeralcontainerfs.limit, nodefs.available), the signals seen only
 //     (as kubelet's counter vector)
+//   - kubelet_pod_start_duration_seconds: from the pod's first sight by
+//     this process (its pod worker's start) to its first report as
+//     Running, with kubelet's buckets; a pod taken over from another
+//     replica already running is not counted again
 //
 // Left out: go_* and process_* (they would describe the rbn-kubelet
 // process every node of the replica shares: they are on rbn-kubelet's own
 // metrics port, see docs/operations.md); kubelet's histograms
-// (kubelet_pod_start_duration_seconds, kubelet_pod_worker_duration_seconds,
+// (kubelet_pod_worker_duration_seconds,
 // kubelet_pleg_relist_*, kubelet_runtime_operations_*, ...) and the
 // volume/cgroup series: the pod workers do not observe them (yet),
 // and an empty histogram would read as "nothing happened".
-func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]uint64) []*dto.MetricFamily {
+func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]uint64, starts prometheus.Histogram) []*dto.MetricFamily {
 	nodeName := newFamily("kubelet_node_name", "[ALPHA] The node's name. The count is always 1.", dto.MetricType_GAUGE)
 	runningPods := newFamily("kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox", dto.MetricType_GAUGE)
 	runningCtrs := newFamily("kubelet_running_containers", "[ALPHA] Number of containers currently running", dto.MetricType_GAUGE)
@@ -122,13 +142,21 @@ func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]u
 		addSample(runningCtrs, float64(states[s]), time.Time{}, labelPairs("container_state", s))
 	}
 	families := []*dto.MetricFamily{nodeName, runningCtrs, runningPods}
+	if starts != nil {
+		m := &dto.Metric{}
+		if err := starts.Write(m); err == nil {
+			families = append(families, &dto.MetricFamily{Name: ptr.To("kubelet_pod_start_duration_seconds"), Help: ptr.To(podStartHelp),
+				Type: dto.MetricType_HISTOGRAM.Enum(), Metric: []*dto.Metric{m}})
+		}
+	}
 	if len(evictions) > 0 {
 		evicted := newFamily("kubelet_evictions", "[ALPHA] Cumulative number of pod evictions by eviction signal", dto.MetricType_COUNTER)
 		for _, signal := range slices.Sorted(maps.Keys(evictions)) {
 			addSample(evicted, float64(evictions[signal]), time.Time{}, labelPairs("eviction_signal", signal))
 		}
-		families = append([]*dto.MetricFamily{evicted}, families...)
+		families = append(families, evicted)
 	}
+	slices.SortFunc(families, func(a, b *dto.MetricFamily) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return families
 }
 

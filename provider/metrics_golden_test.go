@@ -126,7 +126,11 @@ func kubeletPods() []*corev1.Pod {
 }
 
 func TestBuildKubeletMetricsGolden(t *testing.T) {
-	got := render(t, buildKubeletMetrics("n1", kubeletPods(), map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}))
+	starts := newPodStartHistogram()
+	for _, s := range []float64{0.3, 1.5, 1.7, 75} {
+		starts.Observe(s)
+	}
+	got := render(t, buildKubeletMetrics("n1", kubeletPods(), map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}, starts))
 	golden.Check(t, filepath.Join("testdata", "metrics", "kubelet.golden.txt"), []byte(got), *update)
 	for _, want := range []string{
 		`kubelet_node_name{node="n1"} 1`,
@@ -136,14 +140,19 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 		`kubelet_running_containers{container_state="created"} 1`,
 		`kubelet_evictions{eviction_signal="emptydirfs.limit"} 1`,
 		`kubelet_evictions{eviction_signal="nodefs.available"} 2`,
+		`kubelet_pod_start_duration_seconds_bucket{le="0.5"} 1`,
+		`kubelet_pod_start_duration_seconds_bucket{le="2"} 3`,
+		`kubelet_pod_start_duration_seconds_bucket{le="60"} 3`,
+		`kubelet_pod_start_duration_seconds_bucket{le="120"} 4`,
+		`kubelet_pod_start_duration_seconds_count 4`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	empty := render(t, buildKubeletMetrics("n1", nil, nil))
+	empty := render(t, buildKubeletMetrics("n1", nil, nil, newPodStartHistogram()))
 	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) ||
-		strings.Contains(empty, "kubelet_evictions") {
+		strings.Contains(empty, "kubelet_evictions") || !strings.Contains(empty, "kubelet_pod_start_duration_seconds_count 0\n") {
 		t.Errorf("a node without pods:\n%s", empty)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,6 +111,9 @@ type Pods struct {
 
 	// evictions counts the pods evicted, by the kubelet's eviction signal.
 	evictions map[string]uint64
+	// startDurations is kubelet_pod_start_duration_seconds: from a pod's
+	// first sight to its running.
+	startDurations prometheus.Histogram
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
@@ -198,7 +202,9 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 		cfg.ResyncInterval = 10 * time.Second
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
-	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{}, changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
+	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{},
+		startDurations: newPodStartHistogram(),
+		changed:        make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
 
 // workerOf returns the worker of a pod UID, nil if none.
@@ -470,9 +476,14 @@ func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
 	w.mu.Lock()
 	changed := !equalStatus(&w.pod.Status, &st)
 	phaseChanged := w.pod.Status.Phase != st.Phase
+	// As the kubelet: a pod seen Pending (or new) that now runs has started.
+	started := (w.pod.Status.Phase == "" || w.pod.Status.Phase == corev1.PodPending) && st.Phase == corev1.PodRunning
 	w.pod.Status = st
 	pd := w.pod.DeepCopy()
 	w.mu.Unlock()
+	if started {
+		p.startDurations.Observe(p.cfg.Clock.Since(w.firstSeen).Seconds())
+	}
 	if !changed {
 		return
 	}

@@ -36,6 +36,9 @@ import (
 type podWorker struct {
 	p   *Pods
 	log *slog.Logger
+	// firstSeen is when this process first saw the pod (the worker's
+	// creation): kubelet_pod_start_duration_seconds counts from it.
+	firstSeen time.Time
 
 	kick chan struct{}
 	done chan struct{}
@@ -122,7 +125,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 	log := p.cfg.Logger.With("pod", pd.Namespace+"/"+pd.Name, "uid", pd.UID)
 	clk := p.cfg.Clock
 	w := &podWorker{
-		p: p, log: log,
+		p: p, log: log, firstSeen: clk.Now(),
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		pod:       pd.DeepCopy(),
 		external:  externalConditions(&pd.Status),

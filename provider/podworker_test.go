@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -302,4 +304,38 @@ func TestWorkerStartsACreatedContainerAsItIs(t *testing.T) {
 	h.wantCalls("create "+ctrName("main", 0), 1) // the first worker's only
 	h.wantCalls("start "+ctrName("main", 0), 2)
 	h.wantPhase(corev1.PodRunning)
+}
+
+// kubelet_pod_start_duration_seconds: from the worker's first sight of the
+// pod to its first report as Running, once; a pod taken over already
+// running (another replica started it) is not counted.
+func TestWorkerObservesPodStartDuration(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	h.rt.images["registry.test/main:1"] = true
+	h.clock.Step(3 * time.Second)
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	h.clock.Step(time.Minute)
+	h.sync()
+	if n, sum := histogramOf(t, h.pods.startDurations); n != 1 || sum != 3 {
+		t.Fatalf("%d starts observed, %gs in all; want 1 of 3s", n, sum)
+	}
+
+	running := testPod(corev1.RestartPolicyAlways, "main")
+	running.Status.Phase = corev1.PodRunning
+	taken := restarted(t, h, running)
+	taken.sync()
+	taken.wantPhase(corev1.PodRunning)
+	if n, _ := histogramOf(t, taken.pods.startDurations); n != 0 {
+		t.Errorf("%d starts observed for a pod taken over running, want none", n)
+	}
+}
+
+func histogramOf(t *testing.T, h prometheus.Histogram) (count uint64, sum float64) {
+	t.Helper()
+	m := &dto.Metric{}
+	if err := h.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 }
