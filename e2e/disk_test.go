@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -382,13 +384,27 @@ func (s *stack) waitDiskPressure(t *testing.T, node string, want bool) {
 	})
 }
 
+// storeSpace measures the file system of build host i's podman store (the
+// test hosts' stores are on this machine's): the bytes available to
+// unprivileged users, which the kubelet counts as nodefs.available and rbn
+// too, and the free bytes, root's reserve with them, which podman reports.
+func (s *stack) storeSpace(t *testing.T, i int) (avail, free uint64) {
+	t.Helper()
+	root := strings.TrimSpace(s.MustHostPodman(t, i, "info", "--format", "{{.Store.GraphRoot}}"))
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(root, &st); err != nil {
+		t.Fatalf("statfs %s: %v", root, err)
+	}
+	return st.Bavail * uint64(st.Frsize), st.Bfree * uint64(st.Frsize)
+}
+
 // TestHostDiskFilled: a job fills its build host's disk past the node's
 // threshold for real (it writes, the host's free space falls): the node
 // reports DiskPressure, the job filling it is evicted as the kubelet
 // evicts, its data leaves the host, and the pressure ends. The test hosts
 // share this machine's file system, which must not be filled to the brim:
-// the threshold is put 256 MiB under the host's free space at the start,
-// and the job writes 512 MiB.
+// the threshold is put 256 MiB under the host's available space at the
+// start, and the job writes 512 MiB.
 func TestHostDiskFilled(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
@@ -398,11 +414,8 @@ func TestHostDiskFilled(t *testing.T) {
 	fault.Jobs(1)
 	fault.Orphans(1) // until the filler's data left the host
 
-	var allocated, used int64
-	if _, err := fmt.Sscan(s.MustHostPodman(t, host, "info", "--format", "{{.Store.GraphRootAllocated}} {{.Store.GraphRootUsed}}"), &allocated, &used); err != nil {
-		t.Fatal(err)
-	}
-	threshold := allocated - used - 256<<20
+	avail, _ := s.storeSpace(t, host)
+	threshold := int64(avail) - 256<<20
 	policy, err := json.Marshal(map[string]any{"spec": map[string]any{
 		"diskPressure": map[string]any{"availableBelow": fmt.Sprint(threshold)},
 		// Images could give the space back first: all stay, so that it is the job's to give.
@@ -439,7 +452,8 @@ func TestHostDiskFilled(t *testing.T) {
 		vol := "rbn-" + string(started.UID) + "-work"
 		out, err := s.HostPodman(host, "volume", "inspect", "--format", "{{.Mountpoint}}", vol)
 		if err != nil {
-			return true, "" // the volume itself went
+			// The volume itself went; any other failure is not an answer.
+			return strings.Contains(out, "no such volume"), err.Error()
 		}
 		entries, err := os.ReadDir(strings.TrimSpace(out))
 		if err != nil {
@@ -452,36 +466,50 @@ func TestHostDiskFilled(t *testing.T) {
 	}
 }
 
-// TestEndedPodEmptyDirReleased: what a pod wrote in its emptyDir leaves the
-// host once the pod has ended, as the kubelet tears an ended pod's volumes
-// down, while the pod object, its container and its log stay.
+// TestEndedPodEmptyDirReleased: what a pod wrote in its emptyDirs leaves
+// the host once the pod has ended, as the kubelet tears an ended pod's
+// volumes down: the disk one's directory and the Memory one's tmpfs (which
+// the pod's infra container keeps mounted) are emptied, while the pod
+// object, its container and its log stay.
 func TestEndedPodEmptyDirReleased(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
 	node := s.directX86Host(t)
 	host := s.HostIndex(t, node)
-	p := framework.JobPod(ns, "writer", "", nil, []string{"sh", "-c", "dd if=/dev/zero of=/work/out bs=1048576 count=2 2>/dev/null && echo wrote"})
-	p.Spec.Volumes = []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}
+	p := framework.JobPod(ns, "writer", "", nil, []string{"sh", "-c",
+		"dd if=/dev/zero of=/work/out bs=1048576 count=2 2>/dev/null && dd if=/dev/zero of=/ram/out bs=1048576 count=2 2>/dev/null && echo wrote"})
+	p.Spec.Volumes = []corev1.Volume{
+		{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "ram", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+	}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: "/work"}, {Name: "ram", MountPath: "/ram"}}
 	onNodeName(p, node)
 	if _, err := s.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	done := s.WaitPodPhase(t, ns, "writer", corev1.PodSucceeded, 3*time.Minute)
-	vol := "rbn-" + string(done.UID) + "-work"
-	dir := strings.TrimSpace(s.MustHostPodman(t, host, "volume", "inspect", "--format", "{{.Mountpoint}}", vol))
-	framework.Eventually(t, "the ended pod's emptyDir emptied on the host", time.Minute, func() (bool, string) {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return false, err.Error()
+	for _, name := range []string{"work", "ram"} {
+		vol := "rbn-" + string(done.UID) + "-" + name
+		dir := strings.TrimSpace(s.MustHostPodman(t, host, "volume", "inspect", "--format", "{{.Mountpoint}}", vol))
+		if name == "ram" {
+			// The tmpfs is what is emptied, not the directory below it.
+			if out, err := exec.Command("findmnt", "-n", "-o", "FSTYPE", "--mountpoint", dir).Output(); strings.TrimSpace(string(out)) != "tmpfs" {
+				t.Fatalf("%s: not a mounted tmpfs (findmnt: %q, %v)", dir, out, err)
+			}
 		}
-		return len(entries) == 0, fmt.Sprint(len(entries), " entries in ", dir)
-	})
+		framework.Eventually(t, "the ended pod's emptyDir "+name+" emptied on the host", time.Minute, func() (bool, string) {
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(entries) == 0, fmt.Sprint(len(entries), " entries in ", dir)
+		})
+		if objs := s.HostObjects(t, host, string(done.UID)); !slices.Contains(objs, "volume:"+vol) {
+			t.Errorf("the volume %s itself went before the pod: %v", name, objs)
+		}
+	}
 	if got := s.Kubectl(t, "-n", ns, "logs", "writer"); got != "wrote\n" {
 		t.Errorf("kubectl logs writer: %q, want wrote", got)
-	}
-	if objs := s.HostObjects(t, host, string(done.UID)); !slices.Contains(objs, "volume:"+vol) {
-		t.Errorf("the volume itself went before the pod: %v", objs)
 	}
 }
 

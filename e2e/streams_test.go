@@ -752,6 +752,15 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 			t.Logf("%s: cpu %.1f core-s since boot, working set %d MiB, podman store %d/%d GiB used",
 				node, float64(*n.CPU.UsageCoreNanoSeconds)/1e9, *n.Memory.WorkingSetBytes>>20, *n.Fs.UsedBytes>>30, *n.Fs.CapacityBytes>>30)
 		}
+		// Available as the kubelet counts it (f_bavail), not the free
+		// space podman reports, which has root's reserve in it (on these
+		// machines, many GiB): within what the machine writes meanwhile.
+		if avail, free := s.storeSpace(t, i); n.Fs != nil && n.Fs.AvailableBytes != nil {
+			got := *n.Fs.AvailableBytes
+			if d := int64(got) - int64(avail); d > 1<<30 || d < -1<<30 {
+				t.Errorf("%s: podman store %d MiB available, the host's statfs says %d MiB available (%d MiB free)", node, got>>20, avail>>20, free>>20)
+			}
+		}
 		if ps := findPod(sum); (ps != nil) != (node == busy) {
 			t.Errorf("%s: burner in summary: %v, but it runs on %s", node, ps != nil, busy)
 		}

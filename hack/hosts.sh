@@ -448,8 +448,9 @@ hosts::sshd_start() {
     # what rbn-kubelet reads over SSH, as on a real host.
     [[ -s "$d/host_boot_id" ]] || cat /proc/sys/kernel/random/uuid >"$d/host_boot_id"
     # --propagation unchanged: this machine's mounts are private, so the boot id stays sshd's;
-    # the volume root is a shared mount (hosts::volumes_share), so the volumes rbn-kubelet mounts
-    # over SSH are seen by the host's podman, which runs outside this namespace, as on a real host.
+    # the volume root and podman's volume store are shared mounts (hosts::volumes_share), so the
+    # volumes rbn-kubelet mounts over SSH are seen by the host's podman, which runs outside this
+    # namespace, and podman's tmpfs volumes by sshd, as on a real host.
     hosts::volumes_share "$i"
     in_netns=(unshare --mount --propagation unchanged -- /bin/sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"'
       sh "$d/host_boot_id" "${in_netns[@]}")
@@ -458,13 +459,17 @@ hosts::sshd_start() {
 }
 
 # hosts::volumes_share I: host I's volume root ($d/volumes, its RemoteBuildNode's spec.volumes.root)
-# as a shared bind mount of itself, so that mounts made below it in sshd's mount namespace
-# propagate to this machine's, where the host's podman runs.
+# and its podman's volume store ($d/storage/volumes) as shared bind mounts of themselves, so that
+# mounts propagate between sshd's mount namespace and this machine's, where the host's podman
+# runs: the volumes rbn-kubelet mounts over SSH, and the tmpfs of a Memory emptyDir that podman
+# mounts, which rbn-kubelet empties over SSH once its pod has ended.
 hosts::volumes_share() {
-  local d; d="$(hosts::dir "$1")"
-  mkdir -p "$d/volumes"
-  mountpoint -q "$d/volumes" || mount --bind "$d/volumes" "$d/volumes"
-  mount --make-shared "$d/volumes"
+  local d m; d="$(hosts::dir "$1")"
+  for m in "$d/volumes" "$d/storage/volumes"; do
+    mkdir -p "$m"
+    mountpoint -q "$m" || mount --rbind "$m" "$m"
+    mount --make-shared "$m"
+  done
 }
 
 hosts::sshd_wait() {

@@ -248,12 +248,13 @@ func anyRunning(obs map[string]*observed) bool {
 	return false
 }
 
-// releaseEnded empties the disk emptyDirs of the pod once it has ended, as
-// the kubelet tears an ended pod's volumes down: its containers and their
-// logs stay until the pod is deleted, what they wrote in its emptyDirs does
-// not hold the host's disk meanwhile. The outputs are uploaded before the
-// pod ends. A Memory emptyDir's tmpfs stays mounted by the infra container
-// until the pod is deleted. Under disk pressure (reclaimNow), the
+// releaseEnded empties the emptyDirs of the pod once it has ended, as the
+// kubelet tears an ended pod's volumes down: its containers and their logs
+// stay until the pod is deleted, what they wrote in its emptyDirs does not
+// hold the host's disk, or its memory for a Memory emptyDir, meanwhile. The
+// outputs are uploaded before the pod ends. A Memory emptyDir's tmpfs,
+// emptied, stays mounted by the infra container until the pod is deleted
+// (an empty tmpfs holds no memory). Under disk pressure (reclaimNow), the
 // containers and the podman pod go too, logs and tmpfs with them, as the
 // kubelet removes a terminated pod's containers and sandbox then; the pod
 // object stays with its final status. A failure is tried again after
@@ -266,7 +267,7 @@ func (w *podWorker) releaseEnded(ctx context.Context) syncResult {
 	if !w.released && w.plan != nil {
 		var dirs []string
 		for _, v := range w.plan.Volumes {
-			if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && !v.Tmpfs && mp != "" {
+			if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && mp != "" {
 				dirs = append(dirs, mp)
 			}
 		}

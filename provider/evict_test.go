@@ -122,9 +122,9 @@ func TestWorkerEvictsForLocalStorage(t *testing.T) {
 	h.wantCalls("du ", 2)
 }
 
-// TestWorkerEmptiesEndedPodsEmptyDirs: once the pod has ended its disk
-// emptyDirs are emptied on the host, once (again after a failure), while a
-// Memory emptyDir is left to the pod's deletion.
+// TestWorkerEmptiesEndedPodsEmptyDirs: once the pod has ended its
+// emptyDirs, on disk and in memory, are emptied on the host, once (again
+// after a failure).
 func TestWorkerEmptiesEndedPodsEmptyDirs(t *testing.T) {
 	pd := testPod(corev1.RestartPolicyNever, "main")
 	pd.Spec.Volumes = []corev1.Volume{
@@ -144,7 +144,7 @@ func TestWorkerEmptiesEndedPodsEmptyDirs(t *testing.T) {
 	h.wantPhase(corev1.PodSucceeded)
 	h.wantCalls("empty-dirs", 0)
 	h.sync()
-	h.wantCalls("empty-dirs /volumes/"+pod.VolumeName(testUID, "work"), 1)
+	h.wantCalls("empty-dirs /volumes/"+pod.VolumeName(testUID, "work")+" /volumes/"+pod.VolumeName(testUID, "ram"), 1)
 	h.sync()
 	h.wantCalls("empty-dirs", 1)
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -263,6 +265,14 @@ func (h *Host) probe(ctx context.Context, withInfo bool) bool {
 	if info.BootID, info.MemAvailable, factsErr = h.procFacts(ctx); factsErr != nil {
 		h.cfg.Logger.Warn("host's boot id or MemAvailable unknown", "host", h.cfg.Name, "err", factsErr)
 	}
+	if info.GraphRoot != "" && info.StorageTotal > 0 {
+		// Unknown: the free blocks podman reports, root's reserve with them.
+		if avail, err := h.storageAvailable(ctx, info.GraphRoot); err != nil {
+			h.cfg.Logger.Warn("podman store's space available to unprivileged users unknown: counting the free space", "host", h.cfg.Name, "err", err)
+		} else {
+			info.StorageAvailable = min(avail, info.StorageTotal)
+		}
+	}
 	h.update(info, true, "", "")
 	h.RefreshImages(ctx)
 	return true
@@ -288,6 +298,38 @@ func (h *Host) procFacts(ctx context.Context) (bootID string, memAvailable int64
 		return "", 0, err
 	}
 	return parseProcFacts(out)
+}
+
+// storageAvailable reads the space of dir's filesystem available to
+// unprivileged users (statfs f_bavail times f_frsize), as the kubelet counts
+// nodefs.available.
+func (h *Host) storageAvailable(ctx context.Context, dir string) (uint64, error) {
+	out, err := h.ssh.Output(ctx, "stat", "-f", "-c", "%S %a", "--", dir)
+	if err != nil {
+		return 0, fmt.Errorf("stat -f %s: %w", dir, hostCommandError(err))
+	}
+	return parseStatfsAvailable(out)
+}
+
+// parseStatfsAvailable reads `stat -f -c '%S %a'`: the fundamental block
+// size and the blocks available to unprivileged users.
+func parseStatfsAvailable(out []byte) (uint64, error) {
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return 0, fmt.Errorf("stat -f: %q is not a block size and a block count", out)
+	}
+	size, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil || size == 0 {
+		return 0, fmt.Errorf("stat -f: block size %q", f[0])
+	}
+	blocks, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stat -f: available blocks %q", f[1])
+	}
+	if blocks > math.MaxUint64/size {
+		return 0, fmt.Errorf("stat -f: %d blocks of %d bytes overflow", blocks, size)
+	}
+	return blocks * size, nil
 }
 
 // parseProcFacts splits `cat boot_id /proc/meminfo`: the boot id's line,

@@ -45,3 +45,25 @@ func TestParseProcFacts(t *testing.T) {
 		})
 	}
 }
+
+func TestParseStatfsAvailable(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     uint64
+		wantErr  string
+	}{
+		{"4k blocks", "4096 250000\n", 4096 * 250000, ""},
+		{"none left to users", "4096 0\n", 0, ""},
+		{"one field", "4096\n", 0, "is not a block size and a block count"},
+		{"zero block size", "0 10\n", 0, "block size"},
+		{"garbage", "4096 lots\n", 0, "available blocks"},
+		{"overflow", "4096 18446744073709551615\n", 0, "overflow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseStatfsAvailable([]byte(tc.in))
+			if got != tc.want || (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseStatfsAvailable = %d, %v; want %d, error %q", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

@@ -120,7 +120,9 @@ func NewImageGC(cfg ImageGCConfig) *ImageGC {
 			if info == nil || info.StorageTotal == 0 {
 				return 0, 0, false
 			}
-			return info.StorageUsed, info.StorageTotal, true
+			// In use: all but what is available, as the kubelet's image
+			// GC counts it (capacity - available).
+			return info.StorageTotal - min(info.StorageAvailable, info.StorageTotal), info.StorageTotal, true
 		}
 	}
 	g := &ImageGC{cfg: cfg, records: map[string]*imageRecord{}, stats: ImageGCStats{Removed: map[string]uint64{}}}

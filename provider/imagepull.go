@@ -87,7 +87,7 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
 		if err != nil {
 			hostFailure()
-			if ctx.Err() == nil && ip.hostGone(ctx) {
+			if ctx.Err() == nil && !hostAnswers(ctx, ip.rt) {
 				ip.lost[c.K8sName] = true
 				lost := &hostLostError{Image: c.Image, Err: err}
 				ip.event(pd, corev1.EventTypeWarning, "WaitingForHost", lost.Error()+": the pull starts over once it is back")
@@ -103,13 +103,6 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 	ip.present[c.Image] = true
 	delete(ip.failures, c.K8sName)
 	return nil
-}
-
-// hostGone tells whether the host stopped answering: a pull that failed
-// then failed because of it, whatever the error says (a stream cut short,
-// a closed connection).
-func (ip *imagePuller) hostGone(ctx context.Context) bool {
-	return !ip.rt.Ready() || ip.rt.Ping(ctx) != nil
 }
 
 // forget drops what ip knows of image: it may have left the host since it

@@ -80,7 +80,7 @@ func (p *NodeProvider) Node() *corev1.Node {
 		Images:             p.cfg.Host.Images(),
 	}
 	if info != nil && info.StorageTotal > 0 {
-		facts.StorageFreeBytes = int64(info.StorageTotal) - int64(info.StorageUsed)
+		facts.StorageFreeBytes = int64(info.StorageAvailable)
 	}
 	if p.cfg.Volumes != nil {
 		if sp, ok := p.cfg.Volumes.Space(); ok {

@@ -73,7 +73,7 @@ func newPressureHarness(t *testing.T, availableBelow string) *pressureHarness {
 	t.Helper()
 	h := &pressureHarness{
 		clock: clocktesting.NewFakeClock(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)),
-		info:  &podman.HostInfo{StorageTotal: 100 << 30, StorageUsed: 95 << 30},
+		info:  &podman.HostInfo{StorageTotal: 100 << 30, StorageUsed: 95 << 30, StorageAvailable: 5 << 30},
 		pods:  &fakeEvictable{ended: map[types.UID]bool{}},
 	}
 	spec := rbnv1.Default(&rbnv1.RemoteBuildNodeSpec{})
@@ -107,7 +107,7 @@ func (h *pressureHarness) measured(uid string, priority int32, request int64, co
 
 func TestDiskPressureNoneBelowTheThreshold(t *testing.T) {
 	h := newPressureHarness(t, "")
-	h.info.StorageUsed = 80 << 30 // 20% available
+	h.info.StorageUsed, h.info.StorageAvailable = 80<<30, 20<<30 // 20% available
 	h.measured("a", 0, 0, map[string]int64{"main": gi(1)})
 	h.d.synchronize(context.Background())
 	if h.pods.pressure || h.calls != 0 || len(h.pods.evicted) != 0 || len(h.events) != 0 {
@@ -117,7 +117,7 @@ func TestDiskPressureNoneBelowTheThreshold(t *testing.T) {
 
 func TestDiskPressureOffAtZeroPercent(t *testing.T) {
 	h := newPressureHarness(t, "0%")
-	h.info.StorageUsed = h.info.StorageTotal
+	h.info.StorageUsed, h.info.StorageAvailable = h.info.StorageTotal, 0
 	h.d.synchronize(context.Background())
 	if h.pods.pressure || h.calls != 0 {
 		t.Errorf("pressure %v, image reclaims %d with availableBelow 0%%", h.pods.pressure, h.calls)

@@ -23,6 +23,16 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 )
 
+// hostAnswers tells whether rt's host answers now: its health as last
+// polled is Ready and its podman service answers a ping. An operation that
+// failed while the host did not answer failed because of the host (a
+// stream cut short, a closed connection), whatever its error says; the
+// image pull and the S3 transfers then wait for the host instead of
+// counting a failure.
+func hostAnswers(ctx context.Context, rt podRuntime) bool {
+	return rt.Ready() && rt.Ping(ctx) == nil
+}
+
 // podRuntime is what a node's pods need of their build host: whether it
 // is usable, and the podman operations their workers take. In production
 // hostRuntime (the host's podman client, SSH connection and image relay)

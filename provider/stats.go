@@ -316,7 +316,7 @@ func buildSummary(u *usage, rates map[string]uint64) *statsv1alpha1.Summary {
 				Time:           t,
 				CapacityBytes:  ptr.To(info.StorageTotal),
 				UsedBytes:      ptr.To(info.StorageUsed),
-				AvailableBytes: ptr.To(sub(info.StorageTotal, info.StorageUsed)),
+				AvailableBytes: ptr.To(info.StorageAvailable),
 			}
 		}
 		// Images, containers and emptyDirs all live in podman's store.

@@ -30,7 +30,7 @@ func statsFixture(t0, now time.Time) *usage {
 		node: "n1",
 		host: &hostUsage{Time: now, BootTime: t0.Add(-time.Hour), CPUNanos: 7_000_000_000_000,
 			MemTotal: 16 * gib, MemFree: 2 * gib, MemAvailable: 10 * gib, AnonPages: 3 * gib},
-		info: &podman.HostInfo{MemTotal: int64(16 * gib), StorageTotal: 100 * gib, StorageUsed: 40 * gib},
+		info: &podman.HostInfo{MemTotal: int64(16 * gib), StorageTotal: 100 * gib, StorageUsed: 40 * gib, StorageAvailable: 55 * gib},
 		containers: []podman.ContainerStats{
 			{ID: "infra", Labels: labels(""), StartedAt: t0.Add(-10 * time.Minute), CPUNanos: 1_000_000, MemoryUsage: 100_000, MemoryLimit: 16 * gib, NetworkRx: 500, NetworkTx: 700, Time: now},
 			{ID: "c2", Labels: labels("sidecar"), StartedAt: t0.Add(-9 * time.Minute), CPUNanos: 2_000_000_000, MemoryUsage: 20 << 20, MemoryLimit: 16 * gib, NetworkRx: 500, NetworkTx: 700, Time: now},
@@ -65,7 +65,7 @@ func TestBuildSummary(t *testing.T) {
 	if *n.Memory.WorkingSetBytes != 6*gib || *n.Memory.AvailableBytes != 10*gib || *n.Memory.UsageBytes != 14*gib || *n.Memory.RSSBytes != 3*gib {
 		t.Errorf("node memory %+v", n.Memory)
 	}
-	if *n.Fs.CapacityBytes != 100*gib || *n.Fs.UsedBytes != 40*gib || *n.Fs.AvailableBytes != 60*gib || *n.Runtime.ImageFs.UsedBytes != 40*gib {
+	if *n.Fs.CapacityBytes != 100*gib || *n.Fs.UsedBytes != 40*gib || *n.Fs.AvailableBytes != 55*gib || *n.Runtime.ImageFs.UsedBytes != 40*gib {
 		t.Errorf("node fs %+v", n.Fs)
 	}
 	if len(s.Pods) != 1 {

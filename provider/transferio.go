@@ -97,8 +97,8 @@ func (t *podTransfers) inputLimits(plan *pod.Plan, volume string) unpackLimits {
 		if v.SizeLimitBytes > 0 {
 			lim.MaxBytes, lim.source = v.SizeLimitBytes, "the volume's sizeLimit"
 		}
-		if info := t.rt.Info(); !v.Tmpfs && info != nil && info.StorageTotal > info.StorageUsed {
-			if free := int64(info.StorageTotal - info.StorageUsed); lim.MaxBytes == 0 || free < lim.MaxBytes {
+		if info := t.rt.Info(); !v.Tmpfs && info != nil && info.StorageAvailable > 0 {
+			if free := int64(info.StorageAvailable); lim.MaxBytes == 0 || free < lim.MaxBytes {
 				lim.MaxBytes, lim.source = free, "the free space of the host's podman store"
 			}
 		}

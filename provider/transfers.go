@@ -126,12 +126,12 @@ func (t *podTransfers) s3Client(pd *corev1.Pod, tr *rbnv1.Transfers) (*s3relay.C
 const hostWaitTimeout = 5 * time.Minute
 
 // waitHost is the transfers' s3relay.HostWait: after a failed attempt, it
-// asks the host's podman whether it answers; if not, the host is gone (the
+// asks whether the host answers (hostAnswers); if not, the host is gone (the
 // attempt broke because of it, not because of S3 or the data), and it
 // waits, on the host's health changes, until podman answers again, at most
 // hostWaitTimeout. waited tells that the host was gone.
 func (t *podTransfers) waitHost(ctx context.Context, pd *corev1.Pod) (waited bool, err error) {
-	if t.rt.Ping(ctx) == nil {
+	if hostAnswers(ctx, t.rt) {
 		return false, nil
 	}
 	t.event(pd, corev1.EventTypeWarning, "WaitingForHost", fmt.Sprintf(
@@ -140,7 +140,7 @@ func (t *podTransfers) waitHost(ctx context.Context, pd *corev1.Pod) (waited boo
 	defer cancel()
 	for {
 		changed := t.rt.Changed()
-		if t.rt.Ready() && t.rt.Ping(wctx) == nil {
+		if hostAnswers(wctx, t.rt) {
 			t.event(pd, corev1.EventTypeNormal, "HostBack", "The build host answers again: the transfer starts over")
 			return true, nil
 		}

@@ -77,7 +77,7 @@ func TestOutputsConditionHoldsBackSucceeded(t *testing.T) {
 // only for a tmpfs without sizeLimit and for a hostPath.
 func TestInputLimits(t *testing.T) {
 	rt := newFakeRuntime(nil)
-	rt.info = &podman.HostInfo{StorageTotal: 100 << 30, StorageUsed: 90 << 30}
+	rt.info = &podman.HostInfo{StorageTotal: 100 << 30, StorageUsed: 90 << 30, StorageAvailable: 10 << 30}
 	tr := &podTransfers{rt: rt}
 	plan := &pod.Plan{Volumes: []pod.Volume{
 		{K8sName: "small", Kind: pod.VolumeEmptyDir, SizeLimitBytes: 1 << 30},

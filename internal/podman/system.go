@@ -31,9 +31,16 @@ type HostInfo struct {
 	GraphRoot string
 	// StorageTotal and StorageUsed describe the filesystem of the image and
 	// container store (zero when the service does not report them).
-	StorageTotal  uint64
-	StorageUsed   uint64
-	CgroupManager string
+	StorageTotal uint64
+	StorageUsed  uint64
+	// StorageAvailable is what of that filesystem is left to write. The
+	// service reports the free blocks (f_bfree: StorageTotal-StorageUsed),
+	// which Info gives; the kubelet counts nodefs.available as the blocks
+	// available to unprivileged users (f_bavail), without those the
+	// filesystem reserves for root, and the provider sets that from the
+	// host (statfs of GraphRoot) when it can read it.
+	StorageAvailable uint64
+	CgroupManager    string
 	// Rootless: the service runs as an unprivileged user (podman 4.3
 	// reports it too, in host.security).
 	Rootless   bool
@@ -81,6 +88,9 @@ func (c *Client) Info(ctx context.Context) (_ *HostInfo, err error) {
 		h.GraphRoot = info.Store.GraphRoot
 		h.StorageTotal = info.Store.GraphRootAllocated
 		h.StorageUsed = info.Store.GraphRootUsed
+		if h.StorageUsed < h.StorageTotal {
+			h.StorageAvailable = h.StorageTotal - h.StorageUsed
+		}
 	}
 	return h, nil
 }

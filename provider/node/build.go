@@ -196,9 +196,7 @@ func DiskPressure(spec *rbnv1.RemoteBuildNodeSpec, h *podman.HostInfo) DiskAvail
 	if h == nil || h.StorageTotal == 0 {
 		return d
 	}
-	if h.StorageUsed < h.StorageTotal {
-		d.Available = h.StorageTotal - h.StorageUsed
-	}
+	d.Available = h.StorageAvailable
 	threshold, err := rbnv1.DiskThreshold(d.Below, h.StorageTotal)
 	d.Threshold = threshold
 	d.Under = err == nil && d.Available < threshold

@@ -186,7 +186,7 @@ var Fields = append([]FieldDecision{
 	// the sources rbn implements.
 	{"spec.volumes[].name", Implemented, "Names the podman volume rbn-<pod UID>-<name>."},
 	{"spec.volumes[].hostPath", Implemented, "A bind mount of a path at or below the node's hostPathAllowlist; any other path is refused (HostPathNotAllowed)."},
-	{"spec.volumes[].emptyDir", Implemented, "A podman volume removed with the pod; medium Memory is a tmpfs held by the pod's infra container."},
+	{"spec.volumes[].emptyDir", Implemented, "A podman volume removed with the pod, and emptied on the host once the pod has ended (as the kubelet tears an ended pod's volumes down; its containers and logs stay until the pod is deleted); medium Memory is a tmpfs held by the pod's infra container, emptied the same way."},
 	{"spec.volumes[].gcePersistentDisk", Refused, whyVolume},
 	{"spec.volumes[].awsElasticBlockStore", Refused, whyVolume},
 	{"spec.volumes[].gitRepo", Refused, whyVolume},
