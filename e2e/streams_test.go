@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"net"
 	"net/http"
@@ -867,8 +868,29 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		t.Errorf("/metrics: kubelet_running_containers{container_state=running} %v (found %v)", v, ok)
 	}
 	// burner started on this node, served by the same replica since.
-	if v, ok := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_count"); !ok || v < 1 {
-		t.Errorf("/metrics: kubelet_pod_start_duration_seconds_count %v (found %v), want burner's start at least", v, ok)
+	starts, ok := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_count")
+	if !ok || starts < 1 {
+		t.Errorf("/metrics: kubelet_pod_start_duration_seconds_count %v (found %v), want burner's start at least", starts, ok)
+	}
+	if s.InCluster {
+		// rbn's own split of the same starts, on its replicas' metrics
+		// port: every start counted in each stage, the stages adding up to
+		// the whole (no pod of this node starts meanwhile).
+		took, _ := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_sum")
+		var stages float64
+		node := fmt.Sprintf("node=%q", busy)
+		for _, stage := range []string{"config", "sandbox", "images", "containers"} {
+			label := fmt.Sprintf("stage=%q", stage)
+			if n := s.kubeletMetricSum(t, "rbn_pod_start_stage_duration_seconds_count", node, label); n != starts {
+				t.Errorf("rbn_pod_start_stage_duration_seconds_count{%s,%s} = %v, want the node's %v starts", node, label, n, starts)
+			}
+			sum := s.kubeletMetricSum(t, "rbn_pod_start_stage_duration_seconds_sum", node, label)
+			t.Logf("%s: %s stage %.3f s in %v starts", busy, stage, sum, starts)
+			stages += sum
+		}
+		if math.Abs(stages-took) > 1e-3 {
+			t.Errorf("the start stages of %s add up to %.6f s, its kubelet_pod_start_duration_seconds_sum is %.6f s", busy, stages, took)
+		}
 	}
 	running := &corev1.PodList{}
 	raw := s.Kubectl(t, "get", "--raw", "/api/v1/nodes/"+busy+"/proxy/runningpods/")

@@ -68,6 +68,9 @@ type fakeRuntime struct {
 	// started, when set, is called after each successful start, with the
 	// container's name, without the fake's lock held.
 	started func(name string)
+	// onCall, when set, is told each call as recorded, with the fake's
+	// lock held (a test steps its clock there: the call takes that long).
+	onCall func(call string)
 	// execSync answers ExecSync (probes); nil: exit code 0, no output.
 	execSync func(ctx context.Context, container string, cmd []string, out io.Writer) (int, error)
 	// execTimeout, when set, is told each ExecSync's command timeout.
@@ -96,7 +99,11 @@ func (f *fakeRuntime) fault(op string) error {
 }
 
 func (f *fakeRuntime) record(format string, args ...any) {
-	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+	call := fmt.Sprintf(format, args...)
+	f.calls = append(f.calls, call)
+	if f.onCall != nil {
+		f.onCall(call)
+	}
 }
 
 // called returns the calls made so far that start with prefix.

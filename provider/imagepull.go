@@ -26,6 +26,8 @@ type imagePuller struct {
 	present  map[string]bool // images pulled or found
 	failures map[string]int  // container -> consecutive failed pulls
 	lost     map[string]bool // containers whose pull the host's loss broke
+	// pulled is the time spent pulling, failed pulls too.
+	pulled time.Duration
 }
 
 func newImagePuller(rt podRuntime, clk clock.PassiveClock, event eventFunc, log *slog.Logger) *imagePuller {
@@ -85,6 +87,7 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 		ip.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		start := ip.clock.Now()
 		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
+		ip.pulled += ip.clock.Since(start)
 		if err != nil {
 			hostFailure()
 			if ctx.Err() == nil && !hostAnswers(ctx, ip.rt) {

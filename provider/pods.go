@@ -112,8 +112,9 @@ type Pods struct {
 	// evictions counts the pods evicted, by the kubelet's eviction signal.
 	evictions map[string]uint64
 	// startDurations is kubelet_pod_start_duration_seconds: from a pod's
-	// first sight to its running.
+	// first sight to its running; startStages split it (startstages.go).
 	startDurations prometheus.Histogram
+	startStages    map[string]prometheus.Histogram
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
@@ -203,9 +204,13 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
 	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{},
-		startDurations: newPodStartHistogram(),
-		changed:        make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
+		startDurations: newPodStartHistogram(), startStages: newStartStageHistograms(),
+		changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
+
+// StartStages are the node's rbn_pod_start_stage_duration_seconds, by
+// stage (StartStages), for rbn's metrics.
+func (p *Pods) StartStages() map[string]prometheus.Histogram { return p.startStages }
 
 // workerOf returns the worker of a pod UID, nil if none.
 func (p *Pods) workerOf(uid types.UID) *podWorker {
@@ -482,7 +487,11 @@ func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
 	pd := w.pod.DeepCopy()
 	w.mu.Unlock()
 	if started {
-		p.startDurations.Observe(p.cfg.Clock.Since(w.firstSeen).Seconds())
+		now := p.cfg.Clock.Now()
+		p.startDurations.Observe(now.Sub(w.firstSeen).Seconds())
+		for stage, d := range w.start.split(w.firstSeen, now, w.images.pulled) {
+			p.startStages[stage].Observe(d.Seconds())
+		}
 	}
 	if !changed {
 		return

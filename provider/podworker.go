@@ -37,8 +37,10 @@ type podWorker struct {
 	p   *Pods
 	log *slog.Logger
 	// firstSeen is when this process first saw the pod (the worker's
-	// creation): kubelet_pod_start_duration_seconds counts from it.
+	// creation): kubelet_pod_start_duration_seconds counts from it; start
+	// marks its stages (the worker goroutine's).
 	firstSeen time.Time
+	start     startMarks
 
 	kick chan struct{}
 	done chan struct{}
@@ -369,6 +371,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		}
 		w.plan = plan
 		w.planned = pd.Spec.DeepCopy()
+		if w.start.planned.IsZero() {
+			w.start.planned = w.p.cfg.Clock.Now()
+		}
 	}
 	w.addEphemeral(ctx, pd)
 	w.reportUnapplied(pd)
@@ -393,6 +398,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			return 0, nil // interrupted by the deletion: the next sync tears the pod down
 		} else if err != nil {
 			return 0, err
+		}
+		if w.start.sandboxed.IsZero() {
+			w.start.sandboxed, w.start.pulledBefore = w.p.cfg.Clock.Now(), w.images.pulled
 		}
 		if w.plan.UsesPodIP {
 			// Now the pod has an IP: resolve env that refers to it.

@@ -3,6 +3,8 @@ package provider
 import (
 	"context"
 	"errors"
+	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -320,6 +322,11 @@ func TestWorkerObservesPodStartDuration(t *testing.T) {
 	if n, sum := histogramOf(t, h.pods.startDurations); n != 1 || sum != 3 {
 		t.Fatalf("%d starts observed, %gs in all; want 1 of 3s", n, sum)
 	}
+	for stage, want := range map[string]float64{StageConfig: 3, StageSandbox: 0, StageImages: 0, StageContainers: 0} {
+		if n, sum := histogramOf(t, h.pods.startStages[stage]); n != 1 || sum != want {
+			t.Errorf("stage %s: %d observed, %gs in all; want 1 of %gs", stage, n, sum, want)
+		}
+	}
 
 	running := testPod(corev1.RestartPolicyAlways, "main")
 	running.Status.Phase = corev1.PodRunning
@@ -338,4 +345,67 @@ func histogramOf(t *testing.T, h prometheus.Histogram) (count uint64, sum float6
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
+// TestWorkerSplitsPodStartIntoStages: the stages of a start add up to
+// kubelet_pod_start_duration_seconds, each the time its work took: the
+// sandbox's creation, the image's pull, the container's creation and start.
+// (The infra container starts while the first container is created, on a
+// goroutine of its own: it takes no time here, so that the figures do not
+// depend on the order of the two.)
+func TestWorkerSplitsPodStartIntoStages(t *testing.T) {
+	h := newHarness(t, testPod(corev1.RestartPolicyAlways, "main"))
+	took := map[string]time.Duration{"create-pod": 200 * time.Millisecond, "pull": 2 * time.Second, "create": 50 * time.Millisecond, "start": 100 * time.Millisecond}
+	h.rt.onCall = func(call string) {
+		op, name, _ := strings.Cut(call, " ")
+		if !strings.HasSuffix(name, "-infra") {
+			h.clock.Step(took[op])
+		}
+	}
+	h.clock.Step(time.Second)
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	if n, sum := histogramOf(t, h.pods.startDurations); n != 1 || sum != 3.35 {
+		t.Errorf("%d starts observed, %gs in all; want 1 of 3.35s", n, sum)
+	}
+	for stage, want := range map[string]float64{StageConfig: 1, StageSandbox: 0.2, StageImages: 2, StageContainers: 0.15} {
+		if n, sum := histogramOf(t, h.pods.startStages[stage]); n != 1 || math.Abs(sum-want) > 1e-9 {
+			t.Errorf("stage %s: %d observed, %gs in all; want 1 of %gs", stage, n, sum, want)
+		}
+	}
+}
+
+func TestStartMarksSplit(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 1, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	for _, tc := range []struct {
+		name    string
+		marks   startMarks
+		running time.Time
+		pulled  time.Duration
+		want    map[string]time.Duration
+	}{
+		{"every stage", startMarks{planned: at(1), sandboxed: at(3), pulledBefore: time.Second}, at(10), 5 * time.Second,
+			map[string]time.Duration{StageConfig: time.Second, StageSandbox: 2 * time.Second, StageImages: 4 * time.Second, StageContainers: 3 * time.Second}},
+		{"taken over with its sandbox: no sandbox mark", startMarks{planned: at(1)}, at(2), 0,
+			map[string]time.Duration{StageConfig: time.Second, StageSandbox: 0, StageImages: 0, StageContainers: time.Second}},
+		{"no marks at all", startMarks{}, at(2), 0,
+			map[string]time.Duration{StageConfig: 0, StageSandbox: 0, StageImages: 0, StageContainers: 2 * time.Second}},
+		{"pull time beyond the rest is cut to it", startMarks{planned: at(0), sandboxed: at(1)}, at(2), 5 * time.Second,
+			map[string]time.Duration{StageConfig: 0, StageSandbox: time.Second, StageImages: time.Second, StageContainers: 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.marks.split(t0, tc.running, tc.pulled)
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("split = %v, want %v", got, tc.want)
+			}
+			var sum time.Duration
+			for _, d := range got {
+				sum += d
+			}
+			if sum != tc.running.Sub(t0) {
+				t.Errorf("stages add up to %s, the start took %s", sum, tc.running.Sub(t0))
+			}
+		})
+	}
 }

@@ -64,6 +64,11 @@ func (c *Controller) ImageGCs() map[string]*provider.ImageGC {
 	return servedParts(c, func(rt *nodeRuntime) *provider.ImageGC { return rt.imageGC })
 }
 
+// PodSets returns the pods of the served nodes, by node, for rbn's metrics.
+func (c *Controller) PodSets() map[string]*provider.Pods {
+	return servedParts(c, func(rt *nodeRuntime) *provider.Pods { return rt.pods })
+}
+
 // DiskPressures returns the disk pressure eviction managers of the served
 // nodes, by node, for rbn's metrics.
 func (c *Controller) DiskPressures() map[string]*provider.DiskPressure {

@@ -49,6 +49,7 @@ type nodeRuntime struct {
 	imageGC *provider.ImageGC
 	// diskPressure is the node's eviction manager for its host's disk.
 	diskPressure *provider.DiskPressure
+	pods         *provider.Pods
 	api          *kubeletapi.NodeHandlers
 	started      time.Time
 	parts        *group
@@ -279,7 +280,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}
 		}},
 	}
-	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, diskPressure: diskPressure, api: nodeHandlers(pods), started: d.now()}
+	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, diskPressure: diskPressure, pods: pods, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
@@ -409,5 +410,46 @@ func (c imageCollectionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(imagesRemovedBytes, prometheus.CounterValue, float64(gc.Bytes), gc.Node)
 		ch <- prometheus.MustNewConstMetric(imageGCFailures, prometheus.CounterValue, float64(gc.Failures), gc.Node)
 		ch <- prometheus.MustNewConstMetric(diskPressureEvictions, prometheus.CounterValue, float64(gc.Evictions), gc.Node)
+	}
+}
+
+// PodStarts are a served node's pod start stage histograms, by stage
+// (provider.Pods.StartStages).
+type PodStarts struct {
+	Node   string
+	Stages map[string]prometheus.Histogram
+}
+
+// PodStartsList lists the served nodes' pod start stages at each scrape.
+type PodStartsList func() []PodStarts
+
+var podStartStage = prometheus.NewDesc(Namespace+"_pod_start_stage_duration_seconds",
+	"Pods of the node that started, by stage of their start: config (up to the pod's translation, which waits for the objects and claims it names), sandbox (S3 inputs, pod network, volumes, infra container), images (pulls), containers (the rest up to the report of Running: init containers, creating and starting the containers). The stages of a start add up to its kubelet_pod_start_duration_seconds on the node's /metrics.",
+	[]string{"node", "stage"}, nil)
+
+type podStartCollector struct{ list PodStartsList }
+
+// NewPodStartCollector reports the pod start stages list lists.
+func NewPodStartCollector(list PodStartsList) prometheus.Collector {
+	return podStartCollector{list}
+}
+
+func (podStartCollector) Describe(ch chan<- *prometheus.Desc) { ch <- podStartStage }
+
+func (c podStartCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.list() {
+		for stage, h := range n.Stages {
+			m := &dto.Metric{}
+			if err := h.Write(m); err != nil {
+				ch <- prometheus.NewInvalidMetric(podStartStage, err)
+				continue
+			}
+			hist := m.GetHistogram()
+			buckets := make(map[float64]uint64, len(hist.GetBucket()))
+			for _, b := range hist.GetBucket() {
+				buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+			}
+			ch <- prometheus.MustNewConstHistogram(podStartStage, hist.GetSampleCount(), hist.GetSampleSum(), buckets, n.Node, stage)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/remote-build-nodes/rbn/internal/callstats"
@@ -292,6 +293,57 @@ rbn_images_removed_total{node="build-2",reason="space"} 0
 		t.Error(err)
 	}
 	if problems, err := testutil.CollectAndLint(NewImageCollectionCollector(list)); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+func TestPodStartCollector(t *testing.T) {
+	stages := func(seconds ...float64) map[string]prometheus.Histogram {
+		out := map[string]prometheus.Histogram{}
+		for i, stage := range []string{"config", "images"} {
+			h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x", Buckets: []float64{0.1, 1, 10}})
+			if i < len(seconds) {
+				h.Observe(seconds[i])
+			}
+			out[stage] = h
+		}
+		return out
+	}
+	list := func() []PodStarts {
+		return []PodStarts{{Node: "build-1", Stages: stages(0.05, 4)}, {Node: "build-2", Stages: stages()}}
+	}
+	want := `
+# HELP rbn_pod_start_stage_duration_seconds Pods of the node that started, by stage of their start: config (up to the pod's translation, which waits for the objects and claims it names), sandbox (S3 inputs, pod network, volumes, infra container), images (pulls), containers (the rest up to the report of Running: init containers, creating and starting the containers). The stages of a start add up to its kubelet_pod_start_duration_seconds on the node's /metrics.
+# TYPE rbn_pod_start_stage_duration_seconds histogram
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="config",le="0.1"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="config",le="1"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="config",le="10"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="config",le="+Inf"} 1
+rbn_pod_start_stage_duration_seconds_sum{node="build-1",stage="config"} 0.05
+rbn_pod_start_stage_duration_seconds_count{node="build-1",stage="config"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="images",le="0.1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="images",le="1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="images",le="10"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-1",stage="images",le="+Inf"} 1
+rbn_pod_start_stage_duration_seconds_sum{node="build-1",stage="images"} 4
+rbn_pod_start_stage_duration_seconds_count{node="build-1",stage="images"} 1
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="config",le="0.1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="config",le="1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="config",le="10"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="config",le="+Inf"} 0
+rbn_pod_start_stage_duration_seconds_sum{node="build-2",stage="config"} 0
+rbn_pod_start_stage_duration_seconds_count{node="build-2",stage="config"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="0.1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="1"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="10"} 0
+rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="+Inf"} 0
+rbn_pod_start_stage_duration_seconds_sum{node="build-2",stage="images"} 0
+rbn_pod_start_stage_duration_seconds_count{node="build-2",stage="images"} 0
+`
+	if err := testutil.CollectAndCompare(NewPodStartCollector(list), strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.CollectAndLint(NewPodStartCollector(list)); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }

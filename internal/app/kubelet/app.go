@@ -130,7 +130,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
 		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
 		metrics.NewVolumeRootCollector(volumeRoots(ctrl)),
-		metrics.NewImageCollectionCollector(imageCollections(ctrl)))
+		metrics.NewImageCollectionCollector(imageCollections(ctrl)), metrics.NewPodStartCollector(podStarts(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -242,6 +242,20 @@ func imageCollections(ctrl *controller.Controller) metrics.ImageCollections {
 			out = append(out, c)
 		}
 		slices.SortFunc(out, func(a, b metrics.ImageCollection) int { return strings.Compare(a.Node, b.Node) })
+		return out
+	}
+}
+
+// podStarts lists the served nodes' pod start stages for the metrics,
+// sorted by node.
+func podStarts(ctrl *controller.Controller) metrics.PodStartsList {
+	return func() []metrics.PodStarts {
+		sets := ctrl.PodSets()
+		out := make([]metrics.PodStarts, 0, len(sets))
+		for node, pods := range sets {
+			out = append(out, metrics.PodStarts{Node: node, Stages: pods.StartStages()})
+		}
+		slices.SortFunc(out, func(a, b metrics.PodStarts) int { return strings.Compare(a.Node, b.Node) })
 		return out
 	}
 }
