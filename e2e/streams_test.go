@@ -14,8 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -890,6 +890,14 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		}
 		if math.Abs(stages-took) > 1e-3 {
 			t.Errorf("the start stages of %s add up to %.6f s, its kubelet_pod_start_duration_seconds_sum is %.6f s", busy, stages, took)
+		}
+		// burner's statuses (ContainerCreating, Running) were written.
+		n := s.kubeletMetricSum(t, "rbn_pod_status_update_latency_seconds_count", node)
+		sum := s.kubeletMetricSum(t, "rbn_pod_status_update_latency_seconds_sum", node)
+		if n < 1 {
+			t.Errorf("rbn_pod_status_update_latency_seconds_count{%s} = %v, want burner's status writes", node, n)
+		} else {
+			t.Logf("%s: %v status writes, %.1f ms from change to write on average", busy, n, 1000*sum/n)
 		}
 	}
 	running := &corev1.PodList{}

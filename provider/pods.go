@@ -115,6 +115,9 @@ type Pods struct {
 	// first sight to its running; startStages split it (startstages.go).
 	startDurations prometheus.Histogram
 	startStages    map[string]prometheus.Histogram
+	// statusLatency: from a status change reported to its write
+	// (statuslatency.go).
+	statusLatency prometheus.Histogram
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
@@ -204,7 +207,7 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
 	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{},
-		startDurations: newPodStartHistogram(), startStages: newStartStageHistograms(),
+		startDurations: newPodStartHistogram(), startStages: newStartStageHistograms(), statusLatency: newStatusLatencyHistogram(),
 		changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -480,6 +483,9 @@ func (p *Pods) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 func (p *Pods) setStatus(w *podWorker, st corev1.PodStatus) {
 	w.mu.Lock()
 	changed := !equalStatus(&w.pod.Status, &st)
+	if changed && w.statusPending.IsZero() {
+		w.statusPending = p.cfg.Clock.Now()
+	}
 	phaseChanged := w.pod.Status.Phase != st.Phase
 	// As the kubelet: a pod seen Pending (or new) that now runs has started.
 	started := (w.pod.Status.Phase == "" || w.pod.Status.Phase == corev1.PodPending) && st.Phase == corev1.PodRunning

@@ -55,6 +55,9 @@ type podWorker struct {
 	// metaChanged: the pod's labels or annotations changed, which
 	// downwardAPI volumes show; they are refreshed at the next sync.
 	metaChanged bool
+	// statusPending is when the oldest status change not yet written to
+	// the API was reported (zero: all written).
+	statusPending time.Time
 
 	sandbox   *sandbox
 	images    *imagePuller

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	nodev1listers "k8s.io/client-go/listers/node/v1"
 	"k8s.io/client-go/tools/cache"
@@ -407,5 +408,57 @@ func TestStartMarksSplit(t *testing.T) {
 				t.Errorf("stages add up to %s, the start took %s", sum, tc.running.Sub(t0))
 			}
 		})
+	}
+}
+
+// TestStatusLatencyObservedWhenTheLastStatusIsWritten: the wait from the
+// first status change reported to a successful write of the last status
+// reported, through the client virtual-kubelet writes with; older statuses
+// and failed writes leave it running, and a write observes it once.
+func TestStatusLatencyObservedWhenTheLastStatusIsWritten(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyNever, "main")
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	cs := fake.NewClientset(pd.DeepCopy())
+	pods := h.pods.StatusClient(cs.CoreV1()).Pods(pd.Namespace)
+	write := func(p *corev1.Pod) error {
+		_, err := pods.UpdateStatus(h.ctx, p, metav1.UpdateOptions{})
+		return err
+	}
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	h.clock.Step(300 * time.Millisecond)
+	if err := write(pd); err != nil { // the status before the worker's
+		t.Fatal(err)
+	}
+	if n, _ := histogramOf(t, h.pods.statusLatency); n != 0 {
+		t.Fatalf("%d observed after an older status was written, want 0", n)
+	}
+	if err := write(h.w.current()); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(h.w.current()); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := histogramOf(t, h.pods.statusLatency); n != 1 || sum != 0.3 {
+		t.Fatalf("%d observed, %gs in all; want 1 of 0.3s", n, sum)
+	}
+
+	h.rt.exit(ctrName("main", 0), 0)
+	h.sync()
+	h.wantPhase(corev1.PodSucceeded)
+	h.clock.Step(2 * time.Second)
+	gone := h.pods.StatusClient(fake.NewClientset().CoreV1()).Pods(pd.Namespace)
+	if _, err := gone.UpdateStatus(h.ctx, h.w.current(), metav1.UpdateOptions{}); err == nil {
+		t.Fatal("the status of a pod the API lacks was written")
+	}
+	if n, _ := histogramOf(t, h.pods.statusLatency); n != 1 {
+		t.Fatalf("%d observed after a failed write, want still 1", n)
+	}
+	if err := write(h.w.current()); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := histogramOf(t, h.pods.statusLatency); n != 2 || sum != 2.3 {
+		t.Errorf("%d observed, %gs in all; want 2 of 2.3s", n, sum)
 	}
 }

@@ -224,7 +224,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		)
 	}
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
-		PodClient:         d.client.CoreV1(),
+		PodClient:         pods.StatusClient(d.client.CoreV1()),
 		PodInformer:       podFactory.Core().V1().Pods(),
 		EventRecorder:     recorder,
 		Provider:          pods,

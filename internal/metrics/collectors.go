@@ -413,43 +413,60 @@ func (c imageCollectionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// PodStarts are a served node's pod start stage histograms, by stage
-// (provider.Pods.StartStages).
-type PodStarts struct {
-	Node   string
-	Stages map[string]prometheus.Histogram
+// PodTimes are a served node's pod timing histograms
+// (provider.Pods.StartStages, provider.Pods.StatusLatency).
+type PodTimes struct {
+	Node string
+	// Stages of the pods' starts, by stage.
+	Stages        map[string]prometheus.Histogram
+	StatusLatency prometheus.Histogram
 }
 
-// PodStartsList lists the served nodes' pod start stages at each scrape.
-type PodStartsList func() []PodStarts
+// PodTimesList lists the served nodes' pod timings at each scrape.
+type PodTimesList func() []PodTimes
 
-var podStartStage = prometheus.NewDesc(Namespace+"_pod_start_stage_duration_seconds",
-	"Pods of the node that started, by stage of their start: config (up to the pod's translation, which waits for the objects and claims it names), sandbox (S3 inputs, pod network, volumes, infra container), images (pulls), containers (the rest up to the report of Running: init containers, creating and starting the containers). The stages of a start add up to its kubelet_pod_start_duration_seconds on the node's /metrics.",
-	[]string{"node", "stage"}, nil)
+var (
+	podStartStage = prometheus.NewDesc(Namespace+"_pod_start_stage_duration_seconds",
+		"Pods of the node that started, by stage of their start: config (up to the pod's translation, which waits for the objects and claims it names), sandbox (S3 inputs, pod network, volumes, infra container), images (pulls), containers (the rest up to the report of Running: init containers, creating and starting the containers). The stages of a start add up to its kubelet_pod_start_duration_seconds on the node's /metrics.",
+		[]string{"node", "stage"}, nil)
+	podStatusLatency = prometheus.NewDesc(Namespace+"_pod_status_update_latency_seconds",
+		"From a change of a pod's status that rbn-kubelet saw (a container started or ended, a probe's verdict) to the apiserver accepting the pod's status with it: virtual-kubelet's queue and the write. Changes written together count once, from the oldest.",
+		[]string{"node"}, nil)
+)
 
-type podStartCollector struct{ list PodStartsList }
+type podTimesCollector struct{ list PodTimesList }
 
-// NewPodStartCollector reports the pod start stages list lists.
-func NewPodStartCollector(list PodStartsList) prometheus.Collector {
-	return podStartCollector{list}
+// NewPodTimesCollector reports the pod timings list lists.
+func NewPodTimesCollector(list PodTimesList) prometheus.Collector {
+	return podTimesCollector{list}
 }
 
-func (podStartCollector) Describe(ch chan<- *prometheus.Desc) { ch <- podStartStage }
+func (podTimesCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- podStartStage
+	ch <- podStatusLatency
+}
 
-func (c podStartCollector) Collect(ch chan<- prometheus.Metric) {
+func (c podTimesCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range c.list() {
 		for stage, h := range n.Stages {
-			m := &dto.Metric{}
-			if err := h.Write(m); err != nil {
-				ch <- prometheus.NewInvalidMetric(podStartStage, err)
-				continue
-			}
-			hist := m.GetHistogram()
-			buckets := make(map[float64]uint64, len(hist.GetBucket()))
-			for _, b := range hist.GetBucket() {
-				buckets[b.GetUpperBound()] = b.GetCumulativeCount()
-			}
-			ch <- prometheus.MustNewConstHistogram(podStartStage, hist.GetSampleCount(), hist.GetSampleSum(), buckets, n.Node, stage)
+			ch <- constHistogram(podStartStage, h, n.Node, stage)
+		}
+		if n.StatusLatency != nil {
+			ch <- constHistogram(podStatusLatency, n.StatusLatency, n.Node)
 		}
 	}
+}
+
+// constHistogram is h's current figures as a metric of desc.
+func constHistogram(desc *prometheus.Desc, h prometheus.Histogram, labels ...string) prometheus.Metric {
+	m := &dto.Metric{}
+	if err := h.Write(m); err != nil {
+		return prometheus.NewInvalidMetric(desc, err)
+	}
+	hist := m.GetHistogram()
+	buckets := make(map[float64]uint64, len(hist.GetBucket()))
+	for _, b := range hist.GetBucket() {
+		buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	return prometheus.MustNewConstHistogram(desc, hist.GetSampleCount(), hist.GetSampleSum(), buckets, labels...)
 }

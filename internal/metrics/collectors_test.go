@@ -297,20 +297,19 @@ rbn_images_removed_total{node="build-2",reason="space"} 0
 	}
 }
 
-func TestPodStartCollector(t *testing.T) {
-	stages := func(seconds ...float64) map[string]prometheus.Histogram {
-		out := map[string]prometheus.Histogram{}
-		for i, stage := range []string{"config", "images"} {
-			h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x", Buckets: []float64{0.1, 1, 10}})
-			if i < len(seconds) {
-				h.Observe(seconds[i])
-			}
-			out[stage] = h
+func TestPodTimesCollector(t *testing.T) {
+	histogram := func(seconds ...float64) prometheus.Histogram {
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x", Buckets: []float64{0.1, 1, 10}})
+		for _, s := range seconds {
+			h.Observe(s)
 		}
-		return out
+		return h
 	}
-	list := func() []PodStarts {
-		return []PodStarts{{Node: "build-1", Stages: stages(0.05, 4)}, {Node: "build-2", Stages: stages()}}
+	list := func() []PodTimes {
+		return []PodTimes{
+			{Node: "build-1", Stages: map[string]prometheus.Histogram{"config": histogram(0.05), "images": histogram(4)}, StatusLatency: histogram(0.02, 0.5)},
+			{Node: "build-2", Stages: map[string]prometheus.Histogram{"config": histogram(), "images": histogram()}, StatusLatency: histogram()},
+		}
 	}
 	want := `
 # HELP rbn_pod_start_stage_duration_seconds Pods of the node that started, by stage of their start: config (up to the pod's translation, which waits for the objects and claims it names), sandbox (S3 inputs, pod network, volumes, infra container), images (pulls), containers (the rest up to the report of Running: init containers, creating and starting the containers). The stages of a start add up to its kubelet_pod_start_duration_seconds on the node's /metrics.
@@ -339,11 +338,25 @@ rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="10
 rbn_pod_start_stage_duration_seconds_bucket{node="build-2",stage="images",le="+Inf"} 0
 rbn_pod_start_stage_duration_seconds_sum{node="build-2",stage="images"} 0
 rbn_pod_start_stage_duration_seconds_count{node="build-2",stage="images"} 0
+# HELP rbn_pod_status_update_latency_seconds From a change of a pod's status that rbn-kubelet saw (a container started or ended, a probe's verdict) to the apiserver accepting the pod's status with it: virtual-kubelet's queue and the write. Changes written together count once, from the oldest.
+# TYPE rbn_pod_status_update_latency_seconds histogram
+rbn_pod_status_update_latency_seconds_bucket{node="build-1",le="0.1"} 1
+rbn_pod_status_update_latency_seconds_bucket{node="build-1",le="1"} 2
+rbn_pod_status_update_latency_seconds_bucket{node="build-1",le="10"} 2
+rbn_pod_status_update_latency_seconds_bucket{node="build-1",le="+Inf"} 2
+rbn_pod_status_update_latency_seconds_sum{node="build-1"} 0.52
+rbn_pod_status_update_latency_seconds_count{node="build-1"} 2
+rbn_pod_status_update_latency_seconds_bucket{node="build-2",le="0.1"} 0
+rbn_pod_status_update_latency_seconds_bucket{node="build-2",le="1"} 0
+rbn_pod_status_update_latency_seconds_bucket{node="build-2",le="10"} 0
+rbn_pod_status_update_latency_seconds_bucket{node="build-2",le="+Inf"} 0
+rbn_pod_status_update_latency_seconds_sum{node="build-2"} 0
+rbn_pod_status_update_latency_seconds_count{node="build-2"} 0
 `
-	if err := testutil.CollectAndCompare(NewPodStartCollector(list), strings.NewReader(want)); err != nil {
+	if err := testutil.CollectAndCompare(NewPodTimesCollector(list), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
-	if problems, err := testutil.CollectAndLint(NewPodStartCollector(list)); err != nil || len(problems) > 0 {
+	if problems, err := testutil.CollectAndLint(NewPodTimesCollector(list)); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }

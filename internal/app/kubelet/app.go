@@ -130,7 +130,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
 		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
 		metrics.NewVolumeRootCollector(volumeRoots(ctrl)),
-		metrics.NewImageCollectionCollector(imageCollections(ctrl)), metrics.NewPodStartCollector(podStarts(ctrl)))
+		metrics.NewImageCollectionCollector(imageCollections(ctrl)), metrics.NewPodTimesCollector(podTimes(ctrl)))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
@@ -246,16 +246,16 @@ func imageCollections(ctrl *controller.Controller) metrics.ImageCollections {
 	}
 }
 
-// podStarts lists the served nodes' pod start stages for the metrics,
-// sorted by node.
-func podStarts(ctrl *controller.Controller) metrics.PodStartsList {
-	return func() []metrics.PodStarts {
+// podTimes lists the served nodes' pod start stages and status latencies
+// for the metrics, sorted by node.
+func podTimes(ctrl *controller.Controller) metrics.PodTimesList {
+	return func() []metrics.PodTimes {
 		sets := ctrl.PodSets()
-		out := make([]metrics.PodStarts, 0, len(sets))
+		out := make([]metrics.PodTimes, 0, len(sets))
 		for node, pods := range sets {
-			out = append(out, metrics.PodStarts{Node: node, Stages: pods.StartStages()})
+			out = append(out, metrics.PodTimes{Node: node, Stages: pods.StartStages(), StatusLatency: pods.StatusLatency()})
 		}
-		slices.SortFunc(out, func(a, b metrics.PodStarts) int { return strings.Compare(a.Node, b.Node) })
+		slices.SortFunc(out, func(a, b metrics.PodTimes) int { return strings.Compare(a.Node, b.Node) })
 		return out
 	}
 }
