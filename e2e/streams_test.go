@@ -868,6 +868,9 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		t.Errorf("/metrics: kubelet_running_containers{container_state=running} %v (found %v)", v, ok)
 	}
 	// burner started on this node, served by the same replica since.
+	if v, ok := promSample(t, kubelet, "kubelet_pod_worker_duration_seconds_count", `operation_type="create"`); !ok || v < 1 {
+		t.Errorf("/metrics: kubelet_pod_worker_duration_seconds_count{operation_type=create} %v (found %v), want burner's first sync at least", v, ok)
+	}
 	starts, ok := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_count")
 	if !ok || starts < 1 {
 		t.Errorf("/metrics: kubelet_pod_start_duration_seconds_count %v (found %v), want burner's start at least", starts, ok)

@@ -25,7 +25,42 @@ func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) 
 	if err != nil {
 		return nil, err
 	}
-	return buildKubeletMetrics(p.cfg.NodeName, pods, p.evictionCounts(), p.startDurations), nil
+	return buildKubeletMetrics(p.cfg.NodeName, pods, kubeletFigures{evictions: p.evictionCounts(), starts: p.startDurations, syncs: p.syncDurations}), nil
+}
+
+// kubeletFigures are what a node's /metrics renders beside its pods.
+type kubeletFigures struct {
+	// evictions by the kubelet's eviction signal.
+	evictions map[string]uint64
+	// starts is kubelet_pod_start_duration_seconds.
+	starts prometheus.Histogram
+	// syncs is kubelet_pod_worker_duration_seconds by operation type.
+	syncs map[string]prometheus.Histogram
+}
+
+// The pod workers' sync operations, as kubelet's pod workers name them
+// (kubelet_pod_worker_duration_seconds's operation_type): a pod's first
+// sync, a sync after its spec changed, its teardown, any other sync.
+const (
+	syncCreate = "create"
+	syncUpdate = "update"
+	syncKill   = "kill"
+	syncSync   = "sync"
+)
+
+var syncOperations = []string{syncCreate, syncKill, syncSync, syncUpdate}
+
+const podWorkerHelp = "[ALPHA] Duration in seconds to sync a single pod. Broken down by operation type: create, update, or sync"
+
+// newPodWorkerHistograms are one node's kubelet_pod_worker_duration_seconds,
+// by operation type, with kubelet's buckets (Prometheus's default ones).
+func newPodWorkerHistograms() map[string]prometheus.Histogram {
+	out := make(map[string]prometheus.Histogram, len(syncOperations))
+	for _, op := range syncOperations {
+		out[op] = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kubelet_pod_worker_duration_seconds", Help: podWorkerHelp,
+			Buckets: prometheus.DefBuckets, ConstLabels: prometheus.Labels{"operation_type": op}})
+	}
+	return out
 }
 
 // podStartBuckets are the kubelet's buckets of
@@ -119,7 +154,7 @@ func runtimeState(st corev1.ContainerStatus) string {
 // kubelet_pleg_relist_*, kubelet_runtime_operations_*, ...) and the
 // volume/cgroup series: the pod workers do not observe them (yet),
 // and an empty histogram would read as "nothing happened".
-func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]uint64, starts prometheus.Histogram) []*dto.MetricFamily {
+func buildKubeletMetrics(node string, pods []*corev1.Pod, figures kubeletFigures) []*dto.MetricFamily {
 	nodeName := newFamily("kubelet_node_name", "[ALPHA] The node's name. The count is always 1.", dto.MetricType_GAUGE)
 	runningPods := newFamily("kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox", dto.MetricType_GAUGE)
 	runningCtrs := newFamily("kubelet_running_containers", "[ALPHA] Number of containers currently running", dto.MetricType_GAUGE)
@@ -142,17 +177,28 @@ func buildKubeletMetrics(node string, pods []*corev1.Pod, evictions map[string]u
 		addSample(runningCtrs, float64(states[s]), time.Time{}, labelPairs("container_state", s))
 	}
 	families := []*dto.MetricFamily{nodeName, runningCtrs, runningPods}
-	if starts != nil {
+	if figures.starts != nil {
 		m := &dto.Metric{}
-		if err := starts.Write(m); err == nil {
+		if err := figures.starts.Write(m); err == nil {
 			families = append(families, &dto.MetricFamily{Name: ptr.To("kubelet_pod_start_duration_seconds"), Help: ptr.To(podStartHelp),
 				Type: dto.MetricType_HISTOGRAM.Enum(), Metric: []*dto.Metric{m}})
 		}
 	}
-	if len(evictions) > 0 {
+	// As kubelet's histogram vector: an operation type once it happened.
+	syncs := &dto.MetricFamily{Name: ptr.To("kubelet_pod_worker_duration_seconds"), Help: ptr.To(podWorkerHelp), Type: dto.MetricType_HISTOGRAM.Enum()}
+	for _, op := range syncOperations {
+		m := &dto.Metric{}
+		if h := figures.syncs[op]; h != nil && h.Write(m) == nil && m.GetHistogram().GetSampleCount() > 0 {
+			syncs.Metric = append(syncs.Metric, m)
+		}
+	}
+	if len(syncs.Metric) > 0 {
+		families = append(families, syncs)
+	}
+	if len(figures.evictions) > 0 {
 		evicted := newFamily("kubelet_evictions", "[ALPHA] Cumulative number of pod evictions by eviction signal", dto.MetricType_COUNTER)
-		for _, signal := range slices.Sorted(maps.Keys(evictions)) {
-			addSample(evicted, float64(evictions[signal]), time.Time{}, labelPairs("eviction_signal", signal))
+		for _, signal := range slices.Sorted(maps.Keys(figures.evictions)) {
+			addSample(evicted, float64(figures.evictions[signal]), time.Time{}, labelPairs("eviction_signal", signal))
 		}
 		families = append(families, evicted)
 	}

@@ -130,7 +130,13 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 	for _, s := range []float64{0.3, 1.5, 1.7, 75} {
 		starts.Observe(s)
 	}
-	got := render(t, buildKubeletMetrics("n1", kubeletPods(), map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}, starts))
+	syncs := newPodWorkerHistograms()
+	for op, seconds := range map[string][]float64{syncCreate: {0.04, 0.3}, syncSync: {0.002, 0.003, 0.02}, syncKill: {1.2}} {
+		for _, s := range seconds {
+			syncs[op].Observe(s)
+		}
+	}
+	got := render(t, buildKubeletMetrics("n1", kubeletPods(), kubeletFigures{evictions: map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}, starts: starts, syncs: syncs}))
 	golden.Check(t, filepath.Join("testdata", "metrics", "kubelet.golden.txt"), []byte(got), *update)
 	for _, want := range []string{
 		`kubelet_node_name{node="n1"} 1`,
@@ -145,14 +151,21 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 		`kubelet_pod_start_duration_seconds_bucket{le="60"} 3`,
 		`kubelet_pod_start_duration_seconds_bucket{le="120"} 4`,
 		`kubelet_pod_start_duration_seconds_count 4`,
+		`kubelet_pod_worker_duration_seconds_count{operation_type="create"} 2`,
+		`kubelet_pod_worker_duration_seconds_bucket{operation_type="sync",le="0.005"} 2`,
+		`kubelet_pod_worker_duration_seconds_count{operation_type="kill"} 1`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	empty := render(t, buildKubeletMetrics("n1", nil, nil, newPodStartHistogram()))
+	if strings.Contains(got, `operation_type="update"`) {
+		t.Errorf("an operation type that never happened is shown:\n%s", got)
+	}
+	empty := render(t, buildKubeletMetrics("n1", nil, kubeletFigures{starts: newPodStartHistogram(), syncs: newPodWorkerHistograms()}))
 	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) ||
-		strings.Contains(empty, "kubelet_evictions") || !strings.Contains(empty, "kubelet_pod_start_duration_seconds_count 0\n") {
+		strings.Contains(empty, "kubelet_evictions") || !strings.Contains(empty, "kubelet_pod_start_duration_seconds_count 0\n") ||
+		strings.Contains(empty, "kubelet_pod_worker_duration_seconds") {
 		t.Errorf("a node without pods:\n%s", empty)
 	}
 }

@@ -118,6 +118,8 @@ type Pods struct {
 	// statusLatency: from a status change reported to its write
 	// (statuslatency.go).
 	statusLatency prometheus.Histogram
+	// syncDurations is kubelet_pod_worker_duration_seconds, by operation.
+	syncDurations map[string]prometheus.Histogram
 
 	failures []time.Time   // host-caused failures (pull, create, start), newest last
 	changed  chan struct{} // closed when running pods or failures change
@@ -208,7 +210,8 @@ func newPods(cfg PodsConfig, rt podRuntime) *Pods {
 	cfg.Retry = cfg.Retry.withDefaults()
 	return &Pods{cfg: cfg, rt: rt, net: newPodNetwork(cfg.NodeName, cfg.PodNetwork), workers: map[string]*podWorker{}, byUID: map[types.UID]*podWorker{},
 		startDurations: newPodStartHistogram(), startStages: newStartStageHistograms(), statusLatency: newStatusLatencyHistogram(),
-		changed: make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
+		syncDurations: newPodWorkerHistograms(),
+		changed:       make(chan struct{}), added: make(chan struct{}), done: make(chan struct{})}
 }
 
 // StartStages are the node's rbn_pod_start_stage_duration_seconds, by

@@ -58,6 +58,9 @@ type podWorker struct {
 	// statusPending is when the oldest status change not yet written to
 	// the API was reported (zero: all written).
 	statusPending time.Time
+	// synced: the worker synced the pod once; updated: its spec changed
+	// since the last sync (kubelet_pod_worker_duration_seconds's types).
+	synced, updated bool
 
 	sandbox   *sandbox
 	images    *imagePuller
@@ -191,6 +194,7 @@ func (w *podWorker) update(pd *corev1.Pod) {
 	w.pod = pd.DeepCopy()
 	w.pod.Status = st
 	w.external = externalConditions(&pd.Status)
+	w.updated = true
 	w.mu.Unlock()
 	w.poke()
 }
@@ -233,7 +237,9 @@ func (w *podWorker) terminate(grace time.Duration) {
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
 	for {
+		op, start := w.syncOperation(), w.p.cfg.Clock.Now()
 		r := w.sync(ctx)
+		w.p.syncDurations[op].Observe(w.p.cfg.Clock.Since(start).Seconds())
 		if r.finished {
 			return
 		}
@@ -241,6 +247,23 @@ func (w *podWorker) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// syncOperation names the sync about to run, as kubelet's pod workers do.
+func (w *podWorker) syncOperation() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	first, updated := !w.synced, w.updated
+	w.synced, w.updated = true, false
+	switch {
+	case w.deleting != nil:
+		return syncKill
+	case first:
+		return syncCreate
+	case updated:
+		return syncUpdate
+	}
+	return syncSync
 }
 
 // await waits for a kick, or for next when it is positive; false when ctx ended.

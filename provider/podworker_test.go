@@ -462,3 +462,21 @@ func TestStatusLatencyObservedWhenTheLastStatusIsWritten(t *testing.T) {
 		t.Errorf("%d observed, %gs in all; want 2 of 2.3s", n, sum)
 	}
 }
+
+// TestWorkerNamesItsSyncs: kubelet_pod_worker_duration_seconds's operation
+// types, as kubelet's pod workers name their syncs.
+func TestWorkerNamesItsSyncs(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	h := newHarness(t, pd)
+	var got []string
+	got = append(got, h.w.syncOperation(), h.w.syncOperation())
+	changed := pd.DeepCopy()
+	changed.Labels = map[string]string{"tier": "build"}
+	h.w.update(changed)
+	got = append(got, h.w.syncOperation(), h.w.syncOperation())
+	h.w.terminate(time.Second)
+	got = append(got, h.w.syncOperation())
+	if want := []string{"create", "sync", "update", "sync", "kill"}; !slices.Equal(got, want) {
+		t.Errorf("syncs %v, want %v", got, want)
+	}
+}
