@@ -871,6 +871,9 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 	if v, ok := promSample(t, kubelet, "kubelet_pod_worker_duration_seconds_count", `operation_type="create"`); !ok || v < 1 {
 		t.Errorf("/metrics: kubelet_pod_worker_duration_seconds_count{operation_type=create} %v (found %v), want burner's first sync at least", v, ok)
 	}
+	if v, ok := promSample(t, kubelet, "kubelet_runtime_operations_total", `operation_type="container_create"`); !ok || v < 1 {
+		t.Errorf("/metrics: kubelet_runtime_operations_total{operation_type=container_create} %v (found %v), want burner's at least", v, ok)
+	}
 	starts, ok := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_count")
 	if !ok || starts < 1 {
 		t.Errorf("/metrics: kubelet_pod_start_duration_seconds_count %v (found %v), want burner's start at least", starts, ok)

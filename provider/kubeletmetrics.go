@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -25,7 +26,11 @@ func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) 
 	if err != nil {
 		return nil, err
 	}
-	return buildKubeletMetrics(p.cfg.NodeName, pods, kubeletFigures{evictions: p.evictionCounts(), starts: p.startDurations, syncs: p.syncDurations}), nil
+	figures := kubeletFigures{evictions: p.evictionCounts(), starts: p.startDurations, syncs: p.syncDurations}
+	if p.cfg.Host != nil {
+		figures.runtime = p.cfg.Host.Podman().CallStats()
+	}
+	return buildKubeletMetrics(p.cfg.NodeName, pods, figures), nil
 }
 
 // kubeletFigures are what a node's /metrics renders beside its pods.
@@ -36,6 +41,9 @@ type kubeletFigures struct {
 	starts prometheus.Histogram
 	// syncs is kubelet_pod_worker_duration_seconds by operation type.
 	syncs map[string]prometheus.Histogram
+	// runtime are the build host's podman calls by operation
+	// (kubelet_runtime_operations_*).
+	runtime map[string]callstats.Op
 }
 
 // The pod workers' sync operations, as kubelet's pod workers name them
@@ -195,6 +203,7 @@ func buildKubeletMetrics(node string, pods []*corev1.Pod, figures kubeletFigures
 	if len(syncs.Metric) > 0 {
 		families = append(families, syncs)
 	}
+	families = append(families, runtimeOperations(figures.runtime)...)
 	if len(figures.evictions) > 0 {
 		evicted := newFamily("kubelet_evictions", "[ALPHA] Cumulative number of pod evictions by eviction signal", dto.MetricType_COUNTER)
 		for _, signal := range slices.Sorted(maps.Keys(figures.evictions)) {
@@ -204,6 +213,33 @@ func buildKubeletMetrics(node string, pods []*corev1.Pod, figures kubeletFigures
 	}
 	slices.SortFunc(families, func(a, b *dto.MetricFamily) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return families
+}
+
+// runtimeOperations renders the host's podman calls as kubelet renders its
+// container runtime's (CRI) calls, by operation type: podman's operation
+// names (container_create, container_start, image_pull, ...), which are
+// not CRI's; nodes that share a build host show its calls alike; an answer that the object does not exist is no error, as CRI's
+// status calls answer so without one. None before the first call.
+func runtimeOperations(calls map[string]callstats.Op) []*dto.MetricFamily {
+	if len(calls) == 0 {
+		return nil
+	}
+	total := newFamily("kubelet_runtime_operations_total", "[ALPHA] Cumulative number of runtime operations by operation type.", dto.MetricType_COUNTER)
+	errs := newFamily("kubelet_runtime_operations_errors_total", "[ALPHA] Cumulative number of runtime operation errors by operation type.", dto.MetricType_COUNTER)
+	took := &dto.MetricFamily{Name: ptr.To("kubelet_runtime_operations_duration_seconds"),
+		Help: ptr.To("[ALPHA] Duration in seconds of runtime operations. Broken down by operation type."), Type: dto.MetricType_HISTOGRAM.Enum()}
+	for _, op := range slices.Sorted(maps.Keys(calls)) {
+		o := calls[op]
+		lp := labelPairs("operation_type", op)
+		addSample(total, float64(o.Calls), time.Time{}, lp)
+		addSample(errs, float64(o.Errors), time.Time{}, lp)
+		h := &dto.Histogram{SampleCount: ptr.To(o.Calls), SampleSum: ptr.To(o.Duration.Seconds())}
+		for i, n := range o.Cumulative() {
+			h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: ptr.To(callstats.Bounds[i].Seconds()), CumulativeCount: ptr.To(n)})
+		}
+		took.Metric = append(took.Metric, &dto.Metric{Label: lp, Histogram: h})
+	}
+	return []*dto.MetricFamily{took, errs, total}
 }
 
 // runningPods renders pods as kubelet's /runningpods/ does (its runtime's

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/golden"
 	"github.com/remote-build-nodes/rbn/provider/probe"
 )
@@ -136,7 +137,19 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 			syncs[op].Observe(s)
 		}
 	}
-	got := render(t, buildKubeletMetrics("n1", kubeletPods(), kubeletFigures{evictions: map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1}, starts: starts, syncs: syncs}))
+	var runtime callstats.Recorder
+	for _, c := range []struct {
+		op   string
+		took time.Duration
+		res  callstats.Result
+	}{
+		{"container_create", 20 * time.Millisecond, callstats.Success}, {"container_create", 3 * time.Second, callstats.Error},
+		{"container_inspect", 2 * time.Millisecond, callstats.NotFound},
+	} {
+		runtime.Record(c.op, c.res, c.took)
+	}
+	got := render(t, buildKubeletMetrics("n1", kubeletPods(), kubeletFigures{evictions: map[string]uint64{"nodefs.available": 2, "emptydirfs.limit": 1},
+		starts: starts, syncs: syncs, runtime: runtime.Snapshot()}))
 	golden.Check(t, filepath.Join("testdata", "metrics", "kubelet.golden.txt"), []byte(got), *update)
 	for _, want := range []string{
 		`kubelet_node_name{node="n1"} 1`,
@@ -154,6 +167,10 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 		`kubelet_pod_worker_duration_seconds_count{operation_type="create"} 2`,
 		`kubelet_pod_worker_duration_seconds_bucket{operation_type="sync",le="0.005"} 2`,
 		`kubelet_pod_worker_duration_seconds_count{operation_type="kill"} 1`,
+		`kubelet_runtime_operations_total{operation_type="container_create"} 2`,
+		`kubelet_runtime_operations_errors_total{operation_type="container_create"} 1`,
+		`kubelet_runtime_operations_errors_total{operation_type="container_inspect"} 0`,
+		`kubelet_runtime_operations_duration_seconds_count{operation_type="container_create"} 2`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("missing %q in\n%s", want, got)
@@ -165,7 +182,7 @@ func TestBuildKubeletMetricsGolden(t *testing.T) {
 	empty := render(t, buildKubeletMetrics("n1", nil, kubeletFigures{starts: newPodStartHistogram(), syncs: newPodWorkerHistograms()}))
 	if !strings.Contains(empty, "kubelet_running_pods 0\n") || !strings.Contains(empty, `kubelet_running_containers{container_state="running"} 0`) ||
 		strings.Contains(empty, "kubelet_evictions") || !strings.Contains(empty, "kubelet_pod_start_duration_seconds_count 0\n") ||
-		strings.Contains(empty, "kubelet_pod_worker_duration_seconds") {
+		strings.Contains(empty, "kubelet_pod_worker_duration_seconds") || strings.Contains(empty, "kubelet_runtime_operations") {
 		t.Errorf("a node without pods:\n%s", empty)
 	}
 }
