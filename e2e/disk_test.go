@@ -23,6 +23,11 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 )
 
+// registeredDiskPolicy restores a test host's image garbage collection and
+// disk pressure as hack/register-hosts.sh registers them (off: the hosts
+// share this machine's disk), undoing a test's pinned images.
+const registeredDiskPolicy = `{"spec":{"diskPressure":{"availableBelow":"0%"},"imageGC":{"highThresholdPercent":100,"lowThresholdPercent":99,"pinned":null}}}`
+
 // TestImageGarbageCollection: a build host's podman store above the node's
 // spec.imageGC.highThresholdPercent loses its unused images, as a kubelet's
 // node does, and keeps the image of a running pod and the pinned ones; when
@@ -80,7 +85,7 @@ func TestImageGarbageCollection(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now()
-	s.patchNodeSpec(t, node, string(policy), `{"spec":{"imageGC":null}}`)
+	s.patchNodeSpec(t, node, string(policy), `{"spec":{"imageGC":{"highThresholdPercent":100,"lowThresholdPercent":99,"minimumAge":null,"pinned":null}}}`)
 
 	framework.Eventually(t, reg["IMAGE_EXTRA"]+" removed from the host", 2*time.Minute, func() (bool, string) {
 		now := s.hostImages(t, host)
@@ -289,7 +294,7 @@ func TestDiskPressureEviction(t *testing.T) {
 		// pods again.
 		s.waitDiskPressure(t, node, false)
 	})
-	s.patchNodeSpec(t, node, string(policy), `{"spec":{"diskPressure":null,"imageGC":null}}`)
+	s.patchNodeSpec(t, node, string(policy), registeredDiskPolicy)
 
 	s.waitDiskPressure(t, node, true)
 	const nodeLow = "The node was low on resource: ephemeral-storage. Threshold quantity: "
@@ -425,7 +430,7 @@ func TestHostDiskFilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.waitDiskPressure(t, node, false) }) // after the restore: cleanups run last first
-	s.patchNodeSpec(t, node, string(policy), `{"spec":{"diskPressure":null,"imageGC":null}}`)
+	s.patchNodeSpec(t, node, string(policy), registeredDiskPolicy)
 	s.waitDiskPressure(t, node, false)
 
 	filler := framework.JobPod(ns, "filler", "", nil, []string{"sh", "-c",

@@ -39,6 +39,11 @@ spec:
   hostPathAllowlist: [${HOSTPATH_ALLOWED}]
   imagePull: ${pull}
   volumes: {root: ${dir}/volumes}
+  # The test hosts share this machine's disk, which is not theirs to guard (as the worker's
+  # kubelet, hack/worker.sh): no image garbage collection, no disk pressure, whatever else
+  # fills it. The tests of both set their own thresholds (e2e/disk_test.go).
+  imageGC: {highThresholdPercent: 100, lowThresholdPercent: 99}
+  diskPressure: {availableBelow: "0%"}
 YAML
   )
 done

@@ -112,6 +112,9 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 				Address: h.Address, Port: int32(h.Port), User: h.User, PodmanSocket: h.Socket,
 				SSHSecretRef: rbnv1.SecretReference{Name: h.Name + "-ssh", Namespace: "rbn-system"},
 				Labels:       map[string]string{benchLabel: "scale"},
+				// The hosts share this machine's disk (hack/register-hosts.sh).
+				ImageGC:      &rbnv1.ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](99)},
+				DiskPressure: &rbnv1.DiskPressureSpec{AvailableBelow: "0%"},
 			},
 		}
 		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
