@@ -444,7 +444,7 @@ func TestHostDiskFilled(t *testing.T) {
 	started := s.WaitPodPhase(t, ns, "filler", corev1.PodRunning, 3*time.Minute)
 	filling := time.Now()
 	s.waitDiskPressure(t, node, true)
-	fault.Figure(fmt.Sprintf("DiskPressure %.1f s after the job started writing 512 MiB (threshold %d MiB free)", time.Since(filling).Seconds(), threshold>>20))
+	fault.Figure(fmt.Sprintf("DiskPressure %.1f s after the job started writing 512 MiB (threshold %d MiB available)", time.Since(filling).Seconds(), threshold>>20))
 	p := s.WaitPodPhase(t, ns, "filler", corev1.PodFailed, 3*time.Minute)
 	const nodeLow = "The node was low on resource: ephemeral-storage. Threshold quantity: "
 	if p.Status.Reason != "Evicted" || !strings.HasPrefix(p.Status.Message, nodeLow) {

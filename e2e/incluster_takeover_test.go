@@ -84,7 +84,8 @@ func TestInClusterTakeover(t *testing.T) {
 			victim = ""
 		}
 		tk.servedByLiveReplicas(t, victim, 2*time.Minute)
-		t.Logf("%s of the replica serving %s -> every node served by a live replica: %s", how, tk.nodes[0], time.Since(start).Round(100*time.Millisecond))
+		t.Logf("%s of the replica serving %s -> every node served by a live replica: %s; now through %s, Lease holder %s",
+			how, tk.nodes[0], time.Since(start).Round(100*time.Millisecond), tk.kubeletEndpoint(t, tk.nodes[0]), tk.holderOf(t, tk.nodes[0]))
 		sess.ended(t, time.Minute)
 		// A new session works at once, through the replica serving the node now.
 		if out, err := s.KubectlErr("exec", "-n", ns, sess.pod, "--", "echo", "again"); err != nil || strings.TrimSpace(out) != "again" {
@@ -160,7 +161,27 @@ func (tk *takeover) openSessions(t *testing.T, ns, node string) *sessions {
 			out.waitFor(t, "Forwarding from", 0, time.Minute)
 		}
 	}
+	// Which replica the sessions went to (the apiserver dials the Node's
+	// address), for a session that outlives its replica.
+	t.Logf("sessions to %s opened through %s, Lease holder %s", node, tk.kubeletEndpoint(t, node), tk.holderOf(t, node))
 	return ss
+}
+
+// kubeletEndpoint is the address and port the apiserver reaches node's
+// kubelet API at.
+func (tk *takeover) kubeletEndpoint(t *testing.T, node string) string {
+	t.Helper()
+	n, err := tk.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addr string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addr = a.Address
+		}
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
 }
 
 // ended waits until every session's kubectl has exited.
