@@ -154,13 +154,17 @@ func runtimeState(st corev1.ContainerStatus) string {
 //     this process (its pod worker's start) to its first report as
 //     Running, with kubelet's buckets; a pod taken over from another
 //     replica already running is not counted again
+//   - kubelet_pod_worker_duration_seconds{operation_type}: each sync of a
+//     pod's worker, named as kubelet's, the types seen only
+//   - kubelet_runtime_operations_total, _errors_total and
+//     _duration_seconds{operation_type}: the build host's podman calls
+//     (runtimeOperations)
 //
 // Left out: go_* and process_* (they would describe the rbn-kubelet
 // process every node of the replica shares: they are on rbn-kubelet's own
-// metrics port, see docs/operations.md); kubelet's histograms
-// (kubelet_pod_worker_duration_seconds,
-// kubelet_pleg_relist_*, kubelet_runtime_operations_*, ...) and the
-// volume/cgroup series: the pod workers do not observe them (yet),
+// metrics port, see docs/operations.md); kubelet_pleg_relist_* (podman's
+// events drive the pod workers, the relist is only their fallback, and it
+// is not timed) and the volume/cgroup series: nothing observes them (yet),
 // and an empty histogram would read as "nothing happened".
 func buildKubeletMetrics(node string, pods []*corev1.Pod, figures kubeletFigures) []*dto.MetricFamily {
 	nodeName := newFamily("kubelet_node_name", "[ALPHA] The node's name. The count is always 1.", dto.MetricType_GAUGE)
