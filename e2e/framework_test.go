@@ -108,11 +108,18 @@ func (s *stack) hostPathDir(t *testing.T, ns string) string {
 // metrics (in the cluster), over the series whose labels contain labels.
 func (s *stack) kubeletMetricSum(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
+	return metricSum(t, s.kubeletMetrics(t), name, labels...)
+}
+
+// kubeletMetrics scrapes the rbn-kubelet replicas' own metrics (in the
+// cluster), once each: several sums over one scrape read one moment.
+func (s *stack) kubeletMetrics(t *testing.T) []string {
+	t.Helper()
 	pods, err := s.RBNPods(context.Background(), framework.KubeletApp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
+	var texts []string
 	for _, pd := range pods {
 		if pd.Status.PodIP == "" || pd.DeletionTimestamp != nil {
 			continue
@@ -121,6 +128,17 @@ func (s *stack) kubeletMetricSum(t *testing.T, name string, labels ...string) fl
 		if err != nil {
 			t.Fatalf("%s: %v", pd.Name, err)
 		}
+		texts = append(texts, text)
+	}
+	return texts
+}
+
+// metricSum sums metric name over scraped texts, over the series whose
+// labels contain labels.
+func metricSum(t *testing.T, texts []string, name string, labels ...string) float64 {
+	t.Helper()
+	var sum float64
+	for _, text := range texts {
 		n, _, err := framework.MetricSum(text, name, labels...)
 		if err != nil {
 			t.Fatal(err)

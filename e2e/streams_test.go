@@ -883,14 +883,15 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 		// port: every start counted in each stage, the stages adding up to
 		// the whole (no pod of this node starts meanwhile).
 		took, _ := promSample(t, kubelet, "kubelet_pod_start_duration_seconds_sum")
+		own := s.kubeletMetrics(t)
 		var stages float64
 		node := fmt.Sprintf("node=%q", busy)
 		for _, stage := range []string{"config", "sandbox", "images", "containers"} {
 			label := fmt.Sprintf("stage=%q", stage)
-			if n := s.kubeletMetricSum(t, "rbn_pod_start_stage_duration_seconds_count", node, label); n != starts {
+			if n := metricSum(t, own, "rbn_pod_start_stage_duration_seconds_count", node, label); n != starts {
 				t.Errorf("rbn_pod_start_stage_duration_seconds_count{%s,%s} = %v, want the node's %v starts", node, label, n, starts)
 			}
-			sum := s.kubeletMetricSum(t, "rbn_pod_start_stage_duration_seconds_sum", node, label)
+			sum := metricSum(t, own, "rbn_pod_start_stage_duration_seconds_sum", node, label)
 			t.Logf("%s: %s stage %.3f s in %v starts", busy, stage, sum, starts)
 			stages += sum
 		}
@@ -898,8 +899,8 @@ func TestStreamsNodeStatsAndMetrics(t *testing.T) {
 			t.Errorf("the start stages of %s add up to %.6f s, its kubelet_pod_start_duration_seconds_sum is %.6f s", busy, stages, took)
 		}
 		// burner's statuses (ContainerCreating, Running) were written.
-		n := s.kubeletMetricSum(t, "rbn_pod_status_update_latency_seconds_count", node)
-		sum := s.kubeletMetricSum(t, "rbn_pod_status_update_latency_seconds_sum", node)
+		n := metricSum(t, own, "rbn_pod_status_update_latency_seconds_count", node)
+		sum := metricSum(t, own, "rbn_pod_status_update_latency_seconds_sum", node)
 		if n < 1 {
 			t.Errorf("rbn_pod_status_update_latency_seconds_count{%s} = %v, want burner's status writes", node, n)
 		} else {

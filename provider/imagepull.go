@@ -87,7 +87,8 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 		ip.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		start := ip.clock.Now()
 		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
-		ip.pulled += ip.clock.Since(start)
+		took := ip.clock.Since(start)
+		ip.pulled += took
 		if err != nil {
 			hostFailure()
 			if ctx.Err() == nil && !hostAnswers(ctx, ip.rt) {
@@ -100,7 +101,7 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 			ip.event(pd, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
 			return &imageError{Reason: "ErrImagePull", Err: err, Failures: ip.failures[c.K8sName]}
 		}
-		ip.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s%s", c.Image, ip.clock.Since(start).Round(time.Millisecond), how))
+		ip.event(pd, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Successfully pulled image %q in %s%s", c.Image, took.Round(time.Millisecond), how))
 		ip.rt.RefreshImages(ctx)
 	}
 	ip.present[c.Image] = true
