@@ -1,6 +1,7 @@
 // Command rbn-kubelet serves every RemoteBuildNode of a cluster as a virtual Kubernetes node.
 // `rbn-kubelet portal ...` is rbn-portal instead, which runs on every real node so that
-// Services reach pods on remote build nodes (docs/services.md).
+// Services reach pods on remote build nodes (docs/services.md); `rbn-kubelet approver ...`
+// is rbn-approver, which approves the client certificates of the nodes rbn-kubelet serves.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/remote-build-nodes/rbn/internal/app/approver"
 	"github.com/remote-build-nodes/rbn/internal/app/kubelet"
 	"github.com/remote-build-nodes/rbn/internal/app/portal"
 )
@@ -18,8 +20,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	name, run, args := "rbn-kubelet", kubelet.Run, os.Args[1:]
-	if len(args) > 0 && args[0] == "portal" {
+	switch {
+	case len(args) > 0 && args[0] == "portal":
 		name, run, args = "rbn-portal", portal.Run, args[1:]
+	case len(args) > 0 && args[0] == "approver":
+		name, run, args = "rbn-approver", approver.Run, args[1:]
 	}
 	if err := run(ctx, args, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)

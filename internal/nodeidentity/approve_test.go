@@ -12,6 +12,10 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
 
@@ -147,4 +151,21 @@ func TestDecide(t *testing.T) {
 			t.Errorf("Decide = %+v", got)
 		}
 	})
+}
+
+func TestListerNodes(t *testing.T) {
+	rbns := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	_ = rbns.Add(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "build-1"}})
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = nodes.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "build-1", Labels: map[string]string{"rbn.dev/remote-build-node": "true"}}})
+	_ = nodes.Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}})
+	l := ListerNodes{RemoteBuildNodes: rbns, Nodes: corev1listers.NewNodeLister(nodes)}
+	if !l.RemoteBuildNode("build-1") || l.RemoteBuildNode("worker-1") {
+		t.Error("RemoteBuildNode: want build-1 only")
+	}
+	for name, want := range map[string][2]bool{"build-1": {true, true}, "worker-1": {true, false}, "build-new": {false, false}} {
+		if exists, served := l.ServedNode(name); exists != want[0] || served != want[1] {
+			t.Errorf("ServedNode(%s) = %v, %v; want %v", name, exists, served, want)
+		}
+	}
 }
