@@ -37,6 +37,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -81,6 +82,9 @@ type Controller struct {
 	// egress is where rbn-kubelet may connect for pods (S3, relayed images).
 	egress *egress.Policy
 	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
+	// identities keeps the nodes' client certificates (config
+	// nodeIdentities); nil: the nodes act with rbn-kubelet's account.
+	identities *nodeidentity.Issuer
 	// blocks hands each node its block of rbn's pod network; nil: pods
 	// join their hosts' default networks.
 	blocks *podnet.Blocks
@@ -146,14 +150,19 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if err != nil {
 		return nil, err
 	}
+	var identities *nodeidentity.Issuer
+	if cfg.NodeIdentities {
+		identities = nodeidentity.NewIssuer(nodeidentity.IssuerConfig{Base: restCfg, Requester: client})
+	}
 	c := &Controller{
-		relay:     relay,
-		egress:    policy,
-		cfg:       cfg,
-		client:    client,
-		rbn:       rc,
-		shared:    informers.NewSharedInformerFactory(client, 10*time.Minute),
-		broadcast: record.NewBroadcaster(),
+		identities: identities,
+		relay:      relay,
+		egress:     policy,
+		cfg:        cfg,
+		client:     client,
+		rbn:        rc,
+		shared:     informers.NewSharedInformerFactory(client, 10*time.Minute),
+		broadcast:  record.NewBroadcaster(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "remotebuildnodes"}),
@@ -441,7 +450,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, identities: c.identities, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -64,8 +65,11 @@ type runtimeDeps struct {
 	relay    *s3relay.Relay
 	egress   *egress.Policy
 	hosts    *provider.HostPool
-	blocks   *podnet.Blocks   // nil: no pod network
-	clock    func() time.Time // nil: time.Now
+	blocks   *podnet.Blocks // nil: no pod network
+	// identities gives each node its client certificate; nil: the
+	// nodes act with rbn-kubelet's own account.
+	identities *nodeidentity.Issuer
+	clock      func() time.Time // nil: time.Now
 }
 
 // startRuntime starts serving a RemoteBuildNode. Its errors are
@@ -83,6 +87,17 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	defer func() {
 		if err != nil {
 			releaseHost()
+		}
+	}()
+	// As the node (config nodeIdentities), or as rbn-kubelet: the pods'
+	// statuses and deletions, their tokens.
+	nodeClient, releaseIdentity, err := nodeClientFor(parent, d, name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			releaseIdentity()
 		}
 	}()
 	var block netip.Prefix
@@ -110,7 +125,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
 		Claims:         d.shared.Core().V1().PersistentVolumeClaims().Lister(),
 		Volumes:        d.shared.Core().V1().PersistentVolumes().Lister(),
-		Token:          tokenFunc(d.client),
+		Token:          tokenFunc(nodeClient),
 		Relay:          d.relay,
 		Egress:         d.egress,
 		Retry:          podRetry(d.cfg.PodRetry),
@@ -224,7 +239,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		)
 	}
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
-		PodClient:         pods.StatusClient(d.client.CoreV1()),
+		PodClient:         pods.StatusClient(nodeClient.CoreV1()),
 		PodInformer:       podFactory.Core().V1().Pods(),
 		EventRecorder:     recorder,
 		Provider:          pods,
@@ -284,6 +299,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()
+		releaseIdentity()
 		if err != nil {
 			log.Error("node runtime failed: stopping it", "err", err)
 			onChange() // the controller reports it and starts the node again
@@ -292,6 +308,38 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	served = true
 	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port, "podNetwork", block)
 	return rt, nil
+}
+
+// nodeIdentityTimeout bounds the wait for a node's first certificate.
+const nodeIdentityTimeout = 30 * time.Second
+
+// nodeClientFor is the client that acts as node: with d.identities, one
+// that authenticates with the node's own certificate, once it is issued;
+// else rbn-kubelet's own. release gives the identity up.
+func nodeClientFor(ctx context.Context, d runtimeDeps, node string) (_ kubernetes.Interface, release func(), err error) {
+	if d.identities == nil {
+		return d.client, func() {}, nil
+	}
+	cfg, release, err := d.identities.For(node)
+	if err != nil {
+		return nil, nil, transientError(ReasonStartFailed, err)
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, nodeIdentityTimeout)
+	defer cancel()
+	if err := d.identities.Ready(wctx, node); err != nil {
+		return nil, nil, transientError(ReasonNodeIdentityPending, err)
+	}
+	cfg.QPS, cfg.Burst = d.cfg.KubeAPIQPS, int(d.cfg.KubeAPIBurst)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, transientError(ReasonStartFailed, err)
+	}
+	return client, release, nil
 }
 
 // hostSettled waits until the host's first connection attempt has ended

@@ -13,6 +13,9 @@ const (
 	// ReasonPodNetworkUnavailable: the node got no block of rbn's pod
 	// network (all taken, or the apiserver did not answer).
 	ReasonPodNetworkUnavailable = "PodNetworkUnavailable"
+	// ReasonNodeIdentityPending: the node's client certificate was not
+	// issued in time (config nodeIdentities: is rbn-approver running?).
+	ReasonNodeIdentityPending = "NodeIdentityPending"
 	// ReasonStartFailed: any other failure to start the node runtime.
 	ReasonStartFailed = "StartFailed"
 	// ReasonRuntimeFailed: a part of the running node runtime (node or pod
