@@ -271,6 +271,7 @@ cluster_up() {
     --service-cluster-ip-range="${SERVICE_CIDR}" \
     --endpoint-reconciler-type="${reconciler}" \
     --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
     --kubelet-client-certificate="${PKI_DIR}/apiserver-kubelet-client.crt" \
     --kubelet-client-key="${PKI_DIR}/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority="${PKI_DIR}/ca.crt" \
