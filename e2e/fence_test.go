@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,7 +29,8 @@ import (
 // refusal is the fence's, not a bad request), and as rbn-kubelet
 // (impersonated), which must be refused by the named policy, or allowed
 // where rbn-kubelet serves the object. Writes are dry runs (admission runs,
-// nothing is stored), except token requests, which have none.
+// nothing is stored). Its nodes' pods' statuses and tokens are no longer
+// its account's to write: TestNodeIdentities.
 
 // kubeletIdentity is the user rbn-kubelet authenticates as on this stack:
 // its service account in the cluster, a client certificate's user locally
@@ -48,12 +48,8 @@ func (s *stack) kubeletIdentity() rest.ImpersonationConfig {
 func TestKubeletWritesFenced(t *testing.T) {
 	s := newStack(t)
 	ctx := context.Background()
-	rc := rest.CopyConfig(s.Rest)
-	rc.Impersonate = s.kubeletIdentity()
-	kubelet, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	who := s.kubeletIdentity()
+	kubelet := s.clientAs(t, who)
 	admin := s.Client
 	dry := []string{metav1.DryRunAll}
 	fault := framework.RecordFault(t, "rbn-kubelet's credential used to write what it does not serve")
@@ -72,10 +68,10 @@ func TestKubeletWritesFenced(t *testing.T) {
 		attempts++
 		err := op(kubelet)
 		if err == nil {
-			t.Fatalf("as %s: allowed, want refused by the admission policy %s", rc.Impersonate.UserName, policy)
+			t.Fatalf("as %s: allowed, want refused by the admission policy %s", who.UserName, policy)
 		}
 		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "'"+policy+"'") {
-			t.Fatalf("as %s: %v, want refused by the admission policy %s", rc.Impersonate.UserName, err, policy)
+			t.Fatalf("as %s: %v, want refused by the admission policy %s", who.UserName, err, policy)
 		}
 		refusals++
 		t.Logf("refused: %v", err)
@@ -83,7 +79,7 @@ func TestKubeletWritesFenced(t *testing.T) {
 	allowed := func(t *testing.T, op func(kubernetes.Interface) error) {
 		t.Helper()
 		if err := op(kubelet); err != nil {
-			t.Fatalf("as %s: %v, want allowed", rc.Impersonate.UserName, err)
+			t.Fatalf("as %s: %v, want allowed", who.UserName, err)
 		}
 	}
 
@@ -174,53 +170,4 @@ func TestKubeletWritesFenced(t *testing.T) {
 		})
 	})
 
-	t.Run("service account tokens", func(t *testing.T) {
-		ns := s.Namespace(t)
-		sa, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder"}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A pod that never runs: the token is bound to the object.
-		pod, err := admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "holder"},
-			Spec: corev1.PodSpec{
-				ServiceAccountName: sa.Name,
-				NodeSelector:       map[string]string{"rbn.dev/fence-test": "no-such-node"},
-				Containers:         []corev1.Container{{Name: "c", Image: "rbn.local/none:1"}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		token := func(name string, ref *authenticationv1.BoundObjectReference) func(kubernetes.Interface) error {
-			return func(c kubernetes.Interface) error {
-				_, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-					Spec: authenticationv1.TokenRequestSpec{BoundObjectRef: ref},
-				}, metav1.CreateOptions{})
-				return err
-			}
-		}
-		// A free-standing token for any service account: what a stolen
-		// rbn-kubelet credential would mint first.
-		refused(t, "rbn-kubelet-tokens", token(sa.Name, nil))
-		// Bound by name only: the uid pins the very pod.
-		refused(t, "rbn-kubelet-tokens", token(sa.Name, &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name}))
-		// Bound to something other than a pod.
-		secret, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "anchor"}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		refused(t, "rbn-kubelet-tokens", token(sa.Name, &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: secret.Name, UID: secret.UID}))
-
-		bound := &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-		allowed(t, token(sa.Name, bound))
-		// The apiserver, not the policy, refuses a token of another service
-		// account bound to the pod: with the policy, rbn-kubelet's tokens are
-		// those of the pods' own service accounts.
-		err = token("default", bound)(kubelet)
-		if !apierrors.IsBadRequest(err) {
-			t.Fatalf("token of service account default bound to pod %s (which runs as %s): %v, want a BadRequest", pod.Name, sa.Name, err)
-		}
-		t.Logf("refused by the apiserver: %v", err)
-	})
 }

@@ -33,7 +33,7 @@ func TestInClusterRBN(t *testing.T) {
 
 	// rbn's own pods: Ready, on the worker node, on the pod network.
 	kubeletIPs := map[string]string{} // pod name (a replica's identity) -> pod IP
-	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
+	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp, framework.ApproverApp} {
 		pods, err := s.RBNPods(ctx, app)
 		if err != nil {
 			t.Fatal(err)
@@ -326,7 +326,7 @@ func TestInClusterOwnMetrics(t *testing.T) {
 	s.WaitPodPhase(t, ns, "job", corev1.PodSucceeded, 2*time.Minute)
 
 	scrape := framework.ScrapeMetrics
-	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp} {
+	for _, app := range []string{framework.KubeletApp, framework.ExtenderApp, framework.ApproverApp} {
 		pods, err := s.RBNPods(ctx, app)
 		if err != nil {
 			t.Fatal(err)

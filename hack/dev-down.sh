@@ -7,6 +7,7 @@ worker_rc=0
 "${RBN_ROOT}/hack/worker.sh" down || worker_rc=$?
 rbn::stop rbn-kubelet
 rbn::stop rbn-extender
+rbn::stop rbn-approver
 "${RBN_ROOT}/hack/s3.sh" down
 "${RBN_ROOT}/hack/hosts.sh" down
 "${RBN_ROOT}/hack/registry.sh" down

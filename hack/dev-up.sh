@@ -14,7 +14,7 @@
 # RBN_ISOLATED_HOSTS and RBN_ARM64_HOSTS (host indexes, hack/hosts.sh) make hosts isolated or
 # emulated aarch64; RBN_UNREGISTERED_HOSTS (host indexes) starts hosts without registering them.
 #
-# rbn-kubelet and rbn-extender run as pods on the worker node, from rbn's images (hack/image.sh
+# rbn-kubelet, rbn-approver and rbn-extender run as pods on the worker node, from rbn's images (hack/image.sh
 # push, to the stack's registry, which this then starts) and `kubectl apply -k` of the local
 # overlay (hack/manifests.sh local), as operators run them. RBN_IN_CLUSTER=0 runs them as local
 # processes instead (the development mode; so does RBN_WORKER=0, which has no worker node). The apiserver, the
@@ -170,6 +170,14 @@ rbn::start rbn-extender "${EXTENDER_DIR}/rbn-extender.log" "${RBN_ROOT}/bin/rbn-
 rbn::wait_for_daemon rbn-extender "rbn-extender ${RBN_SCHEDULER_EXTENDER_URL}/readyz" 30 \
   curl -fsS --max-time 2 "${RBN_SCHEDULER_EXTENDER_URL}/readyz" ||
   { tail -n 20 "${EXTENDER_DIR}/rbn-extender.log" >&2; exit 1; }
+
+# rbn-approver approves the client certificates of the nodes rbn-kubelet
+# serves (config nodeIdentities, on by default); on this stack with the admin's credentials,
+# in a cluster with its own account (manifests/approver).
+rbn::stop rbn-approver
+rbn::log "starting rbn-approver (log: ${KUBELET_DIR}/rbn-approver.log)"
+rbn::start rbn-approver "${KUBELET_DIR}/rbn-approver.log" "${RBN_ROOT}/bin/rbn-kubelet" approver \
+  --kubeconfig="${KUBECONFIG}" --requester=rbn-kubelet
 
 # The apiserver proxies node requests (kubectl get --raw /api/v1/nodes/N/proxy/...,
 # used for stats) only to a non-loopback address. Each stack gets its own veth

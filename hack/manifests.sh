@@ -10,8 +10,9 @@
 #                                   not, print rbn's pods, their events and logs, and fail
 #        hack/manifests.sh verify   render manifests/ and the local overlay with kubectl kustomize;
 #                                   with a control plane up (hack/cluster.sh), also have the
-#                                   apiserver accept them (kubectl apply --dry-run=server; the
-#                                   namespace rbn-system is created for real, as dry-run needs it)
+#                                   apiserver accept them and rbac/without-node-identities.yaml
+#                                   (kubectl apply --dry-run=server; the namespace rbn-system is
+#                                   created for real, as dry-run needs it)
 #
 # Environment: RBN_POD_CIDR (default 10.42.0.0/24): the pod network rbn-kubelet's pods get
 # addresses from; every address of it is in the kubelet API serving certificate, since the
@@ -142,7 +143,7 @@ explain() {
 cmd_wait() {
   local k=("${KUBECTL}" --kubeconfig="${RBN_STATE}/cluster/admin.kubeconfig" -n rbn-system)
   local timeout="${RBN_IN_CLUSTER_TIMEOUT:-180}" d
-  for d in deployment/rbn-kubelet deployment/rbn-extender daemonset/rbn-portal; do
+  for d in deployment/rbn-kubelet deployment/rbn-approver deployment/rbn-extender daemonset/rbn-portal; do
     if ! "${k[@]}" rollout status "${d}" --timeout="${timeout}s" >/dev/null 2>&1; then
       rbn::log "ERROR: ${d} in rbn-system is not Ready after ${timeout}s; what rbn-system says:"
       explain "${k[@]}"
@@ -173,6 +174,10 @@ cmd_verify() {
     "${k[@]}" apply --dry-run=server -k "${dir}" >/dev/null || rbn::die "the apiserver refused ${dir}"
     rbn::log "the apiserver accepts ${dir}"
   done
+  # Not in the kustomization: applied by operators who turn nodeIdentities off.
+  local extra="${RBN_ROOT}/manifests/rbac/without-node-identities.yaml"
+  "${k[@]}" apply --dry-run=server -f "${extra}" >/dev/null || rbn::die "the apiserver refused ${extra#"${RBN_ROOT}"/}"
+  rbn::log "the apiserver accepts ${extra#"${RBN_ROOT}"/}"
 }
 
 case "${1:-}" in

@@ -26,10 +26,11 @@ const RBNNamespace = "rbn-system"
 const (
 	KubeletApp  = "rbn-kubelet"
 	ExtenderApp = "rbn-extender"
+	ApproverApp = "rbn-approver"
 )
 
 // RBNPods lists the pods of one of rbn's Deployments (KubeletApp,
-// ExtenderApp) in the in-cluster mode.
+// ExtenderApp, ApproverApp) in the in-cluster mode.
 func (s *Stack) RBNPods(ctx context.Context, app string) ([]corev1.Pod, error) {
 	list, err := s.Client.CoreV1().Pods(RBNNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + app})
 	if err != nil {

@@ -15,7 +15,7 @@ func dur(d time.Duration) metav1.Duration { return metav1.Duration{Duration: d} 
 
 // The defaults, spelled out: a changed default tag fails here.
 func TestDefaults(t *testing.T) {
-	zero, two := resource.MustParse("0"), int32(2)
+	zero, two, yes := resource.MustParse("0"), int32(2), true
 	for _, tc := range []struct {
 		got, want Object
 	}{
@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 			TypeMeta:   metav1.TypeMeta{APIVersion: APIVersion, Kind: KubeletKind},
 			KubeAPIQPS: 50, KubeAPIBurst: 100, EventRecordQPS: 50, EventBurst: 100,
 			ClusterDomain: "cluster.local", ListenAddress: "0.0.0.0", KubeletPort: 10250, MetricsBindAddress: "0.0.0.0:10265",
-			NodeLeaseDurationSeconds: 40, NodeStatusReportFrequency: dur(time.Minute),
+			NodeIdentities: &yes, NodeLeaseDurationSeconds: 40, NodeStatusReportFrequency: dur(time.Minute),
 			HealthCheckInterval: dur(10 * time.Second), HostInfoRefreshInterval: dur(30 * time.Second),
 			SSH: SSHConfiguration{DialTimeout: dur(10 * time.Second), KeepaliveInterval: dur(10 * time.Second),
 				KeepaliveTimeout: dur(15 * time.Second), MaxBackoff: dur(30 * time.Second)},

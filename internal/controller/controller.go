@@ -151,7 +151,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 		return nil, err
 	}
 	var identities *nodeidentity.Issuer
-	if cfg.NodeIdentities {
+	if cfg.NodeIdentities != nil && *cfg.NodeIdentities { // defaulted to true when loaded
 		identities = nodeidentity.NewIssuer(nodeidentity.IssuerConfig{Base: restCfg, Requester: client})
 	}
 	c := &Controller{
