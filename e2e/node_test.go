@@ -203,6 +203,24 @@ spec:
 	})
 }
 
+// registerAs registers RemoteBuildNode name with the spec of build host
+// i's (its Secret included), deleted when the test ends.
+func (s *stack) registerAs(t *testing.T, name string, i int) {
+	t.Helper()
+	host, ok := s.RBN(t, s.Host(t, i)["NAME"])
+	if !ok {
+		t.Fatalf("no RemoteBuildNode for build host %d", i)
+	}
+	spec, err := json.Marshal(host.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Apply(t, fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "RemoteBuildNode", "metadata": {"name": %q}, "spec": %s}`, name, spec))
+	t.Cleanup(func() {
+		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+	})
+}
+
 func indent(s string, n int) string {
 	pad := strings.Repeat(" ", n)
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -353,18 +371,7 @@ func TestNodeNameTakenRefused(t *testing.T) {
 	})
 	// The same spec as build host 1's node: a working host, which rbn
 	// would serve under that name if it took the Node over.
-	host, ok := s.RBN(t, s.Host(t, 1)["NAME"])
-	if !ok {
-		t.Fatal("no RemoteBuildNode for build host 1")
-	}
-	spec, err := json.Marshal(host.Spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Apply(t, fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "RemoteBuildNode", "metadata": {"name": %q}, "spec": %s}`, name, spec))
-	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "remotebuildnode", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
-	})
+	s.registerAs(t, name, 1)
 	framework.Eventually(t, name+" Invalid: NodeNameTaken", 60*time.Second, func() (bool, string) {
 		r, _ := s.RBN(t, name)
 		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "NodeNameTaken", fmt.Sprintf("%+v", r.Status)

@@ -4,15 +4,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +26,7 @@ import (
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
+	"github.com/remote-build-nodes/rbn/internal/testcert"
 )
 
 // rbn-kubelet acts for each node it serves as that node (config
@@ -60,18 +58,10 @@ func nodeUser(name string) rest.ImpersonationConfig {
 // commonName in organizations, as a kubelet (or rbn-kubelet) makes it.
 func nodeIdentityRequest(t *testing.T, commonName string, organizations ...string) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: commonName, Organization: organizations}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-identity-"},
 		Spec: certificatesv1.CertificateSigningRequestSpec{
-			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			Request:           testcert.RequestPEM(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: commonName, Organization: organizations}}),
 			SignerName:        certificatesv1.KubeAPIServerClientKubeletSignerName,
 			Usages:            []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
 			ExpirationSeconds: ptr.To[int32](3600),
@@ -146,10 +136,27 @@ func TestNodeIdentities(t *testing.T) {
 	s.Apply(t, fmt.Sprintf("apiVersion: v1\nkind: Node\nmetadata: {name: %s, labels: {e2e: other-kubelet}}\n", foreign))
 	t.Cleanup(func() { _, _ = s.KubectlErr("delete", "node", foreign, "--ignore-not-found") })
 	ns := s.Namespace(t)
+	// A Secret and a ConfigMap for each pod, as volumes.
+	for _, owner := range []string{"own", "other"} {
+		if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: owner + "-secret"}, StringData: map[string]string{"k": owner + "-s"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: owner + "-config"}, Data: map[string]string{"k": owner + "-c"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withObjects := func(spec *corev1.PodSpec, owner string) {
+		spec.Volumes = append(spec.Volumes,
+			corev1.Volume{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: owner + "-secret"}}},
+			corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: owner + "-config"}}}})
+		spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts,
+			corev1.VolumeMount{Name: "secret", MountPath: "/objects/secret"}, corev1.VolumeMount{Name: "config", MountPath: "/objects/config"})
+	}
 	other := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns},
 		Spec:       corev1.PodSpec{NodeName: foreign, Containers: []corev1.Container{{Name: "c", Image: framework.TestImage}}},
 	}
+	withObjects(&other.Spec, "other")
 	other, err := admin.CoreV1().Pods(ns).Create(ctx, other, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -158,26 +165,23 @@ func TestNodeIdentities(t *testing.T) {
 	t.Cleanup(func() {
 		_ = admin.CoreV1().Pods(ns).Delete(context.Background(), other.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	})
-	host, ok := s.RBN(t, s.Host(t, 1)["NAME"])
-	if !ok {
-		t.Fatal("no RemoteBuildNode for build host 1")
-	}
-	spec, err := json.Marshal(host.Spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Apply(t, fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "RemoteBuildNode", "metadata": {"name": %q}, "spec": %s}`, foreign, spec))
-	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "remotebuildnode", foreign, "--ignore-not-found", "--wait=true", "--timeout=60s")
-	})
+	s.registerAs(t, foreign, 1)
 
-	// A pod on the new node, with its service account's token: it runs,
-	// its statuses and token written and requested as the node.
+	// A pod on the new node, with its service account's token, a Secret
+	// and a ConfigMap: it runs, its statuses written, its token requested
+	// and its objects read as the node (rbn-kubelet's account may read no
+	// ConfigMap of the pod's namespace).
 	own := framework.JobPod(ns, "own", name, nil, []string{"sleep", "3600"})
+	withObjects(&own.Spec, "own")
 	if _, err := admin.CoreV1().Pods(ns).Create(ctx, own, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	running := s.WaitPodPhase(t, ns, own.Name, corev1.PodRunning, 90*time.Second)
+	for file, want := range map[string]string{"/objects/secret/k": "own-s", "/objects/config/k": "own-c"} {
+		if got := strings.TrimSpace(s.Kubectl(t, "-n", ns, "exec", own.Name, "--", "cat", file)); got != want {
+			t.Errorf("%s in the pod: %q, want %q", file, got, want)
+		}
+	}
 
 	t.Run("issued", func(t *testing.T) {
 		list, err := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{
@@ -241,18 +245,41 @@ func TestNodeIdentities(t *testing.T) {
 		}
 	}
 
+	getSecret := func(name string) func(kubernetes.Interface) error {
+		return func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		}
+	}
+	getConfigMap := func(name string) func(kubernetes.Interface) error {
+		return func(c kubernetes.Interface) error {
+			_, err := c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		}
+	}
+	listSecrets := func(c kubernetes.Interface) error {
+		_, err := c.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+		return err
+	}
+
 	// What a stolen rbn-kubelet credential could do before: write any
-	// pod's status, mint any service account's token.
+	// pod's status, mint any service account's token, read any ConfigMap.
 	t.Run("rbn-kubelet's account", func(t *testing.T) {
 		refused(t, account.UserName, asAccount, status(running.Name))
 		refused(t, account.UserName, asAccount, token(running))
 		refused(t, account.UserName, asAccount, token(nil))
+		refused(t, account.UserName, asAccount, getConfigMap("own-config"))
 	})
 
 	t.Run("a node's identity", func(t *testing.T) {
 		who := nodeidentity.UserPrefix + name
 		allowed(t, who, asNode, status(running.Name))
 		allowed(t, who, asNode, token(running))
+		allowed(t, who, asNode, getSecret("own-secret"))
+		allowed(t, who, asNode, getConfigMap("own-config"))
+		refused(t, who, asNode, getSecret("other-secret"))
+		refused(t, who, asNode, getConfigMap("other-config"))
+		refused(t, who, asNode, listSecrets)
 		refused(t, who, asNode, status(other.Name))
 		refused(t, who, asNode, token(other))
 		refused(t, who, asNode, token(nil))

@@ -340,7 +340,7 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 // it. When it cannot, it records why and returns false with how soon to try
 // again.
 func (w *podWorker) createContainer(ctx context.Context, pd *corev1.Pod, c pod.Container, attempt int) (time.Duration, bool) {
-	if err := w.images.ensure(ctx, pd, c, w.p.pullSecrets(pd), w.p.hostFailure); err != nil {
+	if err := w.images.ensure(ctx, pd, c, w.p.pullSecrets(ctx, pd), w.p.hostFailure); err != nil {
 		var ie *imageError
 		var lost *hostLostError
 		switch {

@@ -32,6 +32,18 @@ import (
 // taken as expirationSeconds from now).
 type TokenFunc func(ctx context.Context, pd *corev1.Pod, audiences []string, expirationSeconds int64) (token string, expires time.Time, err error)
 
+// PodObjects reads the Secrets and ConfigMaps of a node's pods
+// (podobjects.Objects, podobjects.Listers).
+type PodObjects interface {
+	// Track makes secrets and configMaps (of namespace) the objects pod
+	// uid uses; Forget drops the pod.
+	Track(uid types.UID, namespace string, secrets, configMaps []string)
+	Forget(uid types.UID)
+	// Secret and ConfigMap return a tracked object, or a NotFound error.
+	Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+}
+
 // PodsConfig configures Pods.
 type PodsConfig struct {
 	NodeName string
@@ -41,9 +53,13 @@ type PodsConfig struct {
 	Host          *Host
 	Recorder      record.EventRecorder
 	Logger        *slog.Logger
-	// Secrets and ConfigMaps come from the process's shared informers.
-	Secrets    corev1listers.SecretLister
-	ConfigMaps corev1listers.ConfigMapLister
+	// Objects reads the Secrets and ConfigMaps the pods use (volumes,
+	// environment, imagePullSecrets): as the node, where it has an identity.
+	Objects PodObjects
+	// TransferSecrets holds the Secrets of the pods' S3 transfers, read
+	// with rbn-kubelet's own account: an annotation names them, which the
+	// Node authorizer knows nothing of.
+	TransferSecrets corev1listers.SecretLister
 	// RuntimeClasses resolve a pod's spec.runtimeClassName to its handler,
 	// as the kubelet's RuntimeClass manager does, from a shared informer.
 	RuntimeClasses nodev1listers.RuntimeClassLister
@@ -182,8 +198,8 @@ func (p *Pods) hostFailure() {
 
 // NewPods returns the pod handler of one host.
 func NewPods(cfg PodsConfig) (*Pods, error) {
-	if cfg.Host == nil || cfg.Recorder == nil || cfg.Secrets == nil || cfg.ConfigMaps == nil || cfg.RuntimeClasses == nil {
-		return nil, errors.New("pods: host, recorder and listers are required")
+	if cfg.Host == nil || cfg.Recorder == nil || cfg.Objects == nil || cfg.TransferSecrets == nil || cfg.RuntimeClasses == nil {
+		return nil, errors.New("pods: host, recorder, objects and listers are required")
 	}
 	if cfg.Relay == nil {
 		r, err := s3relay.New(s3relay.Config{Egress: cfg.Egress})
@@ -418,6 +434,7 @@ func (p *Pods) finished(w *podWorker) {
 		delete(p.workers, key(pd.Namespace, pd.Name))
 	}
 	delete(p.byUID, pd.UID)
+	p.cfg.Objects.Forget(pd.UID)
 	notify := p.notify
 	p.signalLocked()
 	p.mu.Unlock()

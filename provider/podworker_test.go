@@ -22,6 +22,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podobjects"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -70,8 +71,9 @@ func podsOn(t *testing.T, rt *fakeRuntime, clk *testingclock.FakeClock) *harness
 	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000), objects: idx}
 	h.pods = newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
-		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx),
-		RuntimeClasses: nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
+		Objects:         podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
+		TransferSecrets: corev1listers.NewSecretLister(idx),
+		RuntimeClasses:  nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
 		Claims: corev1listers.NewPersistentVolumeClaimLister(idx), Volumes: corev1listers.NewPersistentVolumeLister(idx),
 	}, h.rt)
 	h.pods.NotifyPods(h.ctx, func(p *corev1.Pod) {

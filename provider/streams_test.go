@@ -17,6 +17,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podobjects"
 	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
@@ -109,7 +110,8 @@ func TestStreamRequestWaitsForAdoption(t *testing.T) {
 	bound := map[string]bool{"ns/p": true, "ns/never": true}
 	pods := newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: record.NewFakeRecorder(10),
-		Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx), Clock: clk,
+		Objects:         podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
+		TransferSecrets: corev1listers.NewSecretLister(idx), Clock: clk,
 		Bound: func(namespace, name string) bool { return bound[namespace+"/"+name] },
 	}, newFakeRuntime(clk))
 

@@ -4,23 +4,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/remote-build-nodes/rbn/provider/node"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// pullSecrets returns the pod's imagePullSecrets that exist.
-func (p *Pods) pullSecrets(pd *corev1.Pod) []*corev1.Secret {
+// pullSecrets returns the pod's imagePullSecrets that could be read (a
+// missing one is skipped, as the kubelet skips it).
+func (p *Pods) pullSecrets(ctx context.Context, pd *corev1.Pod) []*corev1.Secret {
+	p.trackObjects(pd)
 	var out []*corev1.Secret
 	for _, ref := range pd.Spec.ImagePullSecrets {
-		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(ref.Name); err == nil {
-			out = append(out, s)
+		s, err := p.cfg.Objects.Secret(ctx, pd.Namespace, ref.Name)
+		if err != nil {
+			if !apierrors.IsNotFound(err) {
+				p.cfg.Logger.Warn("imagePullSecret not read: pulling without it", "pod", pd.Namespace+"/"+pd.Name, "secret", ref.Name, "err", err)
+			}
+			continue
 		}
+		out = append(out, s)
 	}
 	return out
+}
+
+// trackObjects tells cfg.Objects what the pod uses: the Secrets and
+// ConfigMaps Translate reads and its imagePullSecrets.
+func (p *Pods) trackObjects(pd *corev1.Pod) {
+	secrets, configMaps := pod.ReferencedObjects(pd)
+	for _, ref := range pd.Spec.ImagePullSecrets {
+		if ref.Name != "" && !slices.Contains(secrets, ref.Name) {
+			secrets = append(secrets, ref.Name)
+		}
+	}
+	p.cfg.Objects.Track(pd.UID, pd.Namespace, secrets, configMaps)
 }
 
 // translate gathers what the pod references and plans the pod. podIP is
@@ -77,15 +98,30 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		}
 		in.RuntimeHandler = h
 	}
+	// Missing objects are left out: Translate says which the pod waits for.
+	p.trackObjects(pd)
 	secrets, configMaps := pod.ReferencedObjects(pd)
 	for _, name := range secrets {
-		if s, err := p.cfg.Secrets.Secrets(pd.Namespace).Get(name); err == nil {
+		s, err := p.cfg.Objects.Secret(ctx, pd.Namespace, name)
+		switch {
+		case err == nil:
 			in.Secrets[name] = s
+		case !apierrors.IsNotFound(err):
+			return in, err
 		}
 	}
 	for _, name := range configMaps {
-		if c, err := p.cfg.ConfigMaps.ConfigMaps(pd.Namespace).Get(name); err == nil {
+		c, err := p.cfg.Objects.ConfigMap(ctx, pd.Namespace, name)
+		switch {
+		case err == nil:
 			in.ConfigMaps[name] = c
+		case !apierrors.IsNotFound(err):
+			return in, err
+		}
+	}
+	if name := pod.TransfersSecret(pd); name != "" {
+		if s, err := p.cfg.TransferSecrets.Secrets(pd.Namespace).Get(name); err == nil {
+			in.Secrets[name] = s
 		}
 	}
 	in.Claims, in.VolumeRoot = p.claims(pd), volumeRoot(p.cfg.Spec)

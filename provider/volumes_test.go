@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/podobjects"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -47,9 +48,10 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 	requests := 0
 	p := newPods(PodsConfig{
 		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"},
-		Secrets: corev1listers.NewSecretLister(indexer()),
-		ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}})),
+		Objects: podobjects.Listers{Secrets: corev1listers.NewSecretLister(indexer()),
+			ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}}))},
+		TransferSecrets: corev1listers.NewSecretLister(indexer()),
 		Token: func(context.Context, *corev1.Pod, []string, int64) (string, time.Time, error) {
 			requests++
 			return "token-1", time.Time{}, nil

@@ -71,10 +71,11 @@ type KubeletConfiguration struct {
 
 	// NodeIdentities gives each served node a client certificate of its own
 	// (user system:node:<name>), which rbn-approver must approve: the pods'
-	// statuses and their service account tokens are then requested as the
-	// node, fenced by the Node authorizer and NodeRestriction as a
-	// kubelet's (internal/nodeidentity). Off, rbn-kubelet's own account
-	// needs manifests/rbac/without-node-identities.yaml.
+	// statuses, their service account tokens and their Secrets and
+	// ConfigMaps are then written, requested and read as the node, fenced
+	// by the Node authorizer and NodeRestriction as a kubelet's
+	// (internal/nodeidentity, internal/podobjects). Off, rbn-kubelet's own
+	// account needs manifests/rbac/without-node-identities.yaml.
 	NodeIdentities *bool `json:"nodeIdentities,omitempty" default:"true"`
 	// NodeLeaseDurationSeconds is the duration of each node's Lease; it is renewed every quarter of it.
 	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty" default:"40"`

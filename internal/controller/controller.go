@@ -208,10 +208,12 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if c.podIndex, err = newPodIndex(client); err != nil {
 		return nil, err
 	}
-	// Pods need ConfigMaps, Services, RuntimeClasses and their claims and
-	// volumes too; register them
-	// before Start.
-	c.shared.Core().V1().ConfigMaps().Informer()
+	// Pods need Services, RuntimeClasses and their claims and volumes too,
+	// and ConfigMaps when the nodes have no identity of their own to read
+	// them with (podObjectsFor); register them before Start.
+	if identities == nil {
+		c.shared.Core().V1().ConfigMaps().Informer()
+	}
 	c.shared.Core().V1().Services().Informer()
 	c.shared.Node().V1().RuntimeClasses().Informer()
 	c.shared.Core().V1().PersistentVolumeClaims().Informer()

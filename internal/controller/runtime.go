@@ -30,6 +30,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
+	"github.com/remote-build-nodes/rbn/internal/podobjects"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider"
@@ -100,6 +101,12 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			releaseIdentity()
 		}
 	}()
+	objects, stopObjects := podObjectsFor(parent, d, nodeClient)
+	defer func() {
+		if err != nil {
+			stopObjects()
+		}
+	}()
 	var block netip.Prefix
 	if d.blocks != nil {
 		if block, err = d.blocks.Block(parent, name); err != nil {
@@ -119,18 +126,18 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
-		ClusterDomain:  d.cfg.ClusterDomain,
-		Secrets:        d.shared.Core().V1().Secrets().Lister(),
-		ConfigMaps:     d.shared.Core().V1().ConfigMaps().Lister(),
-		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
-		Claims:         d.shared.Core().V1().PersistentVolumeClaims().Lister(),
-		Volumes:        d.shared.Core().V1().PersistentVolumes().Lister(),
-		Token:          tokenFunc(nodeClient),
-		Relay:          d.relay,
-		Egress:         d.egress,
-		Retry:          podRetry(d.cfg.PodRetry),
-		PodNetwork:     block,
-		ResyncInterval: d.cfg.PodRetry.Resync.Duration,
+		ClusterDomain:   d.cfg.ClusterDomain,
+		Objects:         objects,
+		TransferSecrets: d.shared.Core().V1().Secrets().Lister(),
+		RuntimeClasses:  d.shared.Node().V1().RuntimeClasses().Lister(),
+		Claims:          d.shared.Core().V1().PersistentVolumeClaims().Lister(),
+		Volumes:         d.shared.Core().V1().PersistentVolumes().Lister(),
+		Token:           tokenFunc(nodeClient),
+		Relay:           d.relay,
+		Egress:          d.egress,
+		Retry:           podRetry(d.cfg.PodRetry),
+		PodNetwork:      block,
+		ResyncInterval:  d.cfg.PodRetry.Resync.Duration,
 		Known: func(uid types.UID) (bool, bool) {
 			if !podInformer.HasSynced() {
 				return false, false
@@ -299,6 +306,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	rt.parts = startGroup(ctx, parts, func(err error) {
 		releasePort()
 		releaseHost()
+		stopObjects()
 		releaseIdentity()
 		if err != nil {
 			log.Error("node runtime failed: stopping it", "err", err)
@@ -308,6 +316,17 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	served = true
 	log.Info("serving node", "address", spec.Address, "port", spec.Port, "kubeletPort", port, "podNetwork", block)
 	return rt, nil
+}
+
+// podObjectsFor reads the Secrets and ConfigMaps of the node's pods: with
+// node identities, one watch per object with the node's client, stopped
+// by stop; else from the cluster-wide informers.
+func podObjectsFor(ctx context.Context, d runtimeDeps, nodeClient kubernetes.Interface) (_ provider.PodObjects, stop func()) {
+	if d.identities == nil {
+		return podobjects.Listers{Secrets: d.shared.Core().V1().Secrets().Lister(), ConfigMaps: d.shared.Core().V1().ConfigMaps().Lister()}, func() {}
+	}
+	ctx, stop = context.WithCancel(ctx)
+	return podobjects.New(ctx, nodeClient, podobjects.Options{}), stop
 }
 
 // nodeIdentityTimeout bounds the wait for a node's first certificate.

@@ -1,9 +1,6 @@
 package nodeidentity
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -17,14 +14,17 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/internal/testcert"
 )
 
 const requester = "system:serviceaccount:rbn-system:rbn-kubelet"
 
-// fakeNodes: RemoteBuildNodes by name, and Nodes by name with whether rbn
-// serves them.
+// x509Request shortens the mutators' signatures.
 type x509Request = x509.CertificateRequest
 
+// fakeNodes: RemoteBuildNodes by name, and Nodes by name with whether rbn
+// serves them.
 type fakeNodes struct {
 	rbns  map[string]bool
 	nodes map[string]bool
@@ -34,19 +34,6 @@ func (f fakeNodes) RemoteBuildNode(name string) bool { return f.rbns[name] }
 func (f fakeNodes) ServedNode(name string) (bool, bool) {
 	served, ok := f.nodes[name]
 	return ok, served
-}
-
-func csrPEM(t *testing.T, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
 func nodeCSR(t *testing.T, mutate func(*x509.CertificateRequest, *certificatesv1.CertificateSigningRequestSpec)) *certificatesv1.CertificateSigningRequest {
@@ -60,7 +47,7 @@ func nodeCSR(t *testing.T, mutate func(*x509.CertificateRequest, *certificatesv1
 	if mutate != nil {
 		mutate(tmpl, &spec)
 	}
-	spec.Request = csrPEM(t, tmpl)
+	spec.Request = testcert.RequestPEM(t, tmpl)
 	return &certificatesv1.CertificateSigningRequest{Spec: spec}
 }
 

@@ -1,5 +1,6 @@
 // Package testcert makes TLS material for tests: a self-signed serving
-// certificate for 127.0.0.1, written to files as a Secret volume holds it.
+// certificate for 127.0.0.1, written to files as a Secret volume holds it,
+// and certificate requests.
 package testcert
 
 import (
@@ -78,4 +79,18 @@ func Replace(t testing.TB, certFile, keyFile string) []byte {
 	}
 	block, _ := pem.Decode(b)
 	return block.Bytes
+}
+
+// RequestPEM is a PEM certificate request of tmpl, signed with a new key.
+func RequestPEM(t testing.TB, tmpl *x509.CertificateRequest) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }

@@ -317,8 +317,12 @@ func TestReferencedObjects(t *testing.T) {
 		{Name: "S2", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: ref("vol-secret"), Key: "k"}}},
 	}
 
+	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Env: []corev1.EnvVar{
+		{Name: "D", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: ref("debug-secret"), Key: "k"}}},
+	}}}}
+
 	secrets, configMaps := ReferencedObjects(p)
-	wantSecrets := []string{"env-secret", "init-envfrom-secret", "proj-secret", "vol-secret"}
+	wantSecrets := []string{"debug-secret", "env-secret", "init-envfrom-secret", "proj-secret", "vol-secret"}
 	wantConfigMaps := []string{"env-cm", "init-envfrom-cm", kubeRootCAConfigMap, "vol-cm"}
 	if !reflect.DeepEqual(secrets, wantSecrets) {
 		t.Errorf("secrets = %q, want %q", secrets, wantSecrets)

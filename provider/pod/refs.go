@@ -8,11 +8,13 @@ import (
 
 // ReferencedObjects names the Secrets and ConfigMaps of the pod's namespace
 // that Translate reads, sorted and without duplicates: those of secret,
-// configMap and projected volumes and of the env (valueFrom) and envFrom of
-// every container and init container, and the Secret of the pod's S3
-// transfers (annotation rbn.dev/transfers). The caller fetches them into
-// Input.Secrets and Input.ConfigMaps. imagePullSecrets are left out: they
-// are the runtime's, for pulling, not Translate's.
+// configMap and projected volumes and of the env (valueFrom) and envFrom
+// of every container, init container and ephemeral container. The caller
+// fetches them into Input.Secrets and Input.ConfigMaps, with the Secret of
+// the pod's S3 transfers (TransfersSecret), which is not the node's to
+// read: the pod names it in an annotation, not in its spec.
+// imagePullSecrets are left out: they are the runtime's, for pulling, not
+// Translate's.
 func ReferencedObjects(pd *corev1.Pod) (secrets, configMaps []string) {
 	s, cm := map[string]bool{}, map[string]bool{}
 	for _, v := range pd.Spec.Volumes {
@@ -32,7 +34,11 @@ func ReferencedObjects(pd *corev1.Pod) (secrets, configMaps []string) {
 			}
 		}
 	}
-	for _, cs := range [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers} {
+	containers := [][]corev1.Container{pd.Spec.InitContainers, pd.Spec.Containers, nil}
+	for i := range pd.Spec.EphemeralContainers {
+		containers[2] = append(containers[2], corev1.Container(pd.Spec.EphemeralContainers[i].EphemeralContainerCommon))
+	}
+	for _, cs := range containers {
 		for i := range cs {
 			c := &cs[i]
 			for _, from := range c.EnvFrom {
@@ -54,7 +60,6 @@ func ReferencedObjects(pd *corev1.Pod) (secrets, configMaps []string) {
 			}
 		}
 	}
-	s[transfersSecret(pd)] = true
 	return sortedKeys(s), sortedKeys(cm)
 }
 

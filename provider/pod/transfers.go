@@ -16,8 +16,9 @@ const (
 	ReasonOutputTransferFailed = "OutputTransferFailed"
 )
 
-// transfersSecret names the Secret of the pod's transfers, if it declares any.
-func transfersSecret(pd *corev1.Pod) string {
+// TransfersSecret names the Secret of the pod's transfers, if it declares
+// any (and the annotation parses); "" otherwise.
+func TransfersSecret(pd *corev1.Pod) string {
 	v, ok := pd.Annotations[rbnv1.AnnotationTransfers]
 	if !ok {
 		return ""
