@@ -49,6 +49,9 @@ const (
 	ReasonInvalidSpec    = "InvalidSpec"
 	ReasonSecretNotFound = "SSHSecretNotFound"
 	ReasonSecretInvalid  = "SSHSecretInvalid"
+	// ReasonSecretNamespace: the SSH Secret is outside rbn-kubelet's own
+	// namespace, the only one whose Secrets it reads.
+	ReasonSecretNamespace = "SSHSecretOutsideNamespace"
 	// ReasonNodeNameTaken: a Node of the RemoteBuildNode's name exists
 	// that is not a remote build node (another kubelet's, say).
 	ReasonNodeNameTaken = "NodeNameTaken"
@@ -66,6 +69,9 @@ type Controller struct {
 	client      kubernetes.Interface
 	rbn         *rbnClient
 	shared      informers.SharedInformerFactory
+	// own watches rbn-kubelet's own namespace: the SSH Secrets.
+	own       informers.SharedInformerFactory
+	namespace string
 	rbnInformer cache.SharedIndexInformer
 	// podIndex tells the node of a pod, for the kubelet API.
 	podIndex  cache.SharedIndexInformer
@@ -130,7 +136,7 @@ const (
 // New wires a Controller; Run starts it.
 // events records the nodes' and pods' events (a client with a budget of its own);
 // owner says which nodes this replica serves.
-func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter, owner Ownership) (*Controller, error) {
+func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernetes.Interface, events typedcorev1.EventsGetter, owner Ownership, namespace string) (*Controller, error) {
 	if owner == nil {
 		return nil, errors.New("controller: no node ownership")
 	}
@@ -162,6 +168,8 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 		client:     client,
 		rbn:        rc,
 		shared:     informers.NewSharedInformerFactory(client, 10*time.Minute),
+		own:        informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute, informers.WithNamespace(namespace)),
+		namespace:  namespace,
 		broadcast:  record.NewBroadcaster(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -200,7 +208,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 			enqueue(u)
 		}
 	}
-	if _, err := c.shared.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := c.own.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: secretChanged, UpdateFunc: func(_, o any) { secretChanged(o) }, DeleteFunc: secretChanged,
 	}); err != nil {
 		return nil, err
@@ -234,6 +242,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	defer c.queue.ShutDown()
 
 	c.shared.Start(ctx.Done())
+	c.own.Start(ctx.Done())
 	go c.rbnInformer.Run(ctx.Done())
 	go c.podIndex.Run(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.rbnInformer.HasSynced) {
@@ -242,9 +251,11 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.podIndex.HasSynced) {
 		return errors.New("pod index did not sync")
 	}
-	for typ, ok := range c.shared.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("informer for %v did not sync", typ)
+	for _, f := range []informers.SharedInformerFactory{c.shared, c.own} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("informer for %v did not sync", typ)
+			}
 		}
 	}
 	c.mu.Lock()
@@ -472,7 +483,10 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 
 func (c *Controller) sshMaterial(spec *rbnv1.RemoteBuildNodeSpec) (key, knownHosts []byte, reason, msg string) {
 	ref := spec.SSHSecretRef
-	s, err := c.shared.Core().V1().Secrets().Lister().Secrets(ref.Namespace).Get(ref.Name)
+	if ref.Namespace != c.namespace {
+		return nil, nil, ReasonSecretNamespace, fmt.Sprintf("Secret %s/%s: rbn-kubelet reads SSH Secrets in its own namespace %s only; move the Secret there", ref.Namespace, ref.Name, c.namespace)
+	}
+	s, err := c.own.Core().V1().Secrets().Lister().Secrets(ref.Namespace).Get(ref.Name)
 	if apierrors.IsNotFound(err) {
 		return nil, nil, ReasonSecretNotFound, fmt.Sprintf("Secret %s/%s not found", ref.Namespace, ref.Name)
 	}
@@ -694,12 +708,8 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 			return err
 		}
 	}
-	for _, p := range pods.Items {
-		err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
-		}
-		log.Info("deleted pod of removed node", "pod", p.Namespace+"/"+p.Name)
+	if err := c.deletePods(ctx, rbn.Name, pods.Items); err != nil {
+		return err
 	}
 	if err := c.client.CoreV1().Nodes().Delete(ctx, rbn.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete node %s: %w", rbn.Name, err)
@@ -710,6 +720,32 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 	}
 	log.Info("node removed")
 	return removeFinalizer()
+}
+
+// deletePods deletes the pods of a removed node, as the node (with node
+// identities: NodeRestriction lets a node delete only its own pods), or
+// with rbn-kubelet's account. A node whose identity cannot be had leaves
+// its pods to the kube-controller-manager's pod garbage collector, which
+// deletes the pods of a Node that is gone.
+func (c *Controller) deletePods(ctx context.Context, node string, pods []corev1.Pod) error {
+	if len(pods) == 0 {
+		return nil
+	}
+	log := logging.FromContext(ctx)
+	client, release, err := nodeClientFor(ctx, runtimeDeps{client: c.client, identities: c.identities, cfg: c.cfg}, node)
+	if err != nil {
+		log.Warn("no identity of the removed node to delete its pods with: the pod garbage collector deletes them once its Node is gone", "pods", len(pods), "err", err)
+		return nil
+	}
+	defer release()
+	for _, p := range pods {
+		err := client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		log.Info("deleted pod of removed node", "pod", p.Namespace+"/"+p.Name)
+	}
+	return nil
 }
 
 // sweepSettle bounds the wait for a deleted node's host to answer before

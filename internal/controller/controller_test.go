@@ -70,7 +70,7 @@ func TestSSHMaterial(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := &Controller{shared: factory}
+	c := &Controller{own: factory, namespace: "rbn"}
 
 	tests := []struct {
 		name, ns, secret string
@@ -79,7 +79,8 @@ func TestSSHMaterial(t *testing.T) {
 	}{
 		{"valid", "rbn", "valid", "", ""},
 		{"missing", "rbn", "gone", ReasonSecretNotFound, "Secret rbn/gone not found"},
-		{"in another namespace", "rbn", "elsewhere", ReasonSecretNotFound, "Secret rbn/elsewhere not found"},
+		{"named in another namespace", "rbn", "elsewhere", ReasonSecretNotFound, "Secret rbn/elsewhere not found"},
+		{"in another namespace", "other", "elsewhere", ReasonSecretNamespace, "Secret other/elsewhere: rbn-kubelet reads SSH Secrets in its own namespace rbn only; move the Secret there"},
 		{"no private key", "rbn", "no-key", ReasonSecretInvalid, "Secret rbn/no-key lacks key(s) [ssh-privatekey]"},
 		{"no known_hosts", "rbn", "no-known-hosts", ReasonSecretInvalid, "Secret rbn/no-known-hosts lacks key(s) [known_hosts]"},
 		{"empty private key", "rbn", "empty-key", ReasonSecretInvalid, "Secret rbn/empty-key lacks key(s) [ssh-privatekey]"},

@@ -146,7 +146,7 @@ func newShardHarness(t *testing.T, objs ...runtime.Object) *shardHarness {
 	var rc *rbnClient
 	h.api, rc = newRBNAPI(t)
 	h.c = &Controller{
-		cfg: &config.KubeletConfiguration{}, client: h.client, rbn: rc, shared: shared,
+		cfg: &config.KubeletConfiguration{}, client: h.client, rbn: rc, shared: shared, own: shared, namespace: "rbn",
 		rbnInformer: cache.NewSharedIndexInformer(&cache.ListWatch{}, &rbnv1.RemoteBuildNode{}, 0, cache.Indexers{}),
 		broadcast:   recordingBroadcaster{rec: record.NewFakeRecorder(100)},
 		queue:       q,

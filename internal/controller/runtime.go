@@ -245,13 +245,18 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			}),
 		)
 	}
+	// virtual-kubelet wants informers of ConfigMaps and Secrets to resolve
+	// env with, which the provider does itself (SkipDownwardAPIResolution):
+	// they come from a factory never started, as the nodes read those as
+	// themselves and rbn-kubelet may read neither cluster-wide.
+	unused := informers.NewSharedInformerFactory(d.client, 0)
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient:         pods.StatusClient(nodeClient.CoreV1()),
 		PodInformer:       podFactory.Core().V1().Pods(),
 		EventRecorder:     recorder,
 		Provider:          pods,
-		ConfigMapInformer: d.shared.Core().V1().ConfigMaps(),
-		SecretInformer:    d.shared.Core().V1().Secrets(),
+		ConfigMapInformer: unused.Core().V1().ConfigMaps(),
+		SecretInformer:    unused.Core().V1().Secrets(),
 		ServiceInformer:   d.shared.Core().V1().Services(),
 		// Env is resolved by the provider once the pod's sandbox (and IP)
 		// exists, as kubelet does; virtual-kubelet cannot resolve status.podIP.

@@ -91,7 +91,9 @@ type RemoteBuildNodeSpec struct {
 
 	// SSHSecretRef names the Secret with the private key (key "ssh-privatekey")
 	// and the host's known_hosts line(s) (key "known_hosts"). Host keys are
-	// checked strictly: there is no trust on first use.
+	// checked strictly: there is no trust on first use. The Secret must be
+	// in rbn-kubelet's own namespace (rbn-system as manifests/ install it),
+	// the only one whose Secrets it reads.
 	SSHSecretRef SecretReference `json:"sshSecretRef"`
 
 	// PodmanSocket is the path of podman's API socket on the host.

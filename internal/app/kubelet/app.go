@@ -90,7 +90,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctrl, err = controller.New(cfg, restCfg, client, events.CoreV1(), elector)
+	ctrl, err = controller.New(cfg, restCfg, client, events.CoreV1(), elector, namespace())
 	if err != nil {
 		return err
 	}
