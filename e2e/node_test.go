@@ -294,11 +294,12 @@ spec:
 	s.WaitNodeReady(t, name, corev1.ConditionFalse, []string{"SSHUnreachable"}, 30*time.Second)
 }
 
-// A missing Secret and an invalid spec: a clear reason and an event, and
-// the other nodes keep being served.
+// A missing Secret, one outside rbn-kubelet's namespace and an invalid
+// spec: a clear reason and an event, and the other nodes keep being served.
 func TestBadInputIsReported(t *testing.T) {
 	s := newStack(t)
 	missing := framework.UniqueName("e2e-no-secret")
+	outside := framework.UniqueName("e2e-secret-outside")
 	invalid := framework.UniqueName("e2e-invalid")
 	s.Apply(t, fmt.Sprintf(`apiVersion: rbn.dev/v1alpha1
 kind: RemoteBuildNode
@@ -312,17 +313,29 @@ kind: RemoteBuildNode
 metadata: {name: %s}
 spec:
   address: 127.0.1.1
+  sshSecretRef: {name: ssh, namespace: default}
+---
+apiVersion: rbn.dev/v1alpha1
+kind: RemoteBuildNode
+metadata: {name: %s}
+spec:
+  address: 127.0.1.1
   podmanSocket: relative/podman.sock
   sshSecretRef: {name: x, namespace: rbn-system}
   labels: {kubernetes.io/arch: arm64}
   hostPathAllowlist: [/]
-`, missing, invalid))
+`, missing, outside, invalid))
 	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "remotebuildnode", missing, invalid, "--ignore-not-found", "--wait=true", "--timeout=60s")
+		_, _ = s.KubectlErr("delete", "remotebuildnode", missing, outside, invalid, "--ignore-not-found", "--wait=true", "--timeout=60s")
 	})
 	framework.Eventually(t, missing+" Invalid: secret not found", 20*time.Second, func() (bool, string) {
 		r, _ := s.RBN(t, missing)
 		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "SSHSecretNotFound", fmt.Sprintf("%+v", r.Status)
+	})
+	framework.Eventually(t, outside+" Invalid: secret outside rbn's namespace", 20*time.Second, func() (bool, string) {
+		r, _ := s.RBN(t, outside)
+		return r.Status.Phase == rbnv1.PhaseInvalid && r.Status.LastError != nil && r.Status.LastError.Reason == "SSHSecretOutsideNamespace" &&
+			strings.Contains(r.Status.LastError.Message, "default/ssh"), fmt.Sprintf("%+v", r.Status)
 	})
 	var msg string
 	framework.Eventually(t, invalid+" Invalid: every problem listed", 20*time.Second, func() (bool, string) {

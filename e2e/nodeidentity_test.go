@@ -170,7 +170,7 @@ func TestNodeIdentities(t *testing.T) {
 	// A pod on the new node, with its service account's token, a Secret
 	// and a ConfigMap: it runs, its statuses written, its token requested
 	// and its objects read as the node (rbn-kubelet's account may read no
-	// ConfigMap of the pod's namespace).
+	// Secret or ConfigMap of the pod's namespace).
 	own := framework.JobPod(ns, "own", name, nil, []string{"sleep", "3600"})
 	withObjects(&own.Spec, "own")
 	if _, err := admin.CoreV1().Pods(ns).Create(ctx, own, metav1.CreateOptions{}); err != nil {
@@ -263,11 +263,13 @@ func TestNodeIdentities(t *testing.T) {
 	}
 
 	// What a stolen rbn-kubelet credential could do before: write any
-	// pod's status, mint any service account's token, read any ConfigMap.
+	// pod's status, mint any service account's token, read any Secret or
+	// ConfigMap.
 	t.Run("rbn-kubelet's account", func(t *testing.T) {
 		refused(t, account.UserName, asAccount, status(running.Name))
 		refused(t, account.UserName, asAccount, token(running))
 		refused(t, account.UserName, asAccount, token(nil))
+		refused(t, account.UserName, asAccount, getSecret("own-secret"))
 		refused(t, account.UserName, asAccount, getConfigMap("own-config"))
 	})
 

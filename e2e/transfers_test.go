@@ -114,8 +114,27 @@ func (srv *s3Server) assertNothingLeft(t *testing.T, bucket, key string) {
 	}
 }
 
-// secret is the manifest of a Secret holding the server's endpoint and credentials.
+// secretManifest is the manifest of a Secret holding the server's endpoint
+// and credentials, and of the grant that lets the namespace's default
+// service account (the pods') read it: rbn-kubelet reads it as the pod's
+// account.
 func (srv *s3Server) secretManifest(ns, name, endpoint, secretKey string) string {
+	return srv.ungrantedSecretManifest(ns, name, endpoint, secretKey) + fmt.Sprintf(`---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-%[1]s, namespace: %[2]s}
+rules: [{apiGroups: [""], resources: [secrets], resourceNames: [%[1]s], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: read-%[1]s, namespace: %[2]s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-%[1]s}
+subjects: [{kind: ServiceAccount, name: default, namespace: %[2]s}]
+`, name, ns)
+}
+
+// ungrantedSecretManifest is secretManifest without the grant.
+func (srv *s3Server) ungrantedSecretManifest(ns, name, endpoint, secretKey string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: %s, namespace: %s}
@@ -400,7 +419,10 @@ func TestS3TransferFailures(t *testing.T) {
 		srv.secretManifest(ns, "s3-cut", proxy.url, srv.SecretKey)+"---\n"+
 		// The cloud's metadata service: refused by rbn-kubelet's egress policy
 		// before any packet is sent, whatever the network.
-		srv.secretManifest(ns, "s3-metadata", "http://169.254.169.254", srv.SecretKey))
+		srv.secretManifest(ns, "s3-metadata", "http://169.254.169.254", srv.SecretKey)+"---\n"+
+		// Credentials the pods' service account may not read: rbn-kubelet
+		// does not read them for it.
+		srv.ungrantedSecretManifest(ns, "s3-ungranted", srv.Endpoint, srv.SecretKey))
 
 	podWith := func(name, transfers, script string) string {
 		return fmt.Sprintf(`apiVersion: v1
@@ -465,6 +487,23 @@ spec:
 			t.Logf("%s: %s", p.Status.Reason, p.Status.Message)
 		})
 	}
+	t.Run("ungranted-credentials", func(t *testing.T) {
+		s.Apply(t, podWith("ungranted", input("s3-ungranted", "in/recipe"), "true"))
+		want := "which its service account default may not read (grant it get on the Secret)"
+		framework.Eventually(t, "pod ungranted waiting: "+want, time.Minute, func() (bool, string) {
+			p := s.Pod(t, ns, "ungranted")
+			for _, c := range p.Status.ContainerStatuses {
+				if w := c.State.Waiting; w != nil && w.Reason == "CreateContainerConfigError" && strings.Contains(w.Message, want) {
+					t.Logf("%s: %s", w.Reason, w.Message)
+					return true, ""
+				}
+			}
+			return false, framework.DescribeStatus(p)
+		})
+		if p := s.Pod(t, ns, "ungranted"); p.Status.Phase != corev1.PodPending {
+			t.Errorf("phase %s, want Pending: the grant may still come", p.Status.Phase)
+		}
+	})
 	if proxy.cuts.Load() == 0 {
 		t.Error("the proxy never cut an upload")
 	}

@@ -69,6 +69,18 @@ stringData:
   accessKeyID: ${RBN_S3_ACCESS_KEY}
   secretAccessKey: ${RBN_S3_SECRET_KEY}
 ---
+# rbn-kubelet reads the job's S3 credentials as the job's service account.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-demo-s3}
+rules: [{apiGroups: [""], resources: [secrets], resourceNames: [demo-s3], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: read-demo-s3}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-demo-s3}
+subjects: [{kind: ServiceAccount, name: default, namespace: default}]
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: demo-registry}

@@ -44,6 +44,11 @@ type PodObjects interface {
 	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
 }
 
+// SecretFunc reads Secret name of the pod's namespace with the pod's own
+// service account's credentials; the apiserver's NotFound and Forbidden
+// errors come back as they are.
+type SecretFunc func(ctx context.Context, pd *corev1.Pod, name string) (*corev1.Secret, error)
+
 // PodsConfig configures Pods.
 type PodsConfig struct {
 	NodeName string
@@ -56,10 +61,10 @@ type PodsConfig struct {
 	// Objects reads the Secrets and ConfigMaps the pods use (volumes,
 	// environment, imagePullSecrets): as the node, where it has an identity.
 	Objects PodObjects
-	// TransferSecrets holds the Secrets of the pods' S3 transfers, read
-	// with rbn-kubelet's own account: an annotation names them, which the
-	// Node authorizer knows nothing of.
-	TransferSecrets corev1listers.SecretLister
+	// TransferSecret reads the Secret of a pod's S3 transfers, which an
+	// annotation names (the Node authorizer knows nothing of it): as the
+	// pod's own service account.
+	TransferSecret SecretFunc
 	// RuntimeClasses resolve a pod's spec.runtimeClassName to its handler,
 	// as the kubelet's RuntimeClass manager does, from a shared informer.
 	RuntimeClasses nodev1listers.RuntimeClassLister
@@ -198,7 +203,7 @@ func (p *Pods) hostFailure() {
 
 // NewPods returns the pod handler of one host.
 func NewPods(cfg PodsConfig) (*Pods, error) {
-	if cfg.Host == nil || cfg.Recorder == nil || cfg.Objects == nil || cfg.TransferSecrets == nil || cfg.RuntimeClasses == nil {
+	if cfg.Host == nil || cfg.Recorder == nil || cfg.Objects == nil || cfg.TransferSecret == nil || cfg.RuntimeClasses == nil {
 		return nil, errors.New("pods: host, recorder, objects and listers are required")
 	}
 	if cfg.Relay == nil {

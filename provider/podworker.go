@@ -140,7 +140,7 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		sandbox:   &sandbox{rt: p.rt},
 		images:    newImagePuller(p.rt, clk, p.event, log),
 		volumes:   newPodVolumes(p.rt, clk, pd.UID),
-		transfers: newPodTransfers(p.rt, clk, p.event, p.cfg.TransferSecrets, p.cfg.Relay, pd.UID),
+		transfers: newPodTransfers(p.rt, clk, p.event, p.cfg.TransferSecret, p.cfg.Relay, pd.UID),
 		backoff:   map[string]time.Time{}, waiting: map[string]reason{}, emitted: map[string]bool{},
 		unhealthy: map[string]bool{}, killed: map[string]bool{}, carried: map[string]carriedRun{},
 	}

@@ -66,14 +66,23 @@ func harnessOn(t *testing.T, pd *corev1.Pod, rt *fakeRuntime, clk *testingclock.
 
 // podsOn is a harness with no worker yet: a node's Pods over rt, as a
 // (re)started rbn-kubelet has them before virtual-kubelet hands them pods.
+// secretsFrom is a SecretFunc reading idx, the tests' stand-in for the
+// apiserver.
+func secretsFrom(idx cache.Indexer) SecretFunc {
+	l := corev1listers.NewSecretLister(idx)
+	return func(_ context.Context, pd *corev1.Pod, name string) (*corev1.Secret, error) {
+		return l.Secrets(pd.Namespace).Get(name)
+	}
+}
+
 func podsOn(t *testing.T, rt *fakeRuntime, clk *testingclock.FakeClock) *harness {
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	h := &harness{t: t, ctx: t.Context(), rt: rt, clock: clk, rec: record.NewFakeRecorder(1000), objects: idx}
 	h.pods = newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: h.rec,
-		Objects:         podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
-		TransferSecrets: corev1listers.NewSecretLister(idx),
-		RuntimeClasses:  nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
+		Objects:        podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
+		TransferSecret: secretsFrom(idx),
+		RuntimeClasses: nodev1listers.NewRuntimeClassLister(idx), Clock: clk,
 		Claims: corev1listers.NewPersistentVolumeClaimLister(idx), Volumes: corev1listers.NewPersistentVolumeLister(idx),
 	}, h.rt)
 	h.pods.NotifyPods(h.ctx, func(p *corev1.Pod) {

@@ -110,8 +110,8 @@ func TestStreamRequestWaitsForAdoption(t *testing.T) {
 	bound := map[string]bool{"ns/p": true, "ns/never": true}
 	pods := newPods(PodsConfig{
 		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: record.NewFakeRecorder(10),
-		Objects:         podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
-		TransferSecrets: corev1listers.NewSecretLister(idx), Clock: clk,
+		Objects:        podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
+		TransferSecret: secretsFrom(idx), Clock: clk,
 		Bound: func(namespace, name string) bool { return bound[namespace+"/"+name] },
 	}, newFakeRuntime(clk))
 

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/utils/clock"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
@@ -38,12 +37,12 @@ const progressInterval = 10 * time.Second
 // volumes before its first container, and its outputs, uploaded once every
 // container succeeded. Deleting the pod interrupts the one under way.
 type podTransfers struct {
-	rt      podRuntime
-	clock   clock.PassiveClock
-	event   eventFunc
-	secrets corev1listers.SecretLister
-	relay   *s3relay.Relay
-	uid     types.UID
+	rt     podRuntime
+	clock  clock.PassiveClock
+	event  eventFunc
+	secret SecretFunc
+	relay  *s3relay.Relay
+	uid    types.UID
 
 	mu        sync.Mutex
 	cancel    context.CancelFunc // interrupts the transfer under way, if any
@@ -56,8 +55,8 @@ type podTransfers struct {
 	failure  *reason
 }
 
-func newPodTransfers(rt podRuntime, clk clock.PassiveClock, event eventFunc, secrets corev1listers.SecretLister, relay *s3relay.Relay, uid types.UID) *podTransfers {
-	return &podTransfers{rt: rt, clock: clk, event: event, secrets: secrets, relay: relay, uid: uid}
+func newPodTransfers(rt podRuntime, clk clock.PassiveClock, event eventFunc, secret SecretFunc, relay *s3relay.Relay, uid types.UID) *podTransfers {
+	return &podTransfers{rt: rt, clock: clk, event: event, secret: secret, relay: relay, uid: uid}
 }
 
 // errTransfersCancelled: the pod is being deleted.
@@ -103,9 +102,10 @@ func (t *podTransfers) outputs(plan *pod.Plan) outputsState {
 // outputsDue reports whether the outputs are awaited and not uploaded, nor failed for good.
 func (t *podTransfers) outputsDue() bool { return t.awaiting && !t.done && t.failure == nil }
 
-// s3Client builds a client from the transfers' Secret.
-func (t *podTransfers) s3Client(pd *corev1.Pod, tr *rbnv1.Transfers) (*s3relay.Client, error) {
-	s, err := t.secrets.Secrets(pd.Namespace).Get(tr.SecretName)
+// s3Client builds a client from the transfers' Secret, read as the pod's
+// service account at each transfer.
+func (t *podTransfers) s3Client(ctx context.Context, pd *corev1.Pod, tr *rbnv1.Transfers) (*s3relay.Client, error) {
+	s, err := t.secret(ctx, pd, tr.SecretName)
 	if err != nil {
 		return nil, fmt.Errorf("Secret %s/%s: %w", pd.Namespace, tr.SecretName, err)
 	}
@@ -231,7 +231,7 @@ func (t *podTransfers) stageInputs(ctx context.Context, pd *corev1.Pod, plan *po
 	fail := func(msg string) error {
 		return &transferFailure{reason: pod.ReasonInputTransferFailed, msg: msg}
 	}
-	client, err := t.s3Client(pd, tr)
+	client, err := t.s3Client(ctx, pd, tr)
 	if err != nil {
 		return fail(err.Error())
 	}
@@ -286,7 +286,7 @@ func (t *podTransfers) uploadOutputs(ctx context.Context, pd *corev1.Pod, plan *
 	fail := func(msg string) error {
 		return &transferFailure{reason: pod.ReasonOutputTransferFailed, msg: msg}
 	}
-	client, err := t.s3Client(pd, tr)
+	client, err := t.s3Client(ctx, pd, tr)
 	if err != nil {
 		return fail(err.Error())
 	}

@@ -13,7 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -45,7 +44,7 @@ func stageFrom(t *testing.T, endpoint string, policy *egress.Policy) ([]string, 
 		defer mu.Unlock()
 		events = append(events, reason+": "+msg)
 	}
-	tr := newPodTransfers(newFakeRuntime(clk), clk, event, corev1listers.NewSecretLister(idx), relay, "uid-1")
+	tr := newPodTransfers(newFakeRuntime(clk), clk, event, secretsFrom(idx), relay, "uid-1")
 	plan := &pod.Plan{PodName: "rbn-uid-1", Volumes: []pod.Volume{{K8sName: "work", Kind: pod.VolumeEmptyDir, PodmanName: "rbn-uid-1-work"}},
 		Transfers: &rbnv1.Transfers{SecretName: "s3", Inputs: []rbnv1.TransferInput{{Bucket: "b", Key: "k", Volume: "work", Path: "in.bin"}}}}
 	pd := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"}}
@@ -147,7 +146,7 @@ func TestDownloadWaitsForALostHost(t *testing.T) {
 		<-waiting
 		rt.setReady(true) // reconnected
 	}()
-	tr := newPodTransfers(rt, clk, event, corev1listers.NewSecretLister(idx), relay, "uid-1")
+	tr := newPodTransfers(rt, clk, event, secretsFrom(idx), relay, "uid-1")
 	plan := &pod.Plan{PodName: "rbn-uid-1", Volumes: []pod.Volume{{K8sName: "work", Kind: pod.VolumeEmptyDir, PodmanName: "rbn-uid-1-work"}},
 		Transfers: &rbnv1.Transfers{SecretName: "s3", Inputs: []rbnv1.TransferInput{{Bucket: "b", Key: "k", Volume: "work", Path: "in.bin"}}}}
 	pd := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"}}

@@ -120,8 +120,17 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		}
 	}
 	if name := pod.TransfersSecret(pd); name != "" {
-		if s, err := p.cfg.TransferSecrets.Secrets(pd.Namespace).Get(name); err == nil {
+		s, err := p.cfg.TransferSecret(ctx, pd, name)
+		switch {
+		case err == nil:
 			in.Secrets[name] = s
+		case apierrors.IsForbidden(err):
+			// The pod waits, as for a missing Secret: the grant may come
+			// after it (RBAC applied later).
+			return in, &pod.MissingObjectError{Kind: "Secret", Namespace: pd.Namespace, Name: name, Reason: pod.ReasonCreateContainerConfigError,
+				Cause: fmt.Errorf("the Secret of the pod's S3 transfers, which its service account %s may not read (grant it get on the Secret): %w", serviceAccountOf(pd), err)}
+		case !apierrors.IsNotFound(err):
+			return in, fmt.Errorf("Secret %s/%s of the pod's S3 transfers: %w", pd.Namespace, name, err)
 		}
 	}
 	in.Claims, in.VolumeRoot = p.claims(pd), volumeRoot(p.cfg.Spec)
@@ -174,6 +183,14 @@ func (t podToken) refreshAt() time.Time {
 		at = day
 	}
 	return at
+}
+
+// serviceAccountOf is the pod's service account, as the apiserver defaults it.
+func serviceAccountOf(pd *corev1.Pod) string {
+	if pd.Spec.ServiceAccountName == "" {
+		return "default"
+	}
+	return pd.Spec.ServiceAccountName
 }
 
 // requestToken asks for the token of the pod's first projected

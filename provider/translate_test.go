@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -20,6 +20,7 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podobjects"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // A pod's Secrets and ConfigMaps are read as its node, one object at a
@@ -41,8 +42,8 @@ func TestObjectsReadAsTheNode(t *testing.T) {
 	objects := podobjects.New(t.Context(), client, podobjects.Options{SyncTimeout: 300 * time.Millisecond})
 	p := newPods(PodsConfig{
 		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"},
-		Objects:         objects,
-		TransferSecrets: corev1listers.NewSecretLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})),
+		Objects:        objects,
+		TransferSecret: secretsFrom(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})),
 	}, newFakeRuntime(clock.RealClock{}))
 	volume := func(name string, src corev1.VolumeSource) corev1.Volume {
 		return corev1.Volume{Name: name, VolumeSource: src}
@@ -84,5 +85,47 @@ func TestObjectsReadAsTheNode(t *testing.T) {
 	}
 	if _, err := objects.Secret(context.Background(), "ns", "creds"); !errors.Is(err, podobjects.ErrNotTracked) {
 		t.Errorf("after its pods are forgotten, Secret creds: %v, want ErrNotTracked", err)
+	}
+}
+
+// The Secret of a pod's S3 transfers is read as the pod's service account:
+// one the account may not read holds the pod back, saying whose grant is
+// missing; one that does not exist (yet) makes the pod wait, as before.
+func TestTransfersSecretReadAsThePod(t *testing.T) {
+	var readFor []string
+	denied := true
+	p := newPods(PodsConfig{
+		NodeName: "node-1", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "127.0.1.1"},
+		Objects: podobjects.New(t.Context(), fake.NewClientset(), podobjects.Options{}),
+		TransferSecret: func(_ context.Context, pd *corev1.Pod, name string) (*corev1.Secret, error) {
+			readFor = append(readFor, pd.Name+":"+name)
+			if denied {
+				return nil, apierrors.NewForbidden(corev1.Resource("secrets"), name, errors.New(`User "system:serviceaccount:builds:builder" cannot get resource "secrets"`))
+			}
+			return nil, apierrors.NewNotFound(corev1.Resource("secrets"), name)
+		},
+	}, newFakeRuntime(clock.RealClock{}))
+	pd := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "build", Namespace: "builds", UID: "uid-1", Annotations: map[string]string{
+			rbnv1.AnnotationTransfers: `{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "outputs": [{"volume": "work", "path": "out", "bucket": "images", "key": "demo.raw"}]}`,
+		}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "builder", RestartPolicy: corev1.RestartPolicyNever,
+			Volumes:    []corev1.Volume{{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", VolumeMounts: []corev1.VolumeMount{{Name: "work", MountPath: "/work"}}}},
+		},
+	}
+	_, err := p.translate(context.Background(), pd, "", &podToken{})
+	var missing *pod.MissingObjectError
+	if !errors.As(err, &missing) || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "which its service account builder may not read (grant it get on the Secret)") {
+		t.Fatalf("translate with a Secret the pod's account may not read: %v, want the pod to wait, saying whose grant is missing", err)
+	}
+	t.Log(err)
+	denied = false
+	if _, err = p.translate(context.Background(), pd, "", &podToken{}); !errors.As(err, &missing) {
+		t.Fatalf("translate with a Secret that does not exist: %v, want the pod to wait for it", err)
+	}
+	if want := []string{"build:s3", "build:s3"}; !slices.Equal(readFor, want) {
+		t.Errorf("reads %q, want %q", readFor, want)
 	}
 }

@@ -51,7 +51,7 @@ func TestTranslateRequestsTheTokenOnce(t *testing.T) {
 		Objects: podobjects.Listers{Secrets: corev1listers.NewSecretLister(indexer()),
 			ConfigMaps: corev1listers.NewConfigMapLister(indexer(&corev1.ConfigMap{
 				ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt", Namespace: "ns"}, Data: map[string]string{"ca.crt": "CA"}}))},
-		TransferSecrets: corev1listers.NewSecretLister(indexer()),
+		TransferSecret: secretsFrom(indexer()),
 		Token: func(context.Context, *corev1.Pod, []string, int64) (string, time.Time, error) {
 			requests++
 			return "token-1", time.Time{}, nil

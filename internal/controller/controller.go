@@ -65,13 +65,13 @@ const secretIndex = "sshSecret"
 
 // Controller serves every RemoteBuildNode of the cluster.
 type Controller struct {
-	cfg         *config.KubeletConfiguration
-	client      kubernetes.Interface
-	rbn         *rbnClient
-	shared      informers.SharedInformerFactory
+	cfg    *config.KubeletConfiguration
+	client kubernetes.Interface
+	rbn    *rbnClient
+	shared informers.SharedInformerFactory
 	// own watches rbn-kubelet's own namespace: the SSH Secrets.
-	own       informers.SharedInformerFactory
-	namespace string
+	own         informers.SharedInformerFactory
+	namespace   string
 	rbnInformer cache.SharedIndexInformer
 	// podIndex tells the node of a pod, for the kubelet API.
 	podIndex  cache.SharedIndexInformer
@@ -91,6 +91,7 @@ type Controller struct {
 	// identities keeps the nodes' client certificates (config
 	// nodeIdentities); nil: the nodes act with rbn-kubelet's account.
 	identities *nodeidentity.Issuer
+	restCfg    *rest.Config // rbn-kubelet's own
 	// blocks hands each node its block of rbn's pod network; nil: pods
 	// join their hosts' default networks.
 	blocks *podnet.Blocks
@@ -162,6 +163,7 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	}
 	c := &Controller{
 		identities: identities,
+		restCfg:    restCfg,
 		relay:      relay,
 		egress:     policy,
 		cfg:        cfg,
@@ -217,9 +219,10 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 		return nil, err
 	}
 	// Pods need Services, RuntimeClasses and their claims and volumes too,
-	// and ConfigMaps when the nodes have no identity of their own to read
-	// them with (podObjectsFor); register them before Start.
+	// and Secrets and ConfigMaps when the nodes have no identity of their
+	// own to read them with (podObjectsFor); register them before Start.
 	if identities == nil {
+		c.shared.Core().V1().Secrets().Informer()
 		c.shared.Core().V1().ConfigMaps().Informer()
 	}
 	c.shared.Core().V1().Services().Informer()
@@ -463,7 +466,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, identities: c.identities, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, restCfg: c.restCfg, identities: c.identities, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
@@ -66,7 +67,9 @@ type runtimeDeps struct {
 	relay    *s3relay.Relay
 	egress   *egress.Policy
 	hosts    *provider.HostPool
-	blocks   *podnet.Blocks // nil: no pod network
+	// restCfg is rbn-kubelet's own: where the apiserver is.
+	restCfg *rest.Config
+	blocks  *podnet.Blocks // nil: no pod network
 	// identities gives each node its client certificate; nil: the
 	// nodes act with rbn-kubelet's own account.
 	identities *nodeidentity.Issuer
@@ -101,6 +104,11 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			releaseIdentity()
 		}
 	}()
+	token := tokenFunc(nodeClient)
+	transferSecret, err := secretAsPod(d.restCfg, token)
+	if err != nil {
+		return nil, transientError(ReasonStartFailed, err)
+	}
 	objects, stopObjects := podObjectsFor(parent, d, nodeClient)
 	defer func() {
 		if err != nil {
@@ -126,18 +134,18 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	pods, err := provider.NewPods(provider.PodsConfig{
 		NodeName: name, Spec: spec, Host: host, Recorder: recorder, Logger: log,
-		ClusterDomain:   d.cfg.ClusterDomain,
-		Objects:         objects,
-		TransferSecrets: d.shared.Core().V1().Secrets().Lister(),
-		RuntimeClasses:  d.shared.Node().V1().RuntimeClasses().Lister(),
-		Claims:          d.shared.Core().V1().PersistentVolumeClaims().Lister(),
-		Volumes:         d.shared.Core().V1().PersistentVolumes().Lister(),
-		Token:           tokenFunc(nodeClient),
-		Relay:           d.relay,
-		Egress:          d.egress,
-		Retry:           podRetry(d.cfg.PodRetry),
-		PodNetwork:      block,
-		ResyncInterval:  d.cfg.PodRetry.Resync.Duration,
+		ClusterDomain:  d.cfg.ClusterDomain,
+		Objects:        objects,
+		TransferSecret: transferSecret,
+		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
+		Claims:         d.shared.Core().V1().PersistentVolumeClaims().Lister(),
+		Volumes:        d.shared.Core().V1().PersistentVolumes().Lister(),
+		Token:          token,
+		Relay:          d.relay,
+		Egress:         d.egress,
+		Retry:          podRetry(d.cfg.PodRetry),
+		PodNetwork:     block,
+		ResyncInterval: d.cfg.PodRetry.Resync.Duration,
 		Known: func(uid types.UID) (bool, bool) {
 			if !podInformer.HasSynced() {
 				return false, false

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
@@ -79,7 +80,7 @@ func TestStartRuntimeClassifiesFailures(t *testing.T) {
 	noPorts.err = errors.New("no free port")
 	deps := func() runtimeDeps {
 		return runtimeDeps{
-			client: client, shared: informers.NewSharedInformerFactory(client, 0),
+			client: client, shared: informers.NewSharedInformerFactory(client, 0), restCfg: &rest.Config{Host: "https://127.0.0.1:1"},
 			recorder: func(string) record.EventRecorder { return record.NewFakeRecorder(10) },
 			cfg:      &config.KubeletConfiguration{}, ports: noPorts,
 			hosts: provider.NewHostPool(sshconn.NewPool()),

@@ -50,14 +50,23 @@ type MissingObjectError struct {
 	// Reason is always ReasonCreateContainerConfigError, kept as a field so
 	// that callers read it the way they read UnsupportedError.Reason.
 	Reason string
+	// Cause, when set, is why the object could not be read (it may exist:
+	// the apiserver refused it).
+	Cause error
 }
 
 func (e *MissingObjectError) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("%s %q: %v", lowerFirst(e.Kind), e.Namespace+"/"+e.Name, e.Cause)
+	}
 	if e.Key != "" {
 		return fmt.Sprintf("couldn't find key %s in %s %s/%s", e.Key, e.Kind, e.Namespace, e.Name)
 	}
 	return fmt.Sprintf("%s %q not found", lowerFirst(e.Kind), e.Namespace+"/"+e.Name)
 }
+
+// Unwrap is the Cause.
+func (e *MissingObjectError) Unwrap() error { return e.Cause }
 
 func missingObject(kind, namespace, name, key string) *MissingObjectError {
 	return &MissingObjectError{Kind: kind, Namespace: namespace, Name: name, Key: key, Reason: ReasonCreateContainerConfigError}
