@@ -695,7 +695,9 @@ hosts::lock() {
 hosts::podman_bounded() {
   local i="$1" try; shift
   for try in 1 2 3; do
-    timeout --kill-after=10 120 "$(hosts::dir "$i")/podman" "$@" && return 0
+    # Without the lock's fd 9: a podman that outlives its timeout (under emulation its processes
+    # may leave timeout's process group) must not hold the lock.
+    timeout --kill-after=10 120 "$(hosts::dir "$i")/podman" "$@" 9>&- && return 0
     rbn::log "host ${i}: podman $1 failed or hung (try ${try} of 3)"
   done
   return 1
