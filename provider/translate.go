@@ -33,15 +33,18 @@ func (p *Pods) pullSecrets(ctx context.Context, pd *corev1.Pod) []*corev1.Secret
 }
 
 // trackObjects tells cfg.Objects what the pod uses: the Secrets and
-// ConfigMaps Translate reads and its imagePullSecrets.
-func (p *Pods) trackObjects(pd *corev1.Pod) {
-	secrets, configMaps := pod.ReferencedObjects(pd)
+// ConfigMaps Translate reads and its imagePullSecrets. It returns the
+// former (pod.ReferencedObjects).
+func (p *Pods) trackObjects(pd *corev1.Pod) (secrets, configMaps []string) {
+	secrets, configMaps = pod.ReferencedObjects(pd)
+	tracked := slices.Clone(secrets)
 	for _, ref := range pd.Spec.ImagePullSecrets {
-		if ref.Name != "" && !slices.Contains(secrets, ref.Name) {
-			secrets = append(secrets, ref.Name)
+		if ref.Name != "" && !slices.Contains(tracked, ref.Name) {
+			tracked = append(tracked, ref.Name)
 		}
 	}
-	p.cfg.Objects.Track(pd.UID, pd.Namespace, secrets, configMaps)
+	p.cfg.Objects.Track(pd.UID, pd.Namespace, tracked, configMaps)
+	return secrets, configMaps
 }
 
 // translate gathers what the pod references and plans the pod. podIP is
@@ -99,8 +102,7 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		in.RuntimeHandler = h
 	}
 	// Missing objects are left out: Translate says which the pod waits for.
-	p.trackObjects(pd)
-	secrets, configMaps := pod.ReferencedObjects(pd)
+	secrets, configMaps := p.trackObjects(pd)
 	for _, name := range secrets {
 		s, err := p.cfg.Objects.Secret(ctx, pd.Namespace, name)
 		switch {
@@ -128,7 +130,7 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 			// The pod waits, as for a missing Secret: the grant may come
 			// after it (RBAC applied later).
 			return in, &pod.MissingObjectError{Kind: "Secret", Namespace: pd.Namespace, Name: name, Reason: pod.ReasonCreateContainerConfigError,
-				Cause: fmt.Errorf("the Secret of the pod's S3 transfers, which its service account %s may not read (grant it get on the Secret): %w", serviceAccountOf(pd), err)}
+				Cause: fmt.Errorf("the Secret of the pod's S3 transfers, which its service account %s may not read (grant it get on the Secret): %w", ServiceAccountOf(pd), err)}
 		case !apierrors.IsNotFound(err):
 			return in, fmt.Errorf("Secret %s/%s of the pod's S3 transfers: %w", pd.Namespace, name, err)
 		}
@@ -185,8 +187,8 @@ func (t podToken) refreshAt() time.Time {
 	return at
 }
 
-// serviceAccountOf is the pod's service account, as the apiserver defaults it.
-func serviceAccountOf(pd *corev1.Pod) string {
+// ServiceAccountOf is the pod's service account, as the apiserver defaults it.
+func ServiceAccountOf(pd *corev1.Pod) string {
 	if pd.Spec.ServiceAccountName == "" {
 		return "default"
 	}

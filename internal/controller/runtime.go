@@ -435,10 +435,7 @@ const (
 // tokenFunc requests service account tokens bound to the pod, as kubelet does for projected volumes.
 func tokenFunc(client kubernetes.Interface) provider.TokenFunc {
 	return func(ctx context.Context, pd *corev1.Pod, audiences []string, exp int64) (string, time.Time, error) {
-		sa := pd.Spec.ServiceAccountName
-		if sa == "" {
-			sa = "default"
-		}
+		sa := provider.ServiceAccountOf(pd)
 		tr, err := client.CoreV1().ServiceAccounts(pd.Namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 			Spec: authenticationv1.TokenRequestSpec{
 				Audiences:         audiences,
