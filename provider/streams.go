@@ -126,47 +126,99 @@ const portForwardDrain = time.Second
 // PortForward connects stream to a TCP port of the pod (kubectl
 // port-forward): an SSH direct-tcpip channel from the host to the pod's IP,
 // which is on a bridge network the host routes to.
+//
+// stream is read to its end whatever happens here: virtual-kubelet's SPDY
+// connection hands a stream's data frames to a frame worker that it shares
+// with other streams and that waits until the data is read, so one stream
+// left unread (a forward that failed, or whose pod side broke, while the
+// client still sent) stops the streams of its worker from being answered,
+// and the connection from ever closing. Seen: after a build host's SSH
+// connection was cut, the forwards that failed during the cut left every
+// later stream of that connection without a reply (docs/services.md).
 func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int32, stream io.ReadWriteCloser) error {
-	if port < 1 || port > 65535 {
-		return errdefs.InvalidInputf("invalid port %d", port)
-	}
-	w, err := p.worker(ctx, namespace, name)
+	conn, err := p.dialPod(ctx, namespace, name, port)
 	if err != nil {
+		go drain(stream)
 		return err
-	}
-	pd := w.current()
-	if pd.Status.PodIP == "" {
-		return errdefs.InvalidInputf("pod %s/%s has no IP address yet", namespace, name)
-	}
-	if pod.Ended(pd.Status.Phase) {
-		return errdefs.InvalidInputf("pod %s/%s has ended (%s): nothing listens", namespace, name, pd.Status.Phase)
-	}
-	addr := net.JoinHostPort(pd.Status.PodIP, strconv.Itoa(int(port)))
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	conn, err := p.cfg.Host.SSH().Dial(dctx, "tcp", addr)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connect to port %d of pod %s/%s (%s) from the host: %w", port, namespace, name, addr, err)
 	}
 	defer conn.Close()
 	return splice(stream, conn, portForwardDrain)
 }
 
+// dialPod connects to a TCP port of the pod from its host.
+func (p *Pods) dialPod(ctx context.Context, namespace, name string, port int32) (net.Conn, error) {
+	if port < 1 || port > 65535 {
+		return nil, errdefs.InvalidInputf("invalid port %d", port)
+	}
+	w, err := p.worker(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	pd := w.current()
+	if pd.Status.PodIP == "" {
+		return nil, errdefs.InvalidInputf("pod %s/%s has no IP address yet", namespace, name)
+	}
+	if pod.Ended(pd.Status.Phase) {
+		return nil, errdefs.InvalidInputf("pod %s/%s has ended (%s): nothing listens", namespace, name, pd.Status.Phase)
+	}
+	addr := net.JoinHostPort(pd.Status.PodIP, strconv.Itoa(int(port)))
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := p.cfg.Host.SSH().Dial(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to port %d of pod %s/%s (%s) from the host: %w", port, namespace, name, addr, err)
+	}
+	return conn, nil
+}
+
+// drain reads the client's stream to its end (the client finishing or
+// resetting it, or its connection closing), discarding what it reads.
+func drain(client io.Reader) {
+	_, _ = io.Copy(io.Discard, client)
+}
+
+// discardAfterError writes to w until a write fails, then discards: the
+// client's stream is still read to its end (see PortForward).
+type discardAfterError struct {
+	w   io.Writer
+	err error
+}
+
+func (d *discardAfterError) Write(b []byte) (int, error) {
+	if d.err == nil {
+		if _, err := d.w.Write(b); err != nil {
+			d.err = err
+		}
+	}
+	return len(b), nil
+}
+
 // splice copies both ways between a client stream and a connection to the
 // pod. The client's EOF half-closes the connection and the pod's answer
 // still flows back; the pod's EOF ends the forward once the client's data
-// drained (at most drain later); a broken client stream ends it at once.
-func splice(client io.ReadWriter, pod net.Conn, drain time.Duration) error {
+// drained (at most grace later); a broken client stream ends it at once.
+// The client is read to its end even after splice returned.
+func splice(client io.ReadWriter, pod net.Conn, grace time.Duration) error {
 	up := make(chan error, 1)
 	down := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(pod, client)
-		if err == nil {
+		// The client is read to its end even after the pod's side broke
+		// (see PortForward); up reports the first failure, of either side.
+		toPod := &discardAfterError{w: pod}
+		_, err := io.Copy(toPod, client)
+		if err == nil && toPod.err == nil {
 			if cw, ok := pod.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			}
 		}
-		up <- err
+		switch {
+		case err != nil:
+			up <- fmt.Errorf("client stream: %w", err)
+		case toPod.err != nil:
+			up <- fmt.Errorf("to the pod: %w", toPod.err)
+		default:
+			up <- nil
+		}
 	}()
 	go func() {
 		_, err := io.Copy(client, pod)
@@ -175,14 +227,14 @@ func splice(client io.ReadWriter, pod net.Conn, drain time.Duration) error {
 	select {
 	case err := <-up:
 		if err != nil {
-			return fmt.Errorf("client stream: %w", err)
+			return err
 		}
 		if err := <-down; err != nil && !errors.Is(err, net.ErrClosed) {
 			return err
 		}
 		return nil
 	case err := <-down:
-		t := time.NewTimer(drain)
+		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
 		case <-up:

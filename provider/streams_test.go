@@ -154,3 +154,77 @@ func TestStreamRequestWaitsForAdoption(t *testing.T) {
 		t.Errorf("a bound pod never adopted: %v, want the adoption timeout", err)
 	}
 }
+
+// pipeStream is a client stream that, like a SPDY stream of
+// virtual-kubelet's, cannot take the client's next bytes until they are
+// read: send returns once splice or the drain read them.
+type pipeStream struct {
+	*io.PipeReader
+	io.Writer
+}
+
+func newPipeStream() (s pipeStream, send *io.PipeWriter) {
+	r, w := io.Pipe()
+	return pipeStream{PipeReader: r, Writer: io.Discard}, w
+}
+
+func (pipeStream) Close() error { return nil }
+
+// sent fails the test unless b is read from the stream within a bound.
+func sent(t *testing.T, send io.Writer, b string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := send.Write([]byte(b)); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sending %q: %v", b, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("nothing read %q from the client's stream: it is left unread", b)
+	}
+}
+
+// After the pod's side broke, splice ends and the client's stream is still
+// read to its end: a SPDY frame worker delivering the client's next bytes
+// must never wait on it.
+func TestSpliceReadsTheClientToItsEndAfterThePodBroke(t *testing.T) {
+	stream, send := newPipeStream()
+	podSide, server := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- splice(stream, podSide, 10*time.Millisecond) }()
+	sent(t, send, "first")
+	if _, err := io.ReadFull(server, make([]byte, len("first"))); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("splice did not end when the pod's side broke")
+	}
+	podSide.Close()
+	for _, b := range []string{"after the pod broke", "and more"} {
+		sent(t, send, b)
+	}
+	send.Close()
+}
+
+// A forward that fails before it reaches the pod (here: the pod is not on
+// this node) still reads the client's stream to its end.
+func TestPortForwardFailureReadsTheClientToItsEnd(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	pods := newPods(PodsConfig{
+		NodeName: "node-a", Spec: &rbnv1.RemoteBuildNodeSpec{Address: "192.0.2.10"}, Recorder: record.NewFakeRecorder(10),
+		Objects:        podobjects.Listers{Secrets: corev1listers.NewSecretLister(idx), ConfigMaps: corev1listers.NewConfigMapLister(idx)},
+		TransferSecret: secretsFrom(idx), Clock: clk,
+		Bound: func(string, string) bool { return false },
+	}, newFakeRuntime(clk))
+	stream, send := newPipeStream()
+	if err := pods.PortForward(t.Context(), "ns", "elsewhere", 22, stream); !errdefs.IsNotFound(err) {
+		t.Fatalf("forward to a pod not on this node: %v, want not found", err)
+	}
+	sent(t, send, "SSH-2.0-OpenSSH_9.2\r\n")
+	send.Close()
+}

@@ -99,5 +99,6 @@ var Catalogue = []CatalogueEntry{
 	{"host key changed", "rbn never connects, the node is NotReady with HostKeyMismatch and offers no pods"},
 	{"RemoteBuildNode deleted with running pods", "the pods' containers are stopped and removed from the host, the Node goes"},
 	{"SSH dropped when a volume is deleted", "the PersistentVolume waits, Released with its finalizer and its data, and goes with its data once the host is back"},
+	{"SSH dropped under a login through a Service", "the open session ends and new logins fail while the host is away; once it is back every login through the Service works again"},
 	{"rbn-kubelet's credential used to write what it does not serve", "refused by the admission policies: other Nodes, other node Leases, unbound tokens"},
 }
