@@ -167,3 +167,23 @@ func decodeProcAddr(s string) (string, bool, error) {
 	isLoopback := func(a netip.Addr) bool { return a == loopback4 || a == loopback6 || a == loopbackV4InV6 }
 	return le.String(), isLoopback(le) || isLoopback(be), nil
 }
+
+// ListenUnix asks the host's sshd to listen on the Unix socket at path and
+// forward what it accepts over the current connection (OpenSSH's
+// "streamlocal-forward@openssh.com"). sshd creates the socket with its
+// StreamLocalBindMask (0177 by default: only root may connect) and, with its
+// StreamLocalBindUnlink default (no), refuses a path that exists: the caller
+// removes a socket left from an earlier connection first. The listener ends
+// with the connection, as ListenLoopback's does. It fails at once with
+// ErrNotConnected while there is no connection.
+func (c *Client) ListenUnix(path string) (net.Listener, error) {
+	conn, err := c.connected()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := conn.ListenUnix(path)
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: listen on the host's socket %s: %w", c.addr, path, err)
+	}
+	return countedListener{Listener: ln, count: &c.channels}, nil
+}
