@@ -214,6 +214,7 @@ metricsBindAddress: 127.0.0.1:0
 logLevel: ${RBN_LOG_LEVEL:-info}
 egress: {allowedCIDRs: [127.0.0.0/8, ${RBN_STACK_NET}.0/24, ${NODE_ADDRESS}]}
 podNetwork: {cidr: 100.96.0.0/16}
+clusterServices: {forwarderDir: ${RBN_ROOT}/bin}
 YAML
 
 "${RBN_ROOT}/hack/kubelet.sh" restart

@@ -59,6 +59,7 @@ image::context() {
       rbn::die "bin/${b} is not statically linked (hack/build.sh builds with CGO_ENABLED=0)"
     cp "${RBN_ROOT}/bin/${b}" "${ctx}/bin/${b}"
   done
+  cp "${RBN_ROOT}"/bin/rbn-forward-linux-* "${ctx}/bin/"
   [[ -s /etc/ssl/certs/ca-certificates.crt ]] || rbn::die "no /etc/ssl/certs/ca-certificates.crt (apt-get install ca-certificates)"
   cp /etc/ssl/certs/ca-certificates.crt "${ctx}/rootfs/etc/ssl/certs/ca-certificates.crt"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nrbn:x:65532:65532:rbn:/nonexistent:/sbin/nologin\n' >"${ctx}/rootfs/etc/passwd"

@@ -264,6 +264,7 @@ func (w *podWorker) releaseEnded(ctx context.Context) syncResult {
 	if !pod.Ended(pd.Status.Phase) {
 		return syncResult{}
 	}
+	w.stopServices() // nothing of the pod runs to use them
 	if !w.released && w.plan != nil {
 		var dirs []string
 		for _, v := range w.plan.Volumes {

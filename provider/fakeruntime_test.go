@@ -27,6 +27,9 @@ import (
 // and volumes, with what the worker asked of it in calls. Containers run
 // until a test ends them (exit); time is the test's clock.
 type fakeRuntime struct {
+	// listenUnix, when set, makes the listeners of ListenUnix.
+	listenUnix func(path string) (net.Listener, error)
+
 	clock clock.PassiveClock
 	// info is what Info reports; nil: a podman 5.4.0 with no storage figures,
 	// or nothing when noInfo (a host not probed yet).
@@ -727,4 +730,16 @@ func (f *fakeRuntime) ExecSync(ctx context.Context, container string, cmd []stri
 
 func (f *fakeRuntime) Dial(_ context.Context, network, address string) (net.Conn, error) {
 	return nil, fmt.Errorf("dial %s %s: the fake host has no network", network, address)
+}
+
+// ListenUnix gives the listener of f.listenUnix, when a test sets it.
+func (f *fakeRuntime) ListenUnix(p string) (net.Listener, error) {
+	f.mu.Lock()
+	listen := f.listenUnix
+	f.record("listen-unix %s", p)
+	f.mu.Unlock()
+	if listen == nil {
+		return nil, errors.New("fake runtime: no listener for " + p)
+	}
+	return listen(p)
 }

@@ -25,6 +25,7 @@ import (
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
+	"github.com/remote-build-nodes/rbn/internal/svcrelay"
 )
 
 // TokenFunc requests a service account token for a pod (TokenRequest API),
@@ -68,6 +69,16 @@ type PodsConfig struct {
 	// RuntimeClasses resolve a pod's spec.runtimeClassName to its handler,
 	// as the kubelet's RuntimeClass manager does, from a shared informer.
 	RuntimeClasses nodev1listers.RuntimeClassLister
+	// ServiceRelay relays the connections of pods to the cluster Services
+	// their annotation rbn.dev/cluster-services names, and Forwarders has
+	// the program that listens for them in the pod; one of each serves
+	// every node of the process. Without them such pods wait.
+	ServiceRelay *svcrelay.Relay
+	Forwarders   *Forwarders
+	// Services resolve the cluster Services a pod's annotation
+	// rbn.dev/cluster-services names, for its /etc/hosts and its
+	// connections to them (nil: such pods wait).
+	Services corev1listers.ServiceLister
 	// Claims and Volumes resolve a pod's persistentVolumeClaim volumes to
 	// their PersistentVolumes, from shared informers; nil: such a pod waits.
 	Claims  corev1listers.PersistentVolumeClaimLister

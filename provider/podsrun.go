@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -177,6 +178,7 @@ func (p *Pods) removeOrphans(ctx context.Context) error {
 		w.terminate(0)
 	}
 	sel := map[string]string{pod.LabelNode: p.cfg.NodeName}
+	orphans := map[types.UID]bool{}
 	orphan := func(labels map[string]string) bool {
 		uid := types.UID(labels[pod.LabelPodUID])
 		if uid == "" {
@@ -189,9 +191,22 @@ func (p *Pods) removeOrphans(ctx context.Context) error {
 			return false
 		}
 		known, synced := p.cfg.Known(uid)
+		if synced && !known {
+			orphans[uid] = true
+		}
 		return synced && !known
 	}
 	removed, err := removeLabelled(ctx, p.rt, sel, orphan, "orphaned", p.cfg.Logger)
+	if len(orphans) > 0 {
+		// With their pods goes what a pod's cluster Services left on the
+		// host (there or not: rm -rf of a missing path is no error).
+		dirs := make([]string, 0, len(orphans))
+		for uid := range orphans {
+			dirs = append(dirs, servicesDir(uid))
+		}
+		slices.Sort(dirs)
+		err = errors.Join(err, p.rt.RemovePaths(ctx, dirs))
+	}
 	if p.cfg.Host != nil {
 		p.cfg.Host.recordSweep(removed, err)
 	}

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,10 @@ func TestRemoveOrphansReportsWhatItCouldNotRemove(t *testing.T) {
 	}
 	if st := h.pods.cfg.Host.SweepStats(); st.Sweeps != 2 || st.Failed != 1 || st.Removed.Pods != 1 {
 		t.Errorf("after a sweep that removed the pod: %+v, want 2 sweeps, 1 failed, 1 pod", st)
+	}
+	// What the orphan's cluster Services would have left on the host goes
+	// with it.
+	if got, want := h.rt.called("remove-paths"), "remove-paths "+servicesDir("uid-1"); !slices.Contains(got, want) {
+		t.Errorf("host paths removed: %q, want %q", got, want)
 	}
 }

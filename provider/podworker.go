@@ -67,6 +67,9 @@ type podWorker struct {
 	volumes   *podVolumes
 	transfers *podTransfers
 	probes    *podProbes
+	// services relays to the pod's cluster Services while it runs
+	// (clusterservices.go); nil: none, or not started.
+	services *podServices
 
 	// Owned by the worker goroutine.
 	plan    *pod.Plan
@@ -414,7 +417,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// observe before advance creates the first.
 	fresh := false
 	if !w.sandbox.ready {
-		var failed *transferFailure
+		var failed *podFailure
 		var err error
 		if fresh, err = w.setUpSandbox(ctx); errors.As(err, &failed) {
 			w.failed = true
@@ -627,6 +630,10 @@ func (w *podWorker) teardown(ctx context.Context, grace time.Duration) error {
 		w.report(ctx, pd, obs)
 	}
 	if err := w.removeFromHost(ctx, pd); err != nil {
+		return err
+	}
+	w.stopServices()
+	if err := w.removeServicesDir(ctx); err != nil {
 		return err
 	}
 	if err := w.volumes.remove(ctx); err != nil {

@@ -128,6 +128,10 @@ type podRuntime interface {
 	// RemovePaths removes paths on the host, directories with their
 	// content; a missing path is no error.
 	RemovePaths(ctx context.Context, paths []string) error
+	// ListenUnix listens on the Unix socket path on the host (which must
+	// not exist) over its SSH connection, a remote forward: the listener
+	// ends with the connection.
+	ListenUnix(path string) (net.Listener, error)
 	// MountVolume mounts a provisioned volume's file system where it is
 	// not mounted (hostvolume.EnsureMounted).
 	MountVolume(ctx context.Context, v hostvolume.Volume) error
@@ -364,6 +368,10 @@ func parseDiskUsage(out []byte) (map[string]int64, error) {
 }
 
 // RemovePaths runs rm -rf once for all paths.
+func (r hostRuntime) ListenUnix(path string) (net.Listener, error) {
+	return r.host.SSH().ListenUnix(path)
+}
+
 func (r hostRuntime) RemovePaths(ctx context.Context, paths []string) error {
 	if len(paths) == 0 {
 		return nil

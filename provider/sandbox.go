@@ -144,6 +144,9 @@ func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 	if err := w.volumes.fillLoaded(ctx, w.plan, infra.ImageID); err != nil {
 		return false, err
 	}
+	if err := w.startServices(ctx, infra.ImageID); err != nil {
+		return false, err
+	}
 	if need, err := w.transfers.inputsNeeded(ctx, w.plan, fresh); err != nil {
 		return false, err
 	} else if need {
@@ -158,8 +161,9 @@ func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 // needsInfraFirst says whether something must happen between the infra
 // container's start and the first container's creation: env that names the
 // pod's IP, volume files written through a loader container (which runs the
-// infra image), inputs to stage.
+// infra image), the cluster Services' forwarder (which runs in the infra
+// container's network namespace), inputs to stage.
 func needsInfraFirst(plan *pod.Plan) bool {
-	return plan.UsesPodIP || len(loaderVolumes(plan)) > 0 ||
+	return plan.UsesPodIP || len(loaderVolumes(plan)) > 0 || len(plan.ClusterServices) > 0 ||
 		plan.Transfers != nil && len(plan.Transfers.Inputs) > 0
 }

@@ -25,11 +25,6 @@ import (
 // connection. Nothing is written to rbn-kubelet's disk; the S3 credentials
 // never leave rbn-kubelet.
 
-// transferFailure is a transfer that failed for good: the pod fails with reason.
-type transferFailure struct{ reason, msg string }
-
-func (e *transferFailure) Error() string { return e.msg }
-
 // progressInterval spaces the progress events of one transfer.
 const progressInterval = 10 * time.Second
 
@@ -221,7 +216,7 @@ func (t *podTransfers) inputsNeeded(ctx context.Context, plan *pod.Plan, fresh b
 }
 
 // stage fetches the pod's inputs into its volumes, interruptibly. A
-// failure that another try cannot cure is a *transferFailure.
+// failure that another try cannot cure is a *podFailure.
 func (t *podTransfers) stage(ctx context.Context, pd *corev1.Pod, plan *pod.Plan, image string) error {
 	return t.interruptible(ctx, func(ctx context.Context) error { return t.stageInputs(ctx, pd, plan, image) })
 }
@@ -229,7 +224,7 @@ func (t *podTransfers) stage(ctx context.Context, pd *corev1.Pod, plan *pod.Plan
 func (t *podTransfers) stageInputs(ctx context.Context, pd *corev1.Pod, plan *pod.Plan, image string) error {
 	tr := plan.Transfers
 	fail := func(msg string) error {
-		return &transferFailure{reason: pod.ReasonInputTransferFailed, msg: msg}
+		return &podFailure{reason: pod.ReasonInputTransferFailed, msg: msg}
 	}
 	client, err := t.s3Client(ctx, pd, tr)
 	if err != nil {
@@ -268,7 +263,7 @@ func (t *podTransfers) stageInputs(ctx context.Context, pd *corev1.Pod, plan *po
 // upload interrupted, to try again.
 func (t *podTransfers) upload(ctx context.Context, pd *corev1.Pod, plan *pod.Plan) error {
 	err := t.interruptible(ctx, func(ctx context.Context) error { return t.uploadOutputs(ctx, pd, plan) })
-	var failed *transferFailure
+	var failed *podFailure
 	switch {
 	case errors.As(err, &failed):
 		t.failure = &reason{Reason: failed.reason, Message: failed.msg}
@@ -284,7 +279,7 @@ func (t *podTransfers) upload(ctx context.Context, pd *corev1.Pod, plan *pod.Pla
 func (t *podTransfers) uploadOutputs(ctx context.Context, pd *corev1.Pod, plan *pod.Plan) error {
 	tr := plan.Transfers
 	fail := func(msg string) error {
-		return &transferFailure{reason: pod.ReasonOutputTransferFailed, msg: msg}
+		return &podFailure{reason: pod.ReasonOutputTransferFailed, msg: msg}
 	}
 	client, err := t.s3Client(ctx, pd, tr)
 	if err != nil {

@@ -61,7 +61,7 @@ func TestInputFromDeniedEndpointFailsThePodAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = stageFrom(t, srv.URL, deny)
-	var failed *transferFailure
+	var failed *podFailure
 	if !errors.As(err, &failed) || failed.reason != pod.ReasonInputTransferFailed {
 		t.Fatalf("stage: %v, want an %s failure", err, pod.ReasonInputTransferFailed)
 	}

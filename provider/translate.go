@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/remote-build-nodes/rbn/provider/node"
 	"github.com/remote-build-nodes/rbn/provider/pod"
@@ -136,6 +137,7 @@ func (p *Pods) input(ctx context.Context, pd *corev1.Pod, podIP string, token *p
 		}
 	}
 	in.Claims, in.VolumeRoot = p.claims(pd), volumeRoot(p.cfg.Spec)
+	in.Services = p.services(pd)
 	if serviceAccountTokenSource(pd) != nil {
 		if token.value == "" {
 			if err := p.requestToken(ctx, pd, token); err != nil {
@@ -165,6 +167,22 @@ func (p *Pods) claims(pd *corev1.Pod) map[string]*pod.Claim {
 			c.PV, _ = p.cfg.Volumes.Get(pvc.Spec.VolumeName)
 		}
 		out[name] = c
+	}
+	return out
+}
+
+// services reads the cluster Services the pod's annotation names from the
+// lister; what is not there is left out (the translation waits for it).
+func (p *Pods) services(pd *corev1.Pod) map[types.NamespacedName]*corev1.Service {
+	refs := pod.ReferencedServices(pd)
+	if len(refs) == 0 || p.cfg.Services == nil {
+		return nil
+	}
+	out := make(map[types.NamespacedName]*corev1.Service, len(refs))
+	for _, ref := range refs {
+		if svc, err := p.cfg.Services.Services(ref.Namespace).Get(ref.Name); err == nil {
+			out[ref] = svc
+		}
 	}
 	return out
 }

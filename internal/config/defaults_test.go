@@ -33,8 +33,9 @@ func TestDefaults(t *testing.T) {
 				Resync: dur(10 * time.Second)},
 			Sharding: ShardingConfiguration{LeaseDuration: dur(10 * time.Second), RenewDeadline: dur(7 * time.Second),
 				RenewInterval: dur(3 * time.Second), RetryPeriod: dur(time.Second), KubeAPIQPS: 100, KubeAPIBurst: 200},
-			PodNetwork: PodNetworkConfiguration{BlockSize: 24},
-			LogFormat:  "text", LogLevel: "info",
+			PodNetwork:      PodNetworkConfiguration{BlockSize: 24},
+			ClusterServices: ClusterServicesConfiguration{ForwarderDir: "/usr/local/lib/rbn"},
+			LogFormat:       "text", LogLevel: "info",
 		}},
 		{&ExtenderConfiguration{}, &ExtenderConfiguration{
 			TypeMeta:      metav1.TypeMeta{APIVersion: APIVersion, Kind: ExtenderKind},

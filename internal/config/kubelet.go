@@ -98,6 +98,8 @@ type KubeletConfiguration struct {
 
 	PodNetwork PodNetworkConfiguration `json:"podNetwork,omitempty"`
 
+	ClusterServices ClusterServicesConfiguration `json:"clusterServices,omitempty"`
+
 	// LogFormat is text or json. LogLevel is debug, info, warn or error.
 	LogFormat string `json:"logFormat,omitempty" default:"text"`
 	LogLevel  string `json:"logLevel,omitempty" default:"info"`
@@ -202,6 +204,18 @@ type EgressConfiguration struct {
 	// on-premises S3 service or registry at a private address inside a
 	// denied network, a test stack on loopback. CIDRs or single IPs.
 	AllowedCIDRs []string `json:"allowedCIDRs,omitempty"`
+}
+
+// ClusterServicesConfiguration is how pods on build hosts reach the cluster
+// Services their annotation rbn.dev/cluster-services names
+// (docs/services.md, "The other direction").
+type ClusterServicesConfiguration struct {
+	// ForwarderDir holds rbn-forward, the static program rbn-kubelet runs
+	// in such a pod to listen on the Services' addresses, built for each
+	// architecture of the build hosts: rbn-forward-linux-<GOARCH>. rbn's
+	// image has them there; a host of an architecture with no program
+	// fails such pods, saying so.
+	ForwarderDir string `json:"forwarderDir,omitempty" default:"/usr/local/lib/rbn"`
 }
 
 // PodNetworkConfiguration is the pod network rbn owns (docs/services.md):

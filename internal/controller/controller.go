@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -41,6 +42,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
+	"github.com/remote-build-nodes/rbn/internal/svcrelay"
 	"github.com/remote-build-nodes/rbn/provider"
 )
 
@@ -85,6 +87,10 @@ type Controller struct {
 	// relay moves every node's S3 transfers, its buffer pool bounding
 	// their memory together.
 	relay *s3relay.Relay
+	// serviceRelay and forwarders serve every node's pods that reach
+	// cluster Services (SetClusterServices); nil: such pods wait.
+	serviceRelay *svcrelay.Relay
+	forwarders   *provider.Forwarders
 	// egress is where rbn-kubelet may connect for pods (S3, relayed images).
 	egress *egress.Policy
 	hosts  *provider.HostPool // the nodes' hosts: one SSH connection and poller each
@@ -230,6 +236,19 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	c.shared.Core().V1().PersistentVolumeClaims().Informer()
 	c.shared.Core().V1().PersistentVolumes().Informer()
 	return c, nil
+}
+
+// SetClusterServices relays the connections of pods to the cluster Services
+// their annotation rbn.dev/cluster-services names (docs/services.md), with
+// the forwarder programs of fw; call it before Run.
+func (c *Controller) SetClusterServices(relay *svcrelay.Relay, fw *provider.Forwarders) {
+	c.serviceRelay, c.forwarders = relay, fw
+}
+
+// ServiceLister reads the cluster's Services from the controller's cache,
+// which Run starts.
+func (c *Controller) ServiceLister() corev1listers.ServiceLister {
+	return c.shared.Core().V1().Services().Lister()
 }
 
 // SetPodNetwork makes each node's pods join its block of rbn's pod
@@ -466,7 +485,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, restCfg: c.restCfg, identities: c.identities, shared: c.shared, relay: c.relay, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, restCfg: c.restCfg, identities: c.identities, shared: c.shared, relay: c.relay, serviceRelay: c.serviceRelay, forwarders: c.forwarders, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)

@@ -34,6 +34,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podobjects"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
+	"github.com/remote-build-nodes/rbn/internal/svcrelay"
 	"github.com/remote-build-nodes/rbn/provider"
 	"github.com/remote-build-nodes/rbn/provider/node"
 	"github.com/remote-build-nodes/rbn/provider/pod"
@@ -65,8 +66,11 @@ type runtimeDeps struct {
 	cfg      *config.KubeletConfiguration
 	ports    NodePorts // nil: every node on cfg.KubeletPort
 	relay    *s3relay.Relay
-	egress   *egress.Policy
-	hosts    *provider.HostPool
+	// serviceRelay and forwarders: see Controller.SetClusterServices.
+	serviceRelay *svcrelay.Relay
+	forwarders   *provider.Forwarders
+	egress       *egress.Policy
+	hosts        *provider.HostPool
 	// restCfg is rbn-kubelet's own: where the apiserver is.
 	restCfg *rest.Config
 	blocks  *podnet.Blocks // nil: no pod network
@@ -139,9 +143,12 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 		TransferSecret: transferSecret,
 		RuntimeClasses: d.shared.Node().V1().RuntimeClasses().Lister(),
 		Claims:         d.shared.Core().V1().PersistentVolumeClaims().Lister(),
+		Services:       d.shared.Core().V1().Services().Lister(),
 		Volumes:        d.shared.Core().V1().PersistentVolumes().Lister(),
 		Token:          token,
 		Relay:          d.relay,
+		ServiceRelay:   d.serviceRelay,
+		Forwarders:     d.forwarders,
 		Egress:         d.egress,
 		Retry:          podRetry(d.cfg.PodRetry),
 		PodNetwork:     block,

@@ -42,7 +42,7 @@ func (e *VolumeNotReadyError) Error() string {
 // heal: the kubelet keeps retrying until the object appears, and a caller may
 // do the same.
 type MissingObjectError struct {
-	Kind      string // "Secret" or "ConfigMap"
+	Kind      string // "Secret", "ConfigMap" or "Service"
 	Namespace string
 	Name      string
 	// Key is the missing key; empty when the whole object is missing.

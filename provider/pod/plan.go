@@ -54,6 +54,10 @@ type Input struct {
 	// seen by $(VAR) expansion after the container's own variables and added
 	// for names the container does not define.
 	ServiceEnv map[string]string
+	// Services are the cluster Services the pod's annotation
+	// rbn.dev/cluster-services names (ReferencedServices), by namespace and
+	// name; a missing one keeps the pod waiting.
+	Services map[types.NamespacedName]*corev1.Service
 	// HostPathAllowlist: hostPath volumes must lie at or below one of these.
 	HostPathAllowlist []string
 	// Secrets and ConfigMaps referenced by the pod (volumes, env, envFrom;
@@ -118,6 +122,9 @@ type Plan struct {
 	// HostAliases are the pod's /etc/hosts entries (spec.hostAliases), one
 	// "hostname:ip" per hostname, in the order the kubelet writes them.
 	HostAliases []string
+	// ClusterServices are the cluster Services the pod reaches through rbn
+	// (annotation rbn.dev/cluster-services), their names in HostAliases.
+	ClusterServices []ClusterService `json:",omitempty"`
 	// ShareProcessNamespace: the pod's containers share one PID namespace,
 	// the infra container's, whose pause process is PID 1.
 	ShareProcessNamespace bool

@@ -59,6 +59,9 @@ func (t *translator) sandbox(plan *Plan) error {
 	if plan.HostAliases, err = hostAliases(s.HostAliases); err != nil {
 		return err
 	}
+	if err := t.clusterServices(plan); err != nil {
+		return err
+	}
 	plan.ShareProcessNamespace = s.ShareProcessNamespace != nil && *s.ShareProcessNamespace
 	if plan.Resources, err = podResources(s.Resources); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containers/podman/v5/pkg/specgen"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/remote-build-nodes/rbn/internal/golden"
@@ -33,6 +34,9 @@ type goldenCase struct {
 	ServiceAccountToken string              `json:"serviceAccountToken,omitempty"`
 	Secrets             []corev1.Secret     `json:"secrets,omitempty"`
 	ConfigMaps          []corev1.ConfigMap  `json:"configMaps,omitempty"`
+	// Services are the cluster Services the pod may name in its
+	// rbn.dev/cluster-services annotation.
+	Services []corev1.Service `json:"services,omitempty"`
 	// RuntimeHandler is the handler of the pod's RuntimeClass, which the
 	// caller resolves; HostRuntimes the host podman's OCI runtimes.
 	RuntimeHandler       string   `json:"runtimeHandler,omitempty"`
@@ -76,7 +80,11 @@ func (gc *goldenCase) input() Input {
 		Secrets:              map[string]*corev1.Secret{},
 		ConfigMaps:           map[string]*corev1.ConfigMap{},
 		Claims:               map[string]*Claim{},
+		Services:             map[types.NamespacedName]*corev1.Service{},
 		VolumeRoot:           gc.VolumeRoot,
+	}
+	for i := range gc.Services {
+		in.Services[types.NamespacedName{Namespace: gc.Services[i].Namespace, Name: gc.Services[i].Name}] = &gc.Services[i]
 	}
 	for i := range gc.Claims {
 		in.Claims[gc.Claims[i].PVC.Name] = &Claim{PVC: &gc.Claims[i].PVC, PV: gc.Claims[i].PV}
@@ -101,6 +109,9 @@ type goldenOutput struct {
 	PodSpec *specgen.PodSpecGenerator `json:"podSpec"`
 	// ContainerSpecs in run order (init containers first), attempt 0.
 	ContainerSpecs []namedSpec `json:"containerSpecs"`
+	// Forwarder is the container of rbn-forward, for a pod that names
+	// cluster Services.
+	Forwarder *specgen.SpecGenerator `json:"forwarder,omitempty"`
 }
 
 type namedSpec struct {
@@ -183,6 +194,9 @@ func renderCase(t *testing.T, inputPath string) ([]byte, bool) {
 			t.Fatalf("ContainerSpec(%s): %v", c.K8sName, err)
 		}
 		out.ContainerSpecs = append(out.ContainerSpecs, namedSpec{Container: c.K8sName, Spec: s})
+	}
+	if len(plan.ClusterServices) > 0 {
+		out.Forwarder = ForwarderSpec(plan, gc.Pod.UID, "INFRA-IMAGE", "/run/rbn/services/"+string(gc.Pod.UID))
 	}
 	b, err := yaml.Marshal(out)
 	if err != nil {

@@ -29,7 +29,9 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/provisioner"
 	"github.com/remote-build-nodes/rbn/internal/sharding"
+	"github.com/remote-build-nodes/rbn/internal/svcrelay"
 	"github.com/remote-build-nodes/rbn/internal/version"
+	"github.com/remote-build-nodes/rbn/provider"
 )
 
 // Run runs rbn-kubelet with args (without the program name) until ctx ends.
@@ -131,6 +133,11 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
 		metrics.NewVolumeRootCollector(volumeRoots(ctrl)),
 		metrics.NewImageCollectionCollector(imageCollections(ctrl)), metrics.NewPodTimesCollector(podTimes(ctrl)))
+	serviceRelay, err := svcrelay.New(svcrelay.Config{Resolver: svcrelay.NewServiceResolver(ctrl.ServiceLister()), Metrics: svcrelay.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	ctrl.SetClusterServices(serviceRelay, provider.NewForwarders(cfg.ClusterServices.ForwarderDir))
 	metricsLn, err := metrics.Listen(cfg.MetricsBindAddress)
 	if err != nil {
 		return err
