@@ -196,13 +196,22 @@ func (p *Pods) relayServices(log *slog.Logger, pd *corev1.Pod, plan *pod.Plan) *
 	go func() {
 		defer p.running.Done()
 		defer close(s.done)
+		last := ""
 		for {
 			changed := p.rt.Changed()
-			err := p.serveSocket(ctx, socket, name, routes)
+			listened, err := p.serveSocket(ctx, socket, name, routes)
 			if ctx.Err() != nil {
 				return
 			}
-			log.Info("cluster services: relay stopped, listening again once the host is back", "err", err)
+			// Once per distinct failure since it last listened: a host
+			// away for long fails every retry alike.
+			if listened {
+				last = ""
+			}
+			if msg := fmt.Sprint(err); msg != last {
+				last = msg
+				log.Info("cluster services: relay stopped, listening again once the host is back", "err", err)
+			}
 			t := p.cfg.Clock.NewTimer(p.cfg.Retry.Create)
 			select {
 			case <-ctx.Done():
@@ -218,19 +227,20 @@ func (p *Pods) relayServices(log *slog.Logger, pd *corev1.Pod, plan *pod.Plan) *
 }
 
 // serveSocket listens on socket (removing one an earlier connection left:
-// sshd does not replace it) and relays until the listener or ctx ends.
-func (p *Pods) serveSocket(ctx context.Context, socket, pod string, routes svcrelay.Routes) error {
+// sshd does not replace it) and relays until the listener or ctx ends;
+// listened tells whether it got as far as listening.
+func (p *Pods) serveSocket(ctx context.Context, socket, pod string, routes svcrelay.Routes) (listened bool, _ error) {
 	if !p.rt.Ready() {
-		return errors.New("the build host is not ready")
+		return false, errors.New("the build host is not ready")
 	}
 	if err := p.rt.RemovePaths(ctx, []string{socket}); err != nil {
-		return err
+		return false, err
 	}
 	ln, err := p.rt.ListenUnix(socket)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return p.cfg.ServiceRelay.Serve(ctx, ln, pod, routes)
+	return true, p.cfg.ServiceRelay.Serve(ctx, ln, pod, routes)
 }
 
 // removeServicesDir removes the pod's socket directory from the host, for a
