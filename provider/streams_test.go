@@ -18,37 +18,15 @@ import (
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podobjects"
+	"github.com/remote-build-nodes/rbn/internal/testnet"
 	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
-
-// tcpPair returns both ends of a loopback TCP connection (which, unlike
-// net.Pipe, can be half-closed, as an SSH channel can).
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // A request-then-EOF client (kubectl port-forward closes its side when
 // the local client does) still gets the whole answer of the pod.
 func TestSpliceClientHalfCloseGetsAnswer(t *testing.T) {
-	client, clientSide := tcpPair(t) // client <-> rbn
-	podSide, server := tcpPair(t)    // rbn <-> pod
+	client, clientSide := testnet.TCPPair(t) // client <-> rbn
+	podSide, server := testnet.TCPPair(t)    // rbn <-> pod
 	done := make(chan error, 1)
 	go func() {
 		done <- splice(clientSide, podSide, time.Second)
@@ -67,7 +45,7 @@ func TestSpliceClientHalfCloseGetsAnswer(t *testing.T) {
 	if _, err := client.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	client.(*net.TCPConn).CloseWrite()
+	client.CloseWrite()
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(client)
 	if err != nil {
@@ -84,8 +62,8 @@ func TestSpliceClientHalfCloseGetsAnswer(t *testing.T) {
 // The pod closing its end finishes the forward even while the client
 // keeps its side open.
 func TestSplicePodCloseEnds(t *testing.T) {
-	_, clientSide := tcpPair(t)
-	podSide, server := tcpPair(t)
+	_, clientSide := testnet.TCPPair(t)
+	podSide, server := testnet.TCPPair(t)
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- splice(clientSide, podSide, 100*time.Millisecond) }()

@@ -8,26 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// tcpPair is both ends of a loopback TCP connection (which half-closes).
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
+	"github.com/remote-build-nodes/rbn/internal/testnet"
+)
 
 type result struct {
 	aToB, bToA int64
@@ -55,8 +38,8 @@ func wait(t *testing.T, done <-chan result) result {
 // whole answer; bytes buffered in a side's Reader come first; both ways
 // are counted.
 func TestRelayHalfCloseAndCounts(t *testing.T) {
-	client, relayClient := tcpPair(t)
-	relayServer, server := tcpPair(t)
+	client, relayClient := testnet.TCPPair(t)
+	relayServer, server := testnet.TCPPair(t)
 	// The relay already read "hel" from the client with a header.
 	buffered := bufio.NewReader(io.MultiReader(strings.NewReader("hel"), relayClient))
 	var toClient, toServer atomic.Int64
@@ -66,12 +49,12 @@ func TestRelayHalfCloseAndCounts(t *testing.T) {
 	go func() {
 		req, _ := io.ReadAll(server) // to the client's half-close
 		_, _ = server.Write([]byte(strings.ToUpper(string(req))))
-		server.(*net.TCPConn).CloseWrite()
+		server.CloseWrite()
 	}()
 	if _, err := client.Write([]byte("lo")); err != nil {
 		t.Fatal(err)
 	}
-	client.(*net.TCPConn).CloseWrite()
+	client.CloseWrite()
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(client)
 	if err != nil || string(got) != "HELLO" {
@@ -87,10 +70,10 @@ func TestRelayHalfCloseAndCounts(t *testing.T) {
 // EOF: its peer learns that no more comes, and the relay ends without an
 // error.
 func TestRelayWithoutHalfCloseClosesBoth(t *testing.T) {
-	client, relayClient := tcpPair(t)
+	client, relayClient := testnet.TCPPair(t)
 	relayServer, server := net.Pipe()
 	done := run(Side{Conn: relayClient}, Side{Conn: relayServer})
-	go func() { _, _ = client.Write([]byte("x")); client.(*net.TCPConn).CloseWrite() }()
+	go func() { _, _ = client.Write([]byte("x")); client.CloseWrite() }()
 	server.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(server)
 	if err != nil || string(got) != "x" {
@@ -108,10 +91,10 @@ func TestRelayWithoutHalfCloseClosesBoth(t *testing.T) {
 // An error one way (the server's connection reset) ends both at once and
 // is returned.
 func TestRelayErrorClosesBoth(t *testing.T) {
-	client, relayClient := tcpPair(t)
-	relayServer, server := tcpPair(t)
+	client, relayClient := testnet.TCPPair(t)
+	relayServer, server := testnet.TCPPair(t)
 	done := run(Side{Conn: relayClient}, Side{Conn: relayServer})
-	server.(*net.TCPConn).SetLinger(0)
+	server.SetLinger(0)
 	server.Close() // a reset
 	if r := wait(t, done); r.err == nil {
 		t.Fatalf("relay: %+v, want the reset", r)

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
+
+	"github.com/remote-build-nodes/rbn/internal/testnet"
 )
 
 // fakeStream is one end of a port-forward stream: reads from r, writes to w.
@@ -154,32 +156,11 @@ func wait(t *testing.T, done <-chan struct{}, what string) {
 	}
 }
 
-// tcpPair returns the two ends of a loopback TCP connection (half-close
-// needs a real one).
-func tcpPair(t *testing.T) (client, accepted *net.TCPConn) {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ln.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); a.Close() })
-	return c, a
-}
-
 // serve runs r.Serve for a new client connection and returns the client
 // end and a channel closed when Serve returns.
 func serve(t *testing.T, r *Relay, tg Target) (*net.TCPConn, chan struct{}) {
 	t.Helper()
-	client, accepted := tcpPair(t)
+	client, accepted := testnet.TCPPair(t)
 	done := make(chan struct{})
 	go func() { defer close(done); r.Serve(t.Context(), accepted, tg) }()
 	return client, done
