@@ -10,16 +10,20 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 )
 
 // The admission policies of manifests/rbac/admission.yaml fence what
@@ -170,4 +174,59 @@ func TestKubeletWritesFenced(t *testing.T) {
 		})
 	})
 
+	t.Run("node services", func(t *testing.T) {
+		if !s.InCluster {
+			t.Skip("nodeServices is on where rbn runs in the cluster (manifests/): in this local stack rbn-kubelet writes no Services")
+		}
+		svcs := func(c kubernetes.Interface) corev1client.ServiceInterface {
+			return c.CoreV1().Services(framework.RBNNamespace)
+		}
+		slices := func(c kubernetes.Interface) discoveryclient.EndpointSliceInterface {
+			return c.DiscoveryV1().EndpointSlices(framework.RBNNamespace)
+		}
+		plain := func(name string) *corev1.Service {
+			return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 10250}}}}
+		}
+		// rbn-extender's Service and its slice are not its to touch.
+		refused(t, "rbn-kubelet-node-services", func(c kubernetes.Interface) error {
+			return svcs(c).Delete(ctx, "rbn-extender", metav1.DeleteOptions{DryRun: dry})
+		})
+		extenderSlices, err := slices(admin).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=rbn-extender"})
+		if err != nil || len(extenderSlices.Items) == 0 {
+			t.Fatalf("rbn-extender's EndpointSlices: %v, %v", extenderSlices, err)
+		}
+		refused(t, "rbn-kubelet-node-services", func(c kubernetes.Interface) error {
+			hijacked := extenderSlices.Items[0].DeepCopy()
+			hijacked.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.42.0.200"}}}
+			_, err := slices(c).Update(ctx, hijacked, metav1.UpdateOptions{DryRun: dry})
+			return err
+		})
+		// A node Service that selects pods, or claims an external IP.
+		refused(t, "rbn-kubelet-node-services", func(c kubernetes.Interface) error {
+			svc := plain("rbn-node-fence-" + rand.String(5))
+			svc.Spec.Selector = map[string]string{"app": "anything"}
+			_, err := svcs(c).Create(ctx, svc, metav1.CreateOptions{DryRun: dry})
+			return err
+		})
+		refused(t, "rbn-kubelet-node-services", func(c kubernetes.Interface) error {
+			svc := plain("rbn-node-fence-" + rand.String(5))
+			svc.Spec.ExternalIPs = []string{"192.0.2.10"}
+			_, err := svcs(c).Create(ctx, svc, metav1.CreateOptions{DryRun: dry})
+			return err
+		})
+		// Its own: a node's Service and the slice that leads it to a replica.
+		allowed(t, func(c kubernetes.Interface) error {
+			_, err := svcs(c).Create(ctx, plain("rbn-node-fence-"+rand.String(5)), metav1.CreateOptions{DryRun: dry})
+			return err
+		})
+		own, err := slices(admin).Get(ctx, nodeservice.Name(served.Name), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		allowed(t, func(c kubernetes.Interface) error {
+			_, err := slices(c).Update(ctx, own, metav1.UpdateOptions{DryRun: dry})
+			return err
+		})
+	})
 }

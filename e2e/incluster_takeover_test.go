@@ -181,7 +181,12 @@ func (tk *takeover) kubeletEndpoint(t *testing.T, node string) string {
 			addr = a.Address
 		}
 	}
-	return net.JoinHostPort(addr, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+	advertised := net.JoinHostPort(addr, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+	ip, port, viaService, err := tk.KubeletTarget(context.Background(), n)
+	if err != nil || !viaService {
+		return advertised
+	}
+	return advertised + " -> " + net.JoinHostPort(ip, strconv.Itoa(int(port)))
 }
 
 // ended waits until every session's kubectl has exited.
@@ -406,13 +411,17 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 			if c := framework.ReadyCondition(n); c.Status != corev1.ConditionTrue {
 				return false, fmt.Sprintf("%s Ready=%s %s", name, c.Status, c.Reason)
 			}
-			if addrs := internalIPs(n); len(addrs) != 1 || addrs[0] != ip {
-				return false, fmt.Sprintf("%s advertises %v, its holder %s is at %s", name, addrs, holders[name], ip)
+			target, port, _, err := tk.KubeletTarget(ctx, n)
+			if err != nil {
+				return false, err.Error()
+			}
+			if target != ip {
+				return false, fmt.Sprintf("%s is served at %s, its holder %s is at %s", name, target, holders[name], ip)
 			}
 			// A restarted container keeps its pod's IP and identity (so the
 			// Lease and the Node look served already): the node's kubelet
 			// port must accept connections too.
-			addr := net.JoinHostPort(ip, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+			addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
 			conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 			if err != nil {
 				return false, fmt.Sprintf("%s's kubelet port %s: %v", name, addr, err)

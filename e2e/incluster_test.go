@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 	"github.com/remote-build-nodes/rbn/scheduler/server"
 )
 
@@ -56,17 +57,34 @@ func TestInClusterRBN(t *testing.T) {
 		}
 	}
 
-	// Every build node advertises the pod IP of the replica holding its
-	// Lease as its kubelet API address.
+	// Every build node has an address of its own (config nodeServices, as
+	// manifests/ sets it): its InternalIP is the ClusterIP of its Service
+	// rbn-system/rbn-node-<name>, its kubelet port 10250, and the Service's
+	// EndpointSlice leads to the pod IP of the replica holding its Lease.
 	nodes := s.buildNodes(t)
 	holders, err := s.LeaseHolders(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	addresses := map[string]string{}
 	for _, name := range nodes {
 		n, _ := s.Node(t, name)
-		if ip, addrs := kubeletIPs[holders[name]], internalIPs(n); ip == "" || len(addrs) != 1 || addrs[0] != ip {
-			t.Errorf("node %s: InternalIP %v, want the pod IP %q of its Lease's holder %q (replicas %v)", name, addrs, ip, holders[name], kubeletIPs)
+		svc, err := s.Client.CoreV1().Services(framework.RBNNamespace).Get(ctx, nodeservice.Name(name), metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("node %s: its Service: %v", name, err)
+			continue
+		}
+		if addrs, port := internalIPs(n), n.Status.DaemonEndpoints.KubeletEndpoint.Port; len(addrs) != 1 || addrs[0] != svc.Spec.ClusterIP || port != 10250 {
+			t.Errorf("node %s: InternalIP %v port %d, want its Service's ClusterIP %s and 10250", name, addrs, port, svc.Spec.ClusterIP)
+		}
+		if other, ok := addresses[svc.Spec.ClusterIP]; ok {
+			t.Errorf("nodes %s and %s share address %s", name, other, svc.Spec.ClusterIP)
+		}
+		addresses[svc.Spec.ClusterIP] = name
+		ip, port, viaService, err := s.KubeletTarget(ctx, n)
+		if want := kubeletIPs[holders[name]]; err != nil || !viaService || ip != want || port == 10250 {
+			t.Errorf("node %s: served at %s:%d (via its Service %v, %v), want the node's own port at the pod IP %q of its Lease's holder %q (replicas %v)",
+				name, ip, port, viaService, err, want, holders[name], kubeletIPs)
 		}
 	}
 

@@ -14,10 +14,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/provider"
 )
@@ -459,6 +461,14 @@ func TestDeleteRemoteBuildNodeRemovesNode(t *testing.T) {
 	_, err := s.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(context.Background(), name, metav1.GetOptions{})
 	if err == nil {
 		t.Errorf("lease %s left behind", name)
+	}
+	if s.InCluster { // nodeServices, as manifests/ sets it
+		if _, err := s.Client.CoreV1().Services(framework.RBNNamespace).Get(context.Background(), nodeservice.Name(name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("node Service %s left behind (%v)", nodeservice.Name(name), err)
+		}
+		if _, err := s.Client.DiscoveryV1().EndpointSlices(framework.RBNNamespace).Get(context.Background(), nodeservice.Name(name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("node EndpointSlice %s left behind (%v)", nodeservice.Name(name), err)
+		}
 	}
 	// Nothing would sweep them later: they go with the node.
 	left := onHost()

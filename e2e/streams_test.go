@@ -267,8 +267,9 @@ spec:%s
 	check("current run", s.Kubectl(t, "-n", ns, "logs", "restarter"), "second run\n")
 }
 
-// Across a restart of rbn-kubelet each node keeps the kubelet port its
-// Node advertises (the apiserver is never pointed at another node's port),
+// Across a restart of rbn-kubelet each node keeps the kubelet address and
+// port its Node advertises (the apiserver is never pointed at another
+// node's port),
 // and a pod that had ended still shows its logs, timestamps as kubelet's.
 func TestStreamsNodePortsSurviveKubeletRestart(t *testing.T) {
 	s := newStack(t)
@@ -281,10 +282,15 @@ func TestStreamsNodePortsSurviveKubeletRestart(t *testing.T) {
 	if got := s.Kubectl(t, "-n", ns, "logs", "done"); got != "finished work\n" {
 		t.Fatalf("logs before the restart: %q", got)
 	}
-	ports := map[string]int32{}
+	// Where each node is advertised: the replica's address and the node's
+	// port, or (nodeServices) the node's Service and 10250.
+	endpoints := map[string]string{}
+	advertised := func(n *corev1.Node) string {
+		return fmt.Sprintf("%v:%d", internalIPs(n), n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	}
 	for i := 1; i <= 2; i++ {
 		n, _ := s.Node(t, s.Host(t, i)["NAME"])
-		ports[n.Name] = n.Status.DaemonEndpoints.KubeletEndpoint.Port
+		endpoints[n.Name] = advertised(n)
 	}
 	s.KubeletSh(t, "restart")
 	s.WaitNodeReady(t, p.Spec.NodeName, corev1.ConditionTrue, nil, time.Minute)
@@ -295,10 +301,10 @@ func TestStreamsNodePortsSurviveKubeletRestart(t *testing.T) {
 	if got := s.Kubectl(t, "-n", ns, "logs", "done", "--timestamps", "--tail=1"); !timestamped.MatchString(strings.TrimSpace(got)) {
 		t.Errorf("logs --timestamps after the restart: %q", got)
 	}
-	for name, port := range ports {
+	for name, was := range endpoints {
 		n, _ := s.Node(t, name)
-		if got := n.Status.DaemonEndpoints.KubeletEndpoint.Port; got != port {
-			t.Errorf("node %s moved from kubelet port %d to %d across the restart", name, port, got)
+		if got := advertised(n); got != was {
+			t.Errorf("node %s moved from kubelet endpoint %s to %s across the restart", name, was, got)
 		}
 	}
 }
@@ -1047,17 +1053,8 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 		}
 	}
 	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "nobody")
-	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "scraper")
-	role := "e2e-node-stats-" + ns
-	// Read-only access, nodes/proxy included (as monitoring agents are given).
-	s.Kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics,nodes/proxy")
-	s.Kubectl(t, "create", "clusterrolebinding", role, "--clusterrole="+role, "--serviceaccount="+ns+":scraper")
-	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "clusterrolebinding", role)
-		_, _ = s.KubectlErr("delete", "clusterrole", role)
-	})
 	nobody := strings.TrimSpace(s.Kubectl(t, "-n", ns, "create", "token", "nobody"))
-	scraper := strings.TrimSpace(s.Kubectl(t, "-n", ns, "create", "token", "scraper"))
+	scraper := s.scraperToken(t, ns)
 	if code, body := call("GET", "/stats/summary", nobody); code != http.StatusForbidden || !strings.Contains(body, "nobody") {
 		t.Errorf("token without RBAC: %d %q, want 403", code, body)
 	}

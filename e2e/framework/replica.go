@@ -13,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 )
 
 // Where the replicas of rbn-kubelet record which one serves which node
@@ -186,4 +190,32 @@ func (s *Stack) PrimaryKubeletPorts() (first, last int32, err error) {
 	}
 	p, _ := strconv.Atoi(string(m[1]))
 	return int32(p) + 1, int32(p) + 200, nil
+}
+
+// KubeletTarget is where node's kubelet API is served: the replica's pod IP
+// and the node's own port there. A Node that advertises its Service
+// (config nodeServices) is led there by its EndpointSlice; else it
+// advertises the replica's address and port itself. viaService says which.
+func (s *Stack) KubeletTarget(ctx context.Context, n *corev1.Node) (ip string, port int32, viaService bool, err error) {
+	var addr string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addr = a.Address
+		}
+	}
+	svc, err := s.Client.CoreV1().Services(RBNNamespace).Get(ctx, nodeservice.Name(n.Name), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || (err == nil && svc.Spec.ClusterIP != addr) {
+		return addr, n.Status.DaemonEndpoints.KubeletEndpoint.Port, false, nil
+	}
+	if err != nil {
+		return "", 0, false, err
+	}
+	slice, err := s.Client.DiscoveryV1().EndpointSlices(RBNNamespace).Get(ctx, nodeservice.Name(n.Name), metav1.GetOptions{})
+	if err != nil {
+		return "", 0, true, err
+	}
+	if len(slice.Endpoints) != 1 || len(slice.Endpoints[0].Addresses) != 1 || len(slice.Ports) != 1 || slice.Ports[0].Port == nil {
+		return "", 0, true, fmt.Errorf("EndpointSlice %s/%s leads to %v ports %v, want one address and port", RBNNamespace, slice.Name, slice.Endpoints, slice.Ports)
+	}
+	return slice.Endpoints[0].Addresses[0], *slice.Ports[0].Port, true, nil
 }

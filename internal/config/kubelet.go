@@ -77,6 +77,20 @@ type KubeletConfiguration struct {
 	// (internal/nodeidentity, internal/podobjects). Off, rbn-kubelet's own
 	// account needs manifests/rbac/without-node-identities.yaml.
 	NodeIdentities *bool `json:"nodeIdentities,omitempty" default:"true"`
+	// NodeServices gives each served node an address of its own, as every
+	// kubelet has: a Service without selector rbn-node-<name> in
+	// rbn-kubelet's namespace, whose ClusterIP is the Node's InternalIP and
+	// whose port 10250 (the Node's kubelet port) leads, through an
+	// EndpointSlice, to the node's port on the replica serving it
+	// (internal/nodeservice). Prometheus's kubelet scrape
+	// (<InternalIP>:10250), metrics-server and the apiserver then reach each
+	// node there. Each node's serving certificate names that ClusterIP: it
+	// is requested of the kubernetes.io/kubelet-serving signer, and
+	// rbn-approver approves it. The apiserver must reach ClusterIPs (it
+	// does where its host runs kube-proxy). Off, every node advertises
+	// NodeAddress and its own port of KubeletPortRange, and TLSCertFile
+	// serves them all.
+	NodeServices bool `json:"nodeServices,omitempty"`
 	// NodeLeaseDurationSeconds is the duration of each node's Lease; it is renewed every quarter of it.
 	NodeLeaseDurationSeconds int32 `json:"nodeLeaseDurationSeconds,omitempty" default:"40"`
 	// NodeStatusReportFrequency is how often a node's status is written when nothing changed.

@@ -39,6 +39,7 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/egress"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 	"github.com/remote-build-nodes/rbn/internal/podnet"
 	"github.com/remote-build-nodes/rbn/internal/s3relay"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -97,7 +98,9 @@ type Controller struct {
 	// identities keeps the nodes' client certificates (config
 	// nodeIdentities); nil: the nodes act with rbn-kubelet's account.
 	identities *nodeidentity.Issuer
-	restCfg    *rest.Config // rbn-kubelet's own
+	// serving keeps the nodes' serving certificates (config nodeServices).
+	serving ServingCertificates
+	restCfg *rest.Config // rbn-kubelet's own
 	// blocks hands each node its block of rbn's pod network; nil: pods
 	// join their hosts' default networks.
 	blocks *podnet.Blocks
@@ -167,8 +170,16 @@ func New(cfg *config.KubeletConfiguration, restCfg *rest.Config, client kubernet
 	if cfg.NodeIdentities != nil && *cfg.NodeIdentities { // defaulted to true when loaded
 		identities = nodeidentity.NewIssuer(nodeidentity.IssuerConfig{Base: restCfg, Requester: client})
 	}
+	var serving ServingCertificates
+	switch {
+	case cfg.NodeServices && identities != nil:
+		serving = identities
+	case cfg.NodeServices:
+		serving = nodeidentity.NewIssuer(nodeidentity.IssuerConfig{Base: restCfg, Requester: client})
+	}
 	c := &Controller{
 		identities: identities,
+		serving:    serving,
 		restCfg:    restCfg,
 		relay:      relay,
 		egress:     policy,
@@ -485,7 +496,7 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 		if start == nil {
 			start = startRuntime
 		}
-		rt, err = start(ctx, runtimeDeps{client: c.client, restCfg: c.restCfg, identities: c.identities, shared: c.shared, relay: c.relay, serviceRelay: c.serviceRelay, forwarders: c.forwarders, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
+		rt, err = start(ctx, runtimeDeps{client: c.client, restCfg: c.restCfg, identities: c.identities, serving: c.serving, namespace: c.namespace, owner: rbn.UID, shared: c.shared, relay: c.relay, serviceRelay: c.serviceRelay, forwarders: c.forwarders, egress: c.egress, recorder: c.recorderFor, cfg: c.cfg, ports: ports, hosts: c.hosts, blocks: c.blocks, clock: c.clock},
 			name, hash, spec, key, knownHosts, func() { c.queue.Add(name) })
 		if err != nil {
 			reason, transient := classifyStart(err)
@@ -739,6 +750,11 @@ func (c *Controller) finalize(ctx context.Context, rbn *rbnv1.RemoteBuildNode) e
 	err = c.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, rbn.Name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete lease %s: %w", rbn.Name, err)
+	}
+	if c.cfg.NodeServices {
+		if err := nodeservice.Delete(ctx, c.client, c.namespace, rbn.Name); err != nil {
+			return err
+		}
 	}
 	log.Info("node removed")
 	return removeFinalizer()

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/config"
 )
 
 // recordingBroadcaster gives every recorder the one FakeRecorder, so a test
@@ -357,7 +358,18 @@ func TestFinalize(t *testing.T) {
 		wantDeletes []string
 		// wantPatch is the finalizer patch sent; "" for none.
 		wantPatch string
+		// nodeServices: config nodeServices.
+		nodeServices bool
 	}{{
+		name:         "with node Services: the node's Service and EndpointSlice go too",
+		finalizers:   []string{rbnv1.Finalizer},
+		objects:      []runtime.Object{node("n1"), lease("n1")},
+		nodeServices: true,
+		wantDeletes: []string{
+			"nodes /n1", "leases " + corev1.NamespaceNodeLease + "/n1", "endpointslices rbn-system/rbn-node-n1", "services rbn-system/rbn-node-n1",
+		},
+		wantPatch: `{"metadata":{"finalizers":[],"resourceVersion":"42"}}`,
+	}, {
 		name:       "pods, node and lease removed, then our finalizer",
 		finalizers: []string{"example.com/keep", rbnv1.Finalizer},
 		objects:    []runtime.Object{pod("a", "p1", "n1"), pod("b", "p2", "n1"), node("n1"), lease("n1")},
@@ -416,7 +428,7 @@ func TestFinalize(t *testing.T) {
 				client.PrependReactor(verb, resource, forbidden(resource))
 			}
 			api, rc := newRBNAPI(t)
-			c := &Controller{client: client, rbn: rc}
+			c := &Controller{client: client, rbn: rc, namespace: "rbn-system", cfg: &config.KubeletConfiguration{NodeServices: tt.nodeServices}}
 			now := metav1.Now()
 			rbn := &rbnv1.RemoteBuildNode{ObjectMeta: metav1.ObjectMeta{
 				Name: "n1", ResourceVersion: "42", DeletionTimestamp: &now, Finalizers: tt.finalizers,

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -18,6 +19,9 @@ type NodePorts interface {
 	// EndSessions closes the sessions (exec, attach, port-forward, logs)
 	// open on the node's port: the node is served elsewhere now.
 	EndSessions(node string) int
+	// ServeCertificate makes node's port present get's certificate, the
+	// node's own (config nodeServices), until release.
+	ServeCertificate(node string, get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (release func())
 }
 
 // SetNodePorts makes every node runtime started from now on take its
@@ -39,6 +43,7 @@ func acquirePort(ctx context.Context, d runtimeDeps, name string) (int32, func()
 	if n, err := d.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
 		preferred = n.Status.DaemonEndpoints.KubeletEndpoint.Port
 	}
+	preferred = preferredPort(ctx, d, name, preferred)
 	port, err := d.ports.Acquire(name, preferred)
 	if err != nil {
 		return 0, nil, err

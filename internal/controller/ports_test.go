@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -73,6 +74,17 @@ func (p *fakePorts) EndSessions(node string) int {
 	defer p.mu.Unlock()
 	p.calls = append(p.calls, "end sessions "+node)
 	return 0
+}
+
+func (p *fakePorts) ServeCertificate(node string, _ func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, "serve certificate "+node)
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.calls = append(p.calls, "stop certificate "+node)
+	}
 }
 
 func (p *fakePorts) takeCalls() []string {

@@ -77,7 +77,13 @@ type runtimeDeps struct {
 	// identities gives each node its client certificate; nil: the
 	// nodes act with rbn-kubelet's own account.
 	identities *nodeidentity.Issuer
-	clock      func() time.Time // nil: time.Now
+	// serving keeps the nodes' serving certificates (config nodeServices).
+	serving ServingCertificates
+	// namespace is rbn-kubelet's own, where the nodes' Services are.
+	namespace string
+	// owner is the RemoteBuildNode's UID.
+	owner types.UID
+	clock func() time.Time // nil: time.Now
 }
 
 // startRuntime starts serving a RemoteBuildNode. Its errors are
@@ -207,6 +213,15 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			releasePort()
 		}
 	}()
+	endpoint, releaseEndpoint, err := nodeEndpointFor(parent, d, name, port)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !served {
+			releaseEndpoint()
+		}
+	}()
 	pvs := d.shared.Core().V1().PersistentVolumes()
 	volumes := provider.NewHostVolumes(provider.HostVolumesConfig{
 		Node: name, Root: spec.Volumes.Root, Host: host, Log: log,
@@ -238,7 +253,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	})
 	np := provider.NewNodeProvider(provider.NodeConfig{
 		Name: name, Spec: spec, Host: host, Pods: pods, Volumes: volumes,
-		KubeletAddress: d.cfg.NodeAddress, KubeletPort: port,
+		KubeletAddress: endpoint.address, KubeletPort: endpoint.port,
 	})
 	initial := np.Node()
 	nodes := d.client.CoreV1().Nodes()
@@ -309,6 +324,13 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			// DeletePod holds a worker for up to the pod's grace period.
 			return pc.Run(ctx, podSyncWorkers)
 		}},
+		{"node Service", func(ctx context.Context) error {
+			if !d.cfg.NodeServices {
+				<-ctx.Done()
+				return nil
+			}
+			return watchNodeService(ctx, d.shared.Core().V1().Services().Informer(), d.namespace, name, endpoint.address)
+		}},
 		{"host watch", func(ctx context.Context) error {
 			// Tell the controller when the host changes, so status follows.
 			for {
@@ -324,6 +346,7 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 	}
 	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, diskPressure: diskPressure, pods: pods, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
+		releaseEndpoint()
 		releasePort()
 		releaseHost()
 		stopObjects()

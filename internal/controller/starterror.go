@@ -16,6 +16,9 @@ const (
 	// ReasonNodeIdentityPending: the node's client certificate was not
 	// issued in time (config nodeIdentities: is rbn-approver running?).
 	ReasonNodeIdentityPending = "NodeIdentityPending"
+	// ReasonServingCertificatePending: the node's serving certificate was
+	// not issued in time (config nodeServices: is rbn-approver running?).
+	ReasonServingCertificatePending = "NodeServingCertificatePending"
 	// ReasonStartFailed: any other failure to start the node runtime.
 	ReasonStartFailed = "StartFailed"
 	// ReasonRuntimeFailed: a part of the running node runtime (node or pod

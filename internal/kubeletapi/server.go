@@ -75,11 +75,13 @@ type Server struct {
 	sharedPort int32
 	ports      *nodePorts
 
-	mu      sync.Mutex
-	running bool            // Run serves
-	done    bool            // Run ended
-	log     *slog.Logger    // Run's
-	pending []*nodeListener // acquired before Run
+	mu sync.Mutex
+	// nodeCerts are the nodes' own serving certificates (ServeCertificate).
+	nodeCerts map[string]CertificateFunc
+	running   bool            // Run serves
+	done      bool            // Run ended
+	log       *slog.Logger    // Run's
+	pending   []*nodeListener // acquired before Run
 }
 
 // New loads the certificates and binds the shared port, so that a bad
@@ -104,7 +106,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg := &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12}
+	s := &Server{cfg: cfg, cert: cert, nodeCerts: map[string]CertificateFunc{}}
+	tlsCfg := &tls.Config{GetCertificate: s.certificate, MinVersion: tls.VersionTLS12}
 	if cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
@@ -118,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		// Not Require: bearer-token callers (metrics-server, say) present none.
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	s := &Server{cfg: cfg, tls: tlsCfg, cert: cert}
+	s.tls = tlsCfg
 	ln, err := s.listen(cfg.Port)
 	if err != nil {
 		return nil, err
@@ -138,6 +141,45 @@ func (s *Server) listen(port int32) (net.Listener, error) {
 		return nil, fmt.Errorf("kubelet API listen on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// CertificateFunc returns a serving certificate for a handshake; nil with
+// no error: none yet.
+type CertificateFunc = func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
+// ServeCertificate makes node's own port present get's certificate (the
+// node's own, config nodeServices) instead of the shared one, until
+// release; while get has none, the shared one is presented.
+func (s *Server) ServeCertificate(node string, get CertificateFunc) (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodeCerts[node] = get
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			delete(s.nodeCerts, node)
+		})
+	}
+}
+
+// certificate presents the certificate of the node whose port the
+// connection came in on, if it has one of its own, else the shared one.
+func (s *Server) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if tcp, ok := hello.Conn.LocalAddr().(*net.TCPAddr); ok && int32(tcp.Port) != s.sharedPort {
+		if node, ok := s.ports.nodeAt(int32(tcp.Port)); ok {
+			s.mu.Lock()
+			get := s.nodeCerts[node]
+			s.mu.Unlock()
+			if get != nil {
+				if c, err := get(hello); c != nil || err != nil {
+					return c, err
+				}
+			}
+		}
+	}
+	return s.cert.GetCertificate(hello)
 }
 
 // Addr is the shared listener's address.

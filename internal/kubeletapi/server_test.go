@@ -291,3 +291,48 @@ func readTestFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// A node with a certificate of its own (config nodeServices) presents it on
+// its port, and only there; before it has one, and after release, the
+// shared certificate serves.
+func TestNodeCertificateOnItsPortOnly(t *testing.T) {
+	_, pods := podIndex(t)
+	nodes := &servedNodes{m: map[string]*NodeHandlers{}}
+	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: &fakeAuth{node: "*"}}, "n1")
+	served := func(port int32) []byte {
+		t.Helper()
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	sharedLeaf := served(ts.shared)
+	nodeCertFile, nodeKeyFile, _ := testcert.SelfSigned(t)
+	own, err := tls.LoadX509KeyPair(nodeCertFile, nodeKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var issued atomic.Bool
+	release := ts.ServeCertificate("n1", func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if !issued.Load() {
+			return nil, nil
+		}
+		return &own, nil
+	})
+	if !bytes.Equal(served(ts.nodePort), sharedLeaf) {
+		t.Error("before the node's certificate is issued, its port does not present the shared one")
+	}
+	issued.Store(true)
+	if !bytes.Equal(served(ts.nodePort), own.Certificate[0]) {
+		t.Error("the node's port does not present the node's certificate")
+	}
+	if !bytes.Equal(served(ts.shared), sharedLeaf) {
+		t.Error("the shared port presents a node's certificate")
+	}
+	release()
+	if !bytes.Equal(served(ts.nodePort), sharedLeaf) {
+		t.Error("after release, the node's port does not present the shared certificate")
+	}
+}

@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
+	certificatesv1informers "k8s.io/client-go/informers/certificates/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -22,23 +22,34 @@ type ApproverConfig struct {
 	Client kubernetes.Interface
 	Policy Policy
 	Nodes  Nodes
-	// Patience is how long a request naming no RemoteBuildNode waits for
-	// one before it is denied: the approver's view of RemoteBuildNodes may
-	// lag behind rbn-kubelet's. Default 1 minute; it looks again every
-	// Recheck meanwhile (default 5 s).
+	// Patience is how long a request waits for what the approver's view
+	// may lag behind rbn-kubelet's in before it is denied: a
+	// RemoteBuildNode for the name, a node Service with the ClusterIP the
+	// request names. Default 1 minute; it looks again every Recheck
+	// meanwhile (default 5 s).
 	Patience, Recheck time.Duration
 	Clock             clock.PassiveClock
 	Log               *slog.Logger
 }
 
-// Approver approves or denies rbn-kubelet's node identity requests as
-// Decide judges them, as they come (an informer on the kubelet client
-// signer's CertificateSigningRequests).
+// Signers whose requests the Approver judges.
+var signers = []string{certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName}
+
+// Approver approves or denies rbn-kubelet's node identity and serving
+// certificate requests as Decide judges them, as they come.
 type Approver struct {
-	cfg   ApproverConfig
-	csrs  cache.SharedIndexInformer
-	queue workqueue.TypedRateLimitingInterface[string]
+	cfg ApproverConfig
+	// csrs has one informer per signer, each with a field selector on
+	// spec.signerName: a field selector matches one value only, and
+	// dropping it would have the approver cache every CSR of the cluster
+	// (those of cert-manager's or a service mesh's signers included) to
+	// judge two signers' few.
+	csrs  map[string]cache.SharedIndexInformer
+	queue workqueue.TypedRateLimitingInterface[csrKey]
 }
+
+// csrKey names a request and the informer that holds it.
+type csrKey struct{ signer, name string }
 
 // NewApprover makes an Approver; Run runs it.
 func NewApprover(cfg ApproverConfig) *Approver {
@@ -54,26 +65,35 @@ func NewApprover(cfg ApproverConfig) *Approver {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", certificatesv1.KubeAPIServerClientKubeletSignerName).String()
-	}))
-	a := &Approver{cfg: cfg, csrs: factory.Certificates().V1().CertificateSigningRequests().Informer(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "rbn-node-identity"})}
-	enqueue := func(obj any) {
-		if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok && pending(csr) {
-			a.queue.Add(csr.Name)
+	a := &Approver{cfg: cfg, csrs: map[string]cache.SharedIndexInformer{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[csrKey](),
+			workqueue.TypedRateLimitingQueueConfig[csrKey]{Name: "rbn-node-identity"})}
+	for _, signer := range signers {
+		inf := certificatesv1informers.NewFilteredCertificateSigningRequestInformer(cfg.Client, 0, cache.Indexers{}, func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", signer).String()
+		})
+		enqueue := func(obj any) {
+			// The signer is checked again for clients that ignore field
+			// selectors (client-go's fake): each request is judged once.
+			if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok && csr.Spec.SignerName == signer && pending(csr) {
+				a.queue.Add(csrKey{signer: signer, name: csr.Name})
+			}
 		}
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }})
+		a.csrs[signer] = inf
 	}
-	_, _ = a.csrs.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }})
 	return a
 }
 
 // Run approves until ctx ends.
 func (a *Approver) Run(ctx context.Context) error {
 	defer a.queue.ShutDown()
-	go a.csrs.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), a.csrs.HasSynced) {
+	var synced []cache.InformerSynced
+	for _, inf := range a.csrs {
+		go inf.RunWithContext(ctx)
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
 	go func() {
@@ -86,28 +106,28 @@ func (a *Approver) Run(ctx context.Context) error {
 }
 
 func (a *Approver) next(ctx context.Context) bool {
-	name, quit := a.queue.Get()
+	key, quit := a.queue.Get()
 	if quit {
 		return false
 	}
-	defer a.queue.Done(name)
-	retry, err := a.handle(ctx, name)
+	defer a.queue.Done(key)
+	retry, err := a.handle(ctx, key)
 	switch {
 	case err != nil:
-		a.cfg.Log.Warn("node identity request not decided, retrying", "csr", name, "err", err)
-		a.queue.AddRateLimited(name)
+		a.cfg.Log.Warn("node identity request not decided, retrying", "csr", key.name, "signer", key.signer, "err", err)
+		a.queue.AddRateLimited(key)
 	case retry > 0:
-		a.queue.AddAfter(name, retry)
+		a.queue.AddAfter(key, retry)
 	default:
-		a.queue.Forget(name)
+		a.queue.Forget(key)
 	}
 	return true
 }
 
-// handle decides the request name, if it is still pending; retry > 0 asks
-// to look again then.
-func (a *Approver) handle(ctx context.Context, name string) (retry time.Duration, err error) {
-	obj, exists, err := a.csrs.GetStore().GetByKey(name)
+// handle decides the request key names, if it is still pending; retry > 0
+// asks to look again then.
+func (a *Approver) handle(ctx context.Context, key csrKey) (retry time.Duration, err error) {
+	obj, exists, err := a.csrs[key.signer].GetStore().GetByKey(key.name)
 	if err != nil || !exists {
 		return 0, err
 	}
@@ -120,7 +140,7 @@ func (a *Approver) handle(ctx context.Context, name string) (retry time.Duration
 	case Ignore:
 		return 0, nil
 	case Deny:
-		if wait := a.cfg.Patience - a.cfg.Clock.Since(csr.CreationTimestamp.Time); v.Reason == ReasonNoRemoteBuildNode && wait > 0 {
+		if wait := a.cfg.Patience - a.cfg.Clock.Since(csr.CreationTimestamp.Time); awaited(v.Reason) && wait > 0 {
 			return min(wait, a.cfg.Recheck), nil
 		}
 	}
@@ -136,8 +156,21 @@ func (a *Approver) handle(ctx context.Context, name string) (retry time.Duration
 	if _, err := a.cfg.Client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
 		return 0, fmt.Errorf("CertificateSigningRequest %s: %w", csr.Name, err)
 	}
-	a.cfg.Log.Info("node identity request "+map[Decision]string{Approve: "approved", Deny: "denied"}[v.Decision], "csr", csr.Name, "reason", v.Reason, "message", v.Message)
+	a.cfg.Log.Info("node identity request "+map[Decision]string{Approve: "approved", Deny: "denied"}[v.Decision],
+		"csr", csr.Name, "signer", csr.Spec.SignerName, "reason", v.Reason, "message", v.Message)
 	return 0, nil
+}
+
+// awaited: a denial for what the approver's caches may not show yet
+// (rbn-kubelet made the RemoteBuildNode's Node or the node's Service a
+// moment ago, or the Service was made anew with another ClusterIP), which
+// a request is given Patience to meet.
+func awaited(reason string) bool {
+	switch reason {
+	case ReasonNoRemoteBuildNode, ReasonServiceIPUnknown, ReasonServiceIPMismatch:
+		return true
+	}
+	return false
 }
 
 // pending: neither approved nor denied (nor failed) yet.

@@ -1,6 +1,7 @@
 package nodeidentity
 
 import (
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,12 @@ func (l *lockedNodes) ServedNode(name string) (bool, bool) {
 	return l.fakeNodes.ServedNode(name)
 }
 
+func (l *lockedNodes) ServiceIP(name string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fakeNodes.ServiceIP(name)
+}
+
 // The approver approves a served node's identity, denies a real node's,
 // leaves other requesters' requests alone, and waits for a RemoteBuildNode
 // it does not know yet within its patience.
@@ -58,22 +65,7 @@ func TestApproverDecidesRequests(t *testing.T) {
 		Clock: clk, Recheck: 10 * time.Millisecond})
 	go func() { _ = a.Run(t.Context()) }()
 
-	condition := func(name string) (certificatesv1.RequestConditionType, string) {
-		csr, err := client.CertificatesV1().CertificateSigningRequests().Get(t.Context(), name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range csr.Status.Conditions {
-			if c.Status == corev1.ConditionTrue {
-				return c.Type, c.Reason
-			}
-		}
-		return "", ""
-	}
-	decided := func(name string, want certificatesv1.RequestConditionType) {
-		t.Helper()
-		testwait.Eventually(t, name+" "+string(want), func() bool { got, _ := condition(name); return got == want })
-	}
+	condition, decided := conditions(t, client)
 	decided("served", certificatesv1.CertificateApproved)
 	decided("real-node", certificatesv1.CertificateDenied)
 	if _, reason := condition("real-node"); reason != ReasonNotServed {
@@ -105,4 +97,86 @@ func TestApproverDeniesAfterItsPatience(t *testing.T) {
 		got, err := client.CertificatesV1().CertificateSigningRequests().Get(t.Context(), "elsewhere", metav1.GetOptions{})
 		return err == nil && len(got.Status.Conditions) == 1 && got.Status.Conditions[0].Type == certificatesv1.CertificateDenied
 	})
+}
+
+// conditions reads the Approved or Denied condition of a request, and waits
+// for one.
+func conditions(t *testing.T, client *fake.Clientset) (
+	condition func(name string) (certificatesv1.RequestConditionType, string),
+	decided func(name string, want certificatesv1.RequestConditionType),
+) {
+	condition = func(name string) (certificatesv1.RequestConditionType, string) {
+		csr, err := client.CertificatesV1().CertificateSigningRequests().Get(t.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range csr.Status.Conditions {
+			if c.Status == corev1.ConditionTrue {
+				return c.Type, c.Reason
+			}
+		}
+		return "", ""
+	}
+	decided = func(name string, want certificatesv1.RequestConditionType) {
+		t.Helper()
+		testwait.Eventually(t, name+" "+string(want), func() bool { got, _ := condition(name); return got == want })
+	}
+	return condition, decided
+}
+
+// The approver approves a served node's serving certificate for its
+// Service's ClusterIP alongside its client certificate, leaves a real
+// kubelet's serving request alone, and waits within its patience for a
+// Service's ClusterIP it does not know yet.
+func TestApproverApprovesServingCertificates(t *testing.T) {
+	clk := testingclock.NewFakePassiveClock(time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC))
+	mk := func(name string, csr *certificatesv1.CertificateSigningRequest) *certificatesv1.CertificateSigningRequest {
+		csr.Name, csr.CreationTimestamp = name, metav1.NewTime(clk.Now())
+		return csr
+	}
+	client := fake.NewClientset(
+		mk("serving", servingCSR(t, nil)),
+		mk("client", nodeCSR(t, nil)),
+		mk("kubelet", servingCSR(t, func(r *x509Request, s *certificatesv1.CertificateSigningRequestSpec) {
+			r.Subject.CommonName, r.DNSNames, s.Username = UserPrefix+"worker-1", []string{"worker-1"}, "system:node:worker-1"
+		})),
+		mk("no-ip-yet", servingCSR(t, func(r *x509Request, _ *certificatesv1.CertificateSigningRequestSpec) {
+			r.Subject.CommonName, r.DNSNames, r.IPAddresses = UserPrefix+"build-2", []string{"build-2"}, []net.IP{net.ParseIP("10.96.0.22")}
+		})),
+	)
+	nodes := &lockedNodes{fakeNodes: fakeNodes{
+		rbns: map[string]bool{"build-1": true, "build-2": true}, nodes: map[string]bool{"build-1": true, "worker-1": false},
+		serviceIPs: map[string]string{"build-1": "10.96.0.21"},
+	}}
+	a := NewApprover(ApproverConfig{Client: client, Policy: Policy{Requester: requester, MaxLifetime: 48 * time.Hour}, Nodes: nodes,
+		Clock: clk, Recheck: 10 * time.Millisecond})
+	go func() { _ = a.Run(t.Context()) }()
+
+	condition, decided := conditions(t, client)
+	decided("serving", certificatesv1.CertificateApproved)
+	if _, reason := condition("serving"); reason != "RBNNodeServing" {
+		t.Errorf("serving approved with reason %q, want RBNNodeServing", reason)
+	}
+	decided("client", certificatesv1.CertificateApproved)
+	if got, _ := condition("kubelet"); got != "" {
+		t.Errorf("a real kubelet's serving request got %s", got)
+	}
+	if got, _ := condition("no-ip-yet"); got != "" {
+		t.Errorf("a request for a Service without a ClusterIP yet got %s within the approver's patience", got)
+	}
+	nodes.mu.Lock()
+	nodes.serviceIPs["build-2"] = "10.96.0.22"
+	nodes.mu.Unlock()
+	decided("no-ip-yet", certificatesv1.CertificateApproved)
+	if got, _ := condition("kubelet"); got != "" {
+		t.Errorf("a real kubelet's serving request got %s", got)
+	}
+	// Each request is decided once, though the fake clientset, which
+	// ignores field selectors, gives both signers' informers every request.
+	for _, name := range []string{"serving", "client", "no-ip-yet"} {
+		csr, err := client.CertificatesV1().CertificateSigningRequests().Get(t.Context(), name, metav1.GetOptions{})
+		if err != nil || len(csr.Status.Conditions) != 1 {
+			t.Errorf("%s: conditions %+v (%v), want one", name, csr.Status.Conditions, err)
+		}
+	}
 }

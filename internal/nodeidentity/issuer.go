@@ -38,16 +38,22 @@ type IssuerConfig struct {
 
 // Issuer keeps a client certificate for each node rbn-kubelet serves,
 // requested of the cluster's kubelet client signer and renewed before it
-// expires by client-go's certificate manager, as a kubelet keeps its own.
+// expires by client-go's certificate manager, as a kubelet keeps its own;
+// and a serving certificate for each node's kubelet API (Serving).
 type Issuer struct {
 	cfg   IssuerConfig
 	mu    sync.Mutex
 	nodes map[string]*identity
+	// serving holds the serving certificates, by node.
+	serving map[string]*identity
 }
 
+// identity is one certificate kept for a node, while it has users.
 type identity struct {
 	mgr   certificate.Manager
 	store *memoryStore
+	// conns are the client connections that present the certificate;
+	// nil for a serving certificate.
 	conns *connrotation.ConnectionTracker
 	refs  int
 }
@@ -57,7 +63,7 @@ func NewIssuer(cfg IssuerConfig) *Issuer {
 	if cfg.Lifetime == 0 {
 		cfg.Lifetime = DefaultLifetime
 	}
-	return &Issuer{cfg: cfg, nodes: map[string]*identity{}}
+	return &Issuer{cfg: cfg, nodes: map[string]*identity{}, serving: map[string]*identity{}}
 }
 
 // For starts keeping node's identity, if it is not kept yet, and returns a
@@ -68,50 +74,69 @@ func NewIssuer(cfg IssuerConfig) *Issuer {
 func (is *Issuer) For(node string) (cfg *rest.Config, release func(), err error) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	id := is.nodes[node]
-	if id == nil {
-		if id, err = is.start(node); err != nil {
-			return nil, nil, err
-		}
-		is.nodes[node] = id
-	}
-	id.refs++
-	cfg, err = is.clientConfig(id)
+	id, release, err := is.keepLocked(is.nodes, node, func() (*identity, error) { return is.start(node) })
 	if err != nil {
-		is.releaseLocked(node, id)
 		return nil, nil, err
 	}
+	cfg, err = is.clientConfig(id)
+	if err != nil {
+		is.releaseLocked(is.nodes, node, id)
+		return nil, nil, err
+	}
+	return cfg, release, nil
+}
+
+// keepLocked takes one more reference to node's certificate in kept,
+// starting it if it is not kept yet; release gives the reference back
+// (once, however often it is called).
+func (is *Issuer) keepLocked(kept map[string]*identity, node string, start func() (*identity, error)) (id *identity, release func(), err error) {
+	id = kept[node]
+	if id == nil {
+		if id, err = start(); err != nil {
+			return nil, nil, err
+		}
+		kept[node] = id
+	}
+	id.refs++
 	var once sync.Once
-	return cfg, func() {
+	return id, func() {
 		once.Do(func() {
 			is.mu.Lock()
 			defer is.mu.Unlock()
-			is.releaseLocked(node, id)
+			is.releaseLocked(kept, node, id)
 		})
 	}, nil
 }
 
-func (is *Issuer) releaseLocked(node string, id *identity) {
+func (is *Issuer) releaseLocked(kept map[string]*identity, node string, id *identity) {
 	if id.refs--; id.refs == 0 {
 		id.mgr.Stop()
-		id.conns.CloseAll()
-		delete(is.nodes, node)
+		if id.conns != nil {
+			id.conns.CloseAll()
+		}
+		delete(kept, node)
 	}
 }
 
 // Ready waits until node's identity has a certificate, or ctx ends.
 func (is *Issuer) Ready(ctx context.Context, node string) error {
+	return is.ready(ctx, is.nodes, node, "identity")
+}
+
+// ready waits until node's certificate in kept (what) is issued, or ctx
+// ends.
+func (is *Issuer) ready(ctx context.Context, kept map[string]*identity, node, what string) error {
 	is.mu.Lock()
-	id := is.nodes[node]
+	id := kept[node]
 	is.mu.Unlock()
 	if id == nil {
-		return fmt.Errorf("node %s: its identity is not kept", node)
+		return fmt.Errorf("node %s: its %s is not kept", node, what)
 	}
 	select {
 	case <-id.store.issued:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("node %s: no certificate issued yet (is rbn's approver running?): %w", node, ctx.Err())
+		return fmt.Errorf("node %s: its %s has no certificate issued yet (is rbn's approver running?): %w", node, what, ctx.Err())
 	}
 }
 
@@ -121,20 +146,26 @@ func (is *Issuer) start(node string) (*identity, error) {
 	// old connections are closed, as the apiserver checks the certificate
 	// of each request against the time.
 	id.store.onUpdate = id.conns.CloseAll
-	lifetime := is.cfg.Lifetime
-	mgr, err := certificate.NewManager(&certificate.Config{
-		ClientsetFn: func(*tls.Certificate) (kubernetes.Interface, error) { return is.cfg.Requester, nil },
+	return is.manage(id, "certificate manager", certificate.Config{
 		Template: &x509.CertificateRequest{
 			Subject: pkix.Name{CommonName: UserPrefix + node, Organization: []string{Group}},
 		},
-		SignerName:                   certificatesv1.KubeAPIServerClientKubeletSignerName,
-		RequestedCertificateLifetime: &lifetime,
-		GetUsages:                    certificate.DefaultKubeletClientGetUsages,
-		CertificateStore:             id.store,
-		Name:                         "rbn-node-" + node,
-	})
+		SignerName: certificatesv1.KubeAPIServerClientKubeletSignerName,
+		GetUsages:  certificate.DefaultKubeletClientGetUsages,
+		Name:       "rbn-node-" + node,
+	}, node)
+}
+
+// manage starts id's certificate manager with cfg, requesting with
+// Requester, for the configured lifetime, into id's store.
+func (is *Issuer) manage(id *identity, what string, cfg certificate.Config, node string) (*identity, error) {
+	lifetime := is.cfg.Lifetime
+	cfg.ClientsetFn = func(*tls.Certificate) (kubernetes.Interface, error) { return is.cfg.Requester, nil }
+	cfg.RequestedCertificateLifetime = &lifetime
+	cfg.CertificateStore = id.store
+	mgr, err := certificate.NewManager(&cfg)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: certificate manager: %w", node, err)
+		return nil, fmt.Errorf("node %s: %s: %w", node, what, err)
 	}
 	id.mgr = mgr
 	mgr.Start()

@@ -1,0 +1,140 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
+)
+
+// ServingCertificates keeps each node's own serving certificate, naming
+// the address its Node advertises (config nodeServices;
+// nodeidentity.Issuer).
+type ServingCertificates interface {
+	// Serving starts keeping node's certificate for ip; get returns the
+	// current one (nil before the first is issued); release stops keeping
+	// it.
+	Serving(node string, ip func() net.IP) (get func(*tls.ClientHelloInfo) (*tls.Certificate, error), release func(), err error)
+	// ServingReady waits for node's first certificate.
+	ServingReady(ctx context.Context, node string) error
+}
+
+// servingCertificateTimeout bounds the wait for a node's first serving
+// certificate.
+const servingCertificateTimeout = 30 * time.Second
+
+// nodeEndpoint is where a node's Node says its kubelet API is.
+type nodeEndpoint struct {
+	address string
+	port    int32
+}
+
+// nodeEndpointFor returns where node is reached: without nodeServices,
+// this replica's address and the node's own port here; with them, the
+// ClusterIP of the node's Service, led to that port, and port 10250, once
+// the node's serving certificate names that ClusterIP and its port
+// presents it. release gives the certificate up.
+func nodeEndpointFor(ctx context.Context, d runtimeDeps, node string, port int32) (_ nodeEndpoint, release func(), err error) {
+	if !d.cfg.NodeServices {
+		return nodeEndpoint{address: d.cfg.NodeAddress, port: port}, func() {}, nil
+	}
+	if d.ports == nil || d.serving == nil {
+		return nodeEndpoint{}, nil, transientError(ReasonStartFailed, fmt.Errorf("nodeServices without per-node ports or serving certificates"))
+	}
+	self, err := netip.ParseAddr(d.cfg.NodeAddress)
+	if err != nil {
+		return nodeEndpoint{}, nil, specError(ReasonStartFailed, fmt.Errorf("nodeAddress %q: %w", d.cfg.NodeAddress, err))
+	}
+	ip, err := nodeservice.Ensure(ctx, d.client, d.namespace, nodeservice.Owner{Name: node, UID: d.owner}, nodeservice.Target{IP: self, Port: port})
+	if err != nil {
+		return nodeEndpoint{}, nil, transientError(ReasonAPIServerUnavailable, err)
+	}
+	get, releaseCert, err := d.serving.Serving(node, func() net.IP { return ip.AsSlice() })
+	if err != nil {
+		return nodeEndpoint{}, nil, transientError(ReasonStartFailed, err)
+	}
+	stopServing := d.ports.ServeCertificate(node, get)
+	release = func() {
+		stopServing()
+		releaseCert()
+	}
+	wctx, cancel := context.WithTimeout(ctx, servingCertificateTimeout)
+	defer cancel()
+	if err := d.serving.ServingReady(wctx, node); err != nil {
+		release()
+		return nodeEndpoint{}, nil, transientError(ReasonServingCertificatePending, err)
+	}
+	return nodeEndpoint{address: ip.String(), port: nodeservice.Port}, release, nil
+}
+
+// preferredPort is the port node had here before, to take again: the one
+// its EndpointSlice leads to on this replica (nodeServices), else the one
+// its Node advertises.
+func preferredPort(ctx context.Context, d runtimeDeps, node string, advertised int32) int32 {
+	if !d.cfg.NodeServices {
+		return advertised
+	}
+	self, err := netip.ParseAddr(d.cfg.NodeAddress)
+	if err != nil {
+		return 0
+	}
+	if p, ok := nodeservice.CurrentPort(ctx, d.client, d.namespace, node, self); ok {
+		return p
+	}
+	return 0
+}
+
+// watchNodeService ends (with an error, so that the node is served again)
+// when node's Service is deleted or its ClusterIP is no longer address,
+// the address the Node advertises and its certificate names: serving the
+// node again makes the Service anew. Only the Service is watched: its
+// EndpointSlice is rewritten by whichever replica takes the node over, and
+// correcting it here would fight that replica until this one lets go.
+func watchNodeService(ctx context.Context, services cache.SharedIndexInformer, namespace, node, address string) error {
+	name := nodeservice.Name(node)
+	gone := make(chan string, 1)
+	report := func(why string) {
+		select {
+		case gone <- why:
+		default:
+		}
+	}
+	check := func(obj any) {
+		svc, ok := obj.(*corev1.Service)
+		if !ok || svc.Namespace != namespace || svc.Name != name {
+			return
+		}
+		if svc.Spec.ClusterIP != address {
+			report(fmt.Sprintf("its ClusterIP is now %q", svc.Spec.ClusterIP))
+		}
+	}
+	reg, err := services.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    check,
+		UpdateFunc: func(_, obj any) { check(obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if svc, ok := obj.(*corev1.Service); ok && svc.Namespace == namespace && svc.Name == name {
+				report("it was deleted")
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = services.RemoveEventHandler(reg) }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case why := <-gone:
+		return fmt.Errorf("node Service %s/%s, whose ClusterIP %s the Node advertises: %s", namespace, name, address, why)
+	}
+}
