@@ -19,8 +19,9 @@ import (
 // nodeidentity.Issuer).
 type ServingCertificates interface {
 	// Serving starts keeping node's certificate for ip; get returns the
-	// current one (nil before the first is issued); release stops keeping
-	// it.
+	// current one (an error before the first is issued: the node's port
+	// then refuses handshakes rather than present a certificate for
+	// another address); release stops keeping it.
 	Serving(node string, ip func() net.IP) (get func(*tls.ClientHelloInfo) (*tls.Certificate, error), release func(), err error)
 	// ServingReady waits for node's first certificate.
 	ServingReady(ctx context.Context, node string) error
