@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/remote-build-nodes/rbn/internal/nodeservice"
@@ -76,11 +77,14 @@ func nodeEndpointFor(ctx context.Context, d runtimeDeps, node string, port int32
 }
 
 // preferredPort is the port node had here before, to take again: the one
-// its EndpointSlice leads to on this replica (nodeServices), else the one
-// its Node advertises.
-func preferredPort(ctx context.Context, d runtimeDeps, node string, advertised int32) int32 {
+// its EndpointSlice leads to on this replica (nodeServices; its Node then
+// advertises 10250), else the one its Node advertises.
+func preferredPort(ctx context.Context, d runtimeDeps, node string) int32 {
 	if !d.cfg.NodeServices {
-		return advertised
+		if n, err := d.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+			return n.Status.DaemonEndpoints.KubeletEndpoint.Port
+		}
+		return 0
 	}
 	self, err := netip.ParseAddr(d.cfg.NodeAddress)
 	if err != nil {

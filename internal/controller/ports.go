@@ -3,8 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/tls"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // NodePorts gives each served node its own kubelet API port (the kubelet
@@ -39,12 +37,7 @@ func acquirePort(ctx context.Context, d runtimeDeps, name string) (int32, func()
 	if d.ports == nil {
 		return d.cfg.KubeletPort, func() {}, nil
 	}
-	var preferred int32
-	if n, err := d.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
-		preferred = n.Status.DaemonEndpoints.KubeletEndpoint.Port
-	}
-	preferred = preferredPort(ctx, d, name, preferred)
-	port, err := d.ports.Acquire(name, preferred)
+	port, err := d.ports.Acquire(name, preferredPort(ctx, d, name))
 	if err != nil {
 		return 0, nil, err
 	}

@@ -324,13 +324,6 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 			// DeletePod holds a worker for up to the pod's grace period.
 			return pc.Run(ctx, podSyncWorkers)
 		}},
-		{"node Service", func(ctx context.Context) error {
-			if !d.cfg.NodeServices {
-				<-ctx.Done()
-				return nil
-			}
-			return watchNodeService(ctx, d.shared.Core().V1().Services().Informer(), d.namespace, name, endpoint.address)
-		}},
 		{"host watch", func(ctx context.Context) error {
 			// Tell the controller when the host changes, so status follows.
 			for {
@@ -343,6 +336,11 @@ func startRuntime(parent context.Context, d runtimeDeps, name, hash string, spec
 				}
 			}
 		}},
+	}
+	if d.cfg.NodeServices {
+		parts = append(parts, part{"node Service", func(ctx context.Context) error {
+			return watchNodeService(ctx, d.shared.Core().V1().Services().Informer(), d.namespace, name, endpoint.address)
+		}})
 	}
 	rt := &nodeRuntime{name: name, hash: hash, host: host, spec: spec, volumes: volumes, imageGC: imageGC, diskPressure: diskPressure, pods: pods, api: nodeHandlers(pods), started: d.now()}
 	rt.parts = startGroup(ctx, parts, func(err error) {
