@@ -62,6 +62,9 @@ type Host struct {
 	podman *podman.Client
 	// sampler reads the host's /proc while someone asks for its figures.
 	sampler *hostSampler
+	// containerStats shares podman's figures of the host's running
+	// containers among its nodes and their stats endpoints.
+	containerStats *containerStatsCache
 
 	mu      sync.Mutex
 	info    *podman.HostInfo
@@ -137,6 +140,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
 	}
 	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
+	h.containerStats = newContainerStatsCache(func(ctx context.Context) ([]podman.ContainerStats, error) {
+		return pc.Stats(ctx, nil)
+	}, containerStatsMaxAge, cfg.Clock.Now)
 	return h, nil
 }
 

@@ -103,7 +103,11 @@ func (p *Pods) watchEvents(ctx context.Context) {
 			continue
 		}
 		p.pokeAll() // catch up on what happened while not listening
+		p.cfg.Host.containersChanged()
 		for e := range events {
+			if startsOrEnds(e.Action) {
+				p.cfg.Host.containersChanged()
+			}
 			if !changesStatus(e.Action) {
 				continue
 			}
@@ -125,6 +129,16 @@ func (p *Pods) watchEvents(ctx context.Context) {
 func changesStatus(action string) bool {
 	switch action {
 	case "died", "oom", "remove":
+		return true
+	}
+	return false
+}
+
+// startsOrEnds tells the podman events of a container that starts or
+// ends: the host's set of running containers changed.
+func startsOrEnds(action string) bool {
+	switch action {
+	case "start", "restart", "died", "oom", "remove":
 		return true
 	}
 	return false

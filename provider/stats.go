@@ -22,7 +22,8 @@ import (
 // StatsCollector reads what a node's kubelet API reports on /stats/summary,
 // /metrics/resource and /metrics/cadvisor: the host's own CPU and memory
 // (its /proc, over SSH), its podman storage, and podman's figures for the
-// node's containers (one podman call per reading, whatever the pods).
+// node's containers (a reading of the host's, shared by its nodes for up to
+// containerStatsMaxAge: one podman stats read per host, whatever the pods).
 // It keeps the previous reading of each CPU counter to report CPU as a rate
 // too (usageNanoCores), as kubelet does between two samples.
 type StatsCollector struct {
@@ -85,7 +86,7 @@ func (s *StatsCollector) read(ctx context.Context) *usage {
 		defer cancel()
 		u.host, u.hostPrev, u.hostErr = p.cfg.Host.sampler.readings(wctx)
 	}()
-	u.containers, u.ctrErr = p.cfg.Host.Podman().Stats(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
+	u.containers, u.ctrErr = p.cfg.Host.nodeContainerStats(ctx, p.cfg.NodeName)
 	wg.Wait()
 	pods, _ := p.GetPods(ctx)
 	for _, pd := range pods {
