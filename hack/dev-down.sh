@@ -9,6 +9,7 @@ rbn::stop rbn-kubelet
 rbn::stop rbn-extender
 rbn::stop rbn-approver
 "${RBN_ROOT}/hack/s3.sh" down
+"${RBN_ROOT}/hack/monitoring.sh" down
 "${RBN_ROOT}/hack/hosts.sh" down
 "${RBN_ROOT}/hack/registry.sh" down
 "${RBN_ROOT}/hack/cluster.sh" down

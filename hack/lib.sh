@@ -13,8 +13,9 @@ K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.8.0}"
+KSM_VERSION="${KSM_VERSION:-v2.20.0}"
 K8S_BIN="${RBN_CACHE}/k8s-${K8S_VERSION}/bin"
-export RBN_ROOT RBN_CACHE RBN_STATE K8S_VERSION ETCD_VERSION K8S_BIN COREDNS_VERSION METRICS_SERVER_VERSION
+export RBN_ROOT RBN_CACHE RBN_STATE K8S_VERSION ETCD_VERSION K8S_BIN COREDNS_VERSION METRICS_SERVER_VERSION KSM_VERSION
 
 # rbn::host_unregistered I: build host I is one the stack starts but does not register as a
 # RemoteBuildNode (RBN_UNREGISTERED_HOSTS="5", host indexes; hack/test.sh: its emulated aarch64 host,
@@ -23,6 +24,36 @@ rbn::host_unregistered() { local l="${RBN_UNREGISTERED_HOSTS:-}"; [[ " ${l//,/ }
 
 rbn::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 rbn::die() { rbn::log "ERROR: $*"; exit 1; }
+
+# rbn::build_go_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
+# Builds PACKAGE of Go module MODULE at VERSION from source through the module proxy into
+# $RBN_CACHE/NAME-VERSION/NAME, statically linked, in a module of our own that requires MODULE:
+# MODULE's go.mod, not ours, decides the dependencies (go get resolves them as its own build
+# does). Does nothing when the binary exists; concurrent runs build it once.
+rbn::build_go_tool() {
+  local name="$1" module="$2" version="$3" pkg="$4" ldflags="${5:-}"
+  local out_dir="${RBN_CACHE}/${name}-${version}"
+  local bin="${out_dir}/${name}" src="${RBN_CACHE}/src/${name}-${version}"
+  [[ -x "${bin}" ]] && { rbn::log "${name} ${version} already in ${out_dir}"; return 0; }
+  mkdir -p "${out_dir}"
+  (
+    export GOWORK=off GOFLAGS="-buildvcs=false" CGO_ENABLED=0
+    exec 9>"${out_dir}/.build.lock"
+    flock 9
+    [[ -x "${bin}" ]] && { rbn::log "${name} ${version} built by a concurrent run"; exit 0; }
+    start=${SECONDS}
+    rbn::log "resolving ${module} ${version} in ${src}"
+    rm -rf "${src}" && mkdir -p "${src}" && cd "${src}"
+    printf 'package main\n\nimport _ "%s"\n' "${pkg}" >tools.go
+    go mod init "rbn.local/build-${name}" >/dev/null 2>&1
+    go get "${module}@${version}"
+    go mod tidy
+    rbn::log "building ${name} ${version}"
+    go build -trimpath -ldflags "-s -w ${ldflags}" -o "${bin}.tmp" "${pkg}"
+    mv -f "${bin}.tmp" "${bin}"
+    rbn::log "built ${name} into ${out_dir} in $((SECONDS - start))s"
+  )
+}
 
 # rbn::wait_for DESCRIPTION TIMEOUT_SECONDS CMD [ARGS...]
 # Runs CMD until it succeeds or the deadline passes; fails naming what was awaited.

@@ -60,6 +60,12 @@ if [[ "${tier}" == all || "${tier}" == e2e ]]; then
   RBN_E2E_IN_CLUSTER=0
   if rbn::in_cluster; then RBN_E2E_IN_CLUSTER=1; fi
   export RBN_E2E_IN_CLUSTER
+  # Prometheus and kube-state-metrics beside the stack, as kube-prometheus scrapes a cluster
+  # (TestMonitoring runs rbn's rules and dashboard against them).
+  if rbn::in_cluster; then
+    "${RBN_ROOT}/hack/monitoring.sh" up
+    eval "$("${RBN_ROOT}/hack/monitoring.sh" env)"
+  fi
   rbn::log "S3 relay integration tests"
   go test -count=1 -run '^TestIntegration' ./internal/s3relay/
   rbn::log "end-to-end tests"
