@@ -23,6 +23,9 @@
 #   RBN_BENCH_SCALE_NODES  RemoteBuildNodes in the scale test (default 50)
 #   RBN_BENCH_SCALE_PODS_PER_NODE          default 20
 #   RBN_BENCH_IDLE_SECONDS each idle measurement window (default 60)
+#   RBN_BENCH_SCRAPE_INTERVAL_SECONDS  the scale section's Prometheus-like kubelet scrape (issue #13) every
+#                          so many seconds (default 15), in windows of RBN_BENCH_IDLE_SECONDS (at least 60)
+#                          in whole intervals, at least 4
 #   RBN_BENCH_PROBE_PODS   pods per probe round (default 200); RBN_BENCH_PROBE_WINDOWS windows of
 #                          RBN_BENCH_PROBE_WINDOW_SECONDS each (default 3 of 20)
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.

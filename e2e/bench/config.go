@@ -28,6 +28,7 @@ type benchConfig struct {
 	probePods           int           // probes: pods per round
 	probeWindows        int           // probes: measurement windows per round
 	probeWindow         time.Duration // probes: each window
+	scrapeInterval      time.Duration // scale: the kubelet scrape's interval (issue #13)
 	sections            map[string]bool
 }
 
@@ -54,7 +55,12 @@ func benchConfigFromEnv(t *testing.T) benchConfig {
 		probePods:    benchEnvInt(t, "RBN_BENCH_PROBE_PODS", 200),
 		probeWindows: benchEnvInt(t, "RBN_BENCH_PROBE_WINDOWS", 3),
 		probeWindow:  time.Duration(benchEnvInt(t, "RBN_BENCH_PROBE_WINDOW_SECONDS", 20)) * time.Second,
-		sections:     map[string]bool{},
+		// Prometheus's kubelet job scrapes every 15 s in the issue's goal.
+		scrapeInterval: time.Duration(benchEnvInt(t, "RBN_BENCH_SCRAPE_INTERVAL_SECONDS", 15)) * time.Second,
+		sections:       map[string]bool{},
+	}
+	if c.scrapeInterval <= 0 {
+		t.Fatalf("RBN_BENCH_SCRAPE_INTERVAL_SECONDS=0: want a positive number of seconds")
 	}
 	if c.command == "" {
 		c.command = "go test -tags bench,... -run '^TestBench$' ./e2e/ (command line not given: set RBN_BENCH_COMMAND)"

@@ -29,9 +29,10 @@ type idleSample struct {
 	label       string
 	nodes, pods int
 	window      time.Duration
-	cpuSeconds  float64 // rbn-kubelet, over the window
-	cpuSubMed   float64 // median of per-sub-window CPU fractions (cores)
-	rssKB       int64   // median of samples
+	elapsed     time.Duration // measured: longer than window when a load overran its sub-window
+	cpuSeconds  float64       // rbn-kubelet, over the window
+	cpuSubMed   float64       // median of per-sub-window CPU fractions (cores)
+	rssKB       int64         // median of samples
 	hwmKB       int64
 	sshConns    int // established TCP connections of rbn-kubelet to the hosts' SSH ports
 	sshPeers    int // distinct host addresses among them
@@ -48,6 +49,27 @@ type idleSample struct {
 	readyNodes  int // of the scale test's nodes, Ready at the end of the window
 	servedNodes int
 	load        string
+	// rbn-kubelet's own metrics, read only in the windows that ask for
+	// them (windowSpec.rbnMetrics).
+	calls       []callCounts // podman calls made in each sub-window
+	sshChannels []float64    // rbn_ssh_channels_open over all hosts, at each sub-window's end
+	sshConnects float64      // SSH connections made during the window (rbn_ssh_connects_total)
+}
+
+// span is how long the window lasted: as planned unless a load overran.
+func (x idleSample) span() time.Duration {
+	if x.elapsed > 0 {
+		return x.elapsed
+	}
+	return x.window
+}
+
+// cores is rbn-kubelet's CPU over the window in cores (1 = a whole core).
+func (x idleSample) cores() float64 {
+	if x.span() <= 0 {
+		return 0
+	}
+	return x.cpuSeconds / x.span().Seconds()
 }
 
 type waveStat struct {
@@ -80,7 +102,17 @@ type scaleResult struct {
 	cleanupErr                string
 	waitingReasons            map[string]int
 	perHostPods               int
-	nodeNames                 []string // every node of the scale test, for idle samples
+	nodeNames                 []string    // every node of the scale test, for idle samples
+	scrape                    *scrapeCost // issue #13, once the pods run
+}
+
+// allSamples are the idle samples and, once measured, the scrape-cost windows.
+func (r *scaleResult) allSamples() []idleSample {
+	out := slices.Clone(r.samples)
+	if c := r.scrape; c != nil && c.measured {
+		out = append(out, c.unscraped, c.scraped)
+	}
+	return out
 }
 
 func (s *scaleSection) run(ctx context.Context) error {
@@ -227,7 +259,7 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 		return err
 	}
 	res.samples = append(res.samples, s)
-	return nil
+	return b.measureScrapeCost(ctx, res, ns, nodes)
 }
 
 var rbnGVR = rbnv1.SchemeGroupVersion.WithResource("remotebuildnodes")
@@ -346,14 +378,35 @@ func (b *bench) deleteRBNs(names []string) error {
 // idle lets the stack settle, then samples rbn-kubelet and the apiserver
 // over window in six sub-windows while the benchmark itself is quiet.
 func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes, pods int, window time.Duration) (idleSample, error) {
-	s := idleSample{label: label, nodes: nodes, pods: pods, window: window}
+	return b.measureWindow(ctx, res, windowSpec{label: label, nodes: nodes, pods: pods, length: window, parts: 6})
+}
+
+// windowSpec is one measurement window of the scale section.
+type windowSpec struct {
+	label       string
+	nodes, pods int
+	length      time.Duration
+	parts       int // sub-windows, each sampled at its end
+	// load, when set, runs at the start of each sub-window (the
+	// benchmark is otherwise quiet); the sub-window lasts until its
+	// planned end or until load returns, whichever is later.
+	load func(ctx context.Context) error
+	// rbnMetrics, when set, is the URL of rbn-kubelet's own metrics, read
+	// at the start and at each sub-window's end.
+	rbnMetrics string
+}
+
+// measureWindow lets the stack settle, then samples rbn-kubelet and the
+// apiserver over the window spec describes.
+func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec windowSpec) (idleSample, error) {
+	s := idleSample{label: spec.label, nodes: spec.nodes, pods: spec.pods, window: spec.length}
 	s.settled = b.quiesce(ctx)
 	pid, err := b.stack.KubeletPID()
 	if err != nil {
 		return s, err
 	}
-	const parts = 6
-	sub := window / parts
+	parts := spec.parts
+	sub := spec.length / time.Duration(parts)
 	var cpus, reqRates []float64
 	var rss []float64
 	var conns, peers []float64
@@ -365,23 +418,49 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 	if err != nil {
 		return s, err
 	}
+	var rbnPrev rbnReading
+	if spec.rbnMetrics != "" {
+		if rbnPrev, err = b.readKubeletMetrics(ctx, spec.rbnMetrics); err != nil {
+			return s, err
+		}
+	}
 	podmanStart := b.hostsPodmanCPU()
 	reqStart, cpuStart, windowStart := reqPrev, cpuPrev, time.Now()
+	prevAt := windowStart
 	for i := 0; i < parts; i++ {
-		if err := pause(ctx, sub); err != nil {
+		if spec.load != nil {
+			if err := spec.load(ctx); err != nil {
+				return s, err
+			}
+		}
+		// Waiting for the planned end, not for sub, keeps the sampling's
+		// own time inside the window.
+		if err := pause(ctx, time.Until(windowStart.Add(time.Duration(i+1)*sub))); err != nil {
 			return s, err
 		}
 		cpu, err := framework.ProcCPU(pid)
 		if err != nil {
 			return s, err
 		}
+		now := time.Now()
+		took := now.Sub(prevAt).Seconds()
 		req, err := b.apiserverRequests(ctx)
 		if err != nil {
 			return s, err
 		}
-		cpus = append(cpus, (cpu-cpuPrev)/b.clkTck/sub.Seconds())
-		reqRates = append(reqRates, (sumResource(req)-sumResource(reqPrev))/sub.Seconds())
-		cpuPrev, reqPrev = cpu, req
+		cpus = append(cpus, (cpu-cpuPrev)/b.clkTck/took)
+		reqRates = append(reqRates, (sumResource(req)-sumResource(reqPrev))/took)
+		cpuPrev, reqPrev, prevAt = cpu, req, now
+		if spec.rbnMetrics != "" {
+			r, err := b.readKubeletMetrics(ctx, spec.rbnMetrics)
+			if err != nil {
+				return s, err
+			}
+			s.calls = append(s.calls, r.podman.since(rbnPrev.podman))
+			s.sshChannels = append(s.sshChannels, r.sshChannels)
+			s.sshConnects += max(0, r.sshConnects-rbnPrev.sshConnects)
+			rbnPrev = r
+		}
 		if st, err := framework.ProcStatus(pid); err == nil {
 			rss = append(rss, float64(st["VmRSS"]))
 			s.hwmKB = st["VmHWM"]
@@ -392,6 +471,7 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 		}
 		conns, peers = append(conns, float64(c)), append(peers, float64(p))
 	}
+	s.elapsed = prevAt.Sub(windowStart)
 	s.cpuSeconds = (cpuPrev - cpuStart) / b.clkTck
 	s.podmanCPU = (b.hostsPodmanCPU() - podmanStart) / b.clkTck
 	s.ctrRSSKB, s.conmons = b.containerRSS()
@@ -400,7 +480,7 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 	s.rssKB = int64(medianF(rss))
 	s.sshConns, s.sshPeers = int(medianF(conns)), int(medianF(peers))
 	s.reqs = sumResource(reqPrev) - sumResource(reqStart)
-	s.reqPerSec = s.reqs / window.Seconds()
+	s.reqPerSec = s.reqs / s.elapsed.Seconds()
 	s.reqSubMed = medianF(reqRates)
 	for k, v := range reqPrev {
 		if d := v - reqStart[k]; d > 0 && k != nonResource {
@@ -421,7 +501,7 @@ func (b *bench) idle(ctx context.Context, res *scaleResult, label string, nodes,
 	}
 	s.readyNodes, s.servedNodes = len(b.readyNodes(ctx, all)), len(all)
 	b.logf("idle %s: rbn-kubelet CPU %.2fs/%s, RSS %d MiB, ssh conns %d to %d hosts, apiserver %.2f req/s",
-		label, s.cpuSeconds, window, s.rssKB/1024, s.sshConns, s.sshPeers, s.reqPerSec)
+		spec.label, s.cpuSeconds, s.elapsed.Round(time.Millisecond), s.rssKB/1024, s.sshConns, s.sshPeers, s.reqPerSec)
 	return s, nil
 }
 
@@ -459,7 +539,22 @@ func (sc *scaleSection) summary() [][]string {
 		{"4", "scale: SSH connections held", fmt.Sprintf("%d to %d hosts", last.sshConns, last.sshPeers), fmt.Sprintf("%d to %d hosts", base.sshConns, base.sshPeers), "", "one per host", verdict(last.sshConns <= last.sshPeers)},
 		{"4", "scale: apiserver requests/s when idle (whole stack)", fmt.Sprintf("%.2f", last.reqPerSec), fmt.Sprintf("%.2f", base.reqPerSec), ratioF(last.reqPerSec, base.reqPerSec), "", ""},
 		{"4", "scale: pods Running", fmt.Sprintf("%d of %d", s.podsRunning, s.podsWanted), "", "", fmt.Sprintf("%d per node", s.perNode), verdict(s.podsRunning == s.podsWanted)},
+		sc.scrapeSummary(),
 	}
+}
+
+// scrapeSummary is the summary row of the scrape cost (issue #13).
+func (sc *scaleSection) scrapeSummary() []string {
+	const goal = "< 2% of a core; ≤ 1 stats read per host, no other call growing"
+	c := sc.res.scrape
+	if c == nil || !c.measured {
+		return failedRow("4", "scale: scrape cost (issue #13)", goal, sc.b.rep.errs[sc])
+	}
+	f := costFigures(c.unscraped, c.scraped)
+	v := judgeScrapeCost(f.addedCPU(), f.added)
+	return []string{"4", fmt.Sprintf("scale: scrape cost every %s (issue #13): added rbn-kubelet CPU; container_stats per host per round", every(c.interval)),
+		fmt.Sprintf("%s of a core; %s", signedPct(v.addedCPU), signed(busiestSigned(f.added.perHost("container_stats")))),
+		fmt.Sprintf("unscraped: %s of a core", pct(f.cpuMed[0])), "", goal, verdict(v.met())}
 }
 
 func (sc *scaleSection) render(p printer) {
@@ -513,23 +608,28 @@ func (sc *scaleSection) render(p printer) {
 	p("included); the first row, with rbn-kubelet serving only the %d hosts, is the baseline to subtract.", s.hostCount)
 	p("")
 	var rows [][]string
-	for _, x := range s.samples {
-		rows = append(rows, []string{x.label, fmt.Sprintf("%.2f (%.1f%%)", x.cpuSeconds, 100*x.cpuSeconds/x.window.Seconds()),
+	samples := s.allSamples()
+	for _, x := range samples {
+		rows = append(rows, []string{x.label, fmt.Sprintf("%.2f (%.1f%%)", x.cpuSeconds, 100*x.cores()),
 			fmt.Sprintf("%.1f%%", 100*x.cpuSubMed), mib(x.rssKB), mib(x.hwmKB),
 			fmt.Sprintf("%d to %d hosts", x.sshConns, x.sshPeers), fmt.Sprintf("%.2f (%.2f)", x.reqPerSec, x.reqSubMed),
-			fmt.Sprintf("%.1f (%.0f%% of a core)", x.podmanCPU, 100*x.podmanCPU/x.window.Seconds()),
+			fmt.Sprintf("%.1f (%.0f%% of a core)", x.podmanCPU, 100*x.podmanCPU/x.span().Seconds()),
 			fmt.Sprintf("%s (%d conmons)", mib(x.ctrRSSKB), x.conmons),
 			mib(x.memAvailKB), x.load, readyOf(x), x.throttle.String(), secs(x.settled)})
 	}
+	if c := s.scrape; c != nil && c.measured {
+		p("The last two rows are the scrape cost's windows (below): %d sub-windows of %s each, the second one scraped.", c.rounds, every(c.interval))
+		p("")
+	}
 	table(p, []string{"state", "rbn-kubelet CPU-s over window (% of a core)", "median sub-window", "RSS", "VmHWM", "SSH connections",
 		"apiserver req/s (median sub-window)", "hosts' podman services CPU-s (with reaped children)", "conmon + container RSS", "machine MemAvailable", "load avg", "nodes Ready at the end", "rbn-kubelet client-side throttling (logged waits > 1 s)", "waited for quiet"}, rows)
-	for _, x := range s.samples {
+	for _, x := range samples {
 		var parts []string
 		for i, k := range x.reqByKind {
 			if i == 8 {
 				break
 			}
-			parts = append(parts, fmt.Sprintf("%s %.2f/s", k.kind, k.n/x.window.Seconds()))
+			parts = append(parts, fmt.Sprintf("%s %.2f/s", k.kind, k.n/x.span().Seconds()))
 		}
 		p("- apiserver requests, %s: %s", x.label, strings.Join(parts, ", "))
 	}
@@ -542,6 +642,7 @@ func (sc *scaleSection) render(p printer) {
 		p("Clean-up errors: %s", s.cleanupErr)
 	}
 	p("")
+	renderScrapeCost(p, s.scrape)
 }
 
 func readyOf(x idleSample) string { return fmt.Sprintf("%d of %d", x.readyNodes, x.servedNodes) }

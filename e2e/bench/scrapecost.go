@@ -1,0 +1,408 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ---------------------------------------------------------------------------------------------
+// The scrape cost (issue #13), part of the scale section: once its pods
+// run, two windows of the same length back to back, the second with every
+// node scraped as Prometheus's kubelet job scrapes it.
+
+// scrapeCost is the measurement of issue #13.
+type scrapeCost struct {
+	interval           time.Duration
+	rounds             int // of each window: its sub-windows
+	nodes, hosts, pods int
+	unscraped, scraped idleSample
+	measured           bool           // both windows were
+	results            []scrapeResult // every scrape of the scraped window
+	roundTook          []time.Duration
+}
+
+// The goal of issue #13: at 15 s scrapes, under 2% of a core more, and no
+// podman call per pod per scrape beyond one stats read per host.
+const (
+	scrapeCPUGoal = 0.02 // cores
+	// scrapeGrowth is the smallest rise, in calls per host per round, that
+	// counts as an operation growing with scraping: below it is the noise
+	// of the stack's own periodic work.
+	scrapeGrowth = 1.0
+)
+
+// statsReadOps make up one stats read of a host (podman.Client.Stats and
+// the container list it may go with): the goal allows one of each per host
+// per round.
+var statsReadOps = []string{"container_stats", "container_list"}
+
+// scrapeRounds is the rounds of each window: the idle windows' length, at
+// least 60 s, in whole intervals, and never fewer than 4.
+func scrapeRounds(idle, interval time.Duration) int {
+	n := int(math.Round(float64(max(idle, time.Minute)) / float64(interval)))
+	return max(n, 4)
+}
+
+func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns string, nodes []string) error {
+	c := &scrapeCost{interval: b.cfg.scrapeInterval, rounds: scrapeRounds(b.cfg.idle, b.cfg.scrapeInterval),
+		nodes: len(nodes), hosts: len(b.hosts), pods: res.podsRunning}
+	res.scrape = c
+	length := time.Duration(c.rounds) * c.interval
+	metricsURL, err := b.kubeletMetricsURL()
+	if err != nil {
+		return fmt.Errorf("scrape cost: %w", err)
+	}
+	sc, stop, err := b.newKubeletScraper(ctx, ns, nodes, c.interval, max(time.Hour, 4*length))
+	if err != nil {
+		return fmt.Errorf("scrape cost: %w", err)
+	}
+	defer stop()
+	// One round first, not measured: it opens the connections and fills
+	// the kubelet API's token and authorization caches, as they are for a
+	// Prometheus that scrapes all along.
+	if err := scrapeFailure(sc.round(ctx)); err != nil {
+		return fmt.Errorf("scrape cost: first round: %w", err)
+	}
+	label := fmt.Sprintf("%d nodes, %d pods", len(nodes), res.podsRunning)
+	spec := windowSpec{label: label + ", unscraped", nodes: len(nodes), pods: res.podsRunning,
+		length: length, parts: c.rounds, rbnMetrics: metricsURL}
+	if c.unscraped, err = b.measureWindow(ctx, res, spec); err != nil {
+		return fmt.Errorf("scrape cost: unscraped window: %w", err)
+	}
+	spec.label = fmt.Sprintf("%s, scraped every %s", label, every(c.interval))
+	spec.load = func(ctx context.Context) error {
+		start := time.Now()
+		rs := sc.round(ctx)
+		c.roundTook = append(c.roundTook, time.Since(start))
+		c.results = append(c.results, rs...)
+		return scrapeFailure(rs)
+	}
+	if c.scraped, err = b.measureWindow(ctx, res, spec); err != nil {
+		return fmt.Errorf("scrape cost: scraped window: %w", err)
+	}
+	c.measured = true
+	f := costFigures(c.unscraped, c.scraped)
+	b.logf("scrape cost: rbn-kubelet %.1f%% → %.1f%% of a core (median round); added podman calls per round %v",
+		100*f.cpuMed[0], 100*f.cpuMed[1], f.added)
+	return nil
+}
+
+// scrapeFigures are the figures of the two windows, unscraped first.
+type scrapeFigures struct {
+	cpu, cpuMed [2]float64 // cores: whole window, median sub-window
+	// Podman calls per host and operation per sub-window (one round, or
+	// one interval unscraped): the median over the sub-windows and the mean.
+	calls, mean      [2]callCounts
+	added, addedMean callCounts // scraped − unscraped
+}
+
+// allOps is the operation of a host's calls summed over every operation:
+// the median of the sums, not the sum of the medians.
+const allOps = "(all)"
+
+func costFigures(unscraped, scraped idleSample) scrapeFigures {
+	var f scrapeFigures
+	for i, x := range []idleSample{unscraped, scraped} {
+		f.cpu[i], f.cpuMed[i] = x.cores(), x.cpuSubMed
+		subs := withTotals(x.calls)
+		f.calls[i], f.mean[i] = medianCalls(subs), meanCalls(subs)
+	}
+	f.added, f.addedMean = f.calls[1].minus(f.calls[0]), f.mean[1].minus(f.mean[0])
+	return f
+}
+
+// addedCPU is what scraping added, in cores: the median sub-windows' difference.
+func (f scrapeFigures) addedCPU() float64 { return f.cpuMed[1] - f.cpuMed[0] }
+
+// withTotals adds to each of subs every host's calls over all operations,
+// as operation allOps.
+func withTotals(subs []callCounts) []callCounts {
+	out := make([]callCounts, len(subs))
+	for i, s := range subs {
+		out[i] = callCounts{}
+		for k, v := range s {
+			out[i][k] = v
+			out[i][callKey{host: k.host, op: allOps}] += v
+		}
+	}
+	return out
+}
+
+// medianCalls is, series by series, the median over subs (a series absent
+// from a sub-window made no call in it).
+func medianCalls(subs []callCounts) callCounts {
+	out := callCounts{}
+	for _, k := range keys(subs...) {
+		v := make([]float64, len(subs))
+		for i, s := range subs {
+			v[i] = s[k]
+		}
+		if m := medianF(v); m != 0 {
+			out[k] = m
+		}
+	}
+	return out
+}
+
+// meanCalls is, series by series, the mean over subs.
+func meanCalls(subs []callCounts) callCounts {
+	out := callCounts{}
+	for _, s := range subs {
+		for k, v := range s {
+			out[k] += v / float64(len(subs))
+		}
+	}
+	return out
+}
+
+// minus is c − o series by series, leaving out the series that are equal.
+func (c callCounts) minus(o callCounts) callCounts {
+	out := callCounts{}
+	for _, k := range keys(c, o) {
+		if d := c[k] - o[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// perHost sums c by host over ops.
+func (c callCounts) perHost(ops ...string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range c {
+		if slices.Contains(ops, k.op) {
+			out[k.host] += v
+		}
+	}
+	return out
+}
+
+// busiest is the largest of m's values, 0 for none.
+func busiest(m map[string]float64) float64 {
+	top := 0.0
+	for _, v := range m {
+		top = max(top, v)
+	}
+	return top
+}
+
+func keys(cs ...callCounts) []callKey {
+	var out []callKey
+	for _, c := range cs {
+		for k := range c {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b callKey) int {
+		if c := strings.Compare(a.op, b.op); c != 0 {
+			return c
+		}
+		return strings.Compare(a.host, b.host)
+	})
+	return slices.Compact(out)
+}
+
+// scrapeVerdict is the goal of issue #13 judged on the figures.
+type scrapeVerdict struct {
+	addedCPU float64 // cores
+	cpuOK    bool
+	// statsRead is the most calls of one stats read operation that
+	// scraping added per round on one host.
+	statsRead float64
+	statsOK   bool
+	growing   []string // other operations that grew: "op on host: +n"
+}
+
+func (v scrapeVerdict) met() bool { return v.cpuOK && v.statsOK && len(v.growing) == 0 }
+
+// judgeScrapeCost judges the added CPU (cores) and the added podman calls
+// per host per round.
+func judgeScrapeCost(addedCPU float64, added callCounts) scrapeVerdict {
+	v := scrapeVerdict{addedCPU: addedCPU, cpuOK: addedCPU < scrapeCPUGoal}
+	for _, k := range keys(added) {
+		n := added[k]
+		switch {
+		case k.op == allOps:
+		case slices.Contains(statsReadOps, k.op):
+			v.statsRead = max(v.statsRead, n)
+		case n >= scrapeGrowth:
+			v.growing = append(v.growing, fmt.Sprintf("%s on %s: %s", k.op, k.host, signed(n)))
+		}
+	}
+	v.statsOK = v.statsRead <= 1
+	return v
+}
+
+// signed is n with its sign (0 without), to one decimal when it has a fraction.
+func signed(n float64) string {
+	s := num(n)
+	switch {
+	case s == "0" || s == "-0":
+		return "0"
+	case n < 0:
+		return "−" + s[1:]
+	}
+	return "+" + s
+}
+
+func pct(cores float64) string { return fmt.Sprintf("%.1f%%", 100*cores) }
+
+func signedPct(cores float64) string { return signed(100*cores) + "%" }
+
+// every is an interval as the report writes it: "15 s".
+func every(d time.Duration) string { return fmt.Sprintf("%g s", d.Seconds()) }
+
+// renderScrapeCost writes the scale section's subsection on issue #13.
+func renderScrapeCost(p printer, c *scrapeCost) {
+	if c == nil {
+		return
+	}
+	p("### Scrape cost (issue #13)")
+	p("")
+	p("What Prometheus's kubelet job (prometheus-operator's kubelet ServiceMonitor) costs rbn-kubelet, against the same")
+	p("stack left alone: %d nodes over %d hosts (%s nodes per host share its one SSH connection and podman client, so", c.nodes, c.hosts, nodesPerHost(c.nodes, c.hosts))
+	p("\"per host\" is what counts), %d pods. Two windows of %d × %s, back to back, each once the stack was quiet:", c.pods, c.rounds, every(c.interval))
+	p("unscraped, then scraped: at the start of each %s round, every node's %s is GET-ed over HTTPS", every(c.interval), strings.Join(codes(scrapePaths), ", "))
+	p("at the address and port its Node advertises, %d at a time, with a service account's token (so a TokenReview and a", scrapeConcurrency)
+	p("SubjectAccessReview as for Prometheus), gzip accepted, the serving certificate not verified (cost, not trust). One")
+	p("round before the windows, not measured, opened the connections. Podman calls are the increase of rbn-kubelet's own")
+	p("`rbn_podman_requests_total` in each sub-window (one round; one interval unscraped). Figures per round are medians")
+	p("over the %d rounds, means in brackets; \"per host\" is the busiest host's.", c.rounds)
+	p("")
+	if !c.measured {
+		p("Not measured: see the section's error.")
+		p("")
+		renderScrapes(p, c)
+		return
+	}
+	f := costFigures(c.unscraped, c.scraped)
+	row := func(i int, name string, x idleSample) []string {
+		cell := func(op string) string {
+			return fmt.Sprintf("%s (%s)", num(busiest(f.calls[i].perHost(op))), num(busiest(f.mean[i].perHost(op))))
+		}
+		return []string{name, fmt.Sprintf("%s (%s)", pct(f.cpuMed[i]), pct(f.cpu[i])), cell(allOps), cell("container_stats"), cell("container_list"),
+			fmt.Sprintf("%d to %d hosts", x.sshConns, x.sshPeers), num(slices.Max(append([]float64{0}, x.sshChannels...))), num(x.sshConnects)}
+	}
+	addedCell := func(op string) string {
+		return fmt.Sprintf("%s (%s)", signed(busiestSigned(f.added.perHost(op))), signed(busiestSigned(f.addedMean.perHost(op))))
+	}
+	table(p, []string{"window", "rbn-kubelet CPU, % of a core: median round (whole window)", "podman calls per round per host",
+		"of them container_stats", "container_list", "SSH connections (median)", "SSH channels open (most sampled between rounds)", "SSH connections made"},
+		[][]string{
+			row(0, "unscraped", c.unscraped),
+			row(1, "scraped every "+every(c.interval), c.scraped),
+			{"added by scraping", fmt.Sprintf("%s (%s)", signedPct(f.addedCPU()), signedPct(f.cpu[1]-f.cpu[0])),
+				addedCell(allOps), addedCell("container_stats"), addedCell("container_list"), "", "", ""},
+		})
+	renderAddedCalls(p, f)
+	renderScrapes(p, c)
+	renderScrapeGoal(p, c.interval, judgeScrapeCost(f.addedCPU(), f.added))
+}
+
+// renderScrapeGoal states the goal of issue #13 and whether it was met.
+func renderScrapeGoal(p printer, interval time.Duration, v scrapeVerdict) {
+	growing := "none"
+	if len(v.growing) > 0 {
+		growing = strings.Join(v.growing, "; ")
+	}
+	p("**Goal** (issue #13): scraping every 15 s adds under %s%% of a core and no podman call per pod per scrape beyond one", num(100*scrapeCPUGoal))
+	p("stats read per host. Scraping every %s here: added CPU %s of a core (median rounds): %s; a stats read's", every(interval), signedPct(v.addedCPU), verdict(v.cpuOK))
+	p("operations (%s) added per round on the busiest host: %s, at most 1 wanted: %s; other", strings.Join(codes(statsReadOps), ", "), signed(v.statsRead), verdict(v.statsOK))
+	p("operations grown by %s or more calls per host per round: %s: %s. Goal: %s.", num(scrapeGrowth), growing, verdict(len(v.growing) == 0), verdict(v.met()))
+	p("")
+}
+
+// renderAddedCalls lists the podman calls scraping added per round, by
+// operation and host.
+func renderAddedCalls(p printer, f scrapeFigures) {
+	hs := callHosts(f.added, f.addedMean)
+	if len(hs) == 0 {
+		p("Scraping added no podman call.")
+		p("")
+		return
+	}
+	var rows [][]string
+	for _, op := range callOps(f.added, f.addedMean) {
+		r := []string{"`" + op + "`"}
+		if op == allOps {
+			r[0] = "all operations"
+		}
+		for _, h := range hs {
+			k := callKey{host: h, op: op}
+			r = append(r, fmt.Sprintf("%s (%s)", signed(f.added[k]), signed(f.addedMean[k])))
+		}
+		rows = append(rows, r)
+	}
+	p("Podman calls added per round by scraping, by operation and host:")
+	p("")
+	table(p, append([]string{"operation"}, hs...), rows)
+}
+
+// renderScrapes sums up the scraped window's requests by path.
+func renderScrapes(p printer, c *scrapeCost) {
+	if len(c.results) == 0 {
+		return
+	}
+	var rows [][]string
+	for _, s := range summarizeScrapes(c.results) {
+		size := fmt.Sprintf("%d B", s.medianBytes)
+		if s.gzip {
+			size += " (gzip)"
+		}
+		rows = append(rows, []string{"`" + s.path + "`", fmt.Sprint(s.requests), ms(s.median), ms(s.max), size, fmt.Sprint(s.non200), fmt.Sprint(s.timeouts)})
+	}
+	table(p, []string{"path", "requests", "median", "max", "median size", "non-200", fmt.Sprintf("timed out (%s)", every(scrapeTimeout(c.interval)))}, rows)
+	if len(c.roundTook) > 0 {
+		over := 0
+		for _, d := range c.roundTook {
+			if d > c.interval {
+				over++
+			}
+		}
+		late := ""
+		if over > 0 {
+			late = " (the next one then started late, its sub-window longer)"
+		}
+		p("A round of %d requests took %s (median), %s at most; %d of %d rounds outlasted the interval%s.", len(c.results)/len(c.roundTook),
+			secs(median(c.roundTook)), secs(slices.Max(c.roundTook)), over, len(c.roundTook), late)
+		p("")
+	}
+}
+
+// busiestSigned is the value of m farthest from 0, 0 for none.
+func busiestSigned(m map[string]float64) float64 {
+	top := 0.0
+	for _, v := range m {
+		if math.Abs(v) > math.Abs(top) {
+			top = v
+		}
+	}
+	return top
+}
+
+// num is n without a fraction when it has none.
+func num(n float64) string { return strings.TrimSuffix(fmt.Sprintf("%.1f", n), ".0") }
+
+func codes(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = "`" + s + "`"
+	}
+	return out
+}
+
+// nodesPerHost is "12-13" for 50 nodes over 4 hosts.
+func nodesPerHost(nodes, hosts int) string {
+	if hosts == 0 {
+		return "–"
+	}
+	lo, hi := nodes/hosts, (nodes+hosts-1)/hosts
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}

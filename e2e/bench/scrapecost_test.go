@@ -1,0 +1,320 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	hostA = "127.0.1.1:2201"
+	hostB = "127.0.1.2:2202"
+)
+
+func TestParseRBNMetrics(t *testing.T) {
+	text := `# HELP rbn_podman_requests_total Calls.
+# TYPE rbn_podman_requests_total counter
+rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",result="success"} 40
+rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",result="error"} 2
+rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",result="not_found"} 0
+rbn_podman_requests_total{host="127.0.1.2:2202",operation="events",result="success"} 1
+# HELP rbn_ssh_channels_open Channels.
+# TYPE rbn_ssh_channels_open gauge
+rbn_ssh_channels_open{host="127.0.1.1:2201",user="rbn"} 3
+rbn_ssh_channels_open{host="127.0.1.2:2202",user="rbn"} 2
+# HELP rbn_ssh_connects_total Connects.
+# TYPE rbn_ssh_connects_total counter
+rbn_ssh_connects_total{host="127.0.1.1:2201",user="rbn"} 1
+rbn_ssh_connects_total{host="127.0.1.2:2202",user="rbn"} 2
+`
+	got, err := parseRBNMetrics(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := callCounts{{hostA, "container_stats"}: 42, {hostB, "events"}: 1}
+	if fmt.Sprint(got.podman) != fmt.Sprint(want) {
+		t.Errorf("podman = %v, want %v (summed over result)", got.podman, want)
+	}
+	if got.sshChannels != 5 || got.sshConnects != 3 {
+		t.Errorf("ssh channels %v, connects %v; want 5, 3", got.sshChannels, got.sshConnects)
+	}
+	if _, err := parseRBNMetrics("go_goroutines 7\n"); err == nil {
+		t.Error("a page without rbn_podman_requests_total parsed")
+	}
+	if _, err := parseRBNMetrics("rbn_podman_requests_total{host=\"a\" 1\n"); err == nil {
+		t.Error("a malformed page parsed")
+	}
+}
+
+func TestCallCountsSince(t *testing.T) {
+	stats, events, list := callKey{hostA, "container_stats"}, callKey{hostA, "events"}, callKey{hostB, "container_list"}
+	tests := []struct {
+		name      string
+		now, prev callCounts
+		want      callCounts
+	}{
+		{name: "increase", now: callCounts{stats: 30}, prev: callCounts{stats: 5}, want: callCounts{stats: 25}},
+		{name: "new series counts from 0", now: callCounts{list: 4}, prev: callCounts{}, want: callCounts{list: 4}},
+		{name: "unchanged series left out", now: callCounts{events: 1, stats: 6}, prev: callCounts{events: 1, stats: 5}, want: callCounts{stats: 1}},
+		{name: "reset counts from 0 again", now: callCounts{stats: 3}, prev: callCounts{stats: 100}, want: callCounts{stats: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.now.since(tt.prev); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("since = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLastMetricsAddr(t *testing.T) {
+	tests := []struct {
+		name, log, want string
+	}{
+		{name: "text", want: "127.0.0.1:41234", log: `time=2026-01-01T00:00:00Z level=INFO msg="metrics listening" addr=127.0.0.1:41234 profiling=false
+`},
+		{name: "json", want: "127.0.0.1:5000", log: `{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"metrics listening","addr":"127.0.0.1:5000","profiling":false}
+`},
+		{name: "the last record: a restarted process", want: "127.0.0.1:2", log: `time=t1 level=INFO msg="metrics listening" addr=127.0.0.1:1 profiling=false
+time=t2 level=INFO msg="node ready" addr=10.0.0.1:10250
+time=t3 level=INFO msg="metrics listening" addr=127.0.0.1:2 profiling=false
+`},
+		{name: "none", want: "", log: "time=t level=INFO msg=\"listening\" addr=127.0.0.1:3\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := lastMetricsAddr(strings.NewReader(tt.log))
+			if (err != nil) != (tt.want == "") || got != tt.want {
+				t.Errorf("lastMetricsAddr = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestScrapeRounds(t *testing.T) {
+	tests := []struct {
+		idle, interval time.Duration
+		want           int
+	}{
+		{idle: 60 * time.Second, interval: 15 * time.Second, want: 4},
+		{idle: 20 * time.Second, interval: 15 * time.Second, want: 4},  // at least 60 s
+		{idle: 100 * time.Second, interval: 15 * time.Second, want: 7}, // 105 s
+		{idle: 60 * time.Second, interval: 30 * time.Second, want: 4},  // never fewer than 4 rounds
+		{idle: 60 * time.Second, interval: 10 * time.Second, want: 6},
+	}
+	for _, tt := range tests {
+		if got := scrapeRounds(tt.idle, tt.interval); got != tt.want {
+			t.Errorf("scrapeRounds(%s, %s) = %d, want %d", tt.idle, tt.interval, got, tt.want)
+		}
+	}
+}
+
+// window is a fake scrape-cost window: CPU in cores per sub-window and the
+// podman calls of each.
+func window(cpu []float64, calls ...callCounts) idleSample {
+	x := idleSample{window: time.Duration(len(cpu)) * 15 * time.Second, cpuSubMed: medianF(cpu), calls: calls}
+	for _, c := range cpu {
+		x.cpuSeconds += 15 * c
+	}
+	x.elapsed = x.window
+	return x
+}
+
+func TestCostFigures(t *testing.T) {
+	stats, events := callKey{hostA, "container_stats"}, callKey{hostA, "events"}
+	// The unscraped window has a periodic burst in one sub-window: the
+	// medians leave it out, the means do not.
+	unscraped := window([]float64{0.01, 0.01, 0.05, 0.01},
+		callCounts{events: 1}, callCounts{}, callCounts{events: 1, stats: 8}, callCounts{})
+	scraped := window([]float64{0.02, 0.02, 0.02, 0.03},
+		callCounts{stats: 25, events: 1}, callCounts{stats: 25}, callCounts{stats: 26}, callCounts{stats: 25, events: 1})
+	f := costFigures(unscraped, scraped)
+	if got := f.addedCPU(); fmt.Sprintf("%.3f", got) != "0.010" {
+		t.Errorf("added CPU = %.3f cores, want 0.010 (medians 0.02 − 0.01)", got)
+	}
+	if f.calls[0][stats] != 0 || f.calls[1][stats] != 25 || f.added[stats] != 25 {
+		t.Errorf("median container_stats per round: unscraped %v, scraped %v, added %v; want 0, 25, 25", f.calls[0][stats], f.calls[1][stats], f.added[stats])
+	}
+	if f.mean[0][stats] != 2 || f.addedMean[stats] != 23.25 {
+		t.Errorf("mean container_stats: unscraped %v, added %v; want 2, 23.25", f.mean[0][stats], f.addedMean[stats])
+	}
+	if _, ok := f.added[events]; ok {
+		t.Errorf("events added %v, want no change (median 0.5 both)", f.added[events])
+	}
+}
+
+func TestCostFiguresHostTotals(t *testing.T) {
+	// Calls that move between operations: the median of the host's sums
+	// sees them, the sum of the operations' medians would not.
+	stats, list := callKey{hostA, "container_stats"}, callKey{hostA, "container_list"}
+	scraped := window([]float64{0, 0, 0}, callCounts{stats: 3}, callCounts{list: 3}, callCounts{})
+	f := costFigures(window([]float64{0, 0, 0}, callCounts{}, callCounts{}, callCounts{}), scraped)
+	if got := f.added[callKey{hostA, allOps}]; got != 3 {
+		t.Errorf("added calls over all operations = %v, want 3", got)
+	}
+	if f.added[stats] != 0 || f.added[list] != 0 {
+		t.Errorf("added per operation = %v, want none", f.added)
+	}
+	if v := judgeScrapeCost(0, f.added); !v.met() {
+		t.Errorf("the total judged as an operation: %+v", v)
+	}
+}
+
+func TestJudgeScrapeCost(t *testing.T) {
+	tests := []struct {
+		name                string
+		cpu                 float64
+		added               callCounts
+		cpuOK, statsOK, met bool
+		statsRead           float64
+		growing             string
+	}{
+		{name: "a stats read per node and endpoint (before the shared reading)", cpu: 0.008,
+			added: callCounts{{hostA, "container_stats"}: 26, {hostB, "container_stats"}: 24},
+			cpuOK: true, statsRead: 26},
+		{name: "one shared stats read per host", cpu: 0.008,
+			added: callCounts{{hostA, "container_stats"}: 1, {hostA, "container_list"}: 1, {hostB, "container_stats"}: 1},
+			cpuOK: true, statsOK: true, met: true, statsRead: 1},
+		{name: "too much CPU", cpu: 0.021, added: callCounts{{hostA, "container_stats"}: 1}, statsOK: true, statsRead: 1},
+		{name: "another operation grows", cpu: 0.005,
+			added: callCounts{{hostA, "container_stats"}: 1, {hostB, "container_inspect"}: 12, {hostA, "events"}: 0.5},
+			cpuOK: true, statsOK: true, statsRead: 1, growing: "container_inspect on 127.0.1.2:2202: +12"},
+		{name: "fewer calls than unscraped is no growth", cpu: -0.001, added: callCounts{{hostA, "pod_inspect"}: -3},
+			cpuOK: true, statsOK: true, met: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := judgeScrapeCost(tt.cpu, tt.added)
+			if v.cpuOK != tt.cpuOK || v.statsOK != tt.statsOK || v.met() != tt.met || v.statsRead != tt.statsRead || strings.Join(v.growing, "; ") != tt.growing {
+				t.Errorf("judgeScrapeCost = %+v (met %v), want cpuOK %v statsOK %v statsRead %v growing %q met %v",
+					v, v.met(), tt.cpuOK, tt.statsOK, tt.statsRead, tt.growing, tt.met)
+			}
+		})
+	}
+}
+
+func TestScrapeTargets(t *testing.T) {
+	node := func(name, ip string, port int32) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: ip}}
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = port
+		return n
+	}
+	got, err := scrapeTargets([]*corev1.Node{node("host1", "10.1.0.2", 10251), node("bench-node-05", "10.1.0.2", 10255)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2*len(scrapePaths) {
+		t.Fatalf("%d targets, want %d", len(got), 2*len(scrapePaths))
+	}
+	if g := got[len(scrapePaths)+1]; g.node != "bench-node-05" || g.url != "https://10.1.0.2:10255/metrics/cadvisor" {
+		t.Errorf("target = %+v", g)
+	}
+	if _, err := scrapeTargets([]*corev1.Node{node("n", "10.1.0.2", 0)}); err == nil {
+		t.Error("a node without a kubelet port made a target")
+	}
+}
+
+func TestScrapeResults(t *testing.T) {
+	ok := func(path string, ms, bytes int) scrapeResult {
+		return scrapeResult{path: path, node: "n", status: 200, took: time.Duration(ms) * time.Millisecond, bytes: bytes}
+	}
+	timeout := scrapeResult{path: "/metrics/cadvisor", node: "n", took: 10 * time.Second,
+		err: &url.Error{Op: "Get", URL: "https://x/metrics/cadvisor", Err: context.DeadlineExceeded}}
+	refused := scrapeResult{path: "/metrics", node: "n", err: &url.Error{Op: "Get", URL: "https://x/metrics", Err: errors.New("connection refused")}}
+	forbidden := scrapeResult{path: "/metrics/probes", node: "n", status: 403, detail: "Forbidden"}
+
+	rs := []scrapeResult{ok("/metrics", 10, 1000), ok("/metrics", 30, 3000), ok("/metrics", 20, 2000), ok("/metrics/cadvisor", 400, 50000), timeout}
+	if err := scrapeFailure(rs); err != nil {
+		t.Errorf("a timeout failed the scrape: %v", err)
+	}
+	for _, bad := range []scrapeResult{refused, forbidden} {
+		if err := scrapeFailure(append(rs, bad)); err == nil {
+			t.Errorf("%+v did not fail the scrape", bad)
+		}
+	}
+	got := summarizeScrapes(append(rs, forbidden))
+	want := []pathStats{
+		{path: "/metrics", requests: 3, median: 20 * time.Millisecond, max: 30 * time.Millisecond, medianBytes: 2000},
+		{path: "/metrics/cadvisor", requests: 2, median: 5200 * time.Millisecond, max: 10 * time.Second, medianBytes: 50000, timeouts: 1},
+		{path: "/metrics/probes", requests: 1, non200: 1},
+	}
+	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+		t.Errorf("summarizeScrapes =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// TestRenderScrapeCost renders the subsection from fake figures (go test -v
+// shows it) and checks that the verdict follows them.
+func TestRenderScrapeCost(t *testing.T) {
+	stats, list, events := callKey{hostA, "container_stats"}, callKey{hostA, "container_list"}, callKey{hostA, "events"}
+	statsB := callKey{hostB, "container_stats"}
+	c := &scrapeCost{interval: 15 * time.Second, rounds: 4, nodes: 50, hosts: 4, pods: 1000, measured: true,
+		unscraped: window([]float64{0.011, 0.012, 0.011, 0.013}, callCounts{events: 1}, callCounts{}, callCounts{}, callCounts{}),
+		scraped: window([]float64{0.019, 0.018, 0.020, 0.018},
+			callCounts{stats: 1, list: 1, statsB: 1}, callCounts{stats: 1, list: 1, statsB: 1}, callCounts{stats: 1, list: 1, statsB: 1}, callCounts{stats: 2, list: 1, statsB: 1}),
+		roundTook: []time.Duration{1200 * time.Millisecond, 900 * time.Millisecond, 1e9, 1100 * time.Millisecond},
+	}
+	c.unscraped.sshConns, c.unscraped.sshPeers, c.unscraped.sshChannels = 4, 4, []float64{4, 4, 5, 4}
+	c.scraped.sshConns, c.scraped.sshPeers, c.scraped.sshChannels = 4, 4, []float64{4, 6, 4, 4}
+	for i := 0; i < 4; i++ {
+		for _, p := range scrapePaths {
+			c.results = append(c.results, scrapeResult{path: p, node: "n", status: 200, took: 40 * time.Millisecond, bytes: 9000, gzip: p == "/metrics"})
+		}
+	}
+	var w strings.Builder
+	renderScrapeCost(func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }, c)
+	out := w.String()
+	t.Log("\n" + out)
+	for _, want := range []string{
+		"### Scrape cost (issue #13)",
+		"50 nodes over 4 hosts (12-13 nodes per host",
+		"| scraped every 15 s | 1.8% (1.9%) | 2 (2.2) | 1 (1.2) | 1 (1) | 4 to 4 hosts | 6 | 0 |",
+		"| added by scraping | +0.7% (+0.7%) | +2 (+2) | +1 (+1.2) | +1 (+1) |",
+		"| all operations | +2 (+2) | +1 (+1) |",
+		"| `container_stats` | +1 (+1.2) | +1 (+1) |",
+		"| `events` | 0 (−0.2) | 0 (0) |",
+		"| `/metrics` | 4 | 40 ms | 40 ms | 9000 B (gzip) | 0 | 0 |",
+		"added CPU +0.7% of a core (median rounds): met",
+		"at most 1 wanted: met",
+		"per host per round: none: met. Goal: met.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the rendering", want)
+		}
+	}
+}
+
+func TestRenderScrapeGoal(t *testing.T) {
+	tests := []struct {
+		name string
+		v    scrapeVerdict
+		want []string
+	}{
+		{name: "a stats read per node and endpoint",
+			v:    judgeScrapeCost(0.012, callCounts{{hostA, "container_stats"}: 26, {hostA, "container_inspect"}: 13}),
+			want: []string{"added CPU +1.2% of a core (median rounds): met", "busiest host: +26, at most 1 wanted: **missed**", "container_inspect on 127.0.1.1:2201: +13: **missed**. Goal: **missed**."}},
+		{name: "over the CPU goal only",
+			v:    judgeScrapeCost(0.025, callCounts{{hostA, "container_stats"}: 1}),
+			want: []string{"added CPU +2.5% of a core (median rounds): **missed**", "busiest host: +1, at most 1 wanted: met", "none: met. Goal: **missed**."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var w strings.Builder
+			renderScrapeGoal(func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }, 15*time.Second, tt.v)
+			out := strings.ReplaceAll(w.String(), "\n", " ")
+			for _, want := range tt.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("no %q in %q", want, out)
+				}
+			}
+		})
+	}
+}
