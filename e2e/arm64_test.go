@@ -510,9 +510,29 @@ func (s *stack) arm64Streams(t *testing.T, ns, pod string) {
 // from the index the relay serves.
 func (s *stack) arm64Relay(t *testing.T, ns string, arm framework.BuildHost, reg map[string]string) {
 	t.Helper()
-	// The directly pulled image leaves the host with the pod that used it.
+	// The directly pulled image leaves the host with the pod that used it,
+	// once rbn-kubelet has removed that pod's containers from the host. Its
+	// object leaves the apiserver earlier, once they have stopped, and a
+	// forced rmi in between races their removal.
+	p, err := s.Client.CoreV1().Pods(ns).Get(context.Background(), "multiarch-arm64", metav1.GetOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	_, _ = s.KubectlErr("-n", ns, "delete", "pod", "multiarch-arm64", "--ignore-not-found", "--wait=true", "--timeout=5m")
-	s.MustHostPodman(t, arm.Index, "rmi", "--force", "--ignore", reg["IMAGE_MULTIARCH"])
+	// The emulated host's podman can be slow to answer while it cleans up
+	// after a pod: each attempt is bounded, and tried again.
+	if err == nil {
+		framework.Eventually(t, "multiarch-arm64's containers gone from "+arm.Name, 5*time.Minute, func() (bool, string) {
+			out, err := s.HostPodman(arm.Index, "ps", "-a", "--filter", "label=rbn.dev/pod-uid="+string(p.UID), "--format", "name={{.Names}}")
+			// The output has podman's own log lines too (the emulated
+			// host's "failure getting variant").
+			return err == nil && !strings.Contains(out, "name="), fmt.Sprint(out, err)
+		})
+	}
+	framework.Eventually(t, reg["IMAGE_MULTIARCH"]+" removed from "+arm.Name, 5*time.Minute, func() (bool, string) {
+		out, err := s.HostPodman(arm.Index, "rmi", "--force", "--ignore", reg["IMAGE_MULTIARCH"])
+		return err == nil, fmt.Sprint(out, err)
+	})
 
 	s.Kubectl(t, "patch", "remotebuildnode", arm.Name, "--type=merge", "-p", `{"spec":{"imagePull":"ThroughKubelet"}}`)
 	// The node's runtime restarts with the new spec.
