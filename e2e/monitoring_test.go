@@ -186,20 +186,7 @@ func TestMonitoring(t *testing.T) {
 	srv.put(t, bucket, "in/recipe", []byte("recipe"))
 	s.Apply(t, srv.secretManifest(ns, "s3", srv.Endpoint, srv.SecretKey))
 	transfer := func(name, key string) string {
-		return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  namespace: %s
-  annotations:
-    rbn.dev/transfers: '{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3", "inputs": [{"bucket": %q, "key": %q, "volume": "work", "path": "recipe"}]}'
-spec:
-  restartPolicy: Never%s
-  containers:
-    - {name: build, image: %s, command: [cat, /work/recipe], volumeMounts: [{name: work, mountPath: /work}]}
-  volumes:
-    - {name: work, emptyDir: {}}
-`, name, ns, bucket, key, framework.PodSpec, framework.TestImage)
+		return transferPod(ns, name, inputTransfers("s3", bucket, key), "cat /work/recipe")
 	}
 	s.Apply(t, transfer("fetched", "in/recipe"))
 	s.WaitPodPhase(t, ns, "fetched", corev1.PodSucceeded, 2*time.Minute)

@@ -122,13 +122,10 @@ func TestNodeAddressesAsKubelets(t *testing.T) {
 // monitoring agents (kube-prometheus's Prometheus) are given.
 func (s *stack) scraperToken(t *testing.T, ns string) string {
 	t.Helper()
-	s.Kubectl(t, "-n", ns, "create", "serviceaccount", "scraper")
-	role := "e2e-node-scraper-" + ns
-	s.Kubectl(t, "create", "clusterrole", role, "--verb=get", "--resource=nodes/stats,nodes/metrics,nodes/proxy")
-	s.Kubectl(t, "create", "clusterrolebinding", role, "--clusterrole="+role, "--serviceaccount="+ns+":scraper")
-	t.Cleanup(func() {
-		_, _ = s.KubectlErr("delete", "clusterrolebinding", role)
-		_, _ = s.KubectlErr("delete", "clusterrole", role)
-	})
-	return strings.TrimSpace(s.Kubectl(t, "-n", ns, "create", "token", "scraper"))
+	token, stop, err := s.NodeScraperToken(t.Context(), ns, "scraper", "e2e-node-scraper-"+ns, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return token
 }

@@ -196,6 +196,34 @@ func untarGz(t *testing.T, data []byte) map[string]string {
 	}
 }
 
+// transferPod is the manifest of a pod in ns whose container runs script
+// with the transfers annotation transfers, its volume "work" at /work.
+func transferPod(ns, name, transfers, script string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+  annotations:
+    rbn.dev/transfers: '%s'
+spec:
+  restartPolicy: Never%s
+  containers:
+    - name: build
+      image: %s
+      command: [sh, -c, %q]
+      volumeMounts: [{name: work, mountPath: /work}]
+  volumes:
+    - {name: work, emptyDir: {}}
+`, name, ns, transfers, framework.PodSpec, framework.TestImage, script)
+}
+
+// inputTransfers is a transfers annotation fetching s3://bucket/key into
+// the volume "work" as "recipe", with the credentials of Secret secret.
+func inputTransfers(secret, bucket, key string) string {
+	return fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": %q, "inputs": [{"bucket": %q, "key": %q, "volume": "work", "path": "recipe"}]}`, secret, bucket, key)
+}
+
 func hasEvent(events []corev1.Event, reason, substr string) bool {
 	for _, e := range events {
 		if e.Reason == reason && strings.Contains(e.Message, substr) {
@@ -424,28 +452,8 @@ func TestS3TransferFailures(t *testing.T) {
 		// does not read them for it.
 		srv.ungrantedSecretManifest(ns, "s3-ungranted", srv.Endpoint, srv.SecretKey))
 
-	podWith := func(name, transfers, script string) string {
-		return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  namespace: %s
-  annotations:
-    rbn.dev/transfers: '%s'
-spec:
-  restartPolicy: Never%s
-  containers:
-    - name: build
-      image: %s
-      command: [sh, -c, %q]
-      volumeMounts: [{name: work, mountPath: /work}]
-  volumes:
-    - {name: work, emptyDir: {}}
-`, name, ns, transfers, framework.PodSpec, framework.TestImage, script)
-	}
-	input := func(secret, key string) string {
-		return fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": %q, "inputs": [{"bucket": %q, "key": %q, "volume": "work", "path": "recipe"}]}`, secret, bucket, key)
-	}
+	podWith := func(name, transfers, script string) string { return transferPod(ns, name, transfers, script) }
+	input := func(secret, key string) string { return inputTransfers(secret, bucket, key) }
 	output := fmt.Sprintf(`{"apiVersion": "rbn.dev/v1alpha1", "kind": "Transfers", "secretName": "s3-cut", "outputs": [{"volume": "work", "path": "image.raw", "bucket": %q, "key": "out/image.raw"}]}`, bucket)
 	cases := []struct {
 		name, manifest, reason string

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
@@ -28,7 +25,8 @@ import (
 // (TestGetPods). Once the pod is deleted /runningpods/ lists it no more
 // (the suite gives a provider a second: here, until it is gone from the
 // apiserver). A host's stats reading is shared for up to 10 s but read
-// anew once a container started, so the first three hold at once.
+// anew once a container started (a request waits up to 5 s for it), so
+// the first three hold at once.
 func TestVirtualKubeletSuiteExpectations(t *testing.T) {
 	s := newStack(t)
 	ns := s.Namespace(t)
@@ -56,23 +54,11 @@ func TestVirtualKubeletSuiteExpectations(t *testing.T) {
 		t.Errorf("/stats/summary: %d container figures for nginx, want %d: %+v", got, len(containers), sum.Pods[i].Containers)
 	}
 
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(get("/metrics/resource")))
-	if err != nil {
-		t.Fatalf("/metrics/resource: %v", err)
-	}
+	resource := get("/metrics/resource")
 	count := func(family string) int {
-		n := 0
-		if f := families[family]; f != nil {
-			for _, m := range f.Metric {
-				labels := map[string]string{}
-				for _, l := range m.Label {
-					labels[l.GetName()] = l.GetValue()
-				}
-				if labels["namespace"] == ns && labels["pod"] == "nginx" {
-					n++
-				}
-			}
+		n, err := framework.MetricCount(resource, family, `namespace="`+ns+`"`, `pod="nginx"`)
+		if err != nil {
+			t.Fatalf("/metrics/resource: %v", err)
 		}
 		return n
 	}

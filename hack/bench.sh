@@ -13,8 +13,9 @@
 #   RBN_BENCH_NODES        build hosts (default 4)
 #   RBN_BENCH_OUT          where the report goes (default docs/benchmarks.md)
 #   RBN_BENCH_NOTES        hand-written notes appended to the report (default docs/benchmarks-notes.md)
-#   RBN_BENCH_SECTIONS     latency,burst,streams,probes,scale,takeover,services (default all);
-#                          services alone replaces section 7 of the existing report
+#   RBN_BENCH_SECTIONS     latency,burst,streams,probes,scale,takeover,transfer,services (default all);
+#                          services alone replaces section 7 of the existing report; transfer
+#                          (TestBenchTransfer's section 6) runs with another section only
 #   RBN_BENCH_SSH_MIB      the services section's scp size (default 1024); RBN_BENCH_SSH_RUNS runs (default 3)
 #   RBN_BENCH_RUNS         measured pod start/status runs (default 20; RBN_BENCH_WARMUP 2 more first)
 #   RBN_BENCH_BURST_PODS   pods per burst (default 100); RBN_BENCH_BURST_ROUNDS rounds (default 3)
@@ -56,22 +57,30 @@ for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_S
   knobs+=("${v}=${val}")
 done
 # "services" is the second stack's; the other sections are the first's.
-run_local=1 run_services=1
+run_local=1 run_services=1 run_transfer=1
 if [[ -n "${RBN_BENCH_SECTIONS:-}" ]]; then
   IFS=, read -ra wanted <<<"${RBN_BENCH_SECTIONS}"
   rest=()
-  run_services=0
+  run_services=0 run_transfer=0
   for sec in "${wanted[@]}"; do
-    if [[ "${sec}" == services ]]; then run_services=1; else rest+=("${sec}"); fi
+    case "${sec}" in
+      services) run_services=1 ;;
+      transfer) run_transfer=1 ;;
+      *) rest+=("${sec}") ;;
+    esac
   done
   if ((${#rest[@]} == 0)); then
+    # Section 6 goes into TestBench's report: it does not run alone.
+    ((run_transfer == 0)) || rbn::die "RBN_BENCH_SECTIONS=transfer: name one of TestBench's sections with it"
     run_local=0
   else
     RBN_BENCH_SECTIONS="$(IFS=,; echo "${rest[*]}")"
     export RBN_BENCH_SECTIONS
   fi
 fi
-go_test=(go test -tags "${go_tags}" -count=1 -run '^TestBench(Transfer)?$' -v -timeout 120m ./e2e/)
+run_re='^TestBench(Transfer)?$'
+((run_transfer)) || run_re='^TestBench$'
+go_test=(go test -tags "${go_tags}" -count=1 -run "${run_re}" -v -timeout 120m ./e2e/)
 services_test=(go test -tags "${go_tags}" -count=1 -run '^TestBenchServices$' -v -timeout 60m ./e2e/)
 export RBN_BENCH_COMMAND="${knobs[*]} RBN_BENCH_NODES=${RBN_BENCH_NODES:-4} hack/bench.sh (make bench) → ${go_test[*]}"
 export RBN_BENCH_SERVICES_COMMAND="${knobs[*]} hack/bench.sh (make bench; in-cluster, NODES=1) → ${services_test[*]}"
@@ -94,9 +103,12 @@ bench_env() {
   export RBN_E2E_KUBECONFIG="${KUBECONFIG}" RBN_E2E_KUBECTL="${K8S_BIN}/kubectl" RBN_E2E_STATE="${RBN_STATE}" RBN_E2E_ROOT="${RBN_ROOT}"
 }
 
-report="${RBN_STATE}/benchmarks.md"
-transfer="${RBN_STATE}/transfer.md"
-services="${RBN_STATE}/services.md"
+# Beside the state, not in it: hack/dev-down.sh removes the state with each stack.
+parts="${RBN_STATE%/}.report"
+rm -rf "${parts}" && mkdir -p "${parts}"
+report="${parts}/benchmarks.md"
+transfer="${parts}/transfer.md"
+services="${parts}/services.md"
 if ((run_local)); then
   rbn::log "bringing up the benchmark stack in ${RBN_STATE} (log: ${log})"
   # With the S3 server (hack/s3.sh) for TestBenchTransfer.

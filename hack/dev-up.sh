@@ -11,6 +11,8 @@
 # manifests/extender/kube-scheduler-config.yaml).
 # RBN_S3=1 also starts a local S3 server (hack/s3.sh; built once, 2-4 minutes) for pods'
 # rbn.dev/transfers; `hack/s3.sh env` prints its endpoint and credentials.
+# RBN_KUBELET_PROFILING=1 makes local rbn-kubelet serve Go's profiles (/debug/pprof/) on its metrics address
+# (enableProfiling; the address is in its log, "metrics listening").
 # RBN_ISOLATED_HOSTS and RBN_ARM64_HOSTS (host indexes, hack/hosts.sh) make hosts isolated or
 # emulated aarch64; RBN_UNREGISTERED_HOSTS (host indexes) starts hosts without registering them.
 #
@@ -215,6 +217,7 @@ logLevel: ${RBN_LOG_LEVEL:-info}
 egress: {allowedCIDRs: [127.0.0.0/8, ${RBN_STACK_NET}.0/24, ${NODE_ADDRESS}]}
 podNetwork: {cidr: 100.96.0.0/16}
 clusterServices: {forwarderDir: ${RBN_ROOT}/bin}
+enableProfiling: $([[ "${RBN_KUBELET_PROFILING:-0}" == 1 ]] && echo true || echo false)
 YAML
 
 "${RBN_ROOT}/hack/kubelet.sh" restart

@@ -66,8 +66,12 @@ func TestContainerStatsCacheKeepsAReadingForMaxAge(t *testing.T) {
 			t.Errorf("within maxAge: reading %s after %d reads, want the first after 1", got, r.calls.Load())
 		}
 		time.Sleep(time.Nanosecond)
-		if got := readingID(t, c); got != "2" {
-			t.Errorf("at maxAge: reading %s, want a new one", got)
+		if got := readingID(t, c); got != "1" {
+			t.Errorf("at maxAge: reading %s, want the kept one at once, the new one read meanwhile", got)
+		}
+		synctest.Wait()
+		if got := readingID(t, c); got != "2" || r.calls.Load() != 2 {
+			t.Errorf("once read: reading %s after %d reads, want the new one", got, r.calls.Load())
 		}
 	})
 }
@@ -232,42 +236,151 @@ func TestContainerStatsCacheReadsAnewAfterAChange(t *testing.T) {
 	})
 }
 
-func TestContainerStatsCacheKeepsNoReadAskedForBeforeAChange(t *testing.T) {
+// gatedReads is a podman stats read whose n-th call waits for gate n and
+// names its reading "n".
+type gatedReads struct {
+	calls atomic.Int32
+	gates []chan struct{}
+}
+
+func newGatedReads(n int) *gatedReads {
+	g := &gatedReads{}
+	for range n {
+		g.gates = append(g.gates, make(chan struct{}))
+	}
+	return g
+}
+
+func (g *gatedReads) read(ctx context.Context) ([]podman.ContainerStats, error) {
+	n := g.calls.Add(1)
+	select {
+	case <-g.gates[n-1]:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return []podman.ContainerStats{{ID: fmt.Sprint(n)}}, nil
+}
+
+// getAsync gets a reading of c in a goroutine, once every goroutine of the
+// bubble waits, and names what it got.
+func getAsync(c *containerStatsCache) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		stats, err := c.get(context.Background())
+		got <- fmt.Sprint(stats, err)
+	}()
+	synctest.Wait()
+	return got
+}
+
+// cacheWithReading is a cache of n gated reads that has kept the first.
+func cacheWithReading(t *testing.T, n int) (*gatedReads, *containerStatsCache) {
+	t.Helper()
+	g := newGatedReads(n)
+	close(g.gates[0])
+	c := newContainerStatsCache(g.read, 10*time.Second, time.Now)
+	if got := readingID(t, c); got != "1" {
+		t.Fatalf("first reading %s", got)
+	}
+	return g, c
+}
+
+func reading(id string) string { return fmt.Sprint([]podman.ContainerStats{{ID: id}}, nil) }
+
+// A change while a read runs: one more read after it, never two at once;
+// callers after the change get the later reading, and the earlier one is
+// not given to them.
+func TestContainerStatsCacheReadsAgainAfterAChangeDuringARead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		// Each read waits for its own gate: the one asked for before the
-		// change ends last.
-		gates := []chan struct{}{make(chan struct{}), make(chan struct{})}
-		var calls atomic.Int32
-		c := newContainerStatsCache(func(ctx context.Context) ([]podman.ContainerStats, error) {
-			n := calls.Add(1)
-			<-gates[n-1]
-			return []podman.ContainerStats{{ID: fmt.Sprint(n)}}, nil
-		}, 10*time.Second, time.Now)
-		get := func() <-chan string {
-			got := make(chan string, 1)
-			go func() {
-				stats, err := c.get(context.Background())
-				got <- fmt.Sprint(stats, err)
-			}()
-			synctest.Wait()
-			return got
-		}
-		before := get()
+		g := newGatedReads(2)
+		c := newContainerStatsCache(g.read, 10*time.Second, time.Now)
+		before := getAsync(c)
 		c.changed()
-		after := get()
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("%d reads, want 2: the caller after the change joined the read asked for before it", n)
+		after, after2 := getAsync(c), getAsync(c)
+		if n := g.calls.Load(); n != 1 {
+			t.Fatalf("%d reads at once, want 1", n)
 		}
-		close(gates[1])
-		if g := <-after; g != fmt.Sprint([]podman.ContainerStats{{ID: "2"}}, nil) {
-			t.Errorf("the caller after the change got %s", g)
+		close(g.gates[0])
+		if got := <-before; got != reading("1") {
+			t.Errorf("the caller before the change got %s", got)
 		}
-		close(gates[0])
-		if g := <-before; g != fmt.Sprint([]podman.ContainerStats{{ID: "1"}}, nil) {
-			t.Errorf("the caller before the change got %s", g)
+		synctest.Wait()
+		if n := g.calls.Load(); n != 2 {
+			t.Fatalf("%d reads once the first ended, want 2: the next one starts then", n)
 		}
-		if got := readingID(t, c); got != "2" || calls.Load() != 2 {
-			t.Errorf("kept reading %s after %d reads, want the one asked for after the change", got, calls.Load())
+		close(g.gates[1])
+		for _, ch := range []<-chan string{after, after2} {
+			if got := <-ch; got != reading("2") {
+				t.Errorf("a caller after the change got %s, want the read that followed it", got)
+			}
 		}
+		if got := readingID(t, c); got != "2" || g.calls.Load() != 2 {
+			t.Errorf("kept reading %s after %d reads, want the one asked for after the change", got, g.calls.Load())
+		}
+	})
+}
+
+// A read slower than containerStatsStaleWait: callers holding a reading
+// are given it, not a timeout (at once when it is only older than maxAge,
+// after containerStatsStaleWait when a container started or ended since),
+// and the slow read's reading is kept once it comes.
+func TestContainerStatsCacheGivesTheKeptReadingDuringASlowRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before func(*containerStatsCache)
+		wait   time.Duration
+	}{
+		{"older than maxAge", func(*containerStatsCache) { time.Sleep(10 * time.Second) }, 0},
+		{"taken before a change", func(c *containerStatsCache) { c.changed() }, containerStatsStaleWait},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g, c := cacheWithReading(t, 2)
+				tc.before(c)
+				start := time.Now()
+				a, b := getAsync(c), getAsync(c)
+				for _, ch := range []<-chan string{a, b} {
+					if got := <-ch; got != reading("1") {
+						t.Errorf("during the slow read a caller got %s, want the kept reading", got)
+					}
+				}
+				if took := time.Since(start); took != tc.wait {
+					t.Errorf("the kept reading came after %v, want %v", took, tc.wait)
+				}
+				if n := g.calls.Load(); n != 2 {
+					t.Errorf("%d reads, want 2 (the slow one shared)", n)
+				}
+				close(g.gates[1])
+				synctest.Wait()
+				if got := readingID(t, c); got != "2" || g.calls.Load() != 2 {
+					t.Errorf("after the slow read: reading %s after %d reads, want its reading kept", got, g.calls.Load())
+				}
+			})
+		})
+	}
+}
+
+// A kept reading older than containerStatsMaxStale is not given: the
+// caller waits for the read.
+func TestContainerStatsCacheGivesNoReadingOlderThanMaxStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, c := cacheWithReading(t, 3)
+		time.Sleep(containerStatsMaxStale + time.Nanosecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if stats, err := c.get(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("with a reading older than %v: got %v, %v; want to wait for the read", containerStatsMaxStale, stats, err)
+		}
+		// The read outlived that caller: its reading is kept, and given
+		// at once (a minute old) while the next read runs.
+		close(g.gates[1])
+		synctest.Wait()
+		got := readingID(t, c)
+		synctest.Wait() // the third read has started
+		if got != "2" || g.calls.Load() != 3 {
+			t.Errorf("after the read: reading %s after %d reads, want the second while the third runs", got, g.calls.Load())
+		}
+		close(g.gates[2])
+		synctest.Wait()
 	})
 }

@@ -32,6 +32,8 @@ type idleSample struct {
 	elapsed     time.Duration // measured: longer than window when a load overran its sub-window
 	cpuSeconds  float64       // rbn-kubelet, over the window
 	cpuSubMed   float64       // median of per-sub-window CPU fractions (cores)
+	cpuSubs     []float64     // each sub-window's CPU fraction (cores)
+	subSecs     []float64     // each sub-window's length, seconds
 	rssKB       int64         // median of samples
 	hwmKB       int64
 	sshConns    int // established TCP connections of rbn-kubelet to the hosts' SSH ports
@@ -54,6 +56,7 @@ type idleSample struct {
 	calls       []callCounts // podman calls made in each sub-window
 	sshChannels []float64    // rbn_ssh_channels_open over all hosts, at each sub-window's end
 	sshConnects float64      // SSH connections made during the window (rbn_ssh_connects_total)
+	subConnects []float64    // of them, in each sub-window
 }
 
 // span is how long the window lasted: as planned unless a load overran.
@@ -110,7 +113,7 @@ type scaleResult struct {
 func (r *scaleResult) allSamples() []idleSample {
 	out := slices.Clone(r.samples)
 	if c := r.scrape; c != nil && c.measured {
-		out = append(out, c.unscraped, c.scraped)
+		out = append(out, c.window)
 	}
 	return out
 }
@@ -387,10 +390,10 @@ type windowSpec struct {
 	nodes, pods int
 	length      time.Duration
 	parts       int // sub-windows, each sampled at its end
-	// load, when set, runs at the start of each sub-window (the
-	// benchmark is otherwise quiet); the sub-window lasts until its
-	// planned end or until load returns, whichever is later.
-	load func(ctx context.Context) error
+	// load, when set, runs at the start of each sub-window, given its
+	// index (the benchmark is otherwise quiet); the sub-window lasts until
+	// its planned end or until load returns, whichever is later.
+	load func(ctx context.Context, part int) error
 	// rbnMetrics, when set, is the URL of rbn-kubelet's own metrics, read
 	// at the start and at each sub-window's end.
 	rbnMetrics string
@@ -401,6 +404,7 @@ type windowSpec struct {
 func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec windowSpec) (idleSample, error) {
 	s := idleSample{label: spec.label, nodes: spec.nodes, pods: spec.pods, window: spec.length}
 	s.settled = b.quiesce(ctx)
+	b.logf("measuring window %q: %s in %d parts", spec.label, spec.length, spec.parts)
 	pid, err := b.stack.KubeletPID()
 	if err != nil {
 		return s, err
@@ -429,7 +433,7 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 	prevAt := windowStart
 	for i := 0; i < parts; i++ {
 		if spec.load != nil {
-			if err := spec.load(ctx); err != nil {
+			if err := spec.load(ctx, i); err != nil {
 				return s, err
 			}
 		}
@@ -449,6 +453,7 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 			return s, err
 		}
 		cpus = append(cpus, (cpu-cpuPrev)/b.clkTck/took)
+		s.subSecs = append(s.subSecs, took)
 		reqRates = append(reqRates, (sumResource(req)-sumResource(reqPrev))/took)
 		cpuPrev, reqPrev, prevAt = cpu, req, now
 		if spec.rbnMetrics != "" {
@@ -458,7 +463,8 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 			}
 			s.calls = append(s.calls, r.podman.since(rbnPrev.podman))
 			s.sshChannels = append(s.sshChannels, r.sshChannels)
-			s.sshConnects += max(0, r.sshConnects-rbnPrev.sshConnects)
+			s.subConnects = append(s.subConnects, max(0, r.sshConnects-rbnPrev.sshConnects))
+			s.sshConnects += s.subConnects[len(s.subConnects)-1]
 			rbnPrev = r
 		}
 		if st, err := framework.ProcStatus(pid); err == nil {
@@ -476,7 +482,7 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 	s.podmanCPU = (b.hostsPodmanCPU() - podmanStart) / b.clkTck
 	s.ctrRSSKB, s.conmons = b.containerRSS()
 	s.throttle = b.kubeletThrottling(windowStart, time.Now())
-	s.cpuSubMed = medianF(cpus)
+	s.cpuSubs, s.cpuSubMed = cpus, medianF(cpus)
 	s.rssKB = int64(medianF(rss))
 	s.sshConns, s.sshPeers = int(medianF(conns)), int(medianF(peers))
 	s.reqs = sumResource(reqPrev) - sumResource(reqStart)
@@ -618,7 +624,7 @@ func (sc *scaleSection) render(p printer) {
 			mib(x.memAvailKB), x.load, readyOf(x), x.throttle.String(), secs(x.settled)})
 	}
 	if c := s.scrape; c != nil && c.measured {
-		p("The last two rows are the scrape cost's windows (below): %d sub-windows of %s each, the second one scraped.", c.rounds, every(c.interval))
+		p("The last row is the scrape cost's window (below): %d sub-windows of %s each, alternately unscraped and scraped.", 2*c.rounds, every(c.interval))
 		p("")
 	}
 	table(p, []string{"state", "rbn-kubelet CPU-s over window (% of a core)", "median sub-window", "RSS", "VmHWM", "SSH connections",

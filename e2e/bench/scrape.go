@@ -13,14 +13,8 @@ import (
 	"sync"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-
-	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -120,7 +114,7 @@ func (b *bench) newKubeletScraper(ctx context.Context, ns string, nodes []string
 	if err != nil {
 		return nil, nil, err
 	}
-	token, stop, err := b.scraperToken(ctx, ns, valid)
+	token, stop, err := b.stack.NodeScraperToken(ctx, ns, scraperAccount, "rbn-bench-scraper-"+ns, map[string]string{benchLabel: "scale"}, valid)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,70 +128,6 @@ func (b *bench) newKubeletScraper(ctx context.Context, ns string, nodes []string
 		}}
 	}
 	return s, stop, nil
-}
-
-// scraperToken is a token of a new service account in ns that may read
-// every node's kubelet API, as kube-prometheus's Prometheus may
-// (nodes/metrics, nodes/stats, nodes/proxy), once the apiserver says so:
-// the kubelet API checks every request with a SubjectAccessReview, and a
-// denial it cached would fail the scrape.
-func (b *bench) scraperToken(ctx context.Context, ns string, valid time.Duration) (token string, stop func(), err error) {
-	if _, err := b.kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
-		ObjectMeta: metav1.ObjectMeta{Name: scraperAccount},
-	}, metav1.CreateOptions{}); err != nil {
-		return "", nil, fmt.Errorf("create service account %s/%s: %w", ns, scraperAccount, err)
-	}
-	name := "rbn-bench-scraper-" + ns
-	labels := map[string]string{benchLabel: "scale"}
-	rbac := b.kube.RbacV1()
-	if _, err := rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{""}, Resources: []string{"nodes/metrics", "nodes/stats", "nodes/proxy"}, Verbs: []string{"get"},
-		}},
-	}, metav1.CreateOptions{}); err != nil {
-		return "", nil, fmt.Errorf("create ClusterRole %s: %w", name, err)
-	}
-	stop = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = rbac.ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
-		_ = rbac.ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
-	}
-	if _, err := rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: scraperAccount, Namespace: ns}},
-	}, metav1.CreateOptions{}); err != nil {
-		stop()
-		return "", nil, fmt.Errorf("create ClusterRoleBinding %s: %w", name, err)
-	}
-	user := "system:serviceaccount:" + ns + ":" + scraperAccount
-	err = framework.Poll(ctx, user+" to be allowed nodes/metrics", 30*time.Second, 200*time.Millisecond, func() (bool, string) {
-		sar, err := b.kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-			Spec: authorizationv1.SubjectAccessReviewSpec{
-				User:               user,
-				Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-				ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "get", Resource: "nodes", Subresource: "metrics"},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		return sar.Status.Allowed, sar.Status.Reason
-	})
-	if err != nil {
-		stop()
-		return "", nil, err
-	}
-	tr, err := b.kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, scraperAccount, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(valid.Seconds()))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		stop()
-		return "", nil, fmt.Errorf("request a token of %s: %w", user, err)
-	}
-	return tr.Status.Token, stop, nil
 }
 
 // round GETs every target once, scrapeConcurrency at a time.

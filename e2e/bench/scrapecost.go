@@ -11,15 +11,18 @@ import (
 
 // ---------------------------------------------------------------------------------------------
 // The scrape cost (issue #13), part of the scale section: once its pods
-// run, two windows of the same length back to back, the second with every
-// node scraped as Prometheus's kubelet job scrapes it.
+// run, one window whose sub-windows are alternately left alone and spent
+// scraping every node as Prometheus's kubelet job scrapes it. Alternating
+// puts the stack's own drift (a pod restarting, a relist, a sweep) on both
+// halves alike, where two windows back to back would give it to one.
 
 // scrapeCost is the measurement of issue #13.
 type scrapeCost struct {
 	interval           time.Duration
-	rounds             int // of each window: its sub-windows
+	rounds             int // of each half: its sub-windows
 	nodes, hosts, pods int
-	unscraped, scraped idleSample
+	window             idleSample     // the whole window
+	unscraped, scraped idleSample     // its halves (splitWindow)
 	measured           bool           // both windows were
 	results            []scrapeResult // every scrape of the scraped window
 	roundTook          []time.Duration
@@ -40,12 +43,16 @@ const (
 // per round.
 var statsReadOps = []string{"container_stats", "container_list"}
 
-// scrapeRounds is the rounds of each window: the idle windows' length, at
-// least 60 s, in whole intervals, and never fewer than 4.
+// scrapeRounds is the rounds of each half: the idle windows' length, at
+// least 60 s, in whole intervals, and never fewer than 6.
 func scrapeRounds(idle, interval time.Duration) int {
 	n := int(math.Round(float64(max(idle, time.Minute)) / float64(interval)))
-	return max(n, 4)
+	return max(n, 6)
 }
+
+// scrapedPart says whether sub-window part of the scrape-cost window is
+// scraped: the odd ones, so that the window starts unscraped.
+func scrapedPart(part int) bool { return part%2 == 1 }
 
 func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns string, nodes []string) error {
 	c := &scrapeCost{interval: b.cfg.scrapeInterval, rounds: scrapeRounds(b.cfg.idle, b.cfg.scrapeInterval),
@@ -67,23 +74,22 @@ func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns stri
 	if err := scrapeFailure(sc.round(ctx)); err != nil {
 		return fmt.Errorf("scrape cost: first round: %w", err)
 	}
-	label := fmt.Sprintf("%d nodes, %d pods", len(nodes), res.podsRunning)
-	spec := windowSpec{label: label + ", unscraped", nodes: len(nodes), pods: res.podsRunning,
-		length: length, parts: c.rounds, rbnMetrics: metricsURL}
-	if c.unscraped, err = b.measureWindow(ctx, res, spec); err != nil {
-		return fmt.Errorf("scrape cost: unscraped window: %w", err)
-	}
-	spec.label = fmt.Sprintf("%s, scraped every %s", label, every(c.interval))
-	spec.load = func(ctx context.Context) error {
+	spec := windowSpec{label: fmt.Sprintf("%d nodes, %d pods, alternately unscraped and scraped every %s", len(nodes), res.podsRunning, every(c.interval)),
+		nodes: len(nodes), pods: res.podsRunning, length: 2 * length, parts: 2 * c.rounds, rbnMetrics: metricsURL}
+	spec.load = func(ctx context.Context, part int) error {
+		if !scrapedPart(part) {
+			return nil
+		}
 		start := time.Now()
 		rs := sc.round(ctx)
 		c.roundTook = append(c.roundTook, time.Since(start))
 		c.results = append(c.results, rs...)
 		return scrapeFailure(rs)
 	}
-	if c.scraped, err = b.measureWindow(ctx, res, spec); err != nil {
-		return fmt.Errorf("scrape cost: scraped window: %w", err)
+	if c.window, err = b.measureWindow(ctx, res, spec); err != nil {
+		return fmt.Errorf("scrape cost: %w", err)
 	}
+	c.unscraped, c.scraped = splitWindow(c.window, scrapedPart, c.interval)
 	c.measured = true
 	f := costFigures(c.unscraped, c.scraped)
 	b.logf("scrape cost: rbn-kubelet %.1f%% → %.1f%% of a core (median round); added podman calls per round %v",
@@ -91,7 +97,51 @@ func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns stri
 	return nil
 }
 
-// scrapeFigures are the figures of the two windows, unscraped first.
+// splitWindow parts x into the sub-windows of which in says false and
+// those of which it says true: CPU, podman calls, SSH channels and
+// connections made are the parts'; the SSH connections held, the whole
+// window's. Each part's podman calls are counted per interval: a round
+// that outlasted its interval made its sub-window longer, and the stack's
+// own calls in it more.
+func splitWindow(x idleSample, in func(part int) bool, interval time.Duration) (out, inside idleSample) {
+	halves := [2]*idleSample{&out, &inside}
+	for _, h := range halves {
+		h.label, h.nodes, h.pods = x.label, x.nodes, x.pods
+		h.sshConns, h.sshPeers = x.sshConns, x.sshPeers
+	}
+	for i, cpu := range x.cpuSubs {
+		h := halves[0]
+		if in(i) {
+			h = halves[1]
+		}
+		h.cpuSubs = append(h.cpuSubs, cpu)
+		if i < len(x.subSecs) {
+			h.subSecs = append(h.subSecs, x.subSecs[i])
+			h.cpuSeconds += cpu * x.subSecs[i]
+			h.elapsed += time.Duration(x.subSecs[i] * float64(time.Second))
+		}
+		if i < len(x.calls) {
+			calls := x.calls[i]
+			if i < len(x.subSecs) && x.subSecs[i] > 0 {
+				calls = calls.scaled(interval.Seconds() / x.subSecs[i])
+			}
+			h.calls = append(h.calls, calls)
+		}
+		if i < len(x.sshChannels) {
+			h.sshChannels = append(h.sshChannels, x.sshChannels[i])
+		}
+		if i < len(x.subConnects) {
+			h.subConnects = append(h.subConnects, x.subConnects[i])
+			h.sshConnects += x.subConnects[i]
+		}
+	}
+	for _, h := range halves {
+		h.window, h.cpuSubMed = h.elapsed, medianF(h.cpuSubs)
+	}
+	return out, inside
+}
+
+// scrapeFigures are the figures of the two halves, unscraped first.
 type scrapeFigures struct {
 	cpu, cpuMed [2]float64 // cores: whole window, median sub-window
 	// Podman calls per host and operation per sub-window (one round, or
@@ -155,6 +205,15 @@ func meanCalls(subs []callCounts) callCounts {
 		for k, v := range s {
 			out[k] += v / float64(len(subs))
 		}
+	}
+	return out
+}
+
+// scaled is c with every series multiplied by f.
+func (c callCounts) scaled(f float64) callCounts {
+	out := make(callCounts, len(c))
+	for k, v := range c {
+		out[k] = v * f
 	}
 	return out
 }
@@ -265,13 +324,15 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 	p("")
 	p("What Prometheus's kubelet job (prometheus-operator's kubelet ServiceMonitor) costs rbn-kubelet, against the same")
 	p("stack left alone: %d nodes over %d hosts (%s nodes per host share its one SSH connection and podman client, so", c.nodes, c.hosts, nodesPerHost(c.nodes, c.hosts))
-	p("\"per host\" is what counts), %d pods. Two windows of %d × %s, back to back, each once the stack was quiet:", c.pods, c.rounds, every(c.interval))
-	p("unscraped, then scraped: at the start of each %s round, every node's %s is GET-ed over HTTPS", every(c.interval), strings.Join(codes(scrapePaths), ", "))
+	p("\"per host\" is what counts), %d pods. One window of %d × %s, once the stack was quiet, its sub-windows", c.pods, 2*c.rounds, every(c.interval))
+	p("alternately unscraped and scraped (so that the stack's own drift, a pod restarting, a relist, a sweep, falls on both")
+	p("halves alike). A scraped sub-window is a round: at its start, every node's %s is GET-ed over HTTPS", strings.Join(codes(scrapePaths), ", "))
 	p("at the address and port its Node advertises, %d at a time, with a service account's token (so a TokenReview and a", scrapeConcurrency)
 	p("SubjectAccessReview as for Prometheus), gzip accepted, the serving certificate not verified (cost, not trust). One")
 	p("round before the windows, not measured, opened the connections. Podman calls are the increase of rbn-kubelet's own")
-	p("`rbn_podman_requests_total` in each sub-window (one round; one interval unscraped). Figures per round are medians")
-	p("over the %d rounds, means in brackets; \"per host\" is the busiest host's.", c.rounds)
+	p("`rbn_podman_requests_total` in each sub-window, per %s (a round that outlasted its interval made its sub-window", every(c.interval))
+	p("longer, and the stack's own calls in it more). Figures per round are medians")
+	p("over each half's %d sub-windows, means in brackets; \"per host\" is the busiest host's.", c.rounds)
 	p("")
 	if !c.measured {
 		p("Not measured: see the section's error.")
@@ -290,7 +351,7 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 	addedCell := func(op string) string {
 		return fmt.Sprintf("%s (%s)", signed(busiestSigned(f.added.perHost(op))), signed(busiestSigned(f.addedMean.perHost(op))))
 	}
-	table(p, []string{"window", "rbn-kubelet CPU, % of a core: median round (whole window)", "podman calls per round per host",
+	table(p, []string{"half", "rbn-kubelet CPU, % of a core: median round (all its sub-windows)", "podman calls per round per host",
 		"of them container_stats", "container_list", "SSH connections (median)", "SSH channels open (most sampled between rounds)", "SSH connections made"},
 		[][]string{
 			row(0, "unscraped", c.unscraped),

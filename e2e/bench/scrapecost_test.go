@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,11 +104,11 @@ func TestScrapeRounds(t *testing.T) {
 		idle, interval time.Duration
 		want           int
 	}{
-		{idle: 60 * time.Second, interval: 15 * time.Second, want: 4},
-		{idle: 20 * time.Second, interval: 15 * time.Second, want: 4},  // at least 60 s
+		{idle: 60 * time.Second, interval: 15 * time.Second, want: 6},  // never fewer than 6 rounds
+		{idle: 20 * time.Second, interval: 10 * time.Second, want: 6},  // at least 60 s
 		{idle: 100 * time.Second, interval: 15 * time.Second, want: 7}, // 105 s
-		{idle: 60 * time.Second, interval: 30 * time.Second, want: 4},  // never fewer than 4 rounds
-		{idle: 60 * time.Second, interval: 10 * time.Second, want: 6},
+		{idle: 60 * time.Second, interval: 30 * time.Second, want: 6},
+		{idle: 90 * time.Second, interval: 10 * time.Second, want: 9},
 	}
 	for _, tt := range tests {
 		if got := scrapeRounds(tt.idle, tt.interval); got != tt.want {
@@ -125,6 +126,40 @@ func window(cpu []float64, calls ...callCounts) idleSample {
 	}
 	x.elapsed = x.window
 	return x
+}
+
+func TestSplitWindow(t *testing.T) {
+	stats := callKey{hostA, "container_stats"}
+	x := idleSample{label: "w", nodes: 50, pods: 200, sshConns: 4, sshPeers: 4,
+		cpuSubs:     []float64{0.01, 0.03, 0.02, 0.04, 0.01, 0.05},
+		subSecs:     []float64{15, 15, 15, 16, 15, 15},
+		calls:       []callCounts{{}, {stats: 1}, {}, {stats: 2}, {}, {stats: 1}},
+		sshChannels: []float64{4, 5, 4, 6, 4, 5},
+		subConnects: []float64{0, 1, 0, 0, 2, 0},
+	}
+	un, sc := splitWindow(x, scrapedPart, 15*time.Second)
+	if !slices.Equal(un.cpuSubs, []float64{0.01, 0.02, 0.01}) || !slices.Equal(sc.cpuSubs, []float64{0.03, 0.04, 0.05}) {
+		t.Errorf("CPU split %v / %v", un.cpuSubs, sc.cpuSubs)
+	}
+	if un.cpuSubMed != 0.01 || sc.cpuSubMed != 0.04 {
+		t.Errorf("medians %v / %v, want 0.01 / 0.04", un.cpuSubMed, sc.cpuSubMed)
+	}
+	if un.span() != 45*time.Second || sc.span() != 46*time.Second {
+		t.Errorf("spans %s / %s, want 45s / 46s", un.span(), sc.span())
+	}
+	if got := fmt.Sprintf("%.2f", sc.cpuSeconds); got != "1.84" { // 0.45 + 0.64 + 0.75
+		t.Errorf("scraped CPU-s %s, want 1.84", got)
+	}
+	// The scraped sub-window of 16 s: its 2 calls count as 1.875 per 15 s.
+	if len(un.calls) != 3 || un.calls[1][stats] != 0 || sc.calls[0][stats] != 1 || sc.calls[1][stats] != 1.875 {
+		t.Errorf("calls split %v / %v", un.calls, sc.calls)
+	}
+	if un.sshConnects != 2 || sc.sshConnects != 1 || !slices.Equal(sc.sshChannels, []float64{5, 6, 5}) {
+		t.Errorf("SSH: connects %v / %v, channels %v", un.sshConnects, sc.sshConnects, sc.sshChannels)
+	}
+	if un.sshConns != 4 || sc.sshPeers != 4 || sc.pods != 200 {
+		t.Errorf("the whole window's figures not kept: %+v", sc)
+	}
 }
 
 func TestCostFigures(t *testing.T) {

@@ -52,6 +52,17 @@ func MetricSample(text, name string, labels ...string) (float64, bool, error) {
 	return first, found && err == nil, err
 }
 
+// MetricCount counts the samples of metric name in the text exposition
+// format whose label set contains every one of labels.
+func MetricCount(text, name string, labels ...string) (int, error) {
+	n := 0
+	err := metricSamples(text, name, labels, func(float64) bool {
+		n++
+		return true
+	})
+	return n, err
+}
+
 // metricSamples calls each, in order, with the value of every sample of
 // metric name whose label set contains every one of labels, until each
 // returns false.

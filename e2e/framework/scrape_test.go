@@ -39,3 +39,25 @@ rbn_orphans_removed_total_other 1
 		t.Errorf("MetricSample of an absent metric: found %v, %v", found, err)
 	}
 }
+
+func TestMetricCount(t *testing.T) {
+	text := `container_cpu_usage_seconds_total{container="a",namespace="ns",pod="nginx"} 1 1700000000000
+container_cpu_usage_seconds_total{container="b",namespace="ns",pod="nginx"} 2 1700000000000
+container_cpu_usage_seconds_total{container="a",namespace="ns",pod="nginx-2"} 3 1700000000000
+pod_cpu_usage_seconds_total{namespace="ns",pod="nginx"} 3 1700000000000
+`
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   int
+	}{
+		{"container_cpu_usage_seconds_total", nil, 3},
+		{"container_cpu_usage_seconds_total", []string{`namespace="ns"`, `pod="nginx"`}, 2},
+		{"pod_cpu_usage_seconds_total", []string{`pod="nginx"`}, 1},
+		{"pod_cpu_usage_seconds_total", []string{`pod="nginx-2"`}, 0},
+	} {
+		if got, err := MetricCount(text, tc.name, tc.labels...); err != nil || got != tc.want {
+			t.Errorf("MetricCount(%s, %v) = %d, %v; want %d", tc.name, tc.labels, got, err, tc.want)
+		}
+	}
+}
