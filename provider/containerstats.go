@@ -131,9 +131,12 @@ func (c *containerStatsCache) readLocked(ctx context.Context) *containerStatsRea
 		return c.pending
 	case c.pending.gen == c.gen:
 		return c.pending
-	case c.next == nil || c.next.gen != c.gen:
+	case c.next == nil:
 		// The read in flight was asked for before a change: it may miss it.
 		c.next = c.newRead(ctx)
+	default:
+		// Queued and not started: it reads after every change so far.
+		c.next.gen = c.gen
 	}
 	return c.next
 }
