@@ -50,7 +50,7 @@ go_tags="bench,${RBN_GO_TAGS}"
 
 # The exact command line, for the report: the make target, the knobs that were set, and what it ran.
 knobs=()
-for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_SSH_PORT|KUBELET_PORT)$' | sort); do
+for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_SSH_PORT|KUBELET_PORT|WORKER|KUBELET_PROFILING)$' | sort); do
   [[ "${v}" =~ ^RBN_BENCH_(OUT|COMMAND|NOTES|NODES)$ ]] && continue
   val="${!v}"
   [[ "${v}" == RBN_STATE ]] && val="${val#"${RBN_ROOT}/"}"
