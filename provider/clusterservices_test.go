@@ -541,6 +541,17 @@ func TestClusterServicesStopWithThePod(t *testing.T) {
 			if n := callCount(h.rt, "remove-paths "+testServicesDir); n != want {
 				t.Errorf("socket directory removed %d times, want %d; all calls: %q", n, want, h.rt.called(""))
 			}
+			// An ended pod keeps its containers (for its logs) but runs
+			// nothing: its forwarder is stopped, once. A deleted one's goes
+			// with its podman pod.
+			stops := callCount(h.rt, "stop "+pod.ForwarderName(h.w.uid())+" 0s")
+			if wantStops := 1 - want; stops != wantStops {
+				t.Errorf("forwarder stopped %d times, want %d; all calls: %q", stops, wantStops, h.rt.called(""))
+			}
+			h.sync()
+			if n := callCount(h.rt, "stop "+pod.ForwarderName(h.w.uid())+" 0s"); n != stops {
+				t.Errorf("a later sync stopped the forwarder again (%d times)", n)
+			}
 		})
 	}
 }

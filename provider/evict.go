@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
+	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -266,6 +268,16 @@ func (w *podWorker) releaseEnded(ctx context.Context) syncResult {
 	}
 	w.stopServices() // nothing of the pod runs to use them
 	if !w.released && w.plan != nil {
+		if len(w.plan.ClusterServices) > 0 {
+			// Without its relay the forwarder would only reset
+			// connections, and kubelet leaves no process of an ended pod
+			// running. podman does not restart a container it was told to
+			// stop.
+			if err := w.p.rt.StopContainer(ctx, pod.ForwarderName(w.uid()), 0); err != nil && !errors.Is(err, podman.ErrNotFound) {
+				w.log.Info("stopping the ended pod's cluster Services forwarder", "err", err)
+				return syncResult{next: w.p.cfg.Retry.Sync}
+			}
+		}
 		var dirs []string
 		for _, v := range w.plan.Volumes {
 			if mp := w.volumes.mountpoints[v.K8sName]; v.Kind == pod.VolumeEmptyDir && mp != "" {
