@@ -175,13 +175,7 @@ func (tk *takeover) kubeletEndpoint(t *testing.T, node string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var addr string
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			addr = a.Address
-		}
-	}
-	advertised := net.JoinHostPort(addr, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+	advertised := net.JoinHostPort(framework.NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
 	ip, port, viaService, err := tk.KubeletTarget(context.Background(), n)
 	if err != nil || !viaService {
 		return advertised
@@ -411,7 +405,7 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 			if c := framework.ReadyCondition(n); c.Status != corev1.ConditionTrue {
 				return false, fmt.Sprintf("%s Ready=%s %s", name, c.Status, c.Reason)
 			}
-			target, port, _, err := tk.KubeletTarget(ctx, n)
+			target, port, viaService, err := tk.KubeletTarget(ctx, n)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -427,6 +421,18 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 				return false, fmt.Sprintf("%s's kubelet port %s: %v", name, addr, err)
 			}
 			conn.Close()
+			if viaService {
+				// The apiserver dials the Node's address, the node's Service:
+				// kube-proxy (on this machine) must lead it to the new
+				// target too, or `kubectl logs` finds the port refused (the
+				// clean-clone run at 7f9c688 failed so).
+				advertised := net.JoinHostPort(framework.NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+				conn, err := net.DialTimeout("tcp", advertised, 2*time.Second)
+				if err != nil {
+					return false, fmt.Sprintf("%s's address %s (its Service, to %s): %v", name, advertised, addr, err)
+				}
+				conn.Close()
+			}
 		}
 		return true, ""
 	})

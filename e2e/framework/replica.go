@@ -192,17 +192,23 @@ func (s *Stack) PrimaryKubeletPorts() (first, last int32, err error) {
 	return int32(p) + 1, int32(p) + 200, nil
 }
 
-// KubeletTarget is where node's kubelet API is served: the replica's pod IP
-// and the node's own port there. A Node that advertises its Service
-// (config nodeServices) is led there by its EndpointSlice; else it
-// advertises the replica's address and port itself. viaService says which.
-func (s *Stack) KubeletTarget(ctx context.Context, n *corev1.Node) (ip string, port int32, viaService bool, err error) {
+// NodeInternalIP is the node's InternalIP address, "" without one.
+func NodeInternalIP(n *corev1.Node) string {
 	var addr string
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
 			addr = a.Address
 		}
 	}
+	return addr
+}
+
+// KubeletTarget is where node's kubelet API is served: the replica's pod IP
+// and the node's own port there. A Node that advertises its Service
+// (config nodeServices) is led there by its EndpointSlice; else it
+// advertises the replica's address and port itself. viaService says which.
+func (s *Stack) KubeletTarget(ctx context.Context, n *corev1.Node) (ip string, port int32, viaService bool, err error) {
+	addr := NodeInternalIP(n)
 	svc, err := s.Client.CoreV1().Services(RBNNamespace).Get(ctx, nodeservice.Name(n.Name), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || (err == nil && svc.Spec.ClusterIP != addr) {
 		return addr, n.Status.DaemonEndpoints.KubeletEndpoint.Port, false, nil
