@@ -624,7 +624,7 @@ func (sc *scaleSection) render(p printer) {
 			mib(x.memAvailKB), x.load, readyOf(x), x.throttle.String(), secs(x.settled)})
 	}
 	if c := s.scrape; c != nil && c.measured {
-		p("The last row is the scrape cost's window (below): %d sub-windows of %s each, alternately unscraped and scraped.", 2*c.rounds, every(c.interval))
+		p("The last row is the scrape cost's window (below): %d sub-windows of %s each, in pairs of one unscraped and one scraped.", 2*c.rounds, every(c.interval))
 		p("")
 	}
 	table(p, []string{"state", "rbn-kubelet CPU-s over window (% of a core)", "median sub-window", "RSS", "VmHWM", "SSH connections",

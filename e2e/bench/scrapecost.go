@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -11,10 +12,12 @@ import (
 
 // ---------------------------------------------------------------------------------------------
 // The scrape cost (issue #13), part of the scale section: once its pods
-// run, one window whose sub-windows are alternately left alone and spent
-// scraping every node as Prometheus's kubelet job scrapes it. Alternating
-// puts the stack's own drift (a pod restarting, a relist, a sweep) on both
-// halves alike, where two windows back to back would give it to one.
+// run, one window whose sub-windows, in pairs, are one left alone and one
+// spent scraping every node as Prometheus's kubelet job scrapes it, in an
+// order drawn at random. Interleaving puts the stack's own drift (a pod
+// restarting, a relist, a sweep) on both halves alike, where two windows
+// back to back would give it to one; the random order keeps its periodic
+// work from lining up with the scrapes.
 
 // scrapeCost is the measurement of issue #13.
 type scrapeCost struct {
@@ -50,9 +53,18 @@ func scrapeRounds(idle, interval time.Duration) int {
 	return max(n, 6)
 }
 
-// scrapedPart says whether sub-window part of the scrape-cost window is
-// scraped: the odd ones, so that the window starts unscraped.
-func scrapedPart(part int) bool { return part%2 == 1 }
+// scrapedParts says which sub-windows of the scrape-cost window are
+// scraped: one of each pair, which one drawn at random (draw returns 0 or
+// 1). A fixed alternation would line up with the stack's own periodic work
+// of twice the interval (the hosts' 30 s info refresh put its podman calls
+// in every scraped sub-window of the 500-pod run of 2026-12-06).
+func scrapedParts(pairs int, draw func() int) []bool {
+	out := make([]bool, 2*pairs)
+	for i := range pairs {
+		out[2*i+draw()] = true
+	}
+	return out
+}
 
 func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns string, nodes []string) error {
 	c := &scrapeCost{interval: b.cfg.scrapeInterval, rounds: scrapeRounds(b.cfg.idle, b.cfg.scrapeInterval),
@@ -74,10 +86,11 @@ func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns stri
 	if err := scrapeFailure(sc.round(ctx)); err != nil {
 		return fmt.Errorf("scrape cost: first round: %w", err)
 	}
-	spec := windowSpec{label: fmt.Sprintf("%d nodes, %d pods, alternately unscraped and scraped every %s", len(nodes), res.podsRunning, every(c.interval)),
+	spec := windowSpec{label: fmt.Sprintf("%d nodes, %d pods, half the sub-windows scraped every %s", len(nodes), res.podsRunning, every(c.interval)),
 		nodes: len(nodes), pods: res.podsRunning, length: 2 * length, parts: 2 * c.rounds, rbnMetrics: metricsURL}
+	scraped := scrapedParts(c.rounds, func() int { return rand.IntN(2) })
 	spec.load = func(ctx context.Context, part int) error {
-		if !scrapedPart(part) {
+		if !scraped[part] {
 			return nil
 		}
 		start := time.Now()
@@ -89,7 +102,7 @@ func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns stri
 	if c.window, err = b.measureWindow(ctx, res, spec); err != nil {
 		return fmt.Errorf("scrape cost: %w", err)
 	}
-	c.unscraped, c.scraped = splitWindow(c.window, scrapedPart, c.interval)
+	c.unscraped, c.scraped = splitWindow(c.window, func(part int) bool { return scraped[part] }, c.interval)
 	c.measured = true
 	f := costFigures(c.unscraped, c.scraped)
 	b.logf("scrape cost: rbn-kubelet %.1f%% → %.1f%% of a core (median round); added podman calls per round %v",
@@ -325,8 +338,9 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 	p("What Prometheus's kubelet job (prometheus-operator's kubelet ServiceMonitor) costs rbn-kubelet, against the same")
 	p("stack left alone: %d nodes over %d hosts (%s nodes per host share its one SSH connection and podman client, so", c.nodes, c.hosts, nodesPerHost(c.nodes, c.hosts))
 	p("\"per host\" is what counts), %d pods. One window of %d × %s, once the stack was quiet, its sub-windows", c.pods, 2*c.rounds, every(c.interval))
-	p("alternately unscraped and scraped (so that the stack's own drift, a pod restarting, a relist, a sweep, falls on both")
-	p("halves alike). A scraped sub-window is a round: at its start, every node's %s is GET-ed over HTTPS", strings.Join(codes(scrapePaths), ", "))
+	p("in pairs of one unscraped and one scraped, their order in each pair drawn at random (so that the stack's own drift,")
+	p("a pod restarting, a relist, a sweep, falls on both halves alike, and its periodic work does not line up with the")
+	p("scrapes). A scraped sub-window is a round: at its start, every node's %s is GET-ed over HTTPS", strings.Join(codes(scrapePaths), ", "))
 	p("at the address and port its Node advertises, %d at a time, with a service account's token (so a TokenReview and a", scrapeConcurrency)
 	p("SubjectAccessReview as for Prometheus), gzip accepted, the serving certificate not verified (cost, not trust). One")
 	p("round before the windows, not measured, opened the connections. Podman calls are the increase of rbn-kubelet's own")

@@ -128,6 +128,15 @@ func window(cpu []float64, calls ...callCounts) idleSample {
 	return x
 }
 
+func TestScrapedParts(t *testing.T) {
+	draws := []int{1, 0, 0, 1}
+	got := scrapedParts(len(draws), func() int { d := draws[0]; draws = draws[1:]; return d })
+	want := []bool{false, true, true, false, true, false, false, true}
+	if !slices.Equal(got, want) {
+		t.Errorf("scrapedParts = %v, want %v (one of each pair, as drawn)", got, want)
+	}
+}
+
 func TestSplitWindow(t *testing.T) {
 	stats := callKey{hostA, "container_stats"}
 	x := idleSample{label: "w", nodes: 50, pods: 200, sshConns: 4, sshPeers: 4,
@@ -137,7 +146,7 @@ func TestSplitWindow(t *testing.T) {
 		sshChannels: []float64{4, 5, 4, 6, 4, 5},
 		subConnects: []float64{0, 1, 0, 0, 2, 0},
 	}
-	un, sc := splitWindow(x, scrapedPart, 15*time.Second)
+	un, sc := splitWindow(x, func(part int) bool { return part%2 == 1 }, 15*time.Second)
 	if !slices.Equal(un.cpuSubs, []float64{0.01, 0.02, 0.01}) || !slices.Equal(sc.cpuSubs, []float64{0.03, 0.04, 0.05}) {
 		t.Errorf("CPU split %v / %v", un.cpuSubs, sc.cpuSubs)
 	}
