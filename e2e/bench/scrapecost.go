@@ -26,8 +26,8 @@ type scrapeCost struct {
 	nodes, hosts, pods int
 	window             idleSample     // the whole window
 	unscraped, scraped idleSample     // its halves (splitWindow)
-	measured           bool           // both windows were
-	results            []scrapeResult // every scrape of the scraped window
+	measured           bool           // the window was
+	results            []scrapeResult // every scrape of the scraped sub-windows
 	roundTook          []time.Duration
 }
 
