@@ -175,7 +175,7 @@ func (tk *takeover) kubeletEndpoint(t *testing.T, node string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	advertised := net.JoinHostPort(framework.NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+	advertised := framework.NodeKubeletAddress(n)
 	ip, port, viaService, err := tk.KubeletTarget(context.Background(), n)
 	if err != nil || !viaService {
 		return advertised
@@ -426,7 +426,7 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 				// kube-proxy (on this machine) must lead it to the new
 				// target too, or `kubectl logs` finds the port refused (the
 				// clean-clone run at 7f9c688 failed so).
-				advertised := net.JoinHostPort(framework.NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
+				advertised := framework.NodeKubeletAddress(n)
 				conn, err := net.DialTimeout("tcp", advertised, 2*time.Second)
 				if err != nil {
 					return false, fmt.Sprintf("%s's address %s (its Service, to %s): %v", name, advertised, addr, err)

@@ -1010,13 +1010,7 @@ func TestStreamsKubeletAPIAuth(t *testing.T) {
 	if !ok {
 		t.Fatalf("node %s missing", name)
 	}
-	var ip string
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			ip = a.Address
-		}
-	}
-	base := fmt.Sprintf("https://%s", net.JoinHostPort(ip, strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port))))
+	base := "https://" + framework.NodeKubeletAddress(n)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(framework.ReadFile(t, filepath.Join(s.State, "cluster", "pki", "ca.crt")))) {
 		t.Fatal("no cluster CA")

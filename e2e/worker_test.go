@@ -109,13 +109,7 @@ func TestWorkerNodeReadyAndUntainted(t *testing.T) {
 	if v, ok := n.Labels[rbnv1.LabelRemoteBuildNode]; ok {
 		t.Errorf("label %s=%s on the worker", rbnv1.LabelRemoteBuildNode, v)
 	}
-	var internal string
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			internal = a.Address
-		}
-	}
-	if internal != w.ip {
+	if internal := framework.NodeInternalIP(n); internal != w.ip {
 		t.Errorf("InternalIP %q, want %s", internal, w.ip)
 	}
 	lease := func() *coordinationv1.Lease {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,6 +202,13 @@ func NodeInternalIP(n *corev1.Node) string {
 		}
 	}
 	return addr
+}
+
+// NodeKubeletAddress is where the node says its kubelet API is: its
+// InternalIP and its daemonEndpoints' kubelet port, where the apiserver
+// dials it.
+func NodeKubeletAddress(n *corev1.Node) string {
+	return net.JoinHostPort(NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
 }
 
 // KubeletTarget is where node's kubelet API is served: the replica's pod IP
