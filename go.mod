@@ -11,6 +11,7 @@ require (
 	github.com/distribution/reference v0.6.0
 	github.com/docker/docker v28.5.1+incompatible
 	github.com/google/nftables v0.3.0
+	github.com/google/pprof v0.0.0-20260115054156-294ebfa9ad83
 	github.com/opencontainers/runtime-spec v1.2.1
 	github.com/virtual-kubelet/virtual-kubelet v1.14.1
 	github.com/vishvananda/netlink v1.3.1

@@ -27,6 +27,7 @@
 #   RBN_BENCH_SCRAPE_INTERVAL_SECONDS  the scale section's Prometheus-like kubelet scrape (issue #13) every
 #                          so many seconds (default 15), in windows of RBN_BENCH_IDLE_SECONDS (at least 60)
 #                          in whole intervals, at least 4
+#   RBN_KUBELET_PROFILING  1 (the default here): rbn-kubelet serves Go's profiles, which the scrape cost reads
 #   RBN_BENCH_PROBE_PODS   pods per probe round (default 200); RBN_BENCH_PROBE_WINDOWS windows of
 #                          RBN_BENCH_PROBE_WINDOW_SECONDS each (default 3 of 20)
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.
@@ -56,6 +57,10 @@ for v in $(compgen -v | grep -E '^RBN_(BENCH_[A-Z_]+|STATE|APISERVER_PORT|HOST_S
   [[ "${v}" == RBN_STATE ]] && val="${val#"${RBN_ROOT}/"}"
   knobs+=("${v}=${val}")
 done
+# The scale section's scrape cost reads rbn-kubelet's CPU profiles (served on its metrics address,
+# which the first stack keeps on loopback): RBN_KUBELET_PROFILING=0 measures without them.
+export RBN_KUBELET_PROFILING="${RBN_KUBELET_PROFILING:-1}"
+
 # "services" is the second stack's; the other sections are the first's.
 run_local=1 run_services=1 run_transfer=1
 if [[ -n "${RBN_BENCH_SECTIONS:-}" ]]; then

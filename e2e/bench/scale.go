@@ -397,6 +397,9 @@ type windowSpec struct {
 	// rbnMetrics, when set, is the URL of rbn-kubelet's own metrics, read
 	// at the start and at each sub-window's end.
 	rbnMetrics string
+	// start, when set, runs once the stack has settled, as the window
+	// begins.
+	start func(ctx context.Context)
 }
 
 // measureWindow lets the stack settle, then samples rbn-kubelet and the
@@ -405,6 +408,9 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 	s := idleSample{label: spec.label, nodes: spec.nodes, pods: spec.pods, window: spec.length}
 	s.settled = b.quiesce(ctx)
 	b.logf("measuring window %q: %s in %d parts", spec.label, spec.length, spec.parts)
+	if spec.start != nil {
+		spec.start(ctx)
+	}
 	pid, err := b.stack.KubeletPID()
 	if err != nil {
 		return s, err
@@ -557,9 +563,10 @@ func (sc *scaleSection) scrapeSummary() []string {
 		return failedRow("4", "scale: scrape cost (issue #13)", goal, sc.b.rep.errs[sc])
 	}
 	f := costFigures(c.unscraped, c.scraped)
-	v := judgeScrapeCost(f.addedCPU(), f.added)
+	cpu, how := c.cpuFigure(f)
+	v := judgeScrapeCost(cpu, how, f)
 	return []string{"4", fmt.Sprintf("scale: scrape cost every %s (issue #13): added rbn-kubelet CPU; container_stats per host per round", every(c.interval)),
-		fmt.Sprintf("%s of a core; %s", signedPct(v.addedCPU), signed(busiestSigned(f.added.perHost("container_stats")))),
+		fmt.Sprintf("%s of a core (%s); %s", signedPct(v.addedCPU), v.cpuHow, signed(busiestSigned(f.added.perHost("container_stats")))),
 		fmt.Sprintf("unscraped: %s of a core", pct(f.cpuMed[0])), "", goal, verdict(v.met())}
 }
 

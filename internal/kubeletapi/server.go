@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -249,10 +250,30 @@ func (s *Server) EndSessions(node string) int {
 }
 
 func (s *Server) serve(log *slog.Logger, l net.Listener) {
+	profiled()
 	err := s.srv.Serve(l)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		log.Error("kubelet API listener failed", "addr", l.Addr().String(), "err", err)
 	}
+}
+
+// ProfileLabel is the pprof label that marks, in rbn-kubelet's CPU profiles,
+// everything the kubelet API server does (value ProfileComponent): its
+// connections (TLS handshakes included), the requests on them and the work
+// they start in goroutines of their own, such as a host's shared stats read
+// or its /proc sampler, which run for the scrapes. Goroutines inherit the
+// labels of the one that starts them: the serving goroutines are labelled
+// before they accept. So what serving Prometheus, metrics-server or kubectl
+// costs can be told from the rest of rbn-kubelet (make bench's scrape cost).
+const (
+	ProfileLabel     = "rbn_component"
+	ProfileComponent = "kubelet-api"
+)
+
+// profiled labels the calling goroutine, and so every goroutine it starts
+// from now on, as the kubelet API server's (ProfileLabel).
+func profiled() {
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels(ProfileLabel, ProfileComponent)))
 }
 
 // Run serves until ctx ends.
@@ -272,7 +293,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go s.cert.Run(ctx)
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.shared) }()
+	go func() {
+		profiled()
+		errc <- s.srv.Serve(s.shared)
+	}()
 	log.Info("kubelet API listening", "addr", s.shared.Addr().String(),
 		"nodePorts", fmt.Sprintf("%d-%d", s.cfg.NodePortFirst, s.cfg.NodePortLast))
 	defer func() {
