@@ -14,13 +14,16 @@ import (
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 )
 
-// cpuProfile is a CPU profile of samples, each a function's stack (the
-// leaf first), its CPU time, and whether it carries the kubelet API label.
-func cpuProfile(dur time.Duration, samples ...struct {
+// sample is a function's stack (the leaf first), its CPU time, and whether
+// it carries the kubelet API label.
+type sample struct {
 	stack []string
 	cpu   time.Duration
 	api   bool
-}) *profile.Profile {
+}
+
+// cpuProfile is a CPU profile of samples over dur.
+func cpuProfile(dur time.Duration, samples ...sample) *profile.Profile {
 	p := &profile.Profile{
 		SampleType:    []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
 		PeriodType:    &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
@@ -47,12 +50,6 @@ func cpuProfile(dur time.Duration, samples ...struct {
 		p.Sample = append(p.Sample, smp)
 	}
 	return p
-}
-
-type sample = struct {
-	stack []string
-	cpu   time.Duration
-	api   bool
 }
 
 func TestSharesOf(t *testing.T) {

@@ -337,9 +337,14 @@ type scrapeVerdict struct {
 	statsRead float64
 	statsOK   bool
 	growing   []string // other operations that grew: "op on host: +n"
+	// timedOut of requests scrapes were cut off at Prometheus's timeout:
+	// for Prometheus, a target down.
+	timedOut, requests int
 }
 
-func (v scrapeVerdict) met() bool { return v.cpuOK && v.statsOK && len(v.growing) == 0 }
+func (v scrapeVerdict) met() bool {
+	return v.cpuOK && v.statsOK && len(v.growing) == 0 && v.timedOut == 0
+}
 
 // judgeScrapeCost judges the added CPU (cores, as how says it was
 // measured) and the added podman calls per host per round. An operation
@@ -348,8 +353,16 @@ func (v scrapeVerdict) met() bool { return v.cpuOK && v.statsOK && len(v.growing
 // made (unscrapedMax): the stack's own work (pod workers' resyncs on a busy
 // host, 30 s refreshes) varies by more than one call between sub-windows,
 // and a call per pod per scrape would add a host's pods to every round.
-func judgeScrapeCost(addedCPU float64, how string, f scrapeFigures) scrapeVerdict {
-	v := scrapeVerdict{addedCPU: addedCPU, cpuHow: how, cpuOK: addedCPU < scrapeCPUGoal}
+//
+// Cheap scrapes that do not answer are no success: every request must
+// answer within the scrape timeout.
+func judgeScrapeCost(addedCPU float64, how string, f scrapeFigures, results []scrapeResult) scrapeVerdict {
+	v := scrapeVerdict{addedCPU: addedCPU, cpuHow: how, cpuOK: addedCPU < scrapeCPUGoal, requests: len(results)}
+	for _, r := range results {
+		if r.timedOut() {
+			v.timedOut++
+		}
+	}
 	for _, k := range keys(f.added) {
 		n := f.added[k]
 		switch {
@@ -444,7 +457,7 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 	renderScrapes(p, c)
 	renderScrapeProfile(p, c)
 	cpu, how := c.cpuFigure(f)
-	renderScrapeGoal(p, c.interval, judgeScrapeCost(cpu, how, f))
+	renderScrapeGoal(p, c.interval, judgeScrapeCost(cpu, how, f, c.results))
 }
 
 // renderScrapeProfile attributes rbn-kubelet's CPU over the window from its
@@ -492,7 +505,8 @@ func renderScrapeGoal(p printer, interval time.Duration, v scrapeVerdict) {
 	p("**Goal** (issue #13): scraping every 15 s adds under %s%% of a core and no podman call per pod per scrape beyond one", num(100*scrapeCPUGoal))
 	p("stats read per host. Scraping every %s here: added CPU %s of a core (%s): %s; a stats read's", every(interval), signedPct(v.addedCPU), v.cpuHow, verdict(v.cpuOK))
 	p("operations (%s) added per round on the busiest host: %s, at most 1 wanted: %s; other", strings.Join(codes(statsReadOps), ", "), signed(v.statsRead), verdict(v.statsOK))
-	p("operations grown by %s or more calls per host per round, above every unscraped sub-window: %s: %s. Goal: %s.", num(scrapeGrowth), growing, verdict(len(v.growing) == 0), verdict(v.met()))
+	p("operations grown by %s or more calls per host per round, above every unscraped sub-window: %s: %s; requests", num(scrapeGrowth), growing, verdict(len(v.growing) == 0))
+	p("cut off at the scrape timeout (%s): %d of %d, none wanted: %s. Goal: %s.", every(scrapeTimeout(interval)), v.timedOut, v.requests, verdict(v.timedOut == 0), verdict(v.met()))
 	p("")
 }
 

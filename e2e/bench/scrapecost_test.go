@@ -206,7 +206,7 @@ func TestCostFiguresHostTotals(t *testing.T) {
 	if f.added[stats] != 0 || f.added[list] != 0 {
 		t.Errorf("added per operation = %v, want none", f.added)
 	}
-	if v := judgeScrapeCost(0, "median rounds", f); !v.met() {
+	if v := judgeScrapeCost(0, "median rounds", f, nil); !v.met() {
 		t.Errorf("the total judged as an operation: %+v", v)
 	}
 }
@@ -252,7 +252,7 @@ func TestJudgeScrapeCost(t *testing.T) {
 			if f.calls[1] == nil {
 				f.calls[1] = tt.added
 			}
-			v := judgeScrapeCost(tt.cpu, "median rounds", f)
+			v := judgeScrapeCost(tt.cpu, "median rounds", f, nil)
 			if v.cpuOK != tt.cpuOK || v.statsOK != tt.statsOK || v.met() != tt.met || v.statsRead != tt.statsRead || strings.Join(v.growing, "; ") != tt.growing {
 				t.Errorf("judgeScrapeCost = %+v (met %v), want cpuOK %v statsOK %v statsRead %v growing %q met %v",
 					v, v.met(), tt.cpuOK, tt.statsOK, tt.statsRead, tt.growing, tt.met)
@@ -354,7 +354,8 @@ func TestRenderScrapeCost(t *testing.T) {
 		"216 ms per round, 54 ms per request (16 requests)",
 		"added CPU +1.4% of a core (CPU profile): met",
 		"at most 1 wanted: met",
-		"above every unscraped sub-window: none: met. Goal: met.",
+		"above every unscraped sub-window: none: met; requests",
+		"cut off at the scrape timeout (10 s): 0 of 16, none wanted: met. Goal: met.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the rendering", want)
@@ -377,11 +378,16 @@ func TestRenderScrapeGoal(t *testing.T) {
 		want []string
 	}{
 		{name: "a stats read per node and endpoint",
-			v:    judgeScrapeCost(0.012, "median rounds", addedOnly(callCounts{{hostA, "container_stats"}: 26, {hostA, "container_inspect"}: 13})),
-			want: []string{"added CPU +1.2% of a core (median rounds): met", "busiest host: +26, at most 1 wanted: **missed**", "container_inspect on 127.0.1.1:2201: +13: **missed**. Goal: **missed**."}},
+			v:    judgeScrapeCost(0.012, "median rounds", addedOnly(callCounts{{hostA, "container_stats"}: 26, {hostA, "container_inspect"}: 13}), nil),
+			want: []string{"added CPU +1.2% of a core (median rounds): met", "busiest host: +26, at most 1 wanted: **missed**", "container_inspect on 127.0.1.1:2201: +13: **missed**;", "0 of 0, none wanted: met. Goal: **missed**."}},
 		{name: "over the CPU goal only",
-			v:    judgeScrapeCost(0.025, "CPU profile", addedOnly(callCounts{{hostA, "container_stats"}: 1})),
-			want: []string{"added CPU +2.5% of a core (CPU profile): **missed**", "busiest host: +1, at most 1 wanted: met", "none: met. Goal: **missed**."}},
+			v:    judgeScrapeCost(0.025, "CPU profile", addedOnly(callCounts{{hostA, "container_stats"}: 1}), nil),
+			want: []string{"added CPU +2.5% of a core (CPU profile): **missed**", "busiest host: +1, at most 1 wanted: met", "none: met; requests", "Goal: **missed**."}},
+		{name: "cheap, but scrapes timed out",
+			v: judgeScrapeCost(0.003, "CPU profile", addedOnly(callCounts{{hostA, "container_stats"}: 0.2}),
+				[]scrapeResult{{path: "/metrics/cadvisor", status: 200}, {path: "/metrics/resource", err: &url.Error{Op: "Get", URL: "https://x/metrics/resource", Err: context.DeadlineExceeded}}}),
+			want: []string{"added CPU +0.3% of a core (CPU profile): met", "at most 1 wanted: met", "none: met; requests",
+				"cut off at the scrape timeout (10 s): 1 of 2, none wanted: **missed**. Goal: **missed**."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
