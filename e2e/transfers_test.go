@@ -669,6 +669,9 @@ func (s *stack) wholeUpload(t *testing.T, srv *s3Server, ns, bucket string, mib 
 	s.WaitPodPhase(t, ns, "build", corev1.PodSucceeded, 3*time.Minute)
 	image := srv.get(t, bucket, "image.raw")
 	sum := sha256.Sum256(image)
+	// After a restart or a takeover the node's address may lead nowhere
+	// for a moment (the clean-clone run at 654405b found it refused).
+	s.WaitKubeletReachable(t, s.Pod(t, ns, "build").Spec.NodeName, time.Minute)
 	want := strings.TrimSpace(s.Kubectl(t, "-n", ns, "logs", "build"))
 	if len(image) != mib<<20 || hex.EncodeToString(sum[:]) != want {
 		t.Errorf("object: %d bytes, sha256 %x; the build wrote %d MiB of sha256 %s", len(image), sum, mib, want)

@@ -211,6 +211,29 @@ func NodeKubeletAddress(n *corev1.Node) string {
 	return net.JoinHostPort(NodeInternalIP(n), strconv.Itoa(int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)))
 }
 
+// WaitKubeletReachable waits until node's kubelet API accepts connections
+// at the address its Node advertises, where the apiserver dials it for
+// `kubectl logs`, exec and port-forward. After rbn-kubelet restarted or
+// another replica took the node over, that address (the node's Service,
+// with config nodeServices) is led to the new server by kube-proxy a moment
+// later; until then those requests find it refused.
+func (s *Stack) WaitKubeletReachable(t testing.TB, node string, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, node+"'s kubelet API reachable at its Node's address", timeout, func() (bool, string) {
+		n, err := s.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		addr := NodeKubeletAddress(n)
+		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return false, fmt.Sprintf("%s: %v", addr, err)
+		}
+		conn.Close()
+		return true, ""
+	})
+}
+
 // KubeletTarget is where node's kubelet API is served: the replica's pod IP
 // and the node's own port there. A Node that advertises its Service
 // (config nodeServices) is led there by its EndpointSlice; else it
