@@ -416,22 +416,18 @@ func (tk *takeover) servedByLiveReplicas(t *testing.T, not string, timeout time.
 			// Lease and the Node look served already): the node's kubelet
 			// port must accept connections too.
 			addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
-			conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-			if err != nil {
+			if err := framework.Accepts(addr); err != nil {
 				return false, fmt.Sprintf("%s's kubelet port %s: %v", name, addr, err)
 			}
-			conn.Close()
 			if viaService {
 				// The apiserver dials the Node's address, the node's Service:
 				// kube-proxy (on this machine) must lead it to the new
 				// target too, or `kubectl logs` finds the port refused (the
 				// clean-clone run at 7f9c688 failed so).
 				advertised := framework.NodeKubeletAddress(n)
-				conn, err := net.DialTimeout("tcp", advertised, 2*time.Second)
-				if err != nil {
+				if err := framework.Accepts(advertised); err != nil {
 					return false, fmt.Sprintf("%s's address %s (its Service, to %s): %v", name, advertised, addr, err)
 				}
-				conn.Close()
 			}
 		}
 		return true, ""

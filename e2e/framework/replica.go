@@ -225,13 +225,22 @@ func (s *Stack) WaitKubeletReachable(t testing.TB, node string, timeout time.Dur
 			return false, err.Error()
 		}
 		addr := NodeKubeletAddress(n)
-		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
+		if err := Accepts(addr); err != nil {
 			return false, fmt.Sprintf("%s: %v", addr, err)
 		}
-		conn.Close()
 		return true, ""
 	})
+}
+
+// Accepts says why addr does not accept a TCP connection within 2 s, nil
+// when it does (the connection is closed at once).
+func Accepts(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	_ = conn.Close()
+	return nil
 }
 
 // KubeletTarget is where node's kubelet API is served: the replica's pod IP
