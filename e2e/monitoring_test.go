@@ -218,6 +218,17 @@ func TestMonitoring(t *testing.T) {
 	}
 	t.Logf("%d dashboard queries of %d panels return series", n, len(board.Panels))
 
+	// The stats endpoints Prometheus just scraped read the hosts' cgroup
+	// files (hack/hosts.sh's podman: cgroupfs on hybrid cgroups), not
+	// podman's stats call (docs/operations.md, "The kubelet API").
+	framework.Eventually(t, "the build hosts' container figures read from their cgroup files", time.Minute, func() (bool, string) {
+		got, why := query(`sum by (host) (rbn_host_commands_total{operation="cgroup_stats",result="success"}) > 0`)
+		return got > 0, why
+	})
+	if got, why := query(`sum by (host) (rbn_podman_requests_total{operation="container_stats"}) > 0`); got != 0 {
+		t.Errorf("podman's stats call was made on %d hosts whose cgroup files can be read: %s", got, why)
+	}
+
 	// Each alert under its fault.
 	exprOf := map[string]string{}
 	for _, g := range rule.Spec.Groups {

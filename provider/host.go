@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider/node"
@@ -62,9 +64,14 @@ type Host struct {
 	podman *podman.Client
 	// sampler reads the host's /proc while someone asks for its figures.
 	sampler *hostSampler
-	// containerStats shares podman's figures of the host's running
-	// containers among its nodes and their stats endpoints.
+	// containerStats shares the figures of the host's running containers
+	// among its nodes and their stats endpoints: read by cgroups, or by
+	// podman's stats call where cgroupLayout cannot read them.
 	containerStats *containerStatsCache
+	cgroups        *cgroupReader
+	// podmanStats: the host's cgroups could not be read; podman's stats
+	// call reads its figures from then on (guarded by mu).
+	podmanStats bool
 
 	mu      sync.Mutex
 	info    *podman.HostInfo
@@ -140,10 +147,47 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
 	}
 	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
-	h.containerStats = newContainerStatsCache(func(ctx context.Context) ([]podman.ContainerStats, error) {
-		return pc.Stats(ctx, nil)
-	}, containerStatsMaxAge, cfg.Clock.Now)
+	h.cgroups = newCgroupReader(sc.OutputTo, pc.RunningContainers, cfg.Clock.Now)
+	h.containerStats = newContainerStatsCache(h.readContainerStats, containerStatsMaxAge, cfg.Clock.Now)
 	return h, nil
+}
+
+// readContainerStats reads the figures of the host's running containers:
+// from their cgroup files where cgroupLayout says where they are, else
+// (and from the first time the files cannot be read on) with podman's
+// stats call.
+func (h *Host) readContainerStats(ctx context.Context) ([]podman.ContainerStats, error) {
+	h.mu.Lock()
+	l, ok := cgroupLayout(h.info)
+	ok = ok && !h.podmanStats
+	h.mu.Unlock()
+	if ok {
+		stats, err := h.cgroups.read(ctx, l)
+		if !errors.Is(err, errCgroupsUnreadable) {
+			return stats, err
+		}
+		h.cfg.Logger.Warn("reading the host's container figures with podman's stats call from now on", "host", h.cfg.Name, "err", err)
+		h.mu.Lock()
+		h.podmanStats = true
+		h.mu.Unlock()
+	}
+	return h.podman.Stats(ctx, nil)
+}
+
+// PodmanCallStats are the totals of the host's podman calls (Podman().CallStats()).
+func (h *Host) PodmanCallStats() map[string]callstats.Op { return h.podman.CallStats() }
+
+// CommandStats are the totals of the commands rbn-kubelet ran on the host
+// over SSH outside pods (the cgroup reads), by operation.
+func (h *Host) CommandStats() map[string]callstats.Op { return h.cgroups.calls.Snapshot() }
+
+// RuntimeCallStats are the host's podman calls and its SSH commands
+// together (their operations' names differ): what kubelet counts as its
+// container runtime's operations.
+func (h *Host) RuntimeCallStats() map[string]callstats.Op {
+	out := h.podman.CallStats()
+	maps.Copy(out, h.cgroups.calls.Snapshot())
+	return out
 }
 
 // Podman is the host's podman client.

@@ -28,7 +28,7 @@ func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) 
 	}
 	figures := kubeletFigures{evictions: p.evictionCounts(), starts: p.startDurations, syncs: p.syncDurations}
 	if p.cfg.Host != nil {
-		figures.runtime = p.cfg.Host.Podman().CallStats()
+		figures.runtime = p.cfg.Host.RuntimeCallStats()
 	}
 	return buildKubeletMetrics(p.cfg.NodeName, pods, figures), nil
 }

@@ -20,11 +20,11 @@ import (
 // ---------------------------------------------------------------------------------------------
 // rbn-kubelet's own metrics (internal/metrics): its podman calls and SSH channels.
 
-// callKey is one build host's podman operation, as rbn_podman_requests_total
-// labels it.
+// callKey is one build host's operation, as rbn_podman_requests_total and
+// rbn_host_commands_total label it (their operations' names differ).
 type callKey struct{ host, op string }
 
-// callCounts are podman calls by host and operation.
+// callCounts are podman calls and SSH commands by host and operation.
 type callCounts map[callKey]float64
 
 // since is the increase of c over prev, series by series: a series absent
@@ -70,7 +70,7 @@ func callField(field func(callKey) string, cs ...callCounts) []string {
 // rbnReading is what the scrape-cost windows read of rbn-kubelet's metrics
 // at one moment.
 type rbnReading struct {
-	podman      callCounts // rbn_podman_requests_total, summed over result
+	calls       callCounts // rbn_podman_requests_total and rbn_host_commands_total, summed over result
 	sshChannels float64    // rbn_ssh_channels_open, summed over hosts
 	sshConnects float64    // rbn_ssh_connects_total, summed over hosts
 }
@@ -82,10 +82,12 @@ func parseRBNMetrics(text string) (rbnReading, error) {
 	if err != nil {
 		return rbnReading{}, fmt.Errorf("parse rbn-kubelet's metrics: %w", err)
 	}
-	r := rbnReading{podman: callCounts{}}
-	for _, m := range families["rbn_podman_requests_total"].GetMetric() {
-		k := callKey{host: labelValue(m, "host"), op: labelValue(m, "operation")}
-		r.podman[k] += m.GetCounter().GetValue()
+	r := rbnReading{calls: callCounts{}}
+	for _, name := range []string{"rbn_podman_requests_total", "rbn_host_commands_total"} {
+		for _, m := range families[name].GetMetric() {
+			k := callKey{host: labelValue(m, "host"), op: labelValue(m, "operation")}
+			r.calls[k] += m.GetCounter().GetValue()
+		}
 	}
 	for _, m := range families["rbn_ssh_channels_open"].GetMetric() {
 		r.sshChannels += m.GetGauge().GetValue()
@@ -93,7 +95,7 @@ func parseRBNMetrics(text string) (rbnReading, error) {
 	for _, m := range families["rbn_ssh_connects_total"].GetMetric() {
 		r.sshConnects += m.GetCounter().GetValue()
 	}
-	if len(r.podman) == 0 {
+	if len(families["rbn_podman_requests_total"].GetMetric()) == 0 {
 		return r, fmt.Errorf("no rbn_podman_requests_total in rbn-kubelet's metrics")
 	}
 	return r, nil

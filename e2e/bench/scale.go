@@ -467,7 +467,7 @@ func (b *bench) measureWindow(ctx context.Context, res *scaleResult, spec window
 			if err != nil {
 				return s, err
 			}
-			s.calls = append(s.calls, r.podman.since(rbnPrev.podman))
+			s.calls = append(s.calls, r.calls.since(rbnPrev.calls))
 			s.sshChannels = append(s.sshChannels, r.sshChannels)
 			s.subConnects = append(s.subConnects, max(0, r.sshConnects-rbnPrev.sshConnects))
 			s.sshConnects += s.subConnects[len(s.subConnects)-1]

@@ -50,10 +50,11 @@ const (
 	scrapeGrowth = 1.0
 )
 
-// statsReadOps make up one stats read of a host (podman.Client.Stats,
-// whose container list is part of the call): the goal allows one per host
-// per round.
-var statsReadOps = []string{"container_stats"}
+// statsReadOps are one stats read of a host: the read of its cgroup files
+// (an SSH command, rbn_host_commands_total) or, on hosts whose cgroups are
+// not read, podman's stats call (whose container list is part of the
+// call). The goal allows one per host per round.
+var statsReadOps = []string{"cgroup_stats", "container_stats"}
 
 // scrapeRounds is the rounds of each half: the idle windows' length, at
 // least 60 s, in whole intervals, and never fewer than 6.
@@ -423,8 +424,8 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 	p("scrapes). A scraped sub-window is a round: at its start, every node's %s is GET-ed over HTTPS", strings.Join(codes(scrapePaths), ", "))
 	p("at the address and port its Node advertises, %d at a time, with a service account's token (so a TokenReview and a", scrapeConcurrency)
 	p("SubjectAccessReview as for Prometheus), gzip accepted, the serving certificate not verified (cost, not trust). One")
-	p("round before the windows, not measured, opened the connections. Podman calls are the increase of rbn-kubelet's own")
-	p("`rbn_podman_requests_total` in each sub-window, per %s (a round that outlasted its interval made its sub-window", every(c.interval))
+	p("round before the windows, not measured, opened the connections. Calls are the increase of rbn-kubelet's own")
+	p("`rbn_podman_requests_total` and `rbn_host_commands_total` (SSH commands: `cgroup_stats`) in each sub-window, per %s (a round that outlasted its interval made its sub-window", every(c.interval))
 	p("longer, and the stack's own calls in it more). Figures per round are medians")
 	p("over each half's %d sub-windows, means in brackets; \"per host\" is the busiest host's.", c.rounds)
 	p("")
@@ -439,19 +440,19 @@ func renderScrapeCost(p printer, c *scrapeCost) {
 		cell := func(op string) string {
 			return fmt.Sprintf("%s (%s)", num(busiest(f.calls[i].perHost(op))), num(busiest(f.mean[i].perHost(op))))
 		}
-		return []string{name, fmt.Sprintf("%s (%s)", pct(f.cpuMed[i]), pct(f.cpu[i])), cell(allOps), cell("container_stats"), cell("container_list"),
+		return []string{name, fmt.Sprintf("%s (%s)", pct(f.cpuMed[i]), pct(f.cpu[i])), cell(allOps), cell("cgroup_stats"), cell("container_stats"), cell("container_list"),
 			fmt.Sprintf("%d to %d hosts", x.sshConns, x.sshPeers), num(slices.Max(append([]float64{0}, x.sshChannels...))), num(x.sshConnects)}
 	}
 	addedCell := func(op string) string {
 		return fmt.Sprintf("%s (%s)", signed(busiestSigned(f.added.perHost(op))), signed(busiestSigned(f.addedMean.perHost(op))))
 	}
-	table(p, []string{"half", "rbn-kubelet CPU, % of a core: median round (all its sub-windows)", "podman calls per round per host",
-		"of them container_stats", "container_list", "SSH connections (median)", "SSH channels open (most sampled between rounds)", "SSH connections made"},
+	table(p, []string{"half", "rbn-kubelet CPU, % of a core: median round (all its sub-windows)", "podman calls and SSH commands per round per host",
+		"of them cgroup_stats", "container_stats", "container_list", "SSH connections (median)", "SSH channels open (most sampled between rounds)", "SSH connections made"},
 		[][]string{
 			row(0, "unscraped", c.unscraped),
 			row(1, "scraped every "+every(c.interval), c.scraped),
 			{"added by scraping", fmt.Sprintf("%s (%s)", signedPct(f.addedCPU()), signedPct(f.cpu[1]-f.cpu[0])),
-				addedCell(allOps), addedCell("container_stats"), addedCell("container_list"), "", "", ""},
+				addedCell(allOps), addedCell("cgroup_stats"), addedCell("container_stats"), addedCell("container_list"), "", "", ""},
 		})
 	renderAddedCalls(p, f)
 	renderScrapes(p, c)
@@ -510,12 +511,12 @@ func renderScrapeGoal(p printer, interval time.Duration, v scrapeVerdict) {
 	p("")
 }
 
-// renderAddedCalls lists the podman calls scraping added per round, by
+// renderAddedCalls lists the podman calls and SSH commands scraping added per round, by
 // operation and host.
 func renderAddedCalls(p printer, f scrapeFigures) {
 	hs := callHosts(f.added, f.addedMean)
 	if len(hs) == 0 {
-		p("Scraping added no podman call.")
+		p("Scraping added no podman call or SSH command.")
 		p("")
 		return
 	}

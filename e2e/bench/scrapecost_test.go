@@ -26,6 +26,10 @@ rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",resu
 rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",result="error"} 2
 rbn_podman_requests_total{host="127.0.1.1:2201",operation="container_stats",result="not_found"} 0
 rbn_podman_requests_total{host="127.0.1.2:2202",operation="events",result="success"} 1
+# HELP rbn_host_commands_total Commands.
+# TYPE rbn_host_commands_total counter
+rbn_host_commands_total{host="127.0.1.2:2202",operation="cgroup_stats",result="success"} 6
+rbn_host_commands_total{host="127.0.1.2:2202",operation="cgroup_stats",result="error"} 1
 # HELP rbn_ssh_channels_open Channels.
 # TYPE rbn_ssh_channels_open gauge
 rbn_ssh_channels_open{host="127.0.1.1:2201",user="rbn"} 3
@@ -39,9 +43,9 @@ rbn_ssh_connects_total{host="127.0.1.2:2202",user="rbn"} 2
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := callCounts{{hostA, "container_stats"}: 42, {hostB, "events"}: 1}
-	if fmt.Sprint(got.podman) != fmt.Sprint(want) {
-		t.Errorf("podman = %v, want %v (summed over result)", got.podman, want)
+	want := callCounts{{hostA, "container_stats"}: 42, {hostB, "cgroup_stats"}: 7, {hostB, "events"}: 1}
+	if fmt.Sprint(got.calls) != fmt.Sprint(want) {
+		t.Errorf("calls = %v, want %v (summed over result, SSH commands with podman's calls)", got.calls, want)
 	}
 	if got.sshChannels != 5 || got.sshConnects != 3 {
 		t.Errorf("ssh channels %v, connects %v; want 5, 3", got.sshChannels, got.sshConnects)
@@ -341,8 +345,8 @@ func TestRenderScrapeCost(t *testing.T) {
 	for _, want := range []string{
 		"### Scrape cost (issue #13)",
 		"50 nodes over 4 hosts (12-13 nodes per host",
-		"| scraped every 15 s | 1.8% (1.9%) | 2 (2.2) | 1 (1.2) | 1 (1) | 4 to 4 hosts | 6 | 0 |",
-		"| added by scraping | +0.7% (+0.7%) | +1.5 (+1.8) | +1 (+1.2) | +1 (+0.8) |",
+		"| scraped every 15 s | 1.8% (1.9%) | 2 (2.2) | 0 (0) | 1 (1.2) | 1 (1) | 4 to 4 hosts | 6 | 0 |",
+		"| added by scraping | +0.7% (+0.7%) | +1.5 (+1.8) | 0 (0) | +1 (+1.2) | +1 (+0.8) |",
 		"| all operations | +1.5 (+1.8) | +1 (+1) |",
 		"| `container_stats` | +1 (+1.2) | +1 (+1) |",
 		"| `events` | 0 (−0.2) | 0 (0) |",

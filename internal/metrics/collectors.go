@@ -146,16 +146,19 @@ func (c transferCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// PodmanClient is one podman client's calls, as the collector sees them.
-type PodmanClient struct {
+// HostCalls are one client's calls to a build host, as the collectors see
+// them: a podman client's API calls, or the commands rbn-kubelet ran on
+// the host over SSH.
+type HostCalls struct {
 	// Host is the build host's address, as the SSH series name it.
 	Host string
-	// Calls are the client's totals by operation (podman.Client.CallStats).
+	// Calls are the client's totals by operation (podman.Client.CallStats,
+	// provider.Host.CommandStats).
 	Calls map[string]callstats.Op
 }
 
-// PodmanClients lists the build hosts' podman clients at each scrape.
-type PodmanClients func() []PodmanClient
+// HostCallLists lists the build hosts' clients at each scrape.
+type HostCallLists func() []HostCalls
 
 var (
 	podmanRequests = prometheus.NewDesc(Namespace+"_podman_requests_total",
@@ -164,24 +167,38 @@ var (
 	podmanSeconds = prometheus.NewDesc(Namespace+"_podman_request_duration_seconds",
 		"Latency of calls to the build host's podman API, by operation, whatever their result. A stream's time is the time podman took to open it.",
 		[]string{"host", "operation"}, nil)
+	hostCommands = prometheus.NewDesc(Namespace+"_host_commands_total",
+		"Commands rbn-kubelet ran on the build host over SSH outside pods, by operation (cgroup_stats: the read of the containers' cgroup files that replaces podman's stats call) and result.",
+		[]string{"host", "operation", "result"}, nil)
+	hostCommandSeconds = prometheus.NewDesc(Namespace+"_host_command_duration_seconds",
+		"Latency of the commands rbn-kubelet ran on the build host over SSH outside pods, by operation, whatever their result.",
+		[]string{"host", "operation"}, nil)
 )
 
-// podmanCollector turns the podman clients' totals into series. Two
-// clients on one host (two podman sockets behind one address) add up, so
-// that no series is reported twice.
-type podmanCollector struct{ clients PodmanClients }
+// callCollector turns clients' totals into a counter by result and a
+// latency histogram. Two clients on one host (two podman sockets behind one
+// address) add up, so that no series is reported twice.
+type callCollector struct {
+	total, seconds *prometheus.Desc
+	clients        HostCallLists
+}
 
 // NewPodmanCollector reports the calls of the podman clients clients lists.
-func NewPodmanCollector(clients PodmanClients) prometheus.Collector {
-	return podmanCollector{clients}
+func NewPodmanCollector(clients HostCallLists) prometheus.Collector {
+	return callCollector{podmanRequests, podmanSeconds, clients}
 }
 
-func (podmanCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- podmanRequests
-	ch <- podmanSeconds
+// NewHostCommandCollector reports the SSH commands clients lists.
+func NewHostCommandCollector(clients HostCallLists) prometheus.Collector {
+	return callCollector{hostCommands, hostCommandSeconds, clients}
 }
 
-func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
+func (c callCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.total
+	ch <- c.seconds
+}
+
+func (c callCollector) Collect(ch chan<- prometheus.Metric) {
 	type key struct{ host, op string }
 	byKey := map[key]callstats.Op{}
 	for _, cl := range c.clients() {
@@ -191,14 +208,14 @@ func (c podmanCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for k, o := range byKey {
-		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Succeeded()), k.host, k.op, "success")
-		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.Errors), k.host, k.op, "error")
-		ch <- prometheus.MustNewConstMetric(podmanRequests, prometheus.CounterValue, float64(o.NotFound), k.host, k.op, "not_found")
+		ch <- prometheus.MustNewConstMetric(c.total, prometheus.CounterValue, float64(o.Succeeded()), k.host, k.op, "success")
+		ch <- prometheus.MustNewConstMetric(c.total, prometheus.CounterValue, float64(o.Errors), k.host, k.op, "error")
+		ch <- prometheus.MustNewConstMetric(c.total, prometheus.CounterValue, float64(o.NotFound), k.host, k.op, "not_found")
 		buckets := make(map[float64]uint64, len(callstats.Bounds))
 		for i, n := range o.Cumulative() {
 			buckets[callstats.Bounds[i].Seconds()] = n
 		}
-		ch <- prometheus.MustNewConstHistogram(podmanSeconds, o.Calls, o.Duration.Seconds(), buckets, k.host, k.op)
+		ch <- prometheus.MustNewConstHistogram(c.seconds, o.Calls, o.Duration.Seconds(), buckets, k.host, k.op)
 	}
 }
 

@@ -111,8 +111,8 @@ func TestPodmanCollector(t *testing.T) {
 		return r.Snapshot()
 	}
 	ms := time.Millisecond
-	clients := func() []PodmanClient {
-		return []PodmanClient{
+	clients := func() []HostCalls {
+		return []HostCalls{
 			{Host: "10.0.0.1:22", Calls: record(
 				call{"container_start", callstats.Success, 300 * ms}, call{"container_start", callstats.Success, 300 * ms},
 				call{"container_start", callstats.Success, 300 * ms}, call{"container_start", callstats.Success, 300 * ms},
@@ -176,7 +176,7 @@ rbn_podman_requests_total{host="10.0.0.2:22",operation="container_start",result=
 	if err := testutil.CollectAndCompare(NewPodmanCollector(clients), strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(NewPodmanCollector(func() []PodmanClient { return nil })); n != 0 {
+	if n := testutil.CollectAndCount(NewPodmanCollector(func() []HostCalls { return nil })); n != 0 {
 		t.Errorf("no clients: %d series, want none", n)
 	}
 }

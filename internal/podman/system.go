@@ -41,6 +41,9 @@ type HostInfo struct {
 	// host (statfs of GraphRoot) when it can read it.
 	StorageAvailable uint64
 	CgroupManager    string
+	// CgroupVersion is the host's cgroup version as podman names it
+	// ("v1", hybrid hosts included, or "v2").
+	CgroupVersion string
 	// Rootless: the service runs as an unprivileged user (podman 4.3
 	// reports it too, in host.security).
 	Rootless   bool
@@ -74,6 +77,7 @@ func (c *Client) Info(ctx context.Context) (_ *HostInfo, err error) {
 		MemTotal:      info.Host.MemTotal,
 		MemFree:       info.Host.MemFree,
 		CgroupManager: info.Host.CgroupManager,
+		CgroupVersion: info.Host.CgroupsVersion,
 		Rootless:      info.Host.Security.Rootless,
 	}
 	if info.Host.OCIRuntime != nil && info.Host.OCIRuntime.Name != "" {

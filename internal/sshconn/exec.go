@@ -88,26 +88,39 @@ const maxOutput = 1 << 20
 // Output runs argv on the host and returns its standard output; a non-zero
 // exit is an *ExitError carrying the command's standard error.
 func (c *Client) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	var stdout limitedBuffer
+	err := c.OutputTo(ctx, &stdout, argv...)
+	var exit *ExitError
+	if err != nil && !errors.As(err, &exit) {
+		return nil, err
+	}
+	return stdout.Bytes(), err
+}
+
+// OutputTo runs argv on the host, writing its standard output to stdout
+// as it comes, all of it; a non-zero exit is an *ExitError carrying the
+// command's standard error. For commands whose output has no useful bound.
+func (c *Client) OutputTo(ctx context.Context, stdout io.Writer, argv ...string) error {
 	sess, closeSession, err := c.session(argv)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer closeSession()
 	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
 	defer stop()
-	var stdout, stderr limitedBuffer
-	sess.Stdout, sess.Stderr = &stdout, &stderr
+	var stderr limitedBuffer
+	sess.Stdout, sess.Stderr = stdout, &stderr
 	err = sess.Run(shellQuote(argv))
 	var exit *ssh.ExitError
 	switch {
 	case errors.As(err, &exit):
-		return stdout.Bytes(), &ExitError{Argv: argv, Status: exit.ExitStatus(), Stderr: stderr.String()}
+		return &ExitError{Argv: argv, Status: exit.ExitStatus(), Stderr: stderr.String()}
 	case err != nil && ctx.Err() != nil:
-		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), ctx.Err())
+		return fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), ctx.Err())
 	case err != nil:
-		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), err)
+		return fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), err)
 	}
-	return stdout.Bytes(), nil
+	return nil
 }
 
 // limitedBuffer keeps the first maxOutput bytes written to it.

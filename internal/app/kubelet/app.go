@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	pvcontroller "sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
+	"github.com/remote-build-nodes/rbn/internal/callstats"
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/controller"
 	"github.com/remote-build-nodes/rbn/internal/kubeclient"
@@ -130,7 +131,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewSSHCollector(metrics.PoolConnections(ctrl.SSHConnections())), metrics.NewTransferCollector(ctrl.Relay()),
-		metrics.NewPodmanCollector(podmanClients(ctrl)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
+		metrics.NewPodmanCollector(hostCalls(ctrl, (*provider.Host).PodmanCallStats)),
+		metrics.NewHostCommandCollector(hostCalls(ctrl, (*provider.Host).CommandStats)), metrics.NewHostWorkCollector(hostWorks(ctrl)),
 		metrics.NewVolumeRootCollector(volumeRoots(ctrl)),
 		metrics.NewImageCollectionCollector(imageCollections(ctrl)), metrics.NewPodTimesCollector(podTimes(ctrl)))
 	serviceRelay, err := svcrelay.New(svcrelay.Config{Resolver: svcrelay.NewServiceResolver(ctrl.ServiceLister()), Metrics: svcrelay.NewMetrics(reg)})
@@ -187,14 +189,14 @@ func newVolumeProvisioner(ctx context.Context, client kubernetes.Interface, ctrl
 	)
 }
 
-// podmanClients lists the podman clients of ctrl's build hosts at each
-// scrape, named by their SSH address.
-func podmanClients(ctrl *controller.Controller) metrics.PodmanClients {
-	return func() []metrics.PodmanClient {
+// hostCalls lists what calls of ctrl's build hosts says at each scrape
+// (their podman calls, their SSH commands), named by their SSH address.
+func hostCalls(ctrl *controller.Controller, calls func(*provider.Host) map[string]callstats.Op) metrics.HostCallLists {
+	return func() []metrics.HostCalls {
 		hosts := ctrl.BuildHosts()
-		out := make([]metrics.PodmanClient, 0, len(hosts))
+		out := make([]metrics.HostCalls, 0, len(hosts))
 		for _, h := range hosts {
-			out = append(out, metrics.PodmanClient{Host: h.SSH().Addr(), Calls: h.Podman().CallStats()})
+			out = append(out, metrics.HostCalls{Host: h.SSH().Addr(), Calls: calls(h)})
 		}
 		return out
 	}
