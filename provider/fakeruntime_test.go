@@ -27,6 +27,10 @@ import (
 // and volumes, with what the worker asked of it in calls. Containers run
 // until a test ends them (exit); time is the test's clock.
 type fakeRuntime struct {
+	// looks counts the container lists and inspects (not in calls: every
+	// sync makes them).
+	looks int
+
 	// listenUnix, when set, makes the listeners of ListenUnix.
 	listenUnix func(path string) (net.Listener, error)
 
@@ -355,6 +359,7 @@ func (f *fakeRuntime) RemoveContainer(_ context.Context, name string, force bool
 func (f *fakeRuntime) InspectContainer(_ context.Context, name string) (*podman.ContainerState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.looks++
 	c := f.byName(name)
 	if c == nil {
 		return nil, notFound("inspect container " + name)
@@ -366,6 +371,7 @@ func (f *fakeRuntime) InspectContainer(_ context.Context, name string) (*podman.
 func (f *fakeRuntime) ListContainers(_ context.Context, labels map[string]string) ([]podman.ContainerSummary, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.looks++
 	var out []podman.ContainerSummary
 	for _, name := range slices.Sorted(maps.Keys(f.ctrs)) {
 		c := f.ctrs[name]
@@ -742,4 +748,11 @@ func (f *fakeRuntime) ListenUnix(p string) (net.Listener, error) {
 		return nil, errors.New("fake runtime: no listener for " + p)
 	}
 	return listen(p)
+}
+
+// lookCount is how many container lists and inspects were made.
+func (f *fakeRuntime) lookCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.looks
 }

@@ -81,6 +81,9 @@ type podWorker struct {
 	// refreshErr the last refresh failure reported (refresh.go).
 	nextRefresh time.Time
 	refreshErr  string
+	// refreshAt is when the worker wakes to refresh the Files volumes
+	// between syncs (zero: not before the next sync). Worker goroutine only.
+	refreshAt time.Time
 	// planned is the spec the plan was made from, and unapplied the spec
 	// changes since then last reported (pod.UnappliedChanges), to report
 	// each once.
@@ -269,21 +272,54 @@ func (w *podWorker) syncOperation() string {
 	return syncSync
 }
 
-// await waits for a kick, or for next when it is positive; false when ctx ended.
+// await waits for a kick, or for next when it is positive; false when ctx
+// ended. A refresh of the Files volumes due before then (refreshAt) runs on
+// its own while it waits: they change with the API's objects and tokens,
+// not with the containers, so nothing is listed or inspected on the host
+// for them (a sync per running pod per minute did, which was most of the
+// podman calls of an idle host with hundreds of pods).
 func (w *podWorker) await(ctx context.Context, next time.Duration) bool {
-	var timeout <-chan time.Time
+	var syncAt time.Time
 	if next > 0 {
-		t := w.p.cfg.Clock.NewTimer(next)
-		defer t.Stop()
-		timeout = t.C()
+		syncAt = w.p.cfg.Clock.Now().Add(next)
 	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-w.kick:
-	case <-timeout:
+	for {
+		wake, refresh := syncAt, false
+		if !w.refreshAt.IsZero() && (wake.IsZero() || w.refreshAt.Before(wake)) {
+			wake, refresh = w.refreshAt, true
+		}
+		var timeout <-chan time.Time
+		stop := func() {}
+		if !wake.IsZero() {
+			t := w.p.cfg.Clock.NewTimer(max(wake.Sub(w.p.cfg.Clock.Now()), time.Nanosecond))
+			timeout, stop = t.C(), func() { t.Stop() }
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return false
+		case <-w.kick:
+			stop()
+			return true
+		case <-timeout:
+		}
+		if !refresh {
+			return true
+		}
+		w.refreshBetweenSyncs(ctx)
 	}
-	return true
+}
+
+// refreshBetweenSyncs refreshes the Files volumes of a running pod, and
+// sets when to again: the part of a sync that a refresh needs (step).
+func (w *podWorker) refreshBetweenSyncs(ctx context.Context) {
+	w.refreshAt = time.Time{}
+	if w.isDeleting() || w.hasEnded() || w.failed || w.ended || w.plan == nil || !w.sandbox.ready || !w.p.rt.Ready() {
+		return // the next sync sees to it
+	}
+	if d := w.refreshVolumes(ctx, w.current()); d > 0 {
+		w.refreshAt = w.p.cfg.Clock.Now().Add(d)
+	}
 }
 
 // syncResult is what a sync tells the worker's loop.
@@ -501,17 +537,17 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// waits for their writes (on a busy host, a container run per volume
 	// that changed, as after a takeover with new tokens); and only while
 	// some container may still read them.
-	var refresh time.Duration
+	// Further refreshes run between syncs (await).
+	w.refreshAt = time.Time{}
 	if !pod.Ended(w.current().Status.Phase) {
-		refresh = w.refreshVolumes(ctx, pd)
+		if d := w.refreshVolumes(ctx, pd); d > 0 {
+			w.refreshAt = w.p.cfg.Clock.Now().Add(d)
+		}
 	}
 	// Wake up at the pod's deadline (counted from the startTime the first
 	// report sets), checked at the top; 0 would mean no wake-up at all.
 	if remaining, ok := untilDeadline(w.current(), w.p.cfg.Clock.Now()); ok && (next == 0 || remaining < next) {
 		next = max(remaining, time.Nanosecond)
-	}
-	if refresh > 0 && (next == 0 || refresh < next) {
-		next = refresh
 	}
 	if storageCheck > 0 && (next == 0 || storageCheck < next) {
 		next = storageCheck

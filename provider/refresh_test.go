@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
@@ -168,8 +169,13 @@ func TestFilesVolumeUpdateSwapsData(t *testing.T) {
 	h.wantFile(mp+"/key", "v1")
 	h.wantCalls("rename ", 0)
 
-	h.clock.Step(31 * time.Second) // past a minute and a half: due whatever the jitter
-	r := h.sync()
+	// Past a minute and a half: due whatever the jitter. The worker wakes
+	// for it between syncs.
+	h.clock.Step(31 * time.Second)
+	if h.w.refreshAt.IsZero() || h.w.refreshAt.After(h.clock.Now()) {
+		t.Fatalf("refresh due at %v, want by %v", h.w.refreshAt, h.clock.Now())
+	}
+	h.w.refreshBetweenSyncs(h.ctx)
 	newDir := dataDir(h.clock.Now(), pod.File{Path: "key", Data: []byte("v2"), Mode: 0o644})
 	h.wantFile(mp+"/key", "v2")
 	want := []string{newDir + "/", newDir + "/key=v2", "..data -> " + newDir, "key -> ..data/key"}
@@ -189,8 +195,8 @@ func TestFilesVolumeUpdateSwapsData(t *testing.T) {
 	if src := mountSource(t, h, ctrName("main", 0), "/etc/key.conf"); src != mp+"/"+oldDir+"/key" {
 		t.Errorf("subPath mount source %s changed", src)
 	}
-	if r.next <= 0 || r.next > 90*time.Second {
-		t.Errorf("next sync in %v, want the next resync within 90s", r.next)
+	if d := h.w.refreshAt.Sub(h.clock.Now()); d <= 0 || d > 90*time.Second {
+		t.Errorf("next refresh in %v, want within 90s", d)
 	}
 }
 
@@ -204,22 +210,80 @@ func TestFilesVolumeUnchangedWritesNothing(t *testing.T) {
 	h.wantNoVolumeWrites(before, "with nothing changed")
 }
 
+// The worker's wake-ups for its volumes between syncs look at no container
+// when nothing changed: a running pod with a service account token (all of
+// them, by default) woke a sync every minute, a list and an inspect per
+// container each, most of an idle host's podman calls at hundreds of pods.
+func TestFilesVolumeRefreshBetweenSyncsLooksAtNoContainer(t *testing.T) {
+	h, _ := refreshHarness(t)
+	before, looks := h.callCount(), h.rt.lookCount()
+	for range 3 {
+		h.clock.Step(h.w.refreshAt.Sub(h.clock.Now()))
+		h.w.refreshBetweenSyncs(h.ctx)
+		if !h.w.refreshAt.After(h.clock.Now()) {
+			t.Fatalf("next refresh at %v, want after %v", h.w.refreshAt, h.clock.Now())
+		}
+	}
+	if n := h.rt.lookCount() - looks; n != 0 {
+		t.Errorf("3 refreshes between syncs listed or inspected containers %d times, want none", n)
+	}
+	h.wantNoVolumeWrites(before, "with nothing changed")
+	// An ended pod's volumes are not refreshed: the wake-ups stop.
+	h.w.mu.Lock()
+	h.w.pod.Status.Phase = corev1.PodSucceeded
+	h.w.mu.Unlock()
+	h.w.refreshBetweenSyncs(h.ctx)
+	if !h.w.refreshAt.IsZero() {
+		t.Errorf("an ended pod's next refresh at %v, want none", h.w.refreshAt)
+	}
+}
+
+// A worker waiting for a kick refreshes its volumes when due and waits on:
+// the refresh is no sync.
+func TestAwaitRefreshesWithoutSyncing(t *testing.T) {
+	h, _ := refreshHarness(t)
+	h.setConfig("v2")
+	due := h.w.refreshAt
+	woke := make(chan bool, 1)
+	go func() { woke <- h.w.await(h.ctx, 0) }()
+	testwait.Eventually(t, "the worker waiting for its refresh", h.clock.HasWaiters)
+	h.clock.Step(due.Sub(h.clock.Now()))
+	testwait.Eventually(t, "the changed volume written by the refresh, and the worker waiting again", func() bool {
+		h.rt.mu.Lock()
+		swapped := slices.ContainsFunc(h.rt.calls, func(c string) bool { return strings.HasPrefix(c, "rename ") })
+		h.rt.mu.Unlock()
+		return swapped && h.clock.HasWaiters()
+	})
+	select {
+	case <-woke:
+		t.Fatal("the worker left await for a refresh: a sync would follow")
+	default:
+	}
+	h.w.poke()
+	if !<-woke {
+		t.Fatal("await ended without the kick")
+	}
+	h.wantFile(mountpoint("config")+"/key", "v2")
+	if !h.w.refreshAt.After(due) {
+		t.Errorf("next refresh at %v, want after the one done (%v)", h.w.refreshAt, due)
+	}
+}
+
 func TestTokenRefreshedAtEightyPercent(t *testing.T) {
 	h, tk := refreshHarness(t)
 	start := h.clock.Now()
 	mp := mountpoint("token")
 	// Resyncs until just before 80% of 600 s do not ask for a token.
-	var r syncResult
 	for h.clock.Since(start) < 479*time.Second {
 		h.clock.Step(min(60*time.Second, 479*time.Second-h.clock.Since(start)))
-		r = h.sync()
+		h.sync()
 	}
 	if tk.requests != 1 {
 		t.Fatalf("%d TokenRequests before 80%% of the token's life, want 1", tk.requests)
 	}
 	h.wantFile(mp+"/token", "token-1")
-	if r.next <= 0 || r.next > time.Second {
-		t.Fatalf("at 479s the next sync is in %v, want at 480s", r.next)
+	if d := h.w.refreshAt.Sub(h.clock.Now()); d <= 0 || d > time.Second {
+		t.Fatalf("at 479s the next refresh is in %v, want at 480s", d)
 	}
 	h.clock.Step(time.Second)
 	h.sync()
@@ -236,15 +300,15 @@ func TestTokenRefreshFailureRetriedWithEvent(t *testing.T) {
 	h.events()
 	tk.fail = errors.New("serviceaccounts \"default\" is forbidden")
 	h.clock.Step(480 * time.Second)
-	r := h.sync()
+	h.sync()
 	h.wantEvent(h.events(), `Warning FailedMount MountVolume.SetUp failed for volume "token": failed to fetch token`)
 	h.wantPhase(corev1.PodRunning)
 	h.wantFile(mp+"/token", "token-1")
-	if r.next != h.pods.cfg.Retry.Config {
-		t.Errorf("next sync in %v, want the retry in %v", r.next, h.pods.cfg.Retry.Config)
+	if d := h.w.refreshAt.Sub(h.clock.Now()); d != h.pods.cfg.Retry.Config {
+		t.Errorf("next refresh in %v, want the retry in %v", d, h.pods.cfg.Retry.Config)
 	}
 	// The same failure is reported once.
-	h.clock.Step(r.next)
+	h.clock.Step(h.pods.cfg.Retry.Config)
 	h.sync()
 	if ev := h.events(); len(ev) != 0 {
 		t.Errorf("events for the same failure again: %q", ev)
