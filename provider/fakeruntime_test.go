@@ -21,6 +21,7 @@ import (
 
 	"github.com/remote-build-nodes/rbn/internal/hostvolume"
 	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // fakeRuntime is a podRuntime in memory: podman pods, containers, images
@@ -755,4 +756,10 @@ func (f *fakeRuntime) lookCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.looks
+}
+
+// NodeContainers lists node's containers afresh: the fake host is one
+// node's.
+func (f *fakeRuntime) NodeContainers(ctx context.Context, node string, _ time.Duration) ([]podman.ContainerSummary, error) {
+	return f.ListContainers(ctx, map[string]string{pod.LabelNode: node})
 }

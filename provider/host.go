@@ -69,6 +69,9 @@ type Host struct {
 	// podman's stats call where cgroupLayout cannot read them.
 	containerStats *containerStatsCache
 	cgroups        *cgroupReader
+	// containers shares lists of the host's containers among its nodes'
+	// relists.
+	containers *hostList
 	// podmanStats: the host's cgroups could not be read; podman's stats
 	// call reads its figures from then on (guarded by mu).
 	podmanStats bool
@@ -148,6 +151,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	}
 	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
 	h.cgroups = newCgroupReader(sc.OutputTo, pc.RunningContainers, cfg.Clock.Now)
+	h.containers = newHostList(func(ctx context.Context) ([]podman.ContainerSummary, error) {
+		return pc.ListContainers(ctx, nil)
+	}, cfg.Clock.Now)
 	h.containerStats = newContainerStatsCache(h.readContainerStats, containerStatsMaxAge, cfg.Clock.Now)
 	return h, nil
 }

@@ -57,10 +57,13 @@ func changedPods(prev, cur podFingerprints) []types.UID {
 // podman event that was missed, as kubelet's PLEG relists once per node.
 // Workers do not poll on their own, so the cost of a quiet node is one list
 // per period, whatever the number of its pods (a list per pod, each walking
-// every container of the host, grew with the square of the pods). It
-// returns what it saw, prev when the list failed.
+// every container of the host, grew with the square of the pods), and the
+// nodes of a host share their lists (hostList). It returns what it saw,
+// prev when the list failed.
 func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints {
-	list, err := p.rt.ListContainers(ctx, map[string]string{pod.LabelNode: p.cfg.NodeName})
+	// Half the interval: the nodes' relists are not in step, and each
+	// sees what changed within one and a half intervals at most.
+	list, err := p.rt.NodeContainers(ctx, p.cfg.NodeName, p.cfg.ResyncInterval/2)
 	if err != nil {
 		p.cfg.Logger.Debug("relist failed", "err", err)
 		return prev

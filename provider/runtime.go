@@ -62,6 +62,9 @@ type podRuntime interface {
 	RemoveContainer(ctx context.Context, name string, force bool) error
 	InspectContainer(ctx context.Context, name string) (*podman.ContainerState, error)
 	ListContainers(ctx context.Context, labels map[string]string) ([]podman.ContainerSummary, error)
+	// NodeContainers lists node's containers from a list of all the
+	// host's asked for less than maxAge ago, shared by its nodes.
+	NodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error)
 	Logs(ctx context.Context, name string, o podman.LogOptions) (io.ReadCloser, error)
 
 	// Images. Images is the host's image list as last read, which
@@ -166,7 +169,12 @@ func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec, policy *egress.Pol
 	return rt
 }
 
-func (r hostRuntime) Ready() bool                       { return r.host.ready() }
+func (r hostRuntime) Ready() bool { return r.host.ready() }
+
+func (r hostRuntime) NodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error) {
+	return r.host.nodeContainers(ctx, node, maxAge)
+}
+
 func (r hostRuntime) Changed() <-chan struct{}          { return r.host.Changed() }
 func (r hostRuntime) Images() []string                  { return r.host.Images() }
 func (r hostRuntime) RefreshImages(ctx context.Context) { r.host.RefreshImages(ctx) }

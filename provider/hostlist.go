@@ -1,0 +1,98 @@
+package provider
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// hostListTimeout bounds one shared list of a host's containers: it runs
+// on when the relist that asked for it gives up, for the others waiting.
+const hostListTimeout = 2 * time.Minute
+
+// hostList shares lists of a host's rbn containers among the relists of
+// its nodes. Podman's container list reads every container's
+// configuration from its state database, whatever the filter, and syncs
+// the state of those it returns: a relist per node every resync interval,
+// a dozen nodes per host, read the whole database a dozen times per
+// interval. A list younger than the age a caller accepts is given as it
+// is; else one list runs for every caller that asks meanwhile.
+type hostList struct {
+	list func(context.Context) ([]podman.ContainerSummary, error)
+	now  func() time.Time
+
+	mu      sync.Mutex
+	kept    []podman.ContainerSummary
+	at      time.Time // when the kept list was asked for; zero: none
+	pending *hostListRead
+}
+
+// hostListRead is one list and, once done is closed, its result.
+type hostListRead struct {
+	done chan struct{}
+	list []podman.ContainerSummary
+	err  error
+}
+
+func newHostList(list func(context.Context) ([]podman.ContainerSummary, error), now func() time.Time) *hostList {
+	return &hostList{list: list, now: now}
+}
+
+// get returns a list asked for less than maxAge ago, or why none could be
+// made within ctx. Lists are shared: callers must not change them.
+func (l *hostList) get(ctx context.Context, maxAge time.Duration) ([]podman.ContainerSummary, error) {
+	l.mu.Lock()
+	if !l.at.IsZero() && l.now().Sub(l.at) < maxAge {
+		kept := l.kept
+		l.mu.Unlock()
+		return kept, nil
+	}
+	r := l.pending
+	if r == nil {
+		r = &hostListRead{done: make(chan struct{})}
+		l.pending = r
+		go l.fill(context.WithoutCancel(ctx), r)
+	}
+	l.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.list, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *hostList) fill(ctx context.Context, r *hostListRead) {
+	ctx, cancel := context.WithTimeout(ctx, hostListTimeout)
+	defer cancel()
+	asked := l.now()
+	list, err := l.list(ctx)
+	l.mu.Lock()
+	r.list, r.err = list, err
+	if err == nil {
+		l.kept, l.at = list, asked
+	}
+	l.pending = nil
+	l.mu.Unlock()
+	close(r.done)
+}
+
+// nodeContainers returns the containers of node (those labelled with its
+// name) from a list of the host's containers asked for less than maxAge
+// ago.
+func (h *Host) nodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error) {
+	all, err := h.containers.get(ctx, maxAge)
+	if err != nil {
+		return nil, err
+	}
+	var out []podman.ContainerSummary
+	for _, c := range all {
+		if c.Labels[pod.LabelNode] == node {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

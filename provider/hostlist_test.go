@@ -1,0 +1,122 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/remote-build-nodes/rbn/internal/podman"
+	"github.com/remote-build-nodes/rbn/provider/pod"
+)
+
+// fakeLister counts its lists; while gate is set each list waits for it.
+type fakeLister struct {
+	mu    sync.Mutex
+	lists int
+	gate  chan struct{}
+	err   error
+	ctrs  []podman.ContainerSummary
+}
+
+func (f *fakeLister) list(ctx context.Context) ([]podman.ContainerSummary, error) {
+	f.mu.Lock()
+	f.lists++
+	gate, err, ctrs := f.gate, f.err, f.ctrs
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return ctrs, err
+}
+
+func (f *fakeLister) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists
+}
+
+func ctrOn(id, node string) podman.ContainerSummary {
+	return podman.ContainerSummary{ID: id, Labels: map[string]string{pod.LabelNode: node}}
+}
+
+func TestHostListSharesListsAmongNodes(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	f := &fakeLister{ctrs: []podman.ContainerSummary{ctrOn("a1", "a"), ctrOn("b1", "b"), ctrOn("a2", "a"), {ID: "other"}}}
+	h := &Host{containers: newHostList(f.list, clk.Now)}
+	ctx := context.Background()
+
+	a, err := h.nodeContainers(ctx, "a", 5*time.Second)
+	if err != nil || len(a) != 2 || a[0].ID != "a1" || a[1].ID != "a2" {
+		t.Fatalf("node a: %v, %v; want a1 and a2", a, err)
+	}
+	clk.Step(4 * time.Second)
+	if b, err := h.nodeContainers(ctx, "b", 5*time.Second); err != nil || len(b) != 1 || b[0].ID != "b1" {
+		t.Fatalf("node b: %v, %v; want b1", b, err)
+	}
+	if n := f.count(); n != 1 {
+		t.Errorf("%d lists for two nodes within the age they accept, want 1", n)
+	}
+	clk.Step(time.Second)
+	if _, err := h.nodeContainers(ctx, "b", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count(); n != 2 {
+		t.Errorf("%d lists once the kept one is 5 s old, want 2", n)
+	}
+}
+
+func TestHostListOneListAtATime(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	f := &fakeLister{gate: make(chan struct{}), ctrs: []podman.ContainerSummary{ctrOn("a1", "a")}}
+	l := newHostList(f.list, clk.Now)
+
+	// A caller that gives up does not end the list: the others get it.
+	gaveUp, cancel := context.WithCancel(context.Background())
+	results := make(chan error, 3)
+	go func() { _, err := l.get(gaveUp, time.Second); results <- err }()
+	for range 2 {
+		go func() {
+			got, err := l.get(context.Background(), time.Second)
+			if err == nil && len(got) != 1 {
+				err = errors.New("not the list")
+			}
+			results <- err
+		}()
+	}
+	cancel()
+	if err := <-results; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up: %v, want context.Canceled", err)
+	}
+	close(f.gate)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := f.count(); n != 1 {
+		t.Errorf("%d lists for three callers at once, want 1", n)
+	}
+}
+
+func TestHostListKeepsNoFailure(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	f := &fakeLister{err: errors.New("podman: no answer")}
+	l := newHostList(f.list, clk.Now)
+	if _, err := l.get(context.Background(), time.Minute); err == nil {
+		t.Fatal("a failed list answered")
+	}
+	f.mu.Lock()
+	f.err, f.ctrs = nil, []podman.ContainerSummary{ctrOn("a1", "a")}
+	f.mu.Unlock()
+	if got, err := l.get(context.Background(), time.Minute); err != nil || len(got) != 1 || f.count() != 2 {
+		t.Errorf("after a failure: %v, %v, %d lists; want the list made again", got, err, f.count())
+	}
+}
