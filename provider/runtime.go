@@ -169,12 +169,11 @@ func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec, policy *egress.Pol
 	return rt
 }
 
-func (r hostRuntime) Ready() bool { return r.host.ready() }
-
 func (r hostRuntime) NodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error) {
 	return r.host.nodeContainers(ctx, node, maxAge)
 }
 
+func (r hostRuntime) Ready() bool                       { return r.host.ready() }
 func (r hostRuntime) Changed() <-chan struct{}          { return r.host.Changed() }
 func (r hostRuntime) Images() []string                  { return r.host.Images() }
 func (r hostRuntime) RefreshImages(ctx context.Context) { r.host.RefreshImages(ctx) }
