@@ -20,10 +20,12 @@ import (
 // opCgroupStats names the cgroup read in Host.CommandStats.
 const opCgroupStats = "cgroup_stats"
 
-// listAllAbove is how many containers unknown to a cgroup reader make it
-// list every running container rather than name them (a long filter
-// costs more than the list it saves, and the first read knows none).
-const listAllAbove = 64
+// learnWait bounds how long a read waits for a list of the host's
+// containers to learn those it found for the first time: past it, the
+// reading goes without them and a later one learns them (the list goes on
+// for the relists and the next reads). A busy podman takes minutes to list
+// a few hundred containers.
+const learnWait = 5 * time.Second
 
 // startSlack covers the rounding of podman's container start times to
 // whole seconds, and clocks a little apart.
@@ -47,34 +49,39 @@ func cgroupLayout(info *podman.HostInfo) (cgroupstats.Layout, bool) {
 }
 
 // cgroupReader reads a host's running containers' figures from their
-// cgroup files with one command over SSH, and no podman call once it knows
-// the containers: podman's stats call locks and syncs every container from
-// its state database (a BoltDB open each on podman 4) and enters each one's
-// network namespace, which took minutes with 250 pods on a loaded host.
+// cgroup files with one command over SSH, and no podman call of its own:
+// podman's stats call locks and syncs every container from its state
+// database (a BoltDB open each on podman 4) and enters each one's network
+// namespace, which took minutes with 250 pods on a loaded host.
 //
 // What a reading is reported with (labels, name, image, start, a process
-// in its network namespace) comes from podman's list of running
-// containers, asked only for the containers a reading finds and the reader
-// does not know yet. Containers that list does not return (those of
-// another podman service sharing the machine's cgroups, as this project's
-// test hosts do, or one that ended) are remembered as foreign until their
-// cgroup goes. Reads run one at a time (containerStatsCache).
+// in its network namespace) comes from the host's shared list of its
+// containers (hostList, which the nodes' relists keep at most a few
+// seconds old). A container a reading finds that the list does not have
+// (it started since) waits for a list asked for after the reading that
+// first found it, at most learnWait per read; one that such a list does
+// not have either belongs to another podman service sharing the machine's
+// cgroups (as this project's test hosts do) or ended, and is left out as
+// foreign until its cgroup goes. Reads run one at a time
+// (containerStatsCache).
 type cgroupReader struct {
 	// run runs argv on the host, its output to stdout (sshconn's OutputTo).
-	run func(ctx context.Context, stdout io.Writer, argv ...string) error
-	// list lists the running containers ids names (all with none).
-	list  func(ctx context.Context, ids []string) ([]podman.RunningContainer, error)
-	now   func() time.Time
-	calls callstats.Recorder
+	run        func(ctx context.Context, stdout io.Writer, argv ...string) error
+	containers *hostList
+	now        func() time.Time
+	calls      callstats.Recorder
 
-	mu      sync.Mutex
-	known   map[string]podman.RunningContainer
+	mu    sync.Mutex
+	known map[string]podman.ContainerSummary
+	// seen is when a reading first found each container not known yet;
+	// foreign those no list asked for after that had.
+	seen    map[string]time.Time
 	foreign map[string]bool
 }
 
-func newCgroupReader(run func(context.Context, io.Writer, ...string) error, list func(context.Context, []string) ([]podman.RunningContainer, error), now func() time.Time) *cgroupReader {
-	return &cgroupReader{run: run, list: list, now: now,
-		known: map[string]podman.RunningContainer{}, foreign: map[string]bool{}}
+func newCgroupReader(run func(context.Context, io.Writer, ...string) error, containers *hostList, now func() time.Time) *cgroupReader {
+	return &cgroupReader{run: run, containers: containers, now: now,
+		known: map[string]podman.ContainerSummary{}, seen: map[string]time.Time{}, foreign: map[string]bool{}}
 }
 
 // read returns the figures of the host's running containers. It fails
@@ -93,6 +100,9 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 	for id := range reading.Containers {
 		if _, ok := r.known[id]; !ok && !r.foreign[id] {
 			unknown = append(unknown, id)
+			if _, ok := r.seen[id]; !ok {
+				r.seen[id] = began
+			}
 		}
 	}
 	if len(unknown) > 0 || len(reading.Containers) == 0 {
@@ -113,6 +123,11 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 	for id := range r.known {
 		if _, ok := reading.Containers[id]; !ok {
 			delete(r.known, id)
+		}
+	}
+	for id := range r.seen {
+		if _, ok := reading.Containers[id]; !ok {
+			delete(r.seen, id)
 		}
 	}
 	for id := range r.foreign {
@@ -176,44 +191,62 @@ func (r *cgroupReader) command(ctx context.Context, argv []string, l cgroupstats
 	return reading, nil
 }
 
-// learn lists the running containers of unknown (all of them when many
-// are unknown) and remembers them, the others as foreign. With none found
-// in the cgroup files (check), it lists them all: podman running some that
-// started before the read began means that they are not where the reader
-// looks. (Start times are whole seconds: one that started within
-// startSlack of the read may have started after it.)
-func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, began time.Time) ([]podman.RunningContainer, error) {
-	ask := unknown
-	if check || len(unknown) > listAllAbove {
-		ask = nil
-	}
-	listed, err := r.list(ctx, ask)
-	if err != nil {
-		return nil, fmt.Errorf("list the containers read from the host's cgroup files: %w", err)
-	}
-	if check {
-		for _, c := range listed {
-			if !c.StartedAt.IsZero() && c.StartedAt.Before(began.Add(-startSlack)) {
-				return nil, fmt.Errorf("%w: podman runs container %s (%s), which has no cgroup files where they were read", errCgroupsUnreadable, c.Name, c.ID)
+// learn looks unknown up in the host's list of its containers: the one
+// kept, else one asked for after they were first seen, waited for at most
+// learnWait (a list that fails or does not come leaves them for a later
+// read). It returns those it learnt. With none found in the cgroup files
+// (check), podman running a container that started before the read began
+// means that they are not where the reader looks. (Start times are whole
+// seconds: one that started within startSlack of the read may have started
+// after it.)
+func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, began time.Time) ([]podman.ContainerSummary, error) {
+	var added []podman.ContainerSummary
+	lookUp := func(list []podman.ContainerSummary, asked time.Time) {
+		byID := make(map[string]podman.ContainerSummary, len(list))
+		for _, c := range list {
+			byID[c.ID] = c
+		}
+		rest := unknown[:0]
+		for _, id := range unknown {
+			c, ok := byID[id]
+			switch {
+			case ok:
+				r.known[id] = c
+				delete(r.seen, id)
+				added = append(added, c)
+			case !asked.Before(r.seen[id]):
+				r.foreign[id] = true
+				delete(r.seen, id)
+			default:
+				rest = append(rest, id)
 			}
 		}
+		unknown = rest
 	}
-	found := make(map[string]bool, len(unknown))
+	if list, asked := r.containers.last(); !asked.IsZero() {
+		lookUp(list, asked)
+	}
+	if len(unknown) == 0 && !check {
+		return added, nil
+	}
+	since := began
 	for _, id := range unknown {
-		found[id] = false
-	}
-	var added []podman.RunningContainer
-	for _, c := range listed {
-		if _, ok := found[c.ID]; !ok {
-			continue // not in the reading: it started since
+		if t := r.seen[id]; t.Before(since) {
+			since = t
 		}
-		found[c.ID] = true
-		r.known[c.ID] = c
-		added = append(added, c)
 	}
-	for id, ok := range found {
-		if !ok {
-			r.foreign[id] = true
+	wctx, cancel := context.WithTimeout(ctx, learnWait)
+	defer cancel()
+	list, asked, err := r.containers.since(wctx, since)
+	if err != nil {
+		return added, nil // a later read learns them
+	}
+	lookUp(list, asked)
+	if check {
+		for _, c := range list {
+			if c.State == "running" && !c.StartedAt.IsZero() && c.StartedAt.Before(began.Add(-startSlack)) {
+				return nil, fmt.Errorf("%w: podman runs container %s (%s), which has no cgroup files where they were read", errCgroupsUnreadable, c.Name, c.ID)
+			}
 		}
 	}
 	return added, nil
@@ -223,7 +256,7 @@ func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, 
 // (or container outside a pod) by networkKey, leaving out those skip has:
 // the containers of a pod share one namespace, which its infra container
 // holds as long as the pod lives (else the lowest process is named).
-func podNetworks(cs []podman.RunningContainer, skip map[string]int) map[string]int {
+func podNetworks(cs []podman.ContainerSummary, skip map[string]int) map[string]int {
 	out := map[string]int{}
 	infra := map[string]bool{}
 	for _, c := range cs {
@@ -240,7 +273,7 @@ func podNetworks(cs []podman.RunningContainer, skip map[string]int) map[string]i
 
 // networkKey is what a container's network namespace is known by: its
 // pod's, else its own.
-func networkKey(c podman.RunningContainer) string {
+func networkKey(c podman.ContainerSummary) string {
 	if c.Pod != "" {
 		return "pod:" + c.Pod
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	testingclock "k8s.io/utils/clock/testing"
+
 	"github.com/remote-build-nodes/rbn/internal/cgroupstats"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/internal/sshconn"
@@ -23,11 +25,12 @@ type fakeCgroupHost struct {
 	cgroups map[string]string // container ID -> pod ID, as the cgroup files have them
 	cpu     map[string]uint64
 	nets    map[int]string // pid -> net/dev interface line
-	running []podman.RunningContainer
+	running []podman.ContainerSummary
 	exit    error // what the command ends with
+	listErr error // what the next list fails with
 
 	commands [][]string
-	lists    [][]string
+	lists    int
 }
 
 func (f *fakeCgroupHost) run(_ context.Context, w io.Writer, argv ...string) error {
@@ -59,30 +62,35 @@ func (f *fakeCgroupHost) run(_ context.Context, w io.Writer, argv ...string) err
 	return f.exit
 }
 
-func (f *fakeCgroupHost) list(_ context.Context, ids []string) ([]podman.RunningContainer, error) {
-	f.lists = append(f.lists, ids)
-	var out []podman.RunningContainer
-	for _, c := range f.running {
-		if len(ids) == 0 || slices.Contains(ids, c.ID) {
-			out = append(out, c)
-		}
+func (f *fakeCgroupHost) list(context.Context) ([]podman.ContainerSummary, error) {
+	f.lists++
+	if f.listErr != nil {
+		err := f.listErr
+		f.listErr = nil
+		return nil, err
 	}
-	return out, nil
+	return slices.Clone(f.running), nil
 }
 
-func TestCgroupReaderListsOnlyWhatItDoesNotKnow(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
+// reader is a cgroupReader of the fake host, on clk.
+func (f *fakeCgroupHost) reader(clk *testingclock.FakeClock) *cgroupReader {
+	return newCgroupReader(f.run, newHostList(f.list, clk.Now), clk.Now)
+}
+
+func TestCgroupReaderLearnsContainersFromTheHostList(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	now := clk.Now()
 	host := &fakeCgroupHost{
 		t:       t,
 		cgroups: map[string]string{"infra1": "pod1", "build1": "pod1", "other": "pod9"},
 		cpu:     map[string]uint64{"infra1": 5, "build1": 2_000_000_000, "other": 7},
 		nets:    map[int]string{101: "  eth0: 500 5 0 0 0 0 0 0 90 1 0 0 0 0 0 0"},
-		running: []podman.RunningContainer{
-			{ID: "infra1", Name: "p1-infra", Pod: "pod1", PID: 101, Infra: true, Labels: map[string]string{"rbn.dev/node": "n1"}, StartedAt: now.Add(-time.Minute)},
-			{ID: "build1", Name: "p1-build", Pod: "pod1", PID: 99, Image: "img", Labels: map[string]string{"rbn.dev/node": "n1"}, StartedAt: now.Add(-time.Minute)},
+		running: []podman.ContainerSummary{
+			{ID: "infra1", Name: "p1-infra", Pod: "pod1", PID: 101, Infra: true, State: "running", Labels: map[string]string{"rbn.dev/node": "n1"}, StartedAt: now.Add(-time.Minute)},
+			{ID: "build1", Name: "p1-build", Pod: "pod1", PID: 99, Image: "img", State: "running", Labels: map[string]string{"rbn.dev/node": "n1"}, StartedAt: now.Add(-time.Minute)},
 		},
 	}
-	r := newCgroupReader(host.run, host.list, func() time.Time { return now })
+	r := host.reader(clk)
 
 	stats, err := r.read(context.Background(), cgroupstats.DefaultLayout)
 	if err != nil {
@@ -96,39 +104,41 @@ func TestCgroupReaderListsOnlyWhatItDoesNotKnow(t *testing.T) {
 		b.NetworkRx != 500 || b.NetworkTx != 90 || !b.Time.Equal(now) || b.Labels["rbn.dev/node"] != "n1" {
 		t.Errorf("build1 = %+v", b)
 	}
-	if len(host.lists) != 1 || !slices.Equal(slices.Sorted(slices.Values(host.lists[0])), []string{"build1", "infra1", "other"}) {
-		t.Errorf("lists = %q, want one naming the three containers found", host.lists)
+	if host.lists != 1 || !r.foreign["other"] {
+		t.Errorf("%d lists, foreign %v; want one list, and \"other\" foreign", host.lists, r.foreign)
 	}
 	if len(host.commands) != 2 || !slices.Equal(host.commands[1], cgroupstats.NetworkCommand(map[string]int{"pod:pod1": 101})) {
-		t.Errorf("commands = %q, want the reading and then the new pod's network", host.commands)
+		t.Errorf("commands = %q, want the reading and then the new pod's network (its infra container's)", host.commands)
 	}
 
-	// Known containers: one command, no podman call, the pod's network read in it.
+	// Known containers: one command, no list, the pod's network read in it.
+	clk.Step(10 * time.Second)
 	host.cpu["build1"] = 3_000_000_000
-	host.commands, host.lists = nil, nil
+	host.commands, host.lists = nil, 0
 	stats, err = r.read(context.Background(), cgroupstats.DefaultLayout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(host.lists) != 0 || len(host.commands) != 1 || !slices.Contains(host.commands[0], "/proc/101/net/dev") {
-		t.Errorf("second read: lists %q, commands %q; want one command reading the pod's network, no list", host.lists, host.commands)
+	if host.lists != 0 || len(host.commands) != 1 || !slices.Contains(host.commands[0], "/proc/101/net/dev") {
+		t.Errorf("second read: %d lists, commands %q; want one command reading the pod's network, no list", host.lists, host.commands)
 	}
 	if len(stats) != 2 || stats[0].CPUNanos != 3_000_000_000 || stats[0].NetworkRx != 500 {
 		t.Errorf("second reading = %+v", stats)
 	}
 
-	// A container ends, another starts: only the new one is listed; the
-	// ended one is forgotten.
+	// A container ends, another starts: the kept list predates it, so a
+	// new one is asked for; the ended one is forgotten.
+	clk.Step(10 * time.Second)
 	delete(host.cgroups, "build1")
 	host.cgroups["build2"] = "pod1"
-	host.running = append(host.running[:1], podman.RunningContainer{ID: "build2", Pod: "pod1", PID: 103, StartedAt: now})
-	host.commands, host.lists = nil, nil
+	host.running = append(host.running[:1], podman.ContainerSummary{ID: "build2", Pod: "pod1", PID: 103, State: "running", StartedAt: clk.Now()})
+	host.commands, host.lists = nil, 0
 	stats, err = r.read(context.Background(), cgroupstats.DefaultLayout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(host.lists) != 1 || !slices.Equal(host.lists[0], []string{"build2"}) || len(host.commands) != 1 {
-		t.Errorf("lists %q, commands %q; want build2 listed alone and its pod's network already read", host.lists, host.commands)
+	if host.lists != 1 || len(host.commands) != 1 {
+		t.Errorf("%d lists, commands %q; want one list and the pod's network already read", host.lists, host.commands)
 	}
 	if len(stats) != 2 || stats[0].ID != "build2" || stats[0].NetworkRx != 500 {
 		t.Errorf("third reading = %+v", stats)
@@ -136,27 +146,66 @@ func TestCgroupReaderListsOnlyWhatItDoesNotKnow(t *testing.T) {
 	if _, ok := r.known["build1"]; ok {
 		t.Error("build1 is still known after its cgroup went")
 	}
-	if ops := r.calls.Snapshot()[opCgroupStats]; ops.Calls != 4 || ops.Errors != 0 {
-		t.Errorf("%s calls = %+v, want 4 without errors", opCgroupStats, ops)
+
+	// A container the relists' list already has costs the reader no list.
+	clk.Step(10 * time.Second)
+	host.running = append(host.running, podman.ContainerSummary{ID: "build3", Pod: "pod1", PID: 104, State: "running", StartedAt: clk.Now()})
+	if _, err := r.containers.get(context.Background(), 0); err != nil { // a relist
+		t.Fatal(err)
+	}
+	host.cgroups["build3"] = "pod1"
+	host.lists = 0
+	if stats, err = r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 3 || host.lists != 0 {
+		t.Errorf("with a relist's list: %d figures, %v, %d lists; want 3 figures and no list of the reader's", len(stats), err, host.lists)
+	}
+	if ops := r.calls.Snapshot()[opCgroupStats]; ops.Calls != 5 || ops.Errors != 0 {
+		t.Errorf("%s calls = %+v, want 5 without errors", opCgroupStats, ops)
+	}
+}
+
+// A list that fails leaves the new containers out of the reading, not the
+// others; a later read learns them.
+func TestCgroupReaderGoesOnWithoutAList(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	host := &fakeCgroupHost{
+		t:       t,
+		cgroups: map[string]string{"a": "p"},
+		running: []podman.ContainerSummary{{ID: "a", Pod: "p", State: "running"}},
+	}
+	r := host.reader(clk)
+	if stats, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 1 {
+		t.Fatalf("first reading: %v, %v", stats, err)
+	}
+	clk.Step(10 * time.Second)
+	host.cgroups["b"] = "p"
+	host.running = append(host.running, podman.ContainerSummary{ID: "b", Pod: "p", State: "running"})
+	host.listErr = errors.New("podman: no answer")
+	if stats, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 1 || stats[0].ID != "a" {
+		t.Fatalf("with the list failing: %v, %v; want a's figures", stats, err)
+	}
+	clk.Step(10 * time.Second)
+	if stats, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 2 {
+		t.Fatalf("once the list answers: %v, %v; want a's and b's figures", stats, err)
 	}
 }
 
 func TestCgroupReaderFindsTheLayoutWrong(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
 	host := &fakeCgroupHost{t: t, exit: &sshconn.ExitError{Status: 2}}
-	r := newCgroupReader(host.run, host.list, func() time.Time { return now })
+	r := host.reader(clk)
 
 	// Nothing runs: an empty reading, checked with one list.
-	if stats, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 0 || len(host.lists) != 1 || host.lists[0] != nil {
-		t.Fatalf("idle host: %v, %v, lists %q; want no figures, no error, one list of all", stats, err, host.lists)
+	if stats, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil || len(stats) != 0 || host.lists != 1 {
+		t.Fatalf("idle host: %v, %v, %d lists; want no figures, no error, one list", stats, err, host.lists)
 	}
 	// A container that started as the files were read is not proof.
-	host.running = []podman.RunningContainer{{ID: "new", StartedAt: now}}
+	clk.Step(time.Second)
+	host.running = []podman.ContainerSummary{{ID: "new", State: "running", StartedAt: clk.Now()}}
 	if _, err := r.read(context.Background(), cgroupstats.DefaultLayout); err != nil {
 		t.Fatalf("a container started as the files were read: %v", err)
 	}
 	// One that ran before is.
-	host.running[0].StartedAt = now.Add(-time.Minute)
+	clk.Step(time.Minute)
 	if _, err := r.read(context.Background(), cgroupstats.DefaultLayout); !errors.Is(err, errCgroupsUnreadable) {
 		t.Errorf("podman runs a container with no cgroup files: %v, want errCgroupsUnreadable", err)
 	}
@@ -173,7 +222,7 @@ func TestCgroupReaderErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := &fakeCgroupHost{t: t, exit: tc.exit}
-			r := newCgroupReader(host.run, host.list, time.Now)
+			r := host.reader(testingclock.NewFakeClock(time.Now()))
 			_, err := r.read(context.Background(), cgroupstats.DefaultLayout)
 			if err == nil || errors.Is(err, errCgroupsUnreadable) != tc.unreadable {
 				t.Errorf("err = %v, unreadable %v; want an error, unreadable %v", err, errors.Is(err, errCgroupsUnreadable), tc.unreadable)

@@ -150,10 +150,10 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		health: node.Health{Reason: ReasonConnecting, Message: "connecting to " + sc.Addr(), Since: cfg.Clock.Now()},
 	}
 	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
-	h.cgroups = newCgroupReader(sc.OutputTo, pc.RunningContainers, cfg.Clock.Now)
 	h.containers = newHostList(func(ctx context.Context) ([]podman.ContainerSummary, error) {
 		return pc.ListContainers(ctx, nil)
 	}, cfg.Clock.Now)
+	h.cgroups = newCgroupReader(sc.OutputTo, h.containers, cfg.Clock.Now)
 	h.containerStats = newContainerStatsCache(h.readContainerStats, containerStatsMaxAge, cfg.Clock.Now)
 	return h, nil
 }

@@ -32,9 +32,10 @@ type hostList struct {
 
 // hostListRead is one list and, once done is closed, its result.
 type hostListRead struct {
-	done chan struct{}
-	list []podman.ContainerSummary
-	err  error
+	done  chan struct{}
+	asked time.Time
+	list  []podman.ContainerSummary
+	err   error
 }
 
 func newHostList(list func(context.Context) ([]podman.ContainerSummary, error), now func() time.Time) *hostList {
@@ -44,36 +45,65 @@ func newHostList(list func(context.Context) ([]podman.ContainerSummary, error), 
 // get returns a list asked for less than maxAge ago, or why none could be
 // made within ctx. Lists are shared: callers must not change them.
 func (l *hostList) get(ctx context.Context, maxAge time.Duration) ([]podman.ContainerSummary, error) {
+	list, _, err := l.wait(ctx, func(asked time.Time) bool { return l.now().Sub(asked) < maxAge })
+	return list, err
+}
+
+// since returns a list asked for at t or later, and when it was asked for.
+func (l *hostList) since(ctx context.Context, t time.Time) ([]podman.ContainerSummary, time.Time, error) {
+	return l.wait(ctx, func(asked time.Time) bool { return !asked.Before(t) })
+}
+
+// last returns the list kept, whatever its age (nil and the zero time
+// before the first).
+func (l *hostList) last() ([]podman.ContainerSummary, time.Time) {
 	l.mu.Lock()
-	if !l.at.IsZero() && l.now().Sub(l.at) < maxAge {
-		kept := l.kept
+	defer l.mu.Unlock()
+	return l.kept, l.at
+}
+
+// wait returns a list whose asking time fresh accepts: the one kept, the
+// one in flight, or the next one. A list asked for once the caller waits is
+// as fresh as any: it is taken whatever fresh says.
+func (l *hostList) wait(ctx context.Context, fresh func(asked time.Time) bool) ([]podman.ContainerSummary, time.Time, error) {
+	start := l.now()
+	for {
+		l.mu.Lock()
+		if !l.at.IsZero() && fresh(l.at) {
+			kept, at := l.kept, l.at
+			l.mu.Unlock()
+			return kept, at, nil
+		}
+		r := l.pending
+		if r == nil {
+			r = &hostListRead{done: make(chan struct{}), asked: l.now()}
+			l.pending = r
+			go l.fill(context.WithoutCancel(ctx), r)
+		}
 		l.mu.Unlock()
-		return kept, nil
-	}
-	r := l.pending
-	if r == nil {
-		r = &hostListRead{done: make(chan struct{})}
-		l.pending = r
-		go l.fill(context.WithoutCancel(ctx), r)
-	}
-	l.mu.Unlock()
-	select {
-	case <-r.done:
-		return r.list, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, time.Time{}, ctx.Err()
+		}
+		if r.err != nil {
+			return nil, time.Time{}, r.err
+		}
+		if fresh(r.asked) || !r.asked.Before(start) {
+			return r.list, r.asked, nil
+		}
+		// It was asked for too early: the next one.
 	}
 }
 
 func (l *hostList) fill(ctx context.Context, r *hostListRead) {
 	ctx, cancel := context.WithTimeout(ctx, hostListTimeout)
 	defer cancel()
-	asked := l.now()
 	list, err := l.list(ctx)
 	l.mu.Lock()
 	r.list, r.err = list, err
-	if err == nil {
-		l.kept, l.at = list, asked
+	if err == nil && !r.asked.Before(l.at) {
+		l.kept, l.at = list, r.asked
 	}
 	l.pending = nil
 	l.mu.Unlock()

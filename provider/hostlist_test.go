@@ -120,3 +120,28 @@ func TestHostListKeepsNoFailure(t *testing.T) {
 		t.Errorf("after a failure: %v, %v, %d lists; want the list made again", got, err, f.count())
 	}
 }
+
+func TestHostListSince(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	f := &fakeLister{ctrs: []podman.ContainerSummary{ctrOn("a1", "a")}}
+	l := newHostList(f.list, clk.Now)
+	ctx := context.Background()
+	if _, err := l.get(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	first := clk.Now()
+	clk.Step(time.Second)
+	if _, asked, err := l.since(ctx, clk.Now()); err != nil || !asked.Equal(clk.Now()) || f.count() != 2 {
+		t.Errorf("since now: asked %v, %v, %d lists; want a new list asked now", asked, err, f.count())
+	}
+	if _, asked, err := l.since(ctx, first); err != nil || !asked.Equal(clk.Now()) || f.count() != 2 {
+		t.Errorf("since before the kept one: asked %v, %v, %d lists; want the kept one", asked, err, f.count())
+	}
+	if list, at := l.last(); len(list) != 1 || !at.Equal(clk.Now()) {
+		t.Errorf("last = %v at %v", list, at)
+	}
+	// No age is young enough: one list, asked for once the caller waits, ends it.
+	if _, err := l.get(ctx, 0); err != nil || f.count() != 3 {
+		t.Errorf("get with no age accepted: %v, %d lists; want one more", err, f.count())
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/domain/entities/types"
 	"github.com/containers/podman/v5/pkg/specgen"
 )
 
@@ -163,10 +164,31 @@ type ContainerSummary struct {
 	Name   string
 	Labels map[string]string
 	State  string
-	// ImageID is the image it was made from.
-	ImageID string
+	// ImageID is the image it was made from; Image names it as the list
+	// does.
+	ImageID, Image string
 	// Infra: the infra container of a podman pod.
 	Infra bool
+	// Pod is the ID of the podman pod it is part of ("": none).
+	Pod string
+	// PID is its main process on the host while it runs (0: none): its
+	// network namespace is the container's, the pod's for the containers
+	// of a pod.
+	PID       int
+	StartedAt time.Time
+}
+
+// summary is what ListContainers makes of a list entry.
+func summary(l types.ListContainer) ContainerSummary {
+	s := ContainerSummary{ID: l.ID, Labels: l.Labels, State: l.State, ImageID: l.ImageID, Image: l.Image,
+		Infra: l.IsInfra, Pod: l.Pod, PID: l.Pid}
+	if len(l.Names) > 0 {
+		s.Name = l.Names[0]
+	}
+	if l.StartedAt > 0 {
+		s.StartedAt = time.Unix(l.StartedAt, 0)
+	}
+	return s
 }
 
 // ListContainers lists all containers (running or not) carrying every given label.
@@ -182,11 +204,7 @@ func (c *Client) ListContainers(ctx context.Context, labels map[string]string) (
 	}
 	out := make([]ContainerSummary, 0, len(list))
 	for _, l := range list {
-		name := ""
-		if len(l.Names) > 0 {
-			name = l.Names[0]
-		}
-		out = append(out, ContainerSummary{ID: l.ID, Name: name, Labels: l.Labels, State: l.State, ImageID: l.ImageID, Infra: l.IsInfra})
+		out = append(out, summary(l))
 	}
 	return out, nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
-	entitiesTypes "github.com/containers/podman/v5/pkg/domain/entities/types"
 )
 
 // ContainerStats is one reading of a running container's resource usage.
@@ -34,63 +33,6 @@ type ContainerStats struct {
 	PIDs      uint64
 	// Time is when the reading was taken.
 	Time time.Time
-}
-
-// RunningContainer is a running container as listed, with what a reading
-// of its figures is reported with.
-type RunningContainer struct {
-	ID     string
-	Name   string
-	Labels map[string]string
-	// Image is the image the container was created from, as podman's
-	// container list names it.
-	Image     string
-	StartedAt time.Time
-	// PID is its main process on the host (0: unknown): its network
-	// namespace is the container's, a pod's infra container's for the
-	// containers of a pod.
-	PID int
-	// Pod is the ID of the podman pod it is part of ("": none).
-	Pod string
-	// Infra: the pod's infra container.
-	Infra bool
-}
-
-// listedRunningContainer is what RunningContainers makes of a list entry.
-func listedRunningContainer(l entitiesTypes.ListContainer) RunningContainer {
-	r := RunningContainer{ID: l.ID, Labels: l.Labels, Image: l.Image, PID: l.Pid, Pod: l.Pod, Infra: l.IsInfra}
-	if len(l.Names) > 0 {
-		r.Name = l.Names[0]
-	}
-	if l.StartedAt > 0 {
-		r.StartedAt = time.Unix(l.StartedAt, 0)
-	}
-	return r
-}
-
-// RunningContainers lists the host's running containers, those whose IDs
-// ids gives when it is not empty: a list syncs the state of every
-// container it returns (one state-database read each, on podman 4), so a
-// caller that knows most of them asks only for the rest.
-func (c *Client) RunningContainers(ctx context.Context, ids []string) (_ []RunningContainer, err error) {
-	cctx, end, err := c.call(ctx, opContainerList)
-	if err != nil {
-		return nil, err
-	}
-	defer end(&err)
-	filters := map[string][]string{"status": {"running"}}
-	if len(ids) > 0 {
-		filters["id"] = ids
-	}
-	list, err := containers.List(cctx, new(containers.ListOptions).WithFilters(filters))
-	if err != nil {
-		return nil, wrap("list containers", err)
-	}
-	out := make([]RunningContainer, 0, len(list))
-	for _, l := range list {
-		out = append(out, listedRunningContainer(l))
-	}
-	return out, nil
 }
 
 // statsEntry is podman's container stats entry; podman 4 reports network
@@ -161,7 +103,7 @@ func (c *Client) Stats(ctx context.Context, labels map[string]string) (_ []Conta
 		if !ok {
 			continue // stopped meanwhile
 		}
-		r := listedRunningContainer(l)
+		r := summary(l)
 		s := ContainerStats{
 			ID: r.ID, Name: r.Name, Labels: r.Labels, Image: r.Image, StartedAt: r.StartedAt, Time: now,
 			CPUNanos: e.CPUNano, MemoryUsage: e.MemUsage, MemoryLimit: e.MemLimit,
