@@ -562,6 +562,9 @@ func TestKubeletKilledAtEachStartStep(t *testing.T) {
 			duplicated++
 			t.Errorf("%s: the main container started %d times: %v", name, len(starts), starts)
 		}
+		// The Node's address (its Service) reaches the new replica once
+		// kube-proxy follows it: not yet, at times, when the pod ends.
+		s.WaitKubeletReachable(t, done.Spec.NodeName, time.Minute)
 		if logs := s.Kubectl(t, "logs", "-n", ns, name); !strings.Contains(logs, "done "+name) {
 			t.Errorf("%s: logs %q, want its output", name, logs)
 		}

@@ -158,15 +158,23 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	return h, nil
 }
 
+// errHostNotProbed: the host's facts have not been read yet.
+var errHostNotProbed = errors.New("the build host's facts are not read yet")
+
 // readContainerStats reads the figures of the host's running containers:
 // from their cgroup files where cgroupLayout says where they are, else
 // (and from the first time the files cannot be read on) with podman's
-// stats call.
+// stats call; before the host's facts are read, none.
 func (h *Host) readContainerStats(ctx context.Context) ([]podman.ContainerStats, error) {
 	h.mu.Lock()
+	probed := h.info != nil
 	l, ok := cgroupLayout(h.info)
 	ok = ok && !h.podmanStats
 	h.mu.Unlock()
+	if !probed {
+		// Where its figures are is not known yet (nor whether it answers).
+		return nil, errHostNotProbed
+	}
 	if ok {
 		stats, err := h.cgroups.read(ctx, l)
 		if !errors.Is(err, errCgroupsUnreadable) {
