@@ -120,21 +120,11 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 			}
 		}
 	}
-	for id := range r.known {
-		if _, ok := reading.Containers[id]; !ok {
-			delete(r.known, id)
-		}
-	}
-	for id := range r.seen {
-		if _, ok := reading.Containers[id]; !ok {
-			delete(r.seen, id)
-		}
-	}
-	for id := range r.foreign {
-		if _, ok := reading.Containers[id]; !ok {
-			delete(r.foreign, id)
-		}
-	}
+	// Forget the containers whose cgroups went.
+	gone := func(id string) bool { _, ok := reading.Containers[id]; return !ok }
+	maps.DeleteFunc(r.known, func(id string, _ podman.ContainerSummary) bool { return gone(id) })
+	maps.DeleteFunc(r.seen, func(id string, _ time.Time) bool { return gone(id) })
+	maps.DeleteFunc(r.foreign, func(id string, _ bool) bool { return gone(id) })
 	out := make([]podman.ContainerStats, 0, len(r.known))
 	for id, f := range reading.Containers {
 		c, ok := r.known[id]

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
-	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
 // containerStatsMaxAge is how long one reading of a host's container
@@ -190,13 +189,7 @@ func (h *Host) nodeContainerStats(ctx context.Context, node string) ([]podman.Co
 	if err != nil {
 		return nil, err
 	}
-	var out []podman.ContainerStats
-	for _, c := range all {
-		if c.Labels[pod.LabelNode] == node {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	return ofNode(all, node, func(c podman.ContainerStats) map[string]string { return c.Labels }), nil
 }
 
 // containersChanged says that a container of the host started or ended

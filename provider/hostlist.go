@@ -13,8 +13,8 @@ import (
 // on when the relist that asked for it gives up, for the others waiting.
 const hostListTimeout = 2 * time.Minute
 
-// hostList shares lists of a host's rbn containers among the relists of
-// its nodes. Podman's container list reads every container's
+// hostList shares lists of a host's containers among the relists of its
+// nodes and its cgroup reader. Podman's container list reads every container's
 // configuration from its state database, whatever the filter, and syncs
 // the state of those it returns: a relist per node every resync interval,
 // a dozen nodes per host, read the whole database a dozen times per
@@ -118,11 +118,16 @@ func (h *Host) nodeContainers(ctx context.Context, node string, maxAge time.Dura
 	if err != nil {
 		return nil, err
 	}
-	var out []podman.ContainerSummary
-	for _, c := range all {
-		if c.Labels[pod.LabelNode] == node {
-			out = append(out, c)
+	return ofNode(all, node, func(c podman.ContainerSummary) map[string]string { return c.Labels }), nil
+}
+
+// ofNode are the items labelled with node's name.
+func ofNode[T any](items []T, node string, labels func(T) map[string]string) []T {
+	var out []T
+	for _, x := range items {
+		if labels(x)[pod.LabelNode] == node {
+			out = append(out, x)
 		}
 	}
-	return out, nil
+	return out
 }

@@ -310,16 +310,14 @@ func (w *podWorker) await(ctx context.Context, next time.Duration) bool {
 	}
 }
 
-// refreshBetweenSyncs refreshes the Files volumes of a running pod, and
+// refreshBetweenSyncs refreshes the Files volumes of a running pod, which
 // sets when to again: the part of a sync that a refresh needs (step).
 func (w *podWorker) refreshBetweenSyncs(ctx context.Context) {
 	w.refreshAt = time.Time{}
 	if w.isDeleting() || w.hasEnded() || w.failed || w.ended || w.plan == nil || !w.sandbox.ready || !w.p.rt.Ready() {
 		return // the next sync sees to it
 	}
-	if d := w.refreshVolumes(ctx, w.current()); d > 0 {
-		w.refreshAt = w.p.cfg.Clock.Now().Add(d)
-	}
+	w.refreshVolumes(ctx, w.current())
 }
 
 // syncResult is what a sync tells the worker's loop.
@@ -540,9 +538,7 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	// Further refreshes run between syncs (await).
 	w.refreshAt = time.Time{}
 	if !pod.Ended(w.current().Status.Phase) {
-		if d := w.refreshVolumes(ctx, pd); d > 0 {
-			w.refreshAt = w.p.cfg.Clock.Now().Add(d)
-		}
+		w.refreshVolumes(ctx, pd)
 	}
 	// Wake up at the pod's deadline (counted from the startTime the first
 	// report sets), checked at the top; 0 would mean no wake-up at all.

@@ -28,14 +28,15 @@ const (
 
 // refreshVolumes renders the pod's Files volumes and writes those that
 // changed (atomicwrite.go) when a refresh is due, renewing the service
-// account token first when it is due; it returns how soon the next one
-// is, 0 for a pod without Files volumes. A failure (a TokenRequest refused, a Secret deleted, the host not
+// account token first when it is due; it sets when the next one is due
+// (refreshAt; zero for a pod without Files volumes). A failure (a TokenRequest refused, a Secret deleted, the host not
 // answering) never fails the pod: the volume keeps its last content, as on
 // a kubelet, the failure is reported once as a FailedMount event, and the
 // refresh is tried again after Retry.Config.
-func (w *podWorker) refreshVolumes(ctx context.Context, pd *corev1.Pod) time.Duration {
+func (w *podWorker) refreshVolumes(ctx context.Context, pd *corev1.Pod) {
 	if !slices.ContainsFunc(w.plan.Volumes, func(v pod.Volume) bool { return v.Kind == pod.VolumeFiles }) {
-		return 0
+		w.refreshAt = time.Time{}
+		return
 	}
 	now := w.p.cfg.Clock.Now()
 	w.mu.Lock()
@@ -44,7 +45,8 @@ func (w *podWorker) refreshVolumes(ctx context.Context, pd *corev1.Pod) time.Dur
 	w.mu.Unlock()
 	tokenDue := w.token.value != "" && !now.Before(w.token.refreshAt())
 	if !meta && now.Before(w.nextRefresh) && (!tokenDue || w.refreshErr != "") {
-		return w.untilRefresh(now)
+		w.refreshAt = w.refreshDue()
+		return
 	}
 	var errs []error
 	if tokenDue {
@@ -83,17 +85,17 @@ func (w *podWorker) refreshVolumes(ctx context.Context, pd *corev1.Pod) time.Dur
 			w.p.event(pd, corev1.EventTypeWarning, "FailedMount", msg)
 		}
 	}
-	return w.untilRefresh(now)
+	w.refreshAt = w.refreshDue()
 }
 
-// untilRefresh is how long until the next refresh is due; after a failure,
-// the retry's time alone counts.
-func (w *podWorker) untilRefresh(now time.Time) time.Duration {
+// refreshDue is when the next refresh is due; after a failure, the
+// retry's time alone counts.
+func (w *podWorker) refreshDue() time.Time {
 	next := w.nextRefresh
 	if at := w.token.refreshAt(); w.token.value != "" && w.refreshErr == "" && at.Before(next) {
 		next = at
 	}
-	return max(next.Sub(now), time.Nanosecond)
+	return next
 }
 
 // tokenVolume names the volume of the pod's projected service account token.
