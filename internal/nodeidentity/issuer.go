@@ -184,7 +184,7 @@ func (is *Issuer) clientConfig(id *identity) (*rest.Config, error) {
 		return nil, errors.New("the apiserver is not reached over TLS: a node identity is a client certificate")
 	}
 	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		if c := id.mgr.Current(); c != nil {
+		if c := id.store.valid(time.Now()); c != nil {
 			return c, nil
 		}
 		return &tls.Certificate{}, nil // none yet: anonymous
@@ -217,6 +217,20 @@ func (s *memoryStore) Current() (*tls.Certificate, error) {
 		return nil, &err
 	}
 	return s.cert, nil
+}
+
+// valid is the stored certificate unless there is none or it expired by
+// now. Presenters read it here rather than from the manager: the manager
+// caches a certificate only after Update returned, so right after issued
+// is closed (what Ready and ServingReady wait for), or right after onUpdate
+// closed the old connections, its Current still gives nil or the old one.
+func (s *memoryStore) valid(now time.Time) *tls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cert == nil || now.After(s.cert.Leaf.NotAfter) {
+		return nil
+	}
+	return s.cert
 }
 
 func (s *memoryStore) Update(certPEM, keyPEM []byte) (*tls.Certificate, error) {

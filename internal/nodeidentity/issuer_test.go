@@ -360,3 +360,44 @@ func withSerializer(cfg *rest.Config) *rest.Config {
 	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
 	return c
 }
+
+// The store presents a certificate as soon as Update closed issued (what
+// Ready and ServingReady wait for), without the manager, which caches it
+// only after Update returned; an expired one is not presented.
+func TestMemoryStorePresentsWhatIsIssued(t *testing.T) {
+	ca := newTestCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "system:node:build-1"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := ca.sign(t, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}), time.Hour, 2, x509.ExtKeyUsageServerAuth)
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+
+	s := newMemoryStore()
+	if c := s.valid(time.Now()); c != nil {
+		t.Errorf("before any was issued: %v", c.Leaf.Subject)
+	}
+	if _, err := s.Update(certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.issued:
+	default:
+		t.Fatal("issued is not closed after the first Update")
+	}
+	c := s.valid(time.Now())
+	if c == nil || c.Leaf.Subject.CommonName != "system:node:build-1" {
+		t.Errorf("right after it was issued: %v", c)
+	}
+	if c := s.valid(time.Now().Add(2 * time.Hour)); c != nil {
+		t.Errorf("after it expired: presented, until %v", c.Leaf.NotAfter)
+	}
+}

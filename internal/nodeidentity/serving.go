@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/client-go/util/certificate"
@@ -38,7 +39,7 @@ func (is *Issuer) Serving(node string, ip func() net.IP) (get func(*tls.ClientHe
 		return nil, nil, err
 	}
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		if c := id.mgr.Current(); c != nil {
+		if c := id.store.valid(time.Now()); c != nil {
 			return c, nil
 		}
 		return nil, fmt.Errorf("node %s: %w", node, ErrNoServingCertificate)
