@@ -27,6 +27,11 @@ const opCgroupStats = "cgroup_stats"
 // a few hundred containers.
 const learnWait = 5 * time.Second
 
+// fullReadEvery is how often a read reads the pod directories of other
+// podman services too (see cgroupReader): every fifth minute at the stats
+// endpoints' 10 s.
+const fullReadEvery = 30
+
 // startSlack covers the rounding of podman's container start times to
 // whole seconds, and clocks a little apart.
 const startSlack = 2 * time.Second
@@ -62,8 +67,12 @@ func cgroupLayout(info *podman.HostInfo) (cgroupstats.Layout, bool) {
 // first found it, at most learnWait per read; one that such a list does
 // not have either belongs to another podman service sharing the machine's
 // cgroups (as this project's test hosts do) or ended, and is left out as
-// foreign until its cgroup goes. Reads run one at a time
-// (containerStatsCache).
+// foreign until its cgroup goes. The pod directories of foreign containers
+// that no container of this host's podman names as its pod are not read
+// again (grep's --exclude-dir), but by one read in fullReadEvery, which
+// reads everything and forgets what went: on a machine whose podman
+// services share the cgroups, each would read all of them otherwise. Reads
+// run one at a time (containerStatsCache).
 type cgroupReader struct {
 	// run runs argv on the host, its output to stdout (sshconn's OutputTo).
 	run        func(ctx context.Context, stdout io.Writer, argv ...string) error
@@ -74,14 +83,18 @@ type cgroupReader struct {
 	mu    sync.Mutex
 	known map[string]podman.ContainerSummary
 	// seen is when a reading first found each container not known yet;
-	// foreign those no list asked for after that had.
-	seen    map[string]time.Time
-	foreign map[string]bool
+	// foreign those no list asked for after that had, with their pod
+	// directories; foreignPods the directories not read.
+	seen        map[string]time.Time
+	foreign     map[string]string
+	foreignPods map[string]bool
+	reads       int
 }
 
 func newCgroupReader(run func(context.Context, io.Writer, ...string) error, containers *hostList, now func() time.Time) *cgroupReader {
 	return &cgroupReader{run: run, containers: containers, now: now,
-		known: map[string]podman.ContainerSummary{}, seen: map[string]time.Time{}, foreign: map[string]bool{}}
+		known: map[string]podman.ContainerSummary{}, seen: map[string]time.Time{},
+		foreign: map[string]string{}, foreignPods: map[string]bool{}}
 }
 
 // read returns the figures of the host's running containers. It fails
@@ -90,15 +103,22 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	nets := podNetworks(slices.Collect(maps.Values(r.known)), nil)
+	full := r.reads%fullReadEvery == 0
+	r.reads++
+	var exclude []string
+	if !full {
+		exclude = slices.Collect(maps.Keys(r.foreignPods))
+	}
 	began := r.now()
-	reading, err := r.command(ctx, cgroupstats.Command(l, nets), l, nets)
+	reading, err := r.command(ctx, cgroupstats.Command(l, nets, exclude), l, nets)
 	if err != nil {
 		return nil, err
 	}
 	at := r.now()
 	var unknown []string
 	for id := range reading.Containers {
-		if _, ok := r.known[id]; !ok && !r.foreign[id] {
+		_, known := r.known[id]
+		if _, foreign := r.foreign[id]; !known && !foreign {
 			unknown = append(unknown, id)
 			if _, ok := r.seen[id]; !ok {
 				r.seen[id] = began
@@ -106,7 +126,7 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 		}
 	}
 	if len(unknown) > 0 || len(reading.Containers) == 0 {
-		added, err := r.learn(ctx, unknown, len(reading.Containers) == 0, began)
+		added, err := r.learn(ctx, unknown, len(reading.Containers) == 0, began, reading.PodDirs)
 		if err != nil {
 			return nil, err
 		}
@@ -120,11 +140,13 @@ func (r *cgroupReader) read(ctx context.Context, l cgroupstats.Layout) ([]podman
 			}
 		}
 	}
-	// Forget the containers whose cgroups went.
+	// Forget the containers whose cgroups went; a foreign container in a
+	// pod directory this reading left out is kept until a full reading.
 	gone := func(id string) bool { _, ok := reading.Containers[id]; return !ok }
 	maps.DeleteFunc(r.known, func(id string, _ podman.ContainerSummary) bool { return gone(id) })
 	maps.DeleteFunc(r.seen, func(id string, _ time.Time) bool { return gone(id) })
-	maps.DeleteFunc(r.foreign, func(id string, _ bool) bool { return gone(id) })
+	maps.DeleteFunc(r.foreign, func(id, pod string) bool { return gone(id) && (full || !r.foreignPods[pod]) })
+	r.excludeForeignPods(full)
 	out := make([]podman.ContainerStats, 0, len(r.known))
 	for id, f := range reading.Containers {
 		c, ok := r.known[id]
@@ -189,7 +211,7 @@ func (r *cgroupReader) command(ctx context.Context, argv []string, l cgroupstats
 // means that they are not where the reader looks. (Start times are whole
 // seconds: one that started within startSlack of the read may have started
 // after it.)
-func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, began time.Time) ([]podman.ContainerSummary, error) {
+func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, began time.Time, podDirs map[string]string) ([]podman.ContainerSummary, error) {
 	var added []podman.ContainerSummary
 	lookUp := func(list []podman.ContainerSummary, asked time.Time) {
 		byID := make(map[string]podman.ContainerSummary, len(list))
@@ -205,7 +227,7 @@ func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, 
 				delete(r.seen, id)
 				added = append(added, c)
 			case !asked.Before(r.seen[id]):
-				r.foreign[id] = true
+				r.foreign[id] = podDirs[id]
 				delete(r.seen, id)
 			default:
 				rest = append(rest, id)
@@ -240,6 +262,34 @@ func (r *cgroupReader) learn(ctx context.Context, unknown []string, check bool, 
 		}
 	}
 	return added, nil
+}
+
+// excludeForeignPods sets the pod directories not to read: those of
+// foreign containers that no container of the host's names as its pod
+// (one of its containers that ended is foreign too, in a pod of its own
+// host's). A full read starts them anew.
+func (r *cgroupReader) excludeForeignPods(full bool) {
+	ours := map[string]bool{}
+	for _, c := range r.known {
+		ours[c.Pod] = true
+	}
+	list, _ := r.containers.last()
+	for _, c := range list {
+		ours[c.Pod] = true
+	}
+	if full {
+		clear(r.foreignPods)
+	}
+	for _, pod := range r.foreign {
+		if pod != "" && !ours[pod] {
+			r.foreignPods[pod] = true
+		}
+	}
+	for pod := range r.foreignPods {
+		if ours[pod] {
+			delete(r.foreignPods, pod)
+		}
+	}
 }
 
 // podNetworks names a process in the network namespace of each pod of cs

@@ -38,14 +38,26 @@ func (f *fakeCgroupHost) run(_ context.Context, w io.Writer, argv ...string) err
 	if argv[0] != "grep" {
 		f.t.Fatalf("command %q", argv)
 	}
+	excluded := map[string]bool{}
+	for _, a := range argv {
+		if d, ok := strings.CutPrefix(a, "--exclude-dir="); ok {
+			excluded[d] = true
+		}
+	}
 	for _, a := range argv {
 		switch {
 		case a == "/sys/fs/cgroup/cpuacct/libpod_parent":
 			for _, id := range slices.Sorted(maps.Keys(f.cgroups)) {
+				if excluded[f.cgroups[id]] {
+					continue
+				}
 				fmt.Fprintf(w, "%s/%s/libpod-%s/cpuacct.usage:%d\n", a, f.cgroups[id], id, f.cpu[id])
 			}
 		case a == "/sys/fs/cgroup/memory/libpod_parent":
 			for _, id := range slices.Sorted(maps.Keys(f.cgroups)) {
+				if excluded[f.cgroups[id]] {
+					continue
+				}
 				dir := fmt.Sprintf("%s/%s/libpod-%s", a, f.cgroups[id], id)
 				fmt.Fprintf(w, "%s/memory.usage_in_bytes:1000\n%s/memory.limit_in_bytes:9223372036854771712\n%s/memory.stat:total_inactive_file 100\n", dir, dir, dir)
 			}
@@ -104,7 +116,7 @@ func TestCgroupReaderLearnsContainersFromTheHostList(t *testing.T) {
 		b.NetworkRx != 500 || b.NetworkTx != 90 || !b.Time.Equal(now) || b.Labels["rbn.dev/node"] != "n1" {
 		t.Errorf("build1 = %+v", b)
 	}
-	if host.lists != 1 || !r.foreign["other"] {
+	if _, foreign := r.foreign["other"]; host.lists != 1 || !foreign {
 		t.Errorf("%d lists, foreign %v; want one list, and \"other\" foreign", host.lists, r.foreign)
 	}
 	if len(host.commands) != 2 || !slices.Equal(host.commands[1], cgroupstats.NetworkCommand(map[string]int{"pod:pod1": 101})) {
@@ -160,6 +172,36 @@ func TestCgroupReaderLearnsContainersFromTheHostList(t *testing.T) {
 	}
 	if ops := r.calls.Snapshot()[opCgroupStats]; ops.Calls != 5 || ops.Errors != 0 {
 		t.Errorf("%s calls = %+v, want 5 without errors", opCgroupStats, ops)
+	}
+}
+
+// Another podman's pods are read once, then left out but for one read in
+// fullReadEvery.
+func TestCgroupReaderLeavesOtherPodmansPodsOut(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	host := &fakeCgroupHost{
+		t:       t,
+		cgroups: map[string]string{"a": "ours", "x": "theirs"},
+		running: []podman.ContainerSummary{{ID: "a", Pod: "ours", State: "running"}},
+	}
+	r := host.reader(clk)
+	for i := range fullReadEvery + 1 {
+		host.commands = nil
+		stats, err := r.read(context.Background(), cgroupstats.DefaultLayout)
+		if err != nil || len(stats) != 1 || stats[0].ID != "a" {
+			t.Fatalf("read %d: %v, %v; want a's figures", i, stats, err)
+		}
+		excludes := slices.Contains(host.commands[0], "--exclude-dir=theirs")
+		if want := i%fullReadEvery != 0; excludes != want {
+			t.Errorf("read %d excludes the other podman's pod: %v, want %v (command %q)", i, excludes, want, host.commands[0])
+		}
+		if slices.Contains(host.commands[0], "--exclude-dir=ours") {
+			t.Errorf("read %d excludes this host's own pod", i)
+		}
+		clk.Step(10 * time.Second)
+	}
+	if host.lists != 1 {
+		t.Errorf("%d lists, want the first read's alone (x stays foreign through the reads that skip it)", host.lists)
 	}
 }
 

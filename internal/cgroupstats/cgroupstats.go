@@ -62,6 +62,9 @@ type Network struct{ Rx, Tx uint64 }
 type Reading struct {
 	// Containers are the figures of every container found, by ID.
 	Containers map[string]Figures
+	// PodDirs name the pod directory each container's cgroup is in (a
+	// podman pod's ID), for those in one.
+	PodDirs map[string]string
 	// Networks are the figures of the network namespaces, by the keys of
 	// the processes Command was given; a process that ended meanwhile is
 	// absent.
@@ -86,8 +89,13 @@ const pattern = `^([0-9]+|max|usage_usec [0-9]+|(total_)?inactive_file [0-9]+| *
 // pod is enough). Its exit status is 1 when it found nothing, and 2 when a
 // file vanished meanwhile (a container ended) or l's directories do not
 // exist (no container ran yet): what it printed still stands.
-func Command(l Layout, netPIDs map[string]int) []string {
+func Command(l Layout, netPIDs map[string]int, excludePods []string) []string {
 	argv := []string{"grep", "-r", "-H", "-s", "-E", pattern}
+	// Pod directories of no interest (another podman's, on a machine
+	// whose podman services share the cgroups) are not read at all.
+	for _, d := range slices.Sorted(slices.Values(excludePods)) {
+		argv = append(argv, "--exclude-dir="+d)
+	}
 	// GNU grep applies --include to the files named on the command line
 	// too: "dev" lets /proc/<pid>/net/dev through (no cgroup file has
 	// that name).
@@ -122,7 +130,7 @@ func Parse(l Layout, netPIDs map[string]int, out io.Reader) (Reading, error) {
 		byPID[fmt.Sprintf("/proc/%d/net/dev", pid)] = key
 	}
 	inactive := map[string]uint64{}
-	r := Reading{Containers: map[string]Figures{}, Networks: map[string]Network{}}
+	r := Reading{Containers: map[string]Figures{}, PodDirs: map[string]string{}, Networks: map[string]Network{}}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -142,6 +150,9 @@ func Parse(l Layout, netPIDs map[string]int, out io.Reader) (Reading, error) {
 		id := containerOf(file)
 		if id == "" {
 			continue // a pod's own cgroup, or podman's conmon cgroup
+		}
+		if pod := path.Base(path.Dir(path.Dir(file))); pod != l.Parent {
+			r.PodDirs[id] = pod
 		}
 		f := r.Containers[id]
 		if err := setFigure(l.Version, &f, inactive, id, path.Base(file), value); err != nil {

@@ -13,8 +13,8 @@ const (
 )
 
 func TestCommandV1(t *testing.T) {
-	got := Command(DefaultLayout, map[string]int{infra: 6528, build: 6530})
-	want := []string{"grep", "-r", "-H", "-s", "-E", pattern,
+	got := Command(DefaultLayout, map[string]int{infra: 6528, build: 6530}, []string{"p2", "p1"})
+	want := []string{"grep", "-r", "-H", "-s", "-E", pattern, "--exclude-dir=p1", "--exclude-dir=p2",
 		"--include=cpuacct.usage", "--include=memory.usage_in_bytes", "--include=memory.limit_in_bytes", "--include=memory.stat", "--include=dev",
 		"/sys/fs/cgroup/cpuacct/libpod_parent", "/sys/fs/cgroup/memory/libpod_parent",
 		"/proc/6530/net/dev", "/proc/6528/net/dev"}
@@ -57,6 +57,9 @@ func TestParseV1(t *testing.T) {
 	if b.CPUNanos != 2500000000 || b.MemoryUsage != 104857600 || b.WorkingSet != 104857600-4194304 || b.MemoryLimit != 536870912 {
 		t.Errorf("build = %+v", b)
 	}
+	if got.PodDirs[infra] != pod || got.PodDirs[build] != pod {
+		t.Errorf("pod directories = %v, want %s for both", got.PodDirs, pod)
+	}
 	if n, ok := got.Networks[pod]; !ok || n != (Network{Rx: 534012, Tx: 91234}) || len(got.Networks) != 1 {
 		t.Errorf("networks = %+v, want the pod's alone (loopback left out; the ended process absent)", got.Networks)
 	}
@@ -64,7 +67,7 @@ func TestParseV1(t *testing.T) {
 
 func TestParseV2(t *testing.T) {
 	l := Layout{Version: 2, Root: "/sys/fs/cgroup", Parent: "libpod_parent"}
-	if got := Command(l, nil); got[len(got)-1] != "/sys/fs/cgroup/libpod_parent" || !slices.Contains(got, "--include=cpu.stat") {
+	if got := Command(l, nil, nil); got[len(got)-1] != "/sys/fs/cgroup/libpod_parent" || !slices.Contains(got, "--include=cpu.stat") {
 		t.Errorf("Command = %q", got)
 	}
 	dir := "/sys/fs/cgroup/libpod_parent/" + pod + "/libpod-" + build
