@@ -76,7 +76,7 @@ func cgroupLayout(info *podman.HostInfo) (cgroupstats.Layout, bool) {
 type cgroupReader struct {
 	// run runs argv on the host, its output to stdout (sshconn's OutputTo).
 	run        func(ctx context.Context, stdout io.Writer, argv ...string) error
-	containers *hostList
+	containers *hostList[podman.ContainerSummary]
 	now        func() time.Time
 	calls      callstats.Recorder
 
@@ -91,7 +91,7 @@ type cgroupReader struct {
 	reads       int
 }
 
-func newCgroupReader(run func(context.Context, io.Writer, ...string) error, containers *hostList, now func() time.Time) *cgroupReader {
+func newCgroupReader(run func(context.Context, io.Writer, ...string) error, containers *hostList[podman.ContainerSummary], now func() time.Time) *cgroupReader {
 	return &cgroupReader{run: run, containers: containers, now: now,
 		known: map[string]podman.ContainerSummary{}, seen: map[string]time.Time{},
 		foreign: map[string]string{}, foreignPods: map[string]bool{}}

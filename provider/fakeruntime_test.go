@@ -763,3 +763,6 @@ func (f *fakeRuntime) lookCount() int {
 func (f *fakeRuntime) NodeContainers(ctx context.Context, node string, _ time.Duration) ([]podman.ContainerSummary, error) {
 	return f.ListContainers(ctx, map[string]string{pod.LabelNode: node})
 }
+
+// NodeObjects lists afresh: the fake host is one node's.
+func (f *fakeRuntime) NodeObjects(string, time.Duration) labelledObjects { return f }

@@ -69,9 +69,11 @@ type Host struct {
 	// podman's stats call where cgroupLayout cannot read them.
 	containerStats *containerStatsCache
 	cgroups        *cgroupReader
-	// containers shares lists of the host's containers among its nodes'
-	// relists.
-	containers *hostList
+	// containers, pods and volumes share lists of the host's podman
+	// objects among its nodes' relists and sweeps (and the cgroup reader).
+	containers *hostList[podman.ContainerSummary]
+	pods       *hostList[podman.PodSummary]
+	volumes    *hostList[podman.Volume]
 	// podmanStats: the host's cgroups could not be read; podman's stats
 	// call reads its figures from then on (guarded by mu).
 	podmanStats bool
@@ -152,6 +154,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	h.sampler = newHostSampler(h, hostSampleInterval, cfg.Clock.Now, cfg.Logger)
 	h.containers = newHostList(func(ctx context.Context) ([]podman.ContainerSummary, error) {
 		return pc.ListContainers(ctx, nil)
+	}, cfg.Clock.Now)
+	h.pods = newHostList(func(ctx context.Context) ([]podman.PodSummary, error) {
+		return pc.ListPods(ctx, nil)
+	}, cfg.Clock.Now)
+	h.volumes = newHostList(func(ctx context.Context) ([]podman.Volume, error) {
+		return pc.ListVolumes(ctx, nil)
 	}, cfg.Clock.Now)
 	h.cgroups = newCgroupReader(sc.OutputTo, h.containers, cfg.Clock.Now)
 	h.containerStats = newContainerStatsCache(h.readContainerStats, containerStatsMaxAge, cfg.Clock.Now)

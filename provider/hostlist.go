@@ -9,54 +9,55 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
-// hostListTimeout bounds one shared list of a host's containers: it runs
-// on when the relist that asked for it gives up, for the others waiting.
+// hostListTimeout bounds one shared list of a host's objects: it runs on
+// when the caller that asked for it gives up, for the others waiting.
 const hostListTimeout = 2 * time.Minute
 
-// hostList shares lists of a host's containers among the relists of its
-// nodes and its cgroup reader. Podman's container list reads every container's
-// configuration from its state database, whatever the filter, and syncs
-// the state of those it returns: a relist per node every resync interval,
-// a dozen nodes per host, read the whole database a dozen times per
-// interval. A list younger than the age a caller accepts is given as it
-// is; else one list runs for every caller that asks meanwhile.
-type hostList struct {
-	list func(context.Context) ([]podman.ContainerSummary, error)
+// hostList shares lists of one kind of a host's podman objects (its
+// containers, pods, volumes) among its nodes: their relists and orphan
+// sweeps, and the cgroup reader. Podman's lists read every object's
+// configuration from its state database whatever the filter, and a
+// container list syncs the state of those it returns: a list per node, a
+// dozen nodes per host, read the whole database a dozen times per period.
+// A list younger than the age a caller accepts is given as it is; else one
+// list runs for every caller that asks meanwhile.
+type hostList[T any] struct {
+	list func(context.Context) ([]T, error)
 	now  func() time.Time
 
 	mu      sync.Mutex
-	kept    []podman.ContainerSummary
+	kept    []T
 	at      time.Time // when the kept list was asked for; zero: none
-	pending *hostListRead
+	pending *hostListRead[T]
 }
 
 // hostListRead is one list and, once done is closed, its result.
-type hostListRead struct {
+type hostListRead[T any] struct {
 	done  chan struct{}
 	asked time.Time
-	list  []podman.ContainerSummary
+	list  []T
 	err   error
 }
 
-func newHostList(list func(context.Context) ([]podman.ContainerSummary, error), now func() time.Time) *hostList {
-	return &hostList{list: list, now: now}
+func newHostList[T any](list func(context.Context) ([]T, error), now func() time.Time) *hostList[T] {
+	return &hostList[T]{list: list, now: now}
 }
 
 // get returns a list asked for less than maxAge ago, or why none could be
 // made within ctx. Lists are shared: callers must not change them.
-func (l *hostList) get(ctx context.Context, maxAge time.Duration) ([]podman.ContainerSummary, error) {
+func (l *hostList[T]) get(ctx context.Context, maxAge time.Duration) ([]T, error) {
 	list, _, err := l.wait(ctx, func(asked time.Time) bool { return l.now().Sub(asked) < maxAge })
 	return list, err
 }
 
 // since returns a list asked for at t or later, and when it was asked for.
-func (l *hostList) since(ctx context.Context, t time.Time) ([]podman.ContainerSummary, time.Time, error) {
+func (l *hostList[T]) since(ctx context.Context, t time.Time) ([]T, time.Time, error) {
 	return l.wait(ctx, func(asked time.Time) bool { return !asked.Before(t) })
 }
 
 // last returns the list kept, whatever its age (nil and the zero time
 // before the first).
-func (l *hostList) last() ([]podman.ContainerSummary, time.Time) {
+func (l *hostList[T]) last() ([]T, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.kept, l.at
@@ -65,7 +66,7 @@ func (l *hostList) last() ([]podman.ContainerSummary, time.Time) {
 // wait returns a list whose asking time fresh accepts: the one kept, the
 // one in flight, or the next one. A list asked for once the caller waits is
 // as fresh as any: it is taken whatever fresh says.
-func (l *hostList) wait(ctx context.Context, fresh func(asked time.Time) bool) ([]podman.ContainerSummary, time.Time, error) {
+func (l *hostList[T]) wait(ctx context.Context, fresh func(asked time.Time) bool) ([]T, time.Time, error) {
 	start := l.now()
 	for {
 		l.mu.Lock()
@@ -76,7 +77,7 @@ func (l *hostList) wait(ctx context.Context, fresh func(asked time.Time) bool) (
 		}
 		r := l.pending
 		if r == nil {
-			r = &hostListRead{done: make(chan struct{}), asked: l.now()}
+			r = &hostListRead[T]{done: make(chan struct{}), asked: l.now()}
 			l.pending = r
 			go l.fill(context.WithoutCancel(ctx), r)
 		}
@@ -96,7 +97,7 @@ func (l *hostList) wait(ctx context.Context, fresh func(asked time.Time) bool) (
 	}
 }
 
-func (l *hostList) fill(ctx context.Context, r *hostListRead) {
+func (l *hostList[T]) fill(ctx context.Context, r *hostListRead[T]) {
 	ctx, cancel := context.WithTimeout(ctx, hostListTimeout)
 	defer cancel()
 	list, err := l.list(ctx)
@@ -130,4 +131,29 @@ func ofNode[T any](items []T, node string, labels func(T) map[string]string) []T
 		}
 	}
 	return out
+}
+
+// nodeObjectLists is a node's view of its host's shared lists, for its
+// orphan sweep (removeLabelled): the pods, containers and volumes
+// labelled with its name from lists asked for less than maxAge ago; its
+// removals go to podman. The labels a caller gives are the node's.
+type nodeObjectLists struct {
+	podRuntime
+	host   *Host
+	node   string
+	maxAge time.Duration
+}
+
+func (n nodeObjectLists) ListPods(ctx context.Context, _ map[string]string) ([]podman.PodSummary, error) {
+	all, err := n.host.pods.get(ctx, n.maxAge)
+	return ofNode(all, n.node, func(p podman.PodSummary) map[string]string { return p.Labels }), err
+}
+
+func (n nodeObjectLists) ListContainers(ctx context.Context, _ map[string]string) ([]podman.ContainerSummary, error) {
+	return n.host.nodeContainers(ctx, n.node, n.maxAge)
+}
+
+func (n nodeObjectLists) ListVolumes(ctx context.Context, _ map[string]string) ([]podman.Volume, error) {
+	all, err := n.host.volumes.get(ctx, n.maxAge)
+	return ofNode(all, n.node, func(v podman.Volume) map[string]string { return v.Labels }), err
 }

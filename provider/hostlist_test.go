@@ -145,3 +145,44 @@ func TestHostListSince(t *testing.T) {
 		t.Errorf("get with no age accepted: %v, %d lists; want one more", err, f.count())
 	}
 }
+
+// The orphan sweeps of a host's nodes share its pod, container and volume
+// lists, each node seeing its own objects.
+func TestNodeObjectListsShareTheHostsLists(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	lists := map[string]int{}
+	labels := func(node string) map[string]string { return map[string]string{pod.LabelNode: node} }
+	h := &Host{
+		containers: newHostList(func(context.Context) ([]podman.ContainerSummary, error) {
+			lists["containers"]++
+			return []podman.ContainerSummary{{ID: "c1", Labels: labels("a")}, {ID: "c2", Labels: labels("b")}}, nil
+		}, clk.Now),
+		pods: newHostList(func(context.Context) ([]podman.PodSummary, error) {
+			lists["pods"]++
+			return []podman.PodSummary{{Name: "p1", Labels: labels("a")}, {Name: "p2", Labels: labels("b")}}, nil
+		}, clk.Now),
+		volumes: newHostList(func(context.Context) ([]podman.Volume, error) {
+			lists["volumes"]++
+			return []podman.Volume{{Name: "v1", Labels: labels("b")}}, nil
+		}, clk.Now),
+	}
+	ctx := context.Background()
+	for _, node := range []string{"a", "b"} {
+		objs := nodeObjectLists{host: h, node: node, maxAge: 15 * time.Second}
+		pods, err := objs.ListPods(ctx, nil)
+		if err != nil || len(pods) != 1 || pods[0].Labels[pod.LabelNode] != node {
+			t.Errorf("node %s pods: %v, %v", node, pods, err)
+		}
+		ctrs, err := objs.ListContainers(ctx, nil)
+		if err != nil || len(ctrs) != 1 || ctrs[0].Labels[pod.LabelNode] != node {
+			t.Errorf("node %s containers: %v, %v", node, ctrs, err)
+		}
+		vols, err := objs.ListVolumes(ctx, nil)
+		if err != nil || len(vols) != map[string]int{"a": 0, "b": 1}[node] {
+			t.Errorf("node %s volumes: %v, %v", node, vols, err)
+		}
+	}
+	if lists["pods"] != 1 || lists["containers"] != 1 || lists["volumes"] != 1 {
+		t.Errorf("lists = %v, want one of each kind for both nodes' sweeps", lists)
+	}
+}

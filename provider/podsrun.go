@@ -210,7 +210,11 @@ func (p *Pods) removeOrphans(ctx context.Context) error {
 		}
 		return synced && !known
 	}
-	removed, err := removeLabelled(ctx, p.rt, sel, orphan, "orphaned", p.cfg.Logger)
+	// The nodes of a host share the lists (half the sweep period old at
+	// most): a sweep per node listed every pod, container and volume of
+	// the host three times per node and period.
+	objects := p.rt.NodeObjects(p.cfg.NodeName, 3*p.cfg.ResyncInterval/2)
+	removed, err := removeLabelled(ctx, objects, sel, orphan, "orphaned", p.cfg.Logger)
 	if len(orphans) > 0 {
 		// With their pods goes what a pod's cluster Services left on the
 		// host (there or not: rm -rf of a missing path is no error).

@@ -64,6 +64,8 @@ type failingRuntime struct {
 	*fakeRuntime
 }
 
+func (f failingRuntime) NodeObjects(string, time.Duration) labelledObjects { return f }
+
 func (f failingRuntime) RemovePod(context.Context, string, time.Duration) error {
 	return errors.New("remove pod: connection lost")
 }

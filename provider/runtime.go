@@ -65,6 +65,10 @@ type podRuntime interface {
 	// NodeContainers lists node's containers from a list of all the
 	// host's asked for less than maxAge ago, shared by its nodes.
 	NodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error)
+	// NodeObjects lists node's podman pods, containers and volumes from
+	// lists of all the host's asked for less than maxAge ago, shared by its
+	// nodes, and removes through podman.
+	NodeObjects(node string, maxAge time.Duration) labelledObjects
 	Logs(ctx context.Context, name string, o podman.LogOptions) (io.ReadCloser, error)
 
 	// Images. Images is the host's image list as last read, which
@@ -171,6 +175,10 @@ func newHostRuntime(h *Host, spec *rbnv1.RemoteBuildNodeSpec, policy *egress.Pol
 
 func (r hostRuntime) NodeContainers(ctx context.Context, node string, maxAge time.Duration) ([]podman.ContainerSummary, error) {
 	return r.host.nodeContainers(ctx, node, maxAge)
+}
+
+func (r hostRuntime) NodeObjects(node string, maxAge time.Duration) labelledObjects {
+	return nodeObjectLists{podRuntime: r, host: r.host, node: node, maxAge: maxAge}
 }
 
 func (r hostRuntime) Ready() bool                       { return r.host.ready() }
