@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os/exec"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
 )
@@ -41,6 +44,7 @@ func TestInClusterTakeover(t *testing.T) {
 	tk := newInClusterTakeover(t)
 	s := tk.stack
 	tk.servedByLiveReplicas(t, "", 2*time.Minute)
+	tk.checkLeasesAtRest(t)
 	tk.watchReady(t)
 
 	for _, how := range []string{"kill -9", "pod deletion", "partition", "rollout"} {
@@ -71,6 +75,11 @@ func TestInClusterTakeover(t *testing.T) {
 			if err := s.Client.CoreV1().Pods(framework.RBNNamespace).Delete(context.Background(), victim, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			// On its way out it released its nodes and deleted its own Lease.
+			framework.Eventually(t, "the deleted replica's lease gone", time.Minute, func() (bool, string) {
+				_, err := s.Client.CoordinationV1().Leases(framework.ShardingNamespace).Get(context.Background(), "rbn-replica-"+victim, metav1.GetOptions{})
+				return apierrors.IsNotFound(err), fmt.Sprint(err)
+			})
 		case "partition":
 			heal := tk.partition(t, victim)
 			// The victim serves nothing while cut off; the other replica
@@ -100,6 +109,57 @@ func TestInClusterTakeover(t *testing.T) {
 	}
 	tk.stopWatch()
 	tk.checkNoEviction(t)
+}
+
+// checkLeasesAtRest: each live replica renews a Lease of its own, and the
+// nodes' Leases are written only when a node changes hands: while every
+// replica renews its Lease twice, no node Lease changes.
+func (tk *takeover) checkLeasesAtRest(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	leases := tk.Client.CoordinationV1().Leases(framework.ShardingNamespace)
+	versions := func(kind string) map[string]string {
+		l, err := leases.List(ctx, metav1.ListOptions{LabelSelector: "rbn.dev/lease=" + kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, x := range l.Items {
+			out[x.Name] = x.ResourceVersion + " " + ptr.Deref(x.Spec.HolderIdentity, "")
+		}
+		return out
+	}
+	nodes := versions("node")
+	pods, err := tk.RBNPods(ctx, framework.KubeletApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewals := map[string]int{}
+	last := versions("replica")
+	framework.Eventually(t, "every live replica to renew its lease twice", time.Minute, func() (bool, string) {
+		now := versions("replica")
+		var waiting []string
+		for _, p := range pods {
+			name := "rbn-replica-" + p.Name
+			if p.DeletionTimestamp != nil || !containersRunning(&p) {
+				continue
+			}
+			if v, ok := now[name]; ok && !strings.HasSuffix(v, " "+p.Name) {
+				t.Fatalf("%s names %q", name, v)
+			}
+			if now[name] != "" && now[name] != last[name] {
+				renewals[name]++
+			}
+			if renewals[name] < 2 {
+				waiting = append(waiting, fmt.Sprintf("%s (%d renewals seen)", name, renewals[name]))
+			}
+		}
+		last = now
+		return len(waiting) == 0, strings.Join(waiting, ", ")
+	})
+	if now := versions("node"); !maps.Equal(now, nodes) {
+		t.Errorf("node leases written at rest: before %v, after %v", nodes, now)
+	}
 }
 
 // sessions are kubectl exec (stdin open), logs -f and port-forward

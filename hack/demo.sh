@@ -30,8 +30,8 @@ BUCKET="rbn-demo"
 if rbn::in_cluster; then
   echo; echo "== rbn as operators run it: kubectl apply -k of manifests/ (an overlay with the local registry and PKI)"
   k -n rbn-system get deployments,pods -o wide
-  echo "Each build host's node is served by the rbn-kubelet replica holding its Lease:"
-  k -n rbn-system get leases -l rbn.dev/lease=node -o custom-columns='LEASE:.metadata.name,HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime'
+  echo "Each build host's node is served by the rbn-kubelet replica its Lease names, while that replica renews its own:"
+  k -n rbn-system get leases -l rbn.dev/lease -o custom-columns='LEASE:.metadata.name,KIND:.metadata.labels.rbn\.dev/lease,HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime'
 fi
 
 echo; echo "== The build hosts, as Kubernetes nodes"

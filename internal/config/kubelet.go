@@ -180,25 +180,29 @@ type PodRetryConfiguration struct {
 }
 
 // ShardingConfiguration is how the replicas of rbn-kubelet share the nodes:
-// each holds one Lease per node it serves (internal/sharding, docs/ha.md).
+// each renews a Lease of its own and holds one Lease per node it serves,
+// written only when the node changes hands (internal/sharding, docs/ha.md).
 // A killed replica's nodes are taken over about LeaseDuration after its last
 // renewal; an orderly stop hands them over at once.
 type ShardingConfiguration struct {
-	// LeaseDuration: a node Lease unchanged this long, as a replica
-	// observes it, may be taken by that replica. Whole seconds.
+	// LeaseDuration: a replica's Lease unchanged this long, as another
+	// replica observes it, lets that replica take its nodes. Whole seconds.
 	LeaseDuration metav1.Duration `json:"leaseDuration,omitempty" default:"10s"`
-	// RenewDeadline: a replica that could not renew a node's Lease for this
-	// long stops serving the node. Less than LeaseDuration: the difference
-	// is the margin that keeps two replicas from serving one node.
+	// RenewDeadline: a replica that could not renew its Lease for this
+	// long stops serving every node. Less than LeaseDuration: the
+	// difference is the margin that keeps two replicas from serving one
+	// node.
 	RenewDeadline metav1.Duration `json:"renewDeadline,omitempty" default:"7s"`
-	// RenewInterval: how often a held Lease is renewed.
+	// RenewInterval: how often a replica renews its Lease.
 	RenewInterval metav1.Duration `json:"renewInterval,omitempty" default:"3s"`
 	// RetryPeriod: the wait after a failed Lease request.
 	RetryPeriod metav1.Duration `json:"retryPeriod,omitempty" default:"1s"`
 	// KubeAPIQPS and KubeAPIBurst bound the Lease requests, through a client
 	// of their own so that renewals never queue behind pod and node status
-	// updates: one write per node every RenewInterval, so the defaults
-	// cover the 200 nodes of the default kubeletPortRange (67/s).
+	// updates. At rest a replica writes one Lease every RenewInterval; a
+	// takeover writes one per node taken, and reads the old holder's Lease
+	// once per node: the defaults take the 200 nodes of the default
+	// kubeletPortRange in about two seconds.
 	KubeAPIQPS   float32 `json:"kubeAPIQPS,omitempty" default:"100"`
 	KubeAPIBurst int32   `json:"kubeAPIBurst,omitempty" default:"200"`
 }

@@ -1,9 +1,11 @@
 // Package sharding decides which rbn-kubelet replica serves which
-// RemoteBuildNode: each replica contends for one coordination.k8s.io Lease per
-// node (rbn-node-<name> in rbn's namespace) and serves the nodes whose Lease it
-// holds, renewing them; a node whose holder stops renewing is taken over by
-// another replica once its Lease has not changed for its duration, as that
-// replica's own clock measures it. See docs/ha.md for the design.
+// RemoteBuildNode: each replica renews a coordination.k8s.io Lease of its
+// own (rbn-replica-<identity> in rbn's namespace), contends for one Lease per
+// node (rbn-node-<name>) and serves the nodes whose Lease names it, for as
+// long as its own Lease is renewed. A node whose holder's replica Lease
+// stops changing is taken over by another replica once it has not changed
+// for its duration, as that replica's own clock measures it. Node Leases are
+// written only when they change hands. See docs/ha.md for the design.
 //
 // It knows nothing of what serving a node means: the controller asks Held,
 // watches Lost, and is told of every change through Config.OnChange.
@@ -30,9 +32,31 @@ const (
 	DefaultRetryPeriod   = time.Second
 	// LeasePrefix starts every node Lease's name.
 	LeasePrefix = "rbn-node-"
-	// LabelLease marks rbn's node Leases (value "node"); the replicas watch only these.
+	// ReplicaLeasePrefix starts every replica Lease's name.
+	ReplicaLeasePrefix = "rbn-replica-"
+	// LabelLease marks rbn's Leases: "node" for a node's (who serves it),
+	// "replica" for a replica's (whether it lives); the replicas watch
+	// only these.
 	LabelLease = "rbn.dev/lease"
+	// AnnotationLiveness on a node Lease says what keeps its hold alive:
+	// "replica-lease", the holder's replica Lease (this version's scheme).
+	// A node Lease without it is renewed by its holder itself (rbn before
+	// replica Leases), and judged by its own changes.
+	AnnotationLiveness = "rbn.dev/liveness"
+	livenessReplica    = "replica-lease"
 )
+
+// termHold is the leaseDurationSeconds written into node Leases held
+// through a replica Lease. Those are not renewed; a replica of an earlier
+// version, which judges a node Lease by its own changes, waits this long
+// before taking one: so during a rolling upgrade it never takes a node
+// from a live holder of this version.
+const termHold = time.Hour
+
+// replicaLeaseGC: a replica Lease not renewed for this many lease
+// durations, as a live replica observes it, is deleted: its replica is
+// gone (pods get new names, so each replica that ever ran left one).
+const replicaLeaseGC = 10
 
 // Config configures an Elector.
 type Config struct {
@@ -46,14 +70,17 @@ type Config struct {
 	// the same pod takes its Leases back at once, the old process being gone).
 	Identity string
 
-	// LeaseDuration is how long a Lease must stay unchanged, as this
-	// replica observes it, before this replica takes it from its holder.
+	// LeaseDuration is how long a replica's Lease must stay unchanged, as
+	// this replica observes it, before this replica takes the nodes it
+	// holds (a node Lease of an earlier version of rbn: the node Lease
+	// itself).
 	LeaseDuration time.Duration
-	// RenewDeadline: a holder that could not renew a Lease for this long
-	// (since the start of its last successful renewal) stops serving the
-	// node. Less than LeaseDuration: the difference is the safety margin.
+	// RenewDeadline: a replica that could not renew its own Lease for this
+	// long (since the start of its last successful renewal) stops serving
+	// every node. Less than LeaseDuration: the difference is the safety
+	// margin.
 	RenewDeadline time.Duration
-	// RenewInterval is how often a held Lease is renewed.
+	// RenewInterval is how often the replica's own Lease is renewed.
 	RenewInterval time.Duration
 	// RetryPeriod is the wait before trying again after a failed request.
 	RetryPeriod time.Duration
@@ -98,6 +125,8 @@ func (c *Config) validate() error {
 	}
 	if c.Identity == "" {
 		errs = append(errs, errors.New("identity is empty"))
+	} else if _, err := ReplicaLeaseName(c.Identity); err != nil {
+		errs = append(errs, fmt.Errorf("identity: %w", err))
 	}
 	if c.RetryPeriod <= 0 || c.RetryPeriod > c.RenewInterval ||
 		c.RenewInterval >= c.RenewDeadline || c.RenewDeadline >= c.LeaseDuration {

@@ -1,6 +1,7 @@
 package sharding
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/remote-build-nodes/rbn/internal/logging"
@@ -33,12 +34,30 @@ type Elector struct {
 	// apiserver refused (RBAC, credentials): Run fails with it.
 	denied chan error
 
+	// replicaLease is this replica's own Lease's name; term its hold of
+	// it (term.go).
+	replicaLease string
+	termPoke     chan struct{} // wakes the term loop
+	termStop     chan struct{} // closed by ReleaseAll
+	termDone     chan struct{} // closed when the term loop has ended
+	stopTerm     sync.Once
+
 	mu      sync.Mutex
 	log     *slog.Logger
 	ctx     context.Context // Run's; nil until Run has synced
 	stopped chan struct{}   // closed when Run ends
 	nodes   map[string]*contender
 	byLease map[string]*contender
+	term    term
+	// replicas are the other replicas' Leases as this replica observed
+	// them, by name.
+	replicas map[string]observation
+}
+
+// observation is a version of a Lease and when this replica first saw it.
+type observation struct {
+	version string
+	at      time.Time
 }
 
 // contender is this replica's claim on one node's Lease. Its fields after
@@ -52,12 +71,20 @@ type contender struct {
 
 	seenVersion string    // the Lease's resourceVersion last seen
 	seenAt      time.Time // when this replica first saw it
-	held        bool
-	renewedAt   time.Time             // start of the last successful write as holder
-	last        *coordinationv1.Lease // what that write returned
-	lost        chan struct{}         // closed when the current hold ends
-	gained      chan struct{}         // closed when a hold starts
-	watchdog    clock.Timer           // ends the hold at renewedAt+RenewDeadline
+	// held: the node's Lease names this replica, written in term (the
+	// replica's term): a hold lasts as long as the term it was taken in.
+	held bool
+	term uint64
+	// last is what the write that took the Lease returned, base the
+	// version it replaced ("" for a Lease created); confirmed, that the
+	// informer delivered a version other than base: ours, as our write
+	// replaced base, or a newer one. From then on, any version of the
+	// Lease but ours is newer than ours.
+	last      *coordinationv1.Lease
+	base      string
+	confirmed bool
+	lost      chan struct{} // closed when the current hold ends
+	gained    chan struct{} // closed when a hold starts
 }
 
 // New validates cfg and returns an Elector; Run starts it.
@@ -66,8 +93,16 @@ func New(cfg Config) (*Elector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	replicaLease, err := ReplicaLeaseName(cfg.Identity)
+	if err != nil {
+		return nil, err // validate checked it
+	}
 	leases := cfg.Leases.Leases(cfg.Namespace)
-	sel := labels.SelectorFromSet(labels.Set{LabelLease: "node"}).String()
+	kinds, err := labels.NewRequirement(LabelLease, selection.In, []string{"node", "replica"})
+	if err != nil {
+		return nil, fmt.Errorf("sharding: lease selector: %w", err)
+	}
+	sel := labels.NewSelector().Add(*kinds).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = sel
@@ -86,6 +121,12 @@ func New(cfg Config) (*Elector, error) {
 		denied:   make(chan error, 1),
 		nodes:    map[string]*contender{},
 		byLease:  map[string]*contender{},
+		replicas: map[string]observation{},
+
+		replicaLease: replicaLease,
+		termPoke:     make(chan struct{}, 1),
+		termStop:     make(chan struct{}),
+		termDone:     make(chan struct{}),
 	}
 	if err := e.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		cache.DefaultWatchErrorHandler(ctx, r, err)
@@ -111,7 +152,7 @@ func New(cfg Config) (*Elector, error) {
 				obj = t.Obj
 			}
 			if l, ok := obj.(*coordinationv1.Lease); ok {
-				e.pokeLease(l.Name)
+				e.gone(l)
 			}
 		},
 	}); err != nil {
@@ -137,12 +178,14 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	e.log, e.ctx = log, ctx
+	go e.runTerm(ctx)
 	for _, c := range e.nodes {
 		e.startLocked(c)
 	}
 	e.mu.Unlock()
-	log.Info("node lease election started", "namespace", e.cfg.Namespace)
+	log.Info("node lease election started", "namespace", e.cfg.Namespace, "replicaLease", e.replicaLease)
 	<-ctx.Done()
+	<-e.termDone
 	e.mu.Lock()
 	var running []*contender
 	for _, c := range e.nodes {
@@ -195,12 +238,10 @@ func (e *Elector) Contend(node string) error {
 	if _, ok := e.nodes[node]; ok {
 		return nil
 	}
-	lost := make(chan struct{})
-	close(lost)
 	c := &contender{
 		node: node, lease: name,
 		poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		lost: lost, gained: make(chan struct{}),
+		lost: closedChan(), gained: make(chan struct{}),
 	}
 	e.nodes[node] = c
 	e.byLease[name] = c
@@ -245,9 +286,9 @@ func (e *Elector) Acquire(ctx context.Context, node string) error {
 	}
 }
 
-// Held reports whether this replica holds node's Lease now: it renewed it
-// less than RenewDeadline ago, on its clock, whether or not its renewal
-// loop has run since.
+// Held reports whether this replica holds node's Lease now: the Lease names
+// it, written in its current term, which it renewed less than RenewDeadline
+// ago, on its clock, whether or not its renewal loop has run since.
 func (e *Elector) Held(node string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -256,7 +297,7 @@ func (e *Elector) Held(node string) bool {
 }
 
 func (e *Elector) heldLocked(c *contender) bool {
-	return c.held && e.cfg.Clock.Since(c.renewedAt) < e.cfg.RenewDeadline
+	return c.held && c.term == e.term.id && e.termAliveLocked()
 }
 
 // Lost is closed when the current hold of node ends (lost, expired or
@@ -311,7 +352,9 @@ func (e *Elector) Release(ctx context.Context, node string) error {
 }
 
 // ReleaseAll releases every node (orderly shutdown: the other replica takes
-// them over without waiting for their Leases to expire).
+// them over without waiting for their Leases to expire), then ends this
+// replica's term and deletes its replica Lease. Call it once, on the way
+// out: the elector holds nothing afterwards.
 func (e *Elector) ReleaseAll(ctx context.Context) error {
 	e.mu.Lock()
 	nodes := make([]string, 0, len(e.nodes))
@@ -323,6 +366,7 @@ func (e *Elector) ReleaseAll(ctx context.Context) error {
 	for _, n := range nodes {
 		errs = append(errs, e.Release(ctx, n))
 	}
+	errs = append(errs, e.releaseTerm(ctx))
 	return errors.Join(errs...)
 }
 
@@ -338,26 +382,70 @@ func (e *Elector) notify(node string) {
 }
 
 // seen records when this replica first saw each version of a Lease, and
-// wakes its contender.
+// wakes who waits on it: a node Lease's contender; for another replica's
+// Lease released (no holder), every contender not holding its node. (One
+// waiting for that replica's Lease to expire needs no wake at a renewal:
+// its timer for the old expiry finds the new one.)
 func (e *Elector) seen(l *coordinationv1.Lease) {
 	e.mu.Lock()
-	c := e.byLease[l.Name]
-	if c != nil {
-		e.observeLocked(c, l)
+	var wakeAll bool
+	var c *contender
+	switch {
+	case l.Labels[LabelLease] != "replica":
+		if c = e.byLease[l.Name]; c != nil {
+			e.observeLocked(c, l)
+		}
+	case l.Name == e.replicaLease:
+		e.observeTermLocked(l)
+	default:
+		if o, ok := e.replicas[l.Name]; !ok || o.version != l.ResourceVersion {
+			e.replicas[l.Name] = observation{version: l.ResourceVersion, at: e.cfg.Clock.Now()}
+		}
+		wakeAll = ptr.Deref(l.Spec.HolderIdentity, "") == ""
 	}
+	waiting := e.waitingLocked(wakeAll)
 	e.mu.Unlock()
 	if c != nil {
+		wake(c)
+	}
+	for _, c := range waiting {
 		wake(c)
 	}
 }
 
-func (e *Elector) pokeLease(name string) {
+// gone wakes who waits on a deleted Lease, as seen does.
+func (e *Elector) gone(l *coordinationv1.Lease) {
 	e.mu.Lock()
-	c := e.byLease[name]
+	c := e.byLease[l.Name]
+	replica := l.Labels[LabelLease] == "replica" && l.Name != e.replicaLease
+	if replica {
+		delete(e.replicas, l.Name)
+	}
+	waiting := e.waitingLocked(replica)
 	e.mu.Unlock()
 	if c != nil {
 		wake(c)
 	}
+	if l.Name == e.replicaLease {
+		wakeTerm(e)
+	}
+	for _, c := range waiting {
+		wake(c)
+	}
+}
+
+// waitingLocked are the contenders not holding their node, if all.
+func (e *Elector) waitingLocked(all bool) []*contender {
+	if !all {
+		return nil
+	}
+	var out []*contender
+	for _, c := range e.nodes {
+		if !c.held {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func wake(c *contender) {
@@ -371,6 +459,9 @@ func (e *Elector) observeLocked(c *contender, l *coordinationv1.Lease) {
 	if l.ResourceVersion != c.seenVersion {
 		c.seenVersion, c.seenAt = l.ResourceVersion, e.cfg.Clock.Now()
 	}
+	if c.held && l.ResourceVersion != c.base {
+		c.confirmed = true
+	}
 }
 
 // loop contends for one Lease until Release or the end of ctx.
@@ -382,7 +473,7 @@ func (e *Elector) loop(ctx context.Context, c *contender) {
 		// a step due by the time this one ends runs at once.
 		began := e.cfg.Clock.Now()
 		wait := e.step(ctx, c)
-		timeout, stop := e.timerAt(began.Add(wait))
+		timeout, stop := e.timerAt(began, wait)
 		woke := e.await(ctx, c, timeout)
 		stop()
 		switch woke {
@@ -409,14 +500,23 @@ const (
 	wokeStopped
 )
 
-// timerAt returns a channel that fires at the clock's time at, and its
-// stop. The clock may move between reading it and arming the timer (a
-// fake clock stepped by another goroutine, a real one descheduled), and
-// the timer then fires that much late: so if the clock has reached at
-// once the timer is armed, the time is due at once. Otherwise a fake
-// clock stepped to exactly at would leave the timer waiting a step more.
-func (e *Elector) timerAt(at time.Time) (<-chan time.Time, func() bool) {
+// untilPoked is the wait of a step that has nothing due until something
+// changes (a held node, a node waiting for the replica's term).
+const untilPoked = time.Duration(-1)
+
+// timerAt returns a channel that fires at the clock's time began+wait (never
+// for untilPoked), and its stop. The clock may move between reading it and
+// arming the timer (a fake clock stepped by another goroutine, a real one
+// descheduled), and the timer then fires that much late: so if the clock
+// has reached the time once the timer is armed, the time is due at once.
+// Otherwise a fake clock stepped to exactly the time would leave the timer
+// waiting a step more.
+func (e *Elector) timerAt(began time.Time, wait time.Duration) (<-chan time.Time, func() bool) {
 	never := func() bool { return false }
+	if wait == untilPoked {
+		return nil, never
+	}
+	at := began.Add(wait)
 	d := at.Sub(e.cfg.Clock.Now())
 	if d <= 0 {
 		return alreadyDue, never
@@ -458,69 +558,48 @@ func (e *Elector) await(ctx context.Context, c *contender, timeout <-chan time.T
 }
 
 // step does what is due for c now and returns how long until the next step
-// is due, unless the Lease changes before.
+// is due, unless the Lease changes before (untilPoked: nothing is due until
+// then). A held node needs nothing: its hold lasts as long as the
+// replica's term, unless its Lease is taken or deleted.
 func (e *Elector) step(ctx context.Context, c *contender) time.Duration {
 	e.mu.Lock()
-	isHeld := c.held
+	if c.held {
+		why := e.takenLocked(c)
+		ended := why != "" && e.lostLocked(c, why)
+		e.mu.Unlock()
+		if ended {
+			e.notify(c.node)
+			return 0
+		}
+		return untilPoked
+	}
+	alive := e.termAliveLocked()
 	e.mu.Unlock()
-	if isHeld {
-		return e.renew(ctx, c)
+	if !alive {
+		return untilPoked // the term's start wakes every contender
 	}
 	return e.tryAcquire(ctx, c)
 }
 
-func (e *Elector) renew(ctx context.Context, c *contender) time.Duration {
-	now := e.cfg.Clock.Now()
-	e.mu.Lock()
-	if !e.heldLocked(c) {
-		// The watchdog (expire) may have ended the hold since step looked:
-		// the change is told once, by whoever ended it.
-		ended := e.lostLocked(c, "not renewed within the renew deadline")
-		e.mu.Unlock()
-		if ended {
-			e.notify(c.node)
-		}
-		return 0
+// takenLocked says why c's hold is over by what the informer holds of its
+// Lease, or "" if it is not. Until the informer delivered the version our
+// write returned, what it holds is older than that and says nothing.
+func (e *Elector) takenLocked(c *contender) string {
+	if !c.confirmed {
+		return ""
 	}
-	if due := c.renewedAt.Add(e.cfg.RenewInterval); now.Before(due) {
-		e.mu.Unlock()
-		return due.Sub(now)
+	obj, exists, err := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + c.lease)
+	switch {
+	case err != nil:
+		return ""
+	case !exists:
+		return "its lease was deleted"
 	}
-	deadline := c.renewedAt.Add(e.cfg.RenewDeadline)
-	want := held(c.last, e.cfg.Identity, now, e.cfg.LeaseDuration)
-	e.mu.Unlock()
-
-	got, err := e.write(ctx, want)
-	if apierrors.IsConflict(err) {
-		// Someone wrote the Lease since our last renewal: ours still only
-		// if it still names us.
-		var cur *coordinationv1.Lease
-		cur, err = e.cfg.Leases.Leases(e.cfg.Namespace).Get(ctx, c.lease, metav1.GetOptions{})
-		if err == nil {
-			if ptr.Deref(cur.Spec.HolderIdentity, "") != e.cfg.Identity {
-				e.mu.Lock()
-				ended := e.lostLocked(c, "taken by "+ptr.Deref(cur.Spec.HolderIdentity, "nobody"))
-				e.mu.Unlock()
-				if ended {
-					e.notify(c.node)
-				}
-				return 0
-			}
-			got, err = e.write(ctx, held(cur, e.cfg.Identity, now, e.cfg.LeaseDuration))
-		}
+	l := obj.(*coordinationv1.Lease)
+	if h := ptr.Deref(l.Spec.HolderIdentity, ""); h != e.cfg.Identity {
+		return "taken by " + cmp.Or(h, "nobody")
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !c.held {
-		return 0 // the watchdog ended the hold while the request ran
-	}
-	if err != nil {
-		e.log.Warn("renewing node lease failed", "node", c.node, "lease", c.lease, "err", err)
-		left := deadline.Sub(e.cfg.Clock.Now())
-		return max(0, min(e.cfg.RetryPeriod, left))
-	}
-	e.holdLocked(c, got, now)
-	return e.cfg.RenewInterval
+	return ""
 }
 
 func (e *Elector) tryAcquire(ctx context.Context, c *contender) time.Duration {
@@ -530,18 +609,26 @@ func (e *Elector) tryAcquire(ctx context.Context, c *contender) time.Duration {
 		e.log.Error("reading node lease from cache", "lease", c.lease, "err", err)
 		return e.cfg.RetryPeriod
 	}
+	e.mu.Lock()
+	term := e.term.id
+	e.mu.Unlock()
 	var want *coordinationv1.Lease
 	if !exists {
-		want = newLease(c.lease, e.cfg.Namespace, e.cfg.Identity, now, e.cfg.LeaseDuration)
+		want = newLease(c.lease, e.cfg.Namespace, "node", e.cfg.Identity, now, e.cfg.LeaseDuration)
 	} else {
 		cur := obj.(*coordinationv1.Lease)
 		e.mu.Lock()
 		e.observeLocked(c, cur)
 		seenAt := c.seenAt
 		e.mu.Unlock()
-		ok, at := takeable(cur, e.cfg.Identity, seenAt, now, e.cfg.LeaseDuration)
+		ok, at, check := e.nodeTakeable(cur, seenAt, now)
 		if !ok {
 			return at.Sub(now)
+		}
+		if check != nil {
+			if wait, ok := e.stillExpired(ctx, check); !ok {
+				return wait
+			}
 		}
 		want = held(cur, e.cfg.Identity, now, e.cfg.LeaseDuration)
 	}
@@ -560,12 +647,95 @@ func (e *Elector) tryAcquire(ctx context.Context, c *contender) time.Duration {
 		return e.cfg.RetryPeriod
 	}
 	e.mu.Lock()
-	e.holdLocked(c, got, now)
+	if e.term.id != term || !e.termAliveLocked() {
+		// The term ended while the write ran: the Lease names this
+		// replica, and the next term writes it again before serving.
+		e.mu.Unlock()
+		return 0
+	}
+	e.holdLocked(c, got, term, want.ResourceVersion)
 	e.mu.Unlock()
 	e.log.Info("node lease acquired", "node", c.node, "lease", c.lease,
 		"transitions", ptr.Deref(got.Spec.LeaseTransitions, 0))
 	e.notify(c.node)
-	return e.cfg.RenewInterval
+	return untilPoked
+}
+
+// nodeTakeable tells whether this replica may write itself into a node's
+// Lease l now, which it first saw at seenAt, and if not, the earliest time
+// it may. A Lease held through a replica Lease may be taken once that
+// replica Lease has not changed for its duration, as this replica observed
+// it: then check is that observation, to be read afresh from the apiserver
+// first (stillExpired); once its holder's replica Lease is gone, once l
+// itself has not changed for LeaseDuration. A Lease of an earlier version
+// of rbn, renewed by its holder, is judged by its own changes (takeable).
+func (e *Elector) nodeTakeable(l *coordinationv1.Lease, seenAt, now time.Time) (ok bool, at time.Time, check *replicaCheck) {
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	if holder == "" || holder == e.cfg.Identity || l.Annotations[AnnotationLiveness] != livenessReplica {
+		ok, at := takeable(l, e.cfg.Identity, seenAt, now, e.cfg.LeaseDuration)
+		return ok, at, nil
+	}
+	name, err := ReplicaLeaseName(holder)
+	var rl *coordinationv1.Lease
+	if err == nil {
+		if obj, exists, _ := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + name); exists {
+			rl = obj.(*coordinationv1.Lease)
+		}
+	}
+	if rl == nil {
+		if expiry := seenAt.Add(e.cfg.LeaseDuration); now.Before(expiry) {
+			return false, expiry, nil
+		}
+		return true, now, nil
+	}
+	e.mu.Lock()
+	o, seen := e.replicas[name]
+	if !seen || o.version != rl.ResourceVersion {
+		o = observation{version: rl.ResourceVersion, at: now}
+		e.replicas[name] = o
+	}
+	e.mu.Unlock()
+	d := e.cfg.LeaseDuration
+	if s := ptr.Deref(rl.Spec.LeaseDurationSeconds, 0); s > 0 {
+		d = time.Duration(s) * time.Second
+	}
+	if expiry := o.at.Add(d); now.Before(expiry) {
+		return false, expiry, nil
+	}
+	return true, now, &replicaCheck{name: name, version: o.version, duration: d}
+}
+
+// replicaCheck is another replica's Lease as observed unchanged for its
+// duration.
+type replicaCheck struct {
+	name, version string
+	duration      time.Duration
+}
+
+// stillExpired reads the replica Lease of check from the apiserver: a
+// replica may take a node only if its holder's Lease is still the version
+// it watched unchanged for its duration, whatever its own watch (late, or
+// stuck) delivered since. If it changed, it is observed anew, and the
+// wait is its duration.
+func (e *Elector) stillExpired(ctx context.Context, check *replicaCheck) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
+	defer cancel()
+	l, err := e.cfg.Leases.Leases(e.cfg.Namespace).Get(ctx, check.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return 0, true
+	case err != nil:
+		e.log.Warn("reading a replica lease failed", "lease", check.name, "err", err)
+		return e.cfg.RetryPeriod, false
+	case l.ResourceVersion == check.version:
+		return 0, true
+	}
+	e.mu.Lock()
+	if o := e.replicas[check.name]; o.version == check.version {
+		e.replicas[check.name] = observation{version: l.ResourceVersion, at: e.cfg.Clock.Now()}
+	}
+	e.mu.Unlock()
+	return check.duration, false
 }
 
 // write updates a Lease, giving up at the renew deadline's length: a hung
@@ -576,32 +746,17 @@ func (e *Elector) write(ctx context.Context, l *coordinationv1.Lease) (*coordina
 	return e.cfg.Leases.Leases(e.cfg.Namespace).Update(ctx, l, metav1.UpdateOptions{})
 }
 
-// holdLocked records a successful write as holder that started at start.
-func (e *Elector) holdLocked(c *contender, got *coordinationv1.Lease, start time.Time) {
+// holdLocked records the write that took c's Lease in term, over version
+// base.
+func (e *Elector) holdLocked(c *contender, got *coordinationv1.Lease, term uint64, base string) {
 	if !c.held {
 		c.held = true
 		c.lost = make(chan struct{})
 		close(c.gained)
 	}
-	c.renewedAt, c.last = start, got
-	e.observeLocked(c, got)
-	if c.watchdog != nil {
-		c.watchdog.Stop()
-	}
-	// Lost must close at the deadline even while a request hangs.
-	// Its own goroutine: a fake clock runs AfterFunc callbacks under its lock,
-	// which Held needs while holding e.mu.
-	c.watchdog = e.cfg.Clock.AfterFunc(start.Add(e.cfg.RenewDeadline).Sub(e.cfg.Clock.Now()), func() { go e.expire(c, start) })
-}
-
-// expire ends c's hold if its last renewal is still the one that started at start.
-func (e *Elector) expire(c *contender, start time.Time) {
-	e.mu.Lock()
-	ended := c.renewedAt.Equal(start) && e.lostLocked(c, "not renewed within the renew deadline")
-	e.mu.Unlock()
-	if ended {
-		e.notify(c.node)
-		wake(c)
+	c.term, c.last, c.base, c.confirmed = term, got, base, false
+	if obj, exists, _ := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + c.lease); exists {
+		e.observeLocked(c, obj.(*coordinationv1.Lease)) // delivered already?
 	}
 }
 
@@ -617,13 +772,15 @@ func (e *Elector) lostLocked(c *contender, why string) bool {
 }
 
 func (e *Elector) endHoldLocked(c *contender) {
-	if c.watchdog != nil {
-		c.watchdog.Stop()
-		c.watchdog = nil
-	}
 	if c.held {
 		c.held = false
 		close(c.lost)
 		c.gained = make(chan struct{})
 	}
+}
+
+func closedChan() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
 }

@@ -69,6 +69,19 @@ func newAPIServer() *apiserver {
 		}
 		return true, l, nil
 	})
+	s.cs.PrependReactor("delete", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		d := a.(k8stesting.DeleteActionImpl)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		cur, err := s.cs.Tracker().Get(gvr, d.Namespace, d.Name)
+		if err != nil {
+			return true, nil, err
+		}
+		if p := d.DeleteOptions.Preconditions; p != nil && p.ResourceVersion != nil && *p.ResourceVersion != cur.(*coordinationv1.Lease).ResourceVersion {
+			return true, nil, apierrors.NewConflict(gvr.GroupResource(), d.Name, errors.New("the object has been modified"))
+		}
+		return true, nil, s.cs.Tracker().Delete(gvr, d.Namespace, d.Name)
+	})
 	return s
 }
 
@@ -78,6 +91,20 @@ func (s *apiserver) lease(t *testing.T, node string) *coordinationv1.Lease {
 	l, err := s.cs.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("get lease of %s: %v", node, err)
+	}
+	return l
+}
+
+// replicaLease is id's replica Lease, nil if there is none.
+func (s *apiserver) replicaLease(t *testing.T, id string) *coordinationv1.Lease {
+	t.Helper()
+	name, _ := ReplicaLeaseName(id)
+	l, err := s.cs.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("get replica lease of %s: %v", id, err)
 	}
 	return l
 }
@@ -116,6 +143,13 @@ func (f flakyLease) Update(ctx context.Context, l *coordinationv1.Lease, o metav
 		return nil, errPartitioned
 	}
 	return f.LeaseInterface.Update(ctx, l, o)
+}
+
+func (f flakyLease) Delete(ctx context.Context, name string, o metav1.DeleteOptions) error {
+	if f.fail.Load() {
+		return errPartitioned
+	}
+	return f.LeaseInterface.Delete(ctx, name, o)
 }
 
 func (f flakyLease) Get(ctx context.Context, name string, o metav1.GetOptions) (*coordinationv1.Lease, error) {
@@ -210,13 +244,71 @@ func (h *harness) seenCurrent(r *replica, node string) {
 	})
 }
 
-// renewed waits until r's renewal at the clock's current time is stored.
-func (h *harness) renewed(r *replica, node string) {
+// renewed waits until r's renewal of its replica Lease at the clock's
+// current time is stored.
+func (h *harness) renewed(r *replica) {
 	h.t.Helper()
 	now := h.clock.Now()
-	testwait.Eventually(h.t, fmt.Sprintf("%s to renew %s at %s", r.id, node, now), func() bool {
-		l := h.api.lease(h.t, node)
-		return ptr.Deref(l.Spec.HolderIdentity, "") == r.id && l.Spec.RenewTime != nil && !l.Spec.RenewTime.Time.Before(now)
+	testwait.Eventually(h.t, fmt.Sprintf("%s to renew its lease at %s", r.id, now), func() bool {
+		l := h.api.replicaLease(h.t, r.id)
+		return l != nil && ptr.Deref(l.Spec.HolderIdentity, "") == r.id && l.Spec.RenewTime != nil && !l.Spec.RenewTime.Time.Before(now)
+	})
+}
+
+// advance moves the clock by d in steps of at most a renew interval,
+// waiting after each for the live replicas' renewals, as a real clock would
+// let them renew.
+func (h *harness) advance(d time.Duration, live ...*replica) {
+	h.t.Helper()
+	for d > 0 {
+		step := min(d, DefaultRenewInterval)
+		h.clock.Step(step)
+		d -= step
+		if step == DefaultRenewInterval {
+			for _, r := range live {
+				h.renewed(r)
+			}
+		}
+	}
+}
+
+// takenAfter advances the clock by d less a millisecond, checks that r has
+// not taken node "n" (else fails with early), then by the millisecond, and
+// waits for r to take it.
+func (h *harness) takenAfter(r *replica, d time.Duration, early string) {
+	h.t.Helper()
+	h.advance(d-time.Millisecond, r)
+	if r.e.Held("n") {
+		h.t.Fatal(early)
+	}
+	h.clock.Step(time.Millisecond)
+	testwait.Eventually(h.t, r.id+" to take the node over", func() bool { return r.e.Held("n") })
+}
+
+// stepUntilRenewed moves the clock a little at a time until r renewed its
+// replica Lease after the clock's current time: for a replica whose
+// renewals fell out of step with the clock's.
+func (h *harness) stepUntilRenewed(r *replica) {
+	h.t.Helper()
+	since := h.clock.Now()
+	testwait.Eventually(h.t, fmt.Sprintf("%s to renew its lease after %s", r.id, since), func() bool {
+		if l := h.api.replicaLease(h.t, r.id); l != nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.Time.After(since) {
+			return true
+		}
+		h.clock.Step(DefaultRetryPeriod / 4)
+		return false
+	})
+}
+
+// seenReplica waits until r has seen the current version of other's
+// replica Lease.
+func (h *harness) seenReplica(r, other *replica) {
+	h.t.Helper()
+	l := h.api.replicaLease(h.t, other.id)
+	testwait.Eventually(h.t, fmt.Sprintf("%s to see version %s of %s's replica lease", r.id, l.ResourceVersion, other.id), func() bool {
+		r.e.mu.Lock()
+		defer r.e.mu.Unlock()
+		return r.e.replicas[l.Name].version == l.ResourceVersion
 	})
 }
 
@@ -231,6 +323,7 @@ func (h *harness) holderAndContender() (a, b *replica) {
 		h.t.Fatal(err)
 	}
 	h.seenCurrent(b, "n")
+	h.seenReplica(b, a)
 	return a, b
 }
 
@@ -251,11 +344,19 @@ func TestAcquireCreatesTheNodeLease(t *testing.T) {
 	if !a.e.Held("builder-1") || closed(a.e.Lost("builder-1")) {
 		t.Fatal("after Acquire: not held, or Lost already closed")
 	}
+	// The node's Lease names the replica, held through the replica's own
+	// Lease (an hour for a replica of an earlier version, which would judge
+	// it by its own changes); the replica's Lease is the short one.
 	l := h.api.lease(t, "builder-1")
 	if l.Name != "rbn-node-builder-1" || ptr.Deref(l.Spec.HolderIdentity, "") != "rbn-kubelet-a" ||
-		ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 10 || l.Labels[LabelLease] != "node" {
-		t.Errorf("lease = %s holder %q duration %d labels %v", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""),
-			ptr.Deref(l.Spec.LeaseDurationSeconds, 0), l.Labels)
+		ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 3600 || l.Labels[LabelLease] != "node" || l.Annotations[AnnotationLiveness] != "replica-lease" {
+		t.Errorf("lease = %s holder %q duration %d labels %v annotations %v", l.Name, ptr.Deref(l.Spec.HolderIdentity, ""),
+			ptr.Deref(l.Spec.LeaseDurationSeconds, 0), l.Labels, l.Annotations)
+	}
+	r := h.api.replicaLease(t, "rbn-kubelet-a")
+	if r == nil || r.Name != "rbn-replica-rbn-kubelet-a" || ptr.Deref(r.Spec.HolderIdentity, "") != "rbn-kubelet-a" ||
+		ptr.Deref(r.Spec.LeaseDurationSeconds, 0) != 10 || r.Labels[LabelLease] != "replica" {
+		t.Errorf("replica lease = %+v", r)
 	}
 	// OnChange follows the hold that Acquire waits for, from the
 	// contender's goroutine.
@@ -268,20 +369,27 @@ func TestAcquireCreatesTheNodeLease(t *testing.T) {
 	}
 }
 
+// The holder renews its replica Lease, not the node's: the node Lease is
+// written once, and b never takes the node.
 func TestHolderRenewsAndKeepsTheNode(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.holderAndContender()
-	// Three lease durations of renewals: b never takes the node.
+	nodeVersion := h.api.lease(t, "n").ResourceVersion
+	// Three lease durations of renewals.
 	for range 10 {
 		h.clock.Step(DefaultRenewInterval)
-		h.renewed(a, "n")
-		h.seenCurrent(b, "n")
+		h.renewed(a)
+		h.seenReplica(b, a)
 		if !a.e.Held("n") || b.e.Held("n") {
 			t.Fatalf("at %s: a held %v, b held %v", h.clock.Now(), a.e.Held("n"), b.e.Held("n"))
 		}
 	}
-	if got := ptr.Deref(h.api.lease(t, "n").Spec.LeaseTransitions, -1); got != 0 {
+	l := h.api.lease(t, "n")
+	if got := ptr.Deref(l.Spec.LeaseTransitions, -1); got != 0 {
 		t.Errorf("transitions = %d, want 0", got)
+	}
+	if l.ResourceVersion != nodeVersion {
+		t.Errorf("the node lease was written while held (version %s, was %s)", l.ResourceVersion, nodeVersion)
 	}
 }
 
@@ -307,10 +415,15 @@ func TestHolderLosesTheNodeWhenItCannotRenew(t *testing.T) {
 	}
 	testwait.Eventually(t, "OnChange for the loss", func() bool { return len(a.changed()) == 2 })
 
-	// Back in touch, and nobody took it: a holds it again.
+	// Back in touch, and nobody took it: a holds it again, once its next
+	// term wrote the node's Lease again.
+	before := h.api.lease(t, "n").ResourceVersion
 	a.fail.Store(false)
 	h.clock.Step(DefaultRetryPeriod)
 	testwait.Eventually(t, "a to hold the node again", func() bool { return a.e.Held("n") })
+	if l := h.api.lease(t, "n"); l.ResourceVersion == before || ptr.Deref(l.Spec.HolderIdentity, "") != "a" {
+		t.Errorf("node lease version %s holder %q: not written again by a's new term", l.ResourceVersion, ptr.Deref(l.Spec.HolderIdentity, ""))
+	}
 }
 
 func TestTakeoverAfterExpiry(t *testing.T) {
@@ -318,12 +431,7 @@ func TestTakeoverAfterExpiry(t *testing.T) {
 	a, b := h.holderAndContender()
 	a.crash(t)
 
-	h.clock.Step(DefaultLeaseDuration - time.Millisecond)
-	if b.e.Held("n") {
-		t.Fatal("b took the node before the lease expired")
-	}
-	h.clock.Step(time.Millisecond)
-	testwait.Eventually(t, "b to take the node over", func() bool { return b.e.Held("n") })
+	h.takenAfter(b, DefaultLeaseDuration, "b took the node before the lease expired")
 	l := h.api.lease(t, "n")
 	if ptr.Deref(l.Spec.HolderIdentity, "") != "b" || ptr.Deref(l.Spec.LeaseTransitions, 0) != 1 {
 		t.Errorf("lease holder %q transitions %d, want b and 1", ptr.Deref(l.Spec.HolderIdentity, ""), ptr.Deref(l.Spec.LeaseTransitions, 0))
@@ -361,7 +469,7 @@ func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
 		return false
 	})
 	b.e.mu.Lock()
-	takenAt := b.e.nodes["n"].renewedAt
+	takenAt := b.e.nodes["n"].last.Spec.AcquireTime.Time
 	b.e.mu.Unlock()
 	if takenAt.Before(lastRenewal.Add(DefaultLeaseDuration)) {
 		t.Errorf("b took the node %s after a's last renewal, before the lease duration", takenAt.Sub(lastRenewal))
@@ -373,8 +481,7 @@ func TestNeverTwoHoldersAcrossAPartition(t *testing.T) {
 	// a comes back: it finds b holding the node and does not take it back.
 	a.fail.Store(false)
 	for range 4 {
-		h.clock.Step(DefaultRenewInterval)
-		h.renewed(b, "n")
+		h.stepUntilRenewed(b)
 		h.seenCurrent(a, "n")
 		if a.e.Held("n") {
 			t.Fatal("a took the node back from b")
@@ -397,6 +504,9 @@ func TestReleaseHandsTheNodeOverAtOnce(t *testing.T) {
 	testwait.Eventually(t, "b to take the released node", func() bool { return b.e.Held("n") })
 	if got := ptr.Deref(h.api.lease(t, "n").Spec.HolderIdentity, ""); got != "b" {
 		t.Errorf("holder = %q, want b", got)
+	}
+	if l := h.api.replicaLease(t, "a"); l != nil {
+		t.Errorf("a's replica lease left behind: %+v", l)
 	}
 }
 
@@ -490,9 +600,9 @@ func TestRunFailsWhenTheLeasesAreDenied(t *testing.T) {
 	}
 }
 
-// TestLossToldOnce: the watchdog ends a hold past its renew deadline while
-// the renewal loop, which saw the hold before, finds it gone too: the loss
-// is told (OnChange) once, by whoever ended the hold. It was told twice,
+// TestLossToldOnce: the watchdog ends a term past its renew deadline while
+// the renewal loop, which saw the term before, finds it gone too: the loss
+// of each node is told (OnChange) once, by whoever ended the term. It was told twice,
 // which TestHolderLosesTheNodeWhenItCannotRenew caught under load.
 func TestLossToldOnce(t *testing.T) {
 	h := newHarness(t)
@@ -501,13 +611,12 @@ func TestLossToldOnce(t *testing.T) {
 	testwait.Eventually(t, "OnChange for the hold", func() bool { return len(a.changed()) == 1 })
 	a.fail.Store(true)
 	a.e.mu.Lock()
-	c := a.e.nodes["n"]
-	start := c.renewedAt
+	start := a.e.term.renewedAt
 	a.e.mu.Unlock()
 	// The watchdog's call, made here (the clock stays, so its own never
-	// fires), then the loop's renewal.
-	a.e.expire(c, start)
-	a.e.renew(context.Background(), c)
+	// fires), then the term loop's renewal.
+	a.e.expireTerm(start)
+	a.e.renewTerm(context.Background())
 	if got := a.changed(); len(got) != 2 {
 		t.Fatalf("OnChange calls %q, want 2 (the hold, its loss)", got)
 	}
@@ -538,10 +647,11 @@ func TestTimerAtWithTheClockMovingWhileArming(t *testing.T) {
 	h := newHarness(t)
 	mc := &movingClock{FakeClock: h.clock}
 	e := &Elector{cfg: Config{Clock: mc}}
-	at := h.clock.Now().Add(DefaultRenewInterval)
+	began := h.clock.Now()
+	at := began.Add(DefaultRenewInterval)
 
 	mc.armed.Store(true)
-	due, stop := e.timerAt(at)
+	due, stop := e.timerAt(began, DefaultRenewInterval)
 	defer stop()
 	if !h.clock.Now().Equal(at) {
 		t.Fatalf("clock at %s, want %s", h.clock.Now(), at)
@@ -551,8 +661,7 @@ func TestTimerAtWithTheClockMovingWhileArming(t *testing.T) {
 	}
 
 	// Unmoved, it waits for its time, and no longer.
-	at = at.Add(DefaultRenewInterval)
-	due, stop = e.timerAt(at)
+	due, stop = e.timerAt(at, DefaultRenewInterval)
 	defer stop()
 	h.clock.Step(DefaultRenewInterval - time.Millisecond)
 	if fired(due) {
@@ -573,5 +682,110 @@ func fired(ch <-chan time.Time) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// A contender whose watch fell behind (here: its cache still has an old
+// version of the holder's replica Lease, seen long ago) reads the Lease
+// afresh before taking the node, and does not take it from a holder that
+// renewed meanwhile.
+func TestTakeoverReadsTheHoldersLeaseAfresh(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	name, _ := ReplicaLeaseName("a")
+	b.e.mu.Lock()
+	current := b.e.replicas[name]
+	b.e.mu.Unlock()
+
+	// a keeps renewing; b's cache is made to show a's Lease as it was
+	// before, first seen a lease duration ago.
+	h.clock.Step(DefaultRenewInterval)
+	h.renewed(a)
+	h.seenReplica(b, a)
+	obj, _, _ := b.e.informer.GetStore().GetByKey(ns + "/" + name)
+	old := obj.(*coordinationv1.Lease).DeepCopy()
+	old.ResourceVersion = current.version
+	if err := b.e.informer.GetStore().Update(old); err != nil {
+		t.Fatal(err)
+	}
+	b.e.mu.Lock()
+	b.e.replicas[name] = observation{version: current.version, at: h.clock.Now().Add(-DefaultLeaseDuration)}
+	c := b.e.nodes["n"]
+	b.e.mu.Unlock()
+	if wait := b.e.tryAcquire(context.Background(), c); wait != DefaultLeaseDuration {
+		t.Errorf("tryAcquire waits %s, want a lease duration from the fresh read", wait)
+	}
+	if b.e.Held("n") || !a.e.Held("n") {
+		t.Fatalf("b held %v, a held %v: b took the node from a live holder", b.e.Held("n"), a.e.Held("n"))
+	}
+	if got := ptr.Deref(h.api.lease(t, "n").Spec.HolderIdentity, ""); got != "a" {
+		t.Errorf("holder = %q, want a", got)
+	}
+}
+
+// A node Lease of an earlier version of rbn (no liveness annotation,
+// renewed by its holder) is judged by its own changes, as that version
+// does: taken once unchanged for its duration, not before.
+func TestAnEarlierVersionsLeaseIsJudgedByItsOwnChanges(t *testing.T) {
+	h := newHarness(t)
+	name, _ := LeaseName("n")
+	now := h.clock.Now()
+	if _, err := h.api.cs.CoordinationV1().Leases(ns).Create(context.Background(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{LabelLease: "node"}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("old"), LeaseDurationSeconds: ptr.To[int32](10),
+			RenewTime: ptr.To(metav1.NewMicroTime(now)), AcquireTime: ptr.To(metav1.NewMicroTime(now))},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b := h.start("b")
+	if err := b.e.Contend("n"); err != nil {
+		t.Fatal(err)
+	}
+	h.seenCurrent(b, "n")
+	h.renewed(b)
+	h.takenAfter(b, DefaultLeaseDuration, "b took the node before the old holder's lease expired")
+	if l := h.api.lease(t, "n"); l.Annotations[AnnotationLiveness] != "replica-lease" || ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 3600 {
+		t.Errorf("taken lease: annotations %v, duration %d; want it held through b's replica lease", l.Annotations, ptr.Deref(l.Spec.LeaseDurationSeconds, 0))
+	}
+}
+
+// A node Lease naming a replica whose own Lease is gone is taken once it
+// has not changed for the lease duration.
+func TestANodeOfAReplicaWithoutALeaseIsTakenAfterTheLeaseDuration(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	a.crash(t)
+	name, _ := ReplicaLeaseName("a")
+	if err := h.api.cs.CoordinationV1().Leases(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, "b to see a's replica lease gone", func() bool {
+		b.e.mu.Lock()
+		defer b.e.mu.Unlock()
+		_, ok := b.e.replicas[name]
+		return !ok
+	})
+	h.takenAfter(b, DefaultLeaseDuration, "b took the node before its lease had been unchanged for the lease duration")
+}
+
+// The replica Lease of a replica gone is deleted by a live one once it has
+// not changed for replicaLeaseGC lease durations.
+func TestTheLeaseOfAReplicaGoneIsDeleted(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.holderAndContender()
+	a.crash(t)
+	gone := time.Duration(replicaLeaseGC) * DefaultLeaseDuration
+	start := h.clock.Now()
+	for h.clock.Since(start) < gone-DefaultRenewInterval {
+		h.advance(DefaultRenewInterval, b)
+		if h.api.replicaLease(t, "a") == nil {
+			t.Fatalf("a's lease deleted %s after a went, before %s", h.clock.Since(start), gone)
+		}
+	}
+	// The renewal at the GC age deletes it.
+	h.advance(DefaultRenewInterval, b)
+	testwait.Eventually(t, "a's lease to be deleted", func() bool { return h.api.replicaLease(t, "a") == nil })
+	if h.api.replicaLease(t, "b") == nil || !b.e.Held("n") {
+		t.Error("b's own lease deleted, or b lost the node")
 	}
 }

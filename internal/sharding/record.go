@@ -20,6 +20,17 @@ func LeaseName(node string) (string, error) {
 	return name, nil
 }
 
+// ReplicaLeaseName is the name of the Lease whose renewals keep the replica
+// identity alive (lower-cased: a hostname, the identity outside a pod, may
+// have capitals).
+func ReplicaLeaseName(identity string) (string, error) {
+	name := ReplicaLeasePrefix + strings.ToLower(identity)
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return "", fmt.Errorf("lease for replica %q: %s", identity, strings.Join(errs, "; "))
+	}
+	return name, nil
+}
+
 // takeable tells whether me may write itself into l as holder now, and if
 // not, the earliest time it may. l is free when nobody holds it (released),
 // when me holds it (a previous life of this replica), or when it has not
@@ -47,6 +58,11 @@ func takeable(l *coordinationv1.Lease, me string, observedAt, now time.Time, def
 // counted as a transition when the holder changes.
 func held(l *coordinationv1.Lease, me string, now time.Time, d time.Duration) *coordinationv1.Lease {
 	n := l.DeepCopy()
+	if l.Labels[LabelLease] == "node" {
+		// Held for as long as the holder's replica Lease is renewed.
+		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationLiveness, livenessReplica)
+		d = termHold
+	}
 	if ptr.Deref(n.Spec.HolderIdentity, "") != me {
 		n.Spec.LeaseTransitions = ptr.To(ptr.Deref(n.Spec.LeaseTransitions, 0) + 1)
 		n.Spec.AcquireTime = ptr.To(metav1.NewMicroTime(now))
@@ -57,12 +73,19 @@ func held(l *coordinationv1.Lease, me string, now time.Time, d time.Duration) *c
 	return n
 }
 
-// newLease is node's Lease, held by me from now on.
-func newLease(name, namespace, me string, now time.Time, d time.Duration) *coordinationv1.Lease {
+// newLease is a Lease of kind ("node" or "replica"), held by me from now
+// on. A node's is held for as long as its holder's replica Lease is
+// renewed.
+func newLease(name, namespace, kind, me string, now time.Time, d time.Duration) *coordinationv1.Lease {
+	var annotations map[string]string
+	if kind == "node" {
+		annotations, d = map[string]string{AnnotationLiveness: livenessReplica}, termHold
+	}
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: namespace,
-			Labels: map[string]string{LabelLease: "node", "app.kubernetes.io/managed-by": "rbn-kubelet"},
+			Labels:      map[string]string{LabelLease: kind, "app.kubernetes.io/managed-by": "rbn-kubelet"},
+			Annotations: annotations,
 		},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity:       ptr.To(me),
