@@ -550,9 +550,57 @@ func (sc *scaleSection) summary() [][]string {
 			fmt.Sprintf("%.2f CPU-s over %s", base.cpuSeconds, base.window), "", "", ""},
 		{"4", "scale: SSH connections held", fmt.Sprintf("%d to %d hosts", last.sshConns, last.sshPeers), fmt.Sprintf("%d to %d hosts", base.sshConns, base.sshPeers), "", "one per host", verdict(last.sshConns <= last.sshPeers)},
 		{"4", "scale: apiserver requests/s when idle (whole stack)", fmt.Sprintf("%.2f", last.reqPerSec), fmt.Sprintf("%.2f", base.reqPerSec), ratioF(last.reqPerSec, base.reqPerSec), "", ""},
+		sc.nodeRequestsRow(),
 		{"4", "scale: pods Running", fmt.Sprintf("%d of %d", s.podsRunning, s.podsWanted), "", "", fmt.Sprintf("%d per node", s.perNode), verdict(s.podsRunning == s.podsWanted)},
 		sc.scrapeSummary(),
 	}
+}
+
+// nodeRequestsRow compares the requests the scale test's idle nodes make
+// (issue #18) with what as many real kubelets make at rest.
+func (sc *scaleSection) nodeRequestsRow() []string {
+	const figure = "scale: the nodes' own apiserver requests/s when idle, no pods (Leases, Node reads and writes; issue #18)"
+	const goal = "≤ as many real kubelets"
+	var idle *idleSample
+	for i, x := range sc.res.samples {
+		if x.nodes == sc.res.nodes && x.pods == 0 {
+			idle = &sc.res.samples[i]
+		}
+	}
+	if idle == nil {
+		return failedRow("4", figure, goal, sc.b.rep.errs[sc])
+	}
+	got, want := nodeRequests(idle.reqByKind, idle.span()), kubeletsAtRest(idle.nodes)
+	return []string{"4", figure, fmt.Sprintf("%.2f", got),
+		fmt.Sprintf("%.2f (%d real kubelets: each a Lease PUT and a Node GET every 10 s, a status PATCH every 5 min)", want, idle.nodes),
+		ratioF(got, want), goal, verdict(got <= want)}
+}
+
+// nodeRequests is the rate over span of the requests in byKind that a
+// node's kubelet makes at rest: every verb on Leases and Nodes (their
+// status included) but lists and watches, which are informers' (and a real
+// kubelet's own watches are not counted either).
+func nodeRequests(byKind []kindCount, span time.Duration) float64 {
+	n := 0.0
+	for _, k := range byKind {
+		verb, res, _ := strings.Cut(k.kind, " ")
+		if verb == "LIST" || verb == "WATCH" {
+			continue
+		}
+		if res == "leases" || res == "nodes" || strings.HasPrefix(res, "nodes/") {
+			n += k.n
+		}
+	}
+	return n / span.Seconds()
+}
+
+// kubeletsAtRest is the requests per second of n real kubelets with no
+// pods, at their defaults: each renews its node Lease every 10 s (a quarter
+// of its 40 s), reads its Node every nodeStatusUpdateFrequency (10 s) and
+// writes its status when it changed or every nodeStatusReportFrequency (5
+// min).
+func kubeletsAtRest(n int) float64 {
+	return float64(n) * (1.0/10 + 1.0/10 + 1.0/300)
 }
 
 // scrapeSummary is the summary row of the scrape cost (issue #13).

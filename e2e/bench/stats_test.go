@@ -70,3 +70,17 @@ apiserver_request_total{code="200",component="apiserver",group="",path="/healthz
 		t.Errorf("sumResource = %v, want 18 (non-resource requests excluded)", s)
 	}
 }
+
+// The nodes' own requests: Leases and Nodes, lists and watches aside.
+func TestNodeRequests(t *testing.T) {
+	byKind := []kindCount{
+		{"PUT leases", 300}, {"GET nodes", 100}, {"PATCH nodes/status", 100}, {"WATCH nodes", 50},
+		{"LIST leases", 10}, {"PATCH pods/status", 1000}, {"GET leases", 20},
+	}
+	if got := nodeRequests(byKind, 100*time.Second); got != 5.2 {
+		t.Errorf("nodeRequests = %v, want 5.2 ((300+100+100+20)/100 s)", got)
+	}
+	if got, want := kubeletsAtRest(50), 50*(0.2+1.0/300); got != want {
+		t.Errorf("kubeletsAtRest(50) = %v, want %v", got, want)
+	}
+}
