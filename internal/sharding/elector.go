@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -41,6 +42,7 @@ type Elector struct {
 	termStop     chan struct{} // closed by ReleaseAll
 	termDone     chan struct{} // closed when the term loop has ended
 	stopTerm     sync.Once
+	gcRefused    atomic.Bool // RBAC refused to delete a replica Lease: no more tries
 
 	mu      sync.Mutex
 	log     *slog.Logger

@@ -789,3 +789,23 @@ func TestTheLeaseOfAReplicaGoneIsDeleted(t *testing.T) {
 		t.Error("b's own lease deleted, or b lost the node")
 	}
 }
+
+// Where RBAC refuses the delete (the manifests of an earlier rbn), the
+// Lease of a replica gone stays, and is not tried again at every renewal.
+func TestTheLeaseOfAReplicaGoneStaysWhereDeletingIsRefused(t *testing.T) {
+	h := newHarness(t)
+	var deletes atomic.Int32
+	h.api.cs.PrependReactor("delete", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		deletes.Add(1)
+		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "rbn-replica-a", errors.New("no delete verb"))
+	})
+	a, b := h.holderAndContender()
+	a.crash(t)
+	h.advance(time.Duration(replicaLeaseGC+3)*DefaultLeaseDuration, b)
+	if n := deletes.Load(); n != 1 {
+		t.Errorf("%d deletes tried, want 1", n)
+	}
+	if h.api.replicaLease(t, "a") == nil {
+		t.Error("a's lease gone")
+	}
+}

@@ -280,6 +280,9 @@ func (e *Elector) releaseTerm(ctx context.Context) error {
 // keeps its Lease. One that was only cut off finds its Lease gone at its
 // next renewal and starts a new term.
 func (e *Elector) collectReplicaLeases(ctx context.Context) {
+	if e.gcRefused.Load() {
+		return
+	}
 	now := e.cfg.Clock.Now()
 	e.mu.Lock()
 	stale := map[string]observation{}
@@ -296,6 +299,12 @@ func (e *Elector) collectReplicaLeases(ctx context.Context) {
 		case err == nil:
 			e.log.Info("deleted the lease of a replica gone", "lease", name, "unchangedFor", now.Sub(o.at).Round(time.Second))
 		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		case apierrors.IsForbidden(err):
+			// The RBAC of an earlier rbn: said once, and not tried again
+			// by this process.
+			e.gcRefused.Store(true)
+			e.log.Warn("not allowed to delete the leases of replicas gone; they stay (manifests/rbac grants delete on Leases in this namespace)", "lease", name, "err", err)
+			return
 		default:
 			e.log.Warn("deleting the lease of a replica gone failed", "lease", name, "err", err)
 			continue
