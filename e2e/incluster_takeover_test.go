@@ -75,11 +75,7 @@ func TestInClusterTakeover(t *testing.T) {
 			if err := s.Client.CoreV1().Pods(framework.RBNNamespace).Delete(context.Background(), victim, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			// On its way out it released its nodes and deleted its own Lease.
-			framework.Eventually(t, "the deleted replica's lease gone", time.Minute, func() (bool, string) {
-				_, err := s.Client.CoordinationV1().Leases(framework.ShardingNamespace).Get(context.Background(), "rbn-replica-"+victim, metav1.GetOptions{})
-				return apierrors.IsNotFound(err), fmt.Sprint(err)
-			})
+
 		case "partition":
 			heal := tk.partition(t, victim)
 			// The victim serves nothing while cut off; the other replica
@@ -95,6 +91,14 @@ func TestInClusterTakeover(t *testing.T) {
 		tk.servedByLiveReplicas(t, victim, 2*time.Minute)
 		t.Logf("%s of the replica serving %s -> every node served by a live replica: %s; now through %s, Lease holder %s",
 			how, tk.nodes[0], time.Since(start).Round(100*time.Millisecond), tk.kubeletEndpoint(t, tk.nodes[0]), tk.holderOf(t, tk.nodes[0]))
+		if how == "pod deletion" {
+			// On its way out it released its nodes, then deleted its own Lease.
+			framework.Eventually(t, "the deleted replica's lease gone", time.Minute, func() (bool, string) {
+				_, err := s.Client.CoordinationV1().Leases(framework.ShardingNamespace).Get(context.Background(), "rbn-replica-"+victim, metav1.GetOptions{})
+				return apierrors.IsNotFound(err), fmt.Sprint(err)
+			})
+			t.Logf("pod deletion: the deleted replica's own Lease gone %s after the deletion", time.Since(start).Round(100*time.Millisecond))
+		}
 		sess.ended(t, time.Minute)
 		// A new session works at once, through the replica serving the node now.
 		if out, err := s.KubectlErr("exec", "-n", ns, sess.pod, "--", "echo", "again"); err != nil || strings.TrimSpace(out) != "again" {
