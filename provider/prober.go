@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/provider/probe"
 )
 
@@ -245,6 +246,13 @@ func (t probeTarget) Exec(ctx context.Context, containerID string, cmd []string,
 // execSetupLimit bounds podman's setup of an exec probe's session.
 const execSetupLimit = 30 * time.Second
 
+// Dial connects from the host; a failure of rbn's SSH connection to the
+// host (not of the pod's port) is probe.ErrTransport: the attempt is
+// thrown away, not counted against the container.
 func (t probeTarget) Dial(ctx context.Context, network, address string) (net.Conn, error) {
-	return t.rt.Dial(ctx, network, address)
+	c, err := t.rt.Dial(ctx, network, address)
+	if se := (*sshconn.Error)(nil); errors.As(err, &se) {
+		return nil, fmt.Errorf("%w: %w", probe.ErrTransport, err)
+	}
+	return c, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,7 +14,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remote-build-nodes/rbn/internal/sshconn"
 	"github.com/remote-build-nodes/rbn/internal/testwait"
+	"github.com/remote-build-nodes/rbn/provider/probe"
 )
 
 func execProbe(cmd string, failures int32) *corev1.Probe {
@@ -286,5 +289,27 @@ func TestProbeMetricsFollowThePod(t *testing.T) {
 	h.wantPhase(corev1.PodSucceeded)
 	if fams, _ := h.pods.ProbeMetrics(h.ctx); len(fams) != 0 {
 		t.Errorf("probe metrics of an ended pod: %v", fams)
+	}
+}
+
+// dialRuntime is a runtime whose Dial fails with err.
+type dialRuntime struct {
+	podRuntime
+	err error
+}
+
+func (d dialRuntime) Dial(context.Context, string, string) (net.Conn, error) { return nil, d.err }
+
+// A dial that failed on rbn's SSH connection to the host is the probe's
+// transport (the attempt is thrown away); one the host could not open to
+// the pod's port is the pod's.
+func TestProbeTargetTellsTheTransportFromThePod(t *testing.T) {
+	down := &sshconn.Error{Reason: sshconn.ReasonNotConnected, Addr: "127.0.1.2:22", Err: errors.New("no ssh connection")}
+	if _, err := (probeTarget{dialRuntime{err: down}}).Dial(context.Background(), "tcp", "100.96.1.53:22"); !errors.Is(err, probe.ErrTransport) || !errors.Is(err, sshconn.ErrNotConnected) {
+		t.Errorf("SSH down: %v, want ErrTransport wrapping ErrNotConnected", err)
+	}
+	refused := fmt.Errorf("ssh 127.0.1.2:22: open tcp channel to 100.96.1.53:22: %w", errors.New("ssh: rejected: connect failed (Connection refused)"))
+	if _, err := (probeTarget{dialRuntime{err: refused}}).Dial(context.Background(), "tcp", "100.96.1.53:22"); err == nil || errors.Is(err, probe.ErrTransport) {
+		t.Errorf("port closed: %v, want the pod's failure", err)
 	}
 }

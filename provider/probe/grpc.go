@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,15 +32,31 @@ func runGRPC(ctx context.Context, t Target, podIP string, a *corev1.GRPCAction, 
 	defer cancel()
 
 	// A blocking dial, as kubelet's: it tells "no connection within the
-	// timeout" apart from a failed health RPC, and so do the messages.
+	// timeout" apart from a failed health RPC, and so do the messages. gRPC
+	// retries a failed dial until the deadline and reports the deadline:
+	// a dial that failed on the Target's own way to the host is kept.
+	var transportErr error
+	var mu sync.Mutex
 	conn, err := grpc.DialContext(ctx, addr, //nolint:staticcheck // blocking dial, as kubelet
 		grpc.WithUserAgent(userAgent),
 		grpc.WithBlock(), //nolint:staticcheck // as above
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return t.Dial(ctx, "tcp", addr)
+			c, err := t.Dial(ctx, "tcp", addr)
+			if errors.Is(err, ErrTransport) {
+				mu.Lock()
+				transportErr = err
+				mu.Unlock()
+			}
+			return c, err
 		}),
 	)
+	mu.Lock()
+	terr := transportErr
+	mu.Unlock()
+	if err != nil && terr != nil {
+		return outcomeUnknown, "", terr
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return outcomeFailure, fmt.Sprintf("timeout: failed to connect service %q within %v: %+v", addr, timeout, err), nil

@@ -31,6 +31,9 @@ func runHTTP(ctx context.Context, t Target, podIP string, container *corev1.Cont
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Timeout: timeout, Transport: transport, CheckRedirect: sameHostRedirects}
 	res, err := client.Do(req)
+	if errors.Is(err, ErrTransport) {
+		return outcomeUnknown, "", err
+	}
 	if err != nil {
 		// No response, a timeout included, is a failure worded by Go.
 		return outcomeFailure, err.Error(), nil

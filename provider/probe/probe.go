@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 )
@@ -46,8 +47,20 @@ type Target interface {
 	// or ctx ends (then an error).
 	Exec(ctx context.Context, containerID string, cmd []string, out io.Writer) (int, error)
 	// Dial opens a connection from the build host (the pod IP is routed there).
+	// An error of its own way to the host, not of the pod, wraps
+	// ErrTransport.
 	Dial(ctx context.Context, network, address string) (net.Conn, error)
 }
+
+// ErrTransport marks a Target's error that comes from its own way to the
+// build host (rbn's SSH connection to it is down), not from the pod: the
+// probe could not be made. Kubelet throws away an attempt its prober could
+// not make, so that attempt moves no threshold; a TCP, HTTP or gRPC probe
+// whose dial fails so is an errored attempt, not a failed one. Else a
+// readiness probe turns a pod NotReady for every cut of rbn's connection to
+// its host, and reports it so once the host is back, before the next
+// attempt succeeds.
+var ErrTransport = errors.New("the build host is not reachable to probe from")
 
 // outcome is kubelet's pkg/probe Result: one attempt's verdict before the
 // worker folds it into a Result. Warning is a success that kubelet reports

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -199,5 +200,30 @@ func TestExpand(t *testing.T) {
 		if got := pod.Expand(in, vars); got != want {
 			t.Errorf("expand(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// transportDown is a Target whose own way to the host is down.
+type transportDown struct{ netTarget }
+
+func (*transportDown) Dial(context.Context, string, string) (net.Conn, error) {
+	return nil, fmt.Errorf("%w: SSHNotConnected 127.0.1.2:22: no ssh connection", ErrTransport)
+}
+
+// A probe that could not be made because the Target's way to the host is
+// down is an errored attempt (thrown away), not a failure of the pod, for
+// every kind that dials.
+func TestRunThrowsAwayATransportFailure(t *testing.T) {
+	for name, h := range map[string]*corev1.ProbeHandler{
+		"tcp":  {TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(22)}},
+		"http": {HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromInt(80), Path: "/"}},
+		"grpc": {GRPC: &corev1.GRPCAction{Port: 50051}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, out, err := Run(context.Background(), &transportDown{}, "cid", "100.96.1.53", &corev1.Container{}, h, time.Second)
+			if got != Unknown || !errors.Is(err, ErrTransport) {
+				t.Errorf("Run = %v, %q, %v; want Unknown with ErrTransport", got, out, err)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"time"
@@ -23,6 +24,9 @@ func runTCP(ctx context.Context, t Target, podIP string, container *corev1.Conta
 	dialCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := t.Dial(dialCtx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if errors.Is(err, ErrTransport) {
+		return outcomeUnknown, "", err
+	}
 	if err != nil {
 		return outcomeFailure, err.Error(), nil
 	}
