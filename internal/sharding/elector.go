@@ -405,7 +405,10 @@ func (e *Elector) seen(l *coordinationv1.Lease) {
 		}
 		wakeAll = ptr.Deref(l.Spec.HolderIdentity, "") == ""
 	}
-	waiting := e.waitingLocked(wakeAll)
+	var waiting []*contender
+	if wakeAll {
+		waiting = e.waitingLocked()
+	}
 	e.mu.Unlock()
 	if c != nil {
 		wake(c)
@@ -423,7 +426,10 @@ func (e *Elector) gone(l *coordinationv1.Lease) {
 	if replica {
 		delete(e.replicas, l.Name)
 	}
-	waiting := e.waitingLocked(replica)
+	var waiting []*contender
+	if replica {
+		waiting = e.waitingLocked()
+	}
 	e.mu.Unlock()
 	if c != nil {
 		wake(c)
@@ -436,11 +442,8 @@ func (e *Elector) gone(l *coordinationv1.Lease) {
 	}
 }
 
-// waitingLocked are the contenders not holding their node, if all.
-func (e *Elector) waitingLocked(all bool) []*contender {
-	if !all {
-		return nil
-	}
+// waitingLocked are the contenders not holding their node.
+func (e *Elector) waitingLocked() []*contender {
 	var out []*contender
 	for _, c := range e.nodes {
 		if !c.held {
@@ -583,6 +586,16 @@ func (e *Elector) step(ctx context.Context, c *contender) time.Duration {
 	return e.tryAcquire(ctx, c)
 }
 
+// cachedLease is the informer's copy of the Lease name of our namespace.
+func (e *Elector) cachedLease(name string) (*coordinationv1.Lease, bool, error) {
+	obj, exists, err := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + name)
+	if err != nil || !exists {
+		return nil, false, err
+	}
+	l, ok := obj.(*coordinationv1.Lease)
+	return l, ok, nil
+}
+
 // takenLocked says why c's hold is over by what the informer holds of its
 // Lease, or "" if it is not. Until the informer delivered the version our
 // write returned, what it holds is older than that and says nothing.
@@ -590,14 +603,13 @@ func (e *Elector) takenLocked(c *contender) string {
 	if !c.confirmed {
 		return ""
 	}
-	obj, exists, err := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + c.lease)
+	l, exists, err := e.cachedLease(c.lease)
 	switch {
 	case err != nil:
 		return ""
 	case !exists:
 		return "its lease was deleted"
 	}
-	l := obj.(*coordinationv1.Lease)
 	if h := ptr.Deref(l.Spec.HolderIdentity, ""); h != e.cfg.Identity {
 		return "taken by " + cmp.Or(h, "nobody")
 	}
@@ -606,7 +618,7 @@ func (e *Elector) takenLocked(c *contender) string {
 
 func (e *Elector) tryAcquire(ctx context.Context, c *contender) time.Duration {
 	now := e.cfg.Clock.Now()
-	obj, exists, err := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + c.lease)
+	cur, exists, err := e.cachedLease(c.lease)
 	if err != nil {
 		e.log.Error("reading node lease from cache", "lease", c.lease, "err", err)
 		return e.cfg.RetryPeriod
@@ -618,7 +630,6 @@ func (e *Elector) tryAcquire(ctx context.Context, c *contender) time.Duration {
 	if !exists {
 		want = newLease(c.lease, e.cfg.Namespace, "node", e.cfg.Identity, now, e.cfg.LeaseDuration)
 	} else {
-		cur := obj.(*coordinationv1.Lease)
 		e.mu.Lock()
 		e.observeLocked(c, cur)
 		seenAt := c.seenAt
@@ -680,9 +691,7 @@ func (e *Elector) nodeTakeable(l *coordinationv1.Lease, seenAt, now time.Time) (
 	name, err := ReplicaLeaseName(holder)
 	var rl *coordinationv1.Lease
 	if err == nil {
-		if obj, exists, _ := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + name); exists {
-			rl = obj.(*coordinationv1.Lease)
-		}
+		rl, _, _ = e.cachedLease(name)
 	}
 	if rl == nil {
 		if expiry := seenAt.Add(e.cfg.LeaseDuration); now.Before(expiry) {
@@ -757,8 +766,8 @@ func (e *Elector) holdLocked(c *contender, got *coordinationv1.Lease, term uint6
 		close(c.gained)
 	}
 	c.term, c.last, c.base, c.confirmed = term, got, base, false
-	if obj, exists, _ := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + c.lease); exists {
-		e.observeLocked(c, obj.(*coordinationv1.Lease)) // delivered already?
+	if l, exists, _ := e.cachedLease(c.lease); exists {
+		e.observeLocked(c, l) // delivered already?
 	}
 }
 

@@ -136,7 +136,7 @@ func (e *Elector) renewTerm(ctx context.Context) time.Duration {
 // or waits for it to expire (another process runs with this identity).
 func (e *Elector) startTerm(ctx context.Context) time.Duration {
 	now := e.cfg.Clock.Now()
-	obj, exists, err := e.informer.GetStore().GetByKey(e.cfg.Namespace + "/" + e.replicaLease)
+	cur, exists, err := e.cachedLease(e.replicaLease)
 	if err != nil {
 		e.log.Error("reading replica lease from cache", "lease", e.replicaLease, "err", err)
 		return e.cfg.RetryPeriod
@@ -146,7 +146,6 @@ func (e *Elector) startTerm(ctx context.Context) time.Duration {
 		got, err = e.cfg.Leases.Leases(e.cfg.Namespace).Create(ctx,
 			newLease(e.replicaLease, e.cfg.Namespace, "replica", e.cfg.Identity, now, e.cfg.LeaseDuration), metav1.CreateOptions{})
 	} else {
-		cur := obj.(*coordinationv1.Lease)
 		e.mu.Lock()
 		e.observeTermLocked(cur)
 		seenAt := e.term.seen.at
@@ -167,7 +166,7 @@ func (e *Elector) startTerm(ctx context.Context) time.Duration {
 	e.mu.Lock()
 	e.holdTermLocked(got, now)
 	id := e.term.id
-	waiting := e.waitingLocked(true)
+	waiting := e.waitingLocked()
 	e.mu.Unlock()
 	e.log.Info("replica lease acquired: this replica may hold nodes", "lease", e.replicaLease, "term", id)
 	for _, c := range waiting {
