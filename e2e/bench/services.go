@@ -34,7 +34,8 @@ const (
 // worker node: `scp` of RBN_BENCH_SSH_MIB MiB (default 1024) into a
 // customization-shaped sshd pod on a remote build node, from a client pod
 // on the worker node, through the pod's Service (kube-proxy, rbn-portal,
-// the apiserver's port-forward, rbn-kubelet, the host's SSH connection)
+// the port-forward endpoint of the node's kubelet API on rbn-kubelet, the
+// host's SSH connection)
 // against the same copy from the same pod straight to the pod's address
 // through the build host's sshd (a ProxyCommand: the host's direct-tcpip,
 // the old hand-made path without its iptables); and the connection setup
@@ -195,7 +196,7 @@ func RunServices(t *testing.T) {
 	w("## 7. ssh and scp through a Service (%d MiB, issue #14)", mib)
 	w("")
 	w("A customization-shaped sshd pod on a remote build node (%s) behind a ClusterIP Service; the real OpenSSH client in a pod on the worker node. "+
-		"Through the Service: kube-proxy, rbn-portal on the worker node, the apiserver's port-forward, rbn-kubelet, the host's SSH connection. "+
+		"Through the Service: kube-proxy, rbn-portal on the worker node, rbn-kubelet's port-forward endpoint (the node's kubelet API, dialed directly: rbn-portal's default --port-forward-via=kubelet), the host's SSH connection. "+
 		"Straight: the same client to the pod's address through the host's sshd (ProxyCommand, direct-tcpip): the direct SSH path. "+
 		"The paths alternate, %d runs each; times by the client pod's clock around the clients; each setup figure is one `ssh true` login, the mean of %d in a row.",
 		host.Name, runs, servicesSetups)

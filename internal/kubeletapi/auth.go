@@ -127,14 +127,42 @@ func requestAttributes(u user.Info, r *http.Request, node string) []authorizer.A
 	default:
 		subresources = append(subresources, "proxy")
 	}
-	attrs := make([]authorizer.Attributes, 0, len(subresources))
+	attrs := make([]authorizer.Attributes, 0, len(subresources)+1)
 	for _, sub := range subresources {
 		attrs = append(attrs, authorizer.AttributesRecord{
 			User: u, Verb: verb, APIVersion: "v1", Resource: "nodes", Subresource: sub,
 			Name: node, ResourceRequest: true, Path: path,
 		})
 	}
+	if ns, pod, ok := portForwardTarget(path); ok {
+		attrs = append(attrs, authorizer.AttributesRecord{
+			User: u, Verb: "create", APIVersion: "v1", Namespace: ns, Resource: "pods", Subresource: "portforward",
+			Name: pod, ResourceRequest: true, Path: path,
+		})
+	}
 	return attrs
+}
+
+// portForwardTarget returns the pod a port-forward path names
+// (/portForward/{namespace}/{pod}[/{uid}]).
+//
+// rbn's own addition to kubelet's mapping: a caller allowed to create
+// pods/portforward on that pod may port-forward to it here, not only a
+// holder of nodes/proxy. It is the right the apiserver checks before it
+// proxies the same request to the node (kubectl port-forward), so it
+// grants nothing new; it lets rbn-portal reach a node's kubelet API
+// directly, off the apiserver's data path, without nodes/proxy, which
+// would let it run commands in every pod of every node.
+func portForwardTarget(path string) (namespace, pod string, ok bool) {
+	rest, ok := strings.CutPrefix(path, "/portForward/")
+	if !ok {
+		return "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
 }
 
 type userKey struct{}
@@ -170,14 +198,18 @@ func (s *Server) authorize(r *http.Request, node string) error {
 	attrs := requestAttributes(u, r, node)
 	var subs []string
 	for _, a := range attrs {
-		subs = append(subs, a.GetSubresource())
+		what := a.GetResource() + "/" + a.GetSubresource()
+		if a.GetNamespace() != "" {
+			what += " " + a.GetNamespace() + "/" + a.GetName()
+		}
+		subs = append(subs, what)
 		decision, _, err := s.cfg.Auth.Authorize(r.Context(), a)
 		if err != nil {
-			return fmt.Errorf("authorization error (user=%s, verb=%s, resource=nodes, subresource=%s): %w", u.GetName(), a.GetVerb(), a.GetSubresource(), err)
+			return fmt.Errorf("authorization error (user=%s, verb=%s, %s): %w", u.GetName(), a.GetVerb(), what, err)
 		}
 		if decision == authorizer.DecisionAllow {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w (user=%s, verb=%s, resource=nodes, subresource(s)=%v, name=%s)", errForbidden, u.GetName(), attrs[0].GetVerb(), subs, node)
+	return fmt.Errorf("%w (user=%s, verb=%s, node=%s, not allowed: %s)", errForbidden, u.GetName(), attrs[0].GetVerb(), node, strings.Join(subs, ", "))
 }

@@ -32,8 +32,14 @@ func TestRequestAttributes(t *testing.T) {
 		{"GET", "/exec/ns/p/c", "create", []string{"proxy"}},
 		{"POST", "/attach/ns/p/c", "create", []string{"proxy"}},
 		{"GET", "/attach/ns/p/c", "create", []string{"proxy"}},
-		{"POST", "/portForward/ns/p", "create", []string{"proxy"}},
-		{"GET", "/portForward/ns/p", "create", []string{"proxy"}},
+		// A port-forward is also allowed by the right the apiserver checks
+		// for it: create pods/portforward on the pod (rbn-portal's).
+		{"POST", "/portForward/ns/p", "create", []string{"proxy", "pods/portforward"}},
+		{"GET", "/portForward/ns/p", "create", []string{"proxy", "pods/portforward"}},
+		{"GET", "/portForward/ns/p/uid-1", "create", []string{"proxy", "pods/portforward"}},
+		{"GET", "/portForward/ns", "create", []string{"proxy"}},
+		{"GET", "/portForward/ns/p/uid-1/more", "create", []string{"proxy"}},
+		{"GET", "/portForward//p", "create", []string{"proxy"}},
 		{"GET", "/run/ns/p/c", "create", []string{"proxy"}},
 		{"GET", "/executor", "get", []string{"proxy"}},
 		{"GET", "/logs/messages", "get", []string{"log"}},
@@ -50,9 +56,14 @@ func TestRequestAttributes(t *testing.T) {
 			attrs := requestAttributes(u, httptest.NewRequest(tc.method, tc.path, nil), "node-1")
 			var subs []string
 			for _, a := range attrs {
-				subs = append(subs, a.GetSubresource())
 				want := authorizer.AttributesRecord{User: u, Verb: tc.verb, APIVersion: "v1", Resource: "nodes",
 					Subresource: a.GetSubresource(), Name: "node-1", ResourceRequest: true, Path: tc.path}
+				if a.GetResource() == "pods" {
+					subs = append(subs, "pods/"+a.GetSubresource())
+					want.Resource, want.Namespace, want.Name = "pods", "ns", "p"
+				} else {
+					subs = append(subs, a.GetSubresource())
+				}
 				if got := a.(authorizer.AttributesRecord); !reflect.DeepEqual(got, want) {
 					t.Errorf("attributes %+v, want %+v", got, want)
 				}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,18 +30,63 @@ func TestPortForwardReachesTheNodesHandler(t *testing.T) {
 		},
 	}}}
 	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: &fakeAuth{node: "*"}}, "n1")
-
-	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{BearerToken: "good", TLSClientConfig: rest.TLSClientConfig{CAFile: ts.caFile}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", ts.shared), Path: "/portForward/ns/a"}
-	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	conn, err := dialPortForward(t, ts, "/portForward/ns/a")
 	if err != nil {
 		t.Fatalf("port-forward upgrade: %v", err)
 	}
 	defer conn.Close()
+	if got, want := forwardOnce(t, conn), "ns/a:8080"; got != want {
+		t.Errorf("forwarded %q, want %q from n1's handler", got, want)
+	}
+}
 
+// A caller without nodes/proxy but allowed to create pods/portforward on
+// the pod (rbn-portal) may port-forward to that pod, and to no other.
+func TestPortForwardIsAllowedByThePodsPortForwardRight(t *testing.T) {
+	_, pods := podIndex(t, boundPod("ns", "a", "n1"), boundPod("ns", "b", "n1"))
+	nodes := &servedNodes{m: map[string]*NodeHandlers{"n1": {
+		PortForward: func(_ context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+			defer stream.Close()
+			_, err := fmt.Fprintf(stream, "%s/%s:%d", namespace, pod, port)
+			return err
+		},
+	}}}
+	auth := &fakeAuth{node: "a"} // allows what is named "a": pod ns/a, not node n1
+	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: auth}, "n1")
+	conn, err := dialPortForward(t, ts, "/portForward/ns/a")
+	if err != nil {
+		t.Fatalf("port-forward to ns/a with its pods/portforward right: %v", err)
+	}
+	defer conn.Close()
+	if got, want := forwardOnce(t, conn), "ns/a:8080"; got != want {
+		t.Errorf("forwarded %q, want %q", got, want)
+	}
+	a := auth.last()
+	if a == nil || a.GetResource() != "pods" || a.GetSubresource() != "portforward" || a.GetNamespace() != "ns" || a.GetVerb() != "create" {
+		t.Errorf("allowed as %+v, want create pods/portforward in ns", a)
+	}
+	if _, err := dialPortForward(t, ts, "/portForward/ns/b"); err == nil || !strings.Contains(err.Error(), "forbidden") || !strings.Contains(err.Error(), "pods/portforward ns/b") {
+		t.Errorf("port-forward to ns/b without a right to it: %v, want forbidden, naming the right", err)
+	}
+}
+
+// dialPortForward upgrades a port-forward request to path on ts's shared
+// port, with the token fakeAuth knows.
+func dialPortForward(t *testing.T, ts *testServer, path string) (httpstream.Connection, error) {
+	t.Helper()
+	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{BearerToken: "good", TLSClientConfig: rest.TLSClientConfig{CAFile: ts.caFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", ts.shared), Path: path}
+	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	return conn, err
+}
+
+// forwardOnce makes one request for port 8080 on conn and returns what the
+// pod's side wrote, failing the test on an error or an error-stream message.
+func forwardOnce(t *testing.T, conn httpstream.Connection) string {
+	t.Helper()
 	headers := http.Header{}
 	headers.Set(corev1.PortHeader, "8080")
 	headers.Set(corev1.PortForwardRequestIDHeader, "0")
@@ -59,10 +105,10 @@ func TestPortForwardReachesTheNodesHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failure, _ := io.ReadAll(errStream)
-	if string(got) != "ns/a:8080" || len(failure) != 0 {
-		t.Errorf("forwarded %q (error stream %q), want %q from n1's handler", got, failure, "ns/a:8080")
+	if failure, _ := io.ReadAll(errStream); len(failure) != 0 {
+		t.Errorf("error stream %q", failure)
 	}
+	return string(got)
 }
 
 // A session on a node's port (a port-forward here: a hijacked connection,

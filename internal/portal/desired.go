@@ -8,11 +8,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 )
 
 // Pod names a pod on a remote build node: where a connection is relayed.
 type Pod struct {
 	Namespace, Name string
+	// Node is the pod's node, as its endpoint names it (nodeName): whose
+	// kubelet API KubeletPortForwarder dials. Empty when the endpoint
+	// names none.
+	Node string
 }
 
 func (p Pod) String() string { return p.Namespace + "/" + p.Name }
@@ -69,7 +74,7 @@ func DesiredState(eps []*discoveryv1.EndpointSlice, podCIDR netip.Prefix) Desire
 						continue // no port: "all ports", nothing to relay to
 					}
 					addr := netip.AddrPortFrom(ip, uint16(*p.Port))
-					t := Target{Pod: Pod{Namespace: ns, Name: ref.Name}, UID: ref.UID, Port: *p.Port}
+					t := Target{Pod: Pod{Namespace: ns, Name: ref.Name, Node: ptr.Deref(ep.NodeName, "")}, UID: ref.UID, Port: *p.Port}
 					proto := corev1.ProtocolTCP
 					if p.Protocol != nil {
 						proto = *p.Protocol

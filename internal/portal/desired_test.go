@@ -28,11 +28,12 @@ func podEndpoint(name string, ready bool, addrs ...string) discoveryv1.Endpoint 
 		Addresses:  addrs,
 		Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
 		TargetRef:  &corev1.ObjectReference{Kind: "Pod", Name: name, UID: types.UID("uid-" + name)},
+		NodeName:   ptr.To("node-" + name),
 	}
 }
 
 func target(ns, name string, port int32) Target {
-	return Target{Pod: Pod{Namespace: ns, Name: name}, UID: types.UID("uid-" + name), Port: port}
+	return Target{Pod: Pod{Namespace: ns, Name: name, Node: "node-" + name}, UID: types.UID("uid-" + name), Port: port}
 }
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -29,6 +29,12 @@ const (
 	DefaultHealthAddress  = "0.0.0.0:10269"
 )
 
+// The relay's paths to pods (--port-forward-via).
+const (
+	viaKubelet   = "kubelet"
+	viaAPIServer = "apiserver"
+)
+
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -39,6 +45,9 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type options struct {
 	kubeconfig, metricsAddress, healthAddress, logFormat, logLevel string
 	capture                                                        portal.Capture
+	// portForwardVia is the relay's path to pods: viaKubelet or viaAPIServer;
+	// kubeletCAFile verifies kubelet APIs (viaKubelet).
+	portForwardVia, kubeletCAFile string
 	// cleanup: remove the capture a portal installed with these flags,
 	// and exit (kube-proxy's --cleanup).
 	cleanup bool
@@ -58,6 +67,11 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.IntVar(&c.Table, "route-table", portal.DefaultRouteTable, "routing table of the node's route of the pod range into the portal's namespace")
 	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rules into the table")
 	fs.Var(&iifs, "input-interface", "route into the portal only packets to the range arriving on this interface (repeatable); none: every packet to the range, locally generated ones included")
+	fs.StringVar(&o.portForwardVia, "port-forward-via", viaKubelet, "how connections reach pods: "+viaKubelet+
+		" (the port-forward endpoint of the pod's node's kubelet API, at the address and port its Node advertises) or "+
+		viaAPIServer+" (the pods/portforward subresource, which the apiserver proxies to the same endpoint: one more hop)")
+	fs.StringVar(&o.kubeletCAFile, "kubelet-ca-file", "", "certificate authority that verifies kubelet APIs' serving certificates (--port-forward-via="+
+		viaKubelet+"); empty: the client configuration's (in a pod, the cluster's)")
 	fs.StringVar(&o.metricsAddress, "metrics-address", DefaultMetricsAddress, `address (IP:port) of GET /metrics; "0" serves none`)
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -97,6 +111,15 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 			errs = append(errs, err)
 		}
 	}
+	switch o.portForwardVia {
+	case viaKubelet:
+	case viaAPIServer:
+		if o.kubeletCAFile != "" {
+			errs = append(errs, fmt.Errorf("--kubelet-ca-file is for --port-forward-via=%s", viaKubelet))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--port-forward-via %q: %s or %s", o.portForwardVia, viaKubelet, viaAPIServer))
+	}
 	if agg := logging.ValidateOptions(o.logFormat, o.logLevel).ToAggregate(); agg != nil {
 		errs = append(errs, agg)
 	}
@@ -130,7 +153,12 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dialer, err := portal.NewAPIPortForwarder(restCfg, client.CoreV1().RESTClient())
+	var dialer portal.PortForwarder
+	if o.portForwardVia == viaAPIServer {
+		dialer, err = portal.NewAPIPortForwarder(restCfg, client.CoreV1().RESTClient())
+	} else {
+		dialer, err = portal.NewKubeletPortForwarder(portal.KubeletClientConfig(restCfg, o.kubeletCAFile), client.CoreV1())
+	}
 	if err != nil {
 		return err
 	}
@@ -158,7 +186,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	c := o.capture
 	log.Info("rbn-portal starting", "version", version.Version, "podCIDR", c.CIDR.String(), "linkCIDR", c.LinkCIDR.String(),
-		"routeTable", c.Table, "routePriority", c.Priority, "inputInterfaces", c.InputInterfaces)
+		"routeTable", c.Table, "routePriority", c.Priority, "inputInterfaces", c.InputInterfaces, "portForwardVia", o.portForwardVia)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -25,6 +25,7 @@ func TestParse(t *testing.T) {
 			InputInterfaces: []string{"cni0", "podman0"},
 		},
 		metricsAddress: DefaultMetricsAddress, healthAddress: DefaultHealthAddress, logFormat: "text", logLevel: "info",
+		portForwardVia: viaKubelet,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("parse:\n got %+v\nwant %+v", o, want)
@@ -35,6 +36,13 @@ func TestParse(t *testing.T) {
 	}
 	if c := o.capture; c.HostAddress().String() != "169.254.7.5" || c.NamespaceAddress().String() != "169.254.7.6" {
 		t.Errorf("--link-cidr: %+v", c)
+	}
+	o, _, err = parse([]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=kubelet", "--kubelet-ca-file=/etc/ca.crt"}, io.Discard)
+	if err != nil || o.portForwardVia != viaKubelet || o.kubeletCAFile != "/etc/ca.crt" {
+		t.Errorf("--kubelet-ca-file: %+v, %v", o, err)
+	}
+	if o, _, err := parse([]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=apiserver"}, io.Discard); err != nil || o.portForwardVia != viaAPIServer {
+		t.Errorf("--port-forward-via=apiserver: %+v, %v", o, err)
 	}
 	// --cleanup needs no pod range: it removes what the route table names.
 	if o, _, err := parse([]string{"--cleanup", "--route-table=300"}, io.Discard); err != nil || !o.cleanup || o.capture.Table != 300 {
@@ -56,6 +64,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		// Every problem at once.
 		{[]string{"--pod-cidr=100.96.0.0/16", "--link-cidr=169.254.196.0/29"}, []string{"link CIDR", "/30"}},
 		{[]string{"--pod-cidr=169.254.0.0/16"}, []string{"overlaps"}},
+		{[]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=ssh"}, []string{`--port-forward-via "ssh"`}},
+		{[]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=apiserver", "--kubelet-ca-file=/etc/ca.crt"}, []string{"--kubelet-ca-file is for"}},
 		{[]string{"--pod-cidr=100.96.0.0/16", "--route-table=254", "--route-priority=0", "--input-interface=",
 			"--link-cidr=x", "--log-level=loud", "extra"},
 			[]string{"route table 254", "rule priority 0", `input interface ""`, "--link-cidr", "logLevel", "unexpected arguments"}},
