@@ -19,6 +19,7 @@ func (s *Server) handler() http.Handler {
 	r.StrictSlash(true)
 
 	pod := func(h http.HandlerFunc) http.Handler { return s.podRoute(h) }
+	stream := func(h http.HandlerFunc) http.Handler { return s.podRoute(spdyFrames(h)) }
 	node := func(h http.HandlerFunc) http.Handler { return s.nodeRoute(h, true) }
 	// Routes answered the same for every node: no handlers needed.
 	anyNode := func(h http.HandlerFunc) http.Handler { return s.nodeRoute(h, false) }
@@ -27,8 +28,8 @@ func (s *Server) handler() http.Handler {
 		vkapi.WithExecStreamCreationTimeout(s.cfg.StreamCreationTimeout),
 	}
 	r.Handle("/containerLogs/{namespace}/{pod}/{container}", pod(s.containerLogs)).Methods(http.MethodGet)
-	r.Handle("/exec/{namespace}/{pod}/{container}", pod(vkapi.HandleContainerExec(s.exec, streamOpts...))).Methods(http.MethodPost, http.MethodGet)
-	r.Handle("/attach/{namespace}/{pod}/{container}", pod(vkapi.HandleContainerAttach(s.attach, streamOpts...))).Methods(http.MethodPost, http.MethodGet)
+	r.Handle("/exec/{namespace}/{pod}/{container}", stream(vkapi.HandleContainerExec(s.exec, streamOpts...))).Methods(http.MethodPost, http.MethodGet)
+	r.Handle("/attach/{namespace}/{pod}/{container}", stream(vkapi.HandleContainerAttach(s.attach, streamOpts...))).Methods(http.MethodPost, http.MethodGet)
 	// Not vkapi.PodHandler's route: it passes the idle and creation
 	// timeouts to HandlePortForward swapped (virtual-kubelet v1.14.1),
 	// which would close an idle port-forward after 30s.
@@ -39,7 +40,7 @@ func (s *Server) handler() http.Handler {
 		vkapi.WithPortForwardStreamIdleTimeout(s.cfg.StreamIdleTimeout),
 		vkapi.WithPortForwardCreationTimeout(s.cfg.StreamCreationTimeout),
 	}
-	r.Handle("/portForward/{namespace}/{pod}", pod(func(w http.ResponseWriter, req *http.Request) {
+	r.Handle("/portForward/{namespace}/{pod}", stream(func(w http.ResponseWriter, req *http.Request) {
 		h := handlersOf(req.Context())
 		vkapi.HandlePortForward(func(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 			return s.portForward(withHandlers(ctx, h), namespace, pod, port, stream)

@@ -16,7 +16,8 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
+
+	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 )
 
 // KubeletPortForwarder dials the port-forward endpoint of the kubelet API
@@ -31,9 +32,8 @@ import (
 // The Node is read at each dial: after a takeover it may advertise another
 // address (without nodeServices, the serving replica's).
 type KubeletPortForwarder struct {
-	nodes    corev1client.NodesGetter
-	upgrader spdy.Upgrader
-	client   *http.Client
+	nodes corev1client.NodesGetter
+	cfg   *rest.Config
 }
 
 // nodeReadTimeout bounds the read of a pod's Node before a dial.
@@ -60,11 +60,10 @@ func NewKubeletPortForwarder(cfg *rest.Config, nodes corev1client.NodesGetter) (
 	if cfg.TLSClientConfig.Insecure {
 		return nil, errors.New("kubelet port-forward transport: an unverified kubelet API would see the caller's token")
 	}
-	rt, upgrader, err := spdy.RoundTripperFor(cfg)
-	if err != nil {
+	if _, err := rest.TLSConfigFor(cfg); err != nil {
 		return nil, fmt.Errorf("kubelet port-forward transport: %w", err)
 	}
-	return &KubeletPortForwarder{nodes: nodes, upgrader: upgrader, client: &http.Client{Transport: rt}}, nil
+	return &KubeletPortForwarder{nodes: nodes, cfg: rest.CopyConfig(cfg)}, nil
 }
 
 // Dial opens a port-forward connection to pod on its node's kubelet API.
@@ -73,7 +72,7 @@ func (f *KubeletPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s: %w", pod, err)
 	}
-	conn, _, err := spdy.NewDialer(f.upgrader, f.client, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	conn, err := spdyconn.Dial(f.cfg, http.MethodPost, u, portforward.PortForwardProtocolV1Name)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s at node %s's kubelet API %s: %w", pod, pod.Node, u.Host, err)
 	}

@@ -24,7 +24,7 @@ import (
 )
 
 // kubeletNode is a Node whose kubelet API is at addr.
-func kubeletNode(t *testing.T, name, addr string) *corev1.Node {
+func kubeletNode(t testing.TB, name, addr string) *corev1.Node {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -42,7 +42,7 @@ func kubeletNode(t *testing.T, name, addr string) *corev1.Node {
 
 // kubeletServer is a kubelet API serving port-forwards with pf over TLS;
 // it records the Authorization header of each request.
-func kubeletServer(t *testing.T, pf vkapi.PortForwardHandlerFunc) (*httptest.Server, chan string) {
+func kubeletServer(t testing.TB, pf vkapi.PortForwardHandlerFunc) (*httptest.Server, chan string) {
 	t.Helper()
 	auth := make(chan string, 10)
 	r := mux.NewRouter()

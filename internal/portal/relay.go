@@ -16,9 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 
 	"github.com/remote-build-nodes/rbn/internal/logging"
+	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 )
 
 // PortForwarder opens a port-forward connection to a pod.
@@ -31,25 +31,23 @@ type PortForwarder interface {
 // opens an SSH direct-tcpip channel per stream): kubectl port-forward's
 // path.
 type APIPortForwarder struct {
-	pods     rest.Interface
-	upgrader spdy.Upgrader
-	client   *http.Client
+	pods rest.Interface
+	cfg  *rest.Config
 }
 
 // NewAPIPortForwarder dials with cfg's credentials; pods is a core/v1 REST
 // client (CoreV1().RESTClient()) that builds the subresource's URL.
 func NewAPIPortForwarder(cfg *rest.Config, pods rest.Interface) (*APIPortForwarder, error) {
-	rt, upgrader, err := spdy.RoundTripperFor(cfg)
-	if err != nil {
+	if _, err := rest.TLSConfigFor(cfg); err != nil {
 		return nil, fmt.Errorf("port-forward transport: %w", err)
 	}
-	return &APIPortForwarder{pods: pods, upgrader: upgrader, client: &http.Client{Transport: rt}}, nil
+	return &APIPortForwarder{pods: pods, cfg: rest.CopyConfig(cfg)}, nil
 }
 
 // Dial opens a port-forward connection to pod.
 func (f *APIPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
 	u := f.pods.Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
-	conn, _, err := spdy.NewDialer(f.upgrader, f.client, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	conn, err := spdyconn.Dial(f.cfg, http.MethodPost, u, portforward.PortForwardProtocolV1Name)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s: %w", pod, err)
 	}
