@@ -21,11 +21,8 @@ import (
 // kubernetes-mixin dashboards read and that rbn can give truthfully, from
 // what the node's pod workers know (no podman call). See
 // buildKubeletMetrics for what is left out.
-func (p *Pods) KubeletMetrics(ctx context.Context) ([]*dto.MetricFamily, error) {
-	pods, err := p.GetPods(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (p *Pods) KubeletMetrics(_ context.Context) ([]*dto.MetricFamily, error) {
+	pods := p.statusViews()
 	figures := kubeletFigures{evictions: p.evictionCounts(), starts: p.startDurations, syncs: p.syncDurations}
 	if p.cfg.Host != nil {
 		figures.runtime = p.cfg.Host.RuntimeCallStats()
@@ -88,12 +85,18 @@ func newPodStartHistogram() prometheus.Histogram {
 // RuntimePods is the node's /runningpods/: the pods whose sandbox runs,
 // each with its running containers, in the shape kubelet gives them (see
 // runningPods).
-func (p *Pods) RuntimePods(ctx context.Context) ([]*corev1.Pod, error) {
-	pods, err := p.GetPods(ctx)
-	if err != nil {
-		return nil, err
+func (p *Pods) RuntimePods(_ context.Context) ([]*corev1.Pod, error) {
+	return runningPods(p.statusViews()), nil
+}
+
+// statusViews are the node's pods as statusView gives them.
+func (p *Pods) statusViews() []*corev1.Pod {
+	ws := p.podWorkers()
+	out := make([]*corev1.Pod, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, w.statusView())
 	}
-	return runningPods(pods), nil
+	return out
 }
 
 // Container states as kubelet's kubelet_running_containers labels them

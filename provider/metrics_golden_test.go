@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,41 @@ func TestRunningPods(t *testing.T) {
 	}
 	if len(got[0].Spec.Containers) != 0 {
 		t.Errorf("starting lists containers %+v, none runs", got[0].Spec.Containers)
+	}
+}
+
+// The node's /metrics and /runningpods/ read the pod workers' status views
+// (no copy of the spec): what they render from those is what they render
+// from the whole pods.
+func TestStatusViewsKeepWhatMetricsRead(t *testing.T) {
+	p := &Pods{workers: map[string]*podWorker{}}
+	for _, pd := range kubeletPods() {
+		pd.Labels = map[string]string{"app": pd.Name}
+		pd.Spec.Containers = []corev1.Container{{Name: "app", Image: "spec-image"}}
+		p.workers[pd.Namespace+"/"+pd.Name] = &podWorker{pod: pd}
+	}
+	figures := func() kubeletFigures { return kubeletFigures{starts: newPodStartHistogram(), syncs: newPodWorkerHistograms()} }
+	sortByName := func(pods []*corev1.Pod) []*corev1.Pod {
+		slices.SortFunc(pods, func(a, b *corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+		return pods
+	}
+	views := sortByName(p.statusViews())
+	whole := sortByName(kubeletPods())
+	if got, want := render(t, buildKubeletMetrics("n1", views, figures())), render(t, buildKubeletMetrics("n1", whole, figures())); got != want {
+		t.Errorf("/metrics from the status views:\n%s\nfrom the pods:\n%s", got, want)
+	}
+	if got, want := runningPods(views), runningPods(whole); !reflect.DeepEqual(got, want) {
+		t.Errorf("/runningpods/ from the status views %+v, from the pods %+v", got, want)
+	}
+	u := &usage{podStart: map[types.UID]time.Time{}, images: map[containerKey]string{}}
+	for _, w := range p.podWorkers() {
+		w.usageFacts(u)
+	}
+	if got := u.images[containerKey{"uid-web", "app"}]; got != "nginx:1.27" {
+		t.Errorf("web's app image %q, want its status's", got)
+	}
+	if got := u.images[containerKey{"uid-pulling", "app"}]; got != "big" {
+		t.Errorf("pulling's app image %q, want its status's", got)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -166,6 +167,29 @@ func (w *podWorker) current() *corev1.Pod {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.pod.DeepCopy()
+}
+
+// statusView is the pod's name, namespace and UID with a copy of its
+// status: all the node's /metrics and /runningpods/ read of a pod, without
+// the copy of its spec that current makes (most of what a scrape copied).
+func (w *podWorker) statusView() *corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.pod.Namespace, Name: w.pod.Name, UID: w.pod.UID},
+		Status:     *w.pod.Status.DeepCopy(),
+	}
+}
+
+// usageFacts records what a stats reading takes of the pod, its start time
+// and its containers' images, into u, without copying the pod.
+func (w *podWorker) usageFacts(u *usage) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pod.Status.StartTime != nil {
+		u.podStart[w.pod.UID] = w.pod.Status.StartTime.Time
+	}
+	podImages(w.pod, u.images)
 }
 
 // hasEnded says whether the pod's phase, as last reported, is final.

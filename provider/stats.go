@@ -88,12 +88,8 @@ func (s *StatsCollector) read(ctx context.Context) *usage {
 	}()
 	u.containers, u.ctrErr = p.cfg.Host.nodeContainerStats(ctx, p.cfg.NodeName)
 	wg.Wait()
-	pods, _ := p.GetPods(ctx)
-	for _, pd := range pods {
-		if pd.Status.StartTime != nil {
-			u.podStart[pd.UID] = pd.Status.StartTime.Time
-		}
-		podImages(pd, u.images)
+	for _, w := range p.podWorkers() {
+		w.usageFacts(u)
 	}
 	return u
 }
