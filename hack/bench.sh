@@ -28,6 +28,7 @@
 #                          so many seconds (default 15), in windows of RBN_BENCH_IDLE_SECONDS (at least 60)
 #                          in whole intervals, at least 4
 #   RBN_KUBELET_PROFILING  1 (the default here): rbn-kubelet serves Go's profiles, which the scrape cost reads
+#                          (and saves, merged, as scrape-cpu.pb.gz beside the report)
 #   RBN_BENCH_PROBE_PODS   pods per probe round (default 200); RBN_BENCH_PROBE_WINDOWS windows of
 #                          RBN_BENCH_PROBE_WINDOW_SECONDS each (default 3 of 20)
 # The test log goes to $RBN_STATE.log, rbn-kubelet's log to $RBN_STATE.rbn-kubelet.log.

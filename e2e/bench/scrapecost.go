@@ -7,9 +7,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/remote-build-nodes/rbn/internal/kubeletapi"
 )
@@ -76,6 +80,25 @@ func scrapedParts(pairs int, draw func() int) []bool {
 	return out
 }
 
+// saveProfile writes the scrape window's merged CPU profile beside the
+// report (scrape-cpu.pb.gz, for go tool pprof -tagfocus
+// rbn_component=kubelet-api), when there is a report.
+func (b *bench) saveProfile(p *profile.Profile) {
+	if b.cfg.out == "" {
+		return
+	}
+	path := filepath.Join(filepath.Dir(b.cfg.out), "scrape-cpu.pb.gz")
+	f, err := os.Create(path)
+	if err == nil {
+		err = errors.Join(p.Write(f), f.Close())
+	}
+	if err != nil {
+		b.logf("scrape cost: saving the CPU profile: %v", err)
+		return
+	}
+	b.logf("scrape cost: CPU profile of the window saved to %s", path)
+}
+
 func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns string, nodes []string) error {
 	c := &scrapeCost{interval: b.cfg.scrapeInterval, rounds: scrapeRounds(b.cfg.idle, b.cfg.scrapeInterval),
 		nodes: len(nodes), hosts: len(b.hosts), pods: res.podsRunning}
@@ -95,6 +118,7 @@ func (b *bench) measureScrapeCost(ctx context.Context, res *scaleResult, ns stri
 			merged, err := prof.finish()
 			if err == nil {
 				c.profile, err = sharesOf(merged)
+				b.saveProfile(merged)
 			}
 			c.profiled, c.profileErr = err == nil, err
 			if err != nil {
