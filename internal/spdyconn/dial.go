@@ -22,8 +22,9 @@ import (
 // pingPeriod is how often an idle connection is pinged (client-go's).
 const pingPeriod = 5 * time.Second
 
-// dialTimeout bounds the TCP connect and TLS handshake.
-const dialTimeout = 30 * time.Second
+// dialTimeout bounds the TCP connect and TLS handshake, and then the
+// request and its response (a variable for the tests).
+var dialTimeout = 30 * time.Second
 
 // Dial upgrades a request to u (method, with protocols offered) to a SPDY
 // connection whose frames leave whole (Frames), with cfg's TLS settings and
@@ -94,6 +95,8 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A server that accepted but does not answer is not waited for forever.
+	_ = conn.SetDeadline(time.Now().Add(dialTimeout))
 	if err := req.Write(conn); err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -104,6 +107,7 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = conn.Close()
 		return nil, err
 	}
+	_ = conn.SetDeadline(time.Time{})
 	u.mu.Lock()
 	u.conn, u.br = conn, br
 	u.mu.Unlock()

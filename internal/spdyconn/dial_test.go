@@ -3,12 +3,14 @@ package spdyconn
 import (
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
@@ -88,4 +90,30 @@ func TestDialReportsARefusal(t *testing.T) {
 
 func pemOf(srv *httptest.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// A server that accepts the connection but never answers is given up on.
+func TestDialGivesUpOnASilentServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() }) // held open, never answered
+		}
+	}()
+	defer func(d time.Duration) { dialTimeout = d }(dialTimeout)
+	dialTimeout = 200 * time.Millisecond
+	u, _ := url.Parse("http://" + ln.Addr().String() + "/upgrade")
+	_, err = Dial(&rest.Config{}, http.MethodPost, u, "test.protocol")
+	// client-go's dialer reports the round trip's error as text (%v).
+	if err == nil || !strings.Contains(err.Error(), "i/o timeout") {
+		t.Errorf("Dial of a silent server: %v, want a timeout", err)
+	}
 }
