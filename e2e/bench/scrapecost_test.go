@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -133,11 +134,33 @@ func window(cpu []float64, calls ...callCounts) idleSample {
 }
 
 func TestScrapedParts(t *testing.T) {
-	draws := []int{1, 0, 0, 1}
-	got := scrapedParts(len(draws), func() int { d := draws[0]; draws = draws[1:]; return d })
-	want := []bool{false, true, true, false, true, false, false, true}
-	if !slices.Equal(got, want) {
-		t.Errorf("scrapedParts = %v, want %v (one of each pair, as drawn)", got, want)
+	for _, pairs := range []int{6, 7} {
+		for seed := range uint64(20) {
+			got := scrapedParts(pairs, rand.New(rand.NewPCG(seed, 1)))
+			firsts, scraped := 0, 0
+			for i := range pairs {
+				if got[2*i] == got[2*i+1] {
+					t.Fatalf("pairs %d, seed %d: pair %d has %v, want one of its two scraped", pairs, seed, i, got[2*i:2*i+2])
+				}
+				if got[2*i] {
+					firsts++
+				}
+			}
+			for _, s := range got {
+				if s {
+					scraped++
+				}
+			}
+			if scraped != pairs || firsts < pairs/2 || firsts > (pairs+1)/2 {
+				t.Errorf("pairs %d, seed %d: %v: %d scraped, %d of them first; want %d, half first", pairs, seed, got, scraped, firsts, pairs)
+			}
+		}
+	}
+	// The order is drawn: not every seed gives the same.
+	a, b := scrapedParts(6, rand.New(rand.NewPCG(1, 1))), scrapedParts(6, rand.New(rand.NewPCG(2, 1)))
+	c := scrapedParts(6, rand.New(rand.NewPCG(3, 1)))
+	if slices.Equal(a, b) && slices.Equal(b, c) {
+		t.Errorf("three seeds gave the same order %v", a)
 	}
 }
 
