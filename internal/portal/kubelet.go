@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
@@ -110,4 +111,35 @@ func kubeletHost(node *corev1.Node) (string, error) {
 		}
 	}
 	return "", errors.New("no InternalIP in its status")
+}
+
+// FallbackPortForwarder dials through Primary (KubeletPortForwarder), and
+// through Fallback (APIPortForwarder) when Primary's server refuses the
+// portal (403): an rbn-kubelet older than the portal does not let in a
+// caller with create pods/portforward yet, and while an upgrade rolls the
+// portal may meet one. The apiserver checks the same right and proxies the
+// request with its own credentials.
+type FallbackPortForwarder struct {
+	primary, fallback PortForwarder
+	fallbacks         prometheus.Counter
+}
+
+// NewFallbackPortForwarder counts its fallbacks into m.
+func NewFallbackPortForwarder(primary, fallback PortForwarder, m *Metrics) *FallbackPortForwarder {
+	return &FallbackPortForwarder{primary: primary, fallback: fallback, fallbacks: m.fallbacks}
+}
+
+// Dial opens a port-forward connection to pod.
+func (f *FallbackPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
+	conn, err := f.primary.Dial(pod)
+	var ue *spdyconn.UpgradeError
+	if err == nil || !errors.As(err, &ue) || ue.StatusCode != http.StatusForbidden {
+		return conn, err
+	}
+	f.fallbacks.Inc()
+	conn, ferr := f.fallback.Dial(pod)
+	if ferr != nil {
+		return nil, errors.Join(err, fmt.Errorf("through the apiserver: %w", ferr))
+	}
+	return conn, nil
 }

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,12 +15,15 @@ import (
 	"testing"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
+	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 	"github.com/remote-build-nodes/rbn/internal/testcert"
 )
 
@@ -155,5 +159,44 @@ func TestKubeletClientConfig(t *testing.T) {
 	}
 	if api.Host != "https://10.0.0.1" || api.ServerName != "kubernetes.default.svc" {
 		t.Errorf("api changed: %+v", api)
+	}
+}
+
+// dialFunc is a PortForwarder.
+type dialFunc func(Pod) (httpstream.Connection, error)
+
+func (f dialFunc) Dial(p Pod) (httpstream.Connection, error) { return f(p) }
+
+// A kubelet API that refuses the portal (an older rbn-kubelet) is passed
+// over for the apiserver's path; any other failure is not.
+func TestFallbackPortForwarderOnlyOnRefusal(t *testing.T) {
+	refused := &spdyconn.UpgradeError{StatusCode: http.StatusForbidden, Message: "forbidden"}
+	viaAPI := errors.New("through the apiserver")
+	for _, tc := range []struct {
+		name     string
+		primary  error
+		wantErr  error
+		fellBack float64
+	}{
+		{"kubelet API answers", nil, nil, 0},
+		{"kubelet API refuses the portal", fmt.Errorf("port-forward to pod ns/a: %w", refused), viaAPI, 1},
+		{"kubelet API unreachable", errors.New("connection refused"), nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMetrics()
+			f := NewFallbackPortForwarder(
+				dialFunc(func(Pod) (httpstream.Connection, error) { return nil, tc.primary }),
+				dialFunc(func(Pod) (httpstream.Connection, error) { return nil, viaAPI }), m)
+			_, err := f.Dial(Pod{Namespace: "ns", Name: "a", Node: "n"})
+			switch {
+			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+				t.Errorf("Dial: %v, want %v", err, tc.wantErr)
+			case tc.wantErr == nil && !errors.Is(err, tc.primary) && err != tc.primary:
+				t.Errorf("Dial: %v, want the kubelet API's %v", err, tc.primary)
+			}
+			if got := testutil.ToFloat64(m.fallbacks); got != tc.fellBack {
+				t.Errorf("fallbacks %v, want %v", got, tc.fellBack)
+			}
+		})
 	}
 }

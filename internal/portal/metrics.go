@@ -33,6 +33,7 @@ type Metrics struct {
 	bytes        *prometheus.CounterVec
 	dials        prometheus.Counter
 	dialFailures prometheus.Counter
+	fallbacks    prometheus.Counter
 }
 
 // NewMetrics makes the portal's series; register them with Collectors.
@@ -54,13 +55,15 @@ func NewMetrics() *Metrics {
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts(opts("relayed_bytes_total",
 			"Bytes relayed, by direction (to_pod, from_pod).")), []string{"direction"}),
 		dials: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_dials_total",
-			"Port-forward connections dialed to pods through the apiserver."))),
+			"Port-forward connections dialed to pods (to their node's kubelet API, or through the apiserver)."))),
 		dialFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_dial_failures_total",
 			"Port-forward dials that failed."))),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_fallbacks_total",
+			"Port-forward dials that a node's kubelet API refused (403: an rbn-kubelet older than the portal, during an upgrade) and that went through the apiserver instead."))),
 	}
 }
 
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.listeners, m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures}
+	return []prometheus.Collector{m.listeners, m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures, m.fallbacks}
 }

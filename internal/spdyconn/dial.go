@@ -132,7 +132,7 @@ func (u *upgrader) NewConnection(resp *http.Response) (httpstream.Connection, er
 		if msg == "" {
 			msg = resp.Status
 		}
-		return nil, fmt.Errorf("unable to upgrade connection: %s", msg)
+		return nil, &UpgradeError{StatusCode: resp.StatusCode, Message: msg}
 	}
 	return spdy.NewClientConnectionWithPings(Frames(&bufferedConn{Conn: conn, r: br}), pingPeriod)
 }
@@ -143,6 +143,16 @@ func (u *upgrader) close() {
 	if u.conn != nil {
 		_ = u.conn.Close()
 	}
+}
+
+// UpgradeError is a server's answer other than the upgrade.
+type UpgradeError struct {
+	StatusCode int
+	Message    string // the body, else the status
+}
+
+func (e *UpgradeError) Error() string {
+	return fmt.Sprintf("unable to upgrade connection: %s (%d)", e.Message, e.StatusCode)
 }
 
 // bufferedConn reads what the response's reader holds first: frames the

@@ -2,6 +2,7 @@ package spdyconn
 
 import (
 	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -78,8 +79,9 @@ func TestDialReportsARefusal(t *testing.T) {
 	srv := nameServer(t, "a")
 	u, _ := url.Parse(srv.URL + "/upgrade")
 	_, err := Dial(configFor(srv, "wrong"), http.MethodPost, u, "test.protocol")
-	if err == nil || !strings.Contains(err.Error(), "forbidden: no token") {
-		t.Errorf("Dial with a refused token: %v, want the server's answer", err)
+	var ue *UpgradeError
+	if !errors.As(err, &ue) || ue.StatusCode != http.StatusForbidden || !strings.Contains(err.Error(), "forbidden: no token") {
+		t.Errorf("Dial with a refused token: %v, want an UpgradeError with the server's answer", err)
 	}
 	otherCA, _, _ := testcert.SelfSigned(t)
 	_, err = Dial(&rest.Config{BearerToken: "t", TLSClientConfig: rest.TLSClientConfig{CAFile: otherCA}}, http.MethodPost, u, "test.protocol")

@@ -68,7 +68,8 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rules into the table")
 	fs.Var(&iifs, "input-interface", "route into the portal only packets to the range arriving on this interface (repeatable); none: every packet to the range, locally generated ones included")
 	fs.StringVar(&o.portForwardVia, "port-forward-via", viaKubelet, "how connections reach pods: "+viaKubelet+
-		" (the port-forward endpoint of the pod's node's kubelet API, at the address and port its Node advertises) or "+
+		" (the port-forward endpoint of the pod's node's kubelet API, at the address and port its Node advertises; "+
+		"through the apiserver when that refuses the portal, as an rbn-kubelet older than the portal does) or "+
 		viaAPIServer+" (the pods/portforward subresource, which the apiserver proxies to the same endpoint: one more hop)")
 	fs.StringVar(&o.kubeletCAFile, "kubelet-ca-file", "", "certificate authority that verifies kubelet APIs' serving certificates (--port-forward-via="+
 		viaKubelet+"); empty: the client configuration's (in a pod, the cluster's)")
@@ -153,20 +154,24 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	m := portal.NewMetrics()
 	var dialer portal.PortForwarder
-	if o.portForwardVia == viaAPIServer {
-		dialer, err = portal.NewAPIPortForwarder(restCfg, client.CoreV1().RESTClient())
-	} else {
-		dialer, err = portal.NewKubeletPortForwarder(portal.KubeletClientConfig(restCfg, o.kubeletCAFile), client.CoreV1())
-	}
+	api, err := portal.NewAPIPortForwarder(restCfg, client.CoreV1().RESTClient())
 	if err != nil {
 		return err
+	}
+	dialer = api
+	if o.portForwardVia == viaKubelet {
+		kubelet, err := portal.NewKubeletPortForwarder(portal.KubeletClientConfig(restCfg, o.kubeletCAFile), client.CoreV1())
+		if err != nil {
+			return err
+		}
+		dialer = portal.NewFallbackPortForwarder(kubelet, api, m)
 	}
 	ns, err := portal.NewNamespace(o.capture)
 	if err != nil {
 		return err
 	}
-	m := portal.NewMetrics()
 	p, err := portal.New(portal.Config{Client: client, PodCIDR: o.capture.CIDR, Capture: ns, Dialer: dialer, Metrics: m})
 	if err != nil {
 		return err
