@@ -118,7 +118,8 @@ func kubeletHost(node *corev1.Node) (string, error) {
 // portal (403): an rbn-kubelet older than the portal does not let in a
 // caller with create pods/portforward yet, and while an upgrade rolls the
 // portal may meet one. The apiserver checks the same right and proxies the
-// request with its own credentials.
+// request with its own credentials. A pod whose endpoint names no node
+// goes through the apiserver too, which finds its node itself.
 type FallbackPortForwarder struct {
 	primary, fallback PortForwarder
 	fallbacks         prometheus.Counter
@@ -131,6 +132,10 @@ func NewFallbackPortForwarder(primary, fallback PortForwarder, m *Metrics) *Fall
 
 // Dial opens a port-forward connection to pod.
 func (f *FallbackPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
+	if pod.Node == "" {
+		f.fallbacks.Inc()
+		return f.fallback.Dial(pod)
+	}
 	conn, err := f.primary.Dial(pod)
 	var ue *spdyconn.UpgradeError
 	if err == nil || !errors.As(err, &ue) || ue.StatusCode != http.StatusForbidden {

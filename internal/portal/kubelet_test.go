@@ -168,26 +168,29 @@ type dialFunc func(Pod) (httpstream.Connection, error)
 func (f dialFunc) Dial(p Pod) (httpstream.Connection, error) { return f(p) }
 
 // A kubelet API that refuses the portal (an older rbn-kubelet) is passed
-// over for the apiserver's path; any other failure is not.
+// over for the apiserver's path, as a pod of no known node; any other
+// failure is not.
 func TestFallbackPortForwarderOnlyOnRefusal(t *testing.T) {
 	refused := &spdyconn.UpgradeError{StatusCode: http.StatusForbidden, Message: "forbidden"}
 	viaAPI := errors.New("through the apiserver")
 	for _, tc := range []struct {
 		name     string
+		node     string
 		primary  error
 		wantErr  error
 		fellBack float64
 	}{
-		{"kubelet API answers", nil, nil, 0},
-		{"kubelet API refuses the portal", fmt.Errorf("port-forward to pod ns/a: %w", refused), viaAPI, 1},
-		{"kubelet API unreachable", errors.New("connection refused"), nil, 0},
+		{"kubelet API answers", "n", nil, nil, 0},
+		{"kubelet API refuses the portal", "n", fmt.Errorf("port-forward to pod ns/a: %w", refused), viaAPI, 1},
+		{"kubelet API unreachable", "n", errors.New("connection refused"), nil, 0},
+		{"endpoint names no node", "", errors.New("primary dialed"), viaAPI, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := NewMetrics()
 			f := NewFallbackPortForwarder(
 				dialFunc(func(Pod) (httpstream.Connection, error) { return nil, tc.primary }),
 				dialFunc(func(Pod) (httpstream.Connection, error) { return nil, viaAPI }), m)
-			_, err := f.Dial(Pod{Namespace: "ns", Name: "a", Node: "n"})
+			_, err := f.Dial(Pod{Namespace: "ns", Name: "a", Node: tc.node})
 			switch {
 			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
 				t.Errorf("Dial: %v, want %v", err, tc.wantErr)

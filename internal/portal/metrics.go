@@ -59,7 +59,7 @@ func NewMetrics() *Metrics {
 		dialFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_dial_failures_total",
 			"Port-forward dials that failed."))),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_fallbacks_total",
-			"Port-forward dials that a node's kubelet API refused (403: an rbn-kubelet older than the portal, during an upgrade) and that went through the apiserver instead."))),
+			"Port-forward dials made through the apiserver instead of the pod's node's kubelet API: it refused the portal (403: an rbn-kubelet older than the portal, during an upgrade), or the pod's endpoint named no node."))),
 	}
 }
 
