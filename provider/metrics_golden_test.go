@@ -219,7 +219,9 @@ func TestStatusViewsKeepWhatMetricsRead(t *testing.T) {
 		pd.Spec.Containers = []corev1.Container{{Name: "app", Image: "spec-image"}}
 		p.workers[pd.Namespace+"/"+pd.Name] = &podWorker{pod: pd}
 	}
-	figures := func() kubeletFigures { return kubeletFigures{starts: newPodStartHistogram(), syncs: newPodWorkerHistograms()} }
+	figures := func() kubeletFigures {
+		return kubeletFigures{starts: newPodStartHistogram(), syncs: newPodWorkerHistograms()}
+	}
 	sortByName := func(pods []*corev1.Pod) []*corev1.Pod {
 		slices.SortFunc(pods, func(a, b *corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 		return pods
