@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
+
 	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 )
 
@@ -16,7 +19,7 @@ import (
 // are not SPDY's.
 func spdyFrames(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.EqualFold(r.Header.Get("Upgrade"), "SPDY/3.1") {
+		if !strings.EqualFold(r.Header.Get(httpstream.HeaderUpgrade), spdy.HeaderSpdy31) {
 			next.ServeHTTP(w, r)
 			return
 		}

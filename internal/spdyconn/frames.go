@@ -51,10 +51,6 @@ func (c *framesConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	taken := 0
 	for taken < len(p) {
-		need := frameHeaderLen - len(c.frame)
-		if need <= 0 {
-			need = frameHeaderLen + frameLength(c.frame) - len(c.frame)
-		}
 		if len(c.frame) == 0 && len(p)-taken >= frameHeaderLen {
 			// A whole frame in p, from its start: written from p, uncopied.
 			if n := frameHeaderLen + frameLength(p[taken:]); len(p)-taken >= n {
@@ -64,6 +60,10 @@ func (c *framesConn) Write(p []byte) (int, error) {
 				taken += n
 				continue
 			}
+		}
+		need := frameHeaderLen - len(c.frame) // the header's rest, else the frame's
+		if need <= 0 {
+			need = frameHeaderLen + frameLength(c.frame) - len(c.frame)
 		}
 		k := min(need, len(p)-taken)
 		c.frame = append(c.frame, p[taken:taken+k]...)
