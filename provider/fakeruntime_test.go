@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing/iotest"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/specgen"
@@ -289,7 +290,7 @@ func (f *fakeRuntime) CreateContainer(_ context.Context, spec *specgen.SpecGener
 		return "", fmt.Errorf("create container %s: %w", spec.Name, podman.ErrConflict)
 	}
 	c := &podman.ContainerState{ID: f.id(), Name: spec.Name, Labels: maps.Clone(spec.Labels), Status: "created", ImageID: "image-" + spec.Image,
-		UpperDir: "/overlay/" + spec.Name + "/diff", LogPath: "/containers/" + spec.Name + "/ctr.log"}
+		UpperDir: "/overlay/" + spec.Name + "/diff", LogPath: "/containers/" + spec.Name + "/ctr.log", LogDriver: "k8s-file"}
 	f.ctrs[spec.Name] = c
 	f.ctrPod[spec.Name] = spec.Pod
 	if f.specs == nil {
@@ -642,6 +643,18 @@ func (f *fakeRuntime) FileTail(_ context.Context, p string, n int) ([]byte, erro
 		return nil, notFound("file " + p)
 	}
 	return []byte(data[max(len(data)-n, 0):]), nil
+}
+
+// ReadFile reads a file of the fake host (f.contents).
+func (f *fakeRuntime) ReadFile(_ context.Context, p string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("read-file %s", p)
+	data, ok := f.contents[p]
+	if !ok {
+		return io.NopCloser(iotest.ErrReader(notFound("file " + p))), nil
+	}
+	return io.NopCloser(strings.NewReader(data)), nil
 }
 
 func (f *fakeRuntime) EmptyFile(_ context.Context, p string) error {

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"time"
@@ -9,6 +10,7 @@ import (
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/remote-build-nodes/rbn/internal/crilog"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 )
 
@@ -43,12 +45,21 @@ func (p *Pods) ContainerLogs(ctx context.Context, namespace, name, container str
 		}
 		target = o.previous
 	}
-	rc, err := p.rt.Logs(ctx, target.ID, logOptions(opts, tail, spec.TTY, target.Running, p.cfg.Clock.Now()))
-	if err != nil {
-		return nil, err
+	lo := logOptions(opts, tail, spec.TTY, target.Running, p.cfg.Clock.Now())
+	var rc io.ReadCloser
+	if readsFile(target, lo) {
+		if rc, err = p.logFile(ctx, target.LogPath, lo); err != nil {
+			w.log.Info("reading the log file failed, asking podman", "container", container, "path", target.LogPath, "err", err)
+			rc = nil
+		}
+	}
+	if rc == nil {
+		if rc, err = p.rt.Logs(ctx, target.ID, lo); err != nil {
+			return nil, err
+		}
 	}
 	if opts.LimitBytes > 0 {
-		return limitedReadCloser{Reader: io.LimitReader(rc, int64(opts.LimitBytes)), Closer: rc}, nil
+		return readCloser{Reader: io.LimitReader(rc, int64(opts.LimitBytes)), Closer: rc}, nil
 	}
 	return rc, nil
 }
@@ -69,10 +80,44 @@ func logOptions(opts vkapi.ContainerLogOpts, tail int, tty, running bool, now ti
 	return lo
 }
 
-type limitedReadCloser struct {
-	io.Reader
-	io.Closer
+// readsFile says whether a log is read from its file on the host, as
+// kubelet reads a CRI runtime's, rather than through podman's logs API:
+// podman 4's API formats and frames each line on the host, at a few MiB/s
+// (docs/benchmarks-notes.md), where the file crosses the connection at its
+// speed. A followed log (podman watches the file) and a tail (podman
+// seeks from the end) still go through podman.
+func readsFile(c *podman.ContainerState, lo podman.LogOptions) bool {
+	fileDriver := c.LogDriver == "k8s-file" || c.LogDriver == "json-file"
+	return fileDriver && c.LogPath != "" && !lo.Follow && lo.Tail < 0
 }
+
+// logFile streams the container log file at path, as podman's logs API
+// would give it. A file the host cannot read fails here, before anything
+// is returned, so that the caller can ask podman instead.
+func (p *Pods) logFile(ctx context.Context, path string, lo podman.LogOptions) (io.ReadCloser, error) {
+	f, err := p.rt.ReadFile(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(f, 64*1024)
+	if _, err := br.Peek(1); err != nil && err != io.EOF {
+		_ = f.Close()
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer f.Close()
+		pw.CloseWithError(crilog.Copy(pw, br, crilog.Options{Since: lo.Since, Timestamps: lo.Timestamps}))
+	}()
+	return readCloser{Reader: pr, Closer: closeFunc(func() error {
+		_ = pr.Close()
+		return f.Close()
+	})}, nil
+}
+
+type closeFunc func() error
+
+func (f closeFunc) Close() error { return f() }
 
 // findContainer is the spec of the pod's container name (app, init or
 // ephemeral), nil if none.

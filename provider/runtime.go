@@ -123,6 +123,9 @@ type podRuntime interface {
 	// FileTail is the last n bytes of the regular file path on the host;
 	// podman.ErrNotFound when there is no such file.
 	FileTail(ctx context.Context, path string, n int) ([]byte, error)
+	// ReadFile streams the regular file path on the host from its start;
+	// a file that cannot be read ends the stream with the host's error.
+	ReadFile(ctx context.Context, path string) (io.ReadCloser, error)
 	// Chmod sets the mode (permission, setuid, setgid and sticky bits) of
 	// path on the host, not following a symlink it ends in.
 	Chmod(ctx context.Context, path string, mode uint32) error
@@ -293,6 +296,12 @@ func (r hostRuntime) FileTail(ctx context.Context, p string, n int) ([]byte, err
 		return nil, hostCommandError(err)
 	}
 	return out, nil
+}
+
+// ReadFile runs cat on the host: the file's bytes as they are, at the
+// speed of the connection.
+func (r hostRuntime) ReadFile(ctx context.Context, p string) (io.ReadCloser, error) {
+	return r.host.SSH().StreamChecked(ctx, "cat", "--", p)
 }
 
 // Chmod runs chmod on the host; given a symlink, GNU chmod would change

@@ -24,6 +24,7 @@ import (
 type floorConn struct {
 	host   framework.BuildHost
 	pm     *podman.Client
+	ssh    *sshconn.Client
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -44,7 +45,7 @@ func dialFloor(ctx context.Context, h framework.BuildHost) (*floorConn, error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	f := &floorConn{host: h, cancel: cancel, done: make(chan struct{})}
+	f := &floorConn{host: h, ssh: sc, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(f.done); sc.Run(runCtx) }()
 	for {
 		changed := sc.Changed()

@@ -140,25 +140,8 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 		h := b.hosts[(j-1)%len(b.hosts)]
 		name := fmt.Sprintf("bench-node-%02d", j)
 		extra = append(extra, name)
-		obj := &rbnv1.RemoteBuildNode{
-			TypeMeta:   metav1.TypeMeta{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode"},
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{benchLabel: "scale"}},
-			Spec: rbnv1.RemoteBuildNodeSpec{
-				Address: h.Address, Port: int32(h.Port), User: h.User, PodmanSocket: h.Socket,
-				SSHSecretRef: rbnv1.SecretReference{Name: h.Name + "-ssh", Namespace: "rbn-system"},
-				Labels:       map[string]string{benchLabel: "scale"},
-				// The hosts share this machine's disk (hack/register-hosts.sh).
-				ImageGC:      &rbnv1.ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](99)},
-				DiskPressure: &rbnv1.DiskPressureSpec{AvailableBelow: "0%"},
-			},
-		}
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-		if err != nil {
+		if err := b.createRBN(ctx, name, h, "scale", nil); err != nil {
 			return err
-		}
-		delete(u, "status")
-		if _, err := b.dyn.Resource(rbnGVR).Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create RemoteBuildNode %s: %w", name, err)
 		}
 	}
 	defer func() {
@@ -266,6 +249,36 @@ func (b *bench) measureScale(ctx context.Context, res *scaleResult) error {
 }
 
 var rbnGVR = rbnv1.SchemeGroupVersion.WithResource("remotebuildnodes")
+
+// createRBN registers a RemoteBuildNode of the benchmark's own on host h,
+// with the host's Secret, labelled benchLabel=section (on the object and
+// its Node); mutate, when set, changes its spec first.
+func (b *bench) createRBN(ctx context.Context, name string, h framework.BuildHost, section string, mutate func(*rbnv1.RemoteBuildNodeSpec)) error {
+	obj := &rbnv1.RemoteBuildNode{
+		TypeMeta:   metav1.TypeMeta{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{benchLabel: section}},
+		Spec: rbnv1.RemoteBuildNodeSpec{
+			Address: h.Address, Port: int32(h.Port), User: h.User, PodmanSocket: h.Socket,
+			SSHSecretRef: rbnv1.SecretReference{Name: h.Name + "-ssh", Namespace: "rbn-system"},
+			Labels:       map[string]string{benchLabel: section},
+			// The hosts share this machine's disk (hack/register-hosts.sh).
+			ImageGC:      &rbnv1.ImageGCSpec{HighThresholdPercent: ptr.To[int32](100), LowThresholdPercent: ptr.To[int32](99)},
+			DiskPressure: &rbnv1.DiskPressureSpec{AvailableBelow: "0%"},
+		},
+	}
+	if mutate != nil {
+		mutate(&obj.Spec)
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	delete(u, "status")
+	if _, err := b.dyn.Resource(rbnGVR).Create(ctx, &unstructured.Unstructured{Object: u}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create RemoteBuildNode %s: %w", name, err)
+	}
+	return nil
+}
 
 // waitRunning waits until every named pod is Running (or has ended); it
 // reports true when it gave up because none started for stall.

@@ -10,11 +10,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
@@ -32,9 +34,12 @@ type streamsSection struct {
 type streamsResult struct {
 	node     string
 	logBytes int64
-	// Whole-log reads of the same container: rbn's kubectl logs -f and
-	// podman's logs (follow) through the bindings over the floor's SSH.
-	rbnLogs, floorLogs []time.Duration
+	// Whole-log reads of the same container: rbn's kubectl logs -f,
+	// podman's logs through the bindings over the floor's SSH, and the
+	// log file (fileBytes, podman's time and stream tag on each line) read
+	// with cat over the floor's SSH.
+	rbnLogs, floorLogs, fileLogs []time.Duration
+	fileBytes                    int64
 	// exec -- true round trips: the real kubectl; client-go's websocket
 	// executor in this process (the same path without kubectl's process
 	// start); the bindings' exec over SSH; and kubectl get --raw /readyz, the
@@ -46,6 +51,20 @@ func (s *streamsSection) run(ctx context.Context) error {
 	b := s.b
 	s.res = &streamsResult{node: b.hosts[0].Name, logBytes: int64(b.cfg.logMiB) << 20}
 	res := s.res
+	// The log pod runs on a node of its own on the same host, whose
+	// containerLogMaxSize holds the whole log: the default (100Mi) would
+	// have conmon start the file again partway.
+	logNode := "bench-streams-logs"
+	err := b.createRBN(ctx, logNode, b.hosts[0], "streams", func(s *rbnv1.RemoteBuildNodeSpec) {
+		s.ContainerLogMaxSize = resource.NewQuantity(2*res.logBytes+64<<20, resource.BinarySI)
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = b.deleteRBNs([]string{logNode}) }()
+	if err := b.waitNodesReady(ctx, []string{logNode}, 2*time.Minute); err != nil {
+		return err
+	}
 	ns, err := b.newNamespace(ctx, "bench-streams")
 	if err != nil {
 		return err
@@ -59,14 +78,14 @@ func (s *streamsSection) run(ctx context.Context) error {
 	defer func() { _, _ = b.deletePods(context.Background(), ns, benchLabel+"=streams", 5*time.Minute) }()
 
 	// The two measures are independent: one failing does not cost the other.
-	return errors.Join(b.measureLogs(ctx, tr, ns, res), b.measureExec(ctx, tr, ns, res))
+	return errors.Join(b.measureLogs(ctx, tr, ns, logNode, res), b.measureExec(ctx, tr, ns, res))
 }
 
-func (b *bench) measureLogs(ctx context.Context, tr *podTracker, ns string, res *streamsResult) error {
+func (b *bench) measureLogs(ctx context.Context, tr *podTracker, ns, node string, res *streamsResult) error {
 	// 100-byte lines, as a build log might have; yes | head writes them as
 	// fast as the container's log pipe takes them.
 	line := strings.Repeat("0123456789", 10)[:99]
-	logger, err := b.runStreamsPod(ctx, tr, ns, "biglog", []string{"sh", "-c", fmt.Sprintf("yes %s | head -c %d", line, res.logBytes)}, corev1.PodSucceeded)
+	logger, err := b.runStreamsPod(ctx, tr, ns, node, "biglog", []string{"sh", "-c", fmt.Sprintf("yes %s | head -c %d", line, res.logBytes)}, corev1.PodSucceeded)
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)
 	}
@@ -86,17 +105,24 @@ func (b *bench) measureLogs(ctx context.Context, tr *podTracker, ns string, res 
 				}
 				return err
 			},
+			func() error {
+				d, n, err := floorLogFile(ctx, logger.floor, logger.container)
+				if err == nil {
+					res.fileLogs, res.fileBytes = append(res.fileLogs, d), n
+				}
+				return err
+			},
 		}
 		if err := rotated(i, steps); err != nil {
 			return fmt.Errorf("logs run %d: %w", i, err)
 		}
-		b.logf("logs run %d: kubectl logs -f %s, podman logs %s", i, ms(res.rbnLogs[i]), ms(res.floorLogs[i]))
+		b.logf("logs run %d: kubectl logs -f %s, podman logs %s, cat of the log file %s", i, ms(res.rbnLogs[i]), ms(res.floorLogs[i]), ms(res.fileLogs[i]))
 	}
 	return nil
 }
 
 func (b *bench) measureExec(ctx context.Context, tr *podTracker, ns string, res *streamsResult) error {
-	execer, err := b.runStreamsPod(ctx, tr, ns, "execer", []string{"sleep", "3600"}, corev1.PodRunning)
+	execer, err := b.runStreamsPod(ctx, tr, ns, res.node, "execer", []string{"sleep", "3600"}, corev1.PodRunning)
 	if err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
@@ -135,8 +161,8 @@ type streamsPod struct {
 	container string
 }
 
-func (b *bench) runStreamsPod(ctx context.Context, tr *podTracker, ns, name string, command []string, phase corev1.PodPhase) (streamsPod, error) {
-	node := b.hosts[0].Name
+// runStreamsPod runs a pod on node, a node of the host hosts[0].
+func (b *bench) runStreamsPod(ctx context.Context, tr *podTracker, ns, node, name string, command []string, phase corev1.PodPhase) (streamsPod, error) {
 	if _, err := b.kube.CoreV1().Pods(ns).Create(ctx, framework.JobPod(ns, name, node, map[string]string{benchLabel: "streams"}, command), metav1.CreateOptions{}); err != nil {
 		return streamsPod{}, err
 	}
@@ -157,7 +183,7 @@ func (b *bench) runStreamsPod(ctx context.Context, tr *podTracker, ns, name stri
 	if pt.last.Status.Phase != phase {
 		return streamsPod{}, fmt.Errorf("pod %s is %s, want %s", name, pt.last.Status.Phase, phase)
 	}
-	f := b.floorOf(node)
+	f := b.floorOf(b.hosts[0].Name)
 	cs, err := f.pm.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(pt.uid), pod.LabelContainer: "main"})
 	if err != nil || len(cs) != 1 {
 		return streamsPod{}, fmt.Errorf("pod %s's container on %s: %d found, %v", name, node, len(cs), err)
@@ -201,6 +227,30 @@ func floorLogs(ctx context.Context, f *floorConn, container string, want int64) 
 		return d, fmt.Errorf("podman logs %s: %d bytes, want %d", container, n, want)
 	}
 	return d, nil
+}
+
+// floorLogFile reads a container's log file whole with cat over the
+// floor's SSH: the transfer rbn-kubelet makes for a log read whole,
+// without turning it into the log's lines. It returns the file's size.
+func floorLogFile(ctx context.Context, f *floorConn, container string) (time.Duration, int64, error) {
+	c, err := f.pm.InspectContainer(ctx, container)
+	if err != nil {
+		return 0, 0, err
+	}
+	if c.LogPath == "" {
+		return 0, 0, fmt.Errorf("container %s has no log file (driver %q)", container, c.LogDriver)
+	}
+	start := time.Now()
+	r, err := f.ssh.StreamChecked(ctx, "cat", "--", c.LogPath)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	var n countingWriter
+	if _, err := io.Copy(&n, r); err != nil {
+		return 0, 0, fmt.Errorf("cat %s: %w", c.LogPath, err)
+	}
+	return time.Since(start), int64(n), nil
 }
 
 type countingWriter int64
@@ -264,9 +314,16 @@ func (s *streamsSection) summary() [][]string {
 		rows = append(rows, []string{"3", fmt.Sprintf("`kubectl logs -f` of a container's %d MiB log: throughput", r.logBytes>>20),
 			fmt.Sprintf("%.1f MiB/s (%s)", mibPerSec(r.logBytes, rl), secs(rl)),
 			fmt.Sprintf("%.1f MiB/s (%s, podman logs via the bindings)", mibPerSec(r.logBytes, fl), secs(fl)),
-			ratioF(mibPerSec(r.logBytes, rl), mibPerSec(r.logBytes, fl)), "", ""})
+			ratioF(mibPerSec(r.logBytes, rl), mibPerSec(r.logBytes, fl)), "≥ 0.9×", verdict(mibPerSec(r.logBytes, rl) >= 0.9*mibPerSec(r.logBytes, fl))})
+		if len(r.fileLogs) > 0 {
+			ff := median(r.fileLogs)
+			rows = append(rows, []string{"3", "`kubectl logs -f` against its log file read with `cat` over SSH (the transfer rbn makes)",
+				fmt.Sprintf("%.1f MiB/s of log", mibPerSec(r.logBytes, rl)),
+				fmt.Sprintf("%.1f MiB/s of log (%s, the file's %d MiB)", mibPerSec(r.logBytes, ff), secs(ff), r.fileBytes>>20),
+				ratioF(mibPerSec(r.logBytes, rl), mibPerSec(r.logBytes, ff)), "", ""})
+		}
 	} else {
-		rows = append(rows, failedRow("3", "logs -f throughput", "", s.b.rep.errs[s]))
+		rows = append(rows, failedRow("3", "logs -f throughput", "≥ 0.9×", s.b.rep.errs[s]))
 	}
 	if r != nil && len(r.kubectlExec) > 0 {
 		fe := median(r.floorExec)
@@ -284,17 +341,21 @@ func (s *streamsSection) render(p printer) {
 	if !b.sectionHeader(p, s, "3. Streaming: logs and exec", r != nil) {
 		return
 	}
-	p("On `%s`: a pod whose container wrote %d MiB of 100-byte lines (`yes | head -c`) and ended; its whole log is", r.node, r.logBytes>>20)
-	p("then read %d times each way, alternating which goes first: `kubectl logs -f` (the real kubectl, through the", b.cfg.logRuns)
-	p("apiserver and rbn-kubelet's kubelet API, which reads podman's log over SSH) and, as the floor, podman's")
-	p("logs API of the same container through the bindings over the benchmark's own SSH connection (whole log,")
-	p("no follow: the container has ended, and podman 4's follow of an ended container's log loses data).")
-	p("Both check the byte count. Then a `sleep` pod and %d rounds (after one discarded) of `exec -- true` four ways,", b.cfg.execRuns)
+	p("On `%s`'s host: a pod whose container wrote %d MiB of 100-byte lines (`yes | head -c`) and ended (on a node of", r.node, r.logBytes>>20)
+	p("its own on that host, whose `containerLogMaxSize` holds the whole log file); its whole log is")
+	p("then read %d times each way, rotating which goes first: `kubectl logs -f` (the real kubectl, through the", b.cfg.logRuns)
+	p("apiserver and rbn-kubelet's kubelet API, which reads the container's log file over SSH, as kubelet reads")
+	p("a CRI runtime's, and turns its records into the log's lines); as the floor, podman's logs API of the same")
+	p("container through the bindings over the benchmark's own SSH connection (whole log, no follow: the")
+	p("container has ended, and podman 4's follow of an ended container's log loses data); and the log file")
+	p("itself read with `cat` over that connection, the transfer rbn makes, without the apiserver and kubectl.")
+	p("The first two check the byte count. Then a `sleep` pod and %d rounds (after one discarded) of `exec -- true` four ways,", b.cfg.execRuns)
 	p("in rotating order: the real `kubectl exec`; client-go's websocket executor in the benchmark process (what")
 	p("kubectl does, without starting a process); exec through the bindings over SSH (the floor); and")
 	p("`kubectl get --raw /readyz`, which is kubectl's process start and one apiserver round trip, for scale.")
 	p("")
-	rows := [][]string{distRow("**rbn: `kubectl logs -f`, whole log**", r.rbnLogs), distRow("**floor: podman logs via the bindings**", r.floorLogs)}
+	rows := [][]string{distRow("**rbn: `kubectl logs -f`, whole log**", r.rbnLogs), distRow("**floor: podman logs via the bindings**", r.floorLogs),
+		distRow("the log file read with `cat` over SSH", r.fileLogs)}
 	rows = append(rows,
 		distRow("**rbn: `kubectl exec -- true`**", r.kubectlExec),
 		distRow("rbn: exec -- true via client-go (apiserver → rbn-kubelet → SSH → podman)", r.clientExec),
@@ -305,6 +366,10 @@ func (s *streamsSection) render(p printer) {
 		p("Logs: %.1f MiB/s through rbn against %.1f MiB/s from podman directly (%s).",
 			mibPerSec(r.logBytes, median(r.rbnLogs)), mibPerSec(r.logBytes, median(r.floorLogs)),
 			ratioF(mibPerSec(r.logBytes, median(r.rbnLogs)), mibPerSec(r.logBytes, median(r.floorLogs))))
+		if len(r.fileLogs) > 0 {
+			p("The log file (%d MiB: podman's time and stream tag on each line) crosses the SSH connection alone in %s.",
+				r.fileBytes>>20, secs(median(r.fileLogs)))
+		}
 	}
 	if len(r.kubectlExec) > 0 {
 		p("Exec: `kubectl exec -- true` takes %s, of which kubectl's process and an apiserver round trip are about %s;",

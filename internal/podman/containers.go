@@ -28,8 +28,8 @@ type ContainerState struct {
 	ImageName  string
 	// UpperDir is the container's writable layer on the host (overlay's
 	// upper directory; "" with other storage drivers), LogPath its log
-	// file ("" with the journald driver).
-	UpperDir, LogPath string
+	// file ("" with the journald driver), written by LogDriver.
+	UpperDir, LogPath, LogDriver string
 	// IPAddress is the container's address on its first network (for a
 	// pod's infra container: the pod's IP).
 	IPAddress string
@@ -135,7 +135,7 @@ func containerState(d *define.InspectContainerData) *ContainerState {
 		s.UpperDir = d.GraphDriver.Data["UpperDir"]
 	}
 	if hc := d.HostConfig; hc != nil && hc.LogConfig != nil {
-		s.LogPath = hc.LogConfig.Path
+		s.LogPath, s.LogDriver = hc.LogConfig.Path, hc.LogConfig.Type
 	}
 	if d.Config != nil {
 		s.Labels = d.Config.Labels

@@ -46,7 +46,20 @@ func (c *Client) session(argv []string) (*ssh.Session, func() error, error) {
 
 // Stream runs argv on the host and returns its standard output as it
 // comes. Closing the stream, or ctx ending, ends the command's session.
+// The stream ends when the output does, whatever the command's exit
+// status: for commands whose partial failure is expected.
 func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, error) {
+	return c.stream(ctx, argv, false)
+}
+
+// StreamChecked is Stream for a command whose failure matters: a command
+// that exits non-zero ends its stream with its *ExitError, not io.EOF,
+// after whatever output it gave.
+func (c *Client) StreamChecked(ctx context.Context, argv ...string) (io.ReadCloser, error) {
+	return c.stream(ctx, argv, true)
+}
+
+func (c *Client) stream(ctx context.Context, argv []string, checked bool) (io.ReadCloser, error) {
 	sess, closeSession, err := c.session(argv)
 	if err != nil {
 		return nil, err
@@ -56,17 +69,44 @@ func (c *Client) Stream(ctx context.Context, argv ...string) (io.ReadCloser, err
 		_ = closeSession()
 		return nil, fmt.Errorf("ssh %s: %w", c.addr, err)
 	}
+	var stderr limitedBuffer
+	if checked {
+		sess.Stderr = &stderr
+	}
 	if err := sess.Start(shellQuote(argv)); err != nil {
 		_ = closeSession()
 		return nil, fmt.Errorf("ssh %s: %s: %w", c.addr, strings.Join(argv, " "), err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
-	return &sessionStream{Reader: stdout, close: func() error { stop(); return closeSession() }}, nil
+	s := &sessionStream{Reader: stdout, close: func() error { stop(); return closeSession() }}
+	if checked {
+		s.wait = func() error { return c.commandEnd(ctx, argv, sess.Wait(), &stderr) }
+	}
+	return s, nil
 }
 
 type sessionStream struct {
 	io.Reader
 	close func() error
+	// wait, when set, is the command's end, asked for once its output
+	// has ended: a failure ends the stream instead of io.EOF.
+	wait  func() error
+	ended error
+}
+
+func (s *sessionStream) Read(p []byte) (int, error) {
+	if s.ended != nil {
+		return 0, s.ended
+	}
+	n, err := s.Reader.Read(p)
+	if err == io.EOF && s.wait != nil {
+		if werr := s.wait(); werr != nil {
+			err = werr
+		}
+		s.wait = nil
+		s.ended = err
+	}
+	return n, err
 }
 
 func (s *sessionStream) Close() error { return s.close() }
@@ -110,7 +150,12 @@ func (c *Client) OutputTo(ctx context.Context, stdout io.Writer, argv ...string)
 	defer stop()
 	var stderr limitedBuffer
 	sess.Stdout, sess.Stderr = stdout, &stderr
-	err = sess.Run(shellQuote(argv))
+	return c.commandEnd(ctx, argv, sess.Run(shellQuote(argv)), &stderr)
+}
+
+// commandEnd is how the command argv ended, given its session's err: a
+// non-zero exit is an *ExitError with its standard error.
+func (c *Client) commandEnd(ctx context.Context, argv []string, err error, stderr *limitedBuffer) error {
 	var exit *ssh.ExitError
 	switch {
 	case errors.As(err, &exit):

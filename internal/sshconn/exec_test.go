@@ -3,6 +3,7 @@ package sshconn
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -23,17 +24,7 @@ func TestShellQuote(t *testing.T) {
 }
 
 func TestOutput(t *testing.T) {
-	f := newFixture(t)
-	var got []string
-	f.srv.exec = func(cmd string) (string, string, uint32) {
-		got = append(got, cmd)
-		if strings.Contains(cmd, "missing") {
-			return "partial", "realpath: missing: No such file or directory\n", 1
-		}
-		return "out\x00", "", 0
-	}
-	c, _ := run(t, f.cfg)
-	awaitState(t, c, "connected", connected)
+	c, got := execClient(t, "out\x00", "realpath: missing: No such file or directory\n")
 	ctx := context.Background()
 
 	out, err := c.Output(ctx, "realpath", "-z", "--", "/a b/it's")
@@ -42,8 +33,8 @@ func TestOutput(t *testing.T) {
 	}
 	// Every argument reaches the host's shell single-quoted: a space or a
 	// quote in a path is never a second word.
-	if want := `'realpath' '-z' '--' '/a b/it'\''s'`; got[0] != want {
-		t.Errorf("command line %q, want %q", got[0], want)
+	if want := `'realpath' '-z' '--' '/a b/it'\''s'`; (*got)[0] != want {
+		t.Errorf("command line %q, want %q", (*got)[0], want)
 	}
 
 	out, err = c.Output(ctx, "realpath", "missing")
@@ -54,6 +45,57 @@ func TestOutput(t *testing.T) {
 	if _, err := c.Output(ctx); err == nil {
 		t.Error("empty command accepted")
 	}
+}
+
+// StreamChecked ends a failed command's output with its exit, where
+// Stream ends it as if all went well.
+func TestStreamChecked(t *testing.T) {
+	c, _ := execClient(t, "whole", "cat: missing: No such file or directory\n")
+	ctx := context.Background()
+	read := func(stream func(context.Context, ...string) (io.ReadCloser, error), argv ...string) (string, error) {
+		t.Helper()
+		s, err := stream(ctx, argv...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := io.ReadAll(s)
+		if _, again := s.Read(make([]byte, 1)); err != nil && !errors.Is(again, err) {
+			t.Errorf("a read after the end: %v, want %v again", again, err)
+		}
+		return string(out), err
+	}
+
+	if out, err := read(c.StreamChecked, "cat", "present"); out != "whole" || err != nil {
+		t.Errorf("succeeding command: %q, %v", out, err)
+	}
+	out, err := read(c.StreamChecked, "cat", "missing")
+	var exit *ExitError
+	if !errors.As(err, &exit) || exit.Status != 1 || !strings.Contains(exit.Stderr, "No such file") || out != "partial" {
+		t.Errorf("failing command: %q, %v", out, err)
+	}
+	if out, err := read(c.Stream, "cat", "missing"); out != "partial" || err != nil {
+		t.Errorf("failing command through Stream: %q, %v; want its output and no error", out, err)
+	}
+}
+
+// execClient is a client connected to a server whose commands print out
+// and succeed, but for those naming "missing", which print "partial" and
+// failure and exit 1; got collects the command lines.
+func execClient(t *testing.T, out, failure string) (c *Client, got *[]string) {
+	t.Helper()
+	f := newFixture(t)
+	got = new([]string)
+	f.srv.exec = func(cmd string) (string, string, uint32) {
+		*got = append(*got, cmd)
+		if strings.Contains(cmd, "missing") {
+			return "partial", failure, 1
+		}
+		return out, "", 0
+	}
+	c, _ = run(t, f.cfg)
+	awaitState(t, c, "connected", connected)
+	return c, got
 }
 
 func TestOutputNotConnected(t *testing.T) {
