@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"path"
 	"slices"
 	"strings"
@@ -82,6 +83,8 @@ type fakeRuntime struct {
 	onCall func(call string)
 	// execSync answers ExecSync (probes); nil: exit code 0, no output.
 	execSync func(ctx context.Context, container string, cmd []string, out io.Writer) (int, error)
+	// execCode is what Exec's processes exit with.
+	execCode int
 	// execTimeout, when set, is told each ExecSync's command timeout.
 	execTimeout func(time.Duration)
 }
@@ -746,6 +749,23 @@ func (f *fakeRuntime) ExecSync(ctx context.Context, container string, cmd []stri
 		return 0, nil
 	}
 	return fn(ctx, container, cmd, out)
+}
+
+// Exec runs in a running container of the fake host: exit code 0, or
+// f.execCode's; podman's refusal, before anything ran, for a container
+// that is gone or not running.
+func (f *fakeRuntime) Exec(_ context.Context, container string, o podman.ExecOptions) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("exec %s %s", container, strings.Join(o.Cmd, " "))
+	c := f.byName(container)
+	switch {
+	case c == nil:
+		return -1, &podman.ExecNotStartedError{Err: &podman.APIError{Op: "exec create in " + container, Status: http.StatusNotFound, Err: errors.New("no such container")}}
+	case !c.Running:
+		return -1, &podman.ExecNotStartedError{Err: &podman.APIError{Op: "exec create in " + container, Status: http.StatusConflict, Err: errors.New("container state improper")}}
+	}
+	return f.execCode, nil
 }
 
 func (f *fakeRuntime) Dial(_ context.Context, network, address string) (net.Conn, error) {

@@ -14,6 +14,10 @@ import (
 	"github.com/remote-build-nodes/rbn/provider/pod"
 )
 
+// containerIDPrefix starts a container status's containerID, as the CRI's
+// runtime name does ("containerd://..."): the podman ID follows.
+const containerIDPrefix = "podman://"
+
 // observed is what the worker knows of one Kubernetes container.
 type observed struct {
 	name string
@@ -65,7 +69,7 @@ func lostRun(c *podman.ContainerState, bootID string) *corev1.ContainerStateTerm
 	t := &corev1.ContainerStateTerminated{
 		ExitCode:    c.ExitCode,
 		StartedAt:   metav1.NewTime(c.StartedAt),
-		ContainerID: "podman://" + c.ID,
+		ContainerID: containerIDPrefix + c.ID,
 	}
 	t.Reason, t.Message = lostReason(c, bootID)
 	return t
@@ -105,7 +109,7 @@ func containerStatus(o observed) corev1.ContainerStatus {
 		st.Started = &started
 	}
 	if c != nil {
-		st.ContainerID = "podman://" + c.ID
+		st.ContainerID = containerIDPrefix + c.ID
 		st.ImageID = c.ImageID
 	}
 	return st
@@ -127,7 +131,7 @@ func terminated(c *podman.ContainerState, memoryLimited bool, message string) *c
 		ExitCode:    c.ExitCode,
 		StartedAt:   metav1.NewTime(c.StartedAt),
 		FinishedAt:  metav1.NewTime(c.FinishedAt),
-		ContainerID: "podman://" + c.ID,
+		ContainerID: containerIDPrefix + c.ID,
 	}
 	switch {
 	case c.OOMKilled:

@@ -181,6 +181,25 @@ func (w *podWorker) statusView() *corev1.Pod {
 	}
 }
 
+// runningContainerID is the podman ID of container's run that the pod's
+// status last reported running, "" if none.
+func (w *podWorker) runningContainerID(container string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := &w.pod.Status
+	for _, css := range [][]corev1.ContainerStatus{st.ContainerStatuses, st.InitContainerStatuses, st.EphemeralContainerStatuses} {
+		for i := range css {
+			if cs := &css[i]; cs.Name == container && cs.State.Running != nil {
+				id, ok := strings.CutPrefix(cs.ContainerID, containerIDPrefix)
+				if ok {
+					return id
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // usageFacts records what a stats reading takes of the pod, its start time
 // and its containers' images, into u, without copying the pod.
 func (w *podWorker) usageFacts(u *usage) {

@@ -152,6 +152,10 @@ type podRuntime interface {
 	// timeout after it started when timeout is positive (then the error
 	// is context.DeadlineExceeded).
 	ExecSync(ctx context.Context, container string, cmd []string, out io.Writer, timeout time.Duration) (int, error)
+	// Exec runs a process in a running container with its streams
+	// (kubectl exec); a failure before the process started is a
+	// *podman.ExecNotStartedError.
+	Exec(ctx context.Context, container string, o podman.ExecOptions) (int, error)
 	// Dial connects from the host, on whose bridge network the pods' IPs
 	// are (network probes and hooks).
 	Dial(ctx context.Context, network, address string) (net.Conn, error)

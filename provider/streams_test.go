@@ -2,19 +2,24 @@ package provider
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	testingclock "k8s.io/utils/clock/testing"
+	utilexec "k8s.io/utils/exec"
 
 	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
 	"github.com/remote-build-nodes/rbn/internal/podobjects"
@@ -205,4 +210,75 @@ func TestPortForwardFailureReadsTheClientToItsEnd(t *testing.T) {
 	}
 	sent(t, send, "SSH-2.0-OpenSSH_9.2\r\n")
 	send.Close()
+}
+
+// noIO is an exec's client that sends and reads nothing.
+type noIO struct{}
+
+func (noIO) Stdin() io.Reader              { return nil }
+func (noIO) Stdout() io.WriteCloser        { return nil }
+func (noIO) Stderr() io.WriteCloser        { return nil }
+func (noIO) TTY() bool                     { return false }
+func (noIO) Resize() <-chan vkapi.TermSize { return nil }
+func (h *harness) exec(cmd ...string) error {
+	h.t.Helper()
+	return h.w.p.Exec(context.Background(), h.w.current().Namespace, h.w.current().Name, "main", cmd, noIO{})
+}
+
+// TestExecUsesTheStatusContainer: kubectl exec runs in the container the
+// pod's status reports running, without a container list or inspection;
+// when podman refuses it (the status is behind the host), the host is
+// asked: the command runs in the container running now, or fails saying
+// none runs, having run nowhere else.
+func TestExecUsesTheStatusContainer(t *testing.T) {
+	pd := testPod(corev1.RestartPolicyAlways, "main")
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	h.sync()
+	first := h.rt.byName(ctrName("main", 0)).ID
+	looks := h.rt.looks
+	if err := h.exec("true"); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCalls("exec "+first+" true", 1)
+	if h.rt.looks != looks {
+		t.Errorf("%d container lists or inspections for an exec the status could place", h.rt.looks-looks)
+	}
+	h.rt.execCode = 3
+	var exit utilexec.CodeExitError
+	if err := h.exec("false"); !errors.As(err, &exit) || exit.Code != 3 {
+		t.Errorf("exit 3: %v", err)
+	}
+	h.rt.execCode = 0
+
+	// The container ended and was started again; the status still names
+	// the first run.
+	h.rt.exit(ctrName("main", 0), 1)
+	h.sync()
+	h.clock.Step(10 * time.Second) // the back-off
+	h.sync()
+	second := h.rt.byName(ctrName("main", 1))
+	if second == nil || !second.Running {
+		t.Fatalf("no second run: %q", h.rt.calls)
+	}
+	h.w.mu.Lock()
+	h.w.pod.Status.ContainerStatuses[0].ContainerID = containerIDPrefix + first
+	h.w.mu.Unlock()
+	if err := h.exec("echo", "once"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.rt.called("exec "); !slices.Equal(got[len(got)-2:], []string{"exec " + first + " echo once", "exec " + second.ID + " echo once"}) {
+		t.Errorf("exec calls %q, want the first run refused, then the second", got)
+	}
+
+	// Nothing runs now.
+	h.rt.exit(ctrName("main", 1), 1)
+	n := len(h.rt.called("exec "))
+	err := h.exec("true")
+	if !errdefs.IsInvalidInput(err) || !strings.Contains(err.Error(), "is not running") {
+		t.Errorf("exec with no container running: %v", err)
+	}
+	if got := h.rt.called("exec ")[n:]; len(got) != 1 {
+		t.Errorf("exec calls %q, want the one podman refused", got)
+	}
 }

@@ -60,7 +60,7 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	}
 	id, err := c.execCreate(ctx, container, o)
 	if err != nil {
-		return -1, err
+		return -1, &ExecNotStartedError{Err: err}
 	}
 	start := struct {
 		Detach bool   `json:"Detach"`
@@ -85,7 +85,7 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	}
 	s, err := c.upgrade(ctx, opExecStart, "exec start in "+container, "/exec/"+url.PathEscape(id)+"/start", nil, start)
 	if err != nil {
-		return -1, err
+		return -1, &ExecNotStartedError{Err: err}
 	}
 	defer s.Close()
 	sctx, cancel := context.WithCancel(ctx)
@@ -131,6 +131,14 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 	}
 	return c.execExitCode(ctx, id)
 }
+
+// ExecNotStartedError is an Exec that failed before its process started
+// (podman refused the session, or its start): trying it again cannot run
+// the command twice.
+type ExecNotStartedError struct{ Err error }
+
+func (e *ExecNotStartedError) Error() string { return e.Err.Error() }
+func (e *ExecNotStartedError) Unwrap() error { return e.Err }
 
 // execCreate creates the exec session of o in container.
 func (c *Client) execCreate(ctx context.Context, container string, o ExecOptions) (_ string, err error) {
