@@ -306,7 +306,6 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 			return d
 		}
 	}
-	w.sandbox.kick()
 	if !w.emitted["created/"+name] {
 		w.emitted["created/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Created", "Created container "+c.K8sName)

@@ -28,9 +28,6 @@ type imagePuller struct {
 	lost     map[string]bool // containers whose pull the host's loss broke
 	// pulled is the time spent pulling, failed pulls too.
 	pulled time.Duration
-	// beforePull, when set, runs as a pull begins: the pod's infra
-	// container starts then, during the pull, rather than after it.
-	beforePull func()
 }
 
 func newImagePuller(rt podRuntime, clk clock.PassiveClock, event eventFunc, log *slog.Logger) *imagePuller {
@@ -88,9 +85,6 @@ func (ip *imagePuller) ensure(ctx context.Context, pd *corev1.Pod, c pod.Contain
 			ip.event(pd, corev1.EventTypeNormal, "HostBack", fmt.Sprintf("The build host answers again: the pull of image %q starts over", c.Image))
 		}
 		ip.event(pd, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
-		if ip.beforePull != nil {
-			ip.beforePull()
-		}
 		start := ip.clock.Now()
 		how, err := ip.rt.PullImage(ctx, c.Image, pullCredentials(c.Image, secrets), ip.log)
 		took := ip.clock.Since(start)

@@ -151,7 +151,6 @@ func newPodWorker(p *Pods, pd *corev1.Pod) *podWorker {
 		backoff:   map[string]time.Time{}, waiting: map[string]reason{}, emitted: map[string]bool{},
 		unhealthy: map[string]bool{}, killed: map[string]bool{}, carried: map[string]carriedRun{},
 	}
-	w.images.beforePull = w.sandbox.kick
 	w.probes = newPodProbes(p.rt, clk, w.poke, func(eventType, reason, message string) {
 		p.event(w.current(), eventType, reason, message)
 	})

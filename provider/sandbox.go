@@ -3,7 +3,6 @@ package provider
 import (
 	"context"
 	"errors"
-	"sync"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
 	"github.com/remote-build-nodes/rbn/provider/pod"
@@ -20,18 +19,14 @@ type sandbox struct {
 	// ready: the podman pod is set up, volumes filled and inputs staged;
 	// its containers can be created.
 	ready bool
-	// pending is the infra container's start, begun once the first
-	// container is created or its image pull begins (see startAsync).
+	// pending is the infra container's start, under way while the first
+	// container is created (see startAsync).
 	pending *pendingSandbox
 }
 
 // pendingSandbox is the start of a new podman pod's infra container, under
-// way while its first container's files are copied in (or its image
-// pulled).
+// way while its first container is created.
 type pendingSandbox struct {
-	begin sync.Once
-	run   func()
-	begun bool // kicked: the start is under way
 	done  chan struct{}
 	infra *podman.ContainerState
 	err   error
@@ -75,46 +70,27 @@ func (s *sandbox) start(ctx context.Context) (*podman.ContainerState, error) {
 	return infra, nil
 }
 
-// startAsync has the infra container start once the first container has
-// been created (kick), while that container's files are copied in: podman
-// creates a container in a pod only once the pod's infra start is over, so
-// the start goes with the copy, not with the creation. An image pull kicks
-// it sooner, to run during the pull. await waits for it. The sandbox
-// counts as ready meanwhile.
+// startAsync starts the infra container while the first container is
+// created; await waits for it. The sandbox counts as ready meanwhile.
 func (s *sandbox) startAsync(ctx context.Context) {
 	sb := &pendingSandbox{done: make(chan struct{})}
 	s.pending, s.ready = sb, true
 	rt, name := s.rt, s.infraName
-	sb.run = func() {
-		go func() {
-			defer close(sb.done)
-			if sb.err = rt.StartContainer(ctx, name); sb.err == nil {
-				sb.infra, sb.err = rt.InspectContainer(ctx, name)
-			}
-		}()
-	}
+	go func() {
+		defer close(sb.done)
+		if sb.err = rt.StartContainer(ctx, name); sb.err == nil {
+			sb.infra, sb.err = rt.InspectContainer(ctx, name)
+		}
+	}()
 }
 
-// kick begins the infra container's start that startAsync prepared, if
-// not yet begun.
-func (s *sandbox) kick() {
-	if sb := s.pending; sb != nil {
-		sb.begin.Do(func() {
-			sb.begun = true
-			sb.run()
-		})
-	}
-}
-
-// await waits for the infra container's start prepared by startAsync, if
-// any (beginning it if nothing did), and returns how it went; again the
-// same until settle.
+// await waits for the infra container's start begun by startAsync, if
+// any, and returns how it went; again the same until settle.
 func (s *sandbox) await() error {
 	sb := s.pending
 	if sb == nil {
 		return nil
 	}
-	s.kick()
 	<-sb.done
 	if sb.err == nil {
 		s.ip = sb.infra.IPAddress
@@ -144,9 +120,8 @@ func (s *sandbox) reset() {
 // is created and stages the pod's inputs. fresh tells that it created the
 // podman pod, which therefore holds no container of the pod's yet. When
 // nothing must happen between the infra container's start and the first
-// container's creation, the infra container starts once that container is
-// created, while its files are copied in (runContainer waits for it before
-// starting one; see startAsync).
+// container's creation, the infra container starts while that container is
+// created (runContainer waits for it before starting one).
 func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 	if err := w.volumes.create(ctx, w.plan, w.p.cfg.Spec.HostPathAllowlist, volumeRoot(w.p.cfg.Spec)); err != nil {
 		return false, err
