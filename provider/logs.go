@@ -84,8 +84,8 @@ func logOptions(opts vkapi.ContainerLogOpts, tail int, tty, running bool, now ti
 // kubelet reads a CRI runtime's, rather than through podman's logs API:
 // podman 4's API formats and frames each line on the host, at a few MiB/s
 // (docs/benchmarks-notes.md), where the file crosses the connection at its
-// speed. A followed log (podman watches the file) and a tail (podman
-// seeks from the end) still go through podman.
+// speed. A followed log (podman watches the file) and a tail (podman's
+// API sends only the lines asked for) still go through podman.
 func readsFile(c *podman.ContainerState, lo podman.LogOptions) bool {
 	fileDriver := c.LogDriver == "k8s-file" || c.LogDriver == "json-file"
 	return fileDriver && c.LogPath != "" && !lo.Follow && lo.Tail < 0
