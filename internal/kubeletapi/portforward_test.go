@@ -1,12 +1,16 @@
 package kubeletapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,13 +78,117 @@ func TestPortForwardIsAllowedByThePodsPortForwardRight(t *testing.T) {
 // port, with the token fakeAuth knows.
 func dialPortForward(t *testing.T, ts *testServer, path string) (httpstream.Connection, error) {
 	t.Helper()
+	return dialPortForwardAt(t, ts, fmt.Sprintf("127.0.0.1:%d", ts.shared), path)
+}
+
+// dialPortForwardAt is dialPortForward to address, which leads to ts.
+func dialPortForwardAt(t *testing.T, ts *testServer, address, path string) (httpstream.Connection, error) {
+	t.Helper()
 	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{BearerToken: "good", TLSClientConfig: rest.TLSClientConfig{CAFile: ts.caFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", ts.shared), Path: path}
+	u := &url.URL{Scheme: "https", Host: address, Path: path}
 	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
 	return conn, err
+}
+
+// The port-forward route writes each SPDY frame whole: one TLS record per
+// data frame where spdystream's three writes made three
+// (spdyconn.Frames). Counted by the client, from the records' headers.
+func TestPortForwardWritesWholeFrames(t *testing.T) {
+	const chunks = 32
+	_, pods := podIndex(t, boundPod("ns", "a", "n1"))
+	nodes := &servedNodes{m: map[string]*NodeHandlers{"n1": {
+		PortForward: func(_ context.Context, _, _ string, _ int32, stream io.ReadWriteCloser) error {
+			defer stream.Close()
+			chunk := bytes.Repeat([]byte("x"), 1024)
+			for range chunks {
+				if _, err := stream.Write(chunk); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}}}
+	ts := startServer(t, Config{Pods: pods, Handlers: nodes.handlers, Auth: &fakeAuth{node: "*"}}, "n1")
+	counter := countingProxy(t, fmt.Sprintf("127.0.0.1:%d", ts.shared))
+	conn, err := dialPortForwardAt(t, ts, counter.addr, "/portForward/ns/a")
+	if err != nil {
+		t.Fatalf("port-forward upgrade: %v", err)
+	}
+	defer conn.Close()
+	before := counter.count()
+	if got := forwardOnce(t, conn); len(got) != chunks*1024 {
+		t.Fatalf("forwarded %d bytes, want %d", len(got), chunks*1024)
+	}
+	// Whole frames: a record per chunk, and a few for the streams' replies
+	// and ends. Frames written in parts: three records per chunk.
+	if n := counter.count() - before; n >= 2*chunks {
+		t.Errorf("%d TLS records for %d data frames: frames are written in parts", n, chunks)
+	}
+}
+
+// recordCounter is a TCP proxy to a TLS server that counts the TLS records
+// the server sends, from their 5-byte headers.
+type recordCounter struct {
+	addr    string
+	mu      sync.Mutex
+	header  []byte // of the record being read, while incomplete
+	left    int    // payload bytes of the record being read
+	records int
+}
+
+// countingProxy serves one connection to target at the returned counter's
+// address.
+func countingProxy(t *testing.T, target string) *recordCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	c := &recordCounter{addr: ln.Addr().String()}
+	go func() {
+		client, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer client.Close()
+		server, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer server.Close()
+		go func() { _, _ = io.Copy(server, client) }()
+		_, _ = io.Copy(client, io.TeeReader(server, c))
+	}()
+	return c
+}
+
+func (c *recordCounter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for b := p; len(b) > 0; {
+		if c.left > 0 {
+			k := min(c.left, len(b))
+			c.left, b = c.left-k, b[k:]
+			continue
+		}
+		k := min(5-len(c.header), len(b))
+		c.header, b = append(c.header, b[:k]...), b[k:]
+		if len(c.header) == 5 {
+			c.records++
+			c.left, c.header = int(binary.BigEndian.Uint16(c.header[3:])), c.header[:0]
+		}
+	}
+	return len(p), nil
+}
+
+func (c *recordCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.records
 }
 
 // forwardOnce makes one request for port 8080 on conn and returns what the
