@@ -27,9 +27,16 @@ func (p *Pods) runningContainer(ctx context.Context, namespace, name, container 
 	if err != nil {
 		return nil, nil, err
 	}
-	spec := findContainer(w.current(), container)
+	return w.runningContainer(ctx, container)
+}
+
+// runningContainer asks the host for the running instance of the pod's
+// container.
+func (w *podWorker) runningContainer(ctx context.Context, container string) (*corev1.Container, *podman.ContainerState, error) {
+	pd := w.current()
+	spec := findContainer(pd, container)
 	if spec == nil {
-		return nil, nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, namespace, name)
+		return nil, nil, errdefs.NotFoundf("container %q is not in pod %s/%s", container, pd.Namespace, pd.Name)
 	}
 	obs, err := w.observe(ctx)
 	if err != nil {
@@ -37,7 +44,7 @@ func (p *Pods) runningContainer(ctx context.Context, namespace, name, container 
 	}
 	o := obs[container]
 	if o == nil || o.current == nil || !o.current.Running {
-		return nil, nil, errdefs.InvalidInputf("container %q in pod %s/%s is not running", container, namespace, name)
+		return nil, nil, errdefs.InvalidInputf("container %q in pod %s/%s is not running", container, pd.Namespace, pd.Name)
 	}
 	return spec, o.current, nil
 }
@@ -65,14 +72,14 @@ func (p *Pods) Exec(ctx context.Context, namespace, name, container string, cmd 
 	if errw := attach.Stderr(); errw != nil {
 		o.Stderr = errw
 	}
-	id := w.runningContainerID(container)
+	var code int
 	var notStarted *podman.ExecNotStartedError
-	code, err := -1, error(nil)
+	id := w.runningContainerID(container)
 	if id != "" {
 		code, err = p.rt.Exec(ctx, id, o)
 	}
 	if id == "" || errors.As(err, &notStarted) && ctx.Err() == nil {
-		_, st, lerr := p.runningContainer(ctx, namespace, name, container)
+		_, st, lerr := w.runningContainer(ctx, container)
 		switch {
 		case lerr != nil:
 			return lerr
