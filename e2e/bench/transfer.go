@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -110,6 +111,10 @@ func RunTransfer(t *testing.T) {
 	}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// rbn-kubelet reads the Secret as the pod's service account.
+	if err := grantSecret(ctx, kube, ns, "s3"); err != nil {
+		t.Fatal(err)
+	}
 	// succeeded waits until pod name succeeded, failing the test if it failed.
 	succeeded := func(name string) {
 		t.Helper()
@@ -139,6 +144,33 @@ func RunTransfer(t *testing.T) {
 		},
 	}
 	framework.RemoteNodePlacement(&pd.Spec)
+	// The direct upload and the stages read the same data from a pod that
+	// keeps it: rbn empties an ended pod's emptyDirs, as kubelet does. The
+	// upload pods run on its node, so that every path reads the same host.
+	src := pd.DeepCopy()
+	src.Name, src.Annotations = "source", nil
+	src.Spec.Containers[0].Command = []string{"sh", "-c", fmt.Sprintf("dd if=/dev/urandom of=/work/image.raw bs=1M count=%d 2>/dev/null && touch /work/done && exec sleep 3600", size)}
+	src.Spec.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/work/done"}}}}
+	if _, err := kube.CoreV1().Pods(ns).Create(ctx, src, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, "pod source Ready", 10*time.Minute, func() (bool, string) {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, src.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		src = p
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == corev1.ConditionTrue, "Ready " + string(c.Status)
+			}
+		}
+		return false, "phase " + string(p.Status.Phase)
+	})
+	pd.Spec.NodeName = src.Spec.NodeName
+	mountpoint := volumeMountpoint(t, stack, src)
+	file := filepath.Join(mountpoint, "image.raw")
 	// Sample rbn-kubelet's RSS from before the first upload until the last
 	// pod succeeded.
 	rssBefore := rss("VmRSS")
@@ -170,10 +202,10 @@ func RunTransfer(t *testing.T) {
 	// Runs alternate: through rbn, then the same file direct, so that both
 	// see the same machine load; medians over the runs.
 	var (
-		rbnDurs, directDurs []time.Duration
-		uploadedMsg         string
-		res                 s3relay.Result
-		mountpoint          string
+		rbnDurs, directDurs     []time.Duration
+		uploadedMsg             string
+		res                     s3relay.Result
+		rbnCPUUse, directCPUUse []framework.CPUUse
 	)
 	for run := range runs {
 		up := pd.DeepCopy()
@@ -181,24 +213,29 @@ func RunTransfer(t *testing.T) {
 		if _, err := kube.CoreV1().Pods(ns).Create(ctx, up, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		succeeded(up.Name)
-		p, err := kube.CoreV1().Pods(ns).Get(ctx, up.Name, metav1.GetOptions{})
+		use, err := uploadCPU(ctx, kube, ns, up.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
+		rbnCPUUse = append(rbnCPUUse, use)
 		d, msg := transferEvent(t, kube, ns, up.Name, "Uploaded")
 		rbnDurs, uploadedMsg = append(rbnDurs, d), msg
 
-		// The same file, straight from the host's disk (its volume's
-		// directory, on this machine) to S3, by the same uploader.
-		mountpoint = volumeMountpoint(t, stack, p)
-		file := filepath.Join(mountpoint, "image.raw")
+		// The same amount of data, straight from the host's disk (the
+		// source pod's volume directory, on this machine) to S3, by the
+		// same uploader.
+		before := framework.TakeCPUSnapshot()
 		start := time.Now()
 		res, err = s3c.Upload(ctx, bucket, "direct/image.raw", func(context.Context) (io.ReadCloser, error) { return os.Open(file) }, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		directDurs = append(directDurs, time.Since(start))
+		directCPUUse = append(directCPUUse, before.Until(framework.TakeCPUSnapshot()))
+	}
+	stages, err := transferStages(ctx, t, stack, src, file, s3c, bucket, runs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	close(stop)
 	<-sampled
@@ -271,12 +308,32 @@ func RunTransfer(t *testing.T) {
 		rbnCPU, rbnCPU/(bytes/(1<<30)), goruntime.NumCPU(), framework.Loadavg())
 	w("")
 	w("rbn's own events: %s; %s", uploadedMsg, downloadedMsg)
+	w("")
+	writeTransferCPU(w, size, clkTck, rbnDurs, rbnCPUUse, directDurs, directCPUUse, stages)
 	fmt.Print("\n" + b.String())
 	if out := os.Getenv("RBN_BENCH_TRANSFER_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 			t.Error(err)
 		}
 	}
+}
+
+// grantSecret lets the namespace's default service account, the pods',
+// read Secret name.
+func grantSecret(ctx context.Context, kube kubernetes.Interface, ns, name string) error {
+	role := "read-" + name
+	if _, err := kube.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: role},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{name}, Verbs: []string{"get"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := kube.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "default", Namespace: ns}},
+	}, metav1.CreateOptions{})
+	return err
 }
 
 // transferEvent returns the duration an rbn transfer event reports, and its message.
