@@ -216,4 +216,3 @@ func writeTransferCPU(w func(string, ...any), sizeMiB int64, clkTck float64, rbn
 			float64(sizeMiB)/d.Seconds(), cpu, cpu/gib, 100*cpu/(cores*d.Seconds()), strings.Join(procs, ", "), bound, 100*bound/direct)
 	}
 }
-
