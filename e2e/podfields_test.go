@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -136,6 +137,12 @@ spec:%[2]s
 	}
 	if got := in("sh", "-c", "cat /creds/token && echo && stat -L -c '%g %a' /creds/token"); got != "s3cret\n2000 640" {
 		t.Errorf("secret read as user 1000: %q, want s3cret from a file of group 2000, mode 640", got)
+	}
+	// The volume's layout as kubelet's AtomicWriter makes it under an
+	// fsGroup: a setgid data directory of the group, ..data and the
+	// file's name symlinks into it.
+	if got := in("sh", "-c", "stat -c '%u %g %a' /creds/..data/ && readlink /creds/token && readlink /creds/..data"); !regexp.MustCompile(`^0 2000 2755\n\.\.data/token\n\.\.[0-9_]+\.[0-9a-f]+$`).MatchString(got) {
+		t.Errorf("secret volume's layout: %q, want a data directory of root and group 2000, mode 2755, and the symlinks to it", got)
 	}
 }
 

@@ -71,6 +71,11 @@ type fileVolume struct {
 // filled reports whether the volume has its layout.
 func (fv *fileVolume) filled() bool { return fv != nil && fv.dataDir != "" }
 
+// empty reports whether the volume's directory was found to hold nothing.
+func (fv *fileVolume) empty() bool {
+	return fv != nil && fv.dataDir == "" && len(fv.top) == 0 && len(fv.stale) == 0
+}
+
 // holds reports whether the volume holds the content of hash.
 func (fv *fileVolume) holds(hash string) bool {
 	return fv.filled() && strings.HasSuffix(fv.dataDir, "."+hash)
@@ -188,6 +193,7 @@ func (pv *podVolumes) learn(ctx context.Context, plan *pod.Plan) error {
 // swap, and says which it wrote. The plan takes the new content, for the
 // volumes not filled yet (see fillThrough) to get it.
 func (pv *podVolumes) refresh(ctx context.Context, plan *pod.Plan, files map[string][]pod.File) ([]string, error) {
+	pv.settleFill()
 	var todo []pod.Volume
 	for i := range plan.Volumes {
 		v := &plan.Volumes[i]

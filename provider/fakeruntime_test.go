@@ -521,23 +521,55 @@ func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive i
 	if err != nil {
 		return err
 	}
-	tr := tar.NewReader(bytes.NewReader(data))
-	var entries []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		entries = append(entries, fmt.Sprintf("%s %o %d", path.Join(p, h.Name), h.Mode, h.Gid))
+	entries, err := tarEntries(p, data)
+	if err != nil {
+		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("copy-into %s %s", container, p)
 	f.copied = append(f.copied, entries...)
 	return f.extract(container, p, bytes.NewReader(data))
+}
+
+// ExtractTar writes the archive into the fake host's directory dir, and
+// its entries into copied.
+func (f *fakeRuntime) ExtractTar(_ context.Context, dir string, archive io.Reader) error {
+	f.mu.Lock()
+	fault := f.fault("extract-tar")
+	f.mu.Unlock()
+	if fault != nil {
+		return fault
+	}
+	data, err := io.ReadAll(archive)
+	if err != nil {
+		return err
+	}
+	entries, err := tarEntries(dir, data)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("extract-tar %s", dir)
+	f.copied = append(f.copied, entries...)
+	return f.extractAt(dir, bytes.NewReader(data))
+}
+
+// tarEntries lists an archive's entries under p as "path mode gid".
+func tarEntries(p string, data []byte) ([]string, error) {
+	tr := tar.NewReader(bytes.NewReader(data))
+	var entries []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return entries, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, fmt.Sprintf("%s %o %d", path.Join(p, h.Name), h.Mode, h.Gid))
+	}
 }
 
 // CopyFrom archives a file the container has bind-mounted from the fake

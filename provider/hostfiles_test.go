@@ -30,6 +30,12 @@ func (f *fakeRuntime) extract(container, dest string, r io.Reader) error {
 			}
 		}
 	}
+	return f.extractAt(base, r)
+}
+
+// extractAt writes a tar into the fake host's directory base ("": nowhere
+// kept), f.mu held.
+func (f *fakeRuntime) extractAt(base string, r io.Reader) error {
 	tr := tar.NewReader(r)
 	if f.tree == nil {
 		f.tree = map[string]fakeEntry{}

@@ -108,7 +108,7 @@ func (h *harness) wantNoVolumeWrites(before int, why string) {
 	after := slices.Clone(h.rt.calls[before:])
 	h.rt.mu.Unlock()
 	for _, c := range after {
-		for _, write := range []string{"copy-into", "rename", "remove-paths", "create rbn-" + testUID + "-refresh"} {
+		for _, write := range []string{"copy-into", "extract-tar", "rename", "remove-paths", "create rbn-" + testUID + "-refresh"} {
 			if strings.HasPrefix(c, write) {
 				h.t.Errorf("%q %s; calls %q", c, why, after)
 			}
@@ -132,13 +132,18 @@ func TestFilesVolumeLayoutAfterFirstFill(t *testing.T) {
 	if got := h.rt.listing(mp); !slices.Equal(got, want) {
 		t.Errorf("config volume:\n%q\nwant\n%q", got, want)
 	}
-	// Mounted whole only, the token volume is filled through the container.
+	// Mounted whole only, the token volume is written on the host while
+	// the pod is created, before its container starts.
 	tdir := dataDir(start, pod.File{Path: "token", Data: []byte("token-1"), Mode: 0o644})
 	want = []string{tdir + "/", tdir + "/token=token-1", "..data -> " + tdir, "token -> ..data/token"}
 	if got := h.rt.listing(mountpoint("token")); !slices.Equal(got, want) {
 		t.Errorf("token volume:\n%q\nwant\n%q", got, want)
 	}
-	h.wantCalls("copy-into "+ctrName("main", 0)+" /var/run/secrets/tokens", 1)
+	h.wantCalls("extract-tar "+mountpoint("token"), 1)
+	h.wantCalls("copy-into "+ctrName("main", 0), 0)
+	if w, s := h.callIndex("extract-tar "), h.callIndex("start "+ctrName("main", 0)); w > s {
+		t.Errorf("the token volume was written (call %d) after the container started (call %d)", w, s)
+	}
 	// The subPath mount binds the file in the data directory.
 	if src := mountSource(t, h, ctrName("main", 0), "/etc/key.conf"); src != mp+"/"+dir+"/key" {
 		t.Errorf("subPath mount source %s, want the file in %s", src, dir)
@@ -156,6 +161,69 @@ func mountSource(t *testing.T, h *harness, ctr, dest string) string {
 	}
 	t.Fatalf("container %s mounts nothing at %s", ctr, dest)
 	return ""
+}
+
+// A volume the host could not write is copied through the container
+// before it starts, with the archive the host was given: the same data
+// directory over whatever part of it the host wrote.
+func TestFilesVolumeHostFillFailureCopiedThroughPodman(t *testing.T) {
+	pd := refreshPod()
+	h := newHarness(t, pd)
+	h.rt.images["registry.test/main:1"] = true
+	h.setConfig("v1")
+	h.pods.cfg.Token = func(_ context.Context, _ *corev1.Pod, _ []string, exp int64) (string, time.Time, error) {
+		return "token-1", h.clock.Now().Add(time.Duration(exp) * time.Second), nil
+	}
+	h.rt.faults = map[string][]error{"extract-tar": {errors.New("bash: line 1: tar: command not found")}}
+	start := h.clock.Now()
+	h.rt.onCall = func(call string) {
+		if strings.HasPrefix(call, "create rbn-") {
+			h.clock.Step(time.Second) // a fresh archive would name another data directory
+		}
+	}
+	h.sync()
+	h.wantPhase(corev1.PodRunning)
+	h.wantCalls("copy-into "+ctrName("main", 0)+" /var/run/secrets/tokens", 1)
+	tdir := dataDir(start, pod.File{Path: "token", Data: []byte("token-1"), Mode: 0o644})
+	want := []string{tdir + "/", tdir + "/token=token-1", "..data -> " + tdir, "token -> ..data/token"}
+	if got := h.rt.listing(mountpoint("token")); !slices.Equal(got, want) {
+		t.Errorf("token volume:\n%q\nwant\n%q", got, want)
+	}
+	if c, s := h.callIndex("copy-into "+ctrName("main", 0)), h.callIndex("start "+ctrName("main", 0)); c > s {
+		t.Errorf("copied (call %d) after the container started (call %d)", c, s)
+	}
+}
+
+// A podman pod found on the host (a previous rbn-kubelet's, or an earlier
+// attempt's) may have had containers: its volumes are never written with
+// tar on the host, which follows what a directory holds, even one found
+// empty.
+func TestFilesVolumeNotWrittenOnHostForAnExistingPodmanPod(t *testing.T) {
+	h, _ := refreshHarness(t)
+	h.rt.mu.Lock()
+	for p := range h.rt.tree {
+		if strings.HasPrefix(p, mountpoint("token")+"/") {
+			delete(h.rt.tree, p)
+		}
+	}
+	h.rt.mu.Unlock()
+	h2 := restarted(t, h, refreshPod())
+	h2.pods.cfg.Token = h.pods.cfg.Token
+	h2.setConfig("v1")
+	before := h.callCount()
+	h2.sync()
+	h2.wantPhase(corev1.PodRunning)
+	h.rt.mu.Lock()
+	after := slices.Clone(h.rt.calls[before:])
+	h.rt.mu.Unlock()
+	if !slices.Contains(after, "list-dirs "+mountpoint("config")+" "+mountpoint("token")) {
+		t.Fatalf("the adopting process did not look at the volumes; calls %q", after)
+	}
+	for _, c := range after {
+		if strings.HasPrefix(c, "extract-tar") {
+			t.Errorf("%q into the volume of a podman pod that existed; calls %q", c, after)
+		}
+	}
 }
 
 func TestFilesVolumeUpdateSwapsData(t *testing.T) {
@@ -378,7 +446,7 @@ func TestAdoptedPodVolumesNotRewritten(t *testing.T) {
 	h.rt.mu.Unlock()
 	cfg := mountpoint("config")
 	for _, c := range after {
-		if strings.Contains(c, cfg) && !strings.HasPrefix(c, "list-dirs") || strings.HasPrefix(c, "copy-into "+ctrName("main", 0)) {
+		if strings.Contains(c, cfg) && !strings.HasPrefix(c, "list-dirs") || strings.HasPrefix(c, "copy-into "+ctrName("main", 0)) || strings.HasPrefix(c, "extract-tar") {
 			t.Errorf("adoption wrote %q; calls %q", c, after)
 		}
 	}

@@ -126,6 +126,11 @@ type podRuntime interface {
 	// ReadFile streams the regular file path on the host from its start;
 	// a file that cannot be read ends the stream with the host's error.
 	ReadFile(ctx context.Context, path string) (io.ReadCloser, error)
+	// ExtractTar writes archive into the directory dir on the host, with
+	// the owners (numeric) and modes its entries have, as podman's archive
+	// API writes them with chown off. It follows what dir holds: only for
+	// a directory nothing but rbn-kubelet has written.
+	ExtractTar(ctx context.Context, dir string, archive io.Reader) error
 	// Chmod sets the mode (permission, setuid, setgid and sticky bits) of
 	// path on the host, not following a symlink it ends in.
 	Chmod(ctx context.Context, path string, mode uint32) error
@@ -306,6 +311,14 @@ func (r hostRuntime) FileTail(ctx context.Context, p string, n int) ([]byte, err
 // speed of the connection.
 func (r hostRuntime) ReadFile(ctx context.Context, p string) (io.ReadCloser, error) {
 	return r.host.SSH().StreamChecked(ctx, "cat", "--", p)
+}
+
+// ExtractTar runs GNU tar on the host, the archive on its standard input.
+func (r hostRuntime) ExtractTar(ctx context.Context, dir string, archive io.Reader) error {
+	if err := r.host.SSH().Input(ctx, archive, "tar", "-x", "--numeric-owner", "--same-owner", "--same-permissions", "-f", "-", "-C", dir); err != nil {
+		return hostCommandError(err)
+	}
+	return nil
 }
 
 // Chmod runs chmod on the host; given a symlink, GNU chmod would change

@@ -133,6 +133,9 @@ func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 		w.p.net.recheck() // in case someone removed it on the host
 		return false, err
 	}
+	if fresh {
+		w.volumes.fillOnHost(ctx, w.plan, w.log)
+	}
 	if fresh && !needsInfraFirst(w.plan) {
 		w.sandbox.startAsync(ctx)
 		return true, nil

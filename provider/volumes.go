@@ -37,6 +37,10 @@ type podVolumes struct {
 	// written is what each Files volume holds on the host (see
 	// atomicwrite.go), by Kubernetes name, once written or learned.
 	written map[string]*fileVolume
+	// fill is the first fill of Files volumes under way on the host, if
+	// any, and unfilled what it failed to write (hostfill.go).
+	fill     *hostFill
+	unfilled map[string]volumeFill
 }
 
 func newPodVolumes(rt podRuntime, clk clock.PassiveClock, uid types.UID) *podVolumes {
@@ -309,19 +313,26 @@ func (pv *podVolumes) fillThrough(ctx context.Context, plan *pod.Plan, c pod.Con
 	if attempt > 0 {
 		return nil
 	}
+	pv.settleFill()
 	for _, m := range c.Mounts {
 		v := planVolume(plan, m.Volume)
 		if v == nil || v.Kind != pod.VolumeFiles || pv.written[v.K8sName].filled() || !mountedWhole(plan, v.K8sName) {
 			continue
 		}
-		data, fv, err := pv.firstFill(plan, *v)
-		if err != nil {
-			return err
+		// One the host could not fill gets the archive it was given: the
+		// same names over whatever part of it the host wrote.
+		data, fv := pv.unfilled[v.K8sName].data, pv.unfilled[v.K8sName].fv
+		if fv == nil {
+			var err error
+			if data, fv, err = pv.firstFill(plan, *v); err != nil {
+				return err
+			}
 		}
 		if err := pv.rt.CopyInto(ctx, container, m.MountPath, bytes.NewReader(data)); err != nil {
 			return fmt.Errorf("fill volume %s: %w", v.K8sName, err)
 		}
 		pv.written[v.K8sName] = fv
+		delete(pv.unfilled, v.K8sName)
 	}
 	return nil
 }
@@ -409,6 +420,7 @@ func tarFiles(files []pod.File, extraDirs []string, links []tarLink, now time.Ti
 
 // remove removes every volume of the pod, whoever created it.
 func (pv *podVolumes) remove(ctx context.Context) error {
+	pv.settleFill()
 	vols, err := pv.rt.ListVolumes(ctx, map[string]string{pod.LabelPodUID: string(pv.uid)})
 	if err != nil {
 		return err

@@ -156,9 +156,10 @@ func TestWorkerFSGroup(t *testing.T) {
 		t.Errorf("groups %q, want the fsGroup, then the supplemental groups", got)
 	}
 	// kubelet's ..data layout (atomicwrite.go), every entry the group's.
-	d := "/creds/" + dataDirName(h.clock.Now(), contentHash(testUID, []pod.File{{Path: "dir/token", Data: []byte("t"), Mode: 0o644}, {Path: "key", Data: []byte("k"), Mode: 0o640}}))
+	d := mountpoint("creds") + "/" + dataDirName(h.clock.Now(), contentHash(testUID, []pod.File{{Path: "dir/token", Data: []byte("t"), Mode: 0o644}, {Path: "key", Data: []byte("k"), Mode: 0o640}}))
+	mp := mountpoint("creds")
 	want := []string{d + " 2755 2000", d + "/dir 2755 2000", d + "/dir/token 644 2000", d + "/key 640 2000",
-		"/creds/..data 777 2000", "/creds/dir 777 2000", "/creds/key 777 2000"}
+		mp + "/..data 777 2000", mp + "/dir 777 2000", mp + "/key 777 2000"}
 	if !slices.Equal(h.rt.copied, want) {
 		t.Errorf("secret volume written as %q, want %q", h.rt.copied, want)
 	}

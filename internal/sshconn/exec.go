@@ -153,6 +153,22 @@ func (c *Client) OutputTo(ctx context.Context, stdout io.Writer, argv ...string)
 	return c.commandEnd(ctx, argv, sess.Run(shellQuote(argv)), &stderr)
 }
 
+// Input runs argv on the host with stdin as its standard input, which it
+// reads to its end (closing the command's input then); a non-zero exit is
+// an *ExitError carrying the command's standard error.
+func (c *Client) Input(ctx context.Context, stdin io.Reader, argv ...string) error {
+	sess, closeSession, err := c.session(argv)
+	if err != nil {
+		return err
+	}
+	defer closeSession()
+	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
+	defer stop()
+	var stdout, stderr limitedBuffer
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &stdout, &stderr
+	return c.commandEnd(ctx, argv, sess.Run(shellQuote(argv)), &stderr)
+}
+
 // commandEnd is how the command argv ended, given its session's err: a
 // non-zero exit is an *ExitError with its standard error.
 func (c *Client) commandEnd(ctx context.Context, argv []string, err error, stderr *limitedBuffer) error {

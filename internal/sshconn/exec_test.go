@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -96,6 +97,35 @@ func execClient(t *testing.T, out, failure string) (c *Client, got *[]string) {
 	c, _ = run(t, f.cfg)
 	awaitState(t, c, "connected", connected)
 	return c, got
+}
+
+// Input gives the command its standard input, all of it, and its failure
+// as Output does.
+func TestInput(t *testing.T) {
+	f := newFixture(t)
+	var got []string
+	f.srv.stdin = func(cmd string, data []byte) { got = append(got, cmd+" < "+string(data)) }
+	f.srv.exec = func(cmd string) (string, string, uint32) {
+		if strings.Contains(cmd, "missing") {
+			return "", "tar: missing: Cannot open: No such file or directory\n", 2
+		}
+		return "", "", 0
+	}
+	c, _ := run(t, f.cfg)
+	awaitState(t, c, "connected", connected)
+	ctx := context.Background()
+	if err := c.Input(ctx, strings.NewReader("archive bytes"), "tar", "-x", "-C", "/v"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Input(ctx, strings.NewReader("more"), "tar", "-x", "-C", "/missing")
+	var exit *ExitError
+	if !errors.As(err, &exit) || exit.Status != 2 || !strings.Contains(exit.Stderr, "Cannot open") {
+		t.Errorf("failing command: %v", err)
+	}
+	want := []string{`'tar' '-x' '-C' '/v' < archive bytes`, `'tar' '-x' '-C' '/missing' < more`}
+	if !slices.Equal(got, want) {
+		t.Errorf("the host read %q, want %q", got, want)
+	}
 }
 
 func TestOutputNotConnected(t *testing.T) {

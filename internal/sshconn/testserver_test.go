@@ -48,6 +48,9 @@ type testServer struct {
 	// exec answers "exec" requests: the command line as the client sent it
 	// in, what the command writes and its exit status out.
 	exec func(cmd string) (stdout, stderr string, status uint32)
+	// stdin, when set, is told what each exec'd command read on its
+	// standard input, all of it (the exec answers once it ended).
+	stdin func(cmd string, data []byte)
 	// forwardPort, when set, is the port "tcpip-forward" requests are
 	// granted (nothing listens: the reply is all the client sees of it).
 	forwardPort uint32
@@ -359,9 +362,12 @@ func (s *testServer) session(nc ssh.NewChannel) {
 		st.OpenSessions++
 	})
 	s.wg.Add(2)
+	var in bytes.Buffer
+	inDone := make(chan struct{})
 	go func() {
 		defer s.wg.Done()
-		_, _ = io.Copy(io.Discard, ch)
+		defer close(inDone)
+		_, _ = io.Copy(&in, ch)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -378,6 +384,10 @@ func (s *testServer) session(nc ssh.NewChannel) {
 					continue
 				}
 				_ = r.Reply(true, nil)
+				if s.stdin != nil {
+					<-inDone
+					s.stdin(cmd.Command, in.Bytes())
+				}
 				stdout, stderr, status := s.exec(cmd.Command)
 				_, _ = io.WriteString(ch, stdout)
 				_, _ = io.WriteString(ch.Stderr(), stderr)
