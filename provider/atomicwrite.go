@@ -32,9 +32,10 @@ import (
 // subpath.go), so that, as with kubelet, it keeps the content it started
 // with; the next run of the container sees the new one.
 //
-// How: podman's archive API writes the files, as for the first fill,
-// through a container that mounts the volume and is never started, so
-// their ownership is what podman gives any volume content. That API
+// How: podman's archive API writes the files, as for a first fill the
+// host did not write (hostfill.go), through a container that mounts the
+// volume and is never started, so their ownership is what podman gives
+// any volume content. That API
 // cannot rename, and extracting a symlink over an existing one unlinks it
 // first, leaving a moment with no ..data at all. So the rename, and the
 // removals, run on the host over the node's SSH connection, as argv (mv -T,

@@ -207,13 +207,14 @@ func podmanMajor(version string) int {
 	return n
 }
 
-// Files volumes are written with podman's archive API, which writes
-// through to the volumes' directories on the host, so nothing runs a shell
-// there. Most are written into the first container that mounts them, once
-// created and before it starts (fillThrough): copying into a created
-// container works on podman 4 and 5, read-only mounts included. Those that
-// must exist before any container is created go through a loader container
-// first (fillLoaded).
+// A new pod's Files volumes mounted whole are written on the host while
+// its podman pod is created (hostfill.go). Otherwise they are written with
+// podman's archive API, which writes through to the volumes' directories
+// on the host: into the first container that mounts them, once created and
+// before it starts (fillThrough; copying into a created container works on
+// podman 4 and 5, read-only mounts included), and, for those that must
+// exist before any container is created, through a loader container first
+// (fillLoaded).
 
 // fillLoaded writes, before any container of the pod is created, the
 // volumes that cannot wait for fillThrough: Files volumes that a container
