@@ -511,8 +511,26 @@ func (f *fakeRuntime) RemoveVolume(_ context.Context, name string) error {
 // "path mode gid" (mode in octal), and writes them into the fake host's
 // tree when p is where the container mounts a volume.
 func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive io.Reader) error {
+	return f.write("copy-into", p, archive, func(data []byte) error {
+		f.record("copy-into %s %s", container, p)
+		return f.extract(container, p, bytes.NewReader(data))
+	})
+}
+
+// ExtractTar writes the archive into the fake host's directory dir, and
+// its entries into copied.
+func (f *fakeRuntime) ExtractTar(_ context.Context, dir string, archive io.Reader) error {
+	return f.write("extract-tar", dir, archive, func(data []byte) error {
+		f.record("extract-tar %s", dir)
+		return f.extractAt(dir, bytes.NewReader(data))
+	})
+}
+
+// write takes the next fault of op, or reads archive, lists its entries
+// under p into copied and hands it to apply, with f.mu held.
+func (f *fakeRuntime) write(op, p string, archive io.Reader, apply func(data []byte) error) error {
 	f.mu.Lock()
-	fault := f.fault("copy-into")
+	fault := f.fault(op)
 	f.mu.Unlock()
 	if fault != nil {
 		return fault
@@ -527,33 +545,8 @@ func (f *fakeRuntime) CopyInto(_ context.Context, container, p string, archive i
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("copy-into %s %s", container, p)
 	f.copied = append(f.copied, entries...)
-	return f.extract(container, p, bytes.NewReader(data))
-}
-
-// ExtractTar writes the archive into the fake host's directory dir, and
-// its entries into copied.
-func (f *fakeRuntime) ExtractTar(_ context.Context, dir string, archive io.Reader) error {
-	f.mu.Lock()
-	fault := f.fault("extract-tar")
-	f.mu.Unlock()
-	if fault != nil {
-		return fault
-	}
-	data, err := io.ReadAll(archive)
-	if err != nil {
-		return err
-	}
-	entries, err := tarEntries(dir, data)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.record("extract-tar %s", dir)
-	f.copied = append(f.copied, entries...)
-	return f.extractAt(dir, bytes.NewReader(data))
+	return apply(data)
 }
 
 // tarEntries lists an archive's entries under p as "path mode gid".

@@ -289,7 +289,8 @@ func RunTransfer(t *testing.T) {
 	w("A pod writes %d MiB of random data to an emptyDir and declares it as an output (`rbn.dev/transfers`); "+
 		"rbn-kubelet streams it from podman's archive API over the node's SSH connection into a multipart upload "+
 		"(%d MiB parts, %d in flight, part buffers bounded at %d MiB for the whole process). The direct upload "+
-		"sends the same file from the host's volume directory on this machine with the same uploader, no SSH or podman.", size,
+		"sends as much random data, written the same way by a pod on the same host that keeps running (rbn empties an ended pod's emptyDirs), "+
+		"from its volume's directory on this machine with the same uploader, no SSH or podman.", size,
 		s3relay.DefaultPartSize>>20, s3relay.DefaultConcurrency, relay.MemoryBound()>>20)
 	w("")
 	w("| transfer | duration | throughput | ratio |")

@@ -141,6 +141,19 @@ func (c *Client) Output(ctx context.Context, argv ...string) ([]byte, error) {
 // as it comes, all of it; a non-zero exit is an *ExitError carrying the
 // command's standard error. For commands whose output has no useful bound.
 func (c *Client) OutputTo(ctx context.Context, stdout io.Writer, argv ...string) error {
+	return c.run(ctx, nil, stdout, argv)
+}
+
+// Input runs argv on the host with stdin as its standard input, which it
+// reads to its end (closing the command's input then); a non-zero exit is
+// an *ExitError carrying the command's standard error.
+func (c *Client) Input(ctx context.Context, stdin io.Reader, argv ...string) error {
+	var stdout limitedBuffer
+	return c.run(ctx, stdin, &stdout, argv)
+}
+
+// run runs argv on the host to its end, with stdin (nil: none) and stdout.
+func (c *Client) run(ctx context.Context, stdin io.Reader, stdout io.Writer, argv []string) error {
 	sess, closeSession, err := c.session(argv)
 	if err != nil {
 		return err
@@ -149,23 +162,7 @@ func (c *Client) OutputTo(ctx context.Context, stdout io.Writer, argv ...string)
 	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
 	defer stop()
 	var stderr limitedBuffer
-	sess.Stdout, sess.Stderr = stdout, &stderr
-	return c.commandEnd(ctx, argv, sess.Run(shellQuote(argv)), &stderr)
-}
-
-// Input runs argv on the host with stdin as its standard input, which it
-// reads to its end (closing the command's input then); a non-zero exit is
-// an *ExitError carrying the command's standard error.
-func (c *Client) Input(ctx context.Context, stdin io.Reader, argv ...string) error {
-	sess, closeSession, err := c.session(argv)
-	if err != nil {
-		return err
-	}
-	defer closeSession()
-	stop := context.AfterFunc(ctx, func() { _ = closeSession() })
-	defer stop()
-	var stdout, stderr limitedBuffer
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &stdout, &stderr
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, &stderr
 	return c.commandEnd(ctx, argv, sess.Run(shellQuote(argv)), &stderr)
 }
 
