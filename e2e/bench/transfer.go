@@ -161,14 +161,9 @@ func RunTransfer(t *testing.T) {
 			return false, err.Error()
 		}
 		src = p
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady {
-				return c.Status == corev1.ConditionTrue, "Ready " + string(c.Status)
-			}
-		}
-		return false, "phase " + string(p.Status.Phase)
+		return podReady(p), "phase " + string(p.Status.Phase)
 	})
-	pd.Spec.NodeName = src.Spec.NodeName
+	framework.OnNode(&pd.Spec, src.Spec.NodeName)
 	mountpoint := volumeMountpoint(t, stack, src)
 	file := filepath.Join(mountpoint, "image.raw")
 	// Sample rbn-kubelet's RSS from before the first upload until the last
@@ -239,7 +234,7 @@ func RunTransfer(t *testing.T) {
 	rbnCPU := (cpuSeconds() - cpuBefore) / float64(runs)
 	rbnDur, directDur := median(rbnDurs), median(directDurs)
 	// Then rbn's path taken apart, outside the figures above.
-	stages, err := transferStages(ctx, t, stack, src, file, s3c, bucket, runs)
+	stages, err := transferStages(ctx, stack, src, file, s3c, bucket, runs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	goruntime "runtime"
+	"slices"
 	"strings"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,26 +89,20 @@ type transferStage struct {
 // archive of the file, read and dropped; the file itself (cat), read and
 // dropped; and podman's archive into S3 by the bench, which is rbn's path
 // without rbn-kubelet. The stages alternate, runs times each.
-func transferStages(ctx context.Context, t *testing.T, stack *framework.Stack, p *corev1.Pod, file string, s3c *s3relay.Client, bucket string, runs int) ([]transferStage, error) {
+func transferStages(ctx context.Context, stack *framework.Stack, p *corev1.Pod, file string, s3c *s3relay.Client, bucket string, runs int) ([]transferStage, error) {
 	hosts, err := stack.BuildHosts()
 	if err != nil {
 		return nil, err
 	}
-	i := stack.HostIndex(t, p.Spec.NodeName)
-	var host *framework.BuildHost
-	for k := range hosts {
-		if hosts[k].Index == i {
-			host = &hosts[k]
-		}
-	}
-	if host == nil {
-		return nil, fmt.Errorf("no build host %d among %d", i, len(hosts))
+	k := slices.IndexFunc(hosts, func(h framework.BuildHost) bool { return h.Name == p.Spec.NodeName })
+	if k < 0 {
+		return nil, fmt.Errorf("node %s is not one of the %d build hosts", p.Spec.NodeName, len(hosts))
 	}
 	if len(p.Status.ContainerStatuses) == 0 {
 		return nil, fmt.Errorf("pod %s has no container status", p.Name)
 	}
 	ctr := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "podman://")
-	f, err := dialFloor(ctx, *host)
+	f, err := dialFloor(ctx, hosts[k])
 	if err != nil {
 		return nil, err
 	}
