@@ -32,7 +32,7 @@ func TestMachineBusy(t *testing.T) {
 
 func TestCPUUseUntil(t *testing.T) {
 	before := CPUSnapshot{Busy: 1000, Procs: map[int]ProcTicks{
-		1: {"sshd", 10, 1}, 2: {"podman", 100, 1}, 3: {"cat", 5, 1}, 4: {"old", 7, 1}, 6: {"kworker", 30, 1},
+		1: {"sshd", 10, 1}, 2: {"podman", 100, 1}, 3: {"cat", 5, 1}, 4: {"old", 7, 1}, 6: {"kworker", 30, 1}, 7: {"sh", 10, 1},
 	}}
 	after := CPUSnapshot{Busy: 1300, Procs: map[int]ProcTicks{
 		1: {"sshd", 60, 1},    // 50 more
@@ -40,12 +40,13 @@ func TestCPUUseUntil(t *testing.T) {
 		4: {"new", 3, 50},     // pid reused (another start time): counts whole
 		5: {"sshd", 20, 60},   // started in between: counts whole
 		6: {"kworker", 32, 1}, // 2 more
+		7: {"sh", 4, 80},      // pid reused by the same command: counts whole
 	}}
 	u := before.Until(after)
 	if u.Busy != 300 {
 		t.Errorf("busy = %v, want 300", u.Busy)
 	}
-	if want := map[string]float64{"sshd": 70, "new": 3, "kworker": 2}; !reflect.DeepEqual(u.ByComm, want) {
+	if want := map[string]float64{"sshd": 70, "new": 3, "kworker": 2, "sh": 4}; !reflect.DeepEqual(u.ByComm, want) {
 		t.Errorf("by command = %v, want %v", u.ByComm, want)
 	}
 	if got, want := u.Top(1), []CommTicks{{"sshd", 70}}; !reflect.DeepEqual(got, want) {
