@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -16,9 +17,13 @@ import (
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/remote-build-nodes/rbn/e2e/framework"
+	"github.com/remote-build-nodes/rbn/internal/nodeidentity"
 )
 
 // Every build node answers for itself where the ecosystem looks for a
@@ -128,4 +133,68 @@ func (s *stack) scraperToken(t *testing.T, ns string) string {
 	}
 	t.Cleanup(stop)
 	return token
+}
+
+// A node is advertised only once its address leads to its kubelet API, as
+// a kubelet is reachable when it says it is Ready: its Service's new
+// ClusterIP leads nowhere (or, on a machine whose default route leads to a
+// transparent proxy, to another TLS server) until kube-proxy has programmed
+// it. With kube-proxy paused the node stays unready past its serving
+// certificate's issue; once kube-proxy runs again, the first request of
+// the apiserver to the Ready node reaches it, with no retry.
+func TestNodeAdvertisedOnceItsAddressLeadsThere(t *testing.T) {
+	s := newInClusterStack(t)
+	ctx := t.Context()
+	resume := s.PauseKubeProxy(t)
+	name := framework.UniqueName("e2e-address")
+	s.registerExtra(t, name, 2, framework.ReadFile(t, s.Host(t, 2)["KNOWN_HOSTS"]), "")
+
+	// Its serving certificate issued: rbn-kubelet now waits for the
+	// address, which kube-proxy does not program.
+	framework.Eventually(t, name+"'s serving certificate issued", 60*time.Second, func() (bool, string) {
+		list, err := s.Client.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("spec.signerName", certificatesv1.KubeletServingSignerName).String(),
+		})
+		if err != nil {
+			return false, err.Error()
+		}
+		for i := range list.Items {
+			if csr := &list.Items[i]; requestedIdentity(csr) == nodeidentity.UserPrefix+name && len(csr.Status.Certificate) > 0 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d kubelet-serving CSRs, none issued for %s", len(list.Items), name)
+	})
+	// What a kubelet-less window looks like: the node would be Ready
+	// within a second of its certificate if it did not wait.
+	const window = 5 * time.Second
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	w, err := s.Client.CoreV1().Nodes().Watch(wctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range w.ResultChan() {
+		if n, ok := ev.Object.(*corev1.Node); ok && nodeReady(n) {
+			t.Fatalf("node %s Ready at %v while kube-proxy has not programmed its Service", name, internalIPs(n))
+		}
+	}
+	w.Stop()
+
+	resume()
+	s.WaitNodeReady(t, name, corev1.ConditionTrue, nil, 90*time.Second)
+	// The apiserver's first request to the node, verifying its certificate
+	// for its address (--kubelet-certificate-authority).
+	if out, err := s.KubectlErr("get", "--raw", "/api/v1/nodes/"+name+"/proxy/healthz"); err != nil || strings.TrimSpace(out) != "ok" {
+		t.Errorf("the apiserver to Ready node %s: %q, %v", name, out, err)
+	}
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,8 +11,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 
+	rbnv1 "github.com/remote-build-nodes/rbn/internal/api/v1alpha1"
+	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 )
 
@@ -73,7 +77,69 @@ func nodeEndpointFor(ctx context.Context, d runtimeDeps, node string, port int32
 		release()
 		return nodeEndpoint{}, nil, transientError(ReasonServingCertificatePending, err)
 	}
+	if err := d.probe().wait(ctx, netip.AddrPortFrom(ip, nodeservice.Port), get); err != nil {
+		if ctx.Err() != nil {
+			release()
+			return nodeEndpoint{}, nil, transientError(ReasonStartFailed, ctx.Err())
+		}
+		// The apiserver may still reach what rbn-kubelet cannot (a
+		// NetworkPolicy on rbn's namespace, no hairpin on the node's
+		// bridge): the node is advertised anyway, and the operator told.
+		msg := fmt.Sprintf("the node's address %s:%d did not lead here within %s (%v): kube-proxy has not programmed its Service yet, or rbn-kubelet cannot reach its own Services (a NetworkPolicy, no hairpin traffic on the node's pod bridge); advertised anyway: exec, logs and port-forward may fail until it does",
+			ip, nodeservice.Port, d.probe().timeout, err)
+		logging.FromContext(ctx).Warn("node address unverified", "node", node, "err", msg)
+		if d.recorder != nil {
+			d.recorder(node).Event(&corev1.ObjectReference{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode", Name: node},
+				corev1.EventTypeWarning, ReasonNodeAddressUnverified, msg)
+		}
+	}
 	return nodeEndpoint{address: ip.String(), port: nodeservice.Port}, release, nil
+}
+
+// ReasonNodeAddressUnverified: the event of a node advertised at an
+// address that did not lead to this replica in time.
+const ReasonNodeAddressUnverified = "NodeAddressUnverified"
+
+// addressProbe checks that a node's address, its Service's ClusterIP, leads
+// to this replica (kube-proxy has programmed the Service and its
+// EndpointSlice) before the node advertises it: see nodeservice.Presents.
+type addressProbe struct {
+	presents          func(ctx context.Context, addr netip.AddrPort, want []byte) error
+	interval, timeout time.Duration
+}
+
+// defaultAddressProbe: kube-proxy programs a change within a second or so
+// when idle; the bound leaves it a busy machine's several seconds.
+var defaultAddressProbe = &addressProbe{presents: nodeservice.Presents, interval: 250 * time.Millisecond, timeout: 30 * time.Second}
+
+func (d runtimeDeps) probe() *addressProbe {
+	if d.addressProbe == nil {
+		return defaultAddressProbe
+	}
+	return d.addressProbe
+}
+
+// wait probes addr until it presents the certificate get gives (read
+// anew each time: it may be renewed meanwhile), p.timeout passes (the last
+// probe's error) or ctx ends.
+func (p *addressProbe) wait(ctx context.Context, addr netip.AddrPort, get func(*tls.ClientHelloInfo) (*tls.Certificate, error)) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, p.interval, p.timeout, true, func(ctx context.Context) (bool, error) {
+		c, err := get(nil)
+		switch {
+		case err != nil:
+			last = err
+		case c == nil || len(c.Certificate) == 0:
+			last = errors.New("no serving certificate to compare")
+		default:
+			last = p.presents(ctx, addr, c.Certificate[0])
+		}
+		return last == nil, nil
+	})
+	if err != nil && last != nil {
+		return last
+	}
+	return err
 }
 
 // preferredPort is the port node had here before, to take again: the one

@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,8 +21,10 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/remote-build-nodes/rbn/internal/config"
+	"github.com/remote-build-nodes/rbn/internal/nodeservice"
 )
 
 // fakeServing issues each node's serving certificate at once, or never
@@ -33,7 +40,9 @@ func (f *fakeServing) Serving(node string, ip func() net.IP) (func(*tls.ClientHe
 		f.ip = map[string]net.IP{}
 	}
 	f.ip[node] = ip()
-	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, nil },
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return &tls.Certificate{Certificate: [][]byte{[]byte("certificate of " + node)}}, nil
+		},
 		func() { f.released = append(f.released, node) }, nil
 }
 
@@ -49,10 +58,29 @@ func allocatingClient(objs ...runtime.Object) *fake.Clientset {
 	return c
 }
 
+// fakeAddress is a node address that leads here after misses probes.
+type fakeAddress struct {
+	misses int
+	probed []string
+}
+
+func (f *fakeAddress) presents(_ context.Context, addr netip.AddrPort, want []byte) error {
+	f.probed = append(f.probed, fmt.Sprintf("%s %s", addr, want))
+	if len(f.probed) <= f.misses {
+		return fmt.Errorf("%s: %w: it presented \"CN=sandboxing-tproxy-egress\"", addr, nodeservice.ErrNotPresented)
+	}
+	return nil
+}
+
+func (f *fakeAddress) probe(timeout time.Duration) *addressProbe {
+	return &addressProbe{presents: f.presents, interval: time.Millisecond, timeout: timeout}
+}
+
 func nodeServicesDeps(client *fake.Clientset, ports *fakePorts, serving *fakeServing) runtimeDeps {
 	return runtimeDeps{
 		client: client, ports: ports, serving: serving, namespace: "rbn-system", owner: "uid-1",
-		cfg: &config.KubeletConfiguration{NodeAddress: "10.244.0.5", NodeServices: true},
+		cfg:          &config.KubeletConfiguration{NodeAddress: "10.244.0.5", NodeServices: true},
+		addressProbe: (&fakeAddress{}).probe(time.Minute),
 	}
 }
 
@@ -64,6 +92,9 @@ func TestNodeEndpointIsItsService(t *testing.T) {
 	ctx := context.Background()
 	client, ports, serving := allocatingClient(), newFakePorts(10251, 10260), &fakeServing{}
 	d := nodeServicesDeps(client, ports, serving)
+	// kube-proxy leads the new ClusterIP here after two probes.
+	address := &fakeAddress{misses: 2}
+	d.addressProbe = address.probe(time.Minute)
 	port, releasePort, err := acquirePort(ctx, d, "n1")
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +105,9 @@ func TestNodeEndpointIsItsService(t *testing.T) {
 	}
 	if ep != (nodeEndpoint{address: "10.96.0.42", port: 10250}) {
 		t.Errorf("endpoint = %+v, want 10.96.0.42:10250", ep)
+	}
+	if want := slices.Repeat([]string{"10.96.0.42:10250 certificate of n1"}, 3); !reflect.DeepEqual(address.probed, want) {
+		t.Errorf("probed %q before advertising, want %q", address.probed, want)
 	}
 	if got := serving.ip["n1"].String(); got != "10.96.0.42" {
 		t.Errorf("serving certificate asked for %s, want the ClusterIP", got)
@@ -120,6 +154,39 @@ func TestNodeEndpointWaitsForItsCertificate(t *testing.T) {
 	}
 	if len(serving.released) != 1 {
 		t.Errorf("certificate kept: released %q", serving.released)
+	}
+}
+
+// An address that does not lead here in time is advertised anyway (the
+// apiserver may reach what rbn-kubelet cannot), with a warning on the
+// RemoteBuildNode that says what the address presented instead.
+func TestNodeEndpointAdvertisedWhenItsAddressIsNotReached(t *testing.T) {
+	client, ports, serving := allocatingClient(), newFakePorts(10251, 10260), &fakeServing{}
+	d := nodeServicesDeps(client, ports, serving)
+	address := &fakeAddress{misses: math.MaxInt}
+	d.addressProbe = address.probe(20 * time.Millisecond)
+	events := record.NewFakeRecorder(10)
+	d.recorder = func(string) record.EventRecorder { return events }
+	ep, release, err := nodeEndpointFor(context.Background(), d, "n1", 10251)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if ep != (nodeEndpoint{address: "10.96.0.42", port: 10250}) {
+		t.Errorf("endpoint = %+v, want 10.96.0.42:10250", ep)
+	}
+	if len(address.probed) < 2 {
+		t.Errorf("probed %d times, want it tried again until the bound", len(address.probed))
+	}
+	select {
+	case e := <-events.Events:
+		for _, want := range []string{"Warning " + ReasonNodeAddressUnverified, "10.96.0.42:10250", "sandboxing-tproxy-egress", "advertised anyway"} {
+			if !strings.Contains(e, want) {
+				t.Errorf("event %q does not say %q", e, want)
+			}
+		}
+	default:
+		t.Error("no warning event")
 	}
 }
 

@@ -84,6 +84,9 @@ type runtimeDeps struct {
 	// owner is the RemoteBuildNode's UID.
 	owner types.UID
 	clock func() time.Time // nil: time.Now
+	// addressProbe checks a node's address before it is advertised
+	// (config nodeServices); nil: defaultAddressProbe.
+	addressProbe *addressProbe
 }
 
 // startRuntime starts serving a RemoteBuildNode. Its errors are
