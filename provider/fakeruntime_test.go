@@ -778,17 +778,34 @@ func (f *fakeRuntime) ExecSync(ctx context.Context, container string, cmd []stri
 
 // Exec runs in a running container of the fake host: exit code 0, or
 // f.execCode's; podman's refusal, before anything ran, for a container
-// that is gone or not running.
-func (f *fakeRuntime) Exec(_ context.Context, container string, o podman.ExecOptions) (int, error) {
+// that is gone or not running. A terminal's session records the size it
+// starts at; one refused in a container that stopped takes the client's
+// first size before its start is refused, as podman.Client.Exec does.
+func (f *fakeRuntime) Exec(ctx context.Context, container string, o podman.ExecOptions) (int, error) {
+	size := o.Size
+	if o.TTY && size == nil && o.Resize != nil {
+		select {
+		case sz, ok := <-o.Resize:
+			if ok {
+				size = &sz
+			}
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("exec %s %s", container, strings.Join(o.Cmd, " "))
+	call := fmt.Sprintf("exec %s %s", container, strings.Join(o.Cmd, " "))
+	if o.TTY && size != nil {
+		call += fmt.Sprintf(" at %dx%d", size.Width, size.Height)
+	}
+	f.record("%s", call)
 	c := f.byName(container)
 	switch {
 	case c == nil:
-		return -1, &podman.ExecNotStartedError{Err: &podman.APIError{Op: "exec create in " + container, Status: http.StatusNotFound, Err: errors.New("no such container")}}
+		return -1, &podman.ExecNotStartedError{Size: size, Err: &podman.APIError{Op: "exec create in " + container, Status: http.StatusNotFound, Err: errors.New("no such container")}}
 	case !c.Running:
-		return -1, &podman.ExecNotStartedError{Err: &podman.APIError{Op: "exec create in " + container, Status: http.StatusConflict, Err: errors.New("container state improper")}}
+		return -1, &podman.ExecNotStartedError{Size: size, Err: &podman.APIError{Op: "exec start in " + container, Status: http.StatusConflict, Err: errors.New("container state improper")}}
 	}
 	return f.execCode, nil
 }

@@ -87,6 +87,9 @@ func (p *Pods) Exec(ctx context.Context, namespace, name, container string, cmd 
 			// Running as the status said: podman refused it for
 			// another reason, which stands.
 		default:
+			if notStarted != nil && notStarted.Size != nil {
+				o.Size = notStarted.Size // taken from the client by the refused Exec
+			}
 			code, err = p.rt.Exec(ctx, st.ID, o)
 		}
 	}

@@ -220,6 +220,16 @@ func (noIO) Stdout() io.WriteCloser        { return nil }
 func (noIO) Stderr() io.WriteCloser        { return nil }
 func (noIO) TTY() bool                     { return false }
 func (noIO) Resize() <-chan vkapi.TermSize { return nil }
+
+// ttyIO is a terminal client that sends sizes and nothing else.
+type ttyIO struct {
+	noIO
+	resize chan vkapi.TermSize
+}
+
+func (ttyIO) TTY() bool                       { return true }
+func (c ttyIO) Resize() <-chan vkapi.TermSize { return c.resize }
+
 func (h *harness) exec(cmd ...string) error {
 	h.t.Helper()
 	return h.w.p.Exec(context.Background(), h.w.current().Namespace, h.w.current().Name, "main", cmd, noIO{})
@@ -269,6 +279,21 @@ func TestExecUsesTheStatusContainer(t *testing.T) {
 	}
 	if got := h.rt.called("exec "); !slices.Equal(got[len(got)-2:], []string{"exec " + first + " echo once", "exec " + second.ID + " echo once"}) {
 		t.Errorf("exec calls %q, want the first run refused, then the second", got)
+	}
+
+	// A terminal's session: the refused start took the client's first
+	// (and only) size; the session in the running container starts at it.
+	h.w.mu.Lock()
+	h.w.pod.Status.ContainerStatuses[0].ContainerID = containerIDPrefix + first
+	h.w.mu.Unlock()
+	sizes := make(chan vkapi.TermSize, 1)
+	sizes <- vkapi.TermSize{Width: 132, Height: 43}
+	close(sizes) // no other size comes
+	if err := h.w.p.Exec(context.Background(), h.w.current().Namespace, h.w.current().Name, "main", []string{"sh"}, ttyIO{resize: sizes}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.rt.called("exec "); !slices.Equal(got[len(got)-2:], []string{"exec " + first + " sh at 132x43", "exec " + second.ID + " sh at 132x43"}) {
+		t.Errorf("exec calls %q, want the second run's session at the client's size", got)
 	}
 
 	// Nothing runs now.

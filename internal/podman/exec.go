@@ -36,6 +36,10 @@ type ExecOptions struct {
 	// the first one before starting, so the process starts at the
 	// client's size.
 	Resize <-chan TermSize
+	// Size, when set (TTY only), is the terminal's size already taken
+	// from Resize, by an Exec that did not start (ExecNotStartedError's
+	// Size): the process starts at it, without waiting on Resize.
+	Size *TermSize
 	// KillOnCancel kills the process when ctx ends before it does, as a
 	// CRI ExecSync with a timeout does (probes and hooks); by default it
 	// runs on, as an interactive session's process does.
@@ -68,24 +72,27 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 		Height uint16 `json:"h,omitempty"`
 		Width  uint16 `json:"w,omitempty"`
 	}{TTY: o.TTY}
-	resize := o.Resize
-	if o.TTY && resize != nil {
+	resize, size := o.Resize, o.Size
+	if o.TTY && size == nil && resize != nil {
 		// A daemon has no terminal of its own: the size comes from the client only.
 		select {
 		case sz, ok := <-resize:
 			if !ok {
 				resize = nil
-			} else if sz.Width > 0 && sz.Height > 0 {
-				start.Width, start.Height = sz.Width, sz.Height
+			} else {
+				size = &sz
 			}
 		case <-time.After(firstSizeWait):
 		case <-ctx.Done():
 			return -1, ctx.Err()
 		}
 	}
+	if o.TTY && size != nil && size.Width > 0 && size.Height > 0 {
+		start.Width, start.Height = size.Width, size.Height
+	}
 	s, err := c.upgrade(ctx, opExecStart, "exec start in "+container, "/exec/"+url.PathEscape(id)+"/start", nil, start)
 	if err != nil {
-		return -1, &ExecNotStartedError{Err: err}
+		return -1, &ExecNotStartedError{Err: err, Size: size}
 	}
 	defer s.Close()
 	sctx, cancel := context.WithCancel(ctx)
@@ -134,8 +141,13 @@ func (c *Client) Exec(ctx context.Context, container string, o ExecOptions) (int
 
 // ExecNotStartedError is an Exec that failed before its process started
 // (podman refused the session, or its start): trying it again cannot run
-// the command twice.
-type ExecNotStartedError struct{ Err error }
+// the command twice. Size is the terminal size the Exec took from its
+// Resize, if it took one: the retry's ExecOptions.Size, or the client's
+// first size is lost (it sends it once).
+type ExecNotStartedError struct {
+	Err  error
+	Size *TermSize
+}
 
 func (e *ExecNotStartedError) Error() string { return e.Err.Error() }
 func (e *ExecNotStartedError) Unwrap() error { return e.Err }
