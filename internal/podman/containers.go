@@ -2,8 +2,13 @@ package podman
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/containers/podman/v5/libpod/define"
@@ -253,17 +258,56 @@ func sortedNetworks(m map[string]*define.InspectAdditionalNetwork) []*define.Ins
 // container, its entries named after path's base name; paths on the
 // container's named volumes come from the volumes. Closing the reader ends
 // the transfer. A missing path gives ErrNotFound.
+//
+// The archive is read straight from a connection of its own to the host's
+// podman socket, as the bindings' CopyToArchive asks for it but without
+// their path through the local forward and a pipe: two copies and four
+// system calls less for every chunk of a bulk stream (make bench's S3
+// upload).
 func (c *Client) CopyFrom(ctx context.Context, container, path string) (_ io.ReadCloser, err error) {
-	cctx, end, err := c.call(ctx, opCopyFrom)
+	defer c.begin(opCopyFrom)(&err)
+	what := "copy from " + container + ":" + path
+	u := url.URL{Path: streamAPIPrefix + "/containers/" + url.PathEscape(container) + "/archive", RawQuery: url.Values{"path": {path}}.Encode()}
+	req, err := http.NewRequest(http.MethodGet, "http://d"+u.RequestURI(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	conn, _, resp, err := c.open(ctx, what, req)
 	if err != nil {
 		return nil, err
 	}
-	defer end(&err)
-	pr, pw := io.Pipe()
-	copyFn, err := containers.CopyToArchive(cctx, container, path, pw)
-	if err != nil {
-		return nil, wrap("copy from "+container+":"+path, err)
+	if resp.StatusCode != http.StatusOK {
+		defer conn.Close()
+		return nil, responseError(what, resp)
 	}
-	go func() { pw.CloseWithError(wrap("copy from "+container+":"+path, copyFn())) }()
-	return pr, nil
+	// ctx bounds the stream, as it bounded the bindings' request.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	return &responseStream{what: what, body: resp.Body, conn: conn, stop: stop}, nil
+}
+
+// responseStream is a response body read from a connection of its own:
+// closing it closes the connection.
+type responseStream struct {
+	what string
+	body io.ReadCloser
+	conn net.Conn
+	stop func() bool
+	once sync.Once
+}
+
+func (s *responseStream) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	if err != nil && err != io.EOF {
+		err = &APIError{Op: s.what, Err: err}
+	}
+	return n, err
+}
+
+func (s *responseStream) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.stop()
+		err = s.conn.Close()
+	})
+	return err
 }

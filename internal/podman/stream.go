@@ -68,28 +68,45 @@ func (c *Client) upgrade(ctx context.Context, op, what, path string, query url.V
 		}
 		payload = b
 	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := c.cfg.Dial(dctx)
-	if err != nil {
-		return nil, &APIError{Op: what, Err: err}
-	}
-	// Until podman answered, ctx's end must cut the connection.
-	stop := context.AfterFunc(dctx, func() { _ = conn.Close() })
 	u := url.URL{Path: streamAPIPrefix + path, RawQuery: query.Encode()}
 	req, err := http.NewRequest(http.MethodPost, "http://d"+u.RequestURI(), bytes.NewReader(payload))
 	if err != nil {
-		stop()
-		conn.Close()
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "tcp")
+	conn, br, resp, err := c.open(ctx, what, req)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusSwitchingProtocols, http.StatusOK:
+		// 200: podman streams on the same connection without the upgrade.
+		return &rawStream{conn: conn, r: br}, nil
+	}
+	defer conn.Close()
+	return nil, responseError(what, resp)
+}
+
+// open sends req on a connection of its own to the host's podman socket,
+// dialed over the host's SSH connection (not through the local forward the
+// bindings use), and returns the connection, its reader and podman's
+// response once its head came. ctx's end cuts the connection until then;
+// the caller owns it after.
+func (c *Client) open(ctx context.Context, what string, req *http.Request) (net.Conn, *bufio.Reader, *http.Response, error) {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := c.cfg.Dial(dctx)
+	if err != nil {
+		return nil, nil, nil, &APIError{Op: what, Err: err}
+	}
+	// Until podman answered, ctx's end must cut the connection.
+	stop := context.AfterFunc(dctx, func() { _ = conn.Close() })
 	if err := req.Write(conn); err != nil {
 		stop()
 		conn.Close()
-		return nil, &APIError{Op: what, Err: err}
+		return nil, nil, nil, &APIError{Op: what, Err: err}
 	}
 	br := bufio.NewReaderSize(conn, 32*1024)
 	resp, err := http.ReadResponse(br, req)
@@ -98,14 +115,13 @@ func (c *Client) upgrade(ctx context.Context, op, what, path string, query url.V
 		if err == nil {
 			err = dctx.Err()
 		}
-		return nil, &APIError{Op: what, Err: err}
+		return nil, nil, nil, &APIError{Op: what, Err: err}
 	}
-	switch resp.StatusCode {
-	case http.StatusSwitchingProtocols, http.StatusOK:
-		// 200: podman streams on the same connection without the upgrade.
-		return &rawStream{conn: conn, r: br}, nil
-	}
-	defer conn.Close()
+	return conn, br, resp, nil
+}
+
+// responseError is podman's refusal in resp: its message, and the status.
+func responseError(what string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
 	var model struct {
 		Message string `json:"message"`
@@ -115,7 +131,7 @@ func (c *Client) upgrade(ctx context.Context, op, what, path string, query url.V
 	if json.Unmarshal(msg, &model) == nil && model.Message != "" {
 		text = model.Message
 	}
-	return nil, &APIError{Op: what, Status: resp.StatusCode, Err: fmt.Errorf("%s (HTTP %s)", text, strconv.Itoa(resp.StatusCode))}
+	return &APIError{Op: what, Status: resp.StatusCode, Err: fmt.Errorf("%s (HTTP %s)", text, strconv.Itoa(resp.StatusCode))}
 }
 
 // copyOutput copies a session's output to stdout and stderr: raw when the
