@@ -165,8 +165,9 @@ func TestNodeAdvertisedOnceItsAddressLeadsThere(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%d kubelet-serving CSRs, none issued for %s", len(list.Items), name)
 	})
-	// What a kubelet-less window looks like: the node would be Ready
-	// within a second of its certificate if it did not wait.
+	// The node must not turn Ready while kube-proxy is paused: without
+	// the wait it does within a second of its certificate (this test
+	// failed so on the code before it).
 	const window = 5 * time.Second
 	wctx, cancel := context.WithTimeout(ctx, window)
 	defer cancel()
