@@ -176,7 +176,7 @@ func TestNodeAdvertisedOnceItsAddressLeadsThere(t *testing.T) {
 		t.Fatal(err)
 	}
 	for ev := range w.ResultChan() {
-		if n, ok := ev.Object.(*corev1.Node); ok && nodeReady(n) {
+		if n, ok := ev.Object.(*corev1.Node); ok && framework.NodeReady(n) {
 			t.Fatalf("node %s Ready at %v while kube-proxy has not programmed its Service", name, internalIPs(n))
 		}
 	}
@@ -189,13 +189,4 @@ func TestNodeAdvertisedOnceItsAddressLeadsThere(t *testing.T) {
 	if out, err := s.KubectlErr("get", "--raw", "/api/v1/nodes/"+name+"/proxy/healthz"); err != nil || strings.TrimSpace(out) != "ok" {
 		t.Errorf("the apiserver to Ready node %s: %q, %v", name, out, err)
 	}
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

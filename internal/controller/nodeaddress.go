@@ -77,7 +77,8 @@ func nodeEndpointFor(ctx context.Context, d runtimeDeps, node string, port int32
 		release()
 		return nodeEndpoint{}, nil, transientError(ReasonServingCertificatePending, err)
 	}
-	if err := d.probe().wait(ctx, netip.AddrPortFrom(ip, nodeservice.Port), get); err != nil {
+	probe := d.probe()
+	if err := probe.wait(ctx, netip.AddrPortFrom(ip, nodeservice.Port), get); err != nil {
 		if ctx.Err() != nil {
 			release()
 			return nodeEndpoint{}, nil, transientError(ReasonStartFailed, ctx.Err())
@@ -86,7 +87,7 @@ func nodeEndpointFor(ctx context.Context, d runtimeDeps, node string, port int32
 		// NetworkPolicy on rbn's namespace, no hairpin on the node's
 		// bridge): the node is advertised anyway, and the operator told.
 		msg := fmt.Sprintf("the node's address %s:%d did not lead here within %s (%v): kube-proxy has not programmed its Service yet, or rbn-kubelet cannot reach its own Services (a NetworkPolicy, no hairpin traffic on the node's pod bridge); advertised anyway: exec, logs and port-forward may fail until it does",
-			ip, nodeservice.Port, d.probe().timeout, err)
+			ip, nodeservice.Port, probe.timeout, err)
 		logging.FromContext(ctx).Warn("node address unverified", "node", node, "err", msg)
 		if d.recorder != nil {
 			d.recorder(node).Event(&corev1.ObjectReference{APIVersion: rbnv1.SchemeGroupVersion.String(), Kind: "RemoteBuildNode", Name: node},

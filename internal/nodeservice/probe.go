@@ -40,26 +40,21 @@ const probeTimeout = 2 * time.Second
 func Presents(ctx context.Context, addr netip.AddrPort, want []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	var presented *x509.Certificate
 	d := tls.Dialer{Config: &tls.Config{
 		// Nothing is sent over the connection and nothing it says is
 		// trusted: the presented certificate is compared with want below.
 		InsecureSkipVerify: true, //nolint:gosec // compared byte for byte
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) > 0 {
-				presented = cs.PeerCertificates[0]
-			}
-			return nil
-		},
 	}}
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return fmt.Errorf("%s: %w", addr, err)
 	}
+	peers := conn.(*tls.Conn).ConnectionState().PeerCertificates
 	_ = conn.Close()
-	if presented == nil {
+	if len(peers) == 0 {
 		return fmt.Errorf("%s: %w: it presented none", addr, ErrNotPresented)
 	}
+	presented := peers[0]
 	if !bytes.Equal(presented.Raw, want) {
 		return fmt.Errorf("%s: %w: it presented %s", addr, ErrNotPresented, describe(presented))
 	}
