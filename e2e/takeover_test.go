@@ -250,7 +250,16 @@ func (tk *takeover) checkRanOnce(t *testing.T, ns string, names []string, since 
 		if mains := tk.mainStarts(t, p, since); len(mains) != 1 {
 			t.Errorf("%s: main container started %d times on %s: %v", name, len(mains), p.Spec.NodeName, mains)
 		}
-		logs := tk.Kubectl(t, "logs", "-n", ns, name)
+		logs, err := tk.KubectlErr("logs", "-n", ns, name)
+		if err != nil {
+			// The clean-clone run at 2838d9b failed here once with the
+			// apiserver's dial to the node's address refused "no route to
+			// host", after servedByLiveReplicas passed: say where it goes.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			report := tk.NodeRouteReport(ctx, p.Spec.NodeName)
+			cancel()
+			t.Fatalf("%s: %v\nwhere %s's address leads now:\n%s", name, err, p.Spec.NodeName, report)
+		}
 		if want := "done " + name; !strings.Contains(logs, want) {
 			t.Errorf("%s: logs %q, want %q", name, logs, want)
 		}
