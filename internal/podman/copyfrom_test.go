@@ -35,6 +35,13 @@ func copyFromServer(t *testing.T, payload []byte, hold bool) *Client {
 			<-r.Context().Done()
 		}
 	}))
+	return clientOf(t, srv)
+}
+
+// clientOf is a Client of the podman API srv serves, closed with the
+// test, as is srv.
+func clientOf(t *testing.T, srv *httptest.Server) *Client {
+	t.Helper()
 	t.Cleanup(srv.Close)
 	c, err := New(Config{Name: "h", SocketDir: t.TempDir(), Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer

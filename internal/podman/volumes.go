@@ -3,7 +3,9 @@ package podman
 import (
 	"context"
 	"errors"
+	"strings"
 
+	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings/volumes"
 	entitiesTypes "github.com/containers/podman/v5/pkg/domain/entities/types"
 )
@@ -17,19 +19,26 @@ type Volume struct {
 	Mountpoint string
 }
 
-// EnsureVolume creates a named volume unless it exists, and returns it.
+// EnsureVolume creates a named volume unless it exists, and returns it
+// (the one that exists as it is, whatever labels and options it was given).
+// One call: podman answers with the volume it has of that name when asked
+// to ignore one that exists (IgnoreIfExists, podman 5). One that does not
+// take that option (Debian 12's podman 4.3.1) refuses the name with
+// ErrVolumeExists, and the volume is inspected then: still one call for a
+// new volume, the pod's start path.
 func (c *Client) EnsureVolume(ctx context.Context, name string, labels, options map[string]string) (_ *Volume, err error) {
 	cctx, end, err := c.call(ctx, opVolumeEnsure)
 	if err != nil {
 		return nil, err
 	}
 	defer end(&err)
-	if r, err := volumes.Inspect(cctx, name, nil); err == nil {
-		return &Volume{Name: r.Name, Labels: r.Labels, Mountpoint: r.Mountpoint}, nil
-	} else if !errors.Is(wrap("", err), ErrNotFound) {
-		return nil, wrap("inspect volume "+name, err)
+	r, err := volumes.Create(cctx, entitiesTypes.VolumeCreateOptions{Name: name, Label: labels, Options: options, IgnoreIfExists: true}, nil)
+	if err != nil && strings.Contains(err.Error(), define.ErrVolumeExists.Error()) {
+		r, err = volumes.Inspect(cctx, name, nil)
+		if err != nil {
+			return nil, wrap("inspect volume "+name, err)
+		}
 	}
-	r, err := volumes.Create(cctx, entitiesTypes.VolumeCreateOptions{Name: name, Label: labels, Options: options}, nil)
 	if err != nil {
 		return nil, wrap("create volume "+name, err)
 	}
