@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,13 @@ type burstRound struct {
 	floorRetries, floorPodRetries   int32   // failed container/pod starts tried again
 	// floor in pods: each container in a podman pod of its own.
 	floorPodAllRunning, floorPodAllExited time.Duration
+	// The whole machine's CPU from the first create until every pod ended
+	// (rbn) / every container exited (floor in pods), and the wall time it
+	// was spent over; calls are rbn-kubelet's podman calls and SSH commands
+	// meanwhile.
+	machine, floorPodMachine         framework.CPUUse
+	machineWall, floorPodMachineWall time.Duration
+	calls                            callCounts
 }
 
 type burstResult struct {
@@ -60,11 +69,11 @@ func (s *burstSection) run(ctx context.Context) error {
 		steps := []func() error{
 			func() error { return b.rbnBurst(ctx, r, &round) },
 			func() (err error) {
-				round.floorAllRunning, round.floorAllExited, round.floorClientCPU, round.floorRetries, err = b.floorBurst(ctx, r, false)
+				round.floorAllRunning, round.floorAllExited, round.floorClientCPU, round.floorRetries, err = b.floorBurst(ctx, r, false, nil, nil)
 				return err
 			},
 			func() (err error) {
-				round.floorPodAllRunning, round.floorPodAllExited, _, round.floorPodRetries, err = b.floorBurst(ctx, r, true)
+				round.floorPodAllRunning, round.floorPodAllExited, _, round.floorPodRetries, err = b.floorBurst(ctx, r, true, &round.floorPodMachine, &round.floorPodMachineWall)
 				return err
 			},
 		}
@@ -106,6 +115,15 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 	if err != nil {
 		return err
 	}
+	metricsURL, err := b.kubeletMetricsURL()
+	if err != nil {
+		return err
+	}
+	calls0, err := b.readKubeletMetrics(ctx, metricsURL)
+	if err != nil {
+		return err
+	}
+	machine0 := framework.TakeCPUSnapshot()
 	t0 := time.Now()
 	errs := make(chan error, b.cfg.burstPods)
 	var wg sync.WaitGroup
@@ -136,11 +154,17 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 		}
 		return n == b.cfg.burstPods, fmt.Sprintf("%d of %d ended", n, b.cfg.burstPods)
 	})
+	out.machine, out.machineWall = machine0.Until(framework.TakeCPUSnapshot()), time.Since(t0)
 	cpu1, cerr := framework.ProcCPU(pid)
 	st, serr := framework.ProcStatus(pid)
 	if err != nil {
 		return err
 	}
+	calls1, err := b.readKubeletMetrics(ctx, metricsURL)
+	if err != nil {
+		return err
+	}
+	out.calls = calls1.calls.since(calls0.calls)
 	if cerr != nil || serr != nil {
 		return fmt.Errorf("rbn-kubelet pid %d: %v %v", pid, cerr, serr)
 	}
@@ -182,7 +206,7 @@ func (b *bench) rbnBurst(ctx context.Context, r int, out *burstRound) error {
 // floorBurst starts the burst's containers directly, bare or each in a
 // podman pod of its own (rbn's shape, minus rbn), and returns when every
 // one was inspected running and when every one's "died" was delivered.
-func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, allExited time.Duration, clientCPU float64, retried int32, err error) {
+func (b *bench) floorBurst(ctx context.Context, r int, inPod bool, machine *framework.CPUUse, machineWall *time.Duration) (allRunning, allExited time.Duration, clientCPU float64, retried int32, err error) {
 	run := fmt.Sprintf("burst-%d", r)
 	if inPod {
 		run += "-pod"
@@ -233,6 +257,7 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
+	machine0 := framework.TakeCPUSnapshot()
 	t0 := time.Now()
 	var (
 		wg       sync.WaitGroup
@@ -276,6 +301,9 @@ func (b *bench) floorBurst(ctx context.Context, r int, inPod bool) (allRunning, 
 		case <-timeout.C:
 			return 0, 0, 0, 0, fmt.Errorf("floor burst: %d of %d containers seen exiting", len(seen), len(started))
 		}
+	}
+	if machine != nil {
+		*machine, *machineWall = machine0.Until(framework.TakeCPUSnapshot()), time.Since(t0)
 	}
 	cpu1, err := framework.ProcCPU(self)
 	if err != nil {
@@ -352,6 +380,7 @@ func (s *burstSection) render(p printer) {
 		secs(suc), secs(sucF), ratio(suc, sucF), verdict(float64(suc) <= 2*float64(sucF)))
 	runP := medianOf(bu.rounds, func(x burstRound) time.Duration { return x.floorPodAllRunning })
 	p("Against the floor in pods (%s to all running) rbn takes %s.", secs(runP), ratio(run, runP))
+	s.renderMachine(p)
 	st := burstStages(bu)
 	p("Per pod, from the hosts' events (medians over the pods, median round): %s from scheduled to the pod's first",
 		secs(st[0]))
@@ -362,5 +391,61 @@ func (s *burstSection) render(p printer) {
 	if len(bu.rounds) > 0 {
 		p("Pods per node (round 1): %v.", bu.rounds[0].perNode)
 	}
+	p("")
+}
+
+// renderMachine says where the machine's CPU went in each round, rbn's and
+// the floor in pods', and what rbn-kubelet asked of the hosts per pod: on a
+// machine whose CPUs are all busy in both, the CPU one takes more is the
+// time it takes more.
+func (s *burstSection) renderMachine(p printer) {
+	b, bu := s.b, s.res
+	cores := func(u framework.CPUUse, wall time.Duration) string {
+		if wall <= 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.2f", u.Busy/b.clkTck/wall.Seconds())
+	}
+	top := func(u framework.CPUUse, n int) string {
+		var parts []string
+		for _, c := range u.Top(n) {
+			parts = append(parts, fmt.Sprintf("%s %.1f", c.Comm, c.Ticks/b.clkTck))
+		}
+		return strings.Join(parts, ", ")
+	}
+	p("")
+	p("The whole machine's CPU (`/proc/stat`, and each process's `/proc/<pid>/stat` with the children it waited for)")
+	p("from the first create until every pod ended (rbn) and until every container exited (floor in pods), with")
+	p("the CPUs it kept busy on average (%d on this machine), and the commands that took most:", goruntime.NumCPU())
+	p("")
+	var rows [][]string
+	for i, r := range bu.rounds {
+		rows = append(rows, []string{strconv.Itoa(i + 1),
+			fmt.Sprintf("%.1f CPU-s over %s (%s CPUs)", r.machine.Busy/b.clkTck, secs(r.machineWall), cores(r.machine, r.machineWall)),
+			fmt.Sprintf("%.1f CPU-s over %s (%s CPUs)", r.floorPodMachine.Busy/b.clkTck, secs(r.floorPodMachineWall), cores(r.floorPodMachine, r.floorPodMachineWall)),
+			top(r.machine, 10), top(r.floorPodMachine, 6)})
+	}
+	table(p, []string{"round", "rbn: machine CPU", "floor in pods: machine CPU", "rbn: CPU-s by command", "floor in pods: CPU-s by command"}, rows)
+	if len(bu.rounds) == 0 {
+		return
+	}
+	var parts []string
+	for _, op := range callOps(bu.rounds[0].calls) {
+		n := medianFOf(bu.rounds, func(r burstRound) float64 {
+			sum := 0.0
+			for k, v := range r.calls {
+				if k.op == op {
+					sum += v
+				}
+			}
+			return sum
+		})
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f", op, n/float64(bu.pods)))
+		}
+	}
+	p("rbn-kubelet's podman calls and SSH commands per pod, over all hosts, from the first create until every pod")
+	p("ended (medians over the rounds; the floor in pods makes 5: pod create and start, container create and start,")
+	p("one inspection): %s.", strings.Join(parts, ", "))
 	p("")
 }
