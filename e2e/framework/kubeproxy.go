@@ -130,7 +130,11 @@ func (s *Stack) NodeRouteReport(ctx context.Context, node string) string {
 		queue = queue[1:]
 		if i := slices.Index(f, "-j"); i >= 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], "KUBE-") && !seen[f[i+1]] {
 			seen[f[i+1]] = true
-			mine = append(mine, byChain[f[i+1]]...)
+			for _, l := range byChain[f[i+1]] {
+				if !slices.Contains(mine, l) {
+					mine = append(mine, l)
+				}
+			}
 			queue = append(queue, byChain[f[i+1]]...)
 		}
 		if i := slices.Index(f, "--to-destination"); i >= 0 && i+1 < len(f) {
