@@ -24,8 +24,6 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 	if err != nil {
 		return nil, err
 	}
-	seen := nodeFingerprint(list, w.p.cfg.NodeName)[w.uid()]
-	w.observed.Store(&seen)
 	type run struct {
 		attempt int
 		id      string

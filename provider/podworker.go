@@ -45,10 +45,6 @@ type podWorker struct {
 
 	kick chan struct{}
 	done chan struct{}
-	// observed is the fingerprint (relist.go) of the pod's containers as
-	// the worker last listed them; nil until it has. A relist that sees
-	// just that wakes no one: the worker knows it already.
-	observed atomic.Pointer[string]
 
 	mu       sync.Mutex
 	pod      *corev1.Pod // latest spec; Status is what we last reported
@@ -226,13 +222,6 @@ func (w *podWorker) isDeleting() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.deleting != nil
-}
-
-// sawOnHost says whether the worker's last look at its containers found
-// them as fingerprint f says.
-func (w *podWorker) sawOnHost(f string) bool {
-	seen := w.observed.Load()
-	return seen != nil && *seen == f
 }
 
 // poke schedules a sync.

@@ -35,14 +35,6 @@ func fingerprint(list []podman.ContainerSummary) podFingerprints {
 	return out
 }
 
-// nodeFingerprint is fingerprint of the containers of list that belong to
-// node, as its relist lists them (hostlist.go).
-func nodeFingerprint(list []podman.ContainerSummary, node string) podFingerprints {
-	return fingerprint(slices.DeleteFunc(slices.Clone(list), func(c podman.ContainerSummary) bool {
-		return c.Labels[pod.LabelNode] != node
-	}))
-}
-
 // changedPods returns the pods whose fingerprint differs between two
 // relists, those that appeared or vanished included.
 func changedPods(prev, cur podFingerprints) []types.UID {
@@ -61,13 +53,8 @@ func changedPods(prev, cur podFingerprints) []types.UID {
 }
 
 // relist lists the node's containers in one call and wakes the workers of
-// the pods that changed since the previous relist, but for those whose
-// worker has seen them so already: the safety net for a podman event that
-// was missed, as kubelet's PLEG relists once per node. Most of what changes
-// on a busy node is what the workers did themselves (created and started
-// containers, then looked at them): a worker woken for that lists and
-// inspects its containers again for nothing, twice per wake, on the podman
-// that is starting the other pods.
+// the pods that changed since the previous relist: the safety net for a
+// podman event that was missed, as kubelet's PLEG relists once per node.
 // Workers do not poll on their own, so the cost of a quiet node is one list
 // per period, whatever the number of its pods (a list per pod, each walking
 // every container of the host, grew with the square of the pods), and the
@@ -84,7 +71,7 @@ func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints
 	cur := fingerprint(list)
 	for _, uid := range changedPods(prev, cur) {
 		w := p.workerOf(uid)
-		if w != nil && !w.sawOnHost(cur[uid]) {
+		if w != nil {
 			w.poke()
 		}
 	}

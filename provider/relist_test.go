@@ -4,7 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/remote-build-nodes/rbn/internal/podman"
@@ -68,41 +67,5 @@ func TestHostChangesWakeWorkersOnlyWhenTheHostTurnsReady(t *testing.T) {
 		if got := r.becameReady(s.ready); got != s.wake {
 			t.Errorf("%s (ready %t): wake workers = %t, want %t", s.what, s.ready, got, s.wake)
 		}
-	}
-}
-
-// A relist wakes a worker only for what it has not seen: not for the
-// containers its own sync created and looked at, but for a container that
-// exited since, once.
-func TestRelistSkipsWhatTheWorkerSaw(t *testing.T) {
-	h := newHarness(t, testPod(corev1.RestartPolicyNever, "main"))
-	h.sync()
-	h.wantPhase(corev1.PodRunning)
-	woken := func() bool {
-		select {
-		case <-h.w.kick:
-			return true
-		default:
-			return false
-		}
-	}
-	woken() // whatever the sync itself asked for
-	seen := h.pods.relist(h.ctx, podFingerprints{})
-	if len(seen[testUID]) == 0 {
-		t.Fatalf("the relist saw no container of the pod: %v", seen)
-	}
-	if woken() {
-		t.Error("the relist woke the worker for the containers its own sync created and looked at")
-	}
-	h.rt.exit(ctrName("main", 0), 0)
-	seen = h.pods.relist(h.ctx, seen)
-	if !woken() {
-		t.Fatal("the relist did not wake the worker for its container's exit")
-	}
-	h.sync()
-	h.wantPhase(corev1.PodSucceeded)
-	woken()
-	if h.pods.relist(h.ctx, seen); woken() {
-		t.Error("the relist woke the worker again for the exit it has seen")
 	}
 }
