@@ -429,20 +429,14 @@ func (s *burstSection) renderMachine(p printer) {
 	if len(bu.rounds) == 0 {
 		return
 	}
+	subs := make([]callCounts, len(bu.rounds))
+	for i, r := range bu.rounds {
+		subs[i] = r.calls.overHosts()
+	}
+	perRound := medianCalls(subs)
 	var parts []string
-	for _, op := range callOps(bu.rounds[0].calls) {
-		n := medianFOf(bu.rounds, func(r burstRound) float64 {
-			sum := 0.0
-			for k, v := range r.calls {
-				if k.op == op {
-					sum += v
-				}
-			}
-			return sum
-		})
-		if n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %.1f", op, n/float64(bu.pods)))
-		}
+	for _, op := range callOps(perRound) {
+		parts = append(parts, fmt.Sprintf("%s %.1f", op, perRound[callKey{op: op}]/float64(bu.pods)))
 	}
 	p("rbn-kubelet's podman calls and SSH commands per pod, over all hosts, from the first create until every pod")
 	p("ended (medians over the rounds; the floor in pods makes 5: pod create and start, container create and start,")

@@ -346,6 +346,16 @@ func (c callCounts) perHost(ops ...string) map[string]float64 {
 	return out
 }
 
+// overHosts is c summed over the hosts: one series per operation, with
+// no host.
+func (c callCounts) overHosts() callCounts {
+	out := callCounts{}
+	for k, v := range c {
+		out[callKey{op: k.op}] += v
+	}
+	return out
+}
+
 // busiest is the largest of m's values, 0 for none.
 func busiest(m map[string]float64) float64 {
 	top := 0.0

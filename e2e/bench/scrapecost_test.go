@@ -80,6 +80,23 @@ func TestCallCountsSince(t *testing.T) {
 	}
 }
 
+// overHosts sums each operation over the hosts; the burst report takes
+// the median of that over its rounds, an operation of any round included.
+func TestCallCountsOverHosts(t *testing.T) {
+	rounds := []callCounts{
+		{{hostA, "container_list"}: 3, {hostB, "container_list"}: 4, {hostA, "pod_create"}: 1},
+		{{hostA, "container_list"}: 5, {hostB, "container_list"}: 5, {hostB, "volume_ensure"}: 2},
+		{{hostB, "container_list"}: 9, {hostA, "volume_ensure"}: 2, {hostB, "volume_ensure"}: 2},
+	}
+	for i := range rounds {
+		rounds[i] = rounds[i].overHosts()
+	}
+	want := callCounts{{op: "container_list"}: 9, {op: "volume_ensure"}: 2}
+	if got := medianCalls(rounds); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("median over hosts = %v, want %v", got, want)
+	}
+}
+
 func TestLastMetricsAddr(t *testing.T) {
 	tests := []struct {
 		name, log, want string
