@@ -58,3 +58,34 @@ func TestNativeSidecar(t *testing.T) {
 		t.Errorf("sidecar restart count %d, want 1", side.RestartCount)
 	}
 }
+
+// A native sidecar without probes has started once it runs: the init
+// container after it and then the app run without anything else waking
+// the pod's worker (the node's relist skips what the worker accounted for,
+// so the pod would stay Pending if its start did not lead on).
+func TestNativeSidecarWithoutProbes(t *testing.T) {
+	s := newStack(t)
+	ns := s.Namespace(t)
+	p := s.runPod(t, ns, "job", `  restartPolicy: Never
+  initContainers:
+    - name: sidecar
+      image: localhost/rbn/busybox:1.0
+      restartPolicy: Always
+      command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    - name: setup
+      image: localhost/rbn/busybox:1.0
+      command: ["true"]
+  containers:
+    - name: main
+      image: localhost/rbn/busybox:1.0
+      command: [sh, -c, "echo main done"]
+`, corev1.PodSucceeded)
+	if len(p.Status.InitContainerStatuses) != 2 || len(p.Status.ContainerStatuses) != 1 {
+		t.Fatalf("statuses: %+v %+v", p.Status.InitContainerStatuses, p.Status.ContainerStatuses)
+	}
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		if cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+			t.Errorf("%s: %+v, want terminated with exit code 0", cs.Name, cs.State)
+		}
+	}
+}

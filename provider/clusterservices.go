@@ -160,6 +160,7 @@ func (w *podWorker) ensureForwarder(ctx context.Context, image string) error {
 	if err := w.p.rt.StartContainer(ctx, name); err != nil {
 		return fmt.Errorf("cluster services: start the forwarder: %w", err)
 	}
+	w.acts.add(name, actStarted)
 	return nil
 }
 

@@ -19,10 +19,18 @@ import (
 
 // observe lists the pod's containers on the host: newest and previous run of each.
 func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
+	obs, _, err := w.look(ctx)
+	return obs, err
+}
+
+// look is observe, with what the list showed of the pod's containers on
+// its node (for the relist, hostacts.go).
+func (w *podWorker) look(ctx context.Context) (map[string]*observed, podLook, error) {
 	pc := w.p.rt
-	list, err := pc.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(w.uid())})
+	uid := w.uid()
+	list, err := pc.ListContainers(ctx, map[string]string{pod.LabelPodUID: string(uid)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type run struct {
 		attempt int
@@ -43,17 +51,17 @@ func (w *podWorker) observe(ctx context.Context) (map[string]*observed, error) {
 		slices.SortFunc(rs, func(a, b run) int { return b.attempt - a.attempt })
 		o := &observed{name: name, attempt: rs[0].attempt, bootID: bootID}
 		if o.current, err = pc.InspectContainer(ctx, rs[0].id); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(rs) > 1 {
 			if o.previous, err = pc.InspectContainer(ctx, rs[1].id); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		obs[name] = o
 	}
 	w.withCarried(obs, bootID)
-	return obs, nil
+	return obs, lookOf(list, uid, w.p.cfg.NodeName), nil
 }
 
 // advance starts what should run next: the init containers in order, each
@@ -305,6 +313,7 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 		if d, ok := w.createContainer(ctx, pd, c, attempt); !ok {
 			return d
 		}
+		w.acts.add(name, actCreated)
 	}
 	if !w.emitted["created/"+name] {
 		w.emitted["created/"+name] = true
@@ -323,16 +332,26 @@ func (w *podWorker) runContainer(ctx context.Context, pd *corev1.Pod, c pod.Cont
 	if err := w.p.rt.StartContainer(ctx, name); err != nil {
 		// The run is over before it began: the restart policy and its
 		// back-off take it from the container's exited state.
+		w.acts.add(name, actFailed)
 		w.p.hostFailure()
 		w.p.event(pd, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return 0
 	}
+	w.acts.add(name, actStarted)
 	delete(w.unhealthy, c.K8sName)
 	if !w.emitted["started/"+name] {
 		w.emitted["started/"+name] = true
 		w.p.event(pd, corev1.EventTypeNormal, "Started", "Started container "+c.K8sName)
 	}
-	w.postStart(ctx, pd, findContainer(pd, c.K8sName), name)
+	spec := findContainer(pd, c.K8sName)
+	w.postStart(ctx, pd, spec, name)
+	if c.Sidecar && (spec == nil || spec.StartupProbe == nil) {
+		// The containers after a native sidecar wait for it to have
+		// started, which a sidecar without a startup probe has now: they
+		// run at the next sync, which nothing else would cause (podman's
+		// start events wake no worker; a startup probe's success does).
+		w.poke()
+	}
 	return 0
 }
 

@@ -61,6 +61,9 @@ type fakeRuntime struct {
 	existErr error            // what image lookups answer, when set
 	pingErr  error            // what Ping answers, when set
 	startErr map[string]error // container name -> what its start answers
+	// exitOnStart: container name -> the exit code it ends with as soon as
+	// it started (before anyone looks).
+	exitOnStart map[string]int32
 	// faults are what the next calls of an operation answer ("create-pod",
 	// "remove-pod"), each once, before the fake does the call.
 	faults   map[string][]error
@@ -326,6 +329,9 @@ func (f *fakeRuntime) start(name string) error {
 		return err
 	}
 	c.Running, c.Status, c.StartedAt, c.FinishedAt, c.Error = true, "running", f.clock.Now(), time.Time{}, ""
+	if code, ok := f.exitOnStart[c.Name]; ok {
+		c.Running, c.Status, c.ExitCode, c.FinishedAt = false, "exited", code, f.clock.Now()
+	}
 	if c.Labels["rbn.dev/container"] == "" {
 		c.IPAddress = "10.88.0.7" // the infra container: the pod's IP
 		for net := range f.podSpecs[f.ctrPod[c.Name]].Networks {

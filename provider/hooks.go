@@ -123,7 +123,13 @@ func (w *podWorker) stopContainer(ctx context.Context, pd *corev1.Pod, c *corev1
 		}
 		grace = max(grace-w.p.cfg.Clock.Since(start), minStopGrace)
 	}
-	return w.p.rt.StopContainer(ctx, id, grace)
+	err := w.p.rt.StopContainer(ctx, id, grace)
+	if err != nil {
+		w.acts.add(id, actFailed)
+	} else {
+		w.acts.add(id, actStopped)
+	}
+	return err
 }
 
 // interruptible is ctx, also cancelled when the pod is deleted: a hook

@@ -45,6 +45,11 @@ type podWorker struct {
 
 	kick chan struct{}
 	done chan struct{}
+	// accounted is the fingerprint (relist.go) of the pod's containers in
+	// the state the worker's last sync accounted for (hostacts.go): a
+	// relist that finds them so wakes no one. nil while a sync runs and
+	// after one that did not finish.
+	accounted atomic.Pointer[string]
 
 	mu       sync.Mutex
 	pod      *corev1.Pod // latest spec; Status is what we last reported
@@ -71,6 +76,9 @@ type podWorker struct {
 	// services relays to the pod's cluster Services while it runs
 	// (clusterservices.go); nil: none, or not started.
 	services *podServices
+
+	// acts is what the running sync did on the host (hostacts.go).
+	acts hostActs
 
 	// Owned by the worker goroutine.
 	plan    *pod.Plan
@@ -222,6 +230,13 @@ func (w *podWorker) isDeleting() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.deleting != nil
+}
+
+// accountedFor says whether the worker's last sync accounted for the pod's
+// containers in the state whose fingerprint (relist.go) is f.
+func (w *podWorker) accountedFor(f string) bool {
+	a := w.accounted.Load()
+	return a != nil && *a == f
 }
 
 // poke schedules a sync.
@@ -436,6 +451,8 @@ const volumeNotReadyRetry = time.Second
 
 // step brings the pod one step closer to its spec, then reports status.
 func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
+	w.accounted.Store(nil)
+	w.acts.reset()
 	pd := w.current()
 	if w.plan == nil {
 		plan, err := w.p.translate(ctx, pd, "", &w.token)
@@ -517,10 +534,12 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 			w.plan = plan
 		}
 	}
-	obs := map[string]*observed{}
+	// before is the look advance acts on; a podman pod this sync created
+	// holds no container of the pod's yet.
+	obs, before := map[string]*observed{}, podLook{}
 	if !fresh {
 		var err error
-		if obs, err = w.observe(ctx); err != nil {
+		if obs, before, err = w.look(ctx); err != nil {
 			return 0, err
 		}
 		if reset, err := w.lostRuns(ctx, pd, obs); err != nil {
@@ -546,9 +565,14 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	if err := w.sandbox.settle(); err != nil {
 		return 0, err
 	}
-	// Observe again so the status includes what advance started.
-	if obs2, err := w.observe(ctx); err == nil {
-		obs = obs2
+	// after is the latest look (nil: none since what advance did).
+	after := before
+	if w.acts.any() {
+		// Observe again so the status includes what advance started.
+		after = nil
+		if obs2, look, err := w.look(ctx); err == nil {
+			obs, after = obs2, look
+		}
 	}
 	// Once the app containers have ended for good (before advance looked,
 	// or since), the sidecars stop before the pod is reported complete,
@@ -557,8 +581,9 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 		if failed := w.stopSidecars(ctx, pd, obs, podGracePeriod(pd)); len(failed) > 0 {
 			return 0, fmt.Errorf("stop the sidecars of the completed pod: %v", failed)
 		}
-		if obs2, err := w.observe(ctx); err == nil {
-			obs = obs2
+		after = nil
+		if obs2, look, err := w.look(ctx); err == nil {
+			obs, after = obs2, look
 		}
 	}
 	w.probes.sync(ctx, slices.Concat(pd.Spec.InitContainers, pd.Spec.Containers), w.sandbox.ip, obs)
@@ -591,7 +616,19 @@ func (w *podWorker) step(ctx context.Context) (time.Duration, error) {
 	if storageCheck > 0 && (next == 0 || storageCheck < next) {
 		next = storageCheck
 	}
+	w.account(before, after)
 	return next, nil
+}
+
+// account tells the relist which state of the pod's containers this sync
+// accounted for: the look after its actions when they explain every change
+// it shows, else the look it acted on (hostacts.go).
+func (w *podWorker) account(before, after podLook) {
+	f := before.fingerprint()
+	if after != nil && accountedFor(before, after, &w.acts) {
+		f = after.fingerprint()
+	}
+	w.accounted.Store(&f)
 }
 
 // addEphemeral takes the debug containers added to the running pod (kubectl

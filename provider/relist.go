@@ -19,20 +19,32 @@ type podFingerprints map[types.UID]string
 // fingerprint changes when one of its containers is created, removed or
 // changes state (a restart is a new container), and only then.
 func fingerprint(list []podman.ContainerSummary) podFingerprints {
-	byPod := map[types.UID][]string{}
+	byPod := map[types.UID]podLook{}
 	for _, c := range list {
 		uid := types.UID(c.Labels[pod.LabelPodUID])
 		if uid == "" {
 			continue
 		}
-		byPod[uid] = append(byPod[uid], c.ID+"="+c.State)
+		if byPod[uid] == nil {
+			byPod[uid] = podLook{}
+		}
+		byPod[uid][c.ID] = containerLook{c.Name, c.State}
 	}
 	out := make(podFingerprints, len(byPod))
-	for uid, cs := range byPod {
-		slices.Sort(cs)
-		out[uid] = strings.Join(cs, ",")
+	for uid, l := range byPod {
+		out[uid] = l.fingerprint()
 	}
 	return out
+}
+
+// fingerprint is the pod's fingerprint in a relist that shows l.
+func (l podLook) fingerprint() string {
+	cs := make([]string, 0, len(l))
+	for id, c := range l {
+		cs = append(cs, id+"="+c.state)
+	}
+	slices.Sort(cs)
+	return strings.Join(cs, ",")
 }
 
 // changedPods returns the pods whose fingerprint differs between two
@@ -53,8 +65,9 @@ func changedPods(prev, cur podFingerprints) []types.UID {
 }
 
 // relist lists the node's containers in one call and wakes the workers of
-// the pods that changed since the previous relist: the safety net for a
-// podman event that was missed, as kubelet's PLEG relists once per node.
+// the pods that changed since the previous relist, but for those whose
+// worker has accounted for what it sees (hostacts.go): the safety net for
+// a podman event that was missed, as kubelet's PLEG relists once per node.
 // Workers do not poll on their own, so the cost of a quiet node is one list
 // per period, whatever the number of its pods (a list per pod, each walking
 // every container of the host, grew with the square of the pods), and the
@@ -71,7 +84,7 @@ func (p *Pods) relist(ctx context.Context, prev podFingerprints) podFingerprints
 	cur := fingerprint(list)
 	for _, uid := range changedPods(prev, cur) {
 		w := p.workerOf(uid)
-		if w != nil {
+		if w != nil && !w.accountedFor(cur[uid]) {
 			w.poke()
 		}
 	}

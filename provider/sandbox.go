@@ -134,6 +134,7 @@ func (w *podWorker) setUpSandbox(ctx context.Context) (fresh bool, err error) {
 		return false, err
 	}
 	if fresh {
+		w.acts.add(w.sandbox.infraName, actStarted) // now or while the first container is created
 		w.volumes.fillOnHost(ctx, w.plan, w.log)
 	}
 	if fresh && !needsInfraFirst(w.plan) {
