@@ -61,7 +61,7 @@ func TestServicesReachRemotePods(t *testing.T) {
 		}
 	}
 	client := s.ordinaryPod(t, w, ns, "client", "app: client", `[sleep, "3600"]`)
-	before := s.portalAccepted(t, w)
+	before, rawBefore := s.portalCounter(t, w, "rbn_portal_connections_accepted_total"), s.portalCounter(t, w, "rbn_portal_raw_connections_total")
 	relayed := 0
 	for _, srv := range servers {
 		s.WaitPodPhase(t, ns, srv.name, corev1.PodRunning, 2*time.Minute)
@@ -76,8 +76,13 @@ func TestServicesReachRemotePods(t *testing.T) {
 		}
 	}
 	s.waitEvent(t, ns, "one", "PortNotRelayed", "containerPort 53/UDP")
-	if after := s.portalAccepted(t, w); after-before < float64(relayed) {
+	if after := s.portalCounter(t, w, "rbn_portal_connections_accepted_total"); after-before < float64(relayed) {
 		t.Errorf("rbn-portal accepted %v connections for the %d that reached the pods: they took another path", after-before, relayed)
+	}
+	// Relayed through rbn's raw port-forward (one TLS connection each to
+	// the node's kubelet API, no SPDY), which every rbn-kubelet serves.
+	if raw := s.portalCounter(t, w, "rbn_portal_raw_connections_total"); raw-rawBefore < float64(relayed) {
+		t.Errorf("rbn-portal relayed %v connections through the raw port-forward for the %d that reached the pods: they went over SPDY", raw-rawBefore, relayed)
 	}
 }
 
@@ -93,17 +98,17 @@ func servicesStack(t *testing.T) (*stack, workerNode, string) {
 	return s, s.worker(t), s.Namespace(t)
 }
 
-// portalAccepted is rbn_portal_connections_accepted_total of the worker's
-// rbn-portal (host network: the worker's address).
-func (s *stack) portalAccepted(t *testing.T, w workerNode) float64 {
+// portalCounter is the counter name of the worker's rbn-portal (host
+// network: the worker's address).
+func (s *stack) portalCounter(t *testing.T, w workerNode, name string) float64 {
 	t.Helper()
 	b, err := framework.ScrapeMetrics(w.ip, portalMetricsPort)
 	if err != nil {
 		t.Fatalf("rbn-portal's metrics: %v", err)
 	}
-	v, ok := promSample(t, b, "rbn_portal_connections_accepted_total")
+	v, ok := promSample(t, b, name)
 	if !ok {
-		t.Fatalf("no rbn_portal_connections_accepted_total in rbn-portal's metrics:\n%s", b)
+		t.Fatalf("no %s in rbn-portal's metrics:\n%s", name, b)
 	}
 	return v
 }

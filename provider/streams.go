@@ -171,7 +171,7 @@ const portForwardDrain = time.Second
 // connection was cut, the forwards that failed during the cut left every
 // later stream of that connection without a reply (docs/services.md).
 func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int32, stream io.ReadWriteCloser) error {
-	conn, err := p.dialPod(ctx, namespace, name, port)
+	conn, err := p.DialPod(ctx, namespace, name, port)
 	if err != nil {
 		go drain(stream)
 		return err
@@ -180,8 +180,9 @@ func (p *Pods) PortForward(ctx context.Context, namespace, name string, port int
 	return splice(stream, conn, portForwardDrain)
 }
 
-// dialPod connects to a TCP port of the pod from its host.
-func (p *Pods) dialPod(ctx context.Context, namespace, name string, port int32) (net.Conn, error) {
+// DialPod connects to a TCP port of the pod from its host (rbn-portal's raw
+// port-forward; PortForward's connection).
+func (p *Pods) DialPod(ctx context.Context, namespace, name string, port int32) (net.Conn, error) {
 	if port < 1 || port > 65535 {
 		return nil, errdefs.InvalidInputf("invalid port %d", port)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -108,6 +109,10 @@ func nodeHandlers(pods *provider.Pods) *kubeletapi.NodeHandlers {
 		},
 		PortForward: func(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 			return apiError(pods.PortForward(ctx, namespace, pod, port, stream))
+		},
+		DialPod: func(ctx context.Context, namespace, pod string, port int32) (net.Conn, error) {
+			c, err := pods.DialPod(ctx, namespace, pod, port)
+			return c, apiError(err)
 		},
 		GetPods: func(ctx context.Context) ([]*corev1.Pod, error) {
 			l, err := pods.GetPods(ctx)

@@ -3,6 +3,7 @@ package kubeletapi
 import (
 	"context"
 	"io"
+	"net"
 
 	dto "github.com/prometheus/client_model/go"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
@@ -20,10 +21,13 @@ import (
 // Exec and attach return a command's exit error unwrapped: the caller
 // recognizes an exit code by the error's type.
 type NodeHandlers struct {
-	ContainerLogs      ContainerLogsFunc
-	RunInContainer     vkapi.ContainerExecHandlerFunc
-	AttachToContainer  vkapi.ContainerAttachHandlerFunc
-	PortForward        vkapi.PortForwardHandlerFunc
+	ContainerLogs     ContainerLogsFunc
+	RunInContainer    vkapi.ContainerExecHandlerFunc
+	AttachToContainer vkapi.ContainerAttachHandlerFunc
+	PortForward       vkapi.PortForwardHandlerFunc
+	// DialPod connects to a TCP port of a pod: rbn's raw port-forward
+	// (spdyconn.RawPortForward), which relays the connection itself.
+	DialPod            DialPodFunc
 	GetPods            vkapi.PodListerFunc
 	GetStatsSummary    vkapi.PodStatsSummaryHandlerFunc
 	GetMetricsResource vkapi.PodMetricsResourceHandlerFunc
@@ -43,6 +47,9 @@ type NodeHandlers struct {
 // opts.LimitBytes is 0: the server applies limitBytes itself, after
 // rewriting timestamps.
 type ContainerLogsFunc func(ctx context.Context, namespace, pod, container string, opts vkapi.ContainerLogOpts, tail int) (io.ReadCloser, error)
+
+// DialPodFunc connects to port of the pod namespace/pod.
+type DialPodFunc func(ctx context.Context, namespace, pod string, port int32) (net.Conn, error)
 
 // handlersKey carries a request's NodeHandlers, found once by podRoute or
 // nodeRoute, to the route.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gorilla/mux"
 	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
+
+	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 )
 
 // handler is every route. /healthz answers anyone (as kubelet's); all else
@@ -41,6 +43,10 @@ func (s *Server) handler() http.Handler {
 		vkapi.WithPortForwardCreationTimeout(s.cfg.StreamCreationTimeout),
 	}
 	r.Handle("/portForward/{namespace}/{pod}", stream(func(w http.ResponseWriter, req *http.Request) {
+		if spdyconn.IsRawPortForward(req) {
+			s.rawPortForward(w, req)
+			return
+		}
 		h := handlersOf(req.Context())
 		vkapi.HandlePortForward(func(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 			return s.portForward(withHandlers(ctx, h), namespace, pod, port, stream)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -80,6 +81,30 @@ func (f *KubeletPortForwarder) Dial(pod Pod) (httpstream.Connection, error) {
 	return conn, nil
 }
 
+// DialRaw connects to port of pod through rbn's raw port-forward on its
+// node's kubelet API (spdyconn.RawPortForward): one TLS connection that
+// carries the TCP connection's bytes as they are. It returns the
+// connection and the reader of what the server sent after its answer; an
+// error wrapping spdyconn.ErrRawUnsupported when the node's rbn-kubelet does
+// not serve it (older than the portal).
+func (f *KubeletPortForwarder) DialRaw(pod Pod, port int32) (net.Conn, io.Reader, error) {
+	u, err := f.endpoint(pod)
+	if err != nil {
+		return nil, nil, fmt.Errorf("port-forward to pod %s: %w", pod, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rawDialTimeout)
+	defer cancel()
+	conn, r, err := spdyconn.DialRaw(ctx, f.cfg, u, port)
+	if err != nil {
+		return nil, nil, fmt.Errorf("port-forward to port %d of pod %s at node %s's kubelet API %s: %w", port, pod, pod.Node, u.Host, err)
+	}
+	return conn, r, nil
+}
+
+// rawDialTimeout bounds a raw port-forward's dial: the TCP connect, TLS
+// handshake, and the server's connection to the pod's port (30 s at most).
+const rawDialTimeout = 40 * time.Second
+
 // endpoint is the URL of pod's port-forward on its node's kubelet API.
 func (f *KubeletPortForwarder) endpoint(pod Pod) (*url.URL, error) {
 	if pod.Node == "" {
@@ -128,6 +153,17 @@ type FallbackPortForwarder struct {
 // NewFallbackPortForwarder counts its fallbacks into m.
 func NewFallbackPortForwarder(primary, fallback PortForwarder, m *Metrics) *FallbackPortForwarder {
 	return &FallbackPortForwarder{primary: primary, fallback: fallback, fallbacks: m.fallbacks}
+}
+
+// DialRaw connects to port of pod through Primary's raw port-forward; a
+// pod whose endpoint names no node is not served so (the apiserver's path
+// is SPDY's).
+func (f *FallbackPortForwarder) DialRaw(pod Pod, port int32) (net.Conn, io.Reader, error) {
+	raw, ok := f.primary.(RawDialer)
+	if pod.Node == "" || !ok {
+		return nil, nil, spdyconn.ErrRawUnsupported
+	}
+	return raw.DialRaw(pod, port)
 }
 
 // Dial opens a port-forward connection to pod.

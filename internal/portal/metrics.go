@@ -34,6 +34,9 @@ type Metrics struct {
 	dials        prometheus.Counter
 	dialFailures prometheus.Counter
 	fallbacks    prometheus.Counter
+	// raw counts the connections relayed through the raw port-forward,
+	// rawUnsupported the nodes found not serving it.
+	raw, rawUnsupported prometheus.Counter
 }
 
 // NewMetrics makes the portal's series; register them with Collectors.
@@ -60,10 +63,14 @@ func NewMetrics() *Metrics {
 			"Port-forward dials that failed."))),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts(opts("portforward_fallbacks_total",
 			"Port-forward dials made through the apiserver instead of the pod's node's kubelet API: it refused the portal (403: an rbn-kubelet older than the portal, during an upgrade), or the pod's endpoint named no node."))),
+		raw: prometheus.NewCounter(prometheus.CounterOpts(opts("raw_connections_total",
+			"Connections relayed through rbn's raw port-forward on the pod's node's kubelet API (one TLS connection each, no SPDY)."))),
+		rawUnsupported: prometheus.NewCounter(prometheus.CounterOpts(opts("raw_unsupported_total",
+			"Raw port-forwards a node's rbn-kubelet did not serve (older than the portal): its connections go over SPDY for a minute."))),
 	}
 }
 
 // Collectors are the series to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.listeners, m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures, m.fallbacks}
+	return []prometheus.Collector{m.listeners, m.endpoints, m.skipped, m.accepted, m.failed, m.bytes, m.dials, m.dialFailures, m.fallbacks, m.raw, m.rawUnsupported}
 }

@@ -2,8 +2,10 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 
+	"github.com/remote-build-nodes/rbn/internal/connrelay"
 	"github.com/remote-build-nodes/rbn/internal/logging"
 	"github.com/remote-build-nodes/rbn/internal/spdyconn"
 )
@@ -25,6 +28,20 @@ import (
 type PortForwarder interface {
 	Dial(pod Pod) (httpstream.Connection, error)
 }
+
+// RawDialer connects to a pod's port through rbn's raw port-forward
+// (spdyconn.RawPortForward): a connection per relayed connection, and the
+// reader of what the server sent after its answer. An error wrapping
+// spdyconn.ErrRawUnsupported: not served for the pod; the relay takes the
+// port-forward protocol's path.
+type RawDialer interface {
+	DialRaw(pod Pod, port int32) (net.Conn, io.Reader, error)
+}
+
+// rawRetry is how long a node whose rbn-kubelet did not serve the raw
+// port-forward is relayed to over SPDY before the raw path is tried again
+// (it may have been upgraded since).
+const rawRetry = time.Minute
 
 // APIPortForwarder dials the pods/portforward subresource through the
 // apiserver, which proxies it to the pod's kubelet (rbn-kubelet, which
@@ -70,6 +87,10 @@ type Relay struct {
 	mu       sync.Mutex
 	pods     map[Pod]*podConn
 	retained map[Pod]bool
+	// noRaw holds the nodes whose rbn-kubelet did not serve the raw
+	// port-forward, with when to try it again.
+	noRaw map[string]time.Time
+	now   func() time.Time
 }
 
 // podConn is a pod's port-forward connection and its users.
@@ -122,7 +143,8 @@ const DefaultStreamTimeout = 5 * time.Second
 
 // NewRelay relays through dialer and counts into m.
 func NewRelay(dialer PortForwarder, m *Metrics) *Relay {
-	return &Relay{dialer: dialer, metrics: m, streamTimeout: DefaultStreamTimeout, pods: map[Pod]*podConn{}, retained: map[Pod]bool{}}
+	return &Relay{dialer: dialer, metrics: m, streamTimeout: DefaultStreamTimeout, pods: map[Pod]*podConn{}, retained: map[Pod]bool{},
+		noRaw: map[string]time.Time{}, now: time.Now}
 }
 
 // Serve relays client to t until the pod closes its side, the kubelet
@@ -132,6 +154,9 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	defer client.Close()
 	log := logging.FromContext(ctx).With("pod", t.Pod.String(), "port", t.Port, "client", client.RemoteAddr().String())
 	r.metrics.accepted.Inc()
+	if r.serveRaw(ctx, client, t, log) {
+		return
+	}
 	pc := r.acquire(t.Pod)
 	defer r.release(t.Pod, pc)
 	var conn httpstream.Connection
@@ -186,6 +211,61 @@ func (r *Relay) Serve(ctx context.Context, client net.Conn, t Target) {
 	// it, so that no error goes unreported.
 	_ = client.Close()
 	wg.Wait()
+}
+
+// serveRaw relays client to t through the raw port-forward when the
+// dialer has it and t's node serves it, and says whether it did (or the
+// connection failed for good); false: relay it over SPDY.
+func (r *Relay) serveRaw(ctx context.Context, client net.Conn, t Target, log *slog.Logger) bool {
+	raw, ok := r.dialer.(RawDialer)
+	if !ok || !r.rawServed(t.Pod.Node) {
+		return false
+	}
+	r.metrics.dials.Inc()
+	conn, buffered, err := raw.DialRaw(t.Pod, t.Port)
+	var refused *spdyconn.UpgradeError
+	switch {
+	case errors.Is(err, spdyconn.ErrRawUnsupported):
+		log.Info("the pod's node does not serve the raw port-forward: relaying over SPDY", "err", err, "retryIn", rawRetry)
+		r.mu.Lock()
+		r.noRaw[t.Pod.Node] = r.now().Add(rawRetry)
+		r.mu.Unlock()
+		r.metrics.rawUnsupported.Inc()
+		return false
+	case errors.As(err, &refused):
+		// The node's answer: no such pod there, nothing listens.
+		r.metrics.failed.WithLabelValues(ReasonPortForward).Inc()
+		log.Warn("port-forward error", "message", refused.Message, "status", refused.StatusCode)
+		return true
+	case err != nil:
+		r.metrics.dialFailures.Inc()
+		r.metrics.failed.WithLabelValues(ReasonDial).Inc()
+		log.Warn("port-forward dial failed", "err", err)
+		return true
+	}
+	r.metrics.raw.Inc()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close(); _ = client.Close() })
+	defer stop()
+	_, _, _ = connrelay.Relay(
+		connrelay.Side{Conn: client, Written: counted(r.metrics.bytes.WithLabelValues("from_pod"))},
+		connrelay.Side{Conn: conn, Reader: buffered, Written: counted(r.metrics.bytes.WithLabelValues("to_pod"))})
+	return true
+}
+
+// rawServed says whether node is to be tried with the raw port-forward.
+func (r *Relay) rawServed(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	until, ok := r.noRaw[node]
+	if ok && r.now().After(until) {
+		delete(r.noRaw, node)
+		return true
+	}
+	return !ok
+}
+
+func counted(c prometheus.Counter) func(int) {
+	return func(n int) { c.Add(float64(n)) }
 }
 
 // streams creates a request's error and data streams on conn, within

@@ -43,7 +43,7 @@ func Dial(cfg *rest.Config, method string, u *url.URL, protocols ...string) (htt
 	if tlsConfig == nil && u.Scheme == "https" {
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	up := &upgrader{tls: tlsConfig}
+	up := &upgrader{tls: tlsConfig, protocol: spdy.HeaderSpdy31}
 	rt, err := rest.HTTPWrappersForConfig(cfg, up)
 	if err != nil {
 		return nil, err
@@ -56,11 +56,12 @@ func Dial(cfg *rest.Config, method string, u *url.URL, protocols ...string) (htt
 	return conn, nil
 }
 
-// upgrader is the round tripper and upgrader of one upgrade: RoundTrip
-// dials and sends the request, NewConnection makes the SPDY connection of
-// its response.
+// upgrader is the round tripper and upgrader of one upgrade to protocol:
+// RoundTrip dials and sends the request, NewConnection makes the SPDY
+// connection of its response.
 type upgrader struct {
-	tls *tls.Config
+	tls      *tls.Config
+	protocol string // the Upgrade header's
 
 	mu   sync.Mutex
 	conn net.Conn
@@ -70,7 +71,7 @@ type upgrader struct {
 func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
 	req.Header.Add(httpstream.HeaderConnection, httpstream.HeaderUpgrade)
-	req.Header.Add(httpstream.HeaderUpgrade, spdy.HeaderSpdy31)
+	req.Header.Add(httpstream.HeaderUpgrade, u.protocol)
 	host := req.URL.Host
 	if req.URL.Port() == "" {
 		port := "80"
@@ -117,24 +118,36 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 // NewConnection makes the SPDY connection of an upgraded response; any
 // other response is an error with its body, and closes the connection.
 func (u *upgrader) NewConnection(resp *http.Response) (httpstream.Connection, error) {
+	conn, br, err := u.upgraded(resp)
+	if err != nil {
+		return nil, err
+	}
+	return spdy.NewClientConnectionWithPings(Frames(&bufferedConn{Conn: conn, r: br}), pingPeriod)
+}
+
+// upgraded returns the connection of a response that upgraded it to
+// u.protocol, with the reader of what the server sent after the response;
+// any other response is an UpgradeError with its body, and closes the
+// connection.
+func (u *upgrader) upgraded(resp *http.Response) (net.Conn, *bufio.Reader, error) {
 	u.mu.Lock()
 	conn, br := u.conn, u.br
 	u.mu.Unlock()
 	if conn == nil {
-		return nil, errors.New("unable to upgrade connection: no connection")
+		return nil, nil, errors.New("unable to upgrade connection: no connection")
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols ||
 		!strings.EqualFold(resp.Header.Get(httpstream.HeaderConnection), httpstream.HeaderUpgrade) ||
-		!strings.EqualFold(resp.Header.Get(httpstream.HeaderUpgrade), spdy.HeaderSpdy31) {
+		!strings.EqualFold(resp.Header.Get(httpstream.HeaderUpgrade), u.protocol) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		u.close()
 		msg := strings.TrimSpace(string(body))
 		if msg == "" {
 			msg = resp.Status
 		}
-		return nil, &UpgradeError{StatusCode: resp.StatusCode, Message: msg}
+		return nil, nil, &UpgradeError{StatusCode: resp.StatusCode, Message: msg, Header: resp.Header}
 	}
-	return spdy.NewClientConnectionWithPings(Frames(&bufferedConn{Conn: conn, r: br}), pingPeriod)
+	return conn, br, nil
 }
 
 func (u *upgrader) close() {
@@ -149,6 +162,7 @@ func (u *upgrader) close() {
 type UpgradeError struct {
 	StatusCode int
 	Message    string // the body, else the status
+	Header     http.Header
 }
 
 func (e *UpgradeError) Error() string {

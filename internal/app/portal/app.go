@@ -31,8 +31,12 @@ const (
 
 // The relay's paths to pods (--port-forward-via).
 const (
-	viaKubelet   = "kubelet"
-	viaAPIServer = "apiserver"
+	viaKubelet = "kubelet"
+	// viaKubeletSPDY is viaKubelet without rbn's raw port-forward: every
+	// connection over the Kubernetes port-forward protocol (SPDY), as
+	// before the raw one existed.
+	viaKubeletSPDY = "kubelet-spdy"
+	viaAPIServer   = "apiserver"
 )
 
 // stringList is a repeatable flag.
@@ -68,11 +72,13 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 	fs.IntVar(&c.Priority, "route-priority", portal.DefaultRulePriority, "priority of the policy rules into the table")
 	fs.Var(&iifs, "input-interface", "route into the portal only packets to the range arriving on this interface (repeatable); none: every packet to the range, locally generated ones included")
 	fs.StringVar(&o.portForwardVia, "port-forward-via", viaKubelet, "how connections reach pods: "+viaKubelet+
-		" (the port-forward endpoint of the pod's node's kubelet API, at the address and port its Node advertises; "+
-		"through the apiserver when that refuses the portal, as an rbn-kubelet older than the portal does) or "+
+		" (the port-forward endpoint of the pod's node's kubelet API, at the address and port its Node advertises: rbn's raw port-forward, "+
+		"one TLS connection per connection, else the Kubernetes port-forward protocol (SPDY) where the node's rbn-kubelet does not serve it; "+
+		"through the apiserver when that refuses the portal, as an rbn-kubelet older than the portal does), "+
+		viaKubeletSPDY+" (the same, always over SPDY) or "+
 		viaAPIServer+" (the pods/portforward subresource, which the apiserver proxies to the same endpoint: one more hop)")
 	fs.StringVar(&o.kubeletCAFile, "kubelet-ca-file", "", "certificate authority that verifies kubelet APIs' serving certificates (--port-forward-via="+
-		viaKubelet+"); empty: the client configuration's (in a pod, the cluster's)")
+		viaKubelet+" or "+viaKubeletSPDY+"); empty: the client configuration's (in a pod, the cluster's)")
 	fs.StringVar(&o.metricsAddress, "metrics-address", DefaultMetricsAddress, `address (IP:port) of GET /metrics; "0" serves none`)
 	fs.StringVar(&o.healthAddress, "health-address", DefaultHealthAddress, "address (IP:port) of GET /healthz and /readyz")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -113,13 +119,13 @@ func parse(args []string, stderr io.Writer) (*options, bool, error) {
 		}
 	}
 	switch o.portForwardVia {
-	case viaKubelet:
+	case viaKubelet, viaKubeletSPDY:
 	case viaAPIServer:
 		if o.kubeletCAFile != "" {
-			errs = append(errs, fmt.Errorf("--kubelet-ca-file is for --port-forward-via=%s", viaKubelet))
+			errs = append(errs, fmt.Errorf("--kubelet-ca-file is for --port-forward-via=%s or %s", viaKubelet, viaKubeletSPDY))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("--port-forward-via %q: %s or %s", o.portForwardVia, viaKubelet, viaAPIServer))
+		errs = append(errs, fmt.Errorf("--port-forward-via %q: %s, %s or %s", o.portForwardVia, viaKubelet, viaKubeletSPDY, viaAPIServer))
 	}
 	if agg := logging.ValidateOptions(o.logFormat, o.logLevel).ToAggregate(); agg != nil {
 		errs = append(errs, agg)
@@ -161,12 +167,15 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	dialer = api
-	if o.portForwardVia == viaKubelet {
+	if o.portForwardVia == viaKubelet || o.portForwardVia == viaKubeletSPDY {
 		kubelet, err := portal.NewKubeletPortForwarder(portal.KubeletClientConfig(restCfg, o.kubeletCAFile), client.CoreV1())
 		if err != nil {
 			return err
 		}
 		dialer = portal.NewFallbackPortForwarder(kubelet, api, m)
+		if o.portForwardVia == viaKubeletSPDY {
+			dialer = struct{ portal.PortForwarder }{dialer} // no DialRaw: the relay takes SPDY's path
+		}
 	}
 	ns, err := portal.NewNamespace(o.capture)
 	if err != nil {

@@ -44,6 +44,9 @@ func TestParse(t *testing.T) {
 	if o, _, err := parse([]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=apiserver"}, io.Discard); err != nil || o.portForwardVia != viaAPIServer {
 		t.Errorf("--port-forward-via=apiserver: %+v, %v", o, err)
 	}
+	if o, _, err := parse([]string{"--pod-cidr=100.96.0.0/16", "--port-forward-via=kubelet-spdy", "--kubelet-ca-file=/etc/ca.crt"}, io.Discard); err != nil || o.portForwardVia != viaKubeletSPDY {
+		t.Errorf("--port-forward-via=kubelet-spdy: %+v, %v", o, err)
+	}
 	// --cleanup needs no pod range: it removes what the route table names.
 	if o, _, err := parse([]string{"--cleanup", "--route-table=300"}, io.Discard); err != nil || !o.cleanup || o.capture.Table != 300 {
 		t.Errorf("--cleanup: %+v, %v", o, err)
