@@ -196,7 +196,7 @@ func RunServices(t *testing.T) {
 	w("## 7. ssh and scp through a Service (%d MiB, issue #14)", mib)
 	w("")
 	w("A customization-shaped sshd pod on a remote build node (%s) behind a ClusterIP Service; the real OpenSSH client in a pod on the worker node. "+
-		"Through the Service: kube-proxy, rbn-portal on the worker node, rbn-kubelet's port-forward endpoint (the node's kubelet API, dialed directly: rbn-portal's default --port-forward-via=kubelet), the host's SSH connection. "+
+		"Through the Service: kube-proxy, rbn-portal on the worker node, rbn-kubelet's port-forward endpoint (the node's kubelet API, dialed directly: rbn-portal's default --port-forward-via=kubelet, rbn's raw port-forward), the host's SSH connection. "+
 		"Straight: the same client to the pod's address through the host's sshd (ProxyCommand, direct-tcpip): the direct SSH path. "+
 		"The paths alternate, %d runs each; times by the client pod's clock around the clients; each setup figure is one `ssh true` login, the mean of %d in a row.",
 		host.Name, runs, servicesSetups)
