@@ -203,6 +203,11 @@ func watchNodeService(ctx context.Context, services cache.SharedIndexInformer, n
 		return err
 	}
 	defer func() { _ = services.RemoveEventHandler(reg) }()
+	// The handler is told of the Services the informer holds, not of one
+	// deleted before it was added: a Service missing now is gone.
+	if _, exists, err := services.GetStore().GetByKey(namespace + "/" + name); err == nil && !exists {
+		report("it was deleted")
+	}
 	select {
 	case <-ctx.Done():
 		return nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/remote-build-nodes/rbn/internal/config"
 	"github.com/remote-build-nodes/rbn/internal/nodeservice"
+	"github.com/remote-build-nodes/rbn/internal/testwait"
 )
 
 // fakeServing issues each node's serving certificate at once, or never
@@ -208,10 +209,12 @@ func TestWatchNodeServiceEndsWhenTheAddressGoes(t *testing.T) {
 		name   string
 		change func(ctx context.Context, c *fake.Clientset) error
 		want   string
+		// before: the change is made before the watch starts.
+		before bool
 	}{
 		{"deleted", func(ctx context.Context, c *fake.Clientset) error {
 			return c.CoreV1().Services("rbn-system").Delete(ctx, "rbn-node-n1", metav1.DeleteOptions{})
-		}, "it was deleted"},
+		}, "it was deleted", false},
 		{"readdressed", func(ctx context.Context, c *fake.Clientset) error {
 			svc, err := c.CoreV1().Services("rbn-system").Get(ctx, "rbn-node-n1", metav1.GetOptions{})
 			if err != nil {
@@ -220,7 +223,11 @@ func TestWatchNodeServiceEndsWhenTheAddressGoes(t *testing.T) {
 			svc.Spec.ClusterIP = "10.96.0.99"
 			_, err = c.CoreV1().Services("rbn-system").Update(ctx, svc, metav1.UpdateOptions{})
 			return err
-		}, `its ClusterIP is now "10.96.0.99"`},
+		}, `its ClusterIP is now "10.96.0.99"`, false},
+		// Gone before the watch's handler was added: no event tells it.
+		{"deleted before the watch", func(ctx context.Context, c *fake.Clientset) error {
+			return c.CoreV1().Services("rbn-system").Delete(ctx, "rbn-node-n1", metav1.DeleteOptions{})
+		}, "it was deleted", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -242,20 +249,31 @@ func TestWatchNodeServiceEndsWhenTheAddressGoes(t *testing.T) {
 			factory.Start(ctx.Done())
 			factory.WaitForCacheSync(ctx.Done())
 			<-watching
+			if tc.before {
+				if err := tc.change(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+				testwait.Eventually(t, "the informer without the Service", func() bool {
+					_, exists, _ := inf.GetStore().GetByKey("rbn-system/rbn-node-n1")
+					return !exists
+				})
+			}
 			done := make(chan error, 1)
 			go func() { done <- watchNodeService(ctx, inf, "rbn-system", "n1", "10.96.0.42") }()
-			// Unrelated changes: another node's Service goes, n1's is
-			// updated without a new address.
-			if err := c.CoreV1().Services("rbn-system").Delete(ctx, "rbn-node-n2", metav1.DeleteOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			same := svc("rbn-node-n1", "10.96.0.42")
-			same.Labels = map[string]string{"x": "y"}
-			if _, err := c.CoreV1().Services("rbn-system").Update(ctx, same, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			if err := tc.change(ctx, c); err != nil {
-				t.Fatal(err)
+			if !tc.before {
+				// Unrelated changes: another node's Service goes, n1's is
+				// updated without a new address.
+				if err := c.CoreV1().Services("rbn-system").Delete(ctx, "rbn-node-n2", metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				same := svc("rbn-node-n1", "10.96.0.42")
+				same.Labels = map[string]string{"x": "y"}
+				if _, err := c.CoreV1().Services("rbn-system").Update(ctx, same, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if err := tc.change(ctx, c); err != nil {
+					t.Fatal(err)
+				}
 			}
 			err := <-done
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
