@@ -36,15 +36,7 @@ var dialTimeout = 30 * time.Second
 // round tripper itself, so two upgrades through one round tripper at once
 // can swap their connections; each Dial here has its own.
 func Dial(cfg *rest.Config, method string, u *url.URL, protocols ...string) (httpstream.Connection, error) {
-	tlsConfig, err := rest.TLSConfigFor(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if tlsConfig == nil && u.Scheme == "https" {
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	up := &upgrader{tls: tlsConfig, protocol: spdy.HeaderSpdy31}
-	rt, err := rest.HTTPWrappersForConfig(cfg, up)
+	up, rt, err := newUpgrader(cfg, u, spdy.HeaderSpdy31)
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +46,25 @@ func Dial(cfg *rest.Config, method string, u *url.URL, protocols ...string) (htt
 		return nil, err
 	}
 	return conn, nil
+}
+
+// newUpgrader is the upgrader of one upgrade of a request to u to protocol,
+// with cfg's TLS settings, and the round tripper that sends the request
+// through it with cfg's credentials.
+func newUpgrader(cfg *rest.Config, u *url.URL, protocol string) (*upgrader, http.RoundTripper, error) {
+	tlsConfig, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tlsConfig == nil && u.Scheme == "https" {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	up := &upgrader{tls: tlsConfig, protocol: protocol}
+	rt, err := rest.HTTPWrappersForConfig(cfg, up)
+	if err != nil {
+		return nil, nil, err
+	}
+	return up, rt, nil
 }
 
 // upgrader is the round tripper and upgrader of one upgrade to protocol:

@@ -2,7 +2,6 @@ package spdyconn
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -79,15 +78,7 @@ func DialRaw(ctx context.Context, cfg *rest.Config, u *url.URL, port int32) (net
 	if u.Scheme != "https" {
 		return nil, nil, fmt.Errorf("raw port-forward to %s: not over TLS", u.Redacted())
 	}
-	tlsConfig, err := rest.TLSConfigFor(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	if tlsConfig == nil {
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	up := &upgrader{tls: tlsConfig, protocol: RawPortForward}
-	rt, err := rest.HTTPWrappersForConfig(cfg, up)
+	up, rt, err := newUpgrader(cfg, u, RawPortForward)
 	if err != nil {
 		return nil, nil, err
 	}
