@@ -131,7 +131,10 @@ func TestSidecarStartWakesTheWorker(t *testing.T) {
 	h.wantCalls("start "+ctrName("setup", 0), 1)
 
 	pd := sidecarPod(corev1.RestartPolicyNever)
-	pd.Spec.InitContainers[0].StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, PeriodSeconds: 1}
+	// Its first attempt after the test (the fake clock stands still): its
+	// result, which wakes the worker, does not race the check below.
+	pd.Spec.InitContainers[0].StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}},
+		PeriodSeconds: 1, InitialDelaySeconds: 3600}
 	pd.Spec.InitContainers[0].RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 	h = newHarness(t, pd)
 	for _, c := range []string{"main", "proxy", "setup"} {
